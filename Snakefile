@@ -1,0 +1,23 @@
+# unetflow: train and apply U-Nets. Run `snakemake --cores all`; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        expand(f"{RESULTS}/{{experiment}}/evaluate/summary.parquet", experiment=EXPERIMENTS),
+    default_target: True

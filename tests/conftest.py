@@ -1,0 +1,43 @@
+"""Shared test helpers: small data sets on disk and running the workflow in a temporary folder."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_pairs(folder: Path, count: int = 4, size=(32, 40), values=(0, 255), seed: int = 0) -> tuple[Path, Path]:
+    """`count` random grey PNG images with masks holding `values`, in folder/images and folder/masks."""
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        cv2.imwrite(str(images / f"c{index}.png"), rng.integers(0, 256, size, dtype=np.uint8))
+        cv2.imwrite(str(masks / f"c{index}.png"), rng.choice(np.asarray(values, np.uint8), size))
+    return images, masks
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "tiny.yaml",
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` with the given config file and extra arguments."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(configfile), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole workflow run once on the tiny demo config; returns its working directory."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir)
+    return workdir

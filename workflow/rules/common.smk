@@ -1,0 +1,63 @@
+# Shared definitions: validated config, data locations, per-experiment settings.
+import copy
+import glob
+import os
+import re
+
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+RESULTS = config["results"]
+EXPERIMENTS = list(config["experiments"])
+USE_DEMO = config["data"]["images"] is None
+
+
+wildcard_constraints:
+    experiment="|".join(map(re.escape, EXPERIMENTS)),
+
+
+def data_location():
+    """The data section with images/masks pointing at the demo data when no data set is given."""
+    if USE_DEMO:
+        return {**config["data"], "images": f"{RESULTS}/demo/images", "masks": f"{RESULTS}/demo/masks"}
+    if config["data"]["masks"] is None:
+        raise ValueError("config key data.masks: set it to the folder or glob of the masks of data.images")
+    return config["data"]
+
+
+def data_inputs():
+    """What ingest reads: the demo folder, or every file the data globs match (so new files rerun ingest)."""
+    if USE_DEMO:
+        return [f"{RESULTS}/demo"]
+    location = data_location()
+    return sorted(
+        path
+        for spec in (location["images"], location["masks"])
+        for path in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec))
+        if os.path.isfile(path)
+    )
+
+
+def merged(base, overrides):
+    """`overrides` merged into a copy of `base`, nested dicts merged key by key."""
+    result = copy.deepcopy(base)
+    for key, value in overrides.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
+
+
+def experiment_settings(name):
+    """train/predict/evaluate sections of one experiment: its overrides over the base config, validated."""
+    settings = merged(config, {"experiments": {name: {}}, **config["experiments"][name]})
+    validate(settings, "../schemas/config.schema.yaml")
+    return settings
+
+
+SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
+
+
+def uses_gpu(section):
+    """1 when the section asks for a CUDA device (the scheduler then grants a GPU), else 0."""
+    return int(section["device"].startswith("cuda"))

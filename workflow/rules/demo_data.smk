@@ -1,0 +1,11 @@
+rule demo_data:
+    output:
+        directory(f"{RESULTS}/demo"),
+    params:
+        demo=config["demo"],
+    log:
+        f"{RESULTS}/logs/demo_data.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/demo_data.py"

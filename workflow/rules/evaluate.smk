@@ -1,0 +1,19 @@
+rule evaluate:
+    input:
+        predictions=rules.predict.output[0],
+        manifest=rules.ingest.output.manifest,
+        classes=rules.ingest.output.classes,
+        splits=rules.split.output[0],
+    output:
+        per_case=f"{RESULTS}/{{experiment}}/evaluate/per_case.parquet",
+        summary=f"{RESULTS}/{{experiment}}/evaluate/summary.parquet",
+    params:
+        evaluate=lambda wc: SETTINGS[wc.experiment]["evaluate"],
+        split=lambda wc: SETTINGS[wc.experiment]["predict"]["split"],
+    threads: 4
+    log:
+        f"{RESULTS}/logs/{{experiment}}/evaluate.log",
+    conda:
+        "../../envs/evaluate.yaml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,23 @@
+rule predict:
+    input:
+        model=rules.train.output.model,
+        cases=rules.preprocess.output.cases,
+        manifest=rules.preprocess.output.manifest,
+        classes=rules.ingest.output.classes,
+        splits=rules.split.output[0],
+    output:
+        directory(f"{RESULTS}/{{experiment}}/predict/masks"),
+    params:
+        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
+        device=lambda wc: SETTINGS[wc.experiment]["train"]["device"],
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
+    log:
+        f"{RESULTS}/logs/{{experiment}}/predict.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,18 @@
+"""Rule evaluate: per case and class metrics of the predictions, and their summary."""
+
+import pandas as pd
+
+from unetflow.evaluate import evaluate_cases, summarize
+from unetflow.logs import stage_logger
+from unetflow.split import ids_in
+
+log = stage_logger(snakemake.log[0])
+manifest = pd.read_parquet(snakemake.input.manifest)
+ids = ids_in(pd.read_parquet(snakemake.input.splits), snakemake.params.split)
+per_case = evaluate_cases(manifest[manifest["id"].isin(ids)], snakemake.input.predictions,
+                          pd.read_parquet(snakemake.input.classes), snakemake.params.evaluate, snakemake.threads)
+summary = summarize(per_case)
+per_case.to_parquet(snakemake.output.per_case)
+summary.to_parquet(snakemake.output.summary)
+columns = ["class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean"]
+log.info("evaluation of %d cases:\n%s", len(ids), summary[columns].to_string(index=False, float_format="%.4f"))

@@ -1,0 +1,13 @@
+"""Rule split: seeded train/val/test split of the cases."""
+
+import pandas as pd
+
+from unetflow.logs import stage_logger
+from unetflow.split import split_cases
+
+log = stage_logger(snakemake.log[0])
+cfg = snakemake.params.split
+splits = split_cases(pd.read_parquet(snakemake.input.manifest), cfg["train"], cfg["val"], cfg["test"], cfg["seed"],
+                     cfg["group_by"])
+splits.to_parquet(snakemake.output[0])
+log.info("split sizes: %s", splits["split"].value_counts().to_dict())

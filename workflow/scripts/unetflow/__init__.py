@@ -1,0 +1,1 @@
+"""unetflow: the library behind the workflow's scripts (one module per stage)."""

@@ -1,0 +1,307 @@
+"""Batch data augmentation on the training device: whole batches at once, per-sample choices as masks.
+
+Every transform is applied to each sample independently with probability `p`; its random parameters are drawn
+per sample. Configuration keys (`AUGMENT_DEFAULTS`; a partial dict is merged over it, unknown keys are errors):
+
+- `mirror.p` (0.5): probability of flipping a sample, drawn separately for each spatial axis.
+- `rot90.p` (0.5): probability of rotating a sample by 90, 180 or 270 degrees (equally likely); applied only
+  when height equals width.
+- `affine.p` (0.2): probability of a random rotation plus scaling, resampled once with the elastic deformation.
+- `affine.rotation_deg` ([-180, 180]): range of the rotation angle in degrees, drawn uniformly.
+- `affine.scale` ([0.7, 1.4]): range of the zoom factor, drawn uniformly; above 1 enlarges the content.
+- `elastic.p` (0.2): probability of an elastic deformation as in the U-Net paper: random displacements on a
+  coarse grid, bicubically upsampled to a dense field, resampled in the same pass as the affine transform.
+- `elastic.grid` (4): number of control points of the coarse grid along each axis.
+- `elastic.sigma` (10): standard deviation in pixels of the control-point displacements.
+- `brightness.p` (0.15), `brightness.range` ([0.75, 1.25]): multiply intensities by a factor drawn from range.
+- `contrast.p` (0.15), `contrast.range` ([0.75, 1.25]): scale intensities about their mean by a factor drawn
+  from range.
+- `gamma.p` (0.3), `gamma.range` ([0.7, 1.5]): rescale intensities to [0, 1], raise them to a power drawn from
+  range and rescale back.
+- `noise.p` (0.1), `noise.std` ([0.0, 0.1]): add Gaussian noise whose standard deviation is drawn from std
+  (in intensity units).
+- `blur.p` (0.2), `blur.sigma` ([0.5, 1.0]): separable Gaussian blur with standard deviation in pixels drawn
+  from sigma.
+
+Spatial transforms move images bilinearly and labels by nearest neighbour with the same sampling grid; regions
+sampled from outside the image get image 0 and label `fill_label`. Intensity statistics (mean, min, max) are
+taken per sample and channel; intensity transforms leave labels untouched. Order: spatial (affine and
+elastic), mirror, rot90, noise, blur, brightness, contrast, gamma.
+"""
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+AUGMENT_DEFAULTS: dict = {
+    "mirror": {"p": 0.5},
+    "rot90": {"p": 0.5},
+    "affine": {"p": 0.2, "rotation_deg": [-180.0, 180.0], "scale": [0.7, 1.4]},
+    "elastic": {"p": 0.2, "grid": 4, "sigma": 10.0},
+    "brightness": {"p": 0.15, "range": [0.75, 1.25]},
+    "contrast": {"p": 0.15, "range": [0.75, 1.25]},
+    "gamma": {"p": 0.3, "range": [0.7, 1.5]},
+    "noise": {"p": 0.1, "std": [0.0, 0.1]},
+    "blur": {"p": 0.2, "sigma": [0.5, 1.0]},
+}
+
+
+def merge_config(config: dict | None) -> dict:
+    """Return `AUGMENT_DEFAULTS` with the (possibly partial) `config` merged over it; unknown keys raise."""
+    merged = copy.deepcopy(AUGMENT_DEFAULTS)
+    for name, options in (config or {}).items():
+        if name not in merged:
+            raise ValueError(f"unknown augmentation {name!r}; known: {sorted(merged)}")
+        unknown = set(options) - set(merged[name])
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)} for augmentation {name!r}")
+        merged[name].update(options)
+    return merged
+
+
+def augment_batch(images: Tensor, labels: Tensor, config: dict | None, generator: torch.Generator,
+                  *, fill_label: int = 0) -> tuple[Tensor, Tensor]:
+    """Augment images (B, C, H, W) float and labels (B, H, W) int64 with the transforms of `config`.
+
+    All random draws come from `generator`, which must be on the tensors' device; the same seed gives the same
+    batch. Returns new tensors of the input shapes and dtypes.
+    """
+    cfg = merge_config(config)
+    images, labels = resample_spatially(images, labels, cfg["affine"], cfg["elastic"], generator, fill_label)
+    images, labels = mirror(images, labels, cfg["mirror"]["p"], generator)
+    if images.shape[-1] == images.shape[-2]:
+        images, labels = rotate90(images, labels, cfg["rot90"]["p"], generator)
+    images = add_noise(images, cfg["noise"], generator)
+    images = blur(images, cfg["blur"], generator)
+    images = scale_brightness(images, cfg["brightness"], generator)
+    images = scale_contrast(images, cfg["contrast"], generator)
+    images = adjust_gamma(images, cfg["gamma"], generator)
+    return images, labels
+
+
+def draw_mask(p: float, n: int, generator: torch.Generator) -> Tensor:
+    """Boolean (n,) mask, each entry True with probability p."""
+    return torch.rand(n, generator=generator, device=generator.device) < p
+
+
+def draw_uniform(bounds: list[float], n: int, generator: torch.Generator) -> Tensor:
+    """(n,) float32 values drawn uniformly between bounds[0] and bounds[1]."""
+    low, high = bounds
+    return low + (high - low) * torch.rand(n, generator=generator, device=generator.device)
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape (B,) values to broadcast over the trailing dimensions of `like`."""
+    return values.reshape(-1, *[1] * (like.dim() - 1)).to(like.dtype)
+
+
+def select(mask: Tensor, changed: Tensor, original: Tensor) -> Tensor:
+    """Per-sample choice between `changed` (where mask) and `original`."""
+    return torch.where(mask.reshape(-1, *[1] * (original.dim() - 1)), changed, original)
+
+
+# --- spatial transforms ---------------------------------------------------------------------------------------
+
+def resample_spatially(images: Tensor, labels: Tensor, affine_cfg: dict, elastic_cfg: dict,
+                       generator: torch.Generator, fill_label: int) -> tuple[Tensor, Tensor]:
+    """Rotate, scale and elastically deform samples in one fused resampling; untouched samples stay exact."""
+    if affine_cfg["p"] <= 0 and elastic_cfg["p"] <= 0:
+        return images, labels
+    batch, height, width = labels.shape
+    matrices, affine_mask = draw_affine_matrices(affine_cfg, batch, generator)
+    displacement, elastic_mask = draw_elastic_displacement(elastic_cfg, batch, height, width, generator)
+    coords = source_pixel_coordinates(matrices, displacement)
+    moved_images = sample_images_bilinear(images, coords)
+    moved_labels = sample_labels_nearest(labels, coords, fill_label)
+    mask = affine_mask | elastic_mask
+    return select(mask, moved_images, images), select(mask, moved_labels, labels)
+
+
+def draw_affine_matrices(cfg: dict, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(B, 2, 2) maps from output to source pixel offsets (rotation / zoom; identity where not applied), mask."""
+    mask = draw_mask(cfg["p"], batch, generator)
+    angle = torch.deg2rad(draw_uniform(cfg["rotation_deg"], batch, generator)) * mask
+    zoom = torch.where(mask, draw_uniform(cfg["scale"], batch, generator), 1.0)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2), mask
+
+
+def draw_elastic_displacement(cfg: dict, batch: int, height: int, width: int,
+                              generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(B, H, W, 2) dense (x, y) displacements in pixels, bicubically upsampled from a coarse grid; mask."""
+    mask = draw_mask(cfg["p"], batch, generator)
+    coarse = torch.randn(batch, 2, cfg["grid"], cfg["grid"], generator=generator, device=generator.device)
+    coarse = coarse * cfg["sigma"] * per_sample(mask, coarse)
+    dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+    return dense.permute(0, 2, 3, 1), mask
+
+
+def source_pixel_coordinates(matrices: Tensor, displacement: Tensor) -> Tensor:
+    """(B, H, W, 2) source (x, y) pixel coordinates: centre + matrix @ (output - centre) + displacement."""
+    _, height, width, _ = displacement.shape
+    device = displacement.device
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device)
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                            torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    offsets = torch.stack([xs, ys], -1) - centre
+    return centre + torch.einsum("bij,hwj->bhwi", matrices, offsets) + displacement
+
+
+def sample_images_bilinear(images: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear samples of images at pixel coordinates; 0 outside the image."""
+    height, width = images.shape[-2:]
+    size = torch.tensor([width, height], device=coords.device)
+    grid = (2 * coords + 1) / size - 1
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def sample_labels_nearest(labels: Tensor, coords: Tensor, fill_label: int) -> Tensor:
+    """Nearest-neighbour label lookup at pixel coordinates (exact integer values); fill_label outside."""
+    batch, height, width = labels.shape
+    ix, iy = torch.round(coords).long().unbind(-1)
+    inside = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
+    flat = (iy.clamp(0, height - 1) * width + ix.clamp(0, width - 1)).reshape(batch, -1)
+    gathered = labels.reshape(batch, -1).gather(1, flat).reshape(batch, height, width)
+    return torch.where(inside, gathered, torch.full_like(gathered, fill_label))
+
+
+def mirror(images: Tensor, labels: Tensor, p: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Flip each sample along each spatial axis independently with probability p."""
+    if p <= 0:
+        return images, labels
+    for axis in (-2, -1):
+        mask = draw_mask(p, labels.shape[0], generator)
+        images = select(mask, images.flip(axis), images)
+        labels = select(mask, labels.flip(axis), labels)
+    return images, labels
+
+
+def rotate90(images: Tensor, labels: Tensor, p: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """With probability p rotate a (square) sample by k * 90 degrees, k uniform in {1, 2, 3}."""
+    if p <= 0:
+        return images, labels
+    batch = labels.shape[0]
+    mask = draw_mask(p, batch, generator)
+    turns = torch.randint(1, 4, (batch,), generator=generator, device=generator.device)
+    rotated_images, rotated_labels = images, labels
+    for k in (1, 2, 3):
+        chosen = mask & (turns == k)
+        rotated_images = select(chosen, images.rot90(k, dims=(-2, -1)), rotated_images)
+        rotated_labels = select(chosen, labels.rot90(k, dims=(-2, -1)), rotated_labels)
+    return rotated_images, rotated_labels
+
+
+# --- intensity transforms -------------------------------------------------------------------------------------
+
+def add_noise(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
+    """Add zero-mean Gaussian noise with a per-sample standard deviation."""
+    if cfg["p"] <= 0:
+        return images
+    batch = images.shape[0]
+    mask = draw_mask(cfg["p"], batch, generator)
+    std = draw_uniform(cfg["std"], batch, generator)
+    noise = torch.randn(images.shape, generator=generator, device=generator.device, dtype=images.dtype)
+    return select(mask, images + noise * per_sample(std, images), images)
+
+
+def blur(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
+    """Separable Gaussian blur with a per-sample sigma (grouped convolution, replicated borders)."""
+    if cfg["p"] <= 0:
+        return images
+    batch, channels, height, width = images.shape
+    mask = draw_mask(cfg["p"], batch, generator)
+    sigma = draw_uniform(cfg["sigma"], batch, generator)
+    radius = max(1, math.ceil(3 * max(cfg["sigma"])))
+    kernels = gaussian_kernels(sigma, radius).to(images.dtype).repeat_interleave(channels, 0)
+    flat = images.reshape(1, batch * channels, height, width)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernels[:, None, None, :],
+                    groups=batch * channels)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernels[:, None, :, None],
+                    groups=batch * channels)
+    return select(mask, flat.reshape(images.shape), images)
+
+
+def gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:
+    """(B, 2 * radius + 1) normalised 1D Gaussian kernels, one per sigma."""
+    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
+    kernels = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
+    return kernels / kernels.sum(1, keepdim=True)
+
+
+def scale_brightness(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
+    """Multiply each sample's intensities by a random factor."""
+    if cfg["p"] <= 0:
+        return images
+    batch = images.shape[0]
+    mask = draw_mask(cfg["p"], batch, generator)
+    factor = draw_uniform(cfg["range"], batch, generator)
+    return select(mask, images * per_sample(factor, images), images)
+
+
+def scale_contrast(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
+    """Scale each sample's intensities about their per-channel mean by a random factor."""
+    if cfg["p"] <= 0:
+        return images
+    batch = images.shape[0]
+    mask = draw_mask(cfg["p"], batch, generator)
+    factor = draw_uniform(cfg["range"], batch, generator)
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    return select(mask, (images - mean) * per_sample(factor, images) + mean, images)
+
+
+def adjust_gamma(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
+    """Gamma-correct each sample's intensities, rescaled per channel to [0, 1] and back."""
+    if cfg["p"] <= 0:
+        return images
+    batch = images.shape[0]
+    mask = draw_mask(cfg["p"], batch, generator)
+    gamma = draw_uniform(cfg["range"], batch, generator)
+    low = images.amin(dim=(-2, -1), keepdim=True)
+    span = (images.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-8)
+    unit = ((images - low) / span).clamp(0, 1)
+    return select(mask, unit ** per_sample(gamma, images) * span + low, images)
+
+
+# --- hand-run timing check ------------------------------------------------------------------------------------
+
+def time_against_training_step(batch: int = 32, size: int = 128, rounds: int = 3) -> dict[str, float]:
+    """Median seconds of augment_batch (defaults, and every p = 1) and of one UNet(1, 2) training step on the
+    same batch, measured interleaved over `rounds` after one warm-up round."""
+    from unetflow.model import UNet
+
+    torch.manual_seed(0)
+    images = torch.randn(batch, 1, size, size)
+    labels = (images[:, 0] > 0).long()
+    generator = torch.Generator().manual_seed(0)
+    all_on = {name: {"p": 1.0} for name in AUGMENT_DEFAULTS}
+    model = UNet(1, 2, depth=4, base_width=32)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99)
+
+    def training_step() -> None:
+        optimiser.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        optimiser.step()
+
+    runs = {
+        "augment_defaults_s": lambda: augment_batch(images, labels, {}, generator),
+        "augment_all_p1_s": lambda: augment_batch(images, labels, all_on, generator),
+        "training_step_s": training_step,
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(seconds[1:])[rounds // 2] for name, seconds in times.items()}
+
+
+if __name__ == "__main__":
+    timings = time_against_training_step()
+    for key, seconds in timings.items():
+        print(f"{key}: {seconds:.4f} s ({seconds / timings['training_step_s']:.3f} x training step)")

@@ -1,0 +1,212 @@
+"""Tiled sliding-window inference: overlapping tiles blended with a Gaussian importance map (nnU-Net style).
+
+Each tile's softmax is weighted by a Gaussian that favours its centre, where the network sees the most context;
+the weighted sum over all tiles is divided by the sum of the weights. Predictions are accumulated on the compute
+device unless the full-resolution accumulator would not fit there, in which case they are accumulated on the host.
+"""
+
+import contextlib
+import copy
+import itertools
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+GAUSSIAN_FLOOR = 1e-3  # smallest un-normalised importance, as in MONAI's compute_importance_map
+FLOAT32_BYTES = 4
+
+
+def gaussian_importance(tile: tuple[int, int], sigma_scale: float = 1 / 8,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """(H, W) separable Gaussian with sigma = tile * sigma_scale per axis, centred at (t - 1) / 2 so that even
+    tile sizes are symmetric, floored at GAUSSIAN_FLOOR (no zero weights) and normalised to a maximum of 1.
+
+    Up to that normalisation (a constant factor, which cancels in the blend) it equals MONAI's
+    compute_importance_map(tile, "gaussian", sigma_scale), which floors before any normalisation.
+    """
+    rows, cols = (gaussian_1d(length, length * sigma_scale, device) for length in tile)
+    weights = torch.outer(rows, cols).clamp_(min=GAUSSIAN_FLOOR)
+    return weights / weights.max()
+
+
+def gaussian_1d(length: int, sigma: float, device: torch.device | str | None = None) -> torch.Tensor:
+    """exp(-x^2 / (2 sigma^2)) at x = i - (length - 1) / 2 for i in 0..length-1 (maximum below 1 for even length)."""
+    offsets = torch.arange(length, dtype=torch.float32, device=device) - (length - 1) / 2
+    return torch.exp(-0.5 * (offsets / sigma) ** 2)
+
+
+def tile_origins(size: int, tile: int, overlap: float) -> list[int]:
+    """Start positions of tiles covering [0, size): step round(tile * (1 - overlap)) (at least 1), the last tile
+    flush with the end; [0] when the axis fits in one tile."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if size <= tile:
+        return [0]
+    step = max(1, round(tile * (1 - overlap)))
+    return list(range(0, size - tile, step)) + [size - tile]
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device | str | None = None,
+                          channels_last: bool = True) -> nn.Module:
+    """A copy of `model` for fast inference: eval mode, each BatchNorm2d folded into the Conv2d before it in an
+    nn.Sequential, moved to `device`, weights in channels_last memory format. The original is left untouched."""
+    prepared = copy.deepcopy(model).eval()
+    fold_batchnorm(prepared)
+    prepared.to(device=device)
+    if channels_last:
+        prepared.to(memory_format=torch.channels_last)
+    return prepared
+
+
+def fold_batchnorm(model: nn.Module) -> None:
+    """In place: replace Conv2d -> BatchNorm2d pairs inside nn.Sequential containers by one equivalent Conv2d
+    (valid in eval mode only, where the BatchNorm uses its running statistics)."""
+    sequentials = [module for module in model.modules() if isinstance(module, nn.Sequential)]
+    for sequential in sequentials:
+        for index in range(len(sequential) - 1):
+            conv, norm = sequential[index], sequential[index + 1]
+            if (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats):
+                sequential[index] = fuse_conv_bn_eval(conv, norm)
+                sequential[index + 1] = nn.Identity()
+
+
+def sliding_window_predict(model: nn.Module, image: torch.Tensor, tile: tuple[int, int], overlap: float = 0.5,
+                           batch_size: int = 4, mirror_axes: Sequence[int] = (),
+                           device: torch.device | str | None = None, max_device_bytes: int | None = None,
+                           channels_last: bool = True) -> torch.Tensor:
+    """Softmax probabilities (K, H, W), float32 on the CPU, of `model` on `image` (C, H, W) by overlapping tiles.
+
+    Images smaller than the tile are zero-padded symmetrically and the result cropped back. `mirror_axes` (a subset
+    of (0, 1) = H, W) averages the softmax over all flip combinations of those axes. `device` defaults to the
+    model's; the model is put in eval mode and moved there. Predictions are accumulated on the device unless twice
+    the accumulator (K*H*W float32) exceeds `max_device_bytes` (default: free CUDA memory, unlimited on the CPU);
+    then on the host. bf16 autocast on CUDA. `channels_last` feeds tiles in that memory format.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    model.eval().to(device)
+    padded, crop = pad_to_tile(image.to(device=device, dtype=torch.float32), tile)
+    origins = tile_grid(padded.shape[-2:], tile, overlap)
+    importance = gaussian_importance(tile, device=device)
+    with torch.inference_mode(), autocast_for(device):
+        tiles = iter_tile_batches(padded, tile, origins, batch_size, channels_last)
+        summed = accumulate_weighted_softmax(model, tiles, importance, flip_combinations(mirror_axes),
+                                             padded.shape[-2:], max_device_bytes)
+        summed.div_(accumulate_weights(importance, origins, padded.shape[-2:], summed.device))
+    return summed[(slice(None), *crop)].cpu().contiguous()
+
+
+def tile_grid(shape: Sequence[int], tile: tuple[int, int], overlap: float) -> list[tuple[int, int]]:
+    """(top, left) origins of all tiles covering an (H, W) image, row by row."""
+    return [(top, left) for top in tile_origins(shape[0], tile[0], overlap)
+            for left in tile_origins(shape[1], tile[1], overlap)]
+
+
+def iter_tile_batches(image: torch.Tensor, tile: tuple[int, int], origins: list[tuple[int, int]], batch_size: int,
+                      channels_last: bool) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor]]:
+    """(origins, (B, C, h, w) tiles) for consecutive batches of at most `batch_size` tiles of `image` (C, H, W)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for start in range(0, len(origins), batch_size):
+        batch = origins[start:start + batch_size]
+        tiles = torch.stack([image[:, top:top + tile[0], left:left + tile[1]] for top, left in batch])
+        yield batch, tiles.contiguous(memory_format=memory_format)
+
+
+def accumulate_weighted_softmax(model: nn.Module, batches: Iterator[tuple[list[tuple[int, int]], torch.Tensor]],
+                                importance: torch.Tensor, flips: list[tuple[int, ...]], shape: Sequence[int],
+                                max_device_bytes: int | None) -> torch.Tensor:
+    """Sum over tiles of importance * mean-over-flips softmax, as a (K, H, W) float32 tensor on the tiles' device,
+    or on the host when it does not fit there (see fits_on_device)."""
+    tile_weight = importance / len(flips)
+    accumulator = None
+    for origins, tiles in batches:
+        weighted = summed_softmax(model, tiles, flips).mul_(tile_weight)
+        if accumulator is None:
+            on_device = fits_on_device(weighted.shape[1], shape, tiles.device, max_device_bytes)
+            accumulator = zeros_outside_inference((weighted.shape[1], *shape), tiles.device if on_device else "cpu")
+        add_tiles(accumulator, weighted.to(accumulator.device), origins)
+    return accumulator
+
+
+def accumulate_weights(importance: torch.Tensor, origins: list[tuple[int, int]], shape: Sequence[int],
+                       device: torch.device) -> torch.Tensor:
+    """(1, H, W) sum of the importance maps of all tiles."""
+    weights = zeros_outside_inference((1, *shape), device)
+    add_tiles(weights, importance.to(device).expand(len(origins), 1, *importance.shape), origins)
+    return weights
+
+
+def zeros_outside_inference(shape: Sequence[int], device: torch.device | str) -> torch.Tensor:
+    """float32 zeros that are a normal tensor (not an inference tensor), so that callers may modify the result."""
+    with torch.inference_mode(False):
+        return torch.zeros(tuple(shape), dtype=torch.float32, device=device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (the CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def pad_to_tile(image: torch.Tensor, tile: tuple[int, int]) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """Zero-pad (C, H, W) symmetrically up to at least the tile size; also return the slices that crop it back."""
+    pads, crop = [], []
+    for size, tile_size in zip(image.shape[-2:], tile):
+        missing = max(tile_size - size, 0)
+        pads.append((missing // 2, missing - missing // 2))
+        crop.append(slice(missing // 2, missing // 2 + size))
+    (top, bottom), (left, right) = pads
+    return F.pad(image, (left, right, top, bottom)), tuple(crop)
+
+
+def flip_combinations(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Tensor dims (of a (B, C, H, W) batch) to flip for every subset of the spatial `mirror_axes` (0=H, 1=W)."""
+    if not set(mirror_axes) <= {0, 1}:
+        raise ValueError(f"mirror_axes must be a subset of (0, 1), got {mirror_axes}")
+    dims = sorted(2 + axis for axis in set(mirror_axes))
+    return [combo for count in range(len(dims) + 1) for combo in itertools.combinations(dims, count)]
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def summed_softmax(model: nn.Module, tiles: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """Sum over `flips` of the float32 softmax of the model on the flipped tiles, flipped back."""
+    total = None
+    for dims in flips:
+        logits = model(tiles.flip(dims) if dims else tiles)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        probabilities = probabilities.flip(dims) if dims else probabilities
+        total = probabilities if total is None else total.add_(probabilities)
+    return total
+
+
+def fits_on_device(num_classes: int, shape: tuple[int, int], device: torch.device,
+                   max_device_bytes: int | None) -> bool:
+    """Whether twice the (K, H, W) float32 accumulator fits in `max_device_bytes`, by default the free CUDA memory
+    (including memory cached by PyTorch's allocator); always true on the CPU unless a budget is given."""
+    needed = 2 * num_classes * shape[0] * shape[1] * FLOAT32_BYTES
+    if max_device_bytes is None:
+        if device.type != "cuda":
+            return True
+        max_device_bytes = free_cuda_bytes(device)
+    return needed <= max_device_bytes
+
+
+def free_cuda_bytes(device: torch.device) -> int:
+    """Free memory on a CUDA device, counting what PyTorch's caching allocator holds but does not use."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def add_tiles(accumulator: torch.Tensor, tiles: torch.Tensor, origins: Sequence[tuple[int, int]]) -> None:
+    """In place: add each (K, h, w) tile of `tiles` into `accumulator` (K, H, W) at its (top, left) origin."""
+    height, width = tiles.shape[-2:]
+    for (top, left), tile in zip(origins, tiles):
+        accumulator[:, top:top + height, left:left + width] += tile

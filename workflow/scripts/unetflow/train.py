@@ -1,0 +1,251 @@
+"""Training: patch sampling, the training loop, whole-image validation, checkpoints and resume.
+
+Everything random in training draws from two torch generators (patch sampling on the CPU, augmentation on the
+training device) whose states are checkpointed, so an interrupted run that resumes ends with the same weights as an
+uninterrupted one (on the CPU). Checkpoints hold only tensors and plain Python values: they load with
+`torch.load(path, weights_only=True)`.
+"""
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unetflow.augment import augment_batch
+from unetflow.losses import segmentation_loss
+from unetflow.model import UNet
+from unetflow.preprocess import load_case
+from unetflow.tiling import sliding_window_predict
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
+    """Patch size from the median image size, at most `largest`, rounded down to a multiple of 2**depth."""
+    multiple = 2**depth
+    return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
+
+
+class PatchSampler:
+    """All training cases held on the device; draws random patches, a share of them centred on foreground."""
+
+    def __init__(self, cases: list[tuple[np.ndarray, np.ndarray]], patch: list[int], device: torch.device,
+                 foreground_share: float):
+        self.patch, self.device, self.foreground_share = patch, device, foreground_share
+        self.images, self.labels, self.foreground = [], [], []
+        for image, labels in cases:
+            pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
+            image, labels = np.pad(image, pad), np.pad(labels, pad[1:])
+            self.images.append(torch.from_numpy(image).to(device))
+            self.labels.append(torch.from_numpy(labels.astype(np.int64)).to(device))
+            self.foreground.append(torch.from_numpy(np.argwhere(labels > 0)))
+        self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
+
+    def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
+        """Top-left corner of a patch in `case`, random or centred on a random foreground pixel."""
+        shape = self.labels[case].shape
+        if centre_on_foreground:
+            points = self.foreground[case]
+            centre = points[torch.randint(len(points), (1,), generator=generator)][0].tolist()
+            return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
+        return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
+        n_foreground = round(self.foreground_share * batch_size) if self.with_foreground else 0
+        images, labels = [], []
+        for index in range(batch_size):
+            on_foreground = index < n_foreground
+            pool = self.with_foreground if on_foreground else range(len(self.images))
+            case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
+            top, left = self.origin(case, on_foreground, generator)
+            window = (slice(top, top + self.patch[0]), slice(left, left + self.patch[1]))
+            images.append(self.images[case][(slice(None), *window)])
+            labels.append(self.labels[case][window])
+        return torch.stack(images), torch.stack(labels)
+
+
+def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
+    """Adam (default, as in the U-Net paper), AdamW or SGD with Nesterov momentum."""
+    name, lr, decay = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.99, nesterov=True, weight_decay=decay)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
+    """Learning-rate multiplier at `step`: linear warm-up, then constant, poly (power 0.9, nnU-Net) or cosine."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+@torch.inference_mode()
+def validate(model, cases, patch, device, loss_kind: str) -> tuple[float, float]:
+    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled."""
+    num_classes = model.hparams["num_classes"]
+    counts = torch.zeros(3, num_classes)
+    losses = []
+    for image, labels in cases:
+        probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=0.5, device=device)
+        target = torch.from_numpy(labels.astype(np.int64))
+        logits = probs.clamp_min(1e-8).log()[None]
+        losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
+        pred = probs.argmax(0)
+        for k in range(num_classes):
+            counts[:, k] += torch.stack([((pred == k) & (target == k)).sum(), (pred == k).sum(), (target == k).sum()])
+    dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
+    return float(np.mean(losses)), float(dice[1:].mean())
+
+
+def fingerprint(cfg: dict, train_ids: list[str]) -> str:
+    """Identity of a training run: a resume state is only reused for the same settings and training cases."""
+    return hashlib.sha256(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode()).hexdigest()
+
+
+def save_atomic(state: dict, path) -> None:
+    """torch.save via a temporary file, so a kill never leaves a half-written checkpoint."""
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def weights_copy(model: torch.nn.Module) -> dict:
+    """A snapshot of the weights that later optimiser steps do not change."""
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float) -> dict:
+    """What prediction needs: weights, architecture, patch size."""
+    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice)
+
+
+class Trainer:
+    """One training run, resumable from `state_path`."""
+
+    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
+        self.cfg, self.val_cases, self.state_path, self.log = cfg, val_cases, Path(state_path), log
+        torch.manual_seed(cfg["seed"])
+        self.device = pick_device(cfg["device"])
+        depth = cfg["depth"]
+        shapes = [labels.shape for _, labels in train_cases]
+        self.patch = cfg["patch_size"] or plan_patch_size([s[0] for s in shapes], [s[1] for s in shapes], depth)
+        in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
+        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"]).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        total = cfg["epochs"] * cfg["iterations_per_epoch"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total, cfg["lr_schedule"], cfg["warmup_iterations"]))
+        self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
+        self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
+        self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
+        self.identity = fingerprint(cfg, train_ids)
+        self.epoch, self.rows, self.best = 0, [], dict(dice=-1.0, model=None, epoch=0)
+        self.log.info("device %s, patch %s, batch %d, %d training and %d validation cases", self.device,
+                      self.patch, cfg["batch_size"], len(train_cases), len(val_cases))
+
+    def state(self) -> dict:
+        return dict(identity=self.identity, epoch=self.epoch, rows=self.rows, best=self.best,
+                    model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(), sample_rng=self.sample_rng.get_state(),
+                    augment_rng=self.augment_rng.get_state())
+
+    def try_resume(self) -> None:
+        """Continue from the saved state of an interrupted run with the same settings and data, if there is one."""
+        if not self.state_path.exists():
+            return
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        if state["identity"] != self.identity:
+            self.log.info("ignoring %s: it belongs to other settings or data", self.state_path)
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sample_rng.set_state(state["sample_rng"].cpu())
+        self.augment_rng.set_state(state["augment_rng"].cpu())
+        self.epoch, self.rows, self.best = state["epoch"], state["rows"], state["best"]
+        self.log.info("resuming after epoch %d from %s", self.epoch, self.state_path)
+
+    def train_epoch(self) -> float:
+        """`iterations_per_epoch` optimiser steps; the mean loss, synchronised once at the end."""
+        cfg, device = self.cfg, self.device
+        self.model.train()
+        total = torch.zeros((), device=device)
+        for _ in range(cfg["iterations_per_epoch"]):
+            images, labels = self.sampler.sample(cfg["batch_size"], self.sample_rng)
+            images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                logits = self.step_fn(images)
+            loss = segmentation_loss(logits, labels, cfg["loss"])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg["grad_clip"])
+            self.optimizer.step()
+            self.scheduler.step()
+            total += loss.detach()
+        return float(total) / cfg["iterations_per_epoch"]
+
+    def run(self, best_path: Path, last_path: Path) -> pd.DataFrame:
+        """Train the remaining epochs (early stopping optional); write best/last checkpoints; return metrics."""
+        cfg = self.cfg
+        self.try_resume()
+        while self.epoch < cfg["epochs"] and not self.should_stop():
+            start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
+            train_loss = self.train_epoch()
+            val_loss, val_dice = (validate(self.model, self.val_cases, self.patch, self.device, cfg["loss"])
+                                  if self.val_cases else (float("nan"), float("nan")))
+            self.epoch += 1
+            seconds = time.perf_counter() - start
+            self.rows.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
+                                  lr=lr, seconds=seconds,
+                                  images_per_s=cfg["iterations_per_epoch"] * cfg["batch_size"] / seconds))
+            if not val_dice <= self.best["dice"]:  # NaN (no validation cases) keeps the latest model
+                self.best = dict(dice=val_dice, model=weights_copy(self.model), epoch=self.epoch)
+            self.log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s",
+                          self.epoch, cfg["epochs"], train_loss, val_loss, val_dice, lr, seconds,
+                          self.rows[-1]["images_per_s"])
+            if self.epoch % cfg["checkpoint_every"] == 0:
+                save_atomic(self.state(), self.state_path)
+        save_atomic(self.state(), self.state_path)
+        save_atomic(model_checkpoint(self.model, self.best["model"], self.patch, self.best["epoch"],
+                                     self.best["dice"]), best_path)
+        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch,
+                                     self.rows[-1]["val_dice"]), last_path)
+        self.log.info("best validation Dice %.4f at epoch %d", self.best["dice"], self.best["epoch"])
+        return pd.DataFrame(self.rows)
+
+    def should_stop(self) -> bool:
+        """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""
+        patience = self.cfg["early_stopping"]
+        return bool(patience) and self.epoch - self.best["epoch"] >= patience
+
+
+def load_split_cases(preprocessed: pd.DataFrame, splits: pd.DataFrame, split: str) -> tuple[list[str], list]:
+    """Ids and (image, labels) arrays of one split."""
+    ids = splits.loc[splits["split"] == split, "id"].tolist()
+    paths = preprocessed.set_index("id").loc[ids, "array_path"]
+    return ids, [load_case(p) for p in paths]
