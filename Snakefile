@@ -15,9 +15,12 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/leaderboard.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        expand(f"{RESULTS}/{{experiment}}/evaluate/summary.parquet", experiment=EXPERIMENTS),
+        rules.leaderboard.output,
+        report_targets(),
     default_target: True

@@ -3,15 +3,20 @@
 Same unetflow.model.UNet (eval mode, random weights), same tiles, overlap and Gaussian blending (sigma = tile / 8),
 same tile batch size, on the same random z-scored images, in one run. MONAI's predictor applies the softmax per tile
 so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the best
-of `--rounds` is kept for each (the machine is shared and noisy). Two extra rows split where the difference comes
-from: our tiling with the unmodified model, and MONAI with our prepared model (BatchNorm folded, channels_last).
+of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes
+from: our tiling with the unmodified model, MONAI with our prepared model (BatchNorm folded, channels_last), and
+the prepared network alone on as many tiles (the floor under any tiled predictor).
 
-    python bench/predict_vs_monai.py                          # CPU defaults: 4 images of 512x512
+On the CPU the clock is the process's CPU time with one thread (--threads 1): on a shared machine it is far less
+disturbed by other users than the wall clock, and the work compared is the same. On CUDA it is the wall clock.
+
+    python bench/predict_vs_monai.py                          # CPU defaults: 2 images of 512x512, 2 rounds
     python bench/predict_vs_monai.py --images 8 --size 1024   # e.g. on CUDA
+    python bench/predict_vs_monai.py --model-breakdown        # only: forward time per preparation step
 """
 
 import argparse
-import contextlib
+import copy
 import sys
 import time
 from collections.abc import Callable
@@ -22,14 +27,15 @@ from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.model import UNet  # noqa: E402
-from unetflow.tiling import prepare_for_inference, sliding_window_predict  # noqa: E402
+from unetflow.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
 
+NETWORK_ALONE = "network alone (prepared)"
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (C, H, W) image -> (K, H, W) probabilities on the CPU
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--size", type=int, default=512, help="images are size x size")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -39,11 +45,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best time is kept")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--model-breakdown", action="store_true",
+                        help="instead: time one batch of tiles through the model with each preparation step")
     return parser.parse_args()
 
 
 def ours(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, prepare: bool) -> Predictor:
-    """Our sliding window; with `prepare`, on a prepare_for_inference copy (made once, inside the timing)."""
+    """Our sliding window: with `prepare`, on a prepare_for_inference copy (made once, inside the timing) fed
+    channels_last tiles; without, on the model as given, fed tiles as MONAI feeds them."""
     state = {}
 
     def predict(image: torch.Tensor) -> torch.Tensor:
@@ -62,9 +72,7 @@ def monai(model: torch.nn.Module, args: argparse.Namespace, device: torch.device
         return torch.softmax(logits.float(), dim=1) if softmax_per_tile else logits.float()
 
     def predict(image: torch.Tensor) -> torch.Tensor:
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else contextlib.nullcontext())
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast_for(device):
             blended = sliding_window_inference(image[None].to(device), (args.tile, args.tile), args.batch_size,
                                                predictor, overlap=args.overlap, mode="gaussian", sigma_scale=0.125)
         probabilities = blended[0] if softmax_per_tile else torch.softmax(blended[0], dim=0)
@@ -72,26 +80,74 @@ def monai(model: torch.nn.Module, args: argparse.Namespace, device: torch.device
     return predict
 
 
+def network_alone(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> Predictor:
+    """Only the prepared model's forward passes on as many tiles, in the same batches, as one image needs: the floor
+    under any tiled predictor (no tile slicing, softmax or blending). Returns the last batch's logits."""
+    prepared = prepare_for_inference(model, device)
+    tile_count = len(tile_grid((args.size, args.size), (args.tile, args.tile), args.overlap))
+    tiles = torch.randn(args.batch_size, 1, args.tile, args.tile, device=device)
+    tiles = tiles.contiguous(memory_format=torch.channels_last)
+
+    def predict(image: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast_for(device):
+            for start in range(0, tile_count, args.batch_size):
+                logits = prepared(tiles[:tile_count - start])
+            return logits.float().cpu()
+    return predict
+
+
+def clock_for(device: torch.device) -> Callable[[], float]:
+    """Process CPU time on the CPU (robust to other users of a shared machine), wall time on CUDA."""
+    return time.process_time if device.type == "cpu" else time.perf_counter
+
+
 def timed(predict: Predictor, images: torch.Tensor, device: torch.device) -> tuple[float, list[torch.Tensor]]:
     """Seconds to predict all images (including the copy of the result to the host), and the results."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    clock = clock_for(device)
+    start = clock()
     results = [predict(image) for image in images]
-    return time.perf_counter() - start, results
+    return clock() - start, results
+
+
+def model_breakdown(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> None:
+    """Print the forward time per tile of the model as given, with BatchNorm folded, in channels_last, and both."""
+    variants = {
+        "as given": model,
+        "BatchNorm folded": prepare_for_inference(model, device, channels_last=False),
+        "channels_last": copy.deepcopy(model).to(memory_format=torch.channels_last),
+        "both (prepare_for_inference)": prepare_for_inference(model, device),
+    }
+    tiles = torch.randn(args.batch_size, 1, args.tile, args.tile, device=device)
+    best = {name: float("inf") for name in variants}
+    with torch.inference_mode(), autocast_for(device):
+        for _ in range(args.rounds + 1):  # the first round warms up
+            for name, variant in variants.items():
+                seconds, _ = timed(lambda batch: variant(batch).float().cpu(), tiles[None], device)
+                best[name] = min(best[name], seconds)
+    for name, seconds in best.items():
+        print(f"{name:30s} {seconds / args.batch_size:7.3f} s/tile  speed-up vs as given: "
+              f"{best['as given'] / seconds:5.2f}x")
 
 
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = UNet(1, args.classes, depth=args.depth, base_width=args.base_width).eval().to(device)
+    if args.model_breakdown:
+        print(f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} tile={args.tile} "
+              f"rounds={args.rounds} clock={clock_for(device).__name__}")
+        return model_breakdown(model, args, device)
     images = torch.randn(args.images, 1, args.size, args.size)
     methods = {
         "ours (prepared model)": ours(model, args, device, prepare=True),
         "MONAI (same model)": monai(model, args, device),
         "ours (unprepared model)": ours(model, args, device, prepare=False),
         "MONAI (our prepared model)": monai(prepare_for_inference(model, device), args, device),
+        NETWORK_ALONE: network_alone(model, args, device),
     }
     warm_up = images[:1, :, :args.tile, :args.tile]
     for predict in methods.values():
@@ -110,12 +166,13 @@ def report(args: argparse.Namespace, device: torch.device, best: dict[str, float
     peer = "MONAI (same model)"
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} images={args.images}x"
           f"{args.size}^2 tile={args.tile} overlap={args.overlap} batch={args.batch_size} UNet(depth={args.depth}, "
-          f"base={args.base_width}, classes={args.classes}) rounds={args.rounds} (best kept)")
+          f"base={args.base_width}, classes={args.classes}) rounds={args.rounds} (best kept) "
+          f"clock={clock_for(device).__name__}")
     for name, seconds in best.items():
         print(f"{name:28s} {args.images / seconds:8.3f} images/s  {seconds:8.2f} s  "
               f"speed-up vs {peer}: {best[peer] / seconds:5.2f}x")
     reference = torch.stack(outputs[peer])
-    for name in best:
+    for name in [name for name in best if name not in (peer, NETWORK_ALONE)]:
         print(f"max |softmax difference| {name} vs {peer}: "
               f"{(torch.stack(outputs[name]) - reference).abs().max().item():.2e}")
     logits_blended = monai(model, args, device, softmax_per_tile=False)(images[0])

@@ -29,7 +29,7 @@ def test_mask_suffix_is_paired_automatically(tmp_path):
 
 def test_glob_patterns_select_files(tmp_path):
     images, masks = write_pairs(tmp_path, count=3)
-    manifest, _ = build_manifest(str(images / "c[01].png"), str(masks))
+    manifest, _ = build_manifest(str(images / "c[01].png"), str(masks / "c[01].png"))
     assert list(manifest["id"]) == ["c0", "c1"]
 
 
@@ -56,12 +56,101 @@ def test_no_files_matched_names_the_setting(tmp_path):
 
 def test_single_class_data_set_is_rejected(tmp_path):
     images, masks = write_pairs(tmp_path, count=2, values=(0,))
-    with pytest.raises(DataValidationError, match="single value"):
+    with pytest.raises(DataValidationError, match="single class value"):
         build_manifest(str(images), str(masks))
 
 
 def test_inconsistent_channels_are_reported(tmp_path):
     images, masks = write_pairs(tmp_path, count=3)
     cv2.imwrite(str(images / "c1.png"), np.zeros((32, 40, 3), np.uint8) + [0, 0, 255])
-    with pytest.raises(DataValidationError, match="c1.png: 3 channels where the data set has 1"):
+    with pytest.raises(DataValidationError, match="c1.png: 3 channel\\(s\\) where the majority of the data set has 1"):
         build_manifest(str(images), str(masks))
+
+
+def write_volume_pair(folder, name, shape=(20, 24, 5), seed=0):
+    """A random float image volume and an integer label volume (two classes in every slice)."""
+    import nibabel as nib
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    labels = rng.integers(0, 2, shape).astype(np.uint8)
+    nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])),
+             folder / "images" / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / "masks" / f"{name}.nii.gz")
+    return labels
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_volume_gives_one_row_per_slice_grouped_by_volume(tmp_path, axis):
+    write_volume_pair(tmp_path, "ct1")
+    manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=axis)
+    depth = (20, 24, 5)[axis]
+    assert manifest["id"].tolist() == [f"ct1_z{i}" for i in range(depth)]
+    assert (manifest["volume"] == "ct1").all() and (manifest["group"] == "ct1").all()
+    assert manifest["slice"].tolist() == list(range(depth))
+    assert manifest["image_path"].str.endswith("ct1.nii.gz").all()
+
+
+def test_tiff_stack_gives_one_row_per_page(tmp_path):
+    import tifffile
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "st.tif", np.zeros((3, 32, 40), np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "masks" / "st.tif", np.tile([[0, 1]], (3, 32, 20)).astype(np.uint8), photometric="minisblack")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert manifest["id"].tolist() == ["st_s0", "st_s1", "st_s2"] and (manifest["group"] == "st").all()
+    assert classes["value"].tolist() == [0, 1]
+
+
+def test_colour_masks_are_mapped_through_the_colour_table(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2)
+    rgb = np.zeros((32, 40, 3), np.uint8)
+    rgb[:, 20:] = (255, 0, 0)
+    rgb[:5] = (0, 0, 255)
+    for mask in masks.iterdir():
+        cv2.imwrite(str(mask), rgb[..., ::-1])
+    manifest, classes = build_manifest(str(images), str(masks),
+                                       colors={"bg": [0, 0, 0], "red": [255, 0, 0], "blue": [0, 0, 255]})
+    assert classes["name"].tolist() == ["bg", "red", "blue"] and classes["value"].tolist() == [0, 1, 2]
+    assert manifest["label_values"].iloc[0] == [0, 1, 2]
+
+
+def test_jpeg_mask_with_snap_counts_changed_pixels(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2)
+    for mask in list(masks.iterdir()):
+        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED), [cv2.IMWRITE_JPEG_QUALITY, 60])
+        mask.unlink()
+    manifest, _ = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, jpeg_masks="snap")
+    assert (manifest["snapped_pixels"] > 0).all()
+    assert all(set(v) <= {0, 255} for v in manifest["label_values"])
+
+
+def test_ignore_label_is_a_flagged_row_of_the_class_table(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2, values=(0, 1, 9))
+    _, classes = build_manifest(str(images), str(masks), ignore_label=9)
+    assert classes.loc[classes["ignore"], ["index", "value"]].values.tolist() == [[255, 9]]
+    assert classes.loc[~classes["ignore"], "value"].tolist() == [0, 1]
+
+
+def test_prefix_and_manifest_file_pairing(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3)
+    for mask in masks.iterdir():
+        mask.rename(masks / f"lab_{mask.name}")
+    manifest, _ = build_manifest(str(images), str(masks), mask_prefix="lab_")
+    assert manifest["mask_path"].str.contains("lab_c").all()
+    import pandas as pd
+    pd.DataFrame({"image": ["images/c0.png", "images/c1.png"], "mask": ["masks/lab_c0.png", "masks/lab_c1.png"],
+                  "group": ["p1", "p1"], "split": ["train", "val"]}).to_csv(tmp_path / "list.csv", index=False)
+    manifest, _ = build_manifest(manifest=str(tmp_path / "list.csv"))
+    assert manifest["id"].tolist() == ["c0", "c1"] and manifest["split"].tolist() == ["train", "val"]
+    assert (manifest["group"] == "p1").all()
+
+
+def test_rois_are_paired_by_stem(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2)
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(rois / f"c{index}_roi.png"), np.ones((32, 40), np.uint8))
+    manifest, _ = build_manifest(str(images), str(masks), rois=str(rois))
+    assert manifest["roi_path"].str.endswith("_roi.png").all()

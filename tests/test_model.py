@@ -41,3 +41,13 @@ def test_loss_kinds_add_up():
     logits, labels = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
     both = segmentation_loss(logits, labels, "ce_dice")
     assert both == pytest.approx(segmentation_loss(logits, labels, "ce") + segmentation_loss(logits, labels, "dice"))
+
+
+def test_ignored_pixels_do_not_change_the_loss():
+    labels = torch.randint(0, 3, (2, 8, 8))
+    labels[:, :3] = 255
+    logits = torch.randn(2, 3, 8, 8)
+    changed = logits.clone()
+    changed[:, :, :3] = torch.randn(2, 3, 3, 8) * 10
+    assert segmentation_loss(changed, labels) == pytest.approx(segmentation_loss(logits, labels).item())
+    assert segmentation_loss(changed, labels) != segmentation_loss(changed, labels.clamp(max=2))

@@ -39,3 +39,39 @@ def test_map_labels_to_class_indices():
     mask = np.array([[0, 255], [255, 0]], np.uint8)
     assert (map_labels(mask, [0, 255]) == [[0, 1], [1, 0]]).all()
     assert (map_labels(np.array([[3, 1, 7]]), [1, 3, 7]) == [[1, 0, 2]]).all()
+
+
+def test_ignore_label_maps_to_255():
+    from unetflow.preprocess import IGNORE_INDEX
+    assert (map_labels(np.array([[0, 9, 5]]), [0, 5], ignore_value=9) == [[0, IGNORE_INDEX, 1]]).all()
+
+
+def test_snap_to_nearest_class_value():
+    from unetflow.preprocess import snap_to_nearest
+    assert snap_to_nearest(np.array([0, 3, 100, 130, 250]), [0, 128, 255]).tolist() == [0, 0, 128, 128, 255]
+
+
+def test_class_values_skip_the_ignore_row():
+    import pandas as pd
+    from unetflow.preprocess import class_values, ignore_value
+    classes = pd.DataFrame({"index": [0, 1, 255], "name": ["a", "b", "ignore"], "value": [0, 5, 9],
+                            "ignore": [False, False, True]})
+    assert class_values(classes) == [0, 5] and ignore_value(classes) == 9
+
+
+def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
+    import nibabel as nib
+    import pandas as pd
+    from test_ingest import write_volume_pair
+    from unetflow.ingest import build_manifest
+    from unetflow.preprocess import load_case, preprocess_source
+    from unetflow.volumes import stack_slices
+    labels = write_volume_pair(tmp_path, "ct", shape=(12, 10, 4))
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=1)
+    out = tmp_path / "cases"
+    out.mkdir()
+    rows = pd.DataFrame(preprocess_source(manifest, classes, str(out), "zscore", None))
+    assert rows["id"].tolist() == [f"ct_z{i}" for i in range(10)] and (rows["height"] == 12).all()
+    rebuilt = stack_slices([load_case(p)[1] for p in rows["array_path"]], axis=1)
+    assert np.array_equal(rebuilt, labels)
+    assert nib.load(tmp_path / "images" / "ct.nii.gz").shape == rebuilt.shape

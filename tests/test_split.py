@@ -43,3 +43,28 @@ def test_empty_split_is_an_error():
 def test_ids_in_all():
     table = split_cases(cases(), 0.6, 0.2, 0.2)
     assert len(ids_in(table, "all")) == 20 and len(ids_in(table, "val")) == 4
+
+
+def slices(n_volumes=8, per_volume=3):
+    return pd.DataFrame({"id": [f"v{v}_z{s}" for v in range(n_volumes) for s in range(per_volume)],
+                         "group": [f"v{v}" for v in range(n_volumes) for _ in range(per_volume)],
+                         "big": [v % 2 for v in range(n_volumes) for _ in range(per_volume)]})
+
+
+def test_slices_of_a_volume_stay_together_without_group_by():
+    table = split_cases(slices(), 0.5, 0.25, 0.25)
+    assert (table.groupby("group")["split"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("stratify_by", [None, "big"])
+def test_k_folds_are_group_disjoint_and_cover_the_pool(stratify_by):
+    table = split_cases(slices(10), 0.8, 0.0, 0.2, folds=4, stratify_by=stratify_by)
+    pool = table[table["split"] != "test"]
+    assert sorted(pool["fold"].unique()) == [0, 1, 2, 3] and (table.loc[table["split"] == "test", "fold"] == -1).all()
+    assert (table.groupby("group")["fold"].nunique() == 1).all()
+    assert (pool.loc[pool["fold"] == 0, "split"] == "val").all() and (pool.loc[pool["fold"] > 0, "split"] == "train").all()
+
+
+def test_fixed_split_is_taken_from_the_manifest():
+    manifest = cases(6).assign(split=["train", "train", "val", "test", "train", "val"])
+    assert split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)["split"].tolist() == manifest["split"].tolist()

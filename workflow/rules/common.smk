@@ -11,33 +11,39 @@ validate(config, "../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
-USE_DEMO = config["data"]["images"] is None
+USE_DEMO = config["data"]["images"] is None and config["data"]["manifest"] is None
+FOLDS = list(range(config["split"].get("folds", 1)))
 
 
 wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)),
+    fold=r"\d+",
 
 
 def data_location():
     """The data section with images/masks pointing at the demo data when no data set is given."""
     if USE_DEMO:
         return {**config["data"], "images": f"{RESULTS}/demo/images", "masks": f"{RESULTS}/demo/masks"}
-    if config["data"]["masks"] is None:
+    if config["data"]["manifest"] is None and config["data"]["masks"] is None:
         raise ValueError("config key data.masks: set it to the folder or glob of the masks of data.images")
     return config["data"]
 
 
+def matched_files(spec):
+    """Files a folder (its direct children) or a glob names; nothing for None."""
+    if spec is None:
+        return []
+    paths = glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec)
+    return [path for path in paths if os.path.isfile(path)]
+
+
 def data_inputs():
-    """What ingest reads: the demo folder, or every file the data globs match (so new files rerun ingest)."""
+    """What ingest reads: the demo folder, or every data file (so new or changed files rerun ingest)."""
     if USE_DEMO:
         return [f"{RESULTS}/demo"]
-    location = data_location()
-    return sorted(
-        path
-        for spec in (location["images"], location["masks"])
-        for path in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec))
-        if os.path.isfile(path)
-    )
+    data = data_location()
+    files = [data["manifest"]] if data["manifest"] else []
+    return sorted(set(files + [p for key in ("images", "masks", "rois") for p in matched_files(data[key])]))
 
 
 def merged(base, overrides):

@@ -1,8 +1,9 @@
 rule predict:
     input:
-        model=rules.train.output.model,
+        models=lambda wc: expand(rules.train.output.model, experiment=wc.experiment, fold=FOLDS),
         cases=rules.preprocess.output.cases,
-        manifest=rules.preprocess.output.manifest,
+        arrays=rules.preprocess.output.manifest,
+        manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
     output:

@@ -5,19 +5,19 @@ rule train:
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
     output:
-        model=f"{RESULTS}/{{experiment}}/train/model.pt",
-        last=f"{RESULTS}/{{experiment}}/train/last.pt",
-        metrics=f"{RESULTS}/{{experiment}}/train/metrics.parquet",
+        model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
+        last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",
+        metrics=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/metrics.parquet",
     params:
         train=lambda wc: SETTINGS[wc.experiment]["train"],
-        state=lambda wc: f"{RESULTS}/{wc.experiment}/train/resume_state.pt",
+        state=lambda wc: f"{RESULTS}/{wc.experiment}/train/fold{wc.fold}/resume_state.pt",
     threads: 8
     resources:
         mem_mb=16000,
         runtime=720,
         gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
     log:
-        f"{RESULTS}/logs/{{experiment}}/train.log",
+        f"{RESULTS}/logs/{{experiment}}/train_fold{{fold}}.log",
     conda:
         "../../envs/torch.yaml"
     script:

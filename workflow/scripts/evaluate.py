@@ -10,9 +10,12 @@ log = stage_logger(snakemake.log[0])
 manifest = pd.read_parquet(snakemake.input.manifest)
 ids = ids_in(pd.read_parquet(snakemake.input.splits), snakemake.params.split)
 per_case = evaluate_cases(manifest[manifest["id"].isin(ids)], snakemake.input.predictions,
-                          pd.read_parquet(snakemake.input.classes), snakemake.params.evaluate, snakemake.threads)
+                          pd.read_parquet(snakemake.input.classes), pd.read_parquet(snakemake.input.arrays),
+                          snakemake.params.evaluate, snakemake.threads)
 summary = summarize(per_case)
 per_case.to_parquet(snakemake.output.per_case)
 summary.to_parquet(snakemake.output.summary)
 columns = ["class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean"]
-log.info("evaluation of %d cases:\n%s", len(ids), summary[columns].to_string(index=False, float_format="%.4f"))
+n_roi = per_case.drop_duplicates("id")["roi"].sum()
+log.info("evaluation of %d cases (%d restricted to an ROI):\n%s", len(ids), n_roi,
+         summary[columns].to_string(index=False, float_format="%.4f"))

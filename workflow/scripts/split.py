@@ -1,4 +1,4 @@
-"""Rule split: seeded train/val/test split of the cases."""
+"""Rule split: seeded train/val/test split of the cases, k-fold folds, or the manifest's fixed split."""
 
 import pandas as pd
 
@@ -8,6 +8,7 @@ from unetflow.split import split_cases
 log = stage_logger(snakemake.log[0])
 cfg = snakemake.params.split
 splits = split_cases(pd.read_parquet(snakemake.input.manifest), cfg["train"], cfg["val"], cfg["test"], cfg["seed"],
-                     cfg["group_by"])
+                     cfg["group_by"], cfg["folds"], cfg["fixed"], cfg["stratify_by"])
 splits.to_parquet(snakemake.output[0])
-log.info("split sizes: %s", splits["split"].value_counts().to_dict())
+log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),
+         f"; fold sizes: {splits['fold'].value_counts().sort_index().to_dict()}" if "fold" in splits else "")

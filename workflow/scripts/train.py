@@ -4,14 +4,16 @@ import pandas as pd
 import torch
 
 from unetflow.logs import stage_logger
-from unetflow.train import Trainer, load_split_cases
+from unetflow.preprocess import class_values
+from unetflow.train import Trainer, fold_ids, load_cases
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-cfg = dict(snakemake.params.train, num_classes=len(pd.read_parquet(snakemake.input.classes)))
+cfg = dict(snakemake.params.train, num_classes=len(class_values(pd.read_parquet(snakemake.input.classes))))
 preprocessed, splits = pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.splits)
-train_ids, train_cases = load_split_cases(preprocessed, splits, "train")
-_, val_cases = load_split_cases(preprocessed, splits, "val")
+train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
+train_cases, val_cases = load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids)
+log.info("fold %s: %d training and %d validation cases", snakemake.wildcards.fold, len(train_ids), len(val_ids))
 trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log)
 metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)

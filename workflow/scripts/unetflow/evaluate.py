@@ -1,35 +1,87 @@
 """Evaluation: per case and class metrics of predicted masks against the ground truth, and their summary.
 
+The ground truth is the class-index map preprocessing made of each mask (colour tables, JPEG snapping and
+ignore labels applied); the prediction is the written mask mapped back to class indices. A NIfTI volume is one
+case: its slices are stacked and scored in 3D with the voxel spacing of its header.
+
 Empty masks: see `unetflow.metrics` for the convention (a class absent from both ground truth and prediction
 scores Dice = IoU = 1; absent from one only, 0). The flags gt_empty and pred_empty are stored with every row.
+
+ROI: when the manifest has a `roi_path` column, a case with a path there is evaluated on the pixels where its ROI
+mask is > 0 only (any channel for colour masks); a missing column or a null path means the whole image. The flag
+`roi` says which rows were restricted. Pixels with the ignore label are left out of every case.
 """
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 
-from unetflow.io import read_mask
+from unetflow.io import read_mask, read_volume
 from unetflow.metrics import case_metrics
-from unetflow.preprocess import map_labels
+from unetflow.preprocess import IGNORE_INDEX, class_values, load_case, map_labels
+from unetflow.volumes import is_volume, prediction_path, prediction_units, stack_slices, whole_labels
 
 SUMMARY_STATS = ("mean", "median", "std")
 
 
-def evaluate_case(case: pd.Series, pred_dir: str, values: list[int], cfg: dict) -> list[dict]:
-    """Metric rows (one per class) of one case."""
-    gt = map_labels(read_mask(case["mask_path"]), values)
-    pred = map_labels(read_mask(Path(pred_dir, f"{case['id']}.png")), values)
-    rows = case_metrics(pred, gt, len(values), tolerance=cfg["tolerance"])
-    return [dict(id=case["id"], **row) for row in rows]
+def read_roi(path) -> np.ndarray:
+    """Boolean region of interest: the pixels (voxels for NIfTI) of a mask file that are > 0 (in any channel)."""
+    if is_volume(path):
+        return read_volume(path)[0] > 0
+    mask = read_mask(path) > 0
+    return mask.any(axis=-1) if mask.ndim == 3 else mask
 
 
-def evaluate_cases(cases: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, cfg: dict,
+def case_roi(case: pd.Series) -> np.ndarray | None:
+    """The case's ROI from its `roi_path`, or None when the manifest has no such column or the path is null."""
+    path = case.get("roi_path")
+    return None if path is None or pd.isna(path) else read_roi(path)
+
+
+def read_prediction(path, values: list[int]) -> np.ndarray:
+    """A written prediction (PNG or NIfTI) as class indices."""
+    stored = whole_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
+    return map_labels(stored, values)
+
+
+def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
+    """Class indices of a case, or of a volume's slices stacked back into the volume."""
+    labels = [load_case(arrays[case_id])[1] for case_id in rows["id"]]
+    if rows.iloc[0].get("kind") == "volume":
+        return stack_slices(labels, int(rows.iloc[0]["slice_axis"]))
+    return labels[0]
+
+
+def unit_spacing(rows: pd.DataFrame, cfg: dict):
+    """Pixel spacing: a volume's voxel size from its NIfTI header, else evaluate.spacing (None = 1 per pixel)."""
+    first = rows.iloc[0]
+    if first.get("kind") == "volume":
+        return tuple(float(z) for z in nib.load(first["image_path"]).header.get_zooms()[:3])
+    return cfg["spacing"]
+
+
+def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, values: list[int], arrays: pd.Series,
+                  cfg: dict) -> list[dict]:
+    """Metric rows (one per class) of one case or volume (cfg: spacing, tolerance)."""
+    gt = unit_ground_truth(rows, arrays)
+    pred = read_prediction(prediction_path(pred_dir, name, rows), values)
+    roi = case_roi(rows.iloc[0])
+    valid = gt != IGNORE_INDEX
+    evaluated = valid if roi is None else roi & valid
+    metrics = case_metrics(pred, np.where(valid, gt, 0), len(values), spacing=unit_spacing(rows, cfg),
+                           tolerance=cfg["tolerance"], roi=None if evaluated.all() else evaluated)
+    return [dict(id=name, **row, roi=roi is not None) for row in metrics]
+
+
+def evaluate_cases(cases: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.DataFrame, cfg: dict,
                    threads: int = 1) -> pd.DataFrame:
-    """Per case and class metrics, with the class names."""
-    values = classes.sort_values("index")["value"].tolist()
+    """Per case (per volume for NIfTI) and class metrics, with the class names."""
+    values, array_paths = class_values(classes), arrays.set_index("id")["array_path"]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        nested = pool.map(lambda row: evaluate_case(row, pred_dir, values, cfg), (r for _, r in cases.iterrows()))
+        nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, values, array_paths, cfg),
+                          prediction_units(cases))
     table = pd.DataFrame([row for rows in nested for row in rows])
     table.insert(2, "class_name", table["class"].map(classes.set_index("index")["name"]))
     return table

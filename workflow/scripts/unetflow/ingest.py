@@ -1,25 +1,65 @@
-"""Ingest and validate a data set: pair images with masks, read every pair, report every problem at once.
+"""Ingest and validate a data set: pair images with masks, check every pair, report every problem at once.
 
-Pairing: the case id is the image's file stem. Its mask is the file in the masks folder whose stem is the id plus
-`mask_suffix`; with `mask_suffix: auto` the stems may also differ by one of AUTO_MASK_SUFFIXES (`case1.png` pairs
-with `case1_mask.png`).
+Sources: 2D files (case id = file stem), multi-page TIFF stacks (one case per page, id `<stem>_s<index>`) and NIfTI
+volumes (one case per slice along `slice_axis`, id `<stem>_z<index>`); the slices of one source share its `group`.
+Pairing: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`; `mask_suffix: auto` accepts any of
+AUTO_MASK_SUFFIXES. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
+Geometry is read from headers only; masks (and volumes, for NaN/Inf) are read in full, in a thread pool.
 """
 
 import glob
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
 
-from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, ImageReadError, case_stem, read_image, read_mask
+from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, image_info, \
+    is_lossy
+from unetflow.preprocess import LabelCoding, mask_values, source_masks
+from unetflow.volumes import is_volume, volume_image_slices
 
 AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
+ROI_SUFFIXES = ("", "_roi", "_mask")
+SPLIT_NAMES = ("train", "val", "test")
+MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
+MIN_SIDE = 32           # images smaller than this on a side are called tiny (a warning)
+
+log = logging.getLogger("unetflow.ingest")
 
 
 class DataValidationError(ValueError):
-    """The data set has problems; the message lists every one with its file."""
+    """The data set has problems; the message lists every one with its file or config key."""
+
+
+@dataclass
+class DataSpec:
+    """The `data` config section (see workflow/schemas/config.schema.yaml for the meaning of each key)."""
+    images: str | None = None
+    masks: str | None = None
+    mask_suffix: str = "auto"
+    mask_prefix: str = ""
+    manifest: str | None = None
+    rois: str | None = None
+    classes: dict | None = None
+    colors: dict | None = None
+    channels: int | None = None
+    jpeg_masks: str = "refuse"
+    ignore_label: int | None = None
+    num_classes: int | None = None
+    slice_axis: int = 2
+
+    @classmethod
+    def from_config(cls, data: dict) -> "DataSpec":
+        """The spec from a config section, unknown keys ignored (the schema refuses them)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# ------------------------------------------------------------------------------------------------- pairing
 
 
 def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
@@ -28,82 +68,360 @@ def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in paths if p.is_file() and p.name.lower().endswith(suffixes))
 
 
-def pair_files(images: list[Path], masks: list[Path], mask_suffix: str) -> tuple[list[tuple], list[str]]:
-    """Match images to masks by stem; return (id, image, mask) triples and the pairing problems."""
+def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
+    """{file stem: files with that stem}."""
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(case_stem(path), []).append(path)
+    return by_stem
+
+
+def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
+    """The candidate files whose stem is prefix + stem + one of the suffixes."""
+    return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
+
+
+def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
+               mask_prefix: str = "") -> tuple[list[dict], list[str]]:
+    """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems."""
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
-    masks_by_stem = {case_stem(m): m for m in masks}
-    pairs, problems, used = [], [], set()
-    for image in images:
-        case_id = case_stem(image)
-        found = [masks_by_stem[case_id + s] for s in suffixes if case_id + s in masks_by_stem]
+    masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
+    for stem, files in stems_of(images).items():
+        if len(files) > 1:
+            problems.append(f"duplicate case id '{stem}': {', '.join(map(str, files))} have the same stem; "
+                            f"rename one of them")
+            continue
+        found = match_by_stem(stem, masks_by_stem, mask_prefix, suffixes)
         if not found:
-            problems.append(f"{image}: no mask found (looked for '{case_id}' + one of {list(suffixes)} in the masks)")
+            problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
+                            f"{list(suffixes)} in data.masks); add its mask or set data.mask_suffix/mask_prefix")
         elif len(found) > 1:
-            problems.append(f"{image}: several masks match: {', '.join(map(str, found))}")
+            problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
-            pairs.append((case_id, image, found[0]))
-            used.add(found[0])
-    problems += [f"{m}: mask without an image" for m in masks if m not in used]
-    ids = [p[0] for p in pairs]
-    problems += [f"case id '{i}' occurs more than once" for i in sorted({i for i in ids if ids.count(i) > 1})]
+            pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
+        used.update(found)
+    problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
+                 for m in masks if m not in used]
     return pairs, problems
 
 
-def inspect_pair(case_id: str, image_path: Path, mask_path: Path) -> tuple[dict | None, list[str]]:
-    """Read one pair; return its manifest row and its problems."""
+def read_manifest_file(path: str) -> pd.DataFrame:
+    """A CSV or Parquet manifest with columns image, mask and optionally group, split."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"data.manifest: no such file '{path}'")
+    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    missing = {"image", "mask"} - set(table.columns)
+    if missing:
+        raise DataValidationError(f"data.manifest '{path}': missing column(s) {sorted(missing)}; it needs image, "
+                                  f"mask and optionally group, split (found {list(table.columns)})")
+    return table
+
+
+def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
+    """Source pairs listed in a manifest file (paths relative to its folder) and their problems."""
+    table, folder = read_manifest_file(path), Path(path).parent
+    pairs, problems = [], []
+    for number, row in enumerate(table.itertuples(index=False), start=2):
+        image, mask = folder / str(row.image), folder / str(row.mask)
+        try:
+            pair = dict(stem=case_stem(image), image=image, mask=mask)
+        except ImageReadError as error:
+            problems.append(f"data.manifest line {number}: {error}")
+            continue
+        if "group" in table and pd.notna(row.group):
+            pair["group"] = str(row.group)
+        if "split" in table:
+            pair["split"] = row.split
+            if row.split not in SPLIT_NAMES:
+                problems.append(f"data.manifest line {number} ({image.name}): split '{row.split}' is not one of "
+                                f"{list(SPLIT_NAMES)}")
+        pairs.append(pair)
+    stems = pd.Series([p["stem"] for p in pairs])
+    problems += [f"data.manifest: duplicate case id '{s}' (several images with this stem); rename them"
+                 for s in sorted(stems[stems.duplicated()].unique())]
+    return pairs, problems
+
+
+def attach_rois(pairs: list[dict], spec: str) -> list[str]:
+    """Add each pair's region-of-interest file (same stem, or stem + '_roi'); return the problems."""
+    rois = stems_of(list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES))
+    problems, used = [], set()
+    for pair in pairs:
+        found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES)
+        if len(found) != 1:
+            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in data.rois "
+                            f"'{spec}' (looked for '{pair['stem']}' + one of {list(ROI_SUFFIXES)}); keep one")
+        else:
+            pair["roi"] = found[0]
+        used.update(found)
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ one source pair
+
+
+_END_MARKERS = {".png": b"IEND\xaeB`\x82", ".gif": b";"}
+
+
+def truncation_problem(path: Path) -> str | None:
+    """Cheap check that a 2D file is complete, reading only its tail (or TIFF tags): a problem or None."""
+    name, size = path.name.lower(), path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(6)
+        handle.seek(max(0, size - 64))
+        tail = handle.read()
+    complete = True
+    if name.endswith(".png"):
+        complete = tail.endswith(_END_MARKERS[".png"])
+    elif name.endswith(".gif"):
+        complete = tail.rstrip(b"\x00").endswith(_END_MARKERS[".gif"])
+    elif name.endswith((".jpg", ".jpeg")):
+        complete = b"\xff\xd9" in tail
+    elif name.endswith(".bmp"):
+        complete = size >= int.from_bytes(head[2:6], "little")
+    elif name.endswith((".tif", ".tiff")):
+        with tifffile.TiffFile(path) as tif:
+            complete = all(o + n <= size for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts))
+    return None if complete else f"{path}: the file is truncated (its data ends early); copy or export it again"
+
+
+def source_kind(image: Path, info: dict) -> str:
+    """'volume' for NIfTI files, 'stack' for multi-page TIFFs, 'image' for 2D files."""
+    if is_volume(image):
+        return "volume"
+    return "stack" if info["depth"] > 1 else "image"
+
+
+def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[int, int], int, str]:
+    """(number of slices, (height, width), channels, dtype) of an image source; volumes are read in full, which
+    checks them for NaN/Inf."""
+    info = image_info(image)
+    if kind == "volume":
+        slices = volume_image_slices(image, slice_axis)
+        return slices.shape[0], slices.shape[1:3], 1, str(slices.dtype)
+    return info["depth"], (info["height"], info["width"]), info["channels"], info["dtype"]
+
+
+def slice_id(stem: str, kind: str, index: int) -> str:
+    """Case id of one slice: the stem for 2D files, `<stem>_s<i>` for stack pages, `<stem>_z<i>` for volume slices."""
+    return {"image": stem, "stack": f"{stem}_s{index}", "volume": f"{stem}_z{index}"}[kind]
+
+
+def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
+    """A problem with the kind of the mask file before it is read, or None."""
+    mask = pair["mask"]
+    if is_lossy(mask) and data.jpeg_masks != "snap":
+        return (f"{mask}: JPEG masks are lossy (compression changes label values); export the mask as PNG, or set "
+                f"data.jpeg_masks: snap to snap every pixel to the nearest declared class")
+    if is_lossy(mask) and not (data.classes or data.colors):
+        return f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors"
+    if (kind == "volume") != is_volume(mask):
+        return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
+                f"but its mask is not; pair volumes with volumes")
+    return None
+
+
+def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[dict], list[str]]:
+    """Check one source pair; return its manifest rows (one per slice) and its problems."""
+    image, mask = pair["image"], pair["mask"]
     try:
-        image, mask = read_image(image_path), read_mask(mask_path)
+        kind = source_kind(image, image_info(image))
+        problem = mask_problem(pair, kind, data) or (None if kind == "volume" else truncation_problem(image))
+        if problem:
+            return [], [problem]
+        count, shape, channels, dtype = image_geometry(image, kind, data.slice_axis)
+        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=data.slice_axis), bool(data.colors))
     except ImageReadError as error:
-        return None, [str(error)]
-    if mask.ndim != 2:
-        return None, [f"{mask_path}: colour mask (H, W, 3) needs a declared colour table; store class values instead"]
-    if image.shape[:2] != mask.shape:
-        return None, [f"{image_path}: image is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
-                      f"{mask.shape[0]}x{mask.shape[1]} (height x width)"]
-    values, counts = np.unique(mask, return_counts=True)
-    row = dict(id=case_id, image_path=str(image_path), mask_path=str(mask_path), height=image.shape[0],
-               width=image.shape[1], channels=image.shape[2], dtype=str(image.dtype),
-               label_values=values.tolist(), label_fractions=(counts / mask.size).tolist())
-    return row, []
+        return [], [str(error)]
+    if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):
+        return [], [f"{image}: image is {count} slice(s) of {shape[0]}x{shape[1]} but its mask {mask} is "
+                    f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
+                    f"export matching pairs"]
+    rows, problems = [], roi_problems(pair, shape, count)
+    for index in range(count):
+        try:
+            values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
+        except ImageReadError as error:
+            return [], [str(error)]
+        found, counts = np.unique(values, return_counts=True)
+        rows.append(dict(
+            id=slice_id(pair["stem"], kind, index), image_path=str(image), mask_path=str(mask), kind=kind,
+            volume=pair["stem"] if kind != "image" else None, slice=index,
+            slice_axis=data.slice_axis if kind == "volume" else 0, group=pair.get("group", pair["stem"]),
+            height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
+            label_values=found.tolist(), label_fractions=(counts / values.size).tolist(), snapped_pixels=snapped,
+            roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
+                                                                      else {})))
+    if sum(r["snapped_pixels"] for r in rows):
+        log.info("%s: %d pixels snapped to the nearest class", mask, sum(r["snapped_pixels"] for r in rows))
+    return rows, problems
 
 
-def resolve_classes(declared: dict | None, rows: list[dict]) -> tuple[pd.DataFrame, list[str]]:
-    """Class table (index, name, value): the declared {name: value} mapping, or the values found in the masks."""
-    found = sorted({v for row in rows for v in row["label_values"]})
-    if declared:
-        names, values = list(declared), [int(v) for v in declared.values()]
+def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
+    """A problem when the pair's region-of-interest file does not have the image's geometry."""
+    if "roi" not in pair or is_volume(pair["roi"]):
+        return []  # volume ROIs are stored in the volume's own axis order; the evaluation slices them
+    try:
+        info = image_info(pair["roi"])
+    except ImageReadError as error:
+        return [str(error)]
+    roi_shape = (info["height"], info["width"], info["depth"])
+    if roi_shape != (*shape, count):
+        return [f"{pair['roi']}: region of interest is {roi_shape[0]}x{roi_shape[1]} ({roi_shape[2]} slice(s)) "
+                f"but its image {pair['image']} is {shape[0]}x{shape[1]} ({count}); export matching files"]
+    return []
+
+
+# ------------------------------------------------------------------------------------------ data-set checks
+
+
+def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
+    """The class table declared in the config (None when the values are to be found in the masks) and problems."""
+    problems = []
+    if data.classes and data.colors:
+        problems.append("data.classes and data.colors are both set; declare classes by value or by colour, not both")
+    if data.colors and data.ignore_label is not None:
+        problems.append("data.ignore_label applies to masks of class values; with data.colors leave it unset")
+    if data.colors:
+        names = list(data.colors)
+        table = pd.DataFrame({"index": range(len(names)), "name": names, "value": range(len(names)),
+                              "color": [list(map(int, data.colors[n])) for n in names]})
+        duplicates = table["color"].map(tuple).duplicated()
+        problems += [f"data.colors: colour {c} is given to several classes" for c in table.loc[duplicates, "color"]]
+    elif data.classes:
+        table = pd.DataFrame({"index": range(len(data.classes)), "name": list(data.classes),
+                              "value": [int(v) for v in data.classes.values()], "color": None})
+        if data.ignore_label in table["value"].tolist():
+            problems.append(f"data.ignore_label {data.ignore_label} is also a class value in data.classes; "
+                            f"use a value no class has")
     else:
-        values = found
-        names = ["background", "foreground"] if len(found) == 2 else [f"class_{v}" for v in found]
-    problems = [f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - set(values))} are not among "
-                f"the declared classes {dict(zip(names, values))} (set data.classes)"
-                for row in rows if set(row["label_values"]) - set(values)]
-    if len(values) < 2 and not problems:
-        problems.append(f"all masks hold the single value {values}: at least two classes are needed")
-    return pd.DataFrame({"index": range(len(values)), "name": names, "value": values}), problems
+        return None, problems
+    return with_ignore_row(table, data.ignore_label), problems
 
 
-def channel_problems(rows: list[dict]) -> list[str]:
-    """Every image must have the channel count of the majority."""
-    counts = pd.Series([r["channels"] for r in rows])
-    expected = int(counts.mode()[0]) if len(counts) else 0
-    return [f"{r['image_path']}: {r['channels']} channels where the data set has {expected}"
-            for r in rows if r["channels"] != expected]
+def with_ignore_row(table: pd.DataFrame, ignore_label: int | None) -> pd.DataFrame:
+    """The class table with its `ignore` flag column, plus a row for the ignored value when there is one."""
+    table = table.assign(ignore=False)
+    if ignore_label is None:
+        return table
+    row = pd.DataFrame({"index": [255], "name": ["ignore"], "value": [int(ignore_label)], "color": [None],
+                        "ignore": [True]})
+    return pd.concat([table, row], ignore_index=True)
 
 
-def build_manifest(images: str, masks: str, mask_suffix: str = "auto", classes: dict | None = None,
-                   threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def found_classes(rows: list[dict], ignore_label: int | None) -> pd.DataFrame:
+    """Class table of the values found in the masks (two values become background/foreground)."""
+    values = sorted({v for row in rows for v in row["label_values"]} - {ignore_label})
+    names = ["background", "foreground"] if len(values) == 2 else [f"class_{v}" for v in values]
+    table = pd.DataFrame({"index": range(len(values)), "name": names, "value": values, "color": None})
+    return with_ignore_row(table, ignore_label)
+
+
+def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> list[str]:
+    """Masks holding undeclared values, declared classes found nowhere, a wrong class count, no foreground."""
+    trained = classes[~classes["ignore"]]
+    values, allowed = trained["value"].tolist(), set(classes["value"])
+    table = dict(zip(trained["name"], values))
+    problems = [f"{row['mask_path']}{'' if row['kind'] == 'image' else ' slice ' + str(row['slice'])}: mask "
+                f"values {sorted(set(row['label_values']) - allowed)} are not among the declared classes {table}; "
+                f"add them to data.classes (or set data.ignore_label)"
+                for row in rows if set(row["label_values"]) - allowed]
+    present = {v for row in rows for v in row["label_values"]}
+    if len(values) < 2:
+        return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "
+                           f"check data.masks"]
+    if data.num_classes is not None and data.num_classes != len(values):
+        problems.append(f"data.num_classes is {data.num_classes} but the masks define {len(values)} classes "
+                        f"{table}; fix data.num_classes or data.classes")
+    if not present & set(values[1:]):
+        return problems + [f"no mask of the {len(rows)} cases holds any foreground (every pixel is "
+                           f"'{trained['name'].iloc[0]}' = {values[0]}); check data.masks and data.classes"]
+    problems += [f"class '{name}' (value {value}) is declared in data.classes/colors but occurs in no mask; "
+                 f"remove it or add cases that have it" for name, value in table.items() if value not in present]
+    return problems
+
+
+def channel_problems(rows: list[dict], declared: int | None) -> list[str]:
+    """Every image must have the declared channel count, or without one that of the majority."""
+    counts = pd.Series([r["channels"] for r in rows], dtype=int)
+    expected = declared if declared is not None else (int(counts.mode()[0]) if len(counts) else 0)
+    where = "data.channels" if declared is not None else "the majority of the data set"
+    seen, problems = set(), []
+    for row in rows:
+        if row["channels"] != expected and row["image_path"] not in seen:
+            seen.add(row["image_path"])
+            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {where} has {expected}; "
+                            f"convert it (grey = 1, RGB = 3) or set data.channels")
+    return problems
+
+
+def duplicate_problems(rows: list[dict]) -> list[str]:
+    """Case ids that occur more than once after stacks and volumes are cut into slices."""
+    ids = pd.Series([r["id"] for r in rows])
+    return [f"duplicate case id '{i}' ({', '.join(sorted({r['image_path'] for r in rows if r['id'] == i}))}); "
+            f"rename one of the files" for i in sorted(ids[ids.duplicated()].unique())]
+
+
+def warn_if_suspicious(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
+    """Log warnings for very unbalanced classes and tiny images; both are allowed."""
+    background = int(classes.loc[classes["index"] == 0, "value"].iloc[0])
+    pixels = manifest["height"] * manifest["width"]
+    background_share = [dict(zip(v, f)).get(background, 0) for v, f in
+                        zip(manifest["label_values"], manifest["label_fractions"])]
+    foreground = 1 - float(np.average(background_share, weights=pixels))
+    if foreground < MIN_FOREGROUND:
+        log.warning("very unbalanced classes: %.4f%% of all pixels are foreground (< %.1f%%); consider "
+                    "foreground oversampling or a Dice loss", 100 * foreground, 100 * MIN_FOREGROUND)
+    tiny = manifest.loc[(manifest["height"] < MIN_SIDE) | (manifest["width"] < MIN_SIDE), "id"].tolist()
+    if tiny:
+        log.warning("%d tiny image(s) smaller than %d px on a side (e.g. %s); a deep U-Net may not fit them",
+                    len(tiny), MIN_SIDE, ", ".join(tiny[:5]))
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+
+
+def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
+    """The image/mask source pairs of the data set and the pairing problems; DataValidationError when none."""
+    if data.manifest:
+        pairs, problems = pairs_from_manifest(data.manifest)
+    else:
+        if not data.images or not data.masks:
+            raise DataValidationError("data.images and data.masks (or data.manifest) must be set")
+        image_files = list_files(data.images, IMAGE_SUFFIXES + VOLUME_SUFFIXES)
+        if not image_files:
+            raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
+                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}); check the path or glob")
+        pairs, problems = pair_files(image_files, list_files(data.masks, MASK_SUFFIXES + VOLUME_SUFFIXES),
+                                     data.mask_suffix, data.mask_prefix)
+    if data.rois:
+        problems += attach_rois(pairs, data.rois)
+    return pairs, problems
+
+
+def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
-    image_files, mask_files = list_files(images, IMAGE_SUFFIXES), list_files(masks, MASK_SUFFIXES)
-    if not image_files:
-        raise DataValidationError(f"no image files matched data.images = '{images}' (suffixes {IMAGE_SUFFIXES})")
-    pairs, problems = pair_files(image_files, mask_files, mask_suffix)
+    pairs, problems = source_pairs(data)
+    classes, config_problems = declared_classes(data)
+    problems = config_problems + problems
+    coding = LabelCoding.of(classes) if classes is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda pair: inspect_pair(*pair), pairs))
-    rows = [row for row, _ in results if row is not None]
-    problems += [p for _, case_problems in results for p in case_problems]
-    class_table, class_problems = resolve_classes(classes, rows)
-    problems += class_problems + channel_problems(rows)
+        results = list(pool.map(lambda pair: inspect_pair(pair, data, coding), pairs))
+    rows = [row for case_rows, _ in results for row in case_rows]
+    problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
+    classes = classes if classes is not None else found_classes(rows, data.ignore_label)
+    if rows:
+        problems += class_problems(classes, rows, data) + channel_problems(rows, data.channels)
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
-    return pd.DataFrame(rows), class_table
+    manifest = pd.DataFrame(rows)
+    warn_if_suspicious(manifest, classes)
+    return manifest, classes
+
+
+def build_manifest(images: str | None = None, masks: str | None = None, mask_suffix: str = "auto",
+                   classes: dict | None = None, threads: int = 1, **options) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`validate` with the data section given as arguments (`options`: the other keys of DataSpec)."""
+    return validate(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),
+                    threads)

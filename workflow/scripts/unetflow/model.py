@@ -25,13 +25,15 @@ class UNet(nn.Module):
 
     `depth` is the number of poolings; widths double at each level from `base_width`. Inputs of any size are
     padded up to a multiple of 2**depth and the output is cropped back, so the output has the input's size.
+    With `deep_supervision`, training-mode forward returns a list of logits: full resolution first, then one per
+    coarser decoder level (each half the size of the previous); eval mode always returns the full-resolution logits.
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 4, base_width: int = 32,
-                 norm: str = "batch"):
+                 norm: str = "batch", deep_supervision: bool = False):
         super().__init__()
         self.hparams = dict(in_channels=in_channels, num_classes=num_classes, depth=depth,
-                            base_width=base_width, norm=norm)
+                            base_width=base_width, norm=norm, deep_supervision=deep_supervision)
         widths = [base_width * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList()
         for level, width in enumerate(widths):
@@ -39,19 +41,24 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[l + 1], widths[l], 2, stride=2) for l in range(depth))
         self.decoders = nn.ModuleList(conv_block(2 * widths[l], widths[l], norm) for l in range(depth))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(widths[l], num_classes, 1)
+                                       for l in range(1, depth if deep_supervision else 1))
         self.apply(he_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         multiple = 2 ** self.hparams["depth"]
         x = F.pad(x, (0, -width % multiple, 0, -height % multiple))
-        skips = []
+        skips, aux = [], []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x if level == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         for level in reversed(range(self.hparams["depth"])):
             x = self.decoders[level](torch.cat([skips[level], self.ups[level](x)], dim=1))
-        return self.head(x)[..., :height, :width]
+            if 0 < level <= len(self.aux_heads) and self.training:
+                aux.insert(0, self.aux_heads[level - 1](x))
+        logits = self.head(x)[..., :height, :width]
+        return [logits, *aux] if aux else logits
 
 
 def he_init(module: nn.Module) -> None:

@@ -1,13 +1,20 @@
-"""Prediction: load a trained model and write label masks in the input's geometry and encoding."""
+"""Prediction: apply one trained model or an ensemble of them, and write label masks (and optionally the class
+probabilities) in the input's geometry and encoding."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import ndimage
 
 from unetflow.io import write_mask
 from unetflow.model import UNet
 from unetflow.tiling import sliding_window_predict
+from unetflow.volumes import prediction_path, write_volume_labels
+
+PROBABILITIES_KEY = "probabilities"
 
 
 def load_model(checkpoint_path: str, device: torch.device) -> tuple[UNet, list[int]]:
@@ -18,16 +25,74 @@ def load_model(checkpoint_path: str, device: torch.device) -> tuple[UNet, list[i
     return model.eval(), checkpoint["patch_size"]
 
 
-def predict_labels(model: UNet, image: np.ndarray, patch: list[int], cfg: dict, device: torch.device) -> np.ndarray:
-    """Class-index map (H, W) of one preprocessed image (C, H, W), by tiled sliding-window inference."""
+def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[list[UNet], list[int]]:
+    """The models of several checkpoints and their common patch size; ValueError when the patch sizes differ."""
+    loaded = [load_model(path, device) for path in checkpoint_paths]
+    patches = {tuple(patch) for _, patch in loaded}
+    if len(patches) != 1:
+        raise ValueError(f"the checkpoints {list(checkpoint_paths)} were trained with different patch sizes "
+                         f"{sorted(patches)}; ensemble models trained with the same train.patch_size")
+    return [model for model, _ in loaded], loaded[0][1]
+
+
+def predict_probabilities(models: Sequence[torch.nn.Module], image: np.ndarray, patch: Sequence[int], cfg: dict,
+                          device: torch.device) -> torch.Tensor:
+    """Softmax (K, H, W), float32 on the CPU, of one preprocessed image (C, H, W), averaged over `models`; each
+    model's by tiled sliding-window inference (cfg: overlap, batch_size, mirror)."""
     mirror_axes = (0, 1) if cfg["mirror"] else ()
-    probs = sliding_window_predict(model, torch.from_numpy(image), tuple(patch), overlap=cfg["overlap"],
-                                   batch_size=cfg["batch_size"], mirror_axes=mirror_axes, device=device)
-    return probs.argmax(0).numpy().astype(np.uint8)
+    tensor = torch.from_numpy(image)
+    total = None
+    for model in models:
+        probs = sliding_window_predict(model, tensor, tuple(patch), overlap=cfg["overlap"],
+                                       batch_size=cfg["batch_size"], mirror_axes=mirror_axes, device=device)
+        total = probs if total is None else total.add_(probs)
+    return total.div_(len(models))
 
 
-def write_prediction(labels: np.ndarray, values: list[int], out_dir: str, case_id: str) -> Path:
-    """Write class indices as the stored class values (0/255 stays 0/255) to out_dir/<id>.png."""
-    path = Path(out_dir, f"{case_id}.png")
-    write_mask(path, np.asarray(values)[labels])
+def labels_from_probabilities(probs: torch.Tensor, largest_component: bool = False) -> np.ndarray:
+    """Class-index map (H, W) uint8: argmax over classes, then optionally `keep_largest_components`."""
+    labels = probs.argmax(0).numpy().astype(np.uint8)
+    return keep_largest_components(labels, probs.shape[0]) if largest_component else labels
+
+
+def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """A copy of `labels` in which every foreground class keeps only its largest 4-connected component; the
+    pixels of its other components become background (class 0). Ties keep the first component in raster order."""
+    kept = labels.copy()
+    for c in range(1, num_classes):
+        components, count = ndimage.label(labels == c)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            kept[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
+    return kept
+
+
+def write_prediction(labels: list[np.ndarray], values: list[int], out_dir: str, name: str,
+                     rows: pd.DataFrame) -> Path:
+    """Write the class indices of a prediction unit as the stored class values (0/255 stays 0/255): a 2D case to
+    out_dir/<id>.png, the slices of a NIfTI volume to out_dir/<volume>.nii.gz with the input's affine and header."""
+    path = prediction_path(out_dir, name, rows)
+    stored = [np.asarray(values)[slice_labels] for slice_labels in labels]
+    if path.suffix == ".png":
+        write_mask(path, stored[0])
+    else:
+        write_volume_labels(path, stored, rows.iloc[0]["image_path"], int(rows.iloc[0]["slice_axis"]))
     return path
+
+
+def write_probabilities(probs: torch.Tensor, out_dir: str, case_id: str) -> Path:
+    """Write the class probabilities (K, H, W) as float16 to the compressed out_dir/<id>.npz (key 'probabilities')."""
+    path = Path(out_dir, f"{case_id}.npz")
+    np.savez_compressed(path, **{PROBABILITIES_KEY: probs.numpy().astype(np.float16)})
+    return path
+
+
+def read_probabilities(path) -> np.ndarray:
+    """The (K, H, W) class probabilities written by `write_probabilities`, as float32."""
+    with np.load(path) as arrays:
+        return arrays[PROBABILITIES_KEY].astype(np.float32)
+
+
+def checkpoint_list(paths: str | Sequence[str]) -> list[str]:
+    """The checkpoint paths as a list (Snakemake passes a single-file input as a string)."""
+    return [paths] if isinstance(paths, str) else list(paths)

@@ -18,17 +18,11 @@ import pandas as pd
 import torch
 
 from unetflow.augment import augment_batch
-from unetflow.losses import segmentation_loss
+from unetflow.gpu import pick_device
+from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
-from unetflow.preprocess import load_case
+from unetflow.preprocess import IGNORE_INDEX, load_case
 from unetflow.tiling import sliding_window_predict
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
@@ -37,19 +31,49 @@ def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: 
     return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
 
 
+def check_patch_size(patch: list[int], depth: int) -> None:
+    """The U-Net pools `depth` times: patch sides must be multiples of 2**depth."""
+    if any(side % 2**depth for side in patch):
+        raise ValueError(f"train.patch_size {patch} must be a multiple of 2**train.depth = {2**depth} in each axis")
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory of the device: CUDA's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def training_bytes_per_sample(patch: list[int], depth: int, base_width: int) -> int:
+    """Rough activation memory of one sample in a training step: ~16 float32 maps of each level's width kept for
+    the backward pass (two conv blocks of conv, norm and ReLU in the encoder and decoder, skips, up-convolutions)."""
+    pixels = patch[0] * patch[1]
+    return sum(16 * 4 * base_width * 2**level * pixels // 4**level for level in range(depth + 1))
+
+
+def plan_batch_size(patch: list[int], depth: int, base_width: int, device: torch.device) -> int:
+    """Largest batch whose activations fill at most a third of the free memory, from 2 to 8 on the CPU (more
+    does not train faster there) or to 64 on a GPU."""
+    fits = free_memory_bytes(device) // 3 // training_bytes_per_sample(patch, depth, base_width)
+    return int(min(max(2, fits), 64 if device.type == "cuda" else 8))
+
+
 class PatchSampler:
-    """All training cases held on the device; draws random patches, a share of them centred on foreground."""
+    """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
+    over); draws random patches, a share of them centred on foreground pixels."""
 
     def __init__(self, cases: list[tuple[np.ndarray, np.ndarray]], patch: list[int], device: torch.device,
                  foreground_share: float):
         self.patch, self.device, self.foreground_share = patch, device, foreground_share
+        data_bytes = sum(image.size * 4 + labels.size * 8 for image, labels in cases)
+        self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
         self.images, self.labels, self.foreground = [], [], []
         for image, labels in cases:
             pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
             image, labels = np.pad(image, pad), np.pad(labels, pad[1:])
-            self.images.append(torch.from_numpy(image).to(device))
-            self.labels.append(torch.from_numpy(labels.astype(np.int64)).to(device))
-            self.foreground.append(torch.from_numpy(np.argwhere(labels > 0)))
+            self.images.append(torch.from_numpy(image).to(self.storage))
+            self.labels.append(torch.from_numpy(labels.astype(np.int64)).to(self.storage))
+            self.foreground.append(torch.from_numpy(np.argwhere((labels > 0) & (labels != IGNORE_INDEX))))
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
 
     def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
@@ -73,7 +97,8 @@ class PatchSampler:
             window = (slice(top, top + self.patch[0]), slice(left, left + self.patch[1]))
             images.append(self.images[case][(slice(None), *window)])
             labels.append(self.labels[case][window])
-        return torch.stack(images), torch.stack(labels)
+        return (torch.stack(images).to(self.device, non_blocking=True),
+                torch.stack(labels).to(self.device, non_blocking=True))
 
 
 def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
@@ -109,7 +134,7 @@ def validate(model, cases, patch, device, loss_kind: str) -> tuple[float, float]
         target = torch.from_numpy(labels.astype(np.int64))
         logits = probs.clamp_min(1e-8).log()[None]
         losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
-        pred = probs.argmax(0)
+        pred = probs.argmax(0).masked_fill(target == IGNORE_INDEX, IGNORE_INDEX)
         for k in range(num_classes):
             counts[:, k] += torch.stack([((pred == k) & (target == k)).sum(), (pred == k).sum(), (target == k).sum()])
     dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
@@ -148,8 +173,11 @@ class Trainer:
         depth = cfg["depth"]
         shapes = [labels.shape for _, labels in train_cases]
         self.patch = cfg["patch_size"] or plan_patch_size([s[0] for s in shapes], [s[1] for s in shapes], depth)
+        check_patch_size(self.patch, depth)
+        self.batch_size = cfg["batch_size"] or plan_batch_size(self.patch, depth, cfg["base_width"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
-        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"]).to(self.device)
+        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
+                          cfg["deep_supervision"]).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
@@ -162,8 +190,10 @@ class Trainer:
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.identity = fingerprint(cfg, train_ids)
         self.epoch, self.rows, self.best = 0, [], dict(dice=-1.0, model=None, epoch=0)
-        self.log.info("device %s, patch %s, batch %d, %d training and %d validation cases", self.device,
-                      self.patch, cfg["batch_size"], len(train_cases), len(val_cases))
+        self.log.info("plan: device %s, patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
+                      self.device, self.patch, "" if cfg["patch_size"] else " (planned)", self.batch_size,
+                      "" if cfg["batch_size"] else " (planned)", self.sampler.storage, len(train_cases),
+                      len(val_cases))
 
     def state(self) -> dict:
         return dict(identity=self.identity, epoch=self.epoch, rows=self.rows, best=self.best,
@@ -193,13 +223,15 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), device=device)
         for _ in range(cfg["iterations_per_epoch"]):
-            images, labels = self.sampler.sample(cfg["batch_size"], self.sample_rng)
-            images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng)
+            images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
+            images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
+                                           fill_label=IGNORE_INDEX)
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                logits = self.step_fn(images)
-            loss = segmentation_loss(logits, labels, cfg["loss"])
+                outputs = self.step_fn(images)
+            loss = (deep_supervision_loss(outputs, labels, cfg["loss"]) if isinstance(outputs, list)
+                    else segmentation_loss(outputs, labels, cfg["loss"]))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["grad_clip"]:
@@ -222,7 +254,7 @@ class Trainer:
             seconds = time.perf_counter() - start
             self.rows.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
                                   lr=lr, seconds=seconds,
-                                  images_per_s=cfg["iterations_per_epoch"] * cfg["batch_size"] / seconds))
+                                  images_per_s=cfg["iterations_per_epoch"] * self.batch_size / seconds))
             if not val_dice <= self.best["dice"]:  # NaN (no validation cases) keeps the latest model
                 self.best = dict(dice=val_dice, model=weights_copy(self.model), epoch=self.epoch)
             self.log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s",
@@ -244,8 +276,18 @@ class Trainer:
         return bool(patience) and self.epoch - self.best["epoch"] >= patience
 
 
-def load_split_cases(preprocessed: pd.DataFrame, splits: pd.DataFrame, split: str) -> tuple[list[str], list]:
-    """Ids and (image, labels) arrays of one split."""
-    ids = splits.loc[splits["split"] == split, "id"].tolist()
-    paths = preprocessed.set_index("id").loc[ids, "array_path"]
-    return ids, [load_case(p) for p in paths]
+def fold_ids(splits: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
+    """Training and validation ids of one fold: with k-fold splits (a `fold` column numbering the fold in which
+    each non-test case validates) fold k validates on its cases and trains on the other folds; otherwise the
+    train/val split."""
+    pool = splits[splits["split"] != "test"]
+    if "fold" in pool and pool["fold"].nunique() > 1:
+        validates = pool["fold"] == fold
+    else:
+        validates = pool["split"] == "val"
+    return pool.loc[~validates, "id"].tolist(), pool.loc[validates, "id"].tolist()
+
+
+def load_cases(preprocessed: pd.DataFrame, ids: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) arrays of the given cases."""
+    return [load_case(path) for path in preprocessed.set_index("id").loc[ids, "array_path"]]

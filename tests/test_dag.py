@@ -1,0 +1,53 @@
+"""The DAG fans out as configured (experiments x folds), and GPU jobs running together get different GPUs."""
+
+import re
+import subprocess
+import sys
+import textwrap
+
+import yaml
+
+from conftest import REPO, snakemake
+from unetflow.gpu import claim_slot
+
+
+def job_counts(workdir, config: dict) -> dict[str, int]:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    table = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=path).stdout.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_experiments_times_folds(tmp_path):
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config["split"].update(folds=3)
+    config["experiments"] = {"base": {}, "deep": {"train": {"depth": 3}}, "dice": {"train": {"loss": "dice"}}}
+    counts = job_counts(tmp_path, config)
+    assert counts["train"] == 9 and counts["predict"] == 3 and counts["evaluate"] == 3
+    assert counts["leaderboard"] == 1 and counts["split"] == 1 and counts["preprocess"] == 1
+
+
+def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
+    path = tiny_run / "two.yaml"
+    path.write_text(yaml.safe_dump(config))
+    output = snakemake(tiny_run, "--dry-run", configfile=path).stdout
+    assert "experiment=wide" in output and "experiment=unet" not in output
+    assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "leaderboard": 1, "all": 1,
+                                            "total": 5}
+
+
+def test_gpu_slots_are_exclusive_between_processes(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from unetflow.gpu import claim_slot
+        print(claim_slot({str(tmp_path)!r}, 2), flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True, cwd=REPO / "workflow" / "scripts")
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        assert claim_slot(str(tmp_path), 2) == 1  # slot 0 is held by the other process
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,0 +1,122 @@
+"""Prediction: ensembles average the softmax, largest-component postprocessing, probability files."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from unetflow.model import UNet
+from unetflow.predict import (checkpoint_list, keep_largest_components, labels_from_probabilities, load_models,
+                              predict_probabilities, read_probabilities, write_probabilities)
+from unetflow.tiling import sliding_window_predict
+
+CFG = dict(overlap=0.5, batch_size=2, mirror=False)
+PATCH = [16, 16]
+
+
+def small_unet(seed: int, num_classes: int = 3) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(1, num_classes, depth=2, base_width=4).eval()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((1, 24, 20)).astype(np.float32)
+
+
+def test_two_identical_models_predict_as_one(image):
+    model = small_unet(0)
+    one = predict_probabilities([model], image, PATCH, CFG, torch.device("cpu"))
+    two = predict_probabilities([model, copy.deepcopy(model)], image, PATCH, CFG, torch.device("cpu"))
+    assert one.shape == (3, 24, 20)
+    torch.testing.assert_close(two, one, rtol=0, atol=1e-7)
+
+
+def test_ensemble_averages_the_members_softmax(image):
+    first, second = small_unet(1), small_unet(2)
+    cpu = torch.device("cpu")
+    each = [predict_probabilities([model], image, PATCH, CFG, cpu) for model in (first, second)]
+    assert not torch.allclose(each[0], each[1])
+    torch.testing.assert_close(predict_probabilities([first, second], image, PATCH, CFG, cpu),
+                               (each[0] + each[1]) / 2)
+
+
+def test_mirror_option_averages_over_flips(image):
+    model = small_unet(3)
+    expected = sliding_window_predict(model, torch.from_numpy(image), tuple(PATCH), overlap=CFG["overlap"],
+                                      batch_size=CFG["batch_size"], mirror_axes=(0, 1))
+    mirrored = predict_probabilities([model], image, PATCH, {**CFG, "mirror": True}, torch.device("cpu"))
+    torch.testing.assert_close(mirrored, expected)
+    assert not torch.allclose(mirrored, predict_probabilities([model], image, PATCH, CFG, torch.device("cpu")))
+
+
+def test_largest_component_keeps_the_biggest_blob_of_each_class():
+    labels = np.zeros((12, 12), np.uint8)
+    labels[0:3, 0:3] = 1    # class 1: 9 pixels, kept
+    labels[8:10, 8:10] = 1  # class 1: 4 pixels, removed
+    labels[0:2, 8:10] = 2   # class 2: 4 pixels, removed
+    labels[5:8, 4:7] = 2    # class 2: 9 pixels, kept
+    labels[11, 0] = 2       # class 2: 1 pixel, removed
+    kept = keep_largest_components(labels, 3)
+    expected = np.zeros_like(labels)
+    expected[0:3, 0:3] = 1
+    expected[5:8, 4:7] = 2
+    np.testing.assert_array_equal(kept, expected)
+    assert labels[8, 8] == 1  # the input is left untouched
+
+
+def test_diagonal_neighbours_are_separate_components():
+    labels = np.zeros((4, 4), np.uint8)
+    labels[0:2, 0:2] = 1
+    labels[2, 2] = 1  # touches the block only at a corner
+    assert keep_largest_components(labels, 2)[2, 2] == 0
+
+
+def test_labels_from_probabilities_is_the_argmax_optionally_postprocessed():
+    probs = torch.full((2, 6, 6), 0.0)
+    probs[0] = 1
+    probs[:, 0:2, 0:2] = torch.tensor([0.2, 0.8])[:, None, None]  # 4-pixel blob of class 1
+    probs[:, 5, 5] = torch.tensor([0.4, 0.6])                      # 1-pixel blob of class 1
+    raw = labels_from_probabilities(probs)
+    assert raw.dtype == np.uint8 and raw.sum() == 5
+    cleaned = labels_from_probabilities(probs, largest_component=True)
+    assert cleaned.sum() == 4 and cleaned[5, 5] == 0
+
+
+def test_probabilities_are_written_as_float16_summing_to_one_and_read_back(image, tmp_path):
+    probs = predict_probabilities([small_unet(4)], image, PATCH, CFG, torch.device("cpu"))
+    path = write_probabilities(probs, tmp_path, "case1")
+    assert path == tmp_path / "case1.npz"
+    with np.load(path) as stored:
+        assert list(stored) == ["probabilities"] and stored["probabilities"].dtype == np.float16
+    back = read_probabilities(path)
+    assert back.dtype == np.float32 and back.shape == tuple(probs.shape)
+    np.testing.assert_allclose(back, probs.numpy(), atol=1e-3)
+    np.testing.assert_allclose(back.sum(0), 1, atol=3e-3)
+
+
+def save_checkpoint(path, model: UNet, patch: list[int]) -> str:
+    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=patch), path)
+    return str(path)
+
+
+def test_load_models_returns_every_model_and_the_common_patch(tmp_path, image):
+    paths = [save_checkpoint(tmp_path / f"m{seed}.pt", small_unet(seed), PATCH) for seed in (5, 6)]
+    models, patch = load_models(paths, torch.device("cpu"))
+    assert len(models) == 2 and patch == PATCH
+    cpu = torch.device("cpu")
+    torch.testing.assert_close(predict_probabilities(models[:1], image, patch, CFG, cpu),
+                               predict_probabilities([small_unet(5)], image, patch, CFG, cpu))
+
+
+def test_load_models_refuses_different_patch_sizes(tmp_path):
+    paths = [save_checkpoint(tmp_path / "a.pt", small_unet(0), [16, 16]),
+             save_checkpoint(tmp_path / "b.pt", small_unet(0), [32, 32])]
+    with pytest.raises(ValueError, match="different patch sizes"):
+        load_models(paths, torch.device("cpu"))
+
+
+def test_checkpoint_list_accepts_one_path_or_several():
+    assert checkpoint_list("a.pt") == ["a.pt"]
+    assert checkpoint_list(("a.pt", "b.pt")) == ["a.pt", "b.pt"]

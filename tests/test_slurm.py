@@ -1,0 +1,118 @@
+"""The workflow on a real single-node SLURM cluster (cluster/start-local-slurm.sh) through profiles/slurm.
+
+Slow (a few minutes: every job goes through sbatch and the executor's status polling).
+Skipped where SLURM cannot run: not root, or its packages are missing and cannot be installed.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+START = REPO / "cluster" / "start-local-slurm.sh"
+STOP = REPO / "cluster" / "stop-local-slurm.sh"
+PROFILE = REPO / "profiles" / "slurm"
+ACCOUNT = "unetflow"
+SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
+WORKFLOW_TIMEOUT_S = 900
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="a local SLURM cluster needs Linux and root"
+)
+
+
+def missing_prerequisites() -> list[str]:
+    """SLURM daemons, clients and the executor plugin that are not installed."""
+    missing = [name for name in SLURM_COMMANDS if shutil.which(name) is None]
+    probe = subprocess.run([sys.executable, "-c", "import snakemake_executor_plugin_slurm"], capture_output=True)
+    return missing + (["snakemake-executor-plugin-slurm"] if probe.returncode else [])
+
+
+def start_cluster() -> subprocess.CompletedProcess:
+    """Run the start script; skip the module when it failed because packages could not be installed."""
+    if missing_prerequisites() and shutil.which("apt-get") is None:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing_prerequisites())}) and apt-get is unavailable")
+    result = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        missing = missing_prerequisites()
+        if missing:
+            pytest.skip(f"could not install {', '.join(missing)}:\n{result.stderr[-2000:]}")
+        pytest.fail(f"start-local-slurm.sh failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running local cluster; stopped at the end if this fixture started any of its daemons."""
+    started = "started " in start_cluster().stderr
+    yield
+    if started:
+        subprocess.run(["bash", str(STOP)], check=True, capture_output=True, timeout=300)
+
+
+def run_snakemake(snakefile: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake with the SLURM profile; stdout and stderr merged."""
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+               "--profile", str(PROFILE), *args]
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=WORKFLOW_TIMEOUT_S)
+
+
+def failure_report(result: subprocess.CompletedProcess, workdir: Path) -> str:
+    """The end of Snakemake's output and of every kept SLURM log (only failed jobs' logs are kept)."""
+    logdir = yaml.safe_load((PROFILE / "config.yaml").read_text())["slurm-logdir"]
+    kept_logs = sorted((workdir / logdir).glob("**/*.log"))
+    return "\n".join([result.stdout[-4000:], *(f"--- {log}\n{log.read_text()[-3000:]}" for log in kept_logs)])
+
+
+def submitted_job_ids(log: str) -> list[str]:
+    """SLURM job ids that Snakemake reports having submitted."""
+    return re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+
+
+def sacct_records(job_ids: list[str]) -> pd.DataFrame:
+    """sacct's JobID, State and Account of the given jobs (allocations only, not steps)."""
+    output = subprocess.run(
+        ["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", ",".join(job_ids),
+         "--format", "JobID,State,Account"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rows = [line.split("|") for line in output.splitlines() if line]
+    return pd.DataFrame(rows, columns=["job_id", "state", "account"])
+
+
+def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
+    result = run_snakemake(REPO / "Snakefile", tmp_path, "--configfile", str(REPO / "tests" / "tiny.yaml"))
+    assert result.returncode == 0, failure_report(result, tmp_path)
+
+    summaries = sorted(tmp_path.glob("results/*/evaluate/summary.parquet"))
+    assert summaries, "no results/<experiment>/evaluate/summary.parquet"
+    for summary in summaries:
+        assert len(pd.read_parquet(summary)) > 0
+        assert len(pd.read_parquet(summary.with_name("per_case.parquet"))) > 0
+
+    job_ids = submitted_job_ids(result.stdout)
+    assert len(job_ids) >= 5, "train, predict, evaluate and the data steps should each be a SLURM job"
+    records = sacct_records(job_ids)
+    assert sorted(records.job_id) == sorted(job_ids)
+    assert set(records.state) == {"COMPLETED"}
+    assert set(records.account) == {ACCOUNT}
+
+
+def test_failing_rule_fails_the_run(slurm_cluster, tmp_path):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text('rule fail:\n    output: "never.txt"\n    shell: "exit 1"\n')
+    result = run_snakemake(snakefile, tmp_path, "--retries", "0")  # one attempt is enough to see the failure
+    assert result.returncode != 0
+    assert "SLURM status is: 'FAILED'" in result.stdout
+    job_ids = submitted_job_ids(result.stdout)
+    assert len(job_ids) == 1
+    assert list(sacct_records(job_ids).state) == ["FAILED"]
+    assert not (tmp_path / "never.txt").exists()

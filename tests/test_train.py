@@ -1,0 +1,104 @@
+"""Training: planning, schedules, foreground oversampling, and resume after a kill."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from unetflow.train import (PatchSampler, check_patch_size, lr_factor, plan_batch_size, plan_patch_size)
+
+
+def test_patch_plan_follows_median_size_and_depth():
+    assert plan_patch_size([100, 120, 500], [64, 64, 64], depth=3) == [120, 64]
+    assert plan_patch_size([1000] * 3, [37] * 3, depth=4) == [256, 32]
+    assert plan_patch_size([5], [5], depth=3) == [8, 8]
+
+
+def test_patch_not_multiple_of_depth_names_the_keys():
+    with pytest.raises(ValueError, match=r"train.patch_size \[100, 64\].*2\*\*train.depth = 8"):
+        check_patch_size([100, 64], 3)
+
+
+def test_batch_plan_is_bounded_on_cpu():
+    batch = plan_batch_size([128, 128], 3, 16, torch.device("cpu"))
+    assert 2 <= batch <= 8
+
+
+@pytest.mark.parametrize("schedule", ["constant", "poly", "cosine"])
+def test_schedules_start_at_one_and_warm_up_linearly(schedule):
+    assert lr_factor(0, 100, schedule, warmup=0) == 1
+    assert lr_factor(4, 100, schedule, warmup=10) == pytest.approx(0.5)
+    end = lr_factor(99, 100, schedule, warmup=0)
+    assert end == 1 if schedule == "constant" else end < 0.05
+
+
+@pytest.mark.parametrize("share", [0.0, 0.33, 1.0])
+def test_foreground_oversampling_share(share):
+    image = np.zeros((1, 256, 256), np.float32)
+    labels = np.zeros((256, 256), np.uint8)
+    labels[120:124, 40:44] = 1  # a tiny object: random 32x32 patches rarely contain it
+    sampler = PatchSampler([(image, labels)], [32, 32], torch.device("cpu"), share)
+    generator = torch.Generator().manual_seed(0)
+    batches = [sampler.sample(6, generator)[1] for _ in range(100)]
+    measured = np.mean([bool((patch > 0).any()) for batch in batches for patch in batch])
+    chance = (32 + 3) ** 2 / (256 - 31) ** 2  # a random patch contains the object
+    assert measured == pytest.approx(round(share * 6) / 6 + (1 - round(share * 6) / 6) * chance, abs=0.04)
+
+
+RUNNER = textwrap.dedent("""
+    import logging, sys
+    import numpy as np, torch
+    from unetflow.train import Trainer
+    torch.set_num_threads(1)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    out = sys.argv[1]
+    rng = np.random.default_rng(0)
+    def case():
+        labels = (rng.random((48, 48)) > 0.7).astype(np.uint8)
+        return (labels[None] + rng.normal(0, 0.5, (1, 48, 48))).astype(np.float32), labels
+    cfg = dict(device="cpu", seed=3, epochs=5, iterations_per_epoch=6, batch_size=4, patch_size=[32, 32],
+               depth=2, base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam",
+               lr=1e-3, weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0,
+               foreground_oversampling=0.33, early_stopping=0, checkpoint_every=1, compile=False, augment={},
+               num_classes=2)
+    train, val = [case() for _ in range(4)], [case() for _ in range(2)]
+    trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
+    trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
+""")
+
+
+def start_runner(folder) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-u", "-c", RUNNER, str(folder)], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO / "workflow" / "scripts")
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    import pandas as pd
+
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    whole.mkdir()
+    interrupted.mkdir()
+    first = start_runner(interrupted)
+    for line in first.stdout:
+        if line.startswith("epoch 2/"):
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait()
+    assert first.returncode == -signal.SIGKILL and not (interrupted / "last.pt").exists()
+    resumed = start_runner(interrupted)
+    assert "resuming after epoch" in resumed.communicate()[0]
+    assert start_runner(whole).wait() == 0 and resumed.returncode == 0
+
+    for name in ("last.pt", "model.pt"):
+        a = torch.load(whole / name, weights_only=True)["model"]
+        b = torch.load(interrupted / name, weights_only=True)["model"]
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    metrics = pd.read_parquet(interrupted / "metrics.parquet")
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5]
+    reference = pd.read_parquet(whole / "metrics.parquet")
+    assert np.allclose(metrics["val_dice"], reference["val_dice"])
