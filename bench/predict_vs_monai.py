@@ -5,7 +5,8 @@ same tile batch size, on the same random z-scored images, in one run. MONAI's pr
 so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the best
 of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes
 from: our tiling with the unmodified model, MONAI with our prepared model (BatchNorm folded, channels_last), and
-the prepared network alone on as many tiles (the floor under any tiled predictor).
+the prepared network alone on as many tiles (the floor under any tiled predictor). On the CPU two last rows run ours
+and MONAI under bf16 autocast, which is not equal output (the differences are printed).
 
 On the CPU the clock is the process's CPU time with one thread (--threads 1): on a shared machine it is far less
 disturbed by other users than the wall clock, and the work compared is the same. On CUDA it is the wall clock.
@@ -30,6 +31,8 @@ from unetflow.model import UNet  # noqa: E402
 from unetflow.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
 
 NETWORK_ALONE = "network alone (prepared)"
+OURS_CPU_BF16 = "ours (prepared, bf16)"
+MONAI_CPU_BF16 = "MONAI (same model, bf16)"
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (C, H, W) image -> (K, H, W) probabilities on the CPU
 
 
@@ -51,28 +54,31 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def ours(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, prepare: bool) -> Predictor:
+def ours(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, prepare: bool,
+         bf16: bool | None = None) -> Predictor:
     """Our sliding window: with `prepare`, on a prepare_for_inference copy (made once, inside the timing) fed
-    channels_last tiles; without, on the model as given, fed tiles as MONAI feeds them."""
+    channels_last tiles; without, on the model as given, fed tiles as MONAI feeds them. `bf16` as in
+    sliding_window_predict (None: autocast on CUDA only)."""
     state = {}
 
     def predict(image: torch.Tensor) -> torch.Tensor:
         if "model" not in state:
             state["model"] = prepare_for_inference(model, device) if prepare else model
         return sliding_window_predict(state["model"], image, (args.tile, args.tile), overlap=args.overlap,
-                                      batch_size=args.batch_size, device=device, channels_last=prepare)
+                                      batch_size=args.batch_size, device=device, channels_last=prepare, bf16=bf16)
     return predict
 
 
-def monai(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, softmax_per_tile: bool = True
-          ) -> Predictor:
-    """MONAI's sliding window under no_grad (and bf16 autocast on CUDA, as ours), softmax per tile or at the end."""
+def monai(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, softmax_per_tile: bool = True,
+          bf16: bool | None = None) -> Predictor:
+    """MONAI's sliding window under no_grad, softmax per tile or at the end; bf16 autocast as in ours (None: on
+    CUDA only)."""
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
         logits = model(tiles)
         return torch.softmax(logits.float(), dim=1) if softmax_per_tile else logits.float()
 
     def predict(image: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast_for(device):
+        with torch.no_grad(), autocast_for(device, bf16):
             blended = sliding_window_inference(image[None].to(device), (args.tile, args.tile), args.batch_size,
                                                predictor, overlap=args.overlap, mode="gaussian", sigma_scale=0.125)
         probabilities = blended[0] if softmax_per_tile else torch.softmax(blended[0], dim=0)
@@ -149,6 +155,9 @@ def main() -> None:
         "MONAI (our prepared model)": monai(prepare_for_inference(model, device), args, device),
         NETWORK_ALONE: network_alone(model, args, device),
     }
+    if device.type == "cpu":  # not equal output: bf16 autocast, fast where the CPU has AMX / AVX-512 BF16
+        methods[OURS_CPU_BF16] = ours(model, args, device, prepare=True, bf16=True)
+        methods[MONAI_CPU_BF16] = monai(model, args, device, bf16=True)
     warm_up = images[:1, :, :args.tile, :args.tile]
     for predict in methods.values():
         timed(predict, warm_up, device)

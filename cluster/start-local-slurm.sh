@@ -8,10 +8,12 @@
 # Environment (all optional):
 #   UNETFLOW_SLURM_STATE    state folder (DB datadir, spool, logs, pids)  [/tmp/unetflow-slurm]
 #   UNETFLOW_SLURM_DB_PORT  TCP port of the private MariaDB on 127.0.0.1 [3307]
+#   PYTHON                  the Python whose pip gets the executor plugin  [python3]
 set -euo pipefail
 
 STATE_DIR="${UNETFLOW_SLURM_STATE:-/tmp/unetflow-slurm}"
 DB_PORT="${UNETFLOW_SLURM_DB_PORT:-3307}"
+PYTHON="${PYTHON:-python3}"
 CLUSTER=unetflow
 ACCOUNT=unetflow
 PARTITION=debug
@@ -59,10 +61,10 @@ forbid_service_starts() {
 
 install_executor_plugin() {
     local installed
-    installed=$(python3 -m pip show snakemake-executor-plugin-slurm 2>/dev/null | sed -n 's/^Version: //p')
+    installed=$("$PYTHON" -m pip show snakemake-executor-plugin-slurm 2>/dev/null | sed -n 's/^Version: //p' || true)
     [[ $installed == "$PLUGIN_VERSION" ]] && return
     log "pip-installing snakemake-executor-plugin-slurm==$PLUGIN_VERSION"
-    python3 -m pip install -q "snakemake-executor-plugin-slurm==$PLUGIN_VERSION"
+    "$PYTHON" -m pip install -q "snakemake-executor-plugin-slurm==$PLUGIN_VERSION"
 }
 
 prepare_dirs() {
@@ -91,7 +93,7 @@ write_owned_config() {
 
 node_hardware() {
     # "CPUs=2 Boards=1 ... RealMemory=24105" from the first line of `slurmd -C`
-    slurmd -C | head -n 1 | sed 's/^NodeName=[^ ]* //'
+    slurmd -C | sed -n '1s/^NodeName=[^ ]* //p'
 }
 
 write_slurm_configs() {
@@ -195,7 +197,7 @@ start_slurm_daemons() {
         # A node left DOWN/DRAIN by an earlier run comes back here.
         scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
     fi
-    wait_until "node localhost to become idle (state: $(node_state))" 60 node_ready
+    wait_until "node localhost to become idle" 60 node_ready
 }
 
 main() {

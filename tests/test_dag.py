@@ -34,8 +34,8 @@ def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
     path.write_text(yaml.safe_dump(config))
     output = snakemake(tiny_run, "--dry-run", configfile=path).stdout
     assert "experiment=wide" in output and "experiment=unet" not in output
-    assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "leaderboard": 1, "all": 1,
-                                            "total": 5}
+    assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
+                                            "leaderboard": 1, "all": 1, "total": 6}
 
 
 def test_gpu_slots_are_exclusive_between_processes(tmp_path):

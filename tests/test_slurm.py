@@ -39,7 +39,8 @@ def start_cluster() -> subprocess.CompletedProcess:
     """Run the start script; skip the module when it failed because packages could not be installed."""
     if missing_prerequisites() and shutil.which("apt-get") is None:
         pytest.skip(f"SLURM is not installed ({', '.join(missing_prerequisites())}) and apt-get is unavailable")
-    result = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "PYTHON": sys.executable})
     if result.returncode != 0:
         missing = missing_prerequisites()
         if missing:

@@ -104,6 +104,15 @@ def test_result_is_an_ordinary_cpu_tensor_that_may_be_modified():
     probabilities.mul_(2)
 
 
+def test_prediction_runs_in_eval_mode_and_restores_the_training_mode():
+    model, image = small_unet(), torch.randn(2, 37, 50)
+    in_eval = sliding_window_predict(model, image, (16, 16))
+    model.train()
+    model.decoders[0].eval()  # a submodule in its own mode
+    assert torch.allclose(sliding_window_predict(model, image, (16, 16)), in_eval)  # BatchNorm used running stats
+    assert model.training and model.encoders[0].training and not model.decoders[0].training
+
+
 @pytest.mark.parametrize("mirror_axes", [(0,), (1,), (0, 1)])
 def test_mirroring_a_flip_equivariant_model_changes_nothing(mirror_axes):
     model, image = pointwise_model(), torch.randn(2, 37, 50)
@@ -170,6 +179,15 @@ def test_prepared_model_gives_the_same_probabilities_and_leaves_the_original_alo
     assert any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
     original = sliding_window_predict(model, image, (16, 16), channels_last=False)
     assert torch.allclose(sliding_window_predict(prepared, image, (16, 16)), original, atol=1e-5)
+
+
+def test_cpu_bf16_autocast_is_close_to_float32_but_not_equal():
+    model, image = small_unet(), torch.randn(2, 37, 50)
+    float32 = sliding_window_predict(model, image, (16, 16))
+    bf16 = sliding_window_predict(model, image, (16, 16), bf16=True)
+    assert bf16.dtype == torch.float32
+    assert torch.allclose(bf16.sum(0), torch.ones(37, 50), atol=1e-5)
+    assert 0 < (bf16 - float32).abs().max() < 0.05
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -54,11 +54,22 @@ def merged(base, overrides):
     return result
 
 
+ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
+
+
+def canonical(section):
+    """A config section with its keys sorted at every level (but inside the class mappings, whose order means
+    something): Snakemake compares params by their text, so reordering keys in a config must not rerun jobs."""
+    if isinstance(section, dict):
+        return {key: section[key] if key in ORDERED_MAPPINGS else canonical(section[key]) for key in sorted(section)}
+    return section
+
+
 def experiment_settings(name):
     """train/predict/evaluate sections of one experiment: its overrides over the base config, validated."""
     settings = merged(config, {"experiments": {name: {}}, **config["experiments"][name]})
     validate(settings, "../schemas/config.schema.yaml")
-    return settings
+    return canonical(settings)
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}

@@ -2,7 +2,7 @@ rule demo_data:
     output:
         directory(f"{RESULTS}/demo"),
     params:
-        demo=config["demo"],
+        demo=canonical(config["demo"]),
     log:
         f"{RESULTS}/logs/demo_data.log",
     conda:

@@ -5,7 +5,7 @@ rule ingest:
         manifest=f"{RESULTS}/data/manifest.parquet",
         classes=f"{RESULTS}/data/classes.parquet",
     params:
-        data=data_location(),
+        data=canonical(data_location()),
     threads: 4
     log:
         f"{RESULTS}/logs/ingest.log",

@@ -6,7 +6,7 @@ rule preprocess:
         cases=directory(f"{RESULTS}/preprocess/cases"),
         manifest=f"{RESULTS}/preprocess/manifest.parquet",
     params:
-        preprocess=config["preprocess"],
+        preprocess=canonical(config["preprocess"]),
     threads: 4
     log:
         f"{RESULTS}/logs/preprocess.log",

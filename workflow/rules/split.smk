@@ -4,7 +4,7 @@ rule split:
     output:
         f"{RESULTS}/split/splits.parquet",
     params:
-        split=config["split"],
+        split=canonical(config["split"]),
     log:
         f"{RESULTS}/logs/split.log",
     conda:

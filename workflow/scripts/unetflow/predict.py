@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from unetflow.io import write_mask
 from unetflow.model import UNet
-from unetflow.tiling import sliding_window_predict
+from unetflow.tiling import prepare_for_inference, sliding_window_predict
 from unetflow.volumes import prediction_path, write_volume_labels
 
 PROBABILITIES_KEY = "probabilities"
@@ -22,7 +22,7 @@ def load_model(checkpoint_path: str, device: torch.device) -> tuple[UNet, list[i
     checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
     model = UNet(**checkpoint["hparams"]).to(device)
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint["patch_size"]
+    return prepare_for_inference(model, device), checkpoint["patch_size"]
 
 
 def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[list[UNet], list[int]]:

@@ -76,21 +76,23 @@ def fold_batchnorm(model: nn.Module) -> None:
 def sliding_window_predict(model: nn.Module, image: torch.Tensor, tile: tuple[int, int], overlap: float = 0.5,
                            batch_size: int = 4, mirror_axes: Sequence[int] = (),
                            device: torch.device | str | None = None, max_device_bytes: int | None = None,
-                           channels_last: bool = True) -> torch.Tensor:
+                           channels_last: bool = True, bf16: bool | None = None) -> torch.Tensor:
     """Softmax probabilities (K, H, W), float32 on the CPU, of `model` on `image` (C, H, W) by overlapping tiles.
 
     Images smaller than the tile are zero-padded symmetrically and the result cropped back. `mirror_axes` (a subset
     of (0, 1) = H, W) averages the softmax over all flip combinations of those axes. `device` defaults to the
-    model's; the model is put in eval mode and moved there. Predictions are accumulated on the device unless twice
-    the accumulator (K*H*W float32) exceeds `max_device_bytes` (default: free CUDA memory, unlimited on the CPU);
-    then on the host. bf16 autocast on CUDA. `channels_last` feeds tiles in that memory format.
+    model's; the model is moved there and run in eval mode (each module's previous mode is restored afterwards).
+    Predictions are accumulated on the device unless twice the accumulator (K*H*W float32) exceeds
+    `max_device_bytes` (default: free CUDA memory, unlimited on the CPU), then on the host. `bf16` autocast: None =
+    on CUDA only; True also on the CPU (fast only with AMX / AVX-512 BF16; not equal to float32 output).
+    `channels_last` feeds tiles in that memory format (fastest with a prepare_for_inference model).
     """
     device = torch.device(device) if device is not None else model_device(model)
-    model.eval().to(device)
+    model.to(device)
     padded, crop = pad_to_tile(image.to(device=device, dtype=torch.float32), tile)
     origins = tile_grid(padded.shape[-2:], tile, overlap)
     importance = gaussian_importance(tile, device=device)
-    with torch.inference_mode(), autocast_for(device):
+    with eval_mode(model), torch.inference_mode(), autocast_for(device, bf16):
         tiles = iter_tile_batches(padded, tile, origins, batch_size, channels_last)
         summed = accumulate_weighted_softmax(model, tiles, importance, flip_combinations(mirror_axes),
                                              padded.shape[-2:], max_device_bytes)
@@ -144,6 +146,18 @@ def zeros_outside_inference(shape: Sequence[int], device: torch.device | str) ->
         return torch.zeros(tuple(shape), dtype=torch.float32, device=device)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode for the duration of the block, then give every module back its previous mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (the CPU for a model without parameters)."""
     parameter = next(model.parameters(), None)
@@ -169,10 +183,10 @@ def flip_combinations(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [combo for count in range(len(dims) + 1) for combo in itertools.combinations(dims, count)]
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def autocast_for(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` when `bf16` is true, or when it is None and the device is CUDA; else nothing."""
+    if bf16 or (bf16 is None and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
