@@ -21,6 +21,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        rules.leaderboard.output,
+        rules.leaderboard.output.table,
         report_targets(),
     default_target: True

@@ -1,8 +1,8 @@
 """Training throughput: our training loop against a MONAI BasicUNet loop at matched FLOPs per image.
 
 Ours is `unetflow.train.Trainer.train_epoch` itself: PatchSampler, on-device `augment_batch` (default config),
-`UNet` (depth 4), CE + Dice `segmentation_loss`, Adam, bf16 autocast and channels_last on CUDA, optional
-torch.compile; all other settings come from the `train` section of config/config.yaml. MONAI's loop is what a
+`UNet` (depth 4), CE + Dice `segmentation_loss`, Adam, channels_last and bf16 autocast as train.py sets them,
+optional torch.compile; other settings from the `train` section of config/config.yaml. MONAI's loop is what a
 MONAI user writes: `BasicUNet` (its default instance norm and LeakyReLU) with features (w, 2w, 4w, 8w, 16w, w),
 `DiceCELoss(to_onehot_y=True, softmax=True)`, Adam, and per-sample dictionary transforms on the CPU in a MONAI
 `DataLoader` (flips, rot90, affine, elastic, noise, blur, brightness, contrast, gamma with our default
@@ -13,10 +13,11 @@ assertion in replication_pad2d_backward). Both train on the same seeded syntheti
 The loops alternate for `--rounds` rounds of `--steps` steps each (order swapped every round) after one untimed
 warm-up round. A loop's images/s is that of its fastest round (the one least disturbed by other load); the
 speed-up compares the two from the same run, and the median of the per-round ratios (the two loops ran back to
-back) is printed too. `--variants` also times our bare model step in fp32, channels_last and bf16 autocast.
+back) is printed too. `--variants` also times our bare model step in fp32, channels_last and bf16 autocast;
+`--profile` breaks each loop's step down by operator group and times our sampling + augmentation alone.
 
 Usage: python bench/train_throughput.py [--device cpu] [--steps 2] [--batch 8] [--size 128] [--rounds 5]
-                                        [--base-width 16] [--workers 0] [--threads 1] [--compile] [--variants]
+           [--base-width 16] [--cases 32] [--workers 0] [--threads 1] [--compile] [--variants] [--profile]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from unetflow.augment import augment_batch  # noqa: E402
 from unetflow.losses import segmentation_loss  # noqa: E402
 from unetflow.model import UNet  # noqa: E402
 from unetflow.train import Trainer  # noqa: E402
@@ -47,6 +49,10 @@ from unetflow.train import Trainer  # noqa: E402
 DEPTH = 4  # BasicUNet always pools four times
 BF16_PEAK_FLOPS = 790e12  # dense bf16 GEMM peak of an H100 / H200 (SXM)
 KEYS = ["image", "label"]
+PROFILE_GROUPS = {  # operator-name fragments of the profiled operator groups
+    "convolutions": ("convolution", "conv2d"), "norm": ("batch_norm",), "activations": ("threshold", "relu"),
+    "max-pool": ("max_pool",), "pad": ("pad",), "copies, cat": ("copy_", "aten::cat"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: steady timings on a shared machine; 0 = torch's default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (train.compile)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile `--steps` steps of each loop by operator group, and time our augmentation")
     parser.add_argument("--variants", action="store_true",
                         help="also time our bare model step in fp32, channels_last and bf16 autocast")
     return parser.parse_args(argv)
@@ -248,6 +256,37 @@ def model_step_variants(args: argparse.Namespace) -> dict[str, float]:
     return best
 
 
+def profile_loops(loops: dict, steps: int) -> dict[str, dict[str, float]]:
+    """Self CPU milliseconds per step of each loop, in total and by operator group (torch.profiler)."""
+    tables = {}
+    for name, loop in loops.items():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            loop.run(steps)
+        events = prof.key_averages()
+        table = {"total": sum(e.self_cpu_time_total for e in events) / 1e3 / steps}
+        for group, fragments in PROFILE_GROUPS.items():
+            table[group] = sum(e.self_cpu_time_total for e in events
+                               if any(fragment in e.key for fragment in fragments)) / 1e3 / steps
+        tables[name] = table
+        print(f"profile {name:>5}, ms per step: " + ", ".join(f"{key} {value:.0f}" for key, value in table.items()))
+    return tables
+
+
+def time_our_augmentation(loop: OurLoop, rounds: int) -> float:
+    """Best seconds of our patch sampling + `augment_batch` for one batch, as in `train_epoch`."""
+    trainer = loop.trainer
+    sample_rng, augment_rng = torch.Generator().manual_seed(0), torch.Generator(trainer.device).manual_seed(0)
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        images, labels = trainer.sampler.sample(trainer.cfg["batch_size"], sample_rng)
+        images, _ = augment_batch(images, labels, trainer.cfg["augment"], augment_rng)
+        float(images.sum())  # synchronise
+        seconds.append(time.perf_counter() - start)
+    print(f"our sampling + augmentation: {1000 * min(seconds):.1f} ms per batch")
+    return min(seconds)
+
+
 def main(argv=None) -> dict[str, float]:
     args = parse_args(argv)
     if args.threads:
@@ -259,6 +298,9 @@ def main(argv=None) -> dict[str, float]:
     if abs(flops["ours"][0] / flops["monai"][0] - 1) > 0.1:
         print("warning: forward FLOPs differ by more than 10%", file=sys.stderr)
     rates = report(args, flops, time_interleaved(loops, args.steps, args.rounds))
+    if args.profile:
+        profile_loops(loops, args.steps)
+        time_our_augmentation(loops["ours"], args.rounds)
     if args.variants:
         model_step_variants(args)
     return rates

@@ -51,3 +51,32 @@ def test_gpu_slots_are_exclusive_between_processes(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config["train"].update(epochs=1, iterations_per_epoch=1)
+    config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, configfile=path)
+    config["experiments"]["wide"]["train"]["lr"] = 0.002
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    output = snakemake(tmp_path, "--dry-run", configfile=changed).stdout
+    assert "experiment=wide" in output and "experiment=unet" not in output
+    assert job_counts(tmp_path, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
+                                            "leaderboard": 1, "all": 1, "total": 6}
+
+
+def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config["split"].update(folds=2)
+    config["experiments"] = {"a": {}, "b": {"train": {"lr": 0.01}}, "ab": {"predict": {"ensemble": ["a", "b"]}}}
+    path = tmp_path / "ensemble.yaml"
+    path.write_text(yaml.safe_dump(config))
+    output = snakemake(tmp_path, "--dry-run", configfile=path).stdout
+    predict_ab = next(block for block in output.split("\n\n") if "rule predict" in block and "experiment=ab" in block)
+    inputs = next(line for line in predict_ab.splitlines() if line.strip().startswith("input:"))
+    models = re.findall(r"results/(\w+)/train/fold(\d)/model.pt", inputs)
+    assert sorted(models) == [(e, f) for e in ("a", "ab", "b") for f in "01"]

@@ -113,6 +113,15 @@ def test_unknown_config_key_is_an_error(tmp_path):
     assert result.returncode != 0 and "'epoch' was unexpected" in result.stderr + result.stdout
 
 
+def test_patch_size_not_fitting_the_depth_is_refused_before_running(tmp_path):
+    config = tiny_config()
+    config["experiments"] = {"unet": {}, "deep": {"train": {"depth": 4, "patch_size": [40, 40]}}}
+    path = tmp_path / "patch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--dry-run", configfile=path, check=False)
+    assert result.returncode != 0 and "train.patch_size [40, 40] (experiment deep)" in result.stderr + result.stdout
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
 def test_isbi2012_smoke(tmp_path):
     """config/isbi2012.yaml on the real data, shortened to one tiny epoch: every stage runs on 512x512 EM slices."""
@@ -126,3 +135,35 @@ def test_isbi2012_smoke(tmp_path):
     snakemake(tmp_path, configfile=path)
     summary = pd.read_parquet(tmp_path / config["results"] / "unet/evaluate/summary.parquet")
     assert summary["class_name"].tolist() == ["membrane", "cell"] and (summary["n_cases"] == 9).all()
+
+
+def test_nifti_volumes_end_to_end(tmp_path):
+    """Volumes are trained as slices, predicted back into NIfTI with the input's affine, and evaluated per volume."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for name in ("ct_a", "ct_b", "ct_c"):
+        labels = np.zeros((40, 36, 5), np.float32)  # float label volume with whole values
+        labels[8:24, 10:26, 1:4] = 1
+        image = labels * 2 + rng.normal(0, 0.3, labels.shape)
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), tmp_path / "images" / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), tmp_path / "labels" / f"{name}.nii.gz")
+    config = tiny_config()
+    config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "labels"), "slice_axis": 2}
+    config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
+    config["train"].update(depth=2, patch_size=[32, 32])
+    path = tmp_path / "nifti.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, configfile=path)
+    splits = pd.read_parquet(tmp_path / "results/split/splits.parquet")
+    assert (splits.groupby(splits["id"].str[:4])["split"].nunique() == 1).all()  # a volume's slices stay together
+    test_volume = splits.loc[splits.split == "test", "id"].iloc[0].split("_z")[0]
+    predicted = nib.load(tmp_path / "results/unet/predict/masks" / f"{test_volume}.nii.gz")
+    assert predicted.shape == (40, 36, 5) and np.allclose(predicted.affine, affine)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}
+    per_case = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet")
+    assert per_case["id"].tolist() == [test_volume, test_volume]

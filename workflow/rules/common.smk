@@ -69,7 +69,27 @@ def experiment_settings(name):
     """train/predict/evaluate sections of one experiment: its overrides over the base config, validated."""
     settings = merged(config, {"experiments": {name: {}}, **config["experiments"][name]})
     validate(settings, "../schemas/config.schema.yaml")
+    check_patch_size(name, settings["train"])
+    unknown = set(settings["predict"]["ensemble"]) - set(EXPERIMENTS)
+    if unknown:
+        raise ValueError(f"config key predict.ensemble of experiment {name}: no experiments named {sorted(unknown)}")
     return canonical(settings)
+
+
+def ensemble_models(wildcards):
+    """Checkpoints whose mean softmax predicts an experiment: its folds and those of predict.ensemble."""
+    members = [wildcards.experiment, *SETTINGS[wildcards.experiment]["predict"]["ensemble"]]
+    return expand(rules.train.output.model, experiment=members, fold=FOLDS)
+
+
+def check_patch_size(name, train):
+    """Before anything runs: the U-Net pools train.depth times, so patch sides must be multiples of 2**depth."""
+    multiple = 2 ** train["depth"]
+    if train["patch_size"] and any(side % multiple for side in train["patch_size"]):
+        raise ValueError(
+            f"config key train.patch_size {train['patch_size']} (experiment {name}) must be a multiple of "
+            f"2**train.depth = {multiple} in each axis"
+        )
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
@@ -78,3 +98,23 @@ SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
 def uses_gpu(section):
     """1 when the section asks for a CUDA device (the scheduler then grants a GPU), else 0."""
     return int(section["device"].startswith("cuda"))
+
+
+def leaderboard_runs():
+    """Per experiment: its test summary, the metrics of its folds, and a checkpoint (to count parameters)."""
+    return {
+        name: dict(
+            summary=expand(rules.evaluate.output.summary, experiment=name)[0],
+            metrics=expand(rules.train.output.metrics, experiment=name, fold=FOLDS),
+            model=expand(rules.train.output.model, experiment=name, fold=FOLDS[0])[0],
+        )
+        for name in EXPERIMENTS
+    }
+
+
+REPORT_FILES = ("training_curves.png", "metric_distributions.png", "overlays.png", "metrics.html")
+
+
+def report_targets():
+    """Every report file of every experiment (for rule all)."""
+    return expand(f"{RESULTS}/{{experiment}}/report/{{name}}", experiment=EXPERIMENTS, name=REPORT_FILES)

@@ -1,20 +1,14 @@
-def leaderboard_runs():
-    """Per experiment: its test summary, the metrics of its folds, and a checkpoint (to count parameters)."""
-    return {
-        name: dict(
-            summary=expand(rules.evaluate.output.summary, experiment=name)[0],
-            metrics=expand(rules.train.output.metrics, experiment=name, fold=FOLDS),
-            model=expand(rules.train.output.model, experiment=name, fold=FOLDS[0])[0],
-        )
-        for name in EXPERIMENTS
-    }
-
-
 rule leaderboard:
     input:
         [path for run in leaderboard_runs().values() for path in (run["summary"], *run["metrics"], run["model"])],
     output:
-        f"{RESULTS}/leaderboard.parquet",
+        table=f"{RESULTS}/leaderboard.parquet",
+        html=report(
+            f"{RESULTS}/leaderboard.html",
+            caption="../report/leaderboard.rst",
+            category="leaderboard",
+            labels={"table": "experiments compared"},
+        ),
     params:
         runs=leaderboard_runs(),
     log:

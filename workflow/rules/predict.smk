@@ -1,6 +1,6 @@
 rule predict:
     input:
-        models=lambda wc: expand(rules.train.output.model, experiment=wc.experiment, fold=FOLDS),
+        models=ensemble_models,
         cases=rules.preprocess.output.cases,
         arrays=rules.preprocess.output.manifest,
         manifest=rules.ingest.output.manifest,

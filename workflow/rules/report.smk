@@ -4,20 +4,14 @@
 report: "../report/workflow.rst"
 
 
-REPORT_FILES = ("training_curves.png", "metric_distributions.png", "overlays.png", "metrics.html")
-
-
-def report_targets():
-    """Every report file of every experiment (for rule all)."""
-    return expand(f"{RESULTS}/{{experiment}}/report/{{name}}", experiment=EXPERIMENTS, name=REPORT_FILES)
-
-
 rule report:
     input:
         metrics=lambda wc: expand(rules.train.output.metrics, experiment=wc.experiment, fold=FOLDS),
         per_case=rules.evaluate.output.per_case,
         summary=rules.evaluate.output.summary,
         manifest=rules.ingest.output.manifest,
+        cases=rules.preprocess.output.cases,
+        arrays=rules.preprocess.output.manifest,
         classes=rules.ingest.output.classes,
         predictions=rules.predict.output[0],
     output:

@@ -2,8 +2,10 @@
 
 from unetflow.leaderboard import leaderboard
 from unetflow.logs import stage_logger
+from unetflow.tables import write_html_tables
 
 log = stage_logger(snakemake.log[0])
 table = leaderboard(snakemake.params.runs)
-table.to_parquet(snakemake.output[0])
+table.to_parquet(snakemake.output.table)
+write_html_tables([("Experiments on the same test cases, best first", table)], snakemake.output.html)
 log.info("leaderboard:\n%s", table.to_string(index=False, float_format="%.4f"))

@@ -5,20 +5,23 @@ import pandas as pd
 from unetflow.logs import stage_logger
 from unetflow.preprocess import class_values
 from unetflow.report import (case_scores, example_cases, fold_metrics, load_overlay_case, per_case_table,
-                             plot_metric_distributions, plot_overlays, plot_training_curves, summary_table,
-                             write_html_tables)
+                             plot_metric_distributions, plot_overlays, plot_training_curves, summary_table)
+from unetflow.tables import write_html_tables
+from unetflow.volumes import prediction_units
 
 log = stage_logger(snakemake.log[0])
 per_case = pd.read_parquet(snakemake.input.per_case)
 classes = pd.read_parquet(snakemake.input.classes).sort_values("index")
-manifest = pd.read_parquet(snakemake.input.manifest).set_index("id", drop=False)
+manifest = pd.read_parquet(snakemake.input.manifest)
+arrays = pd.read_parquet(snakemake.input.arrays).set_index("id")["array_path"]
 plot_training_curves(fold_metrics(list(snakemake.input.metrics)), snakemake.output.curves)
 plot_metric_distributions(per_case, snakemake.output.distributions)
 scores = case_scores(per_case)
 examples = example_cases(per_case)
-panels = [dict(title=f"{kind}: {case_id} (Dice {scores[case_id]:.3f})",
-               **load_overlay_case(manifest.loc[case_id], snakemake.input.predictions, class_values(classes)))
-          for kind, case_id in examples.items()]
+units = dict(prediction_units(manifest))
+panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
+               **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, class_values(classes)))
+          for kind, name in examples.items()]
 plot_overlays(panels, classes["name"].tolist(), snakemake.output.overlays)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
                    ("Per case (best first)", per_case_table(per_case))], snakemake.output.tables)

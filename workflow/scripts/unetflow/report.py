@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from unetflow.io import read_image, read_mask
-from unetflow.preprocess import map_labels
+from unetflow.evaluate import read_prediction
+from unetflow.preprocess import IGNORE_INDEX, load_case
+from unetflow.volumes import prediction_path
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (spacing units)"}
@@ -106,11 +107,16 @@ def example_cases(per_case: pd.DataFrame) -> dict[str, str]:
     return {"best": ranked[0], "median": ranked[(len(ranked) - 1) // 2], "worst": ranked[-1]}
 
 
-def load_overlay_case(case: pd.Series, pred_dir, values: list[int]) -> dict:
-    """Image (H, W, C), ground-truth and predicted class maps (H, W) of one manifest row."""
-    return dict(image=read_image(case["image_path"]),
-                gt=map_labels(read_mask(case["mask_path"]), values),
-                pred=map_labels(read_mask(Path(pred_dir, f"{case['id']}.png")), values))
+def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir, values: list[int]) -> dict:
+    """Preprocessed image (H, W, C), ground-truth and predicted class maps (H, W) of a case; of a NIfTI volume,
+    its slice with the most ground-truth foreground."""
+    cases = [load_case(arrays[case_id]) for case_id in rows["id"]]
+    pred = read_prediction(prediction_path(pred_dir, name, rows), values)
+    index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
+    if rows.iloc[0].get("kind") == "volume":
+        pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
+    image, gt = cases[index]
+    return dict(image=image.transpose(1, 2, 0), gt=gt, pred=pred)
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -171,14 +177,3 @@ def summary_table(summary: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.Dat
     """class_name, n_cases and the mean, median and std of each metric, one row per class."""
     stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "median", "std")]
     return summary[["class_name", "n_cases", *stats]]
-
-
-def write_html_tables(tables: list[tuple[str, pd.DataFrame]], path) -> Path:
-    """A standalone HTML page (inline style, no external resources) with a heading and a table per entry."""
-    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:2em}"
-             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}")
-    body = "".join(f"<h2>{title}</h2>{table.to_html(index=False, float_format=lambda v: f'{v:.4f}', border=0)}"
-                   for title, table in tables)
-    Path(path).write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head>"
-                          f"<body>{body}</body></html>", encoding="utf-8")
-    return Path(path)

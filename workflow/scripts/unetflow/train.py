@@ -25,16 +25,17 @@ from unetflow.preprocess import IGNORE_INDEX, load_case
 from unetflow.tiling import sliding_window_predict
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast: 'auto' on CUDA and on CPUs with native bf16 matrix instructions (AMX, AVX-512 BF16)."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
     """Patch size from the median image size, at most `largest`, rounded down to a multiple of 2**depth."""
     multiple = 2**depth
     return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
-
-
-def check_patch_size(patch: list[int], depth: int) -> None:
-    """The U-Net pools `depth` times: patch sides must be multiples of 2**depth."""
-    if any(side % 2**depth for side in patch):
-        raise ValueError(f"train.patch_size {patch} must be a multiple of 2**train.depth = {2**depth} in each axis")
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -173,13 +174,12 @@ class Trainer:
         depth = cfg["depth"]
         shapes = [labels.shape for _, labels in train_cases]
         self.patch = cfg["patch_size"] or plan_patch_size([s[0] for s in shapes], [s[1] for s in shapes], depth)
-        check_patch_size(self.patch, depth)
         self.batch_size = cfg["batch_size"] or plan_batch_size(self.patch, depth, cfg["base_width"], self.device)
+        self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
         self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
                           cfg["deep_supervision"]).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         total = cfg["epochs"] * cfg["iterations_per_epoch"]
@@ -190,8 +190,9 @@ class Trainer:
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.identity = fingerprint(cfg, train_ids)
         self.epoch, self.rows, self.best = 0, [], dict(dice=-1.0, model=None, epoch=0)
-        self.log.info("plan: device %s, patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
-                      self.device, self.patch, "" if cfg["patch_size"] else " (planned)", self.batch_size,
+        self.log.info("plan: device %s (%s), patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
+                      self.device, "bf16" if self.bf16 else "fp32", self.patch,
+                      "" if cfg["patch_size"] else " (planned)", self.batch_size,
                       "" if cfg["batch_size"] else " (planned)", self.sampler.storage, len(train_cases),
                       len(val_cases))
 
@@ -226,9 +227,8 @@ class Trainer:
             images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
             images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
                                            fill_label=IGNORE_INDEX)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
             loss = (deep_supervision_loss(outputs, labels, cfg["loss"]) if isinstance(outputs, list)
                     else segmentation_loss(outputs, labels, cfg["loss"]))
@@ -248,13 +248,14 @@ class Trainer:
         while self.epoch < cfg["epochs"] and not self.should_stop():
             start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch()
+            train_seconds = time.perf_counter() - start
             val_loss, val_dice = (validate(self.model, self.val_cases, self.patch, self.device, cfg["loss"])
                                   if self.val_cases else (float("nan"), float("nan")))
             self.epoch += 1
             seconds = time.perf_counter() - start
             self.rows.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
                                   lr=lr, seconds=seconds,
-                                  images_per_s=cfg["iterations_per_epoch"] * self.batch_size / seconds))
+                                  images_per_s=cfg["iterations_per_epoch"] * self.batch_size / train_seconds))
             if not val_dice <= self.best["dice"]:  # NaN (no validation cases) keeps the latest model
                 self.best = dict(dice=val_dice, model=weights_copy(self.model), epoch=self.epoch)
             self.log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s",
