@@ -68,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: steady timings on a shared machine; 0 = torch's default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (train.compile)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="our train.precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile `--steps` steps of each loop by operator group, and time our augmentation")
     parser.add_argument("--variants", action="store_true",
@@ -91,7 +93,8 @@ def our_config(args: argparse.Namespace) -> dict:
     """The workflow's default `train` settings with this benchmark's device, sizes and step count."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]
     cfg.update(num_classes=2, device=args.device, depth=DEPTH, base_width=args.base_width, batch_size=args.batch,
-               patch_size=[args.size, args.size], iterations_per_epoch=args.steps, compile=args.compile)
+               patch_size=[args.size, args.size], iterations_per_epoch=args.steps, compile=args.compile,
+               precision=args.precision)
     return cfg
 
 
@@ -200,7 +203,8 @@ def report(args, flops: dict[str, tuple[int, int]], seconds: dict[str, list[floa
     device = torch.device(args.device)
     rates = {name: args.steps * args.batch / min(times) for name, times in seconds.items()}
     print(f"device {device}, {torch.get_num_threads()} CPU threads, batch {args.batch}, {args.size}x{args.size}, "
-          f"{args.steps} steps x {args.rounds} rounds, compile (ours) {args.compile}, MONAI workers {args.workers}")
+          f"{args.steps} steps x {args.rounds} rounds, compile (ours) {args.compile}, precision (ours) {args.precision}, "
+          f"MONAI workers {args.workers}")
     for name, rate in rates.items():
         forward, step = flops[name]
         achieved = step * rate

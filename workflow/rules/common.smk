@@ -12,7 +12,7 @@ validate(config, "../schemas/config.schema.yaml")
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
 USE_DEMO = config["data"]["images"] is None and config["data"]["manifest"] is None
-FOLDS = list(range(config["split"].get("folds", 1)))
+FOLDS = list(range(config["split"]["folds"]))
 
 
 wildcard_constraints:
