@@ -58,11 +58,11 @@ def test_evaluation_rows_per_case_and_class(tiny_run):
     assert "background" in (tiny_run / "results/logs/unet/evaluate.log").read_text()
 
 
-def scheduled_jobs(workdir, config: dict) -> set[str]:
-    """Rules a dry run would execute with `config` (the tiny config with changes)."""
+def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:
+    """Rules a dry run would execute with `config` (the tiny config with changes) and extra arguments."""
     path = workdir / "changed.yaml"
     path.write_text(yaml.safe_dump(config))
-    output = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=path).stdout
+    output = snakemake(workdir, "--dry-run", "--quiet", "rules", *args, configfile=path).stdout
     if "Job stats:" not in output:
         return set()
     table = output.split("Job stats:")[1]
@@ -93,6 +93,13 @@ def test_changed_preprocess_option_keeps_the_split(tiny_run):
     config = tiny_config()
     config["preprocess"] = {"normalization": "minmax"}
     assert scheduled_jobs(tiny_run, config) == {"preprocess", "train", "predict", "evaluate", "report", "leaderboard"}
+
+
+def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
+    after_train = {"train", "predict", "evaluate", "report", "leaderboard"}
+    assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
+    assert scheduled_jobs(tiny_run, tiny_config(), "-R", "evaluate") == {"evaluate", "report", "leaderboard"}
+    assert scheduled_jobs(tmp_path, tiny_config(), "--until", "split") == {"demo_data", "ingest", "split"}
 
 
 def test_config_type_error_names_the_key(tmp_path):
