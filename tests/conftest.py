@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -33,6 +34,18 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "ti
     if check and result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def tiny_config() -> dict:
+    """The tiny demo configuration of the end-to-end tests, as a dict to change."""
+    return yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+
+
+def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
+    """`config` as a YAML file in `folder` (keys in their dict order: the order of data.classes means something)."""
+    path = folder / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="session")

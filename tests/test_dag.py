@@ -5,21 +5,18 @@ import subprocess
 import sys
 import textwrap
 
-import yaml
-
-from conftest import REPO, snakemake
+from conftest import REPO, snakemake, tiny_config, write_config
 from unetflow.gpu import claim_slot
 
 
 def job_counts(workdir, config: dict) -> dict[str, int]:
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(workdir, config)
     table = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=path).stdout.split("Job stats:")[1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def test_experiments_times_folds(tmp_path):
-    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config = tiny_config()
     config["split"].update(folds=3)
     config["experiments"] = {"base": {}, "deep": {"train": {"depth": 3}}, "dice": {"train": {"loss": "dice"}}}
     counts = job_counts(tmp_path, config)
@@ -28,11 +25,9 @@ def test_experiments_times_folds(tmp_path):
 
 
 def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
-    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config = tiny_config()
     config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
-    path = tiny_run / "two.yaml"
-    path.write_text(yaml.safe_dump(config))
-    output = snakemake(tiny_run, "--dry-run", configfile=path).stdout
+    output = snakemake(tiny_run, "--dry-run", configfile=write_config(tiny_run, config, "two.yaml")).stdout
     assert "experiment=wide" in output and "experiment=unet" not in output
     assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
                                             "leaderboard": 1, "all": 1, "total": 6}
@@ -54,28 +49,22 @@ def test_gpu_slots_are_exclusive_between_processes(tmp_path):
 
 
 def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):
-    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config = tiny_config()
     config["train"].update(epochs=1, iterations_per_epoch=1)
     config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, configfile=path)
+    snakemake(tmp_path, configfile=write_config(tmp_path, config, "two.yaml"))
     config["experiments"]["wide"]["train"]["lr"] = 0.002
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    output = snakemake(tmp_path, "--dry-run", configfile=changed).stdout
+    output = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config, "changed.yaml")).stdout
     assert "experiment=wide" in output and "experiment=unet" not in output
     assert job_counts(tmp_path, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
                                             "leaderboard": 1, "all": 1, "total": 6}
 
 
 def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
-    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    config = tiny_config()
     config["split"].update(folds=2)
     config["experiments"] = {"a": {}, "b": {"train": {"lr": 0.01}}, "ab": {"predict": {"ensemble": ["a", "b"]}}}
-    path = tmp_path / "ensemble.yaml"
-    path.write_text(yaml.safe_dump(config))
-    output = snakemake(tmp_path, "--dry-run", configfile=path).stdout
+    output = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config)).stdout
     predict_ab = next(block for block in output.split("\n\n") if "rule predict" in block and "experiment=ab" in block)
     inputs = next(line for line in predict_ab.splitlines() if line.strip().startswith("input:"))
     models = re.findall(r"results/(\w+)/train/fold(\d)/model.pt", inputs)

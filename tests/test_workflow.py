@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SHARED_DATA, snakemake
+from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",
@@ -60,8 +60,7 @@ def test_evaluation_rows_per_case_and_class(tiny_run):
 
 def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:
     """Rules a dry run would execute with `config` (the tiny config with changes) and extra arguments."""
-    path = workdir / "changed.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(workdir, config, "changed.yaml")
     output = snakemake(workdir, "--dry-run", "--quiet", "rules", *args, configfile=path).stdout
     if "Job stats:" not in output:
         return set()
@@ -69,12 +68,22 @@ def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total", "all"}
 
 
-def tiny_config() -> dict:
-    return yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+def refusal(workdir, config: dict) -> str:
+    """What Snakemake prints when it refuses `config` before running anything (it must refuse)."""
+    result = snakemake(workdir, "--dry-run", configfile=write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    return result.stderr + result.stdout
 
 
 def test_nothing_to_do_after_a_run(tiny_run):
     assert scheduled_jobs(tiny_run, tiny_config()) == set()
+
+
+def test_reordered_config_keys_rerun_nothing(tiny_run):
+    reordered = {key: dict(reversed(value.items())) if isinstance(value, dict) else value
+                 for key, value in reversed(tiny_config().items())}
+    assert list(reordered["demo"]) != list(tiny_config()["demo"])
+    assert scheduled_jobs(tiny_run, reordered) == set()
 
 
 def test_changed_train_option_reruns_train_predict_evaluate(tiny_run):
@@ -105,28 +114,19 @@ def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
 def test_config_type_error_names_the_key(tmp_path):
     config = tiny_config()
     config["train"]["lr"] = "fast"
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, "--dry-run", configfile=path, check=False)
-    assert result.returncode != 0 and "'fast' is not of type 'number'" in result.stderr + result.stdout
+    assert "'fast' is not of type 'number'" in refusal(tmp_path, config)
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
     config = tiny_config()
     config["train"]["epoch"] = 3
-    path = tmp_path / "typo.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, "--dry-run", configfile=path, check=False)
-    assert result.returncode != 0 and "'epoch' was unexpected" in result.stderr + result.stdout
+    assert "'epoch' was unexpected" in refusal(tmp_path, config)
 
 
 def test_patch_size_not_fitting_the_depth_is_refused_before_running(tmp_path):
     config = tiny_config()
     config["experiments"] = {"unet": {}, "deep": {"train": {"depth": 4, "patch_size": [40, 40]}}}
-    path = tmp_path / "patch.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, "--dry-run", configfile=path, check=False)
-    assert result.returncode != 0 and "train.patch_size [40, 40] (experiment deep)" in result.stderr + result.stdout
+    assert "train.patch_size [40, 40] (experiment deep)" in refusal(tmp_path, config)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
@@ -137,9 +137,7 @@ def test_isbi2012_smoke(tmp_path):
                       "masks": str(SHARED_DATA / "isbi2012/masks")}
     config["train"].update(epochs=1, iterations_per_epoch=2, batch_size=2, base_width=4)
     config["predict"]["mirror"] = False
-    path = tmp_path / "isbi.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))  # the order of data.classes is the class order
-    snakemake(tmp_path, configfile=path)
+    snakemake(tmp_path, configfile=write_config(tmp_path, config))
     summary = pd.read_parquet(tmp_path / config["results"] / "unet/evaluate/summary.parquet")
     assert summary["class_name"].tolist() == ["membrane", "cell"] and (summary["n_cases"] == 9).all()
 
@@ -163,9 +161,7 @@ def test_nifti_volumes_end_to_end(tmp_path):
     config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "labels"), "slice_axis": 2}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
     config["train"].update(depth=2, patch_size=[32, 32])
-    path = tmp_path / "nifti.yaml"
-    path.write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, configfile=path)
+    snakemake(tmp_path, configfile=write_config(tmp_path, config))
     splits = pd.read_parquet(tmp_path / "results/split/splits.parquet")
     assert (splits.groupby(splits["id"].str[:4])["split"].nunique() == 1).all()  # a volume's slices stay together
     test_volume = splits.loc[splits.split == "test", "id"].iloc[0].split("_z")[0]
