@@ -21,7 +21,8 @@ import pandas as pd
 from unetflow.io import read_mask, read_volume
 from unetflow.metrics import case_metrics
 from unetflow.preprocess import IGNORE_INDEX, class_values, load_case, map_labels
-from unetflow.volumes import is_volume, prediction_path, prediction_units, stack_slices, whole_labels
+from unetflow.volumes import (is_volume, is_volume_unit, prediction_path, prediction_units, stack_slices,
+                              whole_labels)
 
 SUMMARY_STATS = ("mean", "median", "std")
 
@@ -49,16 +50,15 @@ def read_prediction(path, values: list[int]) -> np.ndarray:
 def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
     """Class indices of a case, or of a volume's slices stacked back into the volume."""
     labels = [load_case(arrays[case_id])[1] for case_id in rows["id"]]
-    if rows.iloc[0].get("kind") == "volume":
+    if is_volume_unit(rows):
         return stack_slices(labels, int(rows.iloc[0]["slice_axis"]))
     return labels[0]
 
 
 def unit_spacing(rows: pd.DataFrame, cfg: dict):
     """Pixel spacing: a volume's voxel size from its NIfTI header, else evaluate.spacing (None = 1 per pixel)."""
-    first = rows.iloc[0]
-    if first.get("kind") == "volume":
-        return tuple(float(z) for z in nib.load(first["image_path"]).header.get_zooms()[:3])
+    if is_volume_unit(rows):
+        return tuple(float(z) for z in nib.load(rows.iloc[0]["image_path"]).header.get_zooms()[:3])
     return cfg["spacing"]
 
 

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from unetflow.evaluate import read_prediction
 from unetflow.preprocess import IGNORE_INDEX, load_case
-from unetflow.volumes import prediction_path
+from unetflow.volumes import is_volume_unit, prediction_path
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (spacing units)"}
@@ -113,7 +113,7 @@ def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir
     cases = [load_case(arrays[case_id]) for case_id in rows["id"]]
     pred = read_prediction(prediction_path(pred_dir, name, rows), values)
     index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
-    if rows.iloc[0].get("kind") == "volume":
+    if is_volume_unit(rows):
         pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
     image, gt = cases[index]
     return dict(image=image.transpose(1, 2, 0), gt=gt, pred=pred)

@@ -80,10 +80,22 @@ def write_volume_labels(path, labels_by_slice, reference_path, axis: int = 2) ->
     write_volume(path, stack_slices(labels_by_slice, axis), nib.load(reference_path))
 
 
+def volume_rows(manifest: pd.DataFrame) -> pd.Series:
+    """Which manifest rows are slices of a NIfTI volume (manifests without a `kind` column hold 2D cases)."""
+    return manifest["kind"] == "volume" if "kind" in manifest else pd.Series(False, manifest.index)
+
+
+def is_volume_unit(rows: pd.DataFrame) -> bool:
+    """Whether a prediction unit (see `prediction_units`) is a NIfTI volume."""
+    return bool(volume_rows(rows).iloc[0])
+
+
 def volume_slices(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The manifest rows of every NIfTI volume, {volume stem: its rows sorted by slice}."""
-    volumes = manifest[manifest.get("kind", pd.Series("image", manifest.index)) == "volume"]
-    return {name: rows.sort_values("slice") for name, rows in volumes.groupby("volume")}
+    is_slice = volume_rows(manifest)
+    if not is_slice.any():
+        return {}
+    return {name: rows.sort_values("slice") for name, rows in manifest[is_slice].groupby("volume")}
 
 
 def volume_suffix(path) -> str:
@@ -93,13 +105,11 @@ def volume_suffix(path) -> str:
 
 def prediction_units(cases: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """What is predicted and evaluated as one: each NIfTI volume (its slices in order), every other case alone."""
-    is_slice = (cases["kind"] == "volume") if "kind" in cases else pd.Series(False, cases.index)
-    volumes = list(volume_slices(cases[is_slice]).items()) if is_slice.any() else []
-    return volumes + [(case_id, cases[cases["id"] == case_id]) for case_id in cases.loc[~is_slice, "id"]]
+    single = cases.loc[~volume_rows(cases), "id"]
+    return list(volume_slices(cases).items()) + [(case_id, cases[cases["id"] == case_id]) for case_id in single]
 
 
 def prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
     """Where the prediction of a unit goes: <volume>.nii[.gz] for a volume, <id>.png otherwise."""
-    first = rows.iloc[0]
-    is_vol = "kind" in rows and first["kind"] == "volume"
-    return Path(out_dir, name + (volume_suffix(first["image_path"]) if is_vol else ".png"))
+    suffix = volume_suffix(rows.iloc[0]["image_path"]) if is_volume_unit(rows) else ".png"
+    return Path(out_dir, name + suffix)
