@@ -11,6 +11,11 @@ and MONAI under bf16 autocast, which is not equal output (the differences are pr
 On the CPU the clock is the process's CPU time with one thread (--threads 1): on a shared machine it is far less
 disturbed by other users than the wall clock, and the work compared is the same. On CUDA it is the wall clock.
 
+Roofline: the network's forward FLOPs per tile (torch's FlopCounterMode) times the tiles each method runs give its
+achieved FLOP/s; on the CPU the script also measures the float32 matrix-multiply peak (a 2048^3 sgemm, same threads)
+and prints each method's share of it, and the ceiling: the largest speed-up over MONAI that any predictor running the
+same tiles through the same network in float32 could reach (peak / MONAI's achieved FLOP/s).
+
     python bench/predict_vs_monai.py                          # CPU defaults: 2 images of 512x512, 2 rounds
     python bench/predict_vs_monai.py --images 8 --size 1024   # e.g. on CUDA
     python bench/predict_vs_monai.py --model-breakdown        # only: forward time per preparation step
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import torch
 from monai.inferers import sliding_window_inference
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.model import UNet  # noqa: E402
@@ -102,6 +108,25 @@ def network_alone(model: torch.nn.Module, args: argparse.Namespace, device: torc
     return predict
 
 
+def forward_flops_per_tile(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> int:
+    """FLOPs of one forward pass of the model on one tile."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, args.tile, args.tile, device=device))
+    return counter.get_total_flops()
+
+
+def cpu_float32_peak(size: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of `repeats` float32 (size x size) matrix products with the current torch threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.mm(a, b)
+    fastest = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        torch.mm(a, b, out=out)
+        fastest = min(fastest, time.process_time() - start)
+    return 2 * size**3 / fastest
+
+
 def clock_for(device: torch.device) -> Callable[[], float]:
     """Process CPU time on the CPU (robust to other users of a shared machine), wall time on CUDA."""
     return time.process_time if device.type == "cpu" else time.perf_counter
@@ -167,6 +192,24 @@ def main() -> None:
             seconds, outputs[name] = timed(predict, images, device)
             best[name] = min(best[name], seconds)
     report(args, device, best, outputs, model, images)
+    report_roofline(args, device, best, model)
+
+
+def report_roofline(args: argparse.Namespace, device: torch.device, best: dict[str, float],
+                    model: torch.nn.Module) -> None:
+    """Print each method's achieved FLOP/s (network forward FLOPs of the tiles it runs) and, on the CPU, its share
+    of the measured float32 peak and the float32 ceiling on any speed-up over MONAI."""
+    tiles = len(tile_grid((args.size, args.size), (args.tile, args.tile), args.overlap)) * args.images
+    flops = forward_flops_per_tile(model, args, device) * tiles
+    peak = cpu_float32_peak() if device.type == "cpu" else None
+    print(f"network forward: {flops / tiles / 1e9:.2f} GFLOP per tile, {tiles} tiles"
+          + (f"; float32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
+    for name, seconds in best.items():
+        share = f"  {flops / seconds / peak:6.1%} of the float32 peak" if peak else ""
+        print(f"{name:28s} {flops / seconds / 1e9:8.1f} GFLOP/s{share}")
+    if peak:
+        print(f"float32 ceiling: no predictor running these tiles through this network in float32 can be more than "
+              f"{peak * best['MONAI (same model)'] / flops:.2f}x faster than MONAI (same model) here")
 
 
 def report(args: argparse.Namespace, device: torch.device, best: dict[str, float],

@@ -5,7 +5,10 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO, snakemake, tiny_config, write_config
+import cv2
+import numpy as np
+
+from conftest import REPO, snakemake, tiny_config, write_config, write_pairs
 from unetflow.gpu import claim_slot
 
 
@@ -69,3 +72,17 @@ def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
     inputs = next(line for line in predict_ab.splitlines() if line.strip().startswith("input:"))
     models = re.findall(r"results/(\w+)/train/fold(\d)/model.pt", inputs)
     assert sorted(models) == [(e, f) for e in ("a", "ab", "b") for f in "01"]
+
+
+def test_changed_file_listed_in_a_manifest_reruns_ingest(tmp_path):
+    images, masks = write_pairs(tmp_path / "data", count=4)
+    rows = [f"images/{image.name},masks/{image.name}" for image in sorted(images.iterdir())]
+    (tmp_path / "data" / "cases.csv").write_text("\n".join(["image,mask", *rows]) + "\n")
+    config = tiny_config()
+    config["data"] = {"manifest": str(tmp_path / "data" / "cases.csv")}
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, "--until", "ingest", configfile=path)
+    assert "rule ingest" not in snakemake(tmp_path, "--dry-run", "--until", "ingest", configfile=path).stdout
+    cv2.imwrite(str(images / "c2.png"), np.full((32, 40), 7, np.uint8))  # new content (a touch alone is not enough)
+    output = snakemake(tmp_path, "--dry-run", "--until", "ingest", configfile=path).stdout
+    assert "rule ingest" in output and "c2.png" in output

@@ -1,5 +1,6 @@
 # Shared definitions: validated config, data locations, per-experiment settings.
 import copy
+import csv
 import glob
 import os
 import re
@@ -37,12 +38,30 @@ def matched_files(spec):
     return [path for path in paths if os.path.isfile(path)]
 
 
+def manifest_files(path):
+    """Existing image and mask files a CSV or Parquet manifest lists (relative to its folder); nothing when the
+    manifest is missing or unreadable, which ingest then reports."""
+    try:
+        if path.lower().endswith(".parquet"):
+            import pandas
+
+            rows = pandas.read_parquet(path, columns=["image", "mask"]).to_dict("records")
+        else:
+            with open(path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+    except Exception:
+        return []
+    folder = os.path.dirname(path)
+    listed = [os.path.join(folder, str(row.get(key))) for row in rows for key in ("image", "mask")]
+    return [file for file in listed if os.path.isfile(file)]
+
+
 def data_inputs():
     """What ingest reads: the demo folder, or every data file (so new or changed files rerun ingest)."""
     if USE_DEMO:
         return [f"{RESULTS}/demo"]
     data = data_location()
-    files = [data["manifest"]] if data["manifest"] else []
+    files = [data["manifest"], *manifest_files(data["manifest"])] if data["manifest"] else []
     return sorted(set(files + [p for key in ("images", "masks", "rois") for p in matched_files(data[key])]))
 
 

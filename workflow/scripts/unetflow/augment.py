@@ -31,7 +31,6 @@ elastic), mirror, rot90, noise, blur, brightness, contrast, gamma.
 
 import copy
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -266,42 +265,3 @@ def adjust_gamma(images: Tensor, cfg: dict, generator: torch.Generator) -> Tenso
     unit = ((images - low) / span).clamp(0, 1)
     return select(mask, unit ** per_sample(gamma, images) * span + low, images)
 
-
-# --- hand-run timing check ------------------------------------------------------------------------------------
-
-def time_against_training_step(batch: int = 32, size: int = 128, rounds: int = 3) -> dict[str, float]:
-    """Median seconds of augment_batch (defaults, and every p = 1) and of one UNet(1, 2) training step on the
-    same batch, measured interleaved over `rounds` after one warm-up round."""
-    from unetflow.model import UNet
-
-    torch.manual_seed(0)
-    images = torch.randn(batch, 1, size, size)
-    labels = (images[:, 0] > 0).long()
-    generator = torch.Generator().manual_seed(0)
-    all_on = {name: {"p": 1.0} for name in AUGMENT_DEFAULTS}
-    model = UNet(1, 2, depth=4, base_width=32)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99)
-
-    def training_step() -> None:
-        optimiser.zero_grad()
-        F.cross_entropy(model(images), labels).backward()
-        optimiser.step()
-
-    runs = {
-        "augment_defaults_s": lambda: augment_batch(images, labels, {}, generator),
-        "augment_all_p1_s": lambda: augment_batch(images, labels, all_on, generator),
-        "training_step_s": training_step,
-    }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds + 1):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(seconds[1:])[rounds // 2] for name, seconds in times.items()}
-
-
-if __name__ == "__main__":
-    timings = time_against_training_step()
-    for key, seconds in timings.items():
-        print(f"{key}: {seconds:.4f} s ({seconds / timings['training_step_s']:.3f} x training step)")
