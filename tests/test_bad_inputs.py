@@ -148,6 +148,28 @@ def test_volume_image_with_2d_mask(tmp_path):
     assert "v.png: the image v.nii is a NIfTI volume but its mask is not" in ingest_error(tmp_path)
 
 
+def test_volume_mask_on_another_voxel_grid(tmp_path):
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    labels = np.eye(8, dtype=np.uint8)[..., None].repeat(3, 2)
+    for name, mask_affine in (("same", np.eye(4)), ("shifted", np.diag([1.0, 1.0, 3.0, 1.0]))):
+        write_volume(tmp_path / "images" / f"{name}.nii.gz", np.zeros((8, 8, 3), np.float32))
+        write_volume(tmp_path / "masks" / f"{name}.nii.gz", labels, mask_affine)
+    message = ingest_error(tmp_path)
+    assert "1 problem(s)" in message
+    assert "shifted.nii.gz: the mask's voxel-to-world affine differs from its image shifted.nii.gz's" in message
+    assert "voxel sizes [1.0, 1.0, 3.0] vs [1.0, 1.0, 1.0] mm" in message
+
+
+def test_volume_roi_of_another_shape(tmp_path):
+    for folder in ("images", "masks", "rois"):
+        (tmp_path / folder).mkdir()
+    write_volume(tmp_path / "images" / "v.nii.gz", np.zeros((8, 6, 3), np.float32))
+    write_volume(tmp_path / "masks" / "v.nii.gz", np.eye(8, 6, dtype=np.uint8)[..., None].repeat(3, 2))
+    write_volume(tmp_path / "rois" / "v_roi.nii.gz", np.ones((6, 8, 3), np.uint8))
+    assert ("v_roi.nii.gz: the region of interest has shape (6, 8, 3) but its image v.nii.gz has (8, 6, 3)"
+            in ingest_error(tmp_path, rois=str(tmp_path / "rois")))
+
+
 def test_stack_slice_count_mismatch(tmp_path):
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
     tifffile.imwrite(tmp_path / "images" / "s.tif", np.zeros((3, 16, 16), np.uint8), photometric="minisblack")
@@ -286,3 +308,17 @@ def test_unbalanced_and_tiny_images_warn_and_go_on(tmp_path, caplog):
         manifest, _ = build_manifest(str(images), str(masks))
     assert len(manifest) == 2
     assert "very unbalanced classes" in caplog.text and "tiny image(s) smaller than 32 px" in caplog.text
+
+
+def test_masks_with_different_single_foreground_values_warn(tmp_path, caplog):
+    images, masks = write_pairs(tmp_path, count=4, values=(0, 255))
+    write_pairs(tmp_path, count=2, values=(0, 1), seed=1)  # overwrites c0 and c1 with 0/1 masks
+    with caplog.at_level(logging.WARNING, logger="unetflow"):
+        _, classes = build_manifest(str(images), str(masks))
+    assert classes["value"].tolist() == [0, 1, 255]
+    assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. c0.png); 255 in 2 " \
+           "file(s) (e.g. c2.png)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unetflow"):
+        build_manifest(str(images), str(masks), classes={"background": 0, "a": 1, "b": 255})
+    assert "not the same one" not in caplog.text

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from unetflow.evaluate import case_roi, evaluate_cases, summarize
+from unetflow.metrics import case_metrics
 
 SIZE = 20
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255]})
@@ -114,6 +115,26 @@ def test_ignored_pixels_are_left_out(case_files, tmp_path):
     np.savez(arrays.iloc[0]["array_path"], image=np.zeros((1, SIZE, SIZE), np.float16), labels=labels)
     cell = cell_row(evaluate_cases(cases, case_files["pred_dir"], CLASSES, arrays, CFG))
     assert (cell.tp, cell.fp, cell.fn, cell.tn) == (36, 0, 0, SIZE * SIZE - 36 - 16)
+
+
+def test_one_slice_volume_is_scored_in_2d(tmp_path):
+    import nibabel as nib
+
+    gt = np.zeros((6, 7), np.uint8)
+    gt[1:5, 2:6] = 1
+    image, preds = tmp_path / "xray.nii.gz", tmp_path / "pred"
+    nib.save(nib.Nifti1Image(gt.astype(np.float32), np.diag([0.5, 2.0, 1.0, 1.0])), image)  # a 2D NIfTI file
+    preds.mkdir()
+    pred = gt.copy()
+    pred[1] = 0
+    nib.save(nib.Nifti1Image(pred * 255, np.diag([0.5, 2.0, 1.0, 1.0])), preds / "xray.nii.gz")
+    cases = pd.DataFrame({"id": ["xray_z0"], "kind": "volume", "volume": "xray", "slice": [0], "slice_axis": 2,
+                          "image_path": str(image), "mask_path": str(image)})
+    cell = cell_row(evaluate_cases(cases, str(preds), CLASSES, preprocessed(tmp_path, xray_z0=gt), CFG))
+    in_2d = case_metrics(pred, gt, 2, spacing=(0.5, 2.0))[1]
+    in_3d = case_metrics(pred[..., None], gt[..., None], 2, spacing=(0.5, 2.0, 1.0))[1]  # every voxel a surface
+    assert in_2d["assd"] != in_3d["assd"]
+    assert (cell.dice, cell.assd, cell.hd95, cell.nsd) == (in_2d["dice"], in_2d["assd"], in_2d["hd95"], in_2d["nsd"])
 
 
 def test_volume_is_one_case_scored_in_3d(tmp_path):

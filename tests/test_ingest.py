@@ -76,7 +76,7 @@ def write_volume_pair(folder, name, shape=(20, 24, 5), seed=0):
     labels = rng.integers(0, 2, shape).astype(np.uint8)
     nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])),
              folder / "images" / f"{name}.nii.gz")
-    nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / "masks" / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.diag([2.0, 2.0, 3.0, 1.0])), folder / "masks" / f"{name}.nii.gz")
     return labels
 
 

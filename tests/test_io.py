@@ -343,6 +343,18 @@ def test_volume_round_trip_keeps_values_and_affine(tmp_path, suffix):
     assert written.header.get_zooms() == image.header.get_zooms()
 
 
+def test_labels_of_a_2d_nifti_are_written_in_its_stored_shape_without_its_display_fields(tmp_path):
+    image = nib.Nifti1Image(np.zeros((6, 5), np.float32), AFFINE)
+    image.header["cal_min"], image.header["cal_max"], image.header["descrip"] = -1000, 2000, b"CT scan"
+    nib.save(image, tmp_path / "xray.nii.gz")
+    volume, loaded = read_volume(tmp_path / "xray.nii.gz")
+    assert volume.shape == (6, 5, 1)
+    write_volume(tmp_path / "seg.nii.gz", np.ones((6, 5, 1), np.uint8), loaded)
+    written = nib.load(tmp_path / "seg.nii.gz")
+    assert written.shape == (6, 5) and np.asarray(written.dataobj).sum() == 30
+    assert (written.header["cal_min"], written.header["cal_max"], written.header["descrip"]) == (0, 0, b"")
+
+
 def test_scaled_volume_reads_as_float32(tmp_path):
     image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), AFFINE)
     image.header.set_slope_inter(0.5, -10)

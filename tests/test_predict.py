@@ -3,12 +3,13 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from unetflow.model import UNet
 from unetflow.predict import (checkpoint_list, keep_largest_components, labels_from_probabilities, load_models,
-                              predict_probabilities, read_probabilities, write_probabilities)
+                              postprocess_unit, predict_probabilities, read_probabilities, write_probabilities)
 from unetflow.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False)
@@ -73,15 +74,38 @@ def test_diagonal_neighbours_are_separate_components():
     assert keep_largest_components(labels, 2)[2, 2] == 0
 
 
-def test_labels_from_probabilities_is_the_argmax_optionally_postprocessed():
+def test_labels_from_probabilities_is_the_argmax():
     probs = torch.full((2, 6, 6), 0.0)
     probs[0] = 1
     probs[:, 0:2, 0:2] = torch.tensor([0.2, 0.8])[:, None, None]  # 4-pixel blob of class 1
     probs[:, 5, 5] = torch.tensor([0.4, 0.6])                      # 1-pixel blob of class 1
     raw = labels_from_probabilities(probs)
-    assert raw.dtype == np.uint8 and raw.sum() == 5
-    cleaned = labels_from_probabilities(probs, largest_component=True)
-    assert cleaned.sum() == 4 and cleaned[5, 5] == 0
+    assert raw.dtype == np.uint8 and raw.sum() == 5 and raw[5, 5] == 1
+
+
+def blobs_in_two_slices() -> list[np.ndarray]:
+    """Two 6x6 slices: slice 0 has a 4-pixel blob of class 1, slice 1 a 1-pixel one elsewhere and a 2-pixel one
+    right below the 4-pixel blob (connected to it through the slices)."""
+    first, second = np.zeros((6, 6), np.uint8), np.zeros((6, 6), np.uint8)
+    first[0:2, 0:2] = 1
+    second[5, 5] = 1
+    second[0, 0:2] = 1
+    return [first, second]
+
+
+def test_largest_component_of_a_2d_case_is_per_image():
+    rows = pd.DataFrame({"id": ["a"], "kind": ["image"]})
+    kept = postprocess_unit(blobs_in_two_slices()[1:], 2, rows, largest_component=True)
+    assert kept[0].sum() == 2 and kept[0][5, 5] == 0
+    assert postprocess_unit(blobs_in_two_slices(), 2, rows, largest_component=False)[1][5, 5] == 1
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_largest_component_of_a_volume_is_connected_through_its_slices(axis):
+    rows = pd.DataFrame({"id": ["v_z0", "v_z1"], "kind": ["volume"] * 2, "slice_axis": [axis] * 2})
+    first, second = postprocess_unit(blobs_in_two_slices(), 2, rows, largest_component=True)
+    np.testing.assert_array_equal(first, blobs_in_two_slices()[0])  # one 3D component of 6 voxels survives
+    assert second[0, 0:2].tolist() == [1, 1] and second[5, 5] == 0
 
 
 def test_probabilities_are_written_as_float16_summing_to_one_and_read_back(image, tmp_path):

@@ -8,8 +8,8 @@ import torch
 
 from unetflow.gpu import pick_device
 from unetflow.logs import stage_logger
-from unetflow.predict import (checkpoint_list, labels_from_probabilities, load_models, predict_probabilities,
-                              write_prediction, write_probabilities)
+from unetflow.predict import (checkpoint_list, labels_from_probabilities, load_models, postprocess_unit,
+                              predict_probabilities, write_prediction, write_probabilities)
 from unetflow.preprocess import class_values, load_case
 from unetflow.split import ids_in
 from unetflow.volumes import prediction_units
@@ -30,9 +30,10 @@ for name, rows in prediction_units(manifest[manifest["id"].isin(ids)]):
     labels = []
     for case_id in rows["id"]:
         probs = predict_probabilities(models, load_case(arrays[case_id])[0], patch, cfg, device)
-        labels.append(labels_from_probabilities(probs, cfg["largest_component"]))
+        labels.append(labels_from_probabilities(probs))
         if cfg["save_probabilities"]:
             write_probabilities(probs, out_dir, case_id)
-    write_prediction(labels, values, out_dir, name, rows)
+    write_prediction(postprocess_unit(labels, len(values), rows, cfg["largest_component"]), values, out_dir, name,
+                     rows)
 log.info("predicted %d cases of the %s split on %s with %d model(s): %s", len(ids), cfg["split"], device,
          len(checkpoints), ", ".join(checkpoints))

@@ -56,10 +56,19 @@ def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
 
 
 def unit_spacing(rows: pd.DataFrame, cfg: dict):
-    """Pixel spacing: a volume's voxel size from its NIfTI header, else evaluate.spacing (None = 1 per pixel)."""
+    """Pixel spacing: a volume's voxel size from its NIfTI header (1 for axes a 2D NIfTI file lacks), else
+    evaluate.spacing (None = 1 per pixel)."""
     if is_volume_unit(rows):
-        return tuple(float(z) for z in nib.load(rows.iloc[0]["image_path"]).header.get_zooms()[:3])
+        zooms = tuple(float(z) for z in nib.load(rows.iloc[0]["image_path"]).header.get_zooms()[:3])
+        return (zooms + (1.0, 1.0))[:3]
     return cfg["spacing"]
+
+
+def scored_axes(shape: tuple[int, ...]) -> list[int]:
+    """The axes a volume is scored along: those longer than 1 voxel, at least two (a one-slice volume is scored
+    in 2D, where its surfaces are its outlines, not every voxel of the slice)."""
+    longer = [axis for axis, length in enumerate(shape) if length > 1]
+    return sorted(longer + [axis for axis in range(len(shape)) if axis not in longer][:max(0, 2 - len(longer))])
 
 
 def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, values: list[int], arrays: pd.Series,
@@ -68,10 +77,21 @@ def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, values: list[int
     gt = unit_ground_truth(rows, arrays)
     pred = read_prediction(prediction_path(pred_dir, name, rows), values)
     roi = case_roi(rows.iloc[0])
+    spacing = unit_spacing(rows, cfg)
+    if is_volume_unit(rows):
+        axes = scored_axes(gt.shape)
+        gt, pred, roi = (None if a is None else a.reshape([a.shape[i] for i in axes]) for a in (gt, pred, roi))
+        spacing = [spacing[i] for i in axes]
+    return scored_rows(name, gt, pred, roi, len(values), spacing, cfg["tolerance"])
+
+
+def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | None, num_classes: int, spacing,
+                tolerance: float) -> list[dict]:
+    """`case_metrics` rows of one unit, pixels with the ignore label and outside the ROI left out."""
     valid = gt != IGNORE_INDEX
     evaluated = valid if roi is None else roi & valid
-    metrics = case_metrics(pred, np.where(valid, gt, 0), len(values), spacing=unit_spacing(rows, cfg),
-                           tolerance=cfg["tolerance"], roi=None if evaluated.all() else evaluated)
+    metrics = case_metrics(pred, np.where(valid, gt, 0), num_classes, spacing=spacing, tolerance=tolerance,
+                           roi=None if evaluated.all() else evaluated)
     return [dict(id=name, **row, roi=roi is not None) for row in metrics]
 
 

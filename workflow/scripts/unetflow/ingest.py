@@ -21,7 +21,7 @@ import tifffile
 from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, image_info, \
     is_lossy
 from unetflow.preprocess import LabelCoding, mask_values, source_masks
-from unetflow.volumes import is_volume, volume_image_slices
+from unetflow.volumes import grid_problem, is_volume, volume_image_slices
 
 AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
 ROI_SUFFIXES = ("", "_roi", "_mask")
@@ -239,6 +239,8 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
                     f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
                     f"export matching pairs"]
     rows, problems = [], roi_problems(pair, shape, count)
+    if kind == "volume" and (problem := grid_problem(image, mask, "mask")):
+        return [], [problem]
     for index in range(count):
         try:
             values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
@@ -260,8 +262,13 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
 
 def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
     """A problem when the pair's region-of-interest file does not have the image's geometry."""
-    if "roi" not in pair or is_volume(pair["roi"]):
-        return []  # volume ROIs are stored in the volume's own axis order; the evaluation slices them
+    if "roi" not in pair:
+        return []
+    if is_volume(pair["image"]) or is_volume(pair["roi"]):
+        if is_volume(pair["image"]) != is_volume(pair["roi"]):
+            return [f"{pair['roi']}: pair NIfTI volumes with NIfTI regions of interest, 2D files with 2D files"]
+        problem = grid_problem(pair["image"], pair["roi"], "region of interest")
+        return [problem] if problem else []
     try:
         info = image_info(pair["roi"])
     except ImageReadError as error:
@@ -379,6 +386,20 @@ def warn_if_suspicious(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
                     len(tiny), MIN_SIDE, ", ".join(tiny[:5]))
 
 
+def warn_if_encodings_differ(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
+    """Warn when found classes come from masks that each hold a single foreground value, but not the same one
+    (say 0/1 in some files and 0/255 in others): they are trained as separate classes, which is rarely meant."""
+    foreground = set(classes.loc[~classes["ignore"] & (classes["index"] > 0), "value"])
+    per_file = manifest.groupby("mask_path")["label_values"].agg(lambda lists: set().union(*lists) & foreground)
+    if len(foreground) < 2 or per_file.map(len).max() > 1:
+        return
+    files = {value: per_file.index[per_file.map(lambda found: value in found)].tolist() for value in foreground}
+    log.warning("every mask holds one foreground value, but not the same one: %s; they are trained as separate "
+                "classes. If they mean the same structure, re-encode the masks alike; if not, declare data.classes",
+                "; ".join(f"{value} in {len(paths)} file(s) (e.g. {Path(paths[0]).name})"
+                          for value, paths in sorted(files.items()) if paths))
+
+
 # ----------------------------------------------------------------------------------------------- entry points
 
 
@@ -403,20 +424,22 @@ def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
 def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
     pairs, problems = source_pairs(data)
-    classes, config_problems = declared_classes(data)
+    declared, config_problems = declared_classes(data)
     problems = config_problems + problems
-    coding = LabelCoding.of(classes) if classes is not None else LabelCoding(None, [], None)
+    coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda pair: inspect_pair(pair, data, coding), pairs))
     rows = [row for case_rows, _ in results for row in case_rows]
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
-    classes = classes if classes is not None else found_classes(rows, data.ignore_label)
+    classes = declared if declared is not None else found_classes(rows, data.ignore_label)
     if rows:
         problems += class_problems(classes, rows, data) + channel_problems(rows, data.channels)
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)
     warn_if_suspicious(manifest, classes)
+    if declared is None:
+        warn_if_encodings_differ(manifest, classes)
     return manifest, classes
 
 

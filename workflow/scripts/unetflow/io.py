@@ -268,7 +268,7 @@ def image_info(path) -> dict:
                     dtype=np.dtype(dtype).name, depth=header["slices"])
     if fmt in ("NIfTI", "gzipped NIfTI"):
         image = _nifti_load(path, fmt)
-        shape = _volume_shape(path, image.shape)
+        shape = volume_shape(path, image.shape)
         return dict(height=shape[0], width=shape[1], channels=1, dtype=_volume_dtype(image).name, depth=shape[2])
     with _pillow_open(path, fmt) as image:
         width, height = image.size
@@ -407,7 +407,7 @@ def _nifti_load(path: Path, fmt: str):
         raise _decode_failed(path, fmt, error) from error
 
 
-def _volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+def volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of a volume: trailing length-1 axes dropped, a 2D image given depth 1; 4D+ refused."""
     shape = tuple(shape)
     while len(shape) > 3 and shape[-1] == 1:
@@ -416,6 +416,13 @@ def _volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
         raise ImageReadError(f"{path}: a {len(shape)}D volume of shape {shape}; only 3D volumes are supported; "
                              f"split time series or channels into one 3D file each")
     return (shape + (1, 1))[:3]
+
+
+def volume_grid(path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The 3D shape (see `volume_shape`) and the voxel-to-world affine of a NIfTI file, from its header."""
+    path, fmt = _checked(path, VOLUME_SUFFIXES, "a volume")
+    image = _nifti_load(path, fmt)
+    return volume_shape(path, image.shape), image.affine
 
 
 def _volume_dtype(image) -> np.dtype:
@@ -431,7 +438,7 @@ def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
     """
     path, fmt = _checked(path, VOLUME_SUFFIXES, "a volume")
     image = _nifti_load(path, fmt)
-    shape = _volume_shape(path, image.shape)
+    shape = volume_shape(path, image.shape)
     dtype = _volume_dtype(image)
     if dtype.kind not in "iuf":
         raise ImageReadError(f"{path}: voxels of type {dtype} are not numbers; store one intensity per voxel")
@@ -446,14 +453,17 @@ def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
 
 
 def write_volume(path, labels: np.ndarray, like) -> None:
-    """Write a 3D integer label volume with the affine and header of the reference nibabel image `like`."""
+    """Write a 3D integer label volume in the stored shape, affine and header of the reference nibabel image
+    `like`, without its intensity scaling, display range and description (which describe the image, not labels)."""
     path = Path(path)
     _format_of(path, VOLUME_SUFFIXES, "a volume")
     labels = np.asarray(labels)
-    if labels.shape != _volume_shape(path, like.shape):
+    if labels.shape != volume_shape(path, like.shape):
         raise ValueError(f"{path}: labels of shape {labels.shape} do not match the reference volume {like.shape}")
-    labels = labels.astype(_label_dtype(path, labels))
+    labels = labels.astype(_label_dtype(path, labels)).reshape(like.shape)
     image = type(like)(labels, like.affine, like.header)
     image.set_data_dtype(labels.dtype)
     image.header.set_slope_inter(1, 0)
+    image.header["cal_min"] = image.header["cal_max"] = 0
+    image.header["descrip"] = b""
     nib.save(image, path)

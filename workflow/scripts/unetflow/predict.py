@@ -12,7 +12,7 @@ from scipy import ndimage
 from unetflow.io import write_mask
 from unetflow.model import UNet
 from unetflow.tiling import prepare_for_inference, sliding_window_predict
-from unetflow.volumes import prediction_path, write_volume_labels
+from unetflow.volumes import is_volume_unit, prediction_path, stack_slices, write_volume_labels
 
 PROBABILITIES_KEY = "probabilities"
 
@@ -49,15 +49,27 @@ def predict_probabilities(models: Sequence[torch.nn.Module], image: np.ndarray, 
     return total.div_(len(models))
 
 
-def labels_from_probabilities(probs: torch.Tensor, largest_component: bool = False) -> np.ndarray:
-    """Class-index map (H, W) uint8: argmax over classes, then optionally `keep_largest_components`."""
-    labels = probs.argmax(0).numpy().astype(np.uint8)
-    return keep_largest_components(labels, probs.shape[0]) if largest_component else labels
+def labels_from_probabilities(probs: torch.Tensor) -> np.ndarray:
+    """Class-index map (H, W) uint8: the argmax over classes."""
+    return probs.argmax(0).numpy().astype(np.uint8)
+
+
+def postprocess_unit(labels: list[np.ndarray], num_classes: int, rows: pd.DataFrame,
+                     largest_component: bool) -> list[np.ndarray]:
+    """The class-index maps of one prediction unit, with `keep_largest_components` applied when asked: to each
+    image of a 2D case, to the whole volume (its slices stacked, components connected in 3D) of a NIfTI volume."""
+    if not largest_component:
+        return labels
+    if not is_volume_unit(rows):
+        return [keep_largest_components(image_labels, num_classes) for image_labels in labels]
+    axis = int(rows.iloc[0]["slice_axis"])
+    return list(np.moveaxis(keep_largest_components(stack_slices(labels, axis), num_classes), axis, 0))
 
 
 def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """A copy of `labels` in which every foreground class keeps only its largest 4-connected component; the
-    pixels of its other components become background (class 0). Ties keep the first component in raster order."""
+    """A copy of `labels` (2D or 3D) in which every foreground class keeps only its largest face-connected
+    component (4-connected in 2D, 6 in 3D); the pixels of its other components become background (class 0).
+    Ties keep the first component in raster order."""
     kept = labels.copy()
     for c in range(1, num_classes):
         components, count = ndimage.label(labels == c)

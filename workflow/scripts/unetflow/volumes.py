@@ -12,12 +12,36 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from unetflow.io import ImageReadError, VOLUME_SUFFIXES, read_stack, read_volume, write_volume
+from unetflow.io import ImageReadError, VOLUME_SUFFIXES, read_stack, read_volume, volume_grid, write_volume
+
+GRID_TOLERANCE_MM = 1e-3  # largest difference of two affines' entries that still means the same voxel grid
 
 
 def is_volume(path) -> bool:
     """True for NIfTI files (.nii, .nii.gz)."""
     return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def grid_problem(image, other, what: str) -> str | None:
+    """A problem when the NIfTI `other` (the mask or region of interest of the volume `image`) is not on the
+    image's voxel grid: another shape, or an affine differing by more than GRID_TOLERANCE_MM in any entry."""
+    try:
+        (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other)
+    except ImageReadError as error:
+        return str(error)
+    if other_shape != shape:
+        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
+    difference = float(np.abs(other_affine - affine).max())
+    if difference > GRID_TOLERANCE_MM:
+        return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s by up to "
+                f"{difference:.4g} (voxel sizes {voxel_sizes(other_affine)} vs {voxel_sizes(affine)} mm); "
+                f"resample it onto the image's grid or fix its header")
+    return None
+
+
+def voxel_sizes(affine: np.ndarray) -> list[float]:
+    """The voxel size along each array axis of a voxel-to-world affine, rounded to 4 significant digits."""
+    return [float(f"{size:.4g}") for size in np.linalg.norm(affine[:3, :3], axis=0)]
 
 
 def volume_image_slices(path, axis: int) -> np.ndarray:
