@@ -45,24 +45,30 @@ def test_foreground_oversampling_share(share):
     assert measured == pytest.approx(round(share * 6) / 6 + (1 - round(share * 6) / 6) * chance, abs=0.04)
 
 
-RUNNER = textwrap.dedent("""
+TINY_CFG = dict(device="cpu", seed=3, epochs=5, iterations_per_epoch=6, batch_size=4, patch_size=[32, 32], depth=2,
+                base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3,
+                weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0, foreground_oversampling=0.33,
+                early_stopping=0, checkpoint_every=1, compile=False, augment={}, precision="auto", num_classes=2)
+
+
+def tiny_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 48x48 (image, labels) pair whose image is its labels plus noise."""
+    labels = (rng.random((48, 48)) > 0.7).astype(np.uint8)
+    return (labels[None] + rng.normal(0, 0.5, (1, 48, 48))).astype(np.float32), labels
+
+
+RUNNER = textwrap.dedent(f"""
     import logging, sys
     import numpy as np, torch
+    sys.path.insert(0, {str(REPO / "tests")!r})
+    from test_train import TINY_CFG, tiny_case
     from unetflow.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     out = sys.argv[1]
     rng = np.random.default_rng(0)
-    def case():
-        labels = (rng.random((48, 48)) > 0.7).astype(np.uint8)
-        return (labels[None] + rng.normal(0, 0.5, (1, 48, 48))).astype(np.float32), labels
-    cfg = dict(device="cpu", seed=3, epochs=5, iterations_per_epoch=6, batch_size=4, patch_size=[32, 32],
-               depth=2, base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam",
-               lr=1e-3, weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0,
-               foreground_oversampling=0.33, early_stopping=0, checkpoint_every=1, compile=False, augment={},
-               precision="auto", num_classes=2)
-    train, val = [case() for _ in range(4)], [case() for _ in range(2)]
-    trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
+    train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
+    trainer = Trainer(TINY_CFG, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
     trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
 """)
 
@@ -93,7 +99,25 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
         a = torch.load(whole / name, weights_only=True)["model"]
         b = torch.load(interrupted / name, weights_only=True)["model"]
         assert all(torch.equal(a[key], b[key]) for key in a), name
+    assert not (interrupted / "state.pt").exists()  # a completed run leaves no state to resume from
     metrics = pd.read_parquet(interrupted / "metrics.parquet")
     assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5]
     reference = pd.read_parquet(whole / "metrics.parquet")
     assert np.allclose(metrics["val_dice"], reference["val_dice"])
+
+
+def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
+    import logging
+
+    from unetflow.train import Trainer, save_atomic
+
+    rng = np.random.default_rng(0)
+    train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
+    state = tmp_path / "state.pt"
+    save_atomic(Trainer(TINY_CFG, train, val, list("abcd"), state, logging.getLogger()).state(), state)
+    changed = [(image, 1 - labels) for image, labels in train]  # the same ids, other masks
+    with caplog.at_level(logging.INFO):
+        Trainer(TINY_CFG, changed, val, list("abcd"), state, logging.getLogger()).try_resume()
+        assert "belongs to other settings or data" in caplog.text
+        Trainer(TINY_CFG, train, val, list("abcd"), state, logging.getLogger()).try_resume()
+        assert "resuming after epoch 0" in caplog.text

@@ -142,9 +142,14 @@ def validate(model, cases, patch, device, loss_kind: str) -> tuple[float, float]
     return float(np.mean(losses)), float(dice[1:].mean())
 
 
-def fingerprint(cfg: dict, train_ids: list[str]) -> str:
-    """Identity of a training run: a resume state is only reused for the same settings and training cases."""
-    return hashlib.sha256(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode()).hexdigest()
+def fingerprint(cfg: dict, train_ids: list[str], cases) -> str:
+    """Identity of a training run: a resume state is only reused for the same settings, training ids and case
+    arrays (`cases`: (image, labels) pairs, training and validation), so new data or preprocessing starts afresh."""
+    digest = hashlib.blake2b(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode())
+    for array in (array for case in cases for array in case):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 def save_atomic(state: dict, path) -> None:
@@ -188,7 +193,7 @@ class Trainer:
         self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
-        self.identity = fingerprint(cfg, train_ids)
+        self.identity = fingerprint(cfg, train_ids, [*train_cases, *val_cases])
         self.epoch, self.rows, self.best = 0, [], dict(dice=-1.0, model=None, epoch=0)
         self.log.info("plan: device %s (%s), patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
                       self.device, "bf16" if self.bf16 else "fp32", self.patch,
@@ -242,7 +247,8 @@ class Trainer:
         return float(total) / cfg["iterations_per_epoch"]
 
     def run(self, best_path: Path, last_path: Path) -> pd.DataFrame:
-        """Train the remaining epochs (early stopping optional); write best/last checkpoints; return metrics."""
+        """Train the remaining epochs (early stopping optional); write best/last checkpoints; return metrics. The
+        resume state is removed once the checkpoints are written: it only outlives an interrupted run."""
         cfg = self.cfg
         self.try_resume()
         while self.epoch < cfg["epochs"] and not self.should_stop():
@@ -263,11 +269,11 @@ class Trainer:
                           self.rows[-1]["images_per_s"])
             if self.epoch % cfg["checkpoint_every"] == 0:
                 save_atomic(self.state(), self.state_path)
-        save_atomic(self.state(), self.state_path)
         save_atomic(model_checkpoint(self.model, self.best["model"], self.patch, self.best["epoch"],
                                      self.best["dice"]), best_path)
         save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch,
                                      self.rows[-1]["val_dice"]), last_path)
+        self.state_path.unlink(missing_ok=True)
         self.log.info("best validation Dice %.4f at epoch %d", self.best["dice"], self.best["epoch"])
         return pd.DataFrame(self.rows)
 
