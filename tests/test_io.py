@@ -220,7 +220,7 @@ def test_write_mask_refuses_bad_labels(tmp_path):
     with pytest.raises(ValueError, match="integer"):
         write_mask(tmp_path / "float.png", np.zeros((H, W), np.float32))
     with pytest.raises(ValueError, match="2D"):
-        write_mask(tmp_path / "rgb.png", np.zeros((H, W, 3), np.uint8))
+        write_mask(tmp_path / "two.png", np.zeros((H, W, 2), np.uint8))
 
 
 def test_stack_reads_every_page_in_order(tmp_path):

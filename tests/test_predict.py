@@ -9,7 +9,8 @@ import torch
 
 from unetflow.model import UNet
 from unetflow.predict import (checkpoint_list, keep_largest_components, labels_from_probabilities, load_models,
-                              postprocess_unit, predict_probabilities, read_probabilities, write_probabilities)
+                              postprocess_unit, predict_probabilities, read_probabilities, write_prediction,
+                              write_probabilities)
 from unetflow.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False)
@@ -144,3 +145,30 @@ def test_load_models_refuses_different_patch_sizes(tmp_path):
 def test_checkpoint_list_accepts_one_path_or_several():
     assert checkpoint_list("a.pt") == ["a.pt"]
     assert checkpoint_list(("a.pt", "b.pt")) == ["a.pt", "b.pt"]
+
+
+def test_colour_coded_and_palette_masks_are_predicted_in_their_encoding(tmp_path):
+    from PIL import Image
+
+    from unetflow.evaluate import read_prediction
+
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 1:4], labels[4:, 5:] = 1, 2
+    colours = pd.DataFrame({"index": [0, 1, 2], "name": ["bg", "red", "green"], "value": [0, 1, 2],
+                            "color": [[0, 0, 0], [255, 0, 0], [0, 255, 0]], "ignore": False})
+    rows = pd.DataFrame({"id": ["c"], "kind": ["image"], "mask_path": [str(tmp_path / "c_mask.png")]})
+    (tmp_path / "colour").mkdir(), (tmp_path / "palette").mkdir()
+    written = write_prediction([labels], colours, str(tmp_path / "colour"), "c", rows)
+    with Image.open(written) as image:
+        assert image.mode == "RGB" and image.getpixel((5, 4)) == (0, 255, 0)
+    np.testing.assert_array_equal(read_prediction(written, colours), labels)
+
+    palette = [0, 0, 0, 200, 30, 30, 30, 200, 30] + [0] * (3 * 253)
+    source = Image.fromarray(labels, "P")
+    source.putpalette(palette)
+    source.save(tmp_path / "c_mask.png")
+    indices = colours.assign(color=None)
+    written = write_prediction([labels], indices, str(tmp_path / "palette"), "c", rows)
+    with Image.open(written) as image:
+        assert image.mode == "P" and image.getpalette()[:9] == palette[:9]
+    np.testing.assert_array_equal(read_prediction(written, indices), labels)

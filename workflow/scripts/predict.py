@@ -20,7 +20,7 @@ cfg = snakemake.params.predict
 device = pick_device(snakemake.params.device)
 checkpoints = checkpoint_list(snakemake.input.models)
 models, patch = load_models(checkpoints, device)
-values = class_values(pd.read_parquet(snakemake.input.classes))
+classes = pd.read_parquet(snakemake.input.classes)
 arrays = pd.read_parquet(snakemake.input.arrays).set_index("id")["array_path"]
 manifest = pd.read_parquet(snakemake.input.manifest)
 out_dir = snakemake.output[0]
@@ -33,7 +33,7 @@ for name, rows in prediction_units(manifest[manifest["id"].isin(ids)]):
         labels.append(labels_from_probabilities(probs))
         if cfg["save_probabilities"]:
             write_probabilities(probs, out_dir, case_id)
-    write_prediction(postprocess_unit(labels, len(values), rows, cfg["largest_component"]), values, out_dir, name,
-                     rows)
+    write_prediction(postprocess_unit(labels, len(class_values(classes)), rows, cfg["largest_component"]), classes,
+                     out_dir, name, rows)
 log.info("predicted %d cases of the %s split on %s with %d model(s): %s", len(ids), cfg["split"], device,
          len(checkpoints), ", ".join(checkpoints))

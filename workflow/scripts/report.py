@@ -3,7 +3,6 @@
 import pandas as pd
 
 from unetflow.logs import stage_logger
-from unetflow.preprocess import class_values
 from unetflow.report import (case_scores, example_cases, fold_metrics, load_overlay_case, per_case_table,
                              plot_metric_distributions, plot_overlays, plot_training_curves, summary_table)
 from unetflow.tables import write_html_tables
@@ -20,7 +19,7 @@ scores = case_scores(per_case)
 examples = example_cases(per_case)
 units = dict(prediction_units(manifest))
 panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
-               **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, class_values(classes)))
+               **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
           for kind, name in examples.items()]
 plot_overlays(panels, classes["name"].tolist(), snakemake.output.overlays)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),

@@ -20,7 +20,7 @@ import pandas as pd
 
 from unetflow.io import read_mask, read_volume
 from unetflow.metrics import case_metrics
-from unetflow.preprocess import IGNORE_INDEX, class_values, load_case, map_labels
+from unetflow.preprocess import IGNORE_INDEX, class_colors, class_values, colours_to_indices, load_case, map_labels
 from unetflow.volumes import (is_volume, is_volume_unit, prediction_path, prediction_units, stack_slices,
                               whole_labels)
 
@@ -41,10 +41,15 @@ def case_roi(case: pd.Series) -> np.ndarray | None:
     return None if path is None or pd.isna(path) else read_roi(path)
 
 
-def read_prediction(path, values: list[int]) -> np.ndarray:
-    """A written prediction (PNG or NIfTI) as class indices."""
+def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
+    """A written prediction (PNG or NIfTI) as class indices, from class values or, for colour-coded masks, from
+    the class colours."""
     stored = whole_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
-    return map_labels(stored, values)
+    colors = class_colors(classes)
+    if colors is None:
+        return map_labels(stored, class_values(classes))
+    rgb = stored if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=-1)  # grey colours read as (H, W)
+    return colours_to_indices(rgb, colors, snap=False)[0]
 
 
 def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
@@ -71,18 +76,18 @@ def scored_axes(shape: tuple[int, ...]) -> list[int]:
     return sorted(longer + [axis for axis in range(len(shape)) if axis not in longer][:max(0, 2 - len(longer))])
 
 
-def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, values: list[int], arrays: pd.Series,
+def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.Series,
                   cfg: dict) -> list[dict]:
     """Metric rows (one per class) of one case or volume (cfg: spacing, tolerance)."""
     gt = unit_ground_truth(rows, arrays)
-    pred = read_prediction(prediction_path(pred_dir, name, rows), values)
+    pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     roi = case_roi(rows.iloc[0])
     spacing = unit_spacing(rows, cfg)
     if is_volume_unit(rows):
         axes = scored_axes(gt.shape)
         gt, pred, roi = (None if a is None else a.reshape([a.shape[i] for i in axes]) for a in (gt, pred, roi))
         spacing = [spacing[i] for i in axes]
-    return scored_rows(name, gt, pred, roi, len(values), spacing, cfg["tolerance"])
+    return scored_rows(name, gt, pred, roi, len(class_values(classes)), spacing, cfg["tolerance"])
 
 
 def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | None, num_classes: int, spacing,
@@ -98,9 +103,9 @@ def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | N
 def evaluate_cases(cases: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.DataFrame, cfg: dict,
                    threads: int = 1) -> pd.DataFrame:
     """Per case (per volume for NIfTI) and class metrics, with the class names."""
-    values, array_paths = class_values(classes), arrays.set_index("id")["array_path"]
+    array_paths = arrays.set_index("id")["array_path"]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, values, array_paths, cfg),
+        nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, classes, array_paths, cfg),
                           prediction_units(cases))
     table = pd.DataFrame([row for rows in nested for row in rows])
     table.insert(2, "class_name", table["class"].map(classes.set_index("index")["name"]))

@@ -376,18 +376,35 @@ def _label_dtype(path: Path, labels: np.ndarray) -> np.dtype:
     return np.dtype(np.uint8 if high <= 255 else np.uint16)
 
 
-def write_mask(path, labels: np.ndarray) -> None:
-    """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits, else uint16."""
+def mask_palette(path) -> list[int] | None:
+    """The colour palette (flat RGB list) of a palette-indexed mask file, None for other masks."""
+    try:
+        with Image.open(path) as image:
+            return image.getpalette() if image.mode == "P" else None
+    except (OSError, ValueError, UnidentifiedImageError):
+        return None
+
+
+def write_mask(path, labels: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits, else uint16;
+    with a `palette` (see `mask_palette`) as a palette-indexed PNG. An (H, W, 3) uint8 array is written as RGB."""
     path = Path(path)
     if _format_suffix(path) not in MASK_WRITE_SUFFIXES:
         raise ImageReadError(f"{path}: masks are written as {', '.join(MASK_WRITE_SUFFIXES)} only"
                              f"{' (JPEG is lossy and would alter labels)' if is_lossy(path) else ''}; "
                              f"change the output suffix")
     labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[2] == 3 and labels.dtype == np.uint8:
+        Image.fromarray(labels, "RGB").save(path)
+        return
     if labels.ndim != 2:
         raise ValueError(f"{path}: labels must be a 2D (H, W) array, not of shape {labels.shape}")
     labels = labels.astype(_label_dtype(path, labels))
-    if _format_suffix(path) == ".png":
+    if palette is not None and _format_suffix(path) == ".png" and labels.dtype == np.uint8:
+        image = Image.fromarray(labels, "P")
+        image.putpalette(palette)
+        image.save(path)
+    elif _format_suffix(path) == ".png":
         ok, encoded = cv2.imencode(".png", labels)
         if not ok:
             raise ImageReadError(f"{path}: OpenCV could not encode the labels as PNG")

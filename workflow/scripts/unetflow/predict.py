@@ -9,8 +9,9 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from unetflow.io import write_mask
+from unetflow.io import mask_palette, write_mask
 from unetflow.model import UNet
+from unetflow.preprocess import class_colors, class_values
 from unetflow.tiling import prepare_for_inference, sliding_window_predict
 from unetflow.volumes import is_volume_unit, prediction_path, stack_slices, write_volume_labels
 
@@ -79,14 +80,19 @@ def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return kept
 
 
-def write_prediction(labels: list[np.ndarray], values: list[int], out_dir: str, name: str,
+def write_prediction(labels: list[np.ndarray], classes: pd.DataFrame, out_dir: str, name: str,
                      rows: pd.DataFrame) -> Path:
-    """Write the class indices of a prediction unit as the stored class values (0/255 stays 0/255): a 2D case to
-    out_dir/<id>.png, the slices of a NIfTI volume to out_dir/<volume>.nii.gz with the input's affine and header."""
+    """Write the class indices of a prediction unit in the encoding of its mask: a 2D case to out_dir/<id>.png as
+    the stored class values (0/255 stays 0/255; with the mask's palette when it has one) or as the class colours of
+    colour-coded masks; the slices of a NIfTI volume to out_dir/<volume>.nii.gz with the input's affine and header."""
     path = prediction_path(out_dir, name, rows)
-    stored = [np.asarray(values)[slice_labels] for slice_labels in labels]
+    colors = class_colors(classes)
+    if path.suffix == ".png" and colors is not None:
+        write_mask(path, colors.astype(np.uint8)[labels[0]])
+        return path
+    stored = [np.asarray(class_values(classes))[slice_labels] for slice_labels in labels]
     if path.suffix == ".png":
-        write_mask(path, stored[0])
+        write_mask(path, stored[0], palette=mask_palette(rows.iloc[0]["mask_path"]))
     else:
         write_volume_labels(path, stored, rows.iloc[0]["image_path"], int(rows.iloc[0]["slice_axis"]))
     return path

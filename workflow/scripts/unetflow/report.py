@@ -107,11 +107,11 @@ def example_cases(per_case: pd.DataFrame) -> dict[str, str]:
     return {"best": ranked[0], "median": ranked[(len(ranked) - 1) // 2], "worst": ranked[-1]}
 
 
-def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir, values: list[int]) -> dict:
+def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir, classes: pd.DataFrame) -> dict:
     """Preprocessed image (H, W, C), ground-truth and predicted class maps (H, W) of a case; of a NIfTI volume,
     its slice with the most ground-truth foreground."""
     cases = [load_case(arrays[case_id]) for case_id in rows["id"]]
-    pred = read_prediction(prediction_path(pred_dir, name, rows), values)
+    pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
     if is_volume_unit(rows):
         pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
