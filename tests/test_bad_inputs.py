@@ -64,6 +64,14 @@ def test_truncated_image_found_without_decoding(tmp_path, pairs):
     assert "c1.png: the file is truncated" in ingest_error(tmp_path)
 
 
+def test_complete_image_file_with_corrupt_pixel_data(tmp_path, pairs):
+    path = pairs[0] / "c2.png"
+    data = bytearray(path.read_bytes())
+    data[100:200] = bytes(100)  # inside the compressed pixel data; the file still ends with its IEND chunk
+    path.write_bytes(bytes(data))
+    assert "c2.png: the PNG data cannot be decoded" in ingest_error(tmp_path)
+
+
 def test_truncated_jpeg_image(tmp_path, pairs):
     image = cv2.imread(str(pairs[0] / "c1.png"))
     (pairs[0] / "c1.png").unlink()

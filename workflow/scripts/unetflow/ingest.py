@@ -20,8 +20,8 @@ import tifffile
 
 from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, image_info, \
     is_lossy
-from unetflow.preprocess import LabelCoding, mask_values, source_masks
-from unetflow.volumes import grid_problem, is_volume, volume_image_slices
+from unetflow.preprocess import LabelCoding, mask_values, source_images, source_masks
+from unetflow.volumes import grid_problem, is_volume
 
 AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
 ROI_SUFFIXES = ("", "_roi", "_mask")
@@ -194,13 +194,10 @@ def source_kind(image: Path, info: dict) -> str:
 
 
 def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[int, int], int, str]:
-    """(number of slices, (height, width), channels, dtype) of an image source; volumes are read in full, which
-    checks them for NaN/Inf."""
-    info = image_info(image)
-    if kind == "volume":
-        slices = volume_image_slices(image, slice_axis)
-        return slices.shape[0], slices.shape[1:3], 1, str(slices.dtype)
-    return info["depth"], (info["height"], info["width"]), info["channels"], info["dtype"]
+    """(number of slices, (height, width), channels, dtype) of an image source, decoded in full as preprocessing
+    will read it: corrupt pixel data (also in complete files) and NaN/Inf in volumes are found here."""
+    slices = source_images(dict(kind=kind, image_path=image, slice_axis=slice_axis))
+    return slices.shape[0], slices.shape[1:3], slices.shape[3], str(slices.dtype)
 
 
 def slice_id(stem: str, kind: str, index: int) -> str:
