@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unetflow.preprocess import map_labels, normalize
+from unetflow.preprocess import map_labels, normalize, to_channels
 
 
 def test_zscore_per_channel():
@@ -75,3 +75,31 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
     rebuilt = stack_slices([load_case(p)[1] for p in rows["array_path"]], axis=1)
     assert np.array_equal(rebuilt, labels)
     assert nib.load(tmp_path / "images" / "ct.nii.gz").shape == rebuilt.shape
+
+
+@pytest.mark.parametrize("declared", [1, 3])
+def test_declared_channels_convert_mixed_grey_and_rgb_images(tmp_path, declared):
+    import cv2
+    import pandas as pd
+    from conftest import write_pairs
+    from unetflow.ingest import build_manifest
+    from unetflow.preprocess import load_case, preprocess_source
+
+    images, masks = write_pairs(tmp_path, count=4)
+    cv2.imwrite(str(images / "c1.png"), np.dstack([np.full((32, 40), v, np.uint8) for v in (10, 60, 200)]))
+    manifest, classes = build_manifest(str(images), str(masks), channels=declared)
+    assert manifest["channels"].tolist() == [1, 3, 1, 1] and (manifest["input_channels"] == declared).all()
+    out = tmp_path / "cases"
+    out.mkdir()
+    rows = pd.concat([pd.DataFrame(preprocess_source(manifest.iloc[[i]], classes, str(out), "minmax", None))
+                      for i in range(4)])
+    assert (rows["channels"] == declared).all()
+    assert all(load_case(path)[0].shape[0] == declared for path in rows["array_path"])
+
+
+def test_rgb_to_grey_is_luminance_and_grey_to_rgb_repeats():
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    np.testing.assert_allclose(to_channels(rgb, 1)[0, :, 0], [0.299 * 255, 0.587 * 255, 0.114 * 255], rtol=1e-3)
+    grey = np.arange(6, dtype=np.uint16).reshape(2, 3, 1)
+    np.testing.assert_array_equal(to_channels(grey, 3), np.repeat(grey, 3, axis=2))
+    assert to_channels(grey, 1) is grey

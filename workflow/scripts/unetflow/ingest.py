@@ -249,6 +249,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             volume=pair["stem"] if kind != "image" else None, slice=index,
             slice_axis=data.slice_axis if kind == "volume" else 0, group=pair.get("group", pair["stem"]),
             height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
+            input_channels=int(data.channels or channels),
             label_values=found.tolist(), label_fractions=(counts / values.size).tolist(), snapped_pixels=snapped,
             roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
                                                                       else {})))
@@ -346,17 +347,18 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     return problems
 
 
-def channel_problems(rows: list[dict], declared: int | None) -> list[str]:
-    """Every image must have the declared channel count, or without one that of the majority."""
+def channel_problems(rows: list[dict]) -> list[str]:
+    """Without data.channels every image must have the channel count of the majority (with it, preprocessing
+    converts each image to that count)."""
     counts = pd.Series([r["channels"] for r in rows], dtype=int)
-    expected = declared if declared is not None else (int(counts.mode()[0]) if len(counts) else 0)
-    where = "data.channels" if declared is not None else "the majority of the data set"
+    expected = int(counts.mode()[0]) if len(counts) else 0
     seen, problems = set(), []
     for row in rows:
         if row["channels"] != expected and row["image_path"] not in seen:
             seen.add(row["image_path"])
-            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {where} has {expected}; "
-                            f"convert it (grey = 1, RGB = 3) or set data.channels")
+            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where the majority of the data set "
+                            f"has {expected}; convert it, or set data.channels to 1 (colour images become grey) "
+                            f"or 3 (grey images are repeated into RGB)")
     return problems
 
 
@@ -430,7 +432,7 @@ def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFra
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
     if rows:
-        problems += class_problems(classes, rows, data) + channel_problems(rows, data.channels)
+        problems += class_problems(classes, rows, data) + ([] if data.channels else channel_problems(rows))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)

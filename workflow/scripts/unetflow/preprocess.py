@@ -8,6 +8,7 @@ then to class indices 0..K-1 (`map_labels`), with the ignored value as IGNORE_IN
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -15,6 +16,16 @@ from unetflow.io import ImageReadError, is_lossy, read_image, read_mask
 from unetflow.volumes import stack_image_slices, stack_mask_slices, volume_image_slices, volume_mask_slices
 
 IGNORE_INDEX = 255  # class index of pixels excluded from the loss and the evaluation
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C) image with `channels` channels: RGB to grey by luminance (ITU-R BT.601, as OpenCV), grey repeated
+    into RGB, unchanged when it has them already."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 1:
+        return cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)[..., None]
+    return np.repeat(image, channels, axis=2)
 
 
 def normalize(image: np.ndarray, method: str = "zscore", clip_percentiles=None) -> np.ndarray:
@@ -188,7 +199,8 @@ def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, n
     images = source_images(first)
     results = []
     for (_, row), labels in zip(rows.iterrows(), case_labels(rows, classes)):
-        image = normalize(images[int(row["slice"]) if first["kind"] != "image" else 0], normalization,
+        image = images[int(row["slice"]) if first["kind"] != "image" else 0]
+        image = normalize(to_channels(image, int(row.get("input_channels", image.shape[2]))), normalization,
                           clip_percentiles)
         path = Path(out_dir, f"{row['id']}.npz")
         np.savez(path, image=image.astype(np.float16), labels=labels)
