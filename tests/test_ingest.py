@@ -154,3 +154,17 @@ def test_rois_are_paired_by_stem(tmp_path):
         cv2.imwrite(str(rois / f"c{index}_roi.png"), np.ones((32, 40), np.uint8))
     manifest, _ = build_manifest(str(images), str(masks), rois=str(rois))
     assert manifest["roi_path"].str.endswith("_roi.png").all()
+
+
+def test_images_and_masks_in_one_folder_and_recursive_globs(tmp_path):
+    images, masks = write_pairs(tmp_path / "flat", count=3)
+    shared = tmp_path / "nested" / "site_a" / "scans"
+    shared.mkdir(parents=True)
+    for image in images.iterdir():
+        image.rename(shared / image.name)
+        (masks / image.name).rename(shared / f"{image.stem}_mask.png")
+    manifest, _ = build_manifest(str(shared), str(shared))
+    assert manifest["id"].tolist() == ["c0", "c1", "c2"] and manifest["mask_path"].str.endswith("_mask.png").all()
+    nested = tmp_path / "nested" / "**"
+    manifest, _ = build_manifest(str(nested / "c?.png"), str(nested / "*_mask.png"))
+    assert manifest["id"].tolist() == ["c0", "c1", "c2"]

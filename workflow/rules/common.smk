@@ -31,10 +31,10 @@ def data_location():
 
 
 def matched_files(spec):
-    """Files a folder (its direct children) or a glob names; nothing for None."""
+    """Files a folder (its direct children) or a glob (`**` at any depth) names; nothing for None."""
     if spec is None:
         return []
-    paths = glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec)
+    paths = glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec, recursive=True)
     return [path for path in paths if os.path.isfile(path)]
 
 

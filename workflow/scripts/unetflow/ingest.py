@@ -63,8 +63,10 @@ class DataSpec:
 
 
 def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files named by a folder (its direct children) or a glob pattern, keeping those with a known suffix."""
-    paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec))]
+    """Files named by a folder (its direct children) or a glob pattern (`**` matches any depth), keeping those
+    with a known suffix."""
+    paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec)
+                               else glob.glob(spec, recursive=True))]
     return sorted(p for p in paths if p.is_file() and p.name.lower().endswith(suffixes))
 
 
@@ -83,15 +85,19 @@ def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suf
 
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                mask_prefix: str = "") -> tuple[list[dict], list[str]]:
-    """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems."""
+    """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems. Images
+    and masks may share a folder: a file that is the mask of another image is not an image itself."""
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
-    for stem, files in stems_of(images).items():
+    candidates = {stem: [m for m in match_by_stem(stem, masks_by_stem, mask_prefix, suffixes) if m not in files]
+                  for stem, files in stems_of(images).items()}
+    masks_of_images = {mask for found in candidates.values() for mask in found}
+    for stem, files in stems_of([image for image in images if image not in masks_of_images]).items():
         if len(files) > 1:
             problems.append(f"duplicate case id '{stem}': {', '.join(map(str, files))} have the same stem; "
                             f"rename one of them")
             continue
-        found = match_by_stem(stem, masks_by_stem, mask_prefix, suffixes)
+        found = candidates[stem]
         if not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
                             f"{list(suffixes)} in data.masks); add its mask or set data.mask_suffix/mask_prefix")
@@ -101,7 +107,7 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
         used.update(found)
     problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
-                 for m in masks if m not in used]
+                 for m in masks if m not in used and m not in images]
     return pairs, problems
 
 
