@@ -326,3 +326,15 @@ def test_masks_with_different_single_foreground_values_warn(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="unetflow"):
         build_manifest(str(images), str(masks), classes={"background": 0, "a": 1, "b": 255})
     assert "not the same one" not in caplog.text
+
+
+def test_stray_value_in_one_mask_warns(tmp_path, caplog):
+    images, masks = write_pairs(tmp_path, count=4, size=(64, 64))
+    stray = cv2.imread(str(masks / "c2.png"), cv2.IMREAD_UNCHANGED)
+    stray[0, :3] = 7
+    cv2.imwrite(str(masks / "c2.png"), stray)
+    with caplog.at_level(logging.WARNING, logger="unetflow"):
+        _, classes = build_manifest(str(images), str(masks))
+    assert classes["value"].tolist() == [0, 7, 255]
+    assert "class value 7 occurs in only 1 of 4 masks (e.g. c2.png) on 0.0732% of their pixels" in caplog.text
+    assert "class value 255" not in caplog.text

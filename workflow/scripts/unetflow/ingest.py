@@ -28,6 +28,8 @@ ROI_SUFFIXES = ("", "_roi", "_mask")
 SPLIT_NAMES = ("train", "val", "test")
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
 MIN_SIDE = 32           # images smaller than this on a side are called tiny (a warning)
+STRAY_FILES = 0.05      # a found class value in at most this share of the masks (or one mask) ...
+STRAY_PIXELS = 0.001    # ... covering less than this share of their pixels looks like a stray value (a warning)
 
 log = logging.getLogger("unetflow.ingest")
 
@@ -391,6 +393,22 @@ def warn_if_suspicious(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
                     len(tiny), MIN_SIDE, ", ".join(tiny[:5]))
 
 
+def warn_if_stray_values(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
+    """Warn about found class values that occur in very few masks and there on very few pixels, like a few pixels
+    of a stray value in one mask: each becomes a class of its own."""
+    shares = manifest.apply(lambda row: dict(zip(row["label_values"], row["label_fractions"])), axis=1)
+    pixels = manifest["height"] * manifest["width"]
+    files = manifest["mask_path"].nunique()
+    for value in classes.loc[~classes["ignore"] & (classes["index"] > 0), "value"]:
+        found = shares.map(lambda share: share.get(value, 0.0))
+        holders = manifest.loc[found > 0, "mask_path"].unique()
+        share = float((found * pixels)[found > 0].sum() / pixels[found > 0].sum())
+        if len(holders) <= max(1, STRAY_FILES * files) and share < STRAY_PIXELS:
+            log.warning("class value %s occurs in only %d of %d masks (e.g. %s) on %.4f%% of their pixels; if it is "
+                        "a stray value, clean those masks or declare data.classes (undeclared values are then "
+                        "refused)", value, len(holders), files, Path(holders[0]).name, 100 * share)
+
+
 def warn_if_encodings_differ(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
     """Warn when found classes come from masks that each hold a single foreground value, but not the same one
     (say 0/1 in some files and 0/255 in others): they are trained as separate classes, which is rarely meant."""
@@ -444,6 +462,7 @@ def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFra
     manifest = pd.DataFrame(rows)
     warn_if_suspicious(manifest, classes)
     if declared is None:
+        warn_if_stray_values(manifest, classes)
         warn_if_encodings_differ(manifest, classes)
     return manifest, classes
 
