@@ -14,7 +14,7 @@ import tifffile
 
 from unetflow.io import ImageReadError, VOLUME_SUFFIXES, read_stack, read_volume, volume_grid, write_volume
 
-GRID_TOLERANCE_MM = 1e-3  # largest difference of two affines' entries that still means the same voxel grid
+GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
 
 
 def is_volume(path) -> bool:
@@ -24,18 +24,21 @@ def is_volume(path) -> bool:
 
 def grid_problem(image, other, what: str) -> str | None:
     """A problem when the NIfTI `other` (the mask or region of interest of the volume `image`) is not on the
-    image's voxel grid: another shape, or an affine differing by more than GRID_TOLERANCE_MM in any entry."""
+    image's voxel grid: another shape, or an affine that puts a corner voxel more than GRID_TOLERANCE_VOXELS image
+    voxels away from the image's voxel of the same index (small float differences between headers pass)."""
     try:
         (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other)
     except ImageReadError as error:
         return str(error)
     if other_shape != shape:
         return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
-    difference = float(np.abs(other_affine - affine).max())
-    if difference > GRID_TOLERANCE_MM:
-        return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s by up to "
-                f"{difference:.4g} (voxel sizes {voxel_sizes(other_affine)} vs {voxel_sizes(affine)} mm); "
-                f"resample it onto the image's grid or fix its header")
+    corners = np.array([[*corner, 1] for corner in np.ndindex(2, 2, 2)]) * [*(np.array(shape) - 1), 1]
+    moved = (np.linalg.inv(affine) @ other_affine @ corners.T).T[:, :3] - corners[:, :3]
+    offset = float(np.abs(moved).max())
+    if offset > GRID_TOLERANCE_VOXELS:
+        return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s: it puts "
+                f"voxels up to {offset:.3g} voxels away (voxel sizes {voxel_sizes(other_affine)} vs "
+                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header")
     return None
 
 
