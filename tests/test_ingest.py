@@ -168,3 +168,14 @@ def test_images_and_masks_in_one_folder_and_recursive_globs(tmp_path):
     nested = tmp_path / "nested" / "**"
     manifest, _ = build_manifest(str(nested / "c?.png"), str(nested / "*_mask.png"))
     assert manifest["id"].tolist() == ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_volume_one_voxel_thick_is_one_slice_whatever_the_slice_axis(tmp_path, axis):
+    import nibabel as nib
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((12, 10), np.float32), np.eye(4)), tmp_path / "images" / "xray.nii.gz")
+    nib.save(nib.Nifti1Image(np.eye(12, 10, dtype=np.uint8), np.eye(4)), tmp_path / "masks" / "xray.nii.gz")
+    manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=axis)
+    assert manifest[["id", "height", "width", "slice_axis"]].values.tolist() == [["xray_z0", 12, 10, 2]]

@@ -17,12 +17,12 @@ import tifffile
 from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, image_info, is_lossy
 from unetflow.pairing import DataValidationError, attach_rois, list_files, pair_files, pairs_from_manifest
 from unetflow.preprocess import LabelCoding, mask_values, source_images, source_masks
-from unetflow.volumes import grid_problem, is_volume
+from unetflow.volumes import grid_problem, is_volume, volume_slice_axis
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
 MIN_SIDE = 32           # images smaller than this on a side are called tiny (a warning)
 STRAY_FILES = 0.05      # a found class value in at most this share of the masks (or one mask) ...
-STRAY_PIXELS = 0.001    # ... covering less than this share of their pixels looks like a stray value (a warning)
+STRAY_PIXELS = 0.01     # ... covering less than this share of their pixels looks like a stray value (a warning)
 
 log = logging.getLogger("unetflow.ingest")
 
@@ -119,8 +119,9 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
         problem = mask_problem(pair, kind, data) or (None if kind == "volume" else truncation_problem(image))
         if problem:
             return [], [problem]
-        count, shape, channels, dtype = image_geometry(image, kind, data.slice_axis)
-        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=data.slice_axis), bool(data.colors))
+        axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
+        count, shape, channels, dtype = image_geometry(image, kind, axis)
+        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors))
     except ImageReadError as error:
         return [], [str(error)]
     if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):
@@ -139,7 +140,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
         rows.append(dict(
             id=slice_id(pair["stem"], kind, index), image_path=str(image), mask_path=str(mask), kind=kind,
             volume=pair["stem"] if kind != "image" else None, slice=index,
-            slice_axis=data.slice_axis if kind == "volume" else 0, group=pair.get("group", pair["stem"]),
+            slice_axis=axis, group=pair.get("group", pair["stem"]),
             height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
             input_channels=int(data.channels or channels),
             label_values=found.tolist(), label_fractions=(counts / values.size).tolist(), snapped_pixels=snapped,

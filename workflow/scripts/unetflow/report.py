@@ -128,7 +128,10 @@ def display_image(image: np.ndarray) -> np.ndarray:
 
 
 def draw_contours(axes: Axes, labels: np.ndarray, num_classes: int) -> None:
-    """Outline each foreground class of `labels` in its class colour (a class absent or everywhere has no outline)."""
+    """Outline each foreground class of `labels` in its class colour (a class absent or everywhere has no outline,
+    nor has an image less than 2 pixels wide or high)."""
+    if min(labels.shape) < 2:
+        return
     for c in range(1, num_classes):
         mask = labels == c
         if mask.any() and not mask.all():

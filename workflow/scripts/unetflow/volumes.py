@@ -47,6 +47,13 @@ def voxel_sizes(affine: np.ndarray) -> list[float]:
     return [float(f"{size:.4g}") for size in np.linalg.norm(affine[:3, :3], axis=0)]
 
 
+def volume_slice_axis(path, axis: int) -> int:
+    """The axis to cut a volume into slices along: `axis`, unless the volume is one voxel thick along another
+    axis (a 2D image stored as NIfTI), which is then its only slice."""
+    thin = [index for index, length in enumerate(volume_grid(path)[0]) if length == 1]
+    return axis if not thin or axis in thin else thin[-1]
+
+
 def volume_image_slices(path, axis: int) -> np.ndarray:
     """A NIfTI image volume as (S, H, W, 1) slices along `axis` (NaN/Inf and 4D refused by `read_volume`)."""
     data, _ = read_volume(path)
