@@ -19,6 +19,7 @@ same tiles through the same network in float32 could reach (peak / MONAI's achie
     python bench/predict_vs_monai.py                          # CPU defaults: 2 images of 512x512, 2 rounds
     python bench/predict_vs_monai.py --images 8 --size 1024   # e.g. on CUDA
     python bench/predict_vs_monai.py --model-breakdown        # only: forward time per preparation step
+    python bench/predict_vs_monai.py --profile                # only: operators of one prepared forward pass
 """
 
 import argparse
@@ -57,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--model-breakdown", action="store_true",
                         help="instead: time one batch of tiles through the model with each preparation step")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: profile one forward pass of the prepared model, operators slowest first")
     return parser.parse_args()
 
 
@@ -162,6 +165,20 @@ def model_breakdown(model: torch.nn.Module, args: argparse.Namespace, device: to
               f"{best['as given'] / seconds:5.2f}x")
 
 
+def profile_forward(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> None:
+    """Print the operators of one forward pass of the prepared model on a batch of tiles (after two warm-up
+    passes), slowest first, with their input shapes."""
+    prepared = prepare_for_inference(model, device)
+    tiles = torch.randn(args.batch_size, 1, args.tile, args.tile, device=device)
+    tiles = tiles.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(2):
+            prepared(tiles)
+        with torch.profiler.profile(record_shapes=True) as profiler:
+            prepared(tiles)
+    print(profiler.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
@@ -172,6 +189,8 @@ def main() -> None:
         print(f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} tile={args.tile} "
               f"rounds={args.rounds} clock={clock_for(device).__name__}")
         return model_breakdown(model, args, device)
+    if args.profile:
+        return profile_forward(model, args, device)
     images = torch.randn(args.images, 1, args.size, args.size)
     methods = {
         "ours (prepared model)": ours(model, args, device, prepare=True),
