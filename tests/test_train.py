@@ -121,3 +121,17 @@ def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
         assert "belongs to other settings or data" in caplog.text
         Trainer(TINY_CFG, train, val, list("abcd"), state, logging.getLogger()).try_resume()
         assert "resuming after epoch 0" in caplog.text
+
+
+def test_sampler_keeps_cases_compact_and_yields_float32_and_int64_batches():
+    image = np.random.default_rng(0).normal(size=(1, 64, 64)).astype(np.float16)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:20, 30:40] = 1
+    sampler = PatchSampler([(image, labels), (image[:, :20, :24], labels[:20, :24])], [32, 32], torch.device("cpu"),
+                           foreground_share=1.0)
+    assert sampler.images[0].dtype == torch.float16 and sampler.labels[0].dtype == torch.uint8
+    assert sampler.images[0].data_ptr() == image.ctypes.data  # large enough: kept without a copy
+    assert sampler.labels[1].shape == (32, 32)  # smaller than the patch: padded
+    images, targets = sampler.sample(4, torch.Generator().manual_seed(0))
+    assert images.dtype == torch.float32 and targets.dtype == torch.int64 and images.shape == (4, 1, 32, 32)
+    assert all(bool((patch == 1).any()) for patch in targets)  # every patch centred on foreground

@@ -217,6 +217,7 @@ def preprocess_case(row: pd.Series, classes: pd.DataFrame, out_dir: str, normali
 
 
 def load_case(array_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A preprocessed case: image (C, H, W) float32 and labels (H, W) uint8 (IGNORE_INDEX = ignored pixel)."""
+    """A preprocessed case: image (C, H, W) float16 as stored (half the memory of float32; consumers convert
+    batches) and labels (H, W) uint8 (IGNORE_INDEX = ignored pixel)."""
     with np.load(array_path) as arrays:
-        return arrays["image"].astype(np.float32), arrays["labels"]
+        return arrays["image"], arrays["labels"]

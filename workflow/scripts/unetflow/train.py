@@ -61,20 +61,24 @@ def plan_batch_size(patch: list[int], depth: int, base_width: int, device: torch
 
 class PatchSampler:
     """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
-    over); draws random patches, a share of them centred on foreground pixels."""
+    over); draws random patches, a share of them centred on foreground pixels.
+
+    Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
+    indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
+    converted to float32 images and int64 labels on the training device."""
 
     def __init__(self, cases: list[tuple[np.ndarray, np.ndarray]], patch: list[int], device: torch.device,
                  foreground_share: float):
         self.patch, self.device, self.foreground_share = patch, device, foreground_share
-        data_bytes = sum(image.size * 4 + labels.size * 8 for image, labels in cases)
+        data_bytes = sum(image.nbytes + labels.nbytes for image, labels in cases)
         self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
         self.images, self.labels, self.foreground = [], [], []
         for image, labels in cases:
-            pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
-            image, labels = np.pad(image, pad), np.pad(labels, pad[1:])
+            image, labels = padded_to_patch(image, labels, patch)
             self.images.append(torch.from_numpy(image).to(self.storage))
-            self.labels.append(torch.from_numpy(labels.astype(np.int64)).to(self.storage))
-            self.foreground.append(torch.from_numpy(np.argwhere((labels > 0) & (labels != IGNORE_INDEX))))
+            self.labels.append(torch.from_numpy(labels).to(self.storage))
+            foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
+            self.foreground.append(torch.from_numpy(foreground))
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
 
     def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
@@ -82,7 +86,7 @@ class PatchSampler:
         shape = self.labels[case].shape
         if centre_on_foreground:
             points = self.foreground[case]
-            centre = points[torch.randint(len(points), (1,), generator=generator)][0].tolist()
+            centre = divmod(int(points[torch.randint(len(points), (1,), generator=generator)]), shape[1])
             return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
         return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
 
@@ -98,8 +102,17 @@ class PatchSampler:
             window = (slice(top, top + self.patch[0]), slice(left, left + self.patch[1]))
             images.append(self.images[case][(slice(None), *window)])
             labels.append(self.labels[case][window])
-        return (torch.stack(images).to(self.device, non_blocking=True),
-                torch.stack(labels).to(self.device, non_blocking=True))
+        return (torch.stack(images).to(self.device, non_blocking=True).float(),
+                torch.stack(labels).to(self.device, non_blocking=True).long())
+
+
+def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image (C, H, W) and labels (H, W) zero-padded at the bottom and right up to at least the patch size (the
+    arrays themselves when they are large enough: no copy)."""
+    pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
+    if not any(after for _, after in pad):
+        return image, labels
+    return np.pad(image, [(0, 0), *pad]), np.pad(labels, pad)
 
 
 def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
