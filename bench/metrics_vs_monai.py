@@ -5,7 +5,8 @@ MONAI runs DiceMetric + MeanIoU + HausdorffDistanceMetric(percentile=95) + Surfa
 one-hot tensors built before timing, the whole batch in one call per metric. Both sides run
 alternately `--repeats` times and the best time of each is reported.
 
-Usage: python bench/metrics_vs_monai.py [--cases 50] [--size 256] [--classes 3] [--repeats 3] [--spacing R C]
+Usage: python bench/metrics_vs_monai.py [--cases 50] [--size 256] [--classes 3] [--repeats 3] [--depth D]
+       [--spacing [D] R C]
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ from unetflow.metrics import case_metrics  # noqa: E402
 COMPARED = ("dice", "iou", "hd95", "nsd")
 
 
-def blob_pair(rng: np.random.Generator, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded (pred, gt) pair: gt = argmax of smoothed noise, pred = gt's noise plus smaller perturbation."""
-    smooth = lambda: ndimage.gaussian_filter(rng.random((num_classes, size, size)), sigma=(0, 8, 8))  # noqa: E731
+def blob_pair(rng: np.random.Generator, size: int, num_classes: int, depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded (pred, gt) pair of size x size label maps (depth x size x size with a depth): gt = argmax of
+    smoothed noise, pred = gt's noise plus smaller perturbation."""
+    shape = (depth, size, size) if depth else (size, size)
+    smooth = lambda: ndimage.gaussian_filter(rng.random((num_classes, *shape)), sigma=(0, *[8] * len(shape)))  # noqa: E731
     gt_field = smooth()
     pred_field = gt_field + 0.5 * smooth()
     return pred_field.argmax(axis=0), gt_field.argmax(axis=0)
 
 
 def one_hot_batch(labels: list[np.ndarray], num_classes: int) -> torch.Tensor:
-    """(B, K, H, W) float tensor from a list of label maps."""
+    """(B, K, *spatial) float tensor from a list of label maps."""
     stacked = np.stack(labels)
-    return torch.from_numpy((stacked[:, None] == np.arange(num_classes)[None, :, None, None]).astype(np.float32))
+    classes = np.arange(num_classes).reshape(1, num_classes, *[1] * (stacked.ndim - 1))
+    return torch.from_numpy((stacked[:, None] == classes).astype(np.float32))
 
 
 def run_ours(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int, spacing) -> dict[str, np.ndarray]:
@@ -76,14 +80,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--spacing", type=float, nargs=2, default=None,
-                        help="pixel spacing (row, col); unequal values exercise the scipy transform")
+    parser.add_argument("--depth", type=int, default=0, help="> 0: 3D cases of depth x size x size")
+    parser.add_argument("--spacing", type=float, nargs="+", default=None,
+                        help="pixel spacing per axis ((depth,) row, col); unequal values or 3D use the k-d tree")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
     rng = np.random.default_rng(args.seed)
-    preds, gts = zip(*(blob_pair(rng, args.size, args.classes) for _ in range(args.cases)))
+    preds, gts = zip(*(blob_pair(rng, args.size, args.classes, args.depth) for _ in range(args.cases)))
     y_pred, y = one_hot_batch(list(preds), args.classes), one_hot_batch(list(gts), args.classes)
 
     ours_times, monai_times = [], []
@@ -94,7 +99,8 @@ def main() -> None:
         monai_times.append(seconds)
 
     ours_rate, monai_rate = args.cases / min(ours_times), args.cases / min(monai_times)
-    print(f"{args.cases} cases {args.size}x{args.size}, {args.classes} classes (background included), "
+    print(f"{args.cases} cases {f'{args.depth}x' if args.depth else ''}{args.size}x{args.size}, "
+          f"{args.classes} classes (background included), "
           f"spacing {args.spacing or 'unit'}, best of {args.repeats}, torch and OpenCV threads 1")
     print(f"{'implementation':<40}{'cases/s':>10}")
     print(f"{'unetflow case_metrics (all metrics)':<40}{ours_rate:>10.1f}")

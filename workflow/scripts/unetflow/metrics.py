@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 
 def case_metrics(
@@ -162,12 +162,20 @@ def _distances_to(target: np.ndarray, queries: np.ndarray, spacing: np.ndarray) 
     """Float32 euclidean distances (spacing units) from the True pixels of ``queries`` to ``target``'s.
 
     Isotropic 2D uses OpenCV's exact (Felzenszwalb) transform, about 2.5x faster than scipy's and
-    equal to it up to a float32 ulp; other cases use scipy's anisotropic transform.
+    equal to it up to a float32 ulp. Other cases (anisotropic spacing, 3D) look up the query pixels
+    that are not target pixels themselves in a k-d tree of the target's pixels: exact like scipy's
+    anisotropic transform (the same values here) and about 1.8x faster on surfaces, which hold far
+    fewer pixels than the box around them.
     """
     if target.ndim == 2 and spacing[0] == spacing[1]:
         pixels = cv2.distanceTransform((~target).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         return (pixels[queries] * spacing[0]).astype(np.float32)
-    return ndimage.distance_transform_edt(~target, sampling=spacing)[queries].astype(np.float32)
+    distances = np.zeros(np.count_nonzero(queries), np.float32)
+    outside = queries & ~target
+    if outside.any():
+        tree = cKDTree(np.argwhere(target) * spacing, balanced_tree=False, compact_nodes=False)
+        distances[outside[queries]] = tree.query(np.argwhere(outside) * spacing)[0]
+    return distances
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
