@@ -164,8 +164,8 @@ def _distances_to(target: np.ndarray, queries: np.ndarray, spacing: np.ndarray) 
     Isotropic 2D uses OpenCV's exact (Felzenszwalb) transform, about 2.5x faster than scipy's and
     equal to it up to a float32 ulp. Other cases (anisotropic spacing, 3D) look up the query pixels
     that are not target pixels themselves in a k-d tree of the target's pixels: exact like scipy's
-    anisotropic transform (the same values here) and about 1.8x faster on surfaces, which hold far
-    fewer pixels than the box around them.
+    anisotropic transform (the same values) and faster on surfaces, which hold far fewer pixels than
+    the box around them (bench/README.md).
     """
     if target.ndim == 2 and spacing[0] == spacing[1]:
         pixels = cv2.distanceTransform((~target).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
