@@ -3,6 +3,7 @@
 import pandas as pd
 
 from unetflow.logs import stage_logger
+from unetflow.preprocess import trained_classes
 from unetflow.report import (case_scores, example_cases, fold_metrics, load_overlay_case, per_case_table,
                              plot_metric_distributions, plot_overlays, plot_training_curves, summary_table)
 from unetflow.tables import write_html_tables
@@ -21,7 +22,7 @@ units = dict(prediction_units(manifest))
 panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
                **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
           for kind, name in examples.items()]
-plot_overlays(panels, classes["name"].tolist(), snakemake.output.overlays)
+plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
                    ("Per case (best first)", per_case_table(per_case))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))
