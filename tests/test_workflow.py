@@ -129,6 +129,41 @@ def test_patch_size_not_fitting_the_depth_is_refused_before_running(tmp_path):
     assert "train.patch_size [40, 40] (experiment deep)" in refusal(tmp_path, config)
 
 
+IMPOSSIBLE_SETTINGS = {  # several problems of config_problems (common.smk) are reported together
+    "split_fixed": ({"split": {"fixed": True, "folds": 3}, "preprocess": {"clip_percentiles": [99, 1]}},
+                    ["it cannot make split.folds > 1 folds", "split.fixed needs data.manifest",
+                     "preprocess.clip_percentiles must be [low, high] with low < high, got [99, 1]"]),
+    "split_fractions": ({"split": {"train": 0.5, "val": 0.3, "test": 0}},
+                        ["split.train + split.val + split.test must be 1",
+                         "split.test is 0 but predict.split is test"]),
+    "augment_name": ({"train": {"augment": {"mirorr": {"p": 0.5}}}}, ["'mirorr' was unexpected"]),
+    "augment_key": ({"train": {"augment": {"noise": {"sdt": [0, 1]}}}}, ["'sdt' is not one of"]),
+    "split_per_experiment": ({"experiments": {"a": {}, "b": {"predict": {"split": "val"}}}},
+                             ["experiments.b.predict.split: every experiment predicts the same split"]),
+    "ensemble_itself": ({"experiments": {"a": {}, "b": {"predict": {"ensemble": ["a", "b"]}}}},
+                        ["predict.ensemble of experiment b: it names the experiment itself"]),
+    "experiment_type": ({"experiments": {"a": {"train": {"epochs": "ten"}}}},
+                        ["experiments.a (merged over the top-level settings)", "'ten' is not of type 'integer'"]),
+}
+
+
+@pytest.mark.parametrize("case", IMPOSSIBLE_SETTINGS)
+def test_impossible_settings_are_refused_before_any_job(tmp_path, case):
+    overrides, messages = IMPOSSIBLE_SETTINGS[case]
+    config = tiny_config()
+    for section, values in overrides.items():
+        config[section] = {**config.get(section, {}), **values} if section != "experiments" else values
+    output = refusal(tmp_path, config)
+    assert all(message in output for message in messages), output[-2000:]
+
+
+def test_experiments_of_a_config_file_replace_the_default_one(tmp_path):
+    config = tiny_config()
+    config["experiments"] = {"base": {}, "deep": {"train": {"depth": 3}}}
+    output = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config)).stdout
+    assert "experiment=base" in output and "experiment=deep" in output and "experiment=unet" not in output
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
 def test_isbi2012_smoke(tmp_path):
     """config/isbi2012.yaml on the real data, shortened to one tiny epoch: every stage runs on 512x512 EM slices."""

@@ -10,6 +10,28 @@ from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
+
+def config_problems(config):
+    """Settings the schema cannot judge alone, refused before any job runs (each names its keys)."""
+    split, low_high = config["split"], config["preprocess"]["clip_percentiles"]
+    problems = []
+    if not split["fixed"] and abs(split["train"] + split["val"] + split["test"] - 1) > 1e-6:
+        problems.append(f"split.train + split.val + split.test must be 1, got "
+                        f"{split['train']} + {split['val']} + {split['test']}")
+    if split["fixed"] and split["folds"] > 1:
+        problems.append("split.fixed takes train/val from data.manifest: it cannot make split.folds > 1 folds")
+    if split["fixed"] and config["data"]["manifest"] is None:
+        problems.append("split.fixed needs data.manifest (with a `split` column)")
+    if not split["fixed"] and split["test"] == 0 and config["predict"]["split"] == "test":
+        problems.append("split.test is 0 but predict.split is test: there is nothing to predict and evaluate")
+    if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
+        problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
+    return problems
+
+
+if config_problems(config):
+    raise ValueError("config: " + "; ".join(config_problems(config)))
+
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])
 USE_DEMO = config["data"]["images"] is None and config["data"]["manifest"] is None
@@ -85,13 +107,25 @@ def canonical(section):
 
 
 def experiment_settings(name):
-    """train/predict/evaluate sections of one experiment: its overrides over the base config, validated."""
-    settings = merged(config, {"experiments": {name: {}}, **config["experiments"][name]})
-    validate(settings, "../schemas/config.schema.yaml")
+    """train/predict/evaluate sections of one experiment: its overrides over the base config, validated. All
+    experiments predict the same split (the leaderboard compares them on the same cases)."""
+    overrides = config["experiments"][name]
+    settings = merged(config, {"experiments": {name: {}}, **overrides})
+    try:
+        validate(settings, "../schemas/config.schema.yaml")
+    except Exception as error:
+        raise ValueError(f"config section experiments.{name} (merged over the top-level settings): {error}")
     check_patch_size(name, settings["train"])
-    unknown = set(settings["predict"]["ensemble"]) - set(EXPERIMENTS)
+    if settings["predict"]["split"] != config["predict"]["split"]:
+        raise ValueError(f"config key experiments.{name}.predict.split: every experiment predicts the same split "
+                         f"(the leaderboard compares them on the same cases); set predict.split at the top level")
+    ensemble = settings["predict"]["ensemble"]
+    unknown = set(ensemble) - set(EXPERIMENTS)
     if unknown:
         raise ValueError(f"config key predict.ensemble of experiment {name}: no experiments named {sorted(unknown)}")
+    if name in ensemble:
+        raise ValueError(f"config key predict.ensemble of experiment {name}: it names the experiment itself, whose "
+                         f"models are always in its ensemble; list the other experiments only")
     return canonical(settings)
 
 

@@ -10,7 +10,7 @@ rule leaderboard:
             labels={"table": "experiments compared"},
         ),
     params:
-        runs=leaderboard_runs(),
+        runs=canonical(leaderboard_runs()),
     log:
         f"{RESULTS}/logs/leaderboard.log",
     conda:
