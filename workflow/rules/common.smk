@@ -29,8 +29,9 @@ def config_problems(config):
     return problems
 
 
-if config_problems(config):
-    raise ValueError("config: " + "; ".join(config_problems(config)))
+PROBLEMS = config_problems(config)
+if PROBLEMS:
+    raise ValueError("config: " + "; ".join(PROBLEMS))
 
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])

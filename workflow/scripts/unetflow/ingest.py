@@ -16,7 +16,7 @@ import tifffile
 
 from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, image_info, is_lossy
 from unetflow.pairing import DataValidationError, attach_rois, list_files, pair_files, pairs_from_manifest
-from unetflow.preprocess import LabelCoding, mask_values, source_images, source_masks
+from unetflow.preprocess import LabelCoding, class_values, mask_values, source_images, source_masks
 from unetflow.volumes import grid_problem, is_volume, volume_slice_axis
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
@@ -284,7 +284,7 @@ def warn_if_stray_values(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
     shares = manifest.apply(lambda row: dict(zip(row["label_values"], row["label_fractions"])), axis=1)
     pixels = manifest["height"] * manifest["width"]
     files = manifest["mask_path"].nunique()
-    for value in classes.loc[~classes["ignore"] & (classes["index"] > 0), "value"]:
+    for value in class_values(classes)[1:]:
         found = shares.map(lambda share: share.get(value, 0.0))
         holders = manifest.loc[found > 0, "mask_path"].unique()
         share = float((found * pixels)[found > 0].sum() / pixels[found > 0].sum())
@@ -297,7 +297,7 @@ def warn_if_stray_values(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
 def warn_if_encodings_differ(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
     """Warn when found classes come from masks that each hold a single foreground value, but not the same one
     (say 0/1 in some files and 0/255 in others): they are trained as separate classes, which is rarely meant."""
-    foreground = set(classes.loc[~classes["ignore"] & (classes["index"] > 0), "value"])
+    foreground = set(class_values(classes)[1:])
     per_file = manifest.groupby("mask_path")["label_values"].agg(lambda lists: set().union(*lists) & foreground)
     if len(foreground) < 2 or per_file.map(len).max() > 1:
         return
