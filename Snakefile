@@ -20,7 +20,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.leaderboard.output.table,
         report_targets(),
-    default_target: True

@@ -158,7 +158,7 @@ def model_breakdown(model: torch.nn.Module, args: argparse.Namespace, device: to
     with torch.inference_mode(), autocast_for(device):
         for _ in range(args.rounds + 1):  # the first round warms up
             for name, variant in variants.items():
-                seconds, _ = timed(lambda batch: variant(batch).float().cpu(), tiles[None], device)
+                seconds, _ = timed(lambda batch, run=variant: run(batch).float().cpu(), tiles[None], device)
                 best[name] = min(best[name], seconds)
     for name, seconds in best.items():
         print(f"{name:30s} {seconds / args.batch_size:7.3f} s/tile  speed-up vs as given: "

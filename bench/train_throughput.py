@@ -203,7 +203,8 @@ def report(args, flops: dict[str, tuple[int, int]], seconds: dict[str, list[floa
     device = torch.device(args.device)
     rates = {name: args.steps * args.batch / min(times) for name, times in seconds.items()}
     print(f"device {device}, {torch.get_num_threads()} CPU threads, batch {args.batch}, {args.size}x{args.size}, "
-          f"{args.steps} steps x {args.rounds} rounds, compile (ours) {args.compile}, precision (ours) {args.precision}, "
+          f"{args.steps} steps x {args.rounds} rounds, compile (ours) {args.compile}, "
+          f"precision (ours) {args.precision}, "
           f"MONAI workers {args.workers}")
     for name, rate in rates.items():
         forward, step = flops[name]

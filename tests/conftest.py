@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from unetflow.ingest import DataSpec, check_data_set
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -25,12 +27,18 @@ def write_pairs(folder: Path, count: int = 4, size=(32, 40), values=(0, 255), se
     return images, masks
 
 
+def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=None, threads: int = 1, **options):
+    """Ingest's (manifest, class table) of a data set given as arguments (`options`: other keys of the data section)."""
+    return check_data_set(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),
+                          threads)
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "tiny.yaml",
               check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with the given config file and extra arguments."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(configfile), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result

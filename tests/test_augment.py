@@ -169,3 +169,14 @@ def test_runs_on_the_gpu_with_a_gpu_generator():
     again = augment_batch(images, labels, config, torch.Generator("cuda").manual_seed(1))
     assert first[0].is_cuda and first[1].is_cuda
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_schema_knows_exactly_the_augmentations_and_their_keys():
+    import yaml
+
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    augment = schema["$defs"]["train"]["properties"]["augment"]["properties"]
+    assert {name: sorted(spec["propertyNames"]["enum"]) for name, spec in augment.items()} == \
+        {name: sorted(keys) for name, keys in AUGMENT_DEFAULTS.items()}

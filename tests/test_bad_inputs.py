@@ -13,8 +13,8 @@ import pytest
 import tifffile
 from snakemake.utils import validate as validate_config
 
-from conftest import REPO, write_pairs
-from unetflow.ingest import DataValidationError, build_manifest
+from conftest import REPO, build_manifest, write_pairs
+from unetflow.ingest import DataValidationError
 from unetflow.split import split_cases
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -268,7 +268,7 @@ def manifest_of(n_groups, per_group=2):
 
 
 def test_split_fractions_not_summing_to_one():
-    with pytest.raises(ValueError, match=r"train \+ val \+ test must be 1.*split.train/val/test"):
+    with pytest.raises(ValueError, match=r"split.train \+ split.val \+ split.test must be 1.*fix split.train/val/test"):
         split_cases(manifest_of(10), 0.6, 0.3, 0.3)
 
 

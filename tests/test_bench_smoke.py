@@ -11,7 +11,7 @@ def test_train_throughput_runs_on_tiny_sizes():
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "2", "--batch", "2", "--size", "32",
                "--rounds", "1", "--cases", "4", "--base-width", "4", "--threads", "1", "--variants",
                "--profile"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.strip().startswith("ours:") and "images/s" in line for line in lines)

@@ -97,7 +97,8 @@ def test_env_pins_agree_with_requirements(env_file):
     for name, version in env_packages(env_file).items():
         pip_name = conda_to_pip.get(name, name)
         if pip_name in pins:
-            assert version == pins[pip_name], f"{env_file.name}: {name}={version} but requirements.txt has {pins[pip_name]}"
+            assert version == pins[pip_name], \
+                f"{env_file.name}: {name}={version} but requirements.txt has {pins[pip_name]}"
         else:
             assert name in ("python", "pip"), f"{env_file.name}: {name} is not pinned in requirements.txt"
 

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import write_pairs
-from unetflow.ingest import DataValidationError, build_manifest
+from conftest import build_manifest, write_pairs
+from unetflow.ingest import DataValidationError
 
 
 def test_manifest_columns_and_label_fractions(tmp_path):
@@ -96,7 +96,8 @@ def test_tiff_stack_gives_one_row_per_page(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     tifffile.imwrite(tmp_path / "images" / "st.tif", np.zeros((3, 32, 40), np.uint16), photometric="minisblack")
-    tifffile.imwrite(tmp_path / "masks" / "st.tif", np.tile([[0, 1]], (3, 32, 20)).astype(np.uint8), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "masks" / "st.tif", np.tile([[0, 1]], (3, 32, 20)).astype(np.uint8),
+                     photometric="minisblack")
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
     assert manifest["id"].tolist() == ["st_s0", "st_s1", "st_s2"] and (manifest["group"] == "st").all()
     assert classes["value"].tolist() == [0, 1]
@@ -118,7 +119,8 @@ def test_colour_masks_are_mapped_through_the_colour_table(tmp_path):
 def test_jpeg_mask_with_snap_counts_changed_pixels(tmp_path):
     images, masks = write_pairs(tmp_path, count=2)
     for mask in list(masks.iterdir()):
-        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED), [cv2.IMWRITE_JPEG_QUALITY, 60])
+        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED),
+                    [cv2.IMWRITE_JPEG_QUALITY, 60])
         mask.unlink()
     manifest, _ = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, jpeg_masks="snap")
     assert (manifest["snapped_pixels"] > 0).all()

@@ -7,8 +7,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from unetflow.io import (IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, image_info,
-                         is_lossy, read_image, read_mask, read_stack, read_volume, write_mask, write_volume)
+from unetflow.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, is_lossy
+from unetflow.io import image_info, read_image, read_mask, read_stack, write_mask
+from unetflow.nifti import read_volume, write_volume
 
 H, W = 5, 7  # non-square on purpose: a transposition changes the shape and moves the marked pixel
 MARK = (1, 5)

@@ -7,10 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
+from unetflow.ensemble import (
+    keep_largest_components,
+    labels_from_probabilities,
+    load_models,
+    postprocess_unit,
+    predict_probabilities,
+)
 from unetflow.model import UNet
-from unetflow.predict import (checkpoint_list, keep_largest_components, labels_from_probabilities, load_models,
-                              postprocess_unit, predict_probabilities, read_probabilities, write_prediction,
-                              write_probabilities)
+from unetflow.predict import checkpoint_list
+from unetflow.predictions import read_probabilities, write_prediction, write_probabilities
 from unetflow.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False)
@@ -150,7 +156,7 @@ def test_checkpoint_list_accepts_one_path_or_several():
 def test_colour_coded_and_palette_masks_are_predicted_in_their_encoding(tmp_path):
     from PIL import Image
 
-    from unetflow.evaluate import read_prediction
+    from unetflow.predictions import read_prediction
 
     labels = np.zeros((6, 8), np.uint8)
     labels[1:3, 1:4], labels[4:, 5:] = 1, 2

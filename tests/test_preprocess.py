@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from unetflow.preprocess import map_labels, normalize, to_channels
+from unetflow.labels import map_labels
+from unetflow.preprocess import normalize, to_channels
 
 
 def test_zscore_per_channel():
@@ -42,18 +43,19 @@ def test_map_labels_to_class_indices():
 
 
 def test_ignore_label_maps_to_255():
-    from unetflow.preprocess import IGNORE_INDEX
+    from unetflow.labels import IGNORE_INDEX
     assert (map_labels(np.array([[0, 9, 5]]), [0, 5], ignore_value=9) == [[0, IGNORE_INDEX, 1]]).all()
 
 
 def test_snap_to_nearest_class_value():
-    from unetflow.preprocess import snap_to_nearest
+    from unetflow.labels import snap_to_nearest
     assert snap_to_nearest(np.array([0, 3, 100, 130, 250]), [0, 128, 255]).tolist() == [0, 0, 128, 128, 255]
 
 
 def test_class_values_skip_the_ignore_row():
     import pandas as pd
-    from unetflow.preprocess import class_values, ignore_value
+
+    from unetflow.labels import class_values, ignore_value
     classes = pd.DataFrame({"index": [0, 1, 255], "name": ["a", "b", "ignore"], "value": [0, 5, 9],
                             "ignore": [False, False, True]})
     assert class_values(classes) == [0, 5] and ignore_value(classes) == 9
@@ -63,8 +65,10 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
     import nibabel as nib
     import pandas as pd
     from test_ingest import write_volume_pair
-    from unetflow.ingest import build_manifest
-    from unetflow.preprocess import load_case, preprocess_source
+
+    from conftest import build_manifest
+    from unetflow.cases import load_case
+    from unetflow.preprocess import preprocess_source
     from unetflow.volumes import stack_slices
     labels = write_volume_pair(tmp_path, "ct", shape=(12, 10, 4))
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=1)
@@ -81,9 +85,10 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
 def test_declared_channels_convert_mixed_grey_and_rgb_images(tmp_path, declared):
     import cv2
     import pandas as pd
-    from conftest import write_pairs
-    from unetflow.ingest import build_manifest
-    from unetflow.preprocess import load_case, preprocess_source
+
+    from conftest import build_manifest, write_pairs
+    from unetflow.cases import load_case
+    from unetflow.preprocess import preprocess_source
 
     images, masks = write_pairs(tmp_path, count=4)
     cv2.imwrite(str(images / "c1.png"), np.dstack([np.full((32, 40), v, np.uint8) for v in (10, 60, 200)]))

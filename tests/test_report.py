@@ -12,8 +12,16 @@ import pytest
 
 from conftest import REPO
 from unetflow.evaluate import summarize
-from unetflow.report import (case_scores, example_cases, fold_metrics, per_case_table, plot_metric_distributions,
-                             plot_overlays, plot_training_curves, summary_table)
+from unetflow.report import (
+    case_scores,
+    example_cases,
+    fold_metrics,
+    per_case_table,
+    plot_metric_distributions,
+    plot_overlays,
+    plot_training_curves,
+    summary_table,
+)
 from unetflow.tables import write_html_tables
 
 CLASS_NAMES = ["background", "cell", "nucleus"]
@@ -31,10 +39,18 @@ def per_case() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def assert_png(path) -> None:
+TAB = {"blue": (31, 119, 180), "orange": (255, 127, 14), "green": (44, 160, 44)}  # matplotlib's tab10 colours
+
+
+def assert_png(path, colours=()) -> None:
+    """A readable PNG larger than 50x50 in which each named tab10 colour covers at least 20 pixels (the lines,
+    points or contours drawn in it: a blank or an unplotted figure fails)."""
     image = cv2.imread(str(path))
     assert image is not None and image.shape[0] > 50 and image.shape[1] > 50
-    assert image.std() > 0  # something is drawn
+    rgb = image[..., ::-1].astype(int)
+    for name in colours:
+        close = (np.abs(rgb - TAB[name]).max(axis=-1) <= 8).sum()
+        assert close >= 20, f"{path}: {close} pixels in {name}"
 
 
 def epoch_metrics(epochs: int, scale: float = 1.0) -> pd.DataFrame:
@@ -44,7 +60,7 @@ def epoch_metrics(epochs: int, scale: float = 1.0) -> pd.DataFrame:
 
 
 def test_training_curves_png(tmp_path):
-    assert_png(plot_training_curves(epoch_metrics(5), tmp_path / "curves.png"))
+    assert_png(plot_training_curves(epoch_metrics(5), tmp_path / "curves.png"), ("blue", "orange", "green"))
 
 
 def test_training_curves_of_several_folds(tmp_path):
@@ -55,11 +71,11 @@ def test_training_curves_of_several_folds(tmp_path):
         epoch_metrics(epochs, scale=fold + 1).to_parquet(paths[-1])
     metrics = fold_metrics(paths)
     assert metrics.groupby("fold").size().to_dict() == {0: 4, 1: 6}
-    assert_png(plot_training_curves(metrics, tmp_path / "curves.png"))
+    assert_png(plot_training_curves(metrics, tmp_path / "curves.png"), ("blue", "orange", "green"))
 
 
 def test_metric_distributions_png(tmp_path, per_case):
-    assert_png(plot_metric_distributions(per_case, tmp_path / "distributions.png"))
+    assert_png(plot_metric_distributions(per_case, tmp_path / "distributions.png"), ("orange",))  # box medians
 
 
 def test_overlays_png(tmp_path):
@@ -68,7 +84,10 @@ def test_overlays_png(tmp_path):
     gt[4:14, 4:14], gt[20:28, 18:30] = 1, 2
     panels = [dict(title=title, image=rng.integers(0, 256, (32, 32, 1), dtype=np.uint8), gt=gt,
                    pred=np.roll(gt, shift, axis=1)) for title, shift in (("best", 0), ("median", 2), ("worst", 9))]
-    assert_png(plot_overlays(panels, CLASS_NAMES, tmp_path / "overlays.png"))
+    assert_png(plot_overlays(panels, CLASS_NAMES, tmp_path / "overlays.png"), ("blue", "orange"))
+    without_classes = [dict(panel, gt=np.zeros_like(gt), pred=np.zeros_like(gt)) for panel in panels]
+    with pytest.raises(AssertionError, match="pixels in orange"):  # the check sees missing contours
+        assert_png(plot_overlays(without_classes, CLASS_NAMES[:2], tmp_path / "empty.png"), ("blue", "orange"))
 
 
 def test_examples_are_best_median_and_worst_by_mean_foreground_dice(per_case):
@@ -120,7 +139,7 @@ def test_snakemake_report_is_self_contained(tiny_run, tmp_path):
     base = [sys.executable, "-m", "snakemake", "-s", snakefile, "--directory", str(workdir),
             "--configfile", str(REPO / "tests" / "tiny.yaml"), "--cores", "2"]
     for extra in ([], ["--report", str(workdir / "report.html")]):
-        result = subprocess.run(base + extra + targets, capture_output=True, text=True)
+        result = subprocess.run(base + extra + targets, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr[-4000:]
     for target in targets[:3]:
         assert_png(workdir / target)

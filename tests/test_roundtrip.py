@@ -9,11 +9,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import tifffile
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from unetflow.ingest import build_manifest
-from unetflow.preprocess import load_case, normalize, preprocess_source
+from conftest import build_manifest
+from unetflow.cases import load_case
+from unetflow.preprocess import normalize, preprocess_source
 from unetflow.volumes import stack_slices, write_volume_labels
 
 IMAGE_FORMATS = ["png8", "png16", "tif8", "tif16", "bmp", "jpeg"]

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.skipif(
 def missing_prerequisites() -> list[str]:
     """SLURM daemons, clients and the executor plugin that are not installed."""
     missing = [name for name in SLURM_COMMANDS if shutil.which(name) is None]
-    probe = subprocess.run([sys.executable, "-c", "import snakemake_executor_plugin_slurm"], capture_output=True)
+    probe = subprocess.run([sys.executable, "-c", "import snakemake_executor_plugin_slurm"], capture_output=True,
+                           check=False)
     return missing + (["snakemake-executor-plugin-slurm"] if probe.returncode else [])
 
 
@@ -40,7 +41,7 @@ def start_cluster() -> subprocess.CompletedProcess:
     if missing_prerequisites() and shutil.which("apt-get") is None:
         pytest.skip(f"SLURM is not installed ({', '.join(missing_prerequisites())}) and apt-get is unavailable")
     result = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "PYTHON": sys.executable})
+                            env={**os.environ, "PYTHON": sys.executable}, check=False)
     if result.returncode != 0:
         missing = missing_prerequisites()
         if missing:
@@ -63,7 +64,7 @@ def run_snakemake(snakefile: Path, workdir: Path, *args: str) -> subprocess.Comp
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
                "--profile", str(PROFILE), *args]
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=WORKFLOW_TIMEOUT_S)
+                          timeout=WORKFLOW_TIMEOUT_S, check=False)
 
 
 def failure_report(result: subprocess.CompletedProcess, workdir: Path) -> str:

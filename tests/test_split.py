@@ -62,7 +62,8 @@ def test_k_folds_are_group_disjoint_and_cover_the_pool(stratify_by):
     pool = table[table["split"] != "test"]
     assert sorted(pool["fold"].unique()) == [0, 1, 2, 3] and (table.loc[table["split"] == "test", "fold"] == -1).all()
     assert (table.groupby("group")["fold"].nunique() == 1).all()
-    assert (pool.loc[pool["fold"] == 0, "split"] == "val").all() and (pool.loc[pool["fold"] > 0, "split"] == "train").all()
+    assert (pool.loc[pool["fold"] == 0, "split"] == "val").all()
+    assert (pool.loc[pool["fold"] > 0, "split"] == "train").all()
 
 
 def test_fixed_split_is_taken_from_the_manifest():

@@ -10,8 +10,13 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from unetflow.model import UNet
-from unetflow.tiling import (fits_on_device, gaussian_importance, prepare_for_inference, sliding_window_predict,
-                             tile_origins)
+from unetflow.tiling import (
+    fits_on_device,
+    gaussian_importance,
+    prepare_for_inference,
+    sliding_window_predict,
+    tile_origins,
+)
 
 
 def pointwise_model(in_channels: int = 2, num_classes: int = 3, seed: int = 0) -> nn.Module:

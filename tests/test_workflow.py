@@ -55,7 +55,9 @@ def test_predictions_cover_the_test_split_in_input_encoding(tiny_run):
 def test_evaluation_rows_per_case_and_class(tiny_run):
     per_case = pd.read_parquet(tiny_run / "results/unet/evaluate/per_case.parquet")
     assert len(per_case) == 2 * 2 and set(per_case["class_name"]) == {"background", "foreground"}
-    assert "background" in (tiny_run / "results/logs/unet/evaluate.log").read_text()
+    summary = pd.read_parquet(tiny_run / "results/unet/evaluate/summary.parquet").set_index("class_name")
+    log = (tiny_run / "results/logs/unet/evaluate.log").read_text()
+    assert re.search(rf"foreground\s+\d+\s+{summary.loc['foreground', 'dice_mean']:.4f}", log), log
 
 
 def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:

@@ -1,11 +1,11 @@
 rule demo_data:
     output:
         directory(f"{RESULTS}/demo"),
-    params:
-        demo=canonical(config["demo"]),
     log:
         f"{RESULTS}/logs/demo_data.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        demo=canonical(config["demo"]),
     script:
         "../scripts/demo_data.py"

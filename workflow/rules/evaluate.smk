@@ -9,13 +9,13 @@ rule evaluate:
     output:
         per_case=f"{RESULTS}/{{experiment}}/evaluate/per_case.parquet",
         summary=f"{RESULTS}/{{experiment}}/evaluate/summary.parquet",
-    params:
-        evaluate=lambda wc: SETTINGS[wc.experiment]["evaluate"],
-        split=lambda wc: SETTINGS[wc.experiment]["predict"]["split"],
-    threads: 4
     log:
         f"{RESULTS}/logs/{{experiment}}/evaluate.log",
     conda:
         "../../envs/evaluate.yaml"
+    threads: 4
+    params:
+        evaluate=lambda wc: SETTINGS[wc.experiment]["evaluate"],
+        split=lambda wc: SETTINGS[wc.experiment]["predict"]["split"],
     script:
         "../scripts/evaluate.py"

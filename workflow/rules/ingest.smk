@@ -4,12 +4,12 @@ rule ingest:
     output:
         manifest=f"{RESULTS}/data/manifest.parquet",
         classes=f"{RESULTS}/data/classes.parquet",
-    params:
-        data=canonical(data_location()),
-    threads: 4
     log:
         f"{RESULTS}/logs/ingest.log",
     conda:
         "../../envs/data.yaml"
+    threads: 4
+    params:
+        data=canonical(data_location()),
     script:
         "../scripts/ingest.py"

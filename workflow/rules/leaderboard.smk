@@ -9,11 +9,11 @@ rule leaderboard:
             category="leaderboard",
             labels={"table": "experiments compared"},
         ),
-    params:
-        runs=canonical(leaderboard_runs()),
     log:
         f"{RESULTS}/logs/leaderboard.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        runs=canonical(leaderboard_runs()),
     script:
         "../scripts/leaderboard.py"

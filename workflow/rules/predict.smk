@@ -8,17 +8,17 @@ rule predict:
         splits=rules.split.output[0],
     output:
         directory(f"{RESULTS}/{{experiment}}/predict/masks"),
-    params:
-        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
-        device=lambda wc: SETTINGS[wc.experiment]["train"]["device"],
+    log:
+        f"{RESULTS}/logs/{{experiment}}/predict.log",
+    conda:
+        "../../envs/torch.yaml"
     threads: 8
     resources:
         mem_mb=16000,
         runtime=240,
         gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/predict.log",
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
+        device=lambda wc: SETTINGS[wc.experiment]["train"]["device"],
     script:
         "../scripts/predict.py"

@@ -5,12 +5,12 @@ rule preprocess:
     output:
         cases=directory(f"{RESULTS}/preprocess/cases"),
         manifest=f"{RESULTS}/preprocess/manifest.parquet",
-    params:
-        preprocess=canonical(config["preprocess"]),
-    threads: 4
     log:
         f"{RESULTS}/logs/preprocess.log",
     conda:
         "../../envs/data.yaml"
+    threads: 4
+    params:
+        preprocess=canonical(config["preprocess"]),
     script:
         "../scripts/preprocess.py"

@@ -3,11 +3,11 @@ rule split:
         manifest=rules.ingest.output.manifest,
     output:
         f"{RESULTS}/split/splits.parquet",
-    params:
-        split=canonical(config["split"]),
     log:
         f"{RESULTS}/logs/split.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        split=canonical(config["split"]),
     script:
         "../scripts/split.py"

@@ -8,17 +8,17 @@ rule train:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",
         metrics=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/metrics.parquet",
-    params:
-        train=lambda wc: SETTINGS[wc.experiment]["train"],
-        state=lambda wc: f"{RESULTS}/{wc.experiment}/train/fold{wc.fold}/resume_state.pt",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/train_fold{{fold}}.log",
+    conda:
+        "../../envs/torch.yaml"
     threads: 8
     resources:
         mem_mb=16000,
         runtime=720,
         gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/train_fold{{fold}}.log",
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        train=lambda wc: SETTINGS[wc.experiment]["train"],
+        state=lambda wc: f"{RESULTS}/{wc.experiment}/train/fold{wc.fold}/resume_state.pt",
     script:
         "../scripts/train.py"

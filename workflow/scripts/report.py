@@ -2,10 +2,19 @@
 
 import pandas as pd
 
+from unetflow.labels import trained_classes
 from unetflow.logs import stage_logger
-from unetflow.preprocess import trained_classes
-from unetflow.report import (case_scores, example_cases, fold_metrics, load_overlay_case, per_case_table,
-                             plot_metric_distributions, plot_overlays, plot_training_curves, summary_table)
+from unetflow.report import (
+                             case_scores,
+                             example_cases,
+                             fold_metrics,
+                             load_overlay_case,
+                             per_case_table,
+                             plot_metric_distributions,
+                             plot_overlays,
+                             plot_training_curves,
+                             summary_table,
+)
 from unetflow.tables import write_html_tables
 from unetflow.volumes import prediction_units
 

@@ -3,9 +3,11 @@
 import pandas as pd
 import torch
 
+from unetflow.cases import load_cases
+from unetflow.labels import class_values
 from unetflow.logs import stage_logger
-from unetflow.preprocess import class_values
-from unetflow.train import Trainer, fold_ids, load_cases
+from unetflow.split import fold_ids
+from unetflow.train import Trainer
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

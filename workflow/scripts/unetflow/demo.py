@@ -5,6 +5,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from unetflow.io import write_image, write_mask
+
 
 def render_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One 8-bit grey image of elliptical cells on a textured background, and its 0/255 mask."""
@@ -32,5 +34,5 @@ def write_demo_data(out_dir: str, count: int, size: int, seed: int) -> None:
         Path(out_dir, sub).mkdir(parents=True, exist_ok=True)
     for index in range(count):
         image, mask = render_case(rng, size)
-        cv2.imwrite(str(Path(out_dir, "images", f"case_{index:03d}.png")), image)
-        cv2.imwrite(str(Path(out_dir, "masks", f"case_{index:03d}.png")), mask)
+        write_image(Path(out_dir, "images", f"case_{index:03d}.png"), image)
+        write_mask(Path(out_dir, "masks", f"case_{index:03d}.png"), mask)

@@ -14,15 +14,17 @@ mask is > 0 only (any channel for colour masks); a missing column or a null path
 
 from concurrent.futures import ThreadPoolExecutor
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from unetflow.io import read_mask, read_volume
+from unetflow.cases import load_case
+from unetflow.formats import is_volume
+from unetflow.io import read_mask
+from unetflow.labels import IGNORE_INDEX, class_values
 from unetflow.metrics import case_metrics
-from unetflow.preprocess import IGNORE_INDEX, class_colors, class_values, colours_to_indices, load_case, map_labels
-from unetflow.volumes import (is_volume, is_volume_unit, prediction_path, prediction_units, stack_slices,
-                              whole_labels)
+from unetflow.nifti import read_volume, volume_spacing
+from unetflow.predictions import prediction_path, read_prediction
+from unetflow.volumes import is_volume_unit, prediction_units, stack_slices
 
 SUMMARY_STATS = ("mean", "median", "std")
 
@@ -41,17 +43,6 @@ def case_roi(case: pd.Series) -> np.ndarray | None:
     return None if path is None or pd.isna(path) else read_roi(path)
 
 
-def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
-    """A written prediction (PNG or NIfTI) as class indices, from class values or, for colour-coded masks, from
-    the class colours."""
-    stored = whole_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
-    colors = class_colors(classes)
-    if colors is None:
-        return map_labels(stored, class_values(classes))
-    rgb = stored if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=-1)  # grey colours read as (H, W)
-    return colours_to_indices(rgb, colors, snap=False)[0]
-
-
 def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
     """Class indices of a case, or of a volume's slices stacked back into the volume."""
     labels = [load_case(arrays[case_id])[1] for case_id in rows["id"]]
@@ -64,8 +55,7 @@ def unit_spacing(rows: pd.DataFrame, cfg: dict):
     """Pixel spacing: a volume's voxel size from its NIfTI header (1 for axes a 2D NIfTI file lacks), else
     evaluate.spacing (None = 1 per pixel)."""
     if is_volume_unit(rows):
-        zooms = tuple(float(z) for z in nib.load(rows.iloc[0]["image_path"]).header.get_zooms()[:3])
-        return (zooms + (1.0, 1.0))[:3]
+        return volume_spacing(rows.iloc[0]["image_path"])
     return cfg["spacing"]
 
 

@@ -1,4 +1,5 @@
-"""GPU slots for jobs that run at the same time on one workstation.
+"""Devices: which one a job runs on, GPU slots for jobs that run at the same time on one workstation, and the
+memory left on a device.
 
 Snakemake's `--resources gpu=N` limits how many GPU jobs run at once but does not say which GPU each one gets.
 Each job here claims the first free slot 0..N-1 with an exclusive lock file, so concurrent jobs use different
@@ -38,3 +39,12 @@ def pick_device(name: str = "auto", lock_dir: str = ".snakemake/gpu_slots") -> t
     if name == "cuda" and torch.cuda.device_count() > 1 and "SLURM_JOB_ID" not in os.environ:
         return torch.device("cuda", claim_slot(lock_dir, torch.cuda.device_count()))
     return torch.device(name)
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory a job can still use on `device`: on CUDA the free memory plus what PyTorch's caching allocator holds
+    but does not use; on the CPU the host's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 
-from unetflow.io import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, image_info, is_lossy
-from unetflow.pairing import DataValidationError, attach_rois, list_files, pair_files, pairs_from_manifest
-from unetflow.preprocess import LabelCoding, class_values, mask_values, source_images, source_masks
-from unetflow.volumes import grid_problem, is_volume, volume_slice_axis
+from unetflow.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
+from unetflow.io import image_info, truncation_problem
+from unetflow.labels import LabelCoding, class_values, mask_values
+from unetflow.pairing import DataValidationError, attach_rois, image_files, mask_files, pair_files, pairs_from_manifest
+from unetflow.sources import source_images, source_masks
+from unetflow.volumes import grid_problem, volume_slice_axis
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
 MIN_SIDE = 32           # images smaller than this on a side are called tiny (a warning)
@@ -51,31 +52,6 @@ class DataSpec:
 
 
 # ------------------------------------------------------------------------------------------ one source pair
-
-
-_END_MARKERS = {".png": b"IEND\xaeB`\x82", ".gif": b";"}
-
-
-def truncation_problem(path: Path) -> str | None:
-    """Cheap check that a 2D file is complete, reading only its tail (or TIFF tags): a problem or None."""
-    name, size = path.name.lower(), path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(6)
-        handle.seek(max(0, size - 64))
-        tail = handle.read()
-    complete = True
-    if name.endswith(".png"):
-        complete = tail.endswith(_END_MARKERS[".png"])
-    elif name.endswith(".gif"):
-        complete = tail.rstrip(b"\x00").endswith(_END_MARKERS[".gif"])
-    elif name.endswith((".jpg", ".jpeg")):
-        complete = b"\xff\xd9" in tail
-    elif name.endswith(".bmp"):
-        complete = size >= int.from_bytes(head[2:6], "little")
-    elif name.endswith((".tif", ".tiff")):
-        with tifffile.TiffFile(path) as tif:
-            complete = all(o + n <= size for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts))
-    return None if complete else f"{path}: the file is truncated (its data ends early); copy or export it again"
 
 
 def source_kind(image: Path, info: dict) -> str:
@@ -285,7 +261,7 @@ def warn_if_stray_values(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
     pixels = manifest["height"] * manifest["width"]
     files = manifest["mask_path"].nunique()
     for value in class_values(classes)[1:]:
-        found = shares.map(lambda share: share.get(value, 0.0))
+        found = shares.map(lambda share, value=value: share.get(value, 0.0))
         holders = manifest.loc[found > 0, "mask_path"].unique()
         share = float((found * pixels)[found > 0].sum() / pixels[found > 0].sum())
         if len(holders) <= max(1, STRAY_FILES * files) and share < STRAY_PIXELS:
@@ -301,7 +277,8 @@ def warn_if_encodings_differ(manifest: pd.DataFrame, classes: pd.DataFrame) -> N
     per_file = manifest.groupby("mask_path")["label_values"].agg(lambda lists: set().union(*lists) & foreground)
     if len(foreground) < 2 or per_file.map(len).max() > 1:
         return
-    files = {value: per_file.index[per_file.map(lambda found: value in found)].tolist() for value in foreground}
+    files = {value: per_file.index[per_file.map(lambda found, value=value: value in found)].tolist()
+             for value in foreground}
     log.warning("every mask holds one foreground value, but not the same one: %s; they are trained as separate "
                 "classes. If they mean the same structure, re-encode the masks alike; if not, declare data.classes",
                 "; ".join(f"{value} in {len(paths)} file(s) (e.g. {Path(paths[0]).name})"
@@ -318,18 +295,18 @@ def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
     else:
         if not data.images or not data.masks:
             raise DataValidationError("data.images and data.masks (or data.manifest) must be set")
-        image_files = list_files(data.images, IMAGE_SUFFIXES + VOLUME_SUFFIXES)
-        if not image_files:
+        images = image_files(data.images)
+        if not images:
             raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
                                       f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}); check the path or glob")
-        pairs, problems = pair_files(image_files, list_files(data.masks, MASK_SUFFIXES + VOLUME_SUFFIXES),
+        pairs, problems = pair_files(images, mask_files(data.masks),
                                      data.mask_suffix, data.mask_prefix)
     if data.rois:
         problems += attach_rois(pairs, data.rois)
     return pairs, problems
 
 
-def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
     pairs, problems = source_pairs(data)
     declared, config_problems = declared_classes(data)
@@ -350,10 +327,3 @@ def validate(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFra
         warn_if_stray_values(manifest, classes)
         warn_if_encodings_differ(manifest, classes)
     return manifest, classes
-
-
-def build_manifest(images: str | None = None, masks: str | None = None, mask_suffix: str = "auto",
-                   classes: dict | None = None, threads: int = 1, **options) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`validate` with the data section given as arguments (`options`: the other keys of DataSpec)."""
-    return validate(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),
-                    threads)

@@ -11,7 +11,8 @@ def parameter_count(checkpoint_path: str) -> int:
                                                                              "num_batches_tracked")))
 
 
-def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame], parameters: int) -> pd.DataFrame:
+def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
+                    parameters: int) -> pd.DataFrame:
     """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, size."""
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std"]].copy()
     rows.insert(0, "experiment", name)

@@ -1,12 +1,12 @@
 """Segmentation losses: cross-entropy, soft Dice, their sum, and deep supervision.
 
-Pixels labelled IGNORE_INDEX (255, see `unetflow.preprocess`) count in neither loss.
+Pixels labelled IGNORE_INDEX (255, see `unetflow.labels`) count in neither loss.
 """
 
 import torch
 import torch.nn.functional as F
 
-from unetflow.preprocess import IGNORE_INDEX
+from unetflow.labels import IGNORE_INDEX
 
 
 def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

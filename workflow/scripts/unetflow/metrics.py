@@ -29,7 +29,8 @@ Independently of emptiness, precision (recall) is 1 when its denominator tp + fp
 
 ROI: pixels outside ``roi`` belong to no class in either map (as MONAI's ``ignore_index`` masking
 does), so counts cover ROI pixels only (tn too, unlike MONAI's, which counts the masked-out pixels)
-and a structure cut by the ROI border gets a surface there. The worst-case distance stays the diagonal of the whole image.
+and a structure cut by the ROI border gets a surface there. The worst-case distance stays the diagonal of the whole
+image.
 """
 
 from __future__ import annotations

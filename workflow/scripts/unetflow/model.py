@@ -38,11 +38,12 @@ class UNet(nn.Module):
         self.encoders = nn.ModuleList()
         for level, width in enumerate(widths):
             self.encoders.append(conv_block(in_channels if level == 0 else widths[level - 1], width, norm))
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[l + 1], widths[l], 2, stride=2) for l in range(depth))
-        self.decoders = nn.ModuleList(conv_block(2 * widths[l], widths[l], norm) for l in range(depth))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
+                                 for level in range(depth))
+        self.decoders = nn.ModuleList(conv_block(2 * widths[level], widths[level], norm) for level in range(depth))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
-        self.aux_heads = nn.ModuleList(nn.Conv2d(widths[l], num_classes, 1)
-                                       for l in range(1, depth if deep_supervision else 1))
+        self.aux_heads = nn.ModuleList(nn.Conv2d(widths[level], num_classes, 1)
+                                       for level in range(1, depth if deep_supervision else 1))
         self.apply(he_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,19 +3,21 @@
 Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`, and
 `mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES. Alternatively a manifest file (CSV or Parquet) lists
 image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
+
+Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
 """
 
+import csv
 import glob
 import os
+from collections import Counter
 from pathlib import Path
 
-import pandas as pd
-
-from unetflow.io import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem
+from unetflow.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem
 
 AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
 ROI_SUFFIXES = ("", "_roi", "_mask")
-SPLIT_NAMES = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
 
 
 class DataValidationError(ValueError):
@@ -28,6 +30,16 @@ def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
     paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec)
                                else glob.glob(spec, recursive=True))]
     return sorted(p for p in paths if p.is_file() and p.name.lower().endswith(suffixes))
+
+
+def image_files(spec: str | None) -> list[Path]:
+    """The image files (2D, stacks, volumes) a folder or glob names; none for None."""
+    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+
+
+def mask_files(spec: str | None) -> list[Path]:
+    """The mask (or region-of-interest) files a folder or glob names; none for None."""
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES) if spec else []
 
 
 def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
@@ -71,47 +83,59 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
     return pairs, problems
 
 
-def read_manifest_file(path: str) -> pd.DataFrame:
-    """A CSV or Parquet manifest with columns image, mask and optionally group, split."""
+def read_manifest_file(path: str) -> list[dict]:
+    """The rows of a CSV or Parquet manifest with columns image, mask and optionally group, split."""
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"data.manifest: no such file '{path}'")
-    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    missing = {"image", "mask"} - set(table.columns)
+    if path.suffix.lower() == ".parquet":
+        import pandas  # only here: the Snakefile imports this module, and Parquet manifests are rare
+
+        rows = pandas.read_parquet(path).to_dict("records")
+    else:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    columns = list(rows[0]) if rows else []
+    missing = {"image", "mask"} - set(columns)
     if missing:
         raise DataValidationError(f"data.manifest '{path}': missing column(s) {sorted(missing)}; it needs image, "
-                                  f"mask and optionally group, split (found {list(table.columns)})")
-    return table
+                                  f"mask and optionally group, split (found {columns})")
+    return rows
+
+
+def given(value) -> bool:
+    """Whether a manifest cell holds a value (not empty, None or NaN)."""
+    return value is not None and value == value and str(value) != ""
 
 
 def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
     """Source pairs listed in a manifest file (paths relative to its folder) and their problems."""
-    table, folder = read_manifest_file(path), Path(path).parent
+    rows, folder = read_manifest_file(path), Path(path).parent
     pairs, problems = [], []
-    for number, row in enumerate(table.itertuples(index=False), start=2):
-        image, mask = folder / str(row.image), folder / str(row.mask)
+    for number, row in enumerate(rows, start=2):
+        image, mask = folder / str(row["image"]), folder / str(row["mask"])
         try:
             pair = dict(stem=case_stem(image), image=image, mask=mask)
         except ImageReadError as error:
             problems.append(f"data.manifest line {number}: {error}")
             continue
-        if "group" in table and pd.notna(row.group):
-            pair["group"] = str(row.group)
-        if "split" in table:
-            pair["split"] = row.split
-            if row.split not in SPLIT_NAMES:
-                problems.append(f"data.manifest line {number} ({image.name}): split '{row.split}' is not one of "
-                                f"{list(SPLIT_NAMES)}")
+        if given(row.get("group")):
+            pair["group"] = str(row["group"])
+        if "split" in row:
+            pair["split"] = row["split"]
+            if row["split"] not in SPLITS:
+                problems.append(f"data.manifest line {number} ({image.name}): split '{row['split']}' is not one of "
+                                f"{list(SPLITS)}")
         pairs.append(pair)
-    stems = pd.Series([p["stem"] for p in pairs])
+    counts = Counter(pair["stem"] for pair in pairs)
     problems += [f"data.manifest: duplicate case id '{s}' (several images with this stem); rename them"
-                 for s in sorted(stems[stems.duplicated()].unique())]
+                 for s in sorted(stem for stem, count in counts.items() if count > 1)]
     return pairs, problems
 
 
 def attach_rois(pairs: list[dict], spec: str) -> list[str]:
     """Add each pair's region-of-interest file (same stem, or stem + '_roi'); return the problems."""
-    rois = stems_of(list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES))
+    rois = stems_of(image_files(spec))
     problems, used = [], set()
     for pair in pairs:
         found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES)
@@ -122,3 +146,22 @@ def attach_rois(pairs: list[dict], spec: str) -> list[str]:
             pair["roi"] = found[0]
         used.update(found)
     return problems
+
+
+def data_files(data: dict) -> list[str]:
+    """Every file of the `data` config section that ingest reads (so that a new or changed file reruns it): the
+    manifest and the existing files it lists, or the images, masks and regions of interest."""
+    files = []
+    if data.get("manifest"):
+        folder = Path(data["manifest"]).parent
+        files.append(data["manifest"])
+        try:
+            rows = read_manifest_file(data["manifest"])
+        except DataValidationError:
+            rows = []  # ingest reports it, with every other problem
+        listed = [folder / str(row.get(key)) for row in rows for key in ("image", "mask")]
+        files += [str(path) for path in listed if path.is_file()]
+    else:
+        files += [str(path) for path in image_files(data.get("images")) + mask_files(data.get("masks"))]
+    files += [str(path) for path in image_files(data.get("rois"))]
+    return sorted(set(files))

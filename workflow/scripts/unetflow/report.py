@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from unetflow.evaluate import read_prediction
-from unetflow.preprocess import IGNORE_INDEX, load_case
-from unetflow.volumes import is_volume_unit, prediction_path
+from unetflow.cases import load_case
+from unetflow.labels import IGNORE_INDEX
+from unetflow.predictions import prediction_path, read_prediction
+from unetflow.volumes import is_volume_unit
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (spacing units)"}

@@ -9,7 +9,8 @@ holds the fold in which a case is validation (-1 for test cases); `split` is val
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-SPLITS = ("train", "val", "test")
+from unetflow.config import fraction_problem
+from unetflow.pairing import SPLITS
 
 
 def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -> tuple[pd.Series, pd.Series]:
@@ -23,7 +24,8 @@ def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -
     if groups is None:
         rest, drawn = train_test_split(ids, test_size=fraction, random_state=seed)
         return rest, drawn
-    rest_index, drawn_index = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(ids, groups=groups))
+    splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+    rest_index, drawn_index = next(splitter.split(ids, groups=groups))
     return ids.iloc[rest_index], ids.iloc[drawn_index]
 
 
@@ -35,11 +37,10 @@ def group_column(cases: pd.DataFrame, group_by: str | None) -> str | None:
 
 
 def check_fractions(train: float, val: float, test: float) -> None:
-    """ValueError unless the fractions sum to 1."""
-    total = train + val + test
-    if abs(total - 1) > 1e-6:
-        raise ValueError(f"split: train + val + test must be 1, got {train} + {val} + {test} = {total:g}; "
-                         f"fix split.train/val/test")
+    """ValueError unless the fractions sum to 1 (for callers outside the workflow, which checks before any job)."""
+    problem = fraction_problem(train, val, test)
+    if problem:
+        raise ValueError(problem)
 
 
 def check_not_empty(table: pd.DataFrame, required: tuple[str, ...], n_cases: int) -> None:
@@ -55,7 +56,8 @@ def assign_folds(pool: pd.DataFrame, folds: int, seed: int, groups: str | None, 
     group_ids = pool[groups] if groups else pool["id"]
     if group_ids.nunique() < folds:
         raise ValueError(f"split.folds: {folds} folds need at least {folds} groups but the train+val pool has "
-                         f"{group_ids.nunique()} ({'column ' + repr(groups) if groups else 'cases'}); lower split.folds")
+                         f"{group_ids.nunique()} ({'column ' + repr(groups) if groups else 'cases'}); "
+                         f"lower split.folds")
     if stratify_by is not None:
         if stratify_by not in pool:
             raise ValueError(f"split.stratify_by: no column '{stratify_by}' in the manifest")
@@ -112,3 +114,15 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
 def ids_in(splits: pd.DataFrame, name: str) -> list[str]:
     """Case ids of one split, or of every split for 'all'."""
     return splits["id"].tolist() if name == "all" else splits.loc[splits["split"] == name, "id"].tolist()
+
+
+def fold_ids(splits: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
+    """Training and validation ids of one fold: with k-fold splits (a `fold` column numbering the fold in which
+    each non-test case validates) fold k validates on its cases and trains on the other folds; otherwise the
+    train/val split."""
+    pool = splits[splits["split"] != "test"]
+    if "fold" in pool and pool["fold"].nunique() > 1:
+        validates = pool["fold"] == fold
+    else:
+        validates = pool["split"] == "val"
+    return pool.loc[~validates, "id"].tolist(), pool.loc[validates, "id"].tolist()

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from unetflow.gpu import free_memory_bytes
+
 GAUSSIAN_FLOOR = 1e-3  # smallest un-normalised importance, as in MONAI's compute_importance_map
 FLOAT32_BYTES = 4
 
@@ -209,14 +211,8 @@ def fits_on_device(num_classes: int, shape: tuple[int, int], device: torch.devic
     if max_device_bytes is None:
         if device.type != "cuda":
             return True
-        max_device_bytes = free_cuda_bytes(device)
+        max_device_bytes = free_memory_bytes(device)
     return needed <= max_device_bytes
-
-
-def free_cuda_bytes(device: torch.device) -> int:
-    """Free memory on a CUDA device, counting what PyTorch's caching allocator holds but does not use."""
-    free, _ = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def add_tiles(accumulator: torch.Tensor, tiles: torch.Tensor, origins: Sequence[tuple[int, int]]) -> None:

@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 
 from unetflow.augment import augment_batch
-from unetflow.gpu import pick_device
+from unetflow.gpu import free_memory_bytes, pick_device
+from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
-from unetflow.preprocess import IGNORE_INDEX, load_case
 from unetflow.tiling import sliding_window_predict
 
 
@@ -36,13 +36,6 @@ def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: 
     """Patch size from the median image size, at most `largest`, rounded down to a multiple of 2**depth."""
     multiple = 2**depth
     return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Free memory of the device: CUDA's free memory, or the host's available memory."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int) -> int:
@@ -138,7 +131,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
 
 
 @torch.inference_mode()
-def validate(model, cases, patch, device, loss_kind: str) -> tuple[float, float]:
+def validation_scores(model, cases, patch, device, loss_kind: str) -> tuple[float, float]:
     """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled."""
     num_classes = model.hparams["num_classes"]
     counts = torch.zeros(3, num_classes)
@@ -268,7 +261,7 @@ class Trainer:
             start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch()
             train_seconds = time.perf_counter() - start
-            val_loss, val_dice = (validate(self.model, self.val_cases, self.patch, self.device, cfg["loss"])
+            val_loss, val_dice = (validation_scores(self.model, self.val_cases, self.patch, self.device, cfg["loss"])
                                   if self.val_cases else (float("nan"), float("nan")))
             self.epoch += 1
             seconds = time.perf_counter() - start
@@ -294,20 +287,3 @@ class Trainer:
         """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""
         patience = self.cfg["early_stopping"]
         return bool(patience) and self.epoch - self.best["epoch"] >= patience
-
-
-def fold_ids(splits: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
-    """Training and validation ids of one fold: with k-fold splits (a `fold` column numbering the fold in which
-    each non-test case validates) fold k validates on its cases and trains on the other folds; otherwise the
-    train/val split."""
-    pool = splits[splits["split"] != "test"]
-    if "fold" in pool and pool["fold"].nunique() > 1:
-        validates = pool["fold"] == fold
-    else:
-        validates = pool["split"] == "val"
-    return pool.loc[~validates, "id"].tolist(), pool.loc[validates, "id"].tolist()
-
-
-def load_cases(preprocessed: pd.DataFrame, ids: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, labels) arrays of the given cases."""
-    return [load_case(path) for path in preprocessed.set_index("id").loc[ids, "array_path"]]

@@ -7,19 +7,14 @@ other two axes in order, so `stack_slices(slices, axis)` rebuilds the stored arr
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-import tifffile
 
-from unetflow.io import ImageReadError, VOLUME_SUFFIXES, read_stack, read_volume, volume_grid, write_volume
+from unetflow.formats import ImageReadError
+from unetflow.labels import integer_labels
+from unetflow.nifti import read_volume, volume_grid, write_label_volume
 
 GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
-
-
-def is_volume(path) -> bool:
-    """True for NIfTI files (.nii, .nii.gz)."""
-    return str(path).lower().endswith(VOLUME_SUFFIXES)
 
 
 def grid_problem(image, other, what: str) -> str | None:
@@ -60,43 +55,10 @@ def volume_image_slices(path, axis: int) -> np.ndarray:
     return np.moveaxis(data, axis, 0)[..., None]
 
 
-def whole_labels(path, values: np.ndarray) -> np.ndarray:
-    """Label values as uint8/uint16, refusing fractional, negative or too large ones (float label volumes are fine
-    when every value is a whole number)."""
-    if values.dtype in (np.uint8, np.uint16):
-        return values
-    if values.dtype == np.bool_:
-        return values.astype(np.uint8)
-    if values.size and (np.any(values != np.round(values)) or values.min() < 0 or values.max() > 65535):
-        raise ImageReadError(f"{path}: labels must be whole numbers in 0..65535 ({values.dtype} values from "
-                             f"{values.min()} to {values.max()} found); save the label volume as integers")
-    return values.astype(np.uint8 if values.size == 0 or values.max() <= 255 else np.uint16)
-
-
 def volume_mask_slices(path, axis: int) -> np.ndarray:
     """A NIfTI label volume as (S, H, W) integer slices along `axis`."""
     data, _ = read_volume(path)
-    return np.moveaxis(whole_labels(path, data), axis, 0)
-
-
-def stack_image_slices(path) -> np.ndarray:
-    """A multi-page TIFF image as (S, H, W, C) slices."""
-    return read_stack(path)
-
-
-def stack_mask_slices(path) -> np.ndarray:
-    """A multi-page TIFF mask as (S, H, W) label slices, or (S, H, W, 3) for RGB colour masks."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            stored, axes = tif.series[0].asarray(), tif.series[0].axes
-    except (ValueError, OSError, IndexError, tifffile.TiffFileError) as error:
-        raise ImageReadError(f"{path}: the TIFF data cannot be decoded: the file is truncated or corrupt "
-                             f"({type(error).__name__}: {error}); copy or export it again") from error
-    if axes.endswith("S"):
-        stored = stored[..., :3].reshape(-1, *stored.shape[-3:-1], min(3, stored.shape[-1]))
-    else:
-        stored = stored.reshape(-1, *stored.shape[-2:])
-    return whole_labels(path, stored)
+    return np.moveaxis(integer_labels(path, data), axis, 0)
 
 
 def stack_slices(labels_by_slice, axis: int = 2) -> np.ndarray:
@@ -111,7 +73,7 @@ def stack_slices(labels_by_slice, axis: int = 2) -> np.ndarray:
 
 def write_volume_labels(path, labels_by_slice, reference_path, axis: int = 2) -> None:
     """Write predicted slices as one NIfTI label volume with the affine and header of the input `reference_path`."""
-    write_volume(path, stack_slices(labels_by_slice, axis), nib.load(reference_path))
+    write_label_volume(path, stack_slices(labels_by_slice, axis), reference_path)
 
 
 def volume_rows(manifest: pd.DataFrame) -> pd.Series:
@@ -132,18 +94,7 @@ def volume_slices(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: rows.sort_values("slice") for name, rows in manifest[is_slice].groupby("volume")}
 
 
-def volume_suffix(path) -> str:
-    """'.nii.gz' or '.nii', the suffix a prediction of the volume at `path` is written with."""
-    return ".nii.gz" if Path(path).name.lower().endswith(".nii.gz") else ".nii"
-
-
 def prediction_units(cases: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """What is predicted and evaluated as one: each NIfTI volume (its slices in order), every other case alone."""
     single = cases.loc[~volume_rows(cases), "id"]
     return list(volume_slices(cases).items()) + [(case_id, cases[cases["id"] == case_id]) for case_id in single]
-
-
-def prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
-    """Where the prediction of a unit goes: <volume>.nii[.gz] for a volume, <id>.png otherwise."""
-    suffix = volume_suffix(rows.iloc[0]["image_path"]) if is_volume_unit(rows) else ".png"
-    return Path(out_dir, name + suffix)

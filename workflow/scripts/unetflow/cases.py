@@ -1,0 +1,26 @@
+"""The stored case format: one uncompressed .npz per case with the normalised image (C, H, W) as float16 and
+its class indices (H, W) as uint8 (IGNORE_INDEX = ignored pixel)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CASE_IMAGE_DTYPE = np.float16  # half the memory of float32; consumers convert batches
+
+
+def save_case(path, image: np.ndarray, labels: np.ndarray) -> Path:
+    """Write one case: the image (C, H, W) as CASE_IMAGE_DTYPE and the labels (H, W) as given."""
+    np.savez(path, image=image.astype(CASE_IMAGE_DTYPE), labels=labels)
+    return Path(path)
+
+
+def load_case(array_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stored case: image (C, H, W) float16 and labels (H, W) uint8."""
+    with np.load(array_path) as arrays:
+        return arrays["image"], arrays["labels"]
+
+
+def load_cases(preprocessed: pd.DataFrame, ids: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) arrays of the given cases (`preprocessed`: the preprocess manifest with id, array_path)."""
+    return [load_case(path) for path in preprocessed.set_index("id").loc[ids, "array_path"]]

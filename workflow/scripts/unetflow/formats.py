@@ -1,0 +1,113 @@
+"""File formats: which suffixes are images, masks and volumes, a file's case stem, and the checks every reader makes
+before decoding (the file exists, is not empty, and starts with the signature its suffix promises).
+
+Dependency-free, so that the Snakefile can use it to see the data set at DAG time.
+"""
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
+MASK_SUFFIXES = IMAGE_SUFFIXES  # masks come in the same formats; `is_lossy` flags the JPEG ones
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
+
+_COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz")
+_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+            ".gif": "GIF", ".nii": "NIfTI", ".nii.gz": "gzipped NIfTI"}
+_SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "BMP": (b"BM",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "NIfTI": (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c", b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c"),
+    "gzipped NIfTI": (b"\x1f\x8b",),
+}
+_SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif",
+                     "NIfTI": ".nii", "gzipped NIfTI": ".nii.gz"}
+HEAD_BYTES = 33  # PNG signature + IHDR chunk, the longest header read here
+
+
+class ImageReadError(ValueError):
+    """A file cannot be read (or written) as an image, mask or volume; the message names the file and the fix."""
+
+
+def _suffix(path: Path) -> str:
+    """The file's image suffix in lower case ('.nii.gz' and '.ome.tif' count as one), or '' when unknown."""
+    name = path.name.lower()
+    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + _COMPOUND_SUFFIXES), key=len, reverse=True)
+    return next((s for s in known if name.endswith(s) and len(name) > len(s)), "")
+
+
+def case_stem(path) -> str:
+    """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide'."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not suffix:
+        raise ImageReadError(f"{path}: unsupported file suffix; image files end in one of "
+                             f"{', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)}")
+    return path.name[:-len(suffix)]
+
+
+def is_lossy(path) -> bool:
+    """True for JPEG files, whose compression alters pixel values (and so label values of masks)."""
+    return _suffix(Path(path)) in LOSSY_SUFFIXES
+
+
+def is_volume(path) -> bool:
+    """True for NIfTI files (.nii, .nii.gz)."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_suffix(path) -> str:
+    """'.nii.gz' or '.nii', the suffix a prediction of the volume at `path` is written with."""
+    return ".nii.gz" if Path(path).name.lower().endswith(".nii.gz") else ".nii"
+
+
+def format_suffix(path) -> str:
+    """The suffix that names the file's format: as `_suffix`, with '.ome.tif(f)' counted as '.tif'."""
+    suffix = _suffix(Path(path))
+    return ".tif" if suffix.startswith(".ome.") else suffix
+
+
+def format_of(path: Path, allowed: tuple[str, ...], what: str) -> str:
+    """The file's format name ('PNG', 'TIFF', ...), or ImageReadError when its suffix is not one of `allowed`."""
+    suffix = format_suffix(path)
+    if suffix not in allowed:
+        raise ImageReadError(f"{path}: unsupported suffix {(suffix or path.suffix)!r} for {what}; "
+                             f"use one of {', '.join(allowed)}")
+    return _FORMATS[suffix]
+
+
+def check_file(path: Path, fmt: str) -> None:
+    """Raise ImageReadError when the file is missing, empty, or does not start with the signature of `fmt`."""
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file; check the path and the data set configuration")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes); copy or export it again")
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    if head.startswith(_SIGNATURES[fmt]):
+        return
+    actual = next((name for name, sigs in _SIGNATURES.items() if head.startswith(sigs)), None)
+    if actual is not None:
+        raise ImageReadError(f"{path}: the file is named as {fmt} but holds {actual} data; "
+                             f"rename it to end in {_SUFFIX_OF_FORMAT[actual]}")
+    raise ImageReadError(f"{path}: not a {fmt} file (it starts with {head[:16]!r}); "
+                         f"it may be a text or HTML file saved under an image name; export it again as {fmt}")
+
+
+def checked(path, allowed: tuple[str, ...], what: str) -> tuple[Path, str]:
+    """The path and its format after the suffix, existence, size and signature checks."""
+    path = Path(path)
+    fmt = format_of(path, allowed, what)
+    check_file(path, fmt)
+    return path, fmt
+
+
+def decode_failed(path: Path, fmt: str, error: Exception | None = None) -> ImageReadError:
+    """The error for a file whose signature is right but whose data cannot be decoded."""
+    detail = f" ({type(error).__name__}: {error})" if error is not None else ""
+    return ImageReadError(f"{path}: the {fmt} data cannot be decoded: the file is truncated or corrupt{detail}; "
+                          f"copy or export it again")

@@ -1,0 +1,74 @@
+"""Prediction files: where the predicted masks of a case or volume go, how they are written in the encoding of the
+training masks, and how they (and the saved probabilities) are read back."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unetflow.formats import is_volume, volume_suffix
+from unetflow.io import mask_palette, read_mask, write_mask
+from unetflow.labels import class_colors, class_values, colors_to_indices, integer_labels, map_labels
+from unetflow.nifti import read_volume
+from unetflow.volumes import is_volume_unit, write_volume_labels
+
+PROBABILITIES_KEY = "probabilities"
+
+
+def prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
+    """Where the prediction of a unit goes: <volume>.nii[.gz] for a volume, <id>.png otherwise."""
+    suffix = volume_suffix(rows.iloc[0]["image_path"]) if is_volume_unit(rows) else ".png"
+    return Path(out_dir, name + suffix)
+
+
+def write_labels(path, labels: list[np.ndarray], classes: pd.DataFrame, palette: list[int] | None = None,
+                 reference=None, axis: int = 2) -> Path:
+    """Write the class indices of one unit in the encoding of the training masks: a 2D PNG as the stored class
+    values (0/255 stays 0/255; with `palette` as a palette PNG) or in the class colours of colour-coded masks; the
+    slices of a volume (.nii/.nii.gz `path`) stacked along `axis` with the affine and header of `reference`."""
+    path = Path(path)
+    colors = class_colors(classes)
+    if is_volume(path):
+        values = np.asarray(class_values(classes))
+        write_volume_labels(path, [values[slice_labels] for slice_labels in labels], reference, axis)
+    elif colors is not None:
+        write_mask(path, colors.astype(np.uint8)[labels[0]])
+    else:
+        write_mask(path, np.asarray(class_values(classes))[labels[0]], palette=palette)
+    return path
+
+
+def write_prediction(labels: list[np.ndarray], classes: pd.DataFrame, out_dir: str, name: str,
+                     rows: pd.DataFrame) -> Path:
+    """Write a prediction unit of the manifest (see `write_labels`) to out_dir/<id>.png or <volume>.nii.gz, with
+    the palette of its mask file when it has one."""
+    first = rows.iloc[0]
+    volume = is_volume_unit(rows)
+    return write_labels(prediction_path(out_dir, name, rows), labels, classes, mask_palette(first["mask_path"]),
+                        first["image_path"] if volume else None, int(first["slice_axis"]) if volume else 2)
+
+
+def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
+    """A written prediction (PNG or NIfTI) as class indices, from class values or, for colour-coded masks, from
+    the class colours."""
+    stored = integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
+    colors = class_colors(classes)
+    if colors is None:
+        return map_labels(stored, class_values(classes))
+    rgb = stored if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=-1)  # grey colours read as (H, W)
+    return colors_to_indices(rgb, colors, snap=False)[0]
+
+
+def write_probabilities(probs, out_dir: str, case_id: str) -> Path:
+    """Write the class probabilities (K, H, W; an array or a CPU tensor) as float16 to the compressed
+    out_dir/<id>.npz (key 'probabilities')."""
+    path = Path(out_dir, f"{case_id}.npz")
+    np.savez_compressed(path, **{PROBABILITIES_KEY: np.asarray(probs).astype(np.float16)})
+    return path
+
+
+def read_probabilities(path) -> np.ndarray:
+    """The (K, H, W) class probabilities written by `write_probabilities`, as float32 (the reader users of
+    predict.save_probabilities are pointed to in the README)."""
+    with np.load(path) as arrays:
+        return arrays[PROBABILITIES_KEY].astype(np.float32)

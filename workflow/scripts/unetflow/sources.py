@@ -1,0 +1,56 @@
+"""A manifest row's sources read as 2D slices: its image file, stack or volume, and its mask as class indices.
+
+A row's `kind` says what its source is: 'image' (a 2D file), 'stack' (a page of a multi-page TIFF) or 'volume' (a
+slice of a NIfTI volume along `slice_axis`); its `slice` is the index in the source.
+"""
+
+import numpy as np
+import pandas as pd
+
+from unetflow.formats import is_lossy
+from unetflow.io import read_image, read_mask, read_mask_stack, read_stack
+from unetflow.labels import LabelCoding, map_labels, mask_values
+from unetflow.volumes import volume_image_slices, volume_mask_slices
+
+
+def row_kind(row) -> str:
+    """The row's source kind ('image', 'stack' or 'volume'); manifests without the column hold 2D images."""
+    return row["kind"] if "kind" in row and isinstance(row["kind"], str) else "image"
+
+
+def source_images(row) -> np.ndarray:
+    """Every slice of the row's image source as (S, H, W, C): one slice for 2D files."""
+    kind = row_kind(row)
+    if kind == "volume":
+        return volume_image_slices(row["image_path"], int(row["slice_axis"]))
+    if kind == "stack":
+        return read_stack(row["image_path"])
+    return read_image(row["image_path"])[None]
+
+
+def source_masks(row, colour: bool) -> np.ndarray:
+    """Every slice of the row's mask source as (S, H, W) values, or (S, H, W, 3) colours when `colour`."""
+    path, kind = row["mask_path"], row_kind(row)
+    if kind == "volume":
+        return volume_mask_slices(path, int(row["slice_axis"]))
+    if kind == "stack":
+        return read_stack(path) if colour else read_mask_stack(path)
+    if colour:
+        image = read_image(path)
+        return np.repeat(image, 3, axis=2)[None] if image.shape[2] == 1 else image[None]
+    return read_mask(path)[None]
+
+
+def case_labels(rows: pd.DataFrame, classes: pd.DataFrame) -> list[np.ndarray]:
+    """Class indices (H, W) uint8 (ignored pixels IGNORE_INDEX) of every row, all rows from one mask source read
+    once: the ground truth as training and evaluation see it."""
+    first = rows.iloc[0]
+    coding = LabelCoding.of(classes)
+    slices = source_masks(first, coding.colors is not None)
+    lossy = is_lossy(first["mask_path"])
+    labels = []
+    for _, row in rows.iterrows():
+        raw = slices[int(row["slice"]) if row_kind(first) != "image" else 0]
+        mapped, _ = mask_values(raw, coding, lossy, first["mask_path"])
+        labels.append(mapped if coding.colors is not None else map_labels(mapped, coding.values, coding.ignored))
+    return labels
