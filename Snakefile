@@ -17,6 +17,8 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/leaderboard.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/package.smk"
+include: "workflow/rules/infer.smk"
 
 
 rule all:
@@ -24,3 +26,4 @@ rule all:
     input:
         rules.leaderboard.output.table,
         report_targets(),
+        expand(rules.package.output[0], experiment=EXPERIMENTS),

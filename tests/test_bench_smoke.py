@@ -21,3 +21,16 @@ def test_train_throughput_runs_on_tiny_sizes():
     assert any(line.startswith("speed-up ours / MONAI") for line in lines)
     assert sum(line.startswith("model step") for line in lines) == 3
     assert sum(line.startswith("profile") for line in lines) == 2
+
+
+def test_infer_throughput_runs_on_tiny_sizes():
+    script = SCRIPT.with_name("infer_throughput.py")
+    command = [sys.executable, str(script), "--images", "3", "--size", "64", "--patch", "32", "--depth", "2",
+               "--base-width", "4", "--threads", "1", "--breakdown", "2", "--rounds", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("whole infer path:") and "images/s" in line for line in lines)
+    difference = float(next(line for line in lines if line.startswith("largest |ours - MONAI|")).split()[-1])
+    assert difference < 1e-4, "the two sliding windows no longer compute the same softmax"
+    assert any(line.startswith("tiled prediction: ours") for line in lines)

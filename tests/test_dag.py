@@ -32,8 +32,8 @@ def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
     config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
     output = snakemake(tiny_run, "--dry-run", configfile=write_config(tiny_run, config, "two.yaml")).stdout
     assert "experiment=wide" in output and "experiment=unet" not in output
-    assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
-                                            "leaderboard": 1, "all": 1, "total": 6}
+    assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1, "package": 1,
+                                            "leaderboard": 1, "all": 1, "total": 7}
 
 
 def test_gpu_slots_are_exclusive_between_processes(tmp_path):
@@ -59,8 +59,8 @@ def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):
     config["experiments"]["wide"]["train"]["lr"] = 0.002
     output = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config, "changed.yaml")).stdout
     assert "experiment=wide" in output and "experiment=unet" not in output
-    assert job_counts(tmp_path, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1,
-                                            "leaderboard": 1, "all": 1, "total": 6}
+    assert job_counts(tmp_path, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1, "package": 1,
+                                            "leaderboard": 1, "all": 1, "total": 7}
 
 
 def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):

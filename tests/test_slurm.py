@@ -106,6 +106,22 @@ def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
     assert sorted(records.job_id) == sorted(job_ids)
     assert set(records.state) == {"COMPLETED"}
     assert set(records.account) == {ACCOUNT}
+    segments_new_images_through_slurm(tmp_path)
+
+
+def segments_new_images_through_slurm(workdir: Path) -> None:
+    """`infer` on copies of the test images: a SLURM job per shard, the masks `predict` wrote."""
+    predicted = sorted((workdir / "results/unet/predict/masks").glob("*.png"))
+    (workdir / "new").mkdir()
+    for path in predicted:
+        shutil.copy(workdir / "results/demo/images" / path.name, workdir / "new" / path.name)
+    config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()), "infer": {"images": "new", "shards": 2}}
+    (workdir / "infer.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(REPO / "Snakefile", workdir, "--configfile", str(workdir / "infer.yaml"), "infer")
+    assert result.returncode == 0, failure_report(result, workdir)
+    assert len(submitted_job_ids(result.stdout)) >= 3  # the check, a list and a prediction per shard, the summary
+    inferred = {path.name: path.read_bytes() for path in (workdir / "results/infer/unet/masks").rglob("*.png")}
+    assert inferred == {path.name: path.read_bytes() for path in predicted}
 
 
 def test_failing_rule_fails_the_run(slurm_cluster, tmp_path):

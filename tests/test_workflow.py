@@ -1,6 +1,7 @@
 """The whole workflow on tiny demo data: outputs, their columns, rerun scope, and the ISBI 2012 smoke run."""
 
 import re
+import shutil
 
 import cv2
 import pandas as pd
@@ -91,7 +92,7 @@ def test_reordered_config_keys_rerun_nothing(tiny_run):
 def test_changed_train_option_reruns_train_predict_evaluate(tiny_run):
     config = tiny_config()
     config["train"]["lr"] = 0.002
-    assert scheduled_jobs(tiny_run, config) == {"train", "predict", "evaluate", "report", "leaderboard"}
+    assert scheduled_jobs(tiny_run, config) == {"train", "predict", "evaluate", "report", "leaderboard", "package"}
 
 
 def test_changed_evaluate_option_reruns_evaluate_and_what_uses_it(tiny_run):
@@ -103,11 +104,12 @@ def test_changed_evaluate_option_reruns_evaluate_and_what_uses_it(tiny_run):
 def test_changed_preprocess_option_keeps_the_split(tiny_run):
     config = tiny_config()
     config["preprocess"] = {"normalization": "minmax"}
-    assert scheduled_jobs(tiny_run, config) == {"preprocess", "train", "predict", "evaluate", "report", "leaderboard"}
+    assert scheduled_jobs(tiny_run, config) == {"preprocess", "train", "predict", "evaluate", "report", "leaderboard",
+                                                "package"}
 
 
 def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
-    after_train = {"train", "predict", "evaluate", "report", "leaderboard"}
+    after_train = {"train", "predict", "evaluate", "report", "leaderboard", "package"}
     assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
     assert scheduled_jobs(tiny_run, tiny_config(), "-R", "evaluate") == {"evaluate", "report", "leaderboard"}
     assert scheduled_jobs(tmp_path, tiny_config(), "--until", "split") == {"demo_data", "ingest", "split"}
@@ -207,3 +209,14 @@ def test_nifti_volumes_end_to_end(tmp_path):
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}
     per_case = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet")
     assert per_case["id"].tolist() == [test_volume, test_volume]
+
+    (tmp_path / "new").mkdir()  # the test volume segmented again as a new image: same labels, same header
+    shutil.copy(tmp_path / "images" / f"{test_volume}.nii.gz", tmp_path / "new" / "scan.nii.gz")
+    config["infer"] = {"images": str(tmp_path / "new")}
+    snakemake(tmp_path, "infer", configfile=write_config(tmp_path, config))
+    inferred = next((tmp_path / "results/infer/unet/masks").rglob("scan.nii.gz"))
+    assert np.array_equal(np.asarray(nib.load(inferred).dataobj), np.asarray(predicted.dataobj))
+    assert np.allclose(nib.load(inferred).affine, affine)
+    summary = pd.read_parquet(tmp_path / "results/infer/unet/summary.parquet").set_index("class_name")
+    assert summary.loc["foreground", "physical_unit"] == "mm^3" and summary["kind"].eq("volume").all()
+    assert summary.loc["foreground", "physical_size"] == pytest.approx(summary.loc["foreground", "pixels"] * 1.6)

@@ -7,8 +7,8 @@ from snakemake.utils import validate
 # The dependency-light part of the library (unetflow.config, unetflow.pairing) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
-from unetflow.config import canonical, config_problems, experiment_problems, merged
-from unetflow.pairing import data_files
+from unetflow.config import canonical, config_problems, experiment_problems, merged, package_name
+from unetflow.pairing import data_files, listed_images, shard_of
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -54,10 +54,16 @@ def experiment_settings(name):
     return canonical(settings)
 
 
+def ensemble_members(experiment):
+    """The models whose mean softmax predicts an experiment, as (experiment, fold): its folds and those of
+    predict.ensemble."""
+    return [(member, fold) for member in [experiment, *SETTINGS[experiment]["predict"]["ensemble"]] for fold in FOLDS]
+
+
 def ensemble_models(wildcards):
-    """Checkpoints whose mean softmax predicts an experiment: its folds and those of predict.ensemble."""
-    members = [wildcards.experiment, *SETTINGS[wildcards.experiment]["predict"]["ensemble"]]
-    return expand(rules.train.output.model, experiment=members, fold=FOLDS)
+    """Checkpoints of `ensemble_members`."""
+    members = ensemble_members(wildcards.experiment)
+    return [expand(rules.train.output.model, experiment=member, fold=fold)[0] for member, fold in members]
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}

@@ -5,6 +5,7 @@ Dependency-free: the Snakefile imports it to refuse a bad config before any job 
 """
 
 import copy
+from pathlib import Path
 
 ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
 
@@ -31,7 +32,28 @@ def config_problems(config: dict) -> list[str]:
         problems.append("split.test is 0 but predict.split is test: there is nothing to predict and evaluate")
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
-    return [problem for problem in problems if problem]
+    return [problem for problem in problems + infer_problems(config) if problem]
+
+
+def package_name(path: str) -> str:
+    """The name a model package's results go under: its file name without '.pt'."""
+    name = Path(path).name
+    return name[:-3] if name.endswith(".pt") else name
+
+
+def infer_problems(config: dict) -> list[str]:
+    """infer.models entries that are neither experiments of the config nor package files, and name clashes."""
+    experiments, problems, names = list(config["experiments"]), [], {}
+    for entry in config["infer"]["models"]:
+        if entry not in experiments and not Path(entry).is_file():
+            problems.append(f"infer.models: '{entry}' is neither an experiment of this config ({experiments}) nor "
+                            f"an existing model package file")
+        name = entry if entry in experiments else package_name(entry)
+        if name in names:
+            problems.append(f"infer.models: '{entry}' and '{names[name]}' would both write to results/infer/{name}; "
+                            f"rename one package file")
+        names[name] = entry
+    return problems
 
 
 def merged(base: dict, overrides: dict) -> dict:

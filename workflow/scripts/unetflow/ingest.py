@@ -17,7 +17,7 @@ from unetflow.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is
 from unetflow.io import image_info, truncation_problem
 from unetflow.labels import LabelCoding, class_values, mask_values
 from unetflow.pairing import DataValidationError, attach_rois, image_files, mask_files, pair_files, pairs_from_manifest
-from unetflow.sources import source_images, source_masks
+from unetflow.sources import slice_id, source_images, source_kind, source_masks
 from unetflow.volumes import grid_problem, volume_slice_axis
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
@@ -54,23 +54,11 @@ class DataSpec:
 # ------------------------------------------------------------------------------------------ one source pair
 
 
-def source_kind(image: Path, info: dict) -> str:
-    """'volume' for NIfTI files, 'stack' for multi-page TIFFs, 'image' for 2D files."""
-    if is_volume(image):
-        return "volume"
-    return "stack" if info["depth"] > 1 else "image"
-
-
 def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[int, int], int, str]:
     """(number of slices, (height, width), channels, dtype) of an image source, decoded in full as preprocessing
     will read it: corrupt pixel data (also in complete files) and NaN/Inf in volumes are found here."""
     slices = source_images(dict(kind=kind, image_path=image, slice_axis=slice_axis))
     return slices.shape[0], slices.shape[1:3], slices.shape[3], str(slices.dtype)
-
-
-def slice_id(stem: str, kind: str, index: int) -> str:
-    """Case id of one slice: the stem for 2D files, `<stem>_s<i>` for stack pages, `<stem>_z<i>` for volume slices."""
-    return {"image": stem, "stack": f"{stem}_s{index}", "volume": f"{stem}_z{index}"}[kind]
 
 
 def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:

@@ -65,6 +65,14 @@ def volume_spacing(path) -> tuple[float, float, float]:
     return (zooms + (1.0, 1.0))[:3]
 
 
+def volume_unit(path) -> str:
+    """The unit of the voxel spacing from the header: 'mm', 'um' or 'm'; 'mm' when the header leaves it unset (as
+    ITK and most scanners' files mean it)."""
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    unit = _load(path, fmt).header.get_xyzt_units()[0]
+    return {"micron": "um", "meter": "m"}.get(unit, "mm")
+
+
 def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
     """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled) and the nibabel image.
 

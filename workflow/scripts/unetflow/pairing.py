@@ -10,6 +10,7 @@ Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_f
 import csv
 import glob
 import os
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -83,11 +84,12 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
     return pairs, problems
 
 
-def read_manifest_file(path: str) -> list[dict]:
-    """The rows of a CSV or Parquet manifest with columns image, mask and optionally group, split."""
+def read_manifest_file(path: str, required=("image", "mask"), key: str = "data.manifest") -> list[dict]:
+    """The rows of a CSV or Parquet manifest (the config key `key`) with the `required` columns: image, mask and
+    optionally group, split for a data set."""
     path = Path(path)
     if not path.is_file():
-        raise DataValidationError(f"data.manifest: no such file '{path}'")
+        raise DataValidationError(f"{key}: no such file '{path}'")
     if path.suffix.lower() == ".parquet":
         import pandas  # only here: the Snakefile imports this module, and Parquet manifests are rare
 
@@ -96,10 +98,10 @@ def read_manifest_file(path: str) -> list[dict]:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
     columns = list(rows[0]) if rows else []
-    missing = {"image", "mask"} - set(columns)
+    missing = set(required) - set(columns)
     if missing:
-        raise DataValidationError(f"data.manifest '{path}': missing column(s) {sorted(missing)}; it needs image, "
-                                  f"mask and optionally group, split (found {columns})")
+        raise DataValidationError(f"{key} '{path}': missing column(s) {sorted(missing)}; it needs "
+                                  f"{', '.join(required)} (found {columns})")
     return rows
 
 
@@ -165,3 +167,17 @@ def data_files(data: dict) -> list[str]:
         files += [str(path) for path in image_files(data.get("images")) + mask_files(data.get("masks"))]
     files += [str(path) for path in image_files(data.get("rois"))]
     return sorted(set(files))
+
+
+def listed_images(spec: str) -> list[Path]:
+    """Images to segment (no masks): a folder (its direct children), a glob, or a CSV/Parquet manifest whose
+    `image` column lists them relative to its folder."""
+    if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
+        rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
+        return [folder / str(row["image"]) for row in rows]
+    return image_files(spec)
+
+
+def shard_of(path, shards: int) -> int:
+    """The shard (0..shards-1) of a file: a hash of its path, so adding files never moves the others."""
+    return zlib.crc32(str(path).encode()) % shards

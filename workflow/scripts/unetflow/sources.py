@@ -4,13 +4,27 @@ A row's `kind` says what its source is: 'image' (a 2D file), 'stack' (a page of 
 slice of a NIfTI volume along `slice_axis`); its `slice` is the index in the source.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from unetflow.formats import is_lossy
+from unetflow.formats import is_lossy, is_volume
 from unetflow.io import read_image, read_mask, read_mask_stack, read_stack
 from unetflow.labels import LabelCoding, map_labels, mask_values
 from unetflow.volumes import volume_image_slices, volume_mask_slices
+
+
+def source_kind(image: Path, info: dict) -> str:
+    """'volume' for NIfTI files, 'stack' for multi-page TIFFs (`info`: `io.image_info` of the file), else 'image'."""
+    if is_volume(image):
+        return "volume"
+    return "stack" if info["depth"] > 1 else "image"
+
+
+def slice_id(stem: str, kind: str, index: int) -> str:
+    """Case id of one slice: the stem for 2D files, `<stem>_s<i>` for stack pages, `<stem>_z<i>` for volume slices."""
+    return {"image": stem, "stack": f"{stem}_s{index}", "volume": f"{stem}_z{index}"}[kind]
 
 
 def row_kind(row) -> str:

@@ -1,0 +1,283 @@
+"""Inference on new images: model packages, checks of the images, the Python API, the command line, ONNX export,
+and the workflow's sharded `infer` rules (same masks as `predict`, reruns limited to changed shards)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from conftest import REPO, snakemake, tiny_config, write_config
+from unetflow.ensemble import predict_probabilities
+from unetflow.infer import InferInputError, Predictor, check_images
+from unetflow.model import UNet
+from unetflow.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
+from unetflow.pairing import listed_images, shard_of
+from unetflow.summary import unit_summary
+
+CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
+                        "ignore": False})
+PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, largest_component=False)
+
+
+def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2) -> Path:
+    """A package of `members` small random U-Nets (patch 32x32) for `channels`-channel images."""
+    checkpoints = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        model = UNet(channels, 2, depth=2, base_width=4)
+        checkpoints.append(str(folder / f"fold{seed}.pt"))
+        torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[32, 32]), checkpoints[-1])
+    manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a_mask.png"], "kind": ["image"],
+                             "height": [40], "width": [48], "channels": [channels], "input_channels": [channels],
+                             "dtype": ["uint8"]})
+    package = build_package(checkpoints, [f"m/fold{i}" for i in range(members)], manifest,
+                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES,
+                            dict(normalization="zscore", clip_percentiles=None), PREDICT, convert, 2, None, None)
+    return save_package(package, folder / "model.pt")
+
+
+def write_images(folder: Path, count: int, seed: int = 0, size=(40, 48)) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"img{seed}_{i}.png" for i in range(count)]
+    for path in paths:
+        cv2.imwrite(str(path), rng.integers(0, 256, size, dtype=np.uint8))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------- packages
+
+
+def test_package_loads_safely_with_everything_inference_needs(tmp_path):
+    path = make_package(tmp_path)
+    raw = torch.load(path, weights_only=True)  # no pickled code: plain values and tensors only
+    assert raw["format_version"] == FORMAT_VERSION and len(raw["models"]) == 2
+    package = load_package(path)
+    assert package.patch_size == [32, 32] and package.input_channels == 1 and package.num_classes == 2
+    assert package.classes["value"].tolist() == [0, 255] and package.predict == PREDICT
+    assert package.preprocess == dict(normalization="zscore", clip_percentiles=None)
+    assert {"torch", "unetflow", "numpy", "python"} <= set(package.versions)
+
+
+def test_predict_array_is_the_ensemble_of_the_package_models(tmp_path):
+    predictor = Predictor.load(make_package(tmp_path), "cpu")
+    image = np.random.default_rng(1).integers(0, 256, (40, 48), dtype=np.uint8)
+    labels, probs = predictor.predict_array(image)
+    expected = predict_probabilities(predictor.models, predictor.network_image(image), [32, 32], PREDICT,
+                                     torch.device("cpu"))
+    np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(labels, expected.argmax(0).numpy())
+    assert predictor.network_image(image).dtype == np.float16  # as preprocessing stores training cases
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "checkpoint", "png", "newer"])
+def test_unusable_packages_are_refused_naming_the_file(tmp_path, kind):
+    good = make_package(tmp_path)
+    path = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[:2000])
+    elif kind == "checkpoint":
+        shutil.copy(tmp_path / "fold0.pt", path)
+    elif kind == "png":
+        write_images(tmp_path / "x", 1)[0].rename(path)
+    elif kind == "newer":
+        raw = torch.load(good, weights_only=True)
+        torch.save(dict(raw, format_version=FORMAT_VERSION + 1), path)
+    expected = {"missing": "no such model package", "truncated": "not a readable model package",
+                "checkpoint": "training checkpoint", "png": "not a readable model package",
+                "newer": "newer than this unetflow reads"}[kind]
+    with pytest.raises(PackageError, match=expected) as error:
+        load_package(path)
+    assert str(path) in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------- checking images
+
+
+def test_every_bad_image_is_reported_at_once_before_prediction(tmp_path):
+    package = load_package(make_package(tmp_path))
+    good = write_images(tmp_path / "in", 1)
+    text = tmp_path / "in" / "notes.png"
+    text.write_text("not an image")
+    rgb = tmp_path / "in" / "colour.png"
+    cv2.imwrite(str(rgb), np.zeros((20, 20, 3), np.uint8) + [0, 0, 255])
+    nan = tmp_path / "in" / "nan.tif"
+    tifffile.imwrite(nan, np.full((20, 20), np.nan, np.float32))
+    with pytest.raises(InferInputError, match="3 problem") as error:
+        check_images(sorted(listed_images(str(tmp_path / "in"))), package)
+    message = str(error.value)
+    assert f"{text}: not a PNG file" in message and f"{rgb}: 3 channel(s)" in message
+    assert f"{nan}: 400 pixels are NaN" in message and str(good[0]) not in message
+    with pytest.raises(InferInputError, match="no image files matched"):
+        check_images(listed_images(str(tmp_path / "empty")), package)
+
+
+def test_a_model_trained_with_data_channels_converts_other_channel_counts(tmp_path):
+    package = load_package(make_package(tmp_path, channels=1, convert=True))
+    rgb = tmp_path / "in" / "colour.png"
+    rgb.parent.mkdir()
+    cv2.imwrite(str(rgb), np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    assert check_images([rgb], package)["channels"].tolist() == [3]
+    labels, _ = Predictor(package, "cpu").predict_array(cv2.imread(str(rgb))[..., ::-1])
+    assert labels.shape == (20, 20)
+
+
+def test_images_listed_in_a_manifest_and_stable_shards(tmp_path):
+    paths = write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "list.csv").write_text("image\n" + "".join(f"{p.name}\n" for p in paths))
+    assert listed_images(str(tmp_path / "in" / "list.csv")) == paths
+    shards = [shard_of(p, 8) for p in paths]
+    assert shards == [shard_of(p, 8) for p in paths] and all(0 <= s < 8 for s in shards)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def test_summary_counts_pixels_components_and_confidence():
+    labels = np.zeros((6, 8), np.uint8)
+    labels[0:2, 0:2], labels[4:6, 5:8] = 1, 1
+    probs = torch.full((2, 6, 8), 0.5)
+    probs[1][labels == 1], probs[0][labels == 1] = 0.9, 0.1
+    source = dict(kind="image", image_path="a.png", slices=1, slice_axis=0)
+    rows = {row["class_name"]: row for row in unit_summary("a", source, "a_mask.png", [labels], [probs], CLASSES)}
+    assert rows["cell"]["pixels"] == 10 and rows["cell"]["components"] == 2
+    assert rows["cell"]["confidence"] == pytest.approx(0.9) and rows["background"]["confidence"] == pytest.approx(0.5)
+    assert np.isnan(rows["cell"]["physical_size"]) and rows["cell"]["physical_unit"] is None
+
+
+def test_onnx_export_matches_pytorch_on_a_tile(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from unetflow.export import export_onnx, package_module
+
+    path = make_package(tmp_path)
+    onnx_path = export_onnx(path, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tiles = torch.randn(3, 1, 32, 32)
+    (onnx_out,) = session.run(None, {"tiles": tiles.numpy()})
+    with torch.inference_mode():
+        torch_out = package_module(load_package(path))(tiles).numpy()
+    assert onnx_out.shape == (3, 2, 32, 32)
+    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5)  # the README states this tolerance
+
+
+# ------------------------------------------------------------------------------------------------ workflow
+
+
+def infer_config(images: str, **infer) -> dict:
+    config = tiny_config()
+    config["infer"] = dict(images=images, **infer)
+    return config
+
+
+def run_infer(workdir: Path, config: dict, *args: str) -> str:
+    return snakemake(workdir, "infer", *args, configfile=write_config(workdir, config, "infer.yaml")).stdout
+
+
+def scheduled(workdir: Path, config: dict) -> dict[str, int]:
+    """{rule: job count} of a dry run of the `infer` target."""
+    output = run_infer(workdir, config, "--dry-run", "--quiet", "rules")
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return {rule: int(n) for rule, n in (line.split() for line in table.splitlines()[3:]) if rule != "total"}
+
+
+@pytest.fixture(scope="module")
+def inferred(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run that segmented its test images, copied without masks to new/, through `infer`."""
+    workdir = tmp_path_factory.mktemp("inferred")
+    shutil.copytree(tiny_run, workdir, symlinks=True, dirs_exist_ok=True)
+    splits = pd.read_parquet(workdir / "results/split/splits.parquet")
+    (workdir / "new").mkdir()
+    for case_id in splits.loc[splits["split"] == "test", "id"]:
+        shutil.copy(workdir / f"results/demo/images/{case_id}.png", workdir / "new" / f"{case_id}.png")
+    config = infer_config("new", shards=3)
+    assert set(scheduled(workdir, config)) == {"infer_check", "infer_list", "infer_shard", "infer_summary", "infer"}
+    run_infer(workdir, config)
+    return workdir
+
+
+def masks_by_name(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.rglob("*.png")}
+
+
+def test_infer_writes_the_masks_predict_writes_and_a_summary(inferred):
+    predicted = masks_by_name(inferred / "results/unet/predict/masks")
+    assert masks_by_name(inferred / "results/infer/unet/masks") == predicted and len(predicted) == 2
+    summary = pd.read_parquet(inferred / "results/infer/unet/summary.parquet")
+    assert sorted(summary["id"].unique()) == sorted(Path(name).stem for name in predicted)
+    assert set(summary["class_name"]) == {"background", "foreground"}
+    foreground = summary[summary["class"] == 1]
+    assert (foreground["pixels"] > 0).all() and foreground["confidence"].between(0.5, 1).all()
+    for row in foreground.itertuples():
+        mask = cv2.imread(str(inferred / row.mask_path), cv2.IMREAD_UNCHANGED)
+        assert (mask == 255).sum() == row.pixels
+    assert scheduled(inferred, infer_config("new", shards=3)) == {}
+
+
+def test_a_copied_package_segments_alike_in_the_workflow_the_api_and_the_command_line(inferred, tmp_path):
+    package = tmp_path / "shared" / "cells.pt"
+    package.parent.mkdir()
+    shutil.copy(inferred / "results/unet/package/unet.pt", package)
+    shutil.copytree(inferred / "new", tmp_path / "new")
+    expected = masks_by_name(inferred / "results/infer/unet/masks")
+    fresh = tmp_path / "fresh"  # no training results, no trained experiment
+    fresh.mkdir()
+    run_infer(fresh, infer_config(str(tmp_path / "new"), models=[str(package)]))
+    assert masks_by_name(fresh / "results/infer/cells/masks") == expected
+    assert not (fresh / "results/unet").exists()
+
+    Predictor.load(package, "cpu").predict_files(listed_images(str(tmp_path / "new")), tmp_path / "api")
+    assert masks_by_name(tmp_path / "api") == expected
+
+    command = [sys.executable, "-m", "unetflow.infer", "--model", str(package), "--input", str(tmp_path / "new"),
+               "--output", str(tmp_path / "cli"), "--threads", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "workflow/scripts")})
+    assert result.returncode == 0, result.stderr
+    assert masks_by_name(tmp_path / "cli") == expected
+    assert len(pd.read_parquet(tmp_path / "cli" / "summary.parquet")) == 2 * len(expected)
+
+
+def test_command_line_names_the_bad_package(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("hello")
+    result = subprocess.run([sys.executable, "-m", "unetflow.infer", "--model", str(bad), "--input", str(tmp_path),
+                             "--output", str(tmp_path / "out")], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "workflow/scripts")})
+    assert result.returncode != 0 and f"error: {bad}: not a readable model package" in result.stderr
+
+
+def test_new_images_rerun_only_their_shards(inferred, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(inferred, workdir, symlinks=True)
+    config = infer_config("new", shards=3)
+    tables = {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
+    first = sorted(tables)[0]
+    new = next(f"new/extra{i}.png" for i in range(100) if f"shard{shard_of(f'new/extra{i}.png', 3)}.parquet" == first)
+    time.sleep(1)  # a later modification time than every output
+    shutil.copy(workdir / "results/demo/images/case_000.png", workdir / new)
+    assert scheduled(workdir, config) == {"infer_check": 1, "infer_list": 1, "infer_shard": 1, "infer_summary": 1,
+                                          "infer": 1}
+    run_infer(workdir, config)
+    after = {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
+    assert after[first] > tables[first]
+    assert {name: after[name] for name in tables if name != first} == \
+        {name: tables[name] for name in tables if name != first}  # the other shards were not predicted again
+    summary = pd.read_parquet(workdir / "results/infer/unet/summary.parquet")
+    assert summary["id"].nunique() == 3
+    assert scheduled(workdir, config) == {}
+
+
+def test_infer_without_images_is_refused_naming_the_key(tiny_run):
+    result = snakemake(tiny_run, "infer", "--dry-run", check=False)
+    assert result.returncode != 0 and "config key infer.images" in result.stdout + result.stderr

@@ -1,0 +1,120 @@
+# Rules infer_*: segment new, unlabelled images (infer.images) with model packages, in shards of a stable hash of
+# their paths. infer_check reads every image once (all problems reported together); infer_list lists a shard's files,
+# so that a shard is predicted again only when its own files change.
+
+
+INFER = config["infer"]
+
+
+def infer_models():
+    """{name: package path} of every model infer uses: infer.models names experiments of this config (their
+    packages are built by rule package) or package files; none given = every experiment."""
+    models = {}
+    for entry in INFER["models"] or EXPERIMENTS:
+        if entry in EXPERIMENTS:
+            models[entry] = expand(rules.package.output[0], experiment=entry)[0]
+        else:
+            models[package_name(entry)] = entry
+    return models
+
+
+def infer_shards():
+    """{shard: its image files} of the images to segment (only shards that have files)."""
+    if INFER["images"] is None:
+        raise ValueError(
+            "config key infer.images: set it to the folder, glob or manifest of the images to segment "
+            "(e.g. --config infer='{images: new_images}')"
+        )
+    shards = {}
+    for path in listed_images(INFER["images"]):
+        shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
+    return shards
+
+
+INFER_MODELS = infer_models()
+INFER_SHARDS = infer_shards() if INFER["images"] is not None else {}
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, INFER_MODELS)),
+    shard=r"\d+",
+
+
+rule infer_check:
+    input:
+        images=[path for files in INFER_SHARDS.values() for path in files],
+        package=lambda wc: INFER_MODELS[wc.model],
+    output:
+        f"{RESULTS}/infer/{{model}}/inputs.parquet",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/check.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 4
+    params:
+        shards={shard: sorted(files) for shard, files in INFER_SHARDS.items()},
+        spec=INFER["images"],
+    script:
+        "../scripts/infer_check.py"
+
+
+rule infer_list:
+    input:
+        lambda wc: INFER_SHARDS[int(wc.shard)],
+    output:
+        f"{RESULTS}/infer/lists/shard{{shard}}.txt",
+    log:
+        f"{RESULTS}/logs/infer/list_shard{{shard}}.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/infer_list.py"
+
+
+rule infer_shard:
+    input:
+        files=rules.infer_list.output[0],  # reruns this shard only when its own files change
+        package=lambda wc: INFER_MODELS[wc.model],
+        # every image is checked before any shard predicts; ancient: checking new images elsewhere reruns no shard
+        checked=ancient(rules.infer_check.output[0]),  # all images checked first; a new image elsewhere reruns no shard
+    output:
+        masks=directory(f"{RESULTS}/infer/{{model}}/masks/shard{{shard}}"),
+        table=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/shard{{shard}}.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=uses_gpu(INFER),
+    params:
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities")}),
+    script:
+        "../scripts/infer_shard.py"
+
+
+rule infer_summary:
+    input:
+        lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
+    output:
+        f"{RESULTS}/infer/{{model}}/summary.parquet",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/summary.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/infer_summary.py"
+
+
+def infer_targets(wildcards):
+    """The summary of every model, once infer.images is set and matches images."""
+    if not infer_shards():
+        raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
+    return expand(rules.infer_summary.output[0], model=list(INFER_MODELS))
+
+
+rule infer:
+    input:
+        infer_targets,

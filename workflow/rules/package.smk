@@ -1,0 +1,20 @@
+rule package:
+    input:
+        models=ensemble_models,
+        manifest=rules.ingest.output.manifest,
+        classes=rules.ingest.output.classes,
+        arrays=rules.preprocess.output.manifest,
+        splits=rules.split.output[0],
+    output:
+        f"{RESULTS}/{{experiment}}/package/{{experiment}}.pt",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/package.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        sources=lambda wc: [f"{member}/fold{fold}" for member, fold in ensemble_members(wc.experiment)],
+        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
+        preprocess=canonical(config["preprocess"]),
+        data=canonical({key: config["data"][key] for key in ("channels", "slice_axis")}),
+    script:
+        "../scripts/package.py"

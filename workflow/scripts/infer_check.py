@@ -1,0 +1,15 @@
+"""Rule infer_check: read every image to segment in full and check it against the model, before any prediction."""
+
+
+from unetflow.infer import check_images
+from unetflow.logs import stage_logger
+from unetflow.package import load_package
+
+log = stage_logger(snakemake.log[0])
+shard_of = {path: int(shard) for shard, files in snakemake.params.shards.items() for path in files}
+table = check_images(list(shard_of), load_package(snakemake.input.package), snakemake.threads,
+                     f"infer.images = '{snakemake.params.spec}'")
+table["shard"] = table["image_path"].map(shard_of)
+table.to_parquet(snakemake.output[0])
+log.info("%d image source(s) checked (%s) in %d shard(s)", len(table), table["kind"].value_counts().to_dict(),
+         table["shard"].nunique())

@@ -1,0 +1,23 @@
+"""Rule package: the experiment's models and everything needed to apply them, in one portable file."""
+
+import pandas as pd
+
+from unetflow.logs import stage_logger
+from unetflow.package import build_package, save_package, training_palette, training_spacing
+from unetflow.predict import checkpoint_list
+
+log = stage_logger(snakemake.log[0])
+checkpoints = checkpoint_list(snakemake.input.models)
+splits = pd.read_parquet(snakemake.input.splits)
+manifest = pd.read_parquet(snakemake.input.manifest)
+trained = manifest[manifest["id"].isin(splits.loc[splits["split"] != "test", "id"])]
+arrays = pd.read_parquet(snakemake.input.arrays)
+package = build_package(checkpoints, snakemake.params.sources, trained,
+                        arrays[arrays["id"].isin(trained["id"])], pd.read_parquet(snakemake.input.classes),
+                        snakemake.params.preprocess, snakemake.params.predict, snakemake.params.data["channels"]
+                        is not None, snakemake.params.data["slice_axis"], training_palette(manifest),
+                        training_spacing(trained))
+save_package(package, snakemake.output[0])
+log.info("packaged %d model(s) (%s) with patch %s and %d classes into %s", len(checkpoints),
+         ", ".join(m["source"] for m in package["models"]), package["patch_size"], len(package["classes"]),
+         snakemake.output[0])

@@ -1,0 +1,183 @@
+"""Inference on new, unlabelled images with a model package: check the images, preprocess them as the model's
+training data were, predict, and write masks in the training masks' encoding plus a summary per image and class.
+
+The same functions serve the workflow's `infer` rules, the Python API (`Predictor`) and the command line:
+
+    python -m unetflow.infer --model results/unet/package/unet.pt --input new_images/ --output segmented/
+"""
+
+import argparse
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unetflow.cases import CASE_IMAGE_DTYPE
+from unetflow.ensemble import labels_from_probabilities, model_from_weights, postprocess_unit, predict_probabilities
+from unetflow.formats import ImageReadError, case_stem
+from unetflow.gpu import pick_device
+from unetflow.io import image_info
+from unetflow.package import Package, load_package
+from unetflow.pairing import listed_images
+from unetflow.predictions import prediction_path, write_labels, write_probabilities
+from unetflow.preprocess import network_input
+from unetflow.sources import slice_id, source_images, source_kind
+from unetflow.summary import unit_summary
+from unetflow.volumes import volume_slice_axis
+
+log = logging.getLogger("unetflow.infer")
+
+
+class InferInputError(ValueError):
+    """Images given for inference have problems; the message lists every one with its file."""
+
+
+# ------------------------------------------------------------------------------------------------- checking
+
+
+def inspect_image(path: Path, package: Package) -> tuple[dict | None, list[str]]:
+    """One image source decoded in full and checked against the model: its row (id, kind, slices, geometry) and
+    its problems."""
+    try:
+        kind = source_kind(path, image_info(path))
+        axis = volume_slice_axis(path, package.slice_axis) if kind == "volume" else 0
+        slices = source_images(dict(kind=kind, image_path=str(path), slice_axis=axis))
+    except ImageReadError as error:
+        return None, [str(error)]
+    problems = []
+    channels = slices.shape[3]
+    if channels != package.input_channels and not package.convert_channels:
+        problems.append(f"{path}: {channels} channel(s), but the model was trained on {package.input_channels}-"
+                        f"channel images; convert the image (or train with data.channels to convert automatically)")
+    if slices.dtype.kind == "f" and not np.isfinite(slices).all():
+        problems.append(f"{path}: {int((~np.isfinite(slices)).sum())} pixels are NaN or Inf; replace them")
+    row = dict(id=case_stem(path), image_path=str(path), kind=kind, slices=int(slices.shape[0]),
+               slice_axis=axis, height=int(slices.shape[1]), width=int(slices.shape[2]), channels=int(channels),
+               dtype=str(slices.dtype))
+    return row, problems
+
+
+def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input") -> pd.DataFrame:
+    """One row per image source (see `inspect_image`), or InferInputError listing every problem of every file."""
+    if not files:
+        raise InferInputError(f"no image files matched {spec}; check the folder, glob or manifest")
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda path: inspect_image(Path(path), package), files))
+    problems = [problem for _, found in results for problem in found]
+    table = pd.DataFrame([row for row, _ in results if row is not None])
+    if not table.empty:
+        for case_id, paths in table.groupby("id")["image_path"]:
+            if len(paths) > 1:
+                problems.append(f"duplicate image name '{case_id}': {', '.join(paths)}; the masks would overwrite "
+                                f"each other; rename one")
+    if problems:
+        raise InferInputError(f"{len(problems)} problem(s) in the images to segment:\n  - " + "\n  - ".join(problems))
+    return table
+
+
+# ----------------------------------------------------------------------------------------------- predicting
+
+
+class Predictor:
+    """A model package ready to segment images: `predict_array` for one image in memory, `predict_sources` for
+    checked files (see `check_images`), `predict_files` for files as they are."""
+
+    def __init__(self, package: Package, device: str = "auto"):
+        self.package, self.device = package, pick_device(device)
+        self.models = [model_from_weights(m["hparams"], m["weights"], self.device) for m in package.models]
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "Predictor":
+        return cls(load_package(path), device)
+
+    def network_image(self, image: np.ndarray) -> np.ndarray:
+        """A read (H, W) or (H, W, C) image preprocessed as the training cases were (and stored: float16)."""
+        image = image[..., None] if image.ndim == 2 else image
+        settings = self.package.preprocess
+        return network_input(image, self.package.input_channels, settings["normalization"],
+                             settings["clip_percentiles"]).astype(CASE_IMAGE_DTYPE)
+
+    def probabilities(self, image: np.ndarray) -> torch.Tensor:
+        """Mean softmax (K, H, W) of the package's models on a read (H, W[, C]) image."""
+        return predict_probabilities(self.models, self.network_image(image), self.package.patch_size,
+                                     self.package.predict, self.device)
+
+    def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) float32 of an image."""
+        probs = self.probabilities(image)
+        return labels_from_probabilities(probs), probs.numpy()
+
+    def predict_sources(self, sources: pd.DataFrame, out_dir, save_probabilities: bool = False) -> pd.DataFrame:
+        """Predict every checked source, write its masks (and probabilities) to out_dir; the summary table."""
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for number, source in enumerate(sources.to_dict("records"), start=1):
+            rows += self.predict_source(source, out_dir, save_probabilities)
+            log.info("segmented %d/%d: %s", number, len(sources), source["image_path"])
+        return pd.DataFrame(rows)
+
+    def predict_files(self, files: list, out_dir, save_probabilities: bool = False, threads: int = 1) -> pd.DataFrame:
+        """`check_images` then `predict_sources`."""
+        return self.predict_sources(check_images([Path(f) for f in files], self.package, threads), out_dir,
+                                    save_probabilities)
+
+    def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> list[dict]:
+        """Masks of one source (a 2D file, each page of a stack, or a volume as one) and their summary rows."""
+        images = source_images(source)
+        units = unit_rows(source)
+        rows = []
+        for name, unit in units:
+            probabilities = [self.probabilities(images[int(i)]) for i in unit["slice"]]
+            labels = postprocess_unit([labels_from_probabilities(p) for p in probabilities],
+                                      self.package.num_classes, unit, self.package.predict["largest_component"])
+            path = write_labels(prediction_path(out_dir, name, unit), labels, self.package.classes,
+                                self.package.palette, source["image_path"], int(source["slice_axis"]))
+            if save_probabilities:
+                for case_id, probs in zip(unit["id"], probabilities):
+                    write_probabilities(probs, out_dir, case_id)
+            rows += unit_summary(name, source, path, labels, probabilities, self.package.classes)
+        return rows
+
+
+def unit_rows(source: dict) -> list[tuple[str, pd.DataFrame]]:
+    """The prediction units of a source as manifest-like rows: a volume as one unit of its slices, every page of a
+    stack and a 2D file as a unit of its own (named as `predict` names them)."""
+    kind = source["kind"]
+    rows = pd.DataFrame([dict(id=slice_id(source["id"], kind, index), image_path=source["image_path"], kind=kind,
+                              slice=index, slice_axis=source["slice_axis"], volume=source["id"])
+                         for index in range(source["slices"])])
+    if kind == "volume":
+        return [(source["id"], rows)]
+    return [(row["id"], rows.iloc[[position]]) for position, row in enumerate(rows.to_dict("records"))]
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def main(argv=None) -> None:
+    """Segment a folder, glob or manifest of images with a model package (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m unetflow.infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a model package (results/<experiment>/package/*.pt)")
+    parser.add_argument("--input", required=True, help="a folder, a glob or a CSV/Parquet manifest (column image)")
+    parser.add_argument("--output", required=True, help="folder for the masks and summary.parquet")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz softmax")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    try:
+        predictor = Predictor.load(args.model, args.device)
+        files = listed_images(args.input)
+        summary = predictor.predict_files(files, args.output, args.save_probabilities, args.threads)
+    except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
+        raise SystemExit(f"error: {error}") from None
+    summary.to_parquet(Path(args.output, "summary.parquet"))
+    log.info("segmented %d image(s) into %s", len(files), args.output)
+
+
+if __name__ == "__main__":
+    main()
