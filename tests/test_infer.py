@@ -278,6 +278,16 @@ def test_new_images_rerun_only_their_shards(inferred, tmp_path):
     assert scheduled(workdir, config) == {}
 
 
-def test_infer_without_images_is_refused_naming_the_key(tiny_run):
+def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):
     result = snakemake(tiny_run, "infer", "--dry-run", check=False)
-    assert result.returncode != 0 and "config key infer.images" in result.stdout + result.stderr
+    assert result.returncode != 0 and "config key infer.images: set it" in result.stdout + result.stderr
+    config = infer_config(str(tmp_path / "empty"))
+    result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    assert result.returncode != 0 and "no image files matched" in result.stdout + result.stderr
+
+
+def test_a_missing_package_in_infer_models_is_refused_before_any_job(tmp_path):
+    config = infer_config(str(tmp_path), models=[str(tmp_path / "nowhere.pt")])
+    result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    assert result.returncode != 0
+    assert f"infer.models: '{tmp_path / 'nowhere.pt'}' is neither an experiment" in result.stdout + result.stderr

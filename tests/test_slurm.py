@@ -117,7 +117,7 @@ def segments_new_images_through_slurm(workdir: Path) -> None:
         shutil.copy(workdir / "results/demo/images" / path.name, workdir / "new" / path.name)
     config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()), "infer": {"images": "new", "shards": 2}}
     (workdir / "infer.yaml").write_text(yaml.safe_dump(config))
-    result = run_snakemake(REPO / "Snakefile", workdir, "--configfile", str(workdir / "infer.yaml"), "infer")
+    result = run_snakemake(REPO / "Snakefile", workdir, "infer", "--configfile", str(workdir / "infer.yaml"))
     assert result.returncode == 0, failure_report(result, workdir)
     assert len(submitted_job_ids(result.stdout)) >= 3  # the check, a list and a prediction per shard, the summary
     inferred = {path.name: path.read_bytes() for path in (workdir / "results/infer/unet/masks").rglob("*.png")}

@@ -20,11 +20,6 @@ def infer_models():
 
 def infer_shards():
     """{shard: its image files} of the images to segment (only shards that have files)."""
-    if INFER["images"] is None:
-        raise ValueError(
-            "config key infer.images: set it to the folder, glob or manifest of the images to segment "
-            "(e.g. --config infer='{images: new_images}')"
-        )
     shards = {}
     for path in listed_images(INFER["images"]):
         shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
@@ -110,7 +105,12 @@ rule infer_summary:
 
 def infer_targets(wildcards):
     """The summary of every model, once infer.images is set and matches images."""
-    if not infer_shards():
+    if INFER["images"] is None:
+        raise ValueError(
+            "config key infer.images: set it to the folder, glob or manifest of the images to segment "
+            "(e.g. --config infer='{images: new_images}')"
+        )
+    if not INFER_SHARDS:
         raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
     return expand(rules.infer_summary.output[0], model=list(INFER_MODELS))
 
