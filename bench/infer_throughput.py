@@ -4,8 +4,10 @@ sliding_window_inference at the same settings in the same run.
 
 The package holds one random U-Net of the shape the default config plans for such images (depth 3, width 16, patch
 256 for 512x512 images; weights do not change the speed). Images are the demo's synthetic cells, written as PNG.
-The whole path runs once over every image (wall clock); the breakdown and the MONAI comparison run on the first
-`--breakdown` images, the two sliding windows interleaved, the best of `--rounds` kept per image.
+The whole path runs once over every image (wall clock, `--threads` torch threads); the breakdown and the MONAI
+comparison run on the first `--breakdown` images, the two sliding windows interleaved, the best of `--rounds` kept
+per image, clocked in process CPU time (on a shared machine far steadier than the wall clock; with --threads 1 it
+is the work done).
 
     python bench/infer_throughput.py                      # 500 images of 512x512, 2 threads
     python bench/infer_throughput.py --images 50 --size 256
@@ -91,19 +93,19 @@ def breakdown(predictor: Predictor, sources: pd.DataFrame, out_dir: Path, rounds
                                     "tiled prediction (MONAI)")}
     largest = 0.0
     for source in sources.to_dict("records"):
-        start = time.perf_counter()
+        start = time.process_time()
         image = source_images(source)[0]
-        times["read"] += time.perf_counter() - start
-        start = time.perf_counter()
+        times["read"] += time.process_time() - start
+        start = time.process_time()
         network_image = predictor.network_image(image)
-        times["preprocess"] += time.perf_counter() - start
+        times["preprocess"] += time.process_time() - start
         best = {"ours": float("inf"), "MONAI": float("inf")}
         for _ in range(rounds):
             for name in ("ours", "MONAI"):
-                start = time.perf_counter()
+                start = time.process_time()
                 result = (predictor.probabilities(image) if name == "ours"
                           else monai_probabilities(predictor, network_image))
-                best[name] = min(best[name], time.perf_counter() - start)
+                best[name] = min(best[name], time.process_time() - start)
                 if name == "ours":
                     probs = result
                 else:
@@ -112,12 +114,12 @@ def breakdown(predictor: Predictor, sources: pd.DataFrame, out_dir: Path, rounds
         times["tiled prediction (MONAI)"] += best["MONAI"]
         labels = [probs.argmax(0).numpy().astype(np.uint8)]
         name, unit = unit_rows(source)[0]
-        start = time.perf_counter()
+        start = time.process_time()
         path = write_labels(prediction_path(out_dir, name, unit), labels, predictor.package.classes)
-        times["write mask"] += time.perf_counter() - start
-        start = time.perf_counter()
+        times["write mask"] += time.process_time() - start
+        start = time.process_time()
         unit_summary(name, source, path, labels, [probs], predictor.package.classes)
-        times["summary"] += time.perf_counter() - start
+        times["summary"] += time.process_time() - start
     print(f"largest |ours - MONAI| softmax difference: {largest:.2e}")
     return {step: seconds / len(sources) for step, seconds in times.items()}
 
@@ -142,7 +144,8 @@ def main() -> None:
               f"(check of every image {checked - start:.1f} s, then read/preprocess/predict/write/summary)")
         steps = breakdown(predictor, sources.head(args.breakdown), folder / "breakdown", args.rounds)
     total = sum(value for step, value in steps.items() if "MONAI" not in step) - steps["preprocess"]
-    print(f"\nper image, first {min(args.breakdown, args.images)} images (best of {args.rounds} for the predictions):")
+    print(f"\nCPU seconds per image, first {min(args.breakdown, args.images)} images (best of {args.rounds} for the "
+          f"predictions):")
     for step, value in steps.items():
         share = "" if "MONAI" in step else f"  {100 * value / total:5.1f}%"
         print(f"  {step:28s} {value * 1000:8.1f} ms{share}")

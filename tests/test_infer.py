@@ -257,25 +257,75 @@ def test_command_line_names_the_bad_package(tmp_path):
     assert result.returncode != 0 and f"error: {bad}: not a readable model package" in result.stderr
 
 
-def test_new_images_rerun_only_their_shards(inferred, tmp_path):
+def shard_tables(workdir: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
+
+
+def file_in_shard(shards: set[int], taken: bool, prefix: str) -> str:
+    """A new file name whose shard (of 3) is in `shards` (taken) or not."""
+    names = (f"new/{prefix}{i}.png" for i in range(1000))
+    return next(name for name in names if (shard_of(name, 3) in shards) == taken)
+
+
+def test_new_images_rerun_only_their_shards_and_removed_ones_leave_the_summary(inferred, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(inferred, workdir, symlinks=True)
     config = infer_config("new", shards=3)
-    tables = {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
-    first = sorted(tables)[0]
-    new = next(f"new/extra{i}.png" for i in range(100) if f"shard{shard_of(f'new/extra{i}.png', 3)}.parquet" == first)
+    before = shard_tables(workdir)
+    taken = {int(name[5:-8]) for name in before}
+    added = file_in_shard(taken, True, "extra")
     time.sleep(1)  # a later modification time than every output
-    shutil.copy(workdir / "results/demo/images/case_000.png", workdir / new)
-    assert scheduled(workdir, config) == {"infer_check": 1, "infer_list": 1, "infer_shard": 1, "infer_summary": 1,
+    shutil.copy(workdir / "results/demo/images/case_000.png", workdir / added)
+    assert scheduled(workdir, config) == {"infer_list": 1, "infer_check": 1, "infer_shard": 1, "infer_summary": 1,
                                           "infer": 1}
     run_infer(workdir, config)
-    after = {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
-    assert after[first] > tables[first]
-    assert {name: after[name] for name in tables if name != first} == \
-        {name: tables[name] for name in tables if name != first}  # the other shards were not predicted again
+    after = shard_tables(workdir)
+    changed = f"shard{shard_of(added, 3)}.parquet"
+    assert after[changed] > before[changed]
+    assert {name: after[name] for name in before if name != changed} == \
+        {name: before[name] for name in before if name != changed}  # the other shards were not predicted again
+
+    alone = workdir / file_in_shard(taken, False, "alone")  # a shard of its own, then removed again
+    shutil.copy(workdir / "results/demo/images/case_001.png", alone)
+    run_infer(workdir, config)
+    assert pd.read_parquet(workdir / "results/infer/unet/summary.parquet")["id"].nunique() == 4
+    alone.unlink()
+    run_infer(workdir, config)
     summary = pd.read_parquet(workdir / "results/infer/unet/summary.parquet")
-    assert summary["id"].nunique() == 3
+    assert sorted(summary["id"].unique()) == sorted([*(Path(name).stem for name in masks_by_name(
+        inferred / "results/infer/unet/masks")), Path(added).stem])
     assert scheduled(workdir, config) == {}
+
+
+def test_numbered_files_spread_evenly_over_shards():
+    counts = np.bincount([shard_of(f"scans/img{i:04d}.png", 8) for i in range(400)], minlength=8)
+    assert counts.min() >= 30 and counts.max() <= 70  # 50 each on average
+
+
+def test_a_manifest_naming_a_missing_image_is_refused(tmp_path):
+    from unetflow.pairing import DataValidationError
+
+    paths = write_images(tmp_path / "in", 1)
+    (tmp_path / "list.csv").write_text(f"image\nin/{paths[0].name}\nin/gone.png\n")
+    with pytest.raises(DataValidationError, match=r"1 listed image\(s\) do not exist: .*gone.png"):
+        listed_images(str(tmp_path / "list.csv"))
+
+
+def test_a_stack_page_and_a_file_of_the_same_name_are_refused(tmp_path):
+    package = load_package(make_package(tmp_path))
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "x.tif", np.zeros((3, 20, 20), np.uint8), photometric="minisblack")
+    cv2.imwrite(str(tmp_path / "in" / "x_s0.png"), np.zeros((20, 20), np.uint8))
+    with pytest.raises(InferInputError, match="duplicate image name 'x_s0'"):
+        check_images(listed_images(str(tmp_path / "in")), package)
+
+
+def test_the_api_refuses_what_the_file_check_refuses(tmp_path):
+    predictor = Predictor.load(make_package(tmp_path), "cpu")
+    with pytest.raises(ValueError, match="3 channel"):
+        predictor.predict_array(np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="400 NaN"):
+        predictor.predict_array(np.full((20, 20), np.nan, np.float32))
 
 
 def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):

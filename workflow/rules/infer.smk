@@ -1,6 +1,9 @@
 # Rules infer_*: segment new, unlabelled images (infer.images) with model packages, in shards of a stable hash of
-# their paths. infer_check reads every image once (all problems reported together); infer_list lists a shard's files,
-# so that a shard is predicted again only when its own files change.
+# their paths. infer_list writes a shard's files and settings (a shard is predicted again only when they or the
+# package change); infer_check reads every image once, all problems reported together, before any shard predicts.
+# Snakemake does not look at the own reasons of a job downstream of a rerunning job (it waits for the rerun to reach
+# it), and a shard reaches infer_check only through an ancient() input: so every reason to redo a shard goes through
+# its list.
 
 
 INFER = config["infer"]
@@ -35,9 +38,25 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+rule infer_list:
+    input:
+        images=lambda wc: INFER_SHARDS[int(wc.shard)],
+        package=lambda wc: INFER_MODELS[wc.model],
+    output:
+        f"{RESULTS}/infer/{{model}}/lists/shard{{shard}}.json",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/list_shard{{shard}}.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities")}),
+    script:
+        "../scripts/infer_list.py"
+
+
 rule infer_check:
     input:
-        images=[path for files in INFER_SHARDS.values() for path in files],
+        lists=lambda wc: expand(rules.infer_list.output[0], model=wc.model, shard=sorted(INFER_SHARDS)),
         package=lambda wc: INFER_MODELS[wc.model],
     output:
         f"{RESULTS}/infer/{{model}}/inputs.parquet",
@@ -47,31 +66,18 @@ rule infer_check:
         "../../envs/torch.yaml"
     threads: 4
     params:
-        shards={shard: sorted(files) for shard, files in INFER_SHARDS.items()},
         spec=INFER["images"],
     script:
         "../scripts/infer_check.py"
 
 
-rule infer_list:
-    input:
-        lambda wc: INFER_SHARDS[int(wc.shard)],
-    output:
-        f"{RESULTS}/infer/lists/shard{{shard}}.txt",
-    log:
-        f"{RESULTS}/logs/infer/list_shard{{shard}}.log",
-    conda:
-        "../../envs/data.yaml"
-    script:
-        "../scripts/infer_list.py"
-
-
 rule infer_shard:
     input:
-        files=rules.infer_list.output[0],  # reruns this shard only when its own files change
+        shard=rules.infer_list.output[0],  # its files and settings: the shard reruns when they change
         package=lambda wc: INFER_MODELS[wc.model],
-        # every image is checked before any shard predicts; ancient: checking new images elsewhere reruns no shard
-        checked=ancient(rules.infer_check.output[0]),  # all images checked first; a new image elsewhere reruns no shard
+        # every image is checked before any shard predicts; ancient: new images in other shards rerun no shard (a
+        # str copy: ancient() flags the object it gets, which would make infer_check's output ancient everywhere)
+        checked=ancient(str(rules.infer_check.output[0])),
     output:
         masks=directory(f"{RESULTS}/infer/{{model}}/masks/shard{{shard}}"),
         table=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}.parquet",
@@ -84,15 +90,14 @@ rule infer_shard:
         mem_mb=16000,
         runtime=240,
         gpu=uses_gpu(INFER),
-    params:
-        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities")}),
     script:
         "../scripts/infer_shard.py"
 
 
 rule infer_summary:
     input:
-        lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
+        tables=lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
+        checked=rules.infer_check.output[0],  # redone whenever the images change, also when a shard goes away
     output:
         f"{RESULTS}/infer/{{model}}/summary.parquet",
     log:

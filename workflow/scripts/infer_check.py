@@ -1,12 +1,16 @@
 """Rule infer_check: read every image to segment in full and check it against the model, before any prediction."""
 
+import json
+import re
+from pathlib import Path
 
 from unetflow.infer import check_images
 from unetflow.logs import stage_logger
 from unetflow.package import load_package
 
 log = stage_logger(snakemake.log[0])
-shard_of = {path: int(shard) for shard, files in snakemake.params.shards.items() for path in files}
+shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))
+            for listed in snakemake.input.lists for path in json.loads(Path(listed).read_text())["files"]}
 table = check_images(list(shard_of), load_package(snakemake.input.package), snakemake.threads,
                      f"infer.images = '{snakemake.params.spec}'")
 table["shard"] = table["image_path"].map(shard_of)

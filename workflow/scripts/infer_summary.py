@@ -5,7 +5,7 @@ import pandas as pd
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
-summary = pd.concat([pd.read_parquet(path) for path in snakemake.input], ignore_index=True)
+summary = pd.concat([pd.read_parquet(path) for path in snakemake.input.tables], ignore_index=True)
 summary = summary.sort_values(["id", "class"]).reset_index(drop=True)
 summary.to_parquet(snakemake.output[0])
 foreground = summary[summary["class"] > 0]

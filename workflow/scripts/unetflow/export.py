@@ -58,9 +58,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         path = export_onnx(args.model, args.onnx)
+        package = load_package(args.model)
     except ValueError as error:  # PackageError: said in full, without a traceback
         raise SystemExit(f"error: {error}") from None
-    print(f"wrote {path}: input '{INPUT_NAME}' (N, C, *patch), output '{OUTPUT_NAME}' (N, K, *patch)")
+    shape = f"{package.input_channels}, {', '.join(map(str, package.patch_size))}"
+    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess} and "
+          f"rounded to float16; output '{OUTPUT_NAME}' (N, {package.num_classes}, ...) mean softmax")
 
 
 if __name__ == "__main__":

@@ -68,14 +68,21 @@ def check_images(files: list[Path], package: Package, threads: int = 1, spec: st
         results = list(pool.map(lambda path: inspect_image(Path(path), package), files))
     problems = [problem for _, found in results for problem in found]
     table = pd.DataFrame([row for row, _ in results if row is not None])
-    if not table.empty:
-        for case_id, paths in table.groupby("id")["image_path"]:
-            if len(paths) > 1:
-                problems.append(f"duplicate image name '{case_id}': {', '.join(paths)}; the masks would overwrite "
-                                f"each other; rename one")
+    problems += duplicate_names(table)
     if problems:
         raise InferInputError(f"{len(problems)} problem(s) in the images to segment:\n  - " + "\n  - ".join(problems))
     return table
+
+
+def duplicate_names(table: pd.DataFrame) -> list[str]:
+    """Masks that would be written under one name: the same stem in two folders, or a stack page `x_s0` beside a
+    file `x_s0`."""
+    names = {}
+    for source in table.to_dict("records"):
+        for name, _ in unit_rows(source):
+            names.setdefault(name, []).append(source["image_path"])
+    return [f"duplicate image name '{name}': {', '.join(paths)}; their masks would overwrite each other; rename one"
+            for name, paths in names.items() if len(paths) > 1]
 
 
 # ----------------------------------------------------------------------------------------------- predicting
@@ -94,8 +101,15 @@ class Predictor:
         return cls(load_package(path), device)
 
     def network_image(self, image: np.ndarray) -> np.ndarray:
-        """A read (H, W) or (H, W, C) image preprocessed as the training cases were (and stored: float16)."""
+        """A read (H, W) or (H, W, C) image preprocessed as the training cases were: (C, H, W), float16 as stored.
+        ValueError for a channel count the model was not trained on (unless it converts) and for NaN/Inf."""
         image = image[..., None] if image.ndim == 2 else image
+        channels, expected = image.shape[2], self.package.input_channels
+        if channels != expected and not (self.package.convert_channels and channels in (1, 3)):
+            raise ValueError(f"an image of {channels} channel(s), but the model was trained on {expected}-channel "
+                             f"images")
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise ValueError(f"the image has {int((~np.isfinite(image)).sum())} NaN or Inf pixels")
         settings = self.package.preprocess
         return network_input(image, self.package.input_channels, settings["normalization"],
                              settings["clip_percentiles"]).astype(CASE_IMAGE_DTYPE)
@@ -161,7 +175,8 @@ def main(argv=None) -> None:
     """Segment a folder, glob or manifest of images with a model package (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m unetflow.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model package (results/<experiment>/package/*.pt)")
-    parser.add_argument("--input", required=True, help="a folder, a glob or a CSV/Parquet manifest (column image)")
+    parser.add_argument("--input", required=True,
+                        help="a folder, a quoted glob ('scans/*.tif') or a CSV/Parquet manifest (column image)")
     parser.add_argument("--output", required=True, help="folder for the masks and summary.parquet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz softmax")
@@ -172,7 +187,8 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load(args.model, args.device)
         files = listed_images(args.input)
-        summary = predictor.predict_files(files, args.output, args.save_probabilities, args.threads)
+        sources = check_images(files, predictor.package, args.threads, f"--input '{args.input}'")
+        summary = predictor.predict_sources(sources, args.output, args.save_probabilities)
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
     summary.to_parquet(Path(args.output, "summary.parquet"))

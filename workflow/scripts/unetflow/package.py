@@ -143,16 +143,15 @@ def load_package(path) -> Package:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler raises KeyError, UnpicklingError, RuntimeError, ... for foreign files
-        raise PackageError(f"{path}: not a readable model package (truncated, corrupt or another kind of file: "
-                           f"{type(error).__name__}: {str(error)[:200]}); copy the package again") from error
+        raise PackageError(f"{path}: not a readable model package: the file is truncated, corrupt or another kind "
+                           f"of file ({type(error).__name__}); copy the package again") from error
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         hint = (" (it is a training checkpoint: use results/<experiment>/package/<experiment>.pt)"
                 if isinstance(content, dict) and "hparams" in content else "")
         raise PackageError(f"{path}: not a unetflow model package{hint}")
     if content.get("format_version", 0) > FORMAT_VERSION:
-        raise PackageError(f"{path}: package format {content['format_version']} (made by unetflow "
-                           f"{content.get('versions', {}).get('unetflow')}) is newer than this unetflow reads "
-                           f"({FORMAT_VERSION}); update unetflow")
+        raise PackageError(f"{path}: package format {content['format_version']} is newer than this unetflow reads "
+                           f"({FORMAT_VERSION}); update unetflow to the version that made it")
     missing = [key for key in REQUIRED if key not in content]
     if missing or not content["models"]:
         raise PackageError(f"{path}: incomplete model package (missing {missing or ['models']}); export it again")

@@ -9,8 +9,8 @@ Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_f
 
 import csv
 import glob
+import hashlib
 import os
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -174,10 +174,16 @@ def listed_images(spec: str) -> list[Path]:
     `image` column lists them relative to its folder."""
     if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
         rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
-        return [folder / str(row["image"]) for row in rows]
+        listed = [folder / str(row["image"]) for row in rows]
+        missing = [str(path) for path in listed if not path.is_file()]
+        if missing:
+            raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
+                                      f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        return listed
     return image_files(spec)
 
 
 def shard_of(path, shards: int) -> int:
-    """The shard (0..shards-1) of a file: a hash of its path, so adding files never moves the others."""
-    return zlib.crc32(str(path).encode()) % shards
+    """The shard (0..shards-1) of a file: a hash of its path as listed, so adding files never moves the others
+    (MD5, which spreads numbered file names evenly; CRC32 does not)."""
+    return int.from_bytes(hashlib.md5(str(path).encode()).digest()[:8], "little") % shards
