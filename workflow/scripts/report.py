@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from unetflow.instances import instance_target
 from unetflow.labels import trained_classes
 from unetflow.logs import stage_logger
 from unetflow.report import (
@@ -31,7 +32,8 @@ units = dict(prediction_units(manifest))
 panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
                **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
           for kind, name in examples.items()]
-plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays)
+plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays,
+              instances=instance_target(classes) is not None)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
                    ("Per case (best first)", per_case_table(per_case))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))

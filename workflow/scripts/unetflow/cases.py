@@ -1,5 +1,6 @@
 """The stored case format: one uncompressed .npz per case with the normalised image (C, H, W) as float16 and
-its class indices (H, W) as uint8 (IGNORE_INDEX = ignored pixel)."""
+its class indices (H, W) as uint8 (IGNORE_INDEX = ignored pixel); in the instance mode also the object ids (H, W)
+of the mask (key `instances`, uint16 or uint32)."""
 
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import pandas as pd
 CASE_IMAGE_DTYPE = np.float16  # half the memory of float32; consumers convert batches
 
 
-def save_case(path, image: np.ndarray, labels: np.ndarray) -> Path:
-    """Write one case: the image (C, H, W) as CASE_IMAGE_DTYPE and the labels (H, W) as given."""
-    np.savez(path, image=image.astype(CASE_IMAGE_DTYPE), labels=labels)
+def save_case(path, image: np.ndarray, labels: np.ndarray, instances: np.ndarray | None = None) -> Path:
+    """Write one case: the image (C, H, W) as CASE_IMAGE_DTYPE, the labels (H, W) and the object ids as given."""
+    extra = {} if instances is None else {"instances": instances}
+    np.savez(path, image=image.astype(CASE_IMAGE_DTYPE), labels=labels, **extra)
     return Path(path)
 
 
@@ -19,6 +21,14 @@ def load_case(array_path: str) -> tuple[np.ndarray, np.ndarray]:
     """A stored case: image (C, H, W) float16 and labels (H, W) uint8."""
     with np.load(array_path) as arrays:
         return arrays["image"], arrays["labels"]
+
+
+def load_instances(array_path: str) -> np.ndarray:
+    """The object ids (H, W) of a case stored in the instance mode; KeyError naming the file otherwise."""
+    with np.load(array_path) as arrays:
+        if "instances" not in arrays:
+            raise KeyError(f"{array_path}: no object ids stored; preprocess the data set with data.instances: true")
+        return arrays["instances"]
 
 
 def load_cases(preprocessed: pd.DataFrame, ids: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -32,6 +32,11 @@ def config_problems(config: dict) -> list[str]:
         problems.append("split.test is 0 but predict.split is test: there is nothing to predict and evaluate")
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
+    demo_used = config["data"]["images"] is None and config["data"]["manifest"] is None
+    if demo_used and config["demo"].get("instances", False) != config["data"].get("instances", False):
+        problems.append("demo.instances and data.instances must agree when the demo data is used (instance masks "
+                        "train in the instance mode only); set both, e.g. --config demo='{instances: true}' "
+                        "data='{instances: true}'")
     return [problem for problem in problems + infer_problems(config) if problem]
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from unetflow.demo_cells import render_touching_cells
 from unetflow.io import write_image, write_mask
 
 
@@ -27,12 +28,13 @@ def render_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     return np.clip(image * 255, 0, 255).astype(np.uint8), mask
 
 
-def write_demo_data(out_dir: str, count: int, size: int, seed: int) -> None:
-    """Write `count` image/mask PNG pairs to out_dir/images and out_dir/masks."""
+def write_demo_data(out_dir: str, count: int, size: int, seed: int, instances: bool = False) -> None:
+    """Write `count` image/mask PNG pairs to out_dir/images and out_dir/masks: 0/255 masks, or with `instances`
+    touching cells with 16-bit instance masks (see `unetflow.demo_cells`)."""
     rng = np.random.default_rng(seed)
     for sub in ("images", "masks"):
         Path(out_dir, sub).mkdir(parents=True, exist_ok=True)
     for index in range(count):
-        image, mask = render_case(rng, size)
+        image, mask = render_touching_cells(rng, size) if instances else render_case(rng, size)
         write_image(Path(out_dir, "images", f"case_{index:03d}.png"), image)
         write_mask(Path(out_dir, "masks", f"case_{index:03d}.png"), mask)

@@ -17,16 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import load_case
+from unetflow.cases import load_case, load_instances
 from unetflow.formats import is_volume
+from unetflow.instances import instance_target
 from unetflow.io import read_mask
 from unetflow.labels import IGNORE_INDEX, class_values
 from unetflow.metrics import case_metrics
 from unetflow.nifti import read_volume, volume_spacing
-from unetflow.predictions import prediction_path, read_prediction
+from unetflow.object_metrics import object_metrics
+from unetflow.predictions import instance_prediction_path, prediction_path, read_instances, read_prediction
 from unetflow.volumes import is_volume_unit, prediction_units, stack_slices
 
 SUMMARY_STATS = ("mean", "median", "std")
+INSTANCE_CLASS_NAMES = {0: "background", 1: "objects"}  # pixel classes scored in the instance mode
 
 
 def read_roi(path) -> np.ndarray:
@@ -69,6 +72,8 @@ def scored_axes(shape: tuple[int, ...]) -> list[int]:
 def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.Series,
                   cfg: dict) -> list[dict]:
     """Metric rows (one per class) of one case or volume (cfg: spacing, tolerance)."""
+    if instance_target(classes):
+        return evaluate_instance_unit(name, rows, pred_dir, arrays, cfg)
     gt = unit_ground_truth(rows, arrays)
     pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     roi = case_roi(rows.iloc[0])
@@ -78,6 +83,34 @@ def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.Data
         gt, pred, roi = (None if a is None else a.reshape([a.shape[i] for i in axes]) for a in (gt, pred, roi))
         spacing = [spacing[i] for i in axes]
     return scored_rows(name, gt, pred, roi, len(class_values(classes)), spacing, cfg["tolerance"])
+
+
+def evaluate_instance_unit(name: str, rows: pd.DataFrame, pred_dir: str, arrays: pd.Series, cfg: dict) -> list[dict]:
+    """Instance mode: pixel metrics of the objects' union (classes 0 background, 1 objects) and, on the objects
+    row, the object metrics (`unetflow.object_metrics`) of the predicted ids against the true ones; a volume's
+    objects are those of its slices pooled (pixel metrics of a volume in voxel units, slices stacked)."""
+    gt_slices = [load_instances(arrays[case_id]) for case_id in rows["id"]]
+    pred = read_instances(instance_prediction_path(pred_dir, name, rows))
+    pred_slices = [pred] if not is_volume_unit(rows) else list(np.moveaxis(pred, int(rows.iloc[0]["slice_axis"]), 0))
+    gt, predicted = (np.stack(slices) if len(slices) > 1 else slices[0] for slices in (gt_slices, pred_slices))
+    spacing = None if is_volume_unit(rows) else cfg["spacing"]  # a volume's slices, stacked along axis 0
+    pixel_rows = scored_rows(name, (gt > 0).astype(np.uint8), (predicted > 0).astype(np.uint8), None, 2, spacing,
+                             cfg["tolerance"])
+    if len(gt_slices) == 1:
+        pixel_rows[1].update(object_metrics(gt_slices[0], pred_slices[0]))
+    else:
+        pixel_rows[1].update(object_metrics(offset_ids(gt_slices), offset_ids(pred_slices)))
+    return pixel_rows
+
+
+def offset_ids(slices: list[np.ndarray]) -> np.ndarray:
+    """Id maps of several slices side by side in one 2D map, ids offset to stay unique (objects never span slices
+    here, so a volume is scored as the pooled objects of its slices)."""
+    offset, shifted = 0, []
+    for ids in slices:
+        shifted.append(np.where(ids > 0, ids.astype(np.int64) + offset, 0))
+        offset += int(ids.max(initial=0))
+    return np.concatenate(shifted, axis=1)
 
 
 def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | None, num_classes: int, spacing,
@@ -98,7 +131,8 @@ def evaluate_cases(cases: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, ar
         nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, classes, array_paths, cfg),
                           prediction_units(cases))
     table = pd.DataFrame([row for rows in nested for row in rows])
-    table.insert(2, "class_name", table["class"].map(classes.set_index("index")["name"]))
+    names = INSTANCE_CLASS_NAMES if instance_target(classes) else classes.set_index("index")["name"]
+    table.insert(2, "class_name", table["class"].map(names))
     return table
 
 

@@ -19,6 +19,7 @@ from unetflow.cases import CASE_IMAGE_DTYPE
 from unetflow.ensemble import labels_from_probabilities, model_from_weights, postprocess_unit, predict_probabilities
 from unetflow.formats import ImageReadError, case_stem
 from unetflow.gpu import pick_device
+from unetflow.instances import instance_target
 from unetflow.io import image_info
 from unetflow.package import Package, load_package
 from unetflow.pairing import listed_images
@@ -93,6 +94,10 @@ class Predictor:
     checked files (see `check_images`), `predict_files` for files as they are."""
 
     def __init__(self, package: Package, device: str = "auto"):
+        if instance_target(package.classes):
+            raise ValueError(f"{package.path}: a model of the instance mode (data.instances: true); inference on new "
+                             f"images does not write instance masks yet: predict them with the workflow's predict "
+                             f"rule (e.g. predict.split: all)")
         self.package, self.device = package, pick_device(device)
         self.models = [model_from_weights(m["hparams"], m["weights"], self.device) for m in package.models]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
+from unetflow.instances import instance_classes, instance_data_problems, instance_row_fields
 from unetflow.io import image_info, truncation_problem
 from unetflow.labels import LabelCoding, class_values, mask_values
 from unetflow.pairing import DataValidationError, attach_rois, image_files, mask_files, pair_files, pairs_from_manifest
@@ -44,6 +45,7 @@ class DataSpec:
     ignore_label: int | None = None
     num_classes: int | None = None
     slice_axis: int = 2
+    instances: bool = False
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":
@@ -96,18 +98,23 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
     if kind == "volume" and (problem := grid_problem(image, mask, "mask")):
         return [], [problem]
     for index in range(count):
-        try:
-            values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
-        except ImageReadError as error:
-            return [], [str(error)]
-        found, counts = np.unique(values, return_counts=True)
+        if data.instances:
+            fields, problem = instance_row_fields(masks[index], mask, "" if kind == "image" else f" slice {index}")
+            problems += [problem] if problem else []
+            snapped = 0
+        else:
+            try:
+                values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
+            except ImageReadError as error:
+                return [], [str(error)]
+            found, counts = np.unique(values, return_counts=True)
+            fields = dict(label_values=found.tolist(), label_fractions=(counts / values.size).tolist())
         rows.append(dict(
             id=slice_id(pair["stem"], kind, index), image_path=str(image), mask_path=str(mask), kind=kind,
             volume=pair["stem"] if kind != "image" else None, slice=index,
             slice_axis=axis, group=pair.get("group", pair["stem"]),
             height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
-            input_channels=int(data.channels or channels),
-            label_values=found.tolist(), label_fractions=(counts / values.size).tolist(), snapped_pixels=snapped,
+            input_channels=int(data.channels or channels), **fields, snapped_pixels=snapped,
             roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
                                                                       else {})))
     if sum(r["snapped_pixels"] for r in rows):
@@ -298,6 +305,8 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
     pairs, problems = source_pairs(data)
     declared, config_problems = declared_classes(data)
+    if data.instances:
+        config_problems, declared = instance_data_problems([], declared is not None), instance_classes()
     problems = config_problems + problems
     coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -305,12 +314,17 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     rows = [row for case_rows, _ in results for row in case_rows]
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
-    if rows:
+    if rows and data.instances:
+        problems += instance_data_problems(rows, False) + ([] if data.channels else channel_problems(rows))
+    elif rows:
         problems += class_problems(classes, rows, data) + ([] if data.channels else channel_problems(rows))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)
     warn_if_suspicious(manifest, classes)
+    if data.instances:
+        log.info("%d objects, %d touching pairs of objects in %d masks", manifest["objects"].sum(),
+                 manifest["touching_pairs"].sum(), len(manifest))
     if declared is None:
         warn_if_stray_values(manifest, classes)
         warn_if_encodings_differ(manifest, classes)

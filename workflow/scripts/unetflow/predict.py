@@ -10,8 +10,10 @@ import torch
 
 from unetflow.cases import load_case
 from unetflow.ensemble import load_models, predict_unit
+from unetflow.instances import instance_target
 from unetflow.labels import class_values
-from unetflow.predictions import write_prediction, write_probabilities
+from unetflow.objects import instances_from_probabilities, object_rows, object_table
+from unetflow.predictions import instance_prediction_path, write_instances, write_prediction, write_probabilities
 from unetflow.volumes import prediction_units
 
 log = logging.getLogger("unetflow.predict")
@@ -29,13 +31,30 @@ def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[
     cfg['save_probabilities'] the probabilities) to out_dir."""
     models, patch = load_models(checkpoints, device)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    units = prediction_units(cases)
+    units, target, objects = prediction_units(cases), instance_target(classes), []
     for number, (name, rows) in enumerate(units, start=1):
         images = [load_case(arrays[case_id])[0] for case_id in rows["id"]]
         labels, probabilities = predict_unit(models, images, patch, cfg, device, len(class_values(classes)), rows)
-        write_prediction(labels, classes, out_dir, name, rows)
+        if target:
+            objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)
+        else:
+            write_prediction(labels, classes, out_dir, name, rows)
         if cfg["save_probabilities"]:
             for case_id, probs in zip(rows["id"], probabilities):
                 write_probabilities(probs, out_dir, case_id)
         log.info("predicted %d/%d: %s", number, len(units), name)
+    if target:
+        object_table(objects).to_parquet(Path(out_dir, OBJECTS_FILE))
+
+
+OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the instance masks
+
+
+def write_unit_objects(probabilities, rows: pd.DataFrame, target: str, min_size: int, out_dir: str,
+                       name: str) -> list[dict]:
+    """Instance mode: the objects of a unit's softmax maps written as its instance mask; their table rows."""
+    ids = [instances_from_probabilities(probs, target, min_size) for probs in probabilities]
+    write_instances(instance_prediction_path(out_dir, name, rows), ids, rows)
+    return [row for case_id, slice_ids, probs in zip(rows["id"], ids, probabilities)
+            for row in object_rows(case_id, slice_ids, probs)]
 

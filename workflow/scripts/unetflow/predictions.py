@@ -59,6 +59,36 @@ def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
     return colors_to_indices(rgb, colors, snap=False)[0]
 
 
+def instance_prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
+    """Where the object ids of a unit go: <volume>.nii[.gz] for a volume, <id>.tif when its mask is a TIFF, else
+    <id>.png (16-bit when there are more than 255 objects)."""
+    if is_volume_unit(rows):
+        return prediction_path(out_dir, name, rows)
+    tiff = str(rows.iloc[0]["mask_path"]).lower().endswith((".tif", ".tiff"))
+    return Path(out_dir, name + (".tif" if tiff else ".png"))
+
+
+def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
+    """Write the object ids of a unit (one id map per slice) as an instance mask: 2D PNG/TIFF, or for a volume
+    its slices stacked (ids of later slices offset to stay unique) with the input's affine and header."""
+    path = Path(path)
+    if not is_volume(path):
+        write_mask(path, ids[0].astype(np.uint16 if ids[0].max(initial=0) <= 65535 else np.uint32))
+        return path
+    offset, unique = 0, []
+    for slice_ids in ids:
+        unique.append(np.where(slice_ids > 0, slice_ids + offset, 0))
+        offset += int(slice_ids.max(initial=0))
+    first = rows.iloc[0]
+    write_volume_labels(path, unique, first["image_path"], int(first["slice_axis"]))
+    return path
+
+
+def read_instances(path) -> np.ndarray:
+    """A written instance mask (PNG, TIFF or NIfTI) as its id array."""
+    return integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
+
+
 def write_probabilities(probs, out_dir: str, case_id: str) -> Path:
     """Write the class probabilities (K, H, W; an array or a CPU tensor) as float16 to the compressed
     out_dir/<id>.npz (key 'probabilities')."""

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from unetflow.cases import save_case
+from unetflow.instances import instance_target, three_class_target
 from unetflow.labels import IGNORE_INDEX
-from unetflow.sources import case_labels, row_kind, source_images
+from unetflow.sources import case_instance_ids, case_labels, row_kind, source_images
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -49,11 +50,14 @@ def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, n
     first = rows.iloc[0]
     images = source_images(first)
     results = []
-    for (_, row), labels in zip(rows.iterrows(), case_labels(rows, classes)):
+    instances = case_instance_ids(rows) if instance_target(classes) else [None] * len(rows)
+    labels_of_rows = [three_class_target(ids) for ids in instances] if instance_target(classes) else \
+        case_labels(rows, classes)
+    for (_, row), labels, ids in zip(rows.iterrows(), labels_of_rows, instances):
         image = images[int(row["slice"]) if row_kind(first) != "image" else 0]
         image = network_input(image, int(row.get("input_channels", image.shape[2])), normalization,
                               clip_percentiles)
-        path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels)
+        path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels, ids)
         results.append(dict(id=row["id"], array_path=str(path), height=labels.shape[0], width=labels.shape[1],
                             channels=image.shape[0],
                             foreground_fraction=float(((labels > 0) & (labels != IGNORE_INDEX)).mean())))

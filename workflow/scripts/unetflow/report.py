@@ -16,13 +16,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from scipy import ndimage
 
-from unetflow.cases import load_case
+from unetflow.cases import load_case, load_instances
+from unetflow.instances import instance_target
 from unetflow.labels import IGNORE_INDEX
-from unetflow.predictions import prediction_path, read_prediction
+from unetflow.predictions import instance_prediction_path, prediction_path, read_instances, read_prediction
 from unetflow.volumes import is_volume_unit
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
+OBJECT_METRICS = ("object_f1", "object_map", "aji", "pq")  # instance mode, on the objects row
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (spacing units)"}
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors
 DPI = 100
@@ -112,7 +115,11 @@ def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir
     """Preprocessed image (H, W, C), ground-truth and predicted class maps (H, W) of a case; of a NIfTI volume,
     its slice with the most ground-truth foreground."""
     cases = [load_case(arrays[case_id]) for case_id in rows["id"]]
-    pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
+    if instance_target(classes):  # object ids instead of classes, outlined one colour per object
+        cases = [(image, load_instances(arrays[case_id])) for (image, _), case_id in zip(cases, rows["id"])]
+        pred = read_instances(instance_prediction_path(pred_dir, name, rows))
+    else:
+        pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
     if is_volume_unit(rows):
         pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
@@ -139,27 +146,42 @@ def draw_contours(axes: Axes, labels: np.ndarray, num_classes: int) -> None:
             axes.contour(mask, levels=[0.5], colors=[class_colour(c)], linewidths=1.2)
 
 
+def draw_instance_outlines(axes: Axes, ids: np.ndarray) -> None:
+    """Outline every object of an id map in a colour of its own (20 colours, cycled by id)."""
+    outlines = ids * (ids != ndimage.grey_erosion(ids, size=3)) if ids.any() else ids
+    colours = np.zeros((*ids.shape, 4))
+    palette = np.array(matplotlib.colormaps["tab20"].colors)
+    colours[outlines > 0, :3] = palette[(outlines[outlines > 0].astype(np.int64) - 1) % len(palette)]
+    colours[outlines > 0, 3] = 1
+    axes.imshow(colours, interpolation="nearest")
+
+
 def class_colour(c: int) -> tuple:
     """The colour of foreground class c (1, 2, ...)."""
     return CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]
 
 
-def plot_overlays(panels: list[dict], class_names: list[str], path) -> Path:
+def plot_overlays(panels: list[dict], class_names: list[str], path, instances: bool = False) -> Path:
     """PNG with one column per case: the image with the ground-truth contours (top row) and with the predicted
     contours (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
-    `load_overlay_case` returns them, plus a title)."""
+    `load_overlay_case` returns them, plus a title); with `instances` gt and pred are id maps, each object outlined
+    in a colour of its own."""
     figure, grid = new_figure(len(panels), (3.6, 3.6), rows=2)
     for column, panel in enumerate(panels):
         image = display_image(panel["image"])
         for row, (key, kind) in enumerate((("gt", "ground truth"), ("pred", "prediction"))):
             axes = grid[row, column]
             axes.imshow(image, cmap="gray", interpolation="nearest")
-            draw_contours(axes, panel[key], len(class_names))
+            if instances:
+                draw_instance_outlines(axes, panel[key])
+            else:
+                draw_contours(axes, panel[key], len(class_names))
             axes.set_title(f"{panel['title']}\n{kind}" if row == 0 else kind, fontsize=10)
             axes.set_xticks([])
             axes.set_yticks([])
-    figure.legend(handles=overlay_legend(class_names), loc="lower center", ncol=max(1, len(class_names) - 1),
-                  frameon=False)
+    legend = [Line2D([], [], color="tab:blue", label="one colour per object")] if instances else \
+        overlay_legend(class_names)
+    figure.legend(handles=legend, loc="lower center", ncol=max(1, len(legend)), frameon=False)
     figure.subplots_adjust(bottom=0.08)
     return save_figure(figure, path)
 
@@ -172,12 +194,14 @@ def overlay_legend(class_names: list[str]) -> list[Line2D]:
 def per_case_table(per_case: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.DataFrame:
     """One row per case, best first: id, mean_foreground_dice, then one column per metric and foreground class
     named '<metric> (<class name>)'."""
-    wide = foreground(per_case).pivot(index="id", columns="class_name", values=list(metrics))
+    metrics = [*metrics, *(m for m in OBJECT_METRICS if m in per_case)]
+    wide = foreground(per_case).pivot(index="id", columns="class_name", values=metrics)
     wide.columns = [f"{metric} ({name})" for metric, name in wide.columns]
     return case_scores(per_case).to_frame().join(wide).reset_index()
 
 
 def summary_table(summary: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.DataFrame:
     """class_name, n_cases and the mean, median and std of each metric, one row per class."""
+    metrics = [*metrics, *(m for m in OBJECT_METRICS if f"{m}_mean" in summary)]
     stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "median", "std")]
     return summary[["class_name", "n_cases", *stats]]

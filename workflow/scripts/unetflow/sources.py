@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.formats import is_lossy, is_volume
+from unetflow.instances import instance_ids
 from unetflow.io import read_image, read_mask, read_mask_stack, read_stack
 from unetflow.labels import LabelCoding, map_labels, mask_values
 from unetflow.volumes import volume_image_slices, volume_mask_slices
@@ -68,3 +69,10 @@ def case_labels(rows: pd.DataFrame, classes: pd.DataFrame) -> list[np.ndarray]:
         mapped, _ = mask_values(raw, coding, lossy, first["mask_path"])
         labels.append(mapped if coding.colors is not None else map_labels(mapped, coding.values, coding.ignored))
     return labels
+
+
+def case_instance_ids(rows: pd.DataFrame) -> list[np.ndarray]:
+    """Object ids (H, W) of every row of one instance-mask source, the source read once (instance mode)."""
+    first = rows.iloc[0]
+    slices = source_masks(first, colour=False)
+    return [instance_ids(slices[int(row["slice"]) if row_kind(first) != "image" else 0]) for _, row in rows.iterrows()]

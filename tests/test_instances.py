@@ -1,0 +1,199 @@
+"""Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
+touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import build_manifest, snakemake, tiny_config, write_config
+from unetflow.demo_cells import render_touching_cells
+from unetflow.formats import ImageReadError
+from unetflow.instances import split_ids, three_class_target, touching_pairs
+from unetflow.io import read_mask, write_mask
+from unetflow.object_metrics import MAP_THRESHOLDS, object_metrics
+from unetflow.objects import instances_from_foreground, instances_from_three_class, object_rows
+from unetflow.pairing import DataValidationError
+
+
+def squares(*boxes, shape=(10, 12)) -> np.ndarray:
+    """An id map with object i+1 filling boxes[i] = (top, bottom, left, right) (bottom/right exclusive)."""
+    ids = np.zeros(shape, np.uint16)
+    for index, (top, bottom, left, right) in enumerate(boxes, start=1):
+        ids[top:bottom, left:right] = index
+    return ids
+
+
+TWO_TOUCHING = squares((2, 6, 1, 5), (2, 6, 5, 9))  # two 4x4 squares sharing an edge
+
+
+def test_map_thresholds_are_stardists():
+    assert MAP_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def test_merged_touching_squares():
+    merged = squares((2, 6, 1, 9))  # one 4x8 object over both: IoU 16/32 = 0.5 with each square
+    m = object_metrics(TWO_TOUCHING, merged)
+    assert (m["object_tp"], m["object_fp"], m["object_fn"]) == (1, 0, 1)  # IoU 0.5 >= 0.5 matches one square
+    assert m["object_precision"] == 1 and m["object_recall"] == 0.5 and m["object_f1"] == pytest.approx(2 / 3)
+    assert m["object_map"] == pytest.approx(0.5 / 9)  # TP/(TP+FP+FN) = 1/2 at 0.5, 0 at every other threshold
+    assert m["aji"] == pytest.approx(32 / 64)  # both squares pick the merged object: C = 16 + 16, U = 32 + 32
+    assert m["pq"] == pytest.approx(0.5 / 1.5)
+
+
+def test_split_object():
+    whole = squares((2, 6, 1, 9))
+    m = object_metrics(whole, TWO_TOUCHING)
+    assert (m["object_tp"], m["object_fp"], m["object_fn"]) == (1, 1, 0)
+    assert m["object_precision"] == 0.5 and m["object_recall"] == 1
+    assert m["aji"] == pytest.approx(16 / 48)  # C = 16, U = 32 + the unused half 16
+    assert m["pq"] == pytest.approx(1 / 3)
+
+
+def test_shifted_squares():
+    gt = squares((0, 5, 0, 5), (0, 5, 5, 10), shape=(6, 12))
+    pred = squares((0, 5, 1, 6), (0, 5, 6, 11), shape=(6, 12))  # IoU 20/30 each
+    m = object_metrics(gt, pred)
+    assert m["object_f1"] == 1 and m["matched_iou"] == pytest.approx(2 / 3)
+    assert m["object_map"] == pytest.approx(4 / 9)  # matched at 0.5, 0.55, 0.6, 0.65 only
+    assert m["aji"] == pytest.approx(40 / 60) and m["pq"] == pytest.approx(2 / 3)
+
+
+def test_ids_are_matched_not_compared():
+    relabelled = np.where(TWO_TOUCHING == 1, 7, np.where(TWO_TOUCHING == 2, 3, 0))
+    m = object_metrics(TWO_TOUCHING, relabelled)
+    assert m["object_f1"] == m["object_map"] == m["aji"] == m["pq"] == 1
+
+
+def test_empty_cases():
+    empty = np.zeros_like(TWO_TOUCHING)
+    both = object_metrics(empty, empty)
+    assert both["object_f1"] == both["object_map"] == both["aji"] == both["pq"] == 1
+    for gt, pred in ((empty, TWO_TOUCHING), (TWO_TOUCHING, empty)):
+        m = object_metrics(gt, pred)
+        assert m["object_f1"] == m["object_map"] == m["aji"] == m["pq"] == 0
+
+
+def test_metrics_agree_with_stardist():
+    matching = pytest.importorskip("stardist.matching")
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        _, gt = render_touching_cells(rng, 64)
+        _, other = render_touching_cells(rng, 64)
+        pred = np.where(rng.random() < 0.5, np.roll(gt, (1, 2), (0, 1)), other).astype(np.int32)
+        ours = object_metrics(gt.astype(np.int32), pred)
+        theirs = matching.matching_dataset([gt.astype(np.int32)], [pred], thresh=list(MAP_THRESHOLDS),
+                                           show_progress=False)
+        at_half = theirs[0]
+        assert (ours["object_tp"], ours["object_fp"], ours["object_fn"]) == (at_half.tp, at_half.fp, at_half.fn)
+        assert ours["object_f1"] == pytest.approx(at_half.f1)
+        assert ours["pq"] == pytest.approx(at_half.panoptic_quality)
+        assert ours["object_map"] == pytest.approx(np.mean([s.accuracy for s in theirs]))
+
+
+def test_three_class_target_separates_touching_objects():
+    ids = squares((2, 10, 1, 9), (2, 10, 9, 17), shape=(12, 18))  # two 8x8 squares sharing an edge
+    target = three_class_target(ids)
+    assert set(np.unique(target)) == {0, 1, 2}
+    assert (target[ids == 0] == 0).all()
+    assert (target[2:10, 7:11] == 2).all() and (target[4:8, 3:7] == 1).all()  # 2 px of boundary on each side
+    interiors = instances_from_foreground(np.stack([target != 1, target == 1]).astype(np.float32), 1)
+    assert interiors.max() == 2
+
+
+def test_split_and_touching_ids():
+    ids = squares((0, 2, 0, 2), (0, 2, 2, 4), (5, 7, 5, 7), shape=(10, 10))
+    assert touching_pairs(ids) == 1 and split_ids(ids) == {}
+    ids[8:10, 0:2] = 3  # id 3 reused for a second blob
+    assert split_ids(ids) == {3: 2}
+
+
+def test_watershed_recovers_touching_objects_from_their_target():
+    _, ids = render_touching_cells(np.random.default_rng(0), 96)
+    target = three_class_target(ids)
+    probs = np.stack([target == k for k in range(3)]).astype(np.float32)
+    found = instances_from_three_class(probs, min_size=1)
+    assert object_metrics(ids, found)["object_f1"] > 0.95
+    baseline = instances_from_foreground(probs, min_size=1)  # connected components merge touching cells
+    assert object_metrics(ids, baseline)["object_f1"] < 0.6
+
+
+def test_small_objects_removed_and_table():
+    probs = np.stack([TWO_TOUCHING == 0, TWO_TOUCHING > 0, np.zeros(TWO_TOUCHING.shape, bool)]).astype(np.float32)
+    probs[:, 8, 10] = (0, 1, 0)  # a one-pixel object
+    assert instances_from_three_class(probs, min_size=1).max() == 2
+    ids = instances_from_three_class(probs, min_size=4)
+    rows = object_rows("c", ids, probs)
+    assert [r["area"] for r in rows] == [32] and rows[0]["bbox_top"] == 2 and rows[0]["bbox_bottom"] == 6
+    assert rows[0]["mean_probability"] == 1
+
+
+def test_demo_cells_touch_and_are_connected():
+    image, ids = render_touching_cells(np.random.default_rng(1), 128)
+    assert image.dtype == np.uint8 and ids.dtype == np.uint16
+    assert split_ids(ids) == {} and touching_pairs(ids) >= 10
+
+
+def write_instance_pairs(folder, ids_list, suffix=".png"):
+    """Images and instance masks (16-bit) named c<i> in folder/images and folder/masks."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    for index, ids in enumerate(ids_list):
+        write_mask(folder / "images" / f"c{index}.png", (ids > 0).astype(np.uint8) * 200)
+        write_mask(folder / "masks" / f"c{index}{suffix}", ids)
+    return folder / "images", folder / "masks"
+
+
+def test_ingest_reads_and_counts_instances(tmp_path):
+    many = np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) % 300 + 1  # ids above 255 need 16 bits
+    many[:, :3] = 0
+    images, masks = write_instance_pairs(tmp_path, [np.pad(TWO_TOUCHING, 15), many], suffix=".tif")
+    assert read_mask(masks / "c1.tif").max() == 300
+    with pytest.raises(DataValidationError, match="not one connected object"):
+        build_manifest(images, masks, instances=True)  # ids of `many` recur in separate blobs
+    (masks / "c1.tif").unlink()
+    (images / "c1.png").unlink()
+    manifest, classes = build_manifest(images, masks, instances=True)
+    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert manifest.loc[0, "objects"] == 2 and manifest.loc[0, "touching_pairs"] == 1
+
+
+def test_ingest_refuses_declared_classes_with_instances(tmp_path):
+    images, masks = write_instance_pairs(tmp_path, [np.pad(TWO_TOUCHING, 15)])
+    with pytest.raises(DataValidationError, match="fixes the classes"):
+        build_manifest(images, masks, classes={"bg": 0, "a": 1, "b": 2}, instances=True)
+
+
+def test_demo_instances_needs_data_instances(tmp_path):
+    config = tiny_config()
+    config["demo"]["instances"] = True
+    result = snakemake(tmp_path, "-n", configfile=write_config(tmp_path, config), check=False)
+    assert result.returncode != 0 and "demo.instances and data.instances" in result.stdout + result.stderr
+
+
+def test_instance_mode_end_to_end(tmp_path):
+    config = tiny_config()
+    config["demo"]["instances"] = True
+    config["data"] = {"instances": True}
+    snakemake(tmp_path, configfile=write_config(tmp_path, config))
+    results = tmp_path / "results" / "unet"
+    per_case = pd.read_parquet(results / "evaluate" / "per_case.parquet")
+    objects_rows = per_case[per_case["class"] == 1]
+    assert objects_rows["class_name"].eq("objects").all() and objects_rows["object_f1"].between(0, 1).all()
+    assert "aji_mean" in pd.read_parquet(results / "evaluate" / "summary.parquet")
+    masks = sorted((results / "predict" / "masks").glob("*.png"))
+    assert masks and all(read_mask(path).dtype in (np.uint8, np.uint16) for path in masks)
+    table = pd.read_parquet(results / "predict" / "masks" / "objects.parquet")
+    assert list(table.columns)[:3] == ["case", "id", "area"]
+    for path in masks:  # every object written is in the table, and no other
+        ids = set(np.unique(read_mask(path))) - {0}
+        assert ids == set(table.loc[table["case"] == path.stem, "id"])
+    assert (results / "report" / "overlays.png").stat().st_size > 0
+
+
+def test_instance_masks_refuse_colour(tmp_path):
+    images, masks = write_instance_pairs(tmp_path, [np.pad(TWO_TOUCHING, 15)])
+    rgb = np.zeros((40, 42, 3), np.uint8)
+    rgb[..., 0] = 5
+    write_mask(masks / "c0.png", rgb)
+    with pytest.raises((DataValidationError, ImageReadError), match="one id per pixel|colour"):
+        build_manifest(images, masks, instances=True)
