@@ -91,3 +91,11 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
         problems.append(f"config key predict.ensemble of experiment {name}: it names the experiment itself, whose "
                         f"models are always in its ensemble; list the other experiments only")
     return problems
+
+
+def demo_training(train: dict, demo: dict) -> dict:
+    """The train section for the demo data: `demo.epochs` epochs when no epochs or budget is set (the demo stays a
+    run of under a minute instead of the default time budget)."""
+    if all(train[key] is None for key in ("epochs", "budget_steps", "budget_minutes")):
+        return {**train, "epochs": demo["epochs"]}
+    return train
