@@ -28,7 +28,7 @@ plot_metric_distributions(per_case, snakemake.output.distributions)
 scores = case_scores(per_case)
 examples = example_cases(per_case)
 units = dict(prediction_units(manifest))
-panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
+panels = [dict(title=f"{kind}, Dice {scores[name]:.3f}: {name}",
                **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
           for kind, name in examples.items()]
 plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays)

@@ -6,6 +6,7 @@ Foreground classes are the classes 1..K-1; a case's score is its mean foreground
 
 import itertools
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +29,8 @@ CLASS_COLOURS = matplotlib.colormaps["tab10"].colors
 DPI = 100
 FOLD_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 JITTER = 0.08  # half-width of the horizontal scatter of the strip plot points
+TITLE_FONT_SIZE = 10
+MAX_TITLE_LINES = 4
 
 
 def new_figure(columns: int, size: tuple[float, float], rows: int = 1) -> tuple[Figure, np.ndarray]:
@@ -145,9 +148,14 @@ def class_colour(c: int) -> tuple:
 
 
 def plot_overlays(panels: list[dict], class_names: list[str], path) -> Path:
-    """PNG with one column per case: the image with the ground-truth contours (top row) and with the predicted
-    contours (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
-    `load_overlay_case` returns them, plus a title)."""
+    """PNG of `overlay_figure`."""
+    return save_figure(overlay_figure(panels, class_names), path)
+
+
+def overlay_figure(panels: list[dict], class_names: list[str]) -> Figure:
+    """One column per case: the image with the ground-truth contours (top row) and with the predicted contours
+    (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
+    `load_overlay_case` returns them, plus a title); titles are wrapped to their panel's width (long case ids)."""
     figure, grid = new_figure(len(panels), (3.6, 3.6), rows=2)
     for column, panel in enumerate(panels):
         image = display_image(panel["image"])
@@ -155,13 +163,30 @@ def plot_overlays(panels: list[dict], class_names: list[str], path) -> Path:
             axes = grid[row, column]
             axes.imshow(image, cmap="gray", interpolation="nearest")
             draw_contours(axes, panel[key], len(class_names))
-            axes.set_title(f"{panel['title']}\n{kind}" if row == 0 else kind, fontsize=10)
             axes.set_xticks([])
             axes.set_yticks([])
+            if row:
+                axes.set_title(kind, fontsize=TITLE_FONT_SIZE)
+            else:
+                set_wrapped_title(axes, panel["title"], kind)
     figure.legend(handles=overlay_legend(class_names), loc="lower center", ncol=max(1, len(class_names) - 1),
                   frameon=False)
     figure.subplots_adjust(bottom=0.08)
-    return save_figure(figure, path)
+    return figure
+
+
+def set_wrapped_title(axes: Axes, text: str, last_line: str) -> None:
+    """Title `text` + `last_line` in lines no wider than the axes as rendered: words longer than a line (long case
+    ids) are broken; past MAX_TITLE_LINES lines the text ends with an ellipsis."""
+    renderer = axes.figure.canvas.get_renderer()
+    width = axes.get_window_extent(renderer).width
+    for chars in range(max(len(text), 8), 3, -1):
+        lines = textwrap.wrap(text, chars, break_on_hyphens=False)
+        if len(lines) > MAX_TITLE_LINES:
+            lines = [*lines[:MAX_TITLE_LINES - 1], lines[MAX_TITLE_LINES - 1][:chars - 1] + "…"]
+        axes.set_title("\n".join([*lines, last_line]), fontsize=TITLE_FONT_SIZE)
+        if axes.title.get_window_extent(renderer).width <= width:
+            return
 
 
 def overlay_legend(class_names: list[str]) -> list[Line2D]:
