@@ -18,19 +18,12 @@ import pandas as pd
 import torch
 
 from unetflow.augment import augment_batch
-from unetflow.gpu import free_memory_bytes, pick_device
+from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast: 'auto' on CUDA and on CPUs with native bf16 matrix instructions (AMX, AVX-512 BF16)."""
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
@@ -241,7 +234,7 @@ class Trainer:
         train_loss, steps = self.train_epoch(clock)
         train_seconds = time.perf_counter() - start
         val_loss, val_dice = validation_scores(self.model, [self.val_cases[i] for i in self.val_subset], self.patch,
-                                               self.device, self.cfg["loss"])
+                                               self.device, self.cfg["loss"], self.bf16)
         self.epoch += 1
         seconds = time.perf_counter() - start
         return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
@@ -272,13 +265,15 @@ class Trainer:
                       clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
-                                self.log)
+                                self.bf16, self.log)
         save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"]), best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
         save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice),
                     last_path)
         self.state_path.unlink(missing_ok=True)
         self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
+        self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
+                      "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
         return pd.DataFrame(self.rows)
 
     def should_stop(self) -> bool:

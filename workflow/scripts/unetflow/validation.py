@@ -22,9 +22,9 @@ CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole val
 
 
 @torch.inference_mode()
-def validation_scores(model, cases, patch, device, loss_kind: str) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled; NaN for no
-    cases."""
+def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False) -> tuple[float, float]:
+    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled (in bf16
+    autocast when training uses it); NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
     num_classes = model.hparams["num_classes"]
@@ -32,7 +32,7 @@ def validation_scores(model, cases, patch, device, loss_kind: str) -> tuple[floa
     losses = []
     for image, labels in cases:
         probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=VALIDATION_OVERLAP,
-                                       device=device)
+                                       device=device, bf16=bf16)
         target = torch.from_numpy(labels.astype(np.int64))
         logits = probs.clamp_min(1e-8).log()[None]
         losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
@@ -82,7 +82,7 @@ def weights_copy(model: torch.nn.Module) -> dict:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, log) -> dict:
+def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log) -> dict:
     """The candidate with the highest Dice on all validation `cases` (the first among equals); its `dice` becomes
     that full-set Dice. The model's own weights are restored afterwards."""
     if len(candidates) == 1:
@@ -91,7 +91,7 @@ def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_k
     scored = []
     for candidate in candidates:
         model.load_state_dict(candidate["model"])
-        _, dice = validation_scores(model, cases, patch, device, loss_kind)
+        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16)
         log.info("final choice: epoch %d, subset Dice %.4f, full validation Dice %.4f", candidate["epoch"],
                  candidate["dice"], dice)
         scored.append(dict(candidate, dice=dice))
