@@ -3,10 +3,10 @@
 Predicts the cases of a split (default: test) of a results folder twice with the trained models of one experiment,
 through the workflow's own `unetflow.ensemble.predict_probabilities` (the experiment's predict settings: overlap,
 tile batch, mirroring), once with `predict.precision: fp32` and once with `bf16`, and prints the share of pixels
-whose label differs, the mean Dice per foreground class of each against the ground truth (mean over cases, as the
-evaluate rule), the largest Dice change, and the prediction time of each (process CPU time on the CPU, wall clock on
-CUDA). The verdict applies the bar of `predict.precision: auto`: under 0.1 % of pixels differ and every class's
-Dice moves by less than 0.001.
+whose label differs, the mean Dice per class (background included) of each against the ground truth (mean over
+cases, as the evaluate rule), the largest Dice change, and the prediction time of each (process CPU time on the CPU,
+wall clock on CUDA). The verdict applies the bar of `predict.precision: auto`: under 0.1 % of pixels differ and
+every class's Dice moves by less than 0.001.
 
     python bench/predict_precision.py RESULTS [--experiment unet] [--split test] [--mirror] [--device cpu]
 """
@@ -31,7 +31,8 @@ MAX_PIXEL_SHARE, MAX_DICE_CHANGE = 0.001, 0.001  # the bar of predict.precision:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", help="a results folder of a finished run (holds preprocess/, split/, <experiment>/)")
+    parser.add_argument("results", help="the results folder of a finished run (preprocess/, split/, <experiment>/), "
+                                            "directly inside the run's working directory")
     parser.add_argument("--experiment", default="unet")
     parser.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -43,10 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def dice_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of classes 1..K-1 of one case (1 when a class is absent from both), ignored pixels excluded."""
+    """Dice of every class 0..K-1 of one case (1 when a class is absent from both), ignored pixels excluded."""
     valid = target != IGNORE_INDEX
     scores = []
-    for k in range(1, num_classes):
+    for k in range(num_classes):
         p, t = (pred == k) & valid, (target == k) & valid
         total = p.sum() + t.sum()
         scores.append(1.0 if total == 0 else 2 * (p & t).sum() / total)
@@ -69,7 +70,8 @@ def main(argv=None) -> None:
     device, results = torch.device(args.device), Path(args.results)
     arrays = pd.read_parquet(results / "preprocess" / "manifest.parquet").set_index("id")["array_path"]
     ids = ids_in(pd.read_parquet(results / "split" / "splits.parquet"), args.split)
-    cases = [load_case(arrays[case_id]) for case_id in sorted(ids)]
+    workdir = results.parent  # stored paths are relative to the workflow's working directory
+    cases = [load_case(workdir / arrays[case_id]) for case_id in sorted(ids)]
     checkpoints = sorted(str(path) for path in (results / args.experiment / "train").glob("fold*/model.pt"))
     models, patch = load_models(checkpoints, device)
     num_classes = models[0].hparams["num_classes"]
@@ -90,9 +92,9 @@ def main(argv=None) -> None:
           f"{patch}, mirror {args.mirror}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"pixels whose label differs, bf16 vs fp32: {differing} of {sum(int(v.sum()) for v in valid)} "
           f"({share:.4%})")
-    for k in range(1, num_classes):
-        print(f"class {k}: Dice fp32 {dice['fp32'][k - 1]:.5f}  bf16 {dice['bf16'][k - 1]:.5f}  "
-              f"change {dice['bf16'][k - 1] - dice['fp32'][k - 1]:+.5f}")
+    for k in range(num_classes):
+        print(f"class {k}: Dice fp32 {dice['fp32'][k]:.5f}  bf16 {dice['bf16'][k]:.5f}  "
+              f"change {dice['bf16'][k] - dice['fp32'][k]:+.5f}")
     print(f"prediction time: fp32 {seconds['fp32']:.2f} s, bf16 {seconds['bf16']:.2f} s "
           f"(bf16 {seconds['fp32'] / seconds['bf16']:.2f}x faster)")
     verdict = share < MAX_PIXEL_SHARE and change < MAX_DICE_CHANGE

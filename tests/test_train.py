@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import REPO
+from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
 from unetflow.schedule import Budget, lr_factor, training_budget
-from unetflow.train import PatchSampler, plan_batch_size, plan_patch_size
+from unetflow.train import PatchSampler
 from unetflow.validation import kept_candidates, validation_subset
 
 
@@ -25,6 +26,40 @@ def test_patch_plan_follows_median_size_and_depth():
 def test_batch_plan_is_bounded_on_cpu():
     batch = plan_batch_size([128, 128], 3, 16, torch.device("cpu"))
     assert 2 <= batch <= 8
+
+
+UNSET = dict(patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
+ISBI_LIKE = dict(cases=17, median_size=[512, 512], class_shares=[0.22, 0.78], object_diameter_p90=60.0)
+
+
+def test_fingerprint_measures_class_shares_and_object_sizes():
+    labels = np.zeros((100, 100), np.uint8)
+    yy, xx = np.mgrid[:100, :100]
+    labels[(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 1  # a disk of diameter ~40
+    traits = data_fingerprint([(np.zeros((1, 100, 100), np.float32), labels)] * 3)
+    assert traits["median_size"] == [100, 100] and traits["cases"] == 3
+    assert traits["class_shares"][1] == pytest.approx(np.pi * 20**2 / 100**2, abs=0.01)
+    assert traits["object_diameter_p90"] == pytest.approx(40, abs=1)
+
+
+def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
+    planned, reasons = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cpu"))
+    assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
+    assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= 8
+    assert planned["foreground_oversampling"] == 0.33
+    assert set(reasons) == set(UNSET)
+    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
+    planned, _ = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cuda"))
+    assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
+
+
+def test_explicit_settings_win_and_rare_classes_raise_oversampling():
+    explicit = dict(patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
+    assert plan_training(explicit, ISBI_LIKE, torch.device("cpu")) == (explicit, {})
+    rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])
+    planned, reasons = plan_training(dict(UNSET, patch_size=[40, 96]), rare, torch.device("cpu"))
+    assert planned["depth"] == 2 and planned["foreground_oversampling"] == 0.5  # 40 -> 20 -> 10 px; 5 would be < 8
+    assert "patch_size" not in reasons and "1.0%" in reasons["foreground_oversampling"]
 
 
 @pytest.mark.parametrize("schedule", ["constant", "poly", "cosine"])
@@ -182,22 +217,35 @@ def test_sampler_keeps_cases_compact_and_yields_float32_and_int64_batches():
     assert all(bool((patch == 1).any()) for patch in targets)  # every patch centred on foreground
 
 
-def test_time_budget_trains_until_spent_and_counts_the_time_before_a_resume(tmp_path):
+class TickingClock:
+    """A stand-in for unetflow.schedule.Clock that advances 10 ms each time it is read: time budgets become
+    deterministic, whatever the load of the machine."""
+
+    def __init__(self, before: float = 0.0):
+        self.now = before
+
+    def elapsed(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_time_budget_trains_until_spent_and_counts_the_time_before_a_resume(tmp_path, monkeypatch):
     import logging
 
     from unetflow.train import Trainer, save_atomic
 
+    monkeypatch.setattr("unetflow.train.Clock", TickingClock)
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
-    cfg = dict(TINY_CFG, epochs=None, budget_minutes=0.03, lr_schedule="poly", warmup_iterations=0)  # 1.8 s
+    cfg = dict(TINY_CFG, epochs=None, budget_minutes=0.01, lr_schedule="poly", warmup_iterations=0)  # 0.6 s
     fresh = Trainer(cfg, train, val, list("abcd"), tmp_path / "fresh.pt", logging.getLogger())
     metrics = fresh.run(tmp_path / "model.pt", tmp_path / "last.pt")
-    assert fresh.elapsed >= 1.8 and fresh.step == metrics["steps"].iloc[-1]
+    assert fresh.elapsed >= 0.6 and fresh.step == metrics["steps"].iloc[-1] > 12
     assert (np.diff(metrics["lr"]) < 0).all()  # the poly schedule runs over the time, not over epochs
     state = tmp_path / "state.pt"
     interrupted = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
-    interrupted.elapsed = 1.5  # an interrupted run that had spent 1.5 s
+    interrupted.elapsed = 0.3  # an interrupted run that had spent half the budget
     save_atomic(interrupted.state(), state)
     resumed = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
     resumed.run(tmp_path / "model2.pt", tmp_path / "last2.pt")
-    assert resumed.elapsed >= 1.8 and resumed.step < fresh.step / 2
+    assert resumed.elapsed >= 0.6 and 0.4 < resumed.step / fresh.step < 0.6

@@ -10,6 +10,7 @@ from unetflow.report import (
                              fold_metrics,
                              load_overlay_case,
                              per_case_table,
+                             plan_table,
                              plot_metric_distributions,
                              plot_overlays,
                              plot_training_curves,
@@ -33,5 +34,6 @@ panels = [dict(title=f"{kind}, Dice {scores[name]:.3f}: {name}",
           for kind, name in examples.items()]
 plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
-                   ("Per case (best first)", per_case_table(per_case))], snakemake.output.tables)
+                   ("Per case (best first)", per_case_table(per_case)),
+                   ("Training plan", plan_table(list(snakemake.input.plans)))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))

@@ -77,7 +77,7 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     """What is wrong with experiment `name` whose `settings` are its overrides merged over `config`."""
     problems = []
     train, ensemble = settings["train"], settings["predict"]["ensemble"]
-    multiple = 2 ** train["depth"]
+    multiple = 2 ** (train["depth"] or 0)  # a planned depth fits the patch size
     if train["patch_size"] and any(side % multiple for side in train["patch_size"]):
         problems.append(f"config key train.patch_size {train['patch_size']} (experiment {name}) must be a multiple "
                         f"of 2**train.depth = {multiple} in each axis")

@@ -5,6 +5,7 @@ Foreground classes are the classes 1..K-1; a case's score is its mean foreground
 """
 
 import itertools
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -74,6 +75,21 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
         match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)
         tables.append(pd.read_parquet(path).assign(fold=int(match.group(1)) if match else position))
     return pd.concat(tables, ignore_index=True)
+
+
+def plan_table(paths: list[str]) -> pd.DataFrame:
+    """The training plans of several folds (train/fold<N>/plan.json) as one table: fold, setting, value, source
+    (planned or config) and reason, then the data fingerprint each was planned from."""
+    rows = []
+    for position, path in enumerate(paths):
+        match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)
+        plan = json.loads(Path(path).read_text())
+        fold = int(match.group(1)) if match else position
+        rows += [dict(fold=fold, setting=key, value=str(entry["value"]), source=entry["source"],
+                      reason=entry["reason"]) for key, entry in plan["settings"].items()]
+        rows.append(dict(fold=fold, setting="(fingerprint)", value=json.dumps(plan["fingerprint"]),
+                         source=plan["device"], reason="training cases and device planned from"))
+    return pd.DataFrame(rows)
 
 
 def foreground(per_case: pd.DataFrame) -> pd.DataFrame:

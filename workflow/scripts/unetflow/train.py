@@ -22,28 +22,9 @@ from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
+from unetflow.plan import data_fingerprint, plan_record, plan_training
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
-
-
-def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
-    """Patch size from the median image size, at most `largest`, rounded down to a multiple of 2**depth."""
-    multiple = 2**depth
-    return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
-
-
-def training_bytes_per_sample(patch: list[int], depth: int, base_width: int) -> int:
-    """Rough activation memory of one sample in a training step: ~16 float32 maps of each level's width kept for
-    the backward pass (two conv blocks of conv, norm and ReLU in the encoder and decoder, skips, up-convolutions)."""
-    pixels = patch[0] * patch[1]
-    return sum(16 * 4 * base_width * 2**level * pixels // 4**level for level in range(depth + 1))
-
-
-def plan_batch_size(patch: list[int], depth: int, base_width: int, device: torch.device) -> int:
-    """Largest batch whose activations fill at most a third of the free memory, from 2 to 8 on the CPU (more
-    does not train faster there) or to 64 on a GPU."""
-    fits = free_memory_bytes(device) // 3 // training_bytes_per_sample(patch, depth, base_width)
-    return int(min(max(2, fits), 64 if device.type == "cuda" else 8))
 
 
 class PatchSampler:
@@ -138,13 +119,13 @@ class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.schedule)."""
 
     def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
-        self.cfg, self.val_cases, self.state_path, self.log = cfg, val_cases, Path(state_path), log
+        self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        depth = cfg["depth"]
-        shapes = [labels.shape for _, labels in train_cases]
-        self.patch = cfg["patch_size"] or plan_patch_size([s[0] for s in shapes], [s[1] for s in shapes], depth)
-        self.batch_size = cfg["batch_size"] or plan_batch_size(self.patch, depth, cfg["base_width"], self.device)
+        traits = data_fingerprint(train_cases, cfg["seed"])
+        cfg, reasons = plan_training(cfg, traits, self.device)
+        self.cfg, self.plan = cfg, plan_record(cfg, reasons, traits, self.device)
+        self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
         self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
@@ -161,11 +142,11 @@ class Trainer:
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.identity = fingerprint(cfg, train_ids, [*train_cases, *val_cases])
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
-        self.log.info("plan: device %s (%s), patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
-                      self.device, "bf16" if self.bf16 else "fp32", self.patch,
-                      "" if cfg["patch_size"] else " (planned)", self.batch_size,
-                      "" if cfg["batch_size"] else " (planned)", self.sampler.storage, len(train_cases),
-                      len(val_cases))
+        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; fingerprint %s",
+                      self.device, "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases),
+                      len(val_cases), traits)
+        for key, entry in self.plan["settings"].items():
+            self.log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
         self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
                       "final choice", self.budget.describe(), len(self.val_subset), len(val_cases), cfg["val_share"])
 
