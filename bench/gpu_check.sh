@@ -38,8 +38,7 @@ else
     DEVICE=cuda
     TRAIN_ARGS=(--device cuda --size 256 --batch 32 --steps 10 --rounds 2 --workers 4)
     PREDICT_ARGS=(--device cuda --images 4 --size 1024 --rounds 2)
-    TRAIN_CFG="{device: cuda, epochs: null, budget_minutes: 5, iterations_per_epoch: 250, patch_size: [256, 256],
-                depth: 4, base_width: 16, lr_schedule: poly}"
+    TRAIN_CFG="{device: cuda, epochs: null, budget_minutes: 5, lr_schedule: poly}"  # the rest planned
 fi
 [[ -d $DATA/images && -d $DATA/masks ]] || fail "no data at $DATA (images/ and masks/); pass the ISBI 2012 folder"
 
