@@ -110,7 +110,7 @@ def plan_training(cfg: dict, traits: dict, device: torch.device) -> tuple[dict, 
         oversampling = 0.5 if rarest < RARE_CLASS_SHARE else 0.33
         reasons["foreground_oversampling"] = (f"rarest foreground class {rarest:.1%} of the pixels"
                                               + (f" < {RARE_CLASS_SHARE:.0%}" if oversampling == 0.5 else
-                                                 " (nnU-Net's 0.33)"))
+                                                 "; nnU-Net's 0.33"))
     planned = dict(cfg, patch_size=list(patch), depth=depth, base_width=base_width, batch_size=batch,
                    foreground_oversampling=oversampling)
     return planned, reasons
