@@ -2,8 +2,8 @@
 summary) on generated images, where the time goes, and the tiled prediction step against MONAI's
 sliding_window_inference at the same settings in the same run.
 
-The package holds one random U-Net of the shape the default config plans for such images (depth 3, width 16, patch
-256 for 512x512 images; weights do not change the speed). Images are the demo's synthetic cells, written as PNG.
+The package holds one random U-Net of the shape the default config had before the automatic plan (depth 3, width
+16, patch 256 for 512x512 images; weights do not change the speed). Images are the demo's synthetic cells, written as PNG.
 The whole path runs once over every image (wall clock, `--threads` torch threads); the breakdown and the MONAI
 comparison run on the first `--breakdown` images, the two sliding windows interleaved, the best of `--rounds` kept
 per image, clocked in process CPU time (on a shared machine far steadier than the wall clock; with --threads 1 it
@@ -35,7 +35,7 @@ from unetflow.predictions import prediction_path, write_labels  # noqa: E402
 from unetflow.sources import source_images  # noqa: E402
 from unetflow.summary import unit_summary  # noqa: E402
 
-PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, largest_component=False)
+PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False)
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 

@@ -5,8 +5,10 @@ same tile batch size, on the same random z-scored images, in one run. MONAI's pr
 so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the best
 of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes
 from: our tiling with the unmodified model, MONAI with our prepared model (BatchNorm folded, channels_last), and
-the prepared network alone on as many tiles (the floor under any tiled predictor). On the CPU two last rows run ours
-and MONAI under bf16 autocast, which is not equal output (the differences are printed).
+the prepared network alone on as many tiles (the floor under any tiled predictor). All of these run in float32 on
+every device (equal output). Two more rows: ours with `predict.precision: auto` (bf16 autocast where the device runs
+bf16 natively: CUDA, CPUs with AMX / AVX-512 BF16; else float32), compared with MONAI in float32 at equal masks (the
+share of pixels whose label differs is printed), and MONAI under bf16 autocast for reference.
 
 On the CPU the clock is the process's CPU time with one thread (--threads 1): on a shared machine it is far less
 disturbed by other users than the wall clock, and the work compared is the same. On CUDA it is the wall clock.
@@ -34,12 +36,14 @@ from monai.inferers import sliding_window_inference
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+from unetflow.gpu import uses_bf16  # noqa: E402
 from unetflow.model import UNet  # noqa: E402
 from unetflow.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
 
 NETWORK_ALONE = "network alone (prepared)"
-OURS_CPU_BF16 = "ours (prepared, bf16)"
-MONAI_CPU_BF16 = "MONAI (same model, bf16)"
+PEER = "MONAI (same model)"
+OURS_AUTO = "ours (precision auto)"
+MONAI_BF16 = "MONAI (same model, bf16)"
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (C, H, W) image -> (K, H, W) probabilities on the CPU
 
 
@@ -64,10 +68,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def ours(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, prepare: bool,
-         bf16: bool | None = None) -> Predictor:
+         bf16: bool = False) -> Predictor:
     """Our sliding window: with `prepare`, on a prepare_for_inference copy (made once, inside the timing) fed
-    channels_last tiles; without, on the model as given, fed tiles as MONAI feeds them. `bf16` as in
-    sliding_window_predict (None: autocast on CUDA only)."""
+    channels_last tiles; without, on the model as given, fed tiles as MONAI feeds them; bf16 autocast or float32."""
     state = {}
 
     def predict(image: torch.Tensor) -> torch.Tensor:
@@ -79,9 +82,8 @@ def ours(model: torch.nn.Module, args: argparse.Namespace, device: torch.device,
 
 
 def monai(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, softmax_per_tile: bool = True,
-          bf16: bool | None = None) -> Predictor:
-    """MONAI's sliding window under no_grad, softmax per tile or at the end; bf16 autocast as in ours (None: on
-    CUDA only)."""
+          bf16: bool = False) -> Predictor:
+    """MONAI's sliding window under no_grad, softmax per tile or at the end; bf16 autocast or float32."""
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
         logits = model(tiles)
         return torch.softmax(logits.float(), dim=1) if softmax_per_tile else logits.float()
@@ -104,7 +106,7 @@ def network_alone(model: torch.nn.Module, args: argparse.Namespace, device: torc
     tiles = tiles.contiguous(memory_format=torch.channels_last)
 
     def predict(image: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast_for(device):
+        with torch.inference_mode(), autocast_for(device, bf16=False):
             for start in range(0, tile_count, args.batch_size):
                 logits = prepared(tiles[:tile_count - start])
             return logits.float().cpu()
@@ -194,14 +196,13 @@ def main() -> None:
     images = torch.randn(args.images, 1, args.size, args.size)
     methods = {
         "ours (prepared model)": ours(model, args, device, prepare=True),
-        "MONAI (same model)": monai(model, args, device),
+        PEER: monai(model, args, device),
         "ours (unprepared model)": ours(model, args, device, prepare=False),
         "MONAI (our prepared model)": monai(prepare_for_inference(model, device), args, device),
         NETWORK_ALONE: network_alone(model, args, device),
+        OURS_AUTO: ours(model, args, device, prepare=True, bf16=uses_bf16("auto", device)),
+        MONAI_BF16: monai(model, args, device, bf16=True),
     }
-    if device.type == "cpu":  # not equal output: bf16 autocast, fast where the CPU has AMX / AVX-512 BF16
-        methods[OURS_CPU_BF16] = ours(model, args, device, prepare=True, bf16=True)
-        methods[MONAI_CPU_BF16] = monai(model, args, device, bf16=True)
     warm_up = images[:1, :, :args.tile, :args.tile]
     for predict in methods.values():
         timed(predict, warm_up, device)
@@ -228,13 +229,14 @@ def report_roofline(args: argparse.Namespace, device: torch.device, best: dict[s
         print(f"{name:28s} {flops / seconds / 1e9:8.1f} GFLOP/s{share}")
     if peak:
         print(f"float32 ceiling: no predictor running these tiles through this network in float32 can be more than "
-              f"{peak * best['MONAI (same model)'] / flops:.2f}x faster than MONAI (same model) here")
+              f"{peak * best[PEER] / flops:.2f}x faster than MONAI (same model) here")
 
 
 def report(args: argparse.Namespace, device: torch.device, best: dict[str, float],
            outputs: dict[str, list[torch.Tensor]], model: torch.nn.Module, images: torch.Tensor) -> None:
-    """Print images/s per method, ratios against MONAI with the same model, and the output differences."""
-    peer = "MONAI (same model)"
+    """Print images/s per method, ratios against MONAI with the same model, the output differences, and the two
+    headline ratios: at equal output (float32) and at equal masks (ours with predict.precision auto)."""
+    peer = PEER
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} images={args.images}x"
           f"{args.size}^2 tile={args.tile} overlap={args.overlap} batch={args.batch_size} UNet(depth={args.depth}, "
           f"base={args.base_width}, classes={args.classes}) rounds={args.rounds} (best kept) "
@@ -246,6 +248,12 @@ def report(args: argparse.Namespace, device: torch.device, best: dict[str, float
     for name in [name for name in best if name not in (peer, NETWORK_ALONE)]:
         print(f"max |softmax difference| {name} vs {peer}: "
               f"{(torch.stack(outputs[name]) - reference).abs().max().item():.2e}")
+    labels = torch.stack(outputs[OURS_AUTO]).argmax(1) != reference.argmax(1)
+    print(f"ours / MONAI at equal output (both float32): {best[peer] / best['ours (prepared model)']:.2f}x")
+    print(f"ours / MONAI at equal masks (ours predict.precision auto = "
+          f"{'bf16' if uses_bf16('auto', device) else 'float32'}, MONAI float32): {best[peer] / best[OURS_AUTO]:.2f}x;"
+          f" labels differing from MONAI's: {labels.float().mean().item():.4%} of pixels (random weights: near-ties"
+          f" everywhere; bench/predict_precision.py measures trained models)")
     logits_blended = monai(model, args, device, softmax_per_tile=False)(images[0])
     print(f"for reference, MONAI blending logits then softmax differs from blending softmax (first image) by up to "
           f"{(logits_blended - outputs[peer][0]).abs().max().item():.2e}")

@@ -25,7 +25,7 @@ from unetflow.summary import unit_summary
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
-PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, largest_component=False)
+PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False)
 
 
 def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2) -> Path:

@@ -19,7 +19,7 @@ from unetflow.predict import checkpoint_list
 from unetflow.predictions import read_probabilities, write_prediction, write_probabilities
 from unetflow.tiling import sliding_window_predict
 
-CFG = dict(overlap=0.5, batch_size=2, mirror=False)
+CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32")
 PATCH = [16, 16]
 
 

@@ -16,6 +16,7 @@ from unetflow.report import (
     case_scores,
     example_cases,
     fold_metrics,
+    overlay_figure,
     per_case_table,
     plot_metric_distributions,
     plot_overlays,
@@ -88,6 +89,23 @@ def test_overlays_png(tmp_path):
     without_classes = [dict(panel, gt=np.zeros_like(gt), pred=np.zeros_like(gt)) for panel in panels]
     with pytest.raises(AssertionError, match="pixels in orange"):  # the check sees missing contours
         assert_png(plot_overlays(without_classes, CLASS_NAMES[:2], tmp_path / "empty.png"), ("blue", "orange"))
+
+
+@pytest.mark.parametrize("case_id", ["kvasir_cju0qkwl35piu0993l0dewei2",  # 31 characters, as in endoscopy sets
+                                     "a" * 140, "patient 0001 visit 02 slice 0153 of the long study"])
+def test_overlay_titles_of_long_case_ids_do_not_overlap(case_id):
+    gt = np.zeros((32, 32), np.uint8)
+    gt[4:14, 4:14] = 1
+    panels = [dict(title=f"{kind}, Dice 0.912: {case_id}{kind}", image=np.zeros((32, 32, 1), np.uint8), gt=gt,
+                   pred=gt) for kind in ("best", "median", "worst")]
+    figure = overlay_figure(panels, CLASS_NAMES[:2])
+    renderer = figure.canvas.get_renderer()
+    figure.canvas.draw()
+    boxes = [axes.title.get_window_extent(renderer) for axes in figure.axes]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    figure_box = figure.bbox
+    assert all(figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 for box in boxes)  # none cut off at the sides
+    assert "0.912" in figure.axes[0].get_title()  # the score survives the shortening
 
 
 def test_examples_are_best_median_and_worst_by_mean_foreground_dice(per_case):

@@ -1,5 +1,6 @@
 """Training: planning, schedules, foreground oversampling, and resume after a kill."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 from conftest import REPO
-from unetflow.train import PatchSampler, lr_factor, plan_batch_size, plan_patch_size
+from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
+from unetflow.schedule import Budget, lr_factor, training_budget
+from unetflow.train import PatchSampler
+from unetflow.validation import kept_candidates, validation_subset
 
 
 def test_patch_plan_follows_median_size_and_depth():
@@ -24,12 +28,84 @@ def test_batch_plan_is_bounded_on_cpu():
     assert 2 <= batch <= 8
 
 
+UNSET = dict(patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
+ISBI_LIKE = dict(cases=17, median_size=[512, 512], class_shares=[0.22, 0.78], object_diameter_p90=60.0)
+
+
+def test_fingerprint_measures_class_shares_and_object_sizes():
+    labels = np.zeros((100, 100), np.uint8)
+    yy, xx = np.mgrid[:100, :100]
+    labels[(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 1  # a disk of diameter ~40
+    traits = data_fingerprint([(np.zeros((1, 100, 100), np.float32), labels)] * 3)
+    assert traits["median_size"] == [100, 100] and traits["cases"] == 3
+    assert traits["class_shares"][1] == pytest.approx(np.pi * 20**2 / 100**2, abs=0.01)
+    assert traits["object_diameter_p90"] == pytest.approx(40, abs=1)
+
+
+def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
+    planned, reasons = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cpu"))
+    assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
+    assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= 8
+    assert planned["foreground_oversampling"] == 0.33
+    assert set(reasons) == set(UNSET)
+    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
+    planned, _ = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cuda"))
+    assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
+
+
+def test_explicit_settings_win_and_rare_classes_raise_oversampling():
+    explicit = dict(patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
+    assert plan_training(explicit, ISBI_LIKE, torch.device("cpu")) == (explicit, {})
+    rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])
+    planned, reasons = plan_training(dict(UNSET, patch_size=[40, 96]), rare, torch.device("cpu"))
+    assert planned["depth"] == 2 and planned["foreground_oversampling"] == 0.5  # 40 -> 20 -> 10 px; 5 would be < 8
+    assert "patch_size" not in reasons and "1.0%" in reasons["foreground_oversampling"]
+
+
 @pytest.mark.parametrize("schedule", ["constant", "poly", "cosine"])
 def test_schedules_start_at_one_and_warm_up_linearly(schedule):
-    assert lr_factor(0, 100, schedule, warmup=0) == 1
-    assert lr_factor(4, 100, schedule, warmup=10) == pytest.approx(0.5)
-    end = lr_factor(99, 100, schedule, warmup=0)
+    budget = Budget(steps=100)
+    assert lr_factor(0, budget.progress(0, 0), schedule, warmup=0) == 1
+    assert lr_factor(4, 0, schedule, warmup=10) == pytest.approx(0.5)
+    end = lr_factor(99, budget.progress(99, 0), schedule, warmup=0)
     assert end == 1 if schedule == "constant" else end < 0.05
+
+
+def test_schedule_is_stretched_over_a_time_budget():
+    budget = Budget(seconds=600, warmup=10)
+    assert budget.progress(step=5000, elapsed=150) == pytest.approx(0.25)  # time counts, not steps
+    assert not budget.spent(5000, 599) and budget.spent(1, 600)
+    assert lr_factor(5000, budget.progress(5000, 300), "cosine", warmup=10) == pytest.approx(0.5)
+    assert lr_factor(3, budget.progress(3, 300), "cosine", warmup=10) == pytest.approx(0.4)  # warm-up in steps
+
+
+def test_epochs_win_over_budgets_and_budgets_default_per_device():
+    cfg = dict(epochs=3, iterations_per_epoch=7, budget_steps=5, budget_minutes=1.5, warmup_iterations=0)
+    assert training_budget(cfg, "cpu") == Budget(steps=21)
+    assert training_budget({**cfg, "epochs": None}, "cpu") == Budget(steps=5)
+    assert training_budget({**cfg, "epochs": None, "budget_steps": None}, "cuda") == Budget(seconds=90)
+    unset = {**cfg, "epochs": None, "budget_steps": None, "budget_minutes": None}
+    assert training_budget(unset, "cpu") == Budget(seconds=600)
+    assert training_budget(unset, "cuda") == Budget(seconds=300)
+
+
+def test_validation_subset_is_seeded_and_bounded_by_its_share():
+    shapes = [(512, 512)] * 20  # 9 tiles of 256x256 each; an epoch of 10 steps of 4 patches costs 120 forwards
+    subset = validation_subset(shapes, [256, 256], steps_per_epoch=10, batch_size=4, share=0.15, seed=0)
+    assert subset == validation_subset(shapes, [256, 256], 10, 4, 0.15, seed=0)
+    assert len(subset) == 2  # 18 tiles of 138 is 13 %, 27 of 147 would be 18 %
+    assert subset != validation_subset(shapes, [256, 256], 10, 4, 0.15, seed=1)
+    assert validation_subset(shapes, [256, 256], 10, 4, 1.0, seed=0) == list(range(20))
+    assert len(validation_subset(shapes, [256, 256], 1, 1, 0.01, seed=0)) == 1  # at least one case
+
+
+def test_candidates_keep_the_best_checkpoints_earliest_first():
+    model = torch.nn.Linear(2, 2)
+    candidates = []
+    for epoch, dice in enumerate([0.5, 0.7, 0.6, 0.7, 0.4], start=1):
+        candidates = kept_candidates(candidates, dice, epoch, model, keep=3)
+    assert [(c["epoch"], c["dice"]) for c in candidates] == [(2, 0.7), (4, 0.7), (3, 0.6)]
+    assert [c["epoch"] for c in kept_candidates(candidates, float("nan"), 6, model, keep=3)] == [6]
 
 
 @pytest.mark.parametrize("share", [0.0, 0.33, 1.0])
@@ -45,7 +121,8 @@ def test_foreground_oversampling_share(share):
     assert measured == pytest.approx(round(share * 6) / 6 + (1 - round(share * 6) / 6) * chance, abs=0.04)
 
 
-TINY_CFG = dict(device="cpu", seed=3, epochs=5, iterations_per_epoch=6, batch_size=4, patch_size=[32, 32], depth=2,
+TINY_CFG = dict(device="cpu", seed=3, epochs=5, budget_steps=None, budget_minutes=None, val_share=1.0,
+                iterations_per_epoch=6, batch_size=4, patch_size=[32, 32], depth=2,
                 base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3,
                 weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0, foreground_oversampling=0.33,
                 early_stopping=0, checkpoint_every=1, compile=False, augment={}, precision="auto", num_classes=2)
@@ -58,42 +135,44 @@ def tiny_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 RUNNER = textwrap.dedent(f"""
-    import logging, sys
+    import json, logging, sys
     import numpy as np, torch
     sys.path.insert(0, {str(REPO / "tests")!r})
     from test_train import TINY_CFG, tiny_case
     from unetflow.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    out = sys.argv[1]
+    out, cfg = sys.argv[1], dict(TINY_CFG, **json.loads(sys.argv[2]))
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
-    trainer = Trainer(TINY_CFG, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
+    trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
     trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
 """)
 
 
-def start_runner(folder) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-u", "-c", RUNNER, str(folder)], stdout=subprocess.PIPE, text=True,
-                            cwd=REPO / "workflow" / "scripts")
+def start_runner(folder, overrides: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-u", "-c", RUNNER, str(folder), json.dumps(overrides)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO / "workflow" / "scripts")
 
 
-def test_killed_training_resumes_to_the_same_weights(tmp_path):
+# epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all)
+@pytest.mark.parametrize("overrides", [{}, {"epochs": None, "budget_steps": 27, "val_share": 0.05}])
+def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
     import pandas as pd
 
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
     whole.mkdir()
     interrupted.mkdir()
-    first = start_runner(interrupted)
+    first = start_runner(interrupted, overrides)
     for line in first.stdout:
         if line.startswith("epoch 2/"):
             first.send_signal(signal.SIGKILL)
             break
     first.wait()
     assert first.returncode == -signal.SIGKILL and not (interrupted / "last.pt").exists()
-    resumed = start_runner(interrupted)
+    resumed = start_runner(interrupted, overrides)
     assert "resuming after epoch" in resumed.communicate()[0]
-    assert start_runner(whole).wait() == 0 and resumed.returncode == 0
+    assert start_runner(whole, overrides).wait() == 0 and resumed.returncode == 0
 
     for name in ("last.pt", "model.pt"):
         a = torch.load(whole / name, weights_only=True)["model"]
@@ -101,7 +180,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
         assert all(torch.equal(a[key], b[key]) for key in a), name
     assert not (interrupted / "state.pt").exists()  # a completed run leaves no state to resume from
     metrics = pd.read_parquet(interrupted / "metrics.parquet")
-    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5] and metrics["steps"].iloc[-1] == 30 - 3 * bool(overrides)
+    assert metrics["val_cases"].tolist() == [1 if overrides else 2] * 5
     reference = pd.read_parquet(whole / "metrics.parquet")
     assert np.allclose(metrics["val_dice"], reference["val_dice"])
 
@@ -135,3 +215,37 @@ def test_sampler_keeps_cases_compact_and_yields_float32_and_int64_batches():
     images, targets = sampler.sample(4, torch.Generator().manual_seed(0))
     assert images.dtype == torch.float32 and targets.dtype == torch.int64 and images.shape == (4, 1, 32, 32)
     assert all(bool((patch == 1).any()) for patch in targets)  # every patch centred on foreground
+
+
+class TickingClock:
+    """A stand-in for unetflow.schedule.Clock that advances 10 ms each time it is read: time budgets become
+    deterministic, whatever the load of the machine."""
+
+    def __init__(self, before: float = 0.0):
+        self.now = before
+
+    def elapsed(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_time_budget_trains_until_spent_and_counts_the_time_before_a_resume(tmp_path, monkeypatch):
+    import logging
+
+    from unetflow.train import Trainer, save_atomic
+
+    monkeypatch.setattr("unetflow.train.Clock", TickingClock)
+    rng = np.random.default_rng(0)
+    train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
+    cfg = dict(TINY_CFG, epochs=None, budget_minutes=0.01, lr_schedule="poly", warmup_iterations=0)  # 0.6 s
+    fresh = Trainer(cfg, train, val, list("abcd"), tmp_path / "fresh.pt", logging.getLogger())
+    metrics = fresh.run(tmp_path / "model.pt", tmp_path / "last.pt")
+    assert fresh.elapsed >= 0.6 and fresh.step == metrics["steps"].iloc[-1] > 12
+    assert (np.diff(metrics["lr"]) < 0).all()  # the poly schedule runs over the time, not over epochs
+    state = tmp_path / "state.pt"
+    interrupted = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
+    interrupted.elapsed = 0.3  # an interrupted run that had spent half the budget
+    save_atomic(interrupted.state(), state)
+    resumed = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
+    resumed.run(tmp_path / "model2.pt", tmp_path / "last2.pt")
+    assert resumed.elapsed >= 0.6 and 0.4 < resumed.step / fresh.step < 0.6

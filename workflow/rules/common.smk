@@ -7,7 +7,7 @@ from snakemake.utils import validate
 # The dependency-light part of the library (unetflow.config, unetflow.pairing) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
-from unetflow.config import canonical, config_problems, experiment_problems, merged, package_name
+from unetflow.config import canonical, config_problems, demo_training, experiment_problems, merged, package_name
 from unetflow.pairing import data_files, listed_images, shard_of
 
 validate(config, "../schemas/config.schema.yaml")
@@ -51,6 +51,8 @@ def experiment_settings(name):
     problems = experiment_problems(name, settings, config)
     if problems:
         raise ValueError("; ".join(problems))
+    if USE_DEMO:
+        settings["train"] = demo_training(settings["train"], config["demo"])
     return canonical(settings)
 
 

@@ -7,6 +7,7 @@ report: "../report/workflow.rst"
 rule report:
     input:
         metrics=lambda wc: expand(rules.train.output.metrics, experiment=wc.experiment, fold=FOLDS),
+        plans=lambda wc: expand(rules.train.output.plan, experiment=wc.experiment, fold=FOLDS),
         per_case=rules.evaluate.output.per_case,
         summary=rules.evaluate.output.summary,
         manifest=rules.ingest.output.manifest,

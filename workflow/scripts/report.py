@@ -11,6 +11,7 @@ from unetflow.report import (
                              fold_metrics,
                              load_overlay_case,
                              per_case_table,
+                             plan_table,
                              plot_metric_distributions,
                              plot_overlays,
                              plot_training_curves,
@@ -29,11 +30,12 @@ plot_metric_distributions(per_case, snakemake.output.distributions)
 scores = case_scores(per_case)
 examples = example_cases(per_case)
 units = dict(prediction_units(manifest))
-panels = [dict(title=f"{kind}: {name} (Dice {scores[name]:.3f})",
+panels = [dict(title=f"{kind}, Dice {scores[name]:.3f}: {name}",
                **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
           for kind, name in examples.items()]
 plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays,
               instances=instance_target(classes) is not None)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
-                   ("Per case (best first)", per_case_table(per_case))], snakemake.output.tables)
+                   ("Per case (best first)", per_case_table(per_case)),
+                   ("Training plan", plan_table(list(snakemake.input.plans)))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))

@@ -1,5 +1,7 @@
 """Rule train: train a U-Net on the training split, validating on the validation split every epoch."""
 
+import json
+
 import pandas as pd
 import torch
 
@@ -17,5 +19,7 @@ train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
 train_cases, val_cases = load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids)
 log.info("fold %s: %d training and %d validation cases", snakemake.wildcards.fold, len(train_ids), len(val_ids))
 trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log)
+with open(snakemake.output.plan, "w") as plan:
+    json.dump(trainer.plan, plan, indent=2)
 metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)

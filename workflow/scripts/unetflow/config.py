@@ -82,7 +82,7 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     """What is wrong with experiment `name` whose `settings` are its overrides merged over `config`."""
     problems = []
     train, ensemble = settings["train"], settings["predict"]["ensemble"]
-    multiple = 2 ** train["depth"]
+    multiple = 2 ** (train["depth"] or 0)  # a planned depth fits the patch size
     if train["patch_size"] and any(side % multiple for side in train["patch_size"]):
         problems.append(f"config key train.patch_size {train['patch_size']} (experiment {name}) must be a multiple "
                         f"of 2**train.depth = {multiple} in each axis")
@@ -96,3 +96,11 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
         problems.append(f"config key predict.ensemble of experiment {name}: it names the experiment itself, whose "
                         f"models are always in its ensemble; list the other experiments only")
     return problems
+
+
+def demo_training(train: dict, demo: dict) -> dict:
+    """The train section for the demo data: `demo.epochs` epochs when no epochs or budget is set (the demo stays a
+    run of under a minute instead of the default time budget)."""
+    if all(train[key] is None for key in ("epochs", "budget_steps", "budget_minutes")):
+        return {**train, "epochs": demo["epochs"]}
+    return train

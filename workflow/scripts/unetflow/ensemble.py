@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from unetflow.gpu import uses_bf16
 from unetflow.model import UNet
 from unetflow.tiling import prepare_for_inference, sliding_window_predict
 from unetflow.volumes import is_volume_unit, stack_slices
@@ -39,13 +40,15 @@ def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[
 def predict_probabilities(models: Sequence[torch.nn.Module], image: np.ndarray, patch: Sequence[int], cfg: dict,
                           device: torch.device) -> torch.Tensor:
     """Softmax (K, H, W), float32 on the CPU, of one preprocessed image (C, H, W), averaged over `models`; each
-    model's by tiled sliding-window inference (cfg: overlap, batch_size, mirror)."""
+    model's by tiled sliding-window inference (cfg: overlap, batch_size, mirror, precision; a model package written
+    before predict.precision existed has none and gets 'auto')."""
     mirror_axes = (0, 1) if cfg["mirror"] else ()
     tensor = torch.from_numpy(image)
     total = None
     for model in models:
         probs = sliding_window_predict(model, tensor, tuple(patch), overlap=cfg["overlap"],
-                                       batch_size=cfg["batch_size"], mirror_axes=mirror_axes, device=device)
+                                       batch_size=cfg["batch_size"], mirror_axes=mirror_axes, device=device,
+                                       bf16=uses_bf16(cfg.get("precision", "auto"), device))
         total = probs if total is None else total.add_(probs)
     return total.div_(len(models))
 

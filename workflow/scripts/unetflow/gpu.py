@@ -9,6 +9,7 @@ every job its own GPUs (CUDA_VISIBLE_DEVICES), so no slot is claimed there.
 
 import fcntl
 import os
+import resource
 from pathlib import Path
 
 import torch
@@ -48,3 +49,19 @@ def free_memory_bytes(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast for a `precision` setting (train.precision, predict.precision): 'auto' where the device runs
+    bf16 natively (CUDA, and CPUs with native bf16 matrix instructions: AMX, AVX-512 BF16), 'bf16', 'fp32'."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The most memory this process has held: on CUDA the peak allocated by PyTorch on `device`, on the CPU the
+    process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -23,7 +23,7 @@ from unetflow.nifti import volume_spacing
 
 FORMAT = "unetflow-model-package"
 FORMAT_VERSION = 1  # raise when a field changes meaning; older readers then refuse newer packages
-PREDICT_KEYS = ("overlap", "batch_size", "mirror", "largest_component")
+PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component")
 REQUIRED = ("models", "patch_size", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
             "palette", "predict", "spacing", "fingerprint", "versions")
 
@@ -44,7 +44,7 @@ class Package:
     slice_axis: int
     classes: pd.DataFrame        # index, name, value, color, ignore
     palette: list[int] | None
-    predict: dict                # overlap, batch_size, mirror, largest_component
+    predict: dict                # overlap, batch_size, mirror, precision, largest_component
     spacing: list[float] | None  # median voxel spacing of the training volumes
     fingerprint: dict
     versions: dict

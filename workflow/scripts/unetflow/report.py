@@ -5,7 +5,9 @@ Foreground classes are the classes 1..K-1; a case's score is its mean foreground
 """
 
 import itertools
+import json
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +33,8 @@ CLASS_COLOURS = matplotlib.colormaps["tab10"].colors
 DPI = 100
 FOLD_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 JITTER = 0.08  # half-width of the horizontal scatter of the strip plot points
+TITLE_FONT_SIZE = 10
+MAX_TITLE_LINES = 4
 
 
 def new_figure(columns: int, size: tuple[float, float], rows: int = 1) -> tuple[Figure, np.ndarray]:
@@ -74,6 +78,21 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
         match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)
         tables.append(pd.read_parquet(path).assign(fold=int(match.group(1)) if match else position))
     return pd.concat(tables, ignore_index=True)
+
+
+def plan_table(paths: list[str]) -> pd.DataFrame:
+    """The training plans of several folds (train/fold<N>/plan.json) as one table: fold, setting, value, source
+    (planned or config) and reason, then the data fingerprint each was planned from."""
+    rows = []
+    for position, path in enumerate(paths):
+        match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)
+        plan = json.loads(Path(path).read_text())
+        fold = int(match.group(1)) if match else position
+        rows += [dict(fold=fold, setting=key, value=str(entry["value"]), source=entry["source"],
+                      reason=entry["reason"]) for key, entry in plan["settings"].items()]
+        rows.append(dict(fold=fold, setting="(fingerprint)", value=json.dumps(plan["fingerprint"]),
+                         source=plan["device"], reason="training cases and device planned from"))
+    return pd.DataFrame(rows)
 
 
 def foreground(per_case: pd.DataFrame) -> pd.DataFrame:
@@ -162,10 +181,15 @@ def class_colour(c: int) -> tuple:
 
 
 def plot_overlays(panels: list[dict], class_names: list[str], path, instances: bool = False) -> Path:
-    """PNG with one column per case: the image with the ground-truth contours (top row) and with the predicted
-    contours (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
-    `load_overlay_case` returns them, plus a title); with `instances` gt and pred are id maps, each object outlined
-    in a colour of its own."""
+    """PNG of `overlay_figure`."""
+    return save_figure(overlay_figure(panels, class_names, instances), path)
+
+
+def overlay_figure(panels: list[dict], class_names: list[str], instances: bool = False) -> Figure:
+    """One column per case: the image with the ground-truth contours (top row) and with the predicted contours
+    (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
+    `load_overlay_case` returns them, plus a title); titles are wrapped to their panel's width (long case ids).
+    With `instances` gt and pred are id maps, each object outlined in a colour of its own."""
     figure, grid = new_figure(len(panels), (3.6, 3.6), rows=2)
     for column, panel in enumerate(panels):
         image = display_image(panel["image"])
@@ -176,14 +200,31 @@ def plot_overlays(panels: list[dict], class_names: list[str], path, instances: b
                 draw_instance_outlines(axes, panel[key])
             else:
                 draw_contours(axes, panel[key], len(class_names))
-            axes.set_title(f"{panel['title']}\n{kind}" if row == 0 else kind, fontsize=10)
             axes.set_xticks([])
             axes.set_yticks([])
+            if row:
+                axes.set_title(kind, fontsize=TITLE_FONT_SIZE)
+            else:
+                set_wrapped_title(axes, panel["title"], kind)
     legend = [Line2D([], [], color="tab:blue", label="one colour per object")] if instances else \
         overlay_legend(class_names)
     figure.legend(handles=legend, loc="lower center", ncol=max(1, len(legend)), frameon=False)
     figure.subplots_adjust(bottom=0.08)
-    return save_figure(figure, path)
+    return figure
+
+
+def set_wrapped_title(axes: Axes, text: str, last_line: str) -> None:
+    """Title `text` + `last_line` in lines no wider than the axes as rendered: words longer than a line (long case
+    ids) are broken; past MAX_TITLE_LINES lines the text ends with an ellipsis."""
+    renderer = axes.figure.canvas.get_renderer()
+    width = axes.get_window_extent(renderer).width
+    for chars in range(max(len(text), 8), 3, -1):
+        lines = textwrap.wrap(text, chars, break_on_hyphens=False)
+        if len(lines) > MAX_TITLE_LINES:
+            lines = [*lines[:MAX_TITLE_LINES - 1], lines[MAX_TITLE_LINES - 1][:chars - 1] + "…"]
+        axes.set_title("\n".join([*lines, last_line]), fontsize=TITLE_FONT_SIZE)
+        if axes.title.get_window_extent(renderer).width <= width:
+            return
 
 
 def overlay_legend(class_names: list[str]) -> list[Line2D]:

@@ -1,14 +1,14 @@
-"""Training: patch sampling, the training loop, whole-image validation, checkpoints and resume.
+"""Training: patch sampling, the training loop, checkpoints and resume (the budget and the learning-rate schedule
+are in unetflow.schedule, validation in unetflow.validation).
 
 Everything random in training draws from two torch generators (patch sampling on the CPU, augmentation on the
 training device) whose states are checkpointed, so an interrupted run that resumes ends with the same weights as an
-uninterrupted one (on the CPU). Checkpoints hold only tensors and plain Python values: they load with
-`torch.load(path, weights_only=True)`.
+uninterrupted one (on the CPU, with a budget in steps: `epochs` or `budget_steps`). Checkpoints hold only tensors
+and plain Python values: they load with `torch.load(path, weights_only=True)`.
 """
 
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -18,38 +18,13 @@ import pandas as pd
 import torch
 
 from unetflow.augment import augment_batch
-from unetflow.gpu import free_memory_bytes, pick_device
+from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
-from unetflow.tiling import sliding_window_predict
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast: 'auto' on CUDA and on CPUs with native bf16 matrix instructions (AMX, AVX-512 BF16)."""
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = 256) -> list[int]:
-    """Patch size from the median image size, at most `largest`, rounded down to a multiple of 2**depth."""
-    multiple = 2**depth
-    return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
-
-
-def training_bytes_per_sample(patch: list[int], depth: int, base_width: int) -> int:
-    """Rough activation memory of one sample in a training step: ~16 float32 maps of each level's width kept for
-    the backward pass (two conv blocks of conv, norm and ReLU in the encoder and decoder, skips, up-convolutions)."""
-    pixels = patch[0] * patch[1]
-    return sum(16 * 4 * base_width * 2**level * pixels // 4**level for level in range(depth + 1))
-
-
-def plan_batch_size(patch: list[int], depth: int, base_width: int, device: torch.device) -> int:
-    """Largest batch whose activations fill at most a third of the free memory, from 2 to 8 on the CPU (more
-    does not train faster there) or to 64 on a GPU."""
-    fits = free_memory_bytes(device) // 3 // training_bytes_per_sample(patch, depth, base_width)
-    return int(min(max(2, fits), 64 if device.type == "cuda" else 8))
+from unetflow.plan import data_fingerprint, plan_record, plan_training
+from unetflow.schedule import Clock, lr_factor, training_budget
+from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
 
 
 class PatchSampler:
@@ -118,36 +93,6 @@ def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=lr, momentum=0.99, nesterov=True, weight_decay=decay)
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
-    """Learning-rate multiplier at `step`: linear warm-up, then constant, poly (power 0.9, nnU-Net) or cosine."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "poly":
-        return (1 - progress) ** 0.9
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0
-
-
-@torch.inference_mode()
-def validation_scores(model, cases, patch, device, loss_kind: str) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled."""
-    num_classes = model.hparams["num_classes"]
-    counts = torch.zeros(3, num_classes)
-    losses = []
-    for image, labels in cases:
-        probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=0.5, device=device)
-        target = torch.from_numpy(labels.astype(np.int64))
-        logits = probs.clamp_min(1e-8).log()[None]
-        losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
-        pred = probs.argmax(0).masked_fill(target == IGNORE_INDEX, IGNORE_INDEX)
-        for k in range(num_classes):
-            counts[:, k] += torch.stack([((pred == k) & (target == k)).sum(), (pred == k).sum(), (target == k).sum()])
-    dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
-    return float(np.mean(losses)), float(dice[1:].mean())
-
-
 def fingerprint(cfg: dict, train_ids: list[str], cases) -> str:
     """Identity of a training run: a resume state is only reused for the same settings, training ids and case
     arrays (`cases`: (image, labels) pairs, training and validation), so new data or preprocessing starts afresh."""
@@ -165,27 +110,22 @@ def save_atomic(state: dict, path) -> None:
     os.replace(tmp, path)
 
 
-def weights_copy(model: torch.nn.Module) -> dict:
-    """A snapshot of the weights that later optimiser steps do not change."""
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
 def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float) -> dict:
     """What prediction needs: weights, architecture, patch size."""
     return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice)
 
 
 class Trainer:
-    """One training run, resumable from `state_path`."""
+    """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.schedule)."""
 
     def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
-        self.cfg, self.val_cases, self.state_path, self.log = cfg, val_cases, Path(state_path), log
+        self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        depth = cfg["depth"]
-        shapes = [labels.shape for _, labels in train_cases]
-        self.patch = cfg["patch_size"] or plan_patch_size([s[0] for s in shapes], [s[1] for s in shapes], depth)
-        self.batch_size = cfg["batch_size"] or plan_batch_size(self.patch, depth, cfg["base_width"], self.device)
+        traits = data_fingerprint(train_cases, cfg["seed"])
+        cfg, reasons = plan_training(cfg, traits, self.device)
+        self.cfg, self.plan = cfg, plan_record(cfg, reasons, traits, self.device)
+        self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
         self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
@@ -193,28 +133,32 @@ class Trainer:
         self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
-        total = cfg["epochs"] * cfg["iterations_per_epoch"]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, total, cfg["lr_schedule"], cfg["warmup_iterations"]))
+        self.budget = training_budget(cfg, self.device.type)
+        self.val_subset = validation_subset([labels.shape for _, labels in val_cases], self.patch,
+                                            cfg["iterations_per_epoch"], self.batch_size, cfg["val_share"],
+                                            cfg["seed"])
         self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.identity = fingerprint(cfg, train_ids, [*train_cases, *val_cases])
-        self.epoch, self.rows, self.best = 0, [], dict(dice=-1.0, model=None, epoch=0)
-        self.log.info("plan: device %s (%s), patch %s%s, batch %d%s, data on %s; %d training and %d validation cases",
-                      self.device, "bf16" if self.bf16 else "fp32", self.patch,
-                      "" if cfg["patch_size"] else " (planned)", self.batch_size,
-                      "" if cfg["batch_size"] else " (planned)", self.sampler.storage, len(train_cases),
-                      len(val_cases))
+        self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
+        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; fingerprint %s",
+                      self.device, "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases),
+                      len(val_cases), traits)
+        for key, entry in self.plan["settings"].items():
+            self.log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+        self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
+                      "final choice", self.budget.describe(), len(self.val_subset), len(val_cases), cfg["val_share"])
 
     def state(self) -> dict:
-        return dict(identity=self.identity, epoch=self.epoch, rows=self.rows, best=self.best,
-                    model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    scheduler=self.scheduler.state_dict(), sample_rng=self.sample_rng.get_state(),
+        return dict(identity=self.identity, epoch=self.epoch, step=self.step, elapsed=self.elapsed, rows=self.rows,
+                    candidates=self.candidates, model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(), sample_rng=self.sample_rng.get_state(),
                     augment_rng=self.augment_rng.get_state())
 
     def try_resume(self) -> None:
-        """Continue from the saved state of an interrupted run with the same settings and data, if there is one."""
+        """Continue from the saved state of an interrupted run with the same settings and data, if there is one;
+        the training time it had spent counts against a time budget."""
         if not self.state_path.exists():
             return
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
@@ -223,18 +167,30 @@ class Trainer:
             return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.sample_rng.set_state(state["sample_rng"].cpu())
         self.augment_rng.set_state(state["augment_rng"].cpu())
-        self.epoch, self.rows, self.best = state["epoch"], state["rows"], state["best"]
-        self.log.info("resuming after epoch %d from %s", self.epoch, self.state_path)
+        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+        self.rows, self.candidates = state["rows"], state["candidates"]
+        self.log.info("resuming after epoch %d (%d steps, %.1f s spent) from %s", self.epoch, self.step,
+                      self.elapsed, self.state_path)
 
-    def train_epoch(self) -> float:
-        """`iterations_per_epoch` optimiser steps; the mean loss, synchronised once at the end."""
+    def set_lr(self, clock: Clock) -> float:
+        """The scheduled learning rate for the next step, set on the optimiser and returned."""
+        cfg = self.cfg
+        progress = self.budget.progress(self.step, clock.elapsed())
+        lr = cfg["lr"] * lr_factor(self.step, progress, cfg["lr_schedule"], cfg["warmup_iterations"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_epoch(self, clock: Clock) -> tuple[float, int]:
+        """Up to `iterations_per_epoch` optimiser steps, fewer when the budget runs out; the mean loss (synchronised
+        once at the end) and the number of steps."""
         cfg, device = self.cfg, self.device
         self.model.train()
-        total = torch.zeros((), device=device)
-        for _ in range(cfg["iterations_per_epoch"]):
+        total, steps = torch.zeros((), device=device), 0
+        while steps < cfg["iterations_per_epoch"] and not self.budget.spent(self.step, clock.elapsed()):
+            self.set_lr(clock)
             images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
             images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
                                            fill_label=IGNORE_INDEX)
@@ -248,42 +204,61 @@ class Trainer:
             if cfg["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg["grad_clip"])
             self.optimizer.step()
-            self.scheduler.step()
             total += loss.detach()
-        return float(total) / cfg["iterations_per_epoch"]
+            steps += 1
+            self.step += 1
+        return float(total) / max(1, steps), steps
+
+    def run_epoch(self, clock: Clock) -> dict:
+        """One epoch and its validation on the subset; its metrics row."""
+        start, lr = time.perf_counter(), self.set_lr(clock)
+        train_loss, steps = self.train_epoch(clock)
+        train_seconds = time.perf_counter() - start
+        val_loss, val_dice = validation_scores(self.model, [self.val_cases[i] for i in self.val_subset], self.patch,
+                                               self.device, self.cfg["loss"], self.bf16)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
+                    lr=lr, seconds=seconds, images_per_s=steps * self.batch_size / max(train_seconds, 1e-9),
+                    val_cases=len(self.val_subset), val_seconds=seconds - train_seconds,
+                    val_share=(seconds - train_seconds) / seconds)
 
     def run(self, best_path: Path, last_path: Path) -> pd.DataFrame:
-        """Train the remaining epochs (early stopping optional); write best/last checkpoints; return metrics. The
-        resume state is removed once the checkpoints are written: it only outlives an interrupted run."""
+        """Train until the budget is spent (early stopping optional); choose the best checkpoint on the whole
+        validation set; write best/last checkpoints; return metrics. The resume state is removed once the
+        checkpoints are written: it only outlives an interrupted run."""
         cfg = self.cfg
         self.try_resume()
-        while self.epoch < cfg["epochs"] and not self.should_stop():
-            start, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
-            train_loss = self.train_epoch()
-            train_seconds = time.perf_counter() - start
-            val_loss, val_dice = (validation_scores(self.model, self.val_cases, self.patch, self.device, cfg["loss"])
-                                  if self.val_cases else (float("nan"), float("nan")))
-            self.epoch += 1
-            seconds = time.perf_counter() - start
-            self.rows.append(dict(epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
-                                  lr=lr, seconds=seconds,
-                                  images_per_s=cfg["iterations_per_epoch"] * self.batch_size / train_seconds))
-            if not val_dice <= self.best["dice"]:  # NaN (no validation cases) keeps the latest model
-                self.best = dict(dice=val_dice, model=weights_copy(self.model), epoch=self.epoch)
-            self.log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s",
-                          self.epoch, cfg["epochs"], train_loss, val_loss, val_dice, lr, seconds,
-                          self.rows[-1]["images_per_s"])
+        clock = Clock(self.elapsed)
+        keep = 1 if len(self.val_subset) == len(self.val_cases) else CANDIDATES_KEPT
+        while not self.budget.spent(self.step, clock.elapsed()) and not self.should_stop():
+            row = self.run_epoch(clock)
+            self.rows.append(row)
+            self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
+            self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
+                          "validation %.0f%%  budget %.0f%%", self.epoch, cfg["epochs"] or "-", row["train_loss"],
+                          row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
+                          100 * row["val_share"], 100 * self.budget.progress(self.step, clock.elapsed()))
+            self.elapsed = clock.elapsed()
             if self.epoch % cfg["checkpoint_every"] == 0:
                 save_atomic(self.state(), self.state_path)
-        save_atomic(model_checkpoint(self.model, self.best["model"], self.patch, self.best["epoch"],
-                                     self.best["dice"]), best_path)
-        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch,
-                                     self.rows[-1]["val_dice"]), last_path)
+        self.log.info("trained %d steps in %.1f s; validation took %.1f%% of the epochs' time", self.step,
+                      clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
+                      / max(1e-9, sum(r["seconds"] for r in self.rows)))
+        best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
+                                self.bf16, self.log)
+        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"]), best_path)
+        last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
+        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice),
+                    last_path)
         self.state_path.unlink(missing_ok=True)
-        self.log.info("best validation Dice %.4f at epoch %d", self.best["dice"], self.best["epoch"])
+        self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
+        self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
+                      "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
         return pd.DataFrame(self.rows)
 
     def should_stop(self) -> bool:
         """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""
         patience = self.cfg["early_stopping"]
-        return bool(patience) and self.epoch - self.best["epoch"] >= patience
+        best_epoch = max((c["epoch"] for c in self.candidates[:1]), default=0)
+        return bool(patience) and self.epoch - best_epoch >= patience
