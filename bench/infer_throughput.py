@@ -3,7 +3,7 @@ summary) on generated images, where the time goes, and the tiled prediction step
 sliding_window_inference at the same settings in the same run.
 
 The package holds one random U-Net of the shape the default config had before the automatic plan (depth 3, width
-16, patch 256 for 512x512 images; weights do not change the speed). Images are the demo's synthetic cells, written as PNG.
+16, patch 256 for 512x512 images; weights do not change the speed). Images are the demo's synthetic cells, as PNG.
 The whole path runs once over every image (wall clock, `--threads` torch threads); the breakdown and the MONAI
 comparison run on the first `--breakdown` images, the two sliding windows interleaved, the best of `--rounds` kept
 per image, clocked in process CPU time (on a shared machine far steadier than the wall clock; with --threads 1 it
