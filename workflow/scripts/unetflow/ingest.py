@@ -15,7 +15,7 @@ import pandas as pd
 
 from unetflow.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
 from unetflow.instances import instance_classes, instance_data_problems, instance_row_fields
-from unetflow.io import image_info, truncation_problem
+from unetflow.io import image_info, is_lossy_mask, truncation_problem
 from unetflow.labels import LabelCoding, class_values, mask_values
 from unetflow.pairing import DataValidationError, attach_rois, image_files, mask_files, pair_files, pairs_from_manifest
 from unetflow.sources import slice_id, source_images, source_kind, source_masks
@@ -66,10 +66,12 @@ def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[
 def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
-    if is_lossy(mask) and data.jpeg_masks != "snap":
-        return (f"{mask}: JPEG masks are lossy (compression changes label values); export the mask as PNG, or set "
-                f"data.jpeg_masks: snap to snap every pixel to the nearest declared class")
-    if is_lossy(mask) and not (data.classes or data.colors):
+    lossy = is_lossy_mask(mask)
+    kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
+    if lossy and data.jpeg_masks != "snap":
+        return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
+                f"lossless TIFF, or set data.jpeg_masks: snap to snap every pixel to the nearest declared class")
+    if lossy and not (data.classes or data.colors):
         return f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors"
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
@@ -104,7 +106,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             snapped = 0
         else:
             try:
-                values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
+                values, snapped = mask_values(masks[index], coding, is_lossy_mask(mask), mask)
             except ImageReadError as error:
                 return [], [str(error)]
             found, counts = np.unique(values, return_counts=True)
