@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
+from scipy import ndimage
 
 from conftest import build_manifest, write_pairs
 from unetflow.ingest import DataValidationError
@@ -106,17 +107,21 @@ def test_declared_classes_keep_separate_foreground_values_apart(tmp_path):
 
 
 def instance_mask(seed: int, objects: int = 500) -> np.ndarray:
-    """A 16-bit instance mask: touching Voronoi cells (one id each, ids in random order above 255) inside a
-    disk, background 0 outside."""
+    """A 16-bit instance mask: touching Voronoi cells (one id per connected region, ids in random order above
+    255) inside a rectangle, background 0 in a frame around it."""
     rng = np.random.default_rng(seed)
     height, width = 160, 200
     seeds = rng.uniform((0, 0), (height, width), (objects, 2))
     y, x = np.mgrid[:height, :width]
     nearest = np.argmin((y[..., None] - seeds[:, 0]) ** 2 + (x[..., None] - seeds[:, 1]) ** 2, axis=-1)
-    ids = rng.permutation(objects) + 1000
-    labels = ids[nearest].astype(np.uint16)
-    labels[(y - height / 2) ** 2 + (x - width / 2) ** 2 > (height / 2.2) ** 2] = 0
-    return labels
+    frame = (y < 12) | (y >= height - 12) | (x < 12) | (x >= width - 12)
+    cells = np.where(frame, 0, nearest + 1)
+    regions = np.zeros_like(cells)  # a cell the pixel grid cuts in two becomes two objects, as in a curated mask
+    for cell in np.unique(cells[cells > 0]):
+        parts, _ = ndimage.label(cells == cell, structure=np.ones((3, 3)))
+        regions[parts > 0] = parts[parts > 0] + regions.max()
+    ids = np.r_[0, rng.permutation(regions.max()) + 1000]
+    return ids[regions].astype(np.uint16)
 
 
 def write_instance_pairs(folder, count: int = 3) -> dict[str, np.ndarray]:
@@ -136,7 +141,7 @@ def write_instance_pairs(folder, count: int = 3) -> dict[str, np.ndarray]:
 def test_instance_masks_touch_and_are_one_object_per_id():
     labels = instance_mask(0)
     values, objects = object_values(labels, set(np.unique(labels)) - {0})
-    assert values > 200 and values - 10 <= objects <= values  # a few cells clipped by the disk are tiny
+    assert values > 200 and values - 10 <= objects <= values  # a few cells clipped by the frame are tiny
     horizontal = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
     assert horizontal.sum() > values  # neighbouring objects touch
 
@@ -151,7 +156,21 @@ def test_instance_labelled_masks_are_refused_naming_the_setting(tmp_path):
     assert values - 10 <= objects <= values
     total = len(set().union(*(set(np.unique(t)) for t in truth.values())))
     assert f"the data set would have {total} classes" in message
-    assert "data.foreground: nonzero" in message and "an instance mode is planned" in message
+    assert "Set data.instances: true to train and predict them as objects" in message
+    assert "data.foreground: nonzero" in message
+
+
+def test_instance_labelled_masks_ingest_in_the_instance_mode(tmp_path):
+    truth = write_instance_pairs(tmp_path)
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), instances=True)
+    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert manifest["objects"].tolist() == [len(np.unique(truth[f"n{i}"])) - 1 for i in range(3)]
+
+
+def test_nonzero_and_the_instance_mode_exclude_each_other(tmp_path):
+    write_instance_pairs(tmp_path)
+    message = ingest_error(tmp_path / "images", tmp_path / "masks", instances=True, foreground="nonzero")
+    assert "data.instances: true trains objects, data.foreground: nonzero one foreground class" in message
 
 
 def test_instance_masks_train_as_one_foreground_with_nonzero(tmp_path):

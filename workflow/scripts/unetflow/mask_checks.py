@@ -4,8 +4,8 @@ trained as a class when it is not one. Each refuses before any training, naming 
 - Instance-labelled masks (0 = background, 1..N = one id per object, the usual format of nuclei and cell data sets):
   a mask with at least INSTANCE_MIN_VALUES non-zero values of which at least INSTANCE_REGION_SHARE are objects:
   one connected region (8-neighbourhood) of at least OBJECT_MIN_PIXELS pixels each; touching objects of different
-  ids count one each. They are not classes: `data.foreground: nonzero` trains every non-zero value as one
-  foreground class.
+  ids count one each. They are not classes: `data.instances: true` trains them as objects (the instance mode),
+  `data.foreground: nonzero` every non-zero value as one foreground class.
 - The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
   in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
   `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
@@ -13,7 +13,8 @@ trained as a class when it is not one. Each refuses before any training, naming 
   less than STRAY_PIXELS of their pixels, like a few pixels of a stray value in one mask or hundreds of scattered
   values left by resizing one mask. Not when it is the only foreground value.
 
-Declared classes (`data.classes`) skip these checks: values they do not declare are refused file by file.
+Declared classes (`data.classes`), `data.foreground: nonzero` and `data.instances: true` skip these checks; values
+that declared classes do not list are refused file by file.
 """
 
 from collections import defaultdict
@@ -89,8 +90,9 @@ def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
                          for name, values, single in found[:EXAMPLES])
     return (f"{len(found)} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
             f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes. "
-            f"A U-Net segments classes: {NONZERO_FIX} (an instance mode is planned); if the values are classes, "
-            f"declare them in data.classes")
+            f"Set data.instances: true to train and predict them as objects (the instance mode: background / "
+            f"interior / boundary, watershed, object metrics), or {NONZERO_FIX}; if the values are classes, declare "
+            f"them in data.classes")
 
 
 # ------------------------------------------------------------------------------------- encodings and strays
