@@ -14,6 +14,7 @@ import tifffile
 from snakemake.utils import validate as validate_config
 
 from conftest import REPO, build_manifest, write_pairs
+from unetflow.data_warnings import data_warnings, log_warnings
 from unetflow.ingest import DataValidationError
 from unetflow.split import split_cases
 
@@ -310,33 +311,29 @@ def test_unknown_key_typo_is_refused():
 def test_unbalanced_and_tiny_images_warn_and_go_on(tmp_path, caplog):
     images, masks = write_pairs(tmp_path, count=2, size=(16, 2000), values=(0,))
     cv2.imwrite(str(masks / "c0.png"), np.pad(np.full((1, 1), 255, np.uint8), ((0, 15), (0, 1999))))
-    with caplog.at_level(logging.WARNING, logger="unetflow"):
-        manifest, _ = build_manifest(str(images), str(masks))
+    manifest, classes = build_manifest(str(images), str(masks))
     assert len(manifest) == 2
-    assert "very unbalanced classes" in caplog.text and "tiny image(s) smaller than 32 px" in caplog.text
-
-
-def test_masks_with_different_single_foreground_values_warn(tmp_path, caplog):
-    images, masks = write_pairs(tmp_path, count=4, values=(0, 255))
-    write_pairs(tmp_path, count=2, values=(0, 1), seed=1)  # overwrites c0 and c1 with 0/1 masks
+    table = data_warnings(manifest, classes)
+    assert table["kind"].tolist() == ["unbalanced", "tiny_image", "tiny_image"]
     with caplog.at_level(logging.WARNING, logger="unetflow"):
-        _, classes = build_manifest(str(images), str(masks))
-    assert classes["value"].tolist() == [0, 1, 255]
-    assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. c0.png); 255 in 2 " \
-           "file(s) (e.g. c2.png)" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="unetflow"):
-        build_manifest(str(images), str(masks), classes={"background": 0, "a": 1, "b": 255})
-    assert "not the same one" not in caplog.text
+        log_warnings(table)
+    assert "very unbalanced classes" in caplog.text and "2 tiny image(s) smaller than 32 px" in caplog.text
 
 
-def test_stray_value_in_one_mask_warns(tmp_path, caplog):
-    images, masks = write_pairs(tmp_path, count=4, size=(64, 64))
-    stray = cv2.imread(str(masks / "c2.png"), cv2.IMREAD_UNCHANGED)
-    stray[0, :3] = 7
-    cv2.imwrite(str(masks / "c2.png"), stray)
+def test_many_warnings_of_a_kind_are_one_summary_line_and_every_row_in_the_table(tmp_path, caplog):
+    images, masks = write_pairs(tmp_path, count=12, size=(20, 24))
+    for mask in list(masks.iterdir()):
+        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED),
+                    [cv2.IMWRITE_JPEG_QUALITY, 60])
+        mask.unlink()
+    manifest, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, jpeg_masks="snap")
+    table = data_warnings(manifest, classes)
+    assert list(table.columns) == ["kind", "file", "value", "detail"]
+    assert (table["kind"] == "tiny_image").sum() == 12 and (table["kind"] == "snapped_pixels").sum() == 12
+    assert sorted(table.loc[table["kind"] == "snapped_pixels", "file"]) == sorted(manifest["mask_path"])
+    assert table.loc[table["kind"] == "snapped_pixels", "value"].sum() == manifest["snapped_pixels"].sum()
     with caplog.at_level(logging.WARNING, logger="unetflow"):
-        _, classes = build_manifest(str(images), str(masks))
-    assert classes["value"].tolist() == [0, 7, 255]
-    assert "class value 7 occurs in only 1 of 4 masks (e.g. c2.png) on 0.0732% of their pixels" in caplog.text
-    assert "class value 255" not in caplog.text
+        log_warnings(table, "results/data/warnings.parquet")
+    assert len(caplog.records) == 2
+    assert "12 tiny image(s)" in caplog.text and "of 12 lossy mask(s) snapped" in caplog.text
+    assert caplog.text.count("(all 12 in results/data/warnings.parquet)") == 2

@@ -144,7 +144,7 @@ def test_palette_tiff_mask_gives_indices_and_image_gives_colours(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
-def test_one_bit_mask_gives_zero_one_and_image_zero_255(tmp_path, suffix):
+def test_one_bit_mask_and_image_give_white_as_255(tmp_path, suffix):
     bits = np.zeros((H, W), bool)
     bits[MARK] = True
     path = tmp_path / f"bits{suffix}"
@@ -154,7 +154,7 @@ def test_one_bit_mask_gives_zero_one_and_image_zero_255(tmp_path, suffix):
         Image.fromarray(bits).save(path)
     mask = read_mask(path)
     assert mask.dtype == np.uint8
-    np.testing.assert_array_equal(mask, bits.astype(np.uint8))
+    np.testing.assert_array_equal(mask, bits.astype(np.uint8) * 255)  # as an 8-bit 0/255 copy of it holds
     np.testing.assert_array_equal(read_image(path)[..., 0], bits.astype(np.uint8) * 255)
 
 

@@ -55,8 +55,8 @@ def write_mask(path_stem: Path, fmt: str, labels: np.ndarray) -> None:
 
 
 def stored_values(fmt: str, labels: np.ndarray) -> np.ndarray:
-    """The mask values ingest should find for labels written in `fmt`."""
-    return labels.astype(np.int64) * 300 if fmt == "png16" else labels
+    """The mask values ingest should find for labels written in `fmt` (a 1-bit mask's white is 255)."""
+    return labels.astype(np.int64) * {"png16": 300, "png1bit": 255}.get(fmt, 1)
 
 
 @st.composite

@@ -9,12 +9,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config
+from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_pairs
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",
                                       "label_values", "label_fractions"},
-    "results/data/classes.parquet": {"index", "name", "value"},
+    "results/data/classes.parquet": {"index", "name", "value", "ignore", "nonzero"},
+    "results/data/warnings.parquet": {"kind", "file", "value", "detail"},
     "results/preprocess/manifest.parquet": {"id", "array_path", "height", "width", "channels"},
     "results/split/splits.parquet": {"id", "split"},
     "results/unet/train/fold0/metrics.parquet": {"epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds",
@@ -113,6 +114,23 @@ def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
     assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
     assert scheduled_jobs(tiny_run, tiny_config(), "-R", "evaluate") == {"evaluate", "report", "leaderboard"}
     assert scheduled_jobs(tmp_path, tiny_config(), "--until", "split") == {"demo_data", "ingest", "split"}
+
+
+def test_ingest_writes_every_warning_to_its_table_and_logs_one_line_per_kind(tmp_path):
+    images, masks = write_pairs(tmp_path / "data", count=6, size=(20, 24))
+    for mask in list(masks.iterdir()):
+        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED),
+                    [cv2.IMWRITE_JPEG_QUALITY, 50])
+        mask.unlink()
+    config = tiny_config()
+    config["data"] = {"images": str(images), "masks": str(masks), "classes": {"bg": 0, "fg": 255},
+                      "jpeg_masks": "snap"}
+    snakemake(tmp_path, "--until", "ingest", configfile=write_config(tmp_path, config))
+    warnings = pd.read_parquet(tmp_path / "results/data/warnings.parquet")
+    assert sorted(warnings["kind"].value_counts().items()) == [("snapped_pixels", 6), ("tiny_image", 6)]
+    log = (tmp_path / "results/logs/ingest.log").read_text()
+    assert log.count("tiny image(s)") == 1 and log.count("snapped to the nearest class (e.g.") == 1
+    assert "(all 6 in results/data/warnings.parquet)" in log
 
 
 def test_config_type_error_names_the_key(tmp_path):

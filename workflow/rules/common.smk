@@ -2,13 +2,30 @@
 import re
 import sys
 
+import yaml
 from snakemake.utils import validate
 
 # The dependency-light part of the library (unetflow.config, unetflow.pairing) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
-from unetflow.config import canonical, config_problems, demo_training, experiment_problems, merged, package_name
+from unetflow.config import (
+    canonical,
+    config_problems,
+    demo_training,
+    experiment_problems,
+    merged,
+    package_name,
+    typed_command_line,
+    with_command_line,
+)
 from unetflow.pairing import data_files, listed_images, shard_of
+
+# Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
+# merged key by key into the sections of the config files, before the schema checks them.
+SCHEMA_PATH = workflow.current_basedir.join("../schemas/config.schema.yaml").get_path_or_uri(secret_free=True)
+with open(SCHEMA_PATH) as schema_file:
+    COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), yaml.safe_load(schema_file))
+config.update(with_command_line(config, COMMAND_LINE))
 
 validate(config, "../schemas/config.schema.yaml")
 

@@ -4,6 +4,7 @@ rule ingest:
     output:
         manifest=f"{RESULTS}/data/manifest.parquet",
         classes=f"{RESULTS}/data/classes.parquet",
+        warnings=f"{RESULTS}/data/warnings.parquet",
     log:
         f"{RESULTS}/logs/ingest.log",
     conda:

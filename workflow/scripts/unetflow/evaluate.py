@@ -20,7 +20,7 @@ import pandas as pd
 from unetflow.cases import load_case, load_instances
 from unetflow.formats import is_volume
 from unetflow.instances import instance_target
-from unetflow.io import read_mask
+from unetflow.io import is_lossy_mask, read_mask
 from unetflow.labels import IGNORE_INDEX, class_values
 from unetflow.metrics import case_metrics
 from unetflow.nifti import read_volume, volume_spacing
@@ -33,10 +33,12 @@ INSTANCE_CLASS_NAMES = {0: "background", 1: "objects"}  # pixel classes scored i
 
 
 def read_roi(path) -> np.ndarray:
-    """Boolean region of interest: the pixels (voxels for NIfTI) of a mask file that are > 0 (in any channel)."""
+    """Boolean region of interest: the pixels (voxels for NIfTI) of a mask file that are > 0 (in any channel); in a
+    lossy file (JPEG), those above half its largest value."""
     if is_volume(path):
         return read_volume(path)[0] > 0
-    mask = read_mask(path) > 0
+    mask = read_mask(path)
+    mask = mask > (mask.max() / 2 if is_lossy_mask(path) else 0)
     return mask.any(axis=-1) if mask.ndim == 3 else mask
 
 

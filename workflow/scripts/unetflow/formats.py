@@ -4,6 +4,8 @@ before decoding (the file exists, is not empty, and starts with the signature it
 Dependency-free, so that the Snakefile can use it to see the data set at DAG time.
 """
 
+import gzip
+import zlib
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -106,8 +108,44 @@ def checked(path, allowed: tuple[str, ...], what: str) -> tuple[Path, str]:
     return path, fmt
 
 
+def tail_truncated(path: Path, fmt: str) -> bool:
+    """Whether a PNG, GIF, JPEG or BMP file lacks its end marker (or, for BMP, the size its header gives), read from
+    its first and last bytes only; False for other formats."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(6)
+        handle.seek(max(0, size - 64))
+        tail = handle.read()
+    if fmt == "PNG":
+        return not tail.endswith(b"IEND\xaeB`\x82")
+    if fmt == "GIF":
+        return not tail.rstrip(b"\x00").endswith(b";")
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in tail
+    if fmt == "BMP":
+        return size < int.from_bytes(head[2:6], "little")
+    return fmt == "gzipped NIfTI" and _gzip_ends_early(path)
+
+
+def _gzip_ends_early(path: Path) -> bool:
+    """Whether a gzip stream ends before its end marker (decompressed in chunks, on the error path only)."""
+    try:
+        with gzip.open(path) as stream:
+            while stream.read(1 << 24):
+                pass
+    except EOFError:
+        return True
+    except (OSError, zlib.error):
+        return False
+    return False
+
+
 def decode_failed(path: Path, fmt: str, error: Exception | None = None) -> ImageReadError:
-    """The error for a file whose signature is right but whose data cannot be decoded."""
+    """The error for a file whose signature is right but whose data cannot be decoded: truncated (its end is
+    missing), or damaged inside."""
     detail = f" ({type(error).__name__}: {error})" if error is not None else ""
-    return ImageReadError(f"{path}: the {fmt} data cannot be decoded: the file is truncated or corrupt{detail}; "
-                          f"copy or export it again")
+    if isinstance(error, EOFError) or "ended before" in str(error) or tail_truncated(path, fmt):
+        return ImageReadError(f"{path}: the {fmt} data cannot be decoded: the file is truncated (its data ends "
+                              f"early){detail}; copy or export it again")
+    return ImageReadError(f"{path}: the {fmt} data cannot be decoded{detail}: the file is damaged inside (its "
+                          f"header and length are intact); copy or export it again")

@@ -15,16 +15,12 @@ import pandas as pd
 
 from unetflow.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
 from unetflow.instances import instance_classes, instance_data_problems, instance_row_fields
-from unetflow.io import image_info, truncation_problem
-from unetflow.labels import LabelCoding, class_values, mask_values
+from unetflow.io import image_info, is_lossy_mask, truncation_problem
+from unetflow.labels import IGNORE_INDEX, LabelCoding, mask_values
+from unetflow.mask_checks import undeclared_value_problems
 from unetflow.pairing import DataValidationError, attach_rois, image_files, mask_files, pair_files, pairs_from_manifest
 from unetflow.sources import slice_id, source_images, source_kind, source_masks
 from unetflow.volumes import grid_problem, volume_slice_axis
-
-MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced (a warning)
-MIN_SIDE = 32           # images smaller than this on a side are called tiny (a warning)
-STRAY_FILES = 0.05      # a found class value in at most this share of the masks (or one mask) ...
-STRAY_PIXELS = 0.01     # ... covering less than this share of their pixels looks like a stray value (a warning)
 
 log = logging.getLogger("unetflow.ingest")
 
@@ -46,6 +42,7 @@ class DataSpec:
     num_classes: int | None = None
     slice_axis: int = 2
     instances: bool = False
+    foreground: str = "values"
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":
@@ -66,11 +63,14 @@ def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[
 def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
-    if is_lossy(mask) and data.jpeg_masks != "snap":
-        return (f"{mask}: JPEG masks are lossy (compression changes label values); export the mask as PNG, or set "
-                f"data.jpeg_masks: snap to snap every pixel to the nearest declared class")
-    if is_lossy(mask) and not (data.classes or data.colors):
-        return f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors"
+    lossy = is_lossy_mask(mask)
+    kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
+    if lossy and data.jpeg_masks != "snap":
+        return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
+                f"lossless TIFF, or set data.jpeg_masks: snap to snap every pixel to the nearest declared class")
+    if lossy and not (data.classes or data.colors or data.foreground == "nonzero"):
+        return (f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors (or "
+                f"data.foreground: nonzero)")
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
                 f"but its mask is not; pair volumes with volumes")
@@ -104,7 +104,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             snapped = 0
         else:
             try:
-                values, snapped = mask_values(masks[index], coding, is_lossy(mask), mask)
+                values, snapped = mask_values(masks[index], coding, is_lossy_mask(mask), mask)
             except ImageReadError as error:
                 return [], [str(error)]
             found, counts = np.unique(values, return_counts=True)
@@ -117,8 +117,6 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             input_channels=int(data.channels or channels), **fields, snapped_pixels=snapped,
             roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
                                                                       else {})))
-    if sum(r["snapped_pixels"] for r in rows):
-        log.info("%s: %d pixels snapped to the nearest class", mask, sum(r["snapped_pixels"] for r in rows))
     return rows, problems
 
 
@@ -147,6 +145,8 @@ def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
 
 def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
     """The class table declared in the config (None when the values are to be found in the masks) and problems."""
+    if data.foreground == "nonzero":
+        return nonzero_classes(data)
     problems = []
     if data.classes and data.colors:
         problems.append("data.classes and data.colors are both set; declare classes by value or by colour, not both")
@@ -169,13 +169,33 @@ def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
     return with_ignore_row(table, data.ignore_label), problems
 
 
+def nonzero_classes(data: DataSpec) -> tuple[pd.DataFrame, list[str]]:
+    """The class table of data.foreground: nonzero: background (0) and foreground (every other value, written as
+    255 in predictions, or as the second value of data.classes, which may name the two), and its problems."""
+    problems, names, values = [], ["background", "foreground"], [0, 255]
+    if data.colors:
+        problems.append("data.foreground: nonzero applies to masks of values, not colours; leave data.colors unset")
+    if data.classes and (len(data.classes) != 2 or list(data.classes.values())[0] != 0):
+        problems.append(f"data.foreground: nonzero trains two classes, background (0) and foreground (every other "
+                        f"value); data.classes may only name them and the value predictions are written with, e.g. "
+                        f"{{background: 0, nucleus: 255}}, not {data.classes}")
+    elif data.classes:
+        names, values = list(data.classes), [int(v) for v in data.classes.values()]
+    if data.ignore_label in values:
+        problems.append(f"data.ignore_label {data.ignore_label} is a class value of data.foreground: nonzero; use "
+                        f"another value")
+    table = pd.DataFrame({"index": [0, 1], "name": names, "value": values, "color": None, "nonzero": [False, True]})
+    return with_ignore_row(table, data.ignore_label), problems
+
+
 def with_ignore_row(table: pd.DataFrame, ignore_label: int | None) -> pd.DataFrame:
-    """The class table with its `ignore` flag column, plus a row for the ignored value when there is one."""
-    table = table.assign(ignore=False)
+    """The class table with its `ignore` and `nonzero` flag columns, plus a row for the ignored value when there
+    is one."""
+    table = table.assign(ignore=False, nonzero=table["nonzero"] if "nonzero" in table else False)
     if ignore_label is None:
         return table
     row = pd.DataFrame({"index": [255], "name": ["ignore"], "value": [int(ignore_label)], "color": [None],
-                        "ignore": [True]})
+                        "ignore": [True], "nonzero": [False]})
     return pd.concat([table, row], ignore_index=True)
 
 
@@ -200,6 +220,9 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     if len(values) < 2:
         return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "
                            f"check data.masks"]
+    if len(values) > IGNORE_INDEX:
+        problems.append(f"the masks define {len(values)} classes; at most {IGNORE_INDEX} can be trained; declare "
+                        f"the classes in data.classes or set data.foreground: nonzero")
     if data.num_classes is not None and data.num_classes != len(values):
         problems.append(f"data.num_classes is {data.num_classes} but the masks define {len(values)} classes "
                         f"{table}; fix data.num_classes or data.classes")
@@ -233,53 +256,6 @@ def duplicate_problems(rows: list[dict]) -> list[str]:
             f"rename one of the files" for i in sorted(ids[ids.duplicated()].unique())]
 
 
-def warn_if_suspicious(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
-    """Log warnings for very unbalanced classes and tiny images; both are allowed."""
-    background = int(classes.loc[classes["index"] == 0, "value"].iloc[0])
-    pixels = manifest["height"] * manifest["width"]
-    background_share = [dict(zip(v, f)).get(background, 0) for v, f in
-                        zip(manifest["label_values"], manifest["label_fractions"])]
-    foreground = 1 - float(np.average(background_share, weights=pixels))
-    if foreground < MIN_FOREGROUND:
-        log.warning("very unbalanced classes: %.4f%% of all pixels are foreground (< %.1f%%); consider "
-                    "foreground oversampling or a Dice loss", 100 * foreground, 100 * MIN_FOREGROUND)
-    tiny = manifest.loc[(manifest["height"] < MIN_SIDE) | (manifest["width"] < MIN_SIDE), "id"].tolist()
-    if tiny:
-        log.warning("%d tiny image(s) smaller than %d px on a side (e.g. %s); a deep U-Net may not fit them",
-                    len(tiny), MIN_SIDE, ", ".join(tiny[:5]))
-
-
-def warn_if_stray_values(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
-    """Warn about found class values that occur in very few masks and there on very few pixels, like a few pixels
-    of a stray value in one mask: each becomes a class of its own."""
-    shares = manifest.apply(lambda row: dict(zip(row["label_values"], row["label_fractions"])), axis=1)
-    pixels = manifest["height"] * manifest["width"]
-    files = manifest["mask_path"].nunique()
-    for value in class_values(classes)[1:]:
-        found = shares.map(lambda share, value=value: share.get(value, 0.0))
-        holders = manifest.loc[found > 0, "mask_path"].unique()
-        share = float((found * pixels)[found > 0].sum() / pixels[found > 0].sum())
-        if len(holders) <= max(1, STRAY_FILES * files) and share < STRAY_PIXELS:
-            log.warning("class value %s occurs in only %d of %d masks (e.g. %s) on %.4f%% of their pixels; if it is "
-                        "a stray value, clean those masks or declare data.classes (undeclared values are then "
-                        "refused)", value, len(holders), files, Path(holders[0]).name, 100 * share)
-
-
-def warn_if_encodings_differ(manifest: pd.DataFrame, classes: pd.DataFrame) -> None:
-    """Warn when found classes come from masks that each hold a single foreground value, but not the same one
-    (say 0/1 in some files and 0/255 in others): they are trained as separate classes, which is rarely meant."""
-    foreground = set(class_values(classes)[1:])
-    per_file = manifest.groupby("mask_path")["label_values"].agg(lambda lists: set().union(*lists) & foreground)
-    if len(foreground) < 2 or per_file.map(len).max() > 1:
-        return
-    files = {value: per_file.index[per_file.map(lambda found, value=value: value in found)].tolist()
-             for value in foreground}
-    log.warning("every mask holds one foreground value, but not the same one: %s; they are trained as separate "
-                "classes. If they mean the same structure, re-encode the masks alike; if not, declare data.classes",
-                "; ".join(f"{value} in {len(paths)} file(s) (e.g. {Path(paths[0]).name})"
-                          for value, paths in sorted(files.items()) if paths))
-
-
 # ----------------------------------------------------------------------------------------------- entry points
 
 
@@ -301,12 +277,21 @@ def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
     return pairs, problems
 
 
+def instance_settings_problems(data: DataSpec) -> list[str]:
+    """Settings the instance mode (data.instances: true) cannot honour: declared classes, data.foreground: nonzero."""
+    problems = instance_data_problems([], bool(data.classes or data.colors))
+    if data.foreground == "nonzero":
+        problems.append("data.instances: true trains objects, data.foreground: nonzero one foreground class; set "
+                        "only one of them")
+    return problems
+
+
 def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
     pairs, problems = source_pairs(data)
     declared, config_problems = declared_classes(data)
     if data.instances:
-        config_problems, declared = instance_data_problems([], declared is not None), instance_classes()
+        config_problems, declared = instance_settings_problems(data), instance_classes()
     problems = config_problems + problems
     coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -317,15 +302,13 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     if rows and data.instances:
         problems += instance_data_problems(rows, False) + ([] if data.channels else channel_problems(rows))
     elif rows:
-        problems += class_problems(classes, rows, data) + ([] if data.channels else channel_problems(rows))
+        meaning = undeclared_value_problems(rows, classes) if declared is None else []
+        problems += (meaning or class_problems(classes, rows, data)) + ([] if data.channels else
+                                                                       channel_problems(rows))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)
-    warn_if_suspicious(manifest, classes)
     if data.instances:
         log.info("%d objects, %d touching pairs of objects in %d masks", manifest["objects"].sum(),
                  manifest["touching_pairs"].sum(), len(manifest))
-    if declared is None:
-        warn_if_stray_values(manifest, classes)
-        warn_if_encodings_differ(manifest, classes)
     return manifest, classes

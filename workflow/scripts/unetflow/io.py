@@ -26,17 +26,17 @@ from unetflow.formats import (
     format_suffix,
     is_lossy,
     is_volume,
+    tail_truncated,
 )
 from unetflow.labels import integer_labels, label_dtype
 from unetflow.nifti import volume_info
+from unetflow.tiff import is_lossy_tiff, read_tiff, truncated
 
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error, cv2.error,
-                  UnidentifiedImageError, tifffile.TiffFileError)
+                  UnidentifiedImageError)
 _PNG_GREY_TYPES = (0, 4)  # PNG colour types: 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA
 _PNG_PALETTE_TYPE = 3
 _PILLOW_GREY_MODES = ("1", "L", "LA")  # Pillow modes of greyscale BMP, GIF and JPEG files
-_TIFF_PALETTE = 3  # TIFF photometric interpretation of colour-mapped images
-_END_MARKERS = {".png": b"IEND\xaeB`\x82", ".gif": b";"}
 
 
 # ------------------------------------------------------------------------------------------------- decoders
@@ -90,44 +90,6 @@ def _pillow_pixels(path: Path, fmt: str, mode: str | None = None) -> np.ndarray:
             raise decode_failed(path, fmt, error) from error
 
 
-def _tiff_order(axes: str) -> tuple[list[int], bool]:
-    """Axis order that puts a tifffile series as (stack axes..., Y, X[, channel]), and whether it has a channel."""
-    channel = next((a for a in "SC" if a in axes), None)
-    if "Y" not in axes or "X" not in axes:
-        raise ValueError(f"TIFF series with axes {axes!r} has no Y and X axes")
-    planes = [axes.index("Y"), axes.index("X")] + ([axes.index(channel)] if channel else [])
-    return [i for i in range(len(axes)) if i not in planes] + planes, channel is not None
-
-
-def _tiff_header(tif: tifffile.TiffFile) -> dict:
-    """Geometry of a TIFF's first series read from the tags only: slices, height, width, stored channels, ..."""
-    series = tif.series[0]
-    page = series.keyframe
-    order, has_channel = _tiff_order(series.axes)
-    shape = [series.shape[i] for i in order] + ([] if has_channel else [1])
-    palette = page.photometric == _TIFF_PALETTE
-    return dict(slices=int(np.prod(shape[:-3], dtype=int)), height=shape[-3], width=shape[-2], samples=shape[-1],
-                extra=len(page.extrasamples or ()), dtype=np.dtype(series.dtype), palette=palette,
-                colormap=page.colormap if palette else None)
-
-
-def _tiff_read(path: Path, pixels: bool) -> tuple[np.ndarray | None, dict]:
-    """The first series as stored, shaped (S, H, W, C) with alpha dropped (None unless `pixels`), and its header."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            header = _tiff_header(tif)
-            if not pixels:
-                return None, header
-            array = tif.series[0].asarray()
-            order, has_channel = _tiff_order(tif.series[0].axes)
-    except _DECODE_ERRORS as error:
-        raise decode_failed(path, "TIFF", error) from error
-    array = array.transpose(order)
-    array = array if has_channel else array[..., None]
-    array = array.reshape(-1, *array.shape[-3:])
-    return array[..., :header["samples"] - header["extra"]], header
-
-
 def _tiff_channels(path: Path, header: dict) -> int:
     """Channels `read_image` returns for a TIFF (colour maps give RGB), or ImageReadError for other layouts."""
     channels = 3 if header["palette"] else header["samples"] - header["extra"]
@@ -146,7 +108,7 @@ def _image_dtype(dtype: np.dtype) -> np.dtype:
 
 def _tiff_images(path: Path) -> np.ndarray:
     """A TIFF's slices as (S, H, W, C) images: 1-bit as 0/255, colour maps applied, others as `_image_dtype`."""
-    stored, header = _tiff_read(path, pixels=True)
+    stored, header = read_tiff(path, pixels=True)
     _tiff_channels(path, header)
     if header["palette"]:
         colours = (header["colormap"] // 257).astype(np.uint8)  # TIFF colour maps hold 16-bit intensities
@@ -181,7 +143,7 @@ def image_info(path) -> dict:
         return dict(height=height, width=width, channels=1 if colour_type in _PNG_GREY_TYPES else 3,
                     dtype="uint16" if bit_depth == 16 else "uint8", depth=1)
     if fmt == "TIFF":
-        _, header = _tiff_read(path, pixels=False)
+        _, header = read_tiff(path, pixels=False)
         dtype = np.uint8 if header["palette"] else _image_dtype(header["dtype"])
         return dict(height=header["height"], width=header["width"], channels=_tiff_channels(path, header),
                     dtype=np.dtype(dtype).name, depth=header["slices"])
@@ -233,22 +195,30 @@ def write_image(path, image: np.ndarray) -> Path:
 
 
 def _png_mask_values(path: Path) -> np.ndarray:
-    """A PNG's stored values: palette indices, grey levels (1/2/4-bit unscaled to 0..2**bits-1) or RGB."""
+    """A PNG's stored values: palette indices, grey levels (2/4-bit unscaled to 0..2**bits-1, 1-bit as 0/255) or
+    RGB."""
     _, _, bit_depth, colour_type = _png_header(path)
     if colour_type == _PNG_PALETTE_TYPE:
         return _pillow_pixels(path, "PNG")
     if colour_type not in _PNG_GREY_TYPES:
         return _bgr_to_channels(_cv_decode(path, "PNG"), 3)
     grey = _bgr_to_channels(_cv_decode(path, "PNG"), 1)[..., 0]
-    return grey // (255 // (2**bit_depth - 1)) if bit_depth < 8 else grey  # libpng scales low depths to 0..255
+    return grey // (255 // (2**bit_depth - 1)) if 1 < bit_depth < 8 else grey  # libpng scales to 0..255
 
 
 def _pillow_mask_values(path: Path, fmt: str) -> np.ndarray:
-    """A BMP's or GIF's stored values: palette indices, grey levels, 1-bit as 0/1, or RGB (alpha dropped)."""
+    """A BMP's or GIF's stored values: palette indices, grey levels, 1-bit (black/white) as 0/255, or RGB (alpha
+    dropped)."""
     values = _pillow_pixels(path, fmt)
     if values.ndim == 3:
         return values[..., 0] if values.shape[2] == 2 else values[..., :3]
     return values
+
+
+def _bilevel_as_255(values: np.ndarray) -> np.ndarray:
+    """1-bit (boolean) mask values as uint8 0/255, the values of an 8-bit copy (white = set = 255); others as they
+    are. A data set that mixes 1-bit and 8-bit 0/255 masks is then binary throughout."""
+    return values.astype(np.uint8) * np.uint8(255) if values.dtype == np.bool_ else values
 
 
 def _stored_mask_values(path: Path, fmt: str) -> np.ndarray:
@@ -258,7 +228,7 @@ def _stored_mask_values(path: Path, fmt: str) -> np.ndarray:
     if fmt == "JPEG":
         return _bgr_to_channels(_cv_decode(path, fmt), 3)  # read_mask collapses grey back to (H, W)
     if fmt == "TIFF":
-        stored, _ = _tiff_read(path, pixels=True)
+        stored, _ = read_tiff(path, pixels=True)
         if stored.shape[-1] not in (1, 3):
             raise ImageReadError(f"{path}: a mask needs 1 (labels) or 3 (RGB colours) channels, not "
                                  f"{stored.shape[-1]}; export the label channel alone")
@@ -267,7 +237,8 @@ def _stored_mask_values(path: Path, fmt: str) -> np.ndarray:
 
 
 def read_mask(path) -> np.ndarray:
-    """A mask's stored values as an (H, W) uint8/uint16 array: palette indices, not colours; 1-bit as 0/1.
+    """A mask's stored values as an (H, W) uint8/uint16 array: palette indices, not colours; 1-bit (black/white)
+    masks as 0/255, the values an 8-bit copy of them holds (a set bit, white, is 255).
 
     Other integer or float types (e.g. int32 or float TIFF label maps) are converted when every value is a whole
     number in 0..65535 (to uint8 when they fit), and refused otherwise.
@@ -276,7 +247,7 @@ def read_mask(path) -> np.ndarray:
     colour table; one whose three channels are equal everywhere comes back as (H, W).
     """
     path, fmt = checked(path, MASK_SUFFIXES, "a mask")
-    values = _stored_mask_values(path, fmt)
+    values = _bilevel_as_255(_stored_mask_values(path, fmt))
     if values.ndim == 3 and values.shape[2] == 1:
         values = values[..., 0]
     if values.ndim == 3 and np.array_equal(values[..., 0], values[..., 1]) and \
@@ -288,9 +259,14 @@ def read_mask(path) -> np.ndarray:
 def read_mask_stack(path) -> np.ndarray:
     """All slices of a (multi-page) TIFF mask as (S, H, W) label values, or (S, H, W, 3) for RGB colour masks."""
     path, _ = checked(path, (".tif", ".tiff"), "a mask stack")
-    stored, _ = _tiff_read(path, pixels=True)
+    stored, _ = read_tiff(path, pixels=True)
     stored = stored[..., :3] if stored.shape[-1] >= 3 else stored[..., 0]
-    return integer_labels(path, stored)
+    return integer_labels(path, _bilevel_as_255(stored))
+
+
+def is_lossy_mask(path) -> bool:
+    """Whether a mask file's compression alters label values: JPEG files, and TIFFs compressed with JPEG or WebP."""
+    return is_lossy(path) or (format_suffix(path) in (".tif", ".tiff") and is_lossy_tiff(path))
 
 
 def mask_palette(path) -> list[int] | None:
@@ -333,21 +309,7 @@ def write_mask(path, labels: np.ndarray, palette: list[int] | None = None) -> No
 def truncation_problem(path) -> str | None:
     """Cheap check that a 2D file is complete, reading only its tail (or TIFF tags): a problem or None."""
     path = Path(path)
-    name, size = path.name.lower(), path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(6)
-        handle.seek(max(0, size - 64))
-        tail = handle.read()
-    complete = True
-    if name.endswith(".png"):
-        complete = tail.endswith(_END_MARKERS[".png"])
-    elif name.endswith(".gif"):
-        complete = tail.rstrip(b"\x00").endswith(_END_MARKERS[".gif"])
-    elif name.endswith((".jpg", ".jpeg")):
-        complete = b"\xff\xd9" in tail
-    elif name.endswith(".bmp"):
-        complete = size >= int.from_bytes(head[2:6], "little")
-    elif name.endswith((".tif", ".tiff")):
-        with tifffile.TiffFile(path) as tif:
-            complete = all(o + n <= size for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts))
+    fmt = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".gif": "GIF", ".jpg": "JPEG", ".jpeg": "JPEG",
+           ".bmp": "BMP"}.get(format_suffix(path), "")
+    complete = not (truncated(path) if fmt == "TIFF" else tail_truncated(path, fmt))
     return None if complete else f"{path}: the file is truncated (its data ends early); copy or export it again"

@@ -1,9 +1,10 @@
 """Classes and label coding: the class table, stored mask values <-> class indices, colour-coded masks, and the
 integer types labels are kept in.
 
-The class table (from ingest) has columns index, name, value, ignore and color. Masks are first brought to class
-values (`mask_values`: colours mapped through the colour table, JPEG masks snapped to the nearest declared value),
-then to class indices 0..K-1 (`map_labels`), with the ignored value as IGNORE_INDEX.
+The class table (from ingest) has columns index, name, value, ignore, color and nonzero. Masks are first brought to
+class values (`mask_values`: colours mapped through the colour table, JPEG masks snapped to the nearest declared
+value, and with `data.foreground: nonzero` every non-zero value made the value of the row flagged `nonzero`), then
+to class indices 0..K-1 (`map_labels`), with the ignored value as IGNORE_INDEX.
 """
 
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ def ignore_value(classes: pd.DataFrame) -> int | None:
     return int(classes.loc[classes["ignore"].astype(bool), "value"].iloc[0])
 
 
+def nonzero_value(classes: pd.DataFrame) -> int | None:
+    """The class value that every non-zero mask value (but the ignored one) becomes with data.foreground: nonzero,
+    or None when each stored value is a class of its own."""
+    if "nonzero" not in classes or not classes["nonzero"].fillna(False).astype(bool).any():
+        return None
+    return int(classes.loc[classes["nonzero"].fillna(False).astype(bool), "value"].iloc[0])
+
+
 def class_colors(classes: pd.DataFrame) -> np.ndarray | None:
     """(K, 3) RGB colour of each class index when masks are colour-coded, else None."""
     trained = trained_classes(classes)
@@ -44,14 +53,26 @@ def class_colors(classes: pd.DataFrame) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class LabelCoding:
-    """How masks encode classes, taken once from the class table: colours (or None), class values, ignored value."""
+    """How masks encode classes, taken once from the class table: colours (or None), class values, ignored value,
+    and the value every non-zero value becomes (or None)."""
     colors: np.ndarray | None
     values: list[int]
     ignored: int | None
+    nonzero: int | None = None
 
     @classmethod
     def of(cls, classes: pd.DataFrame) -> "LabelCoding":
-        return cls(class_colors(classes), class_values(classes), ignore_value(classes))
+        return cls(class_colors(classes), class_values(classes), ignore_value(classes), nonzero_value(classes))
+
+
+def binarised(values: np.ndarray, coding: LabelCoding) -> np.ndarray:
+    """With data.foreground: nonzero, every non-zero value (but the ignored one) as the foreground class value;
+    the values unchanged otherwise."""
+    if coding.nonzero is None:
+        return values
+    foreground = (values != 0) if coding.ignored is None else (values != 0) & (values != coding.ignored)
+    result = np.where(foreground, coding.nonzero, values)
+    return result.astype(label_dtype("labels", result))
 
 
 def map_labels(mask: np.ndarray, values: list[int], ignore_value: int | None = None) -> np.ndarray:
@@ -112,10 +133,10 @@ def mask_values(raw: np.ndarray, coding: LabelCoding, lossy: bool, path) -> tupl
                                  f"({{name: [r, g, b]}}) or store class values instead")
         raw = raw.mean(axis=2).round().astype(np.uint16)
     if not lossy:
-        return raw, 0
+        return binarised(raw, coding), 0
     allowed = coding.values + ([coding.ignored] if coding.ignored is not None else [])
     snapped = snap_to_nearest(raw, allowed).astype(np.uint16 if max(allowed) > 255 else np.uint8)
-    return snapped, int(np.count_nonzero(snapped != raw))
+    return binarised(snapped, coding), int(np.count_nonzero(snapped != raw))
 
 
 def integer_labels(path, values: np.ndarray) -> np.ndarray:

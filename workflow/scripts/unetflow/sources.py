@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetflow.formats import is_lossy, is_volume
+from unetflow.formats import is_volume
 from unetflow.instances import instance_ids
-from unetflow.io import read_image, read_mask, read_mask_stack, read_stack
+from unetflow.io import is_lossy_mask, read_image, read_mask, read_mask_stack, read_stack
 from unetflow.labels import LabelCoding, map_labels, mask_values
 from unetflow.volumes import volume_image_slices, volume_mask_slices
 
@@ -62,7 +62,7 @@ def case_labels(rows: pd.DataFrame, classes: pd.DataFrame) -> list[np.ndarray]:
     first = rows.iloc[0]
     coding = LabelCoding.of(classes)
     slices = source_masks(first, coding.colors is not None)
-    lossy = is_lossy(first["mask_path"])
+    lossy = is_lossy_mask(first["mask_path"])
     labels = []
     for _, row in rows.iterrows():
         raw = slices[int(row["slice"]) if row_kind(first) != "image" else 0]

@@ -1,0 +1,111 @@
+"""Config on the command line: `--config section='{key: value}'` (the Snakemake idiom for a quick rerun) gets the
+types the schema asks for and is merged key by key into the sections of the config files. Each test reads the
+config the real workflow resolves, in a dry run of a Snakefile that includes it and prints its config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_config, write_config
+from unetflow.config import CommandLineConfigError, typed_command_line
+
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+MARK = "RESOLVED CONFIG "
+
+
+def dry_run(tmp_path, *config: str, configfile=None) -> subprocess.CompletedProcess:
+    """A dry run of the workflow with `--config` entries; the Snakefile prints the resolved config and the
+    per-experiment settings after the workflow's own code has checked them."""
+    wrapper = tmp_path / "Snakefile"
+    wrapper.write_text(f'include: "{REPO / "Snakefile"}"\n\n\n'
+                       f'print("{MARK}" + __import__("json").dumps({{"config": config, "settings": SETTINGS}}))\n')
+    configfile = configfile or write_config(tmp_path, tiny_config(), "base.yaml")
+    command = [sys.executable, "-m", "snakemake", "-s", str(wrapper), "--directory", str(tmp_path), "--cores", "1",
+               "--dry-run", "--configfile", str(configfile)] + (["--config", *config] if config else [])
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def resolved(tmp_path, *config: str, configfile=None) -> dict:
+    """{'config': ..., 'settings': ...} as the workflow resolved them."""
+    result = dry_run(tmp_path, *config, configfile=configfile)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(MARK)]
+    assert result.returncode == 0 and lines, result.stdout[-2000:] + result.stderr[-4000:]
+    return json.loads(lines[0][len(MARK):])
+
+
+@pytest.fixture
+def my_config(tmp_path):
+    """A config file of one's own with several train keys and a predict key."""
+    config = tiny_config()
+    config["train"].update(lr=0.01, loss="dice", patch_size=[32, 32])
+    config["predict"] = {"mirror": True}
+    return write_config(tmp_path, config, "my.yaml")
+
+
+def test_nested_value_is_typed_and_merged_into_the_configured_section(tmp_path, my_config):
+    before = resolved(tmp_path, configfile=my_config)
+    after = resolved(tmp_path, "train={epochs: 7}", configfile=my_config)
+    assert before["config"]["train"]["epochs"] == 2 and before["config"]["train"]["lr"] == 0.01
+    assert after["config"]["train"] == {**before["config"]["train"], "epochs": 7}  # every other key of my.yaml
+    assert {k: v for k, v in after["config"].items() if k != "train"} == \
+           {k: v for k, v in before["config"].items() if k != "train"}
+    assert after["settings"]["unet"]["train"] == {**before["settings"]["unet"]["train"], "epochs": 7}
+
+
+def test_single_top_level_key(tmp_path):
+    assert resolved(tmp_path, "results=2026")["config"]["results"] == "2026"  # Snakemake reads it as a number
+
+
+def test_lists_get_their_item_types(tmp_path):
+    config = resolved(tmp_path, "train={patch_size: [32, 64]}", "evaluate={spacing: [0.5, 2]}")["config"]
+    assert config["train"]["patch_size"] == [32, 64] and config["evaluate"]["spacing"] == [0.5, 2]
+
+
+def test_booleans(tmp_path):
+    config = resolved(tmp_path, "predict={mirror: true, largest_component: yes, save_probabilities: False}")
+    assert [config["config"]["predict"][key] for key in ("mirror", "largest_component", "save_probabilities")] == \
+           [True, True, False]
+
+
+def test_floats_and_nulls(tmp_path):
+    config = resolved(tmp_path, "train={lr: 1e-2, foreground_oversampling: .5, batch_size: null}")["config"]
+    assert config["train"]["lr"] == 0.01 and config["train"]["foreground_oversampling"] == 0.5
+    assert config["train"]["batch_size"] is None
+
+
+def test_experiments_are_typed_like_the_sections_they_override(tmp_path):
+    settings = resolved(tmp_path, "experiments={deep: {train: {depth: 3, lr: 0.002, compile: false}}}")["settings"]
+    assert set(settings) == {"deep"}
+    assert (settings["deep"]["train"]["depth"], settings["deep"]["train"]["lr"]) == (3, 0.002)
+    assert settings["deep"]["train"]["compile"] is False
+
+
+def test_class_table_on_the_command_line_replaces_the_configured_one(tmp_path):
+    config = tiny_config()
+    config["data"] = {"images": str(tmp_path / "img"), "masks": str(tmp_path / "msk"),
+                      "classes": {"membrane": 0, "cell": 255}}
+    configfile = write_config(tmp_path, config, "data.yaml")
+    data = resolved(tmp_path, "data={classes: {cell: 1, background: 0}}", configfile=configfile)["config"]["data"]
+    assert list(data["classes"].items()) == [("cell", 1), ("background", 0)]
+    assert data["images"] == str(tmp_path / "img")
+
+
+@pytest.mark.parametrize("entry,words", [
+    ("train={epochs: seven}", "config key train.epochs (from --config): 'seven' is not an integer"),
+    ("train={lr: fast}", "config key train.lr (from --config): 'fast' is not a number"),
+    ("train={patch_size: [32, big]}", "config key train.patch_size[1] (from --config): 'big' is not an integer"),
+    ("data={channels: 2}", "config key data.channels (from --config): '2' is not one of [1, 3, None]"),
+])
+def test_wrong_type_is_a_clear_error_naming_the_key(tmp_path, entry, words):
+    result = dry_run(tmp_path, entry)
+    assert result.returncode != 0 and words in result.stdout + result.stderr
+
+
+def test_typing_leaves_unknown_keys_to_the_schema():
+    typed = typed_command_line({"train": {"epoch": "7"}, "train_typo": {"a": "1"}}, SCHEMA)
+    assert typed == {"train": {"epoch": 7}, "train_typo": {"a": 1}}  # read as YAML would; validate names the typo
+    with pytest.raises(CommandLineConfigError, match="split.fixed"):
+        typed_command_line({"split": {"fixed": "maybe"}}, SCHEMA)

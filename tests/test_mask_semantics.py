@@ -1,0 +1,260 @@
+"""Masks as labs store them, with data.classes left undeclared: 1-bit masks mixed with 8-bit 0/255 ones, the
+foreground encoded differently by file, instance-labelled (16-bit, touching objects) masks, and stray values;
+`data.foreground: nonzero` trains every non-zero value as one foreground class."""
+
+import re
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+from scipy import ndimage
+
+from conftest import build_manifest, write_pairs
+from unetflow.ingest import DataValidationError
+from unetflow.labels import IGNORE_INDEX
+from unetflow.mask_checks import INSTANCE_MIN_VALUES, object_values
+from unetflow.predictions import write_labels
+from unetflow.sources import case_labels
+
+SIZE = (48, 64)
+
+
+def ingest_error(images, masks, **options) -> str:
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(images), str(masks), **options)
+    return str(error.value)
+
+
+def trained_labels(manifest: pd.DataFrame, classes: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{case id: class indices} as preprocessing stores them."""
+    return {row["id"]: case_labels(manifest.iloc[[index]], classes)[0] for index, row in manifest.iterrows()}
+
+
+def blobs(seed: int) -> np.ndarray:
+    """A boolean foreground of a few random rectangles."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(SIZE, bool)
+    for _ in range(3):
+        y, x = rng.integers(0, SIZE[0] - 10), rng.integers(0, SIZE[1] - 10)
+        mask[y:y + 10, x:x + 12] = True
+    return mask
+
+
+def write_binary_masks(masks, encodings: dict[str, str]) -> dict[str, np.ndarray]:
+    """Write case c<i>'s foreground in the named encoding: 1-bit PNG/BMP/TIFF, or 8-bit 0/255 or 0/1 PNG."""
+    truth = {}
+    for index, (name, encoding) in enumerate(encodings.items()):
+        foreground = truth[name] = blobs(index)
+        for old in masks.glob(f"{name}.*"):
+            old.unlink()
+        if encoding == "1bit_png":
+            Image.fromarray(foreground).save(masks / f"{name}.png")
+        elif encoding == "1bit_bmp":
+            Image.fromarray(foreground).save(masks / f"{name}.bmp")
+        elif encoding == "1bit_tif":
+            tifffile.imwrite(masks / f"{name}.tif", foreground, compression="packbits")
+        else:
+            cv2.imwrite(str(masks / f"{name}.png"), foreground.astype(np.uint8) * {"8bit_255": 255, "8bit_1": 1}[
+                encoding])
+    return truth
+
+
+# ------------------------------------------------------------------------------------- 1-bit and 8-bit binary
+
+
+def test_one_bit_masks_mixed_with_0_255_masks_train_one_foreground_class(tmp_path):
+    images, masks = write_pairs(tmp_path, count=6, size=SIZE)
+    truth = write_binary_masks(masks, {"c0": "1bit_png", "c1": "1bit_bmp", "c2": "1bit_tif", "c3": "8bit_255",
+                                       "c4": "8bit_255", "c5": "1bit_png"})
+    manifest, classes = build_manifest(str(images), str(masks))
+    assert classes["name"].tolist() == ["background", "foreground"] and classes["value"].tolist() == [0, 255]
+    for case_id, labels in trained_labels(manifest, classes).items():
+        np.testing.assert_array_equal(labels, truth[case_id].astype(np.uint8))
+
+
+def test_one_bit_masks_mixed_with_0_1_masks_are_refused_as_ambiguous(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE)
+    write_binary_masks(masks, {"c0": "1bit_png", "c1": "1bit_png", "c2": "8bit_1", "c3": "8bit_1"})
+    message = ingest_error(images, masks)
+    assert message.startswith("1 problem(s)")
+    assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. c2.png); 255 in 2 " \
+           "file(s) (e.g. c0.png)" in message
+    assert "data.foreground: nonzero" in message and "data.classes" in message
+
+
+def test_different_foreground_values_by_file_train_as_one_class_with_nonzero(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE)
+    truth = write_binary_masks(masks, {"c0": "8bit_1", "c1": "8bit_255", "c2": "8bit_1", "c3": "1bit_tif"})
+    manifest, classes = build_manifest(str(images), str(masks), foreground="nonzero")
+    assert classes.loc[~classes["ignore"], ["name", "value", "nonzero"]].values.tolist() == [
+        ["background", 0, False], ["foreground", 255, True]]
+    assert all(values == [0, 255] for values in manifest["label_values"])
+    for case_id, labels in trained_labels(manifest, classes).items():
+        np.testing.assert_array_equal(labels, truth[case_id].astype(np.uint8))
+
+
+def test_declared_classes_keep_separate_foreground_values_apart(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE)
+    write_binary_masks(masks, {"c0": "8bit_1", "c1": "8bit_255", "c2": "8bit_1", "c3": "8bit_255"})
+    _, classes = build_manifest(str(images), str(masks), classes={"background": 0, "a": 1, "b": 255})
+    assert classes["value"].tolist() == [0, 1, 255]
+
+
+# ------------------------------------------------------------------------------------------- instance masks
+
+
+def instance_mask(seed: int, objects: int = 500) -> np.ndarray:
+    """A 16-bit instance mask: touching Voronoi cells (one id per connected region, ids in random order above
+    255) inside a rectangle, background 0 in a frame around it."""
+    rng = np.random.default_rng(seed)
+    height, width = 160, 200
+    seeds = rng.uniform((0, 0), (height, width), (objects, 2))
+    y, x = np.mgrid[:height, :width]
+    nearest = np.argmin((y[..., None] - seeds[:, 0]) ** 2 + (x[..., None] - seeds[:, 1]) ** 2, axis=-1)
+    frame = (y < 12) | (y >= height - 12) | (x < 12) | (x >= width - 12)
+    cells = np.where(frame, 0, nearest + 1)
+    regions = np.zeros_like(cells)  # a cell the pixel grid cuts in two becomes two objects, as in a curated mask
+    for cell in np.unique(cells[cells > 0]):
+        parts, _ = ndimage.label(cells == cell, structure=np.ones((3, 3)))
+        regions[parts > 0] = parts[parts > 0] + regions.max()
+    ids = np.r_[0, rng.permutation(regions.max()) + 1000]
+    return ids[regions].astype(np.uint16)
+
+
+def write_instance_pairs(folder, count: int = 3) -> dict[str, np.ndarray]:
+    """Grey images with 16-bit instance masks as PNG (and one as a compressed TIFF)."""
+    (folder / "images").mkdir(), (folder / "masks").mkdir()
+    truth = {}
+    for index in range(count):
+        labels = truth[f"n{index}"] = instance_mask(index)
+        cv2.imwrite(str(folder / "images" / f"n{index}.png"), (labels % 256).astype(np.uint8))
+        if index == 0:
+            tifffile.imwrite(folder / "masks" / f"n{index}.tif", labels, compression="zlib")
+        else:
+            cv2.imwrite(str(folder / "masks" / f"n{index}.png"), labels)
+    return truth
+
+
+def test_instance_masks_touch_and_are_one_object_per_id():
+    labels = instance_mask(0)
+    values, objects = object_values(labels, set(np.unique(labels)) - {0})
+    assert values > 200 and values - 10 <= objects <= values  # a few cells clipped by the frame are tiny
+    horizontal = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
+    assert horizontal.sum() > values  # neighbouring objects touch
+
+
+def test_instance_labelled_masks_are_refused_naming_the_setting(tmp_path):
+    truth = write_instance_pairs(tmp_path)
+    message = ingest_error(tmp_path / "images", tmp_path / "masks")
+    assert message.startswith("1 problem(s)")
+    assert "3 of 3 masks look instance-labelled (one id per object" in message
+    values = len(np.unique(truth["n0"])) - 1
+    objects = int(re.search(rf"n0.tif: {values} values, (\d+) of them one object each", message).group(1))
+    assert values - 10 <= objects <= values
+    total = len(set().union(*(set(np.unique(t)) for t in truth.values())))
+    assert f"the data set would have {total} classes" in message
+    assert "Set data.instances: true to train and predict them as objects" in message
+    assert "data.foreground: nonzero" in message
+
+
+def test_instance_labelled_masks_ingest_in_the_instance_mode(tmp_path):
+    truth = write_instance_pairs(tmp_path)
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), instances=True)
+    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert manifest["objects"].tolist() == [len(np.unique(truth[f"n{i}"])) - 1 for i in range(3)]
+
+
+def test_nonzero_and_the_instance_mode_exclude_each_other(tmp_path):
+    write_instance_pairs(tmp_path)
+    message = ingest_error(tmp_path / "images", tmp_path / "masks", instances=True, foreground="nonzero")
+    assert "data.instances: true trains objects, data.foreground: nonzero one foreground class" in message
+
+
+def test_instance_masks_train_as_one_foreground_with_nonzero(tmp_path):
+    truth = write_instance_pairs(tmp_path)
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), foreground="nonzero")
+    assert classes.loc[~classes["ignore"], "value"].tolist() == [0, 255]
+    for case_id, labels in trained_labels(manifest, classes).items():
+        np.testing.assert_array_equal(labels, (truth[case_id] > 0).astype(np.uint8))
+
+
+def test_many_classes_that_are_not_objects_are_classes(tmp_path):
+    values = tuple(range(0, 12 * 20, 20))  # 12 values scattered as noise over every mask
+    assert len(values) - 1 >= INSTANCE_MIN_VALUES
+    images, masks = write_pairs(tmp_path, count=3, size=SIZE, values=values)
+    _, classes = build_manifest(str(images), str(masks))
+    assert classes["value"].tolist() == list(values)
+
+
+def test_nonzero_names_classes_and_writes_predictions_with_their_values(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3, size=SIZE, values=(0, 1, 2, 3))
+    manifest, classes = build_manifest(str(images), str(masks), foreground="nonzero",
+                                       classes={"background": 0, "nucleus": 1})
+    assert classes["name"].tolist() == ["background", "nucleus"] and classes["value"].tolist() == [0, 1]
+    labels = trained_labels(manifest, classes)["c0"]
+    stored = cv2.imread(str(masks / "c0.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(labels, (stored > 0).astype(np.uint8))
+    written = write_labels(tmp_path / "c0_pred.png", [labels], classes)
+    np.testing.assert_array_equal(cv2.imread(str(written), cv2.IMREAD_UNCHANGED), (stored > 0).astype(np.uint8))
+
+
+def test_nonzero_keeps_the_ignore_label(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3, size=SIZE, values=(0, 1, 2, 9))
+    manifest, classes = build_manifest(str(images), str(masks), foreground="nonzero", ignore_label=9)
+    stored = cv2.imread(str(masks / "c1.png"), cv2.IMREAD_UNCHANGED)
+    expected = np.where(stored == 9, IGNORE_INDEX, stored > 0).astype(np.uint8)
+    np.testing.assert_array_equal(trained_labels(manifest, classes)["c1"], expected)
+
+
+@pytest.mark.parametrize("options,words", [
+    (dict(classes={"background": 0, "a": 1, "b": 2}), "data.classes may only name them"),
+    (dict(classes={"cell": 255, "background": 0}), "data.classes may only name them"),
+    (dict(colors={"bg": [0, 0, 0], "fg": [255, 255, 255]}), "leave data.colors unset"),
+    (dict(ignore_label=255), "data.ignore_label 255 is a class value of data.foreground: nonzero"),
+])
+def test_nonzero_refuses_settings_it_cannot_honour(tmp_path, options, words):
+    images, masks = write_pairs(tmp_path, count=2, size=SIZE)
+    assert words in ingest_error(images, masks, foreground="nonzero", **options)
+
+
+# ------------------------------------------------------------------------------------------------- strays
+
+
+def test_stray_value_in_one_mask_is_refused_unless_declared(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=(64, 64))
+    stray = cv2.imread(str(masks / "c2.png"), cv2.IMREAD_UNCHANGED)
+    stray[0, :3] = 7
+    cv2.imwrite(str(masks / "c2.png"), stray)
+    message = ingest_error(images, masks)
+    assert message.startswith("1 problem(s)")
+    assert "c2.png: mask value(s) 7 on 3 pixel(s), found in no more than 5% of the masks: stray values" in message
+    assert "255" not in message.split("c2.png")[1].split(";")[0]
+    assert "mask values [7] are not among the declared classes" in ingest_error(
+        images, masks, classes={"background": 0, "cell": 255})
+    _, classes = build_manifest(str(images), str(masks), classes={"background": 0, "odd": 7, "cell": 255})
+    assert classes["value"].tolist() == [0, 7, 255]
+
+
+def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):
+    images, masks = write_pairs(tmp_path, count=30, size=(64, 64))
+    resized = cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED)
+    rng = np.random.default_rng(0)
+    for value in range(1, 201):  # each value on two scattered pixels: no object, just noise
+        resized.flat[rng.choice(resized.size, 2, replace=False)] = value
+    cv2.imwrite(str(masks / "c3.png"), resized)
+    message = ingest_error(images, masks)
+    assert message.startswith("1 problem(s)")
+    found = sorted(set(np.unique(cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED))) - {0, 255})
+    assert f"c3.png: mask value(s) {len(found)} values ({', '.join(map(str, found[:5]))}, ...) on " in message
+
+
+def test_a_rare_only_foreground_value_is_not_a_stray(tmp_path):
+    images, masks = write_pairs(tmp_path, count=40, size=(64, 64), values=(0,))
+    lone = np.zeros((64, 64), np.uint8)
+    lone[5, 5:8] = 255
+    cv2.imwrite(str(masks / "c7.png"), lone)
+    _, classes = build_manifest(str(images), str(masks))
+    assert classes["value"].tolist() == [0, 255]

@@ -1,0 +1,186 @@
+"""Compressed and tiled TIFFs as microscopy, pathology and fundus labs store them: every compression tifffile writes
+is read back through the usual readers (images, masks, stacks, regions of interest), and a TIFF that cannot be read
+is explained (a codec that is not installed, a truncated file, a file that is no TIFF), never called corrupt."""
+
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import REPO, build_manifest
+from unetflow.evaluate import read_roi
+from unetflow.formats import ImageReadError
+from unetflow.ingest import DataValidationError
+from unetflow.io import image_info, is_lossy_mask, read_image, read_mask, read_stack
+
+LOSSLESS = ["lzw", "zlib", "packbits", "zstd", "lzma"]
+COMPRESSIONS = LOSSLESS + ["jpeg"]
+TILES = [None, (16, 16)]
+H, W = 48, 64
+
+
+def ramp(shape, dtype=np.uint8) -> np.ndarray:
+    """Smooth, non-constant pixels (JPEG keeps them close) with a distinct value at (1, 5)."""
+    y, x = np.mgrid[:shape[0], :shape[1]]
+    top = np.iinfo(dtype).max
+    array = ((y * 3 + x * 2) * (top // 400)).astype(dtype)
+    array = np.broadcast_to(array[..., None], shape).copy() if len(shape) == 3 else array
+    array[1, 5] = top // 2
+    return array
+
+
+def blob_mask() -> np.ndarray:
+    """A 0/255 mask with two filled rectangles (large flat areas: JPEG keeps them on the right side of 128)."""
+    mask = np.zeros((H, W), np.uint8)
+    mask[8:24, 8:30] = 255
+    mask[30:44, 36:60] = 255
+    return mask
+
+
+def write(path, array, compression, tile, **options):
+    """Write `array` compressed (and tiled) with tifffile; return the path."""
+    photometric = "rgb" if array.ndim == 3 and array.shape[-1] == 3 else "minisblack"
+    tifffile.imwrite(path, array, compression=compression, tile=tile, photometric=photometric, **options)
+    return path
+
+
+def assert_read_back(read, written, compression):
+    """Lossless compressions give the written pixels exactly, JPEG pixels close to them."""
+    assert read.shape == written.shape and read.dtype == written.dtype
+    if compression == "jpeg":
+        assert np.abs(read.astype(int) - written.astype(int)).mean() < 3
+    else:
+        np.testing.assert_array_equal(read, written)
+
+
+@pytest.mark.parametrize("tile", TILES, ids=["strips", "tiles"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_compressed_images_are_read_back(tmp_path, compression, tile):
+    grey, rgb = ramp((H, W)), ramp((H, W, 3))
+    path = write(tmp_path / "grey.tif", grey, compression, tile)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression != tifffile.COMPRESSION.NONE and tif.pages[0].is_tiled == (tile is not None)
+    assert_read_back(read_image(path)[..., 0], grey, compression)
+    assert image_info(path) == dict(height=H, width=W, channels=1, dtype="uint8", depth=1)
+    assert_read_back(read_image(write(tmp_path / "rgb.tif", rgb, compression, tile)), rgb, compression)
+
+
+@pytest.mark.parametrize("tile", TILES, ids=["strips", "tiles"])
+@pytest.mark.parametrize("compression", LOSSLESS)
+def test_compressed_16_bit_stacks_and_masks_are_read_exactly(tmp_path, compression, tile):
+    stack = np.stack([ramp((H, W), np.uint16) + page for page in range(3)])
+    read = read_stack(write(tmp_path / "stack.tif", stack, compression, tile))
+    np.testing.assert_array_equal(read[..., 0], stack)
+    labels = (np.arange(H * W).reshape(H, W) % 700).astype(np.uint16)
+    np.testing.assert_array_equal(read_mask(write(tmp_path / "labels.tif", labels, compression, tile)), labels)
+    assert not is_lossy_mask(tmp_path / "labels.tif")
+
+
+@pytest.mark.parametrize("compression", ["packbits", "lzw", "zlib"])
+def test_compressed_one_bit_masks_give_white_as_255(tmp_path, compression):
+    bits = blob_mask() > 0
+    path = write(tmp_path / "bits.tif", bits, compression, None)
+    np.testing.assert_array_equal(read_mask(path), blob_mask())
+
+
+@pytest.mark.parametrize("tile", TILES, ids=["strips", "tiles"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_compressed_data_set_ingests_with_stacks_and_rois(tmp_path, compression, tile):
+    for folder in ("images", "masks", "rois"):
+        (tmp_path / folder).mkdir()
+    write(tmp_path / "images" / "slide.tif", ramp((H, W, 3)), compression, tile)
+    write(tmp_path / "images" / "stack.tif", np.stack([ramp((H, W))] * 2), compression, tile)
+    roi = np.zeros((H, W), np.uint8)
+    roi[4:40, 4:60] = 255
+    for name, pages in (("slide", 1), ("stack", 2)):
+        mask = np.stack([blob_mask()] * pages) if pages > 1 else blob_mask()
+        write(tmp_path / "masks" / f"{name}.tif", mask, compression, tile)
+        write(tmp_path / "rois" / f"{name}_roi.tif", np.stack([roi] * pages) if pages > 1 else roi, compression, tile)
+    options = dict(images=str(tmp_path / "images"), masks=str(tmp_path / "masks"), rois=str(tmp_path / "rois"),
+                   channels=3)
+    if compression == "jpeg":  # lossy masks: refused unless snapped to declared classes
+        with pytest.raises(DataValidationError, match="slide.tif: the TIFF mask is compressed with JPEG"):
+            build_manifest(**options)
+        options.update(jpeg_masks="snap", classes={"background": 0, "cell": 255})
+    manifest, classes = build_manifest(**options)
+    assert manifest["id"].tolist() == ["slide", "stack_s0", "stack_s1"]
+    assert classes["value"].tolist() == [0, 255]
+    expected = np.mean(blob_mask() > 0)
+    assert np.allclose([dict(zip(v, f))[255] for v, f in zip(manifest["label_values"], manifest["label_fractions"])],
+                       expected)
+    np.testing.assert_array_equal(read_roi(tmp_path / "rois" / "slide_roi.tif"), roi > (128 if compression == "jpeg"
+                                                                                          else 0))
+
+
+# ------------------------------------------------------------------------------------- what cannot be read
+
+
+def compressed_file(tmp_path, compression="lzw") -> str:
+    return str(write(tmp_path / f"{compression}.tif", ramp((H, W)), compression, None))
+
+
+def test_missing_codec_names_the_compression_and_imagecodecs(tmp_path):
+    path = compressed_file(tmp_path)
+    code = (f"import sys; sys.modules['imagecodecs'] = None\n"
+            f"from unetflow.io import read_image\nread_image({path!r})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                            cwd=REPO / "workflow" / "scripts")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImageReadError" in message and path in message
+    assert "compressed with LZW (TIFF compression 5)" in message and "install imagecodecs" in message
+    assert "corrupt" not in message and "damaged" not in message
+
+
+def test_unknown_compression_is_named_not_called_corrupt(tmp_path):
+    path = compressed_file(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    entry = data.find(struct.pack("<HHIH", 259, 3, 1, 5))  # the Compression tag: SHORT, one value, LZW
+    data[entry + 8:entry + 10] = struct.pack("<H", 12345)
+    open(path, "wb").write(bytes(data))
+    for reader in (image_info, read_image, read_mask):
+        with pytest.raises(ImageReadError) as error:
+            reader(path)
+        assert "compressed with unknown compression 12345" in str(error.value)
+        assert "corrupt" not in str(error.value) and "damaged" not in str(error.value)
+
+
+def test_truncated_compressed_tiff_is_called_truncated(tmp_path):
+    path = compressed_file(tmp_path, "zlib")
+    data = open(path, "rb").read()
+    with tifffile.TiffFile(path) as tif:
+        end = tif.pages[0].dataoffsets[-1] + tif.pages[0].databytecounts[-1] // 2
+    open(path, "wb").write(data[:end])  # the tags are intact and point at pixel data beyond the end
+    for reader in (read_image, read_mask):
+        with pytest.raises(ImageReadError, match="the file is truncated") as error:
+            reader(path)
+        assert "corrupt" not in str(error.value)
+
+
+def test_text_file_named_tif_is_not_an_image(tmp_path):
+    path = tmp_path / "scan.tif"
+    path.write_text("<html>moved</html>")
+    with pytest.raises(ImageReadError, match="scan.tif: not a TIFF file"):
+        read_image(path)
+
+
+def test_ingest_reports_a_missing_codec_beside_other_problems(tmp_path, monkeypatch):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    write(tmp_path / "images" / "a.tif", ramp((H, W)), "zstd", (16, 16))
+    write(tmp_path / "masks" / "a.tif", blob_mask(), "zstd", (16, 16))
+    write(tmp_path / "images" / "b.tif", ramp((H, W)), None, None)
+    write(tmp_path / "masks" / "b.tif", blob_mask(), None, None)
+    (tmp_path / "images" / "c.tif").write_bytes(b"")
+    write(tmp_path / "masks" / "c.tif", blob_mask(), None, None)
+    without_zstd = {code: tifffile.TIFF.DECOMPRESSORS[code] for code in (1, 8)}  # an installation without zstd
+    monkeypatch.setattr(tifffile.TIFF, "DECOMPRESSORS", without_zstd)
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    message = str(error.value)
+    assert message.startswith("2 problem(s)") and "c.tif: the file is empty" in message
+    assert "a.tif: the TIFF pixels are compressed with ZSTD (TIFF compression 50000)" in message
+    assert "corrupt" not in message
