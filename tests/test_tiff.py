@@ -184,3 +184,16 @@ def test_ingest_reports_a_missing_codec_beside_other_problems(tmp_path, monkeypa
     assert message.startswith("2 problem(s)") and "c.tif: the file is empty" in message
     assert "a.tif: the TIFF pixels are compressed with ZSTD (TIFF compression 50000)" in message
     assert "corrupt" not in message
+
+
+def test_extra_samples_of_a_grey_tiff_are_channels_and_rgb_alpha_is_dropped(tmp_path):
+    from unetflow.io import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "four.tif", pixels, photometric="minisblack", planarconfig="contig")
+    with pytest.raises(ImageReadError, match="4 channels per pixel"):
+        read_image(tmp_path / "four.tif")
+    tifffile.imwrite(tmp_path / "rgba.tif", pixels, photometric="rgb", extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif"), pixels[..., :3])
+    tifffile.imwrite(tmp_path / "rgbx.tif", pixels, photometric="rgb", extrasamples=["unspecified"])
+    np.testing.assert_array_equal(read_image(tmp_path / "rgbx.tif"), pixels[..., :3])

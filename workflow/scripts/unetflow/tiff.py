@@ -15,6 +15,8 @@ import tifffile
 
 from unetflow.formats import ImageReadError, decode_failed
 
+RGB = 2  # TIFF photometric interpretation of RGB images
+ALPHA_SAMPLES = (1, 2)  # TIFF extra-sample kinds: associated and unassociated alpha
 PALETTE = 3  # TIFF photometric interpretation of colour-mapped images
 LOSSY_COMPRESSIONS = (6, 7, 33007, 34892, 34927, 50001)  # JPEG (old-style, new, Aperio, lossy DNG) and WebP
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error, RuntimeError,
@@ -90,6 +92,16 @@ def axis_order(axes: str) -> tuple[list[int], bool]:
     return [i for i in range(len(axes)) if i not in planes] + planes, channel is not None
 
 
+def dropped_samples(page) -> int:
+    """How many trailing extra samples are alpha and dropped: every extra sample of an RGB file (writers often mark
+    its alpha 'unspecified'), only those marked alpha otherwise (unspecified extra samples of a grey file are
+    channels of their own, so a 4-sample grey file is refused, not read as its first channel)."""
+    extras = [int(kind) for kind in page.extrasamples or ()]
+    if page.photometric == RGB:
+        return len(extras)
+    return sum(kind in ALPHA_SAMPLES for kind in extras)
+
+
 def header(tif: tifffile.TiffFile) -> dict:
     """Geometry of a TIFF's first series read from the tags only: slices, height, width, stored channels, extra
     (alpha) samples, dtype, palette and colour map, and compression (code)."""
@@ -99,7 +111,7 @@ def header(tif: tifffile.TiffFile) -> dict:
     shape = [series.shape[i] for i in order] + ([] if has_channel else [1])
     palette = page.photometric == PALETTE
     return dict(slices=int(np.prod(shape[:-3], dtype=int)), height=shape[-3], width=shape[-2], samples=shape[-1],
-                extra=len(page.extrasamples or ()), dtype=np.dtype(series.dtype), palette=palette,
+                extra=dropped_samples(page), dtype=np.dtype(series.dtype), palette=palette,
                 colormap=page.colormap if palette else None, compression=int(page.compression))
 
 
