@@ -1,7 +1,6 @@
 """Tests of unetflow.io: files written with OpenCV, tifffile, Pillow and nibabel are read back exactly."""
 
 import cv2
-import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
@@ -9,7 +8,6 @@ from PIL import Image
 
 from unetflow.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, is_lossy
 from unetflow.io import image_info, read_image, read_mask, read_stack, write_mask
-from unetflow.nifti import read_volume, write_volume
 
 H, W = 5, 7  # non-square on purpose: a transposition changes the shape and moves the marked pixel
 MARK = (1, 5)
@@ -317,81 +315,6 @@ def test_unsupported_channel_count_is_explained(tmp_path):
     tifffile.imwrite(path, np.zeros((5, H, W), np.uint8), metadata={"axes": "CYX"})
     with pytest.raises(ImageReadError, match="5 channels"):
         read_image(path)
-
-
-# ---------------------------------------------------------------------------------------------------- volumes
-
-
-AFFINE = np.array([[0.0, -0.8, 0, 90], [0.7, 0, 0, -120], [0, 0, 2.5, 30], [0, 0, 0, 1]])
-
-
-@pytest.mark.parametrize("suffix", VOLUME_SUFFIXES)
-def test_volume_round_trip_keeps_values_and_affine(tmp_path, suffix):
-    data = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3) - 20
-    nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / f"ct{suffix}")
-    volume, image = read_volume(tmp_path / f"ct{suffix}")
-    assert volume.dtype == np.int16
-    np.testing.assert_array_equal(volume, data)
-    np.testing.assert_allclose(image.affine, AFFINE)
-    assert image_info(tmp_path / f"ct{suffix}") == dict(height=4, width=5, channels=1, dtype="int16", depth=3)
-
-    labels = (volume > 0).astype(np.int64) * 2
-    write_volume(tmp_path / f"seg{suffix}", labels, image)
-    written = nib.load(tmp_path / f"seg{suffix}")
-    assert written.get_data_dtype() == np.uint8
-    np.testing.assert_array_equal(np.asanyarray(written.dataobj), labels)
-    np.testing.assert_allclose(written.affine, AFFINE)
-    assert written.header.get_zooms() == image.header.get_zooms()
-
-
-def test_labels_of_a_2d_nifti_are_written_in_its_stored_shape_without_its_display_fields(tmp_path):
-    image = nib.Nifti1Image(np.zeros((6, 5), np.float32), AFFINE)
-    image.header["cal_min"], image.header["cal_max"], image.header["descrip"] = -1000, 2000, b"CT scan"
-    nib.save(image, tmp_path / "xray.nii.gz")
-    volume, loaded = read_volume(tmp_path / "xray.nii.gz")
-    assert volume.shape == (6, 5, 1)
-    write_volume(tmp_path / "seg.nii.gz", np.ones((6, 5, 1), np.uint8), loaded)
-    written = nib.load(tmp_path / "seg.nii.gz")
-    assert written.shape == (6, 5) and np.asarray(written.dataobj).sum() == 30
-    assert (written.header["cal_min"], written.header["cal_max"], written.header["descrip"]) == (0, 0, b"")
-
-
-def test_scaled_volume_reads_as_float32(tmp_path):
-    image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), AFFINE)
-    image.header.set_slope_inter(0.5, -10)
-    nib.save(image, tmp_path / "scaled.nii")
-    volume, _ = read_volume(tmp_path / "scaled.nii")
-    assert volume.dtype == np.float32 and image_info(tmp_path / "scaled.nii")["dtype"] == "float32"
-    np.testing.assert_allclose(volume, np.arange(24).reshape(2, 3, 4) * 0.5 - 10)
-
-
-def test_trailing_singleton_axis_is_dropped(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 1), np.float32), AFFINE), tmp_path / "one.nii.gz")
-    assert read_volume(tmp_path / "one.nii.gz")[0].shape == (4, 5, 3)
-
-
-def test_4d_and_nan_volumes_are_rejected(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2), np.float32), AFFINE), tmp_path / "time.nii.gz")
-    with pytest.raises(ImageReadError, match="4D") as caught:
-        read_volume(tmp_path / "time.nii.gz")
-    assert "time.nii.gz" in str(caught.value)
-    data = np.zeros((4, 5, 3), np.float32)
-    data[1, 2, 0] = np.nan
-    data[0, 0, 2] = np.inf
-    nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / "nan.nii")
-    with pytest.raises(ImageReadError, match="2 voxels are NaN or Inf"):
-        read_volume(tmp_path / "nan.nii")
-
-
-def test_volume_errors_name_the_file(tmp_path):
-    (tmp_path / "empty.nii.gz").write_bytes(b"")
-    with pytest.raises(ImageReadError, match="empty.nii.gz"):
-        read_volume(tmp_path / "empty.nii.gz")
-    (tmp_path / "cut.nii.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00")
-    with pytest.raises(ImageReadError, match="cut.nii.gz"):
-        read_volume(tmp_path / "cut.nii.gz")
-    with pytest.raises(ImageReadError, match="unsupported suffix"):
-        read_volume(tmp_path / "slice.png")
 
 
 def test_grey_jpeg_mask_is_read_as_labels(tmp_path):
