@@ -138,9 +138,10 @@ class Predictor:
             log.info("segmented %d/%d: %s", number, len(sources), source["image_path"])
         return pd.DataFrame(rows)
 
-    def predict_files(self, files: list, out_dir, save_probabilities: bool = False, threads: int = 1) -> pd.DataFrame:
-        """`check_images` then `predict_sources`."""
-        return self.predict_sources(check_images([Path(f) for f in files], self.package, threads), out_dir,
+    def predict_files(self, files: list, out_dir, save_probabilities: bool = False, threads: int = 1,
+                      spec: str = "the input") -> pd.DataFrame:
+        """`check_images` (`spec`: where the files came from, for its message) then `predict_sources`."""
+        return self.predict_sources(check_images([Path(f) for f in files], self.package, threads, spec), out_dir,
                                     save_probabilities)
 
     def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> list[dict]:
@@ -192,8 +193,8 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load(args.model, args.device)
         files = listed_images(args.input)
-        sources = check_images(files, predictor.package, args.threads, f"--input '{args.input}'")
-        summary = predictor.predict_sources(sources, args.output, args.save_probabilities)
+        summary = predictor.predict_files(files, args.output, args.save_probabilities, args.threads,
+                                          f"--input '{args.input}'")
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
     summary.to_parquet(Path(args.output, "summary.parquet"))
