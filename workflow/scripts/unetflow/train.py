@@ -29,7 +29,8 @@ from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidat
 
 class PatchSampler:
     """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
-    over); draws random patches, a share of them centred on foreground pixels.
+    over); draws random patches, a share of them centred on foreground pixels. Cases are 2D, image (C, H, W) and
+    labels (H, W) with a 2D patch, or volumes, image (C, D, H, W) and labels (D, H, W) with a 3D patch.
 
     Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
     indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
@@ -50,11 +51,11 @@ class PatchSampler:
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
 
     def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
-        """Top-left corner of a patch in `case`, random or centred on a random foreground pixel."""
+        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
         shape = self.labels[case].shape
         if centre_on_foreground:
             points = self.foreground[case]
-            centre = divmod(int(points[torch.randint(len(points), (1,), generator=generator)]), shape[1])
+            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
             return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
         return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
 
@@ -66,8 +67,8 @@ class PatchSampler:
             on_foreground = index < n_foreground
             pool = self.with_foreground if on_foreground else range(len(self.images))
             case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
-            top, left = self.origin(case, on_foreground, generator)
-            window = (slice(top, top + self.patch[0]), slice(left, left + self.patch[1]))
+            window = tuple(slice(start, start + size)
+                           for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
             images.append(self.images[case][(slice(None), *window)])
             labels.append(self.labels[case][window])
         return (torch.stack(images).to(self.device, non_blocking=True).float(),
@@ -75,7 +76,7 @@ class PatchSampler:
 
 
 def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image (C, H, W) and labels (H, W) zero-padded at the bottom and right up to at least the patch size (the
+    """Image (C, *shape) and labels (*shape) zero-padded at the end of each axis up to at least the patch size (the
     arrays themselves when they are large enough: no copy)."""
     pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
     if not any(after for _, after in pad):
