@@ -47,15 +47,16 @@ def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
     assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
     assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= 8
     assert planned["foreground_oversampling"] == 0.33
-    assert set(reasons) == set(UNSET)
+    assert set(reasons) == set(UNSET) | {"dims", "pool_kernels"} and planned["dims"] == 2
     monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
     planned, _ = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cuda"))
     assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
 
 
 def test_explicit_settings_win_and_rare_classes_raise_oversampling():
-    explicit = dict(patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
-    assert plan_training(explicit, ISBI_LIKE, torch.device("cpu")) == (explicit, {})
+    explicit = dict(dims=2, patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
+    planned, reasons = plan_training(explicit, ISBI_LIKE, torch.device("cpu"))
+    assert planned == dict(explicit, pool_kernels=None) and list(reasons) == ["pool_kernels"]  # 2x2: nothing to set
     rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])
     planned, reasons = plan_training(dict(UNSET, patch_size=[40, 96]), rare, torch.device("cpu"))
     assert planned["depth"] == 2 and planned["foreground_oversampling"] == 0.5  # 40 -> 20 -> 10 px; 5 would be < 8

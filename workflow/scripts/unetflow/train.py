@@ -26,6 +26,8 @@ from unetflow.plan import data_fingerprint, plan_record, plan_training
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
 
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
 
 class PatchSampler:
     """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
@@ -111,27 +113,33 @@ def save_atomic(state: dict, path) -> None:
     os.replace(tmp, path)
 
 
-def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float) -> dict:
-    """What prediction needs: weights, architecture, patch size."""
-    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice)
+def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float, plan: dict) -> dict:
+    """What prediction needs: weights, architecture (dims and pooling in the hparams), patch size; and the plan."""
+    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice,
+                plan=plan)
 
 
 class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.schedule)."""
 
-    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
+    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
+                 spacing: list[float] | None = None, dims_reason: str | None = None):
+        """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W), with
+        their median voxel `spacing`); a 2D or 3D U-Net is trained accordingly (`dims_reason`: why train.dims chose
+        it)."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        traits = data_fingerprint(train_cases, cfg["seed"])
-        cfg, reasons = plan_training(cfg, traits, self.device)
+        traits = data_fingerprint(train_cases, cfg["seed"], spacing)
+        cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
         self.cfg, self.plan = cfg, plan_record(cfg, reasons, traits, self.device)
         self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
-        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
-                          cfg["deep_supervision"]).to(self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"], cfg["deep_supervision"],
+                          cfg["dims"], cfg["pool_kernels"]).to(self.device)
+        self.memory_format = CHANNELS_LAST[cfg["dims"]]
+        self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.budget = training_budget(cfg, self.device.type)
@@ -195,7 +203,7 @@ class Trainer:
             images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
             images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
                                            fill_label=IGNORE_INDEX)
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
             loss = (deep_supervision_loss(outputs, labels, cfg["loss"]) if isinstance(outputs, list)
@@ -248,10 +256,11 @@ class Trainer:
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
                                 self.bf16, self.log)
-        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"]), best_path)
+        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
+                    best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
-        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice),
-                    last_path)
+        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice,
+                                     self.plan), last_path)
         self.state_path.unlink(missing_ok=True)
         self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
         self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
