@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from unetflow.demo_volumes import ellipsoid_volume
 from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
 from unetflow.schedule import Budget, lr_factor, training_budget
 from unetflow.train import PatchSampler
@@ -135,17 +136,24 @@ def tiny_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return (labels[None] + rng.normal(0, 0.5, (1, 48, 48))).astype(np.float32), labels
 
 
+def tiny_volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 10x24x24 (image, labels) volume of ellipsoids in noise."""
+    image, labels = ellipsoid_volume((10, 24, 24), (2.0, 1.0, 1.0), rng)
+    return image[None], labels
+
+
 RUNNER = textwrap.dedent(f"""
     import json, logging, sys
     import numpy as np, torch
     sys.path.insert(0, {str(REPO / "tests")!r})
-    from test_train import TINY_CFG, tiny_case
+    from test_train import TINY_CFG, tiny_case, tiny_volume
     from unetflow.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     out, cfg = sys.argv[1], dict(TINY_CFG, **json.loads(sys.argv[2]))
     rng = np.random.default_rng(0)
-    train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
+    make = tiny_volume if cfg.get("dims") == 3 else tiny_case
+    train, val = [make(rng) for _ in range(4)], [make(rng) for _ in range(2)]
     trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
     trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
 """)
@@ -156,8 +164,11 @@ def start_runner(folder, overrides: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True, cwd=REPO / "workflow" / "scripts")
 
 
-# epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all)
-@pytest.mark.parametrize("overrides", [{}, {"epochs": None, "budget_steps": 27, "val_share": 0.05}])
+# epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all); in 3D
+STEP_BUDGET = {"epochs": None, "budget_steps": 27, "val_share": 0.05}
+
+
+@pytest.mark.parametrize("overrides", [{}, STEP_BUDGET, dict(STEP_BUDGET, dims=3, patch_size=[8, 16, 16])])
 def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
     import pandas as pd
 
