@@ -36,6 +36,8 @@ def test_auto_dims_follows_the_spacing_rule(tmp_path, shape, spacing, dims):
     chosen, reason = choose_dims("auto", manifest)
     assert chosen == dims and "spacing ratio" in reason
     assert choose_dims(2, manifest)[0] == 2 and choose_dims(3, manifest)[0] == 3  # an explicit value wins
+    assert choose_dims("auto", manifest, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch size
+    assert choose_dims("auto", manifest, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
 
 
 def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path):
@@ -43,6 +45,8 @@ def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path
     assert choose_dims("auto", manifest)[0] == 2
     with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D case"):
         choose_dims(3, manifest)
+    with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D case"):
+        choose_dims("auto", manifest, [8, 16, 16])
     single, _ = volume_manifest(tmp_path / "nii", (20, 16, 1), (1.0, 1.0, 1.0))
     assert choose_dims("auto", single) == (2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
     with pytest.raises(ValueError, match="train.dims is 3 .* one-slice NIfTI"):

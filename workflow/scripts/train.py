@@ -18,7 +18,7 @@ cfg = dict(snakemake.params.train, num_classes=len(class_values(pd.read_parquet(
 preprocessed, splits = pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.splits)
 manifest = pd.read_parquet(snakemake.input.data)
 train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
-dims, dims_reason = choose_dims(cfg["dims"], manifest)
+dims, dims_reason = choose_dims(cfg["dims"], manifest, cfg["patch_size"])
 log.info("fold %s: %d training and %d validation cases; a %dD U-Net (%s)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), dims, dims_reason)
 train_cases, val_cases, spacing = training_cases(manifest, preprocessed, train_ids, val_ids, dims)

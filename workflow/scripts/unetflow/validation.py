@@ -14,7 +14,7 @@ import torch
 
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import segmentation_loss
-from unetflow.tiling import autocast_for, eval_mode, sliding_window_predict, tile_origins
+from unetflow.tiling import sliding_window_predict, tile_grid
 
 VALIDATION_OVERLAP = 0.5
 TRAIN_STEP_FORWARDS = 3  # forward + backward of a training patch, in forward passes
@@ -23,15 +23,16 @@ CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole val
 
 @torch.inference_mode()
 def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images or volumes (in bf16
-    autocast when training uses it); NaN for no cases."""
+    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images or volumes, tiled (in
+    bf16 autocast when training uses it); NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
     num_classes = model.hparams["num_classes"]
     counts = torch.zeros(3, num_classes)
     losses = []
     for image, labels in cases:
-        probs = case_probabilities(model, torch.from_numpy(image), patch, device, bf16)
+        probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=VALIDATION_OVERLAP,
+                                       device=device, bf16=bf16)
         target = torch.from_numpy(labels.astype(np.int64))
         logits = probs.clamp_min(1e-8).log()[None]
         losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
@@ -42,19 +43,9 @@ def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = 
     return float(np.mean(losses)), float(dice[1:].mean())
 
 
-def case_probabilities(model, image: torch.Tensor, patch, device, bf16: bool) -> torch.Tensor:
-    """Softmax (K, *shape) on the CPU of an image (C, H, W), tiled, or of a volume (C, D, H, W) in one forward pass
-    (the U-Net pads it to its pooling multiples)."""
-    if image.dim() == 3:
-        return sliding_window_predict(model, image, patch, overlap=VALIDATION_OVERLAP, device=device, bf16=bf16)
-    with eval_mode(model), autocast_for(device, bf16):
-        logits = model(image.to(device=device, dtype=torch.float32)[None])
-    return torch.softmax(logits.float(), dim=1)[0].cpu()
-
-
 def validation_tiles(shape, patch) -> int:
     """Tiles that validating a case of this shape (2D or 3D) runs through the network."""
-    return math.prod(len(tile_origins(max(s, p), p, VALIDATION_OVERLAP)) for s, p in zip(shape, patch))
+    return len(tile_grid([max(s, p) for s, p in zip(shape, patch)], patch, VALIDATION_OVERLAP))
 
 
 def validation_subset(case_shapes: list, patch: list[int], steps_per_epoch: int, batch_size: int, share: float,

@@ -31,24 +31,26 @@ def volume_geometry(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["volume", "shape", "spacing"])
 
 
-def choose_dims(requested, manifest: pd.DataFrame) -> tuple[int, str]:
+def choose_dims(requested, manifest: pd.DataFrame, patch_size: list[int] | None = None) -> tuple[int, str]:
     """The U-Net's dims for the training cases of an ingest `manifest` and why: `requested` (2, 3 or 'auto', the
-    value of train.dims). ValueError naming train.dims when 3 is asked of data that is not all multi-slice volumes."""
-    is_volume = volume_rows(manifest)
+    value of train.dims; with 'auto', an explicit train.patch_size decides by its number of sides). ValueError
+    naming train.dims when 3 is asked of data that is not all multi-slice volumes."""
+    sides = len(patch_size) if requested == "auto" and patch_size is not None else None
+    if requested == 2 or sides == 2:
+        return 2, "set in the config" if requested == 2 else "train.patch_size has 2 sides"
+    setting = "train.dims is 3" if requested == 3 else "train.patch_size has 3 sides" if sides == 3 else None
     geometry = volume_geometry(manifest)
     single = geometry.loc[[shape[0] == 1 for shape in geometry["shape"]], "volume"].tolist()
-    others = manifest.loc[~is_volume, "id"].tolist()
-    if requested == 2:
-        return 2, "set in the config"
+    others = manifest.loc[~volume_rows(manifest), "id"].tolist()
     if others or single or geometry.empty:
         what = (f"{len(others)} 2D case(s) (images or TIFF stack pages, e.g. {others[:3]})" if others else
                 f"one-slice NIfTI volume(s) ({single[:3]})" if single else "no cases")
-        if requested == 3:
-            raise ValueError(f"config key train.dims is 3 but the training data holds {what}: a 3D U-Net trains on "
-                             f"NIfTI volumes of several slices; set train.dims to 2 or auto")
+        if setting:
+            raise ValueError(f"config key {setting} but the training data holds {what}: a 3D U-Net trains on NIfTI "
+                             f"volumes of several slices; set train.dims to 2 or auto (and a 2-sided patch size)")
         return 2, f"the training data holds {what}"
-    if requested == 3:
-        return 3, "set in the config"
+    if setting:
+        return 3, "set in the config" if requested == 3 else setting
     spacing = np.median(np.stack(geometry["spacing"].tolist()), axis=0)
     shape = np.median(np.stack(geometry["shape"].tolist()), axis=0)
     coarse, ratio = int(np.argmax(spacing)), float(spacing.max() / spacing.min())
