@@ -2,6 +2,7 @@
 their augmentation, and a tiny 3D U-Net that learns ellipsoids on the CPU."""
 
 import logging
+import re
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from conftest import build_manifest, write_pairs
 from unetflow.augment import AUGMENT_DEFAULTS, augment_batch
+from unetflow.config import experiment_problems
 from unetflow.demo_volumes import ellipsoid_volume, write_volume_pairs
 from unetflow.labels import IGNORE_INDEX
 from unetflow.plan import CPU_PATCH_VOXELS_3D, plan_training
@@ -51,6 +53,17 @@ def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path
     assert choose_dims("auto", single) == (2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
     with pytest.raises(ValueError, match="train.dims is 3 .* one-slice NIfTI"):
         choose_dims(3, single)
+
+
+@pytest.mark.parametrize("dims, patch, problem", [
+    (3, [8, 64, 64], None), ("auto", [12, 40, 40], None),  # 3D sides need not be multiples of 2**depth
+    (2, [8, 64, 64], "has 3 sides but train.dims is 2"), (3, [64, 64], "has 2 sides but train.dims is 3"),
+    ("auto", [60, 64], "must be a multiple of 2\\*\\*train.depth = 8"),
+])
+def test_config_refuses_patch_sides_that_do_not_fit_train_dims(dims, patch, problem):
+    settings = dict(train=dict(dims=dims, patch_size=patch, depth=3), predict=dict(split="test", ensemble=[]))
+    problems = experiment_problems("unet", settings, dict(experiments={"unet": {}}, predict=dict(split="test")))
+    assert problems == [] if problem is None else len(problems) == 1 and re.search(problem, problems[0])
 
 
 def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
