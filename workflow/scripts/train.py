@@ -19,9 +19,9 @@ preprocessed, splits = pd.read_parquet(snakemake.input.manifest), pd.read_parque
 manifest = pd.read_parquet(snakemake.input.data)
 train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
 dims, dims_reason = choose_dims(cfg["dims"], manifest, cfg["patch_size"])
-log.info("fold %s: %d training and %d validation cases; a %dD U-Net (%s)", snakemake.wildcards.fold,
-         len(train_ids), len(val_ids), dims, dims_reason)
 train_cases, val_cases, spacing = training_cases(manifest, preprocessed, train_ids, val_ids, dims)
+log.info("fold %s: %d training and %d validation %s; a %dD U-Net (%s)", snakemake.wildcards.fold, len(train_cases),
+         len(val_cases), "volumes" if dims == 3 else "cases", dims, dims_reason)
 trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log, spacing, dims_reason)
 with open(snakemake.output.plan, "w") as plan:
     json.dump(trainer.plan, plan, indent=2)
