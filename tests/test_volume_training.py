@@ -18,7 +18,14 @@ from unetflow.labels import IGNORE_INDEX
 from unetflow.plan import CPU_PATCH_VOXELS_3D, plan_training
 from unetflow.preprocess import preprocess_cases
 from unetflow.train import PatchSampler, Trainer
-from unetflow.volume_training import choose_dims, load_volume_cases, training_cases, volume_units
+from unetflow.volume_training import (
+    choose_dims,
+    load_volume_cases,
+    median_spacing,
+    training_cases,
+    volume_geometry,
+    volume_units,
+)
 
 
 def volume_manifest(folder, shape, spacing, count: int = 2):
@@ -79,6 +86,8 @@ def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
     np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (S, H, W): slices along data.slice_axis
     train, val, spacing = training_cases(manifest, preprocessed, ids, [f"vol1_z{i}" for i in range(7)], dims=3)
     assert len(train) == 2 and len(val) == 1 and spacing == [2.0, 1.0, 1.0]  # slice axis first
+    halved = [(image[:, :, ::2, ::2], labels[:, ::2, ::2]) for image, labels in train]  # slices resized in-plane
+    assert median_spacing(volume_geometry(manifest), units, manifest, halved) == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="volume vol1: 3 of its 7 slices .* split.group_by"):
         volume_units(manifest, ["vol1_z0", "vol1_z1", "vol1_z2"], "validation")
 

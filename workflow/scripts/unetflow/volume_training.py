@@ -86,10 +86,14 @@ def load_volume_cases(preprocessed: pd.DataFrame, units: list[list[str]]) -> lis
     return volumes
 
 
-def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame) -> list[float]:
-    """The median voxel spacing (slice axis first) of the volumes of `units`."""
+def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame,
+                   volumes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """The median voxel spacing (slice axis first) of the training `volumes` (the arrays of `units`): the header's,
+    scaled in-plane by how preprocessing resized the slices (stored against original size)."""
     names = manifest.set_index("id").loc[[ids[0] for ids in units], "volume"]
-    spacing = geometry.set_index("volume").loc[names, "spacing"].tolist()
+    table = geometry.set_index("volume").loc[names]
+    spacing = [np.array(spacing) * np.array(shape) / labels.shape
+               for spacing, shape, (_, labels) in zip(table["spacing"], table["shape"], volumes)]
     return [float(s) for s in np.median(np.stack(spacing), axis=0)]
 
 
@@ -101,5 +105,6 @@ def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids
         return load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids), None
     train_units = volume_units(manifest, train_ids, "training")
     val_units = volume_units(manifest, val_ids, "validation")
-    spacing = median_spacing(volume_geometry(manifest), train_units, manifest)
-    return load_volume_cases(preprocessed, train_units), load_volume_cases(preprocessed, val_units), spacing
+    train = load_volume_cases(preprocessed, train_units)
+    spacing = median_spacing(volume_geometry(manifest), train_units, manifest, train)
+    return train, load_volume_cases(preprocessed, val_units), spacing
