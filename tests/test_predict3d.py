@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from unetflow.cases import save_case
 from unetflow.ensemble import (
     load_models,
     predict_probabilities,
@@ -18,6 +19,7 @@ from unetflow.ensemble import (
 from unetflow.infer import InferInputError, Predictor
 from unetflow.model import UNet
 from unetflow.package import build_package, save_package
+from unetflow.predict import predict_cases
 from unetflow.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False)
@@ -101,6 +103,26 @@ def test_load_models_gives_each_model_its_patch_and_refuses_different_3d_patches
     paths.append(save_checkpoint(tmp_path / "c.pt", unet(2, 3), [8, 8, 8]))
     with pytest.raises(ValueError, match="3D models trained with different patch sizes"):
         load_models(paths, CPU)
+
+
+def test_predict_cases_writes_a_volume_predicted_in_3d_and_refuses_2d_cases_before_writing(tmp_path, slices):
+    checkpoint = save_checkpoint(tmp_path / "fold0.pt", unet(4, 3), PATCH_3D)
+    nib.save(nib.Nifti1Image(np.zeros((8, 12, 4), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    rows = volume_rows(4).assign(image_path=str(tmp_path / "vol.nii.gz"), mask_path=str(tmp_path / "vol.nii.gz"))
+    arrays = pd.Series({case_id: str(save_case(tmp_path / f"{case_id}.npz", image, np.zeros((8, 12), np.uint8)))
+                        for case_id, image in zip(rows["id"], slices)})
+    cfg = {**CFG, "save_probabilities": False, "min_object_size": 0}
+    predict_cases(rows, arrays, [checkpoint], CLASSES, cfg, CPU, str(tmp_path / "masks"))
+    written = np.asarray(nib.load(tmp_path / "masks" / "vol.nii.gz").dataobj)
+    stored = [image.astype(np.float16) for image in slices]  # as the case files hold them
+    expected = predict_probabilities([unet(4, 3)], np.stack(stored, axis=1), PATCH_3D, CFG, CPU).argmax(0)
+    np.testing.assert_array_equal(written, np.moveaxis(expected.numpy(), 0, 2))
+    flat = pd.DataFrame({"id": ["cell7"], "image_path": ["cell7.png"], "mask_path": ["cell7_mask.png"],
+                         "kind": ["image"]})
+    arrays["cell7"] = arrays.iloc[0]
+    with pytest.raises(ValueError, match=r"fold0.pt: 3D model\(s\).*\(cell7\)"):
+        predict_cases(pd.concat([rows, flat]), arrays, [checkpoint], CLASSES, cfg, CPU, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
 
 
 def make_3d_package(folder) -> str:
