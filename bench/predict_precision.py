@@ -73,13 +73,13 @@ def main(argv=None) -> None:
     workdir = results.parent  # stored paths are relative to the workflow's working directory
     cases = [load_case(workdir / arrays[case_id]) for case_id in sorted(ids)]
     checkpoints = sorted(str(path) for path in (results / args.experiment / "train").glob("fold*/model.pt"))
-    models, patch = load_models(checkpoints, device)
+    models, patches = load_models(checkpoints, device)
     num_classes = models[0].hparams["num_classes"]
     cfg = dict(overlap=args.overlap, batch_size=args.batch_size, mirror=args.mirror)
     predicted, seconds = {}, {}
     for precision in ("fp32", "bf16"):
-        predict_all(models, cases[:1], patch, dict(cfg, precision=precision), device)  # warm-up
-        predicted[precision], seconds[precision] = predict_all(models, cases, patch, dict(cfg, precision=precision),
+        predict_all(models, cases[:1], patches, dict(cfg, precision=precision), device)  # warm-up
+        predicted[precision], seconds[precision] = predict_all(models, cases, patches, dict(cfg, precision=precision),
                                                                device)
     valid = [target != IGNORE_INDEX for _, target in cases]
     differing = sum(int(((a != b) & v).sum()) for a, b, v in zip(predicted["fp32"], predicted["bf16"], valid))
@@ -88,8 +88,8 @@ def main(argv=None) -> None:
                                 for pred, (_, target) in zip(labels, cases)], axis=0)
             for precision, labels in predicted.items()}
     change = float(np.abs(dice["bf16"] - dice["fp32"]).max())
-    print(f"{results} experiment {args.experiment}: {len(cases)} {args.split} cases, {len(models)} model(s), patch "
-          f"{patch}, mirror {args.mirror}, device {device}, torch threads {torch.get_num_threads()}")
+    print(f"{results} experiment {args.experiment}: {len(cases)} {args.split} cases, {len(models)} model(s), patches "
+          f"{patches}, mirror {args.mirror}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"pixels whose label differs, bf16 vs fp32: {differing} of {sum(int(v.sum()) for v in valid)} "
           f"({share:.4%})")
     for k in range(num_classes):

@@ -34,3 +34,15 @@ def test_infer_throughput_runs_on_tiny_sizes():
     difference = float(next(line for line in lines if line.startswith("largest |ours - MONAI|")).split()[-1])
     assert difference < 1e-4, "the two sliding windows no longer compute the same softmax"
     assert any(line.startswith("tiled prediction: ours") for line in lines)
+
+
+def test_predict3d_vs_monai_runs_on_tiny_sizes_and_both_agree():
+    script = SCRIPT.with_name("predict3d_vs_monai.py")
+    command = [sys.executable, str(script), "--size", "8", "20", "24", "--tile", "8", "16", "16", "--depth", "2",
+               "--base-width", "4", "--rounds", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "s/volume" in line]
+    assert len(rows) == 4 and any(row.startswith("MONAI (same model)") for row in rows)
+    assert all(float(row.split()[-1]) < 1e-5 for row in rows)  # float32 blends of the same softmax
+    assert any(line.startswith("ours / MONAI at equal output") for line in result.stdout.splitlines())

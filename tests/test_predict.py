@@ -132,13 +132,13 @@ def save_checkpoint(path, model: UNet, patch: list[int]) -> str:
     return str(path)
 
 
-def test_load_models_returns_every_model_and_the_common_patch(tmp_path, image):
+def test_load_models_returns_every_model_and_its_patch(tmp_path, image):
     paths = [save_checkpoint(tmp_path / f"m{seed}.pt", small_unet(seed), PATCH) for seed in (5, 6)]
-    models, patch = load_models(paths, torch.device("cpu"))
-    assert len(models) == 2 and patch == PATCH
+    models, patches = load_models(paths, torch.device("cpu"))
+    assert len(models) == 2 and patches == [PATCH, PATCH]
     cpu = torch.device("cpu")
-    torch.testing.assert_close(predict_probabilities(models[:1], image, patch, CFG, cpu),
-                               predict_probabilities([small_unet(5)], image, patch, CFG, cpu))
+    torch.testing.assert_close(predict_probabilities(models[:1], image, patches[:1], CFG, cpu),
+                               predict_probabilities([small_unet(5)], image, PATCH, CFG, cpu))
 
 
 def test_load_models_refuses_different_patch_sizes(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from unetflow.demo_volumes import ellipsoid_volume
 from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
 from unetflow.schedule import Budget, lr_factor, training_budget
 from unetflow.train import PatchSampler
@@ -47,15 +48,16 @@ def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
     assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
     assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= 8
     assert planned["foreground_oversampling"] == 0.33
-    assert set(reasons) == set(UNSET)
+    assert set(reasons) == set(UNSET) | {"dims", "pool_kernels"} and planned["dims"] == 2
     monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
     planned, _ = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cuda"))
     assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
 
 
 def test_explicit_settings_win_and_rare_classes_raise_oversampling():
-    explicit = dict(patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
-    assert plan_training(explicit, ISBI_LIKE, torch.device("cpu")) == (explicit, {})
+    explicit = dict(dims=2, patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
+    planned, reasons = plan_training(explicit, ISBI_LIKE, torch.device("cpu"))
+    assert planned == dict(explicit, pool_kernels=None) and list(reasons) == ["pool_kernels"]  # 2x2: nothing to set
     rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])
     planned, reasons = plan_training(dict(UNSET, patch_size=[40, 96]), rare, torch.device("cpu"))
     assert planned["depth"] == 2 and planned["foreground_oversampling"] == 0.5  # 40 -> 20 -> 10 px; 5 would be < 8
@@ -134,17 +136,24 @@ def tiny_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return (labels[None] + rng.normal(0, 0.5, (1, 48, 48))).astype(np.float32), labels
 
 
+def tiny_volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 10x24x24 (image, labels) volume of ellipsoids in noise."""
+    image, labels = ellipsoid_volume((10, 24, 24), (2.0, 1.0, 1.0), rng)
+    return image[None], labels
+
+
 RUNNER = textwrap.dedent(f"""
     import json, logging, sys
     import numpy as np, torch
     sys.path.insert(0, {str(REPO / "tests")!r})
-    from test_train import TINY_CFG, tiny_case
+    from test_train import TINY_CFG, tiny_case, tiny_volume
     from unetflow.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     out, cfg = sys.argv[1], dict(TINY_CFG, **json.loads(sys.argv[2]))
     rng = np.random.default_rng(0)
-    train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
+    make = tiny_volume if cfg.get("dims") == 3 else tiny_case
+    train, val = [make(rng) for _ in range(4)], [make(rng) for _ in range(2)]
     trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
     trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
 """)
@@ -155,8 +164,11 @@ def start_runner(folder, overrides: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True, cwd=REPO / "workflow" / "scripts")
 
 
-# epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all)
-@pytest.mark.parametrize("overrides", [{}, {"epochs": None, "budget_steps": 27, "val_share": 0.05}])
+# epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all); in 3D
+STEP_BUDGET = {"epochs": None, "budget_steps": 27, "val_share": 0.05}
+
+
+@pytest.mark.parametrize("overrides", [{}, STEP_BUDGET, dict(STEP_BUDGET, dims=3, patch_size=[8, 16, 16])])
 def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
     import pandas as pd
 

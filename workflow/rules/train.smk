@@ -4,6 +4,7 @@ rule train:
         manifest=rules.preprocess.output.manifest,
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
+        data=rules.ingest.output.manifest,
     output:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",

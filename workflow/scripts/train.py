@@ -1,24 +1,28 @@
-"""Rule train: train a U-Net on the training split, validating on the validation split every epoch."""
+"""Rule train: train a 2D or 3D U-Net (train.dims) on the training split, validating on the validation split every
+epoch."""
 
 import json
 
 import pandas as pd
 import torch
 
-from unetflow.cases import load_cases
 from unetflow.labels import class_values
 from unetflow.logs import stage_logger
 from unetflow.split import fold_ids
 from unetflow.train import Trainer
+from unetflow.volume_training import choose_dims, training_cases
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg = dict(snakemake.params.train, num_classes=len(class_values(pd.read_parquet(snakemake.input.classes))))
 preprocessed, splits = pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.splits)
+manifest = pd.read_parquet(snakemake.input.data)
 train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
-train_cases, val_cases = load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids)
-log.info("fold %s: %d training and %d validation cases", snakemake.wildcards.fold, len(train_ids), len(val_ids))
-trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log)
+dims, dims_reason = choose_dims(cfg["dims"], manifest, cfg["patch_size"])
+train_cases, val_cases, spacing = training_cases(manifest, preprocessed, train_ids, val_ids, dims)
+log.info("fold %s: %d training and %d validation %s; a %dD U-Net (%s)", snakemake.wildcards.fold, len(train_cases),
+         len(val_cases), "volumes" if dims == 3 else "cases", dims, dims_reason)
+trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log, spacing, dims_reason)
 with open(snakemake.output.plan, "w") as plan:
     json.dump(trainer.plan, plan, indent=2)
 metrics = trainer.run(snakemake.output.model, snakemake.output.last)

@@ -27,6 +27,11 @@ Spatial transforms move images bilinearly and labels by nearest neighbour with t
 sampled from outside the image get image 0 and label `fill_label`. Intensity statistics (mean, min, max) are
 taken per sample and channel; intensity transforms leave labels untouched. Order: spatial (affine and
 elastic), mirror, rot90, noise, blur, brightness, contrast, gamma.
+
+Batches of 3D patches (B, C, D, H, W) get the same transforms: mirroring along each of the three axes, and
+in-plane (the last two axes, H and W) rotation, scaling, elastic deformation, rot90 and blur, one transform per
+sample applied alike to all its D slices (in-plane only, as for volumes whose slice axis is coarser than the
+plane); intensity statistics are taken over the whole patch.
 """
 
 import copy
@@ -64,7 +69,8 @@ def merge_config(config: dict | None) -> dict:
 
 def augment_batch(images: Tensor, labels: Tensor, config: dict | None, generator: torch.Generator,
                   *, fill_label: int = 0) -> tuple[Tensor, Tensor]:
-    """Augment images (B, C, H, W) float and labels (B, H, W) int64 with the transforms of `config`.
+    """Augment images (B, C, H, W) or (B, C, D, H, W) float and labels (B, H, W) or (B, D, H, W) int64 with the
+    transforms of `config`.
 
     All random draws come from `generator`, which must be on the tensors' device; the same seed gives the same
     batch. Returns new tensors of the input shapes and dtypes.
@@ -98,6 +104,11 @@ def per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape(-1, *[1] * (like.dim() - 1)).to(like.dtype)
 
 
+def spatial_axes(images: Tensor) -> tuple[int, ...]:
+    """The spatial axes of a (B, C, ...) batch."""
+    return tuple(range(2, images.dim()))
+
+
 def select(mask: Tensor, changed: Tensor, original: Tensor) -> Tensor:
     """Per-sample choice between `changed` (where mask) and `original`."""
     return torch.where(mask.reshape(-1, *[1] * (original.dim() - 1)), changed, original)
@@ -110,7 +121,7 @@ def resample_spatially(images: Tensor, labels: Tensor, affine_cfg: dict, elastic
     """Rotate, scale and elastically deform samples in one fused resampling; untouched samples stay exact."""
     if affine_cfg["p"] <= 0 and elastic_cfg["p"] <= 0:
         return images, labels
-    batch, height, width = labels.shape
+    batch, (height, width) = labels.shape[0], labels.shape[-2:]
     matrices, affine_mask = draw_affine_matrices(affine_cfg, batch, generator)
     displacement, elastic_mask = draw_elastic_displacement(elastic_cfg, batch, height, width, generator)
     coords = source_pixel_coordinates(matrices, displacement)
@@ -151,29 +162,35 @@ def source_pixel_coordinates(matrices: Tensor, displacement: Tensor) -> Tensor:
 
 
 def sample_images_bilinear(images: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear samples of images at pixel coordinates; 0 outside the image."""
+    """Bilinear samples of images (B, ..., H, W) at (B, H, W, 2) pixel coordinates, the same for every plane of a
+    sample; 0 outside the image."""
     height, width = images.shape[-2:]
     size = torch.tensor([width, height], device=coords.device)
     grid = (2 * coords + 1) / size - 1
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    planes = images.reshape(images.shape[0], -1, height, width)
+    moved = F.grid_sample(planes, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return moved.reshape(images.shape)
 
 
 def sample_labels_nearest(labels: Tensor, coords: Tensor, fill_label: int) -> Tensor:
-    """Nearest-neighbour label lookup at pixel coordinates (exact integer values); fill_label outside."""
-    batch, height, width = labels.shape
+    """Nearest-neighbour lookup of labels (B, ..., H, W) at (B, H, W, 2) pixel coordinates, the same for every
+    plane of a sample (exact integer values); fill_label outside."""
+    batch, (height, width) = labels.shape[0], labels.shape[-2:]
     ix, iy = torch.round(coords).long().unbind(-1)
     inside = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
-    flat = (iy.clamp(0, height - 1) * width + ix.clamp(0, width - 1)).reshape(batch, -1)
-    gathered = labels.reshape(batch, -1).gather(1, flat).reshape(batch, height, width)
+    flat = (iy.clamp(0, height - 1) * width + ix.clamp(0, width - 1)).reshape(batch, 1, -1)
+    planes = labels.reshape(batch, -1, height * width)
+    gathered = planes.gather(2, flat.expand(-1, planes.shape[1], -1)).reshape(labels.shape)
+    inside = inside.reshape(batch, *[1] * (labels.dim() - 3), height, width)
     return torch.where(inside, gathered, torch.full_like(gathered, fill_label))
 
 
 def mirror(images: Tensor, labels: Tensor, p: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Flip each sample along each spatial axis independently with probability p."""
+    """Flip each sample along each spatial axis independently with probability p (axes in order, the last two
+    last)."""
     if p <= 0:
         return images, labels
-    for axis in (-2, -1):
+    for axis in range(1 - labels.dim(), 0):
         mask = draw_mask(p, labels.shape[0], generator)
         images = select(mask, images.flip(axis), images)
         labels = select(mask, labels.flip(axis), labels)
@@ -209,10 +226,12 @@ def add_noise(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
 
 
 def blur(images: Tensor, cfg: dict, generator: torch.Generator) -> Tensor:
-    """Separable Gaussian blur with a per-sample sigma (grouped convolution, replicated borders)."""
+    """Separable in-plane Gaussian blur (the last two axes) with a per-sample sigma (grouped convolution,
+    replicated borders)."""
     if cfg["p"] <= 0:
         return images
-    batch, channels, height, width = images.shape
+    batch, (height, width) = images.shape[0], images.shape[-2:]
+    channels = images[0, ..., 0, 0].numel()  # channels times the slices of a 3D patch
     mask = draw_mask(cfg["p"], batch, generator)
     sigma = draw_uniform(cfg["sigma"], batch, generator)
     radius = max(1, math.ceil(3 * max(cfg["sigma"])))
@@ -249,7 +268,7 @@ def scale_contrast(images: Tensor, cfg: dict, generator: torch.Generator) -> Ten
     batch = images.shape[0]
     mask = draw_mask(cfg["p"], batch, generator)
     factor = draw_uniform(cfg["range"], batch, generator)
-    mean = images.mean(dim=(-2, -1), keepdim=True)
+    mean = images.mean(dim=spatial_axes(images), keepdim=True)
     return select(mask, (images - mean) * per_sample(factor, images) + mean, images)
 
 
@@ -260,8 +279,8 @@ def adjust_gamma(images: Tensor, cfg: dict, generator: torch.Generator) -> Tenso
     batch = images.shape[0]
     mask = draw_mask(cfg["p"], batch, generator)
     gamma = draw_uniform(cfg["range"], batch, generator)
-    low = images.amin(dim=(-2, -1), keepdim=True)
-    span = (images.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-8)
+    low = images.amin(dim=spatial_axes(images), keepdim=True)
+    span = (images.amax(dim=spatial_axes(images), keepdim=True) - low).clamp_min(1e-8)
     unit = ((images - low) / span).clamp(0, 1)
     return select(mask, unit ** per_sample(gamma, images) * span + low, images)
 

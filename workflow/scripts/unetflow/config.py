@@ -83,10 +83,13 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     """What is wrong with experiment `name` whose `settings` are its overrides merged over `config`."""
     problems = []
     train, ensemble = settings["train"], settings["predict"]["ensemble"]
-    multiple = 2 ** (train["depth"] or 0)  # a planned depth fits the patch size
-    if train["patch_size"] and any(side % multiple for side in train["patch_size"]):
-        problems.append(f"config key train.patch_size {train['patch_size']} (experiment {name}) must be a multiple "
+    multiple, patch = 2 ** (train["depth"] or 0), train["patch_size"]  # a planned depth fits the patch size
+    if patch and len(patch) == 2 and any(side % multiple for side in patch):  # 3D: the U-Net pads to its pooling
+        problems.append(f"config key train.patch_size {patch} (experiment {name}) must be a multiple "
                         f"of 2**train.depth = {multiple} in each axis")
+    if patch and train.get("dims", "auto") != "auto" and len(patch) != train["dims"]:
+        problems.append(f"config key train.patch_size {patch} (experiment {name}) has {len(patch)} sides but "
+                        f"train.dims is {train['dims']}: give {train['dims']} sides, or null to plan them")
     if settings["predict"]["split"] != config["predict"]["split"]:
         problems.append(f"config key experiments.{name}.predict.split: every experiment predicts the same split "
                         f"(the leaderboard compares them on the same cases); set predict.split at the top level")

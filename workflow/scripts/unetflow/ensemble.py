@@ -1,5 +1,9 @@
 """Ensembles: trained models loaded for inference, and a preprocessed image turned into class probabilities (tiled
-sliding window, optional mirroring, mean softmax over the models) and postprocessed labels."""
+sliding window, optional mirroring, mean softmax over the models) and postprocessed labels.
+
+An ensemble may hold 2D and 3D U-Nets, each predicting with its own training patch: a 3D model sees a NIfTI volume
+as one (its slices stacked in slice order along a new first spatial axis, (C, S, H, W)), a 2D model slice by slice,
+and their softmax is averaged on the volume's grid; the result is handed on slice by slice, as for 2D models."""
 
 from collections.abc import Sequence
 
@@ -10,7 +14,7 @@ from scipy import ndimage
 
 from unetflow.gpu import uses_bf16
 from unetflow.model import UNet
-from unetflow.tiling import prepare_for_inference, sliding_window_predict
+from unetflow.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
 from unetflow.volumes import is_volume_unit, stack_slices
 
 
@@ -27,30 +31,79 @@ def model_from_weights(hparams: dict, weights: dict, device: torch.device) -> UN
     return prepare_for_inference(model, device)
 
 
-def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[list[UNet], list[int]]:
-    """The models of several checkpoints and their common patch size; ValueError when the patch sizes differ."""
+def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[list[UNet], list[list[int]]]:
+    """The models of several checkpoints and the training patch size of each; ValueError when models of the same
+    dimensionality (2D or 3D) were trained with different patch sizes."""
     loaded = [load_model(path, device) for path in checkpoint_paths]
-    patches = {tuple(patch) for _, patch in loaded}
-    if len(patches) != 1:
-        raise ValueError(f"the checkpoints {list(checkpoint_paths)} were trained with different patch sizes "
-                         f"{sorted(patches)}; ensemble models trained with the same train.patch_size")
-    return [model for model, _ in loaded], loaded[0][1]
+    for dims in sorted({spatial_dims(model) for model, _ in loaded}):
+        patches = {tuple(patch) for model, patch in loaded if spatial_dims(model) == dims}
+        if len(patches) != 1:
+            raise ValueError(f"the checkpoints {list(checkpoint_paths)} hold {dims}D models trained with different "
+                             f"patch sizes {sorted(patches)}; ensemble models trained with the same train.patch_size")
+    return [model for model, _ in loaded], [list(patch) for _, patch in loaded]
 
 
-def predict_probabilities(models: Sequence[torch.nn.Module], image: np.ndarray, patch: Sequence[int], cfg: dict,
+def refuse_3d_models_on_2d_units(models: Sequence[torch.nn.Module], model_names: Sequence[str],
+                                 units: list[tuple[str, pd.DataFrame]]) -> None:
+    """ValueError naming the 3D models and the 2D images (2D files, TIFF stack pages) among the prediction units
+    when both occur: a 3D model segments NIfTI volumes only."""
+    three_d = [str(name) for model, name in zip(models, model_names) if spatial_dims(model) == 3]
+    flat = [name for name, rows in units if not is_volume_unit(rows)]
+    if three_d and flat:
+        raise ValueError(f"{', '.join(three_d)}: 3D model(s) segment NIfTI volumes only, but {len(flat)} of the "
+                         f"images to predict are 2D images or TIFF stack pages ({', '.join(flat[:5])}"
+                         f"{', ...' if len(flat) > 5 else ''}); predict them with a 2D model (train.dims: 2)")
+
+
+def member_patches(models: Sequence[torch.nn.Module], patch) -> list[list[int]]:
+    """One tile size per model: `patch` for every model when it is one patch (a list of sizes), else its entries
+    in model order (an ensemble of 2D and 3D models)."""
+    if all(isinstance(size, (int, np.integer)) for size in patch):
+        return [list(patch)] * len(models)
+    return [list(member) for member in patch]
+
+
+def predict_probabilities(models: Sequence[torch.nn.Module], image: np.ndarray, patch, cfg: dict,
                           device: torch.device) -> torch.Tensor:
-    """Softmax (K, H, W), float32 on the CPU, of one preprocessed image (C, H, W), averaged over `models`; each
-    model's by tiled sliding-window inference (cfg: overlap, batch_size, mirror, precision; a model package written
-    before predict.precision existed has none and gets 'auto')."""
-    mirror_axes = (0, 1) if cfg["mirror"] else ()
+    """Softmax (K, H, W) or (K, S, H, W), float32 on the CPU, of one preprocessed image (C, H, W) or volume
+    (C, S, H, W), averaged over `models`; each model's by tiled sliding-window inference with its patch (`patch`:
+    one for all or one per model; see `model_probabilities`). cfg: overlap, batch_size, mirror, precision (a model
+    package written before predict.precision existed has none and gets 'auto')."""
     tensor = torch.from_numpy(image)
     total = None
-    for model in models:
-        probs = sliding_window_predict(model, tensor, tuple(patch), overlap=cfg["overlap"],
-                                       batch_size=cfg["batch_size"], mirror_axes=mirror_axes, device=device,
-                                       bf16=uses_bf16(cfg.get("precision", "auto"), device))
+    for model, model_patch in zip(models, member_patches(models, patch)):
+        probs = model_probabilities(model, tensor, model_patch, cfg, device)
         total = probs if total is None else total.add_(probs)
     return total.div_(len(models))
+
+
+def model_probabilities(model: torch.nn.Module, image: torch.Tensor, patch: Sequence[int], cfg: dict,
+                        device: torch.device) -> torch.Tensor:
+    """One model's softmax of an image (C, H, W) or volume (C, S, H, W): a 2D model on each slice of a volume,
+    mirrored (cfg['mirror']) along every spatial axis it sees; ValueError for a 2D image and a 3D model."""
+    dims = spatial_dims(model)
+    if image.ndim == 4 and dims == 2:
+        return torch.stack([model_probabilities(model, image[:, s], patch, cfg, device)
+                            for s in range(image.shape[1])], dim=1)
+    if image.ndim - 1 != dims:
+        raise ValueError(f"a 3D model predicts volumes (C, S, H, W), not a 2D image of shape {tuple(image.shape)}")
+    return sliding_window_predict(model, image, tuple(patch), overlap=cfg["overlap"], batch_size=cfg["batch_size"],
+                                  mirror_axes=tuple(range(dims)) if cfg["mirror"] else (), device=device,
+                                  bf16=uses_bf16(cfg.get("precision", "auto"), device))
+
+
+def unit_probabilities(models: Sequence[torch.nn.Module], images: list[np.ndarray], patch, cfg: dict,
+                       device: torch.device, rows: pd.DataFrame) -> list[torch.Tensor]:
+    """The softmax of each preprocessed image (C, H, W) of a prediction unit (`rows`, see `prediction_units`):
+    image by image with 2D models only; with a 3D model, a NIfTI volume's slices stacked in slice order as one
+    volume (C, S, H, W), its softmax handed back slice by slice. ValueError for a 3D model on a 2D unit."""
+    if not any(spatial_dims(model) == 3 for model in models):
+        return [predict_probabilities(models, image, patch, cfg, device) for image in images]
+    if not is_volume_unit(rows):
+        first = rows.iloc[0]
+        raise ValueError(f"{first.get('image_path', first['id'])}: a 2D image, but a 3D model segments NIfTI "
+                         f"volumes only; predict it with a 2D model (train.dims: 2)")
+    return list(predict_probabilities(models, np.stack(images, axis=1), patch, cfg, device).unbind(1))
 
 
 def labels_from_probabilities(probs: torch.Tensor) -> np.ndarray:
@@ -83,10 +136,11 @@ def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return kept
 
 
-def predict_unit(models: Sequence[torch.nn.Module], images: list[np.ndarray], patch: Sequence[int], cfg: dict,
+def predict_unit(models: Sequence[torch.nn.Module], images: list[np.ndarray], patch, cfg: dict,
                  device: torch.device, num_classes: int, rows: pd.DataFrame):
     """Class-index maps of a prediction unit's preprocessed images (one for a 2D case, the slices of a volume),
-    postprocessed (cfg: overlap, batch_size, mirror, largest_component), and the probabilities of each image."""
-    probabilities = [predict_probabilities(models, image, patch, cfg, device) for image in images]
+    postprocessed (cfg: overlap, batch_size, mirror, largest_component), and the probabilities of each image
+    (see `unit_probabilities`; `patch`: one for all models or one per model)."""
+    probabilities = unit_probabilities(models, images, patch, cfg, device, rows)
     labels = [labels_from_probabilities(probs) for probs in probabilities]
     return postprocess_unit(labels, num_classes, rows, cfg["largest_component"]), probabilities

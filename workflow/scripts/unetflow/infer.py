@@ -16,7 +16,13 @@ import pandas as pd
 import torch
 
 from unetflow.cases import CASE_IMAGE_DTYPE
-from unetflow.ensemble import labels_from_probabilities, model_from_weights, postprocess_unit, predict_probabilities
+from unetflow.ensemble import (
+    labels_from_probabilities,
+    model_from_weights,
+    postprocess_unit,
+    predict_probabilities,
+    unit_probabilities,
+)
 from unetflow.formats import ImageReadError, case_stem
 from unetflow.gpu import pick_device
 from unetflow.instances import instance_target
@@ -55,6 +61,9 @@ def inspect_image(path: Path, package: Package) -> tuple[dict | None, list[str]]
                         f"channel images; convert the image (or train with data.channels to convert automatically)")
     if slices.dtype.kind == "f" and not np.isfinite(slices).all():
         problems.append(f"{path}: {int((~np.isfinite(slices)).sum())} pixels are NaN or Inf; replace them")
+    if kind != "volume" and any(m["hparams"].get("dims", 2) == 3 for m in package.models):
+        problems.append(f"{path}: a 2D {'TIFF stack' if kind == 'stack' else 'image'}, but {package.path} holds 3D "
+                        f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
     row = dict(id=case_stem(path), image_path=str(path), kind=kind, slices=int(slices.shape[0]),
                slice_axis=axis, height=int(slices.shape[1]), width=int(slices.shape[2]), channels=int(channels),
                dtype=str(slices.dtype))
@@ -150,7 +159,8 @@ class Predictor:
         units = unit_rows(source)
         rows = []
         for name, unit in units:
-            probabilities = [self.probabilities(images[int(i)]) for i in unit["slice"]]
+            probabilities = unit_probabilities(self.models, [self.network_image(images[int(i)]) for i in unit["slice"]],
+                                               self.package.patch_size, self.package.predict, self.device, unit)
             labels = postprocess_unit([labels_from_probabilities(p) for p in probabilities],
                                       self.package.num_classes, unit, self.package.predict["largest_component"])
             path = write_labels(prediction_path(out_dir, name, unit), labels, self.package.classes,

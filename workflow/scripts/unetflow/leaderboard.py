@@ -1,26 +1,33 @@
-"""Leaderboard: experiments compared on the same test cases, one row per experiment and class."""
+"""Leaderboard: experiments compared on the same test cases, one row per experiment and class; 2D and 3D U-Nets of
+one data set side by side (columns dims and patch_size)."""
 
 import pandas as pd
 import torch
 
 
-def parameter_count(checkpoint_path: str) -> int:
-    """Number of trained parameters (buffers such as norm statistics excluded) in a training checkpoint."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["model"]
-    return sum(t.numel() for name, t in state.items() if not name.endswith(("running_mean", "running_var",
-                                                                             "num_batches_tracked")))
+def model_traits(checkpoint_path: str) -> dict:
+    """The U-Net of a training checkpoint: dims (2 for checkpoints older than 3D training), patch_size (sides
+    joined by 'x') and parameters (trained ones: buffers such as norm statistics excluded)."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    parameters = sum(t.numel() for name, t in checkpoint["model"].items()
+                     if not name.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    return dict(dims=int(checkpoint["hparams"].get("dims", 2)),
+                patch_size="x".join(map(str, checkpoint["patch_size"])), parameters=parameters)
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
-                    parameters: int) -> pd.DataFrame:
-    """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, size."""
+                    model: dict) -> pd.DataFrame:
+    """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
+    model's dims, patch size and parameters (`model_traits`)."""
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std"]].copy()
     rows.insert(0, "experiment", name)
+    rows.insert(1, "dims", model["dims"])
+    rows.insert(2, "patch_size", model["patch_size"])
     best_val = [m["val_dice"].max() for m in fold_metrics]
     rows["val_dice_folds_mean"] = pd.Series(best_val).mean()
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)
     rows["train_seconds"] = sum(m["seconds"].sum() for m in fold_metrics)
-    rows["parameters"] = parameters
+    rows["parameters"] = model["parameters"]
     return rows
 
 
@@ -28,7 +35,7 @@ def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
     """experiments: name -> {summary, metrics (list of paths), model (a checkpoint path)}; ranked by the mean
     foreground test Dice (classes 1..K-1), best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
-                                      [pd.read_parquet(p) for p in paths["metrics"]], parameter_count(paths["model"]))
+                                      [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["model"]))
                       for name, paths in experiments.items())
     score = table[table["class"] > 0].groupby("experiment")["dice_mean"].mean()
     table["rank"] = table["experiment"].map(score.rank(ascending=False, method="min")).astype(int)

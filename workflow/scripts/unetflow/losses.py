@@ -34,6 +34,6 @@ def deep_supervision_loss(outputs: list[torch.Tensor], labels: torch.Tensor, kin
     weights = weights / weights.sum()
     total = 0
     for weight, logits in zip(weights.tolist(), outputs):
-        target = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        target = F.interpolate(labels[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
         total = total + weight * segmentation_loss(logits, target, kind)
     return total

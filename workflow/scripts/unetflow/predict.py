@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from unetflow.cases import load_case
-from unetflow.ensemble import load_models, predict_unit
+from unetflow.ensemble import load_models, predict_unit, refuse_3d_models_on_2d_units
 from unetflow.instances import instance_target
 from unetflow.labels import class_values
 from unetflow.objects import instances_from_probabilities, object_rows, object_table
@@ -29,12 +29,13 @@ def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[
     """Predict every case (manifest rows; `arrays`: stored case path by id) with the mean softmax of the
     `checkpoints`, unit by unit (a 2D case, or a volume's slices), and write masks (and with
     cfg['save_probabilities'] the probabilities) to out_dir."""
-    models, patch = load_models(checkpoints, device)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    models, patches = load_models(checkpoints, device)
     units, target, objects = prediction_units(cases), instance_target(classes), []
+    refuse_3d_models_on_2d_units(models, checkpoints, units)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     for number, (name, rows) in enumerate(units, start=1):
         images = [load_case(arrays[case_id])[0] for case_id in rows["id"]]
-        labels, probabilities = predict_unit(models, images, patch, cfg, device, len(class_values(classes)), rows)
+        labels, probabilities = predict_unit(models, images, patches, cfg, device, len(class_values(classes)), rows)
         if target:
             objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)
         else:

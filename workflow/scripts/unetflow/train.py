@@ -26,10 +26,13 @@ from unetflow.plan import data_fingerprint, plan_record, plan_training
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
 
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
 
 class PatchSampler:
     """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
-    over); draws random patches, a share of them centred on foreground pixels.
+    over); draws random patches, a share of them centred on foreground pixels. Cases are 2D, image (C, H, W) and
+    labels (H, W) with a 2D patch, or volumes, image (C, D, H, W) and labels (D, H, W) with a 3D patch.
 
     Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
     indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
@@ -50,11 +53,11 @@ class PatchSampler:
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
 
     def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
-        """Top-left corner of a patch in `case`, random or centred on a random foreground pixel."""
+        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
         shape = self.labels[case].shape
         if centre_on_foreground:
             points = self.foreground[case]
-            centre = divmod(int(points[torch.randint(len(points), (1,), generator=generator)]), shape[1])
+            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
             return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
         return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
 
@@ -66,8 +69,8 @@ class PatchSampler:
             on_foreground = index < n_foreground
             pool = self.with_foreground if on_foreground else range(len(self.images))
             case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
-            top, left = self.origin(case, on_foreground, generator)
-            window = (slice(top, top + self.patch[0]), slice(left, left + self.patch[1]))
+            window = tuple(slice(start, start + size)
+                           for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
             images.append(self.images[case][(slice(None), *window)])
             labels.append(self.labels[case][window])
         return (torch.stack(images).to(self.device, non_blocking=True).float(),
@@ -75,7 +78,7 @@ class PatchSampler:
 
 
 def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image (C, H, W) and labels (H, W) zero-padded at the bottom and right up to at least the patch size (the
+    """Image (C, *shape) and labels (*shape) zero-padded at the end of each axis up to at least the patch size (the
     arrays themselves when they are large enough: no copy)."""
     pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
     if not any(after for _, after in pad):
@@ -110,27 +113,33 @@ def save_atomic(state: dict, path) -> None:
     os.replace(tmp, path)
 
 
-def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float) -> dict:
-    """What prediction needs: weights, architecture, patch size."""
-    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice)
+def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float, plan: dict) -> dict:
+    """What prediction needs: weights, architecture (dims and pooling in the hparams), patch size; and the plan."""
+    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice,
+                plan=plan)
 
 
 class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.schedule)."""
 
-    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
+    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
+                 spacing: list[float] | None = None, dims_reason: str | None = None):
+        """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W), with
+        their median voxel `spacing`); a 2D or 3D U-Net is trained accordingly (`dims_reason`: why train.dims chose
+        it)."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        traits = data_fingerprint(train_cases, cfg["seed"])
-        cfg, reasons = plan_training(cfg, traits, self.device)
+        traits = data_fingerprint(train_cases, cfg["seed"], spacing)
+        cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
         self.cfg, self.plan = cfg, plan_record(cfg, reasons, traits, self.device)
         self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
-        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"],
-                          cfg["deep_supervision"]).to(self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"], cfg["deep_supervision"],
+                          cfg["dims"], cfg["pool_kernels"]).to(self.device)
+        self.memory_format = CHANNELS_LAST[cfg["dims"]]
+        self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.budget = training_budget(cfg, self.device.type)
@@ -194,7 +203,7 @@ class Trainer:
             images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
             images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
                                            fill_label=IGNORE_INDEX)
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
             loss = (deep_supervision_loss(outputs, labels, cfg["loss"]) if isinstance(outputs, list)
@@ -247,10 +256,11 @@ class Trainer:
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
                                 self.bf16, self.log)
-        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"]), best_path)
+        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
+                    best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
-        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice),
-                    last_path)
+        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice,
+                                     self.plan), last_path)
         self.state_path.unlink(missing_ok=True)
         self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
         self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,

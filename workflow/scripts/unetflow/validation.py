@@ -23,8 +23,8 @@ CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole val
 
 @torch.inference_mode()
 def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images, tiled (in bf16
-    autocast when training uses it); NaN for no cases."""
+    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images or volumes, tiled (in
+    bf16 autocast when training uses it); NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
     num_classes = model.hparams["num_classes"]
@@ -44,7 +44,7 @@ def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = 
 
 
 def validation_tiles(shape, patch) -> int:
-    """Tiles that validating an (H, W) case runs through the network."""
+    """Tiles that validating a case of this shape (2D or 3D) runs through the network."""
     return len(tile_grid([max(s, p) for s, p in zip(shape, patch)], patch, VALIDATION_OVERLAP))
 
 

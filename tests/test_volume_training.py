@@ -1,0 +1,164 @@
+"""3D training (train.dims): the 2D-or-3D rule, volumes rebuilt from their slice cases, the 3D plan, 3D patches and
+their augmentation, and a tiny 3D U-Net that learns ellipsoids on the CPU."""
+
+import logging
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import build_manifest, write_pairs
+from unetflow.augment import AUGMENT_DEFAULTS, augment_batch
+from unetflow.config import experiment_problems
+from unetflow.demo_volumes import ellipsoid_volume, write_volume_pairs
+from unetflow.labels import IGNORE_INDEX
+from unetflow.plan import CPU_PATCH_VOXELS_3D, plan_training
+from unetflow.preprocess import preprocess_cases
+from unetflow.train import PatchSampler, Trainer
+from unetflow.volume_training import (
+    choose_dims,
+    load_volume_cases,
+    median_spacing,
+    training_cases,
+    volume_geometry,
+    volume_units,
+)
+
+
+def volume_manifest(folder, shape, spacing, count: int = 2):
+    """The ingest manifest and class table of `count` generated ellipsoid volumes ((X, Y, Z) shape and spacing)."""
+    images, masks = write_volume_pairs(folder, count, shape, spacing)
+    return build_manifest(images, masks)
+
+
+@pytest.mark.parametrize("shape, spacing, dims", [
+    ((24, 20, 12), (1.0, 1.0, 1.2), 3),  # isotropic enough
+    ((24, 20, 10), (0.5, 0.5, 4.0), 2),  # ratio 8 and 10 slices along the coarse axis: extremely anisotropic
+    ((24, 20, 40), (0.5, 0.5, 4.0), 3),  # as anisotropic, but 40 slices
+    ((10, 20, 24), (4.0, 0.5, 0.5), 2),  # the coarse axis need not be the slice axis
+])
+def test_auto_dims_follows_the_spacing_rule(tmp_path, shape, spacing, dims):
+    manifest, _ = volume_manifest(tmp_path, shape, spacing)
+    chosen, reason = choose_dims("auto", manifest)
+    assert chosen == dims and "spacing ratio" in reason
+    assert choose_dims(2, manifest)[0] == 2 and choose_dims(3, manifest)[0] == 3  # an explicit value wins
+    assert choose_dims("auto", manifest, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch size
+    assert choose_dims("auto", manifest, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
+
+
+def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path):
+    manifest, _ = build_manifest(*write_pairs(tmp_path / "png"))
+    assert choose_dims("auto", manifest)[0] == 2
+    with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D case"):
+        choose_dims(3, manifest)
+    with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D case"):
+        choose_dims("auto", manifest, [8, 16, 16])
+    single, _ = volume_manifest(tmp_path / "nii", (20, 16, 1), (1.0, 1.0, 1.0))
+    assert choose_dims("auto", single) == (2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
+    with pytest.raises(ValueError, match="train.dims is 3 .* one-slice NIfTI"):
+        choose_dims(3, single)
+
+
+@pytest.mark.parametrize("dims, patch, problem", [
+    (3, [8, 64, 64], None), ("auto", [12, 40, 40], None),  # 3D sides need not be multiples of 2**depth
+    (2, [8, 64, 64], "has 3 sides but train.dims is 2"), (3, [64, 64], "has 2 sides but train.dims is 3"),
+    ("auto", [60, 64], "must be a multiple of 2\\*\\*train.depth = 8"),
+])
+def test_config_refuses_patch_sides_that_do_not_fit_train_dims(dims, patch, problem):
+    settings = dict(train=dict(dims=dims, patch_size=patch, depth=3), predict=dict(split="test", ensemble=[]))
+    problems = experiment_problems("unet", settings, dict(experiments={"unet": {}}, predict=dict(split="test")))
+    assert problems == [] if problem is None else len(problems) == 1 and re.search(problem, problems[0])
+
+
+def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
+    manifest, classes = volume_manifest(tmp_path, (12, 10, 7), (1.0, 1.0, 2.0), count=3)
+    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), dict(normalization="zscore",
+                                                                                     clip_percentiles=None))
+    ids = manifest.loc[manifest["volume"] != "vol1", "id"].sample(frac=1, random_state=0).tolist()  # shuffled
+    units = volume_units(manifest, ids, "training")
+    assert [unit[0] for unit in units] == ["vol0_z0", "vol2_z0"] and all(len(unit) == 7 for unit in units)
+    (image, labels), _ = load_volume_cases(preprocessed, units)
+    mask = np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj)
+    assert image.shape == (1, 7, 12, 10) and image.dtype == np.float16 and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (S, H, W): slices along data.slice_axis
+    train, val, spacing = training_cases(manifest, preprocessed, ids, [f"vol1_z{i}" for i in range(7)], dims=3)
+    assert len(train) == 2 and len(val) == 1 and spacing == [2.0, 1.0, 1.0]  # slice axis first
+    halved = [(image[:, :, ::2, ::2], labels[:, ::2, ::2]) for image, labels in train]  # slices resized in-plane
+    assert median_spacing(volume_geometry(manifest), units, manifest, halved) == [2.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="volume vol1: 3 of its 7 slices .* split.group_by"):
+        volume_units(manifest, ["vol1_z0", "vol1_z1", "vol1_z2"], "validation")
+
+
+UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
+CT_LIKE = dict(cases=10, median_size=[40, 160, 160], spacing=[3.0, 1.0, 1.0], class_shares=[0.9, 0.06, 0.04],
+               object_diameter_p90=30.0)
+
+
+def test_3d_plan_fits_the_cpu_and_pools_the_coarse_axis_late():
+    planned, reasons = plan_training(dict(UNSET), CT_LIKE, torch.device("cpu"), "NIfTI volumes")
+    patch, kernels = planned["patch_size"], planned["pool_kernels"]
+    assert planned["dims"] == 3 and reasons["dims"] == "NIfTI volumes"
+    assert np.prod(patch) <= CPU_PATCH_VOXELS_3D and patch[0] < min(patch[1:])  # the long physical axis shrank
+    millimetres = np.array(patch) * CT_LIKE["spacing"]
+    assert millimetres.max() <= 1.25 * millimetres.min()  # near-isotropic in mm
+    assert kernels[0] == [1, 2, 2] and [2, 2, 2] in kernels and len(kernels) == planned["depth"]
+    assert all(side % np.prod(axis) == 0 for side, axis in zip(patch, zip(*kernels)))
+    assert planned["batch_size"] == 2 and set(reasons) == set(UNSET) | {"pool_kernels"}
+    with pytest.raises(ValueError, match=r"train.patch_size \[64, 64\] has 2 sides but the U-Net is 3D"):
+        plan_training(dict(UNSET, patch_size=[64, 64]), CT_LIKE, torch.device("cpu"))
+
+
+def test_3d_patches_are_sampled_padded_and_centred_on_foreground():
+    image = np.random.default_rng(0).normal(size=(1, 6, 40, 40)).astype(np.float16)
+    labels = np.zeros((6, 40, 40), np.uint8)
+    labels[2:4, 30:33, 5:8] = 2
+    sampler = PatchSampler([(image, labels)], [8, 16, 16], torch.device("cpu"), foreground_share=1.0)
+    assert sampler.labels[0].shape == (8, 40, 40)  # 6 slices padded up to the patch's 8
+    images, targets = sampler.sample(3, torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 8, 16, 16) and targets.shape == (3, 8, 16, 16)
+    assert all(int((patch == 2).sum()) == 2 * 3 * 3 for patch in targets)  # the whole small object in every patch
+
+
+def test_3d_augmentation_keeps_shapes_and_labels_and_moves_all_slices_alike():
+    torch.manual_seed(0)
+    plane = F.interpolate(torch.randint(0, 3, (4, 1, 6, 6)).float(), size=(24, 24), mode="nearest").long()
+    labels = plane.expand(4, 6, 24, 24).clone()  # constant along the slice axis
+    images = labels[:, None].float() + 0.1 * torch.randn(4, 1, 6, 24, 24)
+    every = {name: {"p": 1.0} for name in AUGMENT_DEFAULTS}
+    out_images, out_labels = augment_batch(images, labels, {**every, "mirror": {"p": 0.0}},
+                                           torch.Generator().manual_seed(1), fill_label=IGNORE_INDEX)
+    assert out_images.shape == images.shape and out_labels.shape == labels.shape and out_labels.dtype == torch.int64
+    assert set(out_labels.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
+    assert (out_labels == out_labels[:, :1]).all()  # in-plane transforms: every slice moved the same way
+    assert not torch.equal(out_labels, labels)
+    flipped_images, flipped = augment_batch(images, labels, {name: {"p": float(name == "mirror")}
+                                                             for name in AUGMENT_DEFAULTS},
+                                            torch.Generator().manual_seed(1))
+    torch.testing.assert_close(flipped_images, images.flip(2, 3, 4))  # p = 1: flipped along all three axes
+    assert torch.equal(flipped, labels.flip(1, 2, 3))
+
+
+TINY_3D = dict(device="cpu", seed=0, epochs=4, budget_steps=None, budget_minutes=None, val_share=1.0,
+               iterations_per_epoch=8, batch_size=2, patch_size=[8, 32, 32], depth=2, base_width=8, norm="batch",
+               deep_supervision=True, loss="ce_dice", optimizer="adam", lr=1e-2, weight_decay=0.0,
+               lr_schedule="poly", warmup_iterations=0, grad_clip=1.0, foreground_oversampling=0.33, early_stopping=0,
+               checkpoint_every=1, compile=False, augment={}, precision="auto", num_classes=2, dims=3)
+
+
+def test_a_tiny_3d_unet_learns_ellipsoids_on_the_cpu(tmp_path):
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    volumes = [ellipsoid_volume((12, 32, 32), (3.0, 1.0, 1.0), rng) for _ in range(6)]
+    cases = [(image[None].astype(np.float16), labels) for image, labels in volumes]
+    trainer = Trainer(TINY_3D, cases[:4], cases[4:], list("abcd"), tmp_path / "state.pt", logging.getLogger(),
+                      spacing=[3.0, 1.0, 1.0])
+    metrics = trainer.run(tmp_path / "model.pt", tmp_path / "last.pt")
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["hparams"]["dims"] == 3 and checkpoint["patch_size"] == [8, 32, 32]
+    assert checkpoint["plan"]["settings"]["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]
+    foreground = np.mean([labels.mean() for _, labels in cases[4:]])
+    assert checkpoint["val_dice"] > 0.8 > 2 * foreground  # chance (all foreground) scores 2f / (1 + f)
+    assert metrics["val_dice"].iloc[-1] > metrics["val_dice"].iloc[0]

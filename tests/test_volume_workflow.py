@@ -1,0 +1,33 @@
+"""2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from conftest import snakemake, tiny_config, write_config
+from unetflow.demo_volumes import write_volume_pairs
+
+
+def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
+    images, masks = write_volume_pairs(tmp_path, 3, (24, 20, 12), (1.0, 1.0, 3.0))  # (X, Y, Z), slices along Z
+    config = tiny_config()
+    config["data"] = {"images": str(images), "masks": str(masks)}
+    config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
+    config["train"].update(batch_size=2)
+    config["experiments"] = {"unet2d": {"train": {"dims": 2}}, "unet3d": {"train": {"dims": "auto"}}}
+    snakemake(tmp_path, "results/leaderboard.parquet", configfile=write_config(tmp_path, config))
+
+    board = pd.read_parquet(tmp_path / "results/leaderboard.parquet").set_index("experiment")
+    assert board.loc["unet2d", "dims"].tolist() == [2, 2] and board.loc["unet3d", "dims"].tolist() == [3, 3]
+    assert board.loc["unet2d", "patch_size"].iloc[0] == "24x20"
+    assert board.loc["unet3d", "patch_size"].iloc[0] == "12x24x20"  # the whole median volume, slices first
+    plan = json.loads((tmp_path / "results/unet3d/train/fold0/plan.json").read_text())["settings"]
+    assert plan["dims"]["source"] == "planned" and "not extremely anisotropic" in plan["dims"]["reason"]
+    assert plan["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]  # Z (3 mm) waits for the 1 mm axes
+    test_volume = pd.read_parquet(tmp_path / "results/split/splits.parquet").query("split == 'test'")["id"]
+    name = test_volume.iloc[0].split("_z")[0]
+    for experiment in ("unet2d", "unet3d"):
+        predicted = nib.load(tmp_path / f"results/{experiment}/predict/masks/{name}.nii.gz")
+        assert predicted.shape == (24, 20, 12) and set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}

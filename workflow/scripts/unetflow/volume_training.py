@@ -1,0 +1,110 @@
+"""Training on whole volumes (`train.dims`): whether a data set trains a 2D or a 3D U-Net, and its NIfTI volumes
+rebuilt for 3D training from their stored slice cases.
+
+`train.dims: auto` follows nnU-Net's rule of thumb: NIfTI volumes train in 3D unless they are extremely anisotropic
+(the coarsest median voxel spacing more than ANISOTROPY_RATIO times the finest AND fewer than FEW_SLICES voxels
+along that coarse axis: a 3D patch could hardly pool along it, and each slice is nearly independent of the next);
+2D files, TIFF stacks (no spacing) and one-slice volumes train in 2D. A volume is trained as (C, S, H, W): its
+slices along `data.slice_axis` stacked in slice order, as prediction stacks them.
+"""
+
+import numpy as np
+import pandas as pd
+
+from unetflow.cases import load_case, load_cases
+from unetflow.nifti import volume_spacing
+from unetflow.volumes import volume_rows
+
+ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for an anisotropic spacing
+FEW_SLICES = 32  # fewer voxels than this along the coarse axis of an anisotropic volume: train in 2D
+
+
+def volume_geometry(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per NIfTI volume of an ingest manifest: volume, shape and spacing (lists in the order of the training
+    arrays: slice axis first, then the slice's height and width axes; spacing from the image's header)."""
+    rows = []
+    for name, slices in manifest[volume_rows(manifest)].groupby("volume"):
+        first = slices.iloc[0]
+        axis, spacing = int(first["slice_axis"]), volume_spacing(first["image_path"])
+        rows.append(dict(volume=name, shape=[len(slices), int(first["height"]), int(first["width"])],
+                         spacing=[spacing[axis], *(s for a, s in enumerate(spacing) if a != axis)]))
+    return pd.DataFrame(rows, columns=["volume", "shape", "spacing"])
+
+
+def choose_dims(requested, manifest: pd.DataFrame, patch_size: list[int] | None = None) -> tuple[int, str]:
+    """The U-Net's dims for the training cases of an ingest `manifest` and why: `requested` (2, 3 or 'auto', the
+    value of train.dims; with 'auto', an explicit train.patch_size decides by its number of sides). ValueError
+    naming train.dims when 3 is asked of data that is not all multi-slice volumes."""
+    sides = len(patch_size) if requested == "auto" and patch_size is not None else None
+    if requested == 2 or sides == 2:
+        return 2, "set in the config" if requested == 2 else "train.patch_size has 2 sides"
+    setting = "train.dims is 3" if requested == 3 else "train.patch_size has 3 sides" if sides == 3 else None
+    geometry = volume_geometry(manifest)
+    single = geometry.loc[[shape[0] == 1 for shape in geometry["shape"]], "volume"].tolist()
+    others = manifest.loc[~volume_rows(manifest), "id"].tolist()
+    if others or single or geometry.empty:
+        what = (f"{len(others)} 2D case(s) (images or TIFF stack pages, e.g. {others[:3]})" if others else
+                f"one-slice NIfTI volume(s) ({single[:3]})" if single else "no cases")
+        if setting:
+            raise ValueError(f"config key {setting} but the training data holds {what}: a 3D U-Net trains on NIfTI "
+                             f"volumes of several slices; set train.dims to 2 or auto (and a 2-sided patch size)")
+        return 2, f"the training data holds {what}"
+    if setting:
+        return 3, "set in the config" if requested == 3 else setting
+    spacing = np.median(np.stack(geometry["spacing"].tolist()), axis=0)
+    shape = np.median(np.stack(geometry["shape"].tolist()), axis=0)
+    coarse, ratio = int(np.argmax(spacing)), float(spacing.max() / spacing.min())
+    median = f"median spacing {spacing.round(4).tolist()}, median shape {shape.astype(int).tolist()}"
+    if ratio > ANISOTROPY_RATIO and shape[coarse] < FEW_SLICES:
+        return 2, (f"volumes too anisotropic for 3D ({median}: spacing ratio {ratio:.1f} > {ANISOTROPY_RATIO:g} "
+                   f"and {shape[coarse]:g} < {FEW_SLICES} voxels along the coarse axis)")
+    return 3, (f"NIfTI volumes, not extremely anisotropic ({median}: spacing ratio {ratio:.1f}; 2D only above "
+               f"{ANISOTROPY_RATIO:g} with under {FEW_SLICES} voxels along the coarse axis)")
+
+
+def volume_units(manifest: pd.DataFrame, ids: list[str], split_name: str) -> list[list[str]]:
+    """The case ids of each volume among `ids`, in slice order, volumes sorted by name. ValueError when a volume
+    has slices both in and out of `ids` (a split grouped by another column than the volume)."""
+    chosen = manifest[manifest["id"].isin(ids)]
+    units = []
+    for name, slices in chosen.groupby("volume"):
+        every = manifest[manifest["volume"] == name]
+        if len(every) != len(slices):
+            raise ValueError(f"volume {name}: {len(slices)} of its {len(every)} slices are in the {split_name} cases; "
+                             f"3D training (train.dims) needs whole volumes: keep split.group_by unset (the volume)")
+        units.append(slices.sort_values("slice")["id"].tolist())
+    return units
+
+
+def load_volume_cases(preprocessed: pd.DataFrame, units: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8."""
+    paths = preprocessed.set_index("id")["array_path"]
+    volumes = []
+    for ids in units:
+        images, labels = zip(*(load_case(paths[case_id]) for case_id in ids))
+        volumes.append((np.stack(images, axis=1), np.stack(labels)))
+    return volumes
+
+
+def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame,
+                   volumes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """The median voxel spacing (slice axis first) of the training `volumes` (the arrays of `units`): the header's,
+    scaled in-plane by how preprocessing resized the slices (stored against original size)."""
+    names = manifest.set_index("id").loc[[ids[0] for ids in units], "volume"]
+    table = geometry.set_index("volume").loc[names]
+    spacing = [np.array(spacing) * np.array(shape) / labels.shape
+               for spacing, shape, (_, labels) in zip(table["spacing"], table["shape"], volumes)]
+    return [float(s) for s in np.median(np.stack(spacing), axis=0)]
+
+
+def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids: list[str], val_ids: list[str],
+                   dims: int):
+    """Training and validation cases for a `dims`-D U-Net, and the training volumes' median spacing (None in 2D):
+    2D cases as stored, or whole volumes (`load_volume_cases`)."""
+    if dims == 2:
+        return load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids), None
+    train_units = volume_units(manifest, train_ids, "training")
+    val_units = volume_units(manifest, val_ids, "validation")
+    train = load_volume_cases(preprocessed, train_units)
+    spacing = median_spacing(volume_geometry(manifest), train_units, manifest, train)
+    return train, load_volume_cases(preprocessed, val_units), spacing
