@@ -1,6 +1,7 @@
 """Training: planning, schedules, foreground oversampling, and resume after a kill."""
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -15,7 +16,13 @@ from unetflow.demo_volumes import ellipsoid_volume
 from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
 from unetflow.schedule import Budget, lr_factor, training_budget
 from unetflow.train import PatchSampler
-from unetflow.validation import kept_candidates, validation_subset
+from unetflow.validation import (
+    affordable_candidates,
+    best_on_full_set,
+    kept_candidates,
+    validation_subset,
+    weights_copy,
+)
 
 
 def test_patch_plan_follows_median_size_and_depth():
@@ -99,6 +106,18 @@ def test_validation_subset_is_seeded_and_bounded_by_its_share():
     assert subset != validation_subset(shapes, [256, 256], 10, 4, 0.15, seed=1)
     assert validation_subset(shapes, [256, 256], 10, 4, 1.0, seed=0) == list(range(20))
     assert len(validation_subset(shapes, [256, 256], 1, 1, 0.01, seed=0)) == 1  # at least one case
+
+
+def test_final_choice_compares_only_the_checkpoints_the_share_affords():
+    # 100 steps of 4 patches = 1200 forwards; 2 epochs validating a 10-tile subset: 20 tiles
+    assert affordable_candidates(120, 10, 2, 100, 4, share=0.1) == 0  # (0.1 * 1220 - 20) / 0.9 = 113 < 120 tiles
+    assert affordable_candidates(50, 10, 2, 100, 4, share=0.1) == 2  # 113 // 50
+    assert affordable_candidates(10, 10, 2, 100, 4, share=0.1) == 3  # at most CANDIDATES_KEPT
+    assert affordable_candidates(10_000, 10, 2, 100, 4, share=1.0) == 3
+    model = torch.nn.Linear(2, 2)
+    candidates = [dict(dice=0.9, epoch=2, model=weights_copy(model)), dict(dice=0.8, epoch=1, model={})]
+    log = logging.getLogger("test")
+    assert best_on_full_set(model, candidates, [], [8, 8], "cpu", "ce", False, log, affordable=1) is candidates[0]
 
 
 def test_candidates_keep_the_best_checkpoints_earliest_first():

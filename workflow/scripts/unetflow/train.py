@@ -24,7 +24,15 @@ from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet
 from unetflow.plan import data_fingerprint, plan_record, plan_training
 from unetflow.schedule import Clock, lr_factor, training_budget
-from unetflow.validation import CANDIDATES_KEPT, best_on_full_set, kept_candidates, validation_scores, validation_subset
+from unetflow.validation import (
+    CANDIDATES_KEPT,
+    affordable_candidates,
+    best_on_full_set,
+    kept_candidates,
+    validation_scores,
+    validation_subset,
+    validation_tiles,
+)
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
@@ -255,7 +263,7 @@ class Trainer:
                       clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
-                                self.bf16, self.log)
+                                self.bf16, self.log, self.affordable_candidates())
         save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
                     best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
@@ -266,6 +274,12 @@ class Trainer:
         self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
                       "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
         return pd.DataFrame(self.rows)
+
+    def affordable_candidates(self) -> int:
+        """Checkpoints the final choice may compare on the whole validation set within train.val_share."""
+        tiles = [validation_tiles(labels.shape, self.patch) for _, labels in self.val_cases]
+        return affordable_candidates(sum(tiles), sum(tiles[i] for i in self.val_subset), self.epoch, self.step,
+                                     self.batch_size, self.cfg["val_share"])
 
     def should_stop(self) -> bool:
         """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""

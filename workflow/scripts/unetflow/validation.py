@@ -1,5 +1,6 @@
 """Validation during training: whole-image scores, the seeded subset of validation cases that keeps validation to
-a set share of the run, and the best checkpoints kept for the final choice on the whole validation set.
+a set share of the run, and the best checkpoints kept for the final choice on the whole validation set (as many as
+that share still affords).
 
 The subset is sized by a cost model, not by a clock, so the same settings and data always validate on the same
 cases (a resumed run equals an uninterrupted one): a training step costs about three forward passes of each patch
@@ -82,12 +83,30 @@ def weights_copy(model: torch.nn.Module) -> dict:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log) -> dict:
-    """The candidate with the highest Dice on all validation `cases` (the first among equals); its `dice` becomes
-    that full-set Dice. The model's own weights are restored afterwards."""
-    if len(candidates) == 1:
+def affordable_candidates(full_tiles: int, subset_tiles: int, epochs: int, steps: int, batch_size: int,
+                          share: float) -> int:
+    """How many checkpoints the final choice may validate on the whole validation set (`full_tiles` tiles each)
+    so that all validation, the epochs' subset (`subset_tiles` per epoch) included, stays within `share` of the run
+    by the cost model (`steps` training steps of `batch_size`)."""
+    if share >= 1:
+        return CANDIDATES_KEPT
+    spent = subset_tiles * epochs
+    left = (share * (TRAIN_STEP_FORWARDS * steps * batch_size + spent) - spent) / (1 - share)
+    return int(min(CANDIDATES_KEPT, max(0, left // max(1, full_tiles))))
+
+
+def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log,
+                     affordable: int = CANDIDATES_KEPT) -> dict:
+    """The candidate with the highest Dice on all validation `cases` (the first among equals) among the
+    `affordable` best by subset Dice; its `dice` becomes that full-set Dice. With fewer than two affordable (or one
+    candidate) the best by subset Dice is kept without validating the whole set. The model's weights are restored."""
+    if len(candidates) == 1 or affordable < 2:
+        if len(candidates) > 1:
+            log.info("final choice by the validation subset: comparing checkpoints on the whole validation set would "
+                     "take validation over train.val_share of the run")
         return candidates[0]
     own = weights_copy(model)
+    candidates = candidates[:affordable]
     scored = []
     for candidate in candidates:
         model.load_state_dict(candidate["model"])
