@@ -109,6 +109,13 @@ def test_changed_preprocess_option_keeps_the_split(tiny_run):
                                                 "package"}
 
 
+def test_changed_split_reruns_the_fingerprint_and_preprocessing(tiny_run):
+    config = tiny_config()
+    config["split"]["seed"] = 5  # other training cases: other normalisation statistics and target spacing
+    assert scheduled_jobs(tiny_run, config) == {"split", "fingerprint", "preprocess", "train", "predict", "evaluate",
+                                                "report", "leaderboard", "package"}
+
+
 def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
     after_train = {"train", "predict", "evaluate", "report", "leaderboard", "package"}
     assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
