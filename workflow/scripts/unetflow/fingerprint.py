@@ -46,7 +46,7 @@ def source_fingerprint(rows: pd.DataFrame, classes: pd.DataFrame, seed: int) -> 
     stats = intensity_statistics(sample)
     row = dict(source=str(first["volume"] if volume else first["id"]), image_path=str(first["image_path"]),
                kind=kind, cases=len(rows),
-               shape=list(volume_grid(first["image_path"])[0]) if volume else list(pixels.shape[:3]),
+               shape=list(volume_grid(first["image_path"])[0] if volume else images.shape[int(kind == "image"):3]),
                spacing=list(volume_spacing(first["image_path"])) if volume else None,
                dtype=str(images.dtype), integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
                intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
@@ -84,6 +84,11 @@ def object_sizes(labels: list[np.ndarray], axis: int | None) -> dict:
                 object_voxels_p90=float(np.percentile(sizes, 90)) if sizes.size else np.nan)
 
 
+def millimetres(values) -> list[float]:
+    """Voxel sizes as plain floats to 6 significant digits (headers store float32)."""
+    return [float(f"{value:.6g}") for value in values]
+
+
 def target_spacing(spacings: np.ndarray) -> tuple[list[float] | None, str]:
     """The spacing volumes are resampled to, and why: the median of the training volumes' spacings; when one axis's
     median is over ANISOTROPY times another's, that coarse axis takes the COARSE_PERCENTILE-th percentile of its
@@ -93,11 +98,11 @@ def target_spacing(spacings: np.ndarray) -> tuple[list[float] | None, str]:
     median = np.median(spacings, axis=0)
     coarse = int(np.argmax(median))
     if median[coarse] <= ANISOTROPY * median.min():
-        return [float(s) for s in median], f"the median spacing of the {len(spacings)} training volume(s)"
+        return millimetres(median), f"the median spacing of the {len(spacings)} training volume(s)"
     others = max(size for axis, size in enumerate(median) if axis != coarse)
     target = median.copy()
     target[coarse] = max(float(np.percentile(spacings[:, coarse], COARSE_PERCENTILE)), others)
-    return [float(s) for s in target], (
+    return millimetres(target), (
         f"the median spacing of the {len(spacings)} training volume(s), anisotropic (axis {coarse}: "
         f"{median[coarse]:.3g} vs {median.min():.3g}, over {ANISOTROPY}x): axis {coarse} takes the "
         f"{COARSE_PERCENTILE}th percentile of its spacings")
@@ -131,11 +136,11 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
     pooled = np.concatenate([sample for _, sample in results]) if results else np.zeros(0)
     ct = intensity_statistics(pooled) if pooled.size else None
     volumes = table[table["kind"] == "volume"]
-    spacing, spacing_reason = target_spacing(np.array(volumes["spacing"].tolist()).reshape(-1, 3))
+    spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
+    spacing, spacing_reason = target_spacing(spacings)
     scheme, scheme_reason = automatic_normalization(table, ct)
     summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
-                   median_spacing=None if volumes.empty else [float(s) for s in
-                                                               np.median(volumes["spacing"].tolist(), axis=0)],
+                   median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
                    normalization_reason=scheme_reason, ct=ct, foreground_samples=int(pooled.size))
     return table, summary
