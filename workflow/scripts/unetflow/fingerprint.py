@@ -120,6 +120,8 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None) -> tuple[str, 
         return "ct", (f"the training volumes look like CT (whole numbers down to {volumes['intensity_min'].min():g}, "
                       f"at most {AIR_HU} in each): clipped to the foreground's {CT_PERCENTILES} percentiles, "
                       f"z-scored with its mean and std")
+    if ct_like:
+        return "zscore", "CT-like volumes, but no foreground voxels to take CT statistics from: each volume z-scored"
     return "zscore", ("volumes that do not look like CT (whole-number intensities down to air, at most "
                       f"{AIR_HU}, in every training volume): each volume z-scored on its own")
 
