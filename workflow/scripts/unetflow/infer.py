@@ -176,7 +176,8 @@ def unit_rows(source: dict) -> list[tuple[str, pd.DataFrame]]:
     stack and a 2D file as a unit of its own (named as `predict` names them)."""
     kind = source["kind"]
     rows = pd.DataFrame([dict(id=slice_id(source["id"], kind, index), image_path=source["image_path"], kind=kind,
-                              slice=index, slice_axis=source["slice_axis"], volume=source["id"])
+                              slice=index, slice_axis=source["slice_axis"], volume=source["id"],
+                              height=source["height"], width=source["width"])
                          for index in range(source["slices"])])
     if kind == "volume":
         return [(source["id"], rows)]

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from unetflow.nifti import volume_grid
 from unetflow.volumes import is_volume_unit
 
 IMAGE_ORDER = 3  # cubic B-spline for intensities (nnU-Net's choice)
@@ -69,8 +68,9 @@ def resample_probabilities(probabilities: np.ndarray, shape) -> np.ndarray:
 
 
 def source_slice_shape(rows: pd.DataFrame) -> tuple[int, int] | None:
-    """The (H, W) of the slices of a prediction unit's source as stored in its file; None for 2D files and stacks."""
+    """The (H, W) of the slices of a prediction unit's source as its file stores them (the manifest's height and
+    width); None for 2D files and stacks, which are never resampled."""
     if not is_volume_unit(rows):
         return None
     first = rows.iloc[0]
-    return tuple(in_plane(volume_grid(first["image_path"])[0], int(first["slice_axis"])))
+    return int(first["height"]), int(first["width"])
