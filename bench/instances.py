@@ -25,9 +25,9 @@ from unetflow.augment import AUGMENT_DEFAULTS  # noqa: E402
 from unetflow.demo_cells import render_touching_cells  # noqa: E402
 from unetflow.ensemble import predict_probabilities  # noqa: E402
 from unetflow.instances import three_class_target, touching_pairs  # noqa: E402
+from unetflow.normalization import normalize  # noqa: E402
 from unetflow.object_metrics import object_metrics  # noqa: E402
 from unetflow.objects import instances_from_foreground, instances_from_three_class  # noqa: E402
-from unetflow.preprocess import normalize  # noqa: E402
 from unetflow.train import Trainer  # noqa: E402
 
 TARGETS = {

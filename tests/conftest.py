@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from unetflow.ingest import DataSpec, check_data_set
+from unetflow.preprocess import preprocess_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -27,10 +28,52 @@ def write_pairs(folder: Path, count: int = 4, size=(32, 40), values=(0, 255), se
     return images, masks
 
 
+def rotated_affine(spacing, degrees: float = 0.0) -> np.ndarray:
+    """A voxel-to-world affine with voxel sizes `spacing`, rotated by `degrees` about the third axis."""
+    angle = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(spacing)
+    affine[:3, 3] = [-10.0, 5.0, 2.0]
+    return affine
+
+
+def ct_volume(shape, spacing, seed: int = 0, radii_mm=(9.0, 7.0, 6.0), lesion_hu: float = 150.0):
+    """A CT-like int16 volume of voxel sizes `spacing` mm: air (-1000 HU) around a body ellipse (about 40 HU) with
+    an ellipsoid lesion (about `lesion_hu`, radii in mm, label 1) at the centre, in Gaussian noise; (image, labels)."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * size for n, size in zip(shape, spacing)], indexing="ij")
+    extent = [n * size / 2 for n, size in zip(shape, spacing)]
+    body = (grids[0] / (0.9 * extent[0])) ** 2 + (grids[1] / (0.9 * extent[1])) ** 2 <= 1
+    labels = (sum((grid / radius) ** 2 for grid, radius in zip(grids, radii_mm)) <= 1).astype(np.uint8)
+    image = np.where(body, 40.0, -1000.0) + labels * (lesion_hu - 40.0) + rng.normal(0, 15, shape)
+    return np.round(image).astype(np.int16), labels
+
+
+def write_ct_pair(folder: Path, name: str, shape, spacing, seed: int = 0, degrees: float = 0.0, **lesion):
+    """`ct_volume` written as images/<name>.nii.gz and labels/<name>.nii.gz (affine rotated by `degrees`); the
+    labels and the affine."""
+    import nibabel as nib
+
+    image, labels = ct_volume(shape, spacing, seed, **lesion)
+    affine = rotated_affine(spacing, degrees)
+    for sub, data in (("images", image), ("labels", labels)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, affine), folder / sub / f"{name}.nii.gz")
+    return labels, affine
+
+
 def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=None, threads: int = 1, **options):
     """Ingest's (manifest, class table) of a data set given as arguments (`options`: other keys of the data section)."""
     return check_data_set(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),
                           threads)
+
+
+def applied(normalization: str = "zscore", spacing=None, ct: dict | None = None, **preprocess) -> dict:
+    """Preprocessing settings as the preprocess rule resolves them from a config section (`preprocess`: other keys
+    of it) and, for the ct scheme, the fingerprint's statistics `ct`."""
+    cfg = dict(dict(clip_percentiles=None, window=None), normalization=normalization, spacing=spacing, **preprocess)
+    return preprocess_settings(cfg, dict(ct=ct))
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "tiny.yaml",

@@ -46,3 +46,11 @@ def test_predict3d_vs_monai_runs_on_tiny_sizes_and_both_agree():
     assert len(rows) == 4 and any(row.startswith("MONAI (same model)") for row in rows)
     assert all(float(row.split()[-1]) < 1e-5 for row in rows)  # float32 blends of the same softmax
     assert any(line.startswith("ours / MONAI at equal output") for line in result.stdout.splitlines())
+
+
+def test_volume_preprocessing_runs_on_tiny_volumes():
+    command = [sys.executable, str(SCRIPT.with_name("volume_preprocessing.py")), "--volumes", "3", "--shape", "24",
+               "24", "3", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "normalisation ct" in result.stdout and "round-trip Dice of the lesion" in result.stdout

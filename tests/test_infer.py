@@ -9,27 +9,35 @@ import time
 from pathlib import Path
 
 import cv2
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 import torch
 
-from conftest import REPO, snakemake, tiny_config, write_config
-from unetflow.ensemble import predict_probabilities
+from conftest import REPO, applied, build_manifest, snakemake, tiny_config, write_config, write_ct_pair
+from unetflow.cases import load_case
+from unetflow.ensemble import predict_probabilities, predict_unit
 from unetflow.infer import InferInputError, Predictor, check_images
 from unetflow.model import UNet
 from unetflow.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
 from unetflow.pairing import listed_images, shard_of
+from unetflow.predictions import read_probabilities
+from unetflow.preprocess import preprocess_source
 from unetflow.summary import unit_summary
+from unetflow.volumes import stack_slices
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False)
+ZSCORE = dict(normalization="zscore", clip_percentiles=None)  # a package of format 1 (per-slice z-score)
 
 
-def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2) -> Path:
-    """A package of `members` small random U-Nets (patch 32x32) for `channels`-channel images."""
+def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2,
+                 preprocess: dict = ZSCORE) -> Path:
+    """A package of `members` small random U-Nets (patch 32x32) for `channels`-channel images, preprocessed as
+    `preprocess` (the settings as applied)."""
     checkpoints = []
     for seed in range(members):
         torch.manual_seed(seed)
@@ -41,7 +49,7 @@ def make_package(folder: Path, channels: int = 1, convert: bool = False, members
                              "dtype": ["uint8"]})
     package = build_package(checkpoints, [f"m/fold{i}" for i in range(members)], manifest,
                             pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES,
-                            dict(normalization="zscore", clip_percentiles=None), PREDICT, convert, 2, None, None)
+                            preprocess, PREDICT, convert, 2, None, None)
     return save_package(package, folder / "model.pt")
 
 
@@ -64,7 +72,7 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
     package = load_package(path)
     assert package.patch_size == [32, 32] and package.input_channels == 1 and package.num_classes == 2
     assert package.classes["value"].tolist() == [0, 255] and package.predict == PREDICT
-    assert package.preprocess == dict(normalization="zscore", clip_percentiles=None)
+    assert package.preprocess == ZSCORE
     assert {"torch", "unetflow", "numpy", "python"} <= set(package.versions)
 
 
@@ -77,6 +85,28 @@ def test_predict_array_is_the_ensemble_of_the_package_models(tmp_path):
     np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
     np.testing.assert_array_equal(labels, expected.argmax(0).numpy())
     assert predictor.network_image(image).dtype == np.float16  # as preprocessing stores training cases
+
+
+def test_a_resampled_ct_normalised_volume_is_segmented_as_predict_segments_it(tmp_path):
+    """A CT volume of another spacing than the package's target, rotated: infer normalises it with the package's CT
+    statistics, resamples it in-plane and brings the probabilities back onto its grid exactly as preprocess and
+    predict do (same probabilities, same mask, the input's header)."""
+    _, affine = write_ct_pair(tmp_path, "scan", (40, 36, 4), (0.8, 0.8, 3.0), degrees=30)
+    settings = applied("ct", spacing=[1.1, 1.1, 3.0], ct=dict(low=-50.0, high=200.0, mean=100.0, std=60.0))
+    predictor = Predictor.load(make_package(tmp_path, preprocess=settings), "cpu")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "labels"))
+    rows = pd.DataFrame(preprocess_source(manifest, classes, str(tmp_path), settings))
+    assert (rows["height"] == 29).all() and (rows["original_height"] == 40).all()  # 40 x 0.8 / 1.1 mm
+    labels, probabilities = predict_unit(predictor.models, [load_case(path)[0] for path in rows["array_path"]],
+                                         [32, 32], PREDICT, torch.device("cpu"), 2, manifest)
+    predictor.predict_files([tmp_path / "images" / "scan.nii.gz"], tmp_path / "out", save_probabilities=True)
+    for index, probs in enumerate(probabilities):
+        assert probs.shape == (2, 40, 36)
+        np.testing.assert_array_equal(read_probabilities(tmp_path / "out" / f"scan_z{index}.npz"),
+                                      probs.numpy().astype(np.float16).astype(np.float32))
+    written = nib.load(tmp_path / "out" / "scan.nii.gz")
+    assert np.array_equal(np.asarray(written.dataobj), 255 * stack_slices(labels, 2))
+    assert np.allclose(written.affine, affine)
 
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "checkpoint", "png", "newer"])

@@ -36,7 +36,8 @@ def unet(seed: int, dims: int) -> UNet:
 
 def volume_rows(slices: int, name: str = "vol") -> pd.DataFrame:
     return pd.DataFrame({"id": [f"{name}_z{i}" for i in range(slices)], "image_path": f"{name}.nii.gz",
-                         "kind": "volume", "volume": name, "slice": range(slices), "slice_axis": 2})
+                         "kind": "volume", "volume": name, "slice": range(slices), "slice_axis": 2, "height": 8,
+                         "width": 12})  # the slices' size in the file: predicted on it, no resampling back
 
 
 @pytest.fixture(scope="module")

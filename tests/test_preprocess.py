@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from unetflow.labels import map_labels
-from unetflow.preprocess import normalize, to_channels
+from unetflow.normalization import normalize
+from unetflow.preprocess import to_channels
 
 
 def test_zscore_per_channel():
@@ -66,7 +67,7 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
     import pandas as pd
     from test_ingest import write_volume_pair
 
-    from conftest import build_manifest
+    from conftest import applied, build_manifest
     from unetflow.cases import load_case
     from unetflow.preprocess import preprocess_source
     from unetflow.volumes import stack_slices
@@ -74,7 +75,7 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=1)
     out = tmp_path / "cases"
     out.mkdir()
-    rows = pd.DataFrame(preprocess_source(manifest, classes, str(out), "zscore", None))
+    rows = pd.DataFrame(preprocess_source(manifest, classes, str(out), applied("zscore")))
     assert rows["id"].tolist() == [f"ct_z{i}" for i in range(10)] and (rows["height"] == 12).all()
     rebuilt = stack_slices([load_case(p)[1] for p in rows["array_path"]], axis=1)
     assert np.array_equal(rebuilt, labels)
@@ -86,7 +87,7 @@ def test_declared_channels_convert_mixed_grey_and_rgb_images(tmp_path, declared)
     import cv2
     import pandas as pd
 
-    from conftest import build_manifest, write_pairs
+    from conftest import applied, build_manifest, write_pairs
     from unetflow.cases import load_case
     from unetflow.preprocess import preprocess_source
 
@@ -96,7 +97,7 @@ def test_declared_channels_convert_mixed_grey_and_rgb_images(tmp_path, declared)
     assert manifest["channels"].tolist() == [1, 3, 1, 1] and (manifest["input_channels"] == declared).all()
     out = tmp_path / "cases"
     out.mkdir()
-    rows = pd.concat([pd.DataFrame(preprocess_source(manifest.iloc[[i]], classes, str(out), "minmax", None))
+    rows = pd.concat([pd.DataFrame(preprocess_source(manifest.iloc[[i]], classes, str(out), applied("minmax")))
                       for i in range(4)])
     assert (rows["channels"] == declared).all()
     assert all(load_case(path)[0].shape[0] == declared for path in rows["array_path"])

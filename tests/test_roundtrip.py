@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import build_manifest
+from conftest import applied, build_manifest
 from unetflow.cases import load_case
-from unetflow.preprocess import normalize, preprocess_source
+from unetflow.normalization import normalize
+from unetflow.preprocess import preprocess_source
 from unetflow.volumes import stack_slices, write_volume_labels
 
 IMAGE_FORMATS = ["png8", "png16", "tif8", "tif16", "bmp", "jpeg"]
@@ -87,7 +88,7 @@ def test_2d_pairs_survive_ingest_and_preprocessing(pair):
         assert (row["height"], row["width"], row["channels"]) == expected_image.shape
         values = np.unique(stored_values(mask_format, labels))
         assert classes["value"].tolist() == values.tolist()
-        [out] = preprocess_source(manifest, classes, str(folder), "zscore", None)
+        [out] = preprocess_source(manifest, classes, str(folder), applied("zscore"))
         image, mapped = load_case(out["array_path"])
         assert np.array_equal(mapped, np.searchsorted(values, stored_values(mask_format, labels)))
         assert image.shape == (expected_image.shape[2], *labels.shape)
@@ -111,7 +112,7 @@ def test_volumes_survive_slicing_and_reassembly(shape, axis, float_labels, seed)
                  folder / "masks" / "v.nii.gz")
         manifest, classes = build_manifest(str(folder / "images"), str(folder / "masks"), slice_axis=axis)
         assert len(manifest) == shape[axis] and (manifest["group"] == "v").all()
-        rows = pd.DataFrame(preprocess_source(manifest, classes, str(folder), "minmax", None))
+        rows = pd.DataFrame(preprocess_source(manifest, classes, str(folder), applied("minmax")))
         predicted = {int(s): load_case(p)[1] for s, p in zip(manifest["slice"], rows["array_path"])}
         assert np.array_equal(stack_slices(predicted, axis), labels)
         write_volume_labels(folder / "pred.nii.gz", predicted, folder / "images" / "v.nii.gz", axis)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_pairs
+from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_ct_pair, write_pairs
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",
@@ -109,6 +109,13 @@ def test_changed_preprocess_option_keeps_the_split(tiny_run):
                                                 "package"}
 
 
+def test_changed_split_reruns_the_fingerprint_and_preprocessing(tiny_run):
+    config = tiny_config()
+    config["split"]["seed"] = 5  # other training cases: other normalisation statistics and target spacing
+    assert scheduled_jobs(tiny_run, config) == {"split", "fingerprint", "preprocess", "train", "predict", "evaluate",
+                                                "report", "leaderboard", "package"}
+
+
 def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
     after_train = {"train", "predict", "evaluate", "report", "leaderboard", "package"}
     assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
@@ -200,41 +207,51 @@ def test_isbi2012_smoke(tmp_path):
 
 
 def test_nifti_volumes_end_to_end(tmp_path):
-    """Volumes are trained as slices, predicted back into NIfTI with the input's affine, and evaluated per volume."""
+    """CT-like volumes of different voxel sizes (one rotated) are CT-normalised from the training volumes'
+    fingerprint, resampled in-plane to their median spacing and trained as slices; the test volume is predicted back
+    on its own grid with its header and evaluated there; infer on the same file writes the same mask."""
+    import json
+
     import nibabel as nib
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    affine = np.diag([0.8, 0.8, 2.5, 1.0])
-    for folder in ("images", "labels"):
-        (tmp_path / folder).mkdir()
-    for name in ("ct_a", "ct_b", "ct_c"):
-        labels = np.zeros((40, 36, 5), np.float32)  # float label volume with whole values
-        labels[8:24, 10:26, 1:4] = 1
-        image = labels * 2 + rng.normal(0, 0.3, labels.shape)
-        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), tmp_path / "images" / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(labels, affine), tmp_path / "labels" / f"{name}.nii.gz")
+    volumes = {"ct_a": ((48, 44, 5), (0.6, 0.6, 3.0), 0), "ct_b": ((44, 48, 6), (0.8, 0.8, 3.0), 30),
+               "ct_c": ((40, 40, 5), (1.2, 1.2, 3.0), 0)}  # the median of any two in-plane spacings is neither's
+    truth = {name: write_ct_pair(tmp_path, name, shape, spacing, seed, degrees)
+             for seed, (name, (shape, spacing, degrees)) in enumerate(volumes.items())}
     config = tiny_config()
     config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "labels"), "slice_axis": 2}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
-    config["train"].update(depth=2, patch_size=[32, 32])
+    config["train"].update(depth=2, patch_size=[16, 16])
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
     splits = pd.read_parquet(tmp_path / "results/split/splits.parquet")
     assert (splits.groupby(splits["id"].str[:4])["split"].nunique() == 1).all()  # a volume's slices stay together
     test_volume = splits.loc[splits.split == "test", "id"].iloc[0].split("_z")[0]
+    fingerprint = json.loads((tmp_path / "results/data/fingerprint.json").read_text())
+    trained = [spacing for name, (_, spacing, _) in volumes.items() if name != test_volume]
+    assert fingerprint["normalization"] == "ct" and fingerprint["volumes"] == 2
+    assert fingerprint["target_spacing"] == pytest.approx(np.median(trained, axis=0).tolist())
+    arrays = pd.read_parquet(tmp_path / "results/preprocess/manifest.parquet")
+    resampled = arrays[arrays["id"].str.startswith(test_volume)]
+    assert (resampled["height"] != resampled["original_height"]).all()
+
+    labels, affine = truth[test_volume]
     predicted = nib.load(tmp_path / "results/unet/predict/masks" / f"{test_volume}.nii.gz")
-    assert predicted.shape == (40, 36, 5) and np.allclose(predicted.affine, affine)
+    assert predicted.shape == volumes[test_volume][0] and np.allclose(predicted.affine, affine)
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}
-    per_case = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet")
+    per_case = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet").set_index("class")
     assert per_case["id"].tolist() == [test_volume, test_volume]
+    assert per_case.loc[1, "tp"] + per_case.loc[1, "fn"] == labels.sum()  # scored on the file's own grid
+    predicted = np.asarray(predicted.dataobj)
 
     (tmp_path / "new").mkdir()  # the test volume segmented again as a new image: same labels, same header
     shutil.copy(tmp_path / "images" / f"{test_volume}.nii.gz", tmp_path / "new" / "scan.nii.gz")
     config["infer"] = {"images": str(tmp_path / "new")}
     snakemake(tmp_path, "infer", configfile=write_config(tmp_path, config))
     inferred = next((tmp_path / "results/infer/unet/masks").rglob("scan.nii.gz"))
-    assert np.array_equal(np.asarray(nib.load(inferred).dataobj), np.asarray(predicted.dataobj))
+    assert np.array_equal(np.asarray(nib.load(inferred).dataobj), predicted)
     assert np.allclose(nib.load(inferred).affine, affine)
     summary = pd.read_parquet(tmp_path / "results/infer/unet/summary.parquet").set_index("class_name")
     assert summary.loc["foreground", "physical_unit"] == "mm^3" and summary["kind"].eq("volume").all()
-    assert summary.loc["foreground", "physical_size"] == pytest.approx(summary.loc["foreground", "pixels"] * 1.6)
+    voxel = np.prod(volumes[test_volume][1])
+    assert summary.loc["foreground", "physical_size"] == pytest.approx(summary.loc["foreground", "pixels"] * voxel)

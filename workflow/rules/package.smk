@@ -4,6 +4,7 @@ rule package:
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
         arrays=rules.preprocess.output.manifest,
+        settings=rules.preprocess.output.settings,
         splits=rules.split.output[0],
     output:
         f"{RESULTS}/{{experiment}}/package/{{experiment}}.pt",
@@ -14,7 +15,6 @@ rule package:
     params:
         sources=lambda wc: [f"{member}/fold{fold}" for member, fold in ensemble_members(wc.experiment)],
         predict=lambda wc: SETTINGS[wc.experiment]["predict"],
-        preprocess=canonical(config["preprocess"]),
         data=canonical({key: config["data"][key] for key in ("channels", "slice_axis")}),
     script:
         "../scripts/package.py"

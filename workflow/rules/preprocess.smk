@@ -2,9 +2,11 @@ rule preprocess:
     input:
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
+        fingerprint=rules.fingerprint.output.summary,
     output:
         cases=directory(f"{RESULTS}/preprocess/cases"),
         manifest=f"{RESULTS}/preprocess/manifest.parquet",
+        settings=f"{RESULTS}/preprocess/settings.json",
     log:
         f"{RESULTS}/logs/preprocess.log",
     conda:

@@ -1,5 +1,7 @@
 """Rule package: the experiment's models and everything needed to apply them, in one portable file."""
 
+import json
+
 import pandas as pd
 
 from unetflow.logs import stage_logger
@@ -12,9 +14,11 @@ splits = pd.read_parquet(snakemake.input.splits)
 manifest = pd.read_parquet(snakemake.input.manifest)
 trained = manifest[manifest["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 arrays = pd.read_parquet(snakemake.input.arrays)
+with open(snakemake.input.settings) as file:
+    settings = json.load(file)
 package = build_package(checkpoints, snakemake.params.sources, trained,
                         arrays[arrays["id"].isin(trained["id"])], pd.read_parquet(snakemake.input.classes),
-                        snakemake.params.preprocess, snakemake.params.predict, snakemake.params.data["channels"]
+                        settings, snakemake.params.predict, snakemake.params.data["channels"]
                         is not None, snakemake.params.data["slice_axis"], training_palette(manifest),
                         training_spacing(trained))
 save_package(package, snakemake.output[0])

@@ -1,13 +1,22 @@
-"""Rule preprocess: normalise images and map labels into per-case arrays (each stack or volume read once)."""
+"""Rule preprocess: normalise images, resample volumes to the target spacing and map labels into per-case arrays
+(each stack or volume read once), with the settings as applied."""
+
+import json
 
 import pandas as pd
 
 from unetflow.logs import stage_logger
-from unetflow.preprocess import preprocess_cases
+from unetflow.preprocess import preprocess_cases, preprocess_settings
 
 log = stage_logger(snakemake.log[0])
-cfg = snakemake.params.preprocess
+with open(snakemake.input.fingerprint) as file:
+    settings = preprocess_settings(snakemake.params.preprocess, json.load(file))
+log.info("normalisation %s (%s); target spacing %s (%s)", settings["normalization"],
+         settings["normalization_source"], settings["spacing"], settings["spacing_source"])
 table = preprocess_cases(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),
-                         snakemake.output.cases, cfg, snakemake.threads)
+                         snakemake.output.cases, settings, snakemake.threads)
 table.to_parquet(snakemake.output.manifest)
-log.info("preprocessed %d cases (%s normalisation) into %s", len(table), cfg["normalization"], snakemake.output.cases)
+with open(snakemake.output.settings, "w") as file:
+    json.dump(settings, file, indent=2)
+resampled = int(((table["height"] != table["original_height"]) | (table["width"] != table["original_width"])).sum())
+log.info("preprocessed %d cases (%d resampled) into %s", len(table), resampled, snakemake.output.cases)

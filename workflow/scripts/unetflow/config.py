@@ -22,7 +22,7 @@ def fraction_problem(train: float, val: float, test: float) -> str | None:
 def config_problems(config: dict) -> list[str]:
     """Settings the schema cannot judge alone, refused before any job runs (each names its keys)."""
     split, low_high = config["split"], config["preprocess"]["clip_percentiles"]
-    problems = []
+    problems = normalization_problems(config["preprocess"])
     if not split["fixed"]:
         problems.append(fraction_problem(split["train"], split["val"], split["test"]))
     if split["fixed"] and split["folds"] > 1:
@@ -39,6 +39,21 @@ def config_problems(config: dict) -> list[str]:
                         "train in the instance mode only); set both, e.g. --config demo='{instances: true}' "
                         "data='{instances: true}'")
     return [problem for problem in problems + infer_problems(config) if problem]
+
+
+def normalization_problems(preprocess: dict) -> list[str]:
+    """preprocess.window missing for (or given without) the window scheme, clip_percentiles with a fixed scheme."""
+    scheme, window, problems = preprocess["normalization"], preprocess["window"], []
+    if scheme == "window" and (window is None or window[0] >= window[1]):
+        problems.append(f"preprocess.normalization: window needs preprocess.window: [low, high] with low < high, "
+                        f"e.g. [-1000, 1000]; got {window}")
+    if scheme != "window" and window is not None:
+        problems.append(f"preprocess.window is set but preprocess.normalization is {scheme}: set normalization: "
+                        f"window, or remove the window")
+    if scheme in ("ct", "window") and preprocess["clip_percentiles"] is not None:
+        problems.append(f"preprocess.clip_percentiles applies to zscore and minmax; the {scheme} scheme clips to "
+                        f"its own range: remove clip_percentiles")
+    return problems
 
 
 def package_name(path: str) -> str:

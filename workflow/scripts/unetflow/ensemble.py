@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from unetflow.gpu import uses_bf16
 from unetflow.model import UNet
+from unetflow.resample import resample_probabilities, source_slice_shape
 from unetflow.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
 from unetflow.volumes import is_volume_unit, stack_slices
 
@@ -111,6 +112,15 @@ def labels_from_probabilities(probs: torch.Tensor) -> np.ndarray:
     return probs.argmax(0).numpy().astype(np.uint8)
 
 
+def on_source_grid(probabilities: list[torch.Tensor], rows: pd.DataFrame) -> list[torch.Tensor]:
+    """The class probabilities (K, H', W') of each slice of a prediction unit on the grid of its source file (a
+    volume resampled in preprocessing); unchanged for 2D files, stacks and volumes kept as stored."""
+    shape = source_slice_shape(rows)
+    if shape is None or tuple(probabilities[0].shape[1:]) == shape:
+        return probabilities
+    return [torch.from_numpy(resample_probabilities(probs.numpy(), shape)) for probs in probabilities]
+
+
 def postprocess_unit(labels: list[np.ndarray], num_classes: int, rows: pd.DataFrame,
                      largest_component: bool) -> list[np.ndarray]:
     """The class-index maps of one prediction unit, with `keep_largest_components` applied when asked: to each
@@ -140,7 +150,8 @@ def predict_unit(models: Sequence[torch.nn.Module], images: list[np.ndarray], pa
                  device: torch.device, num_classes: int, rows: pd.DataFrame):
     """Class-index maps of a prediction unit's preprocessed images (one for a 2D case, the slices of a volume),
     postprocessed (cfg: overlap, batch_size, mirror, largest_component), and the probabilities of each image
-    (see `unit_probabilities`; `patch`: one for all models or one per model)."""
-    probabilities = unit_probabilities(models, images, patch, cfg, device, rows)
+    (see `unit_probabilities`; `patch`: one for all models or one per model); a volume resampled in preprocessing
+    gets both on its file's own grid."""
+    probabilities = on_source_grid(unit_probabilities(models, images, patch, cfg, device, rows), rows)
     labels = [labels_from_probabilities(probs) for probs in probabilities]
     return postprocess_unit(labels, num_classes, rows, cfg["largest_component"]), probabilities

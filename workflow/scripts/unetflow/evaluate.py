@@ -1,8 +1,9 @@
 """Evaluation: per case and class metrics of predicted masks against the ground truth, and their summary.
 
 The ground truth is the class-index map preprocessing made of each mask (colour tables, JPEG snapping and
-ignore labels applied); the prediction is the written mask mapped back to class indices. A NIfTI volume is one
-case: its slices are stacked and scored in 3D with the voxel spacing of its header.
+ignore labels applied; read again from the mask file for a volume that preprocessing resampled, so every case is
+scored on its file's own grid); the prediction is the written mask mapped back to class indices. A NIfTI volume is
+one case: its slices are stacked and scored in 3D with the voxel spacing of its header.
 
 Empty masks: see `unetflow.metrics` for the convention (a class absent from both ground truth and prediction
 scores Dice = IoU = 1; absent from one only, 0). The flags gt_empty and pred_empty are stored with every row.
@@ -26,6 +27,7 @@ from unetflow.metrics import case_metrics
 from unetflow.nifti import read_volume, volume_spacing
 from unetflow.object_metrics import object_metrics
 from unetflow.predictions import instance_prediction_path, prediction_path, read_instances, read_prediction
+from unetflow.sources import case_instance_ids, case_labels
 from unetflow.volumes import is_volume_unit, prediction_units, stack_slices
 
 SUMMARY_STATS = ("mean", "median", "std")
@@ -48,9 +50,21 @@ def case_roi(case: pd.Series) -> np.ndarray | None:
     return None if path is None or pd.isna(path) else read_roi(path)
 
 
-def unit_ground_truth(rows: pd.DataFrame, arrays: pd.Series) -> np.ndarray:
-    """Class indices of a case, or of a volume's slices stacked back into the volume."""
-    labels = [load_case(arrays[case_id])[1] for case_id in rows["id"]]
+def resampled(rows: pd.DataFrame, arrays: pd.DataFrame) -> bool:
+    """Whether preprocessing stored a unit's cases on another grid than its files' (a resampled volume)."""
+    if "original_height" not in arrays:
+        return False
+    stored = arrays.loc[rows["id"]]
+    return bool(((stored["height"] != stored["original_height"]) | (stored["width"] != stored["original_width"])).any())
+
+
+def unit_ground_truth(rows: pd.DataFrame, arrays: pd.DataFrame, classes: pd.DataFrame) -> np.ndarray:
+    """Class indices of a case, or of a volume's slices stacked back into the volume, on the grid of its file: as
+    preprocessing stored them, or read again from the mask file when the volume was resampled."""
+    if resampled(rows, arrays):
+        labels = case_labels(rows, classes)
+    else:
+        labels = [load_case(arrays.loc[case_id, "array_path"])[1] for case_id in rows["id"]]
     if is_volume_unit(rows):
         return stack_slices(labels, int(rows.iloc[0]["slice_axis"]))
     return labels[0]
@@ -71,12 +85,13 @@ def scored_axes(shape: tuple[int, ...]) -> list[int]:
     return sorted(longer + [axis for axis in range(len(shape)) if axis not in longer][:max(0, 2 - len(longer))])
 
 
-def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.Series,
+def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.DataFrame,
                   cfg: dict) -> list[dict]:
-    """Metric rows (one per class) of one case or volume (cfg: spacing, tolerance)."""
+    """Metric rows (one per class) of one case or volume (cfg: spacing, tolerance; `arrays`: the preprocess
+    manifest indexed by id)."""
     if instance_target(classes):
         return evaluate_instance_unit(name, rows, pred_dir, arrays, cfg)
-    gt = unit_ground_truth(rows, arrays)
+    gt = unit_ground_truth(rows, arrays, classes)
     pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     roi = case_roi(rows.iloc[0])
     spacing = unit_spacing(rows, cfg)
@@ -87,11 +102,13 @@ def evaluate_unit(name: str, rows: pd.DataFrame, pred_dir: str, classes: pd.Data
     return scored_rows(name, gt, pred, roi, len(class_values(classes)), spacing, cfg["tolerance"])
 
 
-def evaluate_instance_unit(name: str, rows: pd.DataFrame, pred_dir: str, arrays: pd.Series, cfg: dict) -> list[dict]:
+def evaluate_instance_unit(name: str, rows: pd.DataFrame, pred_dir: str, arrays: pd.DataFrame,
+                           cfg: dict) -> list[dict]:
     """Instance mode: pixel metrics of the objects' union (classes 0 background, 1 objects) and, on the objects
     row, the object metrics (`unetflow.object_metrics`) of the predicted ids against the true ones; a volume's
     objects are those of its slices pooled (pixel metrics of a volume in voxel units, slices stacked)."""
-    gt_slices = [load_instances(arrays[case_id]) for case_id in rows["id"]]
+    gt_slices = case_instance_ids(rows) if resampled(rows, arrays) else \
+        [load_instances(arrays.loc[case_id, "array_path"]) for case_id in rows["id"]]
     pred = read_instances(instance_prediction_path(pred_dir, name, rows))
     pred_slices = [pred] if not is_volume_unit(rows) else list(np.moveaxis(pred, int(rows.iloc[0]["slice_axis"]), 0))
     gt, predicted = (np.stack(slices) if len(slices) > 1 else slices[0] for slices in (gt_slices, pred_slices))
@@ -128,9 +145,9 @@ def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | N
 def evaluate_cases(cases: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, arrays: pd.DataFrame, cfg: dict,
                    threads: int = 1) -> pd.DataFrame:
     """Per case (per volume for NIfTI) and class metrics, with the class names."""
-    array_paths = arrays.set_index("id")["array_path"]
+    stored = arrays.set_index("id")
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, classes, array_paths, cfg),
+        nested = pool.map(lambda unit: evaluate_unit(*unit, pred_dir, classes, stored, cfg),
                           prediction_units(cases))
     table = pd.DataFrame([row for rows in nested for row in rows])
     names = INSTANCE_CLASS_NAMES if instance_target(classes) else classes.set_index("index")["name"]

@@ -16,21 +16,16 @@ import pandas as pd
 import torch
 
 from unetflow.cases import CASE_IMAGE_DTYPE
-from unetflow.ensemble import (
-    labels_from_probabilities,
-    model_from_weights,
-    postprocess_unit,
-    predict_probabilities,
-    unit_probabilities,
-)
+from unetflow.ensemble import labels_from_probabilities, model_from_weights, predict_probabilities, predict_unit
 from unetflow.formats import ImageReadError, case_stem
 from unetflow.gpu import pick_device
 from unetflow.instances import instance_target
 from unetflow.io import image_info
+from unetflow.nifti import volume_spacing
 from unetflow.package import Package, load_package
 from unetflow.pairing import listed_images
 from unetflow.predictions import prediction_path, write_labels, write_probabilities
-from unetflow.preprocess import network_input
+from unetflow.preprocess import network_images
 from unetflow.sources import slice_id, source_images, source_kind
 from unetflow.summary import unit_summary
 from unetflow.volumes import volume_slice_axis
@@ -124,9 +119,13 @@ class Predictor:
                              f"images")
         if image.dtype.kind == "f" and not np.isfinite(image).all():
             raise ValueError(f"the image has {int((~np.isfinite(image)).sum())} NaN or Inf pixels")
-        settings = self.package.preprocess
-        return network_input(image, self.package.input_channels, settings["normalization"],
-                             settings["clip_percentiles"]).astype(CASE_IMAGE_DTYPE)
+        return self.network_images(image[None])[0]
+
+    def network_images(self, images: np.ndarray, voxel_spacing=None, axis: int = 2) -> list[np.ndarray]:
+        """Read slices (S, H, W, C) of one source preprocessed as the training cases were (a volume's slices
+        normalised together and resampled to the package's spacing): (C, H', W') float16 each, as stored."""
+        return [image.astype(CASE_IMAGE_DTYPE) for image in
+                network_images(images, self.package.input_channels, self.package.preprocess, voxel_spacing, axis)]
 
     def probabilities(self, image: np.ndarray) -> torch.Tensor:
         """Mean softmax (K, H, W) of the package's models on a read (H, W[, C]) image."""
@@ -155,14 +154,14 @@ class Predictor:
 
     def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> list[dict]:
         """Masks of one source (a 2D file, each page of a stack, or a volume as one) and their summary rows."""
-        images = source_images(source)
-        units = unit_rows(source)
+        images, volume = source_images(source), source["kind"] == "volume"
+        spacing = list(volume_spacing(source["image_path"])) if volume else None
         rows = []
-        for name, unit in units:
-            probabilities = unit_probabilities(self.models, [self.network_image(images[int(i)]) for i in unit["slice"]],
-                                               self.package.patch_size, self.package.predict, self.device, unit)
-            labels = postprocess_unit([labels_from_probabilities(p) for p in probabilities],
-                                      self.package.num_classes, unit, self.package.predict["largest_component"])
+        for name, unit in unit_rows(source):
+            network = self.network_images(images if volume else images[unit["slice"].tolist()], spacing,
+                                          int(source["slice_axis"]))
+            labels, probabilities = predict_unit(self.models, network, self.package.patch_size, self.package.predict,
+                                                 self.device, self.package.num_classes, unit)
             path = write_labels(prediction_path(out_dir, name, unit), labels, self.package.classes,
                                 self.package.palette, source["image_path"], int(source["slice_axis"]))
             if save_probabilities:
@@ -177,7 +176,8 @@ def unit_rows(source: dict) -> list[tuple[str, pd.DataFrame]]:
     stack and a 2D file as a unit of its own (named as `predict` names them)."""
     kind = source["kind"]
     rows = pd.DataFrame([dict(id=slice_id(source["id"], kind, index), image_path=source["image_path"], kind=kind,
-                              slice=index, slice_axis=source["slice_axis"], volume=source["id"])
+                              slice=index, slice_axis=source["slice_axis"], volume=source["id"],
+                              height=source["height"], width=source["width"])
                          for index in range(source["slices"])])
     if kind == "volume":
         return [(source["id"], rows)]

@@ -4,7 +4,8 @@ predicts its test split, without the training results or the config that made it
 A package is a `torch.save`d dict of tensors and plain Python values, so it loads with
 `torch.load(path, weights_only=True)` (no pickled code runs). It holds the weights of every model of the
 experiment's ensemble (its folds and those of predict.ensemble), their network settings, the patch size, the
-preprocessing settings, the input channels, the class table (names, stored values, colours) and the palette of
+preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing), the input
+channels, the class table (names, stored values, colours) and the palette of
 palette masks, the prediction settings, the voxel spacing of volume training data, a fingerprint of the training
 data and the versions used.
 """
@@ -22,7 +23,8 @@ from unetflow.io import mask_palette
 from unetflow.nifti import volume_spacing
 
 FORMAT = "unetflow-model-package"
-FORMAT_VERSION = 1  # raise when a field changes meaning; older readers then refuse newer packages
+FORMAT_VERSION = 2  # raise when a field changes meaning; older readers then refuse newer packages
+# 2: preprocess holds the settings as applied (per-volume and CT schemes, their statistics, the target spacing)
 PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component")
 REQUIRED = ("models", "patch_size", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
             "palette", "predict", "spacing", "fingerprint", "versions")
@@ -38,7 +40,7 @@ class Package:
     path: str
     models: list[dict]           # each {hparams, weights, source}
     patch_size: list[int]
-    preprocess: dict             # normalization, clip_percentiles
+    preprocess: dict             # normalization, clip_percentiles, ct, window, per_volume, spacing (as applied)
     input_channels: int
     convert_channels: bool       # data.channels was set: images of the other channel count are converted
     slice_axis: int
@@ -107,7 +109,7 @@ def build_package(checkpoints: list[str], sources: list[str], manifest: pd.DataF
         format=FORMAT, format_version=FORMAT_VERSION, versions=versions(),
         models=[dict(hparams=c["hparams"], weights=c["model"], source=s) for c, s in zip(loaded, sources)],
         patch_size=list(loaded[0]["patch_size"]),
-        preprocess=dict(normalization=preprocess["normalization"], clip_percentiles=preprocess["clip_percentiles"]),
+        preprocess=dict(preprocess),
         input_channels=int(channels.mode()[0]), convert_channels=bool(convert_channels), slice_axis=int(slice_axis),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
         palette=palette, predict={key: predict[key] for key in PREDICT_KEYS}, spacing=spacing,

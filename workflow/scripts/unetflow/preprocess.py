@@ -1,4 +1,5 @@
-"""Preprocessing: intensity normalisation and label mapping of every case into the stored case format."""
+"""Preprocessing: the settings as applied (`auto` resolved from the data-set fingerprint), intensity normalisation,
+resampling of volumes to the target spacing and label mapping of every case into the stored case format."""
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,9 +9,30 @@ import numpy as np
 import pandas as pd
 
 from unetflow.cases import save_case
-from unetflow.instances import instance_target, three_class_target
 from unetflow.labels import IGNORE_INDEX
-from unetflow.sources import case_instance_ids, case_labels, row_kind, source_images
+from unetflow.nifti import volume_spacing
+from unetflow.normalization import normalize_together, normalize_with
+from unetflow.resample import in_plane, resample_image, resample_labels, resample_nearest, resampled_shape
+from unetflow.sources import case_targets, row_kind, source_images
+
+
+def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
+    """The preprocessing as applied (stored beside the cases and in model packages): the normalisation scheme with
+    its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source; ValueError
+    naming the key when the scheme needs statistics the training cases do not give."""
+    scheme, scheme_source = cfg["normalization"], "config"
+    if scheme == "auto":
+        scheme, scheme_source = fingerprint["normalization"], f"auto: {fingerprint['normalization_reason']}"
+    if scheme == "ct" and fingerprint["ct"] is None:
+        raise ValueError("preprocess.normalization: ct needs the intensities of the training cases' foreground, but "
+                         "their masks have no foreground voxels; use zscore or window")
+    spacing, spacing_source = cfg["spacing"], "config"
+    if spacing == "auto":
+        spacing, spacing_source = fingerprint["target_spacing"], f"auto: {fingerprint['target_spacing_reason']}"
+    return dict(normalization=scheme, normalization_source=scheme_source, per_volume=True,
+                clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
+                ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
+                spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source)
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -23,54 +45,57 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(image, channels, axis=2)
 
 
-def normalize(image: np.ndarray, method: str = "zscore", clip_percentiles=None) -> np.ndarray:
-    """(H, W, C) image of any dtype -> (C, H, W) float32, z-scored per channel, optionally percentile-clipped first."""
-    channels = image.astype(np.float32).transpose(2, 0, 1)
-    if clip_percentiles is not None:
-        low, high = np.percentile(channels, clip_percentiles, axis=(1, 2), keepdims=True)
-        channels = np.clip(channels, low, high)
-    if method == "zscore":
-        mean = channels.mean(axis=(1, 2), keepdims=True)
-        std = channels.std(axis=(1, 2), keepdims=True)
-        return (channels - mean) / np.maximum(std, 1e-8)
-    if method == "minmax":
-        low, high = channels.min(axis=(1, 2), keepdims=True), channels.max(axis=(1, 2), keepdims=True)
-        return (channels - low) / np.maximum(high - low, 1e-8)
-    raise ValueError(f"preprocess.normalization: unknown method '{method}' (zscore or minmax)")
+def network_images(images: np.ndarray, channels: int, settings: dict, voxel_spacing=None,
+                   axis: int = 2) -> list[np.ndarray]:
+    """The read slices (S, H, W, C) of one source as the network sees them, (C, H', W') float32 each: `channels`
+    channels, normalised (`settings`: see `preprocess_settings`) and, for a NIfTI volume (`voxel_spacing` given,
+    sliced along `axis`), normalised as one and resampled in-plane to settings['spacing']."""
+    converted = [to_channels(image, channels) for image in images]
+    if voxel_spacing is None or not settings.get("per_volume", False):  # packages before per-volume schemes
+        normalised = [normalize_with(image, settings) for image in converted]
+    else:
+        normalised = normalize_together(np.stack(converted), settings)
+    if voxel_spacing is None or settings.get("spacing") is None:
+        return normalised
+    shape = resampled_shape(normalised[0].shape[1:], in_plane(voxel_spacing, axis), in_plane(settings["spacing"], axis))
+    return [resample_image(image, shape) for image in normalised]
 
 
-def network_input(image: np.ndarray, channels: int, normalization: str, clip_percentiles) -> np.ndarray:
-    """A read (H, W, C) image as the network sees it: `channels` channels, normalised, (C, H, W) float32."""
-    return normalize(to_channels(image, channels), normalization, clip_percentiles)
+def source_spacing(row) -> list[float] | None:
+    """The voxel spacing of a row's source when it is a NIfTI volume, else None (2D files carry none)."""
+    return list(volume_spacing(row["image_path"])) if row_kind(row) == "volume" else None
 
 
-def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, normalization: str,
-                      clip_percentiles) -> list[dict]:
-    """Preprocess every row of one source (a 2D file, a TIFF stack or a volume, read once); one case per row."""
+def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict) -> list[dict]:
+    """Preprocess every row of one source (a 2D file, a TIFF stack or a volume, read once); one case per row, with
+    its stored and original slice size."""
     first = rows.iloc[0]
-    images = source_images(first)
+    images, spacing = source_images(first), source_spacing(first)
+    network = network_images(images, int(first.get("input_channels", images.shape[3])), settings, spacing,
+                             int(first["slice_axis"]) if spacing is not None else 2)
+    labels_of_rows, instances = case_targets(rows, classes)
+    instances = instances or [None] * len(rows)
     results = []
-    instances = case_instance_ids(rows) if instance_target(classes) else [None] * len(rows)
-    labels_of_rows = [three_class_target(ids) for ids in instances] if instance_target(classes) else \
-        case_labels(rows, classes)
     for (_, row), labels, ids in zip(rows.iterrows(), labels_of_rows, instances):
-        image = images[int(row["slice"]) if row_kind(first) != "image" else 0]
-        image = network_input(image, int(row.get("input_channels", image.shape[2])), normalization,
-                              clip_percentiles)
+        image = network[int(row["slice"]) if row_kind(first) != "image" else 0]
+        original = labels.shape
+        if image.shape[1:] != original:
+            labels = resample_labels(labels, image.shape[1:])
+            ids = None if ids is None else resample_nearest(ids, image.shape[1:])
         path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels, ids)
         results.append(dict(id=row["id"], array_path=str(path), height=labels.shape[0], width=labels.shape[1],
-                            channels=image.shape[0],
+                            channels=image.shape[0], original_height=original[0], original_width=original[1],
                             foreground_fraction=float(((labels > 0) & (labels != IGNORE_INDEX)).mean())))
     return results
 
 
-def preprocess_cases(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, cfg: dict,
+def preprocess_cases(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
                      threads: int = 1) -> pd.DataFrame:
-    """Preprocess every case of the manifest into out_dir (cfg: normalization, clip_percentiles), each source in
-    a thread of its own; the preprocess manifest (id, array_path, height, width, channels, foreground_fraction)."""
+    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`), each source in a
+    thread of its own; the preprocess manifest (id, array_path, height, width, channels, original_height,
+    original_width, foreground_fraction)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sources = [rows for _, rows in manifest.groupby("image_path", sort=False)]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, cfg["normalization"],
-                                                       cfg["clip_percentiles"]), sources)
+        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings), sources)
         return pd.DataFrame([row for source_rows in done for row in source_rows])

@@ -24,6 +24,7 @@ from unetflow.cases import load_case, load_instances
 from unetflow.instances import instance_target
 from unetflow.labels import IGNORE_INDEX
 from unetflow.predictions import instance_prediction_path, prediction_path, read_instances, read_prediction
+from unetflow.resample import resample_nearest
 from unetflow.volumes import is_volume_unit
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
@@ -140,8 +141,8 @@ def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir
     else:
         pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
-    if is_volume_unit(rows):
-        pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
+    if is_volume_unit(rows):  # on the file's grid: brought onto the stored slice's of a resampled volume
+        pred = resample_nearest(np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"])), cases[index][1].shape)
     image, gt = cases[index]
     return dict(image=image.transpose(1, 2, 0), gt=gt, pred=pred)
 

@@ -1,0 +1,110 @@
+"""The data-set fingerprint (training cases only), the automatic normalisation and spacing rules, and the
+normalisation of a volume's slices as one."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import applied, build_manifest, write_ct_pair, write_pairs
+from unetflow.cases import load_case
+from unetflow.config import normalization_problems
+from unetflow.fingerprint import fingerprint_data, target_spacing
+from unetflow.preprocess import preprocess_settings, preprocess_source
+
+SPACING = (0.8, 0.8, 3.0)
+
+
+def ct_data_set(folder, lesions=(150.0, 150.0, 150.0)) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Three CT-like volumes (lesion intensities `lesions`): manifest, classes and a split with ct_a in train,
+    ct_b in val and ct_c in test."""
+    for seed, (name, hu) in enumerate(zip(("ct_a", "ct_b", "ct_c"), lesions)):
+        write_ct_pair(folder, name, (32, 30, 6), SPACING, seed, degrees=20 * seed, lesion_hu=hu)
+    manifest, classes = build_manifest(str(folder / "images"), str(folder / "labels"))
+    splits = pd.DataFrame({"id": manifest["id"], "split": manifest["volume"].map(
+        {"ct_a": "train", "ct_b": "val", "ct_c": "test"})})
+    return manifest, classes, splits
+
+
+def test_ct_statistics_come_from_the_training_and_validation_volumes_only(tmp_path):
+    table, summary = fingerprint_data(*ct_data_set(tmp_path))
+    assert table["source"].tolist() == ["ct_a", "ct_b"]
+    _, test_changed = fingerprint_data(*ct_data_set(tmp_path, lesions=(150.0, 150.0, 600.0)))
+    assert test_changed == summary
+    _, training_changed = fingerprint_data(*ct_data_set(tmp_path, lesions=(600.0, 150.0, 150.0)))
+    assert training_changed["ct"]["mean"] > summary["ct"]["mean"] + 100
+    assert summary["ct"]["mean"] == pytest.approx(150, abs=5) and summary["ct"]["std"] == pytest.approx(15, abs=3)
+    assert summary["ct"]["low"] < 150 < summary["ct"]["high"]
+
+
+def test_per_source_rows_measure_shape_spacing_classes_and_objects(tmp_path):
+    labels, _ = write_ct_pair(tmp_path, "ct_a", (32, 30, 6), SPACING)
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "labels"))
+    table, summary = fingerprint_data(manifest, classes, pd.DataFrame({"id": manifest["id"], "split": "train"}))
+    row = table.iloc[0]
+    assert list(row["shape"]) == [32, 30, 6] and list(row["spacing"]) == pytest.approx(SPACING)
+    assert list(row["class_voxels"]) == [labels.size - labels.sum(), labels.sum()]
+    assert row["objects"] == 1 and row["object_voxels_median"] == labels.sum()
+    assert row["integer_valued"] and row["intensity_min"] < -900 and row["sampled_voxels"] == labels.sum()
+    assert summary["target_spacing"] == pytest.approx(SPACING)
+
+
+def test_automatic_normalisation_ct_for_ct_like_volumes_zscore_otherwise(tmp_path):
+    _, ct = fingerprint_data(*ct_data_set(tmp_path / "ct"))
+    assert ct["normalization"] == "ct" and "CT" in ct["normalization_reason"]
+    mri = tmp_path / "mri"  # the same volumes as positive floats (an MRI-like range): no air, not CT
+    manifest, classes, splits = ct_data_set(mri)
+    for path in manifest["image_path"].unique():
+        volume = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(volume.dataobj, np.float32) / 7 + 200, volume.affine), path)
+    assert fingerprint_data(manifest, classes, splits)[1]["normalization"] == "zscore"
+    images, masks = write_pairs(tmp_path / "flat", count=3)
+    manifest, classes = build_manifest(str(images), str(masks))
+    _, flat = fingerprint_data(manifest, classes, pd.DataFrame({"id": manifest["id"], "split": "train"}))
+    assert (flat["normalization"], flat["target_spacing"]) == ("zscore", None)
+
+
+def test_target_spacing_is_the_median_and_the_coarse_axis_of_anisotropic_data_takes_its_10th_percentile():
+    spacings = np.array([[0.7, 0.7, 1.0], [0.8, 0.8, 1.5], [0.9, 0.9, 1.2]])
+    assert target_spacing(spacings)[0] == pytest.approx([0.8, 0.8, 1.2])
+    anisotropic = np.array([[0.7, 0.7, 5.0], [0.8, 0.8, 3.0], [0.9, 0.9, 5.0], [0.8, 0.8, 5.0]])
+    spacing, reason = target_spacing(anisotropic)
+    assert spacing == pytest.approx([0.8, 0.8, np.percentile([5, 3, 5, 5], 10)]) and "anisotropic" in reason
+    assert target_spacing(np.zeros((0, 3)))[0] is None
+
+
+@pytest.mark.parametrize("scheme", ["zscore", "ct"])
+def test_the_slices_of_a_volume_share_one_normalisation(tmp_path, scheme):
+    write_ct_pair(tmp_path, "ct_a", (32, 30, 6), SPACING, lesion_hu=1500.0)  # bright in the middle slices
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "labels"))
+    ct = dict(low=100.0, high=200.0, mean=150.0, std=15.0)
+    rows = preprocess_source(manifest, classes, str(tmp_path), applied(scheme, ct=ct))
+    stored = np.stack([load_case(row["array_path"])[0][0].astype(np.float32) for row in rows])
+    raw = np.moveaxis(np.asarray(nib.load(tmp_path / "images" / "ct_a.nii.gz").dataobj, np.float32), 2, 0)
+    if scheme == "zscore":
+        expected = (raw - raw.mean()) / raw.std()
+        assert np.ptp(stored.mean(axis=(1, 2))) > 0.2  # slices keep their differences: not z-scored one by one
+    else:
+        expected = (np.clip(raw, 100, 200) - 150) / 15
+    np.testing.assert_allclose(stored, expected, atol=2e-2, rtol=1e-3)
+
+
+def test_settings_resolve_auto_from_the_fingerprint_and_refuse_ct_without_foreground():
+    fingerprint = dict(normalization="ct", normalization_reason="looks like CT", ct=dict(low=0, high=1, mean=0, std=1),
+                       target_spacing=[1.0, 1.0, 2.0], target_spacing_reason="median")
+    settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto"),
+                                   fingerprint)
+    assert (settings["normalization"], settings["ct"], settings["spacing"]) == ("ct", fingerprint["ct"], [1, 1, 2])
+    assert settings["normalization_source"] == "auto: looks like CT"
+    with pytest.raises(ValueError, match="preprocess.normalization: ct needs"):
+        preprocess_settings(dict(normalization="ct", clip_percentiles=None, window=None, spacing=None),
+                            {**fingerprint, "ct": None})
+
+
+@pytest.mark.parametrize("section,problem", [
+    (dict(normalization="window", window=None, clip_percentiles=None), "window needs preprocess.window"),
+    (dict(normalization="zscore", window=[-1000, 1000], clip_percentiles=None), "preprocess.window is set"),
+    (dict(normalization="ct", window=None, clip_percentiles=[1, 99]), "clip_percentiles applies to zscore"),
+])
+def test_inconsistent_normalisation_settings_are_refused_naming_the_keys(section, problem):
+    assert problem in " ".join(normalization_problems(section))

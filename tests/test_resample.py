@@ -1,0 +1,74 @@
+"""Resampling to a voxel spacing: grid shapes, labels without new classes, round trips that keep labels and header,
+and predicted probabilities brought back onto the input's grid."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import write_ct_pair
+from unetflow.ensemble import on_source_grid
+from unetflow.labels import IGNORE_INDEX
+from unetflow.nifti import read_volume, write_label_volume
+from unetflow.resample import resample_image, resample_labels, resampled_shape
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_shapes_follow_the_spacing_and_keep_one_voxel_axes():
+    assert resampled_shape((100, 80, 1), (0.8, 0.8, 3.0), (1.0, 0.5, 1.0)) == (80, 128, 1)
+    assert resampled_shape((10, 10, 10), (1, 1, 1), (None, 2, 1)) == (10, 5, 10)
+
+
+def test_label_round_trip_of_an_anisotropic_rotated_volume_keeps_labels_and_header(tmp_path):
+    """0.8 x 0.8 x 3 mm, rotated 30 degrees: resampled to 0.5 x 0.5 x 1 mm and back, the ellipsoid survives, no
+    class value appears, and the labels written with the input's header carry its affine."""
+    labels, affine = write_ct_pair(tmp_path, "scan", (40, 36, 8), (0.8, 0.8, 3.0), degrees=30)
+    labels = labels + (labels > 0) * np.arange(labels.shape[0])[:, None, None] % 2  # classes 1 and 2, halves
+    fine = resampled_shape(labels.shape, (0.8, 0.8, 3.0), (0.5, 0.5, 1.0))
+    there = resample_labels(labels, fine)
+    back = resample_labels(there, labels.shape)
+    assert there.shape == (64, 58, 24) and back.shape == labels.shape
+    assert set(np.unique(there)) == set(np.unique(back)) == {0, 1, 2}
+    assert dice(back > 0, labels > 0) > 0.97 and (back == labels).mean() > 0.99
+    write_label_volume(tmp_path / "back.nii.gz", back, tmp_path / "images" / "scan.nii.gz")
+    written, image = read_volume(tmp_path / "back.nii.gz")
+    assert np.array_equal(written, back) and np.allclose(image.affine, affine)
+
+
+def test_labels_never_take_values_they_did_not_have():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 3, IGNORE_INDEX], np.uint8), (30, 30))  # speckle: every voxel a border
+    assert set(np.unique(resample_labels(labels, (47, 13)))) <= {0, 3, IGNORE_INDEX}
+
+
+def test_images_are_resampled_by_cubic_spline_per_channel():
+    y, x = np.mgrid[0:40, 0:50] / 10.0
+    image = np.stack([np.sin(y) + np.cos(x), 2 * np.cos(y)]).astype(np.float32)
+    up = resample_image(image, (80, 100))
+    back = resample_image(up, (40, 50))
+    assert up.shape == (2, 80, 100) and up.dtype == np.float32
+    np.testing.assert_allclose(back, image, atol=0.02)  # a smooth image survives the round trip
+
+
+def test_probabilities_go_back_to_the_files_grid_before_the_argmax(tmp_path):
+    """The one-hot map of a volume resampled in-plane (as preprocessing stores it), brought back by
+    `on_source_grid`, sums to 1 and argmaxes to the original labels."""
+    labels, _ = write_ct_pair(tmp_path, "scan", (40, 36, 6), (0.8, 0.8, 3.0))
+    stored = resample_labels(labels, resampled_shape(labels.shape, (0.8, 0.8, 3.0), (1.1, 1.1, 3.0)))
+    slices = [torch.from_numpy(np.stack([stored[..., z] == 0, stored[..., z] == 1]).astype(np.float32))
+              for z in range(6)]
+    rows = pd.DataFrame({"id": [f"scan_z{z}" for z in range(6)], "kind": "volume", "slice": range(6),
+                         "slice_axis": 2, "height": 40, "width": 36})  # as the file stores the slices
+    back = on_source_grid(slices, rows)
+    assert back[0].shape == (2, 40, 36)
+    torch.testing.assert_close(sum(p.sum(0) for p in back) / 6, torch.ones(40, 36))
+    predicted = np.stack([p.argmax(0).numpy() for p in back], axis=-1)
+    assert dice(predicted == 1, labels == 1) > 0.95
+
+
+def test_probabilities_of_2d_files_are_not_touched():
+    probabilities = [torch.rand(2, 30, 20)]
+    rows = pd.DataFrame({"id": ["a"], "kind": "image", "slice": [0], "slice_axis": 0, "image_path": "a.png"})
+    assert on_source_grid(probabilities, rows)[0] is probabilities[0]

@@ -1,0 +1,76 @@
+"""Resampling to a voxel spacing: new grid shapes, images by cubic spline, labels without inventing classes, and
+predicted class probabilities back onto each input's own grid.
+
+Grids are resampled edge to edge (`scipy.ndimage.zoom` with `grid_mode=True`: the first and last voxels' outer
+edges stay where they were), so a round trip returns to the same extent. An axis one voxel long is never resampled.
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from unetflow.volumes import is_volume_unit
+
+IMAGE_ORDER = 3  # cubic B-spline for intensities (nnU-Net's choice)
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, ...]:
+    """The grid shape that covers `shape` voxels of `spacing` with voxels of `target` (at least 1 per axis; axes
+    one voxel long, and axes whose target is None, keep their length)."""
+    return tuple(length if length == 1 or goal is None else max(1, round(length * size / goal))
+                 for length, size, goal in zip(shape, spacing, target))
+
+
+def in_plane(values, axis: int) -> list:
+    """The two entries of a per-axis (X, Y, Z) list that lie in the slices cut along `axis`."""
+    return [value for index, value in enumerate(values) if index != axis]
+
+
+def _zoom(array: np.ndarray, shape, order: int) -> np.ndarray:
+    """`array` resampled to `shape` (same dimensions) by a spline of `order`, edge to edge."""
+    if tuple(array.shape) == tuple(shape):
+        return array
+    factors = [new / old for new, old in zip(shape, array.shape)]
+    return ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
+
+
+def resample_image(image: np.ndarray, shape) -> np.ndarray:
+    """Intensities (C, ...) float32 on a grid of `shape` (the spatial axes), each channel by cubic spline."""
+    image = np.asarray(image, np.float32)
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image
+    return np.stack([_zoom(channel, shape, IMAGE_ORDER) for channel in image])
+
+
+def resample_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Label values on a grid of `shape`: each value's indicator map is interpolated linearly and every voxel takes
+    the value with the largest share (nnU-Net's way), so no value appears that `labels` did not hold."""
+    if tuple(labels.shape) == tuple(shape):
+        return labels
+    values = np.unique(labels)
+    if len(values) == 1:
+        return np.full(shape, values[0], labels.dtype)
+    shares = np.stack([_zoom((labels == value).astype(np.float32), shape, 1) for value in values])
+    return values[np.argmax(shares, axis=0)].astype(labels.dtype)
+
+
+def resample_nearest(ids: np.ndarray, shape) -> np.ndarray:
+    """Integer maps (object ids) on a grid of `shape` by nearest neighbour."""
+    return _zoom(ids, shape, 0)
+
+
+def resample_probabilities(probabilities: np.ndarray, shape) -> np.ndarray:
+    """Class probabilities (K, ...) on a grid of `shape` (the spatial axes) by linear interpolation: a voxel's
+    values stay a convex mix of its neighbours', so they still sum to 1."""
+    if tuple(probabilities.shape[1:]) == tuple(shape):
+        return probabilities
+    return np.stack([_zoom(channel, shape, 1) for channel in probabilities])
+
+
+def source_slice_shape(rows: pd.DataFrame) -> tuple[int, int] | None:
+    """The (H, W) of the slices of a prediction unit's source as its file stores them (the manifest's height and
+    width); None for 2D files and stacks, which are never resampled."""
+    if not is_volume_unit(rows):
+        return None
+    first = rows.iloc[0]
+    return int(first["height"]), int(first["width"])
