@@ -64,8 +64,8 @@ def main() -> None:
         start = time.perf_counter()
         _, fingerprint = fingerprint_data(manifest, classes, splits, threads=args.threads)
         fingerprinted = time.perf_counter()
-        settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto"),
-                                       fingerprint)
+        settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto",
+                                            scale="auto"), fingerprint)
         arrays = preprocess_cases(manifest, classes, str(folder / "cases"), settings, args.threads)
         preprocessed = time.perf_counter()
         rows = manifest[manifest["volume"] == test]

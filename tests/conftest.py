@@ -72,7 +72,8 @@ def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=N
 def applied(normalization: str = "zscore", spacing=None, ct: dict | None = None, **preprocess) -> dict:
     """Preprocessing settings as the preprocess rule resolves them from a config section (`preprocess`: other keys
     of it) and, for the ct scheme, the fingerprint's statistics `ct`."""
-    cfg = dict(dict(clip_percentiles=None, window=None), normalization=normalization, spacing=spacing, **preprocess)
+    cfg = dict(dict(clip_percentiles=None, window=None, scale=1.0), normalization=normalization, spacing=spacing,
+               **preprocess)
     return preprocess_settings(cfg, dict(ct=ct))
 
 

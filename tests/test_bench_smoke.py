@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "train_throughput.py"
 
 
@@ -54,3 +56,14 @@ def test_volume_preprocessing_runs_on_tiny_volumes():
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "normalisation ct" in result.stdout and "round-trip Dice of the lesion" in result.stdout
+
+
+def test_validation_share_validates_fewer_cases_with_the_default_share(tmp_path):
+    script = SCRIPT.with_name("validation_share.py")
+    command = [sys.executable, str(script), "--count", "40", "--sizes", "96x64,64x64", "--epochs", "1",
+               "--iterations", "2", "--threads", "1", "--workdir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    whole, default = pd.read_parquet(tmp_path / "validation_share.parquet").itertuples()
+    assert whole.val_cases_per_epoch == 6 and default.val_cases_per_epoch < 6  # 15 % of 40 cases
+    assert 0 < default.run_val_share < 1 and 0 < whole.run_val_share < 1

@@ -91,13 +91,17 @@ def test_the_slices_of_a_volume_share_one_normalisation(tmp_path, scheme):
 
 def test_settings_resolve_auto_from_the_fingerprint_and_refuse_ct_without_foreground():
     fingerprint = dict(normalization="ct", normalization_reason="looks like CT", ct=dict(low=0, high=1, mean=0, std=1),
-                       target_spacing=[1.0, 1.0, 2.0], target_spacing_reason="median")
-    settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto"),
-                                   fingerprint)
+                       target_spacing=[1.0, 1.0, 2.0], target_spacing_reason="median", scale=0.5, scale_reason="wide")
+    settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto",
+                                        scale="auto"), fingerprint)
     assert (settings["normalization"], settings["ct"], settings["spacing"]) == ("ct", fingerprint["ct"], [1, 1, 2])
+    assert (settings["scale"], settings["scale_source"]) == (0.5, "auto: wide")
+    explicit = preprocess_settings(dict(normalization="zscore", clip_percentiles=None, window=None, spacing=None,
+                                        scale=1), fingerprint)
+    assert (explicit["normalization"], explicit["spacing"], explicit["scale"]) == ("zscore", None, 1.0)
     assert settings["normalization_source"] == "auto: looks like CT"
     with pytest.raises(ValueError, match="preprocess.normalization: ct needs"):
-        preprocess_settings(dict(normalization="ct", clip_percentiles=None, window=None, spacing=None),
+        preprocess_settings(dict(normalization="ct", clip_percentiles=None, window=None, spacing=None, scale=1),
                             {**fingerprint, "ct": None})
 
 

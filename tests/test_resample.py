@@ -9,7 +9,7 @@ from conftest import write_ct_pair
 from unetflow.ensemble import on_source_grid
 from unetflow.labels import IGNORE_INDEX
 from unetflow.nifti import read_volume, write_label_volume
-from unetflow.resample import resample_image, resample_labels, resampled_shape
+from unetflow.resample import resample_image, resample_labels, resampled_shape, resize_image
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,7 +68,20 @@ def test_probabilities_go_back_to_the_files_grid_before_the_argmax(tmp_path):
     assert dice(predicted == 1, labels == 1) > 0.95
 
 
-def test_probabilities_of_2d_files_are_not_touched():
+def test_probabilities_of_2d_files_come_back_to_their_size_and_are_untouched_at_it():
+    rows = pd.DataFrame({"id": ["a"], "kind": "image", "slice": [0], "slice_axis": 0, "height": 30, "width": 20})
     probabilities = [torch.rand(2, 30, 20)]
-    rows = pd.DataFrame({"id": ["a"], "kind": "image", "slice": [0], "slice_axis": 0, "image_path": "a.png"})
     assert on_source_grid(probabilities, rows)[0] is probabilities[0]
+    scaled = torch.softmax(torch.rand(2, 15, 10), 0)
+    back = on_source_grid([scaled], rows)[0]
+    assert back.shape == (2, 30, 20) and torch.allclose(back.sum(0), torch.ones(30, 20), atol=1e-5)
+
+
+def test_shrinking_2d_labels_takes_each_area_s_largest_share():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:, :3] = 2  # columns 0-2: a 2x2 block over columns 2-3 holds 2 of class 2 and 2 of class 0 -> tie
+    labels[:, 6:] = 1
+    small = resample_labels(labels, (4, 4))
+    assert set(np.unique(small)) <= {0, 1, 2}
+    assert (small[:, 0] == 2).all() and (small[:, 3] == 1).all() and (small[:, 2] == 0).all()
+    assert (resize_image(labels[None].astype(np.float32), (4, 4))[0] == labels.reshape(4, 2, 4, 2).mean((1, 3))).all()

@@ -13,6 +13,7 @@ table, summary = fingerprint_data(pd.read_parquet(snakemake.input.manifest), pd.
 table.to_parquet(snakemake.output.table)
 with open(snakemake.output.summary, "w") as file:
     json.dump(summary, file, indent=2)
-log.info("fingerprint of %d training source(s) (%d cases): target spacing %s (%s); automatic normalisation %s (%s)",
-         summary["sources"], summary["cases"], summary["target_spacing"], summary["target_spacing_reason"],
-         summary["normalization"], summary["normalization_reason"])
+log.info("fingerprint of %d training source(s) (%d cases): target spacing %s (%s); automatic normalisation %s (%s); "
+         "scale of 2D images %g (%s)", summary["sources"], summary["cases"], summary["target_spacing"],
+         summary["target_spacing_reason"], summary["normalization"], summary["normalization_reason"], summary["scale"],
+         summary["scale_reason"])

@@ -11,12 +11,13 @@ from unetflow.preprocess import preprocess_cases, preprocess_settings
 log = stage_logger(snakemake.log[0])
 with open(snakemake.input.fingerprint) as file:
     settings = preprocess_settings(snakemake.params.preprocess, json.load(file))
-log.info("normalisation %s (%s); target spacing %s (%s)", settings["normalization"],
-         settings["normalization_source"], settings["spacing"], settings["spacing_source"])
+log.info("normalisation %s (%s); target spacing %s (%s); 2D images scaled by %g (%s)", settings["normalization"],
+         settings["normalization_source"], settings["spacing"], settings["spacing_source"], settings["scale"],
+         settings["scale_source"])
 table = preprocess_cases(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),
                          snakemake.output.cases, settings, snakemake.threads)
 table.to_parquet(snakemake.output.manifest)
 with open(snakemake.output.settings, "w") as file:
     json.dump(settings, file, indent=2)
 resampled = int(((table["height"] != table["original_height"]) | (table["width"] != table["original_width"])).sum())
-log.info("preprocessed %d cases (%d resampled) into %s", len(table), resampled, snakemake.output.cases)
+log.info("preprocessed %d cases (%d resampled or scaled) into %s", len(table), resampled, snakemake.output.cases)

@@ -114,9 +114,9 @@ def labels_from_probabilities(probs: torch.Tensor) -> np.ndarray:
 
 def on_source_grid(probabilities: list[torch.Tensor], rows: pd.DataFrame) -> list[torch.Tensor]:
     """The class probabilities (K, H', W') of each slice of a prediction unit on the grid of its source file (a
-    volume resampled in preprocessing); unchanged for 2D files, stacks and volumes kept as stored."""
+    volume resampled or an image scaled in preprocessing); unchanged for images kept as stored."""
     shape = source_slice_shape(rows)
-    if shape is None or tuple(probabilities[0].shape[1:]) == shape:
+    if tuple(probabilities[0].shape[1:]) == shape:
         return probabilities
     return [torch.from_numpy(resample_probabilities(probs.numpy(), shape)) for probs in probabilities]
 

@@ -1,7 +1,7 @@
 """The data-set fingerprint: what the training cases (train and val of the split, never test) look like, per source
 (shape, voxel spacing, intensities, foreground intensity statistics, class voxel counts, object sizes), and the
-data-set values preprocessing needs: the target spacing, the CT statistics and the automatic normalisation scheme,
-each with its reason.
+data-set values preprocessing needs: the target spacing, the CT statistics, the automatic normalisation scheme and
+the scale of 2D images, each with its reason.
 
 Foreground intensities are a seeded sample of at most SAMPLED_VOXELS voxels per source (as nnU-Net), pooled for the
 data-set statistics, so a data set of any size is summarised in bounded memory and the same data give the same
@@ -24,6 +24,8 @@ CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
 AIR_HU = -900  # a CT volume holds air (about -1000 HU) or padding below it
 ANISOTROPY = 3  # nnU-Net: a median spacing over 3 times another's makes its axis the coarse one
 COARSE_PERCENTILE = 10  # the coarse axis then takes this percentile of its spacings
+WIDE_OBJECT = 128  # px: 2D objects wider than this (half a CPU patch side) are scaled down to it
+SMALLEST_SIDE = 64  # px: scaling never takes the median image's shorter side below this
 
 
 def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
@@ -74,14 +76,43 @@ def class_voxels(labels: list[np.ndarray], num_classes: int) -> list[int]:
 
 def object_sizes(labels: list[np.ndarray], axis: int | None) -> dict:
     """The count and the median and 90th-percentile voxel count of a source's objects: the face-connected
-    components of each foreground class, in 3D for a volume (its slices stacked along `axis`), per image otherwise."""
+    components of each foreground class, in 3D for a volume (its slices stacked along `axis`), per image otherwise;
+    for 2D images also the 90th percentile of their widths (the diameter of each object's largest inscribed disc,
+    so a thin network such as membranes counts as thin however far it reaches)."""
     arrays = [stack_slices(labels, axis)] if axis is not None else labels
-    sizes = [np.bincount(components.ravel())[1:] for array in arrays
-             for value in np.unique(array) if value not in (0, IGNORE_INDEX)
-             for components in [ndimage.label(array == value)[0]]]
+    sizes, widths = [], []
+    for array in arrays:
+        for value in np.unique(array):
+            if value in (0, IGNORE_INDEX):
+                continue
+            components, count = ndimage.label(array == value)
+            sizes.append(np.bincount(components.ravel())[1:])
+            if axis is None:
+                inside = ndimage.distance_transform_edt(components > 0)
+                widths.append(2 * ndimage.maximum(inside, components, np.arange(1, count + 1)))
     sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    widths = np.concatenate(widths) if widths else np.zeros(0)
     return dict(objects=int(sizes.size), object_voxels_median=float(np.median(sizes)) if sizes.size else np.nan,
-                object_voxels_p90=float(np.percentile(sizes, 90)) if sizes.size else np.nan)
+                object_voxels_p90=float(np.percentile(sizes, 90)) if sizes.size else np.nan,
+                object_width_p90=float(np.percentile(widths, 90)) if widths.size else np.nan)
+
+
+def planned_scale(table: pd.DataFrame) -> tuple[float, str]:
+    """The factor 2D images are resized by, and why: 1, unless the typical large object (the median over images of
+    their 90th-percentile object width) is wider than WIDE_OBJECT px; then the factor that brings it to WIDE_OBJECT
+    (a patch then holds a whole object with its surroundings, not only its texture), rounded down to 0.01 and never
+    taking the median image's shorter side under SMALLEST_SIDE px. Volumes are resampled by spacing instead."""
+    flat = table[table["kind"] != "volume"]
+    widths = flat["object_width_p90"].dropna() if "object_width_p90" in flat else pd.Series(dtype=float)
+    if widths.empty:
+        return 1.0, "no 2D images with objects among the training cases"
+    width = float(widths.median())
+    if width <= WIDE_OBJECT:
+        return 1.0, f"objects up to {width:.0f} px wide (90th percentile, median over images) fit a patch"
+    shorter = float(np.median([min(shape[-2:]) for shape in flat["shape"]]))
+    scale = max(np.floor(WIDE_OBJECT / width * 100) / 100, min(1.0, SMALLEST_SIDE / shorter))
+    return float(scale), (f"objects up to {width:.0f} px wide (90th percentile, median over images), over "
+                          f"{WIDE_OBJECT} px: images scaled by {scale:g} so a patch holds whole objects")
 
 
 def millimetres(values) -> list[float]:
@@ -129,7 +160,7 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None) -> tuple[str, 
 def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.DataFrame, seed: int = 0,
                      threads: int = 1) -> tuple[pd.DataFrame, dict]:
     """The per-source fingerprint table of the training cases (train and val of the split) and the data-set values
-    (target spacing, CT statistics, automatic normalisation, each with its reason)."""
+    (target spacing, CT statistics, automatic normalisation, scale of 2D images, each with its reason)."""
     sources = [rows for _, rows in training_rows(manifest, splits).groupby("image_path", sort=True)]
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda item: source_fingerprint(item[1], classes, seed + item[0]),
@@ -141,8 +172,10 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
     spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
     spacing, spacing_reason = target_spacing(spacings)
     scheme, scheme_reason = automatic_normalization(table, ct)
+    scale, scale_reason = planned_scale(table)
     summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
-                   normalization_reason=scheme_reason, ct=ct, foreground_samples=int(pooled.size))
+                   normalization_reason=scheme_reason, scale=scale, scale_reason=scale_reason, ct=ct,
+                   foreground_samples=int(pooled.size))
     return table, summary

@@ -12,7 +12,7 @@ from unetflow.cases import save_case
 from unetflow.labels import IGNORE_INDEX
 from unetflow.nifti import volume_spacing
 from unetflow.normalization import normalize_together, normalize_with
-from unetflow.resample import in_plane, resample_image, resample_labels, resample_nearest, resampled_shape
+from unetflow.resample import in_plane, resample_image, resample_labels, resample_nearest, resampled_shape, resize_image
 from unetflow.sources import case_targets, row_kind, source_images
 
 
@@ -29,10 +29,14 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     spacing, spacing_source = cfg["spacing"], "config"
     if spacing == "auto":
         spacing, spacing_source = fingerprint["target_spacing"], f"auto: {fingerprint['target_spacing_reason']}"
+    scale, scale_source = cfg["scale"], "config"
+    if scale == "auto":
+        scale, scale_source = fingerprint["scale"], f"auto: {fingerprint['scale_reason']}"
     return dict(normalization=scheme, normalization_source=scheme_source, per_volume=True,
                 clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
                 ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
-                spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source)
+                spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
+                scale=float(scale), scale_source=scale_source)
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -48,17 +52,26 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 def network_images(images: np.ndarray, channels: int, settings: dict, voxel_spacing=None,
                    axis: int = 2) -> list[np.ndarray]:
     """The read slices (S, H, W, C) of one source as the network sees them, (C, H', W') float32 each: `channels`
-    channels, normalised (`settings`: see `preprocess_settings`) and, for a NIfTI volume (`voxel_spacing` given,
-    sliced along `axis`), normalised as one and resampled in-plane to settings['spacing']."""
+    channels, normalised (`settings`: see `preprocess_settings`); a NIfTI volume (`voxel_spacing` given, sliced
+    along `axis`) normalised as one and resampled in-plane to settings['spacing'], other images resized by
+    settings['scale']."""
     converted = [to_channels(image, channels) for image in images]
     if voxel_spacing is None or not settings.get("per_volume", False):  # packages before per-volume schemes
         normalised = [normalize_with(image, settings) for image in converted]
     else:
         normalised = normalize_together(np.stack(converted), settings)
-    if voxel_spacing is None or settings.get("spacing") is None:
+    if voxel_spacing is None:
+        shape = scaled_shape(normalised[0].shape[1:], settings.get("scale", 1.0))
+        return [resize_image(image, shape) for image in normalised]
+    if settings.get("spacing") is None:
         return normalised
     shape = resampled_shape(normalised[0].shape[1:], in_plane(voxel_spacing, axis), in_plane(settings["spacing"], axis))
     return [resample_image(image, shape) for image in normalised]
+
+
+def scaled_shape(shape, scale: float) -> tuple[int, ...]:
+    """A 2D image's (H, W) resized by `scale` (each side at least 1)."""
+    return tuple(max(1, round(side * scale)) for side in shape)
 
 
 def source_spacing(row) -> list[float] | None:

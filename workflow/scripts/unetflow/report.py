@@ -141,9 +141,10 @@ def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir
     else:
         pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
     index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
-    if is_volume_unit(rows):  # on the file's grid: brought onto the stored slice's of a resampled volume
-        pred = resample_nearest(np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"])), cases[index][1].shape)
+    if is_volume_unit(rows):
+        pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
     image, gt = cases[index]
+    pred = resample_nearest(pred, gt.shape)  # on the file's grid: onto the stored case's (resampled or scaled)
     return dict(image=image.transpose(1, 2, 0), gt=gt, pred=pred)
 
 

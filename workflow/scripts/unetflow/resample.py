@@ -5,11 +5,10 @@ Grids are resampled edge to edge (`scipy.ndimage.zoom` with `grid_mode=True`: th
 edges stay where they were), so a round trip returns to the same extent. An axis one voxel long is never resampled.
 """
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-
-from unetflow.volumes import is_volume_unit
 
 IMAGE_ORDER = 3  # cubic B-spline for intensities (nnU-Net's choice)
 
@@ -42,15 +41,30 @@ def resample_image(image: np.ndarray, shape) -> np.ndarray:
     return np.stack([_zoom(channel, shape, IMAGE_ORDER) for channel in image])
 
 
+def resize_image(image: np.ndarray, shape) -> np.ndarray:
+    """A 2D image (C, H, W) float32 resized to `shape` (H', W'): by pixel-area averaging when it shrinks (no
+    aliasing of fine texture), by cubic spline when it grows."""
+    image = np.asarray(image, np.float32)
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image
+    if shape[0] <= image.shape[1] and shape[1] <= image.shape[2]:
+        return np.stack([cv2.resize(channel, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) for channel in image])
+    return resample_image(image, shape)
+
+
 def resample_labels(labels: np.ndarray, shape) -> np.ndarray:
-    """Label values on a grid of `shape`: each value's indicator map is interpolated linearly and every voxel takes
-    the value with the largest share (nnU-Net's way), so no value appears that `labels` did not hold."""
+    """Label values on a grid of `shape`: each value's indicator map is interpolated linearly (averaged over pixel
+    areas when a 2D map shrinks) and every voxel takes the value with the largest share (nnU-Net's way), so no value
+    appears that `labels` did not hold."""
     if tuple(labels.shape) == tuple(shape):
         return labels
     values = np.unique(labels)
     if len(values) == 1:
         return np.full(shape, values[0], labels.dtype)
-    shares = np.stack([_zoom((labels == value).astype(np.float32), shape, 1) for value in values])
+    if labels.ndim == 2 and shape[0] <= labels.shape[0] and shape[1] <= labels.shape[1]:
+        shares = resize_image(np.stack([labels == value for value in values]), shape)
+    else:
+        shares = np.stack([_zoom((labels == value).astype(np.float32), shape, 1) for value in values])
     return values[np.argmax(shares, axis=0)].astype(labels.dtype)
 
 
@@ -67,10 +81,8 @@ def resample_probabilities(probabilities: np.ndarray, shape) -> np.ndarray:
     return np.stack([_zoom(channel, shape, 1) for channel in probabilities])
 
 
-def source_slice_shape(rows: pd.DataFrame) -> tuple[int, int] | None:
+def source_slice_shape(rows: pd.DataFrame) -> tuple[int, int]:
     """The (H, W) of the slices of a prediction unit's source as its file stores them (the manifest's height and
-    width); None for 2D files and stacks, which are never resampled."""
-    if not is_volume_unit(rows):
-        return None
+    width): a 2D file, a stack's pages or a volume's slices."""
     first = rows.iloc[0]
     return int(first["height"]), int(first["width"])

@@ -1,0 +1,100 @@
+"""Share of the training time spent in validation, whole validation set every epoch vs `train.val_share`.
+
+A generated data set of mixed image sizes (up to 1920x1080, cell-like blobs as the demo's) is split 70/15/15 as
+the default split does; the same U-Net trains the same steps twice: with `val_share: 1` (every validation case
+every epoch, as before issue 13) and with the default `val_share`. Each run prints its epochs' validation seconds
+and share, and the share of the whole run (epochs plus the final choice of checkpoint on the full validation set).
+
+    python bench/validation_share.py                          # 1000 images, 2 epochs x 25 steps, batch 4
+    python bench/validation_share.py --count 40 --epochs 1 --iterations 2 --sizes 96x64   # smoke
+"""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+
+from unetflow.config import resolved  # noqa: E402
+from unetflow.demo import render_case  # noqa: E402
+from unetflow.normalization import normalize  # noqa: E402
+from unetflow.train import Trainer  # noqa: E402
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SIZES = "1920x1080,1280x720,1024x768,720x576,640x480,512x512,384x288"  # width x height, drawn uniformly
+
+
+def train_defaults() -> dict:
+    """The `train` section's defaults from the config schema."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    properties = resolved(schema["$defs"]["train"], schema)["properties"]
+    return {key: entry.get("default") for key, entry in properties.items()}
+
+
+def mixed_size_cases(count: int, sizes: list[tuple[int, int]], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` (normalised image (1, H, W) float16, labels (H, W)) cases, each of a size drawn from `sizes`."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(count):
+        width, height = sizes[rng.integers(len(sizes))]
+        image, mask = render_case(rng, max(width, height))
+        cases.append((normalize(image[:height, :width, None]).astype(np.float16),
+                      (mask[:height, :width] > 0).astype(np.uint8)))
+    return cases
+
+
+def run(name: str, cfg: dict, train, val, workdir: Path) -> dict:
+    """Train once; the validation seconds and shares of its epochs and of the whole run (setup excluded)."""
+    trainer = Trainer(cfg, train, val, [str(i) for i in range(len(train))], workdir / f"{name}.state",
+                      logging.getLogger(name))
+    start = time.perf_counter()
+    metrics = trainer.run(workdir / f"{name}_best.pt", workdir / f"{name}_last.pt")
+    total = time.perf_counter() - start
+    epochs, epoch_validation = metrics["seconds"].sum(), metrics["val_seconds"].sum()
+    final = total - epochs  # the final choice of checkpoint on the whole validation set, and checkpoint writing
+    return dict(run=name, val_cases_per_epoch=int(metrics["val_cases"].iloc[0]), epochs=len(metrics),
+                train_s=epochs - epoch_validation, epoch_val_s=epoch_validation, epoch_val_share=epoch_validation
+                / epochs, final_choice_s=final, run_val_share=(epoch_validation + final) / total, total_s=total)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--sizes", default=SIZES, help="comma-separated WIDTHxHEIGHT")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", default="whole,default", help="which of the two runs, comma-separated")
+    parser.add_argument("--workdir", default="/tmp/unetflow_bench_validation", help="also gets the table")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [tuple(int(side) for side in size.split("x")) for size in args.sizes.split(",")]
+    start = time.perf_counter()
+    cases = mixed_size_cases(args.count, sizes, seed=0)
+    n_val = n_test = max(1, round(0.15 * args.count))
+    train, val = cases[n_val + n_test:], cases[:n_val]
+    print(f"{args.count} images ({args.sizes}) generated in {time.perf_counter() - start:.0f} s; "
+          f"train/val/(test) {len(train)}/{len(val)}/{n_test}; {args.epochs} epochs x {args.iterations} steps")
+    cfg = dict(train_defaults(), device="cpu", epochs=args.epochs, iterations_per_epoch=args.iterations,
+               batch_size=args.batch, num_classes=2)
+    runs = {"whole": ("whole validation set every epoch (val_share 1)", dict(cfg, val_share=1.0)),
+            "default": (f"default val_share {cfg['val_share']}", cfg)}
+    rows = [run(*runs[name], train, val, workdir) for name in args.runs.split(",")]
+    table = pd.DataFrame(rows)
+    table.to_parquet(workdir / "validation_share.parquet")
+    print(table.to_string(index=False, float_format="%.3f"))
+
+
+if __name__ == "__main__":
+    main()
