@@ -155,6 +155,8 @@ def test_ingest_reads_and_counts_instances(tmp_path):
     manifest, classes = build_manifest(images, masks, instances=True)
     assert classes["name"].tolist() == ["background", "interior", "boundary"]
     assert manifest.loc[0, "objects"] == 2 and manifest.loc[0, "touching_pairs"] == 1
+    _, classes = build_manifest(images, masks, instances=True, instance_target="weight_map")
+    assert classes["name"].tolist() == ["background", "foreground"]
 
 
 def test_ingest_refuses_declared_classes_with_instances(tmp_path):
@@ -170,11 +172,17 @@ def test_demo_instances_needs_data_instances(tmp_path):
     assert result.returncode != 0 and "demo.instances and data.instances" in result.stdout + result.stderr
 
 
-def test_instance_mode_end_to_end(tmp_path):
+@pytest.mark.parametrize("target", ["three_class", "weight_map"])
+def test_instance_mode_end_to_end(tmp_path, target):
     config = tiny_config()
     config["demo"]["instances"] = True
-    config["data"] = {"instances": True}
+    config["data"] = {"instances": True, "instance_target": target}
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
+    classes = pd.read_parquet(tmp_path / "results" / "data" / "classes.parquet")
+    assert classes["instance_target"].eq(target).all() and len(classes) == (3 if target == "three_class" else 2)
+    with np.load(next((tmp_path / "results" / "preprocess" / "cases").glob("*.npz"))) as case:
+        assert ("weights" in case) == (target == "weight_map") and "instances" in case
+        assert target == "three_class" or (case["weights"].dtype == np.float16 and case["weights"].min() >= 1)
     results = tmp_path / "results" / "unet"
     per_case = pd.read_parquet(results / "evaluate" / "per_case.parquet")
     objects_rows = per_case[per_case["class"] == 1]

@@ -42,6 +42,7 @@ class DataSpec:
     num_classes: int | None = None
     slice_axis: int = 2
     instances: bool = False
+    instance_target: str = "three_class"
     foreground: str = "values"
 
     @classmethod
@@ -291,7 +292,7 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     pairs, problems = source_pairs(data)
     declared, config_problems = declared_classes(data)
     if data.instances:
-        config_problems, declared = instance_settings_problems(data), instance_classes()
+        config_problems, declared = instance_settings_problems(data), instance_classes(data.instance_target)
     problems = config_problems + problems
     coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:

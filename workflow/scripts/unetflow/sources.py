@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.formats import is_volume
-from unetflow.instances import instance_ids, instance_target, three_class_target
+from unetflow.instances import instance_ids, instance_target, training_target
 from unetflow.io import is_lossy_mask, read_image, read_mask, read_mask_stack, read_stack
 from unetflow.labels import LabelCoding, map_labels, mask_values
 from unetflow.volumes import volume_image_slices, volume_mask_slices
@@ -78,10 +78,13 @@ def case_instance_ids(rows: pd.DataFrame) -> list[np.ndarray]:
     return [instance_ids(slices[int(row["slice"]) if row_kind(first) != "image" else 0]) for _, row in rows.iterrows()]
 
 
-def case_targets(rows: pd.DataFrame, classes: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """The training target (H, W) of every row of one source (class indices, or in the instance mode the
-    three-class target of its objects) and, in the instance mode, the object ids (else None)."""
-    if not instance_target(classes):
-        return case_labels(rows, classes), None
+def case_targets(rows: pd.DataFrame, classes: pd.DataFrame) -> tuple[list[np.ndarray], list | None, list | None]:
+    """The training target (H, W) of every row of one source (class indices, or in the instance mode the target
+    of its objects, see `unetflow.instances.training_target`) and, in the instance mode, the object ids and the
+    loss weights (None each, or per row for `weight_map`; else None)."""
+    target = instance_target(classes)
+    if not target:
+        return case_labels(rows, classes), None, None
     ids = case_instance_ids(rows)
-    return [three_class_target(slice_ids) for slice_ids in ids], ids
+    labels, weights = zip(*(training_target(slice_ids, target) for slice_ids in ids))
+    return list(labels), ids, list(weights)
