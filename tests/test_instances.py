@@ -1,6 +1,8 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -196,6 +198,27 @@ def test_instance_mode_end_to_end(tmp_path, target):
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])
     assert (results / "report" / "overlays.png").stat().st_size > 0
+    infer_matches_predict(tmp_path, config, masks, table)
+
+
+def infer_matches_predict(workdir, config, masks, table):
+    """`infer` on the test images (copied without masks) writes predict's instance masks and object table, and
+    counts the objects in its summary."""
+    (workdir / "new").mkdir()
+    for path in masks:
+        shutil.copy(workdir / "results" / "demo" / "images" / path.name, workdir / "new" / path.name)
+    config["infer"] = {"images": "new", "shards": 2}
+    snakemake(workdir, "infer", configfile=write_config(workdir, config, "infer.yaml"))
+    inferred = workdir / "results" / "infer" / "unet" / "masks"
+    for path in masks:
+        found = list(inferred.glob(f"shard*/{path.name}"))
+        assert len(found) == 1 and np.array_equal(read_mask(found[0]), read_mask(path))
+    objects = pd.concat([pd.read_parquet(p) for p in inferred.glob("shard*/objects.parquet")])
+    pd.testing.assert_frame_equal(objects.sort_values(["case", "id"]).reset_index(drop=True),
+                                  table.sort_values(["case", "id"]).reset_index(drop=True))
+    summary = pd.read_parquet(workdir / "results" / "infer" / "unet" / "summary.parquet")
+    counts = summary.groupby("id")["objects"].first()
+    assert counts.to_dict() == table.groupby("case").size().reindex(counts.index, fill_value=0).to_dict()
 
 
 def test_instance_masks_refuse_colour(tmp_path):

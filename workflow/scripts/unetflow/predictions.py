@@ -10,6 +10,7 @@ from unetflow.formats import is_volume, volume_suffix
 from unetflow.io import mask_palette, read_mask, write_mask
 from unetflow.labels import class_colors, class_values, colors_to_indices, integer_labels, map_labels
 from unetflow.nifti import read_volume
+from unetflow.objects import instances_from_probabilities, object_rows
 from unetflow.volumes import is_volume_unit, write_volume_labels
 
 PROBABILITIES_KEY = "probabilities"
@@ -64,8 +65,20 @@ def instance_prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
     <id>.png (16-bit when there are more than 255 objects)."""
     if is_volume_unit(rows):
         return prediction_path(out_dir, name, rows)
-    tiff = str(rows.iloc[0]["mask_path"]).lower().endswith((".tif", ".tiff"))
+    tiff = str(rows.iloc[0].get("mask_path", "")).lower().endswith((".tif", ".tiff"))  # no mask: new images
     return Path(out_dir, name + (".tif" if tiff else ".png"))
+
+
+OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the instance masks
+
+
+def write_unit_objects(probabilities, rows: pd.DataFrame, target: str, min_size: int, out_dir: str,
+                       name: str) -> list[dict]:
+    """Instance mode: the objects of a unit's softmax maps written as its instance mask; their table rows."""
+    ids = [instances_from_probabilities(probs, target, min_size) for probs in probabilities]
+    write_instances(instance_prediction_path(out_dir, name, rows), ids, rows)
+    return [row for case_id, slice_ids, probs in zip(rows["id"], ids, probabilities)
+            for row in object_rows(case_id, slice_ids, probs)]
 
 
 def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
