@@ -28,7 +28,6 @@ from unetflow.package import Package, load_package
 from unetflow.pairing import listed_images
 from unetflow.predictions import (
     OBJECTS_FILE,
-    instance_prediction_path,
     prediction_path,
     write_labels,
     write_probabilities,
@@ -172,9 +171,9 @@ class Predictor:
             labels, probabilities = predict_unit(self.models, network, self.package.patch_size, self.package.predict,
                                                  self.device, self.package.num_classes, unit)
             if self.package.instance_target:
-                unit_objects = write_unit_objects(probabilities, unit, self.package.instance_target,
-                                                  self.package.predict["min_object_size"], out_dir, name)
-                path, objects = instance_prediction_path(out_dir, name, unit), objects + unit_objects
+                path, unit_objects = write_unit_objects(probabilities, unit, self.package.instance_target,
+                                                        self.package.predict["min_object_size"], out_dir, name)
+                objects += unit_objects
                 summary = [dict(row, objects=len(unit_objects)) for row in
                            unit_summary(name, source, path, labels, probabilities, self.package.classes)]
             else:

@@ -88,7 +88,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             return [], [problem]
         axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
         count, shape, channels, dtype = image_geometry(image, kind, axis)
-        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors))
+        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors), data.instances)
     except ImageReadError as error:
         return [], [str(error)]
     if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):

@@ -37,7 +37,7 @@ def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[
         images = [load_case(arrays[case_id])[0] for case_id in rows["id"]]
         labels, probabilities = predict_unit(models, images, patches, cfg, device, len(class_values(classes)), rows)
         if target:
-            objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)
+            objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)[1]
         else:
             write_prediction(labels, classes, out_dir, name, rows)
         if cfg["save_probabilities"]:
