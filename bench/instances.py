@@ -8,6 +8,7 @@ per target: object F1 at IoU 0.5, mAP (0.5:0.9), AJI, PQ (means over the test im
 
     python bench/instances.py                      # 48 images of 128x128, 10 epochs x 25 iterations
     python bench/instances.py --count 12 --epochs 1 --iterations 2   # smoke
+    python bench/instances.py --targets weight_map --threads 1        # one target (run targets in parallel)
 """
 
 import argparse
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--min-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--targets", nargs="+", default=[name.split()[0] for name in TARGETS],
+                        choices=[name.split()[0] for name in TARGETS], help="the targets to train (default: all)")
     parser.add_argument("--workdir", default="/tmp/unetflow_bench_instances")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,7 +105,7 @@ def main() -> None:
     print(f"{args.count} images of {args.size}x{args.size}: {objects} cells, "
           f"{sum(touching_pairs(ids) for _, ids in cases)} touching pairs; train/val/test {len(train)}/{len(val)}/"
           f"{len(test)}; {args.epochs} epochs x {args.iterations} iterations, batch {args.batch}")
-    rows = [run_target(name, args, train, val, test, workdir) for name in TARGETS]
+    rows = [run_target(name, args, train, val, test, workdir) for name in TARGETS if name.split()[0] in args.targets]
     print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
 
 

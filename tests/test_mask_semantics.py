@@ -157,6 +157,7 @@ def test_instance_labelled_masks_are_refused_naming_the_setting(tmp_path):
     total = len(set().union(*(set(np.unique(t)) for t in truth.values())))
     assert f"the data set would have {total} classes" in message
     assert "Set data.instances: true to train and predict them as objects" in message
+    assert "data.instance_target: weight_map" in message
     assert "data.foreground: nonzero" in message
 
 
