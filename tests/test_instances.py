@@ -155,10 +155,10 @@ def test_ingest_reads_and_counts_instances(tmp_path):
     (masks / "c1.tif").unlink()
     (images / "c1.png").unlink()
     manifest, classes = build_manifest(images, masks, instances=True)
-    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert classes["name"].tolist() == ["background", "foreground"]  # the default target, weight_map
     assert manifest.loc[0, "objects"] == 2 and manifest.loc[0, "touching_pairs"] == 1
-    _, classes = build_manifest(images, masks, instances=True, instance_target="weight_map")
-    assert classes["name"].tolist() == ["background", "foreground"]
+    _, classes = build_manifest(images, masks, instances=True, instance_target="three_class")
+    assert classes["name"].tolist() == ["background", "interior", "boundary"]
 
 
 def test_ingest_refuses_declared_classes_with_instances(tmp_path):

@@ -42,7 +42,7 @@ class DataSpec:
     num_classes: int | None = None
     slice_axis: int = 2
     instances: bool = False
-    instance_target: str = "three_class"
+    instance_target: str = "weight_map"
     foreground: str = "values"
 
     @classmethod

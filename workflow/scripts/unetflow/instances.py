@@ -1,9 +1,9 @@
 """Instance masks (0 = background, 1..N = one id per object) as the instance mode reads, checks and trains them.
 
 With `data.instances: true` ingest writes the instance class table (`instance_classes`) of the target chosen by
-`data.instance_target`: `three_class`, background / interior / boundary (`three_class_target`), or `weight_map`,
-binary foreground with touching objects separated and the U-Net paper's border-separation loss weights
-(`unetflow.weight_map`). Preprocessing turns each id map into that target and keeps the ids beside it in the stored
+`data.instance_target`: `weight_map` (default), binary foreground with touching objects separated and the U-Net
+paper's border-separation loss weights (`unetflow.weight_map`), or `three_class`, background / interior / boundary
+(`three_class_target`). Preprocessing turns each id map into that target and keeps the ids beside it in the stored
 case for evaluation. Every stage after ingest tells the instance mode and its target from the class table
 (`instance_target`), so no other setting has to agree with it.
 """
@@ -21,7 +21,7 @@ BOUNDARY_WIDTH = 2  # pixels of every object, from its outline inwards, that for
 FULL_CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: an object touching itself diagonally is one blob
 
 
-def instance_classes(target: str = "three_class") -> pd.DataFrame:
+def instance_classes(target: str = "weight_map") -> pd.DataFrame:
     """The class table of the instance mode: one row per trained class, with the column `instance_target`."""
     if target not in INSTANCE_TARGETS:
         raise ValueError(f"data.instance_target: unknown target '{target}' (one of {list(INSTANCE_TARGETS)})")
