@@ -35,7 +35,7 @@ from unetflow.predictions import prediction_path, write_labels  # noqa: E402
 from unetflow.sources import source_images  # noqa: E402
 from unetflow.summary import unit_summary  # noqa: E402
 
-PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False)
+PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 

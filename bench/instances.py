@@ -1,12 +1,14 @@
-"""Instance mode vs plain semantic segmentation + connected components, on generated touching cells.
+"""The instance mode's two targets vs plain semantic segmentation + connected components, on generated touching cells.
 
-Both train the same U-Net with the same budget (epochs x iterations, batch, seed) on the same images: the instance
-mode on the three-class target (background / interior / boundary) with watershed postprocessing, the baseline on
-binary foreground with 8-connected components. Prints per target: object F1 at IoU 0.5, mAP (0.5:0.9), AJI, PQ
-(means over the test images) and the training minutes.
+All three train the same U-Net with the same budget (epochs x iterations, batch, seed) on the same images: the
+instance mode's `weight_map` target (binary foreground, touching objects separated, the U-Net paper's border weights
+on the cross-entropy; watershed from the foreground core) and its `three_class` target (background / interior /
+boundary, watershed from the interior), and the baseline on binary foreground with 8-connected components. Prints
+per target: object F1 at IoU 0.5, mAP (0.5:0.9), AJI, PQ (means over the test images) and the training minutes.
 
     python bench/instances.py                      # 48 images of 128x128, 10 epochs x 25 iterations
     python bench/instances.py --count 12 --epochs 1 --iterations 2   # smoke
+    python bench/instances.py --targets weight_map --threads 1        # one target (run targets in parallel)
 """
 
 import argparse
@@ -24,15 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 from unetflow.augment import AUGMENT_DEFAULTS  # noqa: E402
 from unetflow.demo_cells import render_touching_cells  # noqa: E402
 from unetflow.ensemble import predict_probabilities  # noqa: E402
-from unetflow.instances import three_class_target, touching_pairs  # noqa: E402
+from unetflow.instances import touching_pairs, training_target  # noqa: E402
 from unetflow.normalization import normalize  # noqa: E402
 from unetflow.object_metrics import object_metrics  # noqa: E402
-from unetflow.objects import instances_from_foreground, instances_from_three_class  # noqa: E402
+from unetflow.objects import instances_from_foreground, instances_from_probabilities  # noqa: E402
 from unetflow.train import Trainer  # noqa: E402
 
-TARGETS = {
-    "three_class (instance mode)": (lambda ids: three_class_target(ids), 3, instances_from_three_class),
-    "semantic + connected components": (lambda ids: (ids > 0).astype(np.uint8), 2, instances_from_foreground),
+TARGETS = {  # name: (id map -> (labels, weights or None), classes, softmax -> objects)
+    "weight_map (instance mode)": (lambda ids: training_target(ids, "weight_map"), 2,
+                                   lambda probs, size: instances_from_probabilities(probs, "weight_map", size)),
+    "three_class (instance mode)": (lambda ids: training_target(ids, "three_class"), 3,
+                                    lambda probs, size: instances_from_probabilities(probs, "three_class", size)),
+    "semantic + connected components": (lambda ids: ((ids > 0).astype(np.uint8), None), 2,
+                                        instances_from_foreground),
 }
 
 
@@ -45,28 +51,30 @@ def data_set(count: int, size: int, seed: int):
 
 def train_cfg(args, num_classes: int) -> dict:
     """The workflow's train defaults with the benchmark's budget."""
-    return dict(device="cpu", seed=0, precision="auto", epochs=args.epochs, iterations_per_epoch=args.iterations,
-                batch_size=args.batch, patch_size=None, depth=3, base_width=16, norm="batch",
-                deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3, weight_decay=0.0,
-                lr_schedule="constant", warmup_iterations=0, grad_clip=0, foreground_oversampling=0.33,
-                early_stopping=0, checkpoint_every=10**6, compile=False, augment=AUGMENT_DEFAULTS,
-                num_classes=num_classes)
+    return dict(device=args.device, seed=0, precision="auto", epochs=args.epochs,
+                iterations_per_epoch=args.iterations, val_share=0.1, batch_size=args.batch, patch_size=None,
+                depth=3, base_width=16, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam",
+                lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_iterations=0, grad_clip=0,
+                foreground_oversampling=0.33, early_stopping=0, checkpoint_every=10**6, compile=False,
+                augment=AUGMENT_DEFAULTS, num_classes=num_classes)
 
 
 def run_target(name: str, args, train, val, test, workdir: Path) -> dict:
     """Train one target and score its objects on the test images."""
     make_target, num_classes, to_instances = TARGETS[name]
-    cases = [[(image, make_target(ids)) for image, ids in split] for split in (train, val)]
+    train_cases = [(image, *make_target(ids)) for image, ids in train]
+    cases = [[case if case[2] is not None else case[:2] for case in train_cases],
+             [(image, make_target(ids)[0]) for image, ids in val]]
     log = logging.getLogger("bench")
     start = time.perf_counter()
     trainer = Trainer(train_cfg(args, num_classes), cases[0], cases[1], [str(i) for i in range(len(train))],
-                      workdir / f"{num_classes}.state", log)
-    trainer.run(workdir / f"{num_classes}_best.pt", workdir / f"{num_classes}_last.pt")
+                      workdir / f"{name.split()[0]}.state", log)
+    trainer.run(workdir / f"{name.split()[0]}_best.pt", workdir / f"{name.split()[0]}_last.pt")
     minutes = (time.perf_counter() - start) / 60
     model = trainer.model.eval()
     cfg = dict(overlap=0.5, batch_size=4, mirror=False)
     scores = [object_metrics(ids, to_instances(
-        predict_probabilities([model], image.astype(np.float32), trainer.patch, cfg, torch.device("cpu")).numpy(),
+        predict_probabilities([model], image.astype(np.float32), trainer.patch, cfg, trainer.device).cpu().numpy(),
         args.min_size)) for image, ids in test]
     table = pd.DataFrame(scores)
     return dict(target=name, f1=table["object_f1"].mean(), map=table["object_map"].mean(), aji=table["aji"].mean(),
@@ -82,6 +90,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--min-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--targets", nargs="+", default=[name.split()[0] for name in TARGETS],
+                        choices=[name.split()[0] for name in TARGETS], help="the targets to train (default: all)")
     parser.add_argument("--workdir", default="/tmp/unetflow_bench_instances")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,7 +105,7 @@ def main() -> None:
     print(f"{args.count} images of {args.size}x{args.size}: {objects} cells, "
           f"{sum(touching_pairs(ids) for _, ids in cases)} touching pairs; train/val/test {len(train)}/{len(val)}/"
           f"{len(test)}; {args.epochs} epochs x {args.iterations} iterations, batch {args.batch}")
-    rows = [run_target(name, args, train, val, test, workdir) for name in TARGETS]
+    rows = [run_target(name, args, train, val, test, workdir) for name in TARGETS if name.split()[0] in args.targets]
     print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
 
 

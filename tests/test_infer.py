@@ -30,7 +30,8 @@ from unetflow.volumes import stack_slices
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
-PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False)
+PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False,
+               min_object_size=16)
 ZSCORE = dict(normalization="zscore", clip_percentiles=None)  # a package of format 1 (per-slice z-score)
 
 

@@ -1,6 +1,8 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,8 +155,10 @@ def test_ingest_reads_and_counts_instances(tmp_path):
     (masks / "c1.tif").unlink()
     (images / "c1.png").unlink()
     manifest, classes = build_manifest(images, masks, instances=True)
-    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert classes["name"].tolist() == ["background", "foreground"]  # the default target, weight_map
     assert manifest.loc[0, "objects"] == 2 and manifest.loc[0, "touching_pairs"] == 1
+    _, classes = build_manifest(images, masks, instances=True, instance_target="three_class")
+    assert classes["name"].tolist() == ["background", "interior", "boundary"]
 
 
 def test_ingest_refuses_declared_classes_with_instances(tmp_path):
@@ -170,11 +174,17 @@ def test_demo_instances_needs_data_instances(tmp_path):
     assert result.returncode != 0 and "demo.instances and data.instances" in result.stdout + result.stderr
 
 
-def test_instance_mode_end_to_end(tmp_path):
+@pytest.mark.parametrize("target", ["three_class", "weight_map"])
+def test_instance_mode_end_to_end(tmp_path, target):
     config = tiny_config()
     config["demo"]["instances"] = True
-    config["data"] = {"instances": True}
+    config["data"] = {"instances": True, "instance_target": target}
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
+    classes = pd.read_parquet(tmp_path / "results" / "data" / "classes.parquet")
+    assert classes["instance_target"].eq(target).all() and len(classes) == (3 if target == "three_class" else 2)
+    with np.load(next((tmp_path / "results" / "preprocess" / "cases").glob("*.npz"))) as case:
+        assert ("weights" in case) == (target == "weight_map") and "instances" in case
+        assert target == "three_class" or (case["weights"].dtype == np.float16 and case["weights"].min() >= 1)
     results = tmp_path / "results" / "unet"
     per_case = pd.read_parquet(results / "evaluate" / "per_case.parquet")
     objects_rows = per_case[per_case["class"] == 1]
@@ -188,6 +198,27 @@ def test_instance_mode_end_to_end(tmp_path):
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])
     assert (results / "report" / "overlays.png").stat().st_size > 0
+    infer_matches_predict(tmp_path, config, masks, table)
+
+
+def infer_matches_predict(workdir, config, masks, table):
+    """`infer` on the test images (copied without masks) writes predict's instance masks and object table, and
+    counts the objects in its summary."""
+    (workdir / "new").mkdir()
+    for path in masks:
+        shutil.copy(workdir / "results" / "demo" / "images" / path.name, workdir / "new" / path.name)
+    config["infer"] = {"images": "new", "shards": 2}
+    snakemake(workdir, "infer", configfile=write_config(workdir, config, "infer.yaml"))
+    inferred = workdir / "results" / "infer" / "unet" / "masks"
+    for path in masks:
+        found = list(inferred.glob(f"shard*/{path.name}"))
+        assert len(found) == 1 and np.array_equal(read_mask(found[0]), read_mask(path))
+    objects = pd.concat([pd.read_parquet(p) for p in inferred.glob("shard*/objects.parquet")])
+    pd.testing.assert_frame_equal(objects.sort_values(["case", "id"]).reset_index(drop=True),
+                                  table.sort_values(["case", "id"]).reset_index(drop=True))
+    summary = pd.read_parquet(workdir / "results" / "infer" / "unet" / "summary.parquet")
+    counts = summary.groupby("id")["objects"].first()
+    assert counts.to_dict() == table.groupby("case").size().reindex(counts.index, fill_value=0).to_dict()
 
 
 def test_instance_masks_refuse_colour(tmp_path):

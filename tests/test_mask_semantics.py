@@ -157,13 +157,14 @@ def test_instance_labelled_masks_are_refused_naming_the_setting(tmp_path):
     total = len(set().union(*(set(np.unique(t)) for t in truth.values())))
     assert f"the data set would have {total} classes" in message
     assert "Set data.instances: true to train and predict them as objects" in message
+    assert "data.instance_target: three_class" in message
     assert "data.foreground: nonzero" in message
 
 
 def test_instance_labelled_masks_ingest_in_the_instance_mode(tmp_path):
     truth = write_instance_pairs(tmp_path)
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), instances=True)
-    assert classes["name"].tolist() == ["background", "interior", "boundary"]
+    assert classes["name"].tolist() == ["background", "foreground"]  # the default target, weight_map
     assert manifest["objects"].tolist() == [len(np.unique(truth[f"n{i}"])) - 1 for i in range(3)]
 
 

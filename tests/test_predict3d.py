@@ -22,7 +22,7 @@ from unetflow.package import build_package, save_package
 from unetflow.predict import predict_cases
 from unetflow.tiling import sliding_window_predict
 
-CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False)
+CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CPU = torch.device("cpu")
 PATCH_3D, PATCH_2D = [4, 8, 8], [16, 16]
 CLASSES = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "a", "b"], "value": [0, 1, 2], "color": None,

@@ -23,7 +23,8 @@ per sample. Configuration keys (`AUGMENT_DEFAULTS`; a partial dict is merged ove
 - `blur.p` (0.2), `blur.sigma` ([0.5, 1.0]): separable Gaussian blur with standard deviation in pixels drawn
   from sigma.
 
-Spatial transforms move images bilinearly and labels by nearest neighbour with the same sampling grid; regions
+Spatial transforms move images bilinearly and labels (and loss weights, `augment_weighted_batch`) by nearest
+neighbour with the same sampling grid; regions
 sampled from outside the image get image 0 and label `fill_label`. Intensity statistics (mean, min, max) are
 taken per sample and channel; intensity transforms leave labels untouched. Order: spatial (affine and
 elastic), mirror, rot90, noise, blur, brightness, contrast, gamma.
@@ -75,17 +76,33 @@ def augment_batch(images: Tensor, labels: Tensor, config: dict | None, generator
     All random draws come from `generator`, which must be on the tensors' device; the same seed gives the same
     batch. Returns new tensors of the input shapes and dtypes.
     """
+    images, (labels,) = augment_with_maps(images, [labels], [fill_label], config, generator)
+    return images, labels
+
+
+def augment_weighted_batch(images: Tensor, labels: Tensor, weights: Tensor, config: dict | None,
+                           generator: torch.Generator, *, fill_label: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """`augment_batch` with per-pixel loss weights (B, H, W) moved with the labels (weight 0 outside the image);
+    the same seed gives the same images and labels as `augment_batch`."""
+    images, (labels, weights) = augment_with_maps(images, [labels, weights], [fill_label, 0], config, generator)
+    return images, labels, weights
+
+
+def augment_with_maps(images: Tensor, maps: list[Tensor], fills: list, config: dict | None,
+                      generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+    """Augment images and pixel maps (B, H, W: labels, weights) together: spatial transforms move every map by
+    nearest neighbour (`fills` outside the image), intensity transforms change the images only."""
     cfg = merge_config(config)
-    images, labels = resample_spatially(images, labels, cfg["affine"], cfg["elastic"], generator, fill_label)
-    images, labels = mirror(images, labels, cfg["mirror"]["p"], generator)
+    images, maps = resample_spatially(images, maps, cfg["affine"], cfg["elastic"], generator, fills)
+    images, maps = mirror(images, maps, cfg["mirror"]["p"], generator)
     if images.shape[-1] == images.shape[-2]:
-        images, labels = rotate90(images, labels, cfg["rot90"]["p"], generator)
+        images, maps = rotate90(images, maps, cfg["rot90"]["p"], generator)
     images = add_noise(images, cfg["noise"], generator)
     images = blur(images, cfg["blur"], generator)
     images = scale_brightness(images, cfg["brightness"], generator)
     images = scale_contrast(images, cfg["contrast"], generator)
     images = adjust_gamma(images, cfg["gamma"], generator)
-    return images, labels
+    return images, maps
 
 
 def draw_mask(p: float, n: int, generator: torch.Generator) -> Tensor:
@@ -116,19 +133,20 @@ def select(mask: Tensor, changed: Tensor, original: Tensor) -> Tensor:
 
 # --- spatial transforms ---------------------------------------------------------------------------------------
 
-def resample_spatially(images: Tensor, labels: Tensor, affine_cfg: dict, elastic_cfg: dict,
-                       generator: torch.Generator, fill_label: int) -> tuple[Tensor, Tensor]:
+def resample_spatially(images: Tensor, maps: list[Tensor], affine_cfg: dict, elastic_cfg: dict,
+                       generator: torch.Generator, fills: list) -> tuple[Tensor, list[Tensor]]:
     """Rotate, scale and elastically deform samples in one fused resampling; untouched samples stay exact."""
     if affine_cfg["p"] <= 0 and elastic_cfg["p"] <= 0:
-        return images, labels
-    batch, (height, width) = labels.shape[0], labels.shape[-2:]
+        return images, maps
+    batch, (height, width) = maps[0].shape[0], maps[0].shape[-2:]
     matrices, affine_mask = draw_affine_matrices(affine_cfg, batch, generator)
     displacement, elastic_mask = draw_elastic_displacement(elastic_cfg, batch, height, width, generator)
     coords = source_pixel_coordinates(matrices, displacement)
     moved_images = sample_images_bilinear(images, coords)
-    moved_labels = sample_labels_nearest(labels, coords, fill_label)
     mask = affine_mask | elastic_mask
-    return select(mask, moved_images, images), select(mask, moved_labels, labels)
+    moved_maps = [select(mask, sample_labels_nearest(pixels, coords, fill), pixels)
+                  for pixels, fill in zip(maps, fills)]
+    return select(mask, moved_images, images), moved_maps
 
 
 def draw_affine_matrices(cfg: dict, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -172,9 +190,9 @@ def sample_images_bilinear(images: Tensor, coords: Tensor) -> Tensor:
     return moved.reshape(images.shape)
 
 
-def sample_labels_nearest(labels: Tensor, coords: Tensor, fill_label: int) -> Tensor:
-    """Nearest-neighbour lookup of labels (B, ..., H, W) at (B, H, W, 2) pixel coordinates, the same for every
-    plane of a sample (exact integer values); fill_label outside."""
+def sample_labels_nearest(labels: Tensor, coords: Tensor, fill_label) -> Tensor:
+    """Nearest-neighbour lookup of a pixel map (labels, loss weights; B, ..., H, W) at (B, H, W, 2) pixel
+    coordinates, the same for every plane of a sample (exact values); fill_label outside."""
     batch, (height, width) = labels.shape[0], labels.shape[-2:]
     ix, iy = torch.round(coords).long().unbind(-1)
     inside = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
@@ -185,31 +203,32 @@ def sample_labels_nearest(labels: Tensor, coords: Tensor, fill_label: int) -> Te
     return torch.where(inside, gathered, torch.full_like(gathered, fill_label))
 
 
-def mirror(images: Tensor, labels: Tensor, p: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Flip each sample along each spatial axis independently with probability p (axes in order, the last two
-    last)."""
+def mirror(images: Tensor, maps: list[Tensor], p: float, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+    """Flip each sample (image and pixel maps) along each spatial axis independently with probability p (axes in
+    order, the last two last)."""
     if p <= 0:
-        return images, labels
-    for axis in range(1 - labels.dim(), 0):
-        mask = draw_mask(p, labels.shape[0], generator)
+        return images, maps
+    for axis in range(1 - maps[0].dim(), 0):
+        mask = draw_mask(p, images.shape[0], generator)
         images = select(mask, images.flip(axis), images)
-        labels = select(mask, labels.flip(axis), labels)
-    return images, labels
+        maps = [select(mask, pixels.flip(axis), pixels) for pixels in maps]
+    return images, maps
 
 
-def rotate90(images: Tensor, labels: Tensor, p: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """With probability p rotate a (square) sample by k * 90 degrees, k uniform in {1, 2, 3}."""
+def rotate90(images: Tensor, maps: list[Tensor], p: float, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+    """With probability p rotate a (square) sample and its pixel maps by k * 90 degrees, k uniform in {1, 2, 3}."""
     if p <= 0:
-        return images, labels
-    batch = labels.shape[0]
+        return images, maps
+    batch = images.shape[0]
     mask = draw_mask(p, batch, generator)
     turns = torch.randint(1, 4, (batch,), generator=generator, device=generator.device)
-    rotated_images, rotated_labels = images, labels
+    rotated_images, rotated_maps = images, list(maps)
     for k in (1, 2, 3):
         chosen = mask & (turns == k)
         rotated_images = select(chosen, images.rot90(k, dims=(-2, -1)), rotated_images)
-        rotated_labels = select(chosen, labels.rot90(k, dims=(-2, -1)), rotated_labels)
-    return rotated_images, rotated_labels
+        rotated_maps = [select(chosen, pixels.rot90(k, dims=(-2, -1)), rotated)
+                        for pixels, rotated in zip(maps, rotated_maps)]
+    return rotated_images, rotated_maps
 
 
 # --- intensity transforms -------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def source_fingerprint(rows: pd.DataFrame, classes: pd.DataFrame, seed: int) -> 
     first = rows.iloc[0]
     kind = row_kind(first)
     images = source_images(first)
-    labels, _ = case_targets(rows, classes)
+    labels = case_targets(rows, classes)[0]
     indices = [int(row["slice"]) if kind != "image" else 0 for _, row in rows.iterrows()]
     pixels = images[indices]
     foreground = np.stack([(slice_labels > 0) & (slice_labels != IGNORE_INDEX) for slice_labels in labels])

@@ -1,5 +1,7 @@
 """Inference on new, unlabelled images with a model package: check the images, preprocess them as the model's
 training data were, predict, and write masks in the training masks' encoding plus a summary per image and class.
+A package of the instance mode writes instance masks (as `predict` writes them: 16-bit ids, the objects of its
+instance target) and a table of the objects (`objects.parquet` beside the masks); its summary counts the objects.
 
 The same functions serve the workflow's `infer` rules, the Python API (`Predictor`) and the command line:
 
@@ -19,12 +21,18 @@ from unetflow.cases import CASE_IMAGE_DTYPE
 from unetflow.ensemble import labels_from_probabilities, model_from_weights, predict_probabilities, predict_unit
 from unetflow.formats import ImageReadError, case_stem
 from unetflow.gpu import pick_device
-from unetflow.instances import instance_target
 from unetflow.io import image_info
 from unetflow.nifti import volume_spacing
+from unetflow.objects import object_table
 from unetflow.package import Package, load_package
 from unetflow.pairing import listed_images
-from unetflow.predictions import prediction_path, write_labels, write_probabilities
+from unetflow.predictions import (
+    OBJECTS_FILE,
+    prediction_path,
+    write_labels,
+    write_probabilities,
+    write_unit_objects,
+)
 from unetflow.preprocess import network_images
 from unetflow.sources import slice_id, source_images, source_kind
 from unetflow.summary import unit_summary
@@ -98,10 +106,6 @@ class Predictor:
     checked files (see `check_images`), `predict_files` for files as they are."""
 
     def __init__(self, package: Package, device: str = "auto"):
-        if instance_target(package.classes):
-            raise ValueError(f"{package.path}: a model of the instance mode (data.instances: true); inference on new "
-                             f"images does not write instance masks yet: predict them with the workflow's predict "
-                             f"rule (e.g. predict.split: all)")
         self.package, self.device = package, pick_device(device)
         self.models = [model_from_weights(m["hparams"], m["weights"], self.device) for m in package.models]
 
@@ -140,10 +144,13 @@ class Predictor:
     def predict_sources(self, sources: pd.DataFrame, out_dir, save_probabilities: bool = False) -> pd.DataFrame:
         """Predict every checked source, write its masks (and probabilities) to out_dir; the summary table."""
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        rows = []
+        rows, objects = [], []
         for number, source in enumerate(sources.to_dict("records"), start=1):
-            rows += self.predict_source(source, out_dir, save_probabilities)
+            source_rows, source_objects = self.predict_source(source, out_dir, save_probabilities)
+            rows, objects = rows + source_rows, objects + source_objects
             log.info("segmented %d/%d: %s", number, len(sources), source["image_path"])
+        if self.package.instance_target:
+            object_table(objects).to_parquet(Path(out_dir, OBJECTS_FILE))
         return pd.DataFrame(rows)
 
     def predict_files(self, files: list, out_dir, save_probabilities: bool = False, threads: int = 1,
@@ -152,23 +159,32 @@ class Predictor:
         return self.predict_sources(check_images([Path(f) for f in files], self.package, threads, spec), out_dir,
                                     save_probabilities)
 
-    def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> list[dict]:
-        """Masks of one source (a 2D file, each page of a stack, or a volume as one) and their summary rows."""
+    def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> tuple[list[dict], list[dict]]:
+        """Masks of one source (a 2D file, each page of a stack, or a volume as one), their summary rows and (in
+        the instance mode) their object rows."""
         images, volume = source_images(source), source["kind"] == "volume"
         spacing = list(volume_spacing(source["image_path"])) if volume else None
-        rows = []
+        rows, objects = [], []
         for name, unit in unit_rows(source):
             network = self.network_images(images if volume else images[unit["slice"].tolist()], spacing,
                                           int(source["slice_axis"]))
             labels, probabilities = predict_unit(self.models, network, self.package.patch_size, self.package.predict,
                                                  self.device, self.package.num_classes, unit)
-            path = write_labels(prediction_path(out_dir, name, unit), labels, self.package.classes,
-                                self.package.palette, source["image_path"], int(source["slice_axis"]))
+            if self.package.instance_target:
+                path, unit_objects = write_unit_objects(probabilities, unit, self.package.instance_target,
+                                                        self.package.predict["min_object_size"], out_dir, name)
+                objects += unit_objects
+                summary = [dict(row, objects=len(unit_objects)) for row in
+                           unit_summary(name, source, path, labels, probabilities, self.package.classes)]
+            else:
+                path = write_labels(prediction_path(out_dir, name, unit), labels, self.package.classes,
+                                    self.package.palette, source["image_path"], int(source["slice_axis"]))
+                summary = unit_summary(name, source, path, labels, probabilities, self.package.classes)
             if save_probabilities:
                 for case_id, probs in zip(unit["id"], probabilities):
                     write_probabilities(probs, out_dir, case_id)
-            rows += unit_summary(name, source, path, labels, probabilities, self.package.classes)
-        return rows
+            rows += summary
+        return rows, objects
 
 
 def unit_rows(source: dict) -> list[tuple[str, pd.DataFrame]]:

@@ -42,6 +42,7 @@ class DataSpec:
     num_classes: int | None = None
     slice_axis: int = 2
     instances: bool = False
+    instance_target: str = "weight_map"
     foreground: str = "values"
 
     @classmethod
@@ -87,7 +88,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[
             return [], [problem]
         axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
         count, shape, channels, dtype = image_geometry(image, kind, axis)
-        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors))
+        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors), data.instances)
     except ImageReadError as error:
         return [], [str(error)]
     if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):
@@ -291,7 +292,7 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     pairs, problems = source_pairs(data)
     declared, config_problems = declared_classes(data)
     if data.instances:
-        config_problems, declared = instance_settings_problems(data), instance_classes()
+        config_problems, declared = instance_settings_problems(data), instance_classes(data.instance_target)
     problems = config_problems + problems
     coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:

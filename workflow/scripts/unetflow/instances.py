@@ -1,22 +1,27 @@
 """Instance masks (0 = background, 1..N = one id per object) as the instance mode reads, checks and trains them.
 
-With `data.instances: true` ingest writes the instance class table (`instance_classes`): the network learns three
-classes, background / interior / boundary (the target `three_class`); preprocessing turns each id map into that
-target (`three_class_target`) and keeps the ids beside it in the stored case for evaluation. Every stage after
-ingest tells the instance mode from the class table (`instance_target`), so no other setting has to agree with it.
+With `data.instances: true` ingest writes the instance class table (`instance_classes`) of the target chosen by
+`data.instance_target`: `weight_map` (default), binary foreground with touching objects separated and the U-Net
+paper's border-separation loss weights (`unetflow.weight_map`), or `three_class`, background / interior / boundary
+(`three_class_target`). Preprocessing turns each id map into that target and keeps the ids beside it in the stored
+case for evaluation. Every stage after ingest tells the instance mode and its target from the class table
+(`instance_target`), so no other setting has to agree with it.
 """
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-INSTANCE_TARGETS = ("three_class",)
-INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary")}
+from unetflow.weight_map import border_weight_map
+
+INSTANCE_TARGETS = ("three_class", "weight_map")
+INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary"),
+                        "weight_map": ("background", "foreground")}
 BOUNDARY_WIDTH = 2  # pixels of every object, from its outline inwards, that form the boundary class
 FULL_CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: an object touching itself diagonally is one blob
 
 
-def instance_classes(target: str = "three_class") -> pd.DataFrame:
+def instance_classes(target: str = "weight_map") -> pd.DataFrame:
     """The class table of the instance mode: one row per trained class, with the column `instance_target`."""
     if target not in INSTANCE_TARGETS:
         raise ValueError(f"data.instance_target: unknown target '{target}' (one of {list(INSTANCE_TARGETS)})")
@@ -48,6 +53,13 @@ def three_class_target(ids: np.ndarray) -> np.ndarray:
     target = (ids > 0).astype(np.uint8)
     target[object_boundaries(ids)] = 2
     return target
+
+
+def training_target(ids: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """An id map -> (class indices uint8, per-pixel loss weights or None) of an instance target."""
+    if target == "weight_map":
+        return border_weight_map(ids)
+    return three_class_target(ids), None
 
 
 def instance_ids(mask: np.ndarray) -> np.ndarray:
@@ -112,7 +124,7 @@ def instance_data_problems(rows: list[dict], classes_declared: bool) -> list[str
     """Data-set problems of the instance mode: declared classes (the classes are fixed) and no object at all."""
     problems = []
     if classes_declared:
-        problems.append("data.instances: true fixes the classes (background, interior, boundary); "
+        problems.append("data.instances: true fixes the classes (those of data.instance_target); "
                         "remove data.classes / data.colors")
     if rows and not sum(row.get("objects", 0) for row in rows):
         problems.append(f"data.instances: true but none of the {len(rows)} masks holds an object (every pixel is "

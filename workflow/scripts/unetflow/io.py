@@ -28,7 +28,7 @@ from unetflow.formats import (
     is_volume,
     tail_truncated,
 )
-from unetflow.labels import integer_labels, label_dtype
+from unetflow.labels import LABEL_LIMIT, integer_labels, label_dtype
 from unetflow.nifti import volume_info
 from unetflow.tiff import is_lossy_tiff, read_tiff, truncated
 
@@ -236,12 +236,13 @@ def _stored_mask_values(path: Path, fmt: str) -> np.ndarray:
     return _pillow_mask_values(path, fmt)
 
 
-def read_mask(path) -> np.ndarray:
+def read_mask(path, limit: int = LABEL_LIMIT) -> np.ndarray:
     """A mask's stored values as an (H, W) uint8/uint16 array: palette indices, not colours; 1-bit (black/white)
     masks as 0/255, the values an 8-bit copy of them holds (a set bit, white, is 255).
 
     Other integer or float types (e.g. int32 or float TIFF label maps) are converted when every value is a whole
-    number in 0..65535 (to uint8 when they fit), and refused otherwise.
+    number in 0..65535 (to uint8 when they fit), and refused otherwise; with `limit` ID_LIMIT (instance masks) ids
+    above 65535 are read as uint32.
 
     An RGB(A) mask whose channels differ somewhere comes back as (H, W, 3) in RGB order, to be mapped through a
     colour table; one whose three channels are equal everywhere comes back as (H, W).
@@ -253,15 +254,15 @@ def read_mask(path) -> np.ndarray:
     if values.ndim == 3 and np.array_equal(values[..., 0], values[..., 1]) and \
             np.array_equal(values[..., 0], values[..., 2]):
         values = values[..., 0]
-    return np.ascontiguousarray(integer_labels(path, values))
+    return np.ascontiguousarray(integer_labels(path, values, limit))
 
 
-def read_mask_stack(path) -> np.ndarray:
+def read_mask_stack(path, limit: int = LABEL_LIMIT) -> np.ndarray:
     """All slices of a (multi-page) TIFF mask as (S, H, W) label values, or (S, H, W, 3) for RGB colour masks."""
     path, _ = checked(path, (".tif", ".tiff"), "a mask stack")
     stored, _ = read_tiff(path, pixels=True)
     stored = stored[..., :3] if stored.shape[-1] >= 3 else stored[..., 0]
-    return integer_labels(path, _bilevel_as_255(stored))
+    return integer_labels(path, _bilevel_as_255(stored), limit)
 
 
 def is_lossy_mask(path) -> bool:

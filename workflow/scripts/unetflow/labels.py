@@ -139,18 +139,27 @@ def mask_values(raw: np.ndarray, coding: LabelCoding, lossy: bool, path) -> tupl
     return binarised(snapped, coding), int(np.count_nonzero(snapped != raw))
 
 
-def integer_labels(path, values: np.ndarray) -> np.ndarray:
-    """Stored label values as uint8/uint16 (bool -> 0/1; other types only when finite, integral and in
-    0..65535, else ImageReadError naming the file)."""
+LABEL_LIMIT = 65535  # the largest class value or id a mask holds (16 bits) ...
+ID_LIMIT = 2**32 - 1  # ... and the largest object id of an instance mask (read as uint32 above LABEL_LIMIT)
+
+
+def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.ndarray:
+    """Stored label values as uint8/uint16, or uint32 above 65535 when `limit` allows (instance ids): bool -> 0/1;
+    other types only when finite, integral and in 0..limit, else ImageReadError naming the file."""
     if values.dtype in (np.uint8, np.uint16):
         return values
     if values.dtype == np.bool_:
         return values.astype(np.uint8)
     if values.size and (not np.all(np.isfinite(values)) or np.any(values != np.round(values))
-                        or values.min() < 0 or values.max() > 65535):
-        raise ImageReadError(f"{path}: labels must be whole numbers in 0..65535 ({values.dtype} values "
-                             f"from {values.min()} to {values.max()} found); save labels as integers")
-    return values.astype(np.uint8 if values.size == 0 or values.max() <= 255 else np.uint16)
+                        or values.min() < 0 or values.max() > limit):
+        ids = limit == LABEL_LIMIT and np.all(values == np.round(values)) and 0 <= values.min() and \
+            values.max() <= ID_LIMIT
+        raise ImageReadError(f"{path}: labels must be whole numbers in 0..{limit} ({values.dtype} values "
+                             f"from {values.min()} to {values.max()} found); "
+                             + ("instance masks (one id per object) may hold more ids: set data.instances: true"
+                                if ids else "save labels as integers"))
+    high = values.max() if values.size else 0
+    return values.astype(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32)
 
 
 def label_dtype(path, labels: np.ndarray) -> np.dtype:

@@ -90,9 +90,9 @@ def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
                          for name, values, single in found[:EXAMPLES])
     return (f"{len(found)} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
             f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes. "
-            f"Set data.instances: true to train and predict them as objects (the instance mode: background / "
-            f"interior / boundary, watershed, object metrics), or {NONZERO_FIX}; if the values are classes, declare "
-            f"them in data.classes")
+            f"Set data.instances: true to train and predict them as objects (the instance mode: the U-Net paper's "
+            f"border weights, or background / interior / boundary with data.instance_target: three_class; "
+            f"watershed, object metrics), or {NONZERO_FIX}; if the values are classes, declare them in data.classes")
 
 
 # ------------------------------------------------------------------------------------- encodings and strays

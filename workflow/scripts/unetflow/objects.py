@@ -4,16 +4,26 @@ Three-class output (background / interior / boundary): the seeds are the connect
 probability exceeds SEED_PROBABILITY; each grows by watershed (scikit-image) over the negated interior probability
 into the foreground (background probability below 0.5), so the boundary pixels between touching objects go to the
 nearer seed. Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
+
+Binary output of the target `weight_map` (background / foreground, touching objects separated by a gap of
+background): the seeds are the connected blobs of the foreground core (pixels at least SEED_DISTANCE pixels from
+the background, which cuts the thin bridges left where a gap was not predicted in full); each grows by watershed
+over the negated distance to the background into the foreground, and then into the gaps between touching objects
+(`filled_gaps`), as the masks had no gaps.
 """
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage.measure import regionprops
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import expand_labels, relabel_sequential, watershed
+
+from unetflow.weight_map import separated_objects
 
 SEED_PROBABILITY = 0.5
 FOREGROUND_PROBABILITY = 0.5
+SEED_DISTANCE = 2  # pixels: the weight-map seeds are the foreground this far from the background
+GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
 FULL_CONNECTIVITY = np.ones((3, 3), bool)
 
 
@@ -34,6 +44,24 @@ def instances_from_three_class(probs: np.ndarray, min_size: int) -> np.ndarray:
     return remove_small_objects(ids, min_size)
 
 
+def filled_gaps(ids: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
+    """The id map with the gaps between touching objects filled: objects grown by up to `width` pixels where the
+    grown pixels then touch another grown object (the gaps `unetflow.weight_map.separated_objects` cut), not
+    elsewhere."""
+    grown = expand_labels(ids, width)
+    in_gap = (ids == 0) & (grown > 0) & (separated_objects(grown) == 0)
+    return np.where(in_gap, grown, ids)
+
+
+def instances_from_separated_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
+    """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N."""
+    foreground = probs[0] < FOREGROUND_PROBABILITY
+    distance = ndimage.distance_transform_edt(foreground)
+    seeds = ndimage.label(distance >= SEED_DISTANCE, FULL_CONNECTIVITY)[0]
+    ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
+    return remove_small_objects(filled_gaps(ids), min_size)
+
+
 def instances_from_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
     """Plain semantic segmentation + connected components: (K, H, W) softmax -> id map of the 8-connected blobs
     of the argmax foreground (the baseline the instance mode is compared with)."""
@@ -46,6 +74,8 @@ def instances_from_probabilities(probs, target: str, min_size: int) -> np.ndarra
     probs = np.asarray(probs, np.float32)
     if target == "three_class":
         return instances_from_three_class(probs, min_size)
+    if target == "weight_map":
+        return instances_from_separated_foreground(probs, min_size)
     raise ValueError(f"data.instance_target: unknown target '{target}'")
 
 

@@ -5,8 +5,9 @@ A package is a `torch.save`d dict of tensors and plain Python values, so it load
 `torch.load(path, weights_only=True)` (no pickled code runs). It holds the weights of every model of the
 experiment's ensemble (its folds and those of predict.ensemble), their network settings, the patch size, the
 preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing), the input
-channels, the class table (names, stored values, colours) and the palette of
-palette masks, the prediction settings, the voxel spacing of volume training data, a fingerprint of the training
+channels, the class table (names, stored values, colours; in the instance mode the instance target) and the palette
+of palette masks, the prediction settings (with the instance mode's min_object_size), the voxel spacing of volume
+training data, a fingerprint of the training
 data and the versions used.
 """
 
@@ -19,13 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unetflow.instances import instance_target
 from unetflow.io import mask_palette
 from unetflow.nifti import volume_spacing
 
 FORMAT = "unetflow-model-package"
 FORMAT_VERSION = 2  # raise when a field changes meaning; older readers then refuse newer packages
 # 2: preprocess holds the settings as applied (per-volume and CT schemes, their statistics, the target spacing)
-PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component")
+PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 REQUIRED = ("models", "patch_size", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
             "palette", "predict", "spacing", "fingerprint", "versions")
 
@@ -44,9 +46,9 @@ class Package:
     input_channels: int
     convert_channels: bool       # data.channels was set: images of the other channel count are converted
     slice_axis: int
-    classes: pd.DataFrame        # index, name, value, color, ignore
+    classes: pd.DataFrame        # index, name, value, color, ignore (instance mode: and instance_target)
     palette: list[int] | None
-    predict: dict                # overlap, batch_size, mirror, precision, largest_component
+    predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
     spacing: list[float] | None  # median voxel spacing of the training volumes
     fingerprint: dict
     versions: dict
@@ -54,6 +56,11 @@ class Package:
     @property
     def num_classes(self) -> int:
         return int((~self.classes["ignore"].astype(bool)).sum())
+
+    @property
+    def instance_target(self) -> str | None:
+        """The instance target of a model of the instance mode (see `unetflow.instances`), else None."""
+        return instance_target(self.classes)
 
 
 def versions() -> dict:

@@ -35,7 +35,7 @@ def data_fingerprint(cases, seed: int = 0, spacing: list[float] | None = None) -
     """Sizes, class frequencies (pixel share of each class) and object sizes (90th percentile of the equivalent
     diameters of the face-connected components of each foreground class, in pixels or voxels) of training (image,
     labels) cases, 2D or 3D; with `spacing` (the volumes' median voxel size), that too."""
-    labels = [case_labels for _, case_labels in cases]
+    labels = [case[1] for case in cases]
     counts = sum(np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=256)[:256] for lab in labels)
     num_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 1
     sample = np.random.default_rng(seed).permutation(len(labels))[:FINGERPRINT_CASES]

@@ -12,8 +12,8 @@ from unetflow.cases import load_case
 from unetflow.ensemble import load_models, predict_unit, refuse_3d_models_on_2d_units
 from unetflow.instances import instance_target
 from unetflow.labels import class_values
-from unetflow.objects import instances_from_probabilities, object_rows, object_table
-from unetflow.predictions import instance_prediction_path, write_instances, write_prediction, write_probabilities
+from unetflow.objects import object_table
+from unetflow.predictions import OBJECTS_FILE, write_prediction, write_probabilities, write_unit_objects
 from unetflow.volumes import prediction_units
 
 log = logging.getLogger("unetflow.predict")
@@ -37,7 +37,7 @@ def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[
         images = [load_case(arrays[case_id])[0] for case_id in rows["id"]]
         labels, probabilities = predict_unit(models, images, patches, cfg, device, len(class_values(classes)), rows)
         if target:
-            objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)
+            objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)[1]
         else:
             write_prediction(labels, classes, out_dir, name, rows)
         if cfg["save_probabilities"]:
@@ -46,16 +46,3 @@ def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[
         log.info("predicted %d/%d: %s", number, len(units), name)
     if target:
         object_table(objects).to_parquet(Path(out_dir, OBJECTS_FILE))
-
-
-OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the instance masks
-
-
-def write_unit_objects(probabilities, rows: pd.DataFrame, target: str, min_size: int, out_dir: str,
-                       name: str) -> list[dict]:
-    """Instance mode: the objects of a unit's softmax maps written as its instance mask; their table rows."""
-    ids = [instances_from_probabilities(probs, target, min_size) for probs in probabilities]
-    write_instances(instance_prediction_path(out_dir, name, rows), ids, rows)
-    return [row for case_id, slice_ids, probs in zip(rows["id"], ids, probabilities)
-            for row in object_rows(case_id, slice_ids, probs)]
-

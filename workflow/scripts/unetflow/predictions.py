@@ -1,17 +1,29 @@
 """Prediction files: where the predicted masks of a case or volume go, how they are written in the encoding of the
 training masks, and how they (and the saved probabilities) are read back."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
 
 from unetflow.formats import is_volume, volume_suffix
 from unetflow.io import mask_palette, read_mask, write_mask
-from unetflow.labels import class_colors, class_values, colors_to_indices, integer_labels, map_labels
+from unetflow.labels import (
+    ID_LIMIT,
+    LABEL_LIMIT,
+    class_colors,
+    class_values,
+    colors_to_indices,
+    integer_labels,
+    map_labels,
+)
 from unetflow.nifti import read_volume
+from unetflow.objects import instances_from_probabilities, object_rows
 from unetflow.volumes import is_volume_unit, write_volume_labels
 
+log = logging.getLogger("unetflow.predictions")
 PROBABILITIES_KEY = "probabilities"
 
 
@@ -61,19 +73,41 @@ def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
 
 def instance_prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
     """Where the object ids of a unit go: <volume>.nii[.gz] for a volume, <id>.tif when its mask is a TIFF, else
-    <id>.png (16-bit when there are more than 255 objects)."""
+    <id>.png (16-bit when there are more than 255 objects; a 32-bit <id>.tif instead above 65535, see
+    `write_instances`)."""
     if is_volume_unit(rows):
         return prediction_path(out_dir, name, rows)
-    tiff = str(rows.iloc[0]["mask_path"]).lower().endswith((".tif", ".tiff"))
+    tiff = str(rows.iloc[0].get("mask_path", "")).lower().endswith((".tif", ".tiff"))  # no mask: new images
     return Path(out_dir, name + (".tif" if tiff else ".png"))
+
+
+OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the instance masks
+
+
+def write_unit_objects(probabilities, rows: pd.DataFrame, target: str, min_size: int, out_dir: str,
+                       name: str) -> tuple[Path, list[dict]]:
+    """Instance mode: the objects of a unit's softmax maps written as its instance mask; its path, their rows."""
+    ids = [instances_from_probabilities(probs, target, min_size) for probs in probabilities]
+    path = write_instances(instance_prediction_path(out_dir, name, rows), ids, rows)
+    return path, [row for case_id, slice_ids, probs in zip(rows["id"], ids, probabilities)
+            for row in object_rows(case_id, slice_ids, probs)]
 
 
 def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
     """Write the object ids of a unit (one id map per slice) as an instance mask: 2D PNG/TIFF, or for a volume
-    its slices stacked (ids of later slices offset to stay unique) with the input's affine and header."""
+    its slices stacked (ids of later slices offset to stay unique) with the input's affine and header. A 2D
+    image of more than 65535 objects is written losslessly as a 32-bit TIFF (a PNG holds 16 bits: <id>.tif
+    instead of <id>.png, logged); the path written."""
     path = Path(path)
     if not is_volume(path):
-        write_mask(path, ids[0].astype(np.uint16 if ids[0].max(initial=0) <= 65535 else np.uint32))
+        count = int(ids[0].max(initial=0))
+        if count <= LABEL_LIMIT:
+            write_mask(path, ids[0].astype(np.uint16))
+            return path
+        if path.suffix.lower() == ".png":
+            path = path.with_suffix(".tif")
+            log.info("%s: %d objects, more than a 16-bit PNG holds; written as a 32-bit TIFF", path, count)
+        tifffile.imwrite(path, ids[0].astype(np.uint32), photometric="minisblack", compression="zlib")
         return path
     offset, unique = 0, []
     for slice_ids in ids:
@@ -85,8 +119,12 @@ def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
 
 
 def read_instances(path) -> np.ndarray:
-    """A written instance mask (PNG, TIFF or NIfTI) as its id array."""
-    return integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
+    """A written instance mask (PNG, TIFF or NIfTI) as its id array; for a PNG path, the 32-bit TIFF written in
+    its place when it had more than 65535 objects."""
+    path = Path(path)
+    if not path.exists() and path.suffix.lower() == ".png" and path.with_suffix(".tif").exists():
+        path = path.with_suffix(".tif")
+    return integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path, ID_LIMIT)
 
 
 def write_probabilities(probs, out_dir: str, case_id: str) -> Path:

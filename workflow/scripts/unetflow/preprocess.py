@@ -86,16 +86,17 @@ def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, s
     images, spacing = source_images(first), source_spacing(first)
     network = network_images(images, int(first.get("input_channels", images.shape[3])), settings, spacing,
                              int(first["slice_axis"]) if spacing is not None else 2)
-    labels_of_rows, instances = case_targets(rows, classes)
-    instances = instances or [None] * len(rows)
+    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes)
+    instances, weights_of_rows = instances or [None] * len(rows), weights_of_rows or [None] * len(rows)
     results = []
-    for (_, row), labels, ids in zip(rows.iterrows(), labels_of_rows, instances):
+    for (_, row), labels, ids, weights in zip(rows.iterrows(), labels_of_rows, instances, weights_of_rows):
         image = network[int(row["slice"]) if row_kind(first) != "image" else 0]
         original = labels.shape
         if image.shape[1:] != original:
             labels = resample_labels(labels, image.shape[1:])
             ids = None if ids is None else resample_nearest(ids, image.shape[1:])
-        path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels, ids)
+            weights = None if weights is None else resample_nearest(weights, image.shape[1:])
+        path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels, ids, weights)
         results.append(dict(id=row["id"], array_path=str(path), height=labels.shape[0], width=labels.shape[1],
                             channels=image.shape[0], original_height=original[0], original_width=original[1],
                             foreground_fraction=float(((labels > 0) & (labels != IGNORE_INDEX)).mean())))

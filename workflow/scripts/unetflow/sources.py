@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from unetflow.formats import is_volume
-from unetflow.instances import instance_ids, instance_target, three_class_target
+from unetflow.instances import instance_ids, instance_target, training_target
 from unetflow.io import is_lossy_mask, read_image, read_mask, read_mask_stack, read_stack
-from unetflow.labels import LabelCoding, map_labels, mask_values
+from unetflow.labels import ID_LIMIT, LABEL_LIMIT, LabelCoding, map_labels, mask_values
 from unetflow.volumes import volume_image_slices, volume_mask_slices
 
 
@@ -43,17 +43,19 @@ def source_images(row) -> np.ndarray:
     return read_image(row["image_path"])[None]
 
 
-def source_masks(row, colour: bool) -> np.ndarray:
-    """Every slice of the row's mask source as (S, H, W) values, or (S, H, W, 3) colours when `colour`."""
+def source_masks(row, colour: bool, ids: bool = False) -> np.ndarray:
+    """Every slice of the row's mask source as (S, H, W) values, or (S, H, W, 3) colours when `colour`; with `ids`
+    (instance masks of 2D files and TIFF stacks) values above 65535 are read as uint32."""
     path, kind = row["mask_path"], row_kind(row)
+    limit = ID_LIMIT if ids else LABEL_LIMIT
     if kind == "volume":
         return volume_mask_slices(path, int(row["slice_axis"]))
     if kind == "stack":
-        return read_stack(path) if colour else read_mask_stack(path)
+        return read_stack(path) if colour else read_mask_stack(path, limit)
     if colour:
         image = read_image(path)
         return np.repeat(image, 3, axis=2)[None] if image.shape[2] == 1 else image[None]
-    return read_mask(path)[None]
+    return read_mask(path, limit)[None]
 
 
 def case_labels(rows: pd.DataFrame, classes: pd.DataFrame) -> list[np.ndarray]:
@@ -74,14 +76,17 @@ def case_labels(rows: pd.DataFrame, classes: pd.DataFrame) -> list[np.ndarray]:
 def case_instance_ids(rows: pd.DataFrame) -> list[np.ndarray]:
     """Object ids (H, W) of every row of one instance-mask source, the source read once (instance mode)."""
     first = rows.iloc[0]
-    slices = source_masks(first, colour=False)
+    slices = source_masks(first, colour=False, ids=True)
     return [instance_ids(slices[int(row["slice"]) if row_kind(first) != "image" else 0]) for _, row in rows.iterrows()]
 
 
-def case_targets(rows: pd.DataFrame, classes: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """The training target (H, W) of every row of one source (class indices, or in the instance mode the
-    three-class target of its objects) and, in the instance mode, the object ids (else None)."""
-    if not instance_target(classes):
-        return case_labels(rows, classes), None
+def case_targets(rows: pd.DataFrame, classes: pd.DataFrame) -> tuple[list[np.ndarray], list | None, list | None]:
+    """The training target (H, W) of every row of one source (class indices, or in the instance mode the target
+    of its objects, see `unetflow.instances.training_target`) and, in the instance mode, the object ids and the
+    loss weights (None each, or per row for `weight_map`; else None)."""
+    target = instance_target(classes)
+    if not target:
+        return case_labels(rows, classes), None, None
     ids = case_instance_ids(rows)
-    return [three_class_target(slice_ids) for slice_ids in ids], ids
+    labels, weights = zip(*(training_target(slice_ids, target) for slice_ids in ids))
+    return list(labels), ids, list(weights)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unetflow.augment import augment_batch
+from unetflow.augment import augment_batch, augment_weighted_batch
 from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
@@ -44,15 +44,17 @@ class PatchSampler:
 
     Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
     indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
-    converted to float32 images and int64 labels on the training device."""
+    converted to float32 images and int64 labels on the training device. Cases of (image, labels, weights) carry
+    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels."""
 
-    def __init__(self, cases: list[tuple[np.ndarray, np.ndarray]], patch: list[int], device: torch.device,
+    def __init__(self, cases: list[tuple[np.ndarray, ...]], patch: list[int], device: torch.device,
                  foreground_share: float):
         self.patch, self.device, self.foreground_share = patch, device, foreground_share
-        data_bytes = sum(image.nbytes + labels.nbytes for image, labels in cases)
+        data_bytes = sum(array.nbytes for case in cases for array in case)
         self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
-        self.images, self.labels, self.foreground = [], [], []
-        for image, labels in cases:
+        self.images, self.labels, self.weights, self.foreground = [], [], [], []
+        for image, labels, *weights in cases:
+            self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
             image, labels = padded_to_patch(image, labels, patch)
             self.images.append(torch.from_numpy(image).to(self.storage))
             self.labels.append(torch.from_numpy(labels).to(self.storage))
@@ -71,8 +73,13 @@ class PatchSampler:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
+        images, labels, _ = self.sample_weighted(batch_size, generator)
+        return images, labels
+
+    def sample_weighted(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """`sample` plus the patches' loss weights (B, *patch) float32, or None when the cases have none."""
         n_foreground = round(self.foreground_share * batch_size) if self.with_foreground else 0
-        images, labels = [], []
+        images, labels, weights = [], [], []
         for index in range(batch_size):
             on_foreground = index < n_foreground
             pool = self.with_foreground if on_foreground else range(len(self.images))
@@ -81,8 +88,10 @@ class PatchSampler:
                            for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
             images.append(self.images[case][(slice(None), *window)])
             labels.append(self.labels[case][window])
+            weights += [self.weights[case][window]] if self.weights else []
         return (torch.stack(images).to(self.device, non_blocking=True).float(),
-                torch.stack(labels).to(self.device, non_blocking=True).long())
+                torch.stack(labels).to(self.device, non_blocking=True).long(),
+                torch.stack(weights).to(self.device, non_blocking=True).float() if weights else None)
 
 
 def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +209,18 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def augmented_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A sampled, augmented training batch: images (in the model's memory format), labels and loss weights (or
+        None)."""
+        images, labels, weights = self.sampler.sample_weighted(self.batch_size, self.sample_rng)
+        if weights is None:
+            images, labels = augment_batch(images, labels, self.cfg["augment"], self.augment_rng,
+                                           fill_label=IGNORE_INDEX)
+        else:
+            images, labels, weights = augment_weighted_batch(images, labels, weights, self.cfg["augment"],
+                                                             self.augment_rng, fill_label=IGNORE_INDEX)
+        return images.contiguous(memory_format=self.memory_format), labels, weights
+
     def train_epoch(self, clock: Clock) -> tuple[float, int]:
         """Up to `iterations_per_epoch` optimiser steps, fewer when the budget runs out; the mean loss (synchronised
         once at the end) and the number of steps."""
@@ -208,14 +229,11 @@ class Trainer:
         total, steps = torch.zeros((), device=device), 0
         while steps < cfg["iterations_per_epoch"] and not self.budget.spent(self.step, clock.elapsed()):
             self.set_lr(clock)
-            images, labels = self.sampler.sample(self.batch_size, self.sample_rng)
-            images, labels = augment_batch(images, labels, cfg["augment"], self.augment_rng,
-                                           fill_label=IGNORE_INDEX)
-            images = images.contiguous(memory_format=self.memory_format)
+            images, labels, weights = self.augmented_batch()
             with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
-            loss = (deep_supervision_loss(outputs, labels, cfg["loss"]) if isinstance(outputs, list)
-                    else segmentation_loss(outputs, labels, cfg["loss"]))
+            loss = (deep_supervision_loss(outputs, labels, cfg["loss"], weights) if isinstance(outputs, list)
+                    else segmentation_loss(outputs, labels, cfg["loss"], weights))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["grad_clip"]:

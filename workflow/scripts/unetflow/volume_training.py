@@ -100,9 +100,10 @@ def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.
 def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids: list[str], val_ids: list[str],
                    dims: int):
     """Training and validation cases for a `dims`-D U-Net, and the training volumes' median spacing (None in 2D):
-    2D cases as stored, or whole volumes (`load_volume_cases`)."""
+    2D cases as stored (training cases with their loss weights when stored), or whole volumes
+    (`load_volume_cases`)."""
     if dims == 2:
-        return load_cases(preprocessed, train_ids), load_cases(preprocessed, val_ids), None
+        return load_cases(preprocessed, train_ids, weights=True), load_cases(preprocessed, val_ids), None
     train_units = volume_units(manifest, train_ids, "training")
     val_units = volume_units(manifest, val_ids, "validation")
     train = load_volume_cases(preprocessed, train_units)

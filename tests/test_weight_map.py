@@ -1,0 +1,125 @@
+"""The instance target `weight_map` (U-Net paper, eq. 2): touching objects separated, border weights on a hand-made
+case and against a whole-image computation, weighted loss, weights moved with the labels, objects from the target."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from unetflow.augment import augment_batch, augment_weighted_batch
+from unetflow.demo_cells import render_touching_cells
+from unetflow.losses import deep_supervision_loss, segmentation_loss
+from unetflow.object_metrics import object_metrics
+from unetflow.objects import instances_from_separated_foreground
+from unetflow.train import PatchSampler
+from unetflow.weight_map import SIGMA, W0, border_weight_map, separated_objects
+
+
+def touching_squares() -> np.ndarray:
+    """Two 10x10 squares sharing an edge (rows 10..19, columns 10..19 and 20..29) in a 30x50 image."""
+    ids = np.zeros((30, 50), np.uint16)
+    ids[10:20, 10:20], ids[10:20, 20:30] = 1, 2
+    return ids
+
+
+def test_touching_objects_are_separated_by_a_gap():
+    ids = touching_squares()
+    ids[2:5, 40:45] = 3  # a lone object stays whole
+    separated = separated_objects(ids)
+    assert (separated[10:20, 19:21] == 0).all()  # one column off each square where they touch
+    assert (separated[10:20, 10:19] == 1).all() and (separated[10:20, 21:30] == 2).all()
+    assert (separated[2:5, 40:45] == 3).all()
+
+
+def test_weights_peak_on_the_gap_between_touching_squares():
+    ids = touching_squares()
+    target, weights = border_weight_map(ids)
+    assert weights.dtype == np.float16
+    foreground = int(target.sum())
+    assert foreground == 2 * 10 * 9
+    background_weight, object_weight = 1.0, (ids.size - foreground) / foreground  # the rarer class is upweighted
+    gap = weights[10:20, 19:21].astype(np.float32)
+    # a gap pixel is 1 px from the nearer square and 2 px from the other one
+    assert gap == pytest.approx(np.full(gap.shape, background_weight + W0 * math.exp(-9 / (2 * SIGMA**2))), rel=1e-3)
+    assert weights.max() == weights[10:20, 19:21].max()  # the peak is on the gap
+    assert weights[0, 0] == background_weight  # far from every object: w_c only
+    assert weights[15, 15] == pytest.approx(object_weight, rel=1e-3)  # inside an object: w_c only
+    assert weights[15, 5] < weights[15, 19] / 2  # beside one object only: no second object nearby
+
+
+def brute_force_weights(ids: np.ndarray) -> np.ndarray:
+    """The border term on whole-image distance transforms of every object (no windows), on background pixels."""
+    separated = separated_objects(ids)
+    distances = np.sort([ndimage.distance_transform_edt(separated != i) for i in np.unique(separated) if i], axis=0)
+    border = W0 * np.exp(-((distances[0] + distances[1]) ** 2) / (2 * SIGMA**2))
+    return np.where(separated == 0, border, 0)
+
+
+def test_windowed_weights_equal_whole_image_distances():
+    _, ids = render_touching_cells(np.random.default_rng(2), 96)
+    target, weights = border_weight_map(ids)
+    class_part = np.where(target > 0, weights[target > 0].min(), weights[target == 0].min())
+    expected = brute_force_weights(ids) + class_part
+    assert np.abs(weights.astype(np.float32) - expected).max() < 0.01
+
+
+def test_loss_with_unit_weights_is_the_unweighted_loss():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, generator=generator)
+    labels = torch.randint(0, 2, (2, 8, 8), generator=generator)
+    labels[0, 0, 0] = 255  # ignored
+    ones = torch.ones(2, 8, 8)
+    for kind in ("ce", "ce_dice", "dice"):
+        assert segmentation_loss(logits, labels, kind, ones) == pytest.approx(segmentation_loss(logits, labels, kind))
+    ce = segmentation_loss(logits, labels, "ce")
+    assert segmentation_loss(logits, labels, "ce", 3 * ones) == pytest.approx(3 * ce)
+    dice = segmentation_loss(logits, labels, "dice")
+    assert segmentation_loss(logits, labels, "dice", 3 * ones) == pytest.approx(dice)  # Dice is not weighted
+    only_first = torch.zeros(2, 8, 8)
+    only_first[0, 1, 1] = 64 * 2 - 1  # all the weight on one pixel: the CE of that pixel
+    pixel = torch.nn.functional.cross_entropy(logits[:1, :, 1, 1], labels[:1, 1, 1])
+    assert segmentation_loss(logits, labels, "ce", only_first) == pytest.approx(pixel.item(), rel=1e-5)
+    outputs = [logits, logits[..., ::2, ::2]]
+    assert deep_supervision_loss(outputs, labels, "ce_dice", ones) == pytest.approx(
+        deep_supervision_loss(outputs, labels, "ce_dice"))
+
+
+def test_weights_move_with_the_labels():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 1, 32, 32, generator=generator)
+    labels = torch.randint(0, 5, (6, 32, 32), generator=generator)
+    weights = labels.float() * 10 + 1  # a weight that names its label
+    config = {"affine": {"p": 1.0}, "elastic": {"p": 1.0}, "mirror": {"p": 0.5}, "rot90": {"p": 0.5}}
+    out_images, out_labels, out_weights = augment_weighted_batch(images, labels, weights, config,
+                                                                 torch.Generator().manual_seed(1), fill_label=255)
+    plain_images, plain_labels = augment_batch(images, labels, config, torch.Generator().manual_seed(1), fill_label=255)
+    assert torch.equal(out_images, plain_images) and torch.equal(out_labels, plain_labels)
+    inside = out_labels != 255
+    assert inside.float().mean() > 0.3 and not torch.equal(out_labels, labels)
+    assert torch.equal(out_weights[inside], out_labels[inside].float() * 10 + 1)
+    assert (out_weights[~inside] == 0).all()
+
+
+def test_sampler_crops_weights_with_labels():
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(3):
+        labels = rng.integers(0, 2, (20, 24)).astype(np.uint8)
+        cases.append((rng.normal(size=(1, 20, 24)).astype(np.float16), labels, (labels * 5 + 1).astype(np.float16)))
+    sampler = PatchSampler(cases, [16, 16], torch.device("cpu"), 0.5)
+    images, labels, weights = sampler.sample_weighted(8, torch.Generator().manual_seed(0))
+    assert weights.shape == labels.shape == (8, 16, 16) and torch.equal(weights, labels.float() * 5 + 1)
+    assert PatchSampler([case[:2] for case in cases], [16, 16], torch.device("cpu"), 0.5).sample_weighted(
+        2, torch.Generator())[2] is None
+
+
+def test_objects_from_the_target_recover_the_cells():
+    _, ids = render_touching_cells(np.random.default_rng(0), 128)
+    target, _ = border_weight_map(ids)
+    found = instances_from_separated_foreground(np.stack([1 - target, target]).astype(np.float32), min_size=1)
+    scores = object_metrics(ids, found)
+    assert scores["object_f1"] > 0.95
+    cut = object_metrics(ids, ndimage.label(target, np.ones((3, 3)))[0])  # the objects with their gaps
+    assert cut["object_f1"] > 0.95 and scores["matched_iou"] > cut["matched_iou"] + 0.02  # the gaps given back
