@@ -174,7 +174,8 @@ class Trainer:
         for key, entry in self.plan["settings"].items():
             self.log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
         self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
-                      "final choice", self.budget.describe(), len(self.val_subset), len(val_cases), cfg["val_share"])
+                      "final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
+                      len(val_cases), cfg["val_share"])
 
     def state(self) -> dict:
         return dict(identity=self.identity, epoch=self.epoch, step=self.step, elapsed=self.elapsed, rows=self.rows,
