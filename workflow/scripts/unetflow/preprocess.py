@@ -20,23 +20,25 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     """The preprocessing as applied (stored beside the cases and in model packages): the normalisation scheme with
     its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source; ValueError
     naming the key when the scheme needs statistics the training cases do not give."""
-    scheme, scheme_source = cfg["normalization"], "config"
-    if scheme == "auto":
-        scheme, scheme_source = fingerprint["normalization"], f"auto: {fingerprint['normalization_reason']}"
+    scheme, scheme_source = applied_value(cfg, "normalization", fingerprint, "normalization")
     if scheme == "ct" and fingerprint["ct"] is None:
         raise ValueError("preprocess.normalization: ct needs the intensities of the training cases' foreground, but "
                          "their masks have no foreground voxels; use zscore or window")
-    spacing, spacing_source = cfg["spacing"], "config"
-    if spacing == "auto":
-        spacing, spacing_source = fingerprint["target_spacing"], f"auto: {fingerprint['target_spacing_reason']}"
-    scale, scale_source = cfg["scale"], "config"
-    if scale == "auto":
-        scale, scale_source = fingerprint["scale"], f"auto: {fingerprint['scale_reason']}"
+    spacing, spacing_source = applied_value(cfg, "spacing", fingerprint, "target_spacing")
+    scale, scale_source = applied_value(cfg, "scale", fingerprint, "scale")
     return dict(normalization=scheme, normalization_source=scheme_source, per_volume=True,
                 clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
                 ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
                 scale=float(scale), scale_source=scale_source)
+
+
+def applied_value(cfg: dict, key: str, fingerprint: dict, planned: str) -> tuple:
+    """A preprocess setting and its source: the config's value, or for `auto` the fingerprint's `planned` value
+    with its reason."""
+    if cfg[key] != "auto":
+        return cfg[key], "config"
+    return fingerprint[planned], f"auto: {fingerprint[planned + '_reason']}"
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
