@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 
+from unetflow.cases import off_file_grid
 from unetflow.logs import stage_logger
 from unetflow.preprocess import preprocess_cases, preprocess_settings
 
@@ -19,5 +20,5 @@ table = preprocess_cases(pd.read_parquet(snakemake.input.manifest), pd.read_parq
 table.to_parquet(snakemake.output.manifest)
 with open(snakemake.output.settings, "w") as file:
     json.dump(settings, file, indent=2)
-resampled = int(((table["height"] != table["original_height"]) | (table["width"] != table["original_width"])).sum())
+resampled = int(off_file_grid(table).sum())
 log.info("preprocessed %d cases (%d resampled or scaled) into %s", len(table), resampled, snakemake.output.cases)

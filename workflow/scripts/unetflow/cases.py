@@ -44,3 +44,11 @@ def load_cases(preprocessed: pd.DataFrame, ids: list[str], weights: bool = False
     `weights` (image, labels, weights) for cases stored with loss weights."""
     paths = preprocessed.set_index("id").loc[ids, "array_path"]
     return [load_training_case(path) if weights else load_case(path) for path in paths]
+
+
+def off_file_grid(arrays: pd.DataFrame) -> pd.Series:
+    """Which rows of a preprocess manifest preprocessing stored on another grid than their file's (a volume
+    resampled or an image scaled); none for manifests without the original sizes."""
+    if "original_height" not in arrays:
+        return pd.Series(False, arrays.index)
+    return (arrays["height"] != arrays["original_height"]) | (arrays["width"] != arrays["original_width"])

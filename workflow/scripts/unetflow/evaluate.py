@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import load_case, load_instances
+from unetflow.cases import load_case, load_instances, off_file_grid
 from unetflow.formats import is_volume
 from unetflow.instances import instance_target
 from unetflow.io import is_lossy_mask, read_mask
@@ -51,11 +51,8 @@ def case_roi(case: pd.Series) -> np.ndarray | None:
 
 
 def resampled(rows: pd.DataFrame, arrays: pd.DataFrame) -> bool:
-    """Whether preprocessing stored a unit's cases on another grid than its files' (a resampled volume)."""
-    if "original_height" not in arrays:
-        return False
-    stored = arrays.loc[rows["id"]]
-    return bool(((stored["height"] != stored["original_height"]) | (stored["width"] != stored["original_width"])).any())
+    """Whether preprocessing stored a unit's cases on another grid than its files' (resampled or scaled)."""
+    return bool(off_file_grid(arrays.loc[rows["id"]]).any())
 
 
 def unit_ground_truth(rows: pd.DataFrame, arrays: pd.DataFrame, classes: pd.DataFrame) -> np.ndarray:
