@@ -223,30 +223,36 @@ def report(args, flops: dict[str, tuple[int, int]], seconds: dict[str, list[floa
     return rates
 
 
-def model_step_variants(args: argparse.Namespace) -> dict[str, float]:
-    """Best seconds of our bare model step (UNet, segmentation_loss, Adam; no sampling or augmentation) in fp32,
-    with channels_last, and with channels_last + bf16 autocast, interleaved over `rounds`: what enabling the
-    CUDA-only settings of train.py on this device would give."""
-    device = torch.device(args.device)
-    images = torch.randn(args.batch, 1, args.size, args.size, device=device)
+def model_step(device: torch.device, batch: int, size: int, depth: int, base_width: int, channels_last: bool,
+               bf16: bool):
+    """One bare training step of our model (UNet, segmentation_loss, Adam; no sampling or augmentation) on a fixed
+    seeded batch, as a function to time."""
+    images = torch.randn(batch, 1, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
     labels = (images[:, 0] > 0).long()
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = UNet(1, 2, depth, base_width).to(device).to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            logits = model(images.contiguous(memory_format=memory_format))
+        loss = segmentation_loss(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())
+    return step
+
+
+def model_step_variants(args: argparse.Namespace) -> dict[str, float]:
+    """Best seconds of our bare model step (`model_step`) in fp32, with channels_last, and with channels_last + bf16
+    autocast, interleaved over `rounds`: what enabling the CUDA-only settings of train.py on this device would
+    give."""
+    device = torch.device(args.device)
 
     def make_step(channels_last: bool, bf16: bool):
-        torch.manual_seed(0)
-        model = UNet(1, 2, DEPTH, args.base_width).to(device)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step() -> None:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                logits = model(images.contiguous(memory_format=memory_format))
-            loss = segmentation_loss(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            float(loss.detach())
-        return step
+        return model_step(device, args.batch, args.size, DEPTH, args.base_width, channels_last, bf16)
 
     steps = {"fp32": make_step(False, False), "fp32 channels_last": make_step(True, False),
              "bf16 channels_last": make_step(True, True)}

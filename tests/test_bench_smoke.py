@@ -67,3 +67,12 @@ def test_validation_share_validates_fewer_cases_with_the_default_share(tmp_path)
     whole, default = pd.read_parquet(tmp_path / "validation_share.parquet").itertuples()
     assert whole.val_cases_per_epoch == 6 and default.val_cases_per_epoch < 6  # 15 % of 40 cases
     assert 0 < default.run_val_share < 1 and 0 < whole.run_val_share < 1
+
+
+def test_cpu_batch_runs_on_tiny_sizes():
+    script = SCRIPT.with_name("cpu_batch.py")
+    command = [sys.executable, str(script), "--size", "32", "--batches", "1,2", "--depths", "2", "--base-width", "4",
+               "--rounds", "1", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sum(line.startswith("depth 2 batch") and "images/s" in line for line in result.stdout.splitlines()) == 2

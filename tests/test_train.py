@@ -13,7 +13,15 @@ import torch
 
 from conftest import REPO
 from unetflow.demo_volumes import ellipsoid_volume
-from unetflow.plan import data_fingerprint, plan_batch_size, plan_patch_size, plan_training
+from unetflow.plan import (
+    CPU_BATCH_2D,
+    CPU_BATCH_3D,
+    data_fingerprint,
+    plan_batch_size,
+    plan_patch_size,
+    plan_training,
+    training_bytes_per_sample,
+)
 from unetflow.schedule import Budget, lr_factor, training_budget
 from unetflow.train import PatchSampler
 from unetflow.validation import (
@@ -31,9 +39,13 @@ def test_patch_plan_follows_median_size_and_depth():
     assert plan_patch_size([5], [5], depth=3) == [8, 8]
 
 
-def test_batch_plan_is_bounded_on_cpu():
-    batch = plan_batch_size([128, 128], 3, 16, torch.device("cpu"))
-    assert 2 <= batch <= 8
+def test_batch_plan_is_capped_on_cpu_and_shrinks_with_memory(monkeypatch):
+    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 8 * 2**30)
+    assert plan_batch_size([128, 128], 3, 16, torch.device("cpu")) == CPU_BATCH_2D
+    assert plan_batch_size([32, 32, 32], 3, 16, torch.device("cpu")) == CPU_BATCH_3D
+    one_sample = training_bytes_per_sample([128, 128], 3, 16)
+    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 3 * one_sample)
+    assert plan_batch_size([128, 128], 3, 16, torch.device("cpu")) == 2
 
 
 UNSET = dict(patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
@@ -53,7 +65,7 @@ def test_fingerprint_measures_class_shares_and_object_sizes():
 def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
     planned, reasons = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cpu"))
     assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
-    assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= 8
+    assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= CPU_BATCH_2D
     assert planned["foreground_oversampling"] == 0.33
     assert set(reasons) == set(UNSET) | {"dims", "pool_kernels"} and planned["dims"] == 2
     monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
