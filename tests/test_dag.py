@@ -14,7 +14,8 @@ from unetflow.gpu import claim_slot
 
 def job_counts(workdir, config: dict) -> dict[str, int]:
     path = write_config(workdir, config)
-    table = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=path).stdout.split("Job stats:")[1]
+    output = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=path).stdout
+    table = output.split("Job stats:")[1] if "Job stats:" in output else ""  # none: nothing to be done
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
@@ -34,6 +35,14 @@ def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
     assert "experiment=wide" in output and "experiment=unet" not in output
     assert job_counts(tiny_run, config) == {"train": 1, "predict": 1, "evaluate": 1, "report": 1, "package": 1,
                                             "leaderboard": 1, "all": 1, "total": 7}
+
+
+def test_an_instance_setting_outside_the_instance_mode_reruns_nothing(tiny_run):
+    config = tiny_config()
+    config["data"] = {**config.get("data", {}), "instance_target": "three_class"}
+    assert job_counts(tiny_run, config) == {}
+    config["data"]["jpeg_masks"] = "snap"  # a data setting ingest uses does rerun it
+    assert job_counts(tiny_run, config).get("ingest") == 1
 
 
 def test_gpu_slots_are_exclusive_between_processes(tmp_path):

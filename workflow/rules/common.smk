@@ -45,12 +45,16 @@ wildcard_constraints:
 
 
 def data_location():
-    """The data section with images/masks pointing at the demo data when no data set is given."""
+    """The data section ingest reads: images/masks pointing at the demo data when no data set is given, and
+    instance_target only in the instance mode (so changing it reruns nothing otherwise)."""
+    data = dict(config["data"])
+    if not data["instances"]:
+        data.pop("instance_target")
     if USE_DEMO:
-        return {**config["data"], "images": f"{RESULTS}/demo/images", "masks": f"{RESULTS}/demo/masks"}
-    if config["data"]["manifest"] is None and config["data"]["masks"] is None:
+        return {**data, "images": f"{RESULTS}/demo/images", "masks": f"{RESULTS}/demo/masks"}
+    if data["manifest"] is None and data["masks"] is None:
         raise ValueError("config key data.masks: set it to the folder or glob of the masks of data.images")
-    return config["data"]
+    return data
 
 
 def data_inputs():
