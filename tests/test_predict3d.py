@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import applied, rotated_affine
 from unetflow.cases import save_case
 from unetflow.ensemble import (
     load_models,
@@ -20,11 +21,14 @@ from unetflow.infer import InferInputError, Predictor
 from unetflow.model import UNet
 from unetflow.package import build_package, save_package
 from unetflow.predict import predict_cases
+from unetflow.resample import resample_image, resample_probabilities
 from unetflow.tiling import sliding_window_predict
+from unetflow.volumes import slice_axis_target, target_slice_count
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CPU = torch.device("cpu")
 PATCH_3D, PATCH_2D = [4, 8, 8], [16, 16]
+TARGET = [0.5, 0.5, 1.5]  # X, Y, Z mm; only Z (the slice axis) matters to 3D prediction, in-plane is preprocessing's
 CLASSES = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "a", "b"], "value": [0, 1, 2], "color": None,
                         "ignore": False})
 
@@ -66,6 +70,40 @@ def test_a_mixed_ensemble_averages_3d_and_slice_by_slice_2d_softmax(slices):
     alone2d = [predict_probabilities([model2d], s, PATCH_2D, CFG, CPU) for s in slices]
     for index in range(4):
         torch.testing.assert_close(mixed[index], (alone3d[index] + alone2d[index]) / 2)
+
+
+@pytest.fixture
+def thick_slices(tmp_path) -> pd.DataFrame:
+    """The rows of `volume_rows(4)` for a NIfTI file of 3 mm slices (1 x 1 mm in-plane, its header's spacing)."""
+    nib.save(nib.Nifti1Image(np.zeros((8, 12, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "vol.nii.gz")
+    return volume_rows(4).assign(image_path=str(tmp_path / "vol.nii.gz"))
+
+
+def test_a_3d_model_predicts_on_the_target_slice_spacing_and_returns_each_original_slice(slices, thick_slices):
+    """Target 1.5 mm along the slice axis: the 4 slices of 3 mm are predicted as 8, the softmax comes back to 4."""
+    model = unet(1, 3)
+    labels, probabilities = predict_unit([model], slices, PATCH_3D, CFG, CPU, 3, thick_slices, TARGET)
+    fine = resample_image(np.stack(slices, axis=1), (8, 8, 12))
+    expected = resample_probabilities(sliding_window_predict(model, torch.from_numpy(fine), PATCH_3D).numpy(),
+                                      (4, 8, 12))
+    assert len(labels) == len(probabilities) == 4 and labels[0].shape == (8, 12)
+    for index, (probs, slice_labels) in enumerate(zip(probabilities, labels)):
+        np.testing.assert_allclose(probs.numpy(), expected[:, index], atol=1e-6)
+        np.testing.assert_array_equal(slice_labels, expected[:, index].argmax(0))
+    stored = unit_probabilities([model], slices, PATCH_3D, CFG, CPU, thick_slices)
+    assert not torch.allclose(torch.stack(probabilities, 1), torch.stack(stored, 1), atol=1e-3)  # the grid matters
+
+
+def test_2d_members_predict_the_stored_slices_and_the_own_slice_spacing_is_a_no_op(slices, thick_slices):
+    pair, patches = [unet(1, 3), unet(2, 2)], [PATCH_3D, PATCH_2D]
+    mixed = unit_probabilities(pair, slices, patches, CFG, CPU, thick_slices, TARGET)
+    alone3d = unit_probabilities(pair[:1], slices, PATCH_3D, CFG, CPU, thick_slices, TARGET)
+    alone2d = [predict_probabilities(pair[1:], s, PATCH_2D, CFG, CPU) for s in slices]
+    for index in range(4):
+        torch.testing.assert_close(mixed[index], (alone3d[index] + alone2d[index]) / 2)
+    own = unit_probabilities(pair, slices, patches, CFG, CPU, thick_slices, [9.0, 9.0, 3.0])  # Z: the file's own
+    stored = unit_probabilities(pair, slices, patches, CFG, CPU, thick_slices)
+    assert all(torch.equal(a, b) for a, b in zip(own, stored))
 
 
 def test_2d_models_keep_predicting_a_volume_slice_by_slice(slices):
@@ -126,18 +164,20 @@ def test_predict_cases_writes_a_volume_predicted_in_3d_and_refuses_2d_cases_befo
     assert not (tmp_path / "other").exists()
 
 
-def make_3d_package(folder) -> str:
+def make_3d_package(folder, preprocess: dict | None = None) -> str:
+    """A package of two 3D models; `preprocess` by default as packages wrote it before 3D resampled the slice axis."""
     checkpoints = [save_checkpoint(folder / f"fold{seed}.pt", unet(seed, 3), PATCH_3D) for seed in (0, 1)]
     manifest = pd.DataFrame({"id": ["v_z0"], "image_path": ["v.nii.gz"], "mask_path": ["v_mask.nii.gz"],
                              "kind": ["volume"], "height": [12], "width": [10], "channels": [1], "dtype": ["float32"]})
     package = build_package(checkpoints, ["m/fold0", "m/fold1"], manifest, pd.DataFrame({"foreground_fraction": [0.3]}),
-                            CLASSES, dict(normalization="zscore", clip_percentiles=None), CFG, False, 2, None,
+                            CLASSES, preprocess or dict(normalization="zscore", clip_percentiles=None), CFG, False, 2,
+                            None,
                             [1.0, 1.0, 2.0])
     return save_package(package, folder / "model.pt")
 
 
 def test_a_3d_package_segments_a_nifti_volume_as_one_and_refuses_2d_files(tmp_path):
-    predictor = Predictor.load(make_3d_package(tmp_path), "cpu")
+    predictor = Predictor.load(make_3d_package(tmp_path), "cpu")  # an older package: the slices as they are
     data = np.random.default_rng(1).normal(100, 20, (12, 10, 5)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
     summary = predictor.predict_files([tmp_path / "scan.nii.gz"], tmp_path / "out")
@@ -149,3 +189,24 @@ def test_a_3d_package_segments_a_nifti_volume_as_one_and_refuses_2d_files(tmp_pa
     cv2.imwrite(str(tmp_path / "cell.png"), np.zeros((12, 10), np.uint8))
     with pytest.raises(InferInputError, match=r"cell.png: a 2D image, but .*model.pt holds 3D models"):
         predictor.predict_files([tmp_path / "cell.png"], tmp_path / "out2")
+
+
+def test_a_3d_package_predicts_on_its_target_slice_spacing_exactly_as_predict_does(tmp_path):
+    """A package whose models were trained on 0.5 mm slices segments a rotated volume of 2 mm slices on 20 slices
+    of 0.5 mm and writes one label per original slice with the input's header: predict's mask, voxel for voxel."""
+    settings = applied("zscore", spacing=[1.0, 1.0, 0.5])
+    predictor = Predictor.load(make_3d_package(tmp_path, settings), "cpu")
+    data = np.random.default_rng(1).normal(100, 20, (12, 10, 5)).astype(np.float32)
+    path, affine = tmp_path / "scan.nii.gz", rotated_affine([1.0, 1.0, 2.0], degrees=20)
+    nib.save(nib.Nifti1Image(data, affine), path)
+    predictor.predict_files([path], tmp_path / "out")
+    rows = volume_rows(5, "scan").assign(image_path=str(path), mask_path=str(path), height=12, width=10)
+    assert target_slice_count(rows, slice_axis_target(predictor.package.preprocess)) == 20
+    network = predictor.network_images(np.moveaxis(data, 2, 0)[..., None], [1.0, 1.0, 2.0], 2)
+    arrays = pd.Series({case_id: str(save_case(tmp_path / f"{case_id}.npz", image, np.zeros((12, 10), np.uint8)))
+                        for case_id, image in zip(rows["id"], network)})
+    predict_cases(rows, arrays, [str(tmp_path / "fold0.pt"), str(tmp_path / "fold1.pt")], CLASSES,
+                  {**CFG, "save_probabilities": False}, CPU, str(tmp_path / "predict"), slice_axis_target(settings))
+    inferred, predicted = nib.load(tmp_path / "out" / "scan.nii.gz"), nib.load(tmp_path / "predict" / "scan.nii.gz")
+    assert inferred.shape == (12, 10, 5) and np.allclose(inferred.affine, affine)
+    np.testing.assert_array_equal(np.asarray(inferred.dataobj), np.asarray(predicted.dataobj))

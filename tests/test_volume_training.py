@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build_manifest, write_pairs
+from conftest import applied, build_manifest, write_pairs
 from unetflow.augment import AUGMENT_DEFAULTS, augment_batch
 from unetflow.config import experiment_problems
 from unetflow.demo_volumes import ellipsoid_volume, write_volume_pairs
@@ -80,7 +80,7 @@ def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
     ids = manifest.loc[manifest["volume"] != "vol1", "id"].sample(frac=1, random_state=0).tolist()  # shuffled
     units = volume_units(manifest, ids, "training")
     assert [unit[0] for unit in units] == ["vol0_z0", "vol2_z0"] and all(len(unit) == 7 for unit in units)
-    (image, labels), _ = load_volume_cases(preprocessed, units)
+    (image, labels), _ = load_volume_cases(preprocessed, manifest, units)
     mask = np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj)
     assert image.shape == (1, 7, 12, 10) and image.dtype == np.float16 and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (S, H, W): slices along data.slice_axis
@@ -90,6 +90,29 @@ def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
     assert median_spacing(volume_geometry(manifest), units, manifest, halved) == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="volume vol1: 3 of its 7 slices .* split.group_by"):
         volume_units(manifest, ["vol1_z0", "vol1_z1", "vol1_z2"], "validation")
+    same, _, _ = training_cases(manifest, preprocessed, ids, [], dims=3, target_spacing=[9.0, 9.0, 2.0])
+    for (image, labels), (same_image, same_labels) in zip(train, same):  # the slice axis's own spacing: a no-op
+        assert same_image.dtype == np.float16 and np.array_equal(same_image, image) and np.array_equal(same_labels,
+                                                                                                      labels)
+
+
+def test_3d_training_volumes_are_resampled_along_the_slice_axis_to_the_target_spacing(tmp_path):
+    """0.8 x 0.8 x 3 mm volumes sliced along Z, target 0.8 x 0.8 x 1.2 mm: each volume is stacked on 20 slices
+    instead of 8 (8 x 3 / 1.2), its labels hold only their own classes and match the file's labels at each new
+    slice's centre, and the plan sees the resampled spacing."""
+    manifest, classes = volume_manifest(tmp_path, (24, 20, 8), (0.8, 0.8, 3.0))
+    settings = applied("zscore", spacing=[0.8, 0.8, 1.2])
+    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), settings)
+    assert (preprocessed["height"] == 24).all()  # in-plane already on the target: only the slice axis changes
+    ids = manifest.loc[manifest["volume"] == "vol0", "id"].tolist()
+    train, _, spacing = training_cases(manifest, preprocessed, ids, [], dims=3, target_spacing=settings["spacing"])
+    (image, labels), = train
+    assert image.shape == (1, 20, 24, 20) and image.dtype == np.float16 and labels.shape == (20, 24, 20)
+    assert spacing == pytest.approx([1.2, 0.8, 0.8])  # slice axis first, as the plan reads it
+    mask = np.moveaxis(np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj), 2, 0)
+    assert set(np.unique(labels)) == set(np.unique(mask)) == {0, 1}
+    nearest = mask[((np.arange(20) + 0.5) * 1.2 / 3.0).astype(int)]  # the file's slice under each new centre
+    assert (labels == nearest).mean() > 0.97  # (new centres on an old boundary keep the two slices' overlap)
 
 
 UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)

@@ -1,4 +1,5 @@
-"""2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard."""
+"""2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard; the 3D
+one on volumes resampled along the slice axis, its predictions back on the files' slices."""
 
 import json
 
@@ -15,6 +16,7 @@ def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
     config = tiny_config()
     config["data"] = {"images": str(images), "masks": str(masks)}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
+    config["preprocess"] = {"spacing": [1.0, 1.0, 2.4]}  # in-plane as stored; 3D sees 15 slices of 2.4 mm, not 12
     config["train"].update(batch_size=2)
     config["experiments"] = {"unet2d": {"train": {"dims": 2}}, "unet3d": {"train": {"dims": "auto"}}}
     snakemake(tmp_path, "results/leaderboard.parquet", configfile=write_config(tmp_path, config))
@@ -22,10 +24,13 @@ def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
     board = pd.read_parquet(tmp_path / "results/leaderboard.parquet").set_index("experiment")
     assert board.loc["unet2d", "dims"].tolist() == [2, 2] and board.loc["unet3d", "dims"].tolist() == [3, 3]
     assert board.loc["unet2d", "patch_size"].iloc[0] == "24x20"
-    assert board.loc["unet3d", "patch_size"].iloc[0] == "12x24x20"  # the whole median volume, slices first
-    plan = json.loads((tmp_path / "results/unet3d/train/fold0/plan.json").read_text())["settings"]
+    assert board.loc["unet3d", "patch_size"].iloc[0] == "14x24x20"  # the median volume, slices first, fit to pooling
+    plan = json.loads((tmp_path / "results/unet3d/train/fold0/plan.json").read_text())
+    assert plan["fingerprint"]["median_size"] == [15, 24, 20]  # 15 slices of 2.4 mm: the resampled grid,
+    assert plan["fingerprint"]["spacing"] == [2.4, 1.0, 1.0]  # not the files' 12 of 3 mm
+    plan = plan["settings"]
     assert plan["dims"]["source"] == "planned" and "not extremely anisotropic" in plan["dims"]["reason"]
-    assert plan["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]  # Z (3 mm) waits for the 1 mm axes
+    assert plan["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]  # Z (2.4 mm) waits for the 1 mm axes
     test_volume = pd.read_parquet(tmp_path / "results/split/splits.parquet").query("split == 'test'")["id"]
     name = test_volume.iloc[0].split("_z")[0]
     for experiment in ("unet2d", "unet3d"):

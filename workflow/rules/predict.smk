@@ -3,6 +3,7 @@ rule predict:
         models=ensemble_models,
         cases=rules.preprocess.output.cases,
         arrays=rules.preprocess.output.manifest,
+        settings=rules.preprocess.output.settings,
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],

@@ -2,6 +2,7 @@ rule train:
     input:
         cases=rules.preprocess.output.cases,
         manifest=rules.preprocess.output.manifest,
+        settings=rules.preprocess.output.settings,
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
         data=rules.ingest.output.manifest,

@@ -2,8 +2,9 @@
 sliding window, optional mirroring, mean softmax over the models) and postprocessed labels.
 
 An ensemble may hold 2D and 3D U-Nets, each predicting with its own training patch: a 3D model sees a NIfTI volume
-as one (its slices stacked in slice order along a new first spatial axis, (C, S, H, W)), a 2D model slice by slice,
-and their softmax is averaged on the volume's grid; the result is handed on slice by slice, as for 2D models."""
+as one (its slices stacked in slice order along a new first spatial axis, (C, S, H, W), resampled along that axis
+to the target spacing it was trained on and its softmax brought back), a 2D model slice by slice, and their softmax
+is averaged on the volume's stored grid; the result is handed on slice by slice, as for 2D models."""
 
 from collections.abc import Sequence
 
@@ -14,9 +15,9 @@ from scipy import ndimage
 
 from unetflow.gpu import uses_bf16
 from unetflow.model import UNet
-from unetflow.resample import resample_probabilities, source_slice_shape
+from unetflow.resample import resample_image, resample_probabilities, source_slice_shape
 from unetflow.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
-from unetflow.volumes import is_volume_unit, stack_slices
+from unetflow.volumes import is_volume_unit, stack_slices, target_slice_count
 
 
 def load_model(checkpoint_path: str, device: torch.device) -> tuple[UNet, list[int]]:
@@ -94,17 +95,38 @@ def model_probabilities(model: torch.nn.Module, image: torch.Tensor, patch: Sequ
 
 
 def unit_probabilities(models: Sequence[torch.nn.Module], images: list[np.ndarray], patch, cfg: dict,
-                       device: torch.device, rows: pd.DataFrame) -> list[torch.Tensor]:
+                       device: torch.device, rows: pd.DataFrame, target_spacing=None) -> list[torch.Tensor]:
     """The softmax of each preprocessed image (C, H, W) of a prediction unit (`rows`, see `prediction_units`):
     image by image with 2D models only; with a 3D model, a NIfTI volume's slices stacked in slice order as one
-    volume (C, S, H, W), its softmax handed back slice by slice. ValueError for a 3D model on a 2D unit."""
+    volume (C, S, H, W), on `target_spacing` along the slice axis (X, Y, Z, see `slice_axis_target`; None: as
+    stored), its softmax handed back slice by slice. ValueError for a 3D model on a 2D unit."""
     if not any(spatial_dims(model) == 3 for model in models):
         return [predict_probabilities(models, image, patch, cfg, device) for image in images]
     if not is_volume_unit(rows):
         first = rows.iloc[0]
         raise ValueError(f"{first.get('image_path', first['id'])}: a 2D image, but a 3D model segments NIfTI "
                          f"volumes only; predict it with a 2D model (train.dims: 2)")
-    return list(predict_probabilities(models, np.stack(images, axis=1), patch, cfg, device).unbind(1))
+    volume, slices = np.stack(images, axis=1), target_slice_count(rows, target_spacing)
+    if slices == len(images):
+        return list(predict_probabilities(models, volume, patch, cfg, device).unbind(1))
+    return list(resampled_volume_probabilities(models, volume, slices, patch, cfg, device).unbind(1))
+
+
+def resampled_volume_probabilities(models: Sequence[torch.nn.Module], volume: np.ndarray, slices: int, patch,
+                                   cfg: dict, device: torch.device) -> torch.Tensor:
+    """The mean softmax (K, S, H, W) of a volume (C, S, H, W) whose 3D models were trained on `slices` slices: the
+    3D models on the volume resampled along the slice axis (cubic spline, as in training), their softmax brought
+    back to its S slices (linear, still summing to 1); the 2D models on its stored slices; the mean of all."""
+    patches = member_patches(models, patch)
+    deep, flat = ([(model, model_patch) for model, model_patch in zip(models, patches) if spatial_dims(model) == dims]
+                  for dims in (3, 2))
+    resampled = resample_image(volume, (slices, *volume.shape[2:])).astype(volume.dtype)  # float16 as in training
+    total = predict_probabilities([m for m, _ in deep], resampled, [p for _, p in deep], cfg, device).mul_(len(deep))
+    total = torch.from_numpy(resample_probabilities(total.numpy(), volume.shape[1:]))
+    if flat:
+        total.add_(predict_probabilities([m for m, _ in flat], volume, [p for _, p in flat], cfg, device)
+                   .mul_(len(flat)))
+    return total.div_(len(models))
 
 
 def labels_from_probabilities(probs: torch.Tensor) -> np.ndarray:
@@ -147,11 +169,12 @@ def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def predict_unit(models: Sequence[torch.nn.Module], images: list[np.ndarray], patch, cfg: dict,
-                 device: torch.device, num_classes: int, rows: pd.DataFrame):
+                 device: torch.device, num_classes: int, rows: pd.DataFrame, target_spacing=None):
     """Class-index maps of a prediction unit's preprocessed images (one for a 2D case, the slices of a volume),
     postprocessed (cfg: overlap, batch_size, mirror, largest_component), and the probabilities of each image
-    (see `unit_probabilities`; `patch`: one for all models or one per model); a volume resampled in preprocessing
-    gets both on its file's own grid."""
-    probabilities = on_source_grid(unit_probabilities(models, images, patch, cfg, device, rows), rows)
+    (see `unit_probabilities`; `patch`: one for all models or one per model; `target_spacing`: that 3D models were
+    trained on); a volume resampled in preprocessing gets both on its file's own grid."""
+    probabilities = on_source_grid(unit_probabilities(models, images, patch, cfg, device, rows, target_spacing),
+                                   rows)
     labels = [labels_from_probabilities(probs) for probs in probabilities]
     return postprocess_unit(labels, num_classes, rows, cfg["largest_component"]), probabilities

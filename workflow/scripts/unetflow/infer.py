@@ -36,7 +36,7 @@ from unetflow.predictions import (
 from unetflow.preprocess import network_images
 from unetflow.sources import slice_id, source_images, source_kind
 from unetflow.summary import unit_summary
-from unetflow.volumes import volume_slice_axis
+from unetflow.volumes import slice_axis_target, volume_slice_axis
 
 log = logging.getLogger("unetflow.infer")
 
@@ -169,7 +169,8 @@ class Predictor:
             network = self.network_images(images if volume else images[unit["slice"].tolist()], spacing,
                                           int(source["slice_axis"]))
             labels, probabilities = predict_unit(self.models, network, self.package.patch_size, self.package.predict,
-                                                 self.device, self.package.num_classes, unit)
+                                                 self.device, self.package.num_classes, unit,
+                                                 slice_axis_target(self.package.preprocess))
             if self.package.instance_target:
                 path, unit_objects = write_unit_objects(probabilities, unit, self.package.instance_target,
                                                         self.package.predict["min_object_size"], out_dir, name)

@@ -25,8 +25,9 @@ from unetflow.io import mask_palette
 from unetflow.nifti import volume_spacing
 
 FORMAT = "unetflow-model-package"
-FORMAT_VERSION = 2  # raise when a field changes meaning; older readers then refuse newer packages
+FORMAT_VERSION = 3  # raise when a field changes meaning; older readers then refuse newer packages
 # 2: preprocess holds the settings as applied (per-volume and CT schemes, their statistics, the target spacing)
+# 3: 3D models predict volumes resampled along the slice axis too (preprocess: resample_slice_axis_3d)
 PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 REQUIRED = ("models", "patch_size", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
             "palette", "predict", "spacing", "fingerprint", "versions")

@@ -25,17 +25,19 @@ def checkpoint_list(paths: str | Sequence[str]) -> list[str]:
 
 
 def predict_cases(cases: pd.DataFrame, arrays: pd.Series, checkpoints: Sequence[str], classes: pd.DataFrame,
-                  cfg: dict, device: torch.device, out_dir: str) -> None:
+                  cfg: dict, device: torch.device, out_dir: str, target_spacing=None) -> None:
     """Predict every case (manifest rows; `arrays`: stored case path by id) with the mean softmax of the
-    `checkpoints`, unit by unit (a 2D case, or a volume's slices), and write masks (and with
-    cfg['save_probabilities'] the probabilities) to out_dir."""
+    `checkpoints`, unit by unit (a 2D case, or a volume's slices; 3D models on `target_spacing` along the slice
+    axis, see `slice_axis_target`), and write masks (and with cfg['save_probabilities'] the probabilities) to
+    out_dir."""
     models, patches = load_models(checkpoints, device)
     units, target, objects = prediction_units(cases), instance_target(classes), []
     refuse_3d_models_on_2d_units(models, checkpoints, units)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for number, (name, rows) in enumerate(units, start=1):
         images = [load_case(arrays[case_id])[0] for case_id in rows["id"]]
-        labels, probabilities = predict_unit(models, images, patches, cfg, device, len(class_values(classes)), rows)
+        labels, probabilities = predict_unit(models, images, patches, cfg, device, len(class_values(classes)), rows,
+                                             target_spacing)
         if target:
             objects += write_unit_objects(probabilities, rows, target, cfg["min_object_size"], out_dir, name)[1]
         else:

@@ -18,8 +18,9 @@ from unetflow.sources import case_targets, row_kind, source_images
 
 def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     """The preprocessing as applied (stored beside the cases and in model packages): the normalisation scheme with
-    its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source; ValueError
-    naming the key when the scheme needs statistics the training cases do not give."""
+    its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source (cases are
+    stored resampled in-plane; 3D training and prediction also resample the slice axis: `resample_slice_axis_3d`);
+    ValueError naming the key when the scheme needs statistics the training cases do not give."""
     scheme, scheme_source = applied_value(cfg, "normalization", fingerprint, "normalization")
     if scheme == "ct" and fingerprint["ct"] is None:
         raise ValueError("preprocess.normalization: ct needs the intensities of the training cases' foreground, but "
@@ -30,6 +31,7 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
                 clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
                 ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
+                resample_slice_axis_3d=True,
                 scale=float(scale), scale_source=scale_source)
 
 

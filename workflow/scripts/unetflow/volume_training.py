@@ -5,15 +5,18 @@ rebuilt for 3D training from their stored slice cases.
 (the coarsest median voxel spacing more than ANISOTROPY_RATIO times the finest AND fewer than FEW_SLICES voxels
 along that coarse axis: a 3D patch could hardly pool along it, and each slice is nearly independent of the next);
 2D files, TIFF stacks (no spacing) and one-slice volumes train in 2D. A volume is trained as (C, S, H, W): its
-slices along `data.slice_axis` stacked in slice order, as prediction stacks them.
+slices along `data.slice_axis` stacked in slice order, as prediction stacks them, and resampled along the slice
+axis to the target spacing (the stored slices are resampled in-plane only, which is all 2D training needs, as
+nnU-Net's 2d configuration).
 """
 
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import load_case, load_cases
+from unetflow.cases import CASE_IMAGE_DTYPE, load_case, load_cases
 from unetflow.nifti import volume_spacing
-from unetflow.volumes import volume_rows
+from unetflow.resample import resample_image, resample_labels
+from unetflow.volumes import target_slice_count, volume_rows
 
 ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for an anisotropic spacing
 FEW_SLICES = 32  # fewer voxels than this along the coarse axis of an anisotropic volume: train in 2D
@@ -76,20 +79,28 @@ def volume_units(manifest: pd.DataFrame, ids: list[str], split_name: str) -> lis
     return units
 
 
-def load_volume_cases(preprocessed: pd.DataFrame, units: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8."""
-    paths = preprocessed.set_index("id")["array_path"]
+def load_volume_cases(preprocessed: pd.DataFrame, manifest: pd.DataFrame, units: list[list[str]],
+                      target_spacing=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8, resampled
+    along the slice axis to `target_spacing`'s entry for it (X, Y, Z; None: as stored) from the header's spacing
+    (`manifest`: the ingest manifest): the image by cubic spline, the labels by largest share (no new values)."""
+    paths, rows = preprocessed.set_index("id")["array_path"], manifest.set_index("id", drop=False)
     volumes = []
     for ids in units:
         images, labels = zip(*(load_case(paths[case_id]) for case_id in ids))
-        volumes.append((np.stack(images, axis=1), np.stack(labels)))
+        image, labels = np.stack(images, axis=1), np.stack(labels)
+        slices = target_slice_count(rows.loc[ids], target_spacing)
+        if slices != len(ids):
+            shape = (slices, *labels.shape[1:])
+            image, labels = resample_image(image, shape).astype(CASE_IMAGE_DTYPE), resample_labels(labels, shape)
+        volumes.append((image, labels))
     return volumes
 
 
 def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame,
                    volumes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
     """The median voxel spacing (slice axis first) of the training `volumes` (the arrays of `units`): the header's,
-    scaled in-plane by how preprocessing resized the slices (stored against original size)."""
+    scaled by how preprocessing and `load_volume_cases` resampled them (their shape against the original)."""
     names = manifest.set_index("id").loc[[ids[0] for ids in units], "volume"]
     table = geometry.set_index("volume").loc[names]
     spacing = [np.array(spacing) * np.array(shape) / labels.shape
@@ -98,14 +109,14 @@ def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.
 
 
 def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids: list[str], val_ids: list[str],
-                   dims: int):
+                   dims: int, target_spacing=None):
     """Training and validation cases for a `dims`-D U-Net, and the training volumes' median spacing (None in 2D):
-    2D cases as stored (training cases with their loss weights when stored), or whole volumes
-    (`load_volume_cases`)."""
+    2D cases as stored (training cases with their loss weights when stored), or whole volumes resampled along the
+    slice axis to `target_spacing` (`load_volume_cases`)."""
     if dims == 2:
         return load_cases(preprocessed, train_ids, weights=True), load_cases(preprocessed, val_ids), None
     train_units = volume_units(manifest, train_ids, "training")
     val_units = volume_units(manifest, val_ids, "validation")
-    train = load_volume_cases(preprocessed, train_units)
+    train = load_volume_cases(preprocessed, manifest, train_units, target_spacing)
     spacing = median_spacing(volume_geometry(manifest), train_units, manifest, train)
-    return train, load_volume_cases(preprocessed, val_units), spacing
+    return train, load_volume_cases(preprocessed, manifest, val_units, target_spacing), spacing

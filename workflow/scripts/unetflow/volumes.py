@@ -12,7 +12,8 @@ import pandas as pd
 
 from unetflow.formats import ImageReadError
 from unetflow.labels import integer_labels
-from unetflow.nifti import read_volume, volume_grid, write_label_volume
+from unetflow.nifti import read_volume, volume_grid, volume_spacing, write_label_volume
+from unetflow.resample import resampled_shape
 
 GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
 
@@ -98,3 +99,21 @@ def prediction_units(cases: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """What is predicted and evaluated as one: each NIfTI volume (its slices in order), every other case alone."""
     single = cases.loc[~volume_rows(cases), "id"]
     return list(volume_slices(cases).items()) + [(case_id, cases[cases["id"] == case_id]) for case_id in single]
+
+
+def slice_axis_target(settings: dict) -> list[float] | None:
+    """The target spacing (X, Y, Z) along whose slice-axis entry 3D models see volumes (`settings`: preprocessing
+    as applied): settings['spacing'], or None (each volume's own slices) for settings written before 3D training
+    resampled the slice axis (`resample_slice_axis_3d`) and for spacing null."""
+    return settings.get("spacing") if settings.get("resample_slice_axis_3d") else None
+
+
+def target_slice_count(rows: pd.DataFrame, target_spacing) -> int:
+    """How many slices a NIfTI volume (its manifest rows, one per slice) has on `target_spacing` (X, Y, Z) along
+    its slice axis, from the voxel spacing of its image's header; its own count when `target_spacing` is None."""
+    if target_spacing is None:
+        return len(rows)
+    first = rows.iloc[0]
+    axis = int(first["slice_axis"])
+    own = volume_spacing(first["image_path"])[axis]
+    return resampled_shape((len(rows),), (own,), (target_spacing[axis],))[0]
