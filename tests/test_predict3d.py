@@ -1,5 +1,5 @@
 """Prediction with 3D U-Nets: NIfTI volumes predicted as one volume, per-slice results, mixed 2D/3D ensembles,
-2D inputs refused, and a 3D model package applied to new volumes."""
+2D inputs refused, and a package of 2D and 3D models applied to new volumes as `predict` applies its models."""
 
 import cv2
 import nibabel as nib
@@ -16,10 +16,12 @@ from unetflow.ensemble import (
     refuse_3d_models_on_2d_units,
     unit_probabilities,
 )
+from unetflow.export import tile_patch
 from unetflow.infer import InferInputError, Predictor
 from unetflow.model import UNet
-from unetflow.package import build_package, save_package
+from unetflow.package import PackageError, build_package, save_package
 from unetflow.predict import predict_cases
+from unetflow.sources import source_images
 from unetflow.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
@@ -126,26 +128,38 @@ def test_predict_cases_writes_a_volume_predicted_in_3d_and_refuses_2d_cases_befo
     assert not (tmp_path / "other").exists()
 
 
-def make_3d_package(folder) -> str:
-    checkpoints = [save_checkpoint(folder / f"fold{seed}.pt", unet(seed, 3), PATCH_3D) for seed in (0, 1)]
+def make_mixed_package(folder) -> tuple[str, list[str]]:
+    """A package of a 3D and a 2D model (each its own patch) and their checkpoints."""
+    checkpoints = [save_checkpoint(folder / "fold0.pt", unet(0, 3), PATCH_3D),
+                   save_checkpoint(folder / "fold1.pt", unet(1, 2), PATCH_2D)]
     manifest = pd.DataFrame({"id": ["v_z0"], "image_path": ["v.nii.gz"], "mask_path": ["v_mask.nii.gz"],
                              "kind": ["volume"], "height": [12], "width": [10], "channels": [1], "dtype": ["float32"]})
     package = build_package(checkpoints, ["m/fold0", "m/fold1"], manifest, pd.DataFrame({"foreground_fraction": [0.3]}),
                             CLASSES, dict(normalization="zscore", clip_percentiles=None), CFG, False, 2, None,
                             [1.0, 1.0, 2.0])
-    return save_package(package, folder / "model.pt")
+    return save_package(package, folder / "model.pt"), checkpoints
 
 
-def test_a_3d_package_segments_a_nifti_volume_as_one_and_refuses_2d_files(tmp_path):
-    predictor = Predictor.load(make_3d_package(tmp_path), "cpu")
+def test_a_package_of_2d_and_3d_models_segments_a_volume_as_predict_does_and_refuses_2d_files(tmp_path):
+    package, checkpoints = make_mixed_package(tmp_path)
+    predictor = Predictor.load(package, "cpu")
+    assert predictor.package.patches == [PATCH_3D, PATCH_2D]
+    with pytest.raises(PackageError, match=r"model.pt: its models predict with different patches"):
+        tile_patch(predictor.package)  # ONNX takes tiles of one size
     data = np.random.default_rng(1).normal(100, 20, (12, 10, 5)).astype(np.float32)
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
-    summary = predictor.predict_files([tmp_path / "scan.nii.gz"], tmp_path / "out")
-    written = nib.load(tmp_path / "out" / "scan.nii.gz")
-    network = [predictor.network_image(data[:, :, z]) for z in range(5)]
-    expected = predict_probabilities(predictor.models, np.stack(network, axis=1), PATCH_3D, CFG, CPU).argmax(0)
-    np.testing.assert_array_equal(np.asarray(written.dataobj), np.moveaxis(expected.numpy(), 0, 2))
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), scan)
+    summary = predictor.predict_files([scan], tmp_path / "out")
     assert set(summary["id"]) == {"scan"}
+    network = predictor.network_images(source_images(dict(kind="volume", image_path=str(scan), slice_axis=2)))
+    rows = volume_rows(5, "scan").assign(image_path=str(scan), mask_path=str(scan), height=12, width=10)
+    arrays = pd.Series({case_id: str(save_case(tmp_path / f"{case_id}.npz", image, np.zeros((12, 10), np.uint8)))
+                        for case_id, image in zip(rows["id"], network)})
+    predict_cases(rows, arrays, checkpoints, CLASSES, {**CFG, "save_probabilities": False}, CPU,
+                  str(tmp_path / "predict"))
+    inferred = np.asarray(nib.load(tmp_path / "out" / "scan.nii.gz").dataobj)
+    np.testing.assert_array_equal(inferred, np.asarray(nib.load(tmp_path / "predict" / "scan.nii.gz").dataobj))
+    assert len(np.unique(inferred)) > 1  # not a blank mask that any ensemble would give
     cv2.imwrite(str(tmp_path / "cell.png"), np.zeros((12, 10), np.uint8))
     with pytest.raises(InferInputError, match=r"cell.png: a 2D image, but .*model.pt holds 3D models"):
         predictor.predict_files([tmp_path / "cell.png"], tmp_path / "out2")
