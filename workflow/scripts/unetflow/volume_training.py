@@ -5,13 +5,14 @@ rebuilt for 3D training from their stored slice cases.
 (the coarsest median voxel spacing more than ANISOTROPY_RATIO times the finest AND fewer than FEW_SLICES voxels
 along that coarse axis: a 3D patch could hardly pool along it, and each slice is nearly independent of the next);
 2D files, TIFF stacks (no spacing) and one-slice volumes train in 2D. A volume is trained as (C, S, H, W): its
-slices along `data.slice_axis` stacked in slice order, as prediction stacks them.
+slices along `data.slice_axis` stacked in slice order, as prediction stacks them, with the slices' loss weights of
+the instance target `weight_map` when stored (computed per slice, as the instance mode's target and objects are).
 """
 
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import load_case, load_cases
+from unetflow.cases import load_case, load_cases, load_training_case
 from unetflow.nifti import volume_spacing
 from unetflow.volumes import volume_rows
 
@@ -76,36 +77,38 @@ def volume_units(manifest: pd.DataFrame, ids: list[str], split_name: str) -> lis
     return units
 
 
-def load_volume_cases(preprocessed: pd.DataFrame, units: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8."""
+def load_volume_cases(preprocessed: pd.DataFrame, units: list[list[str]],
+                      weights: bool = False) -> list[tuple[np.ndarray, ...]]:
+    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8; with
+    `weights` also the slices' loss weights (S, H, W) float16 when they are stored (`unetflow.weight_map`)."""
     paths = preprocessed.set_index("id")["array_path"]
     volumes = []
     for ids in units:
-        images, labels = zip(*(load_case(paths[case_id]) for case_id in ids))
-        volumes.append((np.stack(images, axis=1), np.stack(labels)))
+        images, labels, *maps = zip(*(load_training_case(paths[case_id]) if weights else load_case(paths[case_id])
+                                      for case_id in ids))
+        volumes.append((np.stack(images, axis=1), np.stack(labels), *(np.stack(slices) for slices in maps)))
     return volumes
 
 
 def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame,
-                   volumes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+                   volumes: list[tuple[np.ndarray, ...]]) -> list[float]:
     """The median voxel spacing (slice axis first) of the training `volumes` (the arrays of `units`): the header's,
     scaled in-plane by how preprocessing resized the slices (stored against original size)."""
     names = manifest.set_index("id").loc[[ids[0] for ids in units], "volume"]
     table = geometry.set_index("volume").loc[names]
     spacing = [np.array(spacing) * np.array(shape) / labels.shape
-               for spacing, shape, (_, labels) in zip(table["spacing"], table["shape"], volumes)]
+               for spacing, shape, (_, labels, *_) in zip(table["spacing"], table["shape"], volumes)]
     return [float(s) for s in np.median(np.stack(spacing), axis=0)]
 
 
 def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids: list[str], val_ids: list[str],
                    dims: int):
     """Training and validation cases for a `dims`-D U-Net, and the training volumes' median spacing (None in 2D):
-    2D cases as stored (training cases with their loss weights when stored), or whole volumes
-    (`load_volume_cases`)."""
+    2D cases as stored or whole volumes (`load_volume_cases`), training cases with their loss weights when stored."""
     if dims == 2:
         return load_cases(preprocessed, train_ids, weights=True), load_cases(preprocessed, val_ids), None
     train_units = volume_units(manifest, train_ids, "training")
     val_units = volume_units(manifest, val_ids, "validation")
-    train = load_volume_cases(preprocessed, train_units)
+    train = load_volume_cases(preprocessed, train_units, weights=True)
     spacing = median_spacing(volume_geometry(manifest), train_units, manifest, train)
     return train, load_volume_cases(preprocessed, val_units), spacing
