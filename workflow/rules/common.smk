@@ -57,6 +57,13 @@ def data_location():
     return data
 
 
+def preprocess_params():
+    """The preprocess section; its weight_map only when the instance target weight_map uses it (so changing it
+    reruns nothing else)."""
+    uses = config["data"]["instances"] and config["data"]["instance_target"] == "weight_map"
+    return {k: v for k, v in config["preprocess"].items() if uses or k != "weight_map"}
+
+
 def data_inputs():
     """What ingest reads: the demo folder, or every data file (so new or changed files rerun ingest)."""
     return [f"{RESULTS}/demo"] if USE_DEMO else data_files(data_location())
