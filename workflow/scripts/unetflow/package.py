@@ -164,14 +164,15 @@ def load_package(path) -> Package:
         hint = (" (it is a training checkpoint: use results/<experiment>/package/<experiment>.pt)"
                 if isinstance(content, dict) and "hparams" in content else "")
         raise PackageError(f"{path}: not a unetflow model package{hint}")
-    if content.get("format_version", 0) > FORMAT_VERSION:
-        raise PackageError(f"{path}: package format {content['format_version']} is newer than this unetflow reads "
+    version = content.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise PackageError(f"{path}: package format {version} is newer than this unetflow reads "
                            f"({FORMAT_VERSION}); update unetflow to the version that made it")
-    missing = [key for key in REQUIRED + (("patch_size",) if content.get("format_version", 0) < 3 else ())
-               if key not in content]
+    required = REQUIRED if version >= 3 else (*REQUIRED, "patch_size")  # formats 1 and 2: one patch for all models
+    missing = [key for key in required if key not in content]
     if missing or not content["models"]:
         raise PackageError(f"{path}: incomplete model package (missing {missing or ['models']}); export it again")
     fields = {key: content[key] for key in REQUIRED}
-    if content.get("format_version", 0) < 3:  # one patch for all models
+    if version < 3:
         fields["models"] = [dict(model, patch_size=content["patch_size"]) for model in content["models"]]
     return Package(path=str(path), **{**fields, "classes": pd.DataFrame(content["classes"])})
