@@ -75,7 +75,7 @@ def make_package(folder: Path, args: argparse.Namespace) -> Path:
 
 def monai_probabilities(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
     """MONAI's sliding window with the package's (single) model: same tiles, overlap, Gaussian, batch, softmax."""
-    model, patch = predictor.models[0], predictor.package.patch_size
+    model, patch = predictor.models[0], predictor.package.patches[0]
 
     def softmax(tiles: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(tiles).float(), dim=1)

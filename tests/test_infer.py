@@ -71,10 +71,20 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
     raw = torch.load(path, weights_only=True)  # no pickled code: plain values and tensors only
     assert raw["format_version"] == FORMAT_VERSION and len(raw["models"]) == 2
     package = load_package(path)
-    assert package.patch_size == [32, 32] and package.input_channels == 1 and package.num_classes == 2
+    assert package.patches == [[32, 32], [32, 32]] and package.input_channels == 1 and package.num_classes == 2
     assert package.classes["value"].tolist() == [0, 255] and package.predict == PREDICT
     assert package.preprocess == ZSCORE
     assert {"torch", "unetflow", "numpy", "python"} <= set(package.versions)
+
+
+def test_a_format_2_package_with_one_patch_for_all_models_still_loads(tmp_path):
+    raw = torch.load(make_package(tmp_path), weights_only=True)
+    models = [{key: value for key, value in model.items() if key != "patch_size"} for model in raw["models"]]
+    torch.save(dict(raw, format_version=2, models=models, patch_size=[24, 24]), tmp_path / "old.pt")
+    assert load_package(tmp_path / "old.pt").patches == [[24, 24], [24, 24]]
+    torch.save(dict(raw, format_version=2, models=models), tmp_path / "broken.pt")
+    with pytest.raises(PackageError, match=r"broken.pt: incomplete model package \(missing \['patch_size'\]\)"):
+        load_package(tmp_path / "broken.pt")
 
 
 def test_predict_array_is_the_ensemble_of_the_package_models(tmp_path):

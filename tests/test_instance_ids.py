@@ -1,9 +1,12 @@
 """Instance masks with more than 65535 objects: read as uint32 ids from 32-bit TIFFs, stored in the case, and
-predictions of that many objects written losslessly (a 32-bit TIFF in place of the 16-bit PNG)."""
+predictions of that many objects written losslessly (a 32-bit TIFF in place of the 16-bit PNG; a uint32 NIfTI for a
+volume whose ids, offset slice by slice, pass 65535)."""
 
 import logging
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -50,3 +53,22 @@ def test_a_prediction_of_more_than_65535_objects_is_written_losslessly(tmp_path,
     assert write_instances(tmp_path / "c1.png", [few], None) == tmp_path / "c1.png"
     assert read_mask(tmp_path / "c1.png").dtype == np.uint16
     assert np.array_equal(read_instances(tmp_path / "c1.png"), few)
+
+
+def test_a_volume_whose_ids_pass_65535_across_slices_is_written_as_uint32_nifti(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    slices = [np.where(rng.random((120, 100)) < 0.9, np.arange(1, 12001).reshape(120, 100), 0) for _ in range(7)]
+    nib.save(nib.Nifti1Image(np.zeros((120, 100, 7), np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    rows = pd.DataFrame({"image_path": [str(tmp_path / "v.nii.gz")], "slice_axis": [2]})
+    with caplog.at_level(logging.INFO):
+        written = write_instances(tmp_path / "out.nii.gz", slices, rows)
+    assert "32-bit (uint32) NIfTI" in caplog.text
+    assert nib.load(written).get_data_dtype() == np.uint32
+    ids = read_instances(written)
+    offsets = np.cumsum([0] + [int(s.max()) for s in slices[:-1]])
+    expected = np.stack([np.where(s > 0, s + offset, 0) for s, offset in zip(slices, offsets)], axis=2)
+    assert expected.max() > 65535 and ids.dtype == np.uint32
+    np.testing.assert_array_equal(ids, expected)
+    nib.save(nib.Nifti1Image(np.zeros((120, 100, 2), np.float32), np.eye(4)), tmp_path / "v2.nii.gz")
+    few = write_instances(tmp_path / "few.nii.gz", slices[:2], rows.assign(image_path=str(tmp_path / "v2.nii.gz")))
+    assert nib.load(few).get_data_dtype() == np.uint16 and read_instances(few).max() == 24000  # 16 bits suffice

@@ -1,6 +1,7 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
+import re
 import shutil
 
 import numpy as np
@@ -15,6 +16,8 @@ from unetflow.io import read_mask, write_mask
 from unetflow.object_metrics import MAP_THRESHOLDS, object_metrics
 from unetflow.objects import instances_from_foreground, instances_from_three_class, object_rows
 from unetflow.pairing import DataValidationError
+from unetflow.preprocess import preprocess_cases
+from unetflow.weight_map import SIGMA, W0, border_weight_map
 
 
 def squares(*boxes, shape=(10, 12)) -> np.ndarray:
@@ -167,6 +170,19 @@ def test_ingest_refuses_declared_classes_with_instances(tmp_path):
         build_manifest(images, masks, classes={"bg": 0, "a": 1, "b": 2}, instances=True)
 
 
+def test_preprocess_stores_the_weights_of_the_configured_w0_and_sigma(tmp_path):
+    _, ids = render_touching_cells(np.random.default_rng(0), 64)
+    images, masks = write_instance_pairs(tmp_path, [ids])
+    manifest, classes = build_manifest(images, masks, instances=True)
+    settings = dict(normalization="zscore", clip_percentiles=None)
+    for name, weight_map in [("paper", None), ("custom", {"w0": 25.0, "sigma": 2.0})]:
+        table = preprocess_cases(manifest, classes, str(tmp_path / name), settings, weight_map=weight_map)
+        with np.load(table["array_path"].iloc[0]) as case:
+            expected = border_weight_map(ids, **(weight_map or {"w0": W0, "sigma": SIGMA}))[1]
+            np.testing.assert_array_equal(case["weights"], expected)
+    assert not np.array_equal(border_weight_map(ids)[1], border_weight_map(ids, 25.0, 2.0)[1])
+
+
 def test_demo_instances_needs_data_instances(tmp_path):
     config = tiny_config()
     config["demo"]["instances"] = True
@@ -198,6 +214,11 @@ def test_instance_mode_end_to_end(tmp_path, target):
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])
     assert (results / "report" / "overlays.png").stat().st_size > 0
+    changed = {**config, "preprocess": {"weight_map": {"w0": 20}}}  # reruns preprocess and after, in this mode only
+    output = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=write_config(tmp_path, changed, "w0.yaml")).stdout
+    jobs = set(re.findall(r"^(\w+)\s+\d+$", output.split("Job stats:")[-1], re.M)) - {"total", "all"}
+    assert jobs == ({"preprocess", "train", "predict", "evaluate", "report", "leaderboard", "package"}
+                    if target == "weight_map" else set())
     infer_matches_predict(tmp_path, config, masks, table)
 
 

@@ -1,5 +1,5 @@
 """Prediction with 3D U-Nets: NIfTI volumes predicted as one volume, per-slice results, mixed 2D/3D ensembles,
-2D inputs refused, and a 3D model package applied to new volumes."""
+2D inputs refused, and a package of 2D and 3D models applied to new volumes as `predict` applies its models."""
 
 import cv2
 import nibabel as nib
@@ -17,11 +17,13 @@ from unetflow.ensemble import (
     refuse_3d_models_on_2d_units,
     unit_probabilities,
 )
+from unetflow.export import tile_patch
 from unetflow.infer import InferInputError, Predictor
 from unetflow.model import UNet
-from unetflow.package import build_package, save_package
+from unetflow.package import PackageError, build_package, save_package
 from unetflow.predict import predict_cases
 from unetflow.resample import resample_image, resample_probabilities
+from unetflow.sources import source_images
 from unetflow.tiling import sliding_window_predict
 from unetflow.volumes import slice_axis_target, target_slice_count
 
@@ -164,28 +166,40 @@ def test_predict_cases_writes_a_volume_predicted_in_3d_and_refuses_2d_cases_befo
     assert not (tmp_path / "other").exists()
 
 
-def make_3d_package(folder, preprocess: dict | None = None) -> str:
-    """A package of two 3D models; `preprocess` by default as packages wrote it before 3D resampled the slice axis."""
-    checkpoints = [save_checkpoint(folder / f"fold{seed}.pt", unet(seed, 3), PATCH_3D) for seed in (0, 1)]
+def make_package(folder, members, preprocess: dict | None = None) -> tuple[str, list[str]]:
+    """A package of models given as (seed, dims, patch), each with its own patch, and their checkpoints;
+    `preprocess` by default as packages wrote it before 3D resampled the slice axis."""
+    checkpoints = [save_checkpoint(folder / f"fold{number}.pt", unet(seed, dims), patch)
+                   for number, (seed, dims, patch) in enumerate(members)]
     manifest = pd.DataFrame({"id": ["v_z0"], "image_path": ["v.nii.gz"], "mask_path": ["v_mask.nii.gz"],
                              "kind": ["volume"], "height": [12], "width": [10], "channels": [1], "dtype": ["float32"]})
     package = build_package(checkpoints, ["m/fold0", "m/fold1"], manifest, pd.DataFrame({"foreground_fraction": [0.3]}),
                             CLASSES, preprocess or dict(normalization="zscore", clip_percentiles=None), CFG, False, 2,
                             None,
                             [1.0, 1.0, 2.0])
-    return save_package(package, folder / "model.pt")
+    return save_package(package, folder / "model.pt"), checkpoints
 
 
-def test_a_3d_package_segments_a_nifti_volume_as_one_and_refuses_2d_files(tmp_path):
-    predictor = Predictor.load(make_3d_package(tmp_path), "cpu")  # an older package: the slices as they are
+def test_a_package_of_2d_and_3d_models_segments_a_volume_as_predict_does_and_refuses_2d_files(tmp_path):
+    package, checkpoints = make_package(tmp_path, [(0, 3, PATCH_3D), (1, 2, PATCH_2D)])
+    predictor = Predictor.load(package, "cpu")
+    assert predictor.package.patches == [PATCH_3D, PATCH_2D]
+    with pytest.raises(PackageError, match=r"model.pt: its models predict with different patches"):
+        tile_patch(predictor.package)  # ONNX takes tiles of one size
     data = np.random.default_rng(1).normal(100, 20, (12, 10, 5)).astype(np.float32)
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
-    summary = predictor.predict_files([tmp_path / "scan.nii.gz"], tmp_path / "out")
-    written = nib.load(tmp_path / "out" / "scan.nii.gz")
-    network = [predictor.network_image(data[:, :, z]) for z in range(5)]
-    expected = predict_probabilities(predictor.models, np.stack(network, axis=1), PATCH_3D, CFG, CPU).argmax(0)
-    np.testing.assert_array_equal(np.asarray(written.dataobj), np.moveaxis(expected.numpy(), 0, 2))
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), scan)
+    summary = predictor.predict_files([scan], tmp_path / "out")
     assert set(summary["id"]) == {"scan"}
+    network = predictor.network_images(source_images(dict(kind="volume", image_path=str(scan), slice_axis=2)))
+    rows = volume_rows(5, "scan").assign(image_path=str(scan), mask_path=str(scan), height=12, width=10)
+    arrays = pd.Series({case_id: str(save_case(tmp_path / f"{case_id}.npz", image, np.zeros((12, 10), np.uint8)))
+                        for case_id, image in zip(rows["id"], network)})
+    predict_cases(rows, arrays, checkpoints, CLASSES, {**CFG, "save_probabilities": False}, CPU,
+                  str(tmp_path / "predict"))
+    inferred = np.asarray(nib.load(tmp_path / "out" / "scan.nii.gz").dataobj)
+    np.testing.assert_array_equal(inferred, np.asarray(nib.load(tmp_path / "predict" / "scan.nii.gz").dataobj))
+    assert len(np.unique(inferred)) > 1  # not a blank mask that any ensemble would give
     cv2.imwrite(str(tmp_path / "cell.png"), np.zeros((12, 10), np.uint8))
     with pytest.raises(InferInputError, match=r"cell.png: a 2D image, but .*model.pt holds 3D models"):
         predictor.predict_files([tmp_path / "cell.png"], tmp_path / "out2")
@@ -195,7 +209,8 @@ def test_a_3d_package_predicts_on_its_target_slice_spacing_exactly_as_predict_do
     """A package whose models were trained on 0.5 mm slices segments a rotated volume of 2 mm slices on 20 slices
     of 0.5 mm and writes one label per original slice with the input's header: predict's mask, voxel for voxel."""
     settings = applied("zscore", spacing=[1.0, 1.0, 0.5])
-    predictor = Predictor.load(make_3d_package(tmp_path, settings), "cpu")
+    package, checkpoints = make_package(tmp_path, [(0, 3, PATCH_3D), (1, 3, PATCH_3D)], settings)
+    predictor = Predictor.load(package, "cpu")
     data = np.random.default_rng(1).normal(100, 20, (12, 10, 5)).astype(np.float32)
     path, affine = tmp_path / "scan.nii.gz", rotated_affine([1.0, 1.0, 2.0], degrees=20)
     nib.save(nib.Nifti1Image(data, affine), path)
@@ -205,7 +220,7 @@ def test_a_3d_package_predicts_on_its_target_slice_spacing_exactly_as_predict_do
     network = predictor.network_images(np.moveaxis(data, 2, 0)[..., None], [1.0, 1.0, 2.0], 2)
     arrays = pd.Series({case_id: str(save_case(tmp_path / f"{case_id}.npz", image, np.zeros((12, 10), np.uint8)))
                         for case_id, image in zip(rows["id"], network)})
-    predict_cases(rows, arrays, [str(tmp_path / "fold0.pt"), str(tmp_path / "fold1.pt")], CLASSES,
+    predict_cases(rows, arrays, checkpoints, CLASSES,
                   {**CFG, "save_probabilities": False}, CPU, str(tmp_path / "predict"), slice_axis_target(settings))
     inferred, predicted = nib.load(tmp_path / "out" / "scan.nii.gz"), nib.load(tmp_path / "predict" / "scan.nii.gz")
     assert inferred.shape == (12, 10, 5) and np.allclose(inferred.affine, affine)

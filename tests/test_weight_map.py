@@ -1,19 +1,23 @@
 """The instance target `weight_map` (U-Net paper, eq. 2): touching objects separated, border weights on a hand-made
-case and against a whole-image computation, weighted loss, weights moved with the labels, objects from the target."""
+case and against a whole-image computation, weighted loss, weights moved with the labels (2D and 3D), volumes
+stacked with their slices' weights, objects from the target."""
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import ndimage
 
 from unetflow.augment import augment_batch, augment_weighted_batch
+from unetflow.cases import save_case
 from unetflow.demo_cells import render_touching_cells
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.object_metrics import object_metrics
 from unetflow.objects import instances_from_separated_foreground
 from unetflow.train import PatchSampler
+from unetflow.volume_training import load_volume_cases
 from unetflow.weight_map import SIGMA, W0, border_weight_map, separated_objects
 
 
@@ -65,31 +69,34 @@ def test_windowed_weights_equal_whole_image_distances():
     assert np.abs(weights.astype(np.float32) - expected).max() < 0.01
 
 
-def test_loss_with_unit_weights_is_the_unweighted_loss():
+@pytest.mark.parametrize("shape", [(8, 8), (4, 8, 8)], ids=["2d", "3d"])
+def test_loss_with_unit_weights_is_the_unweighted_loss(shape):
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 2, 8, 8, generator=generator)
-    labels = torch.randint(0, 2, (2, 8, 8), generator=generator)
-    labels[0, 0, 0] = 255  # ignored
-    ones = torch.ones(2, 8, 8)
+    logits = torch.randn(2, 2, *shape, generator=generator)
+    labels = torch.randint(0, 2, (2, *shape), generator=generator)
+    labels[(0,) * (1 + len(shape))] = 255  # ignored
+    ones = torch.ones(2, *shape)
     for kind in ("ce", "ce_dice", "dice"):
         assert segmentation_loss(logits, labels, kind, ones) == pytest.approx(segmentation_loss(logits, labels, kind))
     ce = segmentation_loss(logits, labels, "ce")
     assert segmentation_loss(logits, labels, "ce", 3 * ones) == pytest.approx(3 * ce)
     dice = segmentation_loss(logits, labels, "dice")
     assert segmentation_loss(logits, labels, "dice", 3 * ones) == pytest.approx(dice)  # Dice is not weighted
-    only_first = torch.zeros(2, 8, 8)
-    only_first[0, 1, 1] = 64 * 2 - 1  # all the weight on one pixel: the CE of that pixel
-    pixel = torch.nn.functional.cross_entropy(logits[:1, :, 1, 1], labels[:1, 1, 1])
-    assert segmentation_loss(logits, labels, "ce", only_first) == pytest.approx(pixel.item(), rel=1e-5)
+    only_first = torch.zeros(2, *shape)
+    pixel = (0, *[1] * len(shape))
+    only_first[pixel] = labels.numel() - 1  # all the weight on one pixel: the CE of that pixel
+    single = torch.nn.functional.cross_entropy(logits[(0, slice(None), *pixel[1:])][None], labels[pixel][None])
+    assert segmentation_loss(logits, labels, "ce", only_first) == pytest.approx(single.item(), rel=1e-5)
     outputs = [logits, logits[..., ::2, ::2]]
     assert deep_supervision_loss(outputs, labels, "ce_dice", ones) == pytest.approx(
         deep_supervision_loss(outputs, labels, "ce_dice"))
 
 
-def test_weights_move_with_the_labels():
+@pytest.mark.parametrize("shape", [(32, 32), (4, 32, 32)], ids=["2d", "3d"])
+def test_weights_move_with_the_labels(shape):
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(6, 1, 32, 32, generator=generator)
-    labels = torch.randint(0, 5, (6, 32, 32), generator=generator)
+    images = torch.randn(6, 1, *shape, generator=generator)
+    labels = torch.randint(0, 5, (6, *shape), generator=generator)
     weights = labels.float() * 10 + 1  # a weight that names its label
     config = {"affine": {"p": 1.0}, "elastic": {"p": 1.0}, "mirror": {"p": 0.5}, "rot90": {"p": 0.5}}
     out_images, out_labels, out_weights = augment_weighted_batch(images, labels, weights, config,
@@ -113,6 +120,26 @@ def test_sampler_crops_weights_with_labels():
     assert weights.shape == labels.shape == (8, 16, 16) and torch.equal(weights, labels.float() * 5 + 1)
     assert PatchSampler([case[:2] for case in cases], [16, 16], torch.device("cpu"), 0.5).sample_weighted(
         2, torch.Generator())[2] is None
+
+
+def test_3d_training_volumes_carry_their_slices_weights_cropped_with_the_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(5):
+        labels = rng.integers(0, 2, (12, 10)).astype(np.uint8)
+        weights = (labels * 5 + 1 + index).astype(np.float16)  # names its slice and label
+        path = save_case(tmp_path / f"v_z{index}.npz", rng.normal(size=(1, 12, 10)), labels, weights=weights)
+        rows.append(dict(id=f"v_z{index}", array_path=str(path)))
+    units = [[f"v_z{index}" for index in range(5)]]
+    (image, labels, weights), = load_volume_cases(pd.DataFrame(rows), pd.DataFrame(rows), units, weights=True)
+    assert image.shape == (1, 5, 12, 10) and weights.shape == labels.shape == (5, 12, 10)
+    np.testing.assert_array_equal(weights, labels * 5 + 1 + np.arange(5)[:, None, None])
+    assert len(load_volume_cases(pd.DataFrame(rows), pd.DataFrame(rows), units)[0]) == 2  # validation: no weights
+    sampler = PatchSampler([(image, labels, weights)], [3, 8, 8], torch.device("cpu"), 0.5)
+    _, patches, patch_weights = sampler.sample_weighted(6, torch.Generator().manual_seed(0))
+    assert patch_weights.shape == patches.shape == (6, 3, 8, 8)
+    offsets = patch_weights - patches.float() * 5 - 1  # the slice index of every voxel: whole slices kept together
+    assert (offsets == offsets[..., :1, :1]).all() and not (offsets == 0).all()
 
 
 def test_objects_from_the_target_recover_the_cells():

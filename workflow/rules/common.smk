@@ -57,6 +57,13 @@ def data_location():
     return data
 
 
+def preprocess_params():
+    """The preprocess section; its weight_map only when the instance target weight_map uses it (so changing it
+    reruns nothing else)."""
+    uses = config["data"]["instances"] and config["data"]["instance_target"] == "weight_map"
+    return {k: v for k, v in config["preprocess"].items() if uses or k != "weight_map"}
+
+
 def data_inputs():
     """What ingest reads: the demo folder, or every data file (so new or changed files rerun ingest)."""
     return [f"{RESULTS}/demo"] if USE_DEMO else data_files(data_location())
@@ -115,3 +122,40 @@ REPORT_FILES = ("training_curves.png", "metric_distributions.png", "overlays.png
 def report_targets():
     """Every report file of every experiment (for rule all)."""
     return expand(f"{RESULTS}/{{experiment}}/report/{{name}}", experiment=EXPERIMENTS, name=REPORT_FILES)
+
+
+# infer (rules infer_*): the packages and the shards of images of infer.images
+INFER = config["infer"]
+
+
+def infer_models():
+    """{name: package path} of every model infer uses: infer.models names experiments of this config (their
+    packages are built by rule package, defined before this is called) or package files; none given = every
+    experiment."""
+    models = {}
+    for entry in INFER["models"] or EXPERIMENTS:
+        if entry in EXPERIMENTS:
+            models[entry] = expand(rules.package.output[0], experiment=entry)[0]
+        else:
+            models[package_name(entry)] = entry
+    return models
+
+
+def infer_shards():
+    """{shard: its image files} of the images to segment (only shards that have files)."""
+    shards = {}
+    for path in listed_images(INFER["images"]):
+        shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
+    return shards
+
+
+def infer_targets(wildcards):
+    """The summary of every model, once infer.images is set and matches images."""
+    if INFER["images"] is None:
+        raise ValueError(
+            "config key infer.images: set it to the folder, glob or manifest of the images to segment "
+            "(e.g. --config infer='{images: new_images}')"
+        )
+    if not INFER_SHARDS:
+        raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
+    return expand(rules.infer_summary.output[0], model=list(INFER_MODELS))

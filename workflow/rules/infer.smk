@@ -6,29 +6,6 @@
 # its list.
 
 
-INFER = config["infer"]
-
-
-def infer_models():
-    """{name: package path} of every model infer uses: infer.models names experiments of this config (their
-    packages are built by rule package) or package files; none given = every experiment."""
-    models = {}
-    for entry in INFER["models"] or EXPERIMENTS:
-        if entry in EXPERIMENTS:
-            models[entry] = expand(rules.package.output[0], experiment=entry)[0]
-        else:
-            models[package_name(entry)] = entry
-    return models
-
-
-def infer_shards():
-    """{shard: its image files} of the images to segment (only shards that have files)."""
-    shards = {}
-    for path in listed_images(INFER["images"]):
-        shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
-    return shards
-
-
 INFER_MODELS = infer_models()
 INFER_SHARDS = infer_shards() if INFER["images"] is not None else {}
 
@@ -106,18 +83,6 @@ rule infer_summary:
         "../../envs/data.yaml"
     script:
         "../scripts/infer_summary.py"
-
-
-def infer_targets(wildcards):
-    """The summary of every model, once infer.images is set and matches images."""
-    if INFER["images"] is None:
-        raise ValueError(
-            "config key infer.images: set it to the folder, glob or manifest of the images to segment "
-            "(e.g. --config infer='{images: new_images}')"
-        )
-    if not INFER_SHARDS:
-        raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
-    return expand(rules.infer_summary.output[0], model=list(INFER_MODELS))
 
 
 rule infer:

@@ -13,6 +13,6 @@ rule preprocess:
         "../../envs/data.yaml"
     threads: 4
     params:
-        preprocess=canonical(config["preprocess"]),
+        preprocess=canonical(preprocess_params()),
     script:
         "../scripts/preprocess.py"

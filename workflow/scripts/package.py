@@ -22,6 +22,6 @@ package = build_package(checkpoints, snakemake.params.sources, trained,
                         is not None, snakemake.params.data["slice_axis"], training_palette(manifest),
                         training_spacing(trained))
 save_package(package, snakemake.output[0])
-log.info("packaged %d model(s) (%s) with patch %s and %d classes into %s", len(checkpoints),
-         ", ".join(m["source"] for m in package["models"]), package["patch_size"], len(package["classes"]),
+log.info("packaged %d model(s) (%s) and %d classes into %s", len(checkpoints),
+         ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), len(package["classes"]),
          snakemake.output[0])

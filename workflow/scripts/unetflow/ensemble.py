@@ -37,12 +37,18 @@ def load_models(checkpoint_paths: Sequence[str], device: torch.device) -> tuple[
     """The models of several checkpoints and the training patch size of each; ValueError when models of the same
     dimensionality (2D or 3D) were trained with different patch sizes."""
     loaded = [load_model(path, device) for path in checkpoint_paths]
-    for dims in sorted({spatial_dims(model) for model, _ in loaded}):
-        patches = {tuple(patch) for model, patch in loaded if spatial_dims(model) == dims}
-        if len(patches) != 1:
-            raise ValueError(f"the checkpoints {list(checkpoint_paths)} hold {dims}D models trained with different "
-                             f"patch sizes {sorted(patches)}; ensemble models trained with the same train.patch_size")
+    refuse_different_patches(checkpoint_paths, [spatial_dims(model) for model, _ in loaded],
+                             [patch for _, patch in loaded])
     return [model for model, _ in loaded], [list(patch) for _, patch in loaded]
+
+
+def refuse_different_patches(checkpoint_paths: Sequence[str], dims: Sequence[int], patches: Sequence) -> None:
+    """ValueError when models of the same dimensionality (`dims`, one per checkpoint) have different patches."""
+    for dim in sorted(set(dims)):
+        found = {tuple(patch) for patch, model_dims in zip(patches, dims) if model_dims == dim}
+        if len(found) != 1:
+            raise ValueError(f"the checkpoints {list(checkpoint_paths)} hold {dim}D models trained with different "
+                             f"patch sizes {sorted(found)}; ensemble models trained with the same train.patch_size")
 
 
 def refuse_3d_models_on_2d_units(models: Sequence[torch.nn.Module], model_names: Sequence[str],

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from unetflow.ensemble import model_from_weights
-from unetflow.package import Package, load_package
+from unetflow.package import Package, PackageError, load_package
 
 INPUT_NAME, OUTPUT_NAME = "tiles", "probabilities"
 
@@ -36,12 +36,21 @@ def package_module(package: Package) -> MeanSoftmax:
     return MeanSoftmax([model.to(memory_format=torch.contiguous_format) for model in models]).eval()
 
 
+def tile_patch(package: Package) -> list[int]:
+    """The one patch of all the package's models; PackageError naming the file when they differ (2D and 3D)."""
+    patches = {tuple(patch) for patch in package.patches}
+    if len(patches) != 1:
+        raise PackageError(f"{package.path}: its models predict with different patches {sorted(patches)} (2D and "
+                           f"3D models), but an ONNX graph takes tiles of one size; use unetflow.infer")
+    return list(patches.pop())
+
+
 def export_onnx(package_path, onnx_path) -> Path:
     """Write the package's mean softmax as an ONNX graph with input `tiles` (N, C, *patch) float32 (N free) and
     output `probabilities` (N, K, *patch)."""
     package = load_package(package_path)
     module = package_module(package)
-    example = torch.zeros(2, package.input_channels, *package.patch_size)
+    example = torch.zeros(2, package.input_channels, *tile_patch(package))
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
                                 output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},))
@@ -61,7 +70,7 @@ def main(argv=None) -> None:
         package = load_package(args.model)
     except ValueError as error:  # PackageError: said in full, without a traceback
         raise SystemExit(f"error: {error}") from None
-    shape = f"{package.input_channels}, {', '.join(map(str, package.patch_size))}"
+    shape = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}"
     print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess} and "
           f"rounded to float16; output '{OUTPUT_NAME}' (N, {package.num_classes}, ...) mean softmax")
 

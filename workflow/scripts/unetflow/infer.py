@@ -133,7 +133,7 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> torch.Tensor:
         """Mean softmax (K, H, W) of the package's models on a read (H, W[, C]) image."""
-        return predict_probabilities(self.models, self.network_image(image), self.package.patch_size,
+        return predict_probabilities(self.models, self.network_image(image), self.package.patches,
                                      self.package.predict, self.device)
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +168,7 @@ class Predictor:
         for name, unit in unit_rows(source):
             network = self.network_images(images if volume else images[unit["slice"].tolist()], spacing,
                                           int(source["slice_axis"]))
-            labels, probabilities = predict_unit(self.models, network, self.package.patch_size, self.package.predict,
+            labels, probabilities = predict_unit(self.models, network, self.package.patches, self.package.predict,
                                                  self.device, self.package.num_classes, unit,
                                                  slice_axis_target(self.package.preprocess))
             if self.package.instance_target:

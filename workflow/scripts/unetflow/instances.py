@@ -55,10 +55,12 @@ def three_class_target(ids: np.ndarray) -> np.ndarray:
     return target
 
 
-def training_target(ids: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """An id map -> (class indices uint8, per-pixel loss weights or None) of an instance target."""
+def training_target(ids: np.ndarray, target: str,
+                    weight_map: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """An id map -> (class indices uint8, per-pixel loss weights or None) of an instance target; `weight_map`: w0
+    and sigma of `border_weight_map` (preprocess.weight_map; None: the paper's)."""
     if target == "weight_map":
-        return border_weight_map(ids)
+        return border_weight_map(ids, **(weight_map or {}))
     return three_class_target(ids), None
 
 

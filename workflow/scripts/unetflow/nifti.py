@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from unetflow.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of
-from unetflow.labels import label_dtype
+from unetflow.labels import ID_LIMIT, label_dtype
 
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error,
                   nib.filebasedimages.ImageFileError)
@@ -96,13 +96,14 @@ def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
 
 def write_volume(path, labels: np.ndarray, like) -> None:
     """Write a 3D integer label volume in the stored shape, affine and header of the reference nibabel image
-    `like`, without its intensity scaling, display range and description (which describe the image, not labels)."""
+    `like`, without its intensity scaling, display range and description (which describe the image, not labels);
+    as uint8 or uint16, or uint32 above 65535 (instance ids offset slice by slice)."""
     path = Path(path)
     format_of(path, VOLUME_SUFFIXES, "a volume")
     labels = np.asarray(labels)
     if labels.shape != volume_shape(path, like.shape):
         raise ValueError(f"{path}: labels of shape {labels.shape} do not match the reference volume {like.shape}")
-    labels = labels.astype(label_dtype(path, labels)).reshape(like.shape)
+    labels = labels.astype(label_dtype(path, labels, ID_LIMIT)).reshape(like.shape)
     image = type(like)(labels, like.affine, like.header)
     image.set_data_dtype(labels.dtype)
     image.header.set_slope_inter(1, 0)

@@ -3,7 +3,8 @@ predicts its test split, without the training results or the config that made it
 
 A package is a `torch.save`d dict of tensors and plain Python values, so it loads with
 `torch.load(path, weights_only=True)` (no pickled code runs). It holds the weights of every model of the
-experiment's ensemble (its folds and those of predict.ensemble), their network settings, the patch size, the
+experiment's ensemble (its folds and those of predict.ensemble), their network settings and each one's training
+patch (an ensemble may mix 2D and 3D models, each predicting with its own patch, as `predict` does), the
 preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing), the input
 channels, the class table (names, stored values, colours; in the instance mode the instance target) and the palette
 of palette masks, the prediction settings (with the instance mode's min_object_size), the voxel spacing of volume
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unetflow.ensemble import refuse_different_patches
 from unetflow.instances import instance_target
 from unetflow.io import mask_palette
 from unetflow.nifti import volume_spacing
@@ -27,9 +29,10 @@ from unetflow.nifti import volume_spacing
 FORMAT = "unetflow-model-package"
 FORMAT_VERSION = 3  # raise when a field changes meaning; older readers then refuse newer packages
 # 2: preprocess holds the settings as applied (per-volume and CT schemes, their statistics, the target spacing)
-# 3: 3D models predict volumes resampled along the slice axis too (preprocess: resample_slice_axis_3d)
+# 3: each model holds its own patch_size (2D and 3D members); formats 1 and 2 hold one top-level patch_size; 3D
+#    models predict volumes resampled along the slice axis too (preprocess: resample_slice_axis_3d)
 PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
-REQUIRED = ("models", "patch_size", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
+REQUIRED = ("models", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
             "palette", "predict", "spacing", "fingerprint", "versions")
 
 
@@ -41,8 +44,7 @@ class PackageError(ValueError):
 class Package:
     """A loaded model package (see the module docstring for the fields)."""
     path: str
-    models: list[dict]           # each {hparams, weights, source}
-    patch_size: list[int]
+    models: list[dict]           # each {hparams, weights, source, patch_size}
     preprocess: dict             # normalization, clip_percentiles, ct, window, per_volume, spacing (as applied)
     input_channels: int
     convert_channels: bool       # data.channels was set: images of the other channel count are converted
@@ -57,6 +59,11 @@ class Package:
     @property
     def num_classes(self) -> int:
         return int((~self.classes["ignore"].astype(bool)).sum())
+
+    @property
+    def patches(self) -> list[list[int]]:
+        """The training patch of each model, in model order (2D or 3D by the model)."""
+        return [list(model["patch_size"]) for model in self.models]
 
     @property
     def instance_target(self) -> str | None:
@@ -108,15 +115,14 @@ def build_package(checkpoints: list[str], sources: list[str], manifest: pd.DataF
     """The package dict of an experiment from its training checkpoints (`sources`: a name for each, e.g.
     'unet/fold0') and the tables of its training data."""
     loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
-    patches = {tuple(checkpoint["patch_size"]) for checkpoint in loaded}
-    if len(patches) != 1:
-        raise ValueError(f"the checkpoints {checkpoints} have different patch sizes {sorted(patches)}")
+    refuse_different_patches(checkpoints, [c["hparams"].get("dims", 2) for c in loaded],
+                             [c["patch_size"] for c in loaded])
     channels = manifest["input_channels"] if "input_channels" in manifest else manifest["channels"]
     table = classes.astype(object).where(classes.notna(), None)
     return dict(
         format=FORMAT, format_version=FORMAT_VERSION, versions=versions(),
-        models=[dict(hparams=c["hparams"], weights=c["model"], source=s) for c, s in zip(loaded, sources)],
-        patch_size=list(loaded[0]["patch_size"]),
+        models=[dict(hparams=c["hparams"], weights=c["model"], source=s, patch_size=list(c["patch_size"]))
+                for c, s in zip(loaded, sources)],
         preprocess=dict(preprocess),
         input_channels=int(channels.mode()[0]), convert_channels=bool(convert_channels), slice_axis=int(slice_axis),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
@@ -159,11 +165,15 @@ def load_package(path) -> Package:
         hint = (" (it is a training checkpoint: use results/<experiment>/package/<experiment>.pt)"
                 if isinstance(content, dict) and "hparams" in content else "")
         raise PackageError(f"{path}: not a unetflow model package{hint}")
-    if content.get("format_version", 0) > FORMAT_VERSION:
-        raise PackageError(f"{path}: package format {content['format_version']} is newer than this unetflow reads "
+    version = content.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise PackageError(f"{path}: package format {version} is newer than this unetflow reads "
                            f"({FORMAT_VERSION}); update unetflow to the version that made it")
-    missing = [key for key in REQUIRED if key not in content]
+    required = REQUIRED if version >= 3 else (*REQUIRED, "patch_size")  # formats 1 and 2: one patch for all models
+    missing = [key for key in required if key not in content]
     if missing or not content["models"]:
         raise PackageError(f"{path}: incomplete model package (missing {missing or ['models']}); export it again")
     fields = {key: content[key] for key in REQUIRED}
+    if version < 3:
+        fields["models"] = [dict(model, patch_size=content["patch_size"]) for model in content["models"]]
     return Package(path=str(path), **{**fields, "classes": pd.DataFrame(content["classes"])})

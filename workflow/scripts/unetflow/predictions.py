@@ -97,7 +97,7 @@ def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
     """Write the object ids of a unit (one id map per slice) as an instance mask: 2D PNG/TIFF, or for a volume
     its slices stacked (ids of later slices offset to stay unique) with the input's affine and header. A 2D
     image of more than 65535 objects is written losslessly as a 32-bit TIFF (a PNG holds 16 bits: <id>.tif
-    instead of <id>.png, logged); the path written."""
+    instead of <id>.png, logged), a volume of more than 65535 as a uint32 NIfTI (logged); the path written."""
     path = Path(path)
     if not is_volume(path):
         count = int(ids[0].max(initial=0))
@@ -115,6 +115,8 @@ def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
         offset += int(slice_ids.max(initial=0))
     first = rows.iloc[0]
     write_volume_labels(path, unique, first["image_path"], int(first["slice_axis"]))
+    if offset > LABEL_LIMIT:
+        log.info("%s: %d objects, more than 16 bits hold; written as a 32-bit (uint32) NIfTI", path, offset)
     return path
 
 
@@ -124,7 +126,7 @@ def read_instances(path) -> np.ndarray:
     path = Path(path)
     if not path.exists() and path.suffix.lower() == ".png" and path.with_suffix(".tif").exists():
         path = path.with_suffix(".tif")
-    return integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path, ID_LIMIT)
+    return integer_labels(path, read_volume(path)[0], ID_LIMIT) if is_volume(path) else read_mask(path, ID_LIMIT)
 
 
 def write_probabilities(probs, out_dir: str, case_id: str) -> Path:

@@ -83,14 +83,15 @@ def source_spacing(row) -> list[float] | None:
     return list(volume_spacing(row["image_path"])) if row_kind(row) == "volume" else None
 
 
-def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict) -> list[dict]:
+def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
+                      weight_map: dict | None = None) -> list[dict]:
     """Preprocess every row of one source (a 2D file, a TIFF stack or a volume, read once); one case per row, with
-    its stored and original slice size."""
+    its stored and original slice size (`weight_map`: w0 and sigma of the instance target's loss weights)."""
     first = rows.iloc[0]
     images, spacing = source_images(first), source_spacing(first)
     network = network_images(images, int(first.get("input_channels", images.shape[3])), settings, spacing,
                              int(first["slice_axis"]) if spacing is not None else 2)
-    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes)
+    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes, weight_map)
     instances, weights_of_rows = instances or [None] * len(rows), weights_of_rows or [None] * len(rows)
     results = []
     for (_, row), labels, ids, weights in zip(rows.iterrows(), labels_of_rows, instances, weights_of_rows):
@@ -108,12 +109,12 @@ def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, s
 
 
 def preprocess_cases(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
-                     threads: int = 1) -> pd.DataFrame:
-    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`), each source in a
-    thread of its own; the preprocess manifest (id, array_path, height, width, channels, original_height,
-    original_width, foreground_fraction)."""
+                     threads: int = 1, weight_map: dict | None = None) -> pd.DataFrame:
+    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`; `weight_map`: see
+    `preprocess_source`), each source in a thread of its own; the preprocess manifest (id, array_path, height,
+    width, channels, original_height, original_width, foreground_fraction)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sources = [rows for _, rows in manifest.groupby("image_path", sort=False)]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings), sources)
+        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings, weight_map), sources)
         return pd.DataFrame([row for source_rows in done for row in source_rows])

@@ -80,13 +80,14 @@ def case_instance_ids(rows: pd.DataFrame) -> list[np.ndarray]:
     return [instance_ids(slices[int(row["slice"]) if row_kind(first) != "image" else 0]) for _, row in rows.iterrows()]
 
 
-def case_targets(rows: pd.DataFrame, classes: pd.DataFrame) -> tuple[list[np.ndarray], list | None, list | None]:
+def case_targets(rows: pd.DataFrame, classes: pd.DataFrame,
+                 weight_map: dict | None = None) -> tuple[list[np.ndarray], list | None, list | None]:
     """The training target (H, W) of every row of one source (class indices, or in the instance mode the target
-    of its objects, see `unetflow.instances.training_target`) and, in the instance mode, the object ids and the
-    loss weights (None each, or per row for `weight_map`; else None)."""
+    of its objects, see `unetflow.instances.training_target`, with the `weight_map` settings) and, in the instance
+    mode, the object ids and the loss weights (None each, or per row for `weight_map`; else None)."""
     target = instance_target(classes)
     if not target:
         return case_labels(rows, classes), None, None
     ids = case_instance_ids(rows)
-    labels, weights = zip(*(training_target(slice_ids, target) for slice_ids in ids))
+    labels, weights = zip(*(training_target(slice_ids, target, weight_map) for slice_ids in ids))
     return list(labels), ids, list(weights)

@@ -7,15 +7,16 @@ along that coarse axis: a 3D patch could hardly pool along it, and each slice is
 2D files, TIFF stacks (no spacing) and one-slice volumes train in 2D. A volume is trained as (C, S, H, W): its
 slices along `data.slice_axis` stacked in slice order, as prediction stacks them, and resampled along the slice
 axis to the target spacing (the stored slices are resampled in-plane only, which is all 2D training needs, as
-nnU-Net's 2d configuration).
+nnU-Net's 2d configuration), with the slices' loss weights of the instance target `weight_map` when stored
+(computed per slice, as the instance mode's target and objects are).
 """
 
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import CASE_IMAGE_DTYPE, load_case, load_cases
+from unetflow.cases import CASE_IMAGE_DTYPE, load_case, load_cases, load_training_case
 from unetflow.nifti import volume_spacing
-from unetflow.resample import resample_image, resample_labels
+from unetflow.resample import resample_image, resample_labels, resample_nearest
 from unetflow.volumes import target_slice_count, volume_rows
 
 ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for an anisotropic spacing
@@ -80,43 +81,47 @@ def volume_units(manifest: pd.DataFrame, ids: list[str], split_name: str) -> lis
 
 
 def load_volume_cases(preprocessed: pd.DataFrame, manifest: pd.DataFrame, units: list[list[str]],
-                      target_spacing=None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8, resampled
-    along the slice axis to `target_spacing`'s entry for it (X, Y, Z; None: as stored) from the header's spacing
-    (`manifest`: the ingest manifest): the image by cubic spline, the labels by largest share (no new values)."""
+                      target_spacing=None, weights: bool = False) -> list[tuple[np.ndarray, ...]]:
+    """Each volume's stored slice cases stacked: image (C, S, H, W) float16 and labels (S, H, W) uint8, with
+    `weights` also the slices' loss weights (S, H, W) float16 when they are stored (`unetflow.weight_map`);
+    resampled along the slice axis to `target_spacing`'s entry for it (X, Y, Z; None: as stored) from the header's
+    spacing (`manifest`: the ingest manifest): the image by cubic spline, the labels by largest share (no new
+    values), the weights by nearest neighbour."""
     paths, rows = preprocessed.set_index("id")["array_path"], manifest.set_index("id", drop=False)
     volumes = []
     for ids in units:
-        images, labels = zip(*(load_case(paths[case_id]) for case_id in ids))
-        image, labels = np.stack(images, axis=1), np.stack(labels)
+        images, labels, *maps = zip(*(load_training_case(paths[case_id]) if weights else load_case(paths[case_id])
+                                      for case_id in ids))
+        image, labels, maps = np.stack(images, axis=1), np.stack(labels), [np.stack(slices) for slices in maps]
         slices = target_slice_count(rows.loc[ids], target_spacing)
         if slices != len(ids):
             shape = (slices, *labels.shape[1:])
             image, labels = resample_image(image, shape).astype(CASE_IMAGE_DTYPE), resample_labels(labels, shape)
-        volumes.append((image, labels))
+            maps = [resample_nearest(weight_map, shape) for weight_map in maps]
+        volumes.append((image, labels, *maps))
     return volumes
 
 
 def median_spacing(geometry: pd.DataFrame, units: list[list[str]], manifest: pd.DataFrame,
-                   volumes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+                   volumes: list[tuple[np.ndarray, ...]]) -> list[float]:
     """The median voxel spacing (slice axis first) of the training `volumes` (the arrays of `units`): the header's,
     scaled by how preprocessing and `load_volume_cases` resampled them (their shape against the original)."""
     names = manifest.set_index("id").loc[[ids[0] for ids in units], "volume"]
     table = geometry.set_index("volume").loc[names]
     spacing = [np.array(spacing) * np.array(shape) / labels.shape
-               for spacing, shape, (_, labels) in zip(table["spacing"], table["shape"], volumes)]
+               for spacing, shape, (_, labels, *_) in zip(table["spacing"], table["shape"], volumes)]
     return [float(s) for s in np.median(np.stack(spacing), axis=0)]
 
 
 def training_cases(manifest: pd.DataFrame, preprocessed: pd.DataFrame, train_ids: list[str], val_ids: list[str],
                    dims: int, target_spacing=None):
     """Training and validation cases for a `dims`-D U-Net, and the training volumes' median spacing (None in 2D):
-    2D cases as stored (training cases with their loss weights when stored), or whole volumes resampled along the
-    slice axis to `target_spacing` (`load_volume_cases`)."""
+    2D cases as stored or whole volumes resampled along the slice axis to `target_spacing` (`load_volume_cases`),
+    training cases with their loss weights when stored."""
     if dims == 2:
         return load_cases(preprocessed, train_ids, weights=True), load_cases(preprocessed, val_ids), None
     train_units = volume_units(manifest, train_ids, "training")
     val_units = volume_units(manifest, val_ids, "validation")
-    train = load_volume_cases(preprocessed, manifest, train_units, target_spacing)
+    train = load_volume_cases(preprocessed, manifest, train_units, target_spacing, weights=True)
     spacing = median_spacing(volume_geometry(manifest), train_units, manifest, train)
     return train, load_volume_cases(preprocessed, manifest, val_units, target_spacing), spacing

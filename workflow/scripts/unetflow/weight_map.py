@@ -7,9 +7,10 @@ pixel gets the loss weight
     w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))
 
 with d1, d2 the distances to the nearest and the second-nearest object, w0 = 10 and sigma = 5 pixels as in the
-paper, and w_c the class-balancing weight (the more frequent class of the image weighs 1, the other the ratio of
-their pixel counts, at most MAX_CLASS_WEIGHT). The border term is given to background pixels only (inside an object
-d1 is 0 and the term is meaningless), so it peaks at about w0 + w_c on the gaps between touching objects.
+paper (the defaults of `preprocess.weight_map`), and w_c the class-balancing weight (the more frequent class of
+the image weighs 1, the other the ratio of their pixel counts, at most MAX_CLASS_WEIGHT). The border term is given
+to background pixels only (inside an object d1 is 0 and the term is meaningless), so it peaks at about w0 + w_c on
+the gaps between touching objects.
 The term is negligible once d1 + d2 exceeds about 4.3 sigma, so each object's distance transform is computed on a
 window of its bounding box widened by that reach instead of the whole image.
 """
