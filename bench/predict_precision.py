@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 from unetflow.cases import load_case  # noqa: E402
 from unetflow.ensemble import load_models, predict_probabilities  # noqa: E402
 from unetflow.labels import IGNORE_INDEX  # noqa: E402
-from unetflow.split import ids_in  # noqa: E402
+from unetflow.split_table import ids_in  # noqa: E402
 
 MAX_PIXEL_SHARE, MAX_DICE_CHANGE = 0.001, 0.001  # the bar of predict.precision: auto
 

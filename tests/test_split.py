@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from unetflow.split import ids_in, split_cases
+from unetflow.split import split_cases
+from unetflow.split_table import ids_in
 
 
 def cases(n=20, groups=None):

@@ -9,7 +9,7 @@ import torch
 from unetflow.gpu import pick_device
 from unetflow.logs import stage_logger
 from unetflow.predict import checkpoint_list, predict_cases
-from unetflow.split import ids_in
+from unetflow.split_table import ids_in
 from unetflow.volumes import slice_axis_target
 
 log = stage_logger(snakemake.log[0])

@@ -8,7 +8,7 @@ import torch
 
 from unetflow.labels import class_values
 from unetflow.logs import stage_logger
-from unetflow.split import fold_ids
+from unetflow.split_table import fold_ids
 from unetflow.train import Trainer
 from unetflow.volume_training import choose_dims, training_cases
 from unetflow.volumes import slice_axis_target

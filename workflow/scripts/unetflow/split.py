@@ -110,19 +110,3 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
         table[groups] = table["id"].map(cases.set_index("id")[groups])
     return table.sort_values("id").reset_index(drop=True)
 
-
-def ids_in(splits: pd.DataFrame, name: str) -> list[str]:
-    """Case ids of one split, or of every split for 'all'."""
-    return splits["id"].tolist() if name == "all" else splits.loc[splits["split"] == name, "id"].tolist()
-
-
-def fold_ids(splits: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
-    """Training and validation ids of one fold: with k-fold splits (a `fold` column numbering the fold in which
-    each non-test case validates) fold k validates on its cases and trains on the other folds; otherwise the
-    train/val split."""
-    pool = splits[splits["split"] != "test"]
-    if "fold" in pool and pool["fold"].nunique() > 1:
-        validates = pool["fold"] == fold
-    else:
-        validates = pool["split"] == "val"
-    return pool.loc[~validates, "id"].tolist(), pool.loc[validates, "id"].tolist()
