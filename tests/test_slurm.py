@@ -1,6 +1,6 @@
 """The workflow on a real single-node SLURM cluster (cluster/start-local-slurm.sh) through profiles/slurm.
 
-Slow (a few minutes: every job goes through sbatch and the executor's status polling).
+Slow (a few minutes: every job but the light localrules goes through sbatch and the executor's status polling).
 Skipped where SLURM cannot run: not root, or its packages are missing and cannot be installed.
 """
 
@@ -20,6 +20,7 @@ START = REPO / "cluster" / "start-local-slurm.sh"
 STOP = REPO / "cluster" / "stop-local-slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
 ACCOUNT = "unetflow"
+LOCAL_RULES = {"demo_data", "split", "leaderboard"}  # light rules marked localrule: they skip the queue
 SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
 WORKFLOW_TIMEOUT_S = 900
 
@@ -79,6 +80,11 @@ def submitted_job_ids(log: str) -> list[str]:
     return re.findall(r"has been submitted with SLURM jobid (\d+)", log)
 
 
+def jobs_by_place(log: str) -> tuple[list[str], list[str]]:
+    """Rules of the jobs Snakemake sent to SLURM and of those it ran itself (localrules), as it announced them."""
+    return re.findall(r"^rule (\w+):", log, re.M), re.findall(r"^localrule (\w+):", log, re.M)
+
+
 def sacct_records(job_ids: list[str]) -> pd.DataFrame:
     """sacct's JobID, State and Account of the given jobs (allocations only, not steps)."""
     output = subprocess.run(
@@ -101,7 +107,10 @@ def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
         assert len(pd.read_parquet(summary.with_name("per_case.parquet"))) > 0
 
     job_ids = submitted_job_ids(result.stdout)
-    assert len(job_ids) >= 5, "train, predict, evaluate and the data steps should each be a SLURM job"
+    remote, local = jobs_by_place(result.stdout)
+    assert {"ingest", "fingerprint", "preprocess", "train", "predict", "evaluate", "report", "package"} <= set(remote)
+    assert len(job_ids) == len(remote), "every job but the localrules should be a SLURM job"
+    assert set(local) == LOCAL_RULES | {"all"}
     records = sacct_records(job_ids)
     assert sorted(records.job_id) == sorted(job_ids)
     assert set(records.state) == {"COMPLETED"}
@@ -119,7 +128,11 @@ def segments_new_images_through_slurm(workdir: Path) -> None:
     (workdir / "infer.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(REPO / "Snakefile", workdir, "infer", "--configfile", str(workdir / "infer.yaml"))
     assert result.returncode == 0, failure_report(result, workdir)
-    assert len(submitted_job_ids(result.stdout)) >= 3  # the check, a list and a prediction per shard, the summary
+    remote, local = jobs_by_place(result.stdout)
+    shards = local.count("infer_list")  # 1 or 2: the shards that hold images
+    assert shards >= 1 and sorted(local) == ["infer", *["infer_list"] * shards, "infer_summary"]
+    assert sorted(remote) == ["infer_check", *["infer_shard"] * shards]  # the check and a prediction per shard
+    assert len(submitted_job_ids(result.stdout)) == len(remote)
     inferred = {path.name: path.read_bytes() for path in (workdir / "results/infer/unet/masks").rglob("*.png")}
     assert inferred == {path.name: path.read_bytes() for path in predicted}
 

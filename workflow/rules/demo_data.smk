@@ -3,6 +3,7 @@ rule demo_data:
         directory(f"{RESULTS}/demo"),
     log:
         f"{RESULTS}/logs/demo_data.log",
+    localrule: True
     conda:
         "../../envs/data.yaml"
     params:

@@ -23,6 +23,7 @@ rule infer_list:
         f"{RESULTS}/infer/{{model}}/lists/shard{{shard}}.json",
     log:
         f"{RESULTS}/logs/infer/{{model}}/list_shard{{shard}}.log",
+    localrule: True
     conda:
         "../../envs/data.yaml"
     params:
@@ -79,6 +80,7 @@ rule infer_summary:
         f"{RESULTS}/infer/{{model}}/summary.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/summary.log",
+    localrule: True
     conda:
         "../../envs/data.yaml"
     script:

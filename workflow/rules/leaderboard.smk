@@ -11,6 +11,7 @@ rule leaderboard:
         ),
     log:
         f"{RESULTS}/logs/leaderboard.log",
+    localrule: True
     conda:
         "../../envs/torch.yaml"
     params:

@@ -5,6 +5,7 @@ rule split:
         f"{RESULTS}/split/splits.parquet",
     log:
         f"{RESULTS}/logs/split.log",
+    localrule: True
     conda:
         "../../envs/data.yaml"
     params:
