@@ -24,9 +24,11 @@ LOCAL_RULES = {"demo_data", "split", "leaderboard"}  # light rules marked localr
 SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
 WORKFLOW_TIMEOUT_S = 900
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or os.geteuid() != 0, reason="a local SLURM cluster needs Linux and root"
-)
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0,
+                       reason="a local SLURM cluster needs Linux and root"),
+    pytest.mark.xdist_group("slurm"),  # one cluster: its tests run on one worker, one after another
+]
 
 
 def missing_prerequisites() -> list[str]:
