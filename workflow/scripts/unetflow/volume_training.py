@@ -14,7 +14,7 @@ nnU-Net's 2d configuration), with the slices' loss weights of the instance targe
 import numpy as np
 import pandas as pd
 
-from unetflow.cases import CASE_IMAGE_DTYPE, load_case, load_cases, load_training_case
+from unetflow.cases import CASE_IMAGE_DTYPE, load_cases
 from unetflow.nifti import volume_spacing
 from unetflow.resample import resample_image, resample_labels, resample_nearest
 from unetflow.volumes import target_slice_count, volume_rows
@@ -87,11 +87,10 @@ def load_volume_cases(preprocessed: pd.DataFrame, manifest: pd.DataFrame, units:
     resampled along the slice axis to `target_spacing`'s entry for it (X, Y, Z; None: as stored) from the header's
     spacing (`manifest`: the ingest manifest): the image by cubic spline, the labels by largest share (no new
     values), the weights by nearest neighbour."""
-    paths, rows = preprocessed.set_index("id")["array_path"], manifest.set_index("id", drop=False)
+    rows = manifest.set_index("id", drop=False)
     volumes = []
     for ids in units:
-        images, labels, *maps = zip(*(load_training_case(paths[case_id]) if weights else load_case(paths[case_id])
-                                      for case_id in ids))
+        images, labels, *maps = zip(*load_cases(preprocessed, ids, weights))
         image, labels, maps = np.stack(images, axis=1), np.stack(labels), [np.stack(slices) for slices in maps]
         slices = target_slice_count(rows.loc[ids], target_spacing)
         if slices != len(ids):
