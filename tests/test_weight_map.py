@@ -4,6 +4,7 @@ stacked with their slices' weights, objects from the target."""
 
 import math
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,6 +141,24 @@ def test_3d_training_volumes_carry_their_slices_weights_cropped_with_the_labels(
     assert patch_weights.shape == patches.shape == (6, 3, 8, 8)
     offsets = patch_weights - patches.float() * 5 - 1  # the slice index of every voxel: whole slices kept together
     assert (offsets == offsets[..., :1, :1]).all() and not (offsets == 0).all()
+
+
+def test_3d_training_resamples_the_weights_along_the_slice_axis_with_the_labels(tmp_path):
+    """Four 2 mm slices on a 1 mm target: eight slices, each taking its weights (nearest) and its labels (largest
+    share) from the slice of the file under its centre."""
+    volume = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 4), np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), volume)
+    rows = []
+    for index in range(4):
+        labels = np.full((12, 10), index % 2, np.uint8)
+        weights = np.full((12, 10), index + 1, np.float16)  # names its slice
+        path = save_case(tmp_path / f"v_z{index}.npz", np.zeros((1, 12, 10)), labels, weights=weights)
+        rows.append(dict(id=f"v_z{index}", array_path=str(path), image_path=str(volume), slice_axis=2))
+    table = pd.DataFrame(rows)
+    (_, labels, weights), = load_volume_cases(table, table, [table["id"].tolist()], [1.0, 1.0, 1.0], weights=True)
+    assert weights.shape == labels.shape == (8, 12, 10)
+    np.testing.assert_array_equal(weights[:, 0, 0], np.repeat([1, 2, 3, 4], 2))
+    np.testing.assert_array_equal(labels[:, 0, 0], np.repeat([0, 1, 0, 1], 2))
 
 
 def test_objects_from_the_target_recover_the_cells():

@@ -26,9 +26,12 @@ def in_plane(values, axis: int) -> list:
 
 
 def _zoom(array: np.ndarray, shape, order: int) -> np.ndarray:
-    """`array` resampled to `shape` (same dimensions) by a spline of `order`, edge to edge."""
+    """`array` resampled to `shape` (same dimensions) by a spline of `order`, edge to edge, in its own dtype
+    (float16, which scipy.ndimage does not take, through float32: stored loss weights)."""
     if tuple(array.shape) == tuple(shape):
         return array
+    if array.dtype == np.float16:
+        return _zoom(array.astype(np.float32), shape, order).astype(np.float16)
     factors = [new / old for new, old in zip(shape, array.shape)]
     return ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
 
@@ -69,7 +72,7 @@ def resample_labels(labels: np.ndarray, shape) -> np.ndarray:
 
 
 def resample_nearest(ids: np.ndarray, shape) -> np.ndarray:
-    """Integer maps (object ids) on a grid of `shape` by nearest neighbour."""
+    """Integer maps (object ids) or loss weights on a grid of `shape` by nearest neighbour."""
     return _zoom(ids, shape, 0)
 
 
