@@ -12,6 +12,7 @@ from unetflow.nifti import read_volume, write_label_volume
 from unetflow.resample import (
     resample_image,
     resample_labels,
+    resample_nearest,
     resample_probabilities,
     resampled_shape,
     resize_image,
@@ -112,3 +113,10 @@ def test_shrinking_2d_labels_takes_each_area_s_largest_share():
     assert set(np.unique(small)) <= {0, 1, 2}
     assert (small[:, 0] == 2).all() and (small[:, 3] == 1).all() and (small[:, 2] == 0).all()
     assert (resize_image(labels[None].astype(np.float32), (4, 4))[0] == labels.reshape(4, 2, 4, 2).mean((1, 3))).all()
+
+
+def test_loss_weights_stored_as_float16_resample_by_nearest_neighbour_in_their_dtype():
+    weights = np.repeat(np.repeat(np.arange(1, 5, dtype=np.float16).reshape(2, 2), 4, axis=0), 4, axis=1)  # 8x8
+    smaller = resample_nearest(weights, (4, 4))  # as preprocessing shrinks a scaled image's or a volume's slices
+    assert smaller.dtype == np.float16
+    np.testing.assert_array_equal(smaller, np.repeat(np.repeat(weights[::4, ::4], 2, axis=0), 2, axis=1))
