@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_ct_pair, write_pairs
+from unetflow.model import UNet
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",
@@ -60,6 +61,16 @@ def test_evaluation_rows_per_case_and_class(tiny_run):
     summary = pd.read_parquet(tiny_run / "results/unet/evaluate/summary.parquet").set_index("class_name")
     log = (tiny_run / "results/logs/unet/evaluate.log").read_text()
     assert re.search(rf"foreground\s+\d+\s+{summary.loc['foreground', 'dice_mean']:.4f}", log), log
+
+
+def test_leaderboard_reports_the_trained_models_own_traits(tiny_run):
+    checkpoint = torch.load(tiny_run / "results/unet/train/fold0/model.pt", weights_only=True)
+    model = UNet(**checkpoint["hparams"])
+    model.load_state_dict(checkpoint["model"])  # the architecture counted is the one trained
+    board = pd.read_parquet(tiny_run / "results/leaderboard.parquet")
+    assert (board["parameters"] == sum(parameter.numel() for parameter in model.parameters())).all()
+    assert (board["dims"] == checkpoint["hparams"]["dims"]).all()
+    assert (board["patch_size"] == "x".join(map(str, checkpoint["patch_size"]))).all()
 
 
 def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:

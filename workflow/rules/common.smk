@@ -105,12 +105,13 @@ def uses_gpu(section):
 
 
 def leaderboard_runs():
-    """Per experiment: its test summary, the metrics of its folds, and a checkpoint (to count parameters)."""
+    """Per experiment: its test summary, the metrics of its folds, and a training plan (dims, patch size and
+    parameter count)."""
     return {
         name: dict(
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
             metrics=expand(rules.train.output.metrics, experiment=name, fold=FOLDS),
-            model=expand(rules.train.output.model, experiment=name, fold=FOLDS[0])[0],
+            plan=expand(rules.train.output.plan, experiment=name, fold=FOLDS[0])[0],
         )
         for name in EXPERIMENTS
     }

@@ -1,6 +1,6 @@
 rule leaderboard:
     input:
-        [path for run in leaderboard_runs().values() for path in (run["summary"], *run["metrics"], run["model"])],
+        [path for run in leaderboard_runs().values() for path in (run["summary"], *run["metrics"], run["plan"])],
     output:
         table=f"{RESULTS}/leaderboard.parquet",
         html=report(
@@ -13,7 +13,7 @@ rule leaderboard:
         f"{RESULTS}/logs/leaderboard.log",
     localrule: True
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/data.yaml"
     params:
         runs=canonical(leaderboard_runs()),
     script:

@@ -1,18 +1,23 @@
 """Leaderboard: experiments compared on the same test cases, one row per experiment and class; 2D and 3D U-Nets of
 one data set side by side (columns dims and patch_size)."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
-import torch
 
 
-def model_traits(checkpoint_path: str) -> dict:
-    """The U-Net of a training checkpoint: dims (2 for checkpoints older than 3D training), patch_size (sides
-    joined by 'x') and parameters (trained ones: buffers such as norm statistics excluded)."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    parameters = sum(t.numel() for name, t in checkpoint["model"].items()
-                     if not name.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    return dict(dims=int(checkpoint["hparams"].get("dims", 2)),
-                patch_size="x".join(map(str, checkpoint["patch_size"])), parameters=parameters)
+def model_traits(plan_path: str) -> dict:
+    """The U-Net of a training run from its plan (train/fold<k>/plan.json): dims, patch_size (sides joined by 'x')
+    and parameters (trained ones: buffers such as norm statistics excluded). ValueError naming the file for a plan
+    written before training recorded the parameter count."""
+    plan = json.loads(Path(plan_path).read_text())
+    if "parameters" not in plan:
+        raise ValueError(f"{plan_path}: the plan has no parameter count (written by an older version of the train "
+                         f"rule); retrain: snakemake --forcerun train")
+    settings = plan["settings"]
+    return dict(dims=int(settings["dims"]["value"]), patch_size="x".join(map(str, settings["patch_size"]["value"])),
+                parameters=int(plan["parameters"]))
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
@@ -32,10 +37,10 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
 
 
 def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
-    """experiments: name -> {summary, metrics (list of paths), model (a checkpoint path)}; ranked by the mean
+    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path)}; ranked by the mean
     foreground test Dice (classes 1..K-1), best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
-                                      [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["model"]))
+                                      [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["plan"]))
                       for name, paths in experiments.items())
     score = table[table["class"] > 0].groupby("experiment")["dice_mean"].mean()
     table["rank"] = table["experiment"].map(score.rank(ascending=False, method="min")).astype(int)

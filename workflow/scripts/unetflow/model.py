@@ -96,6 +96,11 @@ class UNet(nn.Module):
         return [logits, *aux] if aux else logits
 
 
+def trained_parameters(model: nn.Module) -> int:
+    """How many parameters the optimiser trains (weights and biases; buffers such as norm statistics excluded)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def pool_kernels_for(spacing, patch, depth: int, min_size: int = MIN_MAP_SIZE) -> list[tuple[int, ...]]:
     """nnU-Net-style pooling strides for a patch of voxel `spacing` (None = isotropic): `depth` tuples of 1/2.
 

@@ -196,8 +196,9 @@ def volume_patch_fits(patch: list[int], device: torch.device, base_width: int) -
     return math.prod(patch) <= CPU_PATCH_VOXELS_3D
 
 
-def plan_record(planned: dict, reasons: dict, traits: dict, device: torch.device) -> dict:
-    """What plan.json holds: the device, the fingerprint, and each planned key's value, source and reason."""
-    return dict(device=str(device), fingerprint=traits,
+def plan_record(planned: dict, reasons: dict, traits: dict, device: torch.device, parameters: int) -> dict:
+    """What plan.json holds: the device, the fingerprint, the U-Net's trained `parameters` (for the leaderboard)
+    and each planned key's value, source and reason."""
+    return dict(device=str(device), fingerprint=traits, parameters=parameters,
                 settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
                                     reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})

@@ -21,7 +21,7 @@ from unetflow.augment import augment_batch, augment_weighted_batch
 from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
-from unetflow.model import UNet
+from unetflow.model import UNet, trained_parameters
 from unetflow.plan import data_fingerprint, plan_record, plan_training
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import (
@@ -149,12 +149,13 @@ class Trainer:
         self.device = pick_device(cfg["device"])
         traits = data_fingerprint(train_cases, cfg["seed"], spacing)
         cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
-        self.cfg, self.plan = cfg, plan_record(cfg, reasons, traits, self.device)
+        self.cfg = cfg
         self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
         self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"], cfg["deep_supervision"],
                           cfg["dims"], cfg["pool_kernels"]).to(self.device)
+        self.plan = plan_record(cfg, reasons, traits, self.device, trained_parameters(self.model))
         self.memory_format = CHANNELS_LAST[cfg["dims"]]
         self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
