@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import applied, build_manifest, write_pairs
+from unetflow import nifti
 from unetflow.augment import AUGMENT_DEFAULTS, augment_batch
 from unetflow.config import experiment_problems
 from unetflow.demo_volumes import ellipsoid_volume, write_volume_pairs
@@ -42,24 +43,26 @@ def volume_manifest(folder, shape, spacing, count: int = 2):
 ])
 def test_auto_dims_follows_the_spacing_rule(tmp_path, shape, spacing, dims):
     manifest, _ = volume_manifest(tmp_path, shape, spacing)
-    chosen, reason = choose_dims("auto", manifest)
+    geometry = volume_geometry(manifest)
+    chosen, reason = choose_dims("auto", manifest, geometry)
     assert chosen == dims and "spacing ratio" in reason
-    assert choose_dims(2, manifest)[0] == 2 and choose_dims(3, manifest)[0] == 3  # an explicit value wins
-    assert choose_dims("auto", manifest, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch size
-    assert choose_dims("auto", manifest, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
+    assert choose_dims(2, manifest, geometry)[0] == 2 and choose_dims(3, manifest, geometry)[0] == 3  # explicit wins
+    assert choose_dims("auto", manifest, geometry, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch
+    assert choose_dims("auto", manifest, geometry, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
 
 
 def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path):
     manifest, _ = build_manifest(*write_pairs(tmp_path / "png"))
-    assert choose_dims("auto", manifest)[0] == 2
+    assert choose_dims("auto", manifest, volume_geometry(manifest))[0] == 2
     with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D case"):
-        choose_dims(3, manifest)
+        choose_dims(3, manifest, volume_geometry(manifest))
     with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D case"):
-        choose_dims("auto", manifest, [8, 16, 16])
+        choose_dims("auto", manifest, volume_geometry(manifest), [8, 16, 16])
     single, _ = volume_manifest(tmp_path / "nii", (20, 16, 1), (1.0, 1.0, 1.0))
-    assert choose_dims("auto", single) == (2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
+    assert choose_dims("auto", single, volume_geometry(single)) == (
+        2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
     with pytest.raises(ValueError, match="train.dims is 3 .* one-slice NIfTI"):
-        choose_dims(3, single)
+        choose_dims(3, single, volume_geometry(single))
 
 
 @pytest.mark.parametrize("dims, patch, problem", [
@@ -78,19 +81,21 @@ def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
     preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), dict(normalization="zscore",
                                                                                      clip_percentiles=None))
     ids = manifest.loc[manifest["volume"] != "vol1", "id"].sample(frac=1, random_state=0).tolist()  # shuffled
-    units = volume_units(manifest, ids, "training")
-    assert [unit[0] for unit in units] == ["vol0_z0", "vol2_z0"] and all(len(unit) == 7 for unit in units)
-    (image, labels), _ = load_volume_cases(preprocessed, manifest, units)
+    units, geometry = volume_units(manifest, ids, "training"), volume_geometry(manifest)
+    assert list(units) == ["vol0", "vol2"] and [unit[0] for unit in units.values()] == ["vol0_z0", "vol2_z0"]
+    assert all(len(unit) == 7 for unit in units.values())
+    (image, labels), _ = load_volume_cases(preprocessed, geometry, units)
     mask = np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj)
     assert image.shape == (1, 7, 12, 10) and image.dtype == np.float16 and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (S, H, W): slices along data.slice_axis
-    train, val, spacing = training_cases(manifest, preprocessed, ids, [f"vol1_z{i}" for i in range(7)], dims=3)
+    train, val, spacing = training_cases(manifest, geometry, preprocessed, ids, [f"vol1_z{i}" for i in range(7)],
+                                         dims=3)
     assert len(train) == 2 and len(val) == 1 and spacing == [2.0, 1.0, 1.0]  # slice axis first
     halved = [(image[:, :, ::2, ::2], labels[:, ::2, ::2]) for image, labels in train]  # slices resized in-plane
-    assert median_spacing(volume_geometry(manifest), units, manifest, halved) == [2.0, 2.0, 2.0]
+    assert median_spacing(geometry, units, halved) == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="volume vol1: 3 of its 7 slices .* split.group_by"):
         volume_units(manifest, ["vol1_z0", "vol1_z1", "vol1_z2"], "validation")
-    same, _, _ = training_cases(manifest, preprocessed, ids, [], dims=3, target_spacing=[9.0, 9.0, 2.0])
+    same, _, _ = training_cases(manifest, geometry, preprocessed, ids, [], dims=3, target_spacing=[9.0, 9.0, 2.0])
     for (image, labels), (same_image, same_labels) in zip(train, same):  # the slice axis's own spacing: a no-op
         assert same_image.dtype == np.float16 and np.array_equal(same_image, image) and np.array_equal(same_labels,
                                                                                                       labels)
@@ -105,7 +110,8 @@ def test_3d_training_volumes_are_resampled_along_the_slice_axis_to_the_target_sp
     preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), settings)
     assert (preprocessed["height"] == 24).all()  # in-plane already on the target: only the slice axis changes
     ids = manifest.loc[manifest["volume"] == "vol0", "id"].tolist()
-    train, _, spacing = training_cases(manifest, preprocessed, ids, [], dims=3, target_spacing=settings["spacing"])
+    train, _, spacing = training_cases(manifest, volume_geometry(manifest), preprocessed, ids, [], dims=3,
+                                       target_spacing=settings["spacing"])
     (image, labels), = train
     assert image.shape == (1, 20, 24, 20) and image.dtype == np.float16 and labels.shape == (20, 24, 20)
     assert spacing == pytest.approx([1.2, 0.8, 0.8])  # slice axis first, as the plan reads it
@@ -113,6 +119,24 @@ def test_3d_training_volumes_are_resampled_along_the_slice_axis_to_the_target_sp
     assert set(np.unique(labels)) == set(np.unique(mask)) == {0, 1}
     nearest = mask[((np.arange(20) + 0.5) * 1.2 / 3.0).astype(int)]  # the file's slice under each new centre
     assert (labels == nearest).mean() > 0.97  # (new centres on an old boundary keep the two slices' overlap)
+
+
+def test_training_reads_each_volume_header_once(tmp_path, monkeypatch):
+    """The train stage's steps (geometry, dims, cases resampled along the slice axis, their median spacing) share
+    one read of each volume's header."""
+    manifest, classes = volume_manifest(tmp_path, (12, 10, 6), (1.0, 1.0, 2.0), count=3)
+    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), applied("zscore", [1.0, 1.0, 1.0]))
+    reads, load = [], nifti._load
+    monkeypatch.setattr(nifti, "_load", lambda path, fmt: reads.append(str(path)) or load(path, fmt))
+    geometry = volume_geometry(manifest)
+    dims, _ = choose_dims("auto", manifest, geometry)
+    ids = {split: manifest.loc[manifest["volume"].isin(names), "id"].tolist()
+           for split, names in [("train", ["vol0", "vol1"]), ("val", ["vol2"])]}
+    train, val, spacing = training_cases(manifest, geometry, preprocessed, ids["train"], ids["val"], dims,
+                                         target_spacing=[1.0, 1.0, 1.0])
+    assert dims == 3 and [labels.shape[0] for _, labels in train + val] == [12, 12, 12]  # 6 slices of 2 mm on 1 mm
+    assert spacing == [1.0, 1.0, 1.0]
+    assert sorted(reads) == sorted(manifest["image_path"].unique())
 
 
 UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)

@@ -18,7 +18,7 @@ from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.object_metrics import object_metrics
 from unetflow.objects import instances_from_separated_foreground
 from unetflow.train import PatchSampler
-from unetflow.volume_training import load_volume_cases
+from unetflow.volume_training import load_volume_cases, volume_geometry
 from unetflow.weight_map import SIGMA, W0, border_weight_map, separated_objects
 
 
@@ -131,11 +131,12 @@ def test_3d_training_volumes_carry_their_slices_weights_cropped_with_the_labels(
         weights = (labels * 5 + 1 + index).astype(np.float16)  # names its slice and label
         path = save_case(tmp_path / f"v_z{index}.npz", rng.normal(size=(1, 12, 10)), labels, weights=weights)
         rows.append(dict(id=f"v_z{index}", array_path=str(path)))
-    units = [[f"v_z{index}" for index in range(5)]]
-    (image, labels, weights), = load_volume_cases(pd.DataFrame(rows), pd.DataFrame(rows), units, weights=True)
+    units = {"v": [f"v_z{index}" for index in range(5)]}
+    geometry = pd.DataFrame([dict(volume="v", slice_axis=2, shape=[5, 12, 10], spacing=[1.0, 1.0, 1.0])])
+    (image, labels, weights), = load_volume_cases(pd.DataFrame(rows), geometry, units, weights=True)
     assert image.shape == (1, 5, 12, 10) and weights.shape == labels.shape == (5, 12, 10)
     np.testing.assert_array_equal(weights, labels * 5 + 1 + np.arange(5)[:, None, None])
-    assert len(load_volume_cases(pd.DataFrame(rows), pd.DataFrame(rows), units)[0]) == 2  # validation: no weights
+    assert len(load_volume_cases(pd.DataFrame(rows), geometry, units)[0]) == 2  # validation: no weights
     sampler = PatchSampler([(image, labels, weights)], [3, 8, 8], torch.device("cpu"), 0.5)
     _, patches, patch_weights = sampler.sample_weighted(6, torch.Generator().manual_seed(0))
     assert patch_weights.shape == patches.shape == (6, 3, 8, 8)
@@ -153,9 +154,11 @@ def test_3d_training_resamples_the_weights_along_the_slice_axis_with_the_labels(
         labels = np.full((12, 10), index % 2, np.uint8)
         weights = np.full((12, 10), index + 1, np.float16)  # names its slice
         path = save_case(tmp_path / f"v_z{index}.npz", np.zeros((1, 12, 10)), labels, weights=weights)
-        rows.append(dict(id=f"v_z{index}", array_path=str(path), image_path=str(volume), slice_axis=2))
+        rows.append(dict(id=f"v_z{index}", array_path=str(path), image_path=str(volume), slice_axis=2, kind="volume",
+                         volume="v", slice=index, height=12, width=10))
     table = pd.DataFrame(rows)
-    (_, labels, weights), = load_volume_cases(table, table, [table["id"].tolist()], [1.0, 1.0, 1.0], weights=True)
+    (_, labels, weights), = load_volume_cases(table, volume_geometry(table), {"v": table["id"].tolist()},
+                                              [1.0, 1.0, 1.0], weights=True)
     assert weights.shape == labels.shape == (8, 12, 10)
     np.testing.assert_array_equal(weights[:, 0, 0], np.repeat([1, 2, 3, 4], 2))
     np.testing.assert_array_equal(labels[:, 0, 0], np.repeat([0, 1, 0, 1], 2))

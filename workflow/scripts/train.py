@@ -10,7 +10,7 @@ from unetflow.labels import class_values
 from unetflow.logs import stage_logger
 from unetflow.split_table import fold_ids
 from unetflow.train import Trainer
-from unetflow.volume_training import choose_dims, training_cases
+from unetflow.volume_training import choose_dims, training_cases, volume_geometry
 from unetflow.volumes import slice_axis_target
 
 log = stage_logger(snakemake.log[0])
@@ -19,10 +19,12 @@ cfg = dict(snakemake.params.train, num_classes=len(class_values(pd.read_parquet(
 preprocessed, splits = pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.splits)
 manifest = pd.read_parquet(snakemake.input.data)
 train_ids, val_ids = fold_ids(splits, int(snakemake.wildcards.fold))
-dims, dims_reason = choose_dims(cfg["dims"], manifest, cfg["patch_size"])
+geometry = volume_geometry(manifest)  # each volume's header read once
+dims, dims_reason = choose_dims(cfg["dims"], manifest, geometry, cfg["patch_size"])
 with open(snakemake.input.settings) as file:
     target_spacing = slice_axis_target(json.load(file))
-train_cases, val_cases, spacing = training_cases(manifest, preprocessed, train_ids, val_ids, dims, target_spacing)
+train_cases, val_cases, spacing = training_cases(manifest, geometry, preprocessed, train_ids, val_ids, dims,
+                                                 target_spacing)
 log.info("fold %s: %d training and %d validation %s; a %dD U-Net (%s)", snakemake.wildcards.fold, len(train_cases),
          len(val_cases), "volumes" if dims == 3 else "cases", dims, dims_reason)
 trainer = Trainer(cfg, train_cases, val_cases, train_ids, snakemake.params.state, log, spacing, dims_reason)
