@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import build_manifest, snakemake, tiny_config, write_config
+from conftest import applied, build_manifest, snakemake, tiny_config, write_config
 from unetflow.demo_cells import render_touching_cells
 from unetflow.formats import ImageReadError
 from unetflow.instances import split_ids, three_class_target, touching_pairs
@@ -174,9 +174,10 @@ def test_preprocess_stores_the_weights_of_the_configured_w0_and_sigma(tmp_path):
     _, ids = render_touching_cells(np.random.default_rng(0), 64)
     images, masks = write_instance_pairs(tmp_path, [ids])
     manifest, classes = build_manifest(images, masks, instances=True)
-    settings = dict(normalization="zscore", clip_percentiles=None)
     for name, weight_map in [("paper", None), ("custom", {"w0": 25.0, "sigma": 2.0})]:
-        table = preprocess_cases(manifest, classes, str(tmp_path / name), settings, weight_map=weight_map)
+        settings = applied("zscore", weight_map=weight_map)
+        assert settings["weight_map"] == weight_map  # the settings as applied (settings.json) record them
+        table = preprocess_cases(manifest, classes, str(tmp_path / name), settings)
         with np.load(table["array_path"].iloc[0]) as case:
             expected = border_weight_map(ids, **(weight_map or {"w0": W0, "sigma": SIGMA}))[1]
             np.testing.assert_array_equal(case["weights"], expected)

@@ -15,12 +15,11 @@ with open(snakemake.input.fingerprint) as file:
 log.info("normalisation %s (%s); target spacing %s (%s); 2D images scaled by %g (%s)", settings["normalization"],
          settings["normalization_source"], settings["spacing"], settings["spacing_source"], settings["scale"],
          settings["scale_source"])
-weight_map = snakemake.params.preprocess.get("weight_map")  # only for the instance target weight_map
-if weight_map:
-    log.info("loss weights of the instance target weight_map: w0 %g, sigma %g px", weight_map["w0"],
-             weight_map["sigma"])
+if settings["weight_map"]:  # only for the instance target weight_map
+    log.info("loss weights of the instance target weight_map: w0 %g, sigma %g px", settings["weight_map"]["w0"],
+             settings["weight_map"]["sigma"])
 table = preprocess_cases(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),
-                         snakemake.output.cases, settings, snakemake.threads, weight_map)
+                         snakemake.output.cases, settings, snakemake.threads)
 table.to_parquet(snakemake.output.manifest)
 with open(snakemake.output.settings, "w") as file:
     json.dump(settings, file, indent=2)

@@ -19,8 +19,9 @@ from unetflow.sources import case_targets, row_kind, source_images
 def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     """The preprocessing as applied (stored beside the cases and in model packages): the normalisation scheme with
     its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source (cases are
-    stored resampled in-plane; 3D training and prediction also resample the slice axis: `resample_slice_axis_3d`);
-    ValueError naming the key when the scheme needs statistics the training cases do not give."""
+    stored resampled in-plane; 3D training and prediction also resample the slice axis: `resample_slice_axis_3d`),
+    and `weight_map`: w0 and sigma of the instance target's loss weights (the config's, only in that mode; else
+    None); ValueError naming the key when the scheme needs statistics the training cases do not give."""
     scheme, scheme_source = applied_value(cfg, "normalization", fingerprint, "normalization")
     if scheme == "ct" and fingerprint["ct"] is None:
         raise ValueError("preprocess.normalization: ct needs the intensities of the training cases' foreground, but "
@@ -32,7 +33,7 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
                 ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
                 resample_slice_axis_3d=True,
-                scale=float(scale), scale_source=scale_source)
+                scale=float(scale), scale_source=scale_source, weight_map=cfg.get("weight_map"))
 
 
 def applied_value(cfg: dict, key: str, fingerprint: dict, planned: str) -> tuple:
@@ -83,15 +84,14 @@ def source_spacing(row) -> list[float] | None:
     return list(volume_spacing(row["image_path"])) if row_kind(row) == "volume" else None
 
 
-def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
-                      weight_map: dict | None = None) -> list[dict]:
+def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict) -> list[dict]:
     """Preprocess every row of one source (a 2D file, a TIFF stack or a volume, read once); one case per row, with
-    its stored and original slice size (`weight_map`: w0 and sigma of the instance target's loss weights)."""
+    its stored and original slice size (`settings`: see `preprocess_settings`)."""
     first = rows.iloc[0]
     images, spacing = source_images(first), source_spacing(first)
     network = network_images(images, int(first.get("input_channels", images.shape[3])), settings, spacing,
                              int(first["slice_axis"]) if spacing is not None else 2)
-    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes, weight_map)
+    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes, settings.get("weight_map"))
     instances, weights_of_rows = instances or [None] * len(rows), weights_of_rows or [None] * len(rows)
     results = []
     for (_, row), labels, ids, weights in zip(rows.iterrows(), labels_of_rows, instances, weights_of_rows):
@@ -109,12 +109,12 @@ def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, s
 
 
 def preprocess_cases(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
-                     threads: int = 1, weight_map: dict | None = None) -> pd.DataFrame:
-    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`; `weight_map`: see
-    `preprocess_source`), each source in a thread of its own; the preprocess manifest (id, array_path, height,
-    width, channels, original_height, original_width, foreground_fraction)."""
+                     threads: int = 1) -> pd.DataFrame:
+    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`), each source in a
+    thread of its own; the preprocess manifest (id, array_path, height, width, channels, original_height,
+    original_width, foreground_fraction)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sources = [rows for _, rows in manifest.groupby("image_path", sort=False)]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings, weight_map), sources)
+        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings), sources)
         return pd.DataFrame([row for source_rows in done for row in source_rows])
