@@ -16,11 +16,11 @@ from unetflow.demo_volumes import ellipsoid_volume
 from unetflow.plan import (
     CPU_BATCH_2D,
     CPU_BATCH_3D,
-    data_fingerprint,
     plan_batch_size,
     plan_patch_size,
     plan_training,
     training_bytes_per_sample,
+    training_traits,
 )
 from unetflow.schedule import Budget, lr_factor, training_budget
 from unetflow.train import PatchSampler
@@ -52,11 +52,11 @@ UNSET = dict(patch_size=None, depth=None, base_width=None, batch_size=None, fore
 ISBI_LIKE = dict(cases=17, median_size=[512, 512], class_shares=[0.22, 0.78], object_diameter_p90=60.0)
 
 
-def test_fingerprint_measures_class_shares_and_object_sizes():
+def test_training_traits_measure_class_shares_and_object_sizes():
     labels = np.zeros((100, 100), np.uint8)
     yy, xx = np.mgrid[:100, :100]
     labels[(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 1  # a disk of diameter ~40
-    traits = data_fingerprint([(np.zeros((1, 100, 100), np.float32), labels)] * 3)
+    traits = training_traits([(np.zeros((1, 100, 100), np.float32), labels)] * 3)
     assert traits["median_size"] == [100, 100] and traits["cases"] == 3
     assert traits["class_shares"][1] == pytest.approx(np.pi * 20**2 / 100**2, abs=0.01)
     assert traits["object_diameter_p90"] == pytest.approx(40, abs=1)

@@ -8,8 +8,7 @@ patch (an ensemble may mix 2D and 3D models, each predicting with its own patch,
 preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing), the input
 channels, the class table (names, stored values, colours; in the instance mode the instance target) and the palette
 of palette masks, the prediction settings (with the instance mode's min_object_size), the voxel spacing of volume
-training data, a fingerprint of the training
-data and the versions used.
+training data, a summary of the training data (key `fingerprint`) and the versions used.
 """
 
 import platform
@@ -53,7 +52,7 @@ class Package:
     palette: list[int] | None
     predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
     spacing: list[float] | None  # median voxel spacing of the training volumes
-    fingerprint: dict
+    fingerprint: dict            # `training_data_summary`
     versions: dict
 
     @property
@@ -80,7 +79,7 @@ def versions() -> dict:
     return dict(unetflow=unetflow, torch=str(torch.__version__), numpy=np.__version__, python=platform.python_version())
 
 
-def fingerprint(manifest: pd.DataFrame, arrays: pd.DataFrame) -> dict:
+def training_data_summary(manifest: pd.DataFrame, arrays: pd.DataFrame) -> dict:
     """A summary of the data the models were trained on (sizes, channels, kinds, foreground share)."""
     return dict(cases=int(len(manifest)), sources=int(manifest["image_path"].nunique()),
                 kinds=sorted(manifest["kind"].unique().tolist()) if "kind" in manifest else ["image"],
@@ -127,7 +126,7 @@ def build_package(checkpoints: list[str], sources: list[str], manifest: pd.DataF
         input_channels=int(channels.mode()[0]), convert_channels=bool(convert_channels), slice_axis=int(slice_axis),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
         palette=palette, predict={key: predict[key] for key in PREDICT_KEYS}, spacing=spacing,
-        fingerprint=fingerprint(manifest, arrays))
+        fingerprint=training_data_summary(manifest, arrays))
 
 
 def plain(value):

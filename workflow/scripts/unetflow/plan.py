@@ -1,6 +1,7 @@
-"""The training plan: every `train` setting left unset (null) is planned from a fingerprint of the training cases
-(sizes, class frequencies, object sizes) and the device, with the reason for each value; a value set in the config
-always wins. The plan is logged, stored beside the model (`train/fold<k>/plan.json`) and shown in the report.
+"""The training plan: every `train` setting left unset (null) is planned from traits of the training cases
+(`training_traits`: sizes, class frequencies, object sizes) and the device, with the reason for each value; a value
+set in the config always wins. The plan is logged, stored beside the model (`train/fold<k>/plan.json`) and shown in
+the report.
 
 2D cases carry no spacing: they are planned on their pixel grid. Volumes trained in 3D (`train.dims`, chosen in
 unetflow.volume_training) are planned from their median shape and voxel spacing as nnU-Net plans its 3d_fullres
@@ -19,7 +20,7 @@ from unetflow.labels import IGNORE_INDEX
 from unetflow.model import pool_kernels_for
 
 PLANNED_KEYS = ("dims", "patch_size", "depth", "pool_kernels", "base_width", "batch_size", "foreground_oversampling")
-FINGERPRINT_CASES = 50  # at most this many training cases (seeded) are measured for object sizes
+TRAITS_CASES = 50  # at most this many training cases (seeded) are measured for object sizes
 COARSEST_MAP = 8  # pool until the coarsest feature map would be smaller than this many pixels
 MAX_DEPTH = 7
 CPU_PATCH_SIDE = 256  # larger patches only slow a CPU step down, unless the objects need them
@@ -32,14 +33,14 @@ CPU_BATCH_3D = 2  # nnU-Net's 3D batch; a CPU gains nothing from more
 CPU_BATCH_2D = 4  # a CPU step costs the same per image at any batch, so a smaller one takes more steps in a budget
 
 
-def data_fingerprint(cases, seed: int = 0, spacing: list[float] | None = None) -> dict:
+def training_traits(cases, seed: int = 0, spacing: list[float] | None = None) -> dict:
     """Sizes, class frequencies (pixel share of each class) and object sizes (90th percentile of the equivalent
     diameters of the face-connected components of each foreground class, in pixels or voxels) of training (image,
     labels) cases, 2D or 3D; with `spacing` (the volumes' median voxel size), that too."""
     labels = [case[1] for case in cases]
     counts = sum(np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=256)[:256] for lab in labels)
     num_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 1
-    sample = np.random.default_rng(seed).permutation(len(labels))[:FINGERPRINT_CASES]
+    sample = np.random.default_rng(seed).permutation(len(labels))[:TRAITS_CASES]
     diameters = [equivalent_diameters(np.bincount(components.ravel())[1:], components.ndim)
                  for index in sample for c in range(1, num_classes)
                  for components in [ndimage.label(labels[index] == c)[0]] if components.any()]
@@ -197,8 +198,8 @@ def volume_patch_fits(patch: list[int], device: torch.device, base_width: int) -
 
 
 def plan_record(planned: dict, reasons: dict, traits: dict, device: torch.device, parameters: int) -> dict:
-    """What plan.json holds: the device, the fingerprint, the U-Net's trained `parameters` (for the leaderboard)
-    and each planned key's value, source and reason."""
+    """What plan.json holds: the device, the `training_traits` (key fingerprint), the U-Net's trained `parameters`
+    (for the leaderboard) and each planned key's value, source and reason."""
     return dict(device=str(device), fingerprint=traits, parameters=parameters,
                 settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
                                     reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})

@@ -83,7 +83,7 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
 
 def plan_table(paths: list[str]) -> pd.DataFrame:
     """The training plans of several folds (train/fold<N>/plan.json) as one table: fold, setting, value, source
-    (planned or config) and reason, then the data fingerprint each was planned from."""
+    (planned or config) and reason, then the training traits each was planned from (plan key fingerprint)."""
     rows = []
     for position, path in enumerate(paths):
         match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)

@@ -22,7 +22,7 @@ from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses
 from unetflow.labels import IGNORE_INDEX
 from unetflow.losses import deep_supervision_loss, segmentation_loss
 from unetflow.model import UNet, trained_parameters
-from unetflow.plan import data_fingerprint, plan_record, plan_training
+from unetflow.plan import plan_record, plan_training, training_traits
 from unetflow.schedule import Clock, lr_factor, training_budget
 from unetflow.validation import (
     CANDIDATES_KEPT,
@@ -113,7 +113,7 @@ def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=lr, momentum=0.99, nesterov=True, weight_decay=decay)
 
 
-def fingerprint(cfg: dict, train_ids: list[str], cases) -> str:
+def run_identity(cfg: dict, train_ids: list[str], cases) -> str:
     """Identity of a training run: a resume state is only reused for the same settings, training ids and case
     arrays (`cases`: (image, labels) pairs, training and validation), so new data or preprocessing starts afresh."""
     digest = hashlib.blake2b(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode())
@@ -147,7 +147,7 @@ class Trainer:
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        traits = data_fingerprint(train_cases, cfg["seed"], spacing)
+        traits = training_traits(train_cases, cfg["seed"], spacing)
         cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
         self.cfg = cfg
         self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
@@ -167,9 +167,9 @@ class Trainer:
         self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
-        self.identity = fingerprint(cfg, train_ids, [*train_cases, *val_cases])
+        self.identity = run_identity(cfg, train_ids, [*train_cases, *val_cases])
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
-        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; fingerprint %s",
+        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; training traits %s",
                       self.device, "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases),
                       len(val_cases), traits)
         for key, entry in self.plan["settings"].items():
