@@ -217,6 +217,16 @@ def test_isbi2012_smoke(tmp_path):
     assert summary["class_name"].tolist() == ["membrane", "cell"] and (summary["n_cases"] == 9).all()
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
+def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
+    """bench/isbi_recipes.yaml (bench/training.md) passes the config's validation: every experiment trains."""
+    config = yaml.safe_load((REPO / "bench" / "isbi_recipes.yaml").read_text())
+    config["data"] = {**config["data"], "images": str(SHARED_DATA / "isbi2012/images"),
+                      "masks": str(SHARED_DATA / "isbi2012/masks")}
+    output = snakemake(tmp_path, "--dry-run", "--until", "leaderboard", configfile=write_config(tmp_path, config))
+    assert all(f"experiment={name}" in output.stdout for name in config["experiments"])
+
+
 def test_nifti_volumes_end_to_end(tmp_path):
     """CT-like volumes of different voxel sizes (one rotated) are CT-normalised from the training volumes'
     fingerprint, resampled in-plane to their median spacing and trained as slices; the test volume is predicted back
