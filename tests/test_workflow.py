@@ -204,12 +204,22 @@ def test_experiments_of_a_config_file_replace_the_default_one(tmp_path):
     assert "experiment=base" in output and "experiment=deep" in output and "experiment=unet" not in output
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
-def test_isbi2012_smoke(tmp_path):
-    """config/isbi2012.yaml on the real data, shortened to one tiny epoch: every stage runs on 512x512 EM slices."""
-    config = yaml.safe_load((REPO / "config" / "isbi2012.yaml").read_text())
+NEEDS_ISBI = pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(),
+                                reason="../shared/data/isbi2012 is not present")
+
+
+def on_shared_isbi_data(config_path) -> dict:
+    """A shipped ISBI 2012 config with its data paths pointed at ../shared/data/isbi2012."""
+    config = yaml.safe_load(config_path.read_text())
     config["data"] = {**config["data"], "images": str(SHARED_DATA / "isbi2012/images"),
                       "masks": str(SHARED_DATA / "isbi2012/masks")}
+    return config
+
+
+@NEEDS_ISBI
+def test_isbi2012_smoke(tmp_path):
+    """config/isbi2012.yaml on the real data, shortened to one tiny epoch: every stage runs on 512x512 EM slices."""
+    config = on_shared_isbi_data(REPO / "config" / "isbi2012.yaml")
     config["train"].update(epochs=1, iterations_per_epoch=2, batch_size=2, base_width=4)
     config["predict"]["mirror"] = False
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
@@ -217,12 +227,10 @@ def test_isbi2012_smoke(tmp_path):
     assert summary["class_name"].tolist() == ["membrane", "cell"] and (summary["n_cases"] == 9).all()
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(), reason="../shared/data/isbi2012 is not present")
+@NEEDS_ISBI
 def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
     """bench/isbi_recipes.yaml (bench/training.md) passes the config's validation: every experiment trains."""
-    config = yaml.safe_load((REPO / "bench" / "isbi_recipes.yaml").read_text())
-    config["data"] = {**config["data"], "images": str(SHARED_DATA / "isbi2012/images"),
-                      "masks": str(SHARED_DATA / "isbi2012/masks")}
+    config = on_shared_isbi_data(REPO / "bench" / "isbi_recipes.yaml")
     output = snakemake(tmp_path, "--dry-run", "--until", "leaderboard", configfile=write_config(tmp_path, config))
     assert all(f"experiment={name}" in output.stdout for name in config["experiments"])
 
