@@ -25,15 +25,15 @@ import torch
 from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.demo import render_case  # noqa: E402
-from unetflow.infer import Predictor, check_images, unit_rows  # noqa: E402
-from unetflow.io import write_image  # noqa: E402
-from unetflow.labels import class_values  # noqa: E402
-from unetflow.model import UNet  # noqa: E402
-from unetflow.package import build_package, load_package, save_package  # noqa: E402
-from unetflow.predictions import prediction_path, write_labels  # noqa: E402
-from unetflow.sources import source_images  # noqa: E402
-from unetflow.summary import unit_summary  # noqa: E402
+from unetflow.data.demo import render_case  # noqa: E402
+from unetflow.infer.infer import Predictor, check_images, unit_rows  # noqa: E402
+from unetflow.infer.package import build_package, load_package, save_package  # noqa: E402
+from unetflow.infer.summary import unit_summary  # noqa: E402
+from unetflow.io.images import write_image  # noqa: E402
+from unetflow.io.labels import class_values  # noqa: E402
+from unetflow.io.prediction_files import prediction_path, write_labels  # noqa: E402
+from unetflow.io.sources import source_images  # noqa: E402
+from unetflow.train.model import UNet  # noqa: E402
 
 PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,

@@ -23,14 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from unetflow.augment import AUGMENT_DEFAULTS  # noqa: E402
-from unetflow.demo_cells import render_touching_cells  # noqa: E402
-from unetflow.ensemble import predict_probabilities  # noqa: E402
-from unetflow.instances import touching_pairs, training_target  # noqa: E402
-from unetflow.normalization import normalize  # noqa: E402
-from unetflow.object_metrics import object_metrics  # noqa: E402
-from unetflow.objects import instances_from_foreground, instances_from_probabilities  # noqa: E402
-from unetflow.train import Trainer  # noqa: E402
+from unetflow.data.demo_cells import render_touching_cells  # noqa: E402
+from unetflow.data.normalization import normalize  # noqa: E402
+from unetflow.evaluate.object_metrics import object_metrics  # noqa: E402
+from unetflow.infer.ensemble import predict_probabilities  # noqa: E402
+from unetflow.instances.objects import instances_from_foreground, instances_from_probabilities  # noqa: E402
+from unetflow.instances.targets import touching_pairs, training_target  # noqa: E402
+from unetflow.train.augment import AUGMENT_DEFAULTS  # noqa: E402
+from unetflow.train.train import Trainer  # noqa: E402
 
 TARGETS = {  # name: (id map -> (labels, weights or None), classes, softmax -> objects)
     "weight_map (instance mode)": (lambda ids: training_target(ids, "weight_map"), 2,

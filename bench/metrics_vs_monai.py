@@ -1,4 +1,4 @@
-"""Benchmark unetflow.metrics.case_metrics against MONAI 1.6.1 metric objects on the same masks.
+"""Benchmark unetflow.evaluate.metrics.case_metrics against MONAI 1.6.1 metric objects on the same masks.
 
 Ours computes every metric (counts, dice, iou, precision, recall, hd95, assd, nsd) per case;
 MONAI runs DiceMetric + MeanIoU + HausdorffDistanceMetric(percentile=95) + SurfaceDiceMetric on
@@ -24,7 +24,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceD
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.metrics import case_metrics  # noqa: E402
+from unetflow.evaluate.metrics import case_metrics  # noqa: E402
 
 COMPARED = ("dice", "iou", "hd95", "nsd")
 

@@ -1,13 +1,14 @@
-"""Benchmark: 3D tiled prediction, unetflow.tiling.sliding_window_predict against MONAI's sliding_window_inference.
+"""Benchmark: 3D tiled prediction, unetflow.infer.tiling.sliding_window_predict against MONAI's
+sliding_window_inference.
 
-Same 3D unetflow.model.UNet (eval mode, random weights), same tiles, overlap and Gaussian blending (sigma = tile / 8),
-same tile batch size, on the same random z-scored volumes, in one run. MONAI's predictor applies the softmax per
-tile, so both blend probabilities and the outputs agree up to float rounding (the largest difference is printed).
-Everything runs in float32. The methods run interleaved and the best of `--rounds` counts. On the CPU the clock is
-the process's CPU time (with --threads 1 by default: far less disturbed by other users of a shared machine than the
-wall clock); on CUDA it is the wall clock. Rows: ours as the workflow runs it (prepare_for_inference: BatchNorm
-folded, channels_last_3d), MONAI with the same model, and two rows that split the difference: our tiling with the
-unmodified model fed tiles as MONAI feeds them, and MONAI given our prepared model.
+Same 3D U-Net (unetflow.train.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
+tile / 8), same tile batch size, on the same random z-scored volumes, in one run. MONAI's predictor applies the softmax
+per tile, so both blend probabilities and the outputs agree up to float rounding (the largest difference is printed).
+Everything runs in float32. The methods run interleaved and the best of `--rounds` counts. On the CPU the clock is the
+process's CPU time (with --threads 1 by default: far less disturbed by other users of a shared machine than the wall
+clock); on CUDA it is the wall clock. Rows: ours as the workflow runs it (prepare_for_inference: BatchNorm folded,
+channels_last_3d), MONAI with the same model, and two rows that split the difference: our tiling with the unmodified
+model fed tiles as MONAI feeds them, and MONAI given our prepared model.
 
     python bench/predict3d_vs_monai.py                       # CPU defaults: 1 volume 48x128x128, tiles 32x64x64
     python bench/predict3d_vs_monai.py --volumes 2 --size 128 256 256 --tile 64 128 128 --base-width 32  # CUDA
@@ -23,8 +24,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.model import UNet  # noqa: E402
-from unetflow.tiling import prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
+from unetflow.infer.tiling import prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
+from unetflow.train.model import UNet  # noqa: E402
 
 PEER = "MONAI (same model)"
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (C, D, H, W) volume -> (K, D, H, W) probabilities on the CPU

@@ -1,7 +1,7 @@
 """Prediction in bf16 against float32 on a finished workflow run: are the masks practically the same?
 
 Predicts the cases of a split (default: test) of a results folder twice with the trained models of one experiment,
-through the workflow's own `unetflow.ensemble.predict_probabilities` (the experiment's predict settings: overlap,
+through the workflow's own `unetflow.infer.ensemble.predict_probabilities` (the experiment's predict settings: overlap,
 tile batch, mirroring), once with `predict.precision: fp32` and once with `bf16`, and prints the share of pixels
 whose label differs, the mean Dice per class (background included) of each against the ground truth (mean over
 cases, as the evaluate rule), the largest Dice change, and the prediction time of each (process CPU time on the CPU,
@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.cases import load_case  # noqa: E402
-from unetflow.ensemble import load_models, predict_probabilities  # noqa: E402
-from unetflow.labels import IGNORE_INDEX  # noqa: E402
-from unetflow.split_table import ids_in  # noqa: E402
+from unetflow.data.folds import ids_in  # noqa: E402
+from unetflow.infer.ensemble import load_models, predict_probabilities  # noqa: E402
+from unetflow.io.labels import IGNORE_INDEX  # noqa: E402
+from unetflow.io.store import load_case  # noqa: E402
 
 MAX_PIXEL_SHARE, MAX_DICE_CHANGE = 0.001, 0.001  # the bar of predict.precision: auto
 

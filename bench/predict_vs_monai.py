@@ -1,14 +1,14 @@
-"""Benchmark: unetflow.tiling.sliding_window_predict against MONAI's sliding_window_inference.
+"""Benchmark: unetflow.infer.tiling.sliding_window_predict against MONAI's sliding_window_inference.
 
-Same unetflow.model.UNet (eval mode, random weights), same tiles, overlap and Gaussian blending (sigma = tile / 8),
-same tile batch size, on the same random z-scored images, in one run. MONAI's predictor applies the softmax per tile
-so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the best
-of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes
-from: our tiling with the unmodified model, MONAI with our prepared model (BatchNorm folded, channels_last), and
-the prepared network alone on as many tiles (the floor under any tiled predictor). All of these run in float32 on
-every device (equal output). Two more rows: ours with `predict.precision: auto` (bf16 autocast where the device runs
-bf16 natively: CUDA, CPUs with AMX / AVX-512 BF16; else float32), compared with MONAI in float32 at equal masks (the
-share of pixels whose label differs is printed), and MONAI under bf16 autocast for reference.
+Same U-Net (unetflow.train.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
+tile / 8), same tile batch size, on the same random z-scored images, in one run. MONAI's predictor applies the softmax
+per tile so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the
+best of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes from:
+our tiling with the unmodified model, MONAI with our prepared model (BatchNorm folded, channels_last), and the prepared
+network alone on as many tiles (the floor under any tiled predictor). All of these run in float32 on every device (equal
+output). Two more rows: ours with `predict.precision: auto` (bf16 autocast where the device runs bf16 natively: CUDA,
+CPUs with AMX / AVX-512 BF16; else float32), compared with MONAI in float32 at equal masks (the share of pixels whose
+label differs is printed), and MONAI under bf16 autocast for reference.
 
 On the CPU the clock is the process's CPU time with one thread (--threads 1): on a shared machine it is far less
 disturbed by other users than the wall clock, and the work compared is the same. On CUDA it is the wall clock.
@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.gpu import uses_bf16  # noqa: E402
-from unetflow.model import UNet  # noqa: E402
-from unetflow.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
+from unetflow.infer.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
+from unetflow.train.model import UNet  # noqa: E402
 
 NETWORK_ALONE = "network alone (prepared)"
 PEER = "MONAI (same model)"

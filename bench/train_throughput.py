@@ -1,6 +1,6 @@
 """Training throughput: our training loop against a MONAI BasicUNet loop at matched FLOPs per image.
 
-Ours is `unetflow.train.Trainer.train_epoch` itself: PatchSampler, on-device `augment_batch` (default config),
+Ours is `unetflow.train.train.Trainer.train_epoch` itself: PatchSampler, on-device `augment_batch` (default config),
 `UNet` (depth 4), CE + Dice `segmentation_loss`, Adam, channels_last and bf16 autocast as train.py sets them,
 optional torch.compile; other settings from the `train` section of config/config.yaml. MONAI's loop is what a
 MONAI user writes: `BasicUNet` (its default instance norm and LeakyReLU) with features (w, 2w, 4w, 8w, 16w, w),
@@ -41,11 +41,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from unetflow.augment import augment_batch  # noqa: E402
-from unetflow.losses import segmentation_loss  # noqa: E402
-from unetflow.model import UNet  # noqa: E402
-from unetflow.schedule import Clock  # noqa: E402
-from unetflow.train import Trainer  # noqa: E402
+from unetflow.train.augment import augment_batch  # noqa: E402
+from unetflow.train.losses import segmentation_loss  # noqa: E402
+from unetflow.train.model import UNet  # noqa: E402
+from unetflow.train.schedule import Clock  # noqa: E402
+from unetflow.train.train import Trainer  # noqa: E402
 
 DEPTH = 4  # BasicUNet always pools four times
 BF16_PEAK_FLOPS = 790e12  # dense bf16 GEMM peak of an H100 / H200 (SXM)

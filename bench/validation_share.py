@@ -23,9 +23,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
 from unetflow.config import resolved  # noqa: E402
-from unetflow.demo import render_case  # noqa: E402
-from unetflow.normalization import normalize  # noqa: E402
-from unetflow.train import Trainer  # noqa: E402
+from unetflow.data.demo import render_case  # noqa: E402
+from unetflow.data.normalization import normalize  # noqa: E402
+from unetflow.train.train import Trainer  # noqa: E402
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SIZES = "1920x1080,1280x720,1024x768,720x576,640x480,512x512,384x288"  # width x height, drawn uniformly

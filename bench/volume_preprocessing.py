@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from unetflow.cases import load_case  # noqa: E402
-from unetflow.ensemble import on_source_grid  # noqa: E402
-from unetflow.fingerprint import fingerprint_data  # noqa: E402
-from unetflow.ingest import DataSpec, check_data_set  # noqa: E402
-from unetflow.preprocess import preprocess_cases, preprocess_settings  # noqa: E402
+from unetflow.data.ingest import DataSpec, check_data_set  # noqa: E402
+from unetflow.data.preprocess import preprocess_cases, preprocess_settings  # noqa: E402
+from unetflow.infer.ensemble import on_source_grid  # noqa: E402
+from unetflow.io.store import load_case  # noqa: E402
+from unetflow.plan.fingerprint import fingerprint_data  # noqa: E402
 
 
 def write_volume(folder: Path, name: str, shape, spacing, degrees: float, rng) -> None:

@@ -1,6 +1,6 @@
 """2D-slice vs 3D U-Net on generated NIfTI volumes, trained side by side by the workflow.
 
-Writes `--count` ellipsoid volumes (unetflow.demo_volumes: 2 foreground classes in blurred noise, anisotropic voxel
+Writes `--count` ellipsoid volumes (unetflow.data.demo_volumes: 2 foreground classes in blurred noise, anisotropic voxel
 spacing) and runs the workflow up to the leaderboard with two experiments that differ only in `train.dims` (2 and
 3), everything else planned and the same time budget for each; prints the leaderboard (test Dice per class, dims,
 patch size, training minutes), each experiment's plan and steps, the wall clock (data, training, prediction and
@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from unetflow.demo_volumes import write_volume_pairs  # noqa: E402
+from unetflow.data.demo_volumes import write_volume_pairs  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from unetflow.ingest import DataSpec, check_data_set
-from unetflow.preprocess import preprocess_settings
+from unetflow.data.ingest import DataSpec, check_data_set
+from unetflow.data.preprocess import preprocess_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unetflow.augment import AUGMENT_DEFAULTS, augment_batch, merge_config
+from unetflow.train.augment import AUGMENT_DEFAULTS, augment_batch, merge_config
 
 SPATIAL = ["mirror", "rot90", "affine", "elastic"]
 INTENSITY = ["brightness", "contrast", "gamma", "noise", "blur"]

@@ -14,9 +14,9 @@ import tifffile
 from snakemake.utils import validate as validate_config
 
 from conftest import REPO, build_manifest, write_pairs
-from unetflow.data_warnings import data_warnings, log_warnings
-from unetflow.ingest import DataValidationError
-from unetflow.split import split_cases
+from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.ingest import DataValidationError
+from unetflow.data.split import split_cases
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unetflow.evaluate import case_roi, evaluate_cases, summarize
-from unetflow.metrics import case_metrics
+from unetflow.evaluate.evaluate import case_roi, evaluate_cases, summarize
+from unetflow.evaluate.metrics import case_metrics
 
 SIZE = 20
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255]})

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import applied, build_manifest, write_ct_pair, write_pairs
-from unetflow.cases import load_case
 from unetflow.config import normalization_problems
-from unetflow.fingerprint import fingerprint_data, target_spacing
-from unetflow.preprocess import preprocess_settings, preprocess_source
+from unetflow.data.preprocess import preprocess_settings, preprocess_source
+from unetflow.io.store import load_case
+from unetflow.plan.fingerprint import fingerprint_data, target_spacing
 
 SPACING = (0.8, 0.8, 3.0)
 

@@ -17,16 +17,16 @@ import tifffile
 import torch
 
 from conftest import REPO, applied, build_manifest, snakemake, tiny_config, write_config, write_ct_pair
-from unetflow.cases import load_case
-from unetflow.ensemble import predict_probabilities, predict_unit
-from unetflow.infer import InferInputError, Predictor, check_images
-from unetflow.model import UNet
-from unetflow.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
-from unetflow.pairing import listed_images, shard_of
-from unetflow.predictions import read_probabilities
-from unetflow.preprocess import preprocess_source
-from unetflow.summary import unit_summary
-from unetflow.volumes import stack_slices
+from unetflow.data.pairing import listed_images, shard_of
+from unetflow.data.preprocess import preprocess_source
+from unetflow.infer.ensemble import predict_probabilities, predict_unit
+from unetflow.infer.infer import InferInputError, Predictor, check_images
+from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
+from unetflow.infer.summary import unit_summary
+from unetflow.io.prediction_files import read_probabilities
+from unetflow.io.store import load_case
+from unetflow.io.volumes import stack_slices
+from unetflow.train.model import UNet
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
@@ -197,7 +197,7 @@ def test_summary_counts_pixels_components_and_confidence():
 
 def test_onnx_export_matches_pytorch_on_a_tile(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from unetflow.export import export_onnx, package_module
+    from unetflow.export.onnx import export_onnx, package_module
 
     path = make_package(tmp_path)
     onnx_path = export_onnx(path, tmp_path / "model.onnx")
@@ -344,7 +344,7 @@ def test_numbered_files_spread_evenly_over_shards():
 
 
 def test_a_manifest_naming_a_missing_image_is_refused(tmp_path):
-    from unetflow.pairing import DataValidationError
+    from unetflow.data.pairing import DataValidationError
 
     paths = write_images(tmp_path / "in", 1)
     (tmp_path / "list.csv").write_text(f"image\nin/{paths[0].name}\nin/gone.png\n")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import build_manifest, write_pairs
-from unetflow.ingest import DataValidationError
+from unetflow.data.ingest import DataValidationError
 
 
 def test_manifest_columns_and_label_fractions(tmp_path):

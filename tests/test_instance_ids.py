@@ -11,11 +11,11 @@ import pytest
 import tifffile
 
 from conftest import build_manifest
-from unetflow.formats import ImageReadError
-from unetflow.io import read_mask, write_mask
-from unetflow.labels import ID_LIMIT
-from unetflow.predictions import read_instances, write_instances
-from unetflow.sources import case_instance_ids
+from unetflow.io.formats import ImageReadError
+from unetflow.io.images import read_mask, write_mask
+from unetflow.io.labels import ID_LIMIT
+from unetflow.io.prediction_files import read_instances, write_instances
+from unetflow.io.sources import case_instance_ids
 
 GRID = 260  # one-pixel objects on every other pixel of a 520x520 image: 67600 objects, more than 16 bits hold
 

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from conftest import applied, build_manifest, snakemake, tiny_config, write_config
-from unetflow.demo_cells import render_touching_cells
-from unetflow.formats import ImageReadError
-from unetflow.instances import split_ids, three_class_target, touching_pairs
-from unetflow.io import read_mask, write_mask
-from unetflow.object_metrics import MAP_THRESHOLDS, object_metrics
-from unetflow.objects import instances_from_foreground, instances_from_three_class, object_rows
-from unetflow.pairing import DataValidationError
-from unetflow.preprocess import preprocess_cases
-from unetflow.weight_map import SIGMA, W0, border_weight_map
+from unetflow.data.demo_cells import render_touching_cells
+from unetflow.data.pairing import DataValidationError
+from unetflow.data.preprocess import preprocess_cases
+from unetflow.evaluate.object_metrics import MAP_THRESHOLDS, object_metrics
+from unetflow.instances.objects import instances_from_foreground, instances_from_three_class, object_rows
+from unetflow.instances.targets import split_ids, three_class_target, touching_pairs
+from unetflow.instances.weight_map import SIGMA, W0, border_weight_map
+from unetflow.io.formats import ImageReadError
+from unetflow.io.images import read_mask, write_mask
 
 
 def squares(*boxes, shape=(10, 12)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of unetflow.io: files written with OpenCV, tifffile, Pillow and nibabel are read back exactly."""
+"""Tests of unetflow.io.images: files written with OpenCV, tifffile, Pillow and nibabel are read back exactly."""
 
 import cv2
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from unetflow.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, is_lossy
-from unetflow.io import image_info, read_image, read_mask, read_stack, write_mask
+from unetflow.io.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem, is_lossy
+from unetflow.io.images import image_info, read_image, read_mask, read_stack, write_mask
 
 H, W = 5, 7  # non-square on purpose: a transposition changes the shape and moves the marked pixel
 MARK = (1, 5)

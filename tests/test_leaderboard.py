@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unetflow.leaderboard import model_traits
+from unetflow.evaluate.leaderboard import model_traits
 
 
 def test_model_traits_come_from_the_plan(tmp_path):

@@ -13,11 +13,11 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import build_manifest, write_pairs
-from unetflow.ingest import DataValidationError
-from unetflow.labels import IGNORE_INDEX
-from unetflow.mask_checks import INSTANCE_MIN_VALUES, object_values
-from unetflow.predictions import write_labels
-from unetflow.sources import case_labels
+from unetflow.data.ingest import DataValidationError
+from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.prediction_files import write_labels
+from unetflow.io.sources import case_labels
 
 SIZE = (48, 64)
 

@@ -1,4 +1,4 @@
-"""Tests for unetflow.metrics: hand-computed cases, empty conventions, ROI, spacing, 3D, MONAI parity."""
+"""Tests for unetflow.evaluate.metrics: hand-computed cases, empty conventions, ROI, spacing, 3D, MONAI parity."""
 
 import math
 import warnings
@@ -18,7 +18,7 @@ from monai.metrics import (
 )
 from scipy import ndimage
 
-from unetflow.metrics import case_metrics
+from unetflow.evaluate.metrics import case_metrics
 
 ATOL = 1e-5
 

@@ -1,13 +1,13 @@
-"""NIfTI volumes (unetflow.nifti): values, affine and header kept; labels written in the reference's grid; 4D,
+"""NIfTI volumes (unetflow.io.nifti): values, affine and header kept; labels written in the reference's grid; 4D,
 NaN and unreadable volumes refused naming the file."""
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from unetflow.formats import VOLUME_SUFFIXES, ImageReadError
-from unetflow.io import image_info
-from unetflow.nifti import read_volume, write_volume
+from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
+from unetflow.io.images import image_info
+from unetflow.io.nifti import read_volume, write_volume
 
 AFFINE = np.array([[0.0, -0.8, 0, 90], [0.7, 0, 0, -120], [0, 0, 2.5, 30], [0, 0, 0, 1]])
 

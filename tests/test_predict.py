@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from unetflow.ensemble import (
+from unetflow.infer.ensemble import (
     keep_largest_components,
     labels_from_probabilities,
     load_models,
     postprocess_unit,
     predict_probabilities,
 )
-from unetflow.model import UNet
-from unetflow.predict import checkpoint_list
-from unetflow.predictions import read_probabilities, write_prediction, write_probabilities
-from unetflow.tiling import sliding_window_predict
+from unetflow.infer.predict import checkpoint_list
+from unetflow.infer.tiling import sliding_window_predict
+from unetflow.io.prediction_files import read_probabilities, write_prediction, write_probabilities
+from unetflow.train.model import UNet
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32")
 PATCH = [16, 16]
@@ -156,7 +156,7 @@ def test_checkpoint_list_accepts_one_path_or_several():
 def test_colour_coded_and_palette_masks_are_predicted_in_their_encoding(tmp_path):
     from PIL import Image
 
-    from unetflow.predictions import read_prediction
+    from unetflow.io.prediction_files import read_prediction
 
     labels = np.zeros((6, 8), np.uint8)
     labels[1:3, 1:4], labels[4:, 5:] = 1, 2

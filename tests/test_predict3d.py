@@ -9,23 +9,23 @@ import pytest
 import torch
 
 from conftest import applied, rotated_affine
-from unetflow.cases import save_case
-from unetflow.ensemble import (
+from unetflow.export.onnx import tile_patch
+from unetflow.infer.ensemble import (
     load_models,
     predict_probabilities,
     predict_unit,
     refuse_3d_models_on_2d_units,
     unit_probabilities,
 )
-from unetflow.export import tile_patch
-from unetflow.infer import InferInputError, Predictor
-from unetflow.model import UNet
-from unetflow.package import PackageError, build_package, save_package
-from unetflow.predict import predict_cases
-from unetflow.resample import resample_image, resample_probabilities
-from unetflow.sources import source_images
-from unetflow.tiling import sliding_window_predict
-from unetflow.volumes import slice_axis_target, target_slice_count
+from unetflow.infer.infer import InferInputError, Predictor
+from unetflow.infer.package import PackageError, build_package, save_package
+from unetflow.infer.predict import predict_cases
+from unetflow.infer.tiling import sliding_window_predict
+from unetflow.io.resample import resample_image, resample_probabilities
+from unetflow.io.sources import source_images
+from unetflow.io.store import save_case
+from unetflow.io.volumes import slice_axis_target, target_slice_count
+from unetflow.train.model import UNet
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CPU = torch.device("cpu")

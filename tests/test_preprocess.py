@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from unetflow.labels import map_labels
-from unetflow.normalization import normalize
-from unetflow.preprocess import to_channels
+from unetflow.data.normalization import normalize
+from unetflow.data.preprocess import to_channels
+from unetflow.io.labels import map_labels
 
 
 def test_zscore_per_channel():
@@ -44,19 +44,19 @@ def test_map_labels_to_class_indices():
 
 
 def test_ignore_label_maps_to_255():
-    from unetflow.labels import IGNORE_INDEX
+    from unetflow.io.labels import IGNORE_INDEX
     assert (map_labels(np.array([[0, 9, 5]]), [0, 5], ignore_value=9) == [[0, IGNORE_INDEX, 1]]).all()
 
 
 def test_snap_to_nearest_class_value():
-    from unetflow.labels import snap_to_nearest
+    from unetflow.io.labels import snap_to_nearest
     assert snap_to_nearest(np.array([0, 3, 100, 130, 250]), [0, 128, 255]).tolist() == [0, 0, 128, 128, 255]
 
 
 def test_class_values_skip_the_ignore_row():
     import pandas as pd
 
-    from unetflow.labels import class_values, ignore_value
+    from unetflow.io.labels import class_values, ignore_value
     classes = pd.DataFrame({"index": [0, 1, 255], "name": ["a", "b", "ignore"], "value": [0, 5, 9],
                             "ignore": [False, False, True]})
     assert class_values(classes) == [0, 5] and ignore_value(classes) == 9
@@ -68,9 +68,9 @@ def test_volume_slices_are_preprocessed_and_reassembled(tmp_path):
     from test_ingest import write_volume_pair
 
     from conftest import applied, build_manifest
-    from unetflow.cases import load_case
-    from unetflow.preprocess import preprocess_source
-    from unetflow.volumes import stack_slices
+    from unetflow.data.preprocess import preprocess_source
+    from unetflow.io.store import load_case
+    from unetflow.io.volumes import stack_slices
     labels = write_volume_pair(tmp_path, "ct", shape=(12, 10, 4))
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=1)
     out = tmp_path / "cases"
@@ -88,8 +88,8 @@ def test_declared_channels_convert_mixed_grey_and_rgb_images(tmp_path, declared)
     import pandas as pd
 
     from conftest import applied, build_manifest, write_pairs
-    from unetflow.cases import load_case
-    from unetflow.preprocess import preprocess_source
+    from unetflow.data.preprocess import preprocess_source
+    from unetflow.io.store import load_case
 
     images, masks = write_pairs(tmp_path, count=4)
     cv2.imwrite(str(images / "c1.png"), np.dstack([np.full((32, 40), v, np.uint8) for v in (10, 60, 200)]))

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from unetflow.evaluate import summarize
-from unetflow.report import (
+from unetflow.evaluate.evaluate import summarize
+from unetflow.evaluate.html_tables import write_html_tables
+from unetflow.evaluate.report import (
     case_scores,
     example_cases,
     fold_metrics,
@@ -23,7 +24,6 @@ from unetflow.report import (
     plot_training_curves,
     summary_table,
 )
-from unetflow.tables import write_html_tables
 
 CLASS_NAMES = ["background", "cell", "nucleus"]
 FOREGROUND_DICE = {"c0": (0.9, 0.7), "c1": (0.2, 0.4), "c2": (0.6, 0.6), "c3": (1.0, 0.9), "c4": (0.5, 0.3)}

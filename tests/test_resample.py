@@ -6,10 +6,10 @@ import pandas as pd
 import torch
 
 from conftest import write_ct_pair
-from unetflow.ensemble import on_source_grid
-from unetflow.labels import IGNORE_INDEX
-from unetflow.nifti import read_volume, write_label_volume
-from unetflow.resample import (
+from unetflow.infer.ensemble import on_source_grid
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.nifti import read_volume, write_label_volume
+from unetflow.io.resample import (
     resample_image,
     resample_labels,
     resample_nearest,

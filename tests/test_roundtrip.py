@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import applied, build_manifest
-from unetflow.cases import load_case
-from unetflow.normalization import normalize
-from unetflow.preprocess import preprocess_source
-from unetflow.volumes import stack_slices, write_volume_labels
+from unetflow.data.normalization import normalize
+from unetflow.data.preprocess import preprocess_source
+from unetflow.io.store import load_case
+from unetflow.io.volumes import stack_slices, write_volume_labels
 
 IMAGE_FORMATS = ["png8", "png16", "tif8", "tif16", "bmp", "jpeg"]
 MASK_FORMATS = ["png", "png16", "png1bit", "png_palette", "tif", "bmp", "gif"]

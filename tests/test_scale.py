@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import snakemake, tiny_config, write_config
-from unetflow.fingerprint import SMALLEST_SIDE, WIDE_OBJECT, object_sizes, planned_scale
+from unetflow.plan.fingerprint import SMALLEST_SIDE, WIDE_OBJECT, object_sizes, planned_scale
 
 
 def flat_table(widths, shape=(1, 960, 1280)) -> pd.DataFrame:

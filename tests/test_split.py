@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from unetflow.split import split_cases
-from unetflow.split_table import ids_in
+from unetflow.data.folds import ids_in
+from unetflow.data.split import split_cases
 
 
 def cases(n=20, groups=None):

@@ -11,10 +11,10 @@ import pytest
 import tifffile
 
 from conftest import REPO, build_manifest
-from unetflow.evaluate import read_roi
-from unetflow.formats import ImageReadError
-from unetflow.ingest import DataValidationError
-from unetflow.io import image_info, is_lossy_mask, read_image, read_mask, read_stack
+from unetflow.data.ingest import DataValidationError
+from unetflow.evaluate.evaluate import read_roi
+from unetflow.io.formats import ImageReadError
+from unetflow.io.images import image_info, is_lossy_mask, read_image, read_mask, read_stack
 
 LOSSLESS = ["lzw", "zlib", "packbits", "zstd", "lzma"]
 COMPRESSIONS = LOSSLESS + ["jpeg"]
@@ -125,7 +125,7 @@ def compressed_file(tmp_path, compression="lzw") -> str:
 def test_missing_codec_names_the_compression_and_imagecodecs(tmp_path):
     path = compressed_file(tmp_path)
     code = (f"import sys; sys.modules['imagecodecs'] = None\n"
-            f"from unetflow.io import read_image\nread_image({path!r})")
+            f"from unetflow.io.images import read_image\nread_image({path!r})")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                             cwd=REPO / "workflow" / "scripts")
     assert result.returncode != 0
@@ -187,7 +187,7 @@ def test_ingest_reports_a_missing_codec_beside_other_problems(tmp_path, monkeypa
 
 
 def test_extra_samples_of_a_grey_tiff_are_channels_and_rgb_alpha_is_dropped(tmp_path):
-    from unetflow.io import read_image
+    from unetflow.io.images import read_image
 
     pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "four.tif", pixels, photometric="minisblack", planarconfig="contig")

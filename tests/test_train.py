@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from unetflow.demo_volumes import ellipsoid_volume
-from unetflow.plan import (
+from unetflow.data.demo_volumes import ellipsoid_volume
+from unetflow.plan.plan import (
     CPU_BATCH_2D,
     CPU_BATCH_3D,
     plan_batch_size,
@@ -22,9 +22,9 @@ from unetflow.plan import (
     training_bytes_per_sample,
     training_traits,
 )
-from unetflow.schedule import Budget, lr_factor, training_budget
-from unetflow.train import PatchSampler
-from unetflow.validation import (
+from unetflow.train.schedule import Budget, lr_factor, training_budget
+from unetflow.train.train import PatchSampler
+from unetflow.train.validation import (
     affordable_candidates,
     best_on_full_set,
     kept_candidates,
@@ -178,7 +178,7 @@ RUNNER = textwrap.dedent(f"""
     import numpy as np, torch
     sys.path.insert(0, {str(REPO / "tests")!r})
     from test_train import TINY_CFG, tiny_case, tiny_volume
-    from unetflow.train import Trainer
+    from unetflow.train.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     out, cfg = sys.argv[1], dict(TINY_CFG, **json.loads(sys.argv[2]))
@@ -232,7 +232,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
 def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
     import logging
 
-    from unetflow.train import Trainer, save_atomic
+    from unetflow.train.train import Trainer, save_atomic
 
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
@@ -261,7 +261,7 @@ def test_sampler_keeps_cases_compact_and_yields_float32_and_int64_batches():
 
 
 class TickingClock:
-    """A stand-in for unetflow.schedule.Clock that advances 10 ms each time it is read: time budgets become
+    """A stand-in for unetflow.train.schedule.Clock that advances 10 ms each time it is read: time budgets become
     deterministic, whatever the load of the machine."""
 
     def __init__(self, before: float = 0.0):
@@ -275,9 +275,9 @@ class TickingClock:
 def test_time_budget_trains_until_spent_and_counts_the_time_before_a_resume(tmp_path, monkeypatch):
     import logging
 
-    from unetflow.train import Trainer, save_atomic
+    from unetflow.train.train import Trainer, save_atomic
 
-    monkeypatch.setattr("unetflow.train.Clock", TickingClock)
+    monkeypatch.setattr("unetflow.train.train.Clock", TickingClock)
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
     cfg = dict(TINY_CFG, epochs=None, budget_minutes=0.01, lr_schedule="poly", warmup_iterations=0)  # 0.6 s

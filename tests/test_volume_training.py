@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import applied, build_manifest, write_pairs
-from unetflow import nifti
-from unetflow.augment import AUGMENT_DEFAULTS, augment_batch
 from unetflow.config import experiment_problems
-from unetflow.demo_volumes import ellipsoid_volume, write_volume_pairs
-from unetflow.labels import IGNORE_INDEX
-from unetflow.plan import CPU_PATCH_VOXELS_3D, plan_training
-from unetflow.preprocess import preprocess_cases
-from unetflow.train import PatchSampler, Trainer
-from unetflow.volume_training import (
+from unetflow.data.demo_volumes import ellipsoid_volume, write_volume_pairs
+from unetflow.data.preprocess import preprocess_cases
+from unetflow.io import nifti
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.plan.plan import CPU_PATCH_VOXELS_3D, plan_training
+from unetflow.train.augment import AUGMENT_DEFAULTS, augment_batch
+from unetflow.train.train import PatchSampler, Trainer
+from unetflow.train.volume_training import (
     choose_dims,
     load_volume_cases,
     median_spacing,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from conftest import snakemake, tiny_config, write_config
-from unetflow.demo_volumes import write_volume_pairs
+from unetflow.data.demo_volumes import write_volume_pairs
 
 
 def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):

@@ -11,15 +11,15 @@ import pytest
 import torch
 from scipy import ndimage
 
-from unetflow.augment import augment_batch, augment_weighted_batch
-from unetflow.cases import save_case
-from unetflow.demo_cells import render_touching_cells
-from unetflow.losses import deep_supervision_loss, segmentation_loss
-from unetflow.object_metrics import object_metrics
-from unetflow.objects import instances_from_separated_foreground
-from unetflow.train import PatchSampler
-from unetflow.volume_training import load_volume_cases, volume_geometry
-from unetflow.weight_map import SIGMA, W0, border_weight_map, separated_objects
+from unetflow.data.demo_cells import render_touching_cells
+from unetflow.evaluate.object_metrics import object_metrics
+from unetflow.instances.objects import instances_from_separated_foreground
+from unetflow.instances.weight_map import SIGMA, W0, border_weight_map, separated_objects
+from unetflow.io.store import save_case
+from unetflow.train.augment import augment_batch, augment_weighted_batch
+from unetflow.train.losses import deep_supervision_loss, segmentation_loss
+from unetflow.train.train import PatchSampler
+from unetflow.train.volume_training import load_volume_cases, volume_geometry
 
 
 def touching_squares() -> np.ndarray:

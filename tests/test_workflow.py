@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_ct_pair, write_pairs
-from unetflow.model import UNet
+from unetflow.train.model import UNet
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",

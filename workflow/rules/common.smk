@@ -5,7 +5,7 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-# The dependency-light part of the library (unetflow.config, unetflow.pairing) checks the config and lists the data.
+# The dependency-light part of the library (unetflow.config, unetflow.data.pairing) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
@@ -18,7 +18,7 @@ from unetflow.config import (
     typed_command_line,
     with_command_line,
 )
-from unetflow.pairing import data_files, listed_images, shard_of
+from unetflow.data.pairing import data_files, listed_images, shard_of
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
 # merged key by key into the sections of the config files, before the schema checks them.

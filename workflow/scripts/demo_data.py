@@ -1,6 +1,6 @@
 """Rule demo_data: write the synthetic demo data set."""
 
-from unetflow.demo import write_demo_data
+from unetflow.data.demo import write_demo_data
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])

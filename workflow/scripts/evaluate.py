@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from unetflow.evaluate import evaluate_cases, summarize
+from unetflow.data.folds import ids_in
+from unetflow.evaluate.evaluate import evaluate_cases, summarize
 from unetflow.logs import stage_logger
-from unetflow.split_table import ids_in
 
 log = stage_logger(snakemake.log[0])
 manifest = pd.read_parquet(snakemake.input.manifest)

@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 
-from unetflow.fingerprint import fingerprint_data
 from unetflow.logs import stage_logger
+from unetflow.plan.fingerprint import fingerprint_data
 
 log = stage_logger(snakemake.log[0])
 table, summary = fingerprint_data(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),

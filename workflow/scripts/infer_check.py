@@ -4,9 +4,9 @@ import json
 import re
 from pathlib import Path
 
-from unetflow.infer import check_images
+from unetflow.infer.infer import check_images
+from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
-from unetflow.package import load_package
 
 log = stage_logger(snakemake.log[0])
 shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))

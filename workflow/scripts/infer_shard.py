@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from unetflow.infer import Predictor
+from unetflow.infer.infer import Predictor
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])

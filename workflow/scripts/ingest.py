@@ -1,7 +1,7 @@
 """Rule ingest: pair and validate every image and mask; write the manifest, the class table and the warnings."""
 
-from unetflow.data_warnings import data_warnings, log_warnings
-from unetflow.ingest import DataSpec, check_data_set
+from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.ingest import DataSpec, check_data_set
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])

@@ -1,8 +1,8 @@
 """Rule leaderboard: compare every experiment on the same test cases."""
 
-from unetflow.leaderboard import leaderboard
+from unetflow.evaluate.html_tables import write_html_tables
+from unetflow.evaluate.leaderboard import leaderboard
 from unetflow.logs import stage_logger
-from unetflow.tables import write_html_tables
 
 log = stage_logger(snakemake.log[0])
 table = leaderboard(snakemake.params.runs)

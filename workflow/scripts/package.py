@@ -4,9 +4,9 @@ import json
 
 import pandas as pd
 
+from unetflow.infer.package import build_package, save_package, training_palette, training_spacing
+from unetflow.infer.predict import checkpoint_list
 from unetflow.logs import stage_logger
-from unetflow.package import build_package, save_package, training_palette, training_spacing
-from unetflow.predict import checkpoint_list
 
 log = stage_logger(snakemake.log[0])
 checkpoints = checkpoint_list(snakemake.input.models)

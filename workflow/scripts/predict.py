@@ -6,11 +6,11 @@ import json
 import pandas as pd
 import torch
 
+from unetflow.data.folds import ids_in
 from unetflow.gpu import pick_device
+from unetflow.infer.predict import checkpoint_list, predict_cases
+from unetflow.io.volumes import slice_axis_target
 from unetflow.logs import stage_logger
-from unetflow.predict import checkpoint_list, predict_cases
-from unetflow.split_table import ids_in
-from unetflow.volumes import slice_axis_target
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

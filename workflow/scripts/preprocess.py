@@ -5,9 +5,9 @@ import json
 
 import pandas as pd
 
-from unetflow.cases import off_file_grid
+from unetflow.data.preprocess import preprocess_cases, preprocess_settings
+from unetflow.io.store import off_file_grid
 from unetflow.logs import stage_logger
-from unetflow.preprocess import preprocess_cases, preprocess_settings
 
 log = stage_logger(snakemake.log[0])
 with open(snakemake.input.fingerprint) as file:

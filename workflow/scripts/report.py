@@ -2,10 +2,8 @@
 
 import pandas as pd
 
-from unetflow.instances import instance_target
-from unetflow.labels import trained_classes
-from unetflow.logs import stage_logger
-from unetflow.report import (
+from unetflow.evaluate.html_tables import write_html_tables
+from unetflow.evaluate.report import (
                              case_scores,
                              example_cases,
                              fold_metrics,
@@ -17,8 +15,10 @@ from unetflow.report import (
                              plot_training_curves,
                              summary_table,
 )
-from unetflow.tables import write_html_tables
-from unetflow.volumes import prediction_units
+from unetflow.instances.targets import instance_target
+from unetflow.io.labels import trained_classes
+from unetflow.io.volumes import prediction_units
+from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 per_case = pd.read_parquet(snakemake.input.per_case)

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from unetflow.data.split import split_cases
 from unetflow.logs import stage_logger
-from unetflow.split import split_cases
 
 log = stage_logger(snakemake.log[0])
 cfg = snakemake.params.split

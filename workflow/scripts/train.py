@@ -6,12 +6,12 @@ import json
 import pandas as pd
 import torch
 
-from unetflow.labels import class_values
+from unetflow.data.folds import fold_ids
+from unetflow.io.labels import class_values
+from unetflow.io.volumes import slice_axis_target
 from unetflow.logs import stage_logger
-from unetflow.split_table import fold_ids
-from unetflow.train import Trainer
-from unetflow.volume_training import choose_dims, training_cases, volume_geometry
-from unetflow.volumes import slice_axis_target
+from unetflow.train.train import Trainer
+from unetflow.train.volume_training import choose_dims, training_cases, volume_geometry
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,0 +1,1 @@
+"""The data set: pairing, checks, splits, normalisation, preprocessing, demo data."""

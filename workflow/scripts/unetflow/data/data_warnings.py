@@ -1,0 +1,77 @@
+"""Warnings about a data set that do not stop it: very unbalanced classes, tiny images, JPEG mask pixels snapped
+to the nearest class. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
+`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many
+rows there are.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
+MIN_SIDE = 32           # images smaller than this on a side are called tiny
+EXAMPLES = 3            # rows named in a summary line
+WARNING_COLUMNS = ["kind", "file", "value", "detail"]
+
+log = logging.getLogger("unetflow.data.data_warnings")
+
+
+def unbalanced_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
+    """One row when less than MIN_FOREGROUND of all pixels are foreground (its value: that share in percent)."""
+    background = int(classes.loc[classes["index"] == 0, "value"].iloc[0])
+    pixels = manifest["height"] * manifest["width"]
+    background_share = [dict(zip(v, f)).get(background, 0) for v, f in
+                        zip(manifest["label_values"], manifest["label_fractions"])]
+    foreground = 1 - float(np.average(background_share, weights=pixels))
+    if foreground >= MIN_FOREGROUND:
+        return []
+    return [dict(kind="unbalanced", file=None, value=100 * foreground,
+                 detail=f"{100 * foreground:.4f}% of all pixels are foreground (< {100 * MIN_FOREGROUND:.1f}%)")]
+
+
+def tiny_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per case smaller than MIN_SIDE on a side (its value: the shorter side)."""
+    tiny = manifest[(manifest["height"] < MIN_SIDE) | (manifest["width"] < MIN_SIDE)]
+    return [dict(kind="tiny_image", file=row["image_path"], value=float(min(row["height"], row["width"])),
+                 detail=f"case {row['id']}: {row['height']}x{row['width']} px") for _, row in tiny.iterrows()]
+
+
+def snapped_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per lossy mask file with pixels snapped to the nearest class (its value: how many)."""
+    snapped = manifest.groupby("mask_path", sort=True)["snapped_pixels"].sum()
+    return [dict(kind="snapped_pixels", file=path, value=float(count),
+                 detail=f"{count} pixels of the lossy mask snapped to the nearest class")
+            for path, count in snapped.items() if count]
+
+
+def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
+    """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
+    whole data set), value (a number whose meaning the kind gives), detail."""
+    rows = unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest)
+    return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
+                                                               "detail": str})
+
+
+def summary_line(kind: str, rows: pd.DataFrame) -> str:
+    """One log line for all warnings of a kind: how many, and a few examples."""
+    files = rows["file"].dropna().drop_duplicates()
+    names = ", ".join(Path(f).name for f in files.head(EXAMPLES))
+    more = ", ..." if len(files) > EXAMPLES else ""
+    if kind == "unbalanced":
+        return (f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice "
+                f"loss")
+    if kind == "tiny_image":
+        return (f"{len(rows)} tiny image(s) smaller than {MIN_SIDE} px on a side (e.g. {names}{more}); a deep "
+                f"U-Net may not fit them")
+    if kind == "snapped_pixels":
+        return (f"{int(rows['value'].sum())} pixels of {len(rows)} lossy mask(s) snapped to the nearest class "
+                f"(e.g. {names}{more})")
+    return f"{len(rows)} warning(s) of kind {kind} (e.g. {names}{more})"
+
+
+def log_warnings(table: pd.DataFrame, where: str = "data/warnings.parquet") -> None:
+    """Log one summary line per kind of warning, pointing at the table with every row."""
+    for kind, rows in table.groupby("kind", sort=False):
+        log.warning("%s%s", summary_line(kind, rows), f" (all {len(rows)} in {where})" if len(rows) > 1 else "")

@@ -1,0 +1,322 @@
+"""Ingest and validate a data set: pair images with masks, check every pair, report every problem at once.
+
+Sources: 2D files (case id = file stem), multi-page TIFF stacks (one case per page, id `<stem>_s<index>`) and NIfTI
+volumes (one case per slice along `slice_axis`, id `<stem>_z<index>`); the slices of one source share its `group`.
+Which files pair up is `unetflow.data.pairing`'s job. Every image and mask is read in full, in a thread pool.
+"""
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unetflow.data.mask_checks import undeclared_value_problems
+from unetflow.data.pairing import (
+    DataValidationError,
+    attach_rois,
+    image_files,
+    mask_files,
+    pair_files,
+    pairs_from_manifest,
+)
+from unetflow.instances.targets import instance_classes, instance_data_problems, instance_row_fields
+from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
+from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
+from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values
+from unetflow.io.sources import slice_id, source_images, source_kind, source_masks
+from unetflow.io.volumes import grid_problem, volume_slice_axis
+
+log = logging.getLogger("unetflow.data.ingest")
+
+
+@dataclass
+class DataSpec:
+    """The `data` config section (see workflow/schemas/config.schema.yaml for the meaning of each key)."""
+    images: str | None = None
+    masks: str | None = None
+    mask_suffix: str = "auto"
+    mask_prefix: str = ""
+    manifest: str | None = None
+    rois: str | None = None
+    classes: dict | None = None
+    colors: dict | None = None
+    channels: int | None = None
+    jpeg_masks: str = "refuse"
+    ignore_label: int | None = None
+    num_classes: int | None = None
+    slice_axis: int = 2
+    instances: bool = False
+    instance_target: str = "weight_map"
+    foreground: str = "values"
+
+    @classmethod
+    def from_config(cls, data: dict) -> "DataSpec":
+        """The spec from a config section, unknown keys ignored (the schema refuses them)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# ------------------------------------------------------------------------------------------ one source pair
+
+
+def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[int, int], int, str]:
+    """(number of slices, (height, width), channels, dtype) of an image source, decoded in full as preprocessing
+    will read it: corrupt pixel data (also in complete files) and NaN/Inf in volumes are found here."""
+    slices = source_images(dict(kind=kind, image_path=image, slice_axis=slice_axis))
+    return slices.shape[0], slices.shape[1:3], slices.shape[3], str(slices.dtype)
+
+
+def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
+    """A problem with the kind of the mask file before it is read, or None."""
+    mask = pair["mask"]
+    lossy = is_lossy_mask(mask)
+    kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
+    if lossy and data.jpeg_masks != "snap":
+        return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
+                f"lossless TIFF, or set data.jpeg_masks: snap to snap every pixel to the nearest declared class")
+    if lossy and not (data.classes or data.colors or data.foreground == "nonzero"):
+        return (f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors (or "
+                f"data.foreground: nonzero)")
+    if (kind == "volume") != is_volume(mask):
+        return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
+                f"but its mask is not; pair volumes with volumes")
+    return None
+
+
+def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[dict], list[str]]:
+    """Check one source pair; return its manifest rows (one per slice) and its problems."""
+    image, mask = pair["image"], pair["mask"]
+    try:
+        kind = source_kind(image, image_info(image))
+        problem = mask_problem(pair, kind, data) or (None if kind == "volume" else truncation_problem(image))
+        if problem:
+            return [], [problem]
+        axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
+        count, shape, channels, dtype = image_geometry(image, kind, axis)
+        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors), data.instances)
+    except ImageReadError as error:
+        return [], [str(error)]
+    if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):
+        return [], [f"{image}: image is {count} slice(s) of {shape[0]}x{shape[1]} but its mask {mask} is "
+                    f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
+                    f"export matching pairs"]
+    rows, problems = [], roi_problems(pair, shape, count)
+    if kind == "volume" and (problem := grid_problem(image, mask, "mask")):
+        return [], [problem]
+    for index in range(count):
+        if data.instances:
+            fields, problem = instance_row_fields(masks[index], mask, "" if kind == "image" else f" slice {index}")
+            problems += [problem] if problem else []
+            snapped = 0
+        else:
+            try:
+                values, snapped = mask_values(masks[index], coding, is_lossy_mask(mask), mask)
+            except ImageReadError as error:
+                return [], [str(error)]
+            found, counts = np.unique(values, return_counts=True)
+            fields = dict(label_values=found.tolist(), label_fractions=(counts / values.size).tolist())
+        rows.append(dict(
+            id=slice_id(pair["stem"], kind, index), image_path=str(image), mask_path=str(mask), kind=kind,
+            volume=pair["stem"] if kind != "image" else None, slice=index,
+            slice_axis=axis, group=pair.get("group", pair["stem"]),
+            height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
+            input_channels=int(data.channels or channels), **fields, snapped_pixels=snapped,
+            roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
+                                                                      else {})))
+    return rows, problems
+
+
+def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
+    """A problem when the pair's region-of-interest file does not have the image's geometry."""
+    if "roi" not in pair:
+        return []
+    if is_volume(pair["image"]) or is_volume(pair["roi"]):
+        if is_volume(pair["image"]) != is_volume(pair["roi"]):
+            return [f"{pair['roi']}: pair NIfTI volumes with NIfTI regions of interest, 2D files with 2D files"]
+        problem = grid_problem(pair["image"], pair["roi"], "region of interest")
+        return [problem] if problem else []
+    try:
+        info = image_info(pair["roi"])
+    except ImageReadError as error:
+        return [str(error)]
+    roi_shape = (info["height"], info["width"], info["depth"])
+    if roi_shape != (*shape, count):
+        return [f"{pair['roi']}: region of interest is {roi_shape[0]}x{roi_shape[1]} ({roi_shape[2]} slice(s)) "
+                f"but its image {pair['image']} is {shape[0]}x{shape[1]} ({count}); export matching files"]
+    return []
+
+
+# ------------------------------------------------------------------------------------------ data-set checks
+
+
+def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
+    """The class table declared in the config (None when the values are to be found in the masks) and problems."""
+    if data.foreground == "nonzero":
+        return nonzero_classes(data)
+    problems = []
+    if data.classes and data.colors:
+        problems.append("data.classes and data.colors are both set; declare classes by value or by colour, not both")
+    if data.colors and data.ignore_label is not None:
+        problems.append("data.ignore_label applies to masks of class values; with data.colors leave it unset")
+    if data.colors:
+        names = list(data.colors)
+        table = pd.DataFrame({"index": range(len(names)), "name": names, "value": range(len(names)),
+                              "color": [list(map(int, data.colors[n])) for n in names]})
+        duplicates = table["color"].map(tuple).duplicated()
+        problems += [f"data.colors: colour {c} is given to several classes" for c in table.loc[duplicates, "color"]]
+    elif data.classes:
+        table = pd.DataFrame({"index": range(len(data.classes)), "name": list(data.classes),
+                              "value": [int(v) for v in data.classes.values()], "color": None})
+        if data.ignore_label in table["value"].tolist():
+            problems.append(f"data.ignore_label {data.ignore_label} is also a class value in data.classes; "
+                            f"use a value no class has")
+    else:
+        return None, problems
+    return with_ignore_row(table, data.ignore_label), problems
+
+
+def nonzero_classes(data: DataSpec) -> tuple[pd.DataFrame, list[str]]:
+    """The class table of data.foreground: nonzero: background (0) and foreground (every other value, written as
+    255 in predictions, or as the second value of data.classes, which may name the two), and its problems."""
+    problems, names, values = [], ["background", "foreground"], [0, 255]
+    if data.colors:
+        problems.append("data.foreground: nonzero applies to masks of values, not colours; leave data.colors unset")
+    if data.classes and (len(data.classes) != 2 or list(data.classes.values())[0] != 0):
+        problems.append(f"data.foreground: nonzero trains two classes, background (0) and foreground (every other "
+                        f"value); data.classes may only name them and the value predictions are written with, e.g. "
+                        f"{{background: 0, nucleus: 255}}, not {data.classes}")
+    elif data.classes:
+        names, values = list(data.classes), [int(v) for v in data.classes.values()]
+    if data.ignore_label in values:
+        problems.append(f"data.ignore_label {data.ignore_label} is a class value of data.foreground: nonzero; use "
+                        f"another value")
+    table = pd.DataFrame({"index": [0, 1], "name": names, "value": values, "color": None, "nonzero": [False, True]})
+    return with_ignore_row(table, data.ignore_label), problems
+
+
+def with_ignore_row(table: pd.DataFrame, ignore_label: int | None) -> pd.DataFrame:
+    """The class table with its `ignore` and `nonzero` flag columns, plus a row for the ignored value when there
+    is one."""
+    table = table.assign(ignore=False, nonzero=table["nonzero"] if "nonzero" in table else False)
+    if ignore_label is None:
+        return table
+    row = pd.DataFrame({"index": [255], "name": ["ignore"], "value": [int(ignore_label)], "color": [None],
+                        "ignore": [True], "nonzero": [False]})
+    return pd.concat([table, row], ignore_index=True)
+
+
+def found_classes(rows: list[dict], ignore_label: int | None) -> pd.DataFrame:
+    """Class table of the values found in the masks (two values become background/foreground)."""
+    values = sorted({v for row in rows for v in row["label_values"]} - {ignore_label})
+    names = ["background", "foreground"] if len(values) == 2 else [f"class_{v}" for v in values]
+    table = pd.DataFrame({"index": range(len(values)), "name": names, "value": values, "color": None})
+    return with_ignore_row(table, ignore_label)
+
+
+def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> list[str]:
+    """Masks holding undeclared values, declared classes found nowhere, a wrong class count, no foreground."""
+    trained = classes[~classes["ignore"]]
+    values, allowed = trained["value"].tolist(), set(classes["value"])
+    table = dict(zip(trained["name"], values))
+    problems = [f"{row['mask_path']}{'' if row['kind'] == 'image' else ' slice ' + str(row['slice'])}: mask "
+                f"values {sorted(set(row['label_values']) - allowed)} are not among the declared classes {table}; "
+                f"add them to data.classes (or set data.ignore_label)"
+                for row in rows if set(row["label_values"]) - allowed]
+    present = {v for row in rows for v in row["label_values"]}
+    if len(values) < 2:
+        return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "
+                           f"check data.masks"]
+    if len(values) > IGNORE_INDEX:
+        problems.append(f"the masks define {len(values)} classes; at most {IGNORE_INDEX} can be trained; declare "
+                        f"the classes in data.classes or set data.foreground: nonzero")
+    if data.num_classes is not None and data.num_classes != len(values):
+        problems.append(f"data.num_classes is {data.num_classes} but the masks define {len(values)} classes "
+                        f"{table}; fix data.num_classes or data.classes")
+    if not present & set(values[1:]):
+        return problems + [f"no mask of the {len(rows)} cases holds any foreground (every pixel is "
+                           f"'{trained['name'].iloc[0]}' = {values[0]}); check data.masks and data.classes"]
+    problems += [f"class '{name}' (value {value}) is declared in data.classes/colors but occurs in no mask; "
+                 f"remove it or add cases that have it" for name, value in table.items() if value not in present]
+    return problems
+
+
+def channel_problems(rows: list[dict]) -> list[str]:
+    """Without data.channels every image must have the channel count of the majority (with it, preprocessing
+    converts each image to that count)."""
+    counts = pd.Series([r["channels"] for r in rows], dtype=int)
+    expected = int(counts.mode()[0]) if len(counts) else 0
+    seen, problems = set(), []
+    for row in rows:
+        if row["channels"] != expected and row["image_path"] not in seen:
+            seen.add(row["image_path"])
+            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where the majority of the data set "
+                            f"has {expected}; convert it, or set data.channels to 1 (colour images become grey) "
+                            f"or 3 (grey images are repeated into RGB)")
+    return problems
+
+
+def duplicate_problems(rows: list[dict]) -> list[str]:
+    """Case ids that occur more than once after stacks and volumes are cut into slices."""
+    ids = pd.Series([r["id"] for r in rows])
+    return [f"duplicate case id '{i}' ({', '.join(sorted({r['image_path'] for r in rows if r['id'] == i}))}); "
+            f"rename one of the files" for i in sorted(ids[ids.duplicated()].unique())]
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+
+
+def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
+    """The image/mask source pairs of the data set and the pairing problems; DataValidationError when none."""
+    if data.manifest:
+        pairs, problems = pairs_from_manifest(data.manifest)
+    else:
+        if not data.images or not data.masks:
+            raise DataValidationError("data.images and data.masks (or data.manifest) must be set")
+        images = image_files(data.images)
+        if not images:
+            raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
+                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}); check the path or glob")
+        pairs, problems = pair_files(images, mask_files(data.masks),
+                                     data.mask_suffix, data.mask_prefix)
+    if data.rois:
+        problems += attach_rois(pairs, data.rois)
+    return pairs, problems
+
+
+def instance_settings_problems(data: DataSpec) -> list[str]:
+    """Settings the instance mode (data.instances: true) cannot honour: declared classes, data.foreground: nonzero."""
+    problems = instance_data_problems([], bool(data.classes or data.colors))
+    if data.foreground == "nonzero":
+        problems.append("data.instances: true trains objects, data.foreground: nonzero one foreground class; set "
+                        "only one of them")
+    return problems
+
+
+def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
+    pairs, problems = source_pairs(data)
+    declared, config_problems = declared_classes(data)
+    if data.instances:
+        config_problems, declared = instance_settings_problems(data), instance_classes(data.instance_target)
+    problems = config_problems + problems
+    coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda pair: inspect_pair(pair, data, coding), pairs))
+    rows = [row for case_rows, _ in results for row in case_rows]
+    problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
+    classes = declared if declared is not None else found_classes(rows, data.ignore_label)
+    if rows and data.instances:
+        problems += instance_data_problems(rows, False) + ([] if data.channels else channel_problems(rows))
+    elif rows:
+        meaning = undeclared_value_problems(rows, classes) if declared is None else []
+        problems += (meaning or class_problems(classes, rows, data)) + ([] if data.channels else
+                                                                       channel_problems(rows))
+    if problems:
+        raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
+    manifest = pd.DataFrame(rows)
+    if data.instances:
+        log.info("%d objects, %d touching pairs of objects in %d masks", manifest["objects"].sum(),
+                 manifest["touching_pairs"].sum(), len(manifest))
+    return manifest, classes

@@ -1,0 +1,153 @@
+"""What the values of masks mean when `data.classes` is not declared: the checks that keep a found value from being
+trained as a class when it is not one. Each refuses before any training, naming files and values.
+
+- Instance-labelled masks (0 = background, 1..N = one id per object, the usual format of nuclei and cell data sets):
+  a mask with at least INSTANCE_MIN_VALUES non-zero values of which at least INSTANCE_REGION_SHARE are objects:
+  one connected region (8-neighbourhood) of at least OBJECT_MIN_PIXELS pixels each; touching objects of different
+  ids count one each. They are not classes: `data.instances: true` trains them as objects (the instance mode),
+  `data.foreground: nonzero` every non-zero value as one foreground class.
+- The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
+  in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
+  `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
+- Stray values: a found foreground value in at most STRAY_FILES of the mask files (at least one file) covering
+  less than STRAY_PIXELS of their pixels, like a few pixels of a stray value in one mask or hundreds of scattered
+  values left by resizing one mask. Not when it is the only foreground value.
+
+Declared classes (`data.classes`), `data.foreground: nonzero` and `data.instances: true` skip these checks; values
+that declared classes do not list are refused file by file.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from unetflow.io.labels import class_values
+from unetflow.io.sources import source_masks
+
+INSTANCE_MIN_VALUES = 10     # a mask with at least this many non-zero values ...
+INSTANCE_REGION_SHARE = 0.8  # ... of which at least this share are objects is instance-labelled
+OBJECT_MIN_PIXELS = 4        # an object: a value forming one connected region of at least this many pixels
+STRAY_FILES = 0.05           # a found value in at most this share of the mask files (at least one) ...
+STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels is a stray value
+EXAMPLES = 3                 # files named as examples in a message
+NONZERO_FIX = "set data.foreground: nonzero to train every non-zero value as one foreground class"
+_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
+
+
+def case_name(row: dict) -> str:
+    """A manifest row's mask as named in messages: the file, and the slice of a stack or volume."""
+    return row["mask_path"] + ("" if row["kind"] == "image" else f" slice {row['slice']}")
+
+
+def listed(values: list, limit: int = 5) -> str:
+    """'7', '1, 2, 3' or '253 values (1, 2, 3, 4, 5, ...)': values for a message, a long list shortened."""
+    if len(values) <= limit:
+        return ", ".join(map(str, values))
+    return f"{len(values)} values ({', '.join(map(str, values[:limit]))}, ...)"
+
+
+# ------------------------------------------------------------------------------------------- instance masks
+
+
+def is_object(pixels: np.ndarray) -> bool:
+    """Whether a value's pixels (a boolean crop) form one 8-connected region of at least OBJECT_MIN_PIXELS."""
+    return pixels.sum() >= OBJECT_MIN_PIXELS and ndimage.label(pixels, structure=_EIGHT_NEIGHBOURS)[1] == 1
+
+
+def object_values(labels: np.ndarray, foreground: set[int]) -> tuple[int, int]:
+    """(number of foreground values, how many of them are one object each) of a 2D label image: objects of one
+    id that touch objects of another id still count one each."""
+    boxes = ndimage.find_objects(labels)
+    values = [value for value, box in enumerate(boxes, start=1) if box is not None and value in foreground]
+    return len(values), sum(is_object(labels[boxes[value - 1]] == value) for value in values)
+
+
+def instance_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, int, int]]:
+    """(mask, values, values that are one object each) of every case whose mask looks instance-labelled; only masks with
+    INSTANCE_MIN_VALUES foreground values are read (again)."""
+    by_file = defaultdict(list)
+    for row in rows:
+        if len(set(row["label_values"]) & foreground) >= INSTANCE_MIN_VALUES:
+            by_file[row["mask_path"]].append(row)
+    found = []
+    for file_rows in by_file.values():
+        slices = source_masks(file_rows[0], colour=False)
+        for row in file_rows:
+            values, single = object_values(slices[row["slice"] if row["kind"] != "image" else 0], foreground)
+            if single >= INSTANCE_REGION_SHARE * values:
+                found.append((case_name(row), values, single))
+    return found
+
+
+def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
+    """The problem when masks look instance-labelled, with counts and a few examples; else None."""
+    found = instance_masks(rows, foreground)
+    if not found:
+        return None
+    examples = "; ".join(f"{name}: {values} values, {single} of them one object each"
+                         for name, values, single in found[:EXAMPLES])
+    return (f"{len(found)} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
+            f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes. "
+            f"Set data.instances: true to train and predict them as objects (the instance mode: the U-Net paper's "
+            f"border weights, or background / interior / boundary with data.instance_target: three_class; "
+            f"watershed, object metrics), or {NONZERO_FIX}; if the values are classes, declare them in data.classes")
+
+
+# ------------------------------------------------------------------------------------- encodings and strays
+
+
+def foreground_by_file(rows: list[dict], foreground: set[int]) -> dict[str, set[int]]:
+    """{mask file: the foreground values found in it}."""
+    found = defaultdict(set)
+    for row in rows:
+        found[row["mask_path"]] |= set(row["label_values"]) & foreground
+    return dict(found)
+
+
+def encoding_problem(rows: list[dict], foreground: set[int]) -> str | None:
+    """The problem when every mask holds one foreground value but not all the same one; else None."""
+    per_file = foreground_by_file(rows, foreground)
+    if len(foreground) < 2 or max(map(len, per_file.values())) > 1:
+        return None
+    holders = {value: sorted(f for f, found in per_file.items() if value in found) for value in sorted(foreground)}
+    counts = "; ".join(f"{value} in {len(files)} file(s) (e.g. {Path(files[0]).name})"
+                       for value, files in holders.items() if files)
+    return (f"every mask holds one foreground value, but not the same one: {counts}. If they mean one structure, "
+            f"{NONZERO_FIX}; if they are different classes, declare them in data.classes")
+
+
+def pixels_by_value(rows: list[dict]) -> dict[str, dict[int, int]]:
+    """{mask file: {value: pixel count}} from the manifest rows' label fractions."""
+    pixels = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        area = row["height"] * row["width"]
+        for value, fraction in zip(row["label_values"], row["label_fractions"]):
+            pixels[row["mask_path"]][value] += round(fraction * area)
+    return pixels
+
+
+def stray_problems(rows: list[dict], foreground: set[int]) -> list[str]:
+    """One problem per mask file holding stray values: the values and their pixel count."""
+    pixels = pixels_by_value(rows)
+    area = {file: sum(counts.values()) for file, counts in pixels.items()}
+    strays = defaultdict(list)
+    for value in sorted(foreground) if len(foreground) > 1 else []:
+        holders = [file for file, counts in pixels.items() if counts.get(value)]
+        share = sum(pixels[file][value] for file in holders) / sum(area[file] for file in holders)
+        if len(holders) <= max(1, STRAY_FILES * len(pixels)) and share < STRAY_PIXELS:
+            for file in holders:
+                strays[file].append(value)
+    return [f"{file}: mask value(s) {listed(values)} on {sum(pixels[file][v] for v in values)} pixel(s), found "
+            f"in no more than {STRAY_FILES:.0%} of the masks: stray values, each would be trained as a class of "
+            f"its own; clean the mask, or declare data.classes (listing them if they are classes)"
+            for file, values in sorted(strays.items())]
+
+
+def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
+    """Problems with found values that are not classes: instance-labelled masks (reported alone), else the
+    foreground encoded differently by file, else stray values."""
+    foreground = set(class_values(classes)[1:])
+    problem = instance_problem(rows, foreground) or encoding_problem(rows, foreground)
+    return [problem] if problem else stray_problems(rows, foreground)

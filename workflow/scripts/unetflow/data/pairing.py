@@ -1,0 +1,189 @@
+"""Pairing: which files form the cases of a data set.
+
+Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`, and
+`mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES. Alternatively a manifest file (CSV or Parquet) lists
+image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
+
+Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
+"""
+
+import csv
+import glob
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+from unetflow.io.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem
+
+AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
+ROI_SUFFIXES = ("", "_roi", "_mask")
+SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
+
+
+class DataValidationError(ValueError):
+    """The data set has problems; the message lists every one with its file or config key."""
+
+
+def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files named by a folder (its direct children) or a glob pattern (`**` matches any depth), keeping those
+    with a known suffix."""
+    paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec)
+                               else glob.glob(spec, recursive=True))]
+    return sorted(p for p in paths if p.is_file() and p.name.lower().endswith(suffixes))
+
+
+def image_files(spec: str | None) -> list[Path]:
+    """The image files (2D, stacks, volumes) a folder or glob names; none for None."""
+    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+
+
+def mask_files(spec: str | None) -> list[Path]:
+    """The mask (or region-of-interest) files a folder or glob names; none for None."""
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+
+
+def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
+    """{file stem: files with that stem}."""
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(case_stem(path), []).append(path)
+    return by_stem
+
+
+def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
+    """The candidate files whose stem is prefix + stem + one of the suffixes."""
+    return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
+
+
+def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
+               mask_prefix: str = "") -> tuple[list[dict], list[str]]:
+    """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems. Images
+    and masks may share a folder: a file that is the mask of another image is not an image itself."""
+    suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
+    masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
+    candidates = {stem: [m for m in match_by_stem(stem, masks_by_stem, mask_prefix, suffixes) if m not in files]
+                  for stem, files in stems_of(images).items()}
+    masks_of_images = {mask for found in candidates.values() for mask in found}
+    for stem, files in stems_of([image for image in images if image not in masks_of_images]).items():
+        if len(files) > 1:
+            problems.append(f"duplicate case id '{stem}': {', '.join(map(str, files))} have the same stem; "
+                            f"rename one of them")
+            continue
+        found = candidates[stem]
+        if not found:
+            problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
+                            f"{list(suffixes)} in data.masks); add its mask or set data.mask_suffix/mask_prefix")
+        elif len(found) > 1:
+            problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
+        else:
+            pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
+        used.update(found)
+    problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
+                 for m in masks if m not in used and m not in images]
+    return pairs, problems
+
+
+def read_manifest_file(path: str, required=("image", "mask"), key: str = "data.manifest") -> list[dict]:
+    """The rows of a CSV or Parquet manifest (the config key `key`) with the `required` columns: image, mask and
+    optionally group, split for a data set."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"{key}: no such file '{path}'")
+    if path.suffix.lower() == ".parquet":
+        import pandas  # only here: the Snakefile imports this module, and Parquet manifests are rare
+
+        rows = pandas.read_parquet(path).to_dict("records")
+    else:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    columns = list(rows[0]) if rows else []
+    missing = set(required) - set(columns)
+    if missing:
+        raise DataValidationError(f"{key} '{path}': missing column(s) {sorted(missing)}; it needs "
+                                  f"{', '.join(required)} (found {columns})")
+    return rows
+
+
+def given(value) -> bool:
+    """Whether a manifest cell holds a value (not empty, None or NaN)."""
+    return value is not None and value == value and str(value) != ""
+
+
+def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
+    """Source pairs listed in a manifest file (paths relative to its folder) and their problems."""
+    rows, folder = read_manifest_file(path), Path(path).parent
+    pairs, problems = [], []
+    for number, row in enumerate(rows, start=2):
+        image, mask = folder / str(row["image"]), folder / str(row["mask"])
+        try:
+            pair = dict(stem=case_stem(image), image=image, mask=mask)
+        except ImageReadError as error:
+            problems.append(f"data.manifest line {number}: {error}")
+            continue
+        if given(row.get("group")):
+            pair["group"] = str(row["group"])
+        if "split" in row:
+            pair["split"] = row["split"]
+            if row["split"] not in SPLITS:
+                problems.append(f"data.manifest line {number} ({image.name}): split '{row['split']}' is not one of "
+                                f"{list(SPLITS)}")
+        pairs.append(pair)
+    counts = Counter(pair["stem"] for pair in pairs)
+    problems += [f"data.manifest: duplicate case id '{s}' (several images with this stem); rename them"
+                 for s in sorted(stem for stem, count in counts.items() if count > 1)]
+    return pairs, problems
+
+
+def attach_rois(pairs: list[dict], spec: str) -> list[str]:
+    """Add each pair's region-of-interest file (same stem, or stem + '_roi'); return the problems."""
+    rois = stems_of(image_files(spec))
+    problems, used = [], set()
+    for pair in pairs:
+        found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES)
+        if len(found) != 1:
+            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in data.rois "
+                            f"'{spec}' (looked for '{pair['stem']}' + one of {list(ROI_SUFFIXES)}); keep one")
+        else:
+            pair["roi"] = found[0]
+        used.update(found)
+    return problems
+
+
+def data_files(data: dict) -> list[str]:
+    """Every file of the `data` config section that ingest reads (so that a new or changed file reruns it): the
+    manifest and the existing files it lists, or the images, masks and regions of interest."""
+    files = []
+    if data.get("manifest"):
+        folder = Path(data["manifest"]).parent
+        files.append(data["manifest"])
+        try:
+            rows = read_manifest_file(data["manifest"])
+        except DataValidationError:
+            rows = []  # ingest reports it, with every other problem
+        listed = [folder / str(row.get(key)) for row in rows for key in ("image", "mask")]
+        files += [str(path) for path in listed if path.is_file()]
+    else:
+        files += [str(path) for path in image_files(data.get("images")) + mask_files(data.get("masks"))]
+    files += [str(path) for path in image_files(data.get("rois"))]
+    return sorted(set(files))
+
+
+def listed_images(spec: str) -> list[Path]:
+    """Images to segment (no masks): a folder (its direct children), a glob, or a CSV/Parquet manifest whose
+    `image` column lists them relative to its folder."""
+    if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
+        rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
+        listed = [folder / str(row["image"]) for row in rows]
+        missing = [str(path) for path in listed if not path.is_file()]
+        if missing:
+            raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
+                                      f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        return listed
+    return image_files(spec)
+
+
+def shard_of(path, shards: int) -> int:
+    """The shard (0..shards-1) of a file: a hash of its path as listed, so adding files never moves the others
+    (MD5, which spreads numbered file names evenly; CRC32 does not)."""
+    return int.from_bytes(hashlib.md5(str(path).encode()).digest()[:8], "little") % shards

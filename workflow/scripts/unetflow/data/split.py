@@ -1,0 +1,112 @@
+"""Seeded train/val/test splits, k-fold cross-validation and fixed splits; groups never straddle two sides.
+
+Groups: `group_by` names a manifest column; without it the manifest's `group` column is used when present (ingest
+gives every slice of a TIFF stack or NIfTI volume its source's stem), so slices of one volume stay together.
+With `folds` K > 1 the test split is drawn first, and the rest is cut into K group-disjoint folds: column `fold`
+holds the fold in which a case is validation (-1 for test cases); `split` is val for fold 0 and train otherwise.
+"""
+
+import pandas as pd
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
+
+from unetflow.config import fraction_problem
+from unetflow.data.pairing import SPLITS
+
+
+def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -> tuple[pd.Series, pd.Series]:
+    """Split ids into (rest, drawn) with `fraction` of them (of the groups, with groups) drawn."""
+    if fraction == 0:
+        return ids, ids.iloc[:0]
+    units = groups.nunique() if groups is not None else len(ids)
+    if units < 2:
+        raise ValueError(f"split: {len(ids)} cases in {units} group(s) cannot be split further and leave a split "
+                         f"empty; use more data or other fractions (split.train/val/test)")
+    if groups is None:
+        rest, drawn = train_test_split(ids, test_size=fraction, random_state=seed)
+        return rest, drawn
+    splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+    rest_index, drawn_index = next(splitter.split(ids, groups=groups))
+    return ids.iloc[rest_index], ids.iloc[drawn_index]
+
+
+def group_column(cases: pd.DataFrame, group_by: str | None) -> str | None:
+    """The column holding the groups: `group_by`, else 'group' when the manifest has it, else None."""
+    if group_by is not None and group_by not in cases:
+        raise ValueError(f"split.group_by: no column '{group_by}' in the manifest (columns: {list(cases.columns)})")
+    return group_by or ("group" if "group" in cases else None)
+
+
+def check_fractions(train: float, val: float, test: float) -> None:
+    """ValueError unless the fractions sum to 1 (for callers outside the workflow, which checks before any job)."""
+    problem = fraction_problem(train, val, test)
+    if problem:
+        raise ValueError(problem)
+
+
+def check_not_empty(table: pd.DataFrame, required: tuple[str, ...], n_cases: int) -> None:
+    """ValueError naming the required splits that hold no case."""
+    empty = [name for name in required if not (table["split"] == name).any()]
+    if empty:
+        raise ValueError(f"split: {n_cases} cases leave the {', '.join(empty)} split(s) empty; "
+                         "use more data or other fractions (split.train/val/test)")
+
+
+def assign_folds(pool: pd.DataFrame, folds: int, seed: int, groups: str | None, stratify_by: str | None) -> pd.Series:
+    """Fold index (0..folds-1) of every case of the pool, groups kept within one fold."""
+    group_ids = pool[groups] if groups else pool["id"]
+    if group_ids.nunique() < folds:
+        raise ValueError(f"split.folds: {folds} folds need at least {folds} groups but the train+val pool has "
+                         f"{group_ids.nunique()} ({'column ' + repr(groups) if groups else 'cases'}); "
+                         f"lower split.folds")
+    if stratify_by is not None:
+        if stratify_by not in pool:
+            raise ValueError(f"split.stratify_by: no column '{stratify_by}' in the manifest")
+        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        parts = splitter.split(pool, pool[stratify_by].astype(str), groups=group_ids)
+    else:
+        parts = GroupKFold(folds, shuffle=True, random_state=seed).split(pool, groups=group_ids)
+    fold = pd.Series(-1, index=pool.index)
+    for index, (_, val_rows) in enumerate(parts):
+        fold.iloc[val_rows] = index
+    return fold
+
+
+def fixed_split(cases: pd.DataFrame) -> pd.DataFrame:
+    """The split given in the manifest's `split` column (data.manifest), checked."""
+    if "split" not in cases:
+        raise ValueError("split.fixed: the manifest has no 'split' column; give one in data.manifest")
+    bad = cases.loc[~cases["split"].isin(SPLITS), "id"].tolist()
+    if bad:
+        raise ValueError(f"split.fixed: cases {bad[:5]} have no valid split (train, val or test) in data.manifest")
+    table = cases[["id", "split"]].copy()
+    check_not_empty(table, ("train", "val"), len(cases))
+    return table
+
+
+def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed: int = 0,
+                group_by: str | None = None, folds: int = 1, fixed: bool = False,
+                stratify_by: str | None = None) -> pd.DataFrame:
+    """Table (id, split[, fold][, group]): test drawn first, then val (or K folds) from the rest; deterministic."""
+    cases = cases.sort_values("id").reset_index(drop=True)
+    groups = group_column(cases, group_by)
+    if fixed:
+        table = fixed_split(cases)
+    else:
+        check_fractions(train, val, test)
+        rest, test_ids = draw(cases["id"], test, seed, cases[groups] if groups else None)
+        if folds > 1:
+            fold = assign_folds(cases.loc[rest.index], folds, seed, groups, stratify_by)
+            table = pd.DataFrame({"id": cases["id"], "split": "test", "fold": -1})
+            table.loc[fold.index, "fold"] = fold
+            table.loc[fold.index, "split"] = fold.map(lambda f: "val" if f == 0 else "train")
+        else:
+            rest_groups = cases.loc[rest.index, groups] if groups else None
+            train_ids, val_ids = draw(rest, val / (train + val), seed, rest_groups)
+            table = pd.concat([pd.DataFrame({"id": ids, "split": name})
+                               for name, ids in zip(SPLITS, (train_ids, val_ids, test_ids))])
+        required = [name for name, fraction in zip(SPLITS, (train, val, test)) if fraction > 0]
+        check_not_empty(table, tuple(required), len(cases))
+    if groups:
+        table[groups] = table["id"].map(cases.set_index("id")[groups])
+    return table.sort_values("id").reset_index(drop=True)
+

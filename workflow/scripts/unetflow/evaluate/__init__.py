@@ -1,0 +1,1 @@
+"""Metrics, the evaluation, the report and the leaderboard."""

@@ -1,0 +1,1 @@
+"""Model packages exported for other runtimes."""

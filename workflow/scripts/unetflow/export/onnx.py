@@ -1,0 +1,79 @@
+"""ONNX export of a model package: one graph that maps a batch of preprocessed tiles of the patch size to the
+mean softmax of the package's models, for runtimes without PyTorch (onnxruntime, TensorRT, OpenVINO, ...).
+
+The caller preprocesses images as the package says (`Package.preprocess`, `input_channels`) and tiles them (with
+overlap and blending, e.g. MONAI's sliding_window_inference); mirroring is not part of the graph.
+
+    python -m unetflow.export --model results/unet/package/unet.pt --onnx unet.onnx
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unetflow.infer.ensemble import model_from_weights
+from unetflow.infer.package import Package, PackageError, load_package
+
+INPUT_NAME, OUTPUT_NAME = "tiles", "probabilities"
+
+
+class MeanSoftmax(nn.Module):
+    """The mean softmax of several models, as one module."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(tiles).softmax(dim=1) for model in self.models]).mean(dim=0)
+
+
+def package_module(package: Package) -> MeanSoftmax:
+    """The package's models as one inference module on the CPU (BatchNorm folded, eval mode, standard layout)."""
+    models = [model_from_weights(m["hparams"], m["weights"], torch.device("cpu")) for m in package.models]
+    return MeanSoftmax([model.to(memory_format=torch.contiguous_format) for model in models]).eval()
+
+
+def tile_patch(package: Package) -> list[int]:
+    """The one patch of all the package's models; PackageError naming the file when they differ (2D and 3D)."""
+    patches = {tuple(patch) for patch in package.patches}
+    if len(patches) != 1:
+        raise PackageError(f"{package.path}: its models predict with different patches {sorted(patches)} (2D and "
+                           f"3D models), but an ONNX graph takes tiles of one size; use unetflow.infer.infer")
+    return list(patches.pop())
+
+
+def export_onnx(package_path, onnx_path) -> Path:
+    """Write the package's mean softmax as an ONNX graph with input `tiles` (N, C, *patch) float32 (N free) and
+    output `probabilities` (N, K, *patch)."""
+    package = load_package(package_path)
+    module = package_module(package)
+    example = torch.zeros(2, package.input_channels, *tile_patch(package))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},))
+    Path(onnx_path).parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(onnx_path))
+    return Path(onnx_path)
+
+
+def main(argv=None) -> None:
+    """Export a model package to ONNX (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m unetflow.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a model package (results/<experiment>/package/*.pt)")
+    parser.add_argument("--onnx", required=True, help="the ONNX file to write")
+    args = parser.parse_args(argv)
+    try:
+        path = export_onnx(args.model, args.onnx)
+        package = load_package(args.model)
+    except ValueError as error:  # PackageError: said in full, without a traceback
+        raise SystemExit(f"error: {error}") from None
+    shape = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}"
+    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess} and "
+          f"rounded to float16; output '{OUTPUT_NAME}' (N, {package.num_classes}, ...) mean softmax")
+
+
+if __name__ == "__main__":
+    main()

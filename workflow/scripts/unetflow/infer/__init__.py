@@ -1,0 +1,1 @@
+"""Trained models applied to images: tiling, the predictor, model packages."""

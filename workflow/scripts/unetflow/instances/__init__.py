@@ -1,0 +1,1 @@
+"""The instance mode: targets, loss weights, objects."""

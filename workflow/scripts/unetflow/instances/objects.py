@@ -1,0 +1,102 @@
+"""The network's output turned into objects (instance mode), and the table of the objects found.
+
+Three-class output (background / interior / boundary): the seeds are the connected blobs of pixels whose interior
+probability exceeds SEED_PROBABILITY; each grows by watershed (scikit-image) over the negated interior probability
+into the foreground (background probability below 0.5), so the boundary pixels between touching objects go to the
+nearer seed. Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
+
+Binary output of the target `weight_map` (background / foreground, touching objects separated by a gap of
+background): the seeds are the connected blobs of the foreground core (pixels at least SEED_DISTANCE pixels from
+the background, which cuts the thin bridges left where a gap was not predicted in full); each grows by watershed
+over the negated distance to the background into the foreground, and then into the gaps between touching objects
+(`filled_gaps`), as the masks had no gaps.
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.measure import regionprops
+from skimage.segmentation import expand_labels, relabel_sequential, watershed
+
+from unetflow.instances.weight_map import separated_objects
+
+SEED_PROBABILITY = 0.5
+FOREGROUND_PROBABILITY = 0.5
+SEED_DISTANCE = 2  # pixels: the weight-map seeds are the foreground this far from the background
+GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
+FULL_CONNECTIVITY = np.ones((3, 3), bool)
+
+
+def remove_small_objects(ids: np.ndarray, min_size: int) -> np.ndarray:
+    """The id map without objects of fewer than `min_size` pixels, renumbered 1..N in raster order."""
+    if min_size > 1 and ids.any():
+        sizes = np.bincount(ids.ravel())
+        ids = np.where(sizes[ids] >= min_size, ids, 0)
+    return relabel_sequential(ids.astype(np.int32))[0]
+
+
+def instances_from_three_class(probs: np.ndarray, min_size: int) -> np.ndarray:
+    """(3, H, W) softmax (background, interior, boundary) -> id map (H, W) int32, objects 1..N."""
+    interior = probs[1]
+    foreground = probs[0] < FOREGROUND_PROBABILITY
+    seeds = ndimage.label((interior > SEED_PROBABILITY) & foreground, FULL_CONNECTIVITY)[0]
+    ids = watershed(-interior, seeds, mask=foreground)
+    return remove_small_objects(ids, min_size)
+
+
+def filled_gaps(ids: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
+    """The id map with the gaps between touching objects filled: objects grown by up to `width` pixels where the
+    grown pixels then touch another grown object (the gaps `unetflow.instances.weight_map.separated_objects` cut), not
+    elsewhere."""
+    grown = expand_labels(ids, width)
+    in_gap = (ids == 0) & (grown > 0) & (separated_objects(grown) == 0)
+    return np.where(in_gap, grown, ids)
+
+
+def instances_from_separated_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
+    """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N."""
+    foreground = probs[0] < FOREGROUND_PROBABILITY
+    distance = ndimage.distance_transform_edt(foreground)
+    seeds = ndimage.label(distance >= SEED_DISTANCE, FULL_CONNECTIVITY)[0]
+    ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
+    return remove_small_objects(filled_gaps(ids), min_size)
+
+
+def instances_from_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
+    """Plain semantic segmentation + connected components: (K, H, W) softmax -> id map of the 8-connected blobs
+    of the argmax foreground (the baseline the instance mode is compared with)."""
+    ids = ndimage.label(probs.argmax(0) > 0, FULL_CONNECTIVITY)[0]
+    return remove_small_objects(ids, min_size)
+
+
+def instances_from_probabilities(probs, target: str, min_size: int) -> np.ndarray:
+    """The objects of one image's softmax (K, H, W; an array or a CPU tensor) for an instance target."""
+    probs = np.asarray(probs, np.float32)
+    if target == "three_class":
+        return instances_from_three_class(probs, min_size)
+    if target == "weight_map":
+        return instances_from_separated_foreground(probs, min_size)
+    raise ValueError(f"data.instance_target: unknown target '{target}'")
+
+
+def object_rows(case_id: str, ids: np.ndarray, probs) -> list[dict]:
+    """One row per object: case, id, area, centroid, bounding box (min inclusive, max exclusive) and mean
+    foreground probability (1 - background softmax) over its pixels."""
+    foreground = 1 - np.asarray(probs[0], np.float32)
+    rows = []
+    for region in regionprops(ids, intensity_image=foreground):
+        top, left, bottom, right = region.bbox
+        rows.append(dict(case=case_id, id=int(region.label), area=int(region.area),
+                         centroid_y=float(region.centroid[0]), centroid_x=float(region.centroid[1]),
+                         bbox_top=int(top), bbox_left=int(left), bbox_bottom=int(bottom), bbox_right=int(right),
+                         mean_probability=float(region.intensity_mean)))
+    return rows
+
+
+OBJECT_COLUMNS = ("case", "id", "area", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom",
+                  "bbox_right", "mean_probability")
+
+
+def object_table(rows: list[dict]) -> pd.DataFrame:
+    """The per-object table (OBJECT_COLUMNS), also when no object was found."""
+    return pd.DataFrame(rows, columns=list(OBJECT_COLUMNS))

@@ -1,0 +1,134 @@
+"""Instance masks (0 = background, 1..N = one id per object) as the instance mode reads, checks and trains them.
+
+With `data.instances: true` ingest writes the instance class table (`instance_classes`) of the target chosen by
+`data.instance_target`: `weight_map` (default), binary foreground with touching objects separated and the U-Net paper's
+border-separation loss weights (`unetflow.instances.weight_map`), or `three_class`, background / interior / boundary
+(`three_class_target`). Preprocessing turns each id map into that target and keeps the ids beside it in the stored case
+for evaluation. Every stage after ingest tells the instance mode and its target from the class table
+(`instance_target`), so no other setting has to agree with it.
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from unetflow.instances.weight_map import border_weight_map
+
+INSTANCE_TARGETS = ("three_class", "weight_map")
+INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary"),
+                        "weight_map": ("background", "foreground")}
+BOUNDARY_WIDTH = 2  # pixels of every object, from its outline inwards, that form the boundary class
+FULL_CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: an object touching itself diagonally is one blob
+
+
+def instance_classes(target: str = "weight_map") -> pd.DataFrame:
+    """The class table of the instance mode: one row per trained class, with the column `instance_target`."""
+    if target not in INSTANCE_TARGETS:
+        raise ValueError(f"data.instance_target: unknown target '{target}' (one of {list(INSTANCE_TARGETS)})")
+    names = INSTANCE_CLASS_NAMES[target]
+    return pd.DataFrame({"index": range(len(names)), "name": list(names), "value": range(len(names)),
+                         "color": None, "ignore": False, "instance_target": target})
+
+
+def instance_target(classes: pd.DataFrame) -> str | None:
+    """The instance target a class table was written for, or None for a semantic class table."""
+    if "instance_target" not in classes or classes.empty:
+        return None
+    return str(classes["instance_target"].iloc[0])
+
+
+def object_boundaries(ids: np.ndarray, width: int = BOUNDARY_WIDTH) -> np.ndarray:
+    """Pixels of objects that lie within `width` pixels (8-connected steps) of another id or the background."""
+    padded = np.pad(ids, 1, mode="edge")
+    high = ndimage.grey_dilation(padded, footprint=FULL_CONNECTIVITY)[1:-1, 1:-1]
+    low = ndimage.grey_erosion(padded, footprint=FULL_CONNECTIVITY)[1:-1, 1:-1]
+    edge = (ids > 0) & ((high != ids) | (low != ids))
+    if width > 1:
+        edge = ndimage.binary_dilation(edge, FULL_CONNECTIVITY, iterations=width - 1) & (ids > 0)
+    return edge
+
+
+def three_class_target(ids: np.ndarray) -> np.ndarray:
+    """An id map -> uint8 classes 0 background, 1 interior, 2 boundary (see `object_boundaries`)."""
+    target = (ids > 0).astype(np.uint8)
+    target[object_boundaries(ids)] = 2
+    return target
+
+
+def training_target(ids: np.ndarray, target: str,
+                    weight_map: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """An id map -> (class indices uint8, per-pixel loss weights or None) of an instance target; `weight_map`: w0
+    and sigma of `border_weight_map` (preprocess.weight_map; None: the paper's)."""
+    if target == "weight_map":
+        return border_weight_map(ids, **(weight_map or {}))
+    return three_class_target(ids), None
+
+
+def instance_ids(mask: np.ndarray) -> np.ndarray:
+    """A stored instance mask as an id map (uint16 or uint32), unchanged in value."""
+    return mask.astype(np.uint32 if mask.max(initial=0) > 65535 else np.uint16, copy=False)
+
+
+def split_ids(ids: np.ndarray) -> dict[int, int]:
+    """{id: number of separate blobs} of every id whose pixels form more than one 8-connected blob (an id reused
+    for two objects, or an object that is not connected)."""
+    split = {}
+    for index, box in enumerate(ndimage.find_objects(ids), start=1):
+        if box is not None:
+            blobs = ndimage.label(ids[box] == index, FULL_CONNECTIVITY)[1]
+            if blobs > 1:
+                split[index] = blobs
+    return split
+
+
+def touching_pairs(ids: np.ndarray) -> int:
+    """Number of distinct pairs of objects that touch (share an edge or a corner)."""
+    neighbours = ((ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :]), (ids[:-1, :-1], ids[1:, 1:]),
+                  (ids[:-1, 1:], ids[1:, :-1]))
+    pairs = set()
+    for a, b in neighbours:
+        touching = (a != b) & (a > 0) & (b > 0)
+        pairs |= set(zip(np.minimum(a, b)[touching].tolist(), np.maximum(a, b)[touching].tolist()))
+    return len(pairs)
+
+
+def instance_summary(ids: np.ndarray) -> dict:
+    """Objects, touching pairs and split ids of one id map (for the manifest and the ingest checks)."""
+    return dict(objects=int(len(np.unique(ids[ids > 0]))), touching_pairs=touching_pairs(ids),
+                split_ids=split_ids(ids))
+
+
+def instance_problem(path, slice_label: str, split: dict[int, int]) -> str | None:
+    """The ingest problem of a mask with split ids, or None."""
+    if not split:
+        return None
+    shown = ", ".join(f"id {i} in {n} blobs" for i, n in list(split.items())[:5])
+    return (f"{path}{slice_label}: {len(split)} id(s) are not one connected object ({shown}"
+            f"{', ...' if len(split) > 5 else ''}); give every object its own id (e.g. skimage.measure.label of "
+            f"each id), or set data.instances: false")
+
+
+def instance_row_fields(raw: np.ndarray, path, slice_label: str) -> tuple[dict, str | None]:
+    """Manifest fields of one instance-mask slice and its problem (or None): label_values 0 (background) and 1
+    (any object) with their pixel shares, objects and touching_pairs."""
+    if raw.ndim != 2:
+        return {}, f"{path}{slice_label}: an instance mask holds one id per pixel, not colours; export grey ids"
+    ids = instance_ids(raw)
+    summary = instance_summary(ids)
+    share = float((ids > 0).mean())
+    values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
+    fields = dict(label_values=values, label_fractions=[1 - share if v == 0 else share for v in values],
+                  objects=summary["objects"], touching_pairs=summary["touching_pairs"])
+    return fields, instance_problem(path, slice_label, summary["split_ids"])
+
+
+def instance_data_problems(rows: list[dict], classes_declared: bool) -> list[str]:
+    """Data-set problems of the instance mode: declared classes (the classes are fixed) and no object at all."""
+    problems = []
+    if classes_declared:
+        problems.append("data.instances: true fixes the classes (those of data.instance_target); "
+                        "remove data.classes / data.colors")
+    if rows and not sum(row.get("objects", 0) for row in rows):
+        problems.append(f"data.instances: true but none of the {len(rows)} masks holds an object (every pixel is "
+                        f"0); check data.masks")
+    return problems

@@ -1,0 +1,1 @@
+"""I/O and array layer: files read as arrays and written back."""

@@ -1,0 +1,118 @@
+"""Reading and writing NIfTI volumes (.nii, .nii.gz) with nibabel: voxels, voxel grid, spacing, label volumes.
+
+Volumes come back as 3D (X, Y, Z) arrays as stored (float32 when the header scales the values). Every problem with
+a file raises `ImageReadError` naming the file.
+"""
+
+import struct
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of
+from unetflow.io.labels import ID_LIMIT, label_dtype
+
+_DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error,
+                  nib.filebasedimages.ImageFileError)
+
+
+def _load(path: Path, fmt: str):
+    """The NIfTI image with its header read and its data left on disk."""
+    try:
+        return nib.load(path)
+    except _DECODE_ERRORS as error:
+        raise decode_failed(path, fmt, error) from error
+
+
+def volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The 3D shape of a volume: trailing length-1 axes dropped, a 2D image given depth 1; 4D+ refused."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise ImageReadError(f"{path}: a {len(shape)}D volume of shape {shape}; only 3D volumes are supported; "
+                             f"split time series or channels into one 3D file each")
+    return (shape + (1, 1))[:3]
+
+
+def _volume_dtype(image) -> np.dtype:
+    """The dtype `read_volume` returns: the stored one, or float32 when the header scales the values."""
+    scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
+    return np.dtype(np.float32) if scaled else np.dtype(image.get_data_dtype())
+
+
+def volume_info(path) -> dict:
+    """Height, width (the first two axes), depth (the third) and dtype of a volume, from its header only."""
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    image = _load(path, fmt)
+    shape = volume_shape(path, image.shape)
+    return dict(height=shape[0], width=shape[1], channels=1, dtype=_volume_dtype(image).name, depth=shape[2])
+
+
+def volume_grid(path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The 3D shape (see `volume_shape`) and the voxel-to-world affine of a NIfTI file, from its header."""
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    image = _load(path, fmt)
+    return volume_shape(path, image.shape), image.affine
+
+
+def volume_spacing(path) -> tuple[float, float, float]:
+    """The voxel size along each of the three axes, from the header's zooms (1 for axes a 2D file lacks)."""
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    zooms = tuple(float(z) for z in _load(path, fmt).header.get_zooms()[:3])
+    return (zooms + (1.0, 1.0))[:3]
+
+
+def volume_unit(path) -> str:
+    """The unit of the voxel spacing from the header: 'mm', 'um' or 'm'; 'mm' when the header leaves it unset (as
+    ITK and most scanners' files mean it)."""
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    unit = _load(path, fmt).header.get_xyzt_units()[0]
+    return {"micron": "um", "meter": "m"}.get(unit, "mm")
+
+
+def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
+    """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled) and the nibabel image.
+
+    Raises ImageReadError for 4D data, NaN or Inf values, and non-numeric (e.g. RGB) voxels.
+    """
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
+    image = _load(path, fmt)
+    shape = volume_shape(path, image.shape)
+    dtype = _volume_dtype(image)
+    if dtype.kind not in "iuf":
+        raise ImageReadError(f"{path}: voxels of type {dtype} are not numbers; store one intensity per voxel")
+    try:
+        data = np.asarray(image.dataobj, dtype=dtype).reshape(shape)
+    except _DECODE_ERRORS as error:
+        raise decode_failed(path, fmt, error) from error
+    if dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise ImageReadError(f"{path}: {np.count_nonzero(~np.isfinite(data))} voxels are NaN or Inf; "
+                             f"replace them (e.g. by the background value) before training")
+    return data, image
+
+
+def write_volume(path, labels: np.ndarray, like) -> None:
+    """Write a 3D integer label volume in the stored shape, affine and header of the reference nibabel image
+    `like`, without its intensity scaling, display range and description (which describe the image, not labels);
+    as uint8 or uint16, or uint32 above 65535 (instance ids offset slice by slice)."""
+    path = Path(path)
+    format_of(path, VOLUME_SUFFIXES, "a volume")
+    labels = np.asarray(labels)
+    if labels.shape != volume_shape(path, like.shape):
+        raise ValueError(f"{path}: labels of shape {labels.shape} do not match the reference volume {like.shape}")
+    labels = labels.astype(label_dtype(path, labels, ID_LIMIT)).reshape(like.shape)
+    image = type(like)(labels, like.affine, like.header)
+    image.set_data_dtype(labels.dtype)
+    image.header.set_slope_inter(1, 0)
+    image.header["cal_min"] = image.header["cal_max"] = 0
+    image.header["descrip"] = b""
+    nib.save(image, path)
+
+
+def write_label_volume(path, labels: np.ndarray, reference_path) -> None:
+    """`write_volume` with the header of the NIfTI file at `reference_path` (the image the labels belong to)."""
+    reference, fmt = checked(reference_path, VOLUME_SUFFIXES, "a volume")
+    write_volume(path, labels, _load(reference, fmt))

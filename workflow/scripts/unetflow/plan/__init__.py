@@ -1,0 +1,1 @@
+"""What the training data look like and the plan made from them."""

@@ -1,0 +1,181 @@
+"""The data-set fingerprint: what the training cases (train and val of the split, never test) look like, per source
+(shape, voxel spacing, intensities, foreground intensity statistics, class voxel counts, object sizes), and the
+data-set values preprocessing needs: the target spacing, the CT statistics, the automatic normalisation scheme and
+the scale of 2D images, each with its reason.
+
+Foreground intensities are a seeded sample of at most SAMPLED_VOXELS voxels per source (as nnU-Net), pooled for the
+data-set statistics, so a data set of any size is summarised in bounded memory and the same data give the same
+numbers.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from unetflow.io.labels import IGNORE_INDEX, class_values
+from unetflow.io.nifti import volume_grid, volume_spacing
+from unetflow.io.sources import case_targets, row_kind, source_images
+from unetflow.io.volumes import stack_slices
+
+SAMPLED_VOXELS = 10_000  # foreground voxels sampled per source for the intensity statistics
+CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
+AIR_HU = -900  # a CT volume holds air (about -1000 HU) or padding below it
+ANISOTROPY = 3  # nnU-Net: a median spacing over 3 times another's makes its axis the coarse one
+COARSE_PERCENTILE = 10  # the coarse axis then takes this percentile of its spacings
+WIDE_OBJECT = 128  # px: 2D objects wider than this (half a CPU patch side) are scaled down to it
+SMALLEST_SIDE = 64  # px: scaling never takes the median image's shorter side below this
+
+
+def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """The manifest rows of every case some fold trains or validates on: all but the test split."""
+    return manifest[manifest["id"].isin(splits.loc[splits["split"] != "test", "id"])]
+
+
+def source_fingerprint(rows: pd.DataFrame, classes: pd.DataFrame, seed: int) -> tuple[dict, np.ndarray]:
+    """One source's fingerprint row and its sample of foreground intensities (all channels pooled)."""
+    first = rows.iloc[0]
+    kind = row_kind(first)
+    images = source_images(first)
+    labels = case_targets(rows, classes)[0]
+    indices = [int(row["slice"]) if kind != "image" else 0 for _, row in rows.iterrows()]
+    pixels = images[indices]
+    foreground = np.stack([(slice_labels > 0) & (slice_labels != IGNORE_INDEX) for slice_labels in labels])
+    values = pixels[foreground].ravel().astype(np.float64)
+    sample = np.random.default_rng(seed).choice(values, min(SAMPLED_VOXELS, values.size), replace=False)
+    volume = kind == "volume"
+    stats = intensity_statistics(sample)
+    row = dict(source=str(first["volume"] if volume else first["id"]), image_path=str(first["image_path"]),
+               kind=kind, cases=len(rows),
+               shape=list(volume_grid(first["image_path"])[0] if volume else images.shape[int(kind == "image"):3]),
+               spacing=list(volume_spacing(first["image_path"])) if volume else None,
+               dtype=str(images.dtype), integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
+               intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
+               foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
+               **{f"foreground_{key}": value for key, value in stats.items()},
+               class_voxels=class_voxels(labels, len(class_values(classes))),
+               **object_sizes(labels, int(first["slice_axis"]) if volume else None))
+    return row, sample
+
+
+def intensity_statistics(sample: np.ndarray) -> dict:
+    """Mean, standard deviation and the CT_PERCENTILES of an intensity sample (NaN for an empty one)."""
+    if sample.size == 0:
+        return dict(mean=np.nan, std=np.nan, low=np.nan, high=np.nan)
+    low, high = np.percentile(sample, CT_PERCENTILES)
+    return dict(mean=float(sample.mean()), std=float(sample.std()), low=float(low), high=float(high))
+
+
+def class_voxels(labels: list[np.ndarray], num_classes: int) -> list[int]:
+    """Voxels of each class index over a source's slices (ignored voxels left out)."""
+    counts = sum(np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+                 for lab in labels)
+    return [int(count) for count in counts]
+
+
+def object_sizes(labels: list[np.ndarray], axis: int | None) -> dict:
+    """The count and the median and 90th-percentile voxel count of a source's objects: the face-connected
+    components of each foreground class, in 3D for a volume (its slices stacked along `axis`), per image otherwise;
+    for 2D images also the 90th percentile of their widths (the diameter of each object's largest inscribed disc,
+    so a thin network such as membranes counts as thin however far it reaches)."""
+    arrays = [stack_slices(labels, axis)] if axis is not None else labels
+    sizes, widths = [], []
+    for array in arrays:
+        for value in np.unique(array):
+            if value in (0, IGNORE_INDEX):
+                continue
+            components, count = ndimage.label(array == value)
+            sizes.append(np.bincount(components.ravel())[1:])
+            if axis is None:
+                inside = ndimage.distance_transform_edt(components > 0)
+                widths.append(2 * ndimage.maximum(inside, components, np.arange(1, count + 1)))
+    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    widths = np.concatenate(widths) if widths else np.zeros(0)
+    return dict(objects=int(sizes.size), object_voxels_median=float(np.median(sizes)) if sizes.size else np.nan,
+                object_voxels_p90=float(np.percentile(sizes, 90)) if sizes.size else np.nan,
+                object_width_p90=float(np.percentile(widths, 90)) if widths.size else np.nan)
+
+
+def planned_scale(table: pd.DataFrame) -> tuple[float, str]:
+    """The factor 2D images are resized by, and why: 1, unless the typical large object (the median over images of
+    their 90th-percentile object width) is wider than WIDE_OBJECT px; then the factor that brings it to WIDE_OBJECT
+    (a patch then holds a whole object with its surroundings, not only its texture), rounded down to 0.01 and never
+    taking the median image's shorter side under SMALLEST_SIDE px. Volumes are resampled by spacing instead."""
+    flat = table[table["kind"] != "volume"]
+    widths = flat["object_width_p90"].dropna() if "object_width_p90" in flat else pd.Series(dtype=float)
+    if widths.empty:
+        return 1.0, "no 2D images with objects among the training cases"
+    width = float(widths.median())
+    if width <= WIDE_OBJECT:
+        return 1.0, f"objects up to {width:.0f} px wide (90th percentile, median over images) fit a patch"
+    shorter = float(np.median([min(shape[-2:]) for shape in flat["shape"]]))
+    scale = max(np.floor(WIDE_OBJECT / width * 100) / 100, min(1.0, SMALLEST_SIDE / shorter))
+    return float(scale), (f"objects up to {width:.0f} px wide (90th percentile, median over images), over "
+                          f"{WIDE_OBJECT} px: images scaled by {scale:g} so a patch holds whole objects")
+
+
+def millimetres(values) -> list[float]:
+    """Voxel sizes as plain floats to 6 significant digits (headers store float32)."""
+    return [float(f"{value:.6g}") for value in values]
+
+
+def target_spacing(spacings: np.ndarray) -> tuple[list[float] | None, str]:
+    """The spacing volumes are resampled to, and why: the median of the training volumes' spacings; when one axis's
+    median is over ANISOTROPY times another's, that coarse axis takes the COARSE_PERCENTILE-th percentile of its
+    spacings instead, but not less than the other axes' (nnU-Net's rule for anisotropic data)."""
+    if len(spacings) == 0:
+        return None, "no NIfTI volumes among the training cases: 2D images are not resampled"
+    median = np.median(spacings, axis=0)
+    coarse = int(np.argmax(median))
+    if median[coarse] <= ANISOTROPY * median.min():
+        return millimetres(median), f"the median spacing of the {len(spacings)} training volume(s)"
+    others = max(size for axis, size in enumerate(median) if axis != coarse)
+    target = median.copy()
+    target[coarse] = max(float(np.percentile(spacings[:, coarse], COARSE_PERCENTILE)), others)
+    return millimetres(target), (
+        f"the median spacing of the {len(spacings)} training volume(s), anisotropic (axis {coarse}: "
+        f"{median[coarse]:.3g} vs {median.min():.3g}, over {ANISOTROPY}x): axis {coarse} takes the "
+        f"{COARSE_PERCENTILE}th percentile of its spacings")
+
+
+def automatic_normalization(table: pd.DataFrame, ct: dict | None) -> tuple[str, str]:
+    """The scheme `preprocess.normalization: auto` stands for, and why: for 2D images the per-image z-score; for
+    NIfTI volumes `ct` when every training volume looks like CT (whole-number intensities reaching AIR_HU or
+    below: air) and has foreground, else the per-volume z-score (a heuristic; set the scheme to override it)."""
+    volumes = table[table["kind"] == "volume"]
+    if volumes.empty:
+        return "zscore", "2D images: each image z-scored on its own"
+    ct_like = bool(volumes["integer_valued"].all() and (volumes["intensity_min"] <= AIR_HU).all())
+    if ct_like and ct is not None:
+        return "ct", (f"the training volumes look like CT (whole numbers down to {volumes['intensity_min'].min():g}, "
+                      f"at most {AIR_HU} in each): clipped to the foreground's {CT_PERCENTILES} percentiles, "
+                      f"z-scored with its mean and std")
+    if ct_like:
+        return "zscore", "CT-like volumes, but no foreground voxels to take CT statistics from: each volume z-scored"
+    return "zscore", ("volumes that do not look like CT (whole-number intensities down to air, at most "
+                      f"{AIR_HU}, in every training volume): each volume z-scored on its own")
+
+
+def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.DataFrame, seed: int = 0,
+                     threads: int = 1) -> tuple[pd.DataFrame, dict]:
+    """The per-source fingerprint table of the training cases (train and val of the split) and the data-set values
+    (target spacing, CT statistics, automatic normalisation, scale of 2D images, each with its reason)."""
+    sources = [rows for _, rows in training_rows(manifest, splits).groupby("image_path", sort=True)]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda item: source_fingerprint(item[1], classes, seed + item[0]),
+                                enumerate(sources)))
+    table = pd.DataFrame([row for row, _ in results])
+    pooled = np.concatenate([sample for _, sample in results]) if results else np.zeros(0)
+    ct = intensity_statistics(pooled) if pooled.size else None
+    volumes = table[table["kind"] == "volume"]
+    spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
+    spacing, spacing_reason = target_spacing(spacings)
+    scheme, scheme_reason = automatic_normalization(table, ct)
+    scale, scale_reason = planned_scale(table)
+    summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
+                   median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
+                   target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
+                   normalization_reason=scheme_reason, scale=scale, scale_reason=scale_reason, ct=ct,
+                   foreground_samples=int(pooled.size))
+    return table, summary

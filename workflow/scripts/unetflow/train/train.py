@@ -1,0 +1,308 @@
+"""Training: patch sampling, the training loop, checkpoints and resume (the budget and the learning-rate schedule
+are in unetflow.train.schedule, validation in unetflow.train.validation).
+
+Everything random in training draws from two torch generators (patch sampling on the CPU, augmentation on the
+training device) whose states are checkpointed, so an interrupted run that resumes ends with the same weights as an
+uninterrupted one (on the CPU, with a budget in steps: `epochs` or `budget_steps`). Checkpoints hold only tensors
+and plain Python values: they load with `torch.load(path, weights_only=True)`.
+"""
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.plan.plan import plan_record, plan_training, training_traits
+from unetflow.train.augment import augment_batch, augment_weighted_batch
+from unetflow.train.losses import deep_supervision_loss, segmentation_loss
+from unetflow.train.model import UNet, trained_parameters
+from unetflow.train.schedule import Clock, lr_factor, training_budget
+from unetflow.train.validation import (
+    CANDIDATES_KEPT,
+    affordable_candidates,
+    best_on_full_set,
+    kept_candidates,
+    validation_scores,
+    validation_subset,
+    validation_tiles,
+)
+
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+class PatchSampler:
+    """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
+    over); draws random patches, a share of them centred on foreground pixels. Cases are 2D, image (C, H, W) and
+    labels (H, W) with a 2D patch, or volumes, image (C, D, H, W) and labels (D, H, W) with a 3D patch.
+
+    Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
+    indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
+    converted to float32 images and int64 labels on the training device. Cases of (image, labels, weights) carry
+    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels."""
+
+    def __init__(self, cases: list[tuple[np.ndarray, ...]], patch: list[int], device: torch.device,
+                 foreground_share: float):
+        self.patch, self.device, self.foreground_share = patch, device, foreground_share
+        data_bytes = sum(array.nbytes for case in cases for array in case)
+        self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
+        self.images, self.labels, self.weights, self.foreground = [], [], [], []
+        for image, labels, *weights in cases:
+            self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
+            image, labels = padded_to_patch(image, labels, patch)
+            self.images.append(torch.from_numpy(image).to(self.storage))
+            self.labels.append(torch.from_numpy(labels).to(self.storage))
+            foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
+            self.foreground.append(torch.from_numpy(foreground))
+        self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
+
+    def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
+        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
+        shape = self.labels[case].shape
+        if centre_on_foreground:
+            points = self.foreground[case]
+            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
+            return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
+        return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
+        images, labels, _ = self.sample_weighted(batch_size, generator)
+        return images, labels
+
+    def sample_weighted(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """`sample` plus the patches' loss weights (B, *patch) float32, or None when the cases have none."""
+        n_foreground = round(self.foreground_share * batch_size) if self.with_foreground else 0
+        images, labels, weights = [], [], []
+        for index in range(batch_size):
+            on_foreground = index < n_foreground
+            pool = self.with_foreground if on_foreground else range(len(self.images))
+            case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
+            window = tuple(slice(start, start + size)
+                           for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
+            images.append(self.images[case][(slice(None), *window)])
+            labels.append(self.labels[case][window])
+            weights += [self.weights[case][window]] if self.weights else []
+        return (torch.stack(images).to(self.device, non_blocking=True).float(),
+                torch.stack(labels).to(self.device, non_blocking=True).long(),
+                torch.stack(weights).to(self.device, non_blocking=True).float() if weights else None)
+
+
+def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image (C, *shape) and labels (*shape) zero-padded at the end of each axis up to at least the patch size (the
+    arrays themselves when they are large enough: no copy)."""
+    pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
+    if not any(after for _, after in pad):
+        return image, labels
+    return np.pad(image, [(0, 0), *pad]), np.pad(labels, pad)
+
+
+def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
+    """Adam (default, as in the U-Net paper), AdamW or SGD with Nesterov momentum."""
+    name, lr, decay = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.99, nesterov=True, weight_decay=decay)
+
+
+def run_identity(cfg: dict, train_ids: list[str], cases) -> str:
+    """Identity of a training run: a resume state is only reused for the same settings, training ids and case
+    arrays (`cases`: (image, labels) pairs, training and validation), so new data or preprocessing starts afresh."""
+    digest = hashlib.blake2b(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode())
+    for array in (array for case in cases for array in case):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def save_atomic(state: dict, path) -> None:
+    """torch.save via a temporary file, so a kill never leaves a half-written checkpoint."""
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float, plan: dict) -> dict:
+    """What prediction needs: weights, architecture (dims and pooling in the hparams), patch size; and the plan."""
+    return dict(model=state_dict, hparams=model.hparams, patch_size=list(patch), epoch=epoch, val_dice=val_dice,
+                plan=plan)
+
+
+class Trainer:
+    """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.train.schedule)."""
+
+    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
+                 spacing: list[float] | None = None, dims_reason: str | None = None):
+        """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W), with
+        their median voxel `spacing`); a 2D or 3D U-Net is trained accordingly (`dims_reason`: why train.dims chose
+        it)."""
+        self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
+        torch.manual_seed(cfg["seed"])
+        self.device = pick_device(cfg["device"])
+        traits = training_traits(train_cases, cfg["seed"], spacing)
+        cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
+        self.cfg = cfg
+        self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
+        self.bf16 = uses_bf16(cfg["precision"], self.device)
+        in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
+        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"], cfg["deep_supervision"],
+                          cfg["dims"], cfg["pool_kernels"]).to(self.device)
+        self.plan = plan_record(cfg, reasons, traits, self.device, trained_parameters(self.model))
+        self.memory_format = CHANNELS_LAST[cfg["dims"]]
+        self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
+        self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.budget = training_budget(cfg, self.device.type)
+        self.val_subset = validation_subset([labels.shape for _, labels in val_cases], self.patch,
+                                            cfg["iterations_per_epoch"], self.batch_size, cfg["val_share"],
+                                            cfg["seed"])
+        self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
+        self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
+        self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
+        self.identity = run_identity(cfg, train_ids, [*train_cases, *val_cases])
+        self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
+        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; training traits %s",
+                      self.device, "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases),
+                      len(val_cases), traits)
+        for key, entry in self.plan["settings"].items():
+            self.log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+        self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
+                      "final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
+                      len(val_cases), cfg["val_share"])
+
+    def state(self) -> dict:
+        return dict(identity=self.identity, epoch=self.epoch, step=self.step, elapsed=self.elapsed, rows=self.rows,
+                    candidates=self.candidates, model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(), sample_rng=self.sample_rng.get_state(),
+                    augment_rng=self.augment_rng.get_state())
+
+    def try_resume(self) -> None:
+        """Continue from the saved state of an interrupted run with the same settings and data, if there is one;
+        the training time it had spent counts against a time budget."""
+        if not self.state_path.exists():
+            return
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        if state["identity"] != self.identity:
+            self.log.info("ignoring %s: it belongs to other settings or data", self.state_path)
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample_rng.set_state(state["sample_rng"].cpu())
+        self.augment_rng.set_state(state["augment_rng"].cpu())
+        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+        self.rows, self.candidates = state["rows"], state["candidates"]
+        self.log.info("resuming after epoch %d (%d steps, %.1f s spent) from %s", self.epoch, self.step,
+                      self.elapsed, self.state_path)
+
+    def set_lr(self, clock: Clock) -> float:
+        """The scheduled learning rate for the next step, set on the optimiser and returned."""
+        cfg = self.cfg
+        progress = self.budget.progress(self.step, clock.elapsed())
+        lr = cfg["lr"] * lr_factor(self.step, progress, cfg["lr_schedule"], cfg["warmup_iterations"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def augmented_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A sampled, augmented training batch: images (in the model's memory format), labels and loss weights (or
+        None)."""
+        images, labels, weights = self.sampler.sample_weighted(self.batch_size, self.sample_rng)
+        if weights is None:
+            images, labels = augment_batch(images, labels, self.cfg["augment"], self.augment_rng,
+                                           fill_label=IGNORE_INDEX)
+        else:
+            images, labels, weights = augment_weighted_batch(images, labels, weights, self.cfg["augment"],
+                                                             self.augment_rng, fill_label=IGNORE_INDEX)
+        return images.contiguous(memory_format=self.memory_format), labels, weights
+
+    def train_epoch(self, clock: Clock) -> tuple[float, int]:
+        """Up to `iterations_per_epoch` optimiser steps, fewer when the budget runs out; the mean loss (synchronised
+        once at the end) and the number of steps."""
+        cfg, device = self.cfg, self.device
+        self.model.train()
+        total, steps = torch.zeros((), device=device), 0
+        while steps < cfg["iterations_per_epoch"] and not self.budget.spent(self.step, clock.elapsed()):
+            self.set_lr(clock)
+            images, labels, weights = self.augmented_batch()
+            with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
+                outputs = self.step_fn(images)
+            loss = (deep_supervision_loss(outputs, labels, cfg["loss"], weights) if isinstance(outputs, list)
+                    else segmentation_loss(outputs, labels, cfg["loss"], weights))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg["grad_clip"])
+            self.optimizer.step()
+            total += loss.detach()
+            steps += 1
+            self.step += 1
+        return float(total) / max(1, steps), steps
+
+    def run_epoch(self, clock: Clock) -> dict:
+        """One epoch and its validation on the subset; its metrics row."""
+        start, lr = time.perf_counter(), self.set_lr(clock)
+        train_loss, steps = self.train_epoch(clock)
+        train_seconds = time.perf_counter() - start
+        val_loss, val_dice = validation_scores(self.model, [self.val_cases[i] for i in self.val_subset], self.patch,
+                                               self.device, self.cfg["loss"], self.bf16)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
+                    lr=lr, seconds=seconds, images_per_s=steps * self.batch_size / max(train_seconds, 1e-9),
+                    val_cases=len(self.val_subset), val_seconds=seconds - train_seconds,
+                    val_share=(seconds - train_seconds) / seconds)
+
+    def run(self, best_path: Path, last_path: Path) -> pd.DataFrame:
+        """Train until the budget is spent (early stopping optional); choose the best checkpoint on the whole
+        validation set; write best/last checkpoints; return metrics. The resume state is removed once the
+        checkpoints are written: it only outlives an interrupted run."""
+        cfg = self.cfg
+        self.try_resume()
+        clock = Clock(self.elapsed)
+        keep = 1 if len(self.val_subset) == len(self.val_cases) else CANDIDATES_KEPT
+        while not self.budget.spent(self.step, clock.elapsed()) and not self.should_stop():
+            row = self.run_epoch(clock)
+            self.rows.append(row)
+            self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
+            self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
+                          "validation %.0f%%  budget %.0f%%", self.epoch, cfg["epochs"] or "-", row["train_loss"],
+                          row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
+                          100 * row["val_share"], 100 * self.budget.progress(self.step, clock.elapsed()))
+            self.elapsed = clock.elapsed()
+            if self.epoch % cfg["checkpoint_every"] == 0:
+                save_atomic(self.state(), self.state_path)
+        self.log.info("trained %d steps in %.1f s; validation took %.1f%% of the epochs' time", self.step,
+                      clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
+                      / max(1e-9, sum(r["seconds"] for r in self.rows)))
+        best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
+                                self.bf16, self.log, self.affordable_candidates())
+        save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
+                    best_path)
+        last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")
+        save_atomic(model_checkpoint(self.model, self.model.state_dict(), self.patch, self.epoch, last_dice,
+                                     self.plan), last_path)
+        self.state_path.unlink(missing_ok=True)
+        self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
+        self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
+                      "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
+        return pd.DataFrame(self.rows)
+
+    def affordable_candidates(self) -> int:
+        """Checkpoints the final choice may compare on the whole validation set within train.val_share."""
+        tiles = [validation_tiles(labels.shape, self.patch) for _, labels in self.val_cases]
+        return affordable_candidates(sum(tiles), sum(tiles[i] for i in self.val_subset), self.epoch, self.step,
+                                     self.batch_size, self.cfg["val_share"])
+
+    def should_stop(self) -> bool:
+        """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""
+        patience = self.cfg["early_stopping"]
+        best_epoch = max((c["epoch"] for c in self.candidates[:1]), default=0)
+        return bool(patience) and self.epoch - best_epoch >= patience

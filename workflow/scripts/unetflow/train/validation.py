@@ -1,0 +1,118 @@
+"""Validation during training: whole-image scores, the seeded subset of validation cases that keeps validation to
+a set share of the run, and the best checkpoints kept for the final choice on the whole validation set (as many as
+that share still affords).
+
+The subset is sized by a cost model, not by a clock, so the same settings and data always validate on the same
+cases (a resumed run equals an uninterrupted one): a training step costs about three forward passes of each patch
+(forward and backward), validating a case one forward pass per tile. The share measured by the clock is logged and
+stored in metrics.parquet (`val_seconds`, `val_share`).
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from unetflow.infer.tiling import sliding_window_predict, tile_grid
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.train.losses import segmentation_loss
+
+VALIDATION_OVERLAP = 0.5
+TRAIN_STEP_FORWARDS = 3  # forward + backward of a training patch, in forward passes
+CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole validation set at the end
+
+
+@torch.inference_mode()
+def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False) -> tuple[float, float]:
+    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images or volumes, tiled (in
+    bf16 autocast when training uses it); NaN for no cases."""
+    if not cases:
+        return float("nan"), float("nan")
+    num_classes = model.hparams["num_classes"]
+    counts = torch.zeros(3, num_classes)
+    losses = []
+    for image, labels in cases:
+        probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=VALIDATION_OVERLAP,
+                                       device=device, bf16=bf16)
+        target = torch.from_numpy(labels.astype(np.int64))
+        logits = probs.clamp_min(1e-8).log()[None]
+        losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
+        pred = probs.argmax(0).masked_fill(target == IGNORE_INDEX, IGNORE_INDEX)
+        for k in range(num_classes):
+            counts[:, k] += torch.stack([((pred == k) & (target == k)).sum(), (pred == k).sum(), (target == k).sum()])
+    dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
+    return float(np.mean(losses)), float(dice[1:].mean())
+
+
+def validation_tiles(shape, patch) -> int:
+    """Tiles that validating a case of this shape (2D or 3D) runs through the network."""
+    return len(tile_grid([max(s, p) for s, p in zip(shape, patch)], patch, VALIDATION_OVERLAP))
+
+
+def validation_subset(case_shapes: list, patch: list[int], steps_per_epoch: int, batch_size: int, share: float,
+                      seed: int) -> list[int]:
+    """Indices of the validation cases validated every epoch: the longest prefix (at least one case) of a seeded
+    permutation whose modelled cost is at most `share` of an epoch with its validation; all cases for share 1."""
+    order = np.random.default_rng(seed).permutation(len(case_shapes)).tolist()
+    if share >= 1 or not order:
+        return sorted(order)
+    train_cost = TRAIN_STEP_FORWARDS * steps_per_epoch * batch_size
+    chosen, val_cost = [], 0
+    for index in order:
+        tiles = validation_tiles(case_shapes[index], patch)
+        if chosen and (val_cost + tiles) > share * (train_cost + val_cost + tiles):
+            break
+        chosen.append(index)
+        val_cost += tiles
+    return sorted(chosen)
+
+
+def kept_candidates(candidates: list[dict], dice: float, epoch: int, model: torch.nn.Module, keep: int) -> list[dict]:
+    """The `keep` best checkpoints by validation Dice (earlier first among equals) with this epoch's considered;
+    without validation (NaN) the latest model only. Each candidate: dice, epoch, model (a copy of the weights)."""
+    if math.isnan(dice):
+        return [dict(dice=dice, epoch=epoch, model=weights_copy(model))]
+    if len(candidates) >= keep and dice <= candidates[-1]["dice"]:
+        return candidates
+    entry = dict(dice=dice, epoch=epoch, model=weights_copy(model))
+    return sorted([*candidates, entry], key=lambda c: -c["dice"])[:keep]
+
+
+def weights_copy(model: torch.nn.Module) -> dict:
+    """A snapshot of the weights that later optimiser steps do not change."""
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def affordable_candidates(full_tiles: int, subset_tiles: int, epochs: int, steps: int, batch_size: int,
+                          share: float) -> int:
+    """How many checkpoints the final choice may validate on the whole validation set (`full_tiles` tiles each)
+    so that all validation, the epochs' subset (`subset_tiles` per epoch) included, stays within `share` of the run
+    by the cost model (`steps` training steps of `batch_size`)."""
+    if share >= 1:
+        return CANDIDATES_KEPT
+    spent = subset_tiles * epochs
+    left = (share * (TRAIN_STEP_FORWARDS * steps * batch_size + spent) - spent) / (1 - share)
+    return int(min(CANDIDATES_KEPT, max(0, left // max(1, full_tiles))))
+
+
+def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log,
+                     affordable: int = CANDIDATES_KEPT) -> dict:
+    """The candidate with the highest Dice on all validation `cases` (the first among equals) among the
+    `affordable` best by subset Dice; its `dice` becomes that full-set Dice. With fewer than two affordable (or one
+    candidate) the best by subset Dice is kept without validating the whole set. The model's weights are restored."""
+    if len(candidates) == 1 or affordable < 2:
+        if len(candidates) > 1:
+            log.info("final choice by the validation subset: comparing checkpoints on the whole validation set would "
+                     "take validation over train.val_share of the run")
+        return candidates[0]
+    own = weights_copy(model)
+    candidates = candidates[:affordable]
+    scored = []
+    for candidate in candidates:
+        model.load_state_dict(candidate["model"])
+        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16)
+        log.info("final choice: epoch %d, subset Dice %.4f, full validation Dice %.4f", candidate["epoch"],
+                 candidate["dice"], dice)
+        scored.append(dict(candidate, dice=dice))
+    model.load_state_dict(own)
+    return max(scored, key=lambda c: c["dice"])
