@@ -105,13 +105,13 @@ def uses_gpu(section):
 
 
 def leaderboard_runs():
-    """Per experiment: its test summary, the metrics of its folds, and a training plan (dims, patch size and
-    parameter count)."""
+    """Per experiment: its test summary, the metrics of its folds, and its plan (dims, patch size and parameter
+    count)."""
     return {
         name: dict(
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
             metrics=expand(rules.train.output.metrics, experiment=name, fold=FOLDS),
-            plan=expand(rules.train.output.plan, experiment=name, fold=FOLDS[0])[0],
+            plan=expand(rules.plan.output[0], experiment=name)[0],
         )
         for name in EXPERIMENTS
     }
@@ -159,4 +159,4 @@ def infer_targets(wildcards):
         )
     if not INFER_SHARDS:
         raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
-    return expand(rules.infer_summary.output[0], model=list(INFER_MODELS))
+    return expand(rules.infer_summary.output.summary, model=list(INFER_MODELS))

@@ -2,8 +2,6 @@ rule evaluate:
     input:
         predictions=rules.predict.output[0],
         manifest=rules.ingest.output.manifest,
-        cases=rules.preprocess.output.cases,
-        arrays=rules.preprocess.output.manifest,
         classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
     output:

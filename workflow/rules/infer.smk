@@ -57,8 +57,8 @@ rule infer_shard:
         # str copy: ancient() flags the object it gets, which would make infer_check's output ancient everywhere)
         checked=ancient(str(rules.infer_check.output[0])),
     output:
-        masks=directory(f"{RESULTS}/infer/{{model}}/masks/shard{{shard}}"),
         table=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}.parquet",
+        objects=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_objects.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/shard{{shard}}.log",
     conda:
@@ -68,6 +68,9 @@ rule infer_shard:
         mem_mb=16000,
         runtime=240,
         gpu=uses_gpu(INFER),
+    params:
+        masks=f"{RESULTS}/infer/{{model}}/masks",  # laid out as the inputs are, shared by the shards
+        ledger=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_written.json",  # not an output: Snakemake keeps it
     script:
         "../scripts/infer_shard.py"
 
@@ -75,9 +78,11 @@ rule infer_shard:
 rule infer_summary:
     input:
         tables=lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
+        objects=lambda wc: expand(rules.infer_shard.output.objects, model=wc.model, shard=sorted(INFER_SHARDS)),
         checked=rules.infer_check.output[0],  # redone whenever the images change, also when a shard goes away
     output:
-        f"{RESULTS}/infer/{{model}}/summary.parquet",
+        summary=f"{RESULTS}/infer/{{model}}/summary.parquet",
+        objects=f"{RESULTS}/infer/{{model}}/objects.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/summary.log",
     localrule: True

@@ -1,9 +1,10 @@
 rule package:
     input:
         models=ensemble_models,
+        plan=rules.plan.output[0],
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
-        arrays=rules.preprocess.output.manifest,
+        stored=rules.preprocess.output.manifest,
         settings=rules.preprocess.output.settings,
         splits=rules.split.output[0],
     output:

@@ -1,11 +1,7 @@
 rule predict:
     input:
-        models=ensemble_models,
-        cases=rules.preprocess.output.cases,
-        arrays=rules.preprocess.output.manifest,
-        settings=rules.preprocess.output.settings,
+        package=rules.package.output[0],
         manifest=rules.ingest.output.manifest,
-        classes=rules.ingest.output.classes,
         splits=rules.split.output[0],
     output:
         directory(f"{RESULTS}/{{experiment}}/predict/masks"),
@@ -17,9 +13,8 @@ rule predict:
     resources:
         mem_mb=16000,
         runtime=240,
-        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
+        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["predict"]),
     params:
         predict=lambda wc: SETTINGS[wc.experiment]["predict"],
-        device=lambda wc: SETTINGS[wc.experiment]["train"]["device"],
     script:
         "../scripts/predict.py"

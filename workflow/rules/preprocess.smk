@@ -4,7 +4,7 @@ rule preprocess:
         classes=rules.ingest.output.classes,
         fingerprint=rules.fingerprint.output.summary,
     output:
-        cases=directory(f"{RESULTS}/preprocess/cases"),
+        arrays=directory(f"{RESULTS}/preprocess/arrays"),
         manifest=f"{RESULTS}/preprocess/manifest.parquet",
         settings=f"{RESULTS}/preprocess/settings.json",
     log:

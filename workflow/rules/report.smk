@@ -7,12 +7,10 @@ report: "../report/workflow.rst"
 rule report:
     input:
         metrics=lambda wc: expand(rules.train.output.metrics, experiment=wc.experiment, fold=FOLDS),
-        plans=lambda wc: expand(rules.train.output.plan, experiment=wc.experiment, fold=FOLDS),
+        plan=rules.plan.output[0],
         per_case=rules.evaluate.output.per_case,
         summary=rules.evaluate.output.summary,
         manifest=rules.ingest.output.manifest,
-        cases=rules.preprocess.output.cases,
-        arrays=rules.preprocess.output.manifest,
         classes=rules.ingest.output.classes,
         predictions=rules.predict.output[0],
     output:

@@ -1,16 +1,13 @@
 rule train:
     input:
-        cases=rules.preprocess.output.cases,
-        manifest=rules.preprocess.output.manifest,
-        settings=rules.preprocess.output.settings,
-        classes=rules.ingest.output.classes,
+        arrays=rules.preprocess.output.arrays,
+        stored=rules.preprocess.output.manifest,
         splits=rules.split.output[0],
-        data=rules.ingest.output.manifest,
+        plan=rules.plan.output[0],
     output:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",
         metrics=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/metrics.parquet",
-        plan=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/plan.json",
     log:
         f"{RESULTS}/logs/{{experiment}}/train_fold{{fold}}.log",
     conda:

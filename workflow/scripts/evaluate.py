@@ -1,21 +1,20 @@
-"""Rule evaluate: per case and class metrics of the predictions, and their summary."""
+"""Rule evaluate: per unit and class metrics of the predictions, and their summary."""
 
 import pandas as pd
 
 from unetflow.data.folds import ids_in
-from unetflow.evaluate.evaluate import evaluate_cases, summarize
+from unetflow.evaluate.evaluate import evaluate_sources, summarize
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 manifest = pd.read_parquet(snakemake.input.manifest)
-ids = ids_in(pd.read_parquet(snakemake.input.splits), snakemake.params.split)
-per_case = evaluate_cases(manifest[manifest["id"].isin(ids)], snakemake.input.predictions,
-                          pd.read_parquet(snakemake.input.classes), pd.read_parquet(snakemake.input.arrays),
-                          snakemake.params.evaluate, snakemake.threads)
+sources = manifest[manifest["id"].isin(ids_in(pd.read_parquet(snakemake.input.splits), snakemake.params.split))]
+per_case = evaluate_sources(sources, snakemake.input.predictions, pd.read_parquet(snakemake.input.classes),
+                            snakemake.params.evaluate, snakemake.threads)
 summary = summarize(per_case)
 per_case.to_parquet(snakemake.output.per_case)
 summary.to_parquet(snakemake.output.summary)
 columns = ["class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean"]
 n_roi = per_case.drop_duplicates("id")["roi"].sum()
-log.info("evaluation of %d cases (%d restricted to an ROI):\n%s", len(ids), n_roi,
-         summary[columns].to_string(index=False, float_format="%.4f"))
+log.info("evaluation of %d units of %d sources (%d restricted to an ROI):\n%s", per_case["id"].nunique(),
+         len(sources), n_roi, summary[columns].to_string(index=False, float_format="%.4f"))

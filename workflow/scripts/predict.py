@@ -1,27 +1,24 @@
-"""Rule predict: tiled prediction of the chosen split by one model or the mean softmax of several, written as
-masks in the input encoding (NIfTI volumes as NIfTI), with predict.save_probabilities the probabilities beside them."""
+"""Rule predict: the chosen split segmented through the experiment's model package, exactly as `infer` segments new
+images: masks in the input encoding (NIfTI volumes as NIfTI), with predict.save_probabilities the probabilities
+beside them."""
 
-import json
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from unetflow.data.folds import ids_in
-from unetflow.gpu import pick_device
-from unetflow.infer.predict import checkpoint_list, predict_cases
-from unetflow.io.volumes import slice_axis_target
+from unetflow.infer.predictor import OBJECTS_FILE, Predictor
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg = snakemake.params.predict
-device = pick_device(snakemake.params.device)
-checkpoints = checkpoint_list(snakemake.input.models)
+predictor = Predictor.load(snakemake.input.package, cfg["device"])
 manifest = pd.read_parquet(snakemake.input.manifest)
-ids = ids_in(pd.read_parquet(snakemake.input.splits), cfg["split"])
-with open(snakemake.input.settings) as file:
-    target_spacing = slice_axis_target(json.load(file))
-predict_cases(manifest[manifest["id"].isin(ids)], pd.read_parquet(snakemake.input.arrays).set_index("id")["array_path"],
-              checkpoints, pd.read_parquet(snakemake.input.classes), cfg, device, snakemake.output[0], target_spacing)
-log.info("predicted %d cases of the %s split on %s with %d model(s): %s", len(ids), cfg["split"], device,
-         len(checkpoints), ", ".join(checkpoints))
+sources = manifest[manifest["id"].isin(ids_in(pd.read_parquet(snakemake.input.splits), cfg["split"]))]
+summary, objects = predictor.predict_sources(sources, snakemake.output[0], cfg["save_probabilities"])
+if predictor.package.instance_target:
+    objects.to_parquet(Path(snakemake.output[0], OBJECTS_FILE))
+log.info("predicted %d sources of the %s split on %s with %d model(s) of %s", len(sources), cfg["split"],
+         predictor.device, len(predictor.models), snakemake.input.package)

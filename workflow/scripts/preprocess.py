@@ -1,12 +1,11 @@
-"""Rule preprocess: normalise images, resample volumes to the target spacing and map labels into per-case arrays
-(each stack or volume read once), with the settings as applied."""
+"""Rule preprocess: every source turned into the arrays the network sees (channels, normalisation, volumes resampled to
+the target spacing, 2D images scaled, masks as class indices), stored once per source, with the settings as applied."""
 
 import json
 
 import pandas as pd
 
-from unetflow.data.preprocess import preprocess_cases, preprocess_settings
-from unetflow.io.store import off_file_grid
+from unetflow.data.preprocess import preprocess_settings, preprocess_sources
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -18,10 +17,12 @@ log.info("normalisation %s (%s); target spacing %s (%s); 2D images scaled by %g 
 if settings["weight_map"]:  # only for the instance target weight_map
     log.info("loss weights of the instance target weight_map: w0 %g, sigma %g px", settings["weight_map"]["w0"],
              settings["weight_map"]["sigma"])
-table = preprocess_cases(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),
-                         snakemake.output.cases, settings, snakemake.threads)
+manifest = pd.read_parquet(snakemake.input.manifest)
+table = preprocess_sources(manifest, pd.read_parquet(snakemake.input.classes), snakemake.output.arrays, settings,
+                           snakemake.threads)
 table.to_parquet(snakemake.output.manifest)
 with open(snakemake.output.settings, "w") as file:
     json.dump(settings, file, indent=2)
-resampled = int(off_file_grid(table).sum())
-log.info("preprocessed %d cases (%d resampled or scaled) into %s", len(table), resampled, snakemake.output.cases)
+changed = (table[["slices", "height", "width"]].to_numpy() != manifest[["slices", "height", "width"]].to_numpy())
+log.info("preprocessed %d sources (%d resampled or scaled) into %s", len(table), int(changed.any(axis=1).sum()),
+         snakemake.output.arrays)

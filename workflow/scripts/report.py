@@ -4,38 +4,37 @@ import pandas as pd
 
 from unetflow.evaluate.html_tables import write_html_tables
 from unetflow.evaluate.report import (
-                             case_scores,
-                             example_cases,
-                             fold_metrics,
-                             load_overlay_case,
-                             per_case_table,
-                             plan_table,
-                             plot_metric_distributions,
-                             plot_overlays,
-                             plot_training_curves,
-                             summary_table,
+    case_scores,
+    example_cases,
+    fold_metrics,
+    load_overlay_unit,
+    per_case_table,
+    plan_table,
+    plot_metric_distributions,
+    plot_overlays,
+    plot_training_curves,
+    summary_table,
 )
 from unetflow.instances.targets import instance_target
 from unetflow.io.labels import trained_classes
-from unetflow.io.volumes import prediction_units
+from unetflow.io.sources import units
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 per_case = pd.read_parquet(snakemake.input.per_case)
 classes = pd.read_parquet(snakemake.input.classes).sort_values("index")
 manifest = pd.read_parquet(snakemake.input.manifest)
-arrays = pd.read_parquet(snakemake.input.arrays).set_index("id")["array_path"]
 plot_training_curves(fold_metrics(list(snakemake.input.metrics)), snakemake.output.curves)
 plot_metric_distributions(per_case, snakemake.output.distributions)
 scores = case_scores(per_case)
 examples = example_cases(per_case)
-units = dict(prediction_units(manifest))
+unit_of = {name: (row, unit) for row in manifest.to_dict("records") for name, unit in units(row)}
 panels = [dict(title=f"{kind}, Dice {scores[name]:.3f}: {name}",
-               **load_overlay_case(name, units[name], arrays, snakemake.input.predictions, classes))
+               **load_overlay_unit(*unit_of[name], snakemake.input.predictions, classes))
           for kind, name in examples.items()]
 plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays,
               instances=instance_target(classes) is not None)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
                    ("Per case (best first)", per_case_table(per_case)),
-                   ("Training plan", plan_table(list(snakemake.input.plans)))], snakemake.output.tables)
+                   ("Training plan", plan_table(snakemake.input.plan))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))

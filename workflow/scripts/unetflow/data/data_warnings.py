@@ -21,7 +21,7 @@ log = logging.getLogger("unetflow.data.data_warnings")
 def unbalanced_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
     """One row when less than MIN_FOREGROUND of all pixels are foreground (its value: that share in percent)."""
     background = int(classes.loc[classes["index"] == 0, "value"].iloc[0])
-    pixels = manifest["height"] * manifest["width"]
+    pixels = manifest["slices"] * manifest["height"] * manifest["width"]
     background_share = [dict(zip(v, f)).get(background, 0) for v, f in
                         zip(manifest["label_values"], manifest["label_fractions"])]
     foreground = 1 - float(np.average(background_share, weights=pixels))

@@ -1,14 +1,13 @@
 """Ingest and validate a data set: pair images with masks, check every pair, report every problem at once.
 
-Sources: 2D files (case id = file stem), multi-page TIFF stacks (one case per page, id `<stem>_s<index>`) and NIfTI
-volumes (one case per slice along `slice_axis`, id `<stem>_z<index>`); the slices of one source share its `group`.
-Which files pair up is `unetflow.data.pairing`'s job. Every image and mask is read in full, in a thread pool.
+The manifest has one row per source (a pair of files; id = the image's file stem): a 2D file, a multi-page TIFF stack
+or a NIfTI volume, read in array order (`unetflow.io.sources`). Which files pair up is `unetflow.data.pairing`'s job.
+Every image and mask is read in full, in a thread pool.
 """
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,12 +21,12 @@ from unetflow.data.pairing import (
     pair_files,
     pairs_from_manifest,
 )
-from unetflow.instances.targets import instance_classes, instance_data_problems, instance_row_fields
+from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
 from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values
-from unetflow.io.sources import slice_id, source_images, source_kind, source_masks
-from unetflow.io.volumes import grid_problem, volume_slice_axis
+from unetflow.io.nifti import grid_problem
+from unetflow.io.sources import read_source_image, read_source_mask, source_kind, units, volume_slice_axis
 
 log = logging.getLogger("unetflow.data.ingest")
 
@@ -61,13 +60,6 @@ class DataSpec:
 # ------------------------------------------------------------------------------------------ one source pair
 
 
-def image_geometry(image: Path, kind: str, slice_axis: int) -> tuple[int, tuple[int, int], int, str]:
-    """(number of slices, (height, width), channels, dtype) of an image source, decoded in full as preprocessing
-    will read it: corrupt pixel data (also in complete files) and NaN/Inf in volumes are found here."""
-    slices = source_images(dict(kind=kind, image_path=image, slice_axis=slice_axis))
-    return slices.shape[0], slices.shape[1:3], slices.shape[3], str(slices.dtype)
-
-
 def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
@@ -85,47 +77,56 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     return None
 
 
-def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[list[dict], list[str]]:
-    """Check one source pair; return its manifest rows (one per slice) and its problems."""
+def read_pair(pair: dict, data: DataSpec) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The source row (id, files, kind, slice axis) of a pair, its image (C, Z, Y, X) and its mask (Z, Y, X[, 3]),
+    each decoded in full as preprocessing will read them (corrupt pixel data, also in complete files, and NaN/Inf in
+    volumes are found here); ImageReadError for a file that cannot be read."""
     image, mask = pair["image"], pair["mask"]
+    kind = source_kind(image, image_info(image))
+    problem = mask_problem(pair, kind, data) or (None if kind == "volume" else truncation_problem(image))
+    if problem:
+        raise ImageReadError(problem)
+    axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
+    row = dict(id=pair["stem"], image_path=str(image), mask_path=str(mask), kind=kind, slice_axis=axis)
+    return row, read_source_image(row), read_source_mask(row, bool(data.colors), data.instances)
+
+
+def value_fields(masks: np.ndarray, coding: LabelCoding, mask) -> dict:
+    """The class values found in a source's mask (Z, Y, X[, 3]), their voxel shares and the lossy-mask pixels snapped
+    to the nearest class; ImageReadError for values the coding cannot map."""
+    values, snapped = zip(*(mask_values(plane, coding, is_lossy_mask(mask), mask) for plane in masks))
+    found, counts = np.unique(np.stack(values), return_counts=True)
+    return dict(label_values=found.tolist(), label_fractions=(counts / counts.sum()).tolist(),
+                snapped_pixels=int(sum(snapped)))
+
+
+def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict | None, list[str]]:
+    """Check one source pair; return its manifest row (or None) and its problems."""
     try:
-        kind = source_kind(image, image_info(image))
-        problem = mask_problem(pair, kind, data) or (None if kind == "volume" else truncation_problem(image))
-        if problem:
-            return [], [problem]
-        axis = volume_slice_axis(image, data.slice_axis) if kind == "volume" else 0
-        count, shape, channels, dtype = image_geometry(image, kind, axis)
-        masks = source_masks(dict(kind=kind, mask_path=mask, slice_axis=axis), bool(data.colors), data.instances)
+        row, pixels, masks = read_pair(pair, data)
     except ImageReadError as error:
-        return [], [str(error)]
-    if masks.shape[0] != count or masks.shape[1:3] != tuple(shape):
-        return [], [f"{image}: image is {count} slice(s) of {shape[0]}x{shape[1]} but its mask {mask} is "
-                    f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
-                    f"export matching pairs"]
-    rows, problems = [], roi_problems(pair, shape, count)
-    if kind == "volume" and (problem := grid_problem(image, mask, "mask")):
-        return [], [problem]
-    for index in range(count):
-        if data.instances:
-            fields, problem = instance_row_fields(masks[index], mask, "" if kind == "image" else f" slice {index}")
-            problems += [problem] if problem else []
-            snapped = 0
-        else:
-            try:
-                values, snapped = mask_values(masks[index], coding, is_lossy_mask(mask), mask)
-            except ImageReadError as error:
-                return [], [str(error)]
-            found, counts = np.unique(values, return_counts=True)
-            fields = dict(label_values=found.tolist(), label_fractions=(counts / values.size).tolist())
-        rows.append(dict(
-            id=slice_id(pair["stem"], kind, index), image_path=str(image), mask_path=str(mask), kind=kind,
-            volume=pair["stem"] if kind != "image" else None, slice=index,
-            slice_axis=axis, group=pair.get("group", pair["stem"]),
-            height=int(shape[0]), width=int(shape[1]), channels=int(channels), dtype=dtype,
-            input_channels=int(data.channels or channels), **fields, snapped_pixels=snapped,
-            roi_path=str(pair["roi"]) if "roi" in pair else None, **({"split": pair["split"]} if "split" in pair
-                                                                      else {})))
-    return rows, problems
+        return None, [str(error)]
+    image, mask = pair["image"], pair["mask"]
+    channels, shape = pixels.shape[0], pixels.shape[1:]
+    if masks.shape[:3] != shape:
+        return None, [f"{image}: image is {shape[0]} slice(s) of {shape[1]}x{shape[2]} but its mask {mask} is "
+                      f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
+                      f"export matching pairs"]
+    if row["kind"] == "volume" and (problem := grid_problem(image, mask, "mask")):
+        return None, [problem]
+    problems = roi_problems(pair, shape[1:], shape[0])
+    try:
+        fields, found = instance_source_fields(masks, mask) if data.instances else (value_fields(masks, coding, mask),
+                                                                                    [])
+    except ImageReadError as error:
+        return None, [str(error)]
+    problems += found
+    row.update(group=pair.get("group", pair["stem"]), slices=int(shape[0]), height=int(shape[1]),
+               width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
+               input_channels=int(data.channels or channels), **fields,
+               roi_path=str(pair["roi"]) if "roi" in pair else None,
+               **({"split": pair["split"]} if "split" in pair else {}))
+    return row, problems
 
 
 def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
@@ -220,8 +221,8 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     trained = classes[~classes["ignore"]]
     values, allowed = trained["value"].tolist(), set(classes["value"])
     table = dict(zip(trained["name"], values))
-    problems = [f"{row['mask_path']}{'' if row['kind'] == 'image' else ' slice ' + str(row['slice'])}: mask "
-                f"values {sorted(set(row['label_values']) - allowed)} are not among the declared classes {table}; "
+    problems = [f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - allowed)} are not among the "
+                f"declared classes {table}; "
                 f"add them to data.classes (or set data.ignore_label)"
                 for row in rows if set(row["label_values"]) - allowed]
     present = {v for row in rows for v in row["label_values"]}
@@ -258,10 +259,14 @@ def channel_problems(rows: list[dict]) -> list[str]:
 
 
 def duplicate_problems(rows: list[dict]) -> list[str]:
-    """Case ids that occur more than once after stacks and volumes are cut into slices."""
-    ids = pd.Series([r["id"] for r in rows])
-    return [f"duplicate case id '{i}' ({', '.join(sorted({r['image_path'] for r in rows if r['id'] == i}))}); "
-            f"rename one of the files" for i in sorted(ids[ids.duplicated()].unique())]
+    """Names of what is scored as one (`unetflow.io.sources.units`: a 2D file, a stack page `<stem>_s<i>`, a
+    volume) that occur more than once, e.g. a page of stack `x` beside a file `x_s0`."""
+    files = {}
+    for row in rows:
+        for name, _ in units(row):
+            files.setdefault(name, set()).add(row["image_path"])
+    return [f"duplicate case id '{name}' ({', '.join(sorted(paths))}); rename one of the files"
+            for name, paths in sorted(files.items()) if len(paths) > 1]
 
 
 # ----------------------------------------------------------------------------------------------- entry points
@@ -304,7 +309,7 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     coding = LabelCoding.of(declared) if declared is not None else LabelCoding(None, [], None)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda pair: inspect_pair(pair, data, coding), pairs))
-    rows = [row for case_rows, _ in results for row in case_rows]
+    rows = [row for row, _ in results if row is not None]
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
     if rows and data.instances:

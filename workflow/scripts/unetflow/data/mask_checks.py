@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from unetflow.io.labels import class_values
-from unetflow.io.sources import source_masks
+from unetflow.io.sources import read_source_mask
 
 INSTANCE_MIN_VALUES = 10     # a mask with at least this many non-zero values ...
 INSTANCE_REGION_SHARE = 0.8  # ... of which at least this share are objects is instance-labelled
@@ -34,11 +34,6 @@ STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels
 EXAMPLES = 3                 # files named as examples in a message
 NONZERO_FIX = "set data.foreground: nonzero to train every non-zero value as one foreground class"
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
-
-
-def case_name(row: dict) -> str:
-    """A manifest row's mask as named in messages: the file, and the slice of a stack or volume."""
-    return row["mask_path"] + ("" if row["kind"] == "image" else f" slice {row['slice']}")
 
 
 def listed(values: list, limit: int = 5) -> str:
@@ -64,20 +59,19 @@ def object_values(labels: np.ndarray, foreground: set[int]) -> tuple[int, int]:
     return len(values), sum(is_object(labels[boxes[value - 1]] == value) for value in values)
 
 
-def instance_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, int, int]]:
-    """(mask, values, values that are one object each) of every case whose mask looks instance-labelled; only masks with
-    INSTANCE_MIN_VALUES foreground values are read (again)."""
-    by_file = defaultdict(list)
-    for row in rows:
-        if len(set(row["label_values"]) & foreground) >= INSTANCE_MIN_VALUES:
-            by_file[row["mask_path"]].append(row)
+def instance_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, str, int, int]]:
+    """(mask file, its slice in words, values, values that are one object each) of every mask (a slice of a stack or
+    volume counts on its own) that looks instance-labelled; only masks with INSTANCE_MIN_VALUES foreground values are
+    read (again)."""
     found = []
-    for file_rows in by_file.values():
-        slices = source_masks(file_rows[0], colour=False)
-        for row in file_rows:
-            values, single = object_values(slices[row["slice"] if row["kind"] != "image" else 0], foreground)
-            if single >= INSTANCE_REGION_SHARE * values:
-                found.append((case_name(row), values, single))
+    for row in rows:
+        if len(set(row["label_values"]) & foreground) < INSTANCE_MIN_VALUES:
+            continue
+        planes = read_source_mask(row)
+        for index, plane in enumerate(planes):
+            values, single = object_values(plane, foreground)
+            if values and single >= INSTANCE_REGION_SHARE * values:
+                found.append((row["mask_path"], f" slice {index}" if len(planes) > 1 else "", values, single))
     return found
 
 
@@ -86,9 +80,10 @@ def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
     found = instance_masks(rows, foreground)
     if not found:
         return None
-    examples = "; ".join(f"{name}: {values} values, {single} of them one object each"
-                         for name, values, single in found[:EXAMPLES])
-    return (f"{len(found)} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
+    examples = "; ".join(f"{path}{where}: {values} values, {single} of them one object each"
+                         for path, where, values, single in found[:EXAMPLES])
+    files = len({path for path, *_ in found})
+    return (f"{files} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
             f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes. "
             f"Set data.instances: true to train and predict them as objects (the instance mode: the U-Net paper's "
             f"border weights, or background / interior / boundary with data.instance_target: three_class; "
@@ -122,7 +117,7 @@ def pixels_by_value(rows: list[dict]) -> dict[str, dict[int, int]]:
     """{mask file: {value: pixel count}} from the manifest rows' label fractions."""
     pixels = defaultdict(lambda: defaultdict(int))
     for row in rows:
-        area = row["height"] * row["width"]
+        area = row["slices"] * row["height"] * row["width"]
         for value, fraction in zip(row["label_values"], row["label_fractions"]):
             pixels[row["mask_path"]][value] += round(fraction * area)
     return pixels

@@ -16,38 +16,32 @@ SCHEMES = ("zscore", "minmax", "ct", "window")
 EPSILON = 1e-8
 
 
-def normalize(image: np.ndarray, method: str = "zscore", clip_percentiles=None, ct: dict | None = None,
+def normalize(channels: np.ndarray, method: str = "zscore", clip_percentiles=None, ct: dict | None = None,
               window=None) -> np.ndarray:
-    """(H, W, C) image of any dtype -> (C, H, W) float32 normalised by `method` (see the module docstring; `ct`:
-    the fingerprint's low, high, mean and std; `window`: [low, high])."""
-    channels = image.astype(np.float32).transpose(2, 0, 1)
+    """An image (C, ...) of any dtype normalised by `method` as one (statistics per channel over all its other
+    axes), float32 of the same shape (see the module docstring; `ct`: the fingerprint's low, high, mean and std;
+    `window`: [low, high])."""
+    channels = channels.astype(np.float32)
+    axes = tuple(range(1, channels.ndim))
     if method == "ct":
         return ((np.clip(channels, ct["low"], ct["high"]) - ct["mean"]) / max(ct["std"], EPSILON)).astype(np.float32)
     if method == "window":
         low, high = window
         return ((np.clip(channels, low, high) - (low + high) / 2) / ((high - low) / 2)).astype(np.float32)
     if clip_percentiles is not None:
-        low, high = np.percentile(channels, clip_percentiles, axis=(1, 2), keepdims=True)
+        low, high = np.percentile(channels, clip_percentiles, axis=axes, keepdims=True)
         channels = np.clip(channels, low, high)
     if method == "zscore":
-        mean = channels.mean(axis=(1, 2), keepdims=True)
-        std = channels.std(axis=(1, 2), keepdims=True)
+        mean = channels.mean(axis=axes, keepdims=True)
+        std = channels.std(axis=axes, keepdims=True)
         return (channels - mean) / np.maximum(std, EPSILON)
     if method == "minmax":
-        low, high = channels.min(axis=(1, 2), keepdims=True), channels.max(axis=(1, 2), keepdims=True)
+        low, high = channels.min(axis=axes, keepdims=True), channels.max(axis=axes, keepdims=True)
         return (channels - low) / np.maximum(high - low, EPSILON)
     raise ValueError(f"preprocess.normalization: unknown method '{method}' (one of {', '.join(SCHEMES)})")
 
 
-def normalize_with(image: np.ndarray, settings: dict) -> np.ndarray:
+def normalize_with(channels: np.ndarray, settings: dict) -> np.ndarray:
     """`normalize` with the resolved preprocessing settings (normalization, clip_percentiles, ct, window)."""
-    return normalize(image, settings["normalization"], settings.get("clip_percentiles"), settings.get("ct"),
-                     settings.get("window"))
-
-
-def normalize_together(images: np.ndarray, settings: dict) -> list[np.ndarray]:
-    """The slices (S, H, W, C) of one volume normalised with one set of statistics: as one tall image, so every
-    slice gets the volume's mean and spread; (C, H, W) float32 each."""
-    slices, height, width, channels = images.shape
-    tall = normalize_with(images.reshape(slices * height, width, channels), settings)
-    return list(tall.reshape(channels, slices, height, width).transpose(1, 0, 2, 3))
+    return normalize(channels, settings["normalization"], settings["clip_percentiles"], settings["ct"],
+                     settings["window"])

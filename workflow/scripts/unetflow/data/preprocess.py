@@ -1,45 +1,56 @@
-"""Preprocessing: the settings as applied (`auto` resolved from the data-set fingerprint), intensity normalisation,
-resampling of volumes to the target spacing and label mapping of every case into the stored case format."""
+"""Preprocessing: the settings as applied (`auto` resolved from the data-set fingerprint), and every source turned into
+the arrays the network sees, stored once per source (`unetflow.io.store`): channels converted, intensities
+normalised (a volume as a whole, each page of a 2D file or stack on its own), volumes resampled to the target
+spacing (in-plane, then along the slice axis), 2D images scaled by `scale`, masks turned into class indices (or the
+instance mode's target, object ids and loss weights) on the same grid.
+
+`network_array` is the one transformation of an image into network input: preprocessing stores its result, and the
+predictor applies it to every image it segments, so both see the same arrays.
+"""
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from unetflow.data.normalization import normalize_together, normalize_with
-from unetflow.io.labels import IGNORE_INDEX
-from unetflow.io.nifti import volume_spacing
+from unetflow.data.normalization import normalize_with
+from unetflow.instances.targets import instance_target, training_target
+from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.resample import (
-    in_plane,
-    resample_image,
-    resample_labels,
     resample_nearest,
+    resample_source_image,
+    resample_source_labels,
     resampled_shape,
-    resize_image,
+    resize_slices,
 )
-from unetflow.io.sources import case_targets, row_kind, source_images
-from unetflow.io.store import save_case
+from unetflow.io.sources import (
+    array_spacing,
+    read_source_image,
+    read_source_mask,
+    slice_axis,
+    source_labels,
+    source_spacing,
+)
+from unetflow.io.store import save_source
 
 
 def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
-    """The preprocessing as applied (stored beside the cases and in model packages): the normalisation scheme with
-    its statistics and the target voxel spacing, `auto` taken from the fingerprint, each with its source (cases are
-    stored resampled in-plane; 3D training and prediction also resample the slice axis: `resample_slice_axis_3d`),
-    and `weight_map`: w0 and sigma of the instance target's loss weights (the config's, only in that mode; else
-    None); ValueError naming the key when the scheme needs statistics the training cases do not give."""
+    """The preprocessing as applied (stored beside the sources and in model packages): the normalisation scheme with
+    its statistics, the target voxel spacing (x, y, z: the files' axis order) and the scale of 2D images, `auto`
+    taken from the fingerprint, each with its source; `weight_map`: w0 and sigma of the instance target's loss
+    weights (the config's, only in that mode; else None). ValueError naming the key when the scheme needs statistics
+    the training cases do not give."""
     scheme, scheme_source = applied_value(cfg, "normalization", fingerprint, "normalization")
     if scheme == "ct" and fingerprint["ct"] is None:
         raise ValueError("preprocess.normalization: ct needs the intensities of the training cases' foreground, but "
                          "their masks have no foreground voxels; use zscore or window")
     spacing, spacing_source = applied_value(cfg, "spacing", fingerprint, "target_spacing")
     scale, scale_source = applied_value(cfg, "scale", fingerprint, "scale")
-    return dict(normalization=scheme, normalization_source=scheme_source, per_volume=True,
+    return dict(normalization=scheme, normalization_source=scheme_source,
                 clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
                 ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
-                resample_slice_axis_3d=True,
                 scale=float(scale), scale_source=scale_source, weight_map=cfg.get("weight_map"))
 
 
@@ -52,76 +63,85 @@ def applied_value(cfg: dict, key: str, fingerprint: dict, planned: str) -> tuple
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, C) image with `channels` channels: RGB to grey by luminance (ITU-R BT.601, as OpenCV), grey repeated
+    """An image (C, ...) with `channels` channels: RGB to grey by luminance (ITU-R BT.601, as OpenCV), grey repeated
     into RGB, unchanged when it has them already."""
-    if image.shape[2] == channels:
+    if image.shape[0] == channels:
         return image
     if channels == 1:
-        return cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)[..., None]
-    return np.repeat(image, channels, axis=2)
+        pixels = np.moveaxis(image, 0, -1).reshape(-1, 1, 3).astype(np.float32, copy=False)
+        return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).reshape(1, *image.shape[1:])
+    return np.repeat(image, channels, axis=0)
 
 
-def network_images(images: np.ndarray, channels: int, settings: dict, voxel_spacing=None,
-                   axis: int = 2) -> list[np.ndarray]:
-    """The read slices (S, H, W, C) of one source as the network sees them, (C, H', W') float32 each: `channels`
-    channels, normalised (`settings`: see `preprocess_settings`); a NIfTI volume (`voxel_spacing` given, sliced
-    along `axis`) normalised as one and resampled in-plane to settings['spacing'], other images resized by
-    settings['scale']."""
-    converted = [to_channels(image, channels) for image in images]
-    if voxel_spacing is None or not settings.get("per_volume", False):  # packages before per-volume schemes
-        normalised = [normalize_with(image, settings) for image in converted]
-    else:
-        normalised = normalize_together(np.stack(converted), settings)
-    if voxel_spacing is None:
-        shape = scaled_shape(normalised[0].shape[1:], settings.get("scale", 1.0))
-        return [resize_image(image, shape) for image in normalised]
-    if settings.get("spacing") is None:
-        return normalised
-    shape = resampled_shape(normalised[0].shape[1:], in_plane(voxel_spacing, axis), in_plane(settings["spacing"], axis))
-    return [resample_image(image, shape) for image in normalised]
+def network_shape(shape, spacing, settings: dict, axis: int) -> tuple[int, int, int]:
+    """The grid (Z, Y, X) a source of `shape` is stored and predicted on: a volume (its array-order `spacing`, its
+    slice `axis`) resampled to settings['spacing'] (none when null), a 2D file or stack (`spacing` None) scaled in-plane
+    by settings['scale']."""
+    if spacing is None:
+        return (shape[0], *(max(1, round(side * settings["scale"])) for side in shape[1:]))
+    if settings["spacing"] is None:
+        return tuple(shape)
+    return resampled_shape(shape, spacing, array_spacing(settings["spacing"], axis))
 
 
-def scaled_shape(shape, scale: float) -> tuple[int, ...]:
-    """A 2D image's (H, W) resized by `scale` (each side at least 1)."""
-    return tuple(max(1, round(side * scale)) for side in shape)
+def network_array(image: np.ndarray, channels: int, settings: dict, spacing=None, axis: int = 0) -> np.ndarray:
+    """A read image (C, Z, Y, X) as the network sees it, (C, Z', Y', X') float32: `channels` channels, normalised
+    (`settings`: see `preprocess_settings`) and on its `network_shape` grid; a volume (array-order `spacing` given,
+    slice `axis`) normalised as one and resampled by cubic spline, the pages of a 2D file or stack each normalised
+    on its own and resized by pixel-area averaging."""
+    image = to_channels(image, channels)
+    shape = network_shape(image.shape[1:], spacing, settings, axis)
+    if spacing is not None:
+        return resample_source_image(normalize_with(image, settings), shape)
+    pages = np.stack([normalize_with(image[:, z], settings) for z in range(image.shape[1])], axis=1)
+    return resize_slices(pages, shape[1:])
 
 
-def source_spacing(row) -> list[float] | None:
-    """The voxel spacing of a row's source when it is a NIfTI volume, else None (2D files carry none)."""
-    return list(volume_spacing(row["image_path"])) if row_kind(row) == "volume" else None
+def source_targets(row, classes: pd.DataFrame, weight_map: dict | None = None):
+    """What a source's mask trains: class indices (Z, Y, X) uint8, or in the instance mode the target of its objects
+    (`unetflow.instances.targets.training_target`, slice by slice, with the `weight_map` settings); with the object
+    ids (Z, Y, X) and the loss weights (or None each)."""
+    target = instance_target(classes)
+    if not target:
+        return source_labels(row, classes)[0], None, None
+    ids = read_source_mask(row, ids=True)
+    ids = ids.astype(np.uint32 if ids.max(initial=0) > 65535 else np.uint16, copy=False)
+    labels, weights = zip(*(training_target(plane, target, weight_map) for plane in ids))
+    return np.stack(labels), ids, None if weights[0] is None else np.stack(weights)
 
 
-def preprocess_source(rows: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict) -> list[dict]:
-    """Preprocess every row of one source (a 2D file, a TIFF stack or a volume, read once); one case per row, with
-    its stored and original slice size (`settings`: see `preprocess_settings`)."""
-    first = rows.iloc[0]
-    images, spacing = source_images(first), source_spacing(first)
-    network = network_images(images, int(first.get("input_channels", images.shape[3])), settings, spacing,
-                             int(first["slice_axis"]) if spacing is not None else 2)
-    labels_of_rows, instances, weights_of_rows = case_targets(rows, classes, settings.get("weight_map"))
-    instances, weights_of_rows = instances or [None] * len(rows), weights_of_rows or [None] * len(rows)
-    results = []
-    for (_, row), labels, ids, weights in zip(rows.iterrows(), labels_of_rows, instances, weights_of_rows):
-        image = network[int(row["slice"]) if row_kind(first) != "image" else 0]
-        original = labels.shape
-        if image.shape[1:] != original:
-            labels = resample_labels(labels, image.shape[1:])
-            ids = None if ids is None else resample_nearest(ids, image.shape[1:])
-            weights = None if weights is None else resample_nearest(weights, image.shape[1:])
-        path = save_case(Path(out_dir, f"{row['id']}.npz"), image, labels, ids, weights)
-        results.append(dict(id=row["id"], array_path=str(path), height=labels.shape[0], width=labels.shape[1],
-                            channels=image.shape[0], original_height=original[0], original_width=original[1],
-                            foreground_fraction=float(((labels > 0) & (labels != IGNORE_INDEX)).mean())))
-    return results
+def stored_spacing(row, settings: dict) -> list[float] | None:
+    """The array-order spacing of a source as stored: the target spacing for a resampled volume, its own otherwise."""
+    spacing = source_spacing(row)
+    if spacing is None or settings["spacing"] is None:
+        return spacing
+    return array_spacing(settings["spacing"], slice_axis(row))
 
 
-def preprocess_cases(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
-                     threads: int = 1) -> pd.DataFrame:
-    """Preprocess every case of the manifest into out_dir (`settings`: see `preprocess_settings`), each source in a
-    thread of its own; the preprocess manifest (id, array_path, height, width, channels, original_height,
-    original_width, foreground_fraction)."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    sources = [rows for _, rows in manifest.groupby("image_path", sort=False)]
+def preprocess_source(row, classes: pd.DataFrame, out_dir: str, settings: dict) -> dict:
+    """Preprocess one source (`settings`: see `preprocess_settings`) into out_dir/<id>/; its row of the preprocess
+    table (see `unetflow.io.store`)."""
+    read = read_source_image(row)
+    image = network_array(read, int(row["input_channels"]), settings, source_spacing(row), slice_axis(row))
+    labels, ids, weights = source_targets(row, classes, settings["weight_map"])
+    shape = image.shape[1:]
+    if labels.shape != shape:
+        labels = resample_source_labels(labels, shape)
+        ids = None if ids is None else resample_nearest(ids, shape)
+        weights = None if weights is None else resample_nearest(weights, shape)
+    path = save_source(out_dir, str(row["id"]), image, labels, ids, weights)
+    counted = labels[labels != IGNORE_INDEX]
+    voxels = np.bincount(counted.ravel(), minlength=len(class_values(classes)))
+    return dict(id=row["id"], kind=row["kind"], array_path=str(path), slices=shape[0], height=shape[1],
+                width=shape[2], channels=image.shape[0], original_slices=read.shape[1], original_height=read.shape[2],
+                original_width=read.shape[3], spacing=stored_spacing(row, settings),
+                class_voxels=voxels.tolist(), foreground_fraction=float(voxels[1:].sum() / labels.size))
+
+
+def preprocess_sources(manifest: pd.DataFrame, classes: pd.DataFrame, out_dir: str, settings: dict,
+                       threads: int = 1) -> pd.DataFrame:
+    """Preprocess every source of the ingest manifest into out_dir, each in a thread of its own; the preprocess
+    table."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda rows: preprocess_source(rows, classes, out_dir, settings), sources)
-        return pd.DataFrame([row for source_rows in done for row in source_rows])
+        rows = pool.map(lambda row: preprocess_source(row, classes, out_dir, settings), manifest.to_dict("records"))
+        return pd.DataFrame(list(rows))

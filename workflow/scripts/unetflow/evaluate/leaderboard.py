@@ -8,13 +8,9 @@ import pandas as pd
 
 
 def model_traits(plan_path: str) -> dict:
-    """The U-Net of a training run from its plan (train/fold<k>/plan.json): dims, patch_size (sides joined by 'x')
-    and parameters (trained ones: buffers such as norm statistics excluded). ValueError naming the file for a plan
-    written before training recorded the parameter count."""
+    """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, patch_size (sides joined by 'x') and
+    parameters (trained ones: buffers such as norm statistics excluded)."""
     plan = json.loads(Path(plan_path).read_text())
-    if "parameters" not in plan:
-        raise ValueError(f"{plan_path}: the plan has no parameter count (written by an older version of the train "
-                         f"rule); retrain: snakemake --forcerun train")
     settings = plan["settings"]
     return dict(dims=int(settings["dims"]["value"]), patch_size="x".join(map(str, settings["patch_size"]["value"])),
                 parameters=int(plan["parameters"]))

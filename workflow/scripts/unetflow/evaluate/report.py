@@ -22,10 +22,8 @@ from scipy import ndimage
 
 from unetflow.instances.targets import instance_target
 from unetflow.io.labels import IGNORE_INDEX
-from unetflow.io.prediction_files import instance_prediction_path, prediction_path, read_instances, read_prediction
-from unetflow.io.resample import resample_nearest
-from unetflow.io.store import load_case, load_instances
-from unetflow.io.volumes import is_volume_unit
+from unetflow.io.prediction_files import prediction_path, read_class_mask, read_instance_mask
+from unetflow.io.sources import read_source_image, read_source_mask, source_labels
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
 OBJECT_METRICS = ("object_f1", "object_map", "aji", "pq")  # instance mode, on the objects row
@@ -81,18 +79,16 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def plan_table(paths: list[str]) -> pd.DataFrame:
-    """The training plans of several folds (train/fold<N>/plan.json) as one table: fold, setting, value, source
-    (planned or config) and reason, then the training traits each was planned from (plan key fingerprint)."""
-    rows = []
-    for position, path in enumerate(paths):
-        match = re.fullmatch(r"fold(\d+)", Path(path).parent.name)
-        plan = json.loads(Path(path).read_text())
-        fold = int(match.group(1)) if match else position
-        rows += [dict(fold=fold, setting=key, value=str(entry["value"]), source=entry["source"],
-                      reason=entry["reason"]) for key, entry in plan["settings"].items()]
-        rows.append(dict(fold=fold, setting="(fingerprint)", value=json.dumps(plan["fingerprint"]),
-                         source=plan["device"], reason="training cases and device planned from"))
+def plan_table(path) -> pd.DataFrame:
+    """An experiment's training plan (plan.json) as a table: setting, value, source (planned or config) and reason,
+    then the traits it was planned from and the device it was planned for."""
+    plan = json.loads(Path(path).read_text())
+    rows = [dict(setting=key, value=str(entry["value"]), source=entry["source"], reason=entry["reason"])
+            for key, entry in plan["settings"].items()]
+    rows.append(dict(setting="(traits)", value=json.dumps(plan["fingerprint"]), source="training sources",
+                     reason="what the plan was made from"))
+    rows.append(dict(setting="(device)", value=json.dumps(plan["device"]), source="plan job",
+                     reason="the device the plan was made for"))
     return pd.DataFrame(rows)
 
 
@@ -131,21 +127,19 @@ def example_cases(per_case: pd.DataFrame) -> dict[str, str]:
     return {"best": ranked[0], "median": ranked[(len(ranked) - 1) // 2], "worst": ranked[-1]}
 
 
-def load_overlay_case(name: str, rows: pd.DataFrame, arrays: pd.Series, pred_dir, classes: pd.DataFrame) -> dict:
-    """Preprocessed image (H, W, C), ground-truth and predicted class maps (H, W) of a case; of a NIfTI volume,
-    its slice with the most ground-truth foreground."""
-    cases = [load_case(arrays[case_id]) for case_id in rows["id"]]
+def load_overlay_unit(row: dict, unit: slice, pred_dir, classes: pd.DataFrame) -> dict:
+    """The image (Y, X, C), ground truth and prediction (Y, X) of a unit (a 2D file, a stack page, a volume) on its
+    file's grid, as class indices, or object ids in the instance mode; of a volume, its slice with the most
+    ground-truth foreground."""
+    image = read_source_image(row)[:, unit]
     if instance_target(classes):  # object ids instead of classes, outlined one colour per object
-        cases = [(image, load_instances(arrays[case_id])) for (image, _), case_id in zip(cases, rows["id"])]
-        pred = read_instances(instance_prediction_path(pred_dir, name, rows))
+        gt = read_source_mask(row, ids=True)[unit]
+        pred = read_instance_mask(prediction_path(pred_dir, row["id"], row, instances=True), row)[unit]
     else:
-        pred = read_prediction(prediction_path(pred_dir, name, rows), classes)
-    index = int(np.argmax([((gt > 0) & (gt != IGNORE_INDEX)).sum() for _, gt in cases]))
-    if is_volume_unit(rows):
-        pred = np.take(pred, index, axis=int(rows.iloc[0]["slice_axis"]))
-    image, gt = cases[index]
-    pred = resample_nearest(pred, gt.shape)  # on the file's grid: onto the stored case's (resampled or scaled)
-    return dict(image=image.transpose(1, 2, 0), gt=gt, pred=pred)
+        gt = source_labels(row, classes)[0][unit]
+        pred = read_class_mask(prediction_path(pred_dir, row["id"], row), classes, row)[unit]
+    index = int(np.argmax([((plane > 0) & (plane != IGNORE_INDEX)).sum() for plane in gt]))
+    return dict(image=np.moveaxis(image[:, index], 0, -1), gt=gt[index], pred=pred[index])
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -190,7 +184,7 @@ def plot_overlays(panels: list[dict], class_names: list[str], path, instances: b
 def overlay_figure(panels: list[dict], class_names: list[str], instances: bool = False) -> Figure:
     """One column per case: the image with the ground-truth contours (top row) and with the predicted contours
     (bottom row), one colour per foreground class. Each panel dict holds title, image, gt and pred (as
-    `load_overlay_case` returns them, plus a title); titles are wrapped to their panel's width (long case ids).
+    `load_overlay_unit` returns them, plus a title); titles are wrapped to their panel's width (long case ids).
     With `instances` gt and pred are id maps, each object outlined in a colour of its own."""
     figure, grid = new_figure(len(panels), (3.6, 3.6), rows=2)
     for column, panel in enumerate(panels):

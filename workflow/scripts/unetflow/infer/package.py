@@ -4,11 +4,12 @@ predicts its test split, without the training results or the config that made it
 A package is a `torch.save`d dict of tensors and plain Python values, so it loads with
 `torch.load(path, weights_only=True)` (no pickled code runs). It holds the weights of every model of the
 experiment's ensemble (its folds and those of predict.ensemble), their network settings and each one's training
-patch (an ensemble may mix 2D and 3D models, each predicting with its own patch, as `predict` does), the
-preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing), the input
-channels, the class table (names, stored values, colours; in the instance mode the instance target) and the palette
-of palette masks, the prediction settings (with the instance mode's min_object_size), the voxel spacing of volume
-training data, a summary of the training data (key `fingerprint`) and the versions used.
+patch (an ensemble may mix 2D and 3D models, each predicting with its own patch), the experiment's training plan,
+the preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing, scale), the
+input channels, the class table (names, stored values, colours; in the instance mode the instance target) and the
+palette of palette masks, the prediction settings (with the instance mode's min_object_size), a summary of the
+training data (key `fingerprint`) and the versions used. The workflow's `predict` rule predicts through the package,
+so a package segments new images exactly as the experiment's test split was scored.
 """
 
 import platform
@@ -20,19 +21,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unetflow.infer.ensemble import refuse_different_patches
 from unetflow.instances.targets import instance_target
 from unetflow.io.images import mask_palette
-from unetflow.io.nifti import volume_spacing
 
 FORMAT = "unetflow-model-package"
-FORMAT_VERSION = 3  # raise when a field changes meaning; older readers then refuse newer packages
-# 2: preprocess holds the settings as applied (per-volume and CT schemes, their statistics, the target spacing)
-# 3: each model holds its own patch_size (2D and 3D members); formats 1 and 2 hold one top-level patch_size; 3D
-#    models predict volumes resampled along the slice axis too (preprocess: resample_slice_axis_3d)
+FORMAT_VERSION = 4  # raise when a field changes meaning; readers refuse other versions
+# 4: one plan per experiment, sources stored as one array each (fully resampled volumes), predict through packages
 PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
-REQUIRED = ("models", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes",
-            "palette", "predict", "spacing", "fingerprint", "versions")
+REQUIRED = ("models", "plan", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes", "palette",
+            "predict", "fingerprint", "versions")
 
 
 class PackageError(ValueError):
@@ -44,14 +41,14 @@ class Package:
     """A loaded model package (see the module docstring for the fields)."""
     path: str
     models: list[dict]           # each {hparams, weights, source, patch_size}
-    preprocess: dict             # normalization, clip_percentiles, ct, window, per_volume, spacing (as applied)
+    plan: dict                   # the experiment's plan.json
+    preprocess: dict             # normalization, clip_percentiles, ct, window, spacing, scale (as applied)
     input_channels: int
     convert_channels: bool       # data.channels was set: images of the other channel count are converted
     slice_axis: int
     classes: pd.DataFrame        # index, name, value, color, ignore (instance mode: and instance_target)
     palette: list[int] | None
     predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
-    spacing: list[float] | None  # median voxel spacing of the training volumes
     fingerprint: dict            # `training_data_summary`
     versions: dict
 
@@ -79,15 +76,15 @@ def versions() -> dict:
     return dict(unetflow=unetflow, torch=str(torch.__version__), numpy=np.__version__, python=platform.python_version())
 
 
-def training_data_summary(manifest: pd.DataFrame, arrays: pd.DataFrame) -> dict:
-    """A summary of the data the models were trained on (sizes, channels, kinds, foreground share)."""
-    return dict(cases=int(len(manifest)), sources=int(manifest["image_path"].nunique()),
-                kinds=sorted(manifest["kind"].unique().tolist()) if "kind" in manifest else ["image"],
+def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
+    """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share)."""
+    return dict(sources=int(len(manifest)), kinds=sorted(manifest["kind"].unique().tolist()),
+                slices=int(manifest["slices"].sum()),
                 height_median=float(manifest["height"].median()), width_median=float(manifest["width"].median()),
                 height_range=[int(manifest["height"].min()), int(manifest["height"].max())],
                 width_range=[int(manifest["width"].min()), int(manifest["width"].max())],
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
-                foreground_fraction_mean=float(arrays["foreground_fraction"].mean()))
+                foreground_fraction_mean=float(stored["foreground_fraction"].mean()))
 
 
 def training_palette(manifest: pd.DataFrame) -> list[int] | None:
@@ -99,34 +96,22 @@ def training_palette(manifest: pd.DataFrame) -> list[int] | None:
     return None
 
 
-def training_spacing(manifest: pd.DataFrame) -> list[float] | None:
-    """The median voxel spacing of the NIfTI volumes of the manifest, or None without volumes."""
-    volumes = manifest.loc[manifest["kind"] == "volume", "image_path"].drop_duplicates() if "kind" in manifest \
-        else pd.Series(dtype=str)
-    if volumes.empty:
-        return None
-    return [float(s) for s in np.median([volume_spacing(path) for path in volumes], axis=0)]
-
-
-def build_package(checkpoints: list[str], sources: list[str], manifest: pd.DataFrame, arrays: pd.DataFrame,
-                  classes: pd.DataFrame, preprocess: dict, predict: dict, convert_channels: bool, slice_axis: int,
-                  palette: list[int] | None, spacing: list[float] | None) -> dict:
+def build_package(checkpoints: list[str], sources: list[str], plan: dict, manifest: pd.DataFrame,
+                  stored: pd.DataFrame, classes: pd.DataFrame, preprocess: dict, predict: dict, data: dict) -> dict:
     """The package dict of an experiment from its training checkpoints (`sources`: a name for each, e.g.
-    'unet/fold0') and the tables of its training data."""
+    'unet/fold0'), its `plan`, the tables of its training sources (ingest `manifest`, preprocess table `stored`),
+    and the settings: `data` (the config's channels and slice_axis)."""
     loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
-    refuse_different_patches(checkpoints, [c["hparams"].get("dims", 2) for c in loaded],
-                             [c["patch_size"] for c in loaded])
-    channels = manifest["input_channels"] if "input_channels" in manifest else manifest["channels"]
     table = classes.astype(object).where(classes.notna(), None)
     return dict(
         format=FORMAT, format_version=FORMAT_VERSION, versions=versions(),
         models=[dict(hparams=c["hparams"], weights=c["model"], source=s, patch_size=list(c["patch_size"]))
                 for c, s in zip(loaded, sources)],
-        preprocess=dict(preprocess),
-        input_channels=int(channels.mode()[0]), convert_channels=bool(convert_channels), slice_axis=int(slice_axis),
+        plan=plan, preprocess=dict(preprocess), input_channels=int(manifest["input_channels"].mode()[0]),
+        convert_channels=data["channels"] is not None, slice_axis=int(data["slice_axis"]),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
-        palette=palette, predict={key: predict[key] for key in PREDICT_KEYS}, spacing=spacing,
-        fingerprint=training_data_summary(manifest, arrays))
+        palette=training_palette(manifest), predict={key: predict[key] for key in PREDICT_KEYS},
+        fingerprint=training_data_summary(manifest, stored))
 
 
 def plain(value):
@@ -165,14 +150,14 @@ def load_package(path) -> Package:
                 if isinstance(content, dict) and "hparams" in content else "")
         raise PackageError(f"{path}: not a unetflow model package{hint}")
     version = content.get("format_version", 0)
-    if version > FORMAT_VERSION:
-        raise PackageError(f"{path}: package format {version} is newer than this unetflow reads "
-                           f"({FORMAT_VERSION}); update unetflow to the version that made it")
-    required = REQUIRED if version >= 3 else (*REQUIRED, "patch_size")  # formats 1 and 2: one patch for all models
-    missing = [key for key in required if key not in content]
+    if version != FORMAT_VERSION:
+        newer = version > FORMAT_VERSION
+        raise PackageError(f"{path}: package format {version}, but this unetflow reads format {FORMAT_VERSION}; "
+                           + ("update unetflow to the version that made it" if newer else
+                              "make a new one with this unetflow: run `snakemake --cores all` with the config that "
+                              "made it (its models are trained again, as the stored data changed)"))
+    missing = [key for key in REQUIRED if key not in content]
     if missing or not content["models"]:
         raise PackageError(f"{path}: incomplete model package (missing {missing or ['models']}); export it again")
     fields = {key: content[key] for key in REQUIRED}
-    if version < 3:
-        fields["models"] = [dict(model, patch_size=content["patch_size"]) for model in content["models"]]
     return Package(path=str(path), **{**fields, "classes": pd.DataFrame(content["classes"])})

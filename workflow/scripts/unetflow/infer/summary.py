@@ -1,42 +1,40 @@
-"""Summaries of predicted masks without ground truth: per image (or volume) and class, the pixel count, the size
-in physical units where the spacing is known (NIfTI headers), the number of connected components, and the mean
-maximum softmax inside the predicted pixels (a confidence to sort by, to find the cases to check by hand)."""
+"""Summaries of predicted masks without ground truth: per unit (a 2D image, a page of a stack, a volume) and class, the
+pixel count, the size in physical units where the spacing is known (NIfTI headers), the number of connected
+components, and the mean maximum softmax inside the predicted pixels (a confidence to sort by, to find the cases to
+check by hand)."""
+
+import math
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
 
 from unetflow.io.labels import trained_classes
-from unetflow.io.nifti import volume_spacing, volume_unit
+from unetflow.io.nifti import volume_unit
+from unetflow.io.sources import unit_spacing
 
 
-def physical_pixel(source: dict) -> tuple[float, str | None]:
-    """The size of one pixel (voxel) of a source and its unit: from the header of a NIfTI volume (e.g. mm^3, or
-    mm^2 for a one-slice volume); NaN and None for other files, whose pixel spacing is unknown."""
-    if source["kind"] != "volume":
+def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
+    """The size of one pixel (voxel) of a unit and its unit: from the header of a NIfTI volume (e.g. mm^3, or mm^2
+    for a one-slice volume); NaN and None for other files, whose pixel spacing is unknown."""
+    spacing = unit_spacing(row, unit) if row["kind"] == "volume" else None
+    if spacing is None:
         return float("nan"), None
-    spacing = volume_spacing(source["image_path"])
-    unit = volume_unit(source["image_path"])
-    if source["slices"] == 1:
-        in_plane = [s for axis, s in enumerate(spacing) if axis != int(source["slice_axis"])]
-        return float(np.prod(in_plane)), f"{unit}^2"
-    return float(np.prod(spacing)), f"{unit}^3"
+    return float(math.prod(spacing)), f"{volume_unit(row['image_path'])}^{len(spacing)}"
 
 
-def unit_summary(name: str, source: dict, mask_path, labels: list[np.ndarray], probabilities: list[torch.Tensor],
+def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, confidence: np.ndarray,
                  classes: pd.DataFrame) -> list[dict]:
-    """One row per trained class of a prediction unit (a 2D image or page, or a volume's slices)."""
-    stacked = np.stack(labels)
-    confidence = np.stack([p.max(0).values.numpy() for p in probabilities])
-    size, unit = physical_pixel(source)
+    """One row per trained class of a unit of a source: `labels` and `confidence` (the maximum softmax) are its
+    parts of the source's arrays (2D or 3D, see `unetflow.io.sources.unit_array`)."""
+    size, physical_unit = physical_pixel(row, unit)
     rows = []
-    for row in trained_classes(classes).to_dict("records"):
-        chosen = stacked == row["index"]
+    for entry in trained_classes(classes).to_dict("records"):
+        chosen = labels == entry["index"]
         pixels = int(chosen.sum())
-        components = ndimage.label(chosen if source["kind"] == "volume" else chosen[0])[1] if pixels else 0
-        rows.append(dict(id=name, image_path=source["image_path"], mask_path=str(mask_path), kind=source["kind"],
-                         **{"class": int(row["index"])}, class_name=row["name"], pixels=pixels,
-                         physical_size=pixels * size, physical_unit=unit, components=int(components),
+        rows.append(dict(id=name, image_path=row["image_path"], mask_path=str(mask_path), kind=row["kind"],
+                         **{"class": int(entry["index"])}, class_name=entry["name"], pixels=pixels,
+                         physical_size=pixels * size, physical_unit=physical_unit,
+                         components=int(ndimage.label(chosen)[1]) if pixels else 0,
                          confidence=float(confidence[chosen].mean()) if pixels else float("nan")))
     return rows

@@ -79,21 +79,34 @@ def instances_from_probabilities(probs, target: str, min_size: int) -> np.ndarra
     raise ValueError(f"data.instance_target: unknown target '{target}'")
 
 
-def object_rows(case_id: str, ids: np.ndarray, probs) -> list[dict]:
-    """One row per object: case, id, area, centroid, bounding box (min inclusive, max exclusive) and mean
-    foreground probability (1 - background softmax) over its pixels."""
+def object_rows(case_id: str, ids: np.ndarray, probs, slice_index: int = 0) -> list[dict]:
+    """One row per object of a 2D id map: case, slice (of a volume; 0 otherwise), id, area, centroid, bounding box
+    (min inclusive, max exclusive) and mean foreground probability (1 - background softmax) over its pixels."""
     foreground = 1 - np.asarray(probs[0], np.float32)
     rows = []
     for region in regionprops(ids, intensity_image=foreground):
         top, left, bottom, right = region.bbox
-        rows.append(dict(case=case_id, id=int(region.label), area=int(region.area),
+        rows.append(dict(case=case_id, slice=slice_index, id=int(region.label), area=int(region.area),
                          centroid_y=float(region.centroid[0]), centroid_x=float(region.centroid[1]),
                          bbox_top=int(top), bbox_left=int(left), bbox_bottom=int(bottom), bbox_right=int(right),
                          mean_probability=float(region.intensity_mean)))
     return rows
 
 
-OBJECT_COLUMNS = ("case", "id", "area", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom",
+def unit_objects(name: str, probabilities: np.ndarray, target: str, min_size: int) -> tuple[np.ndarray, list[dict]]:
+    """The objects of a unit's softmax (K, Z, Y, X), found slice by slice: their ids (Z, Y, X), unique in the unit
+    (a later slice's ids follow the earlier slices'), and their rows (`object_rows`)."""
+    ids, rows, offset = [], [], 0
+    for index in range(probabilities.shape[1]):
+        found = instances_from_probabilities(probabilities[:, index], target, min_size)
+        shifted = np.where(found > 0, found.astype(np.int64) + offset, 0)
+        rows += object_rows(name, shifted, probabilities[:, index], index)
+        ids.append(shifted)
+        offset = max(offset, int(shifted.max(initial=0)))
+    return np.stack(ids), rows
+
+
+OBJECT_COLUMNS = ("case", "slice", "id", "area", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom",
                   "bbox_right", "mean_probability")
 
 

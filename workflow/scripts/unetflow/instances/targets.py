@@ -108,18 +108,22 @@ def instance_problem(path, slice_label: str, split: dict[int, int]) -> str | Non
             f"each id), or set data.instances: false")
 
 
-def instance_row_fields(raw: np.ndarray, path, slice_label: str) -> tuple[dict, str | None]:
-    """Manifest fields of one instance-mask slice and its problem (or None): label_values 0 (background) and 1
-    (any object) with their pixel shares, objects and touching_pairs."""
-    if raw.ndim != 2:
-        return {}, f"{path}{slice_label}: an instance mask holds one id per pixel, not colours; export grey ids"
-    ids = instance_ids(raw)
-    summary = instance_summary(ids)
-    share = float((ids > 0).mean())
+def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
+    """Manifest fields of one source's instance mask (Z, Y, X; objects are per slice): label_values 0 (background)
+    and 1 (any object) with their voxel shares, objects and touching_pairs; and its problems (ids split into blobs)."""
+    if masks.ndim != 3:
+        return {}, [f"{path}: an instance mask holds one id per pixel, not colours; export grey ids"]
+    objects, touching, problems = 0, 0, []
+    for index, plane in enumerate(masks):
+        summary = instance_summary(instance_ids(plane))
+        objects, touching = objects + summary["objects"], touching + summary["touching_pairs"]
+        problem = instance_problem(path, f" slice {index}" if len(masks) > 1 else "", summary["split_ids"])
+        problems += [problem] if problem else []
+    share = float((masks > 0).mean())
     values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
     fields = dict(label_values=values, label_fractions=[1 - share if v == 0 else share for v in values],
-                  objects=summary["objects"], touching_pairs=summary["touching_pairs"])
-    return fields, instance_problem(path, slice_label, summary["split_ids"])
+                  snapped_pixels=0, objects=objects, touching_pairs=touching)
+    return fields, problems
 
 
 def instance_data_problems(rows: list[dict], classes_declared: bool) -> list[str]:

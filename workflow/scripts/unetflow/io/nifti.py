@@ -14,6 +14,33 @@ import numpy as np
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of
 from unetflow.io.labels import ID_LIMIT, label_dtype
 
+GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
+
+
+def grid_problem(image, other, what: str) -> str | None:
+    """A problem when the NIfTI `other` (the mask or region of interest of the volume `image`) is not on the
+    image's voxel grid: another shape, or an affine that puts a corner voxel more than GRID_TOLERANCE_VOXELS image
+    voxels away from the image's voxel of the same index (small float differences between headers pass)."""
+    try:
+        (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other)
+    except ImageReadError as error:
+        return str(error)
+    if other_shape != shape:
+        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
+    corners = np.array([[*corner, 1] for corner in np.ndindex(2, 2, 2)]) * [*(np.array(shape) - 1), 1]
+    moved = (np.linalg.inv(affine) @ other_affine @ corners.T).T[:, :3] - corners[:, :3]
+    offset = float(np.abs(moved).max())
+    if offset > GRID_TOLERANCE_VOXELS:
+        return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s: it puts "
+                f"voxels up to {offset:.3g} voxels away (voxel sizes {voxel_sizes(other_affine)} vs "
+                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header")
+    return None
+
+
+def voxel_sizes(affine: np.ndarray) -> list[float]:
+    """The voxel size along each array axis of a voxel-to-world affine, rounded to 4 significant digits."""
+    return [float(f"{size:.4g}") for size in np.linalg.norm(affine[:3, :3], axis=0)]
+
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error,
                   nib.filebasedimages.ImageFileError)
 
@@ -116,3 +143,11 @@ def write_label_volume(path, labels: np.ndarray, reference_path) -> None:
     """`write_volume` with the header of the NIfTI file at `reference_path` (the image the labels belong to)."""
     reference, fmt = checked(reference_path, VOLUME_SUFFIXES, "a volume")
     write_volume(path, labels, _load(reference, fmt))
+
+
+def write_image_volume(path, image: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a 3D array (an image or labels, in its own dtype) as a NIfTI volume with the voxel-to-world `affine`."""
+    path = Path(path)
+    format_of(path, VOLUME_SUFFIXES, "a volume")
+    nib.save(nib.Nifti1Image(np.asarray(image), np.asarray(affine, float)), path)
+    return path

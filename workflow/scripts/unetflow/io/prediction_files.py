@@ -1,16 +1,20 @@
-"""Prediction files: where the predicted masks of a case or volume go, how they are written in the encoding of the
-training masks, and how they (and the saved probabilities) are read back."""
+"""Prediction files: where the predicted mask of a source goes, how it is written in the encoding of the training
+masks and in the source's own file layout, and how it (and the saved probabilities) is read back in array order.
+
+One file per source: `<name>.png` for a 2D file, `<name>.tif` (one page per page) for a TIFF stack, `<name>.nii.gz`
+(the input's suffix) for a NIfTI volume, written with the input's affine and header. Instance masks hold object ids:
+16-bit PNG, or a 32-bit TIFF `<name>.tif` above 65535 objects (logged); `<name>.tif` too when the training masks
+were TIFFs.
+"""
 
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 
-from unetflow.instances.objects import instances_from_probabilities, object_rows
 from unetflow.io.formats import is_volume, volume_suffix
-from unetflow.io.images import mask_palette, read_mask, write_mask
+from unetflow.io.images import read_mask, read_mask_stack, write_mask, write_mask_stack
 from unetflow.io.labels import (
     ID_LIMIT,
     LABEL_LIMIT,
@@ -20,125 +24,101 @@ from unetflow.io.labels import (
     integer_labels,
     map_labels,
 )
-from unetflow.io.nifti import read_volume
-from unetflow.io.volumes import is_volume_unit, write_volume_labels
+from unetflow.io.nifti import read_volume, write_label_volume
+from unetflow.io.sources import slice_axis, to_array_order, to_file_order
 
 log = logging.getLogger("unetflow.io.prediction_files")
 PROBABILITIES_KEY = "probabilities"
 
 
-def prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
-    """Where the prediction of a unit goes: <volume>.nii[.gz] for a volume, <id>.png otherwise."""
-    suffix = volume_suffix(rows.iloc[0]["image_path"]) if is_volume_unit(rows) else ".png"
+def prediction_path(out_dir, name: str, row, instances: bool = False) -> Path:
+    """Where the prediction of a source (`row`: its manifest row) goes, named `name` (may hold sub-folders)."""
+    if row["kind"] == "volume":
+        suffix = volume_suffix(row["image_path"])
+    elif row["kind"] == "stack":
+        suffix = ".tif"
+    else:
+        tiff = instances and str(row.get("mask_path") or "").lower().endswith((".tif", ".tiff"))
+        suffix = ".tif" if tiff else ".png"
     return Path(out_dir, name + suffix)
 
 
-def write_labels(path, labels: list[np.ndarray], classes: pd.DataFrame, palette: list[int] | None = None,
-                 reference=None, axis: int = 2) -> Path:
-    """Write the class indices of one unit in the encoding of the training masks: a 2D PNG as the stored class
-    values (0/255 stays 0/255; with `palette` as a palette PNG) or in the class colours of colour-coded masks; the
-    slices of a volume (.nii/.nii.gz `path`) stacked along `axis` with the affine and header of `reference`."""
+def existing_prediction(path) -> Path:
+    """The file written for `path`: itself, or the 32-bit TIFF written instead of a PNG of too many objects."""
     path = Path(path)
-    colors = class_colors(classes)
-    if is_volume(path):
-        values = np.asarray(class_values(classes))
-        write_volume_labels(path, [values[slice_labels] for slice_labels in labels], reference, axis)
-    elif colors is not None:
-        write_mask(path, colors.astype(np.uint8)[labels[0]])
-    else:
-        write_mask(path, np.asarray(class_values(classes))[labels[0]], palette=palette)
+    if not path.exists() and path.suffix.lower() == ".png" and path.with_suffix(".tif").exists():
+        return path.with_suffix(".tif")
     return path
 
 
-def write_prediction(labels: list[np.ndarray], classes: pd.DataFrame, out_dir: str, name: str,
-                     rows: pd.DataFrame) -> Path:
-    """Write a prediction unit of the manifest (see `write_labels`) to out_dir/<id>.png or <volume>.nii.gz, with
-    the palette of its mask file when it has one."""
-    first = rows.iloc[0]
-    volume = is_volume_unit(rows)
-    return write_labels(prediction_path(out_dir, name, rows), labels, classes, mask_palette(first["mask_path"]),
-                        first["image_path"] if volume else None, int(first["slice_axis"]) if volume else 2)
+def write_source_labels(path, values: np.ndarray, row, palette: list[int] | None = None,
+                        limit: int = LABEL_LIMIT) -> Path:
+    """Write a source's mask values (Z, Y, X), or colours (Z, Y, X, 3), in its own layout: a 2D file's only slice,
+    a stack's pages, a volume in its stored axis order with the affine and header of its image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if row["kind"] == "volume":
+        write_label_volume(path, to_file_order(values, slice_axis(row)), row["image_path"])
+    elif row["kind"] == "stack":
+        write_mask_stack(path, values, limit)
+    else:
+        write_mask(path, values[0], palette=palette, limit=limit)
+    return path
 
 
-def read_prediction(path, classes: pd.DataFrame) -> np.ndarray:
-    """A written prediction (PNG or NIfTI) as class indices, from class values or, for colour-coded masks, from
-    the class colours."""
-    stored = integer_labels(path, read_volume(path)[0]) if is_volume(path) else read_mask(path)
+def write_class_mask(path, labels: np.ndarray, classes: pd.DataFrame, row, palette: list[int] | None = None) -> Path:
+    """Write a source's class indices (Z, Y, X) in the encoding of the training masks: the stored class values (0/255
+    stays 0/255; with `palette` as a palette PNG) or the class colours of colour-coded masks."""
+    colors = class_colors(classes)
+    values = colors.astype(np.uint8)[labels] if colors is not None else np.asarray(class_values(classes))[labels]
+    return write_source_labels(path, values, row, palette)
+
+
+def write_instance_mask(path, ids: np.ndarray, row) -> Path:
+    """Write a source's object ids (Z, Y, X) as an instance mask; a 2D PNG of more than 65535 objects as a 32-bit
+    TIFF instead (logged). The path written."""
+    path, count = Path(path), int(ids.max(initial=0))
+    if count > LABEL_LIMIT and path.suffix.lower() == ".png":
+        path = path.with_suffix(".tif")
+        log.info("%s: %d objects, more than a 16-bit PNG holds; written as a 32-bit TIFF", path, count)
+    elif count > LABEL_LIMIT:
+        log.info("%s: %d objects, more than 16 bits hold; written with 32-bit ids", path, count)
+    return write_source_labels(path, ids, row, limit=ID_LIMIT)
+
+
+def read_source_prediction(path, row, limit: int = LABEL_LIMIT) -> np.ndarray:
+    """A written prediction of a source as stored values (Z, Y, X) (or colours (Z, Y, X, 3)), in array order."""
+    path = existing_prediction(path)
+    if is_volume(path):
+        return to_array_order(integer_labels(path, read_volume(path)[0], limit), slice_axis(row))
+    return read_mask_stack(path, limit) if row["kind"] == "stack" else read_mask(path, limit)[None]
+
+
+def read_class_mask(path, classes: pd.DataFrame, row) -> np.ndarray:
+    """A written prediction as class indices (Z, Y, X), from class values or, for colour-coded masks, the colours."""
+    stored = read_source_prediction(path, row)
     colors = class_colors(classes)
     if colors is None:
         return map_labels(stored, class_values(classes))
-    rgb = stored if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=-1)  # grey colours read as (H, W)
+    rgb = stored if stored.ndim == 4 else np.repeat(stored[..., None], 3, axis=-1)  # grey colours read as (Z, Y, X)
     return colors_to_indices(rgb, colors, snap=False)[0]
 
 
-def instance_prediction_path(out_dir, name: str, rows: pd.DataFrame) -> Path:
-    """Where the object ids of a unit go: <volume>.nii[.gz] for a volume, <id>.tif when its mask is a TIFF, else
-    <id>.png (16-bit when there are more than 255 objects; a 32-bit <id>.tif instead above 65535, see
-    `write_instances`)."""
-    if is_volume_unit(rows):
-        return prediction_path(out_dir, name, rows)
-    tiff = str(rows.iloc[0].get("mask_path", "")).lower().endswith((".tif", ".tiff"))  # no mask: new images
-    return Path(out_dir, name + (".tif" if tiff else ".png"))
+def read_instance_mask(path, row) -> np.ndarray:
+    """A written instance mask as object ids (Z, Y, X)."""
+    return read_source_prediction(path, row, ID_LIMIT)
 
 
-OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the instance masks
-
-
-def write_unit_objects(probabilities, rows: pd.DataFrame, target: str, min_size: int, out_dir: str,
-                       name: str) -> tuple[Path, list[dict]]:
-    """Instance mode: the objects of a unit's softmax maps written as its instance mask; its path, their rows."""
-    ids = [instances_from_probabilities(probs, target, min_size) for probs in probabilities]
-    path = write_instances(instance_prediction_path(out_dir, name, rows), ids, rows)
-    return path, [row for case_id, slice_ids, probs in zip(rows["id"], ids, probabilities)
-            for row in object_rows(case_id, slice_ids, probs)]
-
-
-def write_instances(path, ids: list[np.ndarray], rows: pd.DataFrame) -> Path:
-    """Write the object ids of a unit (one id map per slice) as an instance mask: 2D PNG/TIFF, or for a volume
-    its slices stacked (ids of later slices offset to stay unique) with the input's affine and header. A 2D
-    image of more than 65535 objects is written losslessly as a 32-bit TIFF (a PNG holds 16 bits: <id>.tif
-    instead of <id>.png, logged), a volume of more than 65535 as a uint32 NIfTI (logged); the path written."""
-    path = Path(path)
-    if not is_volume(path):
-        count = int(ids[0].max(initial=0))
-        if count <= LABEL_LIMIT:
-            write_mask(path, ids[0].astype(np.uint16))
-            return path
-        if path.suffix.lower() == ".png":
-            path = path.with_suffix(".tif")
-            log.info("%s: %d objects, more than a 16-bit PNG holds; written as a 32-bit TIFF", path, count)
-        tifffile.imwrite(path, ids[0].astype(np.uint32), photometric="minisblack", compression="zlib")
-        return path
-    offset, unique = 0, []
-    for slice_ids in ids:
-        unique.append(np.where(slice_ids > 0, slice_ids + offset, 0))
-        offset += int(slice_ids.max(initial=0))
-    first = rows.iloc[0]
-    write_volume_labels(path, unique, first["image_path"], int(first["slice_axis"]))
-    if offset > LABEL_LIMIT:
-        log.info("%s: %d objects, more than 16 bits hold; written as a 32-bit (uint32) NIfTI", path, offset)
-    return path
-
-
-def read_instances(path) -> np.ndarray:
-    """A written instance mask (PNG, TIFF or NIfTI) as its id array; for a PNG path, the 32-bit TIFF written in
-    its place when it had more than 65535 objects."""
-    path = Path(path)
-    if not path.exists() and path.suffix.lower() == ".png" and path.with_suffix(".tif").exists():
-        path = path.with_suffix(".tif")
-    return integer_labels(path, read_volume(path)[0], ID_LIMIT) if is_volume(path) else read_mask(path, ID_LIMIT)
-
-
-def write_probabilities(probs, out_dir: str, case_id: str) -> Path:
-    """Write the class probabilities (K, H, W; an array or a CPU tensor) as float16 to the compressed
-    out_dir/<id>.npz (key 'probabilities')."""
-    path = Path(out_dir, f"{case_id}.npz")
+def write_probabilities(probs, out_dir, name: str) -> Path:
+    """Write class probabilities (K, ...; an array or a CPU tensor) as float16 to the compressed out_dir/<name>.npz
+    (key 'probabilities')."""
+    path = Path(out_dir, f"{name}.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **{PROBABILITIES_KEY: np.asarray(probs).astype(np.float16)})
     return path
 
 
 def read_probabilities(path) -> np.ndarray:
-    """The (K, H, W) class probabilities written by `write_probabilities`, as float32 (the reader users of
-    predict.save_probabilities are pointed to in the README)."""
+    """The class probabilities written by `write_probabilities`, as float32."""
     with np.load(path) as arrays:
         return arrays[PROBABILITIES_KEY].astype(np.float32)

@@ -7,7 +7,6 @@ edges stay where they were), so a round trip returns to the same extent. An axis
 
 import cv2
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 
 IMAGE_ORDER = 3  # cubic B-spline for intensities (nnU-Net's choice)
@@ -18,11 +17,6 @@ def resampled_shape(shape, spacing, target) -> tuple[int, ...]:
     one voxel long, and axes whose target is None, keep their length)."""
     return tuple(length if length == 1 or goal is None else max(1, round(length * size / goal))
                  for length, size, goal in zip(shape, spacing, target))
-
-
-def in_plane(values, axis: int) -> list:
-    """The two entries of a per-axis (X, Y, Z) list that lie in the slices cut along `axis`."""
-    return [value for index, value in enumerate(values) if index != axis]
 
 
 def _zoom(array: np.ndarray, shape, order: int) -> np.ndarray:
@@ -84,8 +78,27 @@ def resample_probabilities(probabilities: np.ndarray, shape) -> np.ndarray:
     return np.stack([_zoom(channel, shape, 1) for channel in probabilities])
 
 
-def source_slice_shape(rows: pd.DataFrame) -> tuple[int, int]:
-    """The (H, W) of the slices of a prediction unit's source as its file stores them (the manifest's height and
-    width): a 2D file, a stack's pages or a volume's slices."""
-    first = rows.iloc[0]
-    return int(first["height"]), int(first["width"])
+def resample_source_image(image: np.ndarray, shape) -> np.ndarray:
+    """A volume (C, Z, Y, X) float32 on a grid of `shape` (Z', Y', X') by cubic spline, in two passes as nnU-Net
+    does for anisotropic data: each slice in-plane, then along the slice axis."""
+    image = np.asarray(image, np.float32)
+    if tuple(image.shape[2:]) != tuple(shape[1:]):
+        image = np.stack([np.stack([_zoom(plane, shape[1:], IMAGE_ORDER) for plane in channel]) for channel in image])
+    return resample_image(image, shape)
+
+
+def resize_slices(image: np.ndarray, plane) -> np.ndarray:
+    """Every slice of an image (C, Z, Y, X) resized to `plane` (Y', X') by `resize_image` (2D images and the pages
+    of a stack, which have no spacing)."""
+    image = np.asarray(image, np.float32)
+    if tuple(image.shape[2:]) == tuple(plane):
+        return image
+    return np.stack([resize_image(image[:, z], plane) for z in range(image.shape[1])], axis=1)
+
+
+def resample_source_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Label values (Z, Y, X) on a grid of `shape` by `resample_labels`, each slice in-plane, then along the slice
+    axis (no value appears that `labels` did not hold)."""
+    if tuple(labels.shape[1:]) != tuple(shape[1:]):
+        labels = np.stack([resample_labels(plane, shape[1:]) for plane in labels])
+    return resample_labels(labels, shape)

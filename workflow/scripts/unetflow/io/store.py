@@ -1,54 +1,58 @@
-"""The stored case format: one uncompressed .npz per case with the normalised image (C, H, W) as float16 and
-its class indices (H, W) as uint8 (IGNORE_INDEX = ignored pixel); in the instance mode also the object ids (H, W)
-of the mask (key `instances`, uint16 or uint32) and, for the target `weight_map`, the per-pixel loss weights (H, W)
-(key `weights`, float16)."""
+"""The stored (preprocessed) sources: one folder per source holding its arrays in array order as .npy files, which
+load whole or memory-mapped (read by region):
+
+- `image.npy`: the normalised image (C, Z, Y, X) as float16 (half the memory of float32; consumers convert batches);
+- `labels.npy`: its class indices (Z, Y, X) uint8 (IGNORE_INDEX = ignored voxel);
+- instance mode: `instances.npy`, the object ids (Z, Y, X) uint16 or uint32, and for the target `weight_map`
+  `weights.npy`, the per-voxel loss weights (Z, Y, X) float16.
+
+The preprocess table (`preprocess/manifest.parquet`) lists every stored source: id, kind, array_path (its folder),
+slices, height, width (as stored: resampled or scaled), channels, original_slices, original_height, original_width
+(the file's, in array order), spacing (array order, as stored; None for 2D files and stacks), class_voxels (per
+class index) and foreground_fraction.
+"""
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-CASE_IMAGE_DTYPE = np.float16  # half the memory of float32; consumers convert batches
+IMAGE_DTYPE = np.float16
+KEYS = ("image", "labels", "instances", "weights")
 
 
-def save_case(path, image: np.ndarray, labels: np.ndarray, instances: np.ndarray | None = None,
-              weights: np.ndarray | None = None) -> Path:
-    """Write one case: the image (C, H, W) as CASE_IMAGE_DTYPE, the labels (H, W), object ids and weights as given."""
-    extra = {key: value for key, value in (("instances", instances), ("weights", weights)) if value is not None}
-    np.savez(path, image=image.astype(CASE_IMAGE_DTYPE), labels=labels, **extra)
-    return Path(path)
+def save_source(folder, source_id: str, image: np.ndarray, labels: np.ndarray, instances: np.ndarray | None = None,
+                weights: np.ndarray | None = None) -> Path:
+    """Write one source's arrays to folder/<source_id>/ (the image as IMAGE_DTYPE, the others as given); its path."""
+    path = Path(folder, source_id)
+    path.mkdir(parents=True, exist_ok=True)
+    arrays = dict(image=image.astype(IMAGE_DTYPE), labels=labels, instances=instances, weights=weights)
+    for key, array in arrays.items():
+        if array is not None:
+            np.save(path / f"{key}.npy", np.ascontiguousarray(array))
+    return path
 
 
-def load_case(array_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A stored case: image (C, H, W) float16 and labels (H, W) uint8."""
-    with np.load(array_path) as arrays:
-        return arrays["image"], arrays["labels"]
+def has_array(path, key: str) -> bool:
+    """Whether the stored source at `path` holds the array `key`."""
+    return Path(path, f"{key}.npy").is_file()
 
 
-def load_instances(array_path: str) -> np.ndarray:
-    """The object ids (H, W) of a case stored in the instance mode; KeyError naming the file otherwise."""
-    with np.load(array_path) as arrays:
-        if "instances" not in arrays:
-            raise KeyError(f"{array_path}: no object ids stored; preprocess the data set with data.instances: true")
-        return arrays["instances"]
+def load_array(path, key: str, mmap: bool = False) -> np.ndarray:
+    """One array of a stored source (memory-mapped read-only with `mmap`); KeyError naming the folder when absent."""
+    file = Path(path, f"{key}.npy")
+    if not file.is_file():
+        raise KeyError(f"{path}: no stored '{key}' array (instance ids and loss weights are stored in the instance "
+                       f"mode only); run the preprocess rule again")
+    return np.load(file, mmap_mode="r" if mmap else None)
 
 
-def load_training_case(array_path: str) -> tuple[np.ndarray, ...]:
-    """A stored case for training: (image, labels), or (image, labels, weights) when it has loss weights."""
-    with np.load(array_path) as arrays:
-        return (arrays["image"], arrays["labels"], *([arrays["weights"]] if "weights" in arrays else []))
+def load_training_arrays(path) -> tuple[np.ndarray, ...]:
+    """A stored source for training: (image, labels), or (image, labels, weights) when it has loss weights."""
+    keys = ("image", "labels", "weights") if has_array(path, "weights") else ("image", "labels")
+    return tuple(load_array(path, key) for key in keys)
 
 
-def load_cases(preprocessed: pd.DataFrame, ids: list[str], weights: bool = False) -> list[tuple[np.ndarray, ...]]:
-    """(image, labels) arrays of the given cases (`preprocessed`: the preprocess manifest with id, array_path), with
-    `weights` (image, labels, weights) for cases stored with loss weights."""
-    paths = preprocessed.set_index("id").loc[ids, "array_path"]
-    return [load_training_case(path) if weights else load_case(path) for path in paths]
-
-
-def off_file_grid(arrays: pd.DataFrame) -> pd.Series:
-    """Which rows of a preprocess manifest preprocessing stored on another grid than their file's (a volume
-    resampled or an image scaled); none for manifests without the original sizes."""
-    if "original_height" not in arrays:
-        return pd.Series(False, arrays.index)
-    return (arrays["height"] != arrays["original_height"]) | (arrays["width"] != arrays["original_width"])
+def stored_paths(table: pd.DataFrame, ids: list[str]) -> list[str]:
+    """The folders of the stored sources `ids`, in that order (`table`: the preprocess table)."""
+    return table.set_index("id").loc[list(ids), "array_path"].tolist()

@@ -16,8 +16,7 @@ from scipy import ndimage
 
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.nifti import volume_grid, volume_spacing
-from unetflow.io.sources import case_targets, row_kind, source_images
-from unetflow.io.volumes import stack_slices
+from unetflow.io.sources import read_source_image, source_labels, units
 
 SAMPLED_VOXELS = 10_000  # foreground voxels sampled per source for the intensity statistics
 CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
@@ -29,34 +28,30 @@ SMALLEST_SIDE = 64  # px: scaling never takes the median image's shorter side be
 
 
 def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """The manifest rows of every case some fold trains or validates on: all but the test split."""
+    """The manifest rows of every source some fold trains or validates on: all but the test split."""
     return manifest[manifest["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 
 
-def source_fingerprint(rows: pd.DataFrame, classes: pd.DataFrame, seed: int) -> tuple[dict, np.ndarray]:
-    """One source's fingerprint row and its sample of foreground intensities (all channels pooled)."""
-    first = rows.iloc[0]
-    kind = row_kind(first)
-    images = source_images(first)
-    labels = case_targets(rows, classes)[0]
-    indices = [int(row["slice"]) if kind != "image" else 0 for _, row in rows.iterrows()]
-    pixels = images[indices]
-    foreground = np.stack([(slice_labels > 0) & (slice_labels != IGNORE_INDEX) for slice_labels in labels])
+def source_fingerprint(row: dict, classes: pd.DataFrame, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One source's fingerprint row, its sample of foreground intensities (all channels pooled) and the in-plane
+    diameters of its objects (`plane_diameters`)."""
+    pixels = np.moveaxis(read_source_image(row), 0, -1)  # (Z, Y, X, C)
+    labels = source_labels(row, classes)[0]
+    foreground = (labels > 0) & (labels != IGNORE_INDEX)
     values = pixels[foreground].ravel().astype(np.float64)
     sample = np.random.default_rng(seed).choice(values, min(SAMPLED_VOXELS, values.size), replace=False)
-    volume = kind == "volume"
+    volume = row["kind"] == "volume"
     stats = intensity_statistics(sample)
-    row = dict(source=str(first["volume"] if volume else first["id"]), image_path=str(first["image_path"]),
-               kind=kind, cases=len(rows),
-               shape=list(volume_grid(first["image_path"])[0] if volume else images.shape[int(kind == "image"):3]),
-               spacing=list(volume_spacing(first["image_path"])) if volume else None,
-               dtype=str(images.dtype), integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
-               intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
-               foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
-               **{f"foreground_{key}": value for key, value in stats.items()},
-               class_voxels=class_voxels(labels, len(class_values(classes))),
-               **object_sizes(labels, int(first["slice_axis"]) if volume else None))
-    return row, sample
+    fields = dict(source=str(row["id"]), image_path=str(row["image_path"]), kind=row["kind"], cases=len(units(row)),
+                  shape=list(volume_grid(row["image_path"])[0] if volume else labels.shape[int(len(labels) == 1):]),
+                  spacing=list(volume_spacing(row["image_path"])) if volume else None,
+                  dtype=str(pixels.dtype), integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
+                  intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
+                  foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
+                  **{f"foreground_{key}": value for key, value in stats.items()},
+                  class_voxels=class_voxels(labels, len(class_values(classes))),
+                  **object_sizes(labels if volume else list(labels), not volume))
+    return fields, sample, plane_diameters(labels)
 
 
 def intensity_statistics(sample: np.ndarray) -> dict:
@@ -67,29 +62,38 @@ def intensity_statistics(sample: np.ndarray) -> dict:
     return dict(mean=float(sample.mean()), std=float(sample.std()), low=float(low), high=float(high))
 
 
-def class_voxels(labels: list[np.ndarray], num_classes: int) -> list[int]:
-    """Voxels of each class index over a source's slices (ignored voxels left out)."""
-    counts = sum(np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
-                 for lab in labels)
+def class_voxels(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Voxels of each class index of a source (ignored voxels left out)."""
+    counts = np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
     return [int(count) for count in counts]
 
 
-def object_sizes(labels: list[np.ndarray], axis: int | None) -> dict:
+def components(array: np.ndarray):
+    """(value, face-connected components, count) of each foreground class value in a label array."""
+    for value in np.unique(array):
+        if value not in (0, IGNORE_INDEX):
+            yield (value, *ndimage.label(array == value))
+
+
+def plane_diameters(labels: np.ndarray) -> np.ndarray:
+    """The equivalent diameters (of the disc of the same area, in pixels) of the objects of each slice of a source's
+    labels (Z, Y, X): the face-connected components of each foreground class in a 2D slice, what a 2D patch sees."""
+    sizes = [np.bincount(found.ravel())[1:] for plane in labels for _, found, _ in components(plane)]
+    return 2 * np.sqrt(np.concatenate(sizes) / np.pi) if sizes else np.zeros(0)
+
+
+def object_sizes(arrays, planar: bool) -> dict:
     """The count and the median and 90th-percentile voxel count of a source's objects: the face-connected
-    components of each foreground class, in 3D for a volume (its slices stacked along `axis`), per image otherwise;
-    for 2D images also the 90th percentile of their widths (the diameter of each object's largest inscribed disc,
-    so a thin network such as membranes counts as thin however far it reaches)."""
-    arrays = [stack_slices(labels, axis)] if axis is not None else labels
+    components of each foreground class of each of its `arrays` (a volume as one 3D array; the slices of a 2D file
+    or stack each); for `planar` sources also the 90th percentile of their widths (the diameter of each object's
+    largest inscribed disc, so a thin network such as membranes counts as thin however far it reaches)."""
     sizes, widths = [], []
-    for array in arrays:
-        for value in np.unique(array):
-            if value in (0, IGNORE_INDEX):
-                continue
-            components, count = ndimage.label(array == value)
-            sizes.append(np.bincount(components.ravel())[1:])
-            if axis is None:
-                inside = ndimage.distance_transform_edt(components > 0)
-                widths.append(2 * ndimage.maximum(inside, components, np.arange(1, count + 1)))
+    for array in arrays if planar else [arrays]:
+        for _, found, count in components(array):
+            sizes.append(np.bincount(found.ravel())[1:])
+            if planar:
+                inside = ndimage.distance_transform_edt(found > 0)
+                widths.append(2 * ndimage.maximum(inside, found, np.arange(1, count + 1)))
     sizes = np.concatenate(sizes) if sizes else np.zeros(0)
     widths = np.concatenate(widths) if widths else np.zeros(0)
     return dict(objects=int(sizes.size), object_voxels_median=float(np.median(sizes)) if sizes.size else np.nan,
@@ -161,12 +165,13 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
                      threads: int = 1) -> tuple[pd.DataFrame, dict]:
     """The per-source fingerprint table of the training cases (train and val of the split) and the data-set values
     (target spacing, CT statistics, automatic normalisation, scale of 2D images, each with its reason)."""
-    sources = [rows for _, rows in training_rows(manifest, splits).groupby("image_path", sort=True)]
+    sources = training_rows(manifest, splits).sort_values("image_path").to_dict("records")
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda item: source_fingerprint(item[1], classes, seed + item[0]),
                                 enumerate(sources)))
-    table = pd.DataFrame([row for row, _ in results])
-    pooled = np.concatenate([sample for _, sample in results]) if results else np.zeros(0)
+    table = pd.DataFrame([row for row, _, _ in results])
+    pooled = np.concatenate([sample for _, sample, _ in results]) if results else np.zeros(0)
+    diameters = np.concatenate([found for _, _, found in results]) if results else np.zeros(0)
     ct = intensity_statistics(pooled) if pooled.size else None
     volumes = table[table["kind"] == "volume"]
     spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
@@ -177,5 +182,6 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
                    normalization_reason=scheme_reason, scale=scale, scale_reason=scale_reason, ct=ct,
-                   foreground_samples=int(pooled.size))
+                   foreground_samples=int(pooled.size),
+                   object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0)
     return table, summary

@@ -1,26 +1,28 @@
-"""The training plan: every `train` setting left unset (null) is planned from traits of the training cases
-(`training_traits`: sizes, class frequencies, object sizes) and the device, with the reason for each value; a value
-set in the config always wins. The plan is logged, stored beside the model (`train/fold<k>/plan.json`) and shown in
-the report.
+"""The training plan of an experiment, made once (rule `plan`) and read by every fold's training, the model package,
+prediction and the leaderboard: every `train` setting left unset (null or auto) is planned from the stored training
+sources (all but the test split: every fold trains on the same plan), the data-set fingerprint and the device
+training runs on, with the reason for each value; a value set in the config always wins.
 
-2D cases carry no spacing: they are planned on their pixel grid. Volumes trained in 3D (`train.dims`, chosen in
-unetflow.train.volume_training) are planned from their median shape and voxel spacing as nnU-Net plans its 3d_fullres
-configuration: a patch of the median volume's shape shrunk along its physically longest axis until it fits the
-device, pooling only along axes that are not already coarse (`model.pool_kernels_for`), batch 2 on a CPU.
+The device is the one the training jobs get (`train.device`; `auto` is a CUDA GPU when the plan job sees one, as
+every job of the experiment runs where its training does). It is planned for a fixed memory target, not the memory
+free at that moment: a CPU plan from fixed caps, a GPU plan from a third of the GPU's total memory; so a job that
+resumes on a busier GPU trains the same plan.
+
+2D cases carry no spacing: they are planned on their pixel grid. Volumes trained in 3D (`train.dims`) are planned from
+their median shape and voxel spacing as nnU-Net plans its 3d_fullres configuration: a patch of the median volume's
+shape shrunk along its physically longest axis until it fits the device, pooling only along axes that are not
+already coarse (`unetflow.train.model.pool_kernels_for`), batch 2 on a CPU.
 """
 
 import math
 
 import numpy as np
+import pandas as pd
 import torch
-from scipy import ndimage
 
-from unetflow.gpu import free_memory_bytes
-from unetflow.io.labels import IGNORE_INDEX
-from unetflow.train.model import pool_kernels_for
+from unetflow.train.model import UNet, pool_kernels_for, trained_parameters
 
 PLANNED_KEYS = ("dims", "patch_size", "depth", "pool_kernels", "base_width", "batch_size", "foreground_oversampling")
-TRAITS_CASES = 50  # at most this many training cases (seeded) are measured for object sizes
 COARSEST_MAP = 8  # pool until the coarsest feature map would be smaller than this many pixels
 MAX_DEPTH = 7
 CPU_PATCH_SIDE = 256  # larger patches only slow a CPU step down, unless the objects need them
@@ -31,30 +33,65 @@ CPU_PATCH_SIDE_3D = 96
 GPU_PATCH_SIDE_3D = 256
 CPU_BATCH_3D = 2  # nnU-Net's 3D batch; a CPU gains nothing from more
 CPU_BATCH_2D = 4  # a CPU step costs the same per image at any batch, so a smaller one takes more steps in a budget
+GPU_BATCH_CAP = 64
+ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for an anisotropic spacing
+FEW_SLICES = 32  # fewer voxels than this along the coarse axis of an anisotropic volume: train in 2D
 
 
-def training_traits(cases, seed: int = 0, spacing: list[float] | None = None) -> dict:
-    """Sizes, class frequencies (pixel share of each class) and object sizes (90th percentile of the equivalent
-    diameters of the face-connected components of each foreground class, in pixels or voxels) of training (image,
-    labels) cases, 2D or 3D; with `spacing` (the volumes' median voxel size), that too."""
-    labels = [case[1] for case in cases]
-    counts = sum(np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=256)[:256] for lab in labels)
-    num_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 1
-    sample = np.random.default_rng(seed).permutation(len(labels))[:TRAITS_CASES]
-    diameters = [equivalent_diameters(np.bincount(components.ravel())[1:], components.ndim)
-                 for index in sample for c in range(1, num_classes)
-                 for components in [ndimage.label(labels[index] == c)[0]] if components.any()]
-    diameters = np.concatenate(diameters) if diameters else np.zeros(1)
-    traits = dict(cases=len(labels),
-                  median_size=[int(np.median([lab.shape[a] for lab in labels])) for a in range(labels[0].ndim)],
-                  class_shares=(counts[:num_classes] / max(1, counts.sum())).round(4).tolist(),
-                  object_diameter_p90=round(float(np.percentile(diameters, 90)), 1))
-    return traits if spacing is None else dict(traits, spacing=[round(float(s), 4) for s in spacing])
+def plan_device(device: torch.device) -> dict:
+    """What the plan is made for: the device type, its name and the memory planned against (a GPU's total memory;
+    none for the CPU, planned from fixed caps)."""
+    if device.type != "cuda":
+        return dict(type=device.type, name=device.type, memory_bytes=None)
+    properties = torch.cuda.get_device_properties(device)
+    return dict(type="cuda", name=properties.name, memory_bytes=int(properties.total_memory))
 
 
-def equivalent_diameters(sizes: np.ndarray, ndim: int) -> np.ndarray:
-    """Diameters of the disks (2D) or balls (3D) of the given pixel or voxel counts."""
-    return 2 * np.sqrt(sizes / np.pi) if ndim == 2 else np.cbrt(6 * sizes / np.pi)
+def choose_dims(requested, sources: pd.DataFrame, patch_size: list[int] | None = None) -> tuple[int, str]:
+    """The U-Net's dims for the stored training `sources` (kind, slices, height, width, spacing) and why: `requested`
+    (2, 3 or 'auto', the value of train.dims; with 'auto', an explicit train.patch_size decides by its number of
+    sides). ValueError naming train.dims when 3 is asked of data that is not all volumes of several slices."""
+    sides = len(patch_size) if requested == "auto" and patch_size is not None else None
+    if requested == 2 or sides == 2:
+        return 2, "set in the config" if requested == 2 else "train.patch_size has 2 sides"
+    setting = "train.dims is 3" if requested == 3 else "train.patch_size has 3 sides" if sides == 3 else None
+    volumes = sources[(sources["kind"] == "volume") & (sources["slices"] > 1)]
+    others = sources.loc[~sources.index.isin(volumes.index), "id"].tolist()
+    if others or volumes.empty:
+        what = f"{len(others)} 2D image(s), TIFF stack(s) or one-slice volume(s), e.g. {others[:3]}" if others else \
+            "no sources"
+        if setting:
+            raise ValueError(f"config key {setting} but the training data holds {what}: a 3D U-Net trains on NIfTI "
+                             f"volumes of several slices; set train.dims to 2 or auto (and a 2-sided patch size)")
+        return 2, f"the training data holds {what}"
+    if setting:
+        return 3, "set in the config" if requested == 3 else setting
+    spacing = np.median(np.stack(volumes["spacing"].tolist()), axis=0)
+    shape = np.median(volumes[["slices", "height", "width"]].to_numpy(), axis=0)
+    coarse, ratio = int(np.argmax(spacing)), float(spacing.max() / spacing.min())
+    median = f"median spacing {spacing.round(4).tolist()}, median shape {shape.astype(int).tolist()}"
+    if ratio > ANISOTROPY_RATIO and shape[coarse] < FEW_SLICES:
+        return 2, (f"volumes too anisotropic for 3D ({median}: spacing ratio {ratio:.1f} > {ANISOTROPY_RATIO:g} "
+                   f"and {shape[coarse]:g} < {FEW_SLICES} voxels along the coarse axis)")
+    return 3, (f"NIfTI volumes, not extremely anisotropic ({median}: spacing ratio {ratio:.1f}; 2D only above "
+               f"{ANISOTROPY_RATIO:g} with under {FEW_SLICES} voxels along the coarse axis)")
+
+
+def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict:
+    """What the plan is made from, of the stored training `sources`: their number, the cases a `dims`-D U-Net sees
+    (2D slices or volumes) and their median size, the pixel share of each class, the 90th percentile of the objects'
+    in-plane diameters (the fingerprint's, on the stored grid), and in 3D the median voxel spacing (array order)."""
+    shapes = sources[["slices", "height", "width"]].to_numpy()
+    if dims == 2:
+        shapes = np.repeat(shapes[:, 1:], sources["slices"].to_numpy(), axis=0)
+    counts = np.sum(np.stack(sources["class_voxels"].map(np.asarray).tolist()), axis=0)
+    shrink = float(np.median(sources["height"] / sources["original_height"]))
+    traits = dict(sources=len(sources), cases=len(shapes), median_size=[int(s) for s in np.median(shapes, axis=0)],
+                  class_shares=(counts / max(1, counts.sum())).round(4).tolist(),
+                  object_diameter_p90=round(fingerprint["object_diameter_p90"] * shrink, 1))
+    if dims == 3:
+        traits["spacing"] = [round(float(s), 4) for s in np.median(np.stack(sources["spacing"].tolist()), axis=0)]
+    return traits
 
 
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, pool_kernels=None) -> int:
@@ -66,13 +103,14 @@ def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, poo
     return sum(16 * 4 * base_width * 2**level * math.prod(patch) // shrink[level] for level in range(depth + 1))
 
 
-def plan_batch_size(patch: list[int], depth: int, base_width: int, device: torch.device, pool_kernels=None) -> int:
-    """Largest batch whose activations fill at most a third of the free memory, from 2 to CPU_BATCH_2D on the CPU
-    (CPU_BATCH_3D for 3D patches: a larger batch trains no more images per second there, only fewer steps) or to 64
-    on a GPU."""
-    fits = free_memory_bytes(device) // 3 // training_bytes_per_sample(patch, depth, base_width, pool_kernels)
-    cap = 64 if device.type == "cuda" else CPU_BATCH_3D if len(patch) == 3 else CPU_BATCH_2D
-    return int(min(max(2, fits), cap))
+def plan_batch_size(patch: list[int], depth: int, base_width: int, device: dict, pool_kernels=None) -> int:
+    """On a CPU CPU_BATCH_2D (CPU_BATCH_3D for 3D patches: a larger batch trains no more images per second there,
+    only fewer steps); on a GPU the largest batch from 2 to GPU_BATCH_CAP whose activations fill at most a third of
+    its memory."""
+    if device["type"] != "cuda":
+        return CPU_BATCH_3D if len(patch) == 3 else CPU_BATCH_2D
+    fits = device["memory_bytes"] // 3 // training_bytes_per_sample(patch, depth, base_width, pool_kernels)
+    return int(min(max(2, fits), GPU_BATCH_CAP))
 
 
 def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: int = CPU_PATCH_SIDE) -> list[int]:
@@ -81,18 +119,23 @@ def plan_patch_size(heights: list[int], widths: list[int], depth: int, largest: 
     return [max(multiple, min(int(np.median(sizes)), largest) // multiple * multiple) for sizes in (heights, widths)]
 
 
-def patch_side_limit(traits: dict, device: torch.device, base_width: int) -> tuple[int, str]:
+def fits_gpu(patch: list[int], depth: int, base_width: int, device: dict) -> bool:
+    """Whether a batch of 2 of `patch` (pooled `depth` times) fits in a third of the GPU's memory."""
+    return 2 * training_bytes_per_sample(patch, depth, base_width) <= device["memory_bytes"] // 3
+
+
+def patch_side_limit(traits: dict, device: dict, base_width: int) -> tuple[int, str]:
     """The largest patch side for this device and why: on the CPU 256, or twice the typical large object when that
-    is more; on a GPU up to 1024, as long as a batch of 2 fits in a third of the free memory."""
+    is more; on a GPU up to 1024, as long as a batch of 2 fits in a third of its memory."""
     need = int(2 * traits["object_diameter_p90"])
-    if device.type != "cuda":
+    if device["type"] != "cuda":
         side = max(CPU_PATCH_SIDE, need)
         return side, (f"CPU: at most {CPU_PATCH_SIDE}" if side == CPU_PATCH_SIDE
                       else f"twice the 90th-percentile object diameter ({traits['object_diameter_p90']:g} px)")
     side = GPU_PATCH_SIDE
-    while side > 64 and 2 * training_bytes_per_sample([side, side], 5, base_width) > free_memory_bytes(device) // 3:
+    while side > 64 and not fits_gpu([side, side], 5, base_width, device):
         side //= 2
-    return side, f"GPU: up to {GPU_PATCH_SIDE} as its free memory allows a batch of 2"
+    return side, f"GPU: up to {GPU_PATCH_SIDE} as a batch of 2 fits in a third of its memory"
 
 
 def depth_for(sides: list[int], limit_by_divisibility: bool) -> int:
@@ -106,37 +149,7 @@ def depth_for(sides: list[int], limit_by_divisibility: bool) -> int:
     return depth
 
 
-def plan_training(cfg: dict, traits: dict, device: torch.device, dims_reason: str | None = None) -> tuple[dict, dict]:
-    """The `train` settings with every planned key filled (explicit values kept), and the reason for each. The
-    cases' dimensionality (`traits["median_size"]`: 2 or 3 sides) is the U-Net's `dims`; `dims_reason` says why
-    `train.dims: auto` chose it."""
-    dims = len(traits["median_size"])
-    reasons = {} if cfg.get("dims", "auto") != "auto" else {"dims": dims_reason or f"the training cases are {dims}D"}
-    base_width = cfg["base_width"]
-    if base_width is None:
-        base_width = 32 if device.type == "cuda" else 16
-        reasons["base_width"] = f"{'GPU' if device.type == 'cuda' else 'CPU'} default"
-    if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
-        raise ValueError(f"config key train.patch_size {cfg['patch_size']} has {len(cfg['patch_size'])} sides but "
-                         f"the U-Net is {dims}D (train.dims {cfg.get('dims', 'auto')}); give {dims} sides or null")
-    plan_geometry = plan_volume_geometry if dims == 3 else plan_image_geometry
-    patch, depth, kernels = plan_geometry(cfg, traits, device, base_width, reasons)
-    batch = cfg["batch_size"] or plan_batch_size(patch, depth, base_width, device, kernels)
-    if not cfg["batch_size"]:
-        reasons["batch_size"] = f"activations in a third of the free {device.type} memory, capped for the device"
-    oversampling = cfg["foreground_oversampling"]
-    if oversampling is None:
-        rarest = min(traits["class_shares"][1:], default=1.0)
-        oversampling = 0.5 if rarest < RARE_CLASS_SHARE else 0.33
-        reasons["foreground_oversampling"] = (f"rarest foreground class {rarest:.1%} of the pixels"
-                                              + (f" < {RARE_CLASS_SHARE:.0%}" if oversampling == 0.5 else
-                                                 "; nnU-Net's 0.33"))
-    planned = dict(cfg, dims=dims, patch_size=list(patch), depth=depth, pool_kernels=kernels, base_width=base_width,
-                   batch_size=batch, foreground_oversampling=oversampling)
-    return planned, reasons
-
-
-def plan_image_geometry(cfg: dict, traits: dict, device: torch.device, base_width: int, reasons: dict):
+def plan_image_geometry(cfg: dict, traits: dict, device: dict, base_width: int, reasons: dict):
     """Patch size and depth of a 2D U-Net (pooling 2x2 at every level: no pool kernels), their reasons added."""
     patch, depth = cfg["patch_size"], cfg["depth"]
     if patch is None:
@@ -154,10 +167,10 @@ def plan_image_geometry(cfg: dict, traits: dict, device: torch.device, base_widt
     return patch, depth, None
 
 
-def plan_volume_geometry(cfg: dict, traits: dict, device: torch.device, base_width: int, reasons: dict):
+def plan_volume_geometry(cfg: dict, traits: dict, device: dict, base_width: int, reasons: dict):
     """Patch size, depth and per-level pooling strides of a 3D U-Net from the median volume shape and spacing (axes
-    in the order of the volume arrays: slices first), their reasons added."""
-    spacing = traits.get("spacing") or [1.0, 1.0, 1.0]
+    in array order: slices first), their reasons added."""
+    spacing = traits["spacing"]
     patch, depth = cfg["patch_size"], cfg["depth"]
     if patch is None:
         patch, why = volume_patch(traits["median_size"], spacing, device, base_width)
@@ -176,30 +189,70 @@ def plan_volume_geometry(cfg: dict, traits: dict, device: torch.device, base_wid
     return patch, depth, kernels
 
 
-def volume_patch(median: list[int], spacing: list[float], device: torch.device, base_width: int):
+def volume_patch(median: list[int], spacing: list[float], device: dict, base_width: int):
     """The median volume's shape, at most a side limit per axis, shrunk along its physically longest axis (size
-    times spacing) until it fits the device (`volume_patch_fits`). Returns the patch and why."""
-    limit = GPU_PATCH_SIDE_3D if device.type == "cuda" else CPU_PATCH_SIDE_3D
+    times spacing) until it fits the device (CPU_PATCH_VOXELS_3D voxels on a CPU, a batch of 2 (depth 5) in a third
+    of a GPU's memory). Returns the patch and why."""
+    cuda = device["type"] == "cuda"
+    limit = GPU_PATCH_SIDE_3D if cuda else CPU_PATCH_SIDE_3D
     patch = [min(n, limit) for n in median]
-    while not volume_patch_fits(patch, device, base_width) and max(patch) > 8:
+
+    def fits(candidate):
+        return fits_gpu(candidate, 5, base_width, device) if cuda else math.prod(candidate) <= CPU_PATCH_VOXELS_3D
+
+    while not fits(patch) and max(patch) > 8:
         longest = max((n * s, axis) for axis, (n, s) in enumerate(zip(patch, spacing)) if n > 8)[1]
         patch[longest] -= max(1, patch[longest] // 8)
-    if device.type == "cuda":
-        return patch, f"GPU: at most {limit} a side, a batch of 2 in a third of its free memory"
+    if cuda:
+        return patch, f"GPU: at most {limit} a side, a batch of 2 in a third of its memory"
     return patch, f"CPU: at most {limit} a side and {CPU_PATCH_VOXELS_3D} voxels"
 
 
-def volume_patch_fits(patch: list[int], device: torch.device, base_width: int) -> bool:
-    """Whether a 3D patch suits the device: CPU_PATCH_VOXELS_3D voxels on a CPU, a batch of 2 (depth 5) in a third
-    of a GPU's free memory."""
-    if device.type == "cuda":
-        return 2 * training_bytes_per_sample(patch, 5, base_width) <= free_memory_bytes(device) // 3
-    return math.prod(patch) <= CPU_PATCH_VOXELS_3D
+def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None, device: dict) -> tuple[dict, dict]:
+    """The planned keys' values (explicit values of `cfg` kept), and the reason for each planned one."""
+    reasons = {} if cfg["dims"] != "auto" else {"dims": dims_reason}
+    base_width = cfg["base_width"]
+    if base_width is None:
+        base_width = 32 if device["type"] == "cuda" else 16
+        reasons["base_width"] = f"{'GPU' if device['type'] == 'cuda' else 'CPU'} default"
+    plan_geometry = plan_volume_geometry if dims == 3 else plan_image_geometry
+    patch, depth, kernels = plan_geometry(cfg, traits, device, base_width, reasons)
+    batch = cfg["batch_size"] or plan_batch_size(patch, depth, base_width, device, kernels)
+    if not cfg["batch_size"]:
+        reasons["batch_size"] = ("CPU: a fixed cap" if device["type"] != "cuda" else
+                                 "activations in a third of the GPU's memory, at most 64")
+    oversampling = cfg["foreground_oversampling"]
+    if oversampling is None:
+        rarest = min(traits["class_shares"][1:], default=1.0)
+        oversampling = 0.5 if rarest < RARE_CLASS_SHARE else 0.33
+        reasons["foreground_oversampling"] = (f"rarest foreground class {rarest:.1%} of the pixels"
+                                              + (f" < {RARE_CLASS_SHARE:.0%}" if oversampling == 0.5 else
+                                                 "; nnU-Net's 0.33"))
+    planned = dict(dims=dims, patch_size=list(patch), depth=depth, pool_kernels=kernels, base_width=base_width,
+                   batch_size=batch, foreground_oversampling=oversampling)
+    return planned, reasons
 
 
-def plan_record(planned: dict, reasons: dict, traits: dict, device: torch.device, parameters: int) -> dict:
-    """What plan.json holds: the device, the `training_traits` (key fingerprint), the U-Net's trained `parameters`
-    (for the leaderboard) and each planned key's value, source and reason."""
-    return dict(device=str(device), fingerprint=traits, parameters=parameters,
+def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: int, device: torch.device) -> dict:
+    """The plan of an experiment (`cfg`: its train section) from its stored training `sources` (rows of the
+    preprocess table), the fingerprint summary and the device: what plan.json holds (the device, the traits, the
+    U-Net's input channels, classes and trained parameters, and each planned key's value, source and reason)."""
+    target = plan_device(device)
+    dims, dims_reason = choose_dims(cfg["dims"], sources, cfg["patch_size"])
+    if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
+        raise ValueError(f"config key train.patch_size {cfg['patch_size']} has {len(cfg['patch_size'])} sides but the "
+                         f"U-Net is {dims}D (train.dims {cfg['dims']}); give {dims} sides or null")
+    traits = training_traits(sources, dims, fingerprint)
+    planned, reasons = planned_settings(cfg, traits, dims, dims_reason, target)
+    channels = int(sources["channels"].iloc[0])
+    model = UNet(channels, num_classes, planned["depth"], planned["base_width"], cfg["norm"], cfg["deep_supervision"],
+                 dims, planned["pool_kernels"])
+    return dict(device=target, fingerprint=traits, in_channels=channels, num_classes=num_classes,
+                parameters=trained_parameters(model),
                 settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
                                     reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})
+
+
+def settings_of(plan: dict) -> dict:
+    """The planned values of a plan ({key: value}), to merge over a train section."""
+    return {key: entry["value"] for key, entry in plan["settings"].items()}

@@ -1,5 +1,5 @@
-"""Training: patch sampling, the training loop, checkpoints and resume (the budget and the learning-rate schedule
-are in unetflow.train.schedule, validation in unetflow.train.validation).
+"""Training: the training loop, checkpoints and resume (cases and patches are in unetflow.train.sampler, the budget
+and the learning-rate schedule in unetflow.train.schedule, validation in unetflow.train.validation).
 
 Everything random in training draws from two torch generators (patch sampling on the CPU, augmentation on the
 training device) whose states are checkpointed, so an interrupted run that resumes ends with the same weights as an
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unetflow.gpu import free_memory_bytes, peak_memory_bytes, pick_device, uses_bf16
+from unetflow.gpu import peak_memory_bytes, pick_device, uses_bf16
 from unetflow.io.labels import IGNORE_INDEX
-from unetflow.plan.plan import plan_record, plan_training, training_traits
 from unetflow.train.augment import augment_batch, augment_weighted_batch
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
-from unetflow.train.model import UNet, trained_parameters
+from unetflow.train.model import UNet
+from unetflow.train.sampler import PatchSampler
 from unetflow.train.schedule import Clock, lr_factor, training_budget
 from unetflow.train.validation import (
     CANDIDATES_KEPT,
@@ -35,72 +35,6 @@ from unetflow.train.validation import (
 )
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
-
-
-class PatchSampler:
-    """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
-    over); draws random patches, a share of them centred on foreground pixels. Cases are 2D, image (C, H, W) and
-    labels (H, W) with a 2D patch, or volumes, image (C, D, H, W) and labels (D, H, W) with a 3D patch.
-
-    Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
-    indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
-    converted to float32 images and int64 labels on the training device. Cases of (image, labels, weights) carry
-    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels."""
-
-    def __init__(self, cases: list[tuple[np.ndarray, ...]], patch: list[int], device: torch.device,
-                 foreground_share: float):
-        self.patch, self.device, self.foreground_share = patch, device, foreground_share
-        data_bytes = sum(array.nbytes for case in cases for array in case)
-        self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
-        self.images, self.labels, self.weights, self.foreground = [], [], [], []
-        for image, labels, *weights in cases:
-            self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
-            image, labels = padded_to_patch(image, labels, patch)
-            self.images.append(torch.from_numpy(image).to(self.storage))
-            self.labels.append(torch.from_numpy(labels).to(self.storage))
-            foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
-            self.foreground.append(torch.from_numpy(foreground))
-        self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
-
-    def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
-        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
-        shape = self.labels[case].shape
-        if centre_on_foreground:
-            points = self.foreground[case]
-            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
-            return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
-        return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
-        images, labels, _ = self.sample_weighted(batch_size, generator)
-        return images, labels
-
-    def sample_weighted(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """`sample` plus the patches' loss weights (B, *patch) float32, or None when the cases have none."""
-        n_foreground = round(self.foreground_share * batch_size) if self.with_foreground else 0
-        images, labels, weights = [], [], []
-        for index in range(batch_size):
-            on_foreground = index < n_foreground
-            pool = self.with_foreground if on_foreground else range(len(self.images))
-            case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
-            window = tuple(slice(start, start + size)
-                           for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
-            images.append(self.images[case][(slice(None), *window)])
-            labels.append(self.labels[case][window])
-            weights += [self.weights[case][window]] if self.weights else []
-        return (torch.stack(images).to(self.device, non_blocking=True).float(),
-                torch.stack(labels).to(self.device, non_blocking=True).long(),
-                torch.stack(weights).to(self.device, non_blocking=True).float() if weights else None)
-
-
-def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image (C, *shape) and labels (*shape) zero-padded at the end of each axis up to at least the patch size (the
-    arrays themselves when they are large enough: no copy)."""
-    pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
-    if not any(after for _, after in pad):
-        return image, labels
-    return np.pad(image, [(0, 0), *pad]), np.pad(labels, pad)
 
 
 def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
@@ -123,6 +57,17 @@ def run_identity(cfg: dict, train_ids: list[str], cases) -> str:
     return digest.hexdigest()
 
 
+def refuse_other_device(plan: dict, device: torch.device) -> None:
+    """ValueError when a job trains on another kind of device than its plan was made for (a GPU plan on a node
+    without a GPU, or the reverse), naming the setting to fix."""
+    planned = plan["device"]["type"]
+    if planned != device.type:
+        raise ValueError(f"the experiment's plan (plan.json) was made for {planned} ({plan['device']['name']}) but "
+                         f"this training job runs on {device.type}: give the training jobs the device the plan job had "
+                         f"(train.device, and under SLURM the GPU resource, see README 'GPUs, conda, clusters'), or "
+                         f"plan again with `--forcerun plan`")
+
+
 def save_atomic(state: dict, path) -> None:
     """torch.save via a temporary file, so a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")
@@ -139,23 +84,19 @@ def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float, plan
 class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.train.schedule)."""
 
-    def __init__(self, cfg: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
-                 spacing: list[float] | None = None, dims_reason: str | None = None):
-        """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W), with
-        their median voxel `spacing`); a 2D or 3D U-Net is trained accordingly (`dims_reason`: why train.dims chose
-        it)."""
+    def __init__(self, cfg: dict, plan: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
+        """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W)), as the
+        experiment's `plan` (plan.json) says; `cfg` is the train section with the planned values filled in. ValueError
+        when this job's device is not the kind the plan was made for."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
-        traits = training_traits(train_cases, cfg["seed"], spacing)
-        cfg, reasons = plan_training(cfg, traits, self.device, dims_reason)
-        self.cfg = cfg
-        self.patch, self.batch_size, depth = cfg["patch_size"], cfg["batch_size"], cfg["depth"]
+        refuse_other_device(plan, self.device)
+        self.cfg, self.plan = cfg, plan
+        self.patch, self.batch_size = cfg["patch_size"], cfg["batch_size"]
         self.bf16 = uses_bf16(cfg["precision"], self.device)
-        in_channels, num_classes = train_cases[0][0].shape[0], cfg["num_classes"]
-        self.model = UNet(in_channels, num_classes, depth, cfg["base_width"], cfg["norm"], cfg["deep_supervision"],
-                          cfg["dims"], cfg["pool_kernels"]).to(self.device)
-        self.plan = plan_record(cfg, reasons, traits, self.device, trained_parameters(self.model))
+        self.model = UNet(plan["in_channels"], plan["num_classes"], cfg["depth"], cfg["base_width"], cfg["norm"],
+                          cfg["deep_supervision"], cfg["dims"], cfg["pool_kernels"]).to(self.device)
         self.memory_format = CHANNELS_LAST[cfg["dims"]]
         self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
@@ -169,11 +110,8 @@ class Trainer:
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.identity = run_identity(cfg, train_ids, [*train_cases, *val_cases])
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
-        self.log.info("plan: device %s (%s), data on %s; %d training and %d validation cases; training traits %s",
-                      self.device, "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases),
-                      len(val_cases), traits)
-        for key, entry in self.plan["settings"].items():
-            self.log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+        self.log.info("device %s (%s), data on %s; %d training and %d validation cases", self.device,
+                      "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases), len(val_cases))
         self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
                       "final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
                       len(val_cases), cfg["val_share"])

@@ -1,0 +1,22 @@
+# Rule plan: one training plan per experiment, run where its training runs (the same device and GPU request), so a
+# plan made for a GPU is trained on one.
+
+
+rule plan:
+    input:
+        stored=rules.preprocess.output.manifest,
+        fingerprint=rules.fingerprint.output.summary,
+        classes=rules.ingest.output.classes,
+        splits=rules.split.output[0],
+    output:
+        f"{RESULTS}/{{experiment}}/plan.json",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/plan.log",
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
+    params:
+        train=lambda wc: SETTINGS[wc.experiment]["train"],
+    script:
+        "../scripts/plan.py"

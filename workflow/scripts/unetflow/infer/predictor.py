@@ -1,0 +1,169 @@
+"""The one prediction path: a model package applied to images. `predict` scores what it writes, `infer` segments new
+images with it, and the Python API and command line use it as it is.
+
+An image is read in array order (`unetflow.io.sources`), preprocessed exactly as the training sources were
+(`unetflow.data.preprocess.network_array`), and predicted by the package's ensemble: each U-Net by tiled sliding
+window with its own training patch, a 3D model on the whole network array, a 2D model slice by slice, their softmax
+averaged; the mean softmax is brought back onto the image's own grid (linear), then turned into labels (argmax,
+optionally the largest component per class) or, in the instance mode, objects (watershed), and written in the
+encoding of the training masks with one summary row per unit and class.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from unetflow.data.preprocess import network_array
+from unetflow.gpu import pick_device, uses_bf16
+from unetflow.infer.package import Package, load_package
+from unetflow.infer.summary import unit_summary
+from unetflow.infer.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
+from unetflow.instances.objects import object_table, unit_objects
+from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
+from unetflow.io.resample import resample_probabilities
+from unetflow.io.sources import read_source_image, slice_axis, source_spacing, unit_array, units
+from unetflow.io.store import IMAGE_DTYPE
+from unetflow.train.model import UNet
+
+log = logging.getLogger("unetflow.infer.predictor")
+OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the masks
+
+
+def model_from_weights(hparams: dict, weights: dict, device: torch.device) -> UNet:
+    """A U-Net with `hparams` and `weights`, prepared for inference on `device`."""
+    model = UNet(**hparams)
+    model.load_state_dict(weights)
+    return prepare_for_inference(model, device)
+
+
+def model_probabilities(model: torch.nn.Module, image: torch.Tensor, patch, cfg: dict,
+                        device: torch.device) -> torch.Tensor:
+    """One model's softmax (K, Z, Y, X) of a network array (C, Z, Y, X): a 3D model on the whole array, a 2D model
+    on each slice; mirrored (cfg['mirror']) along every spatial axis it sees."""
+    dims = spatial_dims(model)
+    if dims == 2:
+        return torch.stack([model_probabilities_2d(model, image[:, z], patch, cfg, device)
+                            for z in range(image.shape[1])], dim=1)
+    return model_probabilities_2d(model, image, patch, cfg, device)
+
+
+def model_probabilities_2d(model, image: torch.Tensor, patch, cfg: dict, device: torch.device) -> torch.Tensor:
+    """A model's tiled softmax of an image of its own dimensionality ((C, Y, X) or (C, Z, Y, X))."""
+    dims = image.ndim - 1
+    return sliding_window_predict(model, image, tuple(patch), overlap=cfg["overlap"], batch_size=cfg["batch_size"],
+                                  mirror_axes=tuple(range(dims)) if cfg["mirror"] else (), device=device,
+                                  bf16=uses_bf16(cfg["precision"], device))
+
+
+def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """A copy of `labels` (2D or 3D) in which every foreground class keeps only its largest face-connected
+    component (4-connected in 2D, 6 in 3D); the pixels of its other components become background (class 0).
+    Ties keep the first component in raster order."""
+    kept = labels.copy()
+    for c in range(1, num_classes):
+        components, count = ndimage.label(labels == c)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            kept[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
+    return kept
+
+
+class Predictor:
+    """A model package ready to segment images: `predict_sources` for checked sources (manifest rows: an `id`, which
+    names the outputs and may hold sub-folders, the files and their kind), `source_probabilities` for one source,
+    `predict_array` for one image in memory."""
+
+    def __init__(self, package: Package, device: str = "auto"):
+        self.package, self.device = package, pick_device(device)
+        self.models = [model_from_weights(m["hparams"], m["weights"], self.device) for m in package.models]
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "Predictor":
+        return cls(load_package(path), device)
+
+    def network_array(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
+        """A read image (C, Z, Y, X) preprocessed as the training sources were (see `network_array`), float16 as
+        stored."""
+        package = self.package
+        return network_array(image, package.input_channels, package.preprocess, spacing, axis).astype(IMAGE_DTYPE)
+
+    def probabilities(self, network: np.ndarray) -> torch.Tensor:
+        """The mean softmax (K, Z, Y, X) of the package's models on a network array (C, Z, Y, X)."""
+        image, total = torch.from_numpy(network), None
+        for model, patch in zip(self.models, self.package.patches):
+            probs = model_probabilities(model, image, patch, self.package.predict, self.device)
+            total = probs if total is None else total.add_(probs)
+        return total.div_(len(self.models))
+
+    def image_probabilities(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
+        """The mean softmax (K, Z, Y, X) float32 of a read image (C, Z, Y, X) on its own grid (`spacing`: a volume's,
+        array order)."""
+        probs = self.probabilities(self.network_array(image, spacing, axis)).numpy()
+        return resample_probabilities(probs, image.shape[1:])
+
+    def source_probabilities(self, row) -> np.ndarray:
+        """The mean softmax (K, Z, Y, X) of a source (a manifest row) on its file's grid."""
+        return self.image_probabilities(read_source_image(row), source_spacing(row), slice_axis(row))
+
+    def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) float32 of a 2D image
+        (H, W) or (H, W, C)."""
+        image = image[..., None] if image.ndim == 2 else image
+        probs = self.image_probabilities(np.moveaxis(image, -1, 0)[:, None])[:, 0]
+        return probs.argmax(0).astype(np.uint8), probs
+
+    def predict_sources(self, sources: pd.DataFrame, out_dir,
+                        save_probabilities: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Predict every source, write its mask (and probabilities) under out_dir; the summary table and the object
+        table (of the instance mode; empty otherwise)."""
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        rows, objects = [], []
+        for number, source in enumerate(sources.to_dict("records"), start=1):
+            source_rows, source_objects = self.predict_source(source, out_dir, save_probabilities)
+            rows, objects = rows + source_rows, objects + source_objects
+            log.info("segmented %d/%d: %s", number, len(sources), source["image_path"])
+        return pd.DataFrame(rows), object_table(objects)
+
+    def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> tuple[list[dict], list[dict]]:
+        """The mask of one source written to out_dir/<id>.<suffix>; its summary rows and (in the instance mode) its
+        object rows."""
+        probs = self.source_probabilities(source)
+        target, path = self.package.instance_target, prediction_path(out_dir, source["id"], source,
+                                                                     bool(self.package.instance_target))
+        labels, objects = self.postprocessed(source, probs)
+        if target:
+            path = write_instance_mask(path, labels, source)
+        else:
+            path = write_class_mask(path, labels, self.package.classes, source, self.package.palette)
+        confidence, counted, rows = probs.max(axis=0), self.summary_labels(labels, probs), []
+        for name, unit in units(source):
+            found = {"objects": sum(row["case"] == name for row in objects)} if target else {}
+            rows += [dict(row, **found) for row in unit_summary(name, source, unit, path, unit_array(counted, unit),
+                                                                unit_array(confidence, unit), self.package.classes)]
+            if save_probabilities:
+                part = probs[:, unit]
+                write_probabilities(part[:, 0] if part.shape[1] == 1 else part, out_dir, name)
+        return rows, objects
+
+    def postprocessed(self, source: dict, probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        """What a source's softmax (K, Z, Y, X) is written as: class indices (argmax; the largest component per class
+        of each unit with predict.largest_component), or in the instance mode object ids and their rows."""
+        settings, target = self.package.predict, self.package.instance_target
+        if target:
+            found = [unit_objects(name, probs[:, unit], target, settings["min_object_size"])
+                     for name, unit in units(source)]
+            return np.concatenate([ids for ids, _ in found]), [row for _, rows in found for row in rows]
+        labels = probs.argmax(0).astype(np.uint8)
+        if settings["largest_component"]:
+            for _, unit in units(source):
+                labels[unit] = keep_largest_components(labels[unit], self.package.num_classes)
+        return labels, []
+
+    def summary_labels(self, written: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """The class of every pixel the summary counts: the written labels, or in the instance mode the argmax."""
+        return probs.argmax(0) if self.package.instance_target else written
+

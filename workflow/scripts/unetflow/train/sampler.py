@@ -1,0 +1,92 @@
+"""Training cases and the patches drawn from them: the stored sources loaded as 2D slices or whole volumes, held on
+the training device when they fit, and random patches, a share of them centred on foreground."""
+
+import numpy as np
+import torch
+
+from unetflow.gpu import free_memory_bytes
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.store import load_array, load_training_arrays, stored_paths
+
+
+def training_cases(table, ids: list[str], dims: int, weights: bool = False) -> list[tuple[np.ndarray, ...]]:
+    """The stored sources `ids` (`table`: the preprocess table) as cases of a `dims`-D U-Net: every slice (image
+    (C, Y, X), labels (Y, X)) for 2D, every source whole (image (C, Z, Y, X), labels (Z, Y, X)) for 3D; with
+    `weights`, the loss weights too where they are stored."""
+    cases = []
+    for path in stored_paths(table, ids):
+        arrays = load_training_arrays(path) if weights else (load_array(path, "image"), load_array(path, "labels"))
+        if dims == 3:
+            cases.append(arrays)
+        else:
+            image, *maps = arrays
+            cases += [(image[:, z], *(array[z] for array in maps)) for z in range(image.shape[1])]
+    return cases
+
+
+class PatchSampler:
+    """Training cases held on the device when they fit in half its free memory (else on the host, batches copied
+    over); draws random patches, a share of them centred on foreground pixels. Cases are 2D, image (C, H, W) and
+    labels (H, W) with a 2D patch, or volumes, image (C, D, H, W) and labels (D, H, W) with a 3D patch.
+
+    Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
+    indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
+    converted to float32 images and int64 labels on the training device. Cases of (image, labels, weights) carry
+    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels."""
+
+    def __init__(self, cases: list[tuple[np.ndarray, ...]], patch: list[int], device: torch.device,
+                 foreground_share: float):
+        self.patch, self.device, self.foreground_share = patch, device, foreground_share
+        data_bytes = sum(array.nbytes for case in cases for array in case)
+        self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
+        self.images, self.labels, self.weights, self.foreground = [], [], [], []
+        for image, labels, *weights in cases:
+            self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
+            image, labels = padded_to_patch(image, labels, patch)
+            self.images.append(torch.from_numpy(image).to(self.storage))
+            self.labels.append(torch.from_numpy(labels).to(self.storage))
+            foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
+            self.foreground.append(torch.from_numpy(foreground))
+        self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
+
+    def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
+        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
+        shape = self.labels[case].shape
+        if centre_on_foreground:
+            points = self.foreground[case]
+            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
+            return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
+        return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
+        images, labels, _ = self.sample_weighted(batch_size, generator)
+        return images, labels
+
+    def sample_weighted(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """`sample` plus the patches' loss weights (B, *patch) float32, or None when the cases have none."""
+        n_foreground = round(self.foreground_share * batch_size) if self.with_foreground else 0
+        images, labels, weights = [], [], []
+        for index in range(batch_size):
+            on_foreground = index < n_foreground
+            pool = self.with_foreground if on_foreground else range(len(self.images))
+            case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
+            window = tuple(slice(start, start + size)
+                           for start, size in zip(self.origin(case, on_foreground, generator), self.patch))
+            images.append(self.images[case][(slice(None), *window)])
+            labels.append(self.labels[case][window])
+            weights += [self.weights[case][window]] if self.weights else []
+        return (torch.stack(images).to(self.device, non_blocking=True).float(),
+                torch.stack(labels).to(self.device, non_blocking=True).long(),
+                torch.stack(weights).to(self.device, non_blocking=True).float() if weights else None)
+
+
+def padded_to_patch(image: np.ndarray, labels: np.ndarray, patch: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image (C, *shape) and labels (*shape) zero-padded at the end of each axis up to at least the patch size (the
+    arrays themselves when they are large enough: no copy)."""
+    pad = [(0, max(0, p - s)) for p, s in zip(patch, labels.shape)]
+    if not any(after for _, after in pad):
+        return image, labels
+    return np.pad(image, [(0, 0), *pad]), np.pad(labels, pad)
+
+
