@@ -55,7 +55,7 @@ def train_cfg(args, num_classes: int) -> dict:
                 iterations_per_epoch=args.iterations, val_share=0.1, batch_size=args.batch, patch_size=None,
                 depth=3, base_width=16, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam",
                 lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_iterations=0, grad_clip=0,
-                foreground_oversampling=0.33, early_stopping=0, checkpoint_every=10**6, compile=False,
+                foreground_oversampling=0.33, early_stopping=0, resume_every=10**6, compile=False,
                 augment=AUGMENT_DEFAULTS, num_classes=num_classes)
 
 

@@ -1,4 +1,4 @@
-"""Training: planning, schedules, foreground oversampling, and resume after a kill."""
+"""Training: schedules, validation, foreground oversampling, and resume after a kill (planning: test_plan.py)."""
 
 import json
 import logging
@@ -13,17 +13,8 @@ import torch
 
 from conftest import REPO
 from unetflow.data.demo_volumes import ellipsoid_volume
-from unetflow.plan.plan import (
-    CPU_BATCH_2D,
-    CPU_BATCH_3D,
-    plan_batch_size,
-    plan_patch_size,
-    plan_training,
-    training_bytes_per_sample,
-    training_traits,
-)
+from unetflow.train.sampler import PatchSampler
 from unetflow.train.schedule import Budget, lr_factor, training_budget
-from unetflow.train.train import PatchSampler
 from unetflow.train.validation import (
     affordable_candidates,
     best_on_full_set,
@@ -31,56 +22,6 @@ from unetflow.train.validation import (
     validation_subset,
     weights_copy,
 )
-
-
-def test_patch_plan_follows_median_size_and_depth():
-    assert plan_patch_size([100, 120, 500], [64, 64, 64], depth=3) == [120, 64]
-    assert plan_patch_size([1000] * 3, [37] * 3, depth=4) == [256, 32]
-    assert plan_patch_size([5], [5], depth=3) == [8, 8]
-
-
-def test_batch_plan_is_capped_on_cpu_and_shrinks_with_memory(monkeypatch):
-    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 8 * 2**30)
-    assert plan_batch_size([128, 128], 3, 16, torch.device("cpu")) == CPU_BATCH_2D
-    assert plan_batch_size([32, 32, 32], 3, 16, torch.device("cpu")) == CPU_BATCH_3D
-    one_sample = training_bytes_per_sample([128, 128], 3, 16)
-    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 3 * one_sample)
-    assert plan_batch_size([128, 128], 3, 16, torch.device("cpu")) == 2
-
-
-UNSET = dict(patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
-ISBI_LIKE = dict(cases=17, median_size=[512, 512], class_shares=[0.22, 0.78], object_diameter_p90=60.0)
-
-
-def test_training_traits_measure_class_shares_and_object_sizes():
-    labels = np.zeros((100, 100), np.uint8)
-    yy, xx = np.mgrid[:100, :100]
-    labels[(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 1  # a disk of diameter ~40
-    traits = training_traits([(np.zeros((1, 100, 100), np.float32), labels)] * 3)
-    assert traits["median_size"] == [100, 100] and traits["cases"] == 3
-    assert traits["class_shares"][1] == pytest.approx(np.pi * 20**2 / 100**2, abs=0.01)
-    assert traits["object_diameter_p90"] == pytest.approx(40, abs=1)
-
-
-def test_plan_on_a_cpu_and_on_a_gpu(monkeypatch):
-    planned, reasons = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cpu"))
-    assert planned["patch_size"] == [256, 256] and planned["depth"] == 5  # coarsest map 8 px
-    assert planned["base_width"] == 16 and 2 <= planned["batch_size"] <= CPU_BATCH_2D
-    assert planned["foreground_oversampling"] == 0.33
-    assert set(reasons) == set(UNSET) | {"dims", "pool_kernels"} and planned["dims"] == 2
-    monkeypatch.setattr("unetflow.plan.free_memory_bytes", lambda device: 80 * 2**30)
-    planned, _ = plan_training(dict(UNSET), ISBI_LIKE, torch.device("cuda"))
-    assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
-
-
-def test_explicit_settings_win_and_rare_classes_raise_oversampling():
-    explicit = dict(dims=2, patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
-    planned, reasons = plan_training(explicit, ISBI_LIKE, torch.device("cpu"))
-    assert planned == dict(explicit, pool_kernels=None) and list(reasons) == ["pool_kernels"]  # 2x2: nothing to set
-    rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])
-    planned, reasons = plan_training(dict(UNSET, patch_size=[40, 96]), rare, torch.device("cpu"))
-    assert planned["depth"] == 2 and planned["foreground_oversampling"] == 0.5  # 40 -> 20 -> 10 px; 5 would be < 8
-    assert "patch_size" not in reasons and "1.0%" in reasons["foreground_oversampling"]
 
 
 @pytest.mark.parametrize("schedule", ["constant", "poly", "cosine"])
@@ -155,10 +96,11 @@ def test_foreground_oversampling_share(share):
 
 
 TINY_CFG = dict(device="cpu", seed=3, epochs=5, budget_steps=None, budget_minutes=None, val_share=1.0,
-                iterations_per_epoch=6, batch_size=4, patch_size=[32, 32], depth=2,
+                iterations_per_epoch=6, batch_size=4, dims=2, patch_size=[32, 32], depth=2, pool_kernels=None,
                 base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3,
                 weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0, foreground_oversampling=0.33,
-                early_stopping=0, checkpoint_every=1, compile=False, augment={}, precision="auto", num_classes=2)
+                early_stopping=0, resume_every=1, compile=False, augment={}, precision="auto")
+TINY_PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), in_channels=1, num_classes=2)
 
 
 def tiny_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +119,7 @@ RUNNER = textwrap.dedent(f"""
     import json, logging, sys
     import numpy as np, torch
     sys.path.insert(0, {str(REPO / "tests")!r})
-    from test_train import TINY_CFG, tiny_case, tiny_volume
+    from test_train import TINY_CFG, TINY_PLAN, tiny_case, tiny_volume
     from unetflow.train.train import Trainer
     torch.set_num_threads(1)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
@@ -185,21 +127,26 @@ RUNNER = textwrap.dedent(f"""
     rng = np.random.default_rng(0)
     make = tiny_volume if cfg.get("dims") == 3 else tiny_case
     train, val = [make(rng) for _ in range(4)], [make(rng) for _ in range(2)]
-    trainer = Trainer(cfg, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
+    if len(sys.argv) > 3:  # a job that resumes where other jobs hold memory: the plan does not change
+        import unetflow.gpu, unetflow.train.sampler
+        unetflow.gpu.free_memory_bytes = unetflow.train.sampler.free_memory_bytes = lambda device: 2**20
+    trainer = Trainer(cfg, TINY_PLAN, train, val, ["a", "b", "c", "d"], out + "/state.pt", logging.getLogger())
     trainer.run(out + "/model.pt", out + "/last.pt").to_parquet(out + "/metrics.parquet")
 """)
 
 
-def start_runner(folder, overrides: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-u", "-c", RUNNER, str(folder), json.dumps(overrides)],
+def start_runner(folder, overrides: dict, little_free_memory: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-u", "-c", RUNNER, str(folder), json.dumps(overrides),
+                             *(["little free memory"] if little_free_memory else [])],
                             stdout=subprocess.PIPE, text=True, cwd=REPO / "workflow" / "scripts")
 
 
 # epochs; and a step budget whose last epoch is short, validating a subset of the cases (final choice on all); in 3D
 STEP_BUDGET = {"epochs": None, "budget_steps": 27, "val_share": 0.05}
+VOLUMES = dict(STEP_BUDGET, dims=3, patch_size=[8, 16, 16], pool_kernels=[[2, 2, 2], [1, 2, 2]])  # as planned
 
 
-@pytest.mark.parametrize("overrides", [{}, STEP_BUDGET, dict(STEP_BUDGET, dims=3, patch_size=[8, 16, 16])])
+@pytest.mark.parametrize("overrides", [{}, STEP_BUDGET, VOLUMES])
 def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
     import pandas as pd
 
@@ -213,7 +160,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
             break
     first.wait()
     assert first.returncode == -signal.SIGKILL and not (interrupted / "last.pt").exists()
-    resumed = start_runner(interrupted, overrides)
+    resumed = start_runner(interrupted, overrides, little_free_memory=True)  # e.g. on a busier GPU
     assert "resuming after epoch" in resumed.communicate()[0]
     assert start_runner(whole, overrides).wait() == 0 and resumed.returncode == 0
 
@@ -237,12 +184,12 @@ def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
     state = tmp_path / "state.pt"
-    save_atomic(Trainer(TINY_CFG, train, val, list("abcd"), state, logging.getLogger()).state(), state)
+    save_atomic(Trainer(TINY_CFG, TINY_PLAN, train, val, list("abcd"), state, logging.getLogger()).state(), state)
     changed = [(image, 1 - labels) for image, labels in train]  # the same ids, other masks
     with caplog.at_level(logging.INFO):
-        Trainer(TINY_CFG, changed, val, list("abcd"), state, logging.getLogger()).try_resume()
+        Trainer(TINY_CFG, TINY_PLAN, changed, val, list("abcd"), state, logging.getLogger()).try_resume()
         assert "belongs to other settings or data" in caplog.text
-        Trainer(TINY_CFG, train, val, list("abcd"), state, logging.getLogger()).try_resume()
+        Trainer(TINY_CFG, TINY_PLAN, train, val, list("abcd"), state, logging.getLogger()).try_resume()
         assert "resuming after epoch 0" in caplog.text
 
 
@@ -281,14 +228,25 @@ def test_time_budget_trains_until_spent_and_counts_the_time_before_a_resume(tmp_
     rng = np.random.default_rng(0)
     train, val = [tiny_case(rng) for _ in range(4)], [tiny_case(rng) for _ in range(2)]
     cfg = dict(TINY_CFG, epochs=None, budget_minutes=0.01, lr_schedule="poly", warmup_iterations=0)  # 0.6 s
-    fresh = Trainer(cfg, train, val, list("abcd"), tmp_path / "fresh.pt", logging.getLogger())
+    fresh = Trainer(cfg, TINY_PLAN, train, val, list("abcd"), tmp_path / "fresh.pt", logging.getLogger())
     metrics = fresh.run(tmp_path / "model.pt", tmp_path / "last.pt")
     assert fresh.elapsed >= 0.6 and fresh.step == metrics["steps"].iloc[-1] > 12
     assert (np.diff(metrics["lr"]) < 0).all()  # the poly schedule runs over the time, not over epochs
     state = tmp_path / "state.pt"
-    interrupted = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
+    interrupted = Trainer(cfg, TINY_PLAN, train, val, list("abcd"), state, logging.getLogger())
     interrupted.elapsed = 0.3  # an interrupted run that had spent half the budget
     save_atomic(interrupted.state(), state)
-    resumed = Trainer(cfg, train, val, list("abcd"), state, logging.getLogger())
+    resumed = Trainer(cfg, TINY_PLAN, train, val, list("abcd"), state, logging.getLogger())
     resumed.run(tmp_path / "model2.pt", tmp_path / "last2.pt")
     assert resumed.elapsed >= 0.6 and 0.4 < resumed.step / fresh.step < 0.6
+
+
+def test_a_job_on_another_kind_of_device_than_its_plan_is_refused(tmp_path):
+    import logging
+
+    from unetflow.train.train import Trainer
+
+    rng = np.random.default_rng(0)
+    gpu_plan = dict(TINY_PLAN, device=dict(type="cuda", name="NVIDIA H100", memory_bytes=80 * 2**30))
+    with pytest.raises(ValueError, match=r"plan \(plan.json\) was made for cuda \(NVIDIA H100\).*runs on cpu"):
+        Trainer(TINY_CFG, gpu_plan, [tiny_case(rng)], [], ["a"], tmp_path / "state.pt", logging.getLogger())

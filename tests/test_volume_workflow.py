@@ -26,8 +26,8 @@ def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
     assert board.loc["unet2d", "patch_size"].iloc[0] == "24x20"
     assert board.loc["unet3d", "patch_size"].iloc[0] == "14x24x20"  # the median volume, slices first, fit to pooling
     plan = json.loads((tmp_path / "results/unet3d/train/fold0/plan.json").read_text())
-    assert plan["fingerprint"]["median_size"] == [15, 24, 20]  # 15 slices of 2.4 mm: the resampled grid,
-    assert plan["fingerprint"]["spacing"] == [2.4, 1.0, 1.0]  # not the files' 12 of 3 mm
+    assert plan["traits"]["median_size"] == [15, 24, 20]  # 15 slices of 2.4 mm: the resampled grid,
+    assert plan["traits"]["spacing"] == [2.4, 1.0, 1.0]  # not the files' 12 of 3 mm
     plan = plan["settings"]
     assert plan["dims"]["source"] == "planned" and "not extremely anisotropic" in plan["dims"]["reason"]
     assert plan["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]  # Z (2.4 mm) waits for the 1 mm axes

@@ -80,7 +80,7 @@ def experiment_settings(name):
     if problems:
         raise ValueError("; ".join(problems))
     if USE_DEMO:
-        settings["train"] = demo_training(settings["train"], config["demo"])
+        settings["train"] = demo_training(settings["train"])
     return canonical(settings)
 
 

@@ -7,6 +7,6 @@ rule demo_data:
     conda:
         "../../envs/data.yaml"
     params:
-        demo=canonical(config["demo"]),
+        demo=canonical({**config["demo"], "instances": config["data"]["instances"]}),
     script:
         "../scripts/demo_data.py"

@@ -21,6 +21,6 @@ plan = make_plan(cfg, sources, fingerprint, len(class_values(pd.read_parquet(sna
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
-         len(sources), plan["fingerprint"])
+         len(sources), plan["traits"])
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])

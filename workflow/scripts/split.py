@@ -2,13 +2,14 @@
 
 import pandas as pd
 
+from unetflow.config import split_fractions
 from unetflow.data.split import split_cases
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 cfg = snakemake.params.split
-splits = split_cases(pd.read_parquet(snakemake.input.manifest), cfg["train"], cfg["val"], cfg["test"], cfg["seed"],
-                     cfg["group_by"], cfg["folds"], cfg["fixed"], cfg["stratify_by"])
+splits = split_cases(pd.read_parquet(snakemake.input.manifest), *split_fractions(cfg), cfg["seed"], cfg["group_by"],
+                     cfg["folds"], cfg["fixed"], cfg["stratify_by"])
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),
          f"; fold sizes: {splits['fold'].value_counts().sort_index().to_dict()}" if "fold" in splits else "")

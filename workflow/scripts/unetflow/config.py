@@ -11,34 +11,58 @@ from pathlib import Path
 ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
 
 
-def fraction_problem(train: float, val: float, test: float) -> str | None:
-    """The problem when the split fractions do not sum to 1, else None."""
-    if abs(train + val + test - 1) > 1e-6:
-        return (f"split.train + split.val + split.test must be 1, got {train} + {val} + {test} = "
-                f"{train + val + test:g}; fix split.train/val/test")
-    return None
+DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
+LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most
+DEFAULT_VAL = 0.15  # split.val of a single split when it is null
+
+
+def split_fractions(split: dict) -> tuple[float, float, float]:
+    """(train, val, test) of the split section with its derived values filled: val null is DEFAULT_VAL for one
+    fold and 0 for k folds (every fold validates on its own part), train null is the rest."""
+    val = split["val"] if split["val"] is not None else (DEFAULT_VAL if split["folds"] == 1 else 0.0)
+    train = split["train"] if split["train"] is not None else 1 - val - split["test"]
+    return train, val, split["test"]
+
+
+def split_problems(split: dict, data: dict, predict_split: str) -> list[str]:
+    """Split settings that contradict each other, each naming its keys."""
+    problems = []
+    if split["fixed"]:
+        if split["folds"] > 1:
+            problems.append("split.fixed takes train/val from data.manifest: it cannot make split.folds > 1 folds")
+        if data["manifest"] is None:
+            problems.append("split.fixed needs data.manifest (with a `split` column)")
+        return problems
+    if split["folds"] > 1 and split["val"] is not None:
+        problems.append(f"split.val is {split['val']} but split.folds is {split['folds']}: k-fold cross-validation "
+                        f"validates each fold on its own part of the train+val pool; remove split.val")
+    train, val, test = split_fractions(split)
+    if train <= 0 or abs(train + val + test - 1) > 1e-6:
+        problems.append(f"split.train + split.val + split.test must be 1 with a training part, got {train:g} + "
+                        f"{val:g} + {test:g}; fix split.train/val/test (or leave split.train unset: the rest)")
+    if test == 0 and predict_split == "test":
+        problems.append("split.test is 0 but predict.split is test: there is nothing to predict and evaluate")
+    return problems
 
 
 def config_problems(config: dict) -> list[str]:
     """Settings the schema cannot judge alone, refused before any job runs (each names its keys)."""
-    split, low_high = config["split"], config["preprocess"]["clip_percentiles"]
+    low_high = config["preprocess"]["clip_percentiles"]
     problems = normalization_problems(config["preprocess"])
-    if not split["fixed"]:
-        problems.append(fraction_problem(split["train"], split["val"], split["test"]))
-    if split["fixed"] and split["folds"] > 1:
-        problems.append("split.fixed takes train/val from data.manifest: it cannot make split.folds > 1 folds")
-    if split["fixed"] and config["data"]["manifest"] is None:
-        problems.append("split.fixed needs data.manifest (with a `split` column)")
-    if not split["fixed"] and split["test"] == 0 and config["predict"]["split"] == "test":
-        problems.append("split.test is 0 but predict.split is test: there is nothing to predict and evaluate")
+    problems += split_problems(config["split"], config["data"], config["predict"]["split"])
+    problems += length_problems(config["train"], "train")
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
-    demo_used = config["data"]["images"] is None and config["data"]["manifest"] is None
-    if demo_used and config["demo"].get("instances", False) != config["data"].get("instances", False):
-        problems.append("demo.instances and data.instances must agree when the demo data is used (instance masks "
-                        "train in the instance mode only); set both, e.g. --config demo='{instances: true}' "
-                        "data='{instances: true}'")
-    return [problem for problem in problems + infer_problems(config) if problem]
+    return problems + infer_problems(config)
+
+
+def length_problems(train: dict, key: str) -> list[str]:
+    """More than one training length set in a train section (`key`: where it is in the config)."""
+    given = [name for name in LENGTH_KEYS if train[name] is not None]
+    if len(given) > 1:
+        return [f"{key}: {' and '.join(f'{key}.{name}' for name in given)} are all set; a training lasts epochs, "
+                f"steps or minutes: keep one"]
+    return []
 
 
 def normalization_problems(preprocess: dict) -> list[str]:
@@ -96,7 +120,7 @@ def canonical(section):
 
 def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     """What is wrong with experiment `name` whose `settings` are its overrides merged over `config`."""
-    problems = []
+    problems = length_problems(settings["train"], f"experiments.{name}.train")
     train, ensemble = settings["train"], settings["predict"]["ensemble"]
     multiple, patch = 2 ** (train["depth"] or 0), train["patch_size"]  # a planned depth fits the patch size
     if patch and len(patch) == 2 and any(side % multiple for side in patch):  # 3D: the U-Net pads to its pooling
@@ -117,11 +141,11 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     return problems
 
 
-def demo_training(train: dict, demo: dict) -> dict:
-    """The train section for the demo data: `demo.epochs` epochs when no epochs or budget is set (the demo stays a
-    run of under a minute instead of the default time budget)."""
-    if all(train[key] is None for key in ("epochs", "budget_steps", "budget_minutes")):
-        return {**train, "epochs": demo["epochs"]}
+def demo_training(train: dict) -> dict:
+    """The train section for the demo data: DEMO_EPOCHS epochs when no training length is set (the demo stays a run
+    of under a minute instead of the default time budget)."""
+    if all(train[key] is None for key in LENGTH_KEYS):
+        return {**train, "epochs": DEMO_EPOCHS}
     return train
 
 

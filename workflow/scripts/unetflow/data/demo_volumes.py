@@ -7,9 +7,10 @@ intensity, and the image is blurred and noisy so that single voxels are ambiguou
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from unetflow.io.nifti import write_image_volume
 
 
 def ellipsoid_volume(shape, spacing, rng: np.random.Generator, num_classes: int = 2,
@@ -38,6 +39,6 @@ def write_volume_pairs(folder, count: int, shape, spacing, num_classes: int = 2,
     affine = np.diag([*map(float, spacing), 1.0])
     for index in range(count):
         image, labels = ellipsoid_volume(shape, spacing, rng, num_classes)
-        nib.save(nib.Nifti1Image(image, affine), images / f"vol{index}.nii.gz")
-        nib.save(nib.Nifti1Image(labels, affine), masks / f"vol{index}.nii.gz")
+        write_image_volume(images / f"vol{index}.nii.gz", image, affine)
+        write_image_volume(masks / f"vol{index}.nii.gz", labels, affine)
     return images, masks

@@ -1,7 +1,8 @@
 """Seeded train/val/test splits, k-fold cross-validation and fixed splits; groups never straddle two sides.
 
-Groups: `group_by` names a manifest column; without it the manifest's `group` column is used when present (ingest
-gives every slice of a TIFF stack or NIfTI volume its source's stem), so slices of one volume stay together.
+Cases are the sources of the ingest manifest (a 2D file, a TIFF stack, a NIfTI volume). Groups: `group_by` names a
+manifest column; without it the manifest's `group` column is used when present (a data.manifest's group column, else
+each source's own stem).
 With `folds` K > 1 the test split is drawn first, and the rest is cut into K group-disjoint folds: column `fold`
 holds the fold in which a case is validation (-1 for test cases); `split` is val for fold 0 and train otherwise.
 """
@@ -9,7 +10,6 @@ holds the fold in which a case is validation (-1 for test cases); `split` is val
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-from unetflow.config import fraction_problem
 from unetflow.data.pairing import SPLITS
 
 
@@ -37,10 +37,11 @@ def group_column(cases: pd.DataFrame, group_by: str | None) -> str | None:
 
 
 def check_fractions(train: float, val: float, test: float) -> None:
-    """ValueError unless the fractions sum to 1 (for callers outside the workflow, which checks before any job)."""
-    problem = fraction_problem(train, val, test)
-    if problem:
-        raise ValueError(problem)
+    """ValueError unless the fractions sum to 1 (for callers outside the workflow, whose config is checked before
+    any job)."""
+    if abs(train + val + test - 1) > 1e-6:
+        raise ValueError(f"split.train + split.val + split.test must be 1, got {train} + {val} + {test}; fix "
+                         f"split.train/val/test")
 
 
 def check_not_empty(table: pd.DataFrame, required: tuple[str, ...], n_cases: int) -> None:

@@ -85,7 +85,7 @@ def plan_table(path) -> pd.DataFrame:
     plan = json.loads(Path(path).read_text())
     rows = [dict(setting=key, value=str(entry["value"]), source=entry["source"], reason=entry["reason"])
             for key, entry in plan["settings"].items()]
-    rows.append(dict(setting="(traits)", value=json.dumps(plan["fingerprint"]), source="training sources",
+    rows.append(dict(setting="(traits)", value=json.dumps(plan["traits"]), source="training sources",
                      reason="what the plan was made from"))
     rows.append(dict(setting="(device)", value=json.dumps(plan["device"]), source="plan job",
                      reason="the device the plan was made for"))

@@ -8,7 +8,7 @@ patch (an ensemble may mix 2D and 3D models, each predicting with its own patch)
 the preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing, scale), the
 input channels, the class table (names, stored values, colours; in the instance mode the instance target) and the
 palette of palette masks, the prediction settings (with the instance mode's min_object_size), a summary of the
-training data (key `fingerprint`) and the versions used. The workflow's `predict` rule predicts through the package,
+training data and the versions used. The workflow's `predict` rule predicts through the package,
 so a package segments new images exactly as the experiment's test split was scored.
 """
 
@@ -29,7 +29,7 @@ FORMAT_VERSION = 4  # raise when a field changes meaning; readers refuse other v
 # 4: one plan per experiment, sources stored as one array each (fully resampled volumes), predict through packages
 PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 REQUIRED = ("models", "plan", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes", "palette",
-            "predict", "fingerprint", "versions")
+            "predict", "training_data", "versions")
 
 
 class PackageError(ValueError):
@@ -49,7 +49,7 @@ class Package:
     classes: pd.DataFrame        # index, name, value, color, ignore (instance mode: and instance_target)
     palette: list[int] | None
     predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
-    fingerprint: dict            # `training_data_summary`
+    training_data: dict          # `training_data_summary`
     versions: dict
 
     @property
@@ -111,7 +111,7 @@ def build_package(checkpoints: list[str], sources: list[str], plan: dict, manife
         convert_channels=data["channels"] is not None, slice_axis=int(data["slice_axis"]),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
         palette=training_palette(manifest), predict={key: predict[key] for key in PREDICT_KEYS},
-        fingerprint=training_data_summary(manifest, stored))
+        training_data=training_data_summary(manifest, stored))
 
 
 def plain(value):

@@ -17,7 +17,7 @@ from unetflow.io.sources import unit_spacing
 def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
     """The size of one pixel (voxel) of a unit and its unit: from the header of a NIfTI volume (e.g. mm^3, or mm^2
     for a one-slice volume); NaN and None for other files, whose pixel spacing is unknown."""
-    spacing = unit_spacing(row, unit) if row["kind"] == "volume" else None
+    spacing = unit_spacing(row, unit)
     if spacing is None:
         return float("nan"), None
     return float(math.prod(spacing)), f"{volume_unit(row['image_path'])}^{len(spacing)}"

@@ -235,8 +235,9 @@ def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None
 
 def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: int, device: torch.device) -> dict:
     """The plan of an experiment (`cfg`: its train section) from its stored training `sources` (rows of the
-    preprocess table), the fingerprint summary and the device: what plan.json holds (the device, the traits, the
-    U-Net's input channels, classes and trained parameters, and each planned key's value, source and reason)."""
+    preprocess table), the fingerprint summary and the device: what plan.json holds (the device, the traits it was
+    planned from, the U-Net's input channels, classes and trained parameters, and each planned key's value, source
+    and reason)."""
     target = plan_device(device)
     dims, dims_reason = choose_dims(cfg["dims"], sources, cfg["patch_size"])
     if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
@@ -247,7 +248,7 @@ def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: 
     channels = int(sources["channels"].iloc[0])
     model = UNet(channels, num_classes, planned["depth"], planned["base_width"], cfg["norm"], cfg["deep_supervision"],
                  dims, planned["pool_kernels"])
-    return dict(device=target, fingerprint=traits, in_channels=channels, num_classes=num_classes,
+    return dict(device=target, traits=traits, in_channels=channels, num_classes=num_classes,
                 parameters=trained_parameters(model),
                 settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
                                     reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})

@@ -215,7 +215,7 @@ class Trainer:
                           row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
                           100 * row["val_share"], 100 * self.budget.progress(self.step, clock.elapsed()))
             self.elapsed = clock.elapsed()
-            if self.epoch % cfg["checkpoint_every"] == 0:
+            if self.epoch % cfg["resume_every"] == 0:
                 save_atomic(self.state(), self.state_path)
         self.log.info("trained %d steps in %.1f s; validation took %.1f%% of the epochs' time", self.step,
                       clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
