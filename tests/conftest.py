@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -86,6 +87,21 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "ti
     if check and result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def scheduled_jobs(workdir: Path, *args: str, configfile: Path) -> set[tuple[str, str]]:
+    """The jobs a run would execute, as (rule, log file), from Snakemake's machine-readable summary (a tab-separated
+    row per output file with its rule, log and plan; the log file tells the jobs of a rule apart)."""
+    lines = snakemake(workdir, "--summary", *args, configfile=configfile).stdout.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("output_file\t"))
+    rows = [line.split("\t") for line in lines[start + 1:] if line.count("\t") == 5]
+    return {(rule, log) for _, _, rule, log, _, plan in rows if plan != "no update"}
+
+
+def job_counts(workdir: Path, config: dict, *args: str, name: str = "config.yaml") -> dict[str, int]:
+    """{rule: jobs} a run with `config` would execute (see `scheduled_jobs`)."""
+    jobs = scheduled_jobs(workdir, *args, configfile=write_config(workdir, config, name))
+    return dict(Counter(rule for rule, _ in jobs))
 
 
 def tiny_config() -> dict:

@@ -9,7 +9,7 @@ import pytest
 from conftest import applied, build_manifest, write_ct_pair, write_pairs
 from unetflow.config import normalization_problems
 from unetflow.data.preprocess import preprocess_settings, preprocess_source
-from unetflow.io.store import load_case
+from unetflow.io.store import load_array
 from unetflow.plan.fingerprint import fingerprint_data, target_spacing
 
 SPACING = (0.8, 0.8, 3.0)
@@ -21,7 +21,7 @@ def ct_data_set(folder, lesions=(150.0, 150.0, 150.0)) -> tuple[pd.DataFrame, pd
     for seed, (name, hu) in enumerate(zip(("ct_a", "ct_b", "ct_c"), lesions)):
         write_ct_pair(folder, name, (32, 30, 6), SPACING, seed, degrees=20 * seed, lesion_hu=hu)
     manifest, classes = build_manifest(str(folder / "images"), str(folder / "labels"))
-    splits = pd.DataFrame({"id": manifest["id"], "split": manifest["volume"].map(
+    splits = pd.DataFrame({"id": manifest["id"], "split": manifest["id"].map(
         {"ct_a": "train", "ct_b": "val", "ct_c": "test"})})
     return manifest, classes, splits
 
@@ -78,8 +78,8 @@ def test_the_slices_of_a_volume_share_one_normalisation(tmp_path, scheme):
     write_ct_pair(tmp_path, "ct_a", (32, 30, 6), SPACING, lesion_hu=1500.0)  # bright in the middle slices
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "labels"))
     ct = dict(low=100.0, high=200.0, mean=150.0, std=15.0)
-    rows = preprocess_source(manifest, classes, str(tmp_path), applied(scheme, ct=ct))
-    stored = np.stack([load_case(row["array_path"])[0][0].astype(np.float32) for row in rows])
+    row = preprocess_source(manifest.iloc[0].to_dict(), classes, str(tmp_path), applied(scheme, ct=ct))
+    stored = load_array(row["array_path"], "image")[0].astype(np.float32)
     raw = np.moveaxis(np.asarray(nib.load(tmp_path / "images" / "ct_a.nii.gz").dataobj, np.float32), 2, 0)
     if scheme == "zscore":
         expected = (raw - raw.mean()) / raw.std()

@@ -16,23 +16,24 @@ import pytest
 import tifffile
 import torch
 
-from conftest import REPO, applied, build_manifest, snakemake, tiny_config, write_config, write_ct_pair
+from conftest import REPO, applied, build_manifest, job_counts, snakemake, tiny_config, write_config, write_ct_pair
 from unetflow.data.pairing import listed_images, shard_of
 from unetflow.data.preprocess import preprocess_source
-from unetflow.infer.ensemble import predict_probabilities, predict_unit
-from unetflow.infer.infer import InferInputError, Predictor, check_images
+from unetflow.infer.infer import InferInputError, check_images, input_root, output_name
 from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
+from unetflow.infer.predictor import Predictor, model_probabilities
 from unetflow.infer.summary import unit_summary
 from unetflow.io.prediction_files import read_probabilities
-from unetflow.io.store import load_case
-from unetflow.io.volumes import stack_slices
+from unetflow.io.sources import read_source_image, source_spacing
+from unetflow.io.store import load_array
 from unetflow.train.model import UNet
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False,
                min_object_size=16)
-ZSCORE = dict(normalization="zscore", clip_percentiles=None)  # a package of format 1 (per-slice z-score)
+ZSCORE = applied("zscore")  # per-image z-score, no resampling or scaling
+PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={}, settings={})
 
 
 def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2,
@@ -46,11 +47,11 @@ def make_package(folder: Path, channels: int = 1, convert: bool = False, members
         checkpoints.append(str(folder / f"fold{seed}.pt"))
         torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[32, 32]), checkpoints[-1])
     manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a_mask.png"], "kind": ["image"],
-                             "height": [40], "width": [48], "channels": [channels], "input_channels": [channels],
-                             "dtype": ["uint8"]})
-    package = build_package(checkpoints, [f"m/fold{i}" for i in range(members)], manifest,
-                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES,
-                            preprocess, PREDICT, convert, 2, None, None)
+                             "slices": [1], "height": [40], "width": [48], "channels": [channels],
+                             "input_channels": [channels], "dtype": ["uint8"]})
+    package = build_package(checkpoints, [f"m/fold{i}" for i in range(members)], PLAN, manifest,
+                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, preprocess, PREDICT,
+                            dict(channels=channels if convert else None, slice_axis=2))
     return save_package(package, folder / "model.pt")
 
 
@@ -73,50 +74,51 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
     package = load_package(path)
     assert package.patches == [[32, 32], [32, 32]] and package.input_channels == 1 and package.num_classes == 2
     assert package.classes["value"].tolist() == [0, 255] and package.predict == PREDICT
-    assert package.preprocess == ZSCORE
+    assert package.preprocess == ZSCORE and package.plan == PLAN
     assert {"torch", "unetflow", "numpy", "python"} <= set(package.versions)
 
 
-def test_a_format_2_package_with_one_patch_for_all_models_still_loads(tmp_path):
+def test_an_older_package_is_refused_saying_how_to_make_a_new_one(tmp_path):
     raw = torch.load(make_package(tmp_path), weights_only=True)
-    models = [{key: value for key, value in model.items() if key != "patch_size"} for model in raw["models"]]
-    torch.save(dict(raw, format_version=2, models=models, patch_size=[24, 24]), tmp_path / "old.pt")
-    assert load_package(tmp_path / "old.pt").patches == [[24, 24], [24, 24]]
-    torch.save(dict(raw, format_version=2, models=models), tmp_path / "broken.pt")
-    with pytest.raises(PackageError, match=r"broken.pt: incomplete model package \(missing \['patch_size'\]\)"):
-        load_package(tmp_path / "broken.pt")
+    torch.save(dict(raw, format_version=3), tmp_path / "old.pt")
+    with pytest.raises(PackageError, match=r"old.pt: package format 3, .* reads format 4; make a new one with this "
+                                           r"unetflow: run `snakemake --cores all`"):
+        load_package(tmp_path / "old.pt")
 
 
 def test_predict_array_is_the_ensemble_of_the_package_models(tmp_path):
     predictor = Predictor.load(make_package(tmp_path), "cpu")
     image = np.random.default_rng(1).integers(0, 256, (40, 48), dtype=np.uint8)
     labels, probs = predictor.predict_array(image)
-    expected = predict_probabilities(predictor.models, predictor.network_image(image), [32, 32], PREDICT,
-                                     torch.device("cpu"))
-    np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
-    np.testing.assert_array_equal(labels, expected.argmax(0).numpy())
-    assert predictor.network_image(image).dtype == np.float16  # as preprocessing stores training cases
+    network = predictor.network_array(image[None, None])
+    assert network.dtype == np.float16 and network.shape == (1, 1, 40, 48)  # as preprocessing stores sources
+    expected = sum(model_probabilities(model, torch.from_numpy(network), [32, 32], PREDICT, torch.device("cpu"))
+                   for model in predictor.models) / 2
+    np.testing.assert_allclose(probs, expected[:, 0].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(labels, expected[:, 0].argmax(0).numpy())
 
 
-def test_a_resampled_ct_normalised_volume_is_segmented_as_predict_segments_it(tmp_path):
-    """A CT volume of another spacing than the package's target, rotated: infer normalises it with the package's CT
-    statistics, resamples it in-plane and brings the probabilities back onto its grid exactly as preprocess and
-    predict do (same probabilities, same mask, the input's header)."""
+def test_a_resampled_ct_normalised_volume_is_segmented_on_the_arrays_preprocessing_stores(tmp_path):
+    """A CT volume of another spacing than the package's target, rotated: the predictor normalises it with the
+    package's CT statistics and resamples it exactly as preprocessing stored it for training, and brings the
+    probabilities back onto the file's grid (the mask written with the input's header)."""
     _, affine = write_ct_pair(tmp_path, "scan", (40, 36, 4), (0.8, 0.8, 3.0), degrees=30)
-    settings = applied("ct", spacing=[1.1, 1.1, 3.0], ct=dict(low=-50.0, high=200.0, mean=100.0, std=60.0))
+    settings = applied("ct", spacing=[1.1, 1.1, 2.0], ct=dict(low=-50.0, high=200.0, mean=100.0, std=60.0))
     predictor = Predictor.load(make_package(tmp_path, preprocess=settings), "cpu")
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "labels"))
-    rows = pd.DataFrame(preprocess_source(manifest, classes, str(tmp_path), settings))
-    assert (rows["height"] == 29).all() and (rows["original_height"] == 40).all()  # 40 x 0.8 / 1.1 mm
-    labels, probabilities = predict_unit(predictor.models, [load_case(path)[0] for path in rows["array_path"]],
-                                         [32, 32], PREDICT, torch.device("cpu"), 2, manifest)
-    predictor.predict_files([tmp_path / "images" / "scan.nii.gz"], tmp_path / "out", save_probabilities=True)
-    for index, probs in enumerate(probabilities):
-        assert probs.shape == (2, 40, 36)
-        np.testing.assert_array_equal(read_probabilities(tmp_path / "out" / f"scan_z{index}.npz"),
-                                      probs.numpy().astype(np.float16).astype(np.float32))
+    row = manifest.iloc[0].to_dict()
+    stored = preprocess_source(row, classes, str(tmp_path / "arrays"), settings)
+    assert [stored["slices"], stored["height"], stored["width"]] == [6, 29, 26]  # 4 x 3 / 2, 40 x 0.8 / 1.1, ...
+    network = predictor.network_array(read_source_image(row), source_spacing(row), 2)
+    np.testing.assert_array_equal(network, load_array(stored["array_path"], "image"))
+    probabilities = predictor.source_probabilities(row)
+    assert probabilities.shape == (2, 4, 40, 36)  # the file's grid, slices first
+    sources = check_images([tmp_path / "images" / "scan.nii.gz"], predictor.package)
+    predictor.predict_sources(sources, tmp_path / "out", save_probabilities=True)
+    np.testing.assert_array_equal(read_probabilities(tmp_path / "out" / "scan.npz"),
+                                  probabilities.astype(np.float16).astype(np.float32))
     written = nib.load(tmp_path / "out" / "scan.nii.gz")
-    assert np.array_equal(np.asarray(written.dataobj), 255 * stack_slices(labels, 2))
+    assert np.array_equal(np.asarray(written.dataobj), 255 * np.moveaxis(probabilities.argmax(0), 0, 2))
     assert np.allclose(written.affine, affine)
 
 
@@ -135,7 +137,7 @@ def test_unusable_packages_are_refused_naming_the_file(tmp_path, kind):
         torch.save(dict(raw, format_version=FORMAT_VERSION + 1), path)
     expected = {"missing": "no such model package", "truncated": "not a readable model package",
                 "checkpoint": "training checkpoint", "png": "not a readable model package",
-                "newer": "newer than this unetflow reads"}[kind]
+                "newer": "update unetflow to the version that made it"}[kind]
     with pytest.raises(PackageError, match=expected) as error:
         load_package(path)
     assert str(path) in str(error.value)
@@ -189,7 +191,8 @@ def test_summary_counts_pixels_components_and_confidence():
     probs = torch.full((2, 6, 8), 0.5)
     probs[1][labels == 1], probs[0][labels == 1] = 0.9, 0.1
     source = dict(kind="image", image_path="a.png", slices=1, slice_axis=0)
-    rows = {row["class_name"]: row for row in unit_summary("a", source, "a_mask.png", [labels], [probs], CLASSES)}
+    rows = {row["class_name"]: row for row in unit_summary("a", source, slice(0, 1), "a_mask.png", labels,
+                                                            probs.max(0).values.numpy(), CLASSES)}
     assert rows["cell"]["pixels"] == 10 and rows["cell"]["components"] == 2
     assert rows["cell"]["confidence"] == pytest.approx(0.9) and rows["background"]["confidence"] == pytest.approx(0.5)
     assert np.isnan(rows["cell"]["physical_size"]) and rows["cell"]["physical_unit"] is None
@@ -224,12 +227,8 @@ def run_infer(workdir: Path, config: dict, *args: str) -> str:
 
 
 def scheduled(workdir: Path, config: dict) -> dict[str, int]:
-    """{rule: job count} of a dry run of the `infer` target."""
-    output = run_infer(workdir, config, "--dry-run", "--quiet", "rules")
-    if "Job stats:" not in output:
-        return {}
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {rule: int(n) for rule, n in (line.split() for line in table.splitlines()[3:]) if rule != "total"}
+    """{rule: job count} a run of the `infer` target would execute."""
+    return job_counts(workdir, config, "infer", name="infer.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +241,7 @@ def inferred(tiny_run, tmp_path_factory) -> Path:
     for case_id in splits.loc[splits["split"] == "test", "id"]:
         shutil.copy(workdir / f"results/demo/images/{case_id}.png", workdir / "new" / f"{case_id}.png")
     config = infer_config("new", shards=3)
-    assert set(scheduled(workdir, config)) == {"infer_check", "infer_list", "infer_shard", "infer_summary", "infer"}
+    assert set(scheduled(workdir, config)) == {"infer_check", "infer_list", "infer_shard", "infer_summary"}
     run_infer(workdir, config)
     return workdir
 
@@ -277,7 +276,8 @@ def test_a_copied_package_segments_alike_in_the_workflow_the_api_and_the_command
     assert masks_by_name(fresh / "results/infer/cells/masks") == expected
     assert not (fresh / "results/unet").exists()
 
-    Predictor.load(package, "cpu").predict_files(listed_images(str(tmp_path / "new")), tmp_path / "api")
+    predictor = Predictor.load(package, "cpu")
+    predictor.predict_sources(check_images(listed_images(str(tmp_path / "new")), predictor.package), tmp_path / "api")
     assert masks_by_name(tmp_path / "api") == expected
 
     command = [sys.executable, "-m", "unetflow.infer", "--model", str(package), "--input", str(tmp_path / "new"),
@@ -299,7 +299,9 @@ def test_command_line_names_the_bad_package(tmp_path):
 
 
 def shard_tables(workdir: Path) -> dict[str, int]:
-    return {path.name: path.stat().st_mtime_ns for path in (workdir / "results/infer/unet/shards").glob("*.parquet")}
+    """{shard table name: its modification time} of the shard summaries (not their object tables)."""
+    tables = (workdir / "results/infer/unet/shards").glob("shard*.parquet")
+    return {path.name: path.stat().st_mtime_ns for path in tables if path.stem[5:].isdigit()}
 
 
 def file_in_shard(shards: set[int], taken: bool, prefix: str) -> str:
@@ -317,8 +319,7 @@ def test_new_images_rerun_only_their_shards_and_removed_ones_leave_the_summary(i
     added = file_in_shard(taken, True, "extra")
     time.sleep(1)  # a later modification time than every output
     shutil.copy(workdir / "results/demo/images/case_000.png", workdir / added)
-    assert scheduled(workdir, config) == {"infer_list": 1, "infer_check": 1, "infer_shard": 1, "infer_summary": 1,
-                                          "infer": 1}
+    assert scheduled(workdir, config) == {"infer_list": 1, "infer_check": 1, "infer_shard": 1, "infer_summary": 1}
     run_infer(workdir, config)
     after = shard_tables(workdir)
     changed = f"shard{shard_of(added, 3)}.parquet"
@@ -330,8 +331,10 @@ def test_new_images_rerun_only_their_shards_and_removed_ones_leave_the_summary(i
     shutil.copy(workdir / "results/demo/images/case_001.png", alone)
     run_infer(workdir, config)
     assert pd.read_parquet(workdir / "results/infer/unet/summary.parquet")["id"].nunique() == 4
+    assert (workdir / "results/infer/unet/masks" / f"{alone.stem}.png").exists()
     alone.unlink()
     run_infer(workdir, config)
+    assert not (workdir / "results/infer/unet/masks" / f"{alone.stem}.png").exists()  # removed with its image
     summary = pd.read_parquet(workdir / "results/infer/unet/summary.parquet")
     assert sorted(summary["id"].unique()) == sorted([*(Path(name).stem for name in masks_by_name(
         inferred / "results/infer/unet/masks")), Path(added).stem])
@@ -365,7 +368,7 @@ def test_the_api_refuses_what_the_file_check_refuses(tmp_path):
     predictor = Predictor.load(make_package(tmp_path), "cpu")
     with pytest.raises(ValueError, match="3 channel"):
         predictor.predict_array(np.zeros((20, 20, 3), np.uint8))
-    with pytest.raises(ValueError, match="400 NaN"):
+    with pytest.raises(ValueError, match="400 pixels are NaN"):
         predictor.predict_array(np.full((20, 20), np.nan, np.float32))
 
 
@@ -382,3 +385,20 @@ def test_a_missing_package_in_infer_models_is_refused_before_any_job(tmp_path):
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
     assert result.returncode != 0
     assert f"infer.models: '{tmp_path / 'nowhere.pt'}' is neither an experiment" in result.stdout + result.stderr
+
+
+def test_outputs_mirror_the_input_folders_so_one_name_in_two_folders_is_two_masks(tmp_path):
+    assert input_root(str(tmp_path)) == tmp_path and input_root("scans/**/*.png") == Path("scans")
+    assert input_root("data/list.csv") == Path("data") and input_root("*.tif") == Path(".")
+    assert output_name(Path("scans/siteA/x.nii.gz"), Path("scans")) == "siteA/x"
+    assert output_name(Path("elsewhere/y.png"), Path("scans")) == "y"  # listed outside the folder: by its stem
+    predictor = Predictor.load(make_package(tmp_path), "cpu")
+    for site in ("siteA", "siteB"):
+        write_images(tmp_path / "in" / site, 1)  # img0_0.png in both
+    files = listed_images(str(tmp_path / "in" / "**" / "*.png"))
+    sources = check_images(files, predictor.package, root=input_root(str(tmp_path / "in" / "**" / "*.png")))
+    assert sources["id"].tolist() == ["siteA/img0_0", "siteB/img0_0"]
+    summary, _ = predictor.predict_sources(sources, tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
+        ["siteA/img0_0.png", "siteB/img0_0.png"]
+    assert set(summary["mask_path"]) == {str(tmp_path / "out" / site / "img0_0.png") for site in ("siteA", "siteB")}

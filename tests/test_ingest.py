@@ -6,6 +6,7 @@ import pytest
 
 from conftest import build_manifest, write_pairs
 from unetflow.data.ingest import DataValidationError
+from unetflow.io.sources import read_source_image, read_source_mask, source_spacing, units
 
 
 def test_manifest_columns_and_label_fractions(tmp_path):
@@ -81,17 +82,20 @@ def write_volume_pair(folder, name, shape=(20, 24, 5), seed=0):
 
 
 @pytest.mark.parametrize("axis", [0, 2])
-def test_volume_gives_one_row_per_slice_grouped_by_volume(tmp_path, axis):
-    write_volume_pair(tmp_path, "ct1")
+def test_a_volume_is_one_source_read_with_its_slice_axis_first(tmp_path, axis):
+    labels = write_volume_pair(tmp_path, "ct1")
     manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=axis)
-    depth = (20, 24, 5)[axis]
-    assert manifest["id"].tolist() == [f"ct1_z{i}" for i in range(depth)]
-    assert (manifest["volume"] == "ct1").all() and (manifest["group"] == "ct1").all()
-    assert manifest["slice"].tolist() == list(range(depth))
-    assert manifest["image_path"].str.endswith("ct1.nii.gz").all()
+    shape = [(20, 24, 5)[a] for a in (axis, *(a for a in range(3) if a != axis))]
+    row = manifest.iloc[0].to_dict()
+    assert len(manifest) == 1 and row["id"] == "ct1" and row["group"] == "ct1" and row["kind"] == "volume"
+    assert [row["slices"], row["height"], row["width"]] == shape and row["slice_axis"] == axis
+    assert np.array_equal(read_source_mask(row), np.moveaxis(labels, axis, 0))
+    assert read_source_image(row).shape == (1, *shape)
+    assert source_spacing(row) == {0: [2.0, 2.0, 3.0], 2: [3.0, 2.0, 2.0]}[axis]  # array order: slice axis first
+    assert units(row) == [("ct1", slice(0, shape[0]))]
 
 
-def test_tiff_stack_gives_one_row_per_page(tmp_path):
+def test_a_tiff_stack_is_one_source_of_pages(tmp_path):
     import tifffile
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -99,7 +103,10 @@ def test_tiff_stack_gives_one_row_per_page(tmp_path):
     tifffile.imwrite(tmp_path / "masks" / "st.tif", np.tile([[0, 1]], (3, 32, 20)).astype(np.uint8),
                      photometric="minisblack")
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
-    assert manifest["id"].tolist() == ["st_s0", "st_s1", "st_s2"] and (manifest["group"] == "st").all()
+    row = manifest.iloc[0].to_dict()
+    assert len(manifest) == 1 and row["kind"] == "stack" and row["slices"] == 3 and row["group"] == "st"
+    assert [name for name, _ in units(row)] == ["st_s0", "st_s1", "st_s2"]  # each page scored on its own
+    assert read_source_image(row).shape == (1, 3, 32, 40) and source_spacing(row) is None
     assert classes["value"].tolist() == [0, 1]
 
 
@@ -180,4 +187,4 @@ def test_volume_one_voxel_thick_is_one_slice_whatever_the_slice_axis(tmp_path, a
     nib.save(nib.Nifti1Image(np.zeros((12, 10), np.float32), np.eye(4)), tmp_path / "images" / "xray.nii.gz")
     nib.save(nib.Nifti1Image(np.eye(12, 10, dtype=np.uint8), np.eye(4)), tmp_path / "masks" / "xray.nii.gz")
     manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=axis)
-    assert manifest[["id", "height", "width", "slice_axis"]].values.tolist() == [["xray_z0", 12, 10, 2]]
+    assert manifest[["id", "slices", "height", "width", "slice_axis"]].values.tolist() == [["xray", 1, 12, 10, 2]]

@@ -11,13 +11,14 @@ import pytest
 from conftest import applied, build_manifest, snakemake, tiny_config, write_config
 from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.pairing import DataValidationError
-from unetflow.data.preprocess import preprocess_cases
+from unetflow.data.preprocess import preprocess_sources
 from unetflow.evaluate.object_metrics import MAP_THRESHOLDS, object_metrics
 from unetflow.instances.objects import instances_from_foreground, instances_from_three_class, object_rows
 from unetflow.instances.targets import split_ids, three_class_target, touching_pairs
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_mask, write_mask
+from unetflow.io.store import load_array
 
 
 def squares(*boxes, shape=(10, 12)) -> np.ndarray:
@@ -177,24 +178,15 @@ def test_preprocess_stores_the_weights_of_the_configured_w0_and_sigma(tmp_path):
     for name, weight_map in [("paper", None), ("custom", {"w0": 25.0, "sigma": 2.0})]:
         settings = applied("zscore", weight_map=weight_map)
         assert settings["weight_map"] == weight_map  # the settings as applied (settings.json) record them
-        table = preprocess_cases(manifest, classes, str(tmp_path / name), settings)
-        with np.load(table["array_path"].iloc[0]) as case:
-            expected = border_weight_map(ids, **(weight_map or {"w0": W0, "sigma": SIGMA}))[1]
-            np.testing.assert_array_equal(case["weights"], expected)
+        table = preprocess_sources(manifest, classes, str(tmp_path / name), settings)
+        expected = border_weight_map(ids, **(weight_map or {"w0": W0, "sigma": SIGMA}))[1]
+        np.testing.assert_array_equal(load_array(table["array_path"].iloc[0], "weights")[0], expected)
     assert not np.array_equal(border_weight_map(ids)[1], border_weight_map(ids, 25.0, 2.0)[1])
-
-
-def test_demo_instances_needs_data_instances(tmp_path):
-    config = tiny_config()
-    config["demo"]["instances"] = True
-    result = snakemake(tmp_path, "-n", configfile=write_config(tmp_path, config), check=False)
-    assert result.returncode != 0 and "demo.instances and data.instances" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("target", ["three_class", "weight_map"])
 def test_instance_mode_end_to_end(tmp_path, target):
-    config = tiny_config()
-    config["demo"]["instances"] = True
+    config = tiny_config()  # the demo data are instance masks in the instance mode
     config["data"] = {"instances": True, "instance_target": target}
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
     classes = pd.read_parquet(tmp_path / "results" / "data" / "classes.parquet")

@@ -19,10 +19,10 @@ def flat_table(widths, shape=(1, 960, 1280)) -> pd.DataFrame:
 def test_object_width_is_the_inscribed_disc_so_a_thin_network_is_thin():
     disc = np.zeros((300, 300), np.uint8)
     cv2.circle(disc, (150, 150), 100, 1, -1)
-    assert object_sizes([disc], None)["object_width_p90"] == pytest.approx(200, abs=2)
+    assert object_sizes([disc], planar=True)["object_width_p90"] == pytest.approx(200, abs=2)
     grid = np.zeros((300, 300), np.uint8)
     grid[::30], grid[:, ::30] = 1, 1  # one connected membrane-like network across the whole image
-    sizes = object_sizes([grid], None)
+    sizes = object_sizes([grid], planar=True)
     assert sizes["objects"] == 1 and sizes["object_width_p90"] < 4  # 2 px lines, 2.8 where they cross
 
 

@@ -12,9 +12,9 @@ import tifffile
 
 from conftest import REPO, build_manifest
 from unetflow.data.ingest import DataValidationError
-from unetflow.evaluate.evaluate import read_roi
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import image_info, is_lossy_mask, read_image, read_mask, read_stack
+from unetflow.io.sources import read_source_roi
 
 LOSSLESS = ["lzw", "zlib", "packbits", "zstd", "lzma"]
 COMPRESSIONS = LOSSLESS + ["jpeg"]
@@ -106,13 +106,14 @@ def test_compressed_data_set_ingests_with_stacks_and_rois(tmp_path, compression,
             build_manifest(**options)
         options.update(jpeg_masks="snap", classes={"background": 0, "cell": 255})
     manifest, classes = build_manifest(**options)
-    assert manifest["id"].tolist() == ["slide", "stack_s0", "stack_s1"]
+    assert manifest["id"].tolist() == ["slide", "stack"] and manifest["slices"].tolist() == [1, 2]
     assert classes["value"].tolist() == [0, 255]
     expected = np.mean(blob_mask() > 0)
     assert np.allclose([dict(zip(v, f))[255] for v, f in zip(manifest["label_values"], manifest["label_fractions"])],
                        expected)
-    np.testing.assert_array_equal(read_roi(tmp_path / "rois" / "slide_roi.tif"), roi > (128 if compression == "jpeg"
-                                                                                          else 0))
+    np.testing.assert_array_equal(read_source_roi(manifest.iloc[0].to_dict())[0],
+                                  roi > (128 if compression == "jpeg" else 0))
+    assert read_source_roi(manifest.iloc[1].to_dict()).shape == (2, H, W)  # a stack's ROI, page by page
 
 
 # ------------------------------------------------------------------------------------- what cannot be read

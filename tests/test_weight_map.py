@@ -1,6 +1,6 @@
 """The instance target `weight_map` (U-Net paper, eq. 2): touching objects separated, border weights on a hand-made
 case and against a whole-image computation, weighted loss, weights moved with the labels (2D and 3D), volumes
-stacked with their slices' weights, objects from the target."""
+stored with their slices' weights and resampled with them, objects from the target."""
 
 import math
 
@@ -15,11 +15,10 @@ from unetflow.data.demo_cells import render_touching_cells
 from unetflow.evaluate.object_metrics import object_metrics
 from unetflow.instances.objects import instances_from_separated_foreground
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map, separated_objects
-from unetflow.io.store import save_case
+from unetflow.io.store import load_array, save_source
 from unetflow.train.augment import augment_batch, augment_weighted_batch
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
-from unetflow.train.train import PatchSampler
-from unetflow.train.volume_training import load_volume_cases, volume_geometry
+from unetflow.train.sampler import PatchSampler, training_cases
 
 
 def touching_squares() -> np.ndarray:
@@ -125,43 +124,47 @@ def test_sampler_crops_weights_with_labels():
 
 def test_3d_training_volumes_carry_their_slices_weights_cropped_with_the_labels(tmp_path):
     rng = np.random.default_rng(0)
-    rows = []
-    for index in range(5):
-        labels = rng.integers(0, 2, (12, 10)).astype(np.uint8)
-        weights = (labels * 5 + 1 + index).astype(np.float16)  # names its slice and label
-        path = save_case(tmp_path / f"v_z{index}.npz", rng.normal(size=(1, 12, 10)), labels, weights=weights)
-        rows.append(dict(id=f"v_z{index}", array_path=str(path)))
-    units = {"v": [f"v_z{index}" for index in range(5)]}
-    geometry = pd.DataFrame([dict(volume="v", slice_axis=2, shape=[5, 12, 10], spacing=[1.0, 1.0, 1.0])])
-    (image, labels, weights), = load_volume_cases(pd.DataFrame(rows), geometry, units, weights=True)
-    assert image.shape == (1, 5, 12, 10) and weights.shape == labels.shape == (5, 12, 10)
-    np.testing.assert_array_equal(weights, labels * 5 + 1 + np.arange(5)[:, None, None])
-    assert len(load_volume_cases(pd.DataFrame(rows), geometry, units)[0]) == 2  # validation: no weights
-    sampler = PatchSampler([(image, labels, weights)], [3, 8, 8], torch.device("cpu"), 0.5)
+    labels = rng.integers(0, 2, (5, 12, 10)).astype(np.uint8)
+    weights = (labels * 5 + 1 + np.arange(5)[:, None, None]).astype(np.float16)  # names its slice and label
+    path = save_source(tmp_path, "v", rng.normal(size=(1, 5, 12, 10)), labels, weights=weights)
+    table = pd.DataFrame([dict(id="v", array_path=str(path))])
+    (image, stored_labels, stored_weights), = training_cases(table, ["v"], dims=3, weights=True)
+    assert image.shape == (1, 5, 12, 10) and stored_weights.shape == stored_labels.shape == (5, 12, 10)
+    np.testing.assert_array_equal(stored_weights, labels * 5 + 1 + np.arange(5)[:, None, None])
+    assert len(training_cases(table, ["v"], dims=3)[0]) == 2  # validation: no weights
+    assert [case[2][0, 0] for case in training_cases(table, ["v"], dims=2, weights=True)] == list(weights[:, 0, 0])
+    sampler = PatchSampler([(image, stored_labels, stored_weights)], [3, 8, 8], torch.device("cpu"), 0.5)
     _, patches, patch_weights = sampler.sample_weighted(6, torch.Generator().manual_seed(0))
     assert patch_weights.shape == patches.shape == (6, 3, 8, 8)
     offsets = patch_weights - patches.float() * 5 - 1  # the slice index of every voxel: whole slices kept together
     assert (offsets == offsets[..., :1, :1]).all() and not (offsets == 0).all()
 
 
-def test_3d_training_resamples_the_weights_along_the_slice_axis_with_the_labels(tmp_path):
-    """Four 2 mm slices on a 1 mm target: eight slices, each taking its weights (nearest) and its labels (largest
-    share) from the slice of the file under its centre."""
-    volume = tmp_path / "v.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((12, 10, 4), np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), volume)
-    rows = []
+def test_preprocessing_resamples_the_weights_and_ids_along_the_slice_axis_with_the_labels(tmp_path):
+    """Four 2 mm slices on a 1 mm target: eight slices, each taking its ids and weights (nearest) and its labels
+    (largest share) from the slice of the file under its centre."""
+    from conftest import applied, build_manifest
+    from unetflow.data.preprocess import preprocess_source
+
+    ids = np.zeros((12, 10, 4), np.uint16)
     for index in range(4):
-        labels = np.full((12, 10), index % 2, np.uint8)
-        weights = np.full((12, 10), index + 1, np.float16)  # names its slice
-        path = save_case(tmp_path / f"v_z{index}.npz", np.zeros((1, 12, 10)), labels, weights=weights)
-        rows.append(dict(id=f"v_z{index}", array_path=str(path), image_path=str(volume), slice_axis=2, kind="volume",
-                         volume="v", slice=index, height=12, width=10))
-    table = pd.DataFrame(rows)
-    (_, labels, weights), = load_volume_cases(table, volume_geometry(table), {"v": table["id"].tolist()},
-                                              [1.0, 1.0, 1.0], weights=True)
-    assert weights.shape == labels.shape == (8, 12, 10)
-    np.testing.assert_array_equal(weights[:, 0, 0], np.repeat([1, 2, 3, 4], 2))
-    np.testing.assert_array_equal(labels[:, 0, 0], np.repeat([0, 1, 0, 1], 2))
+        ids[2 + index:8 + index, 2:7, index] = index + 1  # one object per slice, moving down
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(ids.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "images" / "v.nii.gz")
+    nib.save(nib.Nifti1Image(ids, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "masks" / "v.nii.gz")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), instances=True)
+    row = preprocess_source(manifest.iloc[0].to_dict(), classes, str(tmp_path / "arrays"),
+                            applied("zscore", spacing=[1.0, 1.0, 1.0], weight_map={"w0": W0, "sigma": SIGMA}))
+    weights, stored_ids = load_array(row["array_path"], "weights"), load_array(row["array_path"], "instances")
+    labels = load_array(row["array_path"], "labels")
+    assert weights.shape == stored_ids.shape == labels.shape == (8, 12, 10)
+    for index in range(4):
+        target, expected = border_weight_map(ids[..., index])
+        for stored in (2 * index, 2 * index + 1):
+            np.testing.assert_array_equal(weights[stored], expected)
+            np.testing.assert_array_equal(stored_ids[stored], ids[..., index])
+            np.testing.assert_array_equal(labels[stored], target)
 
 
 def test_objects_from_the_target_recover_the_cells():

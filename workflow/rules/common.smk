@@ -9,6 +9,7 @@ from snakemake.utils import validate
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
+    PLAN_INPUTS,
     canonical,
     config_problems,
     demo_training,

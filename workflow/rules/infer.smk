@@ -70,7 +70,6 @@ rule infer_shard:
         gpu=uses_gpu(INFER),
     params:
         masks=f"{RESULTS}/infer/{{model}}/masks",  # laid out as the inputs are, shared by the shards
-        ledger=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_written.json",  # not an output: Snakemake keeps it
     script:
         "../scripts/infer_shard.py"
 
@@ -88,6 +87,8 @@ rule infer_summary:
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        shards=sorted(INFER_SHARDS),
     script:
         "../scripts/infer_summary.py"
 

@@ -17,6 +17,6 @@ rule plan:
     resources:
         gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
     params:
-        train=lambda wc: SETTINGS[wc.experiment]["train"],
+        train=lambda wc: {key: SETTINGS[wc.experiment]["train"][key] for key in PLAN_INPUTS},
     script:
         "../scripts/plan.py"

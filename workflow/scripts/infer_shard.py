@@ -8,14 +8,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from unetflow.infer.infer import record_written, remove_masks_of_removed_images
+from unetflow.infer.infer import ledger_path, record_written, remove_masks_of_removed_images
 from unetflow.infer.predictor import Predictor
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 shard = json.loads(Path(snakemake.input.shard).read_text())
-ledger, masks = snakemake.params.ledger, snakemake.params.masks
+ledger = ledger_path(Path(snakemake.output.table).parent, int(snakemake.wildcards.shard))
+masks = snakemake.params.masks
 for path in remove_masks_of_removed_images(ledger):
     log.info("removed %s: its image no longer exists", path)
 checked = pd.read_parquet(snakemake.input.checked)

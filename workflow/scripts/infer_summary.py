@@ -1,11 +1,16 @@
-"""Rule infer_summary: one table of every segmented image and class, lowest confidence first in the log; and the
-objects of the instance mode in one table."""
+"""Rule infer_summary: one table of every segmented image and class, lowest confidence first in the log; the objects of
+the instance mode in one table; and the masks of removed images of shards that have no images any more removed."""
+
+from pathlib import Path
 
 import pandas as pd
 
+from unetflow.infer.infer import close_gone_shards
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
+for path in close_gone_shards(Path(snakemake.input.tables[0]).parent, set(snakemake.params.shards)):
+    log.info("removed %s: its image no longer exists", path)
 summary = pd.concat([pd.read_parquet(path) for path in snakemake.input.tables], ignore_index=True)
 summary = summary.sort_values(["id", "class"]).reset_index(drop=True)
 summary.to_parquet(snakemake.output.summary)

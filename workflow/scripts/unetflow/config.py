@@ -11,6 +11,8 @@ from pathlib import Path
 ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
 
 
+PLAN_INPUTS = ("device", "dims", "patch_size", "depth", "base_width", "batch_size", "foreground_oversampling", "norm",
+               "deep_supervision")  # the train keys the plan rule reads: others rerun training, not the plan
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
 LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most
 DEFAULT_VAL = 0.15  # split.val of a single split when it is null

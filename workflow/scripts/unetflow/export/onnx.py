@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unetflow.infer.ensemble import model_from_weights
 from unetflow.infer.package import Package, PackageError, load_package
+from unetflow.infer.predictor import model_from_weights
 
 INPUT_NAME, OUTPUT_NAME = "tiles", "probabilities"
 

@@ -16,13 +16,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from unetflow.data.pairing import listed_images
 from unetflow.infer.package import Package
-from unetflow.infer.predictor import OBJECTS_FILE, Predictor
+from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import image_info
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
@@ -73,18 +72,13 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
         image = read_source_image(dict(kind=kind, image_path=str(path), slice_axis=axis))
     except ImageReadError as error:
         return None, [str(error)]
-    problems = []
-    channels = image.shape[0]
-    if channels != package.input_channels and not (package.convert_channels and channels in (1, 3)):
-        problems.append(f"{path}: {channels} channel(s), but the model was trained on {package.input_channels}-"
-                        f"channel images; convert the image (or train with data.channels to convert automatically)")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        problems.append(f"{path}: {int((~np.isfinite(image)).sum())} pixels are NaN or Inf; replace them")
+    problems = [f"{path}: {problem}" for problem in image_problems(image, package)]
     if kind != "volume" and any(m["hparams"]["dims"] == 3 for m in package.models):
         problems.append(f"{path}: a 2D {'TIFF stack' if kind == 'stack' else 'image'}, but {package.path} holds 3D "
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
-               height=int(image.shape[2]), width=int(image.shape[3]), channels=int(channels), dtype=str(image.dtype))
+               height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
+               dtype=str(image.dtype))
     return row, problems
 
 
@@ -117,24 +111,30 @@ def duplicate_names(table: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- written masks
+# Each inference shard keeps a ledger of the files it wrote (JSON, beside its table but not a Snakemake output, so it
+# survives reruns): when the shard runs again, or the summary finds the shard gone, the files of images that no
+# longer exist are removed. Files of images that still exist stay: another shard may write them now.
+
+
+def ledger_path(shards_dir, shard: int) -> Path:
+    """The ledger of shard `shard` in the folder of the shard tables."""
+    return Path(shards_dir, f"shard{shard}_written.json")
 
 
 def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool) -> Path:
-    """Write the ledger of an inference shard (a JSON file outside Snakemake's outputs, which it never deletes):
-    {image: the files written for it}, its mask and, with `probabilities`, the probabilities of each unit."""
+    """Write a shard's ledger: {image: the files written for it}, its mask and, with `probabilities`, the
+    probabilities of each unit."""
     written = {}
     for row in summary.drop_duplicates("id").to_dict("records"):
-        extra = [str(Path(out_dir, f"{row['id']}.npz"))] if probabilities else []
         written.setdefault(row["image_path"], [row["mask_path"]])
-        written[row["image_path"]] += extra
+        written[row["image_path"]] += [str(Path(out_dir, f"{row['id']}.npz"))] if probabilities else []
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     Path(ledger).write_text(json.dumps(written, indent=1))
     return Path(ledger)
 
 
 def remove_masks_of_removed_images(ledger) -> list[str]:
-    """The files an inference shard wrote before (its ledger) for images that no longer exist, removed; their
-    paths. Files of images that still exist stay (another shard may own them now)."""
+    """The files a shard wrote before (its ledger) for images that no longer exist, removed; their paths."""
     if not Path(ledger).is_file():
         return []
     removed = []
@@ -143,6 +143,17 @@ def remove_masks_of_removed_images(ledger) -> list[str]:
             for file in files:
                 Path(file).unlink(missing_ok=True)
                 removed.append(file)
+    return removed
+
+
+def close_gone_shards(shards_dir, shards: set[int]) -> list[str]:
+    """The ledgers of shards that have no images any more (not in `shards`): the files of their removed images
+    removed, the ledgers deleted; the paths removed."""
+    removed = []
+    for ledger in Path(shards_dir).glob("shard*_written.json"):
+        if int(ledger.name[5:-len("_written.json")]) not in shards:
+            removed += remove_masks_of_removed_images(ledger)
+            ledger.unlink()
     return removed
 
 

@@ -72,6 +72,18 @@ def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return kept
 
 
+def image_problems(image: np.ndarray, package: Package) -> list[str]:
+    """What keeps a read image (C, Z, Y, X) from being segmented by the package: a channel count its models were not
+    trained on (unless the package converts channels), NaN or Inf pixels."""
+    problems, channels = [], image.shape[0]
+    if channels != package.input_channels and not (package.convert_channels and channels in (1, 3)):
+        problems.append(f"{channels} channel(s), but the model was trained on {package.input_channels}-channel "
+                        f"images; convert the image (or train with data.channels to convert automatically)")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        problems.append(f"{int((~np.isfinite(image)).sum())} pixels are NaN or Inf; replace them")
+    return problems
+
+
 class Predictor:
     """A model package ready to segment images: `predict_sources` for checked sources (manifest rows: an `id`, which
     names the outputs and may hold sub-folders, the files and their kind), `source_probabilities` for one source,
@@ -112,8 +124,11 @@ class Predictor:
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) float32 of a 2D image
         (H, W) or (H, W, C)."""
-        image = image[..., None] if image.ndim == 2 else image
-        probs = self.image_probabilities(np.moveaxis(image, -1, 0)[:, None])[:, 0]
+        image = np.moveaxis(image[..., None] if image.ndim == 2 else image, -1, 0)[:, None]
+        problems = image_problems(image, self.package)
+        if problems:
+            raise ValueError(f"the image has {'; '.join(problems)}")
+        probs = self.image_probabilities(image)[:, 0]
         return probs.argmax(0).astype(np.uint8), probs
 
     def predict_sources(self, sources: pd.DataFrame, out_dir,
