@@ -6,16 +6,16 @@ import logging
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 import tifffile
 
 from conftest import build_manifest
+from unetflow.instances.objects import unit_objects
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_mask, write_mask
 from unetflow.io.labels import ID_LIMIT
-from unetflow.io.prediction_files import read_instances, write_instances
-from unetflow.io.sources import case_instance_ids
+from unetflow.io.prediction_files import read_instance_mask, write_instance_mask
+from unetflow.io.sources import read_source_mask
 
 GRID = 260  # one-pixel objects on every other pixel of a 520x520 image: 67600 objects, more than 16 bits hold
 
@@ -38,37 +38,48 @@ def test_a_32_bit_tiff_of_more_than_65535_ids_is_read_as_ids(tmp_path):
     assert np.array_equal(read_mask(tmp_path / "masks" / "c0.tif", ID_LIMIT), ids)
     manifest, _ = build_manifest(tmp_path / "images", tmp_path / "masks", instances=True)
     assert manifest.loc[0, "objects"] == GRID * GRID
-    stored = case_instance_ids(manifest)[0]
+    stored = read_source_mask(manifest.iloc[0].to_dict(), ids=True)[0]
     assert stored.dtype == np.uint32 and np.array_equal(stored, ids)
+
+
+IMAGE = dict(kind="image", image_path="c.png")
 
 
 def test_a_prediction_of_more_than_65535_objects_is_written_losslessly(tmp_path, caplog):
     ids = many_objects().astype(np.int32)
     with caplog.at_level(logging.INFO):
-        written = write_instances(tmp_path / "c0.png", [ids], None)
+        written = write_instance_mask(tmp_path / "c0.png", ids[None], IMAGE)
     assert written == tmp_path / "c0.tif" and not (tmp_path / "c0.png").exists()
     assert "32-bit TIFF" in caplog.text
-    assert np.array_equal(read_instances(tmp_path / "c0.png"), ids)  # found where predict's readers look
+    assert np.array_equal(read_instance_mask(tmp_path / "c0.png", IMAGE)[0], ids)  # found where the readers look
     few = np.where(ids <= 500, ids, 0)
-    assert write_instances(tmp_path / "c1.png", [few], None) == tmp_path / "c1.png"
+    assert write_instance_mask(tmp_path / "c1.png", few[None], IMAGE) == tmp_path / "c1.png"
     assert read_mask(tmp_path / "c1.png").dtype == np.uint16
-    assert np.array_equal(read_instances(tmp_path / "c1.png"), few)
+    assert np.array_equal(read_instance_mask(tmp_path / "c1.png", IMAGE)[0], few)
 
 
 def test_a_volume_whose_ids_pass_65535_across_slices_is_written_as_uint32_nifti(tmp_path, caplog):
     rng = np.random.default_rng(0)
     slices = [np.where(rng.random((120, 100)) < 0.9, np.arange(1, 12001).reshape(120, 100), 0) for _ in range(7)]
     nib.save(nib.Nifti1Image(np.zeros((120, 100, 7), np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "v.nii.gz")
-    rows = pd.DataFrame({"image_path": [str(tmp_path / "v.nii.gz")], "slice_axis": [2]})
-    with caplog.at_level(logging.INFO):
-        written = write_instances(tmp_path / "out.nii.gz", slices, rows)
-    assert "32-bit (uint32) NIfTI" in caplog.text
-    assert nib.load(written).get_data_dtype() == np.uint32
-    ids = read_instances(written)
+    row = dict(kind="volume", image_path=str(tmp_path / "v.nii.gz"), slice_axis=2)
     offsets = np.cumsum([0] + [int(s.max()) for s in slices[:-1]])
-    expected = np.stack([np.where(s > 0, s + offset, 0) for s, offset in zip(slices, offsets)], axis=2)
+    expected = np.stack([np.where(s > 0, s + offset, 0) for s, offset in zip(slices, offsets)])  # array order
+    with caplog.at_level(logging.INFO):
+        written = write_instance_mask(tmp_path / "out.nii.gz", expected, row)
+    assert "32-bit ids" in caplog.text and nib.load(written).get_data_dtype() == np.uint32
+    ids = read_instance_mask(written, row)
     assert expected.max() > 65535 and ids.dtype == np.uint32
     np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(np.asarray(nib.load(written).dataobj), np.moveaxis(expected, 0, 2))
     nib.save(nib.Nifti1Image(np.zeros((120, 100, 2), np.float32), np.eye(4)), tmp_path / "v2.nii.gz")
-    few = write_instances(tmp_path / "few.nii.gz", slices[:2], rows.assign(image_path=str(tmp_path / "v2.nii.gz")))
-    assert nib.load(few).get_data_dtype() == np.uint16 and read_instances(few).max() == 24000  # 16 bits suffice
+    few = write_instance_mask(tmp_path / "few.nii.gz", expected[:2], dict(row, image_path=str(tmp_path / "v2.nii.gz")))
+    assert nib.load(few).get_data_dtype() == np.uint16 and read_instance_mask(few, row).max() == 24000
+
+
+def test_the_objects_of_a_volume_are_numbered_on_from_slice_to_slice():
+    foreground = np.zeros((3, 20, 20), np.float32)
+    foreground[:, 2:8, 2:8] = foreground[:, 12:18, 12:18] = 1  # two objects in every slice
+    ids, rows = unit_objects("v", np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1, 2], [3, 4], [5, 6]]
+    assert [(row["slice"], row["id"]) for row in rows] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]

@@ -1,14 +1,14 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
-import re
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from conftest import applied, build_manifest, snakemake, tiny_config, write_config
+from conftest import applied, build_manifest, job_counts, snakemake, tiny_config, write_config
 from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.pairing import DataValidationError
 from unetflow.data.preprocess import preprocess_sources
@@ -18,7 +18,7 @@ from unetflow.instances.targets import split_ids, three_class_target, touching_p
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_mask, write_mask
-from unetflow.io.store import load_array
+from unetflow.io.store import has_array, load_array
 
 
 def squares(*boxes, shape=(10, 12)) -> np.ndarray:
@@ -191,9 +191,10 @@ def test_instance_mode_end_to_end(tmp_path, target):
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
     classes = pd.read_parquet(tmp_path / "results" / "data" / "classes.parquet")
     assert classes["instance_target"].eq(target).all() and len(classes) == (3 if target == "three_class" else 2)
-    with np.load(next((tmp_path / "results" / "preprocess" / "cases").glob("*.npz"))) as case:
-        assert ("weights" in case) == (target == "weight_map") and "instances" in case
-        assert target == "three_class" or (case["weights"].dtype == np.float16 and case["weights"].min() >= 1)
+    stored = next((tmp_path / "results" / "preprocess" / "arrays").iterdir())
+    assert has_array(stored, "weights") == (target == "weight_map") and has_array(stored, "instances")
+    weights = load_array(stored, "weights") if target == "weight_map" else None
+    assert target == "three_class" or (weights.dtype == np.float16 and weights.min() >= 1)
     results = tmp_path / "results" / "unet"
     per_case = pd.read_parquet(results / "evaluate" / "per_case.parquet")
     objects_rows = per_case[per_case["class"] == 1]
@@ -202,15 +203,15 @@ def test_instance_mode_end_to_end(tmp_path, target):
     masks = sorted((results / "predict" / "masks").glob("*.png"))
     assert masks and all(read_mask(path).dtype in (np.uint8, np.uint16) for path in masks)
     table = pd.read_parquet(results / "predict" / "masks" / "objects.parquet")
-    assert list(table.columns)[:3] == ["case", "id", "area"]
+    assert list(table.columns)[:4] == ["case", "slice", "id", "area"]
     for path in masks:  # every object written is in the table, and no other
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])
-    assert (results / "report" / "overlays.png").stat().st_size > 0
+    with Image.open(results / "report" / "overlays.png") as overlays:  # three cases side by side, two rows
+        assert overlays.format == "PNG" and overlays.size[0] > overlays.size[1] > 200
     changed = {**config, "preprocess": {"weight_map": {"w0": 20}}}  # reruns preprocess and after, in this mode only
-    output = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=write_config(tmp_path, changed, "w0.yaml")).stdout
-    jobs = set(re.findall(r"^(\w+)\s+\d+$", output.split("Job stats:")[-1], re.M)) - {"total", "all"}
-    assert jobs == ({"preprocess", "train", "predict", "evaluate", "report", "leaderboard", "package"}
+    jobs = set(job_counts(tmp_path, changed, name="w0.yaml"))
+    assert jobs == ({"preprocess", "plan", "train", "package", "predict", "evaluate", "report", "leaderboard"}
                     if target == "weight_map" else set())
     infer_matches_predict(tmp_path, config, masks, table)
 
@@ -223,11 +224,10 @@ def infer_matches_predict(workdir, config, masks, table):
         shutil.copy(workdir / "results" / "demo" / "images" / path.name, workdir / "new" / path.name)
     config["infer"] = {"images": "new", "shards": 2}
     snakemake(workdir, "infer", configfile=write_config(workdir, config, "infer.yaml"))
-    inferred = workdir / "results" / "infer" / "unet" / "masks"
+    inferred = workdir / "results" / "infer" / "unet"
     for path in masks:
-        found = list(inferred.glob(f"shard*/{path.name}"))
-        assert len(found) == 1 and np.array_equal(read_mask(found[0]), read_mask(path))
-    objects = pd.concat([pd.read_parquet(p) for p in inferred.glob("shard*/objects.parquet")])
+        assert np.array_equal(read_mask(inferred / "masks" / path.name), read_mask(path))
+    objects = pd.read_parquet(inferred / "objects.parquet")
     pd.testing.assert_frame_equal(objects.sort_values(["case", "id"]).reset_index(drop=True),
                                   table.sort_values(["case", "id"]).reset_index(drop=True))
     summary = pd.read_parquet(workdir / "results" / "infer" / "unet" / "summary.parquet")

@@ -16,8 +16,8 @@ from conftest import build_manifest, write_pairs
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
 from unetflow.io.labels import IGNORE_INDEX
-from unetflow.io.prediction_files import write_labels
-from unetflow.io.sources import case_labels
+from unetflow.io.prediction_files import write_class_mask
+from unetflow.io.sources import source_labels
 
 SIZE = (48, 64)
 
@@ -30,7 +30,7 @@ def ingest_error(images, masks, **options) -> str:
 
 def trained_labels(manifest: pd.DataFrame, classes: pd.DataFrame) -> dict[str, np.ndarray]:
     """{case id: class indices} as preprocessing stores them."""
-    return {row["id"]: case_labels(manifest.iloc[[index]], classes)[0] for index, row in manifest.iterrows()}
+    return {row["id"]: source_labels(row, classes)[0][0] for row in manifest.to_dict("records")}
 
 
 def blobs(seed: int) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_nonzero_names_classes_and_writes_predictions_with_their_values(tmp_path
     labels = trained_labels(manifest, classes)["c0"]
     stored = cv2.imread(str(masks / "c0.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(labels, (stored > 0).astype(np.uint8))
-    written = write_labels(tmp_path / "c0_pred.png", [labels], classes)
+    written = write_class_mask(tmp_path / "c0_pred.png", labels[None], classes, dict(kind="image"))
     np.testing.assert_array_equal(cv2.imread(str(written), cv2.IMREAD_UNCHANGED), (stored > 0).astype(np.uint8))
 
 

@@ -2,11 +2,8 @@
 and predicted probabilities brought back onto the input's grid."""
 
 import numpy as np
-import pandas as pd
-import torch
 
 from conftest import write_ct_pair
-from unetflow.infer.ensemble import on_source_grid
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.nifti import read_volume, write_label_volume
 from unetflow.io.resample import (
@@ -14,6 +11,7 @@ from unetflow.io.resample import (
     resample_labels,
     resample_nearest,
     resample_probabilities,
+    resample_source_labels,
     resampled_shape,
     resize_image,
 )
@@ -60,19 +58,17 @@ def test_images_are_resampled_by_cubic_spline_per_channel():
 
 
 def test_probabilities_go_back_to_the_files_grid_before_the_argmax(tmp_path):
-    """The one-hot map of a volume resampled in-plane (as preprocessing stores it), brought back by
-    `on_source_grid`, sums to 1 and argmaxes to the original labels."""
+    """The one-hot map of a volume resampled in-plane and along its slices (as preprocessing stores it), brought
+    back as the predictor brings its softmax back, sums to 1 and argmaxes to the original labels."""
     labels, _ = write_ct_pair(tmp_path, "scan", (40, 36, 6), (0.8, 0.8, 3.0))
-    stored = resample_labels(labels, resampled_shape(labels.shape, (0.8, 0.8, 3.0), (1.1, 1.1, 3.0)))
-    slices = [torch.from_numpy(np.stack([stored[..., z] == 0, stored[..., z] == 1]).astype(np.float32))
-              for z in range(6)]
-    rows = pd.DataFrame({"id": [f"scan_z{z}" for z in range(6)], "kind": "volume", "slice": range(6),
-                         "slice_axis": 2, "height": 40, "width": 36})  # as the file stores the slices
-    back = on_source_grid(slices, rows)
-    assert back[0].shape == (2, 40, 36)
-    torch.testing.assert_close(sum(p.sum(0) for p in back) / 6, torch.ones(40, 36))
-    predicted = np.stack([p.argmax(0).numpy() for p in back], axis=-1)
-    assert dice(predicted == 1, labels == 1) > 0.95
+    labels = np.moveaxis(labels, 2, 0)  # array order: (6, 40, 36), spacing (3.0, 0.8, 0.8)
+    stored = resample_source_labels(labels, resampled_shape(labels.shape, (3.0, 0.8, 0.8), (2.0, 1.1, 1.1)))
+    assert stored.shape == (9, 29, 26)
+    one_hot = np.stack([stored == 0, stored == 1]).astype(np.float32)
+    back = resample_probabilities(one_hot, labels.shape)
+    assert back.shape == (2, 6, 40, 36)
+    np.testing.assert_allclose(back.sum(0), np.ones(labels.shape), atol=1e-5)
+    assert dice(back.argmax(0) == 1, labels == 1) > 0.95
 
 
 def test_small_objects_survive_the_slice_axis_round_trip_of_3d_training_and_prediction():
@@ -97,12 +93,13 @@ def test_small_objects_survive_the_slice_axis_round_trip_of_3d_training_and_pred
 
 
 def test_probabilities_of_2d_files_come_back_to_their_size_and_are_untouched_at_it():
-    rows = pd.DataFrame({"id": ["a"], "kind": "image", "slice": [0], "slice_axis": 0, "height": 30, "width": 20})
-    probabilities = [torch.rand(2, 30, 20)]
-    assert on_source_grid(probabilities, rows)[0] is probabilities[0]
-    scaled = torch.softmax(torch.rand(2, 15, 10), 0)
-    back = on_source_grid([scaled], rows)[0]
-    assert back.shape == (2, 30, 20) and torch.allclose(back.sum(0), torch.ones(30, 20), atol=1e-5)
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((2, 1, 30, 20)).astype(np.float32)  # (K, Z, Y, X) of a 2D file
+    assert resample_probabilities(probabilities, (1, 30, 20)) is probabilities
+    scaled = rng.random((2, 1, 15, 10)).astype(np.float32)
+    scaled /= scaled.sum(0)
+    back = resample_probabilities(scaled, (1, 30, 20))
+    assert back.shape == (2, 1, 30, 20) and np.allclose(back.sum(0), 1, atol=1e-5)
 
 
 def test_shrinking_2d_labels_takes_each_area_s_largest_share():

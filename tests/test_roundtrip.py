@@ -1,5 +1,6 @@
 """Property: any valid image/mask pair, in every supported format and encoding, survives ingest and preprocessing
-with its geometry, intensities (lossless formats) and labels intact."""
+with its geometry, intensities (lossless formats) and labels intact; a volume stored in array order is written back
+in its own axis order and header."""
 
 import tempfile
 from pathlib import Path
@@ -7,7 +8,6 @@ from pathlib import Path
 import cv2
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,8 +16,8 @@ from PIL import Image
 from conftest import applied, build_manifest
 from unetflow.data.normalization import normalize
 from unetflow.data.preprocess import preprocess_source
-from unetflow.io.store import load_case
-from unetflow.io.volumes import stack_slices, write_volume_labels
+from unetflow.io.prediction_files import write_source_labels
+from unetflow.io.store import load_array
 
 IMAGE_FORMATS = ["png8", "png16", "tif8", "tif16", "bmp", "jpeg"]
 MASK_FORMATS = ["png", "png16", "png1bit", "png_palette", "tif", "bmp", "gif"]
@@ -88,18 +88,19 @@ def test_2d_pairs_survive_ingest_and_preprocessing(pair):
         assert (row["height"], row["width"], row["channels"]) == expected_image.shape
         values = np.unique(stored_values(mask_format, labels))
         assert classes["value"].tolist() == values.tolist()
-        [out] = preprocess_source(manifest, classes, str(folder), applied("zscore"))
-        image, mapped = load_case(out["array_path"])
-        assert np.array_equal(mapped, np.searchsorted(values, stored_values(mask_format, labels)))
-        assert image.shape == (expected_image.shape[2], *labels.shape)
+        out = preprocess_source(row.to_dict(), classes, str(folder), applied("zscore"))
+        image, mapped = load_array(out["array_path"], "image"), load_array(out["array_path"], "labels")
+        assert np.array_equal(mapped[0], np.searchsorted(values, stored_values(mask_format, labels)))
+        assert image.shape == (expected_image.shape[2], 1, *labels.shape)
         if image_format != "jpeg":
-            assert np.array_equal(image, normalize(expected_image).astype(np.float16).astype(np.float32))
+            expected = normalize(np.moveaxis(expected_image, -1, 0)).astype(np.float16)
+            assert np.array_equal(image[:, 0], expected)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=st.tuples(st.integers(2, 12), st.integers(2, 12), st.integers(2, 6)), axis=st.integers(0, 2),
        float_labels=st.booleans(), seed=st.integers(0, 2**16))
-def test_volumes_survive_slicing_and_reassembly(shape, axis, float_labels, seed):
+def test_volumes_survive_storing_in_array_order_and_writing_back(shape, axis, float_labels, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, shape).astype(np.uint8)
     labels.flat[:3] = [0, 1, 2]
@@ -111,10 +112,11 @@ def test_volumes_survive_slicing_and_reassembly(shape, axis, float_labels, seed)
         nib.save(nib.Nifti1Image(labels.astype(np.float32 if float_labels else np.uint8), affine),
                  folder / "masks" / "v.nii.gz")
         manifest, classes = build_manifest(str(folder / "images"), str(folder / "masks"), slice_axis=axis)
-        assert len(manifest) == shape[axis] and (manifest["group"] == "v").all()
-        rows = pd.DataFrame(preprocess_source(manifest, classes, str(folder), applied("minmax")))
-        predicted = {int(s): load_case(p)[1] for s, p in zip(manifest["slice"], rows["array_path"])}
-        assert np.array_equal(stack_slices(predicted, axis), labels)
-        write_volume_labels(folder / "pred.nii.gz", predicted, folder / "images" / "v.nii.gz", axis)
+        row = manifest.iloc[0].to_dict()
+        assert len(manifest) == 1 and row["slices"] == shape[axis] and row["group"] == "v"
+        out = preprocess_source(row, classes, str(folder), applied("minmax"))
+        stored = load_array(out["array_path"], "labels")
+        assert np.array_equal(stored, np.moveaxis(labels, axis, 0))
+        write_source_labels(folder / "pred.nii.gz", stored, row)
         written = nib.load(folder / "pred.nii.gz")
         assert np.array_equal(np.asarray(written.dataobj), labels) and np.allclose(written.affine, affine)

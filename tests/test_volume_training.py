@@ -1,5 +1,6 @@
-"""3D training (train.dims): the 2D-or-3D rule, volumes rebuilt from their slice cases, the 3D plan, 3D patches and
-their augmentation, and a tiny 3D U-Net that learns ellipsoids on the CPU."""
+"""3D training (train.dims): the 2D-or-3D rule, volumes stored whole (resampled in preprocessing, read by training
+as they are, no header read), the 3D plan, 3D patches and their augmentation, and a tiny 3D U-Net that learns
+ellipsoids on the CPU."""
 
 import logging
 import re
@@ -13,26 +14,30 @@ import torch.nn.functional as F
 from conftest import applied, build_manifest, write_pairs
 from unetflow.config import experiment_problems
 from unetflow.data.demo_volumes import ellipsoid_volume, write_volume_pairs
-from unetflow.data.preprocess import preprocess_cases
+from unetflow.data.preprocess import preprocess_sources
 from unetflow.io import nifti
 from unetflow.io.labels import IGNORE_INDEX
-from unetflow.plan.plan import CPU_PATCH_VOXELS_3D, plan_training
+from unetflow.plan.plan import CPU_PATCH_VOXELS_3D, choose_dims, planned_settings, training_traits
 from unetflow.train.augment import AUGMENT_DEFAULTS, augment_batch
-from unetflow.train.train import PatchSampler, Trainer
-from unetflow.train.volume_training import (
-    choose_dims,
-    load_volume_cases,
-    median_spacing,
-    training_cases,
-    volume_geometry,
-    volume_units,
-)
+from unetflow.train.sampler import PatchSampler, training_cases
+from unetflow.train.train import Trainer
+
+CPU = dict(type="cpu", name="cpu", memory_bytes=None)
 
 
 def volume_manifest(folder, shape, spacing, count: int = 2):
     """The ingest manifest and class table of `count` generated ellipsoid volumes ((X, Y, Z) shape and spacing)."""
     images, masks = write_volume_pairs(folder, count, shape, spacing)
     return build_manifest(images, masks)
+
+
+def stored_sources(folder, shape=None, spacing=None, count: int = 2, target=None, manifest=None):
+    """The preprocess table of generated volumes (or of an ingest `manifest`), resampled to `target` (x, y, z)."""
+    if manifest is None:
+        manifest, classes = volume_manifest(folder, shape, spacing, count)
+    else:
+        manifest, classes = manifest
+    return preprocess_sources(manifest, classes, str(folder / "arrays"), applied("zscore", spacing=target))
 
 
 @pytest.mark.parametrize("shape, spacing, dims", [
@@ -42,27 +47,26 @@ def volume_manifest(folder, shape, spacing, count: int = 2):
     ((10, 20, 24), (4.0, 0.5, 0.5), 2),  # the coarse axis need not be the slice axis
 ])
 def test_auto_dims_follows_the_spacing_rule(tmp_path, shape, spacing, dims):
-    manifest, _ = volume_manifest(tmp_path, shape, spacing)
-    geometry = volume_geometry(manifest)
-    chosen, reason = choose_dims("auto", manifest, geometry)
+    sources = stored_sources(tmp_path, shape, spacing)
+    chosen, reason = choose_dims("auto", sources)
     assert chosen == dims and "spacing ratio" in reason
-    assert choose_dims(2, manifest, geometry)[0] == 2 and choose_dims(3, manifest, geometry)[0] == 3  # explicit wins
-    assert choose_dims("auto", manifest, geometry, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch
-    assert choose_dims("auto", manifest, geometry, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
+    assert choose_dims(2, sources)[0] == 2 and choose_dims(3, sources)[0] == 3  # explicit wins
+    assert choose_dims("auto", sources, [32, 32]) == (2, "train.patch_size has 2 sides")  # so does a patch
+    assert choose_dims("auto", sources, [8, 16, 16]) == (3, "train.patch_size has 3 sides")
 
 
 def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path):
-    manifest, _ = build_manifest(*write_pairs(tmp_path / "png"))
-    assert choose_dims("auto", manifest, volume_geometry(manifest))[0] == 2
-    with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D case"):
-        choose_dims(3, manifest, volume_geometry(manifest))
-    with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D case"):
-        choose_dims("auto", manifest, volume_geometry(manifest), [8, 16, 16])
-    single, _ = volume_manifest(tmp_path / "nii", (20, 16, 1), (1.0, 1.0, 1.0))
-    assert choose_dims("auto", single, volume_geometry(single)) == (
-        2, "the training data holds one-slice NIfTI volume(s) (['vol0', 'vol1'])")
-    with pytest.raises(ValueError, match="train.dims is 3 .* one-slice NIfTI"):
-        choose_dims(3, single, volume_geometry(single))
+    flat = stored_sources(tmp_path / "png", manifest=build_manifest(*write_pairs(tmp_path / "png")))
+    assert choose_dims("auto", flat)[0] == 2
+    with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D image"):
+        choose_dims(3, flat)
+    with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D image"):
+        choose_dims("auto", flat, [8, 16, 16])
+    single = stored_sources(tmp_path / "nii", (20, 16, 1), (1.0, 1.0, 1.0))
+    assert choose_dims("auto", single) == (
+        2, "the training data holds 2 2D image(s), TIFF stack(s) or one-slice volume(s), e.g. ['vol0', 'vol1']")
+    with pytest.raises(ValueError, match="train.dims is 3 .* one-slice volume"):
+        choose_dims(3, single)
 
 
 @pytest.mark.parametrize("dims, patch, problem", [
@@ -71,72 +75,40 @@ def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path
     ("auto", [60, 64], "must be a multiple of 2\\*\\*train.depth = 8"),
 ])
 def test_config_refuses_patch_sides_that_do_not_fit_train_dims(dims, patch, problem):
-    settings = dict(train=dict(dims=dims, patch_size=patch, depth=3), predict=dict(split="test", ensemble=[]))
+    train = dict(dims=dims, patch_size=patch, depth=3, epochs=None, budget_steps=None, budget_minutes=None)
+    settings = dict(train=train, predict=dict(split="test", ensemble=[]))
     problems = experiment_problems("unet", settings, dict(experiments={"unet": {}}, predict=dict(split="test")))
     assert problems == [] if problem is None else len(problems) == 1 and re.search(problem, problems[0])
 
 
-def test_volumes_are_stacked_from_their_slices_in_order(tmp_path):
+def test_training_reads_the_stored_volumes_whole_or_slice_by_slice_without_reading_a_header(tmp_path, monkeypatch):
     manifest, classes = volume_manifest(tmp_path, (12, 10, 7), (1.0, 1.0, 2.0), count=3)
-    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), dict(normalization="zscore",
-                                                                                     clip_percentiles=None))
-    ids = manifest.loc[manifest["volume"] != "vol1", "id"].sample(frac=1, random_state=0).tolist()  # shuffled
-    units, geometry = volume_units(manifest, ids, "training"), volume_geometry(manifest)
-    assert list(units) == ["vol0", "vol2"] and [unit[0] for unit in units.values()] == ["vol0_z0", "vol2_z0"]
-    assert all(len(unit) == 7 for unit in units.values())
-    (image, labels), _ = load_volume_cases(preprocessed, geometry, units)
+    stored = stored_sources(tmp_path, manifest=(manifest, classes))
+    reads, load = [], nifti._load
+    monkeypatch.setattr(nifti, "_load", lambda path, fmt: reads.append(str(path)) or load(path, fmt))
+    (image, labels), _ = training_cases(stored, ["vol0", "vol2"], dims=3)
     mask = np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj)
     assert image.shape == (1, 7, 12, 10) and image.dtype == np.float16 and labels.dtype == np.uint8
-    np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (S, H, W): slices along data.slice_axis
-    train, val, spacing = training_cases(manifest, geometry, preprocessed, ids, [f"vol1_z{i}" for i in range(7)],
-                                         dims=3)
-    assert len(train) == 2 and len(val) == 1 and spacing == [2.0, 1.0, 1.0]  # slice axis first
-    halved = [(image[:, :, ::2, ::2], labels[:, ::2, ::2]) for image, labels in train]  # slices resized in-plane
-    assert median_spacing(geometry, units, halved) == [2.0, 2.0, 2.0]
-    with pytest.raises(ValueError, match="volume vol1: 3 of its 7 slices .* split.group_by"):
-        volume_units(manifest, ["vol1_z0", "vol1_z1", "vol1_z2"], "validation")
-    same, _, _ = training_cases(manifest, geometry, preprocessed, ids, [], dims=3, target_spacing=[9.0, 9.0, 2.0])
-    for (image, labels), (same_image, same_labels) in zip(train, same):  # the slice axis's own spacing: a no-op
-        assert same_image.dtype == np.float16 and np.array_equal(same_image, image) and np.array_equal(same_labels,
-                                                                                                      labels)
+    np.testing.assert_array_equal(labels, np.moveaxis(mask, 2, 0))  # (Z, Y, X): slices along data.slice_axis
+    slices = training_cases(stored, ["vol1"], dims=2)
+    assert len(slices) == 7 and slices[3][0].shape == (1, 12, 10) and slices[3][1].shape == (12, 10)
+    assert reads == []  # nothing resampled or measured at load: preprocessing did it once
+    traits = training_traits(stored, 3, dict(object_diameter_p90=4.0))
+    assert traits["spacing"] == [2.0, 1.0, 1.0] and traits["median_size"] == [7, 12, 10]  # slice axis first
 
 
-def test_3d_training_volumes_are_resampled_along_the_slice_axis_to_the_target_spacing(tmp_path):
-    """0.8 x 0.8 x 3 mm volumes sliced along Z, target 0.8 x 0.8 x 1.2 mm: each volume is stacked on 20 slices
+def test_volumes_are_stored_resampled_along_the_slice_axis_to_the_target_spacing(tmp_path):
+    """0.8 x 0.8 x 3 mm volumes sliced along Z, target 0.8 x 0.8 x 1.2 mm: each volume is stored on 20 slices
     instead of 8 (8 x 3 / 1.2), its labels hold only their own classes and match the file's labels at each new
     slice's centre, and the plan sees the resampled spacing."""
-    manifest, classes = volume_manifest(tmp_path, (24, 20, 8), (0.8, 0.8, 3.0))
-    settings = applied("zscore", spacing=[0.8, 0.8, 1.2])
-    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), settings)
-    assert (preprocessed["height"] == 24).all()  # in-plane already on the target: only the slice axis changes
-    ids = manifest.loc[manifest["volume"] == "vol0", "id"].tolist()
-    train, _, spacing = training_cases(manifest, volume_geometry(manifest), preprocessed, ids, [], dims=3,
-                                       target_spacing=settings["spacing"])
-    (image, labels), = train
+    stored = stored_sources(tmp_path, (24, 20, 8), (0.8, 0.8, 3.0), target=[0.8, 0.8, 1.2])
+    (image, labels), = training_cases(stored, ["vol0"], dims=3)
     assert image.shape == (1, 20, 24, 20) and image.dtype == np.float16 and labels.shape == (20, 24, 20)
-    assert spacing == pytest.approx([1.2, 0.8, 0.8])  # slice axis first, as the plan reads it
+    assert training_traits(stored, 3, dict(object_diameter_p90=4.0))["spacing"] == pytest.approx([1.2, 0.8, 0.8])
     mask = np.moveaxis(np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj), 2, 0)
     assert set(np.unique(labels)) == set(np.unique(mask)) == {0, 1}
     nearest = mask[((np.arange(20) + 0.5) * 1.2 / 3.0).astype(int)]  # the file's slice under each new centre
     assert (labels == nearest).mean() > 0.97  # (new centres on an old boundary keep the two slices' overlap)
-
-
-def test_training_reads_each_volume_header_once(tmp_path, monkeypatch):
-    """The train stage's steps (geometry, dims, cases resampled along the slice axis, their median spacing) share
-    one read of each volume's header."""
-    manifest, classes = volume_manifest(tmp_path, (12, 10, 6), (1.0, 1.0, 2.0), count=3)
-    preprocessed = preprocess_cases(manifest, classes, str(tmp_path / "cases"), applied("zscore", [1.0, 1.0, 1.0]))
-    reads, load = [], nifti._load
-    monkeypatch.setattr(nifti, "_load", lambda path, fmt: reads.append(str(path)) or load(path, fmt))
-    geometry = volume_geometry(manifest)
-    dims, _ = choose_dims("auto", manifest, geometry)
-    ids = {split: manifest.loc[manifest["volume"].isin(names), "id"].tolist()
-           for split, names in [("train", ["vol0", "vol1"]), ("val", ["vol2"])]}
-    train, val, spacing = training_cases(manifest, geometry, preprocessed, ids["train"], ids["val"], dims,
-                                         target_spacing=[1.0, 1.0, 1.0])
-    assert dims == 3 and [labels.shape[0] for _, labels in train + val] == [12, 12, 12]  # 6 slices of 2 mm on 1 mm
-    assert spacing == [1.0, 1.0, 1.0]
-    assert sorted(reads) == sorted(manifest["image_path"].unique())
 
 
 UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
@@ -145,7 +117,7 @@ CT_LIKE = dict(cases=10, median_size=[40, 160, 160], spacing=[3.0, 1.0, 1.0], cl
 
 
 def test_3d_plan_fits_the_cpu_and_pools_the_coarse_axis_late():
-    planned, reasons = plan_training(dict(UNSET), CT_LIKE, torch.device("cpu"), "NIfTI volumes")
+    planned, reasons = planned_settings(dict(UNSET), CT_LIKE, 3, "NIfTI volumes", CPU)
     patch, kernels = planned["patch_size"], planned["pool_kernels"]
     assert planned["dims"] == 3 and reasons["dims"] == "NIfTI volumes"
     assert np.prod(patch) <= CPU_PATCH_VOXELS_3D and patch[0] < min(patch[1:])  # the long physical axis shrank
@@ -154,8 +126,6 @@ def test_3d_plan_fits_the_cpu_and_pools_the_coarse_axis_late():
     assert kernels[0] == [1, 2, 2] and [2, 2, 2] in kernels and len(kernels) == planned["depth"]
     assert all(side % np.prod(axis) == 0 for side, axis in zip(patch, zip(*kernels)))
     assert planned["batch_size"] == 2 and set(reasons) == set(UNSET) | {"pool_kernels"}
-    with pytest.raises(ValueError, match=r"train.patch_size \[64, 64\] has 2 sides but the U-Net is 3D"):
-        plan_training(dict(UNSET, patch_size=[64, 64]), CT_LIKE, torch.device("cpu"))
 
 
 def test_3d_patches_are_sampled_padded_and_centred_on_foreground():
@@ -192,7 +162,7 @@ TINY_3D = dict(device="cpu", seed=0, epochs=4, budget_steps=None, budget_minutes
                iterations_per_epoch=8, batch_size=2, patch_size=[8, 32, 32], depth=2, base_width=8, norm="batch",
                deep_supervision=True, loss="ce_dice", optimizer="adam", lr=1e-2, weight_decay=0.0,
                lr_schedule="poly", warmup_iterations=0, grad_clip=1.0, foreground_oversampling=0.33, early_stopping=0,
-               checkpoint_every=1, compile=False, augment={}, precision="auto", num_classes=2, dims=3)
+               resume_every=1, compile=False, augment={}, precision="auto", dims=3)
 
 
 def test_a_tiny_3d_unet_learns_ellipsoids_on_the_cpu(tmp_path):
@@ -200,8 +170,12 @@ def test_a_tiny_3d_unet_learns_ellipsoids_on_the_cpu(tmp_path):
     rng = np.random.default_rng(0)
     volumes = [ellipsoid_volume((12, 32, 32), (3.0, 1.0, 1.0), rng) for _ in range(6)]
     cases = [(image[None].astype(np.float16), labels) for image, labels in volumes]
-    trainer = Trainer(TINY_3D, cases[:4], cases[4:], list("abcd"), tmp_path / "state.pt", logging.getLogger(),
-                      spacing=[3.0, 1.0, 1.0])
+    traits = dict(median_size=[12, 32, 32], spacing=[3.0, 1.0, 1.0], class_shares=[0.8, 0.2])
+    planned, reasons = planned_settings(TINY_3D, traits, 3, None, CPU)
+    plan = dict(device=CPU, in_channels=1, num_classes=2, settings={key: dict(value=value) for key, value in
+                                                                     planned.items()})
+    trainer = Trainer({**TINY_3D, **planned}, plan, cases[:4], cases[4:], list("abcd"), tmp_path / "state.pt",
+                      logging.getLogger())
     metrics = trainer.run(tmp_path / "model.pt", tmp_path / "last.pt")
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["hparams"]["dims"] == 3 and checkpoint["patch_size"] == [8, 32, 32]

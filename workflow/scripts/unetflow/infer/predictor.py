@@ -59,6 +59,16 @@ def model_probabilities_2d(model, image: torch.Tensor, patch, cfg: dict, device:
                                   bf16=uses_bf16(cfg["precision"], device))
 
 
+def mean_probabilities(models, patches, network: np.ndarray, cfg: dict, device: torch.device) -> torch.Tensor:
+    """The mean softmax (K, Z, Y, X) of `models` (each with its patch) on a network array (C, Z, Y, X); cfg: the
+    prediction settings (overlap, batch_size, mirror, precision)."""
+    image, total = torch.from_numpy(network), None
+    for model, patch in zip(models, patches):
+        probs = model_probabilities(model, image, patch, cfg, device)
+        total = probs if total is None else total.add_(probs)
+    return total.div_(len(models))
+
+
 def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """A copy of `labels` (2D or 3D) in which every foreground class keeps only its largest face-connected
     component (4-connected in 2D, 6 in 3D); the pixels of its other components become background (class 0).
@@ -105,11 +115,7 @@ class Predictor:
 
     def probabilities(self, network: np.ndarray) -> torch.Tensor:
         """The mean softmax (K, Z, Y, X) of the package's models on a network array (C, Z, Y, X)."""
-        image, total = torch.from_numpy(network), None
-        for model, patch in zip(self.models, self.package.patches):
-            probs = model_probabilities(model, image, patch, self.package.predict, self.device)
-            total = probs if total is None else total.add_(probs)
-        return total.div_(len(self.models))
+        return mean_probabilities(self.models, self.package.patches, network, self.package.predict, self.device)
 
     def image_probabilities(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
         """The mean softmax (K, Z, Y, X) float32 of a read image (C, Z, Y, X) on its own grid (`spacing`: a volume's,
