@@ -100,8 +100,17 @@ SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
 
 
 def uses_gpu(section):
-    """1 when the section asks for a CUDA device (the scheduler then grants a GPU), else 0."""
-    return int(section["device"].startswith("cuda"))
+    """The `gpu` resource of a job that runs a model with the section's `device`: 1 for `auto` and `cuda[:N]`
+    (under SLURM sbatch --gpus=1; locally it counts against --resources gpu=N and is not limited without it), 0 for
+    `cpu` and `mps`. A CPU-only cluster sets it to 0 with --set-resources (cluster/README.md)."""
+    device = section["device"]
+    return int(device == "auto" or device.startswith("cuda"))
+
+
+def predict_settings(experiment):
+    """An experiment's predict section without `device`, which rule predict gets apart (params.device) and which is
+    no part of a package: results made before the key existed stay valid, and a changed device redoes no package."""
+    return {key: value for key, value in SETTINGS[experiment]["predict"].items() if key != "device"}
 
 
 def leaderboard_runs():

@@ -14,7 +14,7 @@ rule package:
         "../../envs/torch.yaml"
     params:
         sources=lambda wc: [f"{member}/fold{fold}" for member, fold in ensemble_members(wc.experiment)],
-        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
+        predict=lambda wc: predict_settings(wc.experiment),
         data=canonical({key: config["data"][key] for key in ("channels", "slice_axis")}),
     script:
         "../scripts/package.py"

@@ -17,9 +17,9 @@ rule predict:
     resources:
         mem_mb=16000,
         runtime=240,
-        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
+        gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["predict"]),
     params:
-        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
-        device=lambda wc: SETTINGS[wc.experiment]["train"]["device"],
+        predict=lambda wc: predict_settings(wc.experiment),
+        device=lambda wc: SETTINGS[wc.experiment]["predict"]["device"],
     script:
         "../scripts/predict.py"
