@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a real single-node SLURM cluster on localhost, as root, without systemd:
-# munged, a private MariaDB, slurmdbd, slurmctld and slurmd (node "localhost").
+# munged, a private MariaDB, slurmdbd, slurmctld and slurmd (node "localhost" with two placeholder
+# GPUs: sbatch --gpus jobs schedule and are accounted, but there is no GPU behind them).
 # Installs missing Debian packages and snakemake-executor-plugin-slurm first.
 # Idempotent: daemons recorded as running are left alone. PIDs of the daemons
 # it starts are written to $STATE_DIR/pids/; cluster/stop-local-slurm.sh stops exactly those.
@@ -18,6 +19,7 @@ CLUSTER=unetflow
 ACCOUNT=unetflow
 PARTITION=debug
 MIN_JOB_AGE=300
+GPUS=2   # placeholder GPUs the node declares (gres.conf)
 PLUGIN_VERSION=2.8.0
 CONF_MARKER="# Written by unetflow cluster/start-local-slurm.sh"
 PACKAGES=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins
@@ -28,6 +30,8 @@ LOG_DIR="$STATE_DIR/log"
 RUN_DIR="$STATE_DIR/run"
 DB_DIR="$STATE_DIR/mysql"
 DB_SOCKET="$RUN_DIR/mariadbd.sock"
+GPU_DIR="$STATE_DIR/gpus"
+GPU_FILES="$GPU_DIR/gpu[0-$((GPUS - 1))]"
 TEMPLATE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/templates"
 
 log() { echo "[start-local-slurm] $*" >&2; }
@@ -76,30 +80,45 @@ prepare_dirs() {
 render_template() {
     local text
     text=$(<"$TEMPLATE_DIR/$1")
-    for name in CONF_MARKER CLUSTER PARTITION STATE_DIR LOG_DIR RUN_DIR MIN_JOB_AGE NODE_HARDWARE DB_PORT DB_PASSWORD; do
+    for name in CONF_MARKER CLUSTER PARTITION STATE_DIR LOG_DIR RUN_DIR MIN_JOB_AGE NODE_HARDWARE GPUS GPU_FILES DB_PORT DB_PASSWORD; do
         text=${text//@$name@/${!name:-}}
     done
     printf '%s\n' "$text"
 }
 
-# Write $2 to file $1 unless a foreign (not ours) file is already there.
+# Write $2 to file $1 unless a foreign (not ours) file is already there; a changed file sets CONFIG_CHANGED.
 write_owned_config() {
     local path=$1 content=$2
     if [[ -e $path ]] && ! grep -qF "$CONF_MARKER" "$path"; then
         die "$path exists and was not written by this script; move it away first"
     fi
+    [[ -e $path && $(<"$path") == "$content" ]] || CONFIG_CHANGED=1
     printf '%s\n' "$content" > "$path"
 }
 
+# Slurm's gres/gpu drops GPUs without File= ("Removing file-less GPU"), and slurmd wants character devices:
+# the placeholders are copies of /dev/null (c 1 3). Nothing opens them (task/none: no device cgroup); a job
+# granted GPU k gets CUDA_VISIBLE_DEVICES=k from the trailing number.
+make_gpu_placeholders() {
+    mkdir -p "$GPU_DIR"
+    for ((k = 0; k < GPUS; k++)); do
+        [[ -c $GPU_DIR/gpu$k ]] || mknod -m 0666 "$GPU_DIR/gpu$k" c 1 3
+    done
+}
+
 node_hardware() {
-    # "CPUs=2 Boards=1 ... RealMemory=24105" from the first line of `slurmd -C`
-    slurmd -C | sed -n '1s/^NodeName=[^ ]* //p'
+    # "CPUs=2 Boards=1 ... RealMemory=24105" from the first line of `slurmd -C`, without
+    # a Gres= (printed where GPUs are autodetected; the templates declare the placeholder GPUs)
+    slurmd -C | sed -n '1{s/^NodeName=[^ ]* //;s/ Gres=[^ ]*//;p}'
 }
 
 write_slurm_configs() {
     NODE_HARDWARE=$(node_hardware)
     write_owned_config /etc/slurm/slurm.conf "$(render_template slurm.conf.in)"
     chmod 0644 /etc/slurm/slurm.conf
+    make_gpu_placeholders
+    write_owned_config /etc/slurm/gres.conf "$(render_template gres.conf.in)"
+    chmod 0644 /etc/slurm/gres.conf
     DB_PASSWORD=$(db_password)
     write_owned_config /etc/slurm/slurmdbd.conf "$(render_template slurmdbd.conf.in)"
     chmod 0600 /etc/slurm/slurmdbd.conf
@@ -189,6 +208,10 @@ node_state() { sinfo -h -n localhost -o %T 2>/dev/null; }
 node_ready() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing) ]]; }
 
 start_slurm_daemons() {
+    if [[ -n ${CONFIG_CHANGED:-} ]] && daemon_alive slurmctld; then
+        log "WARNING: /etc/slurm changed while SLURM runs with the old settings; to apply them run" \
+            "cluster/stop-local-slurm.sh, then this script again"
+    fi
     start_daemon slurmctld slurmctld -D
     wait_until slurmctld 60 scontrol ping
     start_daemon slurmd slurmd -D -N localhost

@@ -1,15 +1,20 @@
-"""The DAG fans out as configured (experiments x folds), and GPU jobs running together get different GPUs."""
+"""The DAG fans out as configured (experiments x folds), and GPU jobs running together get different GPUs (also with
+device auto); a SLURM job granted GPUs that PyTorch does not see says so."""
 
+import logging
 import subprocess
 import sys
 import textwrap
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from conftest import REPO, job_counts, scheduled_jobs, snakemake, tiny_config, write_config, write_pairs
-from unetflow.gpu import claim_slot
+from unetflow import gpu
+from unetflow.config import gpu_request
+from unetflow.gpu import SLURM_GPU_VARIABLES, claim_slot, pick_device
 
 ONE_EXPERIMENT = {"plan": 1, "train": 1, "package": 1, "predict": 1, "evaluate": 1, "report": 1, "leaderboard": 1}
 
@@ -52,6 +57,50 @@ def test_gpu_slots_are_exclusive_between_processes(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_device_other_than_the_cpu_asks_the_scheduler_for_a_gpu():
+    assert [gpu_request(device) for device in ("auto", "cuda", "cuda:1", "cpu", "mps")] == [1, 1, 1, 0, 0]
+
+
+@pytest.fixture
+def cuda_gpus(monkeypatch):
+    """PyTorch sees two CUDA GPUs (faked), outside SLURM; the GPU slots claimed are released afterwards."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    held = []
+    monkeypatch.setattr(gpu, "_held", held)
+    yield monkeypatch
+    for handle in held:
+        handle.close()
+
+
+def test_auto_claims_a_free_gpu_slot_like_cuda(cuda_gpus, tmp_path):
+    assert pick_device("auto", str(tmp_path)) == torch.device("cuda", 0)
+    assert pick_device("cuda", str(tmp_path)) == torch.device("cuda", 1)
+    with pytest.raises(RuntimeError, match="--resources gpu=2"):
+        pick_device("auto", str(tmp_path))
+    cuda_gpus.setenv("SLURM_JOB_ID", "7")  # SLURM hands out the GPUs itself: no slot
+    assert pick_device("auto", str(tmp_path)) == torch.device("cuda")
+
+
+def test_auto_in_a_slurm_job_says_when_it_runs_on_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu, "_said", set())
+    for name in SLURM_GPU_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    caplog.set_level(logging.INFO, logger="unetflow.gpu")
+    assert pick_device("auto") == pick_device("auto") == torch.device("cpu")
+    [granted] = caplog.records  # logged once
+    assert granted.levelno == logging.WARNING and "granted GPUs (SLURM_JOB_ID=7, SLURM_JOB_GPUS=0" in granted.message
+    caplog.clear()
+    monkeypatch.delenv("SLURM_JOB_GPUS")  # a job that asked for no GPU
+    pick_device("auto")
+    assert [(r.levelno, r.message) for r in caplog.records] == [
+        (logging.INFO, "device auto: this SLURM job holds no GPU, running on the CPU")]
 
 
 def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):

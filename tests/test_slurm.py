@@ -1,9 +1,11 @@
-"""The workflow on a real single-node SLURM cluster (cluster/start-local-slurm.sh) through profiles/slurm.
+"""The workflow on a real single-node SLURM cluster (cluster/start-local-slurm.sh, two placeholder GPUs) through
+profiles/slurm: by default the jobs that run a model ask sbatch for a GPU, with the CPU-only setting for none.
 
 Slow (a few minutes: every job but the light localrules goes through sbatch and the executor's status polling).
 Skipped where SLURM cannot run: not root, or its packages are missing and cannot be installed.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +24,13 @@ STOP = REPO / "cluster" / "stop-local-slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
 ACCOUNT = "unetflow"
 LOCAL_RULES = {"demo_data", "split", "leaderboard"}  # light rules marked localrule: they skip the queue
+GPU_RULES = {"plan", "train", "predict", "infer_shard"}  # they run where a model runs: a GPU with device auto
+CPU_ONLY = ("--set-resources", "plan:gpu=0", "train:gpu=0", "predict:gpu=0", "infer_shard:gpu=0")  # cluster/README.md
 SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
 WORKFLOW_TIMEOUT_S = 900
+# One test session at a time uses the machine's one cluster (/etc/slurm, the state folder): a second one (the suite
+# run from another checkout) waits, instead of rewriting the configs or stopping the daemons under the first.
+SESSION_LOCK = Path("/tmp/unetflow-slurm-test.lock")
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0,
@@ -55,11 +63,14 @@ def start_cluster() -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running local cluster; stopped at the end if this fixture started any of its daemons."""
-    started = "started " in start_cluster().stderr
-    yield
-    if started:
-        subprocess.run(["bash", str(STOP)], check=True, capture_output=True, timeout=300)
+    """A running local cluster, this session's alone (SESSION_LOCK); stopped at the end if this fixture started any of
+    its daemons."""
+    with open(SESSION_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = "started " in start_cluster().stderr
+        yield
+        if started:
+            subprocess.run(["bash", str(STOP)], check=True, capture_output=True, timeout=300)
 
 
 def run_snakemake(snakefile: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -88,14 +99,30 @@ def jobs_by_place(log: str) -> tuple[list[str], list[str]]:
 
 
 def sacct_records(job_ids: list[str]) -> pd.DataFrame:
-    """sacct's JobID, State and Account of the given jobs (allocations only, not steps)."""
+    """What SLURM recorded of the given jobs (allocations only, not steps): JobID, State, Account, the rule (from
+    the executor's --comment rule_<rule>_wildcards_...) and the GPUs asked for and allocated (ReqTRES, AllocTRES)."""
     output = subprocess.run(
         ["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", ",".join(job_ids),
-         "--format", "JobID,State,Account"],
+         "--format", "JobID,State,Account,Comment,ReqTRES,AllocTRES"],
         check=True, capture_output=True, text=True,
     ).stdout
     rows = [line.split("|") for line in output.splitlines() if line]
-    return pd.DataFrame(rows, columns=["job_id", "state", "account"])
+    records = pd.DataFrame(rows, columns=["job_id", "state", "account", "comment", "requested", "allocated"])
+    records["rule"] = records.comment.str.extract(r"^rule_(\w+?)(?:_wildcards_.*)?$", expand=False)
+    for column in ("requested", "allocated"):
+        records[column] = records[column].str.extract(r"gres/gpu=(\d+)", expand=False).fillna("0").astype(int)
+    return records
+
+
+def gpus_by_rule(records: pd.DataFrame) -> dict[str, set[tuple[int, int]]]:
+    """{rule: {(GPUs requested, GPUs allocated)} of its jobs}, from `sacct_records`."""
+    return records.groupby("rule")[["requested", "allocated"]].apply(lambda jobs: set(jobs.itertuples(
+        index=False, name=None))).to_dict()
+
+
+def job_log(workdir: Path, name: str) -> str:
+    """A job's own log under results/logs/unet/."""
+    return (workdir / "results/logs/unet" / name).read_text()
 
 
 def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
@@ -110,14 +137,19 @@ def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
 
     job_ids = submitted_job_ids(result.stdout)
     remote, local = jobs_by_place(result.stdout)
-    assert {"ingest", "fingerprint", "preprocess", "train", "predict", "evaluate", "report", "package"} <= set(remote)
+    assert {"ingest", "fingerprint", "preprocess", "plan", "train", "package", "predict", "evaluate", "report"} <= \
+        set(remote)
     assert len(job_ids) == len(remote), "every job but the localrules should be a SLURM job"
     assert set(local) == LOCAL_RULES | {"all"}
     records = sacct_records(job_ids)
     assert sorted(records.job_id) == sorted(job_ids)
     assert set(records.state) == {"COMPLETED"}
     assert set(records.account) == {ACCOUNT}
+    assert gpus_by_rule(records) == {rule: {(1, 1) if rule in GPU_RULES else (0, 0)} for rule in remote}
+    if not torch.cuda.is_available():  # the placeholder GPUs are no CUDA devices: the job says so
+        assert "this SLURM job was granted GPUs (SLURM_JOB_ID=" in job_log(tmp_path, "train_fold0.log")
     segments_new_images_through_slurm(tmp_path)
+    runs_on_a_cpu_only_cluster(tmp_path)
 
 
 def segments_new_images_through_slurm(workdir: Path) -> None:
@@ -134,9 +166,23 @@ def segments_new_images_through_slurm(workdir: Path) -> None:
     shards = local.count("infer_list")  # 1 or 2: the shards that hold images
     assert shards >= 1 and sorted(local) == ["infer", *["infer_list"] * shards, "infer_summary"]
     assert sorted(remote) == ["infer_check", *["infer_shard"] * shards]  # the check and a prediction per shard
-    assert len(submitted_job_ids(result.stdout)) == len(remote)
+    job_ids = submitted_job_ids(result.stdout)
+    assert len(job_ids) == len(remote)
+    assert gpus_by_rule(sacct_records(job_ids)) == {"infer_check": {(0, 0)}, "infer_shard": {(1, 1)}}
     inferred = {path.name: path.read_bytes() for path in (workdir / "results/infer/unet/masks").rglob("*.png")}
     assert inferred == {path.name: path.read_bytes() for path in predicted}
+
+
+def runs_on_a_cpu_only_cluster(workdir: Path) -> None:
+    """With the CPU-only setting, train (forced), the package and predict run as SLURM jobs that ask for no GPU, on
+    the CPU."""
+    result = run_snakemake(REPO / "Snakefile", workdir, "--configfile", str(REPO / "tests" / "tiny.yaml"),
+                           "--forcerun", "train", "--until", "predict", *CPU_ONLY)
+    assert result.returncode == 0, failure_report(result, workdir)
+    records = sacct_records(submitted_job_ids(result.stdout))
+    assert set(records.state) == {"COMPLETED"}
+    assert gpus_by_rule(records) == {"train": {(0, 0)}, "package": {(0, 0)}, "predict": {(0, 0)}}
+    assert "device auto: this SLURM job holds no GPU, running on the CPU" in job_log(workdir, "train_fold0.log")
 
 
 def test_failing_rule_fails_the_run(slurm_cluster, tmp_path):

@@ -9,11 +9,13 @@ from snakemake.utils import validate
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
+    PACKAGED_PREDICT_KEYS,
     PLAN_INPUTS,
     canonical,
     config_problems,
     demo_training,
     experiment_problems,
+    gpu_request,
     merged,
     package_name,
     typed_command_line,
@@ -101,8 +103,8 @@ SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
 
 
 def uses_gpu(section):
-    """1 when the section asks for a CUDA device (the scheduler then grants a GPU), else 0."""
-    return int(section["device"].startswith("cuda"))
+    """The `gpu` resource of a job that runs a model with the section's device (see `gpu_request`)."""
+    return gpu_request(section["device"])
 
 
 def leaderboard_runs():

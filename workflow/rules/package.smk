@@ -15,7 +15,7 @@ rule package:
         "../../envs/torch.yaml"
     params:
         sources=lambda wc: [f"{member}/fold{fold}" for member, fold in ensemble_members(wc.experiment)],
-        predict=lambda wc: SETTINGS[wc.experiment]["predict"],
+        predict=lambda wc: {key: SETTINGS[wc.experiment]["predict"][key] for key in PACKAGED_PREDICT_KEYS},
         data=canonical({key: config["data"][key] for key in ("channels", "slice_axis")}),
     script:
         "../scripts/package.py"

@@ -13,9 +13,18 @@ ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
 
 PLAN_INPUTS = ("device", "dims", "patch_size", "depth", "base_width", "batch_size", "foreground_oversampling", "norm",
                "deep_supervision")  # the train keys the plan rule reads: others rerun training, not the plan
+PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
 LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most
 DEFAULT_VAL = 0.15  # split.val of a single split when it is null
+
+
+def gpu_request(device: str) -> int:
+    """The `gpu` resource of a job that runs a model on `device` (a train, predict or infer device setting): 1 for
+    `auto` and `cuda[:N]` (under SLURM sbatch --gpus=1, so a GPU cluster gives the default config a GPU; locally it
+    counts against --resources gpu=N and is not limited without it), 0 for `cpu` and `mps`. A CPU-only cluster sets
+    it to 0 with --set-resources (cluster/README.md)."""
+    return int(device == "auto" or device.startswith("cuda"))
 
 
 def split_fractions(split: dict) -> tuple[float, float, float]:

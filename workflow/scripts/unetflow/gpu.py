@@ -4,17 +4,22 @@ memory left on a device.
 Snakemake's `--resources gpu=N` limits how many GPU jobs run at once but does not say which GPU each one gets.
 Each job here claims the first free slot 0..N-1 with an exclusive lock file, so concurrent jobs use different
 GPUs; the lock is released when the process ends (also when it is killed). Under SLURM the scheduler already gives
-every job its own GPUs (CUDA_VISIBLE_DEVICES), so no slot is claimed there.
+every job its own GPUs (CUDA_VISIBLE_DEVICES), so no slot is claimed there. A SLURM job granted GPUs that PyTorch
+does not see is warned about: it would otherwise run on the CPU without a word.
 """
 
 import fcntl
+import logging
 import os
 import resource
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger("unetflow.gpu")
+SLURM_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")  # set when a job holds GPUs
 _held = []  # open lock files, kept for the life of the process
+_said = set()  # device messages already logged by this process
 
 
 def claim_slot(lock_dir: str, slots: int) -> int:
@@ -32,11 +37,48 @@ def claim_slot(lock_dir: str, slots: int) -> int:
     raise RuntimeError(f"all {slots} GPU slots in {lock_dir} are taken: run with --resources gpu={slots}")
 
 
+def slurm_gpu_grant() -> dict[str, str]:
+    """Inside a SLURM job that holds GPUs, its job id and the variables that say which (empty otherwise)."""
+    granted = {name: os.environ[name] for name in SLURM_GPU_VARIABLES if os.environ.get(name)}
+    if granted.get("SLURM_GPUS_ON_NODE") == "0":  # a count; the others list GPU indices (GPU 0 is "0")
+        del granted["SLURM_GPUS_ON_NODE"]
+    if "SLURM_JOB_ID" not in os.environ or not granted:
+        return {}
+    visible = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")}
+    return {"SLURM_JOB_ID": os.environ["SLURM_JOB_ID"], **granted, **visible}
+
+
+def say_once(level: int, message: str) -> None:
+    """Log `message` unless this process has logged it already."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, message)
+
+
+def auto_device() -> str:
+    """What 'auto' means here: 'cuda' when PyTorch sees a CUDA GPU, else 'cpu' (said once). A SLURM job granted GPUs
+    that PyTorch does not see is warned about: a node problem (driver, CUDA build of torch), not a choice."""
+    if torch.cuda.is_available():
+        return "cuda"
+    granted = slurm_gpu_grant()
+    if granted:
+        resources = ", ".join(f"{name}={value}" for name, value in granted.items())
+        say_once(logging.WARNING, f"device auto: this SLURM job was granted GPUs ({resources}) but PyTorch sees no "
+                 f"CUDA device (PyTorch {torch.__version__}, built for CUDA {torch.version.cuda}): running on the CPU. "
+                 "Check the node's GPU driver and that PyTorch is a CUDA build; a CPU-only cluster requests no GPU "
+                 "with gpu=0 (cluster/README.md)")
+    elif "SLURM_JOB_ID" in os.environ:
+        say_once(logging.INFO, "device auto: this SLURM job holds no GPU, running on the CPU")
+    else:
+        say_once(logging.INFO, "device auto: no CUDA device here, running on the CPU")
+    return "cpu"
+
+
 def pick_device(name: str = "auto", lock_dir: str = ".snakemake/gpu_slots") -> torch.device:
-    """'auto' -> a CUDA GPU when present, else the CPU; 'cuda' without an index -> a free GPU slot on a machine with
-    several GPUs (outside SLURM); any other name is used as given."""
+    """'auto' -> a CUDA GPU when present, else the CPU (`auto_device`); 'cuda' without an index, and 'auto' on CUDA ->
+    a free GPU slot on a machine with several GPUs (outside SLURM); any other name is used as given."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = auto_device()
     if name == "cuda" and torch.cuda.device_count() > 1 and "SLURM_JOB_ID" not in os.environ:
         return torch.device("cuda", claim_slot(lock_dir, torch.cuda.device_count()))
     return torch.device(name)

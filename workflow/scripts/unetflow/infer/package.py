@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unetflow.config import PACKAGED_PREDICT_KEYS
 from unetflow.instances.targets import instance_target
 from unetflow.io.images import mask_palette
 
 FORMAT = "unetflow-model-package"
 FORMAT_VERSION = 4  # raise when a field changes meaning; readers refuse other versions
 # 4: one plan per experiment, sources stored as one array each (fully resampled volumes), predict through packages
-PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 REQUIRED = ("models", "plan", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes", "palette",
             "predict", "training_data", "versions")
 
@@ -110,7 +110,7 @@ def build_package(checkpoints: list[str], sources: list[str], plan: dict, manife
         plan=plan, preprocess=dict(preprocess), input_channels=int(manifest["input_channels"].mode()[0]),
         convert_channels=data["channels"] is not None, slice_axis=int(data["slice_axis"]),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
-        palette=training_palette(manifest), predict={key: predict[key] for key in PREDICT_KEYS},
+        palette=training_palette(manifest), predict={key: predict[key] for key in PACKAGED_PREDICT_KEYS},
         training_data=training_data_summary(manifest, stored))
 
 
