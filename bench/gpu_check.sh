@@ -67,7 +67,8 @@ EOF
     fail "the workflow failed (log: $WORK/snakemake.log)"
 }
 TRAIN_LOG=$WORK/results/logs/unet/train_fold0.log
-grep -E "plan:|budget:|trained [0-9]+ steps|best validation" "$TRAIN_LOG"
+grep -E "plan for|plan:" "$WORK/results/logs/unet/plan.log"  # the plan, made once per experiment by the plan rule
+grep -E "budget:|trained [0-9]+ steps|best validation" "$TRAIN_LOG"
 "$PYTHON" - "$WORK/results/unet/evaluate/summary.parquet" <<'EOF'
 import sys
 

@@ -26,16 +26,19 @@ from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.data.demo import render_case  # noqa: E402
-from unetflow.infer.infer import Predictor, check_images, unit_rows  # noqa: E402
+from unetflow.infer.infer import check_images  # noqa: E402
 from unetflow.infer.package import build_package, load_package, save_package  # noqa: E402
+from unetflow.infer.predictor import Predictor  # noqa: E402
 from unetflow.infer.summary import unit_summary  # noqa: E402
 from unetflow.io.images import write_image  # noqa: E402
 from unetflow.io.labels import class_values  # noqa: E402
-from unetflow.io.prediction_files import prediction_path, write_labels  # noqa: E402
-from unetflow.io.sources import source_images  # noqa: E402
+from unetflow.io.prediction_files import prediction_path, write_class_mask  # noqa: E402
+from unetflow.io.sources import read_source_image, unit_array, units  # noqa: E402
+from unetflow.plan.plan import plan_device  # noqa: E402
 from unetflow.train.model import UNet  # noqa: E402
 
 PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
+PREPROCESS = dict(normalization="zscore", clip_percentiles=None, ct=None, window=None, spacing=None, scale=1.0)
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 
@@ -60,16 +63,19 @@ def write_images(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def make_package(folder: Path, args: argparse.Namespace) -> Path:
+    """A format-4 package of one random 2D U-Net (the plan holds only what prediction reads: device and sizes)."""
     torch.manual_seed(0)
     model = UNet(1, 2, args.depth, args.base_width)
+    plan = dict(device=plan_device(torch.device("cpu")), in_channels=1, num_classes=2)
     checkpoint = folder / "fold0.pt"
-    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[args.patch] * 2), checkpoint)
+    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[args.patch] * 2, plan=plan),
+               checkpoint)
     manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a.png"], "kind": ["image"],
-                             "height": [args.size], "width": [args.size], "channels": [1], "input_channels": [1],
-                             "dtype": ["uint8"]})
-    package = build_package([str(checkpoint)], ["bench/fold0"], manifest, pd.DataFrame({"foreground_fraction": [0.3]}),
-                            CLASSES, dict(normalization="zscore", clip_percentiles=None), PREDICT, False, 2, None,
-                            None)
+                             "slices": [1], "height": [args.size], "width": [args.size], "channels": [1],
+                             "input_channels": [1], "dtype": ["uint8"]})
+    package = build_package([str(checkpoint)], ["bench/fold0"], plan, manifest,
+                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, PREPROCESS, PREDICT,
+                            dict(channels=None, slice_axis=0))
     return save_package(package, folder / "bench.pt")
 
 
@@ -94,31 +100,34 @@ def breakdown(predictor: Predictor, sources: pd.DataFrame, out_dir: Path, rounds
     largest = 0.0
     for source in sources.to_dict("records"):
         start = time.process_time()
-        image = source_images(source)[0]
+        image = read_source_image(source)  # (C, 1, H, W)
         times["read"] += time.process_time() - start
         start = time.process_time()
-        network_image = predictor.network_image(image)
+        network = predictor.network_array(image)
         times["preprocess"] += time.process_time() - start
         best = {"ours": float("inf"), "MONAI": float("inf")}
         for _ in range(rounds):
             for name in ("ours", "MONAI"):
                 start = time.process_time()
-                result = (predictor.probabilities(image) if name == "ours"
-                          else monai_probabilities(predictor, network_image))
+                result = (predictor.image_probabilities(image) if name == "ours"
+                          else monai_probabilities(predictor, network[:, 0]))
                 best[name] = min(best[name], time.process_time() - start)
                 if name == "ours":
                     probs = result
                 else:
-                    largest = max(largest, float((result - probs).abs().max()))
+                    largest = max(largest, float(np.abs(result.numpy() - probs[:, 0]).max()))
         times["tiled prediction (ours)"] += best["ours"]  # includes the preprocessing, as in the infer path
         times["tiled prediction (MONAI)"] += best["MONAI"]
-        labels = [probs.argmax(0).numpy().astype(np.uint8)]
-        name, unit = unit_rows(source)[0]
+        labels = probs.argmax(0).astype(np.uint8)
         start = time.process_time()
-        path = write_labels(prediction_path(out_dir, name, unit), labels, predictor.package.classes)
+        path = write_class_mask(prediction_path(out_dir, source["id"], source), labels, predictor.package.classes,
+                                source)
         times["write mask"] += time.process_time() - start
         start = time.process_time()
-        unit_summary(name, source, path, labels, [probs], predictor.package.classes)
+        confidence = probs.max(axis=0)
+        for name, unit in units(source):
+            unit_summary(name, source, unit, path, unit_array(labels, unit), unit_array(confidence, unit),
+                         predictor.package.classes)
         times["summary"] += time.process_time() - start
     print(f"largest |ours - MONAI| softmax difference: {largest:.2e}")
     return {step: seconds / len(sources) for step, seconds in times.items()}
@@ -135,7 +144,7 @@ def main() -> None:
         predictor = Predictor(load_package(package_path), "cpu")
         sources = check_images(files, predictor.package, args.threads)
         checked = time.perf_counter()
-        summary = predictor.predict_sources(sources, folder / "masks")
+        summary, _ = predictor.predict_sources(sources, folder / "masks")
         seconds = time.perf_counter() - start
         assert summary["id"].nunique() == args.images and len(class_values(CLASSES)) == 2
         print(f"{args.images} images of {args.size}x{args.size}, patch {args.patch}, depth {args.depth}, width "

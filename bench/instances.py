@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_cases import planned_config, train_defaults  # noqa: E402
 
 from unetflow.data.demo_cells import render_touching_cells  # noqa: E402
 from unetflow.data.normalization import normalize  # noqa: E402
 from unetflow.evaluate.object_metrics import object_metrics  # noqa: E402
-from unetflow.infer.ensemble import predict_probabilities  # noqa: E402
+from unetflow.infer.predictor import model_probabilities  # noqa: E402
 from unetflow.instances.objects import instances_from_foreground, instances_from_probabilities  # noqa: E402
 from unetflow.instances.targets import touching_pairs, training_target  # noqa: E402
 from unetflow.train.augment import AUGMENT_DEFAULTS  # noqa: E402
@@ -46,17 +47,17 @@ def data_set(count: int, size: int, seed: int):
     """(normalised image (1, H, W), ids) of `count` generated touching-cell images."""
     rng = np.random.default_rng(seed)
     cases = [render_touching_cells(rng, size) for _ in range(count)]
-    return [(normalize(image[..., None]).astype(np.float16), ids) for image, ids in cases]
+    return [(normalize(image[None]).astype(np.float16), ids) for image, ids in cases]
 
 
-def train_cfg(args, num_classes: int) -> dict:
-    """The workflow's train defaults with the benchmark's budget."""
-    return dict(device=args.device, seed=0, precision="auto", epochs=args.epochs,
+def train_cfg(args) -> dict:
+    """The workflow's train defaults with the benchmark's budget (patch size and the like planned)."""
+    return dict(train_defaults(), device=args.device, seed=0, precision="auto", epochs=args.epochs,
                 iterations_per_epoch=args.iterations, val_share=0.1, batch_size=args.batch, patch_size=None,
                 depth=3, base_width=16, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam",
                 lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_iterations=0, grad_clip=0,
                 foreground_oversampling=0.33, early_stopping=0, resume_every=10**6, compile=False,
-                augment=AUGMENT_DEFAULTS, num_classes=num_classes)
+                augment=AUGMENT_DEFAULTS)
 
 
 def run_target(name: str, args, train, val, test, workdir: Path) -> dict:
@@ -67,15 +68,16 @@ def run_target(name: str, args, train, val, test, workdir: Path) -> dict:
              [(image, make_target(ids)[0]) for image, ids in val]]
     log = logging.getLogger("bench")
     start = time.perf_counter()
-    trainer = Trainer(train_cfg(args, num_classes), cases[0], cases[1], [str(i) for i in range(len(train))],
+    cfg, plan = planned_config(train_cfg(args), cases[0], num_classes)
+    trainer = Trainer(cfg, plan, cases[0], cases[1], [str(i) for i in range(len(train))],
                       workdir / f"{name.split()[0]}.state", log)
     trainer.run(workdir / f"{name.split()[0]}_best.pt", workdir / f"{name.split()[0]}_last.pt")
     minutes = (time.perf_counter() - start) / 60
     model = trainer.model.eval()
-    cfg = dict(overlap=0.5, batch_size=4, mirror=False)
+    cfg = dict(overlap=0.5, batch_size=4, mirror=False, precision="auto")
     scores = [object_metrics(ids, to_instances(
-        predict_probabilities([model], image.astype(np.float32), trainer.patch, cfg, trainer.device).cpu().numpy(),
-        args.min_size)) for image, ids in test]
+        model_probabilities(model, torch.from_numpy(image[:, None].astype(np.float32)), trainer.patch, cfg,
+                            trainer.device)[:, 0].cpu().numpy(), args.min_size)) for image, ids in test]
     table = pd.DataFrame(scores)
     return dict(target=name, f1=table["object_f1"].mean(), map=table["object_map"].mean(), aji=table["aji"].mean(),
                 pq=table["pq"].mean(), train_minutes=minutes)

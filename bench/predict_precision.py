@@ -1,12 +1,14 @@
 """Prediction in bf16 against float32 on a finished workflow run: are the masks practically the same?
 
-Predicts the cases of a split (default: test) of a results folder twice with the trained models of one experiment,
-through the workflow's own `unetflow.infer.ensemble.predict_probabilities` (the experiment's predict settings: overlap,
-tile batch, mirroring), once with `predict.precision: fp32` and once with `bf16`, and prints the share of pixels
-whose label differs, the mean Dice per class (background included) of each against the ground truth (mean over
-cases, as the evaluate rule), the largest Dice change, and the prediction time of each (process CPU time on the CPU,
-wall clock on CUDA). The verdict applies the bar of `predict.precision: auto`: under 0.1 % of pixels differ and
-every class's Dice moves by less than 0.001.
+Predicts the sources of a split (default: test) of a results folder twice with the trained models of one experiment
+(`train/fold*/model.pt`) on their stored (preprocessed) arrays, through the workflow's own
+`unetflow.infer.predictor.model_probabilities`, the models' softmax averaged as `Predictor.probabilities` averages it
+(the experiment's predict settings: overlap, tile batch, mirroring), once with `predict.precision: fp32` and once
+with `bf16`, and prints the share of pixels whose label differs, the mean Dice per class (background included) of
+each against the stored labels (mean over units: a 2D image, a page of a stack or a volume, as the evaluate rule
+scores them), the largest Dice change, and the prediction time of each (process CPU time on the CPU, wall clock on
+CUDA). The verdict applies the bar of `predict.precision: auto`: under 0.1 % of pixels differ and every class's Dice
+moves by less than 0.001.
 
     python bench/predict_precision.py RESULTS [--experiment unet] [--split test] [--mirror] [--device cpu]
 """
@@ -22,9 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.data.folds import ids_in  # noqa: E402
-from unetflow.infer.ensemble import load_models, predict_probabilities  # noqa: E402
+from unetflow.infer.predictor import model_from_weights, model_probabilities  # noqa: E402
 from unetflow.io.labels import IGNORE_INDEX  # noqa: E402
-from unetflow.io.store import load_case  # noqa: E402
+from unetflow.io.sources import unit_array, units  # noqa: E402
+from unetflow.io.store import load_array  # noqa: E402
 
 MAX_PIXEL_SHARE, MAX_DICE_CHANGE = 0.001, 0.001  # the bar of predict.precision: auto
 
@@ -54,13 +57,44 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np
     return np.asarray(scores)
 
 
-def predict_all(models, cases, patch, cfg, device) -> tuple[list[np.ndarray], float]:
-    """Label maps of all cases and the seconds they took."""
+def load_models(checkpoints: list[str], device: torch.device) -> tuple[list[torch.nn.Module], list[list[int]]]:
+    """The trained models of training checkpoints, ready for inference, and each one's training patch."""
+    loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
+    return ([model_from_weights(c["hparams"], c["model"], device) for c in loaded],
+            [list(c["patch_size"]) for c in loaded])
+
+
+def mean_probabilities(models, patches, image: np.ndarray, cfg: dict, device) -> torch.Tensor:
+    """The models' mean softmax (K, Z, Y, X) of a stored image (C, Z, Y, X), as `Predictor.probabilities`."""
+    tensor = torch.from_numpy(image)
+    total = sum(model_probabilities(model, tensor, patch, cfg, device) for model, patch in zip(models, patches))
+    return total / len(models)
+
+
+def stored_sources(results: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[list[slice]]]:
+    """The stored images (C, Z, Y, X) and labels (Z, Y, X) of a split's sources, and each one's units (the slices of
+    Z scored as one, `unetflow.io.sources.units`)."""
+    table = pd.read_parquet(results / "preprocess" / "manifest.parquet")
+    table = table[table["id"].isin(ids_in(pd.read_parquet(results / "split" / "splits.parquet"), split))]
+    workdir = results.parent  # stored paths are relative to the workflow's working directory
+    rows = table.sort_values("id").to_dict("records")
+    return ([load_array(workdir / row["array_path"], "image") for row in rows],
+            [load_array(workdir / row["array_path"], "labels") for row in rows],
+            [[unit for _, unit in units(row)] for row in rows])
+
+
+def in_units(arrays: list[np.ndarray], unit_slices: list[list[slice]]) -> list[np.ndarray]:
+    """Source arrays (Z, Y, X) cut into their units, all units of all sources in one list."""
+    return [unit_array(array, unit) for array, slices in zip(arrays, unit_slices) for unit in slices]
+
+
+def predict_all(models, images, patches, cfg, device) -> tuple[list[np.ndarray], float]:
+    """Label maps (Z, Y, X) of all stored images and the seconds they took."""
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = clock()
-    labels = [predict_probabilities(models, image, patch, cfg, device).argmax(0).numpy() for image, _ in cases]
+    labels = [mean_probabilities(models, patches, image, cfg, device).argmax(0).numpy() for image in images]
     return labels, clock() - start
 
 
@@ -68,27 +102,26 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device, results = torch.device(args.device), Path(args.results)
-    arrays = pd.read_parquet(results / "preprocess" / "manifest.parquet").set_index("id")["array_path"]
-    ids = ids_in(pd.read_parquet(results / "split" / "splits.parquet"), args.split)
-    workdir = results.parent  # stored paths are relative to the workflow's working directory
-    cases = [load_case(workdir / arrays[case_id]) for case_id in sorted(ids)]
+    images, labels, unit_slices = stored_sources(results, args.split)
     checkpoints = sorted(str(path) for path in (results / args.experiment / "train").glob("fold*/model.pt"))
     models, patches = load_models(checkpoints, device)
     num_classes = models[0].hparams["num_classes"]
     cfg = dict(overlap=args.overlap, batch_size=args.batch_size, mirror=args.mirror)
     predicted, seconds = {}, {}
     for precision in ("fp32", "bf16"):
-        predict_all(models, cases[:1], patches, dict(cfg, precision=precision), device)  # warm-up
-        predicted[precision], seconds[precision] = predict_all(models, cases, patches, dict(cfg, precision=precision),
-                                                               device)
-    valid = [target != IGNORE_INDEX for _, target in cases]
+        predict_all(models, images[:1], patches, dict(cfg, precision=precision), device)  # warm-up
+        found, seconds[precision] = predict_all(models, images, patches, dict(cfg, precision=precision), device)
+        predicted[precision] = in_units(found, unit_slices)
+    truth = in_units(labels, unit_slices)
+    valid = [target != IGNORE_INDEX for target in truth]
     differing = sum(int(((a != b) & v).sum()) for a, b, v in zip(predicted["fp32"], predicted["bf16"], valid))
     share = differing / sum(int(v.sum()) for v in valid)
-    dice = {precision: np.mean([dice_per_class(pred, target, num_classes)
-                                for pred, (_, target) in zip(labels, cases)], axis=0)
-            for precision, labels in predicted.items()}
+    dice = {precision: np.mean([dice_per_class(pred, target, num_classes) for pred, target in zip(found, truth)],
+                               axis=0)
+            for precision, found in predicted.items()}
     change = float(np.abs(dice["bf16"] - dice["fp32"]).max())
-    print(f"{results} experiment {args.experiment}: {len(cases)} {args.split} cases, {len(models)} model(s), patches "
+    print(f"{results} experiment {args.experiment}: {len(images)} {args.split} sources ({len(truth)} units), "
+          f"{len(models)} model(s), patches "
           f"{patches}, mirror {args.mirror}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"pixels whose label differs, bf16 vs fp32: {differing} of {sum(int(v.sum()) for v in valid)} "
           f"({share:.4%})")

@@ -2,7 +2,8 @@
 
 Ours is `unetflow.train.train.Trainer.train_epoch` itself: PatchSampler, on-device `augment_batch` (default config),
 `UNet` (depth 4), CE + Dice `segmentation_loss`, Adam, channels_last and bf16 autocast as train.py sets them,
-optional torch.compile; other settings from the `train` section of config/config.yaml. MONAI's loop is what a
+optional torch.compile; other settings the `train` defaults of workflow/schemas/config.schema.yaml, the keys left
+unset planned by `unetflow.plan.plan.make_plan` as the workflow's plan rule does. MONAI's loop is what a
 MONAI user writes: `BasicUNet` (its default instance norm and LeakyReLU) with features (w, 2w, 4w, 8w, 16w, w),
 `DiceCELoss(to_onehot_y=True, softmax=True)`, Adam, and per-sample dictionary transforms on the CPU in a MONAI
 `DataLoader` (flips, rot90, affine, elastic, noise, blur, brightness, contrast, gamma with our default
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from monai import transforms as mt
 from monai.data import DataLoader, Dataset, set_track_meta
 from monai.losses import DiceCELoss
@@ -46,6 +46,9 @@ from unetflow.train.losses import segmentation_loss  # noqa: E402
 from unetflow.train.model import UNet  # noqa: E402
 from unetflow.train.schedule import Clock  # noqa: E402
 from unetflow.train.train import Trainer  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from plan_cases import planned_config, train_defaults  # noqa: E402
 
 DEPTH = 4  # BasicUNet always pools four times
 BF16_PEAK_FLOPS = 790e12  # dense bf16 GEMM peak of an H100 / H200 (SXM)
@@ -92,21 +95,19 @@ def synthetic_cases(count: int, size: int, seed: int = 0) -> list[tuple[np.ndarr
 
 def our_config(args: argparse.Namespace) -> dict:
     """The workflow's default `train` settings with this benchmark's device, sizes and step count."""
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]
-    cfg.update(num_classes=2, device=args.device, depth=DEPTH, base_width=args.base_width, batch_size=args.batch,
-               patch_size=[args.size, args.size], iterations_per_epoch=args.steps, compile=args.compile,
-               precision=args.precision)
-    return cfg
+    return dict(train_defaults(), device=args.device, depth=DEPTH, base_width=args.base_width, batch_size=args.batch,
+                patch_size=[args.size, args.size], iterations_per_epoch=args.steps, compile=args.compile,
+                precision=args.precision)
 
 
 class OurLoop:
     """`steps` iterations of the workflow's own training loop."""
 
     def __init__(self, cases, args: argparse.Namespace):
-        cfg = our_config(args)
+        cfg, plan = planned_config(our_config(args), cases, num_classes=2)  # the rest (oversampling) as planned
         ids = [f"case{i}" for i in range(len(cases))]
         # the state path is only written by Trainer.run, which the benchmark does not call
-        self.trainer = Trainer(cfg, cases, [], ids, Path("unused.pt"), logging.getLogger("bench"))
+        self.trainer = Trainer(cfg, plan, cases, [], ids, Path("unused.pt"), logging.getLogger("bench"))
         self.model = self.trainer.model
 
     def run(self, steps: int) -> None:

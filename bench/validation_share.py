@@ -18,24 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_cases import planned_config, train_defaults  # noqa: E402
 
-from unetflow.config import resolved  # noqa: E402
 from unetflow.data.demo import render_case  # noqa: E402
 from unetflow.data.normalization import normalize  # noqa: E402
 from unetflow.train.train import Trainer  # noqa: E402
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SIZES = "1920x1080,1280x720,1024x768,720x576,640x480,512x512,384x288"  # width x height, drawn uniformly
-
-
-def train_defaults() -> dict:
-    """The `train` section's defaults from the config schema."""
-    schema = yaml.safe_load(SCHEMA.read_text())
-    properties = resolved(schema["$defs"]["train"], schema)["properties"]
-    return {key: entry.get("default") for key, entry in properties.items()}
 
 
 def mixed_size_cases(count: int, sizes: list[tuple[int, int]], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -45,14 +36,16 @@ def mixed_size_cases(count: int, sizes: list[tuple[int, int]], seed: int) -> lis
     for _ in range(count):
         width, height = sizes[rng.integers(len(sizes))]
         image, mask = render_case(rng, max(width, height))
-        cases.append((normalize(image[:height, :width, None]).astype(np.float16),
+        cases.append((normalize(image[None, :height, :width]).astype(np.float16),
                       (mask[:height, :width] > 0).astype(np.uint8)))
     return cases
 
 
 def run(name: str, cfg: dict, train, val, workdir: Path) -> dict:
-    """Train once; the validation seconds and shares of its epochs and of the whole run (setup excluded)."""
-    trainer = Trainer(cfg, train, val, [str(i) for i in range(len(train))], workdir / f"{name}.state",
+    """Train once (the unset keys planned from the training cases, as the workflow plans them); the validation
+    seconds and shares of its epochs and of the whole run (setup excluded)."""
+    cfg, plan = planned_config(cfg, train, num_classes=2)
+    trainer = Trainer(cfg, plan, train, val, [str(i) for i in range(len(train))], workdir / f"{name}.state",
                       logging.getLogger(name))
     start = time.perf_counter()
     metrics = trainer.run(workdir / f"{name}_best.pt", workdir / f"{name}_last.pt")
@@ -87,7 +80,7 @@ def main() -> None:
     print(f"{args.count} images ({args.sizes}) generated in {time.perf_counter() - start:.0f} s; "
           f"train/val/(test) {len(train)}/{len(val)}/{n_test}; {args.epochs} epochs x {args.iterations} steps")
     cfg = dict(train_defaults(), device="cpu", epochs=args.epochs, iterations_per_epoch=args.iterations,
-               batch_size=args.batch, num_classes=2)
+               batch_size=args.batch)
     runs = {"whole": ("whole validation set every epoch (val_share 1)", dict(cfg, val_share=1.0)),
             "default": (f"default val_share {cfg['val_share']}", cfg)}
     rows = [run(*runs[name], train, val, workdir) for name in args.runs.split(",")]

@@ -67,7 +67,7 @@ def main() -> None:
           f"{args.minutes:g}-minute training budget per experiment, --cores {args.cores}")
     print(board[columns].to_string(index=False, float_format="%.3f"))
     for experiment in ("unet2d", "unet3d"):
-        plan = json.loads((results / experiment / "train/fold0/plan.json").read_text())["settings"]
+        plan = json.loads((results / experiment / "plan.json").read_text())["settings"]
         steps = pd.read_parquet(results / experiment / "train/fold0/metrics.parquet")["steps"].iloc[-1]
         print(f"{experiment}: " + ", ".join(f"{key} {entry['value']}" for key, entry in plan.items())
               + f"; {steps} steps")

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ def test_without_cuda_it_fails_loudly(tmp_path):
 
 def test_dry_run_runs_every_step_on_the_cpu(tmp_path):
     write_pairs(tmp_path / "data", count=10, size=(48, 48))
-    env = dict(os.environ, GPU_CHECK_DRY_RUN="1", TMPDIR=str(tmp_path))
+    env = dict(os.environ, GPU_CHECK_DRY_RUN="1", TMPDIR=str(tmp_path), PYTHON=sys.executable)  # not PATH's python
     result = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "data")], capture_output=True, text=True,
                             timeout=600, check=False, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
