@@ -2,7 +2,7 @@
 
 Predicts the sources of a split (default: test) of a results folder twice with the trained models of one experiment
 (`train/fold*/model.pt`) on their stored (preprocessed) arrays, through the workflow's own
-`unetflow.infer.predictor.model_probabilities`, the models' softmax averaged as `Predictor.probabilities` averages it
+`unetflow.infer.predictor.mean_probabilities`, the models' softmax averaged as `Predictor.probabilities` averages it
 (the experiment's predict settings: overlap, tile batch, mirroring), once with `predict.precision: fp32` and once
 with `bf16`, and prints the share of pixels whose label differs, the mean Dice per class (background included) of
 each against the stored labels (mean over units: a 2D image, a page of a stack or a volume, as the evaluate rule
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.data.folds import ids_in  # noqa: E402
-from unetflow.infer.predictor import model_from_weights, model_probabilities  # noqa: E402
+from unetflow.infer.predictor import mean_probabilities, model_from_weights  # noqa: E402
 from unetflow.io.labels import IGNORE_INDEX  # noqa: E402
 from unetflow.io.sources import unit_array, units  # noqa: E402
 from unetflow.io.store import load_array  # noqa: E402
@@ -62,13 +62,6 @@ def load_models(checkpoints: list[str], device: torch.device) -> tuple[list[torc
     loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
     return ([model_from_weights(c["hparams"], c["model"], device) for c in loaded],
             [list(c["patch_size"]) for c in loaded])
-
-
-def mean_probabilities(models, patches, image: np.ndarray, cfg: dict, device) -> torch.Tensor:
-    """The models' mean softmax (K, Z, Y, X) of a stored image (C, Z, Y, X), as `Predictor.probabilities`."""
-    tensor = torch.from_numpy(image)
-    total = sum(model_probabilities(model, tensor, patch, cfg, device) for model, patch in zip(models, patches))
-    return total / len(models)
 
 
 def stored_sources(results: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[list[slice]]]:
