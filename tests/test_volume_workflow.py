@@ -1,5 +1,5 @@
-"""2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard; the 3D
-one on volumes resampled along the slice axis, its predictions back on the files' slices."""
+"""2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard, on
+volumes stored resampled along the slice axis, their predictions back on the files' slices."""
 
 import json
 
@@ -25,14 +25,14 @@ def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
     assert board.loc["unet2d", "dims"].tolist() == [2, 2] and board.loc["unet3d", "dims"].tolist() == [3, 3]
     assert board.loc["unet2d", "patch_size"].iloc[0] == "24x20"
     assert board.loc["unet3d", "patch_size"].iloc[0] == "14x24x20"  # the median volume, slices first, fit to pooling
-    plan = json.loads((tmp_path / "results/unet3d/train/fold0/plan.json").read_text())
+    plan = json.loads((tmp_path / "results/unet3d/plan.json").read_text())
     assert plan["traits"]["median_size"] == [15, 24, 20]  # 15 slices of 2.4 mm: the resampled grid,
     assert plan["traits"]["spacing"] == [2.4, 1.0, 1.0]  # not the files' 12 of 3 mm
     plan = plan["settings"]
     assert plan["dims"]["source"] == "planned" and "not extremely anisotropic" in plan["dims"]["reason"]
     assert plan["pool_kernels"]["value"] == [[1, 2, 2], [2, 2, 2]]  # Z (2.4 mm) waits for the 1 mm axes
     test_volume = pd.read_parquet(tmp_path / "results/split/splits.parquet").query("split == 'test'")["id"]
-    name = test_volume.iloc[0].split("_z")[0]
+    name = test_volume.iloc[0]
     for experiment in ("unet2d", "unet3d"):
         predicted = nib.load(tmp_path / f"results/{experiment}/predict/masks/{name}.nii.gz")
         assert predicted.shape == (24, 20, 12) and set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}

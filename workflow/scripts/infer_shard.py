@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from unetflow.infer.infer import ledger_path, record_written, remove_masks_of_removed_images
+from unetflow.infer.ledger import ledger_path, record_written, remove_masks_of_removed_images
 from unetflow.infer.predictor import Predictor
 from unetflow.logs import stage_logger
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unetflow.infer.infer import close_gone_shards
+from unetflow.infer.ledger import close_gone_shards
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])

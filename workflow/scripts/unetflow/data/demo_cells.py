@@ -1,4 +1,4 @@
-"""Synthetic touching cells with instance masks (the demo data of the instance mode, `demo.instances: true`).
+"""Synthetic touching cells with instance masks (the demo data of the instance mode, `data.instances: true`).
 
 Cells are ellipses around centres drawn at a minimum spacing below their diameter, so neighbours overlap; each
 pixel of an overlap goes to the nearest centre (a Voronoi cut), so every cell is one convex, connected object and

@@ -10,7 +10,6 @@ The same functions serve the workflow's `infer` rules, the Python API and the co
 
 import argparse
 import glob
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -108,53 +107,6 @@ def duplicate_names(table: pd.DataFrame) -> list[str]:
             names.setdefault(name, []).append(source["image_path"])
     return [f"duplicate image name '{name}': {', '.join(paths)}; their masks would overwrite each other; rename one"
             for name, paths in names.items() if len(paths) > 1]
-
-
-# ----------------------------------------------------------------------------------------- written masks
-# Each inference shard keeps a ledger of the files it wrote (JSON, beside its table but not a Snakemake output, so it
-# survives reruns): when the shard runs again, or the summary finds the shard gone, the files of images that no
-# longer exist are removed. Files of images that still exist stay: another shard may write them now.
-
-
-def ledger_path(shards_dir, shard: int) -> Path:
-    """The ledger of shard `shard` in the folder of the shard tables."""
-    return Path(shards_dir, f"shard{shard}_written.json")
-
-
-def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool) -> Path:
-    """Write a shard's ledger: {image: the files written for it}, its mask and, with `probabilities`, the
-    probabilities of each unit."""
-    written = {}
-    for row in summary.drop_duplicates("id").to_dict("records"):
-        written.setdefault(row["image_path"], [row["mask_path"]])
-        written[row["image_path"]] += [str(Path(out_dir, f"{row['id']}.npz"))] if probabilities else []
-    Path(ledger).parent.mkdir(parents=True, exist_ok=True)
-    Path(ledger).write_text(json.dumps(written, indent=1))
-    return Path(ledger)
-
-
-def remove_masks_of_removed_images(ledger) -> list[str]:
-    """The files a shard wrote before (its ledger) for images that no longer exist, removed; their paths."""
-    if not Path(ledger).is_file():
-        return []
-    removed = []
-    for image, files in json.loads(Path(ledger).read_text()).items():
-        if not Path(image).exists():
-            for file in files:
-                Path(file).unlink(missing_ok=True)
-                removed.append(file)
-    return removed
-
-
-def close_gone_shards(shards_dir, shards: set[int]) -> list[str]:
-    """The ledgers of shards that have no images any more (not in `shards`): the files of their removed images
-    removed, the ledgers deleted; the paths removed."""
-    removed = []
-    for ledger in Path(shards_dir).glob("shard*_written.json"):
-        if int(ledger.name[5:-len("_written.json")]) not in shards:
-            removed += remove_masks_of_removed_images(ledger)
-            ledger.unlink()
-    return removed
 
 
 # ------------------------------------------------------------------------------------------- command line
