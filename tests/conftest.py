@@ -89,13 +89,20 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "ti
     return result
 
 
+# the output that stands for a job of the rules with several outputs per job (the others have one)
+JOB_OUTPUT = {"ingest": "manifest.parquet", "fingerprint": "fingerprint.json", "preprocess": "settings.json",
+              "train": "model.pt", "evaluate": "summary.parquet", "report": "metrics.html",
+              "leaderboard": "leaderboard.parquet", "infer_shard": "*[0-9].parquet", "infer_summary": "summary.parquet"}
+
+
 def scheduled_jobs(workdir: Path, *args: str, configfile: Path) -> set[tuple[str, str]]:
-    """The jobs a run would execute, as (rule, log file), from Snakemake's machine-readable summary (a tab-separated
-    row per output file with its rule, log and plan; the log file tells the jobs of a rule apart)."""
+    """The jobs a run would execute, as (rule, the output that stands for the job), from Snakemake's machine-readable
+    summary (a tab-separated row per output file with its rule and plan)."""
     lines = snakemake(workdir, "--summary", *args, configfile=configfile).stdout.splitlines()
     start = next(index for index, line in enumerate(lines) if line.startswith("output_file\t"))
     rows = [line.split("\t") for line in lines[start + 1:] if line.count("\t") == 5]
-    return {(rule, log) for _, _, rule, log, _, plan in rows if plan != "no update"}
+    return {(rule, output) for output, _, rule, _, _, plan in rows
+            if plan == "update pending" and Path(output).match(JOB_OUTPUT.get(rule, "*"))}
 
 
 def job_counts(workdir: Path, config: dict, *args: str, name: str = "config.yaml") -> dict[str, int]:

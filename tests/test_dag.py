@@ -21,7 +21,7 @@ ONE_EXPERIMENT = {"plan": 1, "train": 1, "package": 1, "predict": 1, "evaluate":
 
 def test_experiments_times_folds(tmp_path):
     config = tiny_config()
-    config["split"].update(folds=3)
+    config["split"] = {"folds": 3, "test": 0.25}
     config["experiments"] = {"base": {}, "deep": {"train": {"depth": 3}}, "dice": {"train": {"loss": "dice"}}}
     counts = job_counts(tmp_path, config)
     assert counts["train"] == 9 and counts["plan"] == counts["predict"] == counts["evaluate"] == 3
@@ -32,7 +32,7 @@ def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
     config = tiny_config()
     config["experiments"] = {"unet": {}, "wide": {"train": {"base_width": 12}}}
     jobs = scheduled_jobs(tiny_run, configfile=write_config(tiny_run, config, "two.yaml"))
-    assert all("/wide/" in log for rule, log in jobs if rule != "leaderboard")
+    assert all("/wide/" in output for rule, output in jobs if rule != "leaderboard")
     assert job_counts(tiny_run, config, name="two.yaml") == ONE_EXPERIMENT
 
 
@@ -110,14 +110,14 @@ def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):
     snakemake(tmp_path, configfile=write_config(tmp_path, config, "two.yaml"))
     config["experiments"]["wide"]["train"]["lr"] = 0.002
     jobs = scheduled_jobs(tmp_path, configfile=write_config(tmp_path, config, "changed.yaml"))
-    assert all("/wide/" in log for rule, log in jobs if rule != "leaderboard")
+    assert all("/wide/" in output for rule, output in jobs if rule != "leaderboard")
     unplanned = {rule: jobs for rule, jobs in ONE_EXPERIMENT.items() if rule != "plan"}  # the plan does not use lr
     assert job_counts(tmp_path, config, name="changed.yaml") == unplanned
 
 
 def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
     config = tiny_config()
-    config["split"].update(folds=2)
+    config["split"] = {"folds": 2, "test": 0.25}
     config["train"].update(epochs=1, iterations_per_epoch=1)
     config["experiments"] = {"a": {}, "b": {"train": {"lr": 0.01}}, "ab": {"predict": {"ensemble": ["a", "b"]}}}
     snakemake(tmp_path, "--until", "package", configfile=write_config(tmp_path, config))

@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from pathlib import Path
 
 import cv2
 import pandas as pd
@@ -9,7 +10,17 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SHARED_DATA, snakemake, tiny_config, write_config, write_ct_pair, write_pairs
+from conftest import (
+    REPO,
+    SHARED_DATA,
+    job_counts,
+    scheduled_jobs,
+    snakemake,
+    tiny_config,
+    write_config,
+    write_ct_pair,
+    write_pairs,
+)
 from unetflow.train.model import UNet
 
 COLUMNS = {
@@ -73,14 +84,9 @@ def test_leaderboard_reports_the_trained_models_own_traits(tiny_run):
     assert (board["patch_size"] == "x".join(map(str, checkpoint["patch_size"]))).all()
 
 
-def scheduled_jobs(workdir, config: dict, *args: str) -> set[str]:
-    """Rules a dry run would execute with `config` (the tiny config with changes) and extra arguments."""
-    path = write_config(workdir, config, "changed.yaml")
-    output = snakemake(workdir, "--dry-run", "--quiet", "rules", *args, configfile=path).stdout
-    if "Job stats:" not in output:
-        return set()
-    table = output.split("Job stats:")[1]
-    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total", "all"}
+def scheduled_rules(workdir, config: dict, *args: str) -> set[str]:
+    """Rules a run would execute with `config` (the tiny config with changes) and extra arguments."""
+    return set(job_counts(workdir, config, *args, name="changed.yaml"))
 
 
 def refusal(workdir, config: dict) -> str:
@@ -91,47 +97,49 @@ def refusal(workdir, config: dict) -> str:
 
 
 def test_nothing_to_do_after_a_run(tiny_run):
-    assert scheduled_jobs(tiny_run, tiny_config()) == set()
+    assert scheduled_rules(tiny_run, tiny_config()) == set()
 
 
 def test_reordered_config_keys_rerun_nothing(tiny_run):
     reordered = {key: dict(reversed(value.items())) if isinstance(value, dict) else value
                  for key, value in reversed(tiny_config().items())}
     assert list(reordered["demo"]) != list(tiny_config()["demo"])
-    assert scheduled_jobs(tiny_run, reordered) == set()
+    assert scheduled_rules(tiny_run, reordered) == set()
 
 
 def test_changed_train_option_reruns_train_predict_evaluate(tiny_run):
     config = tiny_config()
     config["train"]["lr"] = 0.002
-    assert scheduled_jobs(tiny_run, config) == {"train", "predict", "evaluate", "report", "leaderboard", "package"}
+    assert scheduled_rules(tiny_run, config) == {"train", "predict", "evaluate", "report", "leaderboard", "package"}
 
 
 def test_changed_evaluate_option_reruns_evaluate_and_what_uses_it(tiny_run):
     config = tiny_config()
     config["evaluate"] = {"tolerance": 2.0}
-    assert scheduled_jobs(tiny_run, config) == {"evaluate", "report", "leaderboard"}
+    assert scheduled_rules(tiny_run, config) == {"evaluate", "report", "leaderboard"}
 
 
 def test_changed_preprocess_option_keeps_the_split(tiny_run):
     config = tiny_config()
     config["preprocess"] = {"normalization": "minmax"}
-    assert scheduled_jobs(tiny_run, config) == {"preprocess", "train", "predict", "evaluate", "report", "leaderboard",
-                                                "package"}
+    assert scheduled_rules(tiny_run, config) == {"preprocess", "plan", "train", "package", "predict", "evaluate",
+                                                 "report", "leaderboard"}
 
 
 def test_changed_split_reruns_the_fingerprint_and_preprocessing(tiny_run):
     config = tiny_config()
     config["split"]["seed"] = 5  # other training cases: other normalisation statistics and target spacing
-    assert scheduled_jobs(tiny_run, config) == {"split", "fingerprint", "preprocess", "train", "predict", "evaluate",
-                                                "report", "leaderboard", "package"}
+    assert scheduled_rules(tiny_run, config) == {"split", "fingerprint", "preprocess", "plan", "train", "package",
+                                                 "predict", "evaluate", "report", "leaderboard"}
 
 
 def test_forcerun_and_until_as_documented(tiny_run, tmp_path):
     after_train = {"train", "predict", "evaluate", "report", "leaderboard", "package"}
-    assert scheduled_jobs(tiny_run, tiny_config(), "--forcerun", "train") == after_train
-    assert scheduled_jobs(tiny_run, tiny_config(), "-R", "evaluate") == {"evaluate", "report", "leaderboard"}
-    assert scheduled_jobs(tmp_path, tiny_config(), "--until", "split") == {"demo_data", "ingest", "split"}
+    assert scheduled_rules(tiny_run, tiny_config(), "--forcerun", "train") == after_train
+    assert scheduled_rules(tiny_run, tiny_config(), "-R", "evaluate") == {"evaluate", "report", "leaderboard"}
+    snakemake(tmp_path, "--until", "split")  # runs up to split and stops
+    written = {path.relative_to(tmp_path / "results").parts[0] for path in (tmp_path / "results").iterdir()}
+    assert written == {"demo", "data", "split", "logs"} and not (tmp_path / "results/data/fingerprint.json").exists()
 
 
 def test_ingest_writes_every_warning_to_its_table_and_logs_one_line_per_kind(tmp_path):
@@ -200,8 +208,8 @@ def test_impossible_settings_are_refused_before_any_job(tmp_path, case):
 def test_experiments_of_a_config_file_replace_the_default_one(tmp_path):
     config = tiny_config()
     config["experiments"] = {"base": {}, "deep": {"train": {"depth": 3}}}
-    output = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config)).stdout
-    assert "experiment=base" in output and "experiment=deep" in output and "experiment=unet" not in output
+    planned = {output for _, output in scheduled_jobs(tmp_path, configfile=write_config(tmp_path, config))}
+    assert {path.split("/")[1] for path in planned if path.endswith("plan.json")} == {"base", "deep"}
 
 
 NEEDS_ISBI = pytest.mark.skipif(not (SHARED_DATA / "isbi2012").exists(),
@@ -231,8 +239,9 @@ def test_isbi2012_smoke(tmp_path):
 def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
     """bench/isbi_recipes.yaml (bench/training.md) passes the config's validation: every experiment trains."""
     config = on_shared_isbi_data(REPO / "bench" / "isbi_recipes.yaml")
-    output = snakemake(tmp_path, "--dry-run", "--until", "leaderboard", configfile=write_config(tmp_path, config))
-    assert all(f"experiment={name}" in output.stdout for name in config["experiments"])
+    jobs = scheduled_jobs(tmp_path, "--until", "leaderboard", configfile=write_config(tmp_path, config))
+    trained = {Path(output).parts[2] for rule, output in jobs if rule == "train"}  # results/isbi_recipes/<name>/...
+    assert trained == set(config["experiments"])
 
 
 def test_nifti_volumes_end_to_end(tmp_path):

@@ -137,7 +137,7 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     if patch and len(patch) == 2 and any(side % multiple for side in patch):  # 3D: the U-Net pads to its pooling
         problems.append(f"config key train.patch_size {patch} (experiment {name}) must be a multiple "
                         f"of 2**train.depth = {multiple} in each axis")
-    if patch and train.get("dims", "auto") != "auto" and len(patch) != train["dims"]:
+    if patch and train["dims"] != "auto" and len(patch) != train["dims"]:
         problems.append(f"config key train.patch_size {patch} (experiment {name}) has {len(patch)} sides but "
                         f"train.dims is {train['dims']}: give {train['dims']} sides, or null to plan them")
     if settings["predict"]["split"] != config["predict"]["split"]:

@@ -43,12 +43,12 @@ class Budget:
 def training_budget(cfg: dict, device_type: str) -> Budget:
     """The budget a `train` section asks for: `epochs` when set (epochs x iterations_per_epoch steps), else
     `budget_steps`, else `budget_minutes` (null: DEFAULT_BUDGET_MINUTES of the device type)."""
-    warmup = cfg.get("warmup_iterations", 0)
-    if cfg.get("epochs") is not None:
+    warmup = cfg["warmup_iterations"]
+    if cfg["epochs"] is not None:
         return Budget(steps=cfg["epochs"] * cfg["iterations_per_epoch"], warmup=warmup)
-    if cfg.get("budget_steps") is not None:
+    if cfg["budget_steps"] is not None:
         return Budget(steps=cfg["budget_steps"], warmup=warmup)
-    minutes = cfg.get("budget_minutes")
+    minutes = cfg["budget_minutes"]
     if minutes is None:
         minutes = DEFAULT_BUDGET_MINUTES.get(device_type, FALLBACK_BUDGET_MINUTES)
     return Budget(seconds=60.0 * minutes, warmup=warmup)
