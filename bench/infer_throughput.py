@@ -34,8 +34,8 @@ from unetflow.io.images import write_image  # noqa: E402
 from unetflow.io.labels import class_values  # noqa: E402
 from unetflow.io.prediction_files import prediction_path, write_class_mask  # noqa: E402
 from unetflow.io.sources import read_source_image, unit_array, units  # noqa: E402
+from unetflow.net.model import UNet  # noqa: E402
 from unetflow.plan.plan import plan_device  # noqa: E402
-from unetflow.train.model import UNet  # noqa: E402
 
 PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 PREPROCESS = dict(normalization="zscore", clip_percentiles=None, ct=None, window=None, spacing=None, scale=1.0)

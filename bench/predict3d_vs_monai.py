@@ -1,7 +1,7 @@
-"""Benchmark: 3D tiled prediction, unetflow.infer.tiling.sliding_window_predict against MONAI's
+"""Benchmark: 3D tiled prediction, unetflow.net.tiling.sliding_window_predict against MONAI's
 sliding_window_inference.
 
-Same 3D U-Net (unetflow.train.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
+Same 3D U-Net (unetflow.net.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
 tile / 8), same tile batch size, on the same random z-scored volumes, in one run. MONAI's predictor applies the softmax
 per tile, so both blend probabilities and the outputs agree up to float rounding (the largest difference is printed).
 Everything runs in float32. The methods run interleaved and the best of `--rounds` counts. On the CPU the clock is the
@@ -24,8 +24,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.infer.tiling import prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
-from unetflow.train.model import UNet  # noqa: E402
+from unetflow.net.model import UNet  # noqa: E402
+from unetflow.net.tiling import prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
 
 PEER = "MONAI (same model)"
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # (C, D, H, W) volume -> (K, D, H, W) probabilities on the CPU

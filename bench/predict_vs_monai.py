@@ -1,6 +1,6 @@
-"""Benchmark: unetflow.infer.tiling.sliding_window_predict against MONAI's sliding_window_inference.
+"""Benchmark: unetflow.net.tiling.sliding_window_predict against MONAI's sliding_window_inference.
 
-Same U-Net (unetflow.train.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
+Same U-Net (unetflow.net.model.UNet, eval mode, random weights), same tiles, overlap and Gaussian blending (sigma =
 tile / 8), same tile batch size, on the same random z-scored images, in one run. MONAI's predictor applies the softmax
 per tile so that both blend probabilities: the outputs are then equal up to float rounding. Methods run interleaved, the
 best of `--rounds` is kept for each (the machine is shared and noisy). Extra rows split where the difference comes from:
@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.gpu import uses_bf16  # noqa: E402
-from unetflow.infer.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
-from unetflow.train.model import UNet  # noqa: E402
+from unetflow.net.model import UNet  # noqa: E402
+from unetflow.net.tiling import autocast_for, prepare_for_inference, sliding_window_predict, tile_grid  # noqa: E402
 
 NETWORK_ALONE = "network alone (prepared)"
 PEER = "MONAI (same model)"

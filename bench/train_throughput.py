@@ -41,9 +41,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from unetflow.net.model import UNet  # noqa: E402
 from unetflow.train.augment import augment_batch  # noqa: E402
 from unetflow.train.losses import segmentation_loss  # noqa: E402
-from unetflow.train.model import UNet  # noqa: E402
 from unetflow.train.schedule import Clock  # noqa: E402
 from unetflow.train.train import Trainer  # noqa: E402
 

@@ -26,7 +26,7 @@ from unetflow.infer.summary import unit_summary
 from unetflow.io.prediction_files import read_probabilities
 from unetflow.io.sources import read_source_image, source_spacing
 from unetflow.io.store import load_array
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
 
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})

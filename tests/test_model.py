@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from unetflow.net.model import UNet, pool_kernels_for
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss, soft_dice_loss
-from unetflow.train.model import UNet, pool_kernels_for
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 64, 64), (1, 1, 37, 50), (1, 3, 9, 130)])

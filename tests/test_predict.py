@@ -10,9 +10,9 @@ import torch
 
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import Predictor, keep_largest_components
-from unetflow.infer.tiling import sliding_window_predict
 from unetflow.io.prediction_files import read_class_mask, read_probabilities, write_class_mask, write_probabilities
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
+from unetflow.net.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 PATCH = [16, 16]

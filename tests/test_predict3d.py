@@ -14,9 +14,9 @@ from unetflow.export.onnx import tile_patch
 from unetflow.infer.infer import InferInputError, check_images
 from unetflow.infer.package import PackageError, build_package, load_package, save_package
 from unetflow.infer.predictor import Predictor, model_probabilities
-from unetflow.infer.tiling import sliding_window_predict
 from unetflow.io.resample import resample_probabilities
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
+from unetflow.net.tiling import sliding_window_predict
 
 CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
 CPU = torch.device("cpu")

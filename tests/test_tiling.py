@@ -1,4 +1,4 @@
-"""Tests of the tiled sliding-window inference in unetflow.infer.tiling."""
+"""Tests of the tiled sliding-window inference in unetflow.net.tiling."""
 
 import math
 
@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from unetflow.infer.tiling import (
+from unetflow.net.model import UNet
+from unetflow.net.tiling import (
     fits_on_device,
     gaussian_importance,
     prepare_for_inference,
     sliding_window_predict,
     tile_origins,
 )
-from unetflow.train.model import UNet
 
 
 def pointwise_model(in_channels: int = 2, num_classes: int = 3, seed: int = 0) -> nn.Module:

@@ -1,4 +1,4 @@
-"""3D sliding-window inference in unetflow.infer.tiling: tiles, blending, mirroring and accumulation of volumes."""
+"""3D sliding-window inference in unetflow.net.tiling: tiles, blending, mirroring and accumulation of volumes."""
 
 import itertools
 
@@ -8,8 +8,8 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from unetflow.infer.tiling import fits_on_device, gaussian_importance, prepare_for_inference, sliding_window_predict
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
+from unetflow.net.tiling import fits_on_device, gaussian_importance, prepare_for_inference, sliding_window_predict
 
 
 def pointwise_model(in_channels: int = 2, num_classes: int = 3) -> nn.Module:

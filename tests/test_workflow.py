@@ -21,7 +21,7 @@ from conftest import (
     write_ct_pair,
     write_pairs,
 )
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
 
 COLUMNS = {
     "results/data/manifest.parquet": {"id", "image_path", "mask_path", "height", "width", "channels", "dtype",

@@ -21,13 +21,13 @@ from unetflow.data.preprocess import network_array
 from unetflow.gpu import pick_device, uses_bf16
 from unetflow.infer.package import Package, load_package
 from unetflow.infer.summary import unit_summary
-from unetflow.infer.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
 from unetflow.instances.objects import object_table, unit_objects
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
 from unetflow.io.resample import resample_probabilities
 from unetflow.io.sources import read_source_image, slice_axis, source_spacing, unit_array, units
 from unetflow.io.store import IMAGE_DTYPE
-from unetflow.train.model import UNet
+from unetflow.net.model import UNet
+from unetflow.net.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
 
 log = logging.getLogger("unetflow.infer.predictor")
 OBJECTS_FILE = "objects.parquet"  # the per-object table of the instance mode, beside the masks

@@ -11,7 +11,7 @@ resumes on a busier GPU trains the same plan.
 2D cases carry no spacing: they are planned on their pixel grid. Volumes trained in 3D (`train.dims`) are planned from
 their median shape and voxel spacing as nnU-Net plans its 3d_fullres configuration: a patch of the median volume's
 shape shrunk along its physically longest axis until it fits the device, pooling only along axes that are not
-already coarse (`unetflow.train.model.pool_kernels_for`), batch 2 on a CPU.
+already coarse (`unetflow.net.model.pool_kernels_for`), batch 2 on a CPU.
 """
 
 import math
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unetflow.train.model import UNet, pool_kernels_for, trained_parameters
+from unetflow.net.model import UNet, pool_kernels_for, trained_parameters
 
 PLANNED_KEYS = ("dims", "patch_size", "depth", "pool_kernels", "base_width", "batch_size", "foreground_oversampling")
 COARSEST_MAP = 8  # pool until the coarsest feature map would be smaller than this many pixels

@@ -19,9 +19,9 @@ import torch
 
 from unetflow.gpu import peak_memory_bytes, pick_device, uses_bf16
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.net.model import UNet
 from unetflow.train.augment import augment_batch, augment_weighted_batch
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
-from unetflow.train.model import UNet
 from unetflow.train.sampler import PatchSampler
 from unetflow.train.schedule import Clock, lr_factor, training_budget
 from unetflow.train.validation import (

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from unetflow.infer.tiling import sliding_window_predict, tile_grid
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.net.tiling import sliding_window_predict, tile_grid
 from unetflow.train.losses import segmentation_loss
 
 VALIDATION_OVERLAP = 0.5

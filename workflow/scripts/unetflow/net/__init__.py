@@ -1,0 +1,1 @@
+"""The U-Net and how it is applied to a whole image: the network of training, planning and prediction alike."""
