@@ -10,11 +10,12 @@ from PIL import Image
 
 from conftest import applied, build_manifest, job_counts, snakemake, tiny_config, write_config
 from unetflow.data.demo_cells import render_touching_cells
+from unetflow.data.data_warnings import data_warnings
 from unetflow.data.pairing import DataValidationError
 from unetflow.data.preprocess import preprocess_sources
 from unetflow.evaluate.object_metrics import MAP_THRESHOLDS, object_metrics
 from unetflow.instances.objects import instances_from_foreground, instances_from_three_class, object_rows
-from unetflow.instances.targets import split_ids, three_class_target, touching_pairs
+from unetflow.instances.targets import split_parts, stray_parts, three_class_target, touching_pairs, without_specks
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_mask, write_mask
@@ -108,9 +109,9 @@ def test_three_class_target_separates_touching_objects():
 
 def test_split_and_touching_ids():
     ids = squares((0, 2, 0, 2), (0, 2, 2, 4), (5, 7, 5, 7), shape=(10, 10))
-    assert touching_pairs(ids) == 1 and split_ids(ids) == {}
+    assert touching_pairs(ids) == 1 and split_parts(ids) == {}
     ids[8:10, 0:2] = 3  # id 3 reused for a second blob
-    assert split_ids(ids) == {3: 2}
+    assert split_parts(ids) == {3: [4, 4]} and stray_parts(ids) == ({}, {3: [4, 4]})  # as large: two objects
 
 
 def test_watershed_recovers_touching_objects_from_their_target():
@@ -133,10 +134,24 @@ def test_small_objects_removed_and_table():
     assert rows[0]["mean_probability"] == 1
 
 
+def test_a_few_stray_specks_of_an_id_are_dropped_but_a_second_object_under_one_id_is_not():
+    _, ids = render_touching_cells(np.random.default_rng(1), 128)
+    slipped = ids.copy()
+    slipped[0:2, 0:3] = 7  # 6 stray pixels of cell 7 in a corner: an annotation slip
+    specks, split = stray_parts(slipped)
+    assert list(specks) == [7] and specks[7][1:] == [6] and split == {}
+    cleaned = without_specks(slipped)
+    assert (cleaned[0:2, 0:3] == 0).all() and np.array_equal(cleaned[2:], slipped[2:])  # cell 7 itself kept whole
+    assert (cleaned == 7).sum() == (ids == 7).sum()
+    doubled = ids.copy()
+    doubled[ids == 9] = 8  # cell 9 relabelled 8: two whole cells under one id
+    assert stray_parts(doubled)[1].keys() == {8} and without_specks(doubled) is doubled
+
+
 def test_demo_cells_touch_and_are_connected():
     image, ids = render_touching_cells(np.random.default_rng(1), 128)
     assert image.dtype == np.uint8 and ids.dtype == np.uint16
-    assert split_ids(ids) == {} and touching_pairs(ids) >= 10
+    assert split_parts(ids) == {} and touching_pairs(ids) >= 10
 
 
 def write_instance_pairs(folder, ids_list, suffix=".png"):
@@ -163,6 +178,20 @@ def test_ingest_reads_and_counts_instances(tmp_path):
     assert manifest.loc[0, "objects"] == 2 and manifest.loc[0, "touching_pairs"] == 1
     _, classes = build_manifest(images, masks, instances=True, instance_target="three_class")
     assert classes["name"].tolist() == ["background", "interior", "boundary"]
+
+
+def test_a_data_set_with_a_slipped_id_trains_without_the_specks_and_says_so(tmp_path):
+    _, ids = render_touching_cells(np.random.default_rng(0), 64)
+    slipped = ids.copy()
+    slipped[0:2, 0:2] = 3  # 4 stray pixels of cell 3 (as in one mask of the DSB 2018 nuclei)
+    images, masks = write_instance_pairs(tmp_path, [slipped, ids])
+    manifest, classes = build_manifest(images, masks, instances=True)
+    assert manifest["speck_ids"].map(list).tolist() == [[3], []] and manifest["speck_pixels"].tolist() == [4, 0]
+    warnings = data_warnings(manifest, classes)
+    assert warnings["kind"].tolist() == ["instance_specks"] and warnings["file"].iloc[0].endswith("c0.png")
+    stored = preprocess_sources(manifest, classes, str(tmp_path / "arrays"), applied("zscore"))
+    kept = load_array(stored["array_path"].iloc[0], "instances")[0]
+    np.testing.assert_array_equal(kept, np.where((slipped == 3) & (ids != 3), 0, slipped))
 
 
 def test_ingest_refuses_declared_classes_with_instances(tmp_path):

@@ -1,7 +1,7 @@
-"""Warnings about a data set that do not stop it: very unbalanced classes, tiny images, JPEG mask pixels snapped
-to the nearest class. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
-`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many
-rows there are.
+"""Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to
+the nearest class, stray specks of instance ids dropped. Each is one row of a table (columns WARNING_COLUMNS; rule
+ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with counts and a few
+examples, however many rows there are.
 """
 
 import logging
@@ -46,10 +46,20 @@ def snapped_rows(manifest: pd.DataFrame) -> list[dict]:
             for path, count in snapped.items() if count]
 
 
+def speck_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per instance mask with stray specks of ids dropped (its value: their pixels)."""
+    if "speck_pixels" not in manifest:
+        return []
+    return [dict(kind="instance_specks", file=row["mask_path"], value=float(row["speck_pixels"]),
+                 detail=f"ids {sorted(set(row['speck_ids']))}: stray parts of {row['speck_pixels']} px dropped, each "
+                        f"id keeps its largest part")
+            for _, row in manifest.iterrows() if row["speck_pixels"]]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
-    rows = unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest)
+    rows = unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest) + speck_rows(manifest)
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -68,6 +78,10 @@ def summary_line(kind: str, rows: pd.DataFrame) -> str:
     if kind == "snapped_pixels":
         return (f"{int(rows['value'].sum())} pixels of {len(rows)} lossy mask(s) snapped to the nearest class "
                 f"(e.g. {names}{more})")
+    if kind == "instance_specks":
+        return (f"{len(rows)} instance mask(s) with stray specks of an id, {int(rows['value'].sum())} px dropped as "
+                f"annotation slips, the largest part kept as the object (e.g. {names}{more}: "
+                f"{rows['detail'].iloc[0]})")
     return f"{len(rows)} warning(s) of kind {kind} (e.g. {names}{more})"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.data.normalization import normalize_with
-from unetflow.instances.targets import instance_target, training_target
+from unetflow.instances.targets import instance_target, object_ids, training_target
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.resample import (
     resample_nearest,
@@ -100,12 +100,11 @@ def network_array(image: np.ndarray, channels: int, settings: dict, spacing=None
 def source_targets(row, classes: pd.DataFrame, weight_map: dict | None = None):
     """What a source's mask trains: class indices (Z, Y, X) uint8, or in the instance mode the target of its objects
     (`unetflow.instances.targets.training_target`, slice by slice, with the `weight_map` settings); with the object
-    ids (Z, Y, X) and the loss weights (or None each)."""
+    ids (Z, Y, X; stray specks of an id dropped, `object_ids`) and the loss weights (or None each)."""
     target = instance_target(classes)
     if not target:
         return source_labels(row, classes)[0], None, None
-    ids = read_source_mask(row, ids=True)
-    ids = ids.astype(np.uint32 if ids.max(initial=0) > 65535 else np.uint16, copy=False)
+    ids = object_ids(read_source_mask(row, ids=True))
     labels, weights = zip(*(training_target(plane, target, weight_map) for plane in ids))
     return np.stack(labels), ids, None if weights[0] is None else np.stack(weights)
 

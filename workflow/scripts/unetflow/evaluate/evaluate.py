@@ -20,7 +20,7 @@ import pandas as pd
 
 from unetflow.evaluate.metrics import case_metrics
 from unetflow.evaluate.object_metrics import object_metrics
-from unetflow.instances.targets import instance_target
+from unetflow.instances.targets import instance_target, object_ids
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.prediction_files import prediction_path, read_class_mask, read_instance_mask
 from unetflow.io.sources import read_source_mask, read_source_roi, source_labels, unit_array, unit_spacing, units
@@ -47,7 +47,7 @@ def evaluate_instance_source(row: dict, pred_dir: str, cfg: dict) -> list[dict]:
     """Instance mode: per unit, pixel metrics of the objects' union (classes 0 background, 1 objects) and, on the
     objects row, the object metrics (`unetflow.evaluate.object_metrics`) of the predicted ids against the true ones,
     matched slice by slice (a volume's objects are those of its slices pooled)."""
-    truth = read_source_mask(row, ids=True)
+    truth = object_ids(read_source_mask(row, ids=True))
     predicted = read_instance_mask(prediction_path(pred_dir, row["id"], row, instances=True), row)
     rows = []
     for name, unit in units(row):

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 
-from unetflow.instances.targets import instance_target
+from unetflow.instances.targets import instance_target, object_ids
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.prediction_files import prediction_path, read_class_mask, read_instance_mask
 from unetflow.io.sources import read_source_image, read_source_mask, source_labels
@@ -133,7 +133,7 @@ def load_overlay_unit(row: dict, unit: slice, pred_dir, classes: pd.DataFrame) -
     ground-truth foreground."""
     image = read_source_image(row)[:, unit]
     if instance_target(classes):  # object ids instead of classes, outlined one colour per object
-        gt = read_source_mask(row, ids=True)[unit]
+        gt = object_ids(read_source_mask(row, ids=True)[unit])
         pred = read_instance_mask(prediction_path(pred_dir, row["id"], row, instances=True), row)[unit]
     else:
         gt = source_labels(row, classes)[0][unit]

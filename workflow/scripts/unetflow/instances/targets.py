@@ -19,6 +19,8 @@ INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary"),
                         "weight_map": ("background", "foreground")}
 BOUNDARY_WIDTH = 2  # pixels of every object, from its outline inwards, that form the boundary class
 FULL_CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: an object touching itself diagonally is one blob
+SPECK_SHARE = 0.25  # a stray part of an id smaller than this share of its mask's median object is a speck ...
+SLIPS_SHARE = 0.05  # ... an annotation slip, dropped, when at most this share of the ids (at least one) have specks
 
 
 def instance_classes(target: str = "weight_map") -> pd.DataFrame:
@@ -69,16 +71,57 @@ def instance_ids(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.uint32 if mask.max(initial=0) > 65535 else np.uint16, copy=False)
 
 
-def split_ids(ids: np.ndarray) -> dict[int, int]:
-    """{id: number of separate blobs} of every id whose pixels form more than one 8-connected blob (an id reused
-    for two objects, or an object that is not connected)."""
-    split = {}
+def split_parts(ids: np.ndarray) -> dict[int, list[int]]:
+    """{id: the pixel counts of its parts, largest first} of every id whose pixels form more than one 8-connected
+    blob (an id reused for two objects, an object that is not connected, or an object with stray specks)."""
+    parts = {}
     for index, box in enumerate(ndimage.find_objects(ids), start=1):
         if box is not None:
-            blobs = ndimage.label(ids[box] == index, FULL_CONNECTIVITY)[1]
-            if blobs > 1:
-                split[index] = blobs
-    return split
+            blobs, count = ndimage.label(ids[box] == index, FULL_CONNECTIVITY)
+            if count > 1:
+                parts[index] = sorted(np.bincount(blobs.ravel())[1:].tolist(), reverse=True)
+    return parts
+
+
+def speck_limit(ids: np.ndarray) -> float:
+    """Stray parts smaller than this many pixels are specks: SPECK_SHARE of the mask's median object."""
+    sizes = np.bincount(ids.ravel())[1:]
+    sizes = sizes[sizes > 0]
+    return SPECK_SHARE * float(np.median(sizes)) if sizes.size else 0.0
+
+
+def stray_parts(ids: np.ndarray) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(specks, split) of the ids of a 2D id map that are not one connected object, {id: part sizes, largest first}
+    each: ids whose other parts are all specks (`speck_limit`: slips of the annotation, which the instance mode drops,
+    keeping the largest part as the object), and ids with a second part too large for a speck (two objects under
+    one id: refused). Slips are rare: in a mask where more than SLIPS_SHARE of the ids have specks, every split id
+    counts as split (ids that do not name objects)."""
+    limit, specks, split = speck_limit(ids), {}, {}
+    for index, sizes in split_parts(ids).items():
+        (specks if sizes[1] < limit else split)[index] = sizes
+    if len(specks) > max(1, SLIPS_SHARE * len(np.unique(ids[ids > 0]))):
+        return {}, {**specks, **split}
+    return specks, split
+
+
+def without_specks(ids: np.ndarray) -> np.ndarray:
+    """A 2D id map in which every id with stray specks (`stray_parts`) keeps only its largest part."""
+    specks, _ = stray_parts(ids)
+    if not specks:
+        return ids
+    cleaned, boxes = ids.copy(), ndimage.find_objects(ids)
+    for index in specks:
+        window = cleaned[boxes[index - 1]]
+        blobs = ndimage.label(window == index, FULL_CONNECTIVITY)[0]
+        largest = 1 + int(np.argmax(np.bincount(blobs.ravel())[1:]))
+        window[(blobs > 0) & (blobs != largest)] = 0
+    return cleaned
+
+
+def object_ids(masks: np.ndarray) -> np.ndarray:
+    """The objects of a stored instance mask (Z, Y, X), slice by slice: ids as stored (uint16, uint32 above 65535),
+    stray specks dropped. What training, evaluation and the report see of the ground truth."""
+    return np.stack([without_specks(instance_ids(plane)) for plane in masks])
 
 
 def touching_pairs(ids: np.ndarray) -> int:
@@ -92,37 +135,37 @@ def touching_pairs(ids: np.ndarray) -> int:
     return len(pairs)
 
 
-def instance_summary(ids: np.ndarray) -> dict:
-    """Objects, touching pairs and split ids of one id map (for the manifest and the ingest checks)."""
-    return dict(objects=int(len(np.unique(ids[ids > 0]))), touching_pairs=touching_pairs(ids),
-                split_ids=split_ids(ids))
-
-
-def instance_problem(path, slice_label: str, split: dict[int, int]) -> str | None:
-    """The ingest problem of a mask with split ids, or None."""
+def instance_problem(path, slice_label: str, split: dict[int, list[int]]) -> str | None:
+    """The ingest problem of a mask with split ids (see `stray_parts`), or None."""
     if not split:
         return None
-    shown = ", ".join(f"id {i} in {n} blobs" for i, n in list(split.items())[:5])
+    shown = ", ".join(f"id {i} in parts of {'/'.join(map(str, sizes[:4]))} px" for i, sizes in list(split.items())[:5])
     return (f"{path}{slice_label}: {len(split)} id(s) are not one connected object ({shown}"
-            f"{', ...' if len(split) > 5 else ''}); give every object its own id (e.g. skimage.measure.label of "
-            f"each id), or set data.instances: false")
+            f"{', ...' if len(split) > 5 else ''}); stray specks of a few ids (under {SPECK_SHARE:.0%} of the median "
+            f"object, at most {SLIPS_SHARE:.0%} of the ids) are dropped as annotation slips, but these are objects: "
+            f"give every object its own id (e.g. skimage.measure.label of each id), or set data.instances: false")
 
 
 def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
     """Manifest fields of one source's instance mask (Z, Y, X; objects are per slice): label_values 0 (background)
-    and 1 (any object) with their voxel shares, objects and touching_pairs; and its problems (ids split into blobs)."""
+    and 1 (any object) with their voxel shares, objects, touching_pairs, speck_ids and speck_pixels (stray parts of
+    ids, dropped); and its problems (ids of two large parts)."""
     if masks.ndim != 3:
         return {}, [f"{path}: an instance mask holds one id per pixel, not colours; export grey ids"]
-    objects, touching, problems = 0, 0, []
+    objects, touching, speck_ids, speck_pixels, problems = 0, 0, [], 0, []
     for index, plane in enumerate(masks):
-        summary = instance_summary(instance_ids(plane))
-        objects, touching = objects + summary["objects"], touching + summary["touching_pairs"]
-        problem = instance_problem(path, f" slice {index}" if len(masks) > 1 else "", summary["split_ids"])
+        ids = instance_ids(plane)
+        specks, split = stray_parts(ids)
+        objects, touching = objects + len(np.unique(ids[ids > 0])), touching + touching_pairs(without_specks(ids))
+        speck_ids += list(specks)
+        speck_pixels += sum(sum(sizes[1:]) for sizes in specks.values())
+        problem = instance_problem(path, f" slice {index}" if len(masks) > 1 else "", split)
         problems += [problem] if problem else []
     share = float((masks > 0).mean())
     values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
     fields = dict(label_values=values, label_fractions=[1 - share if v == 0 else share for v in values],
-                  snapped_pixels=0, objects=objects, touching_pairs=touching)
+                  snapped_pixels=0, objects=objects, touching_pairs=touching, speck_ids=speck_ids,
+                  speck_pixels=speck_pixels)
     return fields, problems
 
 

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from unetflow.data.preprocess import source_targets
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.nifti import volume_grid, volume_spacing
-from unetflow.io.sources import read_source_image, source_labels, units
+from unetflow.io.sources import read_source_image, units
 
 SAMPLED_VOXELS = 10_000  # foreground voxels sampled per source for the intensity statistics
 CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
@@ -36,7 +37,7 @@ def source_fingerprint(row: dict, classes: pd.DataFrame, seed: int) -> tuple[dic
     """One source's fingerprint row, its sample of foreground intensities (all channels pooled) and the in-plane
     diameters of its objects (`plane_diameters`)."""
     pixels = np.moveaxis(read_source_image(row), 0, -1)  # (Z, Y, X, C)
-    labels = source_labels(row, classes)[0]
+    labels = source_targets(row, classes)[0]
     foreground = (labels > 0) & (labels != IGNORE_INDEX)
     values = pixels[foreground].ravel().astype(np.float64)
     sample = np.random.default_rng(seed).choice(values, min(SAMPLED_VOXELS, values.size), replace=False)
