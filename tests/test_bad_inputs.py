@@ -108,13 +108,13 @@ def test_jpeg_mask_without_opt_in(tmp_path, pairs):
     (pairs[1] / "c0.png").unlink()
     cv2.imwrite(str(pairs[1] / "c0.jpg"), np.zeros((32, 40), np.uint8))
     message = ingest_error(tmp_path)
-    assert "c0.jpg: JPEG masks are lossy" in message and "data.jpeg_masks: snap" in message
+    assert "c0.jpg: JPEG masks are lossy" in message and "data.lossy_masks: snap" in message
 
 
 def test_jpeg_snap_without_declared_classes(tmp_path, pairs):
     (pairs[1] / "c0.png").unlink()
     cv2.imwrite(str(pairs[1] / "c0.jpg"), np.zeros((32, 40), np.uint8))
-    assert "c0.jpg: data.jpeg_masks: snap needs declared classes" in ingest_error(tmp_path, jpeg_masks="snap")
+    assert "c0.jpg: data.lossy_masks: snap needs declared classes" in ingest_error(tmp_path, lossy_masks="snap")
 
 
 def test_inconsistent_channel_counts(tmp_path, pairs):
@@ -326,7 +326,7 @@ def test_many_warnings_of_a_kind_are_one_summary_line_and_every_row_in_the_table
         cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED),
                     [cv2.IMWRITE_JPEG_QUALITY, 60])
         mask.unlink()
-    manifest, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, jpeg_masks="snap")
+    manifest, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, lossy_masks="snap")
     table = data_warnings(manifest, classes)
     assert list(table.columns) == ["kind", "file", "value", "detail"]
     assert (table["kind"] == "tiny_image").sum() == 12 and (table["kind"] == "snapped_pixels").sum() == 12

@@ -40,7 +40,7 @@ def test_an_instance_setting_outside_the_instance_mode_reruns_nothing(tiny_run):
     config = tiny_config()
     config["data"] = {**config.get("data", {}), "instance_target": "three_class"}
     assert job_counts(tiny_run, config) == {}
-    config["data"]["jpeg_masks"] = "snap"  # a data setting ingest uses does rerun it
+    config["data"]["lossy_masks"] = "snap"  # a data setting ingest uses does rerun it
     assert job_counts(tiny_run, config).get("ingest") == 1
 
 

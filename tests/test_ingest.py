@@ -129,7 +129,7 @@ def test_jpeg_mask_with_snap_counts_changed_pixels(tmp_path):
         cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED),
                     [cv2.IMWRITE_JPEG_QUALITY, 60])
         mask.unlink()
-    manifest, _ = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, jpeg_masks="snap")
+    manifest, _ = build_manifest(str(images), str(masks), classes={"bg": 0, "fg": 255}, lossy_masks="snap")
     assert (manifest["snapped_pixels"] > 0).all()
     assert all(set(v) <= {0, 255} for v in manifest["label_values"])
 

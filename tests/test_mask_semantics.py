@@ -259,3 +259,45 @@ def test_a_rare_only_foreground_value_is_not_a_stray(tmp_path):
     cv2.imwrite(str(masks / "c7.png"), lone)
     _, classes = build_manifest(str(images), str(masks))
     assert classes["value"].tolist() == [0, 255]
+
+
+# ------------------------------------------------------------------------------------ soft edges of resizing
+
+
+def write_resized_pairs(folder, count: int = 6, values=(0, 255)) -> tuple:
+    """Images and masks of `values` blobs, every mask saved after resizing by 1.5 with linear interpolation (soft
+    edges along every border); the sharp masks, resized by nearest neighbour."""
+    images, masks = write_pairs(folder, count=count, size=SIZE)
+    sharp = {}
+    for index in range(count):
+        mask = np.zeros(SIZE, np.uint8)
+        for step, value in enumerate(values[1:]):
+            mask[blobs(10 * index + step)] = value
+        size = (SIZE[1] * 3 // 2, SIZE[0] * 3 // 2)
+        cv2.imwrite(str(masks / f"c{index}.png"), cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR))
+        cv2.imwrite(str(images / f"c{index}.png"), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+        sharp[f"c{index}"] = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return images, masks, sharp
+
+
+def test_soft_edges_of_resized_masks_are_one_problem_offering_the_snap(tmp_path):
+    images, masks, _ = write_resized_pairs(tmp_path)
+    message = ingest_error(images, masks)
+    assert message.startswith("1 problem(s)") and "6 of 6 masks hold" in message
+    assert "between the classes [0, 255] along the borders between them only" in message
+    assert "set data.lossy_masks: snap with data.classes: {background: 0, foreground: 255}" in message
+    assert "nonzero" not in message  # which would grow every object by its soft edge
+    declared = ingest_error(images, masks, classes={"background": 0, "foreground": 255})
+    assert declared.startswith("1 problem(s)") and "set data.lossy_masks: snap" in declared
+
+
+def test_soft_edges_train_as_their_classes_when_snapped(tmp_path):
+    images, masks, sharp = write_resized_pairs(tmp_path, values=(0, 128, 255))
+    assert "data.classes: {class_0: 0, class_128: 128, class_255: 255}" in ingest_error(images, masks)
+    manifest, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "a": 128, "b": 255},
+                                       lossy_masks="snap")
+    assert (manifest["snapped_pixels"] > 0).all() and manifest["label_values"].map(list).tolist() == [[0, 128, 255]] * 6
+    labels = trained_labels(manifest, classes)
+    for name, mask in sharp.items():  # the nearest class: within a pixel of the sharp borders
+        agree = (labels[name] == np.searchsorted([0, 128, 255], mask)).mean()
+        assert agree > 0.97

@@ -104,7 +104,7 @@ def test_compressed_data_set_ingests_with_stacks_and_rois(tmp_path, compression,
     if compression == "jpeg":  # lossy masks: refused unless snapped to declared classes
         with pytest.raises(DataValidationError, match="slide.tif: the TIFF mask is compressed with JPEG"):
             build_manifest(**options)
-        options.update(jpeg_masks="snap", classes={"background": 0, "cell": 255})
+        options.update(lossy_masks="snap", classes={"background": 0, "cell": 255})
     manifest, classes = build_manifest(**options)
     assert manifest["id"].tolist() == ["slide", "stack"] and manifest["slices"].tolist() == [1, 2]
     assert classes["value"].tolist() == [0, 255]

@@ -150,7 +150,7 @@ def test_ingest_writes_every_warning_to_its_table_and_logs_one_line_per_kind(tmp
         mask.unlink()
     config = tiny_config()
     config["data"] = {"images": str(images), "masks": str(masks), "classes": {"bg": 0, "fg": 255},
-                      "jpeg_masks": "snap"}
+                      "lossy_masks": "snap"}
     snakemake(tmp_path, "--until", "ingest", configfile=write_config(tmp_path, config))
     warnings = pd.read_parquet(tmp_path / "results/data/warnings.parquet")
     assert sorted(warnings["kind"].value_counts().items()) == [("snapped_pixels", 6), ("tiny_image", 6)]

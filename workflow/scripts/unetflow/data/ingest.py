@@ -21,12 +21,20 @@ from unetflow.data.pairing import (
     pair_files,
     pairs_from_manifest,
 )
+from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
 from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values
 from unetflow.io.nifti import grid_problem
-from unetflow.io.sources import read_source_image, read_source_mask, source_kind, units, volume_slice_axis
+from unetflow.io.sources import (
+    read_source_image,
+    read_source_mask,
+    snapped,
+    source_kind,
+    units,
+    volume_slice_axis,
+)
 
 log = logging.getLogger("unetflow.data.ingest")
 
@@ -43,7 +51,7 @@ class DataSpec:
     classes: dict | None = None
     colors: dict | None = None
     channels: int | None = None
-    jpeg_masks: str = "refuse"
+    lossy_masks: str = "refuse"
     ignore_label: int | None = None
     num_classes: int | None = None
     slice_axis: int = 2
@@ -63,14 +71,13 @@ class DataSpec:
 def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
-    lossy = is_lossy_mask(mask)
     kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
-    if lossy and data.jpeg_masks != "snap":
+    if is_lossy_mask(mask) and data.lossy_masks != "snap":
         return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
-                f"lossless TIFF, or set data.jpeg_masks: snap to snap every pixel to the nearest declared class")
-    if lossy and not (data.classes or data.colors or data.foreground == "nonzero"):
-        return (f"{mask}: data.jpeg_masks: snap needs declared classes; set data.classes or data.colors (or "
-                f"data.foreground: nonzero)")
+                f"lossless TIFF, or set data.lossy_masks: snap to snap every pixel to the nearest declared class")
+    if data.lossy_masks == "snap" and not (data.classes or data.colors):
+        return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes (or "
+                f"data.colors)")
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
                 f"but its mask is not; pair volumes with volumes")
@@ -94,10 +101,10 @@ def read_pair(pair: dict, data: DataSpec) -> tuple[dict, np.ndarray, np.ndarray]
 def value_fields(masks: np.ndarray, coding: LabelCoding, mask) -> dict:
     """The class values found in a source's mask (Z, Y, X[, 3]), their voxel shares and the lossy-mask pixels snapped
     to the nearest class; ImageReadError for values the coding cannot map."""
-    values, snapped = zip(*(mask_values(plane, coding, is_lossy_mask(mask), mask) for plane in masks))
+    values, changed = zip(*(mask_values(plane, coding, snapped(coding, mask), mask) for plane in masks))
     found, counts = np.unique(np.stack(values), return_counts=True)
     return dict(label_values=found.tolist(), label_fractions=(counts / counts.sum()).tolist(),
-                snapped_pixels=int(sum(snapped)))
+                snapped_pixels=int(sum(changed)))
 
 
 def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict | None, list[str]]:
@@ -175,7 +182,7 @@ def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
                             f"use a value no class has")
     else:
         return None, problems
-    return with_ignore_row(table, data.ignore_label), problems
+    return with_ignore_row(table, data.ignore_label).assign(snap=data.lossy_masks == "snap"), problems
 
 
 def nonzero_classes(data: DataSpec) -> tuple[pd.DataFrame, list[str]]:
@@ -194,7 +201,7 @@ def nonzero_classes(data: DataSpec) -> tuple[pd.DataFrame, list[str]]:
         problems.append(f"data.ignore_label {data.ignore_label} is a class value of data.foreground: nonzero; use "
                         f"another value")
     table = pd.DataFrame({"index": [0, 1], "name": names, "value": values, "color": None, "nonzero": [False, True]})
-    return with_ignore_row(table, data.ignore_label), problems
+    return with_ignore_row(table, data.ignore_label).assign(snap=data.lossy_masks == "snap"), problems
 
 
 def with_ignore_row(table: pd.DataFrame, ignore_label: int | None) -> pd.DataFrame:
@@ -221,10 +228,11 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     trained = classes[~classes["ignore"]]
     values, allowed = trained["value"].tolist(), set(classes["value"])
     table = dict(zip(trained["name"], values))
-    problems = [f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - allowed)} are not among the "
-                f"declared classes {table}; "
-                f"add them to data.classes (or set data.ignore_label)"
-                for row in rows if set(row["label_values"]) - allowed]
+    soft_edges = soft_edge_problem(rows, values) if data.lossy_masks != "snap" else None
+    problems = [soft_edges] if soft_edges else [
+        f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - allowed)} are not among the declared "
+        f"classes {table}; add them to data.classes (or set data.ignore_label)"
+        for row in rows if set(row["label_values"]) - allowed]
     present = {v for row in rows for v in row["label_values"]}
     if len(values) < 2:
         return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "

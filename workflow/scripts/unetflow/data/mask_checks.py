@@ -1,6 +1,7 @@
 """What the values of masks mean when `data.classes` is not declared: the checks that keep a found value from being
 trained as a class when it is not one. Each refuses before any training, naming files and values.
 
+- Soft edges of masks resized with interpolation: `unetflow.data.soft_edges`.
 - Instance-labelled masks (0 = background, 1..N = one id per object, the usual format of nuclei and cell data sets):
   a mask with at least INSTANCE_MIN_VALUES non-zero values of which at least INSTANCE_REGION_SHARE are objects:
   one connected region (8-neighbourhood) of at least OBJECT_MIN_PIXELS pixels each; touching objects of different
@@ -14,7 +15,7 @@ trained as a class when it is not one. Each refuses before any training, naming 
   values left by resizing one mask. Not when it is the only foreground value.
 
 Declared classes (`data.classes`), `data.foreground: nonzero` and `data.instances: true` skip these checks; values
-that declared classes do not list are refused file by file.
+that declared classes do not list are refused file by file (soft edges in one problem).
 """
 
 from collections import defaultdict
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.io.labels import class_values
 from unetflow.io.sources import read_source_mask
 
@@ -141,8 +143,8 @@ def stray_problems(rows: list[dict], foreground: set[int]) -> list[str]:
 
 
 def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
-    """Problems with found values that are not classes: instance-labelled masks (reported alone), else the
-    foreground encoded differently by file, else stray values."""
+    """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks
+    (each reported alone), else the foreground encoded differently by file, else stray values."""
     foreground = set(class_values(classes)[1:])
-    problem = instance_problem(rows, foreground) or encoding_problem(rows, foreground)
+    problem = soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
     return [problem] if problem else stray_problems(rows, foreground)

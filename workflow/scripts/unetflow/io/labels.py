@@ -54,15 +54,18 @@ def class_colors(classes: pd.DataFrame) -> np.ndarray | None:
 @dataclass(frozen=True)
 class LabelCoding:
     """How masks encode classes, taken once from the class table: colours (or None), class values, ignored value,
-    and the value every non-zero value becomes (or None)."""
+    the value every non-zero value becomes (or None), and whether every mask is snapped to the nearest class
+    (data.lossy_masks: snap, column `snap`; lossy files are snapped always)."""
     colors: np.ndarray | None
     values: list[int]
     ignored: int | None
     nonzero: int | None = None
+    snap: bool = False
 
     @classmethod
     def of(cls, classes: pd.DataFrame) -> "LabelCoding":
-        return cls(class_colors(classes), class_values(classes), ignore_value(classes), nonzero_value(classes))
+        snap = bool(classes["snap"].any()) if "snap" in classes else False
+        return cls(class_colors(classes), class_values(classes), ignore_value(classes), nonzero_value(classes), snap)
 
 
 def binarised(values: np.ndarray, coding: LabelCoding) -> np.ndarray:

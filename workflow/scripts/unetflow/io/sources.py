@@ -106,16 +106,22 @@ def read_source_roi(row) -> np.ndarray | None:
     return inside.any(axis=-1) if inside.ndim == 4 else inside
 
 
+def snapped(coding: LabelCoding, path) -> bool:
+    """Whether the values of the mask file `path` are snapped to the nearest class: every mask with
+    data.lossy_masks: snap (the coding's `snap`), lossy files (JPEG, JPEG-compressed TIFF) always."""
+    return coding.snap or is_lossy_mask(path)
+
+
 def source_labels(row, classes) -> tuple[np.ndarray, int]:
     """The row's mask as class indices (Z, Y, X) uint8 (ignored voxels IGNORE_INDEX), the ground truth as training
     and evaluation see it, and the number of lossy-mask pixels snapped to the nearest class."""
     coding = LabelCoding.of(classes)
     masks = read_source_mask(row, coding.colors is not None)
-    lossy = is_lossy_mask(row["mask_path"])
-    mapped, snapped = zip(*(mask_values(mask, coding, lossy, row["mask_path"]) for mask in masks))
+    mapped, changed = zip(*(mask_values(mask, coding, snapped(coding, row["mask_path"]), row["mask_path"])
+                            for mask in masks))
     if coding.colors is None:
         mapped = [map_labels(values, coding.values, coding.ignored) for values in mapped]
-    return np.stack(mapped), int(sum(snapped))
+    return np.stack(mapped), int(sum(changed))
 
 
 def units(row) -> list[tuple[str, slice]]:
