@@ -75,9 +75,9 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     if is_lossy_mask(mask) and data.lossy_masks != "snap":
         return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
                 f"lossless TIFF, or set data.lossy_masks: snap to snap every pixel to the nearest declared class")
-    if data.lossy_masks == "snap" and not (data.classes or data.colors):
-        return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes (or "
-                f"data.colors)")
+    if data.lossy_masks == "snap" and not (data.classes or data.colors or data.foreground == "nonzero"):
+        return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes or data.colors "
+                f"(or data.foreground: nonzero)")
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
                 f"but its mask is not; pair volumes with volumes")
