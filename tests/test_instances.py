@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import applied, build_manifest, job_counts, snakemake, tiny_config, write_config
-from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.data_warnings import data_warnings
+from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.pairing import DataValidationError
 from unetflow.data.preprocess import preprocess_sources
 from unetflow.evaluate.object_metrics import MAP_THRESHOLDS, object_metrics

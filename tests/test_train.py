@@ -19,6 +19,7 @@ from unetflow.train.validation import (
     affordable_candidates,
     best_on_full_set,
     kept_candidates,
+    validation_interval,
     validation_subset,
     weights_copy,
 )
@@ -59,6 +60,13 @@ def test_validation_subset_is_seeded_and_bounded_by_its_share():
     assert subset != validation_subset(shapes, [256, 256], 10, 4, 0.15, seed=1)
     assert validation_subset(shapes, [256, 256], 10, 4, 1.0, seed=0) == list(range(20))
     assert len(validation_subset(shapes, [256, 256], 1, 1, 0.01, seed=0)) == 1  # at least one case
+
+
+def test_a_subset_costlier_than_the_share_is_validated_every_few_epochs():
+    # an epoch of 10 steps of 4 patches costs 120 forwards; at 10 % validation may cost 13.3 tiles per epoch
+    assert validation_interval(10, 10, 4, share=0.1) == 1
+    assert validation_interval(1000, 10, 4, share=0.1) == 75  # a large volume: 1000 tiles every 75 epochs is 10 %
+    assert validation_interval(1000, 10, 4, share=1.0) == 1
 
 
 def test_final_choice_compares_only_the_checkpoints_the_share_affords():
@@ -146,8 +154,9 @@ STEP_BUDGET = {"epochs": None, "budget_steps": 27, "val_share": 0.05}
 VOLUMES = dict(STEP_BUDGET, dims=3, patch_size=[8, 16, 16], pool_kernels=[[2, 2, 2], [1, 2, 2]])  # as planned
 
 
-@pytest.mark.parametrize("overrides", [{}, STEP_BUDGET, VOLUMES])
-def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
+@pytest.mark.parametrize("overrides, validated", [({}, [2] * 5), (STEP_BUDGET, [0, 1, 0, 1, 1]),
+                                                  (VOLUMES, [0, 0, 1, 0, 1])])  # at 5 %: every few epochs and last
+def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides, validated):
     import pandas as pd
 
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
@@ -171,9 +180,26 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides):
     assert not (interrupted / "state.pt").exists()  # a completed run leaves no state to resume from
     metrics = pd.read_parquet(interrupted / "metrics.parquet")
     assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5] and metrics["steps"].iloc[-1] == 30 - 3 * bool(overrides)
-    assert metrics["val_cases"].tolist() == [1 if overrides else 2] * 5
+    assert metrics["val_cases"].tolist() == validated
     reference = pd.read_parquet(whole / "metrics.parquet")
-    assert np.allclose(metrics["val_dice"], reference["val_dice"])
+    assert np.allclose(metrics["val_dice"], reference["val_dice"], equal_nan=True)
+
+
+def test_a_large_validation_case_is_validated_every_few_epochs_and_the_best_is_a_validated_one(tmp_path):
+    import logging
+
+    from unetflow.train.train import Trainer
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((128, 128)) > 0.7).astype(np.uint8)  # 49 tiles; an epoch trains 6 x 4 patches (72 forwards)
+    large = ((labels[None] + rng.normal(0, 0.5, (1, 128, 128))).astype(np.float32), labels)
+    cfg = dict(TINY_CFG, epochs=7, val_share=0.25)  # 49 tiles every 3 epochs: 16.3 of 72 + 16.3 tiles per epoch
+    trainer = Trainer(cfg, TINY_PLAN, [tiny_case(rng) for _ in range(4)], [large], list("abcd"), tmp_path / "s.pt",
+                      logging.getLogger())
+    metrics = trainer.run(tmp_path / "model.pt", tmp_path / "last.pt")
+    assert metrics["val_cases"].tolist() == [0, 0, 1, 0, 0, 1, 1]  # and after the last epoch
+    assert metrics["val_dice"].isna().tolist() == [True, True, False, True, True, False, False]
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] in (3, 6, 7)
 
 
 def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):

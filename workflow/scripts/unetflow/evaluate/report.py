@@ -58,8 +58,11 @@ def plot_training_curves(metrics: pd.DataFrame, path) -> Path:
     for (fold, rows), marker in zip(folds, itertools.cycle(FOLD_MARKERS)):
         suffix = "" if fold is None else f", fold {fold}"
         losses.plot(rows["epoch"], rows["train_loss"], marker=marker, color="tab:blue", label=f"training{suffix}")
-        losses.plot(rows["epoch"], rows["val_loss"], marker=marker, color="tab:orange", label=f"validation{suffix}")
-        dice.plot(rows["epoch"], rows["val_dice"], marker=marker, color="tab:green", label=f"validation{suffix}")
+        validated = rows.dropna(subset=["val_dice"])  # epochs between validations of a large validation set
+        losses.plot(validated["epoch"], validated["val_loss"], marker=marker, color="tab:orange",
+                    label=f"validation{suffix}")
+        dice.plot(validated["epoch"], validated["val_dice"], marker=marker, color="tab:green",
+                  label=f"validation{suffix}")
     losses.set(xlabel="epoch", ylabel="loss", title="Loss")
     dice.set(xlabel="epoch", ylabel="Dice", title="Validation foreground Dice", ylim=(0, 1.02))
     for axes in (losses, dice):

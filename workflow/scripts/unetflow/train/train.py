@@ -29,6 +29,7 @@ from unetflow.train.validation import (
     affordable_candidates,
     best_on_full_set,
     kept_candidates,
+    validation_interval,
     validation_scores,
     validation_subset,
     validation_tiles,
@@ -105,6 +106,8 @@ class Trainer:
         self.val_subset = validation_subset([labels.shape for _, labels in val_cases], self.patch,
                                             cfg["iterations_per_epoch"], self.batch_size, cfg["val_share"],
                                             cfg["seed"])
+        self.val_every = validation_interval(self.subset_tiles(), cfg["iterations_per_epoch"], self.batch_size,
+                                             cfg["val_share"])
         self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
@@ -112,9 +115,9 @@ class Trainer:
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
         self.log.info("device %s (%s), data on %s; %d training and %d validation cases", self.device,
                       "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases), len(val_cases))
-        self.log.info("budget: %s; validation of %d of %d cases per epoch (train.val_share %g), all of them for the "
-                      "final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
-                      len(val_cases), cfg["val_share"])
+        self.log.info("budget: %s; validation of %d of %d cases every %d epoch(s) (train.val_share %g), all of them "
+                      "for the final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
+                      len(val_cases), self.val_every, cfg["val_share"])
 
     def state(self) -> dict:
         return dict(identity=self.identity, epoch=self.epoch, step=self.step, elapsed=self.elapsed, rows=self.rows,
@@ -185,17 +188,19 @@ class Trainer:
         return float(total) / max(1, steps), steps
 
     def run_epoch(self, clock: Clock) -> dict:
-        """One epoch and its validation on the subset; its metrics row."""
+        """One epoch and, every `val_every` epochs and after the last, its validation on the subset; its metrics row
+        (val_cases 0 and NaN scores for an epoch that did not validate)."""
         start, lr = time.perf_counter(), self.set_lr(clock)
         train_loss, steps = self.train_epoch(clock)
         train_seconds = time.perf_counter() - start
-        val_loss, val_dice = validation_scores(self.model, [self.val_cases[i] for i in self.val_subset], self.patch,
-                                               self.device, self.cfg["loss"], self.bf16)
+        validates = (self.epoch + 1) % self.val_every == 0 or self.budget.spent(self.step, clock.elapsed())
+        cases = [self.val_cases[i] for i in self.val_subset] if validates else []
+        val_loss, val_dice = validation_scores(self.model, cases, self.patch, self.device, self.cfg["loss"], self.bf16)
         self.epoch += 1
         seconds = time.perf_counter() - start
         return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
                     lr=lr, seconds=seconds, images_per_s=steps * self.batch_size / max(train_seconds, 1e-9),
-                    val_cases=len(self.val_subset), val_seconds=seconds - train_seconds,
+                    val_cases=len(cases), val_seconds=seconds - train_seconds,
                     val_share=(seconds - train_seconds) / seconds)
 
     def run(self, best_path: Path, last_path: Path) -> pd.DataFrame:
@@ -209,7 +214,8 @@ class Trainer:
         while not self.budget.spent(self.step, clock.elapsed()) and not self.should_stop():
             row = self.run_epoch(clock)
             self.rows.append(row)
-            self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
+            if row["val_cases"] or not self.val_subset:  # an epoch between validations keeps the candidates
+                self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
             self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
                           "validation %.0f%%  budget %.0f%%", self.epoch, cfg["epochs"] or "-", row["train_loss"],
                           row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
@@ -220,7 +226,8 @@ class Trainer:
         self.log.info("trained %d steps in %.1f s; validation took %.1f%% of the epochs' time", self.step,
                       clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
-        best = best_on_full_set(self.model, self.candidates, self.val_cases, self.patch, self.device, cfg["loss"],
+        candidates = self.candidates or kept_candidates([], float("nan"), self.epoch, self.model, keep)  # none yet
+        best = best_on_full_set(self.model, candidates, self.val_cases, self.patch, self.device, cfg["loss"],
                                 self.bf16, self.log, self.affordable_candidates())
         save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
                     best_path)
@@ -233,14 +240,20 @@ class Trainer:
                       "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
         return pd.DataFrame(self.rows)
 
+    def subset_tiles(self) -> int:
+        """Tiles that validating the subset runs through the network."""
+        return sum(validation_tiles(self.val_cases[i][1].shape, self.patch) for i in self.val_subset)
+
     def affordable_candidates(self) -> int:
         """Checkpoints the final choice may compare on the whole validation set within train.val_share."""
-        tiles = [validation_tiles(labels.shape, self.patch) for _, labels in self.val_cases]
-        return affordable_candidates(sum(tiles), sum(tiles[i] for i in self.val_subset), self.epoch, self.step,
-                                     self.batch_size, self.cfg["val_share"])
+        tiles = sum(validation_tiles(labels.shape, self.patch) for _, labels in self.val_cases)
+        validated = sum(1 for row in self.rows if row["val_cases"])
+        return affordable_candidates(tiles, self.subset_tiles(), validated, self.step, self.batch_size,
+                                     self.cfg["val_share"])
 
     def should_stop(self) -> bool:
-        """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off)."""
+        """Early stopping: no better validation Dice for `early_stopping` epochs (0 = off; at least the epochs between
+        two validations)."""
         patience = self.cfg["early_stopping"]
         best_epoch = max((c["epoch"] for c in self.candidates[:1]), default=0)
-        return bool(patience) and self.epoch - best_epoch >= patience
+        return bool(patience) and self.epoch - best_epoch >= max(patience, self.val_every)

@@ -1,6 +1,7 @@
 """Validation during training: whole-image scores, the seeded subset of validation cases that keeps validation to
-a set share of the run, and the best checkpoints kept for the final choice on the whole validation set (as many as
-that share still affords).
+a set share of the run (validated every epoch, or every few epochs when even one case costs more than the share, as a
+large validation volume does), and the best checkpoints kept for the final choice on the whole validation set (as
+many as that share still affords).
 
 The subset is sized by a cost model, not by a clock, so the same settings and data always validate on the same
 cases (a resumed run equals an uninterrupted one): a training step costs about three forward passes of each patch
@@ -65,6 +66,16 @@ def validation_subset(case_shapes: list, patch: list[int], steps_per_epoch: int,
         chosen.append(index)
         val_cost += tiles
     return sorted(chosen)
+
+
+def validation_interval(subset_tiles: int, steps_per_epoch: int, batch_size: int, share: float) -> int:
+    """Every how many epochs the subset (`subset_tiles` tiles) is validated: 1 when that keeps validation within
+    `share` of the run by the cost model, else the fewest epochs between validations that do (a large validation
+    volume, at least one case of which is always validated, is then validated less often)."""
+    if share >= 1:
+        return 1
+    train_cost = TRAIN_STEP_FORWARDS * steps_per_epoch * batch_size
+    return max(1, math.ceil(subset_tiles * (1 - share) / (share * train_cost)))
 
 
 def kept_candidates(candidates: list[dict], dice: float, epoch: int, model: torch.nn.Module, keep: int) -> list[dict]:
