@@ -63,10 +63,12 @@ def write_images(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def make_package(folder: Path, args: argparse.Namespace) -> Path:
-    """A format-4 package of one random 2D U-Net (the plan holds only what prediction reads: device and sizes)."""
+    """A format-4 package of one random 2D U-Net (the plan holds only what prediction reads: device, sizes and
+    resolution)."""
     torch.manual_seed(0)
     model = UNet(1, 2, args.depth, args.base_width)
-    plan = dict(device=plan_device(torch.device("cpu")), in_channels=1, num_classes=2)
+    plan = dict(device=plan_device(torch.device("cpu")), in_channels=1, num_classes=2,
+                settings=dict(resolution=dict(value=1.0)))
     checkpoint = folder / "fold0.pt"
     torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[args.patch] * 2, plan=plan),
                checkpoint)

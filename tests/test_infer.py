@@ -33,7 +33,8 @@ CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value"
 PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False,
                min_object_size=16)
 ZSCORE = applied("zscore")  # per-image z-score, no resampling or scaling
-PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={}, settings={})
+PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={},
+            settings=dict(resolution=dict(value=1.0, source="planned", reason="enough passes")))
 
 
 def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2,
@@ -45,7 +46,8 @@ def make_package(folder: Path, channels: int = 1, convert: bool = False, members
         torch.manual_seed(seed)
         model = UNet(channels, 2, depth=2, base_width=4)
         checkpoints.append(str(folder / f"fold{seed}.pt"))
-        torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[32, 32]), checkpoints[-1])
+        torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[32, 32], plan=PLAN),
+                   checkpoints[-1])
     manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a_mask.png"], "kind": ["image"],
                              "slices": [1], "height": [40], "width": [48], "channels": [channels],
                              "input_channels": [channels], "dtype": ["uint8"]})

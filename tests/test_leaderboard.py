@@ -8,6 +8,6 @@ from unetflow.evaluate.leaderboard import model_traits
 
 def test_model_traits_come_from_the_plan(tmp_path):
     plan = tmp_path / "plan.json"
-    settings = {"dims": {"value": 3}, "patch_size": {"value": [14, 24, 20]}}
+    settings = {"dims": {"value": 3}, "resolution": {"value": 1.0}, "patch_size": {"value": [14, 24, 20]}}
     plan.write_text(json.dumps({"device": "cpu", "parameters": 1234, "settings": settings}))
-    assert model_traits(str(plan)) == {"dims": 3, "patch_size": "14x24x20", "parameters": 1234}
+    assert model_traits(str(plan)) == {"dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234}

@@ -81,7 +81,7 @@ def test_explicit_settings_win_and_rare_classes_raise_oversampling():
 
 
 def train_section(**settings) -> dict:
-    return dict(UNSET, norm="batch", deep_supervision=False, **settings)
+    return dict(UNSET, resolution=None, norm="batch", deep_supervision=False, **settings)
 
 
 def test_a_gpu_plan_is_made_for_the_gpu_s_total_memory_not_the_memory_free_now(monkeypatch):

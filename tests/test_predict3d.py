@@ -23,7 +23,8 @@ CPU = torch.device("cpu")
 PATCH_3D, PATCH_2D = [4, 8, 8], [16, 16]
 CLASSES = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "a", "b"], "value": [0, 1, 2], "color": None,
                         "ignore": False})
-PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={}, settings={})
+PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={},
+            settings=dict(resolution=dict(value=1.0, source="planned", reason="enough passes")))
 
 
 def unet(seed: int, dims: int) -> UNet:
@@ -38,7 +39,8 @@ def make_package(folder, members, preprocess: dict | None = None) -> str:
     for number, (seed, dims, patch) in enumerate(members):
         model = unet(seed, dims)
         checkpoints.append(str(folder / f"fold{number}.pt"))
-        torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=patch), checkpoints[-1])
+        torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=patch, plan=PLAN),
+                   checkpoints[-1])
     manifest = pd.DataFrame({"id": ["v"], "image_path": ["v.nii.gz"], "mask_path": ["v_mask.nii.gz"],
                              "kind": ["volume"], "slices": [5], "height": [12], "width": [10], "channels": [1],
                              "input_channels": [1], "dtype": ["float32"]})

@@ -14,6 +14,7 @@ rule plan:
         f"{RESULTS}/logs/{{experiment}}/plan.log",
     conda:
         "../../envs/torch.yaml"
+    threads: 8
     resources:
         gpu=lambda wc: uses_gpu(SETTINGS[wc.experiment]["train"]),
     params:

@@ -19,8 +19,8 @@ with open(snakemake.input.plan) as file:
 cfg = {**snakemake.params.train, **settings_of(plan)}
 stored = pd.read_parquet(snakemake.input.stored)
 train_ids, val_ids = fold_ids(pd.read_parquet(snakemake.input.splits), int(snakemake.wildcards.fold))
-train_cases = training_cases(stored, train_ids, cfg["dims"], weights=True)
-val_cases = training_cases(stored, val_ids, cfg["dims"])
+train_cases = training_cases(stored, train_ids, cfg["dims"], weights=True, resolution=cfg["resolution"])
+val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolution"])
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
 trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log)

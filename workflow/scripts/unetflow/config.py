@@ -11,8 +11,10 @@ from pathlib import Path
 ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
 
 
-PLAN_INPUTS = ("device", "dims", "patch_size", "depth", "base_width", "batch_size", "foreground_oversampling", "norm",
-               "deep_supervision")  # the train keys the plan rule reads: others rerun training, not the plan
+PLAN_INPUTS = ("device", "dims", "resolution", "patch_size", "depth", "base_width", "batch_size",
+               "foreground_oversampling", "norm", "deep_supervision", "loss", "augment", "precision", "epochs",
+               "budget_steps", "budget_minutes", "iterations_per_epoch", "warmup_iterations",
+               "val_share")  # the train keys the plan rule reads (the network, its step time, the budget)
 PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
 LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most

@@ -23,6 +23,7 @@ from unetflow.io.resample import (
     resample_source_labels,
     resampled_shape,
     resize_slices,
+    scaled_plane,
 )
 from unetflow.io.sources import (
     array_spacing,
@@ -78,7 +79,7 @@ def network_shape(shape, spacing, settings: dict, axis: int) -> tuple[int, int, 
     slice `axis`) resampled to settings['spacing'] (none when null), a 2D file or stack (`spacing` None) scaled in-plane
     by settings['scale']."""
     if spacing is None:
-        return (shape[0], *(max(1, round(side * settings["scale"])) for side in shape[1:]))
+        return (shape[0], *scaled_plane(shape[1:], settings["scale"]))
     if settings["spacing"] is None:
         return tuple(shape)
     return resampled_shape(shape, spacing, array_spacing(settings["spacing"], axis))

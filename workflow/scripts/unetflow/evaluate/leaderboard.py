@@ -8,22 +8,23 @@ import pandas as pd
 
 
 def model_traits(plan_path: str) -> dict:
-    """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, patch_size (sides joined by 'x') and
-    parameters (trained ones: buffers such as norm statistics excluded)."""
+    """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, resolution, patch_size (sides joined by
+    'x') and parameters (trained ones: buffers such as norm statistics excluded)."""
     plan = json.loads(Path(plan_path).read_text())
     settings = plan["settings"]
-    return dict(dims=int(settings["dims"]["value"]), patch_size="x".join(map(str, settings["patch_size"]["value"])),
-                parameters=int(plan["parameters"]))
+    return dict(dims=int(settings["dims"]["value"]), resolution=float(settings["resolution"]["value"]),
+                patch_size="x".join(map(str, settings["patch_size"]["value"])), parameters=int(plan["parameters"]))
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
                     model: dict) -> pd.DataFrame:
     """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
-    model's dims, patch size and parameters (`model_traits`)."""
+    model's dims, resolution, patch size and parameters (`model_traits`)."""
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std"]].copy()
     rows.insert(0, "experiment", name)
     rows.insert(1, "dims", model["dims"])
-    rows.insert(2, "patch_size", model["patch_size"])
+    rows.insert(2, "resolution", model["resolution"])
+    rows.insert(3, "patch_size", model["patch_size"])
     best_val = [m["val_dice"].max() for m in fold_metrics]
     rows["val_dice_folds_mean"] = pd.Series(best_val).mean()
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)

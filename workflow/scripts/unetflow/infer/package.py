@@ -1,15 +1,15 @@
 """Model packages: one self-contained file with everything needed to segment new images the way an experiment
 predicts its test split, without the training results or the config that made it.
 
-A package is a `torch.save`d dict of tensors and plain Python values, so it loads with
-`torch.load(path, weights_only=True)` (no pickled code runs). It holds the weights of every model of the
-experiment's ensemble (its folds and those of predict.ensemble), their network settings and each one's training
-patch (an ensemble may mix 2D and 3D models, each predicting with its own patch), the experiment's training plan,
-the preprocessing settings as applied (normalisation scheme and its statistics, target voxel spacing, scale), the
-input channels, the class table (names, stored values, colours; in the instance mode the instance target) and the
-palette of palette masks, the prediction settings (with the instance mode's min_object_size), a summary of the
-training data and the versions used. The workflow's `predict` rule predicts through the package,
-so a package segments new images exactly as the experiment's test split was scored.
+A package is a `torch.save`d dict of tensors and plain Python values, so it loads with `torch.load(path,
+weights_only=True)` (no pickled code runs). It holds the weights of every model of the experiment's ensemble (its folds
+and those of predict.ensemble), their network settings and each one's training patch and resolution (an ensemble may mix
+2D and 3D models and resolutions, each predicting with its own), the experiment's training plan, the preprocessing
+settings as applied (normalisation scheme and its statistics, target voxel spacing, scale), the input channels, the
+class table (names, stored values, colours; in the instance mode the instance target) and the palette of palette masks,
+the prediction settings (with the instance mode's min_object_size), a summary of the training data and the versions
+used. The workflow's `predict` rule predicts through the package, so a package segments new images exactly as the
+experiment's test split was scored.
 """
 
 import platform
@@ -40,7 +40,7 @@ class PackageError(ValueError):
 class Package:
     """A loaded model package (see the module docstring for the fields)."""
     path: str
-    models: list[dict]           # each {hparams, weights, source, patch_size}
+    models: list[dict]           # each {hparams, weights, source, patch_size, resolution}
     plan: dict                   # the experiment's plan.json
     preprocess: dict             # normalization, clip_percentiles, ct, window, spacing, scale (as applied)
     input_channels: int
@@ -60,6 +60,11 @@ class Package:
     def patches(self) -> list[list[int]]:
         """The training patch of each model, in model order (2D or 3D by the model)."""
         return [list(model["patch_size"]) for model in self.models]
+
+    @property
+    def resolutions(self) -> list[float]:
+        """The factor each model's plan resizes the preprocessed images by (1: as preprocessed), in model order."""
+        return [float(model["resolution"]) for model in self.models]
 
     @property
     def instance_target(self) -> str | None:
@@ -105,8 +110,8 @@ def build_package(checkpoints: list[str], sources: list[str], plan: dict, manife
     table = classes.astype(object).where(classes.notna(), None)
     return dict(
         format=FORMAT, format_version=FORMAT_VERSION, versions=versions(),
-        models=[dict(hparams=c["hparams"], weights=c["model"], source=s, patch_size=list(c["patch_size"]))
-                for c, s in zip(loaded, sources)],
+        models=[dict(hparams=c["hparams"], weights=c["model"], source=s, patch_size=list(c["patch_size"]),
+                     resolution=c["plan"]["settings"]["resolution"]["value"]) for c, s in zip(loaded, sources)],
         plan=plan, preprocess=dict(preprocess), input_channels=int(manifest["input_channels"].mode()[0]),
         convert_channels=data["channels"] is not None, slice_axis=int(data["slice_axis"]),
         classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],

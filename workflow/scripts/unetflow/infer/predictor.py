@@ -2,11 +2,12 @@
 images with it, and the Python API and command line use it as it is.
 
 An image is read in array order (`unetflow.io.sources`), preprocessed exactly as the training sources were
-(`unetflow.data.preprocess.network_array`), and predicted by the package's ensemble: each U-Net by tiled sliding
-window with its own training patch, a 3D model on the whole network array, a 2D model slice by slice, their softmax
-averaged; the mean softmax is brought back onto the image's own grid (linear), then turned into labels (argmax,
-optionally the largest component per class) or, in the instance mode, objects (watershed), and written in the
-encoding of the training masks with one summary row per unit and class.
+(`unetflow.data.preprocess.network_array`), and predicted by the package's ensemble: each U-Net by tiled sliding window
+with its own training patch, on the array resized by the resolution it was trained at (its plan's), a 3D model on the
+whole network array, a 2D model slice by slice, their softmax averaged; the mean softmax is brought back onto the
+image's own grid (linear), then turned into labels (argmax, optionally the largest component per class) or, in the
+instance mode, objects (watershed), and written in the encoding of the training masks with one summary row per unit and
+class.
 """
 
 import logging
@@ -23,7 +24,7 @@ from unetflow.infer.package import Package, load_package
 from unetflow.infer.summary import unit_summary
 from unetflow.instances.objects import object_table, unit_objects
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
-from unetflow.io.resample import resample_probabilities
+from unetflow.io.resample import resample_probabilities, resize_slices, scaled_plane
 from unetflow.io.sources import read_source_image, slice_axis, source_spacing, unit_array, units
 from unetflow.io.store import IMAGE_DTYPE
 from unetflow.net.model import UNet
@@ -59,14 +60,27 @@ def model_probabilities_2d(model, image: torch.Tensor, patch, cfg: dict, device:
                                   bf16=uses_bf16(cfg["precision"], device))
 
 
-def mean_probabilities(models, patches, network: np.ndarray, cfg: dict, device: torch.device) -> torch.Tensor:
-    """The mean softmax (K, Z, Y, X) of `models` (each with its patch) on a network array (C, Z, Y, X); cfg: the
-    prediction settings (overlap, batch_size, mirror, precision)."""
-    image, total = torch.from_numpy(network), None
-    for model, patch in zip(models, patches):
-        probs = model_probabilities(model, image, patch, cfg, device)
+def mean_probabilities(models, patches, network: np.ndarray, cfg: dict, device: torch.device,
+                       resolutions=None) -> torch.Tensor:
+    """The mean softmax (K, Z, Y, X) of `models` (each with its patch and the resolution it was trained at, 1 when
+    None) on a network array (C, Z, Y, X); cfg: the prediction settings (overlap, batch_size, mirror, precision)."""
+    total = None
+    for model, patch, resolution in zip(models, patches, resolutions or [1.0] * len(models)):
+        probs = resolution_probabilities(model, network, patch, cfg, device, resolution)
         total = probs if total is None else total.add_(probs)
     return total.div_(len(models))
+
+
+def resolution_probabilities(model, network: np.ndarray, patch, cfg: dict, device: torch.device,
+                             resolution: float) -> torch.Tensor:
+    """A model's softmax (K, Z, Y, X) on a network array (C, Z, Y, X), each slice first resized by the `resolution`
+    the model was trained at and its softmax brought back onto the array's grid."""
+    if resolution == 1:
+        return model_probabilities(model, torch.from_numpy(network), patch, cfg, device)
+    plane = scaled_plane(network.shape[2:], resolution)
+    small = resize_slices(network, plane).astype(network.dtype)
+    probs = model_probabilities(model, torch.from_numpy(small), patch, cfg, device).numpy()
+    return torch.from_numpy(resample_probabilities(probs, network.shape[1:]))
 
 
 def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -115,7 +129,8 @@ class Predictor:
 
     def probabilities(self, network: np.ndarray) -> torch.Tensor:
         """The mean softmax (K, Z, Y, X) of the package's models on a network array (C, Z, Y, X)."""
-        return mean_probabilities(self.models, self.package.patches, network, self.package.predict, self.device)
+        return mean_probabilities(self.models, self.package.patches, network, self.package.predict, self.device,
+                                  self.package.resolutions)
 
     def image_probabilities(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
         """The mean softmax (K, Z, Y, X) float32 of a read image (C, Z, Y, X) on its own grid (`spacing`: a volume's,

@@ -96,6 +96,11 @@ def resize_slices(image: np.ndarray, plane) -> np.ndarray:
     return np.stack([resize_image(image[:, z], plane) for z in range(image.shape[1])], axis=1)
 
 
+def scaled_plane(plane, factor: float) -> tuple[int, int]:
+    """The size (Y', X') of a plane (Y, X) resized by `factor` (at least 1 pixel a side)."""
+    return tuple(max(1, round(side * factor)) for side in plane)
+
+
 def resample_source_labels(labels: np.ndarray, shape) -> np.ndarray:
     """Label values (Z, Y, X) on a grid of `shape` by `resample_labels`, each slice in-plane, then along the slice
     axis (no value appears that `labels` did not hold)."""

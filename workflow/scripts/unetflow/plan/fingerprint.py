@@ -1,5 +1,6 @@
 """The data-set fingerprint: what the training cases (train and val of the split, never test) look like, per source
-(shape, voxel spacing, intensities, foreground intensity statistics, class voxel counts, object sizes), and the
+(shape, voxel spacing, intensities, foreground intensity statistics, class voxel counts, object sizes, how fine each
+class of a 2D source is), and the
 data-set values preprocessing needs: the target spacing, the CT statistics, the automatic normalisation scheme and
 the scale of 2D images, each with its reason.
 
@@ -51,6 +52,7 @@ def source_fingerprint(row: dict, classes: pd.DataFrame, seed: int) -> tuple[dic
                   foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
                   **{f"foreground_{key}": value for key, value in stats.items()},
                   class_voxels=class_voxels(labels, len(class_values(classes))),
+                  class_boundary_distance=None if volume else boundary_distances(labels, len(class_values(classes))),
                   **object_sizes(labels if volume else list(labels), not volume))
     return fields, sample, plane_diameters(labels)
 
@@ -67,6 +69,29 @@ def class_voxels(labels: np.ndarray, num_classes: int) -> list[int]:
     """Voxels of each class index of a source (ignored voxels left out)."""
     counts = np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
     return [int(count) for count in counts]
+
+
+def boundary_distances(labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Per class index, the median distance (px) of its pixels to the nearest pixel of another class, over the
+    slices of a 2D source's labels (Z, Y, X); None for a class it lacks. How fine a class is: about 1.5 for 4 px
+    membranes, 0.29 times the radius for discs."""
+    distances = [[] for _ in range(num_classes)]
+    for plane in labels:
+        for index in np.unique(plane):
+            if index < num_classes:
+                inside = plane == index
+                distances[index].append(ndimage.distance_transform_edt(inside)[inside])
+    return [float(np.median(np.concatenate(found))) if found else None for found in distances]
+
+
+def finest_boundary_distance(table: pd.DataFrame) -> float | None:
+    """The finest class of the 2D training sources: the least, over classes, of the median over sources of a class's
+    `boundary_distances`; None without 2D sources."""
+    rows = table["class_boundary_distance"].dropna().tolist() if "class_boundary_distance" in table else []
+    if not rows:
+        return None
+    per_class = pd.DataFrame(rows, dtype=float).median(axis=0, skipna=True).dropna()
+    return round(float(per_class.min()), 2) if len(per_class) else None
 
 
 def components(array: np.ndarray):
@@ -183,6 +208,6 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
                    normalization_reason=scheme_reason, scale=scale, scale_reason=scale_reason, ct=ct,
-                   foreground_samples=int(pooled.size),
+                   foreground_samples=int(pooled.size), boundary_distance=finest_boundary_distance(table),
                    object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0)
     return table, summary

@@ -1,7 +1,8 @@
 """The training plan of an experiment, made once (rule `plan`) and read by every fold's training, the model package,
 prediction and the leaderboard: every `train` setting left unset (null or auto) is planned from the stored training
-sources (all but the test split: every fold trains on the same plan), the data-set fingerprint and the device
-training runs on, with the reason for each value; a value set in the config always wins.
+sources (all but the test split: every fold trains on the same plan), the data-set fingerprint, the device
+training runs on and, for the resolution of 2D images, the budget (`unetflow.plan.resolution`), with the reason for each
+value; a value set in the config always wins.
 
 The device is the one the training jobs get (`train.device`; `auto` is a CUDA GPU when the plan job sees one, as
 every job of the experiment runs where its training does). It is planned for a fixed memory target, not the memory
@@ -21,8 +22,12 @@ import pandas as pd
 import torch
 
 from unetflow.net.model import UNet, pool_kernels_for, trained_parameters
+from unetflow.plan.resolution import no_resolution_choice, plan_resolution, scaled_traits
+from unetflow.train.schedule import training_budget
+from unetflow.train.timing import step_seconds
 
-PLANNED_KEYS = ("dims", "patch_size", "depth", "pool_kernels", "base_width", "batch_size", "foreground_oversampling")
+PLANNED_KEYS = ("dims", "resolution", "patch_size", "depth", "pool_kernels", "base_width", "batch_size",
+                "foreground_oversampling")
 COARSEST_MAP = 8  # pool until the coarsest feature map would be smaller than this many pixels
 MAX_DEPTH = 7
 CPU_PATCH_SIDE = 256  # larger patches only slow a CPU step down, unless the objects need them
@@ -80,7 +85,9 @@ def choose_dims(requested, sources: pd.DataFrame, patch_size: list[int] | None =
 def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict:
     """What the plan is made from, of the stored training `sources`: their number, the cases a `dims`-D U-Net sees
     (2D slices or volumes) and their median size, the pixel share of each class, the 90th percentile of the objects'
-    in-plane diameters (the fingerprint's, on the stored grid), and in 3D the median voxel spacing (array order)."""
+    in-plane diameters (the fingerprint's, on the stored grid); in 3D the median voxel spacing (array order); for 2D
+    images the finest class's median distance to another class (the fingerprint's boundary_distance, on the stored
+    grid) and the training pixels."""
     shapes = sources[["slices", "height", "width"]].to_numpy()
     if dims == 2:
         shapes = np.repeat(shapes[:, 1:], sources["slices"].to_numpy(), axis=0)
@@ -91,6 +98,9 @@ def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict
                   object_diameter_p90=round(fingerprint["object_diameter_p90"] * shrink, 1))
     if dims == 3:
         traits["spacing"] = [round(float(s), 4) for s in np.median(np.stack(sources["spacing"].tolist()), axis=0)]
+    elif fingerprint.get("boundary_distance") is not None:
+        traits["boundary_distance"] = round(fingerprint["boundary_distance"] * shrink, 2)
+        traits["pixels"] = int(shapes.prod(axis=1).sum())
     return traits
 
 
@@ -233,25 +243,49 @@ def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None
     return planned, reasons
 
 
-def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: int, device: torch.device) -> dict:
-    """The plan of an experiment (`cfg`: its train section) from its stored training `sources` (rows of the
-    preprocess table), the fingerprint summary and the device: what plan.json holds (the device, the traits it was
-    planned from, the U-Net's input channels, classes and trained parameters, and each planned key's value, source
-    and reason)."""
+def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: int, device: torch.device,
+              instances: bool = False) -> dict:
+    """The plan of an experiment (`cfg`: its train section, the PLAN_INPUTS keys) from its stored training `sources`
+    (rows of the preprocess table), the fingerprint summary, the number of classes, the device and whether it
+    trains instances: what plan.json holds (the device, the traits it was planned from, the U-Net's input channels,
+    classes and trained parameters, each planned key's value, source and reason, and the resolutions tried)."""
     target = plan_device(device)
     dims, dims_reason = choose_dims(cfg["dims"], sources, cfg["patch_size"])
     if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
         raise ValueError(f"config key train.patch_size {cfg['patch_size']} has {len(cfg['patch_size'])} sides but the "
                          f"U-Net is {dims}D (train.dims {cfg['dims']}); give {dims} sides or null")
-    traits = training_traits(sources, dims, fingerprint)
-    planned, reasons = planned_settings(cfg, traits, dims, dims_reason, target)
-    channels = int(sources["channels"].iloc[0])
+    traits, channels = training_traits(sources, dims, fingerprint), int(sources["channels"].iloc[0])
+    network = dict(device=target, in_channels=channels, num_classes=num_classes)
+
+    def step_time_of(settings: dict) -> float:
+        return step_seconds({**cfg, **settings, "device": str(device)}, network)
+
+    resolution, resolution_reason, trials = planned_resolution(cfg, traits, dims, instances, target, step_time_of)
+    at_resolution = traits if resolution == 1 else scaled_traits(traits, resolution)
+    planned, reasons = planned_settings(cfg, at_resolution, dims, dims_reason, target)
+    planned["resolution"] = resolution
+    if cfg["resolution"] is None:
+        reasons["resolution"] = resolution_reason
     model = UNet(channels, num_classes, planned["depth"], planned["base_width"], cfg["norm"], cfg["deep_supervision"],
                  dims, planned["pool_kernels"])
-    return dict(device=target, traits=traits, in_channels=channels, num_classes=num_classes,
-                parameters=trained_parameters(model),
+    return dict(**network, traits=traits, parameters=trained_parameters(model), resolutions_tried=trials,
                 settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
                                     reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})
+
+
+def planned_resolution(cfg: dict, traits: dict, dims: int, instances: bool, device: dict, step_time_of):
+    """The factor the stored images are trained and predicted at, why, and the resolutions tried
+    (`unetflow.plan.resolution`); train.resolution when set (ValueError naming it where only 1 applies)."""
+    fixed = no_resolution_choice(traits, instances) if dims == 2 else "3D: volumes keep their target spacing"
+    if cfg["resolution"] is not None:
+        if fixed and cfg["resolution"] != 1:
+            raise ValueError(f"config key train.resolution is {cfg['resolution']}, but {fixed}: set it to null or 1")
+        return float(cfg["resolution"]), "set in the config", []
+    if fixed:
+        return 1.0, fixed, []
+    budget = training_budget(cfg, device["type"])
+    return plan_resolution(traits, budget, cfg["val_share"],
+                           lambda scaled: planned_settings(cfg, scaled, dims, None, device)[0], step_time_of)
 
 
 def settings_of(plan: dict) -> dict:

@@ -6,13 +6,15 @@ import torch
 
 from unetflow.gpu import free_memory_bytes
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.resample import resample_labels, resample_nearest, resize_image, scaled_plane
 from unetflow.io.store import load_array, load_training_arrays, stored_paths
 
 
-def training_cases(table, ids: list[str], dims: int, weights: bool = False) -> list[tuple[np.ndarray, ...]]:
+def training_cases(table, ids: list[str], dims: int, weights: bool = False,
+                   resolution: float = 1.0) -> list[tuple[np.ndarray, ...]]:
     """The stored sources `ids` (`table`: the preprocess table) as cases of a `dims`-D U-Net: every slice (image
-    (C, Y, X), labels (Y, X)) for 2D, every source whole (image (C, Z, Y, X), labels (Z, Y, X)) for 3D; with
-    `weights`, the loss weights too where they are stored."""
+    (C, Y, X), labels (Y, X)) for 2D, resized by the plan's `resolution`, every source whole (image (C, Z, Y, X),
+    labels (Z, Y, X)) for 3D; with `weights`, the loss weights too where they are stored."""
     cases = []
     for path in stored_paths(table, ids):
         arrays = load_training_arrays(path) if weights else (load_array(path, "image"), load_array(path, "labels"))
@@ -20,8 +22,19 @@ def training_cases(table, ids: list[str], dims: int, weights: bool = False) -> l
             cases.append(arrays)
         else:
             image, *maps = arrays
-            cases += [(image[:, z], *(array[z] for array in maps)) for z in range(image.shape[1])]
+            cases += [resized_case(image[:, z], *(array[z] for array in maps), factor=resolution)
+                      for z in range(image.shape[1])]
     return cases
+
+
+def resized_case(image: np.ndarray, labels: np.ndarray, *weights: np.ndarray, factor: float) -> tuple:
+    """A 2D case (image (C, Y, X), labels, weights) resized by `factor`: the image by `resize_image` (kept in its
+    stored dtype), labels by their largest share, weights by nearest neighbour."""
+    if factor == 1:
+        return image, labels, *weights
+    plane = scaled_plane(labels.shape, factor)
+    return (resize_image(image, plane).astype(image.dtype), resample_labels(labels, plane),
+            *(resample_nearest(w, plane) for w in weights))
 
 
 class PatchSampler:

@@ -1,0 +1,88 @@
+"""The resolution a 2D experiment trains and predicts at, weighed against its budget: when the network would see its
+training pixels fewer than TARGET_PASSES times within the budget at the stored resolution (large images, many of them, a
+short budget: a CPU's ten minutes on a thousand endoscopy frames), the stored images are resized by the largest of
+RESOLUTIONS that reaches the target (else the one with the most passes), the patch planned anew for the smaller images,
+as long as the finest class keeps its structure (its median distance to another class at least MIN_BOUNDARY_DISTANCE px)
+and the median image's shorter side SMALLEST_SIDE px. A budget in steps counts them; a time budget divides its training
+time by the step time measured on the device (`unetflow.train.timing`), so the choice depends on the machine the plan
+runs on, and the plan records each resolution tried with its patch, batch, step time and passes.
+
+Volumes keep their resolution (their grid is the target spacing), and so does the instance mode (its thin object
+borders are what it learns).
+"""
+
+import math
+
+TARGET_PASSES = 10  # times the network sees the training pixels within the budget, at least, where it can
+RESOLUTIONS = (1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)  # halving the pixels each step
+MIN_BOUNDARY_DISTANCE = 3.0  # px: a disc of about 20 px across, or a band about 6 px wide
+SMALLEST_SIDE = 64  # px
+
+
+def scaled_traits(traits: dict, factor: float) -> dict:
+    """Training traits of the stored 2D sources resized by `factor`."""
+    return dict(traits, median_size=[max(1, round(side * factor)) for side in traits["median_size"]],
+                object_diameter_p90=round(traits["object_diameter_p90"] * factor, 1),
+                boundary_distance=round(traits["boundary_distance"] * factor, 2),
+                pixels=round(traits["pixels"] * factor**2))
+
+
+def budget_passes(budget, step_time: float | None, batch: int, patch: list[int], pixels: int, val_share: float):
+    """How often a budget's training steps (`budget`: unetflow.train.schedule.Budget; a time budget's steps from the
+    measured `step_time`, validation's share of it taken off) cover `pixels` training pixels with patches."""
+    steps = budget.steps if budget.steps is not None else budget.seconds * (1 - val_share) / step_time
+    return steps * batch * math.prod(patch) / max(1, pixels)
+
+
+def resolution_floor(traits: dict) -> tuple[float, str]:
+    """The smallest factor the finest class and the image size allow, and which of them sets it."""
+    by_class = MIN_BOUNDARY_DISTANCE / traits["boundary_distance"] if traits["boundary_distance"] else 1.0
+    by_size = SMALLEST_SIDE / min(traits["median_size"])
+    if by_class >= by_size:
+        return by_class, (f"the finest class's median distance to another class ({traits['boundary_distance']:g} px) "
+                          f"must stay at least {MIN_BOUNDARY_DISTANCE:g} px")
+    return by_size, (f"the median image's shorter side ({min(traits['median_size'])} px) must stay at least "
+                     f"{SMALLEST_SIDE} px")
+
+
+def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
+    """The factor stored 2D images are trained at, why, and the resolutions tried (each: resolution, patch_size,
+    batch_size, step_seconds (None for a step budget), passes): the largest that reaches TARGET_PASSES, else the one
+    with the most passes (the largest among equals: with a step budget and patches as large as the images, a lower
+    resolution gains nothing). `settings_at(traits)`: the planned settings for traits; `step_time_of(settings)`: a
+    measured step time (called for time budgets only)."""
+    floor, floor_reason = resolution_floor(traits)
+    trials = []
+    for factor in (f for f in RESOLUTIONS if f == 1.0 or f >= floor):
+        settings = settings_at(scaled_traits(traits, factor))
+        seconds = step_time_of(settings) if budget.steps is None else None
+        passes = budget_passes(budget, seconds, settings["batch_size"], settings["patch_size"],
+                               scaled_traits(traits, factor)["pixels"], val_share)
+        trials.append(dict(resolution=factor, patch_size=settings["patch_size"], batch_size=settings["batch_size"],
+                           step_seconds=None if seconds is None else round(seconds, 4), passes=float(f"{passes:.3g}")))
+        if passes >= TARGET_PASSES:
+            break
+    first = trials[0]
+    chosen = trials[-1] if trials[-1]["passes"] >= TARGET_PASSES else max(trials, key=lambda trial: trial["passes"])
+    reason = f"{first['passes']:g} passes over the training pixels at the stored resolution in {budget.describe()}"
+    if budget.steps is None:
+        reason += f" (a step measured at {first['step_seconds']:.3g} s on this device)"
+    if first["passes"] >= TARGET_PASSES:
+        return 1.0, f"{reason}, at least {TARGET_PASSES}", trials
+    reason += f", under {TARGET_PASSES}"
+    if chosen is not first:
+        reason += f": {chosen['passes']:g} at {chosen['resolution']:g}"
+    if len(trials) == 1:
+        reason += f"; no lower resolution, as {floor_reason}"
+    elif chosen["passes"] < TARGET_PASSES:
+        reason += f"; the most passes down to {trials[-1]['resolution']:g}, as {floor_reason}"
+    return chosen["resolution"], reason, trials
+
+
+def no_resolution_choice(traits: dict, instances: bool) -> str | None:
+    """Why the resolution stays 1 whatever the budget, or None when it is planned."""
+    if traits.get("boundary_distance") is None:
+        return "volumes keep their target spacing" if "spacing" in traits else "no 2D training images"
+    if instances:
+        return "the instance mode learns thin object borders at full resolution"
+    return None
