@@ -4,11 +4,13 @@ Generates images (default 40 of 1280x960) each holding one large blob (40-85 % o
 polyp filling an endoscopy frame) with a dark rim, whose inside mixes its own fine texture with patches of the
 background's, under illumination that varies across the image more than the blob's contrast: a window inside the
 blob often looks like background, and only the rim and the shape tell them apart.
-Runs the workflow twice with the same time budget, `preprocess.scale: 1` and `auto`, and prints the test Dice,
-per predicted mask the objects of at least 1000 px (1 is right; more means fragments), the largest one's share of
-the foreground and the specks under 50 px, and the minutes of each run.
+Runs the workflow twice with the same time budget, `preprocess.scale: 1` and `auto` (or, with `--vary
+resolution`, both at `preprocess.scale: 1` with `train.resolution: 1` and planned against the budget), and prints
+the test Dice, per predicted mask the objects of at least 1000 px (1 is right; more means fragments), the largest
+one's share of the foreground and the specks under 50 px, the steps trained and the minutes of each run.
 
     python bench/large_objects.py                                   # 40 images of 1280x960, 6 minutes each
+    python bench/large_objects.py --vary resolution --count 120 --width 448 --height 384 --minutes 4
     python bench/large_objects.py --count 8 --width 320 --height 240 --minutes 0.1   # smoke
 """
 
@@ -61,22 +63,28 @@ def write_data_set(root: Path, count: int, width: int, height: int, seed: int) -
         cv2.imwrite(str(root / "masks" / f"case_{index:03d}.png"), mask)
 
 
-def run_workflow(workdir: Path, data: Path, scale, minutes: float, cores: int) -> dict:
-    """The workflow to `evaluate` with preprocess.scale `scale`; test Dice, objects per predicted mask, minutes."""
+def run_workflow(workdir: Path, data: Path, settings: dict, minutes: float, cores: int) -> dict:
+    """The workflow to `evaluate` with `settings` (preprocess.scale, train.resolution); test Dice, objects per
+    predicted mask, steps, minutes."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = dict(results="results", data=dict(images=str(data / "images"), masks=str(data / "masks")),
-                  preprocess=dict(scale=scale), train=dict(budget_minutes=minutes, device="cpu"))
+                  preprocess=dict(scale=settings["scale"]),
+                  train=dict(budget_minutes=minutes, device="cpu", resolution=settings["resolution"]))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                     "--cores", str(cores), "--configfile", str(workdir / "config.yaml"), "--until", "evaluate",
                     "--quiet", "rules", "--rerun-triggers", "mtime"], check=True)
     elapsed = (time.perf_counter() - start) / 60
-    summary = pd.read_parquet(workdir / "results" / "unet" / "evaluate" / "summary.parquet")
-    applied = json.loads((workdir / "results" / "preprocess" / "settings.json").read_text())["scale"]
+    results = workdir / "results"
+    summary = pd.read_parquet(results / "unet" / "evaluate" / "summary.parquet")
+    plan = json.loads((results / "unet" / "plan.json").read_text())["settings"]
     dice = summary.loc[summary["class"] != summary["class"].iloc[0], "dice_mean"]
-    return dict(scale=str(scale), applied_scale=applied, test_dice=float(dice.iloc[0]),
-                **fragments(workdir / "results" / "unet" / "predict" / "masks"), minutes=elapsed)
+    return dict(**{key: str(value) for key, value in settings.items()},
+                applied_scale=json.loads((results / "preprocess" / "settings.json").read_text())["scale"],
+                applied_resolution=plan["resolution"]["value"], patch="x".join(map(str, plan["patch_size"]["value"])),
+                steps=int(pd.read_parquet(results / "unet" / "train" / "fold0" / "metrics.parquet")["steps"].max()),
+                test_dice=float(dice.iloc[0]), **fragments(results / "unet" / "predict" / "masks"), minutes=elapsed)
 
 
 def fragments(mask_dir: Path) -> dict:
@@ -97,12 +105,16 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=960)
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget of each run")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--vary", choices=["scale", "resolution"], default="scale",
+                        help="preprocess.scale 1 vs auto, or train.resolution 1 vs planned (at scale 1)")
     parser.add_argument("--workdir", default="/tmp/unetflow_bench_large_objects", help="also gets the table")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     write_data_set(workdir / "data", args.count, args.width, args.height, seed=0)
-    rows = [run_workflow(workdir / f"scale_{scale}", workdir / "data", scale, args.minutes, args.cores)
-            for scale in (1, "auto")]
+    compared = ([dict(scale=1, resolution=None), dict(scale="auto", resolution=None)] if args.vary == "scale" else
+                [dict(scale=1, resolution=1), dict(scale=1, resolution=None)])
+    rows = [run_workflow(workdir / f"{args.vary}_{settings[args.vary]}", workdir / "data", settings, args.minutes,
+                         args.cores) for settings in compared]
     table = pd.DataFrame(rows)
     table.to_parquet(workdir / "large_objects.parquet")
     print(table.to_string(index=False, float_format="%.3f"))

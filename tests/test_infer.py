@@ -215,6 +215,17 @@ def test_onnx_export_matches_pytorch_on_a_tile(tmp_path):
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5)  # the README states this tolerance
 
 
+def test_onnx_export_refuses_models_trained_at_different_resolutions(tmp_path):
+    from unetflow.export.onnx import export_onnx
+
+    path = make_package(tmp_path, members=2)
+    content = torch.load(path, weights_only=True)
+    content["models"][1]["resolution"] = 0.5  # e.g. an ensemble member from an experiment planned for less time
+    torch.save(content, path)
+    with pytest.raises(PackageError, match=r"different resolutions \[0.5, 1.0\].*unetflow.infer.infer"):
+        export_onnx(path, tmp_path / "model.onnx")
+
+
 # ------------------------------------------------------------------------------------------------ workflow
 
 

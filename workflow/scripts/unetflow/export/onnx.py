@@ -1,8 +1,9 @@
 """ONNX export of a model package: one graph that maps a batch of preprocessed tiles of the patch size to the
 mean softmax of the package's models, for runtimes without PyTorch (onnxruntime, TensorRT, OpenVINO, ...).
 
-The caller preprocesses images as the package says (`Package.preprocess`, `input_channels`) and tiles them (with
-overlap and blending, e.g. MONAI's sliding_window_inference); mirroring is not part of the graph.
+The caller preprocesses images as the package says (`Package.preprocess`, `input_channels`, then resized by the models'
+resolution, `Package.resolutions`) and tiles them (with overlap and blending, e.g. MONAI's sliding_window_inference);
+mirroring is not part of the graph.
 
     python -m unetflow.export --model results/unet/package/unet.pt --onnx unet.onnx
 """
@@ -45,10 +46,21 @@ def tile_patch(package: Package) -> list[int]:
     return list(patches.pop())
 
 
+def tile_resolution(package: Package) -> float:
+    """The one resolution all the package's models were trained at (images are resized by it after preprocessing);
+    PackageError naming the file when they differ."""
+    resolutions = set(package.resolutions)
+    if len(resolutions) != 1:
+        raise PackageError(f"{package.path}: its models were trained at different resolutions {sorted(resolutions)}, "
+                           f"but an ONNX graph takes tiles of one; use unetflow.infer.infer")
+    return resolutions.pop()
+
+
 def export_onnx(package_path, onnx_path) -> Path:
     """Write the package's mean softmax as an ONNX graph with input `tiles` (N, C, *patch) float32 (N free) and
     output `probabilities` (N, K, *patch)."""
     package = load_package(package_path)
+    tile_resolution(package)
     module = package_module(package)
     example = torch.zeros(2, package.input_channels, *tile_patch(package))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -71,8 +83,9 @@ def main(argv=None) -> None:
     except ValueError as error:  # PackageError: said in full, without a traceback
         raise SystemExit(f"error: {error}") from None
     shape = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}"
-    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess} and "
-          f"rounded to float16; output '{OUTPUT_NAME}' (N, {package.num_classes}, ...) mean softmax")
+    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess}, "
+          f"resized by {tile_resolution(package):g} and rounded to float16; output '{OUTPUT_NAME}' "
+          f"(N, {package.num_classes}, ...) mean softmax")
 
 
 if __name__ == "__main__":
