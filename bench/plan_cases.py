@@ -32,19 +32,23 @@ def train_defaults() -> dict:
 
 
 def case_sources(cases, num_classes: int) -> pd.DataFrame:
-    """The rows of the preprocess table that 2D (image (C, H, W), labels (H, W)[, ...]) cases would have."""
+    """The rows of the preprocess table that 2D (image (C, H, W), labels (H, W)[, ...]) cases, or volumes of 1 mm
+    voxels (image (C, Z, H, W), labels (Z, H, W)), would have."""
     rows = []
     for index, (image, labels, *_) in enumerate(cases):
-        height, width = labels.shape
-        rows.append(dict(id=f"case{index}", kind="image", slices=1, height=height, width=width,
-                         original_height=height, channels=int(image.shape[0]), spacing=None,
-                         class_voxels=class_voxels(labels, num_classes)))
+        volume = labels.ndim == 3
+        slices, height, width = labels.shape if volume else (1, *labels.shape)
+        rows.append(dict(id=f"case{index}", kind="volume" if volume else "image", slices=slices, height=height,
+                         width=width, original_height=height, channels=int(image.shape[0]),
+                         spacing=[1.0, 1.0, 1.0] if volume else None, class_voxels=class_voxels(labels, num_classes)))
     return pd.DataFrame(rows)
 
 
 def case_fingerprint(cases) -> dict:
-    """The part of the fingerprint summary a plan reads: the 90th percentile of the objects' in-plane diameters."""
-    diameters = np.concatenate([plane_diameters(labels[None]) for _, labels, *_ in cases])
+    """The part of the fingerprint summary a plan reads: the 90th percentile of the objects' in-plane diameters (the
+    resolution of 2D images is not planned: the cases are trained as they are)."""
+    diameters = np.concatenate([plane_diameters(labels if labels.ndim == 3 else labels[None])
+                                for _, labels, *_ in cases])
     return dict(object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0)
 
 

@@ -82,7 +82,7 @@ def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_ti
 def no_resolution_choice(traits: dict, instances: bool) -> str | None:
     """Why the resolution stays 1 whatever the budget, or None when it is planned."""
     if traits.get("boundary_distance") is None:
-        return "volumes keep their target spacing" if "spacing" in traits else "no 2D training images"
+        return "no 2D images among the training sources (NIfTI volumes keep their target spacing)"
     if instances:
         return "the instance mode learns thin object borders at full resolution"
     return None
