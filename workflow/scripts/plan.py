@@ -16,8 +16,8 @@ stored, splits = pd.read_parquet(snakemake.input.stored), pd.read_parquet(snakem
 sources = stored[stored["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 with open(snakemake.input.fingerprint) as file:
     fingerprint = json.load(file)
-plan = make_plan(cfg, sources, fingerprint, len(class_values(pd.read_parquet(snakemake.input.classes))),
-                 pick_device(cfg["device"]))
+outputs = len(pd.read_parquet(snakemake.input.regions)) or len(class_values(pd.read_parquet(snakemake.input.classes)))
+plan = make_plan(cfg, sources, fingerprint, outputs, pick_device(cfg["device"]))  # one output per class or region
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
