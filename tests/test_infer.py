@@ -80,8 +80,8 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
 
 def test_an_older_package_is_refused_saying_how_to_make_a_new_one(tmp_path):
     raw = torch.load(make_package(tmp_path), weights_only=True)
-    torch.save(dict(raw, format_version=3), tmp_path / "old.pt")
-    with pytest.raises(PackageError, match=r"old.pt: package format 3, .* reads format 4; make a new one with this "
+    torch.save(dict(raw, format_version=4), tmp_path / "old.pt")
+    with pytest.raises(PackageError, match=r"old.pt: package format 4, .* reads format 5; make a new one with this "
                                            r"unetflow: run `snakemake --cores all`"):
         load_package(tmp_path / "old.pt")
 
