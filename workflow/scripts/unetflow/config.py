@@ -98,8 +98,8 @@ def region_problems(data: dict) -> list[str]:
 
 def region_label_problem(name: str, values: list[int], written: list[int]) -> str:
     """Why region `name` (its `values`) is not written as one label (`written`: its values in no later region)."""
-    rule = ("each region minus the regions after it must leave exactly one value, the label its pixels are "
-            "written as (later regions overwrite earlier ones)")
+    rule = ("each region minus the regions after it must leave exactly one value: the label its pixels are "
+            "written as, later regions overwriting earlier ones")
     if not written:
         return (f"data.regions: region '{name}' {values} would never be written: each of its values is in a later "
                 f"region; order the regions from the largest to the smallest ({rule})")
