@@ -29,6 +29,30 @@ def write_pairs(folder: Path, count: int = 4, size=(32, 40), values=(0, 255), se
     return images, masks
 
 
+NESTED_CLASSES = {"background": 0, "core": 1, "edema": 2, "enhancing": 3}  # the values of `write_nested_pairs`
+NESTED_REGIONS = {"whole": [1, 2, 3], "core": [1, 3], "enhancing": [3]}  # written as 2, 1 and 3
+
+
+def write_nested_pairs(folder: Path, count: int = 12, size: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """`count` grey PNG images of one or two nested blobs (an edema ring, value 2, around a core, 1, around an
+    enhancing centre, 3), brighter inwards, blurred and noisy, with their masks, in folder/images and folder/masks."""
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(rng.integers(1, 3)):
+            centre, radius = tuple(int(c) for c in rng.integers(size // 4, 3 * size // 4, 2)), size / rng.uniform(4, 6)
+            for value, share in ((2, 1.0), (1, 0.65), (3, 0.35)):
+                cv2.circle(mask, centre, round(radius * share), value, -1)
+        image = cv2.GaussianBlur(np.array([0.15, 0.6, 0.4, 0.85], np.float32)[mask], (0, 0), 1.0)
+        image += rng.normal(0, 0.05, image.shape).astype(np.float32)
+        cv2.imwrite(str(images / f"n{index}.png"), np.clip(image * 255, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(masks / f"n{index}.png"), mask)
+    return images, masks
+
+
 def rotated_affine(spacing, degrees: float = 0.0) -> np.ndarray:
     """A voxel-to-world affine with voxel sizes `spacing`, rotated by `degrees` about the third axis."""
     angle = np.deg2rad(degrees)

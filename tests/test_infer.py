@@ -1,5 +1,5 @@
-"""Inference on new images: model packages, checks of the images, the Python API, the command line, ONNX export,
-and the workflow's sharded `infer` rules (same masks as `predict`, reruns limited to changed shards)."""
+"""Inference on new images: model packages, checks of the images, the Python API, the command line, and the
+workflow's sharded `infer` rules (same masks as `predict`, reruns limited to changed shards)."""
 
 import os
 import shutil
@@ -82,8 +82,8 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
 
 def test_an_older_package_is_refused_saying_how_to_make_a_new_one(tmp_path):
     raw = torch.load(make_package(tmp_path), weights_only=True)
-    torch.save(dict(raw, format_version=3), tmp_path / "old.pt")
-    with pytest.raises(PackageError, match=r"old.pt: package format 3, .* reads format 4; make a new one with this "
+    torch.save(dict(raw, format_version=4), tmp_path / "old.pt")
+    with pytest.raises(PackageError, match=r"old.pt: package format 4, .* reads format 5; make a new one with this "
                                            r"unetflow: run `snakemake --cores all`"):
         load_package(tmp_path / "old.pt")
 
@@ -198,32 +198,6 @@ def test_summary_counts_pixels_components_and_confidence():
     assert rows["cell"]["pixels"] == 10 and rows["cell"]["components"] == 2
     assert rows["cell"]["confidence"] == pytest.approx(0.9) and rows["background"]["confidence"] == pytest.approx(0.5)
     assert np.isnan(rows["cell"]["physical_size"]) and rows["cell"]["physical_unit"] is None
-
-
-def test_onnx_export_matches_pytorch_on_a_tile(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    from unetflow.export.onnx import export_onnx, package_module
-
-    path = make_package(tmp_path)
-    onnx_path = export_onnx(path, tmp_path / "model.onnx")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    tiles = torch.randn(3, 1, 32, 32)
-    (onnx_out,) = session.run(None, {"tiles": tiles.numpy()})
-    with torch.inference_mode():
-        torch_out = package_module(load_package(path))(tiles).numpy()
-    assert onnx_out.shape == (3, 2, 32, 32)
-    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-5)  # the README states this tolerance
-
-
-def test_onnx_export_refuses_models_trained_at_different_resolutions(tmp_path):
-    from unetflow.export.onnx import export_onnx
-
-    path = make_package(tmp_path, members=2)
-    content = torch.load(path, weights_only=True)
-    content["models"][1]["resolution"] = 0.5  # e.g. an ensemble member from an experiment planned for less time
-    torch.save(content, path)
-    with pytest.raises(PackageError, match=r"different resolutions \[0.5, 1.0\].*unetflow.infer.infer"):
-        export_onnx(path, tmp_path / "model.onnx")
 
 
 # ------------------------------------------------------------------------------------------------ workflow

@@ -94,7 +94,9 @@ def test_2d_pairs_survive_ingest_and_preprocessing(pair):
         assert image.shape == (expected_image.shape[2], 1, *labels.shape)
         if image_format != "jpeg":
             expected = normalize(np.moveaxis(expected_image, -1, 0)).astype(np.float16)
-            assert np.array_equal(image[:, 0], expected)
+            # equal up to one float16 step: the float32 statistics of differently laid out arrays (the file as read,
+            # the test's view without alpha) may differ in their last bit
+            np.testing.assert_allclose(image[:, 0].astype(np.float32), expected, rtol=2**-10, atol=1e-4)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,6 +3,7 @@ rule evaluate:
         predictions=rules.predict.output[0],
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
+        regions=rules.ingest.output.regions,
         splits=rules.split.output[0],
     output:
         per_case=f"{RESULTS}/{{experiment}}/evaluate/per_case.parquet",

@@ -5,6 +5,7 @@ rule ingest:
         manifest=f"{RESULTS}/data/manifest.parquet",
         classes=f"{RESULTS}/data/classes.parquet",
         warnings=f"{RESULTS}/data/warnings.parquet",
+        regions=f"{RESULTS}/data/regions.parquet",
     log:
         f"{RESULTS}/logs/ingest.log",
     conda:

@@ -4,6 +4,7 @@ rule package:
         plan=rules.plan.output[0],
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
+        regions=rules.ingest.output.regions,
         stored=rules.preprocess.output.manifest,
         settings=rules.preprocess.output.settings,
         splits=rules.split.output[0],

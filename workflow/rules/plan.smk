@@ -7,6 +7,7 @@ rule plan:
         stored=rules.preprocess.output.manifest,
         fingerprint=rules.fingerprint.output.summary,
         classes=rules.ingest.output.classes,
+        regions=rules.ingest.output.regions,
         splits=rules.split.output[0],
     output:
         f"{RESULTS}/{{experiment}}/plan.json",

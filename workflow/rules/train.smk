@@ -4,6 +4,7 @@ rule train:
         stored=rules.preprocess.output.manifest,
         splits=rules.split.output[0],
         plan=rules.plan.output[0],
+        regions=rules.ingest.output.regions,
     output:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",

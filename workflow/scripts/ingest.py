@@ -1,17 +1,25 @@
-"""Rule ingest: pair and validate every image and mask; write the manifest, the class table and the warnings."""
+"""Rule ingest: pair and validate every image and mask; write the manifest, the class table, the warnings and the
+region table (data.regions)."""
 
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.ingest import DataSpec, check_data_set
+from unetflow.io.regions import region_table
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
-manifest, classes = check_data_set(DataSpec.from_config(snakemake.params.data), snakemake.threads)
+data = DataSpec.from_config(snakemake.params.data)
+manifest, classes = check_data_set(data, snakemake.threads)
+regions = region_table(data.regions, classes)
 warnings = data_warnings(manifest, classes)
 log_warnings(warnings, snakemake.output.warnings)
 manifest.to_parquet(snakemake.output.manifest)
 classes.to_parquet(snakemake.output.classes)
 warnings.to_parquet(snakemake.output.warnings)
+regions.to_parquet(snakemake.output.regions)
 snapped = int(manifest["snapped_pixels"].sum())
 log.info("%d cases validated; classes: %s%s; %d warning(s)", len(manifest),
          dict(zip(classes["name"], classes["value"])),
          f"; {snapped} lossy mask pixels snapped to the nearest class" if snapped else "", len(warnings))
+if len(regions):
+    log.info("regions (network outputs, written as the label of each): %s",
+             ", ".join(f"{r['name']} {list(r['values'])} -> {r['value']}" for r in regions.to_dict("records")))

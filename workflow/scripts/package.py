@@ -18,7 +18,7 @@ with open(snakemake.input.plan) as file:
     plan = json.load(file)
 package = build_package(checkpoints, snakemake.params.sources, plan, manifest[manifest["id"].isin(trained)],
                         stored[stored["id"].isin(trained)], pd.read_parquet(snakemake.input.classes), settings,
-                        snakemake.params.predict, snakemake.params.data)
+                        snakemake.params.predict, snakemake.params.data, pd.read_parquet(snakemake.input.regions))
 save_package(package, snakemake.output[0])
 log.info("packaged %d model(s) (%s) and %d classes into %s", len(checkpoints),
          ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), len(package["classes"]),

@@ -20,7 +20,8 @@ sources = stored[stored["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 with open(snakemake.input.fingerprint) as file:
     fingerprint = json.load(file)
 classes = pd.read_parquet(snakemake.input.classes)
-plan = make_plan(cfg, sources, fingerprint, len(class_values(classes)), pick_device(cfg["device"]),
+outputs = len(pd.read_parquet(snakemake.input.regions)) or len(class_values(classes))  # one per class or region
+plan = make_plan(cfg, sources, fingerprint, outputs, pick_device(cfg["device"]),
                  instances=bool(instance_target(classes)))
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)

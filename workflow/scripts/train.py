@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from unetflow.data.folds import fold_ids
+from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import settings_of
 from unetflow.train.sampler import training_cases
@@ -23,6 +24,7 @@ train_cases = training_cases(stored, train_ids, cfg["dims"], weights=True, resol
 val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolution"])
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
-trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log)
+regions = Regions.of(pd.read_parquet(snakemake.input.regions))
+trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions)
 metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)

@@ -8,7 +8,7 @@ import copy
 import re
 from pathlib import Path
 
-ORDERED_MAPPINGS = ("classes", "colors")  # their order is the class order
+ORDERED_MAPPINGS = ("classes", "colors", "regions")  # their order is the class (region) order
 
 
 PLAN_INPUTS = ("device", "dims", "resolution", "patch_size", "depth", "base_width", "batch_size",
@@ -63,10 +63,68 @@ def config_problems(config: dict) -> list[str]:
     low_high = config["preprocess"]["clip_percentiles"]
     problems = normalization_problems(config["preprocess"])
     problems += split_problems(config["split"], config["data"], config["predict"]["split"])
-    problems += length_problems(config["train"], "train")
+    problems += length_problems(config["train"], "train") + region_problems(config["data"])
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
     return problems + infer_problems(config)
+
+
+def region_labels(regions: dict) -> dict[str, list[int]]:
+    """The mask values each region of data.regions may be written as: its values in no later region (a pixel takes
+    the label of the last region it lies in, as nnU-Net writes regions back to labels)."""
+    names = list(regions)
+    return {name: sorted(set(regions[name]) - {value for later in names[i + 1:] for value in regions[later]})
+            for i, name in enumerate(names)}
+
+
+def region_problems(data: dict) -> list[str]:
+    """data.regions that cannot be trained (each problem names data.regions): with the instance mode, a nonzero
+    foreground or colour masks; an empty region, the ignored value in one, a region that is not written as exactly
+    one label; with data.classes, the problems of `region_class_problems`."""
+    regions = data.get("regions")
+    if not regions:
+        return []
+    modes = {"instances": "data.instances: true", "foreground": "data.foreground: nonzero", "colors": "data.colors"}
+    conflicts = [setting for key, setting in modes.items() if data[key] not in (False, "values", None)]
+    if conflicts:
+        return [f"data.regions trains nested classes of mask values; it cannot be combined with {setting}: unset "
+                f"one of them" for setting in conflicts]
+    problems = [f"data.regions: region '{name}' lists no mask value; give it the values of the classes it covers"
+                for name, values in regions.items() if not values]
+    problems += [f"data.regions: region '{name}' holds data.ignore_label {data['ignore_label']}; ignored pixels "
+                 f"belong to no region" for name, values in regions.items() if data["ignore_label"] in values]
+    problems += [region_label_problem(name, regions[name], written)
+                 for name, written in region_labels(regions).items() if regions[name] and len(written) != 1]
+    return problems + (region_class_problems(regions, list(data["classes"].values())) if data["classes"] else [])
+
+
+def region_label_problem(name: str, values: list[int], written: list[int]) -> str:
+    """Why region `name` (its `values`) is not written as one label (`written`: its values in no later region)."""
+    rule = ("each region minus the regions after it must leave exactly one value: the label its pixels are "
+            "written as, later regions overwriting earlier ones")
+    if not written:
+        return (f"data.regions: region '{name}' {values} would never be written: each of its values is in a later "
+                f"region; order the regions from the largest to the smallest ({rule})")
+    return (f"data.regions: region '{name}' minus the regions after it leaves {written}, but it is written as one "
+            f"label; reorder the regions, or say which value it is written as by adding a region of the others "
+            f"after it ({rule})")
+
+
+def region_class_problems(regions: dict, values: list[int]) -> list[str]:
+    """data.regions against the class values (`values`, the background first): values that are no class, the
+    background in a region, and foreground classes in no region (they could never be predicted)."""
+    problems = [f"data.regions: region '{name}' lists {sorted(set(members) - set(values))}, which are not class "
+                f"values of the data set {values}; list mask values of data.classes (or of the masks)"
+                for name, members in regions.items() if set(members) - set(values)]
+    problems += [f"data.regions: region '{name}' holds {values[0]}, the background (the first class); regions list "
+                 f"foreground values, and pixels in no region are background"
+                 for name, members in regions.items() if values[0] in members]
+    covered = {value for members in regions.values() for value in members}
+    missing = [value for value in values[1:] if value not in covered]
+    if missing:
+        problems.append(f"data.regions: the class values {missing} are in no region, so they could never be "
+                        f"predicted; add each to the regions it lies in")
+    return problems
 
 
 def length_problems(train: dict, key: str) -> list[str]:

@@ -7,11 +7,12 @@ Every image and mask is read in full, in a thread pool.
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
+from unetflow.config import region_problems
 from unetflow.data.mask_checks import undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
@@ -25,7 +26,7 @@ from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
 from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
-from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values
+from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_problem
 from unetflow.io.sources import (
     read_source_image,
@@ -58,6 +59,7 @@ class DataSpec:
     instances: bool = False
     instance_target: str = "weight_map"
     foreground: str = "values"
+    regions: dict | None = None
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":
@@ -307,6 +309,13 @@ def instance_settings_problems(data: DataSpec) -> list[str]:
     return problems
 
 
+def region_settings_problems(data: DataSpec, classes: pd.DataFrame) -> list[str]:
+    """data.regions the data set cannot train (`unetflow.config.region_problems`), judged against its classes."""
+    trained = trained_classes(classes)
+    values = trained["value"].astype(int).tolist()
+    return region_problems({**asdict(data), "classes": dict(zip(trained["name"], values)) or None})
+
+
 def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
     pairs, problems = source_pairs(data)
@@ -320,6 +329,7 @@ def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.D
     rows = [row for row, _ in results if row is not None]
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
+    problems += region_settings_problems(data, classes)
     if rows and data.instances:
         problems += instance_data_problems(rows, False) + ([] if data.channels else channel_problems(rows))
     elif rows:

@@ -5,6 +5,10 @@ on its file's own grid, and the prediction is the written mask mapped back to cl
 (`unetflow.io.sources`). A unit is a 2D file, a page of a stack, or a NIfTI volume, which is scored in 3D with the
 voxel spacing of its header (a one-slice volume in 2D).
 
+With data.regions (`unetflow.io.regions`) the units are scored per region instead of per class: the mask of each
+region in the ground truth and in the written prediction (their labels' regions), numbered 1..R in the regions'
+order, with 0 for the background (the pixels in no region), as nnU-Net scores region models.
+
 Empty masks: see `unetflow.evaluate.metrics` for the convention (a class absent from both ground truth and prediction
 scores Dice = IoU = 1; absent from one only, 0). The flags gt_empty and pred_empty are stored with every row.
 
@@ -23,23 +27,41 @@ from unetflow.evaluate.object_metrics import object_metrics
 from unetflow.instances.targets import instance_target, object_ids
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.prediction_files import prediction_path, read_class_mask, read_instance_mask
+from unetflow.io.regions import Regions
 from unetflow.io.sources import read_source_mask, read_source_roi, source_labels, unit_array, unit_spacing, units
 
 SUMMARY_STATS = ("mean", "median", "std")
 INSTANCE_CLASS_NAMES = {0: "background", 1: "objects"}  # pixel classes scored in the instance mode
 
 
-def evaluate_source(row: dict, pred_dir: str, classes: pd.DataFrame, cfg: dict) -> list[dict]:
-    """Metric rows (one per unit and class) of one source (cfg: spacing, tolerance)."""
+def evaluate_source(row: dict, pred_dir: str, classes: pd.DataFrame, cfg: dict,
+                    regions: Regions | None = None) -> list[dict]:
+    """Metric rows (one per unit and class, or region with `regions`) of one source (cfg: spacing, tolerance)."""
     if instance_target(classes):
         return evaluate_instance_source(row, pred_dir, cfg)
     truth = source_labels(row, classes)[0]
     predicted = read_class_mask(prediction_path(pred_dir, row["id"], row), classes, row)
     roi, rows = read_source_roi(row), []
     for name, unit in units(row):
-        rows += scored_rows(name, unit_array(truth, unit), unit_array(predicted, unit),
-                            None if roi is None else unit_array(roi, unit), len(class_values(classes)),
-                            unit_spacing(row, unit, cfg["spacing"]), cfg["tolerance"])
+        gt, pred = unit_array(truth, unit), unit_array(predicted, unit)
+        unit_roi, spacing = None if roi is None else unit_array(roi, unit), unit_spacing(row, unit, cfg["spacing"])
+        rows += (scored_rows(name, gt, pred, unit_roi, len(class_values(classes)), spacing, cfg["tolerance"])
+                 if regions is None else region_rows(name, gt, pred, unit_roi, regions, spacing, cfg["tolerance"]))
+    return rows
+
+
+def region_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | None, regions: Regions, spacing,
+                tolerance: float) -> list[dict]:
+    """`case_metrics` rows of one unit's class indices scored per region (class 1..R; 0: in no region), pixels
+    with the ignore label and outside the ROI left out."""
+    valid = gt != IGNORE_INDEX
+    evaluated = valid if roi is None else roi & valid
+    truth, predicted = regions.masks(np.where(valid, gt, 0)), regions.masks(pred)
+    rows = []
+    for number, (true, found) in enumerate(zip([~truth.any(0), *truth], [~predicted.any(0), *predicted])):
+        row = case_metrics(found, true, 2, spacing=spacing, tolerance=tolerance,
+                           roi=None if evaluated.all() else evaluated, scored=[1])[0]
+        rows.append(dict(id=name, **row, roi=roi is not None) | {"class": number})
     return rows
 
 
@@ -80,15 +102,24 @@ def scored_rows(name: str, gt: np.ndarray, pred: np.ndarray, roi: np.ndarray | N
 
 
 def evaluate_sources(sources: pd.DataFrame, pred_dir: str, classes: pd.DataFrame, cfg: dict,
-                     threads: int = 1) -> pd.DataFrame:
-    """Per unit (a 2D file, a stack page, a volume) and class metrics of the predictions of the `sources` (rows of the
-    ingest manifest), with the class names."""
+                     threads: int = 1, regions: Regions | None = None) -> pd.DataFrame:
+    """Per unit (a 2D file, a stack page, a volume) and class (or region) metrics of the predictions of the `sources`
+    (rows of the ingest manifest), with the class (region) names."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        nested = pool.map(lambda row: evaluate_source(row, pred_dir, classes, cfg), sources.to_dict("records"))
+        nested = pool.map(lambda row: evaluate_source(row, pred_dir, classes, cfg, regions),
+                          sources.to_dict("records"))
     table = pd.DataFrame([row for rows in nested for row in rows])
-    names = INSTANCE_CLASS_NAMES if instance_target(classes) else classes.set_index("index")["name"]
-    table.insert(2, "class_name", table["class"].map(names))
+    table.insert(2, "class_name", table["class"].map(scored_names(classes, regions)))
     return table
+
+
+def scored_names(classes: pd.DataFrame, regions: Regions | None) -> dict:
+    """The name of each scored class number: the classes', the instance mode's, or the background's and the
+    regions'."""
+    if instance_target(classes):
+        return INSTANCE_CLASS_NAMES
+    names = classes.set_index("index")["name"].to_dict()
+    return names if regions is None else dict(enumerate([names[0], *regions.names]))
 
 
 def summarize(per_case: pd.DataFrame) -> pd.DataFrame:

@@ -49,8 +49,9 @@ def case_metrics(
     spacing: float | Sequence[float] | None = None,
     tolerance: float = 1.0,
     roi: np.ndarray | None = None,
+    scored: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Return one row of metrics per class 0..num_classes-1 for one 2D or 3D case.
+    """Return one row of metrics per class 0..num_classes-1 (or per class of ``scored``) for one 2D or 3D case.
 
     ``pred`` and ``gt`` are integer label maps of the same shape; ``spacing`` is a per-axis pixel
     spacing (a scalar applies to every axis, None means 1); ``tolerance`` is the NSD tolerance in
@@ -64,7 +65,7 @@ def case_metrics(
     if roi is not None:
         pred, gt = np.where(roi, pred, num_classes), np.where(roi, gt, num_classes)
     rows = []
-    for c in range(num_classes):
+    for c in range(num_classes) if scored is None else scored:
         tp, fp, fn, tn = _class_counts(confusion, c)
         row = {"class": c, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
                "gt_empty": tp + fn == 0, "pred_empty": tp + fp == 0}

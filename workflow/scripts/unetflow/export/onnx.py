@@ -1,5 +1,6 @@
 """ONNX export of a model package: one graph that maps a batch of preprocessed tiles of the patch size to the
-mean softmax of the package's models, for runtimes without PyTorch (onnxruntime, TensorRT, OpenVINO, ...).
+mean softmax of the package's models (of region models, the mean sigmoid of each region), for runtimes without
+PyTorch (onnxruntime, TensorRT, OpenVINO, ...).
 
 The caller preprocesses images as the package says (`Package.preprocess`, `input_channels`, then resized by the models'
 resolution, `Package.resolutions`) and tiles them (with overlap and blending, e.g. MONAI's sliding_window_inference);
@@ -20,21 +21,23 @@ from unetflow.infer.predictor import model_from_weights
 INPUT_NAME, OUTPUT_NAME = "tiles", "probabilities"
 
 
-class MeanSoftmax(nn.Module):
-    """The mean softmax of several models, as one module."""
+class MeanProbabilities(nn.Module):
+    """The mean softmax (with `sigmoid`, the mean sigmoid of each output) of several models, as one module."""
 
-    def __init__(self, models: list[nn.Module]):
+    def __init__(self, models: list[nn.Module], sigmoid: bool = False):
         super().__init__()
-        self.models = nn.ModuleList(models)
+        self.models, self.sigmoid = nn.ModuleList(models), sigmoid
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return torch.stack([model(tiles).softmax(dim=1) for model in self.models]).mean(dim=0)
+        outputs = [model(tiles) for model in self.models]
+        return torch.stack([out.sigmoid() if self.sigmoid else out.softmax(dim=1) for out in outputs]).mean(dim=0)
 
 
-def package_module(package: Package) -> MeanSoftmax:
+def package_module(package: Package) -> MeanProbabilities:
     """The package's models as one inference module on the CPU (BatchNorm folded, eval mode, standard layout)."""
     models = [model_from_weights(m["hparams"], m["weights"], torch.device("cpu")) for m in package.models]
-    return MeanSoftmax([model.to(memory_format=torch.contiguous_format) for model in models]).eval()
+    return MeanProbabilities([model.to(memory_format=torch.contiguous_format) for model in models],
+                             package.regions is not None).eval()
 
 
 def tile_patch(package: Package) -> list[int]:
@@ -57,8 +60,8 @@ def tile_resolution(package: Package) -> float:
 
 
 def export_onnx(package_path, onnx_path) -> Path:
-    """Write the package's mean softmax as an ONNX graph with input `tiles` (N, C, *patch) float32 (N free) and
-    output `probabilities` (N, K, *patch)."""
+    """Write the package's mean softmax (or region sigmoid) as an ONNX graph with input `tiles` (N, C, *patch)
+    float32 (N free) and output `probabilities` (N, K, *patch), K the classes or regions."""
     package = load_package(package_path)
     tile_resolution(package)
     module = package_module(package)
@@ -82,10 +85,11 @@ def main(argv=None) -> None:
         package = load_package(args.model)
     except ValueError as error:  # PackageError: said in full, without a traceback
         raise SystemExit(f"error: {error}") from None
-    shape = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}"
-    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess}, "
-          f"resized by {tile_resolution(package):g} and rounded to float16; output '{OUTPUT_NAME}' "
-          f"(N, {package.num_classes}, ...) mean softmax")
+    shape, regions = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}", package.regions
+    output = f"{package.num_classes}, ...) mean softmax" if regions is None else \
+        f"{len(regions.names)}, ...) mean sigmoid of the regions {', '.join(regions.names)}"
+    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess}, resized "
+          f"by {tile_resolution(package):g} and rounded to float16; output '{OUTPUT_NAME}' (N, {output}")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def main(argv=None) -> None:
                         help="a folder, a quoted glob ('scans/*.tif') or a CSV/Parquet manifest (column image)")
     parser.add_argument("--output", required=True, help="folder for the masks and summary.parquet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz softmax")
+    parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz probabilities")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

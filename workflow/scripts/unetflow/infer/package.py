@@ -6,10 +6,10 @@ weights_only=True)` (no pickled code runs). It holds the weights of every model 
 and those of predict.ensemble), their network settings and each one's training patch and resolution (an ensemble may mix
 2D and 3D models and resolutions, each predicting with its own), the experiment's training plan, the preprocessing
 settings as applied (normalisation scheme and its statistics, target voxel spacing, scale), the input channels, the
-class table (names, stored values, colours; in the instance mode the instance target) and the palette of palette masks,
-the prediction settings (with the instance mode's min_object_size), a summary of the training data and the versions
-used. The workflow's `predict` rule predicts through the package, so a package segments new images exactly as the
-experiment's test split was scored.
+class table (names, stored values, colours; in the instance mode the instance target), the region table of a region
+model (data.regions; `unetflow.io.regions`) and the palette of palette masks, the prediction settings (with the instance
+mode's min_object_size), a summary of the training data and the versions used. The workflow's `predict` rule predicts
+through the package, so a package segments new images exactly as the experiment's test split was scored.
 """
 
 import platform
@@ -24,12 +24,14 @@ import torch
 from unetflow.config import PACKAGED_PREDICT_KEYS
 from unetflow.instances.targets import instance_target
 from unetflow.io.images import mask_palette
+from unetflow.io.regions import Regions
 
 FORMAT = "unetflow-model-package"
-FORMAT_VERSION = 4  # raise when a field changes meaning; readers refuse other versions
+FORMAT_VERSION = 5  # raise when a field changes meaning; readers refuse other versions
 # 4: one plan per experiment, sources stored as one array each (fully resampled volumes), predict through packages
+# 5: region models (their outputs are regions, a sigmoid each: `regions`); each model's `resolution`
 REQUIRED = ("models", "plan", "preprocess", "input_channels", "convert_channels", "slice_axis", "classes", "palette",
-            "predict", "training_data", "versions")
+            "predict", "training_data", "versions", "regions")
 
 
 class PackageError(ValueError):
@@ -51,6 +53,7 @@ class Package:
     predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
     training_data: dict          # `training_data_summary`
     versions: dict
+    regions: Regions | None = None  # the regions of a region model (one output each), None for a model of classes
 
     @property
     def num_classes(self) -> int:
@@ -102,10 +105,11 @@ def training_palette(manifest: pd.DataFrame) -> list[int] | None:
 
 
 def build_package(checkpoints: list[str], sources: list[str], plan: dict, manifest: pd.DataFrame,
-                  stored: pd.DataFrame, classes: pd.DataFrame, preprocess: dict, predict: dict, data: dict) -> dict:
+                  stored: pd.DataFrame, classes: pd.DataFrame, preprocess: dict, predict: dict, data: dict,
+                  regions: pd.DataFrame | None = None) -> dict:
     """The package dict of an experiment from its training checkpoints (`sources`: a name for each, e.g.
     'unet/fold0'), its `plan`, the tables of its training sources (ingest `manifest`, preprocess table `stored`),
-    and the settings: `data` (the config's channels and slice_axis)."""
+    the settings (`data`: the config's channels and slice_axis) and the region table of region models."""
     loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
     table = classes.astype(object).where(classes.notna(), None)
     return dict(
@@ -114,9 +118,15 @@ def build_package(checkpoints: list[str], sources: list[str], plan: dict, manife
                      resolution=c["plan"]["settings"]["resolution"]["value"]) for c, s in zip(loaded, sources)],
         plan=plan, preprocess=dict(preprocess), input_channels=int(manifest["input_channels"].mode()[0]),
         convert_channels=data["channels"] is not None, slice_axis=int(data["slice_axis"]),
-        classes=[{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")],
+        classes=records(table),
+        regions=[] if regions is None else records(regions),
         palette=training_palette(manifest), predict={key: predict[key] for key in PACKAGED_PREDICT_KEYS},
         training_data=training_data_summary(manifest, stored))
+
+
+def records(table: pd.DataFrame) -> list[dict]:
+    """A table as a list of rows of plain Python values."""
+    return [{key: plain(value) for key, value in row.items()} for row in table.to_dict("records")]
 
 
 def plain(value):
@@ -165,4 +175,5 @@ def load_package(path) -> Package:
     if missing or not content["models"]:
         raise PackageError(f"{path}: incomplete model package (missing {missing or ['models']}); export it again")
     fields = {key: content[key] for key in REQUIRED}
-    return Package(path=str(path), **{**fields, "classes": pd.DataFrame(content["classes"])})
+    return Package(path=str(path), **{**fields, "classes": pd.DataFrame(content["classes"]),
+                                      "regions": Regions.of(pd.DataFrame(content["regions"]))})

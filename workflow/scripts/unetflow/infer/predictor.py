@@ -7,7 +7,9 @@ with its own training patch, on the array resized by the resolution it was train
 whole network array, a 2D model slice by slice, their softmax averaged; the mean softmax is brought back onto the
 image's own grid (linear), then turned into labels (argmax, optionally the largest component per class) or, in the
 instance mode, objects (watershed), and written in the encoding of the training masks with one summary row per unit and
-class.
+class. A region model (data.regions) gives the sigmoid of each region instead, averaged and brought back alike; each
+region is predicted where it exceeds 0.5 (optionally only its largest component) and the regions are written as labels
+in their order (`unetflow.io.regions.Regions.labels_of`).
 """
 
 import logging
@@ -24,6 +26,7 @@ from unetflow.infer.package import Package, load_package
 from unetflow.infer.summary import unit_summary
 from unetflow.instances.objects import object_table, unit_objects
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
+from unetflow.io.regions import Regions
 from unetflow.io.resample import resample_probabilities, resize_slices, scaled_plane
 from unetflow.io.sources import read_source_image, slice_axis, source_spacing, unit_array, units
 from unetflow.io.store import IMAGE_DTYPE
@@ -41,59 +44,79 @@ def model_from_weights(hparams: dict, weights: dict, device: torch.device) -> UN
     return prepare_for_inference(model, device)
 
 
-def model_probabilities(model: torch.nn.Module, image: torch.Tensor, patch, cfg: dict,
-                        device: torch.device) -> torch.Tensor:
-    """One model's softmax (K, Z, Y, X) of a network array (C, Z, Y, X): a 3D model on the whole array, a 2D model
-    on each slice; mirrored (cfg['mirror']) along every spatial axis it sees."""
+def model_probabilities(model: torch.nn.Module, image: torch.Tensor, patch, cfg: dict, device: torch.device,
+                        sigmoid: bool = False) -> torch.Tensor:
+    """One model's softmax (K, Z, Y, X) (with `sigmoid`, a region model's sigmoid of each region) of a network array
+    (C, Z, Y, X): a 3D model on the whole array, a 2D model on each slice; mirrored (cfg['mirror']) along every
+    spatial axis it sees."""
     dims = spatial_dims(model)
     if dims == 2:
-        return torch.stack([model_probabilities_2d(model, image[:, z], patch, cfg, device)
+        return torch.stack([model_probabilities_2d(model, image[:, z], patch, cfg, device, sigmoid)
                             for z in range(image.shape[1])], dim=1)
-    return model_probabilities_2d(model, image, patch, cfg, device)
+    return model_probabilities_2d(model, image, patch, cfg, device, sigmoid)
 
 
-def model_probabilities_2d(model, image: torch.Tensor, patch, cfg: dict, device: torch.device) -> torch.Tensor:
-    """A model's tiled softmax of an image of its own dimensionality ((C, Y, X) or (C, Z, Y, X))."""
+def model_probabilities_2d(model, image: torch.Tensor, patch, cfg: dict, device: torch.device,
+                           sigmoid: bool = False) -> torch.Tensor:
+    """A model's tiled softmax (or sigmoid) of an image of its own dimensionality ((C, Y, X) or (C, Z, Y, X))."""
     dims = image.ndim - 1
     return sliding_window_predict(model, image, tuple(patch), overlap=cfg["overlap"], batch_size=cfg["batch_size"],
                                   mirror_axes=tuple(range(dims)) if cfg["mirror"] else (), device=device,
-                                  bf16=uses_bf16(cfg["precision"], device))
+                                  bf16=uses_bf16(cfg["precision"], device), sigmoid=sigmoid)
 
 
 def mean_probabilities(models, patches, network: np.ndarray, cfg: dict, device: torch.device,
-                       resolutions=None) -> torch.Tensor:
-    """The mean softmax (K, Z, Y, X) of `models` (each with its patch and the resolution it was trained at, 1 when
-    None) on a network array (C, Z, Y, X); cfg: the prediction settings (overlap, batch_size, mirror, precision)."""
+                       resolutions=None, sigmoid: bool = False) -> torch.Tensor:
+    """The mean softmax (K, Z, Y, X) (with `sigmoid`, the mean sigmoid of region models) of `models` (each with its
+    patch and the resolution it was trained at, 1 when None) on a network array (C, Z, Y, X); cfg: the prediction
+    settings (overlap, batch_size, mirror, precision)."""
     total = None
     for model, patch, resolution in zip(models, patches, resolutions or [1.0] * len(models)):
-        probs = resolution_probabilities(model, network, patch, cfg, device, resolution)
+        probs = resolution_probabilities(model, network, patch, cfg, device, resolution, sigmoid)
         total = probs if total is None else total.add_(probs)
     return total.div_(len(models))
 
 
-def resolution_probabilities(model, network: np.ndarray, patch, cfg: dict, device: torch.device,
-                             resolution: float) -> torch.Tensor:
-    """A model's softmax (K, Z, Y, X) on a network array (C, Z, Y, X), each slice first resized by the `resolution`
-    the model was trained at and its softmax brought back onto the array's grid."""
+def resolution_probabilities(model, network: np.ndarray, patch, cfg: dict, device: torch.device, resolution: float,
+                             sigmoid: bool = False) -> torch.Tensor:
+    """A model's softmax (or region sigmoid) (K, Z, Y, X) on a network array (C, Z, Y, X), each slice first resized
+    by the `resolution` the model was trained at and its output brought back onto the array's grid."""
     if resolution == 1:
-        return model_probabilities(model, torch.from_numpy(network), patch, cfg, device)
+        return model_probabilities(model, torch.from_numpy(network), patch, cfg, device, sigmoid)
     plane = scaled_plane(network.shape[2:], resolution)
     small = resize_slices(network, plane).astype(network.dtype)
-    probs = model_probabilities(model, torch.from_numpy(small), patch, cfg, device).numpy()
+    probs = model_probabilities(model, torch.from_numpy(small), patch, cfg, device, sigmoid).numpy()
     return torch.from_numpy(resample_probabilities(probs, network.shape[1:]))
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected component (4-connected in 2D, 6 in 3D) of a boolean mask; ties keep the first in
+    raster order."""
+    components, count = ndimage.label(mask)
+    if count < 2:
+        return mask
+    return components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+
+
 def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """A copy of `labels` (2D or 3D) in which every foreground class keeps only its largest face-connected
-    component (4-connected in 2D, 6 in 3D); the pixels of its other components become background (class 0).
-    Ties keep the first component in raster order."""
+    """A copy of `labels` (2D or 3D) in which every foreground class keeps only its `largest_component`; the pixels
+    of its other components become background (class 0)."""
     kept = labels.copy()
     for c in range(1, num_classes):
-        components, count = ndimage.label(labels == c)
-        if count > 1:
-            sizes = np.bincount(components.ravel())[1:]
-            kept[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
+        mask = labels == c
+        kept[mask & ~largest_component(mask)] = 0
     return kept
+
+
+def keep_largest_regions(masks: np.ndarray) -> np.ndarray:
+    """Region masks (R, ...) each reduced to its `largest_component`."""
+    return np.stack([largest_component(mask) for mask in masks])
+
+
+def pixel_confidence(probs: np.ndarray, regions: Regions | None) -> np.ndarray:
+    """How sure the prediction of each pixel is: the maximum softmax, or of a region model the least certain of its
+    region decisions, the minimum over regions of max(p, 1 - p)."""
+    return probs.max(axis=0) if regions is None else np.maximum(probs, 1 - probs).min(axis=0)
 
 
 def image_problems(image: np.ndarray, package: Package) -> list[str]:
@@ -128,29 +151,35 @@ class Predictor:
         return network_array(image, package.input_channels, package.preprocess, spacing, axis).astype(IMAGE_DTYPE)
 
     def probabilities(self, network: np.ndarray) -> torch.Tensor:
-        """The mean softmax (K, Z, Y, X) of the package's models on a network array (C, Z, Y, X)."""
+        """The mean softmax (K, Z, Y, X) of the package's models on a network array (C, Z, Y, X); of region models
+        the mean sigmoid of each region (R, Z, Y, X)."""
         return mean_probabilities(self.models, self.package.patches, network, self.package.predict, self.device,
-                                  self.package.resolutions)
+                                  self.package.resolutions, self.package.regions is not None)
 
     def image_probabilities(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
-        """The mean softmax (K, Z, Y, X) float32 of a read image (C, Z, Y, X) on its own grid (`spacing`: a volume's,
-        array order)."""
+        """The mean softmax (K, Z, Y, X) (or region sigmoid) float32 of a read image (C, Z, Y, X) on its own grid
+        (`spacing`: a volume's, array order)."""
         probs = self.probabilities(self.network_array(image, spacing, axis)).numpy()
         return resample_probabilities(probs, image.shape[1:])
 
     def source_probabilities(self, row) -> np.ndarray:
-        """The mean softmax (K, Z, Y, X) of a source (a manifest row) on its file's grid."""
+        """The mean softmax (K, Z, Y, X) (or region sigmoid) of a source (a manifest row) on its file's grid."""
         return self.image_probabilities(read_source_image(row), source_spacing(row), slice_axis(row))
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) float32 of a 2D image
-        (H, W) or (H, W, C)."""
+        """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) (of a region model:
+        (R, H, W), one sigmoid per region) float32 of a 2D image (H, W) or (H, W, C)."""
         image = np.moveaxis(image[..., None] if image.ndim == 2 else image, -1, 0)[:, None]
         problems = image_problems(image, self.package)
         if problems:
             raise ValueError(f"the image has {'; '.join(problems)}")
         probs = self.image_probabilities(image)[:, 0]
-        return probs.argmax(0).astype(np.uint8), probs
+        return self.labels(probs), probs
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """Class indices uint8 of probabilities (K or R, ...): the argmax, or the regions written as labels."""
+        regions = self.package.regions
+        return probs.argmax(0).astype(np.uint8) if regions is None else regions.labels_of(probs > 0.5)
 
     def predict_sources(self, sources: pd.DataFrame, out_dir,
                         save_probabilities: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -175,7 +204,8 @@ class Predictor:
             path = write_instance_mask(path, labels, source)
         else:
             path = write_class_mask(path, labels, self.package.classes, source, self.package.palette)
-        confidence, counted, rows = probs.max(axis=0), self.summary_labels(labels, probs), []
+        confidence = pixel_confidence(probs, self.package.regions)
+        counted, rows = self.summary_labels(labels, probs), []
         for name, unit in units(source):
             found = {"objects": sum(row["case"] == name for row in objects)} if target else {}
             rows += [dict(row, **found) for row in unit_summary(name, source, unit, path, unit_array(counted, unit),
@@ -187,16 +217,23 @@ class Predictor:
 
     def postprocessed(self, source: dict, probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """What a source's softmax (K, Z, Y, X) is written as: class indices (argmax; the largest component per class
-        of each unit with predict.largest_component), or in the instance mode object ids and their rows."""
-        settings, target = self.package.predict, self.package.instance_target
+        of each unit with predict.largest_component; of a region model the regions, each reduced to its largest
+        component per unit, written as labels), or in the instance mode object ids and their rows."""
+        settings, target, regions = self.package.predict, self.package.instance_target, self.package.regions
         if target:
             found = [unit_objects(name, probs[:, unit], target, settings["min_object_size"])
                      for name, unit in units(source)]
             return np.concatenate([ids for ids, _ in found]), [row for _, rows in found for row in rows]
-        labels = probs.argmax(0).astype(np.uint8)
-        if settings["largest_component"]:
+        if not settings["largest_component"]:
+            return self.labels(probs), []
+        if regions is not None:
+            masks = probs > 0.5
             for _, unit in units(source):
-                labels[unit] = keep_largest_components(labels[unit], self.package.num_classes)
+                masks[:, unit] = keep_largest_regions(masks[:, unit])
+            return regions.labels_of(masks), []
+        labels = self.labels(probs)
+        for _, unit in units(source):
+            labels[unit] = keep_largest_components(labels[unit], self.package.num_classes)
         return labels, []
 
     def summary_labels(self, written: np.ndarray, probs: np.ndarray) -> np.ndarray:

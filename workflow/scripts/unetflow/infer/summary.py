@@ -1,7 +1,8 @@
 """Summaries of predicted masks without ground truth: per unit (a 2D image, a page of a stack, a volume) and class, the
 pixel count, the size in physical units where the spacing is known (NIfTI headers), the number of connected
 components, and the mean maximum softmax inside the predicted pixels (a confidence to sort by, to find the cases to
-check by hand)."""
+check by hand; of a region model, the mean of each pixel's least certain region decision, see
+`unetflow.infer.predictor.pixel_confidence`)."""
 
 import math
 
@@ -25,8 +26,8 @@ def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
 
 def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, confidence: np.ndarray,
                  classes: pd.DataFrame) -> list[dict]:
-    """One row per trained class of a unit of a source: `labels` and `confidence` (the maximum softmax) are its
-    parts of the source's arrays (2D or 3D, see `unetflow.io.sources.unit_array`)."""
+    """One row per trained class of a unit of a source: `labels` and `confidence` (the maximum softmax, or a
+    region model's confidence) are its parts of the source's arrays (2D or 3D, see `unetflow.io.sources.unit_array`)."""
     size, physical_unit = physical_pixel(row, unit)
     rows = []
     for entry in trained_classes(classes).to_dict("records"):

@@ -1,9 +1,10 @@
 """Tiled sliding-window inference in 2D and 3D: overlapping tiles blended with a Gaussian importance map (nnU-Net
 style).
 
-Each tile's softmax is weighted by a Gaussian that favours its centre, where the network sees the most context;
-the weighted sum over all tiles is divided by the sum of the weights. Predictions are accumulated on the compute
-device unless the full-resolution accumulator would not fit there, in which case they are accumulated on the host.
+Each tile's softmax (a region model's sigmoid of each output) is weighted by a Gaussian that favours its centre,
+where the network sees the most context; the weighted sum over all tiles is divided by the sum of the weights.
+Predictions are accumulated on the compute device unless the full-resolution accumulator would not fit there, in
+which case they are accumulated on the host.
 """
 
 import contextlib
@@ -95,12 +96,14 @@ def fold_batchnorm(model: nn.Module) -> None:
 def sliding_window_predict(model: nn.Module, image: torch.Tensor, tile: Sequence[int], overlap: float = 0.5,
                            batch_size: int = 4, mirror_axes: Sequence[int] = (),
                            device: torch.device | str | None = None, max_device_bytes: int | None = None,
-                           channels_last: bool = True, bf16: bool | None = None) -> torch.Tensor:
-    """Softmax probabilities (K, *spatial), float32 on the CPU, of `model` on `image` (C, H, W) or (C, D, H, W)
-    by overlapping tiles of shape `tile` (one size per spatial axis).
+                           channels_last: bool = True, bf16: bool | None = None,
+                           sigmoid: bool = False) -> torch.Tensor:
+    """Softmax probabilities (K, *spatial), or with `sigmoid` the sigmoid of each output (a region model's),
+    float32 on the CPU, of `model` on `image` (C, H, W) or (C, D, H, W) by overlapping tiles of shape `tile` (one
+    size per spatial axis).
 
     Images smaller than the tile are zero-padded symmetrically and the result cropped back. `mirror_axes` (a subset
-    of the spatial axes: 0, 1 = H, W in 2D; 0, 1, 2 = D, H, W in 3D) averages the softmax over all flip
+    of the spatial axes: 0, 1 = H, W in 2D; 0, 1, 2 = D, H, W in 3D) averages the probabilities over all flip
     combinations of those axes. `device` defaults to the model's; the model is moved there and run in eval mode
     (each module's previous mode is restored afterwards). Predictions are accumulated on the device unless twice
     the accumulator (K * voxels float32) exceeds `max_device_bytes` (default: free CUDA memory, unlimited on the
@@ -120,8 +123,9 @@ def sliding_window_predict(model: nn.Module, image: torch.Tensor, tile: Sequence
     importance = gaussian_importance(tile, device=device)
     with eval_mode(model), torch.inference_mode(), autocast_for(device, bf16):
         tiles = iter_tile_batches(padded, tile, origins, batch_size, channels_last)
-        summed = accumulate_weighted_softmax(model, tiles, importance, flip_combinations(mirror_axes, len(tile)),
-                                             shape, max_device_bytes)
+        summed = accumulate_weighted_probabilities(model, tiles, importance,
+                                                   flip_combinations(mirror_axes, len(tile)), shape, max_device_bytes,
+                                                   sigmoid)
         summed.div_(accumulate_weights(importance, origins, shape, summed.device))
     return summed[(slice(None), *crop)].cpu().contiguous()
 
@@ -146,15 +150,16 @@ def iter_tile_batches(image: torch.Tensor, tile: Sequence[int], origins: list[tu
         yield batch, tiles.contiguous(memory_format=memory_format)
 
 
-def accumulate_weighted_softmax(model: nn.Module, batches: Iterator[tuple[list[tuple[int, ...]], torch.Tensor]],
-                                importance: torch.Tensor, flips: list[tuple[int, ...]], shape: Sequence[int],
-                                max_device_bytes: int | None) -> torch.Tensor:
-    """Sum over tiles of importance * mean-over-flips softmax, as a (K, *shape) float32 tensor on the tiles'
-    device, or on the host when it does not fit there (see fits_on_device)."""
+def accumulate_weighted_probabilities(model: nn.Module,
+                                      batches: Iterator[tuple[list[tuple[int, ...]], torch.Tensor]],
+                                      importance: torch.Tensor, flips: list[tuple[int, ...]], shape: Sequence[int],
+                                      max_device_bytes: int | None, sigmoid: bool = False) -> torch.Tensor:
+    """Sum over tiles of importance * mean-over-flips softmax (or sigmoid), as a (K, *shape) float32 tensor on the
+    tiles' device, or on the host when it does not fit there (see fits_on_device)."""
     tile_weight = importance / len(flips)
     accumulator = None
     for origins, tiles in batches:
-        weighted = summed_softmax(model, tiles, flips).mul_(tile_weight)
+        weighted = summed_probabilities(model, tiles, flips, sigmoid).mul_(tile_weight)
         if accumulator is None:
             on_device = fits_on_device(weighted.shape[1], shape, tiles.device, max_device_bytes)
             accumulator = zeros_outside_inference((weighted.shape[1], *shape), tiles.device if on_device else "cpu")
@@ -220,12 +225,13 @@ def autocast_for(device: torch.device, bf16: bool | None = None) -> contextlib.A
     return contextlib.nullcontext()
 
 
-def summed_softmax(model: nn.Module, tiles: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
-    """Sum over `flips` of the float32 softmax of the model on the flipped tiles, flipped back."""
+def summed_probabilities(model: nn.Module, tiles: torch.Tensor, flips: list[tuple[int, ...]],
+                         sigmoid: bool = False) -> torch.Tensor:
+    """Sum over `flips` of the float32 softmax (or sigmoid) of the model on the flipped tiles, flipped back."""
     total = None
     for dims in flips:
-        logits = model(tiles.flip(dims) if dims else tiles)
-        probabilities = torch.softmax(logits.float(), dim=1)
+        logits = model(tiles.flip(dims) if dims else tiles).float()
+        probabilities = logits.sigmoid() if sigmoid else torch.softmax(logits, dim=1)
         probabilities = probabilities.flip(dims) if dims else probabilities
         total = probabilities if total is None else total.add_(probabilities)
     return total

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 from unetflow.gpu import peak_memory_bytes, pick_device, uses_bf16
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.regions import Regions
 from unetflow.net.model import UNet
 from unetflow.train.augment import augment_batch, augment_weighted_batch
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
@@ -85,10 +87,12 @@ def model_checkpoint(model, state_dict, patch, epoch: int, val_dice: float, plan
 class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.train.schedule)."""
 
-    def __init__(self, cfg: dict, plan: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log):
+    def __init__(self, cfg: dict, plan: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
+                 regions: Regions | None = None):
         """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W)), as the
-        experiment's `plan` (plan.json) says; `cfg` is the train section with the planned values filled in. ValueError
-        when this job's device is not the kind the plan was made for."""
+        experiment's `plan` (plan.json) says; `cfg` is the train section with the planned values filled in; with
+        `regions` the U-Net (one output per region) learns the regions of the labels. ValueError when this job's
+        device is not the kind the plan was made for."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
@@ -111,10 +115,15 @@ class Trainer:
         self.sampler = PatchSampler(train_cases, self.patch, self.device, cfg["foreground_oversampling"])
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
-        self.identity = run_identity(cfg, train_ids, [*train_cases, *val_cases])
+        self.regions = None if regions is None else torch.from_numpy(regions.lookup()).float().to(self.device)
+        self.identity = run_identity(dict(cfg, regions=regions and asdict(regions)), train_ids,
+                                     [*train_cases, *val_cases])
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
         self.log.info("device %s (%s), data on %s; %d training and %d validation cases", self.device,
                       "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases), len(val_cases))
+        if regions:
+            self.log.info("regions %s: one sigmoid output each, loss %s per region (binary cross-entropy for ce)",
+                          ", ".join(regions.names), cfg["loss"])
         self.log.info("budget: %s; validation of %d of %d cases every %d epoch(s) (train.val_share %g), all of them "
                       "for the final choice as far as the share allows", self.budget.describe(), len(self.val_subset),
                       len(val_cases), self.val_every, cfg["val_share"])
@@ -175,8 +184,9 @@ class Trainer:
             images, labels, weights = self.augmented_batch()
             with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
-            loss = (deep_supervision_loss(outputs, labels, cfg["loss"], weights) if isinstance(outputs, list)
-                    else segmentation_loss(outputs, labels, cfg["loss"], weights))
+            loss = (deep_supervision_loss(outputs, labels, cfg["loss"], weights, self.regions)
+                    if isinstance(outputs, list) else segmentation_loss(outputs, labels, cfg["loss"], weights,
+                                                                        self.regions))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["grad_clip"]:
@@ -195,7 +205,8 @@ class Trainer:
         train_seconds = time.perf_counter() - start
         validates = (self.epoch + 1) % self.val_every == 0 or self.budget.spent(self.step, clock.elapsed())
         cases = [self.val_cases[i] for i in self.val_subset] if validates else []
-        val_loss, val_dice = validation_scores(self.model, cases, self.patch, self.device, self.cfg["loss"], self.bf16)
+        val_loss, val_dice = validation_scores(self.model, cases, self.patch, self.device, self.cfg["loss"], self.bf16,
+                                               self.regions)
         self.epoch += 1
         seconds = time.perf_counter() - start
         return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
@@ -228,7 +239,7 @@ class Trainer:
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         candidates = self.candidates or kept_candidates([], float("nan"), self.epoch, self.model, keep)  # none yet
         best = best_on_full_set(self.model, candidates, self.val_cases, self.patch, self.device, cfg["loss"],
-                                self.bf16, self.log, self.affordable_candidates())
+                                self.bf16, self.log, self.affordable_candidates(), self.regions)
         save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
                     best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")

@@ -24,25 +24,38 @@ CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole val
 
 
 @torch.inference_mode()
-def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases, mean over classes 1..K-1) on whole images or volumes, tiled (in
-    bf16 autocast when training uses it); NaN for no cases."""
+def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False,
+                      regions: torch.Tensor | None = None) -> tuple[float, float]:
+    """Loss and foreground Dice (pooled over cases; mean over classes 1..K-1, or with the region lookup `regions`
+    (see `unetflow.train.losses`) over the regions, each predicted where its sigmoid exceeds 0.5) on whole images
+    or volumes, tiled (in bf16 autocast when training uses it); NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
-    num_classes = model.hparams["num_classes"]
-    counts = torch.zeros(3, num_classes)
-    losses = []
+    regions = None if regions is None else regions.cpu()
+    counts, losses = 0, []
     for image, labels in cases:
         probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=VALIDATION_OVERLAP,
-                                       device=device, bf16=bf16)
+                                       device=device, bf16=bf16, sigmoid=regions is not None)
         target = torch.from_numpy(labels.astype(np.int64))
-        logits = probs.clamp_min(1e-8).log()[None]
-        losses.append(float(segmentation_loss(logits, target[None], loss_kind)))
-        pred = probs.argmax(0).masked_fill(target == IGNORE_INDEX, IGNORE_INDEX)
-        for k in range(num_classes):
-            counts[:, k] += torch.stack([((pred == k) & (target == k)).sum(), (pred == k).sum(), (target == k).sum()])
+        logits = probs.clamp_min(1e-8).log() if regions is None else torch.logit(probs, eps=1e-6)
+        losses.append(float(segmentation_loss(logits[None], target[None], loss_kind, regions=regions)))
+        counts = counts + overlap_counts(probs, target, regions)
     dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
-    return float(np.mean(losses)), float(dice[1:].mean())
+    return float(np.mean(losses)), float(dice.mean() if regions is not None else dice[1:].mean())
+
+
+def overlap_counts(probs: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+    """(3, K): of each class (argmax of the softmax) or region (sigmoid > 0.5), the pixels predicted and true,
+    predicted, true; ignored pixels left out."""
+    valid = target != IGNORE_INDEX
+    if regions is None:
+        predicted = probs.argmax(0)
+        pairs = [(predicted == k, target == k) for k in range(len(probs))]
+    else:
+        members = regions.bool()
+        pairs = [(probs[r] > 0.5, members[target, r]) for r in range(len(probs))]
+    return torch.stack([torch.stack([(pred & true & valid).sum(), (pred & valid).sum(), (true & valid).sum()])
+                        for pred, true in pairs], dim=1).float()
 
 
 def validation_tiles(shape, patch) -> int:
@@ -107,10 +120,11 @@ def affordable_candidates(full_tiles: int, subset_tiles: int, epochs: int, steps
 
 
 def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log,
-                     affordable: int = CANDIDATES_KEPT) -> dict:
+                     affordable: int = CANDIDATES_KEPT, regions: torch.Tensor | None = None) -> dict:
     """The candidate with the highest Dice on all validation `cases` (the first among equals) among the
-    `affordable` best by subset Dice; its `dice` becomes that full-set Dice. With fewer than two affordable (or one
-    candidate) the best by subset Dice is kept without validating the whole set. The model's weights are restored."""
+    `affordable` best by subset Dice (`regions`: see `validation_scores`); its `dice` becomes that full-set Dice.
+    With fewer than two affordable (or one candidate) the best by subset Dice is kept without validating the whole
+    set. The model's weights are restored."""
     if len(candidates) == 1 or affordable < 2:
         if len(candidates) > 1:
             log.info("final choice by the validation subset: comparing checkpoints on the whole validation set would "
@@ -121,7 +135,7 @@ def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_k
     scored = []
     for candidate in candidates:
         model.load_state_dict(candidate["model"])
-        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16)
+        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16, regions)
         log.info("final choice: epoch %d, subset Dice %.4f, full validation Dice %.4f", candidate["epoch"],
                  candidate["dice"], dice)
         scored.append(dict(candidate, dice=dice))
