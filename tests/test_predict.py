@@ -27,7 +27,7 @@ def small_unet(seed: int, num_classes: int = 3) -> UNet:
 
 def predictor_of(models: list[UNet], **predict) -> Predictor:
     """A Predictor of `models` (patch PATCH) with the prediction settings CFG changed by `predict`."""
-    members = [dict(hparams=m.hparams, weights=m.state_dict(), source=f"m{i}", patch_size=PATCH)
+    members = [dict(hparams=m.hparams, weights=m.state_dict(), source=f"m{i}", patch_size=PATCH, resolution=1.0)
                for i, m in enumerate(models)]
     package = Package(path="in memory", models=members, plan={}, preprocess={}, input_channels=1,
                       convert_channels=False, slice_axis=2, classes=CLASSES, palette=None, predict={**CFG, **predict},

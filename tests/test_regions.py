@@ -176,7 +176,7 @@ def region_predictor(**predict) -> Predictor:
     """A Predictor of a small random region U-Net (3 outputs) with the regions of NESTED_REGIONS."""
     torch.manual_seed(0)
     model = UNet(1, 3, depth=2, base_width=4)
-    member = dict(hparams=model.hparams, weights=model.state_dict(), source="m0", patch_size=[16, 16])
+    member = dict(hparams=model.hparams, weights=model.state_dict(), source="m0", patch_size=[16, 16], resolution=1.0)
     package = Package(path="in memory", models=[member], plan={}, preprocess=applied("zscore"), input_channels=1,
                       convert_channels=False, slice_axis=2, classes=CLASSES, palette=None,
                       predict={**PREDICT, **predict}, training_data={}, versions={}, regions=REGIONS)
@@ -236,7 +236,9 @@ def test_evaluation_scores_each_region_of_the_labels():
 def test_packages_carry_the_regions(tmp_path):
     torch.manual_seed(0)
     model = UNet(1, 3, depth=2, base_width=4)
-    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[16, 16]), tmp_path / "fold0.pt")
+    plan = dict(settings=dict(resolution=dict(value=1.0)))
+    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[16, 16], plan=plan),
+               tmp_path / "fold0.pt")
     manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a_mask.png"], "kind": ["image"],
                              "slices": [1], "height": [16], "width": [16], "channels": [1], "input_channels": [1],
                              "dtype": ["uint8"]})

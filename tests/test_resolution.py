@@ -134,7 +134,7 @@ def test_large_frames_on_a_short_budget_train_at_a_lower_resolution_and_predict_
 def test_a_model_trained_at_a_lower_resolution_predicts_in_place_on_the_full_grid(monkeypatch):
     import unetflow.infer.predictor as predictor
 
-    def thresholding(model, image, patch, cfg, device):  # a stand-in model: foreground where the image is bright
+    def thresholding(model, image, patch, cfg, device, sigmoid):  # a stand-in model: foreground where it is bright
         return torch.stack([torch.sigmoid(-8 * image[0].float()), torch.sigmoid(8 * image[0].float())])
 
     monkeypatch.setattr(predictor, "model_probabilities", thresholding)
