@@ -244,6 +244,18 @@ def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
     assert trained == set(config["experiments"])
 
 
+@pytest.mark.parametrize("name", ["lr_schedule_isbi", "lr_schedule_dsb2018", "lr_schedule_hippocampus"])
+def test_the_learning_rate_benchmark_configs_are_valid(tmp_path, name):
+    """bench/lr_schedule_*.yaml (bench/training.md) pass the config's validation: every experiment trains."""
+    config = yaml.safe_load((REPO / "bench" / f"{name}.yaml").read_text())
+    for key in ("images", "masks"):
+        config["data"][key] = str(SHARED_DATA / Path(config["data"][key]).relative_to("../shared/data"))
+    if not Path(config["data"]["images"]).exists():
+        pytest.skip("the shared data set is not here")
+    jobs = scheduled_jobs(tmp_path, "--until", "leaderboard", configfile=write_config(tmp_path, config))
+    assert {Path(output).parts[2] for rule, output in jobs if rule == "train"} == set(config["experiments"])
+
+
 def test_nifti_volumes_end_to_end(tmp_path):
     """CT-like volumes of different voxel sizes (one rotated) are CT-normalised from the training volumes'
     fingerprint, resampled in-plane to their median spacing and trained as slices; the test volume is predicted back
