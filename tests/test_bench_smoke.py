@@ -76,3 +76,16 @@ def test_cpu_batch_runs_on_tiny_sizes():
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert sum(line.startswith("depth 2 batch") and "images/s" in line for line in result.stdout.splitlines()) == 2
+
+
+def test_volume_startup_runs_on_tiny_volumes(tmp_path):
+    script = SCRIPT.with_name("volume_startup.py")
+    command = [sys.executable, str(script), "--workdir", str(tmp_path), "--volumes", "3", "--shape", "32", "32", "6",
+               "--repeats", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for name in ("preprocess from nothing", "preprocess job alone", "train job alone", "nothing to do"):
+        assert any(line.startswith(name) for line in lines), name
+    assert any(line.startswith("target spacing") and "anisotropic" in line for line in lines)
+    assert (tmp_path / "results/unet/train/fold0/model.pt").exists()
