@@ -9,7 +9,8 @@ Writes `--volumes` seeded volumes (float32 image, uint8 labels of 2 foreground c
 with in-plane voxel sizes drawn from 0.7-1.0 mm and slices of 2.5-3.5 mm (slices along the stored Z axis), so the
 automatic target spacing resamples every volume in-plane and most along the slice axis. The config names only the
 data and `train: {dims: 3, budget_steps: 1}` (keys that exist before and after the change of the volume storage).
-Then, each timing repeated `--repeats` times, best and median of the wall clock of the whole `snakemake` command:
+Then, each timing repeated `--repeats` times, best and median of the wall clock of the whole `snakemake` command, and
+the median of its CPU time (user plus system, all its processes; less sensitive to other load than the wall clock):
 
 - `--until preprocess` from nothing (ingest, split, fingerprint, preprocess; the results folder removed before each);
 - the preprocess job alone: `--forcerun preprocess --until preprocess` (ingest, split and the fingerprint exist);
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -92,19 +94,25 @@ class Runner:
         self.logs = args.workdir / "logs"
         self.logs.mkdir(exist_ok=True)
 
-    def __call__(self, name: str, *extra: str) -> float:
+    def __call__(self, name: str, *extra: str) -> tuple[float, float]:
         command = [sys.executable, "-m", "snakemake", "-s", str(self.args.repo / "Snakefile"), "--directory",
                    str(self.args.workdir), "--cores", str(self.args.cores), *extra, "--configfile", str(self.config)]
         self.count += 1
         log = self.logs / f"{self.count:02d}_{name}.log"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), children_cpu_seconds()
         with log.open("w") as out:
             result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu_start
         if result.returncode:
             sys.exit(f"volume_startup: FAILED ({name}, exit status {result.returncode}): {' '.join(command)}\n"
                      + "".join(log.read_text().splitlines(keepends=True)[-30:]))
-        return seconds
+        return seconds, cpu
+
+
+def children_cpu_seconds() -> float:
+    """User plus system CPU time of the finished child processes so far (less sensitive to load than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read(path: Path) -> str:
@@ -150,7 +158,8 @@ def main() -> None:
     for _ in range(args.repeats):
         timings[names[3]].append(run("nothing", "--until", "train"))
     load_after = os.getloadavg()
-    overhead = statistics.median(timings[names[3]])
+    overhead = statistics.median(wall for wall, _ in timings[names[3]])
+    cpu_overhead = statistics.median(cpu for _, cpu in timings[names[3]])
     x, y, z = args.shape
     in_plane = sorted(s[0] for s in spacings)
     slices = sorted(s[2] for s in spacings)
@@ -163,10 +172,13 @@ def main() -> None:
         print(f"target spacing {applied.get('spacing')} ({applied.get('spacing_source')})")
     stored = [path for path in (results / "preprocess").rglob("*") if path.is_file()]
     print(f"preprocess/ holds {len(stored)} files, {sum(path.stat().st_size for path in stored) / 2**20:.1f} MiB")
-    print(f"{'wall clock, whole snakemake command':66s} {'best':>7s} {'median':>7s}  {'median - start-up':>17s}")
+    print(f"{'whole snakemake command':66s} {'best':>7s} {'median':>7s}  {'median - start-up':>17s}  "
+          f"{'CPU median':>10s}  {'CPU - start-up':>14s}")
     for name, values in timings.items():
-        best, median = min(values), statistics.median(values)
-        minus = f"{median - overhead:16.1f}s" if name != names[3] else ""
+        walls, cpus = [wall for wall, _ in values], [cpu for _, cpu in values]
+        best, median, cpu = min(walls), statistics.median(walls), statistics.median(cpus)
+        minus = (f"{median - overhead:16.1f}s  {cpu:9.1f}s  {cpu - cpu_overhead:13.1f}s" if name != names[3]
+                 else f"{'':17s}  {cpu:9.1f}s")
         print(f"{name:66s} {best:6.1f}s {median:6.1f}s  {minus}")
     if trained:
         print(f"of the train job: {statistics.median(trained):.1f} s training and validating the step (median, "
