@@ -149,6 +149,9 @@ def test_a_resumed_training_continues_its_run_and_a_fresh_one_replaces_the_event
     fresh.finish({})
     assert fresh.record()["mlflow"]["run_id"] != run_id
     assert [e.value for e in tensorboard_events(folder).Scalars("train_loss")] == pytest.approx([0.4])
+    gone = tracker_for(config, str(tmp_path), "unet", 0, TRAIN, PLAN)
+    gone.start({"mlflow_run_id": "0" * 32})  # a resume state whose run the store does not hold: a new run
+    assert gone.record()["mlflow"]["run_id"] not in (run_id, fresh.record()["mlflow"]["run_id"], "0" * 32)
 
 
 def test_a_failing_training_marks_its_run_failed(tmp_path):

@@ -58,22 +58,31 @@ class MlflowRun:
     def start(self, params: dict, plan: dict, previous: dict | None) -> None:
         """Open the run (the interrupted one when resuming, if the store still holds it) and log params and plan."""
         from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
 
         if store_kind(self.uri) == "sqlite":
             local_path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = client_for(self.uri)
         self.experiment_id = experiment_id(self.client, self.experiment, artifact_location(self.uri, self.experiment))
-        try:
-            self.run_id = self.client.get_run(previous["mlflow_run_id"]).info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-        except (TypeError, KeyError, MlflowException):  # a fresh start, or the run is gone
-            self.run_id = self.client.create_run(self.experiment_id, tags=self.tags,
-                                                 run_name=self.tags["unetflow.run"]).info.run_id
+        self.run_id = self.resumed_run(previous) or self.client.create_run(
+            self.experiment_id, tags=self.tags, run_name=self.tags["unetflow.run"]).info.run_id
         items = [Param(key, value) for key, value in params.items()]
         for first in range(0, len(items), BATCH):
             self.client.log_batch(self.run_id, params=items[first:first + BATCH])
         self.client.log_dict(self.run_id, plan, "plan.json")
+
+    def resumed_run(self, previous: dict | None) -> str | None:
+        """The run of the interrupted training (`previous`: its saved `state`), running again; None for a fresh
+        training or when the store no longer holds the run."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = (previous or {}).get("mlflow_run_id")
+        if run_id is None:
+            return None
+        try:
+            self.client.update_run(run_id, status="RUNNING")
+        except MlflowException:
+            return None
+        return run_id
 
     def log(self, step: int, values: dict[str, float]) -> None:
         from mlflow.entities import Metric
