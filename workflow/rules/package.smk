@@ -8,6 +8,7 @@ rule package:
         stored=rules.preprocess.output.manifest,
         settings=rules.preprocess.output.settings,
         splits=rules.split.output[0],
+        tracking=lambda wc: expand(rules.train.output.tracking, experiment=wc.experiment, fold=FOLDS),
     output:
         f"{RESULTS}/{{experiment}}/package/{{experiment}}.pt",
     log:

@@ -7,6 +7,7 @@ report: "../report/workflow.rst"
 rule report:
     input:
         metrics=lambda wc: expand(rules.train.output.metrics, experiment=wc.experiment, fold=FOLDS),
+        tracking=lambda wc: expand(rules.train.output.tracking, experiment=wc.experiment, fold=FOLDS),
         plan=rules.plan.output[0],
         per_case=rules.evaluate.output.per_case,
         summary=rules.evaluate.output.summary,

@@ -9,6 +9,7 @@ rule train:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",
         metrics=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/metrics.parquet",
+        tracking=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/tracking.json",
     log:
         f"{RESULTS}/logs/{{experiment}}/train_fold{{fold}}.log",
     conda:

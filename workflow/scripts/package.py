@@ -6,6 +6,7 @@ import pandas as pd
 
 from unetflow.infer.package import build_package, save_package
 from unetflow.logs import stage_logger
+from unetflow.tracking.artifacts import log_to_runs
 
 log = stage_logger(snakemake.log[0])
 checkpoints = [snakemake.input.models] if isinstance(snakemake.input.models, str) else list(snakemake.input.models)
@@ -23,3 +24,7 @@ save_package(package, snakemake.output[0])
 log.info("packaged %d model(s) (%s) and %d classes into %s", len(checkpoints),
          ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), len(package["classes"]),
          snakemake.output[0])
+runs = log_to_runs(list(snakemake.input.tracking), "package", [snakemake.output[0]],
+                   snakemake.config["tracking"]["timeout"])
+if runs:
+    log.info("package logged to the MLflow runs of %d fold(s)", runs)

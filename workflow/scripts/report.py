@@ -19,6 +19,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import trained_classes
 from unetflow.io.sources import units
 from unetflow.logs import stage_logger
+from unetflow.tracking.artifacts import evaluation_metrics, log_to_runs
 
 log = stage_logger(snakemake.log[0])
 per_case = pd.read_parquet(snakemake.input.per_case)
@@ -38,3 +39,8 @@ write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake
                    ("Per case (best first)", per_case_table(per_case)),
                    ("Training plan", plan_table(snakemake.input.plan))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))
+test_metrics = evaluation_metrics(pd.read_parquet(snakemake.input.summary))
+runs = log_to_runs(list(snakemake.input.tracking), "report", list(snakemake.output),
+                   snakemake.config["tracking"]["timeout"], test_metrics)
+if runs:
+    log.info("report and test metrics logged to the MLflow runs of %d fold(s)", runs)

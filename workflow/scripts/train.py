@@ -10,6 +10,7 @@ from unetflow.data.folds import fold_ids
 from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import settings_of
+from unetflow.tracking.tracker import tracker_for
 from unetflow.train.sampler import training_cases
 from unetflow.train.train import Trainer
 
@@ -17,6 +18,8 @@ log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 with open(snakemake.input.plan) as file:
     plan = json.load(file)
+tracker = tracker_for(snakemake.config["tracking"], snakemake.config["results"], snakemake.wildcards.experiment,
+                      int(snakemake.wildcards.fold), snakemake.params.train, plan)  # refuses an unusable store now
 cfg = {**snakemake.params.train, **settings_of(plan)}
 stored = pd.read_parquet(snakemake.input.stored)
 train_ids, val_ids = fold_ids(pd.read_parquet(snakemake.input.splits), int(snakemake.wildcards.fold))
@@ -25,6 +28,10 @@ val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolut
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
 regions = Regions.of(pd.read_parquet(snakemake.input.regions))
-trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions)
-metrics = trainer.run(snakemake.output.model, snakemake.output.last)
+trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions, tracker)
+with tracker:  # a run that fails is marked failed
+    metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)
+with open(snakemake.output.tracking, "w") as file:
+    json.dump(tracker.record(), file, indent=2)
+log.info("tracking: %s", tracker.record())

@@ -8,6 +8,8 @@ import copy
 import re
 from pathlib import Path
 
+from unetflow.tracking.store import store_problems
+
 ORDERED_MAPPINGS = ("classes", "colors", "regions")  # their order is the class (region) order
 
 
@@ -66,7 +68,7 @@ def config_problems(config: dict) -> list[str]:
     problems += length_problems(config["train"], "train") + region_problems(config["data"])
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
-    return problems + infer_problems(config)
+    return problems + infer_problems(config) + store_problems(config["tracking"], config["results"])
 
 
 def region_labels(regions: dict) -> dict[str, list[int]]:

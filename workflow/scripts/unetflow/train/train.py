@@ -22,6 +22,7 @@ from unetflow.gpu import peak_memory_bytes, pick_device, uses_bf16
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.regions import Regions
 from unetflow.net.model import UNet
+from unetflow.tracking.tracker import Tracker
 from unetflow.train.augment import augment_batch, augment_weighted_batch
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
 from unetflow.train.sampler import PatchSampler
@@ -88,12 +89,13 @@ class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.train.schedule)."""
 
     def __init__(self, cfg: dict, plan: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
-                 regions: Regions | None = None):
+                 regions: Regions | None = None, tracker: Tracker | None = None):
         """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W)), as the
         experiment's `plan` (plan.json) says; `cfg` is the train section with the planned values filled in; with
-        `regions` the U-Net (one output per region) learns the regions of the labels. ValueError when this job's
-        device is not the kind the plan was made for."""
+        `regions` the U-Net (one output per region) learns the regions of the labels; `tracker` receives the epochs
+        (none: not tracked). ValueError when this job's device is not the kind the plan was made for."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
+        self.tracker, self.tracked_before = tracker or Tracker(), None
         torch.manual_seed(cfg["seed"])
         self.device = pick_device(cfg["device"])
         refuse_other_device(plan, self.device)
@@ -132,7 +134,7 @@ class Trainer:
         return dict(identity=self.identity, epoch=self.epoch, step=self.step, elapsed=self.elapsed, rows=self.rows,
                     candidates=self.candidates, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), sample_rng=self.sample_rng.get_state(),
-                    augment_rng=self.augment_rng.get_state())
+                    augment_rng=self.augment_rng.get_state(), tracking=self.tracker.state())
 
     def try_resume(self) -> None:
         """Continue from the saved state of an interrupted run with the same settings and data, if there is one;
@@ -149,6 +151,7 @@ class Trainer:
         self.augment_rng.set_state(state["augment_rng"].cpu())
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
         self.rows, self.candidates = state["rows"], state["candidates"]
+        self.tracked_before = state.get("tracking", {})
         self.log.info("resuming after epoch %d (%d steps, %.1f s spent) from %s", self.epoch, self.step,
                       self.elapsed, self.state_path)
 
@@ -220,11 +223,13 @@ class Trainer:
         checkpoints are written: it only outlives an interrupted run."""
         cfg = self.cfg
         self.try_resume()
+        self.tracker.start(self.tracked_before)
         clock = Clock(self.elapsed)
         keep = 1 if len(self.val_subset) == len(self.val_cases) else CANDIDATES_KEPT
         while not self.budget.spent(self.step, clock.elapsed()) and not self.should_stop():
             row = self.run_epoch(clock)
             self.rows.append(row)
+            self.tracker.log_epoch(row)
             if row["val_cases"] or not self.val_subset:  # an epoch between validations keeps the candidates
                 self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
             self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
@@ -247,8 +252,11 @@ class Trainer:
                                      self.plan), last_path)
         self.state_path.unlink(missing_ok=True)
         self.log.info("best validation Dice %.4f at epoch %d", best["dice"], best["epoch"])
-        self.log.info("peak memory %.2f GiB (%s)", peak_memory_bytes(self.device) / 2**30,
+        peak = peak_memory_bytes(self.device) / 2**30
+        self.log.info("peak memory %.2f GiB (%s)", peak,
                       "allocated on the GPU" if self.device.type == "cuda" else "resident, whole process")
+        self.tracker.finish(dict(best_val_dice=best["dice"], best_epoch=best["epoch"], epochs=self.epoch,
+                                 steps=self.step, train_seconds=clock.elapsed(), peak_memory_gib=peak))
         return pd.DataFrame(self.rows)
 
     def subset_tiles(self) -> int:
