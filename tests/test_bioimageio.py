@@ -71,6 +71,16 @@ def write_disc_image(path: Path, seed: int) -> Path:
     return path
 
 
+def block_network(patch: pytest.MonkeyPatch, tried: list) -> None:
+    """Every connection and name lookup fails, and is noted in `tried`."""
+    def refuse(*args, **kwargs):
+        tried.append(args[-1] if args else kwargs)
+        raise OSError("no network in tests")
+
+    patch.setattr(socket.socket, "connect", refuse)
+    patch.setattr(socket, "getaddrinfo", refuse)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The package, an image and the zip the command line exported from them with the network blocked; what the
@@ -78,20 +88,15 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bioimageio")
     package, image = trained_package(folder), write_disc_image(folder / "disc.png", seed=1)
     tried, printed = [], io.StringIO()
-
-    def refuse(_socket, address):
-        tried.append(address)
-        raise OSError("no network in tests")
-
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-        patch.setattr(socket.socket, "connect", refuse)
+        block_network(patch, tried)
         main(["--model", str(package), "--bioimageio", str(folder / "discs.zip"), "--image", str(image),
               "--author", "Test Author", "--licence", "MIT"])
     return dict(package=package, image=image, zip=folder / "discs.zip", printed=printed.getvalue(), tried=tried)
 
 
 def test_exported_zip_passes_the_bioimageio_model_test_offline(exported, monkeypatch):
-    monkeypatch.setattr(socket.socket, "connect", lambda _socket, address: exported["tried"].append(address))
+    block_network(monkeypatch, exported["tried"])
     report = bioimageio_core.test_model(exported["zip"])
     assert report.status == "passed", report.format()
     assert {"onnx", "torchscript"} <= {entry.loc[1] for entry in report.details if len(entry.loc) > 1}
