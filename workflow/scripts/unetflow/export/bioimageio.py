@@ -77,7 +77,7 @@ def export_bioimageio(model, output, image, authors=(), licence: str = DEFAULT_L
                   licence=licence, patch=patch, multiples=multiples)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        example = torch.from_numpy(normalize_with(raw[0], package.preprocess)[None])
+        example = torch.from_numpy(normalize_with(raw[0], package.preprocess)[None].astype(np.float32))
         write_torchscript(module, example, folder / TORCHSCRIPT)
         opset = write_onnx(module, example, multiples, folder / ONNX)
         untested = description(package, folder, opset, **fields)
