@@ -13,6 +13,7 @@ citation.
 """
 
 import getpass
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def real_test_input(package: Package, image, patch) -> np.ndarray:
 def export_bioimageio(model, output, image, authors=(), licence: str = DEFAULT_LICENCE,
                       name: str | None = None) -> tuple[Path, list[str]]:
     """Write the package `model` as a bioimage.io model zip `output`, its test input cut from `image`, checked by
-    bioimageio.core's model test (ValueError with its report when it fails); the zip and what it does not carry."""
+    bioimageio.core's model test (ValueError with its report, and nothing written, when it fails); the zip and what it
+    does not carry."""
     package = load_package(model)
     module = export_module(package)
     multiples = size_multiple(module)
@@ -87,10 +89,10 @@ def export_bioimageio(model, output, image, authors=(), licence: str = DEFAULT_L
         notes = not_carried(package)
         steps = preprocessing(package.preprocess, SPACE_AXES[len(patch)])
         (folder / "README.md").write_text(documentation(package, steps, notes, multiples))
-        path = save_bioimageio_package(description(package, folder, opset, tested=True, **fields),
-                                       output_path=Path(output))
-    checked(path)
-    return path, notes
+        tested = checked(save_bioimageio_package(description(package, folder, opset, tested=True, **fields),
+                                                 output_path=folder / "model.zip"))
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.move(tested, output)), notes
 
 
 def declared_preprocessing(model: v0_5.ModelDescr, raw: np.ndarray) -> torch.Tensor:
@@ -112,8 +114,9 @@ def description(package: Package, folder: Path, opset: int, name: str, authors: 
                 multiples, tested: bool = False) -> v0_5.ModelDescr:
     """The model's description of the files in `folder`; with `tested`, with its documentation, cover, test and
     sample tensors."""
-    files = (lambda kind, tensor: v0_5.FileDescr(source=folder / f"{kind}_{tensor}.{SUFFIX[kind]}")) \
-        if tested else (lambda kind, tensor: None)
+    def files(kind: str, tensor: str) -> v0_5.FileDescr | None:
+        return v0_5.FileDescr(source=folder / f"{kind}_{tensor}.{SUFFIX[kind]}") if tested else None
+
     return v0_5.ModelDescr(
         name=name, description=summary(package), authors=[v0_5.Author(name=author) for author in authors],
         cite=[UNET_PAPER], license=licence, tags=["unet", "segmentation", f"{len(patch)}d", "pytorch", "onnx"],
@@ -144,5 +147,6 @@ def checked(path: Path) -> Path:
     """The zip at `path` when bioimageio.core's model test passes on it, else ValueError with the test's report."""
     report = test_model(path)
     if report.status != "passed":
-        raise ValueError(f"{path}: bioimageio.core's model test failed:\n{report.format()}")
+        raise ValueError(f"bioimageio.core's model test failed on the exported model, which is not written:\n"
+                         f"{report.format()}")
     return path
