@@ -65,7 +65,7 @@ def real_test_input(package: Package, image, patch) -> np.ndarray:
     return test_input(grid, patch, str(image))
 
 
-def export_bioimageio(model, output, image, authors=(), licence: str = DEFAULT_LICENCE,
+def export_bioimageio(model, output, image, authors=(), licence: str | None = None,
                       name: str | None = None) -> tuple[Path, list[str]]:
     """Write the package `model` as a bioimage.io model zip `output`, its test input cut from `image`, checked by
     bioimageio.core's model test (ValueError with its report, and nothing written, when it fails); the zip and what it
@@ -76,7 +76,7 @@ def export_bioimageio(model, output, image, authors=(), licence: str = DEFAULT_L
     patch = network_patch(package, multiples)
     raw = real_test_input(package, image, patch)
     fields = dict(name=name or f"unetflow {Path(model).stem}", authors=list(authors) or [default_author()],
-                  licence=licence, patch=patch, multiples=multiples)
+                  licence=licence or DEFAULT_LICENCE, patch=patch, multiples=multiples)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         example = torch.from_numpy(normalize_with(raw[0], package.preprocess)[None].astype(np.float32))

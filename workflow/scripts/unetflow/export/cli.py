@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
                                      "from its centre (required with --bioimageio)")
     zoo.add_argument("--author", action="append", default=[], help="an author (repeat for several; default: the user "
                                                                    "running the export)")
-    zoo.add_argument("--licence", default="CC-BY-4.0", help="an SPDX licence id (default: %(default)s)")
+    zoo.add_argument("--licence", "--license", help="an SPDX licence id (default: CC-BY-4.0, as the Zoo recommends)")
     zoo.add_argument("--name", help="the model's name (default: 'unetflow <package name>')")
     return found
 
