@@ -1,5 +1,5 @@
-"""`python -m unetflow.export`: export a model package for other runtimes (see unetflow.export.onnx)."""
+"""`python -m unetflow.export`: export a model package for other runtimes (see unetflow.export.cli)."""
 
-from unetflow.export.onnx import main
+from unetflow.export.cli import main
 
 main()

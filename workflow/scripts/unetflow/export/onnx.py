@@ -9,7 +9,6 @@ mirroring is not part of the graph.
     python -m unetflow.export --model results/unet/package/unet.pt --onnx unet.onnx
 """
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -74,23 +73,10 @@ def export_onnx(package_path, onnx_path) -> Path:
     return Path(onnx_path)
 
 
-def main(argv=None) -> None:
-    """Export a model package to ONNX (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m unetflow.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a model package (results/<experiment>/package/*.pt)")
-    parser.add_argument("--onnx", required=True, help="the ONNX file to write")
-    args = parser.parse_args(argv)
-    try:
-        path = export_onnx(args.model, args.onnx)
-        package = load_package(args.model)
-    except ValueError as error:  # PackageError: said in full, without a traceback
-        raise SystemExit(f"error: {error}") from None
+def onnx_summary(package: Package, path: Path) -> str:
+    """What an ONNX export wrote, for people: its input and output and how the input is to be prepared."""
     shape, regions = f"{package.input_channels}, {', '.join(map(str, tile_patch(package)))}", package.regions
     output = f"{package.num_classes}, ...) mean softmax" if regions is None else \
         f"{len(regions.names)}, ...) mean sigmoid of the regions {', '.join(regions.names)}"
-    print(f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess}, resized "
-          f"by {tile_resolution(package):g} and rounded to float16; output '{OUTPUT_NAME}' (N, {output}")
-
-
-if __name__ == "__main__":
-    main()
+    return (f"wrote {path}: input '{INPUT_NAME}' (N, {shape}) float32, preprocessed as {package.preprocess}, resized "
+            f"by {tile_resolution(package):g} and rounded to float16; output '{OUTPUT_NAME}' (N, {output}")

@@ -113,6 +113,12 @@ def keep_largest_regions(masks: np.ndarray) -> np.ndarray:
     return np.stack([largest_component(mask) for mask in masks])
 
 
+def labels_of(probs: np.ndarray, regions: Regions | None) -> np.ndarray:
+    """Class indices uint8 of probabilities (K or R, ...): the argmax, or of a region model (`regions`) each region
+    where its sigmoid exceeds 0.5, written as labels."""
+    return probs.argmax(0).astype(np.uint8) if regions is None else regions.labels_of(probs > 0.5)
+
+
 def pixel_confidence(probs: np.ndarray, regions: Regions | None) -> np.ndarray:
     """How sure the prediction of each pixel is: the maximum softmax, or of a region model the least certain of its
     region decisions, the minimum over regions of max(p, 1 - p)."""
@@ -177,9 +183,8 @@ class Predictor:
         return self.labels(probs), probs
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
-        """Class indices uint8 of probabilities (K or R, ...): the argmax, or the regions written as labels."""
-        regions = self.package.regions
-        return probs.argmax(0).astype(np.uint8) if regions is None else regions.labels_of(probs > 0.5)
+        """Class indices uint8 of probabilities (K or R, ...): see `labels_of`."""
+        return labels_of(probs, self.package.regions)
 
     def predict_sources(self, sources: pd.DataFrame, out_dir,
                         save_probabilities: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
