@@ -21,7 +21,7 @@ import torch
 from unetflow.data.pairing import listed_images
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
-from unetflow.io.formats import ImageReadError, case_stem
+from unetflow.io.formats import ImageReadError, case_stem, is_series
 from unetflow.io.images import image_info
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
 
@@ -36,13 +36,13 @@ class InferInputError(ValueError):
 
 
 def input_root(spec: str) -> Path:
-    """The folder the images of an input specification are laid out below: the folder itself, a manifest's folder,
-    or the part of a glob before its first wildcard."""
-    if os.path.isdir(spec):
+    """The folder the images of an input specification are laid out below: the folder itself, a manifest's or a
+    single DICOM series' folder, or the part of a glob before its first wildcard."""
+    if os.path.isdir(spec) and not is_series(spec):
         return Path(spec)
     parts = Path(spec).parts
     wild = next((index for index, part in enumerate(parts) if glob.has_magic(part)), None)
-    if wild is None:  # a manifest or a single file
+    if wild is None:  # a manifest, a single file or series
         return Path(spec).parent
     return Path(*parts[:wild]) if wild else Path(".")
 

@@ -1,0 +1,44 @@
+"""A data set of DICOM series with NIfTI masks trained, predicted and evaluated by the workflow, and a folder of
+series segmented by `infer`: masks written as NIfTI on each series' grid."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import snakemake, tiny_config, write_config, write_series
+from unetflow.data.demo_volumes import ellipsoid_volume
+from unetflow.io.nifti import read_volume
+
+SHAPE, SPACING = (24, 20, 12), (1.0, 1.0, 3.0)  # (columns, rows, slices), [column, row, slice] mm
+
+
+def test_series_train_predict_evaluate_and_infer(tmp_path):
+    rng, affines = np.random.default_rng(0), {}
+    for index in range(3):
+        image, labels = ellipsoid_volume(SHAPE, SPACING, rng)
+        folder = write_series(tmp_path / "images" / f"case{index}", np.round(image * 300), SPACING)
+        affines[folder.name] = read_volume(folder)[1].affine
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(labels, affines[folder.name]), tmp_path / "masks" / f"case{index}.nii.gz")
+    config = tiny_config()
+    config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")}
+    config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
+    config["train"].update(batch_size=2)
+    config["infer"] = {"images": str(tmp_path / "images")}
+    snakemake(tmp_path, "results/leaderboard.parquet", "infer", configfile=write_config(tmp_path, config))
+
+    manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
+    assert set(manifest["kind"]) == {"volume"} and manifest["slices"].tolist() == [12, 12, 12]
+    test_case = pd.read_parquet(tmp_path / "results/split/splits.parquet").query("split == 'test'")["id"].iloc[0]
+    scores = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet")
+    assert scores["id"].unique().tolist() == [test_case]
+    predicted = nib.load(tmp_path / f"results/unet/predict/masks/{test_case}.nii.gz")
+    assert predicted.shape == SHAPE and np.allclose(predicted.affine, affines[test_case])
+    for name, affine in affines.items():
+        inferred = nib.load(tmp_path / f"results/infer/unet/masks/{name}.nii.gz")
+        assert inferred.shape == SHAPE and np.allclose(inferred.affine, affine)
+    summary = pd.read_parquet(tmp_path / "results/infer/unet/summary.parquet")
+    assert sorted(summary["id"].unique()) == sorted(affines) and set(summary["physical_unit"]) == {"mm^3"}
+    assert summary.query("`class` == 1")["physical_size"].to_numpy() == pytest.approx(
+        3.0 * summary.query("`class` == 1")["pixels"].to_numpy())  # voxels of 1 x 1 x 3 mm
