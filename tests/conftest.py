@@ -102,7 +102,7 @@ def write_series(folder: Path, volume: np.ndarray, spacing=(0.8, 0.7, 2.5), orig
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = generate_uid()
+    series_uid, frame_of_reference = generate_uid(), generate_uid()
     slope, intercept = rescale
     normal = np.cross(orientation[:3], orientation[3:])
     for number, offset in enumerate(range(volume.shape[2]) if positions is None else positions):
@@ -114,6 +114,7 @@ def write_series(folder: Path, volume: np.ndarray, spacing=(0.8, 0.7, 2.5), orig
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesDescription = modality, series_uid, description
         ds.StudyInstanceUID, ds.PatientID, ds.InstanceNumber = "1.2.3", "test", number + 1
+        ds.FrameOfReferenceUID = frame_of_reference
         ds.ImageOrientationPatient = [float(v) for v in orientation]
         ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + offset * spacing[2] * normal]
         ds.PixelSpacing, ds.SliceThickness = [float(spacing[1]), float(spacing[0])], float(spacing[2])

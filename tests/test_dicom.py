@@ -1,11 +1,13 @@
 """DICOM series (a folder of the slices of one series) as volumes: voxels through the modality LUT, spacing and
-orientation from the headers, pairing by folder name with NIfTI masks, inputs to segment, and every series that is
-not one volume refused naming its folder."""
+orientation from the headers, pairing by folder name with NIfTI masks, inputs to segment, every series that is not
+one volume refused naming its folder, and predicted labels written as a DICOM SEG referencing the series."""
 
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from pydicom.pixels import get_decoder
@@ -13,6 +15,7 @@ from pydicom.pixels import get_decoder
 from conftest import build_manifest, write_series
 from unetflow.data.pairing import DataValidationError, data_files, listed_images
 from unetflow.infer.infer import input_root, output_name
+from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.nifti import read_volume, volume_spacing
 from unetflow.io.sources import read_source_image, source_spacing
 
@@ -82,6 +85,27 @@ def test_images_to_segment_are_a_folder_of_series_or_one_series_named_by_their_f
     assert [output_name(path, input_root(str(scans))) for path in listed_images(str(scans))] == ["a", "b"]
     assert listed_images(str(scans / "a")) == [scans / "a"]
     assert output_name(scans / "a", input_root(str(scans / "a"))) == "a"
+
+
+def test_a_seg_holds_each_slices_labels_referencing_that_slice(tmp_path):
+    """Labels in array order (slices along the normal, columns, rows) go to the frames of the slices they belong to,
+    whatever order the files are in; one segment per foreground class, named after it."""
+    folder = write_series(tmp_path / "case01", ct(), positions=[2, 0, 3, 1])
+    labels = np.random.default_rng(0).integers(0, 3, (4, 6, 5)).astype(np.uint8)  # (slices, columns, rows)
+    classes = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "liver", "tumour"], "value": [0, 1, 2],
+                            "ignore": False})
+    path = write_seg(tmp_path / "out" / "case01.seg.dcm", labels, dict(image_path=str(folder), kind="volume",
+                                                                          slice_axis=2),
+                     segments_of(classes, False), "test")
+    seg = hd.seg.segread(path)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "tumour"]
+    slices = [pydicom.dcmread(file) for file in sorted(folder.iterdir())]
+    assert seg.StudyInstanceUID == slices[0].StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == slices[0].SeriesInstanceUID
+    for file, offset in zip(slices, [2, 0, 3, 1]):
+        frame = seg.get_pixels_by_source_instance([file.SOPInstanceUID], combine_segments=True)[0]
+        assert np.array_equal(frame, labels[offset].T)  # (rows, columns)
+    assert segments_of(classes, True) == {1: "objects"}
 
 
 # ------------------------------------------------------------------------------------------------ bad series

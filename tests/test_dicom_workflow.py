@@ -1,13 +1,17 @@
 """A data set of DICOM series with NIfTI masks trained, predicted and evaluated by the workflow, and a folder of
-series segmented by `infer`: masks written as NIfTI on each series' grid."""
+series segmented by `infer` (and one series by the command line): masks written as NIfTI on each series' grid, and
+as DICOM SEGs referencing the series."""
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 
 from conftest import snakemake, tiny_config, write_config, write_series
 from unetflow.data.demo_volumes import ellipsoid_volume
+from unetflow.infer.infer import main
 from unetflow.io.nifti import read_volume
 
 SHAPE, SPACING = (24, 20, 12), (1.0, 1.0, 3.0)  # (columns, rows, slices), [column, row, slice] mm
@@ -25,7 +29,7 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
     config["train"].update(batch_size=2)
-    config["infer"] = {"images": str(tmp_path / "images")}
+    config["infer"] = {"images": str(tmp_path / "images"), "dicom_seg": True}
     snakemake(tmp_path, "results/leaderboard.parquet", "infer", configfile=write_config(tmp_path, config))
 
     manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
@@ -42,3 +46,13 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     assert sorted(summary["id"].unique()) == sorted(affines) and set(summary["physical_unit"]) == {"mm^3"}
     assert summary.query("`class` == 1")["physical_size"].to_numpy() == pytest.approx(
         3.0 * summary.query("`class` == 1")["pixels"].to_numpy())  # voxels of 1 x 1 x 3 mm
+    for name in affines:
+        seg = hd.seg.segread(tmp_path / f"results/infer/unet/masks/{name}.seg.dcm")
+        series = {str(pydicom.dcmread(file).SeriesInstanceUID) for file in (tmp_path / "images" / name).iterdir()}
+        assert {str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)} == series
+        assert [s.SegmentLabel for s in seg.SegmentSequence] == ["foreground"]
+
+    main(["--model", str(tmp_path / "results/unet/package/unet.pt"), "--input", str(tmp_path / "images" / "case0"),
+          "--output", str(tmp_path / "cli"), "--device", "cpu", "--dicom-seg"])
+    assert sorted(path.name for path in (tmp_path / "cli").iterdir()) == ["case0.nii.gz", "case0.seg.dcm",
+                                                                          "summary.parquet"]

@@ -27,7 +27,7 @@ rule infer_list:
     conda:
         "../../envs/data.yaml"
     params:
-        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities")}),
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg")}),
     script:
         "../scripts/infer_list.py"
 

@@ -121,6 +121,8 @@ def main(argv=None) -> None:
     parser.add_argument("--output", required=True, help="folder for the masks and summary.parquet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz probabilities")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="of each DICOM series also write a DICOM SEG <id>.seg.dcm referencing it")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -130,7 +132,7 @@ def main(argv=None) -> None:
         files = listed_images(args.input)
         sources = check_images(files, predictor.package, args.threads, f"--input '{args.input}'",
                                input_root(args.input))
-        summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities)
+        summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities, args.dicom_seg)
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
     summary.to_parquet(Path(args.output, "summary.parquet"))

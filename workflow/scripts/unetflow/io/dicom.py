@@ -207,3 +207,8 @@ def slice_pixels(path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise ImageReadError(f"{path}: holds pixels of shape {pixels.shape}, not the {shape[1]}x{shape[0]} its "
                              f"header gives; copy or export it again")
     return pixels
+
+
+def series_files(folder) -> list[Path]:
+    """The slice files of the series in `folder` in the order of the volume's slices (along the slice normal)."""
+    return series_image(folder).dataobj.files

@@ -32,6 +32,7 @@ _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp
 HEAD_BYTES = 33  # PNG signature + IHDR chunk, the longest header read here
 DICOM_SUFFIX = ".dcm"
 DICOM_MAGIC_OFFSET = 128  # a DICOM file: a 128-byte preamble, then b"DICM"
+SEG_SUFFIX = ".seg.dcm"  # the DICOM SEG written beside the NIfTI mask of a series (infer.dicom_seg)
 
 
 class ImageReadError(ValueError):
@@ -87,6 +88,12 @@ def volume_suffix(path) -> str:
     """'.nii.gz' or '.nii', the suffix a prediction of the volume at `path` is written with (a DICOM series':
     '.nii.gz')."""
     return ".nii" if Path(path).name.lower().endswith(".nii") else ".nii.gz"
+
+
+def seg_path(mask_path) -> Path:
+    """Where the DICOM SEG of a series whose NIfTI mask is `mask_path` (<name>.nii.gz) goes: <name>.seg.dcm."""
+    mask_path = Path(mask_path)
+    return mask_path.with_name(mask_path.name.split(".nii")[0] + SEG_SUFFIX)
 
 
 def format_suffix(path) -> str:
