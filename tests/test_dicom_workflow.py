@@ -2,6 +2,9 @@
 series segmented by `infer` (and one series by the command line): masks written as NIfTI on each series' grid, and
 as DICOM SEGs referencing the series."""
 
+import shutil
+import time
+
 import highdicom as hd
 import nibabel as nib
 import numpy as np
@@ -9,7 +12,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from conftest import snakemake, tiny_config, write_config, write_series
+from conftest import job_counts, snakemake, tiny_config, write_config, write_series
 from unetflow.data.demo_volumes import ellipsoid_volume
 from unetflow.infer.infer import main
 from unetflow.io.nifti import read_volume
@@ -29,7 +32,8 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
     config["train"].update(batch_size=2)
-    config["infer"] = {"images": str(tmp_path / "images"), "dicom_seg": True}
+    shutil.copytree(tmp_path / "images", tmp_path / "new")
+    config["infer"] = {"images": str(tmp_path / "new"), "dicom_seg": True}
     snakemake(tmp_path, "results/leaderboard.parquet", "infer", configfile=write_config(tmp_path, config))
 
     manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
@@ -48,11 +52,18 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
         3.0 * summary.query("`class` == 1")["pixels"].to_numpy())  # voxels of 1 x 1 x 3 mm
     for name in affines:
         seg = hd.seg.segread(tmp_path / f"results/infer/unet/masks/{name}.seg.dcm")
-        series = {str(pydicom.dcmread(file).SeriesInstanceUID) for file in (tmp_path / "images" / name).iterdir()}
+        series = {str(pydicom.dcmread(file).SeriesInstanceUID) for file in (tmp_path / "new" / name).iterdir()}
         assert {str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)} == series
         assert [s.SegmentLabel for s in seg.SegmentSequence] == ["foreground"]
 
-    main(["--model", str(tmp_path / "results/unet/package/unet.pt"), "--input", str(tmp_path / "images" / "case0"),
+    time.sleep(1)  # a later modification time than every output
+    changed = pydicom.dcmread(tmp_path / "new" / "case1" / "slice005.dcm")
+    changed.PixelData = bytes(len(changed.PixelData))  # a changed slice: its series' shard is redone
+    changed.save_as(tmp_path / "new" / "case1" / "slice005.dcm")
+    assert job_counts(tmp_path, config, "infer") == {"infer_list": 1, "infer_check": 1, "infer_shard": 1,
+                                                     "infer_summary": 1}
+
+    main(["--model", str(tmp_path / "results/unet/package/unet.pt"), "--input", str(tmp_path / "new" / "case0"),
           "--output", str(tmp_path / "cli"), "--device", "cpu", "--dicom-seg"])
     assert sorted(path.name for path in (tmp_path / "cli").iterdir()) == ["case0.nii.gz", "case0.seg.dcm",
                                                                           "summary.parquet"]

@@ -43,9 +43,9 @@ def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in paths if (p.is_file() and p.name.lower().endswith(suffixes)) or is_series(p))
 
 
-def with_series_files(paths: list[Path]) -> list[Path]:
+def with_series_files(paths) -> list[Path]:
     """The paths with each DICOM series folder replaced by the files in it (so that a changed slice is a change)."""
-    return [file for path in paths
+    return [file for path in map(Path, paths)
             for file in (sorted(p for p in path.iterdir() if p.is_file()) if is_series(path) else [path])]
 
 

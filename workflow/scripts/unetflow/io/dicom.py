@@ -79,14 +79,15 @@ def read_header(path: Path) -> pydicom.Dataset:
 
 
 def one_series(folder: Path, headers: list) -> list:
-    """The headers, or ImageReadError naming every series when the folder holds slices of several."""
+    """The headers, or ImageReadError naming every series (in the order of their first files) when the folder holds
+    slices of several."""
     series = {}
     for header in headers:
         series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(header)
     if len(series) == 1:
         return headers
     found = "; ".join(f"{uid or '(no SeriesInstanceUID)'} ('{members[0].get('SeriesDescription', '')}', "
-                      f"{len(members)} files)" for uid, members in sorted(series.items()))
+                      f"{len(members)} files)" for uid, members in series.items())
     raise ImageReadError(f"{folder}: holds {len(series)} DICOM series: {found}; a series folder must hold one, so "
                          f"move each series into a folder of its own")
 
