@@ -37,8 +37,8 @@ class SeriesVoxels:
     applied while decoding."""
     slope, inter, ndim = 1.0, 0.0, 3
 
-    def __init__(self, folder: Path, files: list[Path], shape: tuple[int, int, int], dtype: np.dtype):
-        self.folder, self.files, self.shape, self.dtype = folder, files, shape, dtype
+    def __init__(self, files: list[Path], shape: tuple[int, int, int], dtype: np.dtype):
+        self.files, self.shape, self.dtype = files, shape, dtype
 
     def __array__(self, dtype=None, copy=None):
         voxels = np.empty(self.shape, dtype or self.dtype)
@@ -56,15 +56,16 @@ def series_image(folder) -> nib.Nifti1Image:
 
 @functools.lru_cache(maxsize=32)  # every header of a series is read once per change of its files
 def _series_image(folder: Path, listing: tuple[tuple[Path, int], ...]) -> nib.Nifti1Image:
+    """`series_image` of the files in `listing` (path, modification time): checked, sorted, its grid computed."""
     headers = [header for header in map(read_header, (path for path, _ in listing)) if "PixelData" in header]
     if not headers:
         raise ImageReadError(f"{folder}: holds DICOM files but no images (no pixel data); point at a series folder")
     headers = one_series(folder, headers)
-    geometry_problem(folder, headers)
-    decoder_problem(folder, headers)
+    check_geometry(folder, headers)
+    check_decoders(folder, headers)
     headers, step = sorted_slices(folder, headers)
     dtype = voxel_dtype(headers)
-    voxels = SeriesVoxels(folder, [Path(h.filename) for h in headers],
+    voxels = SeriesVoxels([Path(h.filename) for h in headers],
                           (int(headers[0].Columns), int(headers[0].Rows), len(headers)), dtype)
     return nib.Nifti1Image(voxels, series_affine(headers[0], step), dtype=dtype)
 
@@ -92,7 +93,7 @@ def one_series(folder: Path, headers: list) -> list:
                          f"move each series into a folder of its own")
 
 
-def geometry_problem(folder: Path, headers: list) -> None:
+def check_geometry(folder: Path, headers: list) -> None:
     """ImageReadError when a slice lacks what places it in space, is not one grey plane, or differs from the first
     slice in orientation, size or pixel spacing."""
     for header in headers:
@@ -113,7 +114,7 @@ def geometry_problem(folder: Path, headers: list) -> None:
                                  f"slices share one grid")
 
 
-def decoder_problem(folder: Path, headers: list) -> None:
+def check_decoders(folder: Path, headers: list) -> None:
     """ImageReadError when the slices' transfer syntax (their pixel data compression) has no installed decoder,
     naming the packages that would decode it."""
     for syntax in sorted({str(h.file_meta.TransferSyntaxUID) for h in headers}):
@@ -142,11 +143,11 @@ def sorted_slices(folder: Path, headers: list) -> tuple[list, np.ndarray]:
         return headers, normal * float(headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness")
                                        or 1.0)
     steps = np.diff(positions @ normal)
-    slice_spacing_problem(folder, headers, steps)
+    check_slice_steps(folder, headers, steps)
     return headers, (positions[-1] - positions[0]) / (len(headers) - 1)
 
 
-def slice_spacing_problem(folder: Path, headers: list, steps: np.ndarray) -> None:
+def check_slice_steps(folder: Path, headers: list, steps: np.ndarray) -> None:
     """ImageReadError for the first irregular step between neighbouring slices: a duplicated position, a gap of
     whole steps (missing slices) or an uneven step."""
     typical = float(np.median(steps))
