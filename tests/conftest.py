@@ -88,6 +88,47 @@ def write_ct_pair(folder: Path, name: str, shape, spacing, seed: int = 0, degree
     return labels, affine
 
 
+def write_series(folder: Path, volume: np.ndarray, spacing=(0.8, 0.7, 2.5), origin=(-10.0, 5.0, 2.0),
+                 orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), positions=None, rescale=(1.0, -1024.0),
+                 description: str = "CT test", modality: str = "CT", syntax=None, prefix: str = "slice") -> Path:
+    """A new DICOM series of `volume` (X, Y, Z; values after rescaling, e.g. HU) in `folder`, one file per slice
+    (<prefix><number>.dcm): `spacing` [column, row, slice] mm, the first slice's position `origin` and the row and
+    column directions `orientation` in DICOM's LPS, stored as 12-bit unsigned values with RescaleSlope/Intercept
+    `rescale`. `positions`: the slices to write as offsets along the normal in slice steps (volume slice = offset;
+    repeats, gaps, fractions and any file order allowed), default every slice in order. `syntax`: the transfer
+    syntax the files declare (explicit VR little endian); a compressed one gets the raw pixels as its one fragment."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid, frame_of_reference = generate_uid(), generate_uid()
+    slope, intercept = rescale
+    normal = np.cross(orientation[:3], orientation[3:])
+    for number, offset in enumerate(range(volume.shape[2]) if positions is None else positions):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
+        meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), syntax or ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta, ds.SOPClassUID = meta, meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.SeriesDescription = modality, series_uid, description
+        ds.StudyInstanceUID, ds.PatientID, ds.InstanceNumber = "1.2.3", "test", number + 1
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + offset * spacing[2] * normal]
+        ds.PixelSpacing, ds.SliceThickness = [float(spacing[1]), float(spacing[0])], float(spacing[2])
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        stored = np.round((volume[:, :, int(offset) % volume.shape[2]].T - intercept) / slope)
+        pixels = stored.astype(np.uint16).tobytes()
+        ds.PixelData = encapsulate([pixels]) if meta.TransferSyntaxUID.is_compressed else pixels
+        ds.save_as(folder / f"{prefix}{number:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
 def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=None, threads: int = 1, **options):
     """Ingest's (manifest, class table) of a data set given as arguments (`options`: other keys of the data section)."""
     return check_data_set(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),

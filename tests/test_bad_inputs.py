@@ -150,7 +150,7 @@ def test_volume_image_with_2d_mask(tmp_path):
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
     write_volume(tmp_path / "images" / "v.nii", np.zeros((8, 8, 3), np.float32))
     cv2.imwrite(str(tmp_path / "masks" / "v.png"), np.zeros((8, 8), np.uint8))
-    assert "v.png: the image v.nii is a NIfTI volume but its mask is not" in ingest_error(tmp_path)
+    assert "v.png: the image v.nii is a volume but its mask is not" in ingest_error(tmp_path)
 
 
 def test_volume_mask_on_another_voxel_grid(tmp_path):

@@ -21,7 +21,7 @@ from unetflow.config import (
     typed_command_line,
     with_command_line,
 )
-from unetflow.data.pairing import data_files, listed_images, shard_of
+from unetflow.data.pairing import data_files, listed_images, shard_of, with_series_files
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
 # merged key by key into the sections of the config files, before the schema checks them.

@@ -18,6 +18,8 @@ wildcard_constraints:
 rule infer_list:
     input:
         images=lambda wc: INFER_SHARDS[int(wc.shard)],
+        # the files of DICOM series folders: a changed slice redoes its shard
+        slices=lambda wc: with_series_files(INFER_SHARDS[int(wc.shard)]),
         package=lambda wc: INFER_MODELS[wc.model],
     output:
         f"{RESULTS}/infer/{{model}}/lists/shard{{shard}}.json",
@@ -27,7 +29,7 @@ rule infer_list:
     conda:
         "../../envs/data.yaml"
     params:
-        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities")}),
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg")}),
     script:
         "../scripts/infer_list.py"
 

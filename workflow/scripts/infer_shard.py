@@ -22,7 +22,7 @@ for path in remove_masks_of_removed_images(ledger):
 checked = pd.read_parquet(snakemake.input.checked)
 sources = checked[checked["image_path"].isin(shard["files"])]
 predictor = Predictor.load(snakemake.input.package, shard["device"])
-summary, objects = predictor.predict_sources(sources, masks, shard["save_probabilities"])
+summary, objects = predictor.predict_sources(sources, masks, shard["save_probabilities"], shard["dicom_seg"])
 record_written(ledger, summary, masks, shard["save_probabilities"])
 summary.to_parquet(snakemake.output.table)
 objects.to_parquet(snakemake.output.objects)

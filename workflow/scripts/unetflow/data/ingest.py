@@ -81,8 +81,8 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
         return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes or data.colors "
                 f"(or data.foreground: nonzero)")
     if (kind == "volume") != is_volume(mask):
-        return (f"{mask}: the image {pair['image'].name} is a {'NIfTI volume' if kind == 'volume' else '2D file'} "
-                f"but its mask is not; pair volumes with volumes")
+        return (f"{mask}: the image {pair['image'].name} is a {'volume' if kind == 'volume' else '2D file'} but its "
+                f"mask is not; pair volumes (NIfTI, DICOM series) with NIfTI volumes")
     return None
 
 
@@ -292,7 +292,8 @@ def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
         images = image_files(data.images)
         if not images:
             raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
-                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}); check the path or glob")
+                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); check the path "
+                                      f"or glob")
         pairs, problems = pair_files(images, mask_files(data.masks),
                                      data.mask_suffix, data.mask_prefix)
     if data.rois:

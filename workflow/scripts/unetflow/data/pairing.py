@@ -1,7 +1,8 @@
 """Pairing: which files form the cases of a data set.
 
 Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`, and
-`mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES. Alternatively a manifest file (CSV or Parquet) lists
+`mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES; a DICOM series folder is one image, a volume, and its name is
+its stem (images/case01/ pairs with masks/case01.nii.gz). Alternatively a manifest file (CSV or Parquet) lists
 image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
@@ -14,7 +15,14 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from unetflow.io.formats import IMAGE_SUFFIXES, MASK_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, case_stem
+from unetflow.io.formats import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    VOLUME_SUFFIXES,
+    ImageReadError,
+    case_stem,
+    is_series,
+)
 
 AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
 ROI_SUFFIXES = ("", "_roi", "_mask")
@@ -27,10 +35,18 @@ class DataValidationError(ValueError):
 
 def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
     """Files named by a folder (its direct children) or a glob pattern (`**` matches any depth), keeping those
-    with a known suffix."""
+    with a known suffix and DICOM series folders; a series folder itself names itself."""
+    if is_series(spec):
+        return [Path(spec)]
     paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec)
                                else glob.glob(spec, recursive=True))]
-    return sorted(p for p in paths if p.is_file() and p.name.lower().endswith(suffixes))
+    return sorted(p for p in paths if (p.is_file() and p.name.lower().endswith(suffixes)) or is_series(p))
+
+
+def with_series_files(paths) -> list[Path]:
+    """The paths with each DICOM series folder replaced by the files in it (so that a changed slice is a change)."""
+    return [file for path in map(Path, paths)
+            for file in (sorted(p for p in path.iterdir() if p.is_file()) if is_series(path) else [path])]
 
 
 def image_files(spec: str | None) -> list[Path]:
@@ -156,17 +172,17 @@ def data_files(data: dict) -> list[str]:
     files = []
     if data.get("manifest"):
         folder = Path(data["manifest"]).parent
-        files.append(data["manifest"])
+        files.append(Path(data["manifest"]))
         try:
             rows = read_manifest_file(data["manifest"])
         except DataValidationError:
             rows = []  # ingest reports it, with every other problem
         listed = [folder / str(row.get(key)) for row in rows for key in ("image", "mask")]
-        files += [str(path) for path in listed if path.is_file()]
+        files += [path for path in listed if path.is_file() or is_series(path)]
     else:
-        files += [str(path) for path in image_files(data.get("images")) + mask_files(data.get("masks"))]
-    files += [str(path) for path in image_files(data.get("rois"))]
-    return sorted(set(files))
+        files += image_files(data.get("images")) + mask_files(data.get("masks"))
+    files += image_files(data.get("rois"))
+    return sorted({str(path) for path in with_series_files(files)})
 
 
 def listed_images(spec: str) -> list[Path]:
@@ -175,7 +191,7 @@ def listed_images(spec: str) -> list[Path]:
     if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
         rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
         listed = [folder / str(row["image"]) for row in rows]
-        missing = [str(path) for path in listed if not path.is_file()]
+        missing = [str(path) for path in listed if not (path.is_file() or is_series(path))]
         if missing:
             raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
                                       f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")

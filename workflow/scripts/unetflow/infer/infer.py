@@ -21,7 +21,7 @@ import torch
 from unetflow.data.pairing import listed_images
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
-from unetflow.io.formats import ImageReadError, case_stem
+from unetflow.io.formats import ImageReadError, case_stem, is_series
 from unetflow.io.images import image_info
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
 
@@ -36,13 +36,13 @@ class InferInputError(ValueError):
 
 
 def input_root(spec: str) -> Path:
-    """The folder the images of an input specification are laid out below: the folder itself, a manifest's folder,
-    or the part of a glob before its first wildcard."""
-    if os.path.isdir(spec):
+    """The folder the images of an input specification are laid out below: the folder itself, a manifest's or a
+    single DICOM series' folder, or the part of a glob before its first wildcard."""
+    if os.path.isdir(spec) and not is_series(spec):
         return Path(spec)
     parts = Path(spec).parts
     wild = next((index for index, part in enumerate(parts) if glob.has_magic(part)), None)
-    if wild is None:  # a manifest or a single file
+    if wild is None:  # a manifest, a single file or series
         return Path(spec).parent
     return Path(*parts[:wild]) if wild else Path(".")
 
@@ -121,6 +121,8 @@ def main(argv=None) -> None:
     parser.add_argument("--output", required=True, help="folder for the masks and summary.parquet")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz probabilities")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="of each DICOM series also write a DICOM SEG <id>.seg.dcm referencing it")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -130,7 +132,7 @@ def main(argv=None) -> None:
         files = listed_images(args.input)
         sources = check_images(files, predictor.package, args.threads, f"--input '{args.input}'",
                                input_root(args.input))
-        summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities)
+        summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities, args.dicom_seg)
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
     summary.to_parquet(Path(args.output, "summary.parquet"))

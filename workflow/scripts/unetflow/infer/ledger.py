@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from unetflow.io.formats import seg_path
+
 
 def ledger_path(shards_dir, shard: int) -> Path:
     """The ledger of shard `shard` in the folder of the shard tables."""
@@ -14,11 +16,12 @@ def ledger_path(shards_dir, shard: int) -> Path:
 
 
 def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool) -> Path:
-    """Write a shard's ledger: {image: the files written for it}, its mask and, with `probabilities`, the
-    probabilities of each unit."""
+    """Write a shard's ledger: {image: the files written for it}, its mask (and the DICOM SEG beside it, if any)
+    and, with `probabilities`, the probabilities of each unit."""
     written = {}
     for row in summary.drop_duplicates("id").to_dict("records"):
-        written.setdefault(row["image_path"], [row["mask_path"]])
+        seg = seg_path(row["mask_path"])
+        written.setdefault(row["image_path"], [row["mask_path"], *([str(seg)] if seg.is_file() else [])])
         written[row["image_path"]] += [str(Path(out_dir, f"{row['id']}.npz"))] if probabilities else []
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     Path(ledger).write_text(json.dumps(written, indent=1))

@@ -22,9 +22,11 @@ from scipy import ndimage
 
 from unetflow.data.preprocess import network_array
 from unetflow.gpu import pick_device, uses_bf16
-from unetflow.infer.package import Package, load_package
+from unetflow.infer.package import Package, load_package, versions
 from unetflow.infer.summary import unit_summary
 from unetflow.instances.objects import object_table, unit_objects
+from unetflow.io.dicom_seg import segments_of, write_seg
+from unetflow.io.formats import is_series, seg_path
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
 from unetflow.io.regions import Regions
 from unetflow.io.resample import resample_probabilities, resize_slices, scaled_plane
@@ -186,21 +188,22 @@ class Predictor:
         """Class indices uint8 of probabilities (K or R, ...): see `labels_of`."""
         return labels_of(probs, self.package.regions)
 
-    def predict_sources(self, sources: pd.DataFrame, out_dir,
-                        save_probabilities: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Predict every source, write its mask (and probabilities) under out_dir; the summary table and the object
-        table (of the instance mode; empty otherwise)."""
+    def predict_sources(self, sources: pd.DataFrame, out_dir, save_probabilities: bool = False,
+                        dicom_seg: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Predict every source, write its mask (and probabilities; with `dicom_seg`, of a DICOM series also a DICOM
+        SEG) under out_dir; the summary table and the object table (of the instance mode; empty otherwise)."""
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         rows, objects = [], []
         for number, source in enumerate(sources.to_dict("records"), start=1):
-            source_rows, source_objects = self.predict_source(source, out_dir, save_probabilities)
+            source_rows, source_objects = self.predict_source(source, out_dir, save_probabilities, dicom_seg)
             rows, objects = rows + source_rows, objects + source_objects
             log.info("segmented %d/%d: %s", number, len(sources), source["image_path"])
         return pd.DataFrame(rows), object_table(objects)
 
-    def predict_source(self, source: dict, out_dir, save_probabilities: bool) -> tuple[list[dict], list[dict]]:
-        """The mask of one source written to out_dir/<id>.<suffix>; its summary rows and (in the instance mode) its
-        object rows."""
+    def predict_source(self, source: dict, out_dir, save_probabilities: bool,
+                       dicom_seg: bool) -> tuple[list[dict], list[dict]]:
+        """The mask of one source written to out_dir/<id>.<suffix> (and with `dicom_seg`, of a DICOM series, its
+        SEG <id>.seg.dcm); its summary rows and (in the instance mode) its object rows."""
         probs = self.source_probabilities(source)
         target, path = self.package.instance_target, prediction_path(out_dir, source["id"], source,
                                                                      bool(self.package.instance_target))
@@ -209,6 +212,9 @@ class Predictor:
             path = write_instance_mask(path, labels, source)
         else:
             path = write_class_mask(path, labels, self.package.classes, source, self.package.palette)
+        if dicom_seg and is_series(source["image_path"]):
+            write_seg(seg_path(path), labels, source, segments_of(self.package.classes, bool(target)),
+                      versions()["unetflow"])
         confidence = pixel_confidence(probs, self.package.regions)
         counted, rows = self.summary_labels(labels, probs), []
         for name, unit in units(source):

@@ -1,5 +1,6 @@
-"""File formats: which suffixes are images, masks and volumes, a file's case stem, and the checks every reader makes
-before decoding (the file exists, is not empty, and starts with the signature its suffix promises).
+"""File formats: which suffixes are images, masks and volumes, which folders are DICOM series (volumes too), a
+file's case stem, and the checks every reader makes before decoding (the file exists, is not empty, and starts with
+the signature its suffix promises).
 
 Dependency-free, so that the Snakefile can use it to see the data set at DAG time.
 """
@@ -29,6 +30,9 @@ _SIGNATURES = {
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif",
                      "NIfTI": ".nii", "gzipped NIfTI": ".nii.gz"}
 HEAD_BYTES = 33  # PNG signature + IHDR chunk, the longest header read here
+DICOM_SUFFIX = ".dcm"
+DICOM_MAGIC_OFFSET = 128  # a DICOM file: a 128-byte preamble, then b"DICM"
+SEG_SUFFIX = ".seg.dcm"  # the DICOM SEG written beside the NIfTI mask of a series (infer.dicom_seg)
 
 
 class ImageReadError(ValueError):
@@ -42,9 +46,27 @@ def _suffix(path: Path) -> str:
     return next((s for s in known if name.endswith(s) and len(name) > len(s)), "")
 
 
-def case_stem(path) -> str:
-    """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide'."""
+def is_dicom_file(path: Path) -> bool:
+    """Whether a file is DICOM: named *.dcm or holding b"DICM" after the 128-byte preamble (scanners often write
+    files without a suffix)."""
+    if path.name.lower().endswith(DICOM_SUFFIX):
+        return True
+    with path.open("rb") as handle:
+        return handle.read(DICOM_MAGIC_OFFSET + 4)[DICOM_MAGIC_OFFSET:] == b"DICM"
+
+
+def is_series(path) -> bool:
+    """Whether `path` is a DICOM series folder: a folder with a DICOM file among its direct children (its slices)."""
     path = Path(path)
+    return path.is_dir() and any(child.is_file() and is_dicom_file(child) for child in path.iterdir())
+
+
+def case_stem(path) -> str:
+    """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide'; a DICOM
+    series folder's name: 'images/case01/' -> 'case01'."""
+    path = Path(path)
+    if is_series(path):
+        return path.name
     suffix = _suffix(path)
     if not suffix:
         raise ImageReadError(f"{path}: unsupported file suffix; image files end in one of "
@@ -58,13 +80,20 @@ def is_lossy(path) -> bool:
 
 
 def is_volume(path) -> bool:
-    """True for NIfTI files (.nii, .nii.gz)."""
-    return str(path).lower().endswith(VOLUME_SUFFIXES)
+    """True for NIfTI files (.nii, .nii.gz) and DICOM series folders."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES) or is_series(path)
 
 
 def volume_suffix(path) -> str:
-    """'.nii.gz' or '.nii', the suffix a prediction of the volume at `path` is written with."""
-    return ".nii.gz" if Path(path).name.lower().endswith(".nii.gz") else ".nii"
+    """'.nii.gz' or '.nii', the suffix a prediction of the volume at `path` is written with (a DICOM series':
+    '.nii.gz')."""
+    return ".nii" if Path(path).name.lower().endswith(".nii") else ".nii.gz"
+
+
+def seg_path(mask_path) -> Path:
+    """Where the DICOM SEG of a series whose NIfTI mask is `mask_path` (<name>.nii.gz) goes: <name>.seg.dcm."""
+    mask_path = Path(mask_path)
+    return mask_path.with_name(mask_path.name.split(".nii")[0] + SEG_SUFFIX)
 
 
 def format_suffix(path) -> str:

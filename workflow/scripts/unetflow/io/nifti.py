@@ -1,4 +1,6 @@
 """Reading and writing NIfTI volumes (.nii, .nii.gz) with nibabel: voxels, voxel grid, spacing, label volumes.
+A DICOM series folder is read here as a NIfTI file is, through the in-memory NIfTI image `unetflow.io.dicom` makes
+of it; labels of it are written as NIfTI.
 
 Volumes come back as 3D (X, Y, Z) arrays as stored (float32 when the header scales the values). Every problem with
 a file raises `ImageReadError` naming the file.
@@ -11,7 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of
+from unetflow.io.dicom import series_image
+from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of, is_series
 from unetflow.io.labels import ID_LIMIT, label_dtype
 
 GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
@@ -45,10 +48,13 @@ _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.er
                   nib.filebasedimages.ImageFileError)
 
 
-def _load(path: Path, fmt: str):
-    """The NIfTI image with its header read and its data left on disk."""
+def _open(path) -> tuple[Path, str, "nib.Nifti1Image"]:
+    """The path, format name and image (header read, data left on disk) of a NIfTI file or a DICOM series folder."""
+    if is_series(path):
+        return Path(path), "DICOM", series_image(path)
+    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
     try:
-        return nib.load(path)
+        return path, fmt, nib.load(path)
     except _DECODE_ERRORS as error:
         raise decode_failed(path, fmt, error) from error
 
@@ -72,31 +78,27 @@ def _volume_dtype(image) -> np.dtype:
 
 def volume_info(path) -> dict:
     """Height, width (the first two axes), depth (the third) and dtype of a volume, from its header only."""
-    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
-    image = _load(path, fmt)
+    path, _, image = _open(path)
     shape = volume_shape(path, image.shape)
     return dict(height=shape[0], width=shape[1], channels=1, dtype=_volume_dtype(image).name, depth=shape[2])
 
 
 def volume_grid(path) -> tuple[tuple[int, int, int], np.ndarray]:
     """The 3D shape (see `volume_shape`) and the voxel-to-world affine of a NIfTI file, from its header."""
-    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
-    image = _load(path, fmt)
+    path, _, image = _open(path)
     return volume_shape(path, image.shape), image.affine
 
 
 def volume_spacing(path) -> tuple[float, float, float]:
     """The voxel size along each of the three axes, from the header's zooms (1 for axes a 2D file lacks)."""
-    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
-    zooms = tuple(float(z) for z in _load(path, fmt).header.get_zooms()[:3])
+    zooms = tuple(float(z) for z in _open(path)[2].header.get_zooms()[:3])
     return (zooms + (1.0, 1.0))[:3]
 
 
 def volume_unit(path) -> str:
     """The unit of the voxel spacing from the header: 'mm', 'um' or 'm'; 'mm' when the header leaves it unset (as
     ITK and most scanners' files mean it)."""
-    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
-    unit = _load(path, fmt).header.get_xyzt_units()[0]
+    unit = _open(path)[2].header.get_xyzt_units()[0]
     return {"micron": "um", "meter": "m"}.get(unit, "mm")
 
 
@@ -105,14 +107,15 @@ def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
 
     Raises ImageReadError for 4D data, NaN or Inf values, and non-numeric (e.g. RGB) voxels.
     """
-    path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
-    image = _load(path, fmt)
+    path, fmt, image = _open(path)
     shape = volume_shape(path, image.shape)
     dtype = _volume_dtype(image)
     if dtype.kind not in "iuf":
         raise ImageReadError(f"{path}: voxels of type {dtype} are not numbers; store one intensity per voxel")
     try:
         data = np.asarray(image.dataobj, dtype=dtype).reshape(shape)
+    except ImageReadError:  # said by the reader of a DICOM series, naming the slice
+        raise
     except _DECODE_ERRORS as error:
         raise decode_failed(path, fmt, error) from error
     if dtype.kind == "f" and not np.all(np.isfinite(data)):
@@ -140,9 +143,9 @@ def write_volume(path, labels: np.ndarray, like) -> None:
 
 
 def write_label_volume(path, labels: np.ndarray, reference_path) -> None:
-    """`write_volume` with the header of the NIfTI file at `reference_path` (the image the labels belong to)."""
-    reference, fmt = checked(reference_path, VOLUME_SUFFIXES, "a volume")
-    write_volume(path, labels, _load(reference, fmt))
+    """`write_volume` with the header of the NIfTI file (or DICOM series) at `reference_path` (the image the labels
+    belong to)."""
+    write_volume(path, labels, _open(reference_path)[2])
 
 
 def write_image_volume(path, image: np.ndarray, affine: np.ndarray) -> Path:
