@@ -10,6 +10,7 @@ from unetflow.data.folds import fold_ids
 from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import settings_of
+from unetflow.train.finetune import init_weights
 from unetflow.train.sampler import training_cases
 from unetflow.train.train import Trainer
 
@@ -25,6 +26,7 @@ val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolut
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
 regions = Regions.of(pd.read_parquet(snakemake.input.regions))
-trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions)
+weights = init_weights(plan, str(snakemake.input.init))  # None without train.init
+trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions, weights)
 metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)
