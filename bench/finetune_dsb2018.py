@@ -9,6 +9,7 @@ with that learning rate); all are scored on the same test images (instance mode:
 and the object metrics), and the table gives each tuned experiment's ratios to scratch.
 
     python bench/finetune_dsb2018.py                                        # 5 min pretraining, 3 min each
+    python bench/finetune_dsb2018.py --steps 300                            # 300 steps each instead
     python bench/finetune_dsb2018.py --pretrain-minutes 0.2 --minutes 0.1   # smoke
 """
 
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--labelled", type=int, default=10, help="labelled target images (2 of them validate)")
     parser.add_argument("--pretrain-minutes", type=float, default=5.0)
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget of scratch and tuned each")
+    parser.add_argument("--steps", type=int, help="a budget in optimiser steps instead of --minutes (machine load "
+                        "then changes no run's length)")
     parser.add_argument("--tuned-lr", type=float, nargs="*", default=[3e-4], help="other learning rates to tune with")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=2)
@@ -96,7 +99,8 @@ def main() -> None:
     print(f"pretraining took {minutes:.1f} min", flush=True)
     package = workdir / "pretrain" / "results" / "unet" / "package" / "unet.pt"
     config = {**base, **data_config(target, workdir / "target.csv"),
-              "train": dict(device="cpu", budget_minutes=args.minutes),
+              "train": dict(device="cpu", **(dict(budget_steps=args.steps) if args.steps else
+                                             dict(budget_minutes=args.minutes))),
               "experiments": dict(scratch={}, tuned=dict(train=dict(init=str(package))),
                                   **{f"tuned_lr{lr:g}": dict(train=dict(init=str(package), lr=lr))
                                      for lr in args.tuned_lr})}
