@@ -185,3 +185,14 @@ def test_config_refuses_an_init_that_names_no_package(tmp_path):
     (tmp_path / "old" / "package" / "old.pt").touch()  # an experiment of another config, its package under results
     config["experiments"]["c"] = dict(train=dict(init="old"))
     assert init_problems("c", config) == []
+
+
+def test_a_3d_plan_takes_the_packages_pooling(tmp_path):
+    path, model = write_package(tmp_path, dims=3)
+    volumes = sources(kind="volume", slices=12, size=16)
+    package = checked_init(path, CFG, volumes, BINARY, NO_REGIONS)
+    network = dict(network=package_network(package.models[0]), name="the package")
+    plan = make_plan(CFG, volumes, FINGERPRINT, 2, torch.device("cpu"), package=network)
+    assert plan["settings"]["pool_kernels"] == dict(value=model.hparams["pool_kernels"], source="package",
+                                                    reason="the network of the package")
+    assert plan["settings"]["patch_size"]["value"] == [8, 16, 16] and plan["settings"]["resolution"]["value"] == 1
