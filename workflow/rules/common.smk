@@ -16,6 +16,7 @@ from unetflow.config import (
     demo_training,
     experiment_problems,
     gpu_request,
+    init_package,
     merged,
     package_name,
     typed_command_line,
@@ -100,6 +101,13 @@ def ensemble_models(wildcards):
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
+
+
+def init_inputs(wildcards):
+    """The model package an experiment's training starts from (train.init; an experiment's is built first), or
+    nothing: an input of plan and train, so a new or changed package plans and trains again."""
+    path = init_package(SETTINGS[wildcards.experiment]["train"]["init"], EXPERIMENTS, RESULTS)
+    return [path] if path else []
 
 
 def uses_gpu(section):

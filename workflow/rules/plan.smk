@@ -6,8 +6,10 @@ rule plan:
     input:
         stored=rules.preprocess.output.manifest,
         fingerprint=rules.fingerprint.output.summary,
+        settings=rules.preprocess.output.settings,
         classes=rules.ingest.output.classes,
         regions=rules.ingest.output.regions,
+        init=init_inputs,
         splits=rules.split.output[0],
     output:
         f"{RESULTS}/{{experiment}}/plan.json",

@@ -5,6 +5,7 @@ rule train:
         splits=rules.split.output[0],
         plan=rules.plan.output[0],
         regions=rules.ingest.output.regions,
+        init=init_inputs,
     output:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",

@@ -11,6 +11,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import class_values
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import make_plan
+from unetflow.train.finetune import checked_init, init_record, package_network
 
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)  # as training, whose step time the plan may measure
@@ -19,10 +20,16 @@ stored, splits = pd.read_parquet(snakemake.input.stored), pd.read_parquet(snakem
 sources = stored[stored["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 with open(snakemake.input.fingerprint) as file:
     fingerprint = json.load(file)
-classes = pd.read_parquet(snakemake.input.classes)
-outputs = len(pd.read_parquet(snakemake.input.regions)) or len(class_values(classes))  # one per class or region
+classes, regions = pd.read_parquet(snakemake.input.classes), pd.read_parquet(snakemake.input.regions)
+outputs = len(regions) or len(class_values(classes))  # one per class or region
+package = checked_init(str(snakemake.input.init), cfg, sources, classes, regions) if cfg["init"] else None
+network = package and dict(network=package_network(package.models[0]),
+                           name=f"train.init package {package.path} (model {package.models[0]['source']})")
 plan = make_plan(cfg, sources, fingerprint, outputs, pick_device(cfg["device"]),
-                 instances=bool(instance_target(classes)))
+                 instances=bool(instance_target(classes)), package=network)
+if package:
+    with open(snakemake.input.settings) as file:
+        plan["init"] = init_record(package, classes, regions, json.load(file))
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
@@ -32,3 +39,10 @@ for trial in plan["resolutions_tried"]:
              "%(passes)g passes over the training pixels in the budget", trial)
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+if package:
+    init = plan["init"]
+    log.info("fine-tuning from %s (model %s, sha256 %s): %s", init["package"], init["model"], init["sha256"][:12],
+             "new output head (the classes differ)" if init["new_head"] else "every layer, the head included")
+    if init["normalization_warning"]:
+        log.warning("normalisation differs a lot from the package's: %s. The package's features see inputs scaled "
+                    "otherwise than in its training", init["normalization_warning"])

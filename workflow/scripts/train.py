@@ -11,6 +11,7 @@ from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import settings_of
 from unetflow.tracking.tracker import tracker_for
+from unetflow.train.finetune import init_weights
 from unetflow.train.sampler import training_cases
 from unetflow.train.train import Trainer
 
@@ -28,7 +29,9 @@ val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolut
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
 regions = Regions.of(pd.read_parquet(snakemake.input.regions))
-trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions, tracker)
+weights = init_weights(plan, str(snakemake.input.init))  # None without train.init
+trainer = Trainer(cfg, plan, train_cases, val_cases, train_ids, snakemake.params.state, log, regions, weights,
+                  tracker)
 with tracker:  # a run that fails is marked failed
     metrics = trainer.run(snakemake.output.model, snakemake.output.last)
 metrics.to_parquet(snakemake.output.metrics)

@@ -16,7 +16,7 @@ ORDERED_MAPPINGS = ("classes", "colors", "regions")  # their order is the class 
 PLAN_INPUTS = ("device", "dims", "resolution", "patch_size", "depth", "base_width", "batch_size",
                "foreground_oversampling", "norm", "deep_supervision", "loss", "augment", "precision", "epochs",
                "budget_steps", "budget_minutes", "iterations_per_epoch", "warmup_iterations",
-               "val_share")  # the train keys the plan rule reads (the network, its step time, the budget)
+               "val_share", "init")  # the train keys the plan rule reads (the network, its step time, the budget)
 PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
 LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most
@@ -211,7 +211,42 @@ def experiment_problems(name: str, settings: dict, config: dict) -> list[str]:
     if name in ensemble:
         problems.append(f"config key predict.ensemble of experiment {name}: it names the experiment itself, whose "
                         f"models are always in its ensemble; list the other experiments only")
-    return problems
+    return problems + init_problems(name, config)
+
+
+def experiment_init(name: str, config: dict) -> str | None:
+    """train.init of experiment `name`: its own override, else the top-level value."""
+    own = config["experiments"][name].get("train", {})
+    return own["init"] if "init" in own else config.get("train", {}).get("init")
+
+
+def init_package(init: str | None, experiments, results: str) -> str | None:
+    """The model package file train.init names (None without one): the package of an experiment of this config
+    (built by the workflow) or of one under `results` (results/<name>/package/<name>.pt), else the path given."""
+    if init is None:
+        return None
+    own = f"{results}/{init}/package/{init}.pt"
+    return own if init in experiments or Path(own).is_file() else init
+
+
+def init_problems(name: str, config: dict) -> list[str]:
+    """train.init of experiment `name` that names no package: the experiment itself, a cycle of experiments that
+    start from each other, or neither an experiment nor a package file."""
+    init, experiments = experiment_init(name, config), config["experiments"]
+    seen, current = [name], init
+    while current in experiments and current not in seen:
+        seen.append(current)
+        current = experiment_init(current, config)
+    if current == name:
+        chain = " -> ".join([*seen, name])
+        return [f"config key train.init of experiment {name}: the experiments start from each other's packages "
+                f"({chain}); one of them must train without train.init"]
+    path = init_package(init, experiments, config.get("results", "results"))
+    if init is not None and init not in experiments and not Path(path).is_file():
+        return [f"config key train.init of experiment {name}: '{init}' is neither an experiment of this config "
+                f"({list(experiments)}), nor one with a package under {config.get('results', 'results')}/, nor an "
+                f"existing model package file"]
+    return []
 
 
 def demo_training(train: dict) -> dict:

@@ -188,7 +188,7 @@ def plan_volume_geometry(cfg: dict, traits: dict, device: dict, base_width: int,
         depth = depth_for([max(patch)], limit_by_divisibility=False)
         reasons["depth"] = (f"pooled until the coarsest map of the {max(patch)}-voxel side is "
                             f"{max(patch) // 2**depth} voxels")
-    kernels = [list(level) for level in pool_kernels_for(spacing, patch, depth)]
+    kernels = cfg.get("pool_kernels") or [list(level) for level in pool_kernels_for(spacing, patch, depth)]
     if cfg["patch_size"] is None:
         multiples = [math.prod(axis) for axis in zip(*kernels)] if kernels else [1, 1, 1]
         patch = [max(m, side // m * m) for side, m in zip(patch, multiples)]
@@ -244,11 +244,15 @@ def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None
 
 
 def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: int, device: torch.device,
-              instances: bool = False) -> dict:
+              instances: bool = False, package: dict | None = None) -> dict:
     """The plan of an experiment (`cfg`: its train section, the PLAN_INPUTS keys) from its stored training `sources`
     (rows of the preprocess table), the fingerprint summary, the number of classes, the device and whether it
     trains instances: what plan.json holds (the device, the traits it was planned from, the U-Net's input channels,
-    classes and trained parameters, each planned key's value, source and reason, and the resolutions tried)."""
+    classes and trained parameters, each planned key's value, source and reason, and the resolutions tried).
+    `package`: {network, name} of a train.init package (`unetflow.train.finetune.package_network`): its values
+    fill the network keys the config leaves unset (source `package`)."""
+    taken = package_keys(cfg, package["network"], sources, instances) if package else {}
+    cfg = {**cfg, **taken}
     target = plan_device(device)
     dims, dims_reason = choose_dims(cfg["dims"], sources, cfg["patch_size"])
     if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
@@ -268,9 +272,20 @@ def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: 
         reasons["resolution"] = resolution_reason
     model = UNet(channels, num_classes, planned["depth"], planned["base_width"], cfg["norm"], cfg["deep_supervision"],
                  dims, planned["pool_kernels"])
+    settings = {key: dict(value=planned[key], source="planned" if key in reasons else "config",
+                          reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS}
+    settings.update({key: dict(value=planned[key], source="package", reason=f"the network of {package['name']}")
+                     for key in taken})
     return dict(**network, traits=traits, parameters=trained_parameters(model), resolutions_tried=trials,
-                settings={key: dict(value=planned[key], source="planned" if key in reasons else "config",
-                                    reason=reasons.get(key, "set in the config")) for key in PLANNED_KEYS})
+                settings=settings)
+
+
+def package_keys(cfg: dict, network: dict, sources: pd.DataFrame, instances: bool) -> dict:
+    """The values of a package's `network` for the network keys `cfg` leaves unset (null, auto; pool_kernels is
+    never a config key), but a resolution below 1 where the data leave none to choose (volumes, the instance mode)."""
+    fixed = instances or not (sources["kind"] != "volume").all() or network["dims"] == 3
+    return {key: value for key, value in network.items() if cfg.get(key) in (None, "auto") and value is not None
+            and not (key == "resolution" and fixed and value != 1)}
 
 
 def planned_resolution(cfg: dict, traits: dict, dims: int, instances: bool, device: dict, step_time_of):

@@ -24,6 +24,7 @@ from unetflow.io.regions import Regions
 from unetflow.net.model import UNet
 from unetflow.tracking.tracker import Tracker
 from unetflow.train.augment import augment_batch, augment_weighted_batch
+from unetflow.train.finetune import load_init_weights
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss
 from unetflow.train.sampler import PatchSampler
 from unetflow.train.schedule import Clock, lr_factor, training_budget
@@ -89,11 +90,12 @@ class Trainer:
     """One training run, resumable from `state_path`, for the budget the config asks for (unetflow.train.schedule)."""
 
     def __init__(self, cfg: dict, plan: dict, train_cases, val_cases, train_ids: list[str], state_path: Path, log,
-                 regions: Regions | None = None, tracker: Tracker | None = None):
+                 regions: Regions | None = None, init_weights: dict | None = None, tracker: Tracker | None = None):
         """Cases are 2D (image (C, H, W), labels (H, W)) or volumes (image (C, D, H, W), labels (D, H, W)), as the
         experiment's `plan` (plan.json) says; `cfg` is the train section with the planned values filled in; with
-        `regions` the U-Net (one output per region) learns the regions of the labels; `tracker` receives the epochs
-        (none: not tracked). ValueError when this job's device is not the kind the plan was made for."""
+        `regions` the U-Net (one output per region) learns the regions of the labels; `init_weights`: the weights
+        of the plan's train.init package model to start from (`unetflow.train.finetune`); `tracker` receives the
+        epochs (none: not tracked). ValueError when this job's device is not the kind the plan was made for."""
         self.val_cases, self.state_path, self.log = val_cases, Path(state_path), log
         self.tracker, self.tracked_before = tracker or Tracker(), None
         torch.manual_seed(cfg["seed"])
@@ -104,6 +106,10 @@ class Trainer:
         self.bf16 = uses_bf16(cfg["precision"], self.device)
         self.model = UNet(plan["in_channels"], plan["num_classes"], cfg["depth"], cfg["base_width"], cfg["norm"],
                           cfg["deep_supervision"], cfg["dims"], cfg["pool_kernels"]).to(self.device)
+        if init_weights is not None:
+            fresh = load_init_weights(self.model, init_weights, plan["init"]["new_head"])
+            self.log.info("started from %s (model %s); newly initialised: %s", plan["init"]["package"],
+                          plan["init"]["model"], ", ".join(sorted({key.split(".")[0] for key in fresh})) or "nothing")
         self.memory_format = CHANNELS_LAST[cfg["dims"]]
         self.model = self.model.to(memory_format=self.memory_format)  # faster convolutions on CPU and GPU
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
@@ -118,8 +124,8 @@ class Trainer:
         self.sample_rng = torch.Generator().manual_seed(cfg["seed"])
         self.augment_rng = torch.Generator(self.device).manual_seed(cfg["seed"])
         self.regions = None if regions is None else torch.from_numpy(regions.lookup()).float().to(self.device)
-        self.identity = run_identity(dict(cfg, regions=regions and asdict(regions)), train_ids,
-                                     [*train_cases, *val_cases])
+        self.identity = run_identity(dict(cfg, regions=regions and asdict(regions), init=plan.get("init")),
+                                     train_ids, [*train_cases, *val_cases])  # init: the package's path and SHA-256
         self.epoch, self.step, self.elapsed, self.rows, self.candidates = 0, 0, 0.0, [], []
         self.log.info("device %s (%s), data on %s; %d training and %d validation cases", self.device,
                       "bf16" if self.bf16 else "fp32", self.sampler.storage, len(train_cases), len(val_cases))
