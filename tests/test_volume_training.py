@@ -84,8 +84,8 @@ def test_config_refuses_patch_sides_that_do_not_fit_train_dims(dims, patch, prob
 def test_training_reads_the_stored_volumes_whole_or_slice_by_slice_without_reading_a_header(tmp_path, monkeypatch):
     manifest, classes = volume_manifest(tmp_path, (12, 10, 7), (1.0, 1.0, 2.0), count=3)
     stored = stored_sources(tmp_path, manifest=(manifest, classes))
-    reads, load = [], nifti._load
-    monkeypatch.setattr(nifti, "_load", lambda path, fmt: reads.append(str(path)) or load(path, fmt))
+    reads, opened = [], nifti._open
+    monkeypatch.setattr(nifti, "_open", lambda path: reads.append(str(path)) or opened(path))
     (image, labels), _ = training_cases(stored, ["vol0", "vol2"], dims=3)
     mask = np.asarray(nib.load(tmp_path / "masks" / "vol0.nii.gz").dataobj)
     assert image.shape == (1, 7, 12, 10) and image.dtype == np.float16 and labels.dtype == np.uint8
