@@ -138,13 +138,11 @@ def choose_level(slide: Slide, wanted: float | None, key: str) -> tuple[Level, i
 
 
 def block_mean(region: np.ndarray, factor: int) -> np.ndarray:
-    """A region (C, H, W) reduced by a whole `factor` by averaging factor x factor blocks (float32; a partial block
-    at the far edges is averaged over the pixels it has)."""
+    """A region (C, H, W) reduced by a whole `factor` by averaging factor x factor blocks, float32 (a partial block
+    at the far edges padded by repeating its last row or column)."""
     if factor == 1:
         return region
     channels, height, width = region.shape
     out = (math.ceil(height / factor), math.ceil(width / factor))
-    padded = np.full((channels, out[0] * factor, out[1] * factor), np.nan, np.float32)
-    padded[:, :height, :width] = region
-    blocks = padded.reshape(channels, out[0], factor, out[1], factor)
-    return np.nanmean(blocks, axis=(2, 4)).astype(np.float32)
+    padded = np.pad(region, ((0, 0), (0, out[0] * factor - height), (0, out[1] * factor - width)), mode="edge")
+    return padded.reshape(channels, out[0], factor, out[1], factor).mean(axis=(2, 4), dtype=np.float32)
