@@ -77,6 +77,9 @@ def test_a_region_is_read_without_decoding_the_slide(slide_path):
         assert region.shape == (3, 50, 70)
         np.testing.assert_array_equal(region, np.moveaxis(level1[100:150, 300:370], -1, 0))
         assert slide.read_region(1, 500, 760, 50, 50).shape == (3, 12, 8)  # clipped to the level
+        smallest = slide.read_region(2, 0, 0, 256, 384)
+        np.testing.assert_array_equal(slide.overview(max_pixels=10_000), smallest[:, ::4, ::4])
+        assert slide.overview().shape == (3, 256, 384)
 
 
 def test_only_the_tiles_a_region_touches_are_decoded(tmp_path):

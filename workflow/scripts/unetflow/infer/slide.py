@@ -129,7 +129,7 @@ class SlidePredictor:
         """Segment the slide at `path` into the label pyramid `out_path`; its summary (see `slide_summary`)."""
         with Slide(path) as slide:
             level, factor = choose_level(slide, wanted_pixel_size(self.predictor, pixel_size), PIXEL_SIZE_KEY)
-            overview = slide.read_region(len(slide.levels) - 1, 0, 0, *slide.levels[-1].shape)
+            overview = slide.overview()
             normalize, tissue = slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview)
             shape = tuple(math.ceil(side / factor) for side in level.shape)
             with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:

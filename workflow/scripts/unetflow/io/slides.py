@@ -20,6 +20,7 @@ from unetflow.io.tiff import failure
 
 MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
+OVERVIEW_PIXELS = 4_000_000  # at most this many pixels of the smallest level are read for tissue and statistics
 LEVEL_TOLERANCE = 0.02  # relative: a level within 2% of the pixel size wanted is taken as it is
 
 
@@ -78,10 +79,22 @@ class Slide:
 
     def read_region(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
         """The pixels (C, height, width) of a level from (top, left), clipped to the level; only the tiles it
-        touches are decoded (ImageReadError saying whether a codec is missing or the tile damaged)."""
+        touches are decoded."""
+        return self.pixels(level, (slice(top, top + height), slice(left, left + width)))
+
+    def overview(self, max_pixels: int = OVERVIEW_PIXELS) -> np.ndarray:
+        """The smallest level (C, H, W), taken at every n-th pixel where it has more than `max_pixels` (decoded a
+        tile at a time, so a pyramid without small levels does not fill the memory)."""
+        height, width = self.levels[-1].shape
+        step = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+        return self.pixels(len(self.levels) - 1, (slice(None, None, step), slice(None, None, step)))
+
+    def pixels(self, level: int, selection: tuple[slice, slice]) -> np.ndarray:
+        """A selection (rows, columns) of a level as (C, H, W); ImageReadError naming the file when a tile cannot be
+        decoded, saying whether a codec is missing or the data damaged."""
         try:
-            region = np.asarray(self.arrays[level][top:top + height, left:left + width])
-        except (RuntimeError, ValueError, OSError, KeyError) as error:  # a tile tifffile or imagecodecs cannot decode
+            region = np.asarray(self.arrays[level][selection])
+        except (RuntimeError, ValueError, OSError, KeyError) as error:  # from tifffile, imagecodecs or zarr
             raise failure(self.path, error, self.tif.series[0].keyframe.compression) from error
         return region[None] if region.ndim == 2 else np.moveaxis(region, -1, 0)
 
