@@ -1,6 +1,8 @@
 """Whole-slide images: lazy reading of pyramidal (OME-)TIFFs by region, the choice of the level, region-by-region
 prediction equal to predicting the whole level at once, background skipping, the label pyramid and the summary."""
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,13 +154,27 @@ def test_regions_are_aligned_to_the_tile_steps_with_a_margin_of_a_tile(predictor
     assert SlidePredictor(predictor, region=50).core == 64
 
 
-def test_instance_and_whole_image_postprocessing_packages_are_refused(predictor):
-    predictor.package.predict["largest_component"] = True
-    try:
-        with pytest.raises(SlideError, match=r"model.pt: predict.largest_component is a whole-image step"):
-            SlidePredictor(predictor)
-    finally:
-        predictor.package.predict["largest_component"] = False
+def unsuited(package, kind: str):
+    """The package changed into one that cannot segment slides: 3D, instance mode, whole-image postprocessing, or
+    models of two resolutions."""
+    if kind == "3D":
+        return replace(package, models=[dict(model, hparams=dict(model["hparams"], dims=3))
+                                        for model in package.models])
+    if kind == "instance":
+        return replace(package, classes=package.classes.assign(instance_target="three_class"))
+    if kind == "largest":
+        return replace(package, predict=dict(package.predict, largest_component=True))
+    return replace(package, models=[dict(model, resolution=0.5 + index) for index, model in enumerate(package.models)])
+
+
+@pytest.mark.parametrize("kind, message", [("3D", "it holds 3D models"), ("instance", "it is an instance-mode"),
+                                           ("largest", "predict.largest_component is a whole-image step"),
+                                           ("resolutions", "its models were trained at different resolutions")])
+def test_packages_that_cannot_segment_slides_are_refused_naming_the_file(predictor, kind, message):
+    unsuitable = copy.copy(predictor)
+    unsuitable.package = unsuited(predictor.package, kind)
+    with pytest.raises(SlideError, match=rf"model.pt: {message}"):
+        SlidePredictor(unsuitable)
 
 
 def test_zscore_statistics_of_a_slide_come_from_its_smallest_level():
