@@ -198,12 +198,15 @@ def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pi
     package = make_package(tmp_path, channels=3, preprocess=WINDOW)
     images = tmp_path / "in"
     images.mkdir()
-    write_slide(images / "s.ome.tif", slide_pixels())
+    (images / "site").mkdir()
+    write_slide(images / "site" / "s.ome.tif", slide_pixels())
     tifffile.imwrite(images / "flat.tif", np.full((40, 48, 3), 200, np.uint8), photometric="rgb")
+    spec = f"{images}/**/*.tif"  # the slide in a sub-folder, the plain image beside it
     with pytest.raises(SystemExit, match=r"s.ome.tif: .*--slide-pixel-size is not set"):
-        infer_main(["--model", str(package), "--input", str(images), "--output", str(tmp_path / "none")])
+        infer_main(["--model", str(package), "--input", spec, "--output", str(tmp_path / "none")])
     out = tmp_path / "out"
-    infer_main(["--model", str(package), "--input", str(images), "--output", str(out), "--slide-pixel-size", "4",
+    infer_main(["--model", str(package), "--input", spec, "--output", str(out), "--slide-pixel-size", "4",
                 "--slide-region", "32"])
-    assert pd.read_parquet(out / "slides.parquet")["id"].tolist() == ["s"]
-    assert (out / "s.ome.tif").exists() and pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
+    assert pd.read_parquet(out / "slides.parquet")["id"].tolist() == ["site/s"]  # laid out as the inputs
+    assert (out / "site" / "s.ome.tif").exists()
+    assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]

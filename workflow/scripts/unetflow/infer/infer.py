@@ -8,8 +8,8 @@ The same functions serve the workflow's `infer` rules, the Python API and the co
     python -m unetflow.infer --model results/unet/package/unet.pt --input new_images/ --output segmented/
 
 Pyramidal TIFFs among the inputs (whole-slide images) are segmented region by region at the level of the pixel size
-`--slide-pixel-size` (µm, that of the training images) into <stem>.ome.tif label pyramids with one row each in
-slides.parquet (`unetflow.infer.slide`); the command line only for now, not the workflow's rules.
+`--slide-pixel-size` (µm, that of the training images) into <name>.ome.tif label pyramids (named as masks are), one
+row each in slides.parquet (`unetflow.infer.slide`); the command line only for now, not the workflow's rules.
 """
 
 import argparse
@@ -144,8 +144,9 @@ def main(argv=None) -> None:
         sources = check_images(images, predictor.package, args.threads, f"--input '{args.input}'",
                                input_root(args.input)) if images or not slides else None
         if slides:
-            predict_slides(predictor, slides, args.output, args.slide_pixel_size,
-                           args.slide_region).to_parquet(Path(args.output, SLIDES_FILE))
+            names = [output_name(Path(path), input_root(args.input)) for path in slides]
+            predict_slides(predictor, slides, args.output, args.slide_pixel_size, args.slide_region,
+                           names).to_parquet(Path(args.output, SLIDES_FILE))
         if sources is not None:
             summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities,
                                                          args.dicom_seg)

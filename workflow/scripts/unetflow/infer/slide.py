@@ -190,12 +190,13 @@ def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, cla
     return row
 
 
-def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None,
-                   region: int = REGION) -> pd.DataFrame:
-    """Segment each slide into out_dir/<stem>.ome.tif; one summary row per slide."""
-    slides = SlidePredictor(predictor, region)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    rows = [dict(id=case_stem(path), **slides.predict(path, Path(out_dir, f"{case_stem(path)}.ome.tif"), pixel_size))
-            for path in paths]
+def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
+                   names=None) -> pd.DataFrame:
+    """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
+    sub-folders); one summary row per slide."""
+    slides, rows = SlidePredictor(predictor, region), []
+    for path, name in zip(paths, names or [case_stem(path) for path in paths]):
+        out_path = Path(out_dir, f"{name}.ome.tif")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        rows.append(dict(id=name, **slides.predict(path, out_path, pixel_size)))
     return pd.DataFrame(rows)
-
