@@ -194,7 +194,7 @@ def test_the_label_pyramid_reads_back_with_its_pixel_size(tmp_path):
             np.testing.assert_array_equal(slide.read_region(index, 0, 0, 700, 900)[0], labels[::step, ::step])
 
 
-def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pixel_size(slide_path, tmp_path):
+def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pixel_size(tmp_path):
     package = make_package(tmp_path, channels=3, preprocess=WINDOW)
     images = tmp_path / "in"
     images.mkdir()
