@@ -6,6 +6,10 @@ instance mode writes instance masks and a table of the objects (`objects.parquet
 The same functions serve the workflow's `infer` rules, the Python API and the command line:
 
     python -m unetflow.infer --model results/unet/package/unet.pt --input new_images/ --output segmented/
+
+Pyramidal TIFFs among the inputs (whole-slide images) are segmented region by region at the level of the pixel size
+`--slide-pixel-size` (µm, that of the training images) into <name>.ome.tif label pyramids (named as masks are), one
+row each in slides.parquet (`unetflow.infer.slide`); the command line only for now, not the workflow's rules.
 """
 
 import argparse
@@ -21,8 +25,10 @@ import torch
 from unetflow.data.pairing import listed_images
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
+from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides
 from unetflow.io.formats import ImageReadError, case_stem, is_series
 from unetflow.io.images import image_info
+from unetflow.io.slides import is_slide
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
 
 log = logging.getLogger("unetflow.infer.infer")
@@ -123,6 +129,9 @@ def main(argv=None) -> None:
     parser.add_argument("--save-probabilities", action="store_true", help="also write float16 <id>.npz probabilities")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="of each DICOM series also write a DICOM SEG <id>.seg.dcm referencing it")
+    parser.add_argument("--slide-pixel-size", type=float, default=None,
+                        help="µm per pixel of the training images: the pixel size slides are predicted at")
+    parser.add_argument("--slide-region", type=int, default=REGION, help="region size of slides (pixels)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -130,16 +139,24 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load(args.model, args.device)
         files = listed_images(args.input)
-        sources = check_images(files, predictor.package, args.threads, f"--input '{args.input}'",
-                               input_root(args.input))
-        summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities, args.dicom_seg)
+        slides = [path for path in files if is_slide(path)]
+        images = [path for path in files if path not in slides]
+        sources = check_images(images, predictor.package, args.threads, f"--input '{args.input}'",
+                               input_root(args.input)) if images or not slides else None
+        if slides:
+            names = [output_name(Path(path), input_root(args.input)) for path in slides]
+            predict_slides(predictor, slides, args.output, args.slide_pixel_size, args.slide_region,
+                           names).to_parquet(Path(args.output, SLIDES_FILE))
+        if sources is not None:
+            summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities,
+                                                         args.dicom_seg)
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
-    summary.to_parquet(Path(args.output, "summary.parquet"))
-    if predictor.package.instance_target:
-        objects.to_parquet(Path(args.output, OBJECTS_FILE))
-    log.info("segmented %d image(s) into %s", len(files), args.output)
-
+    if sources is not None:
+        summary.to_parquet(Path(args.output, "summary.parquet"))
+        if predictor.package.instance_target:
+            objects.to_parquet(Path(args.output, OBJECTS_FILE))
+    log.info("segmented %d image(s) and %d slide(s) into %s", len(images), len(slides), args.output)
 
 if __name__ == "__main__":
     main()

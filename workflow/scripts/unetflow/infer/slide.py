@@ -1,0 +1,202 @@
+"""Whole-slide prediction with bounded memory: a pyramidal TIFF (`unetflow.io.slides`) segmented region by region at
+the level whose pixel size is the one the model was trained at, background regions skipped, the labels written as a
+pyramidal OME-TIFF (`unetflow.io.slide_labels`) with one summary row per class (area in mm²).
+
+Each region is a core of about `region` pixels read with a margin on every side and predicted by the package's
+sliding window; only its core is kept. Region and margin are whole multiples of every model's tile step and the
+margin at least one tile, so the tiles covering a core pixel are exactly those of predicting the whole level at once:
+the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
+slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
+saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0.
+
+2D semantic and region packages only; a model's preprocessing scale and training resolution are folded into the
+pixel size wanted (`slide_pixel_size / (scale * resolution)`).
+"""
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.color import rgb2hsv
+from skimage.filters import threshold_otsu
+
+from unetflow.data.normalization import EPSILON, normalize_with
+from unetflow.data.preprocess import to_channels
+from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
+from unetflow.io.formats import case_stem
+from unetflow.io.labels import trained_classes
+from unetflow.io.slide_labels import write_label_pyramid
+from unetflow.io.slides import Slide, block_mean, choose_level
+from unetflow.io.store import IMAGE_DTYPE
+
+log = logging.getLogger("unetflow.infer.slide")
+PIXEL_SIZE_KEY = "--slide-pixel-size"
+SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
+REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
+
+
+class SlideError(ValueError):
+    """A package or slide cannot be predicted slide-wise; the message names the file and what to do."""
+
+
+def slide_problems(predictor: Predictor) -> list[str]:
+    """What keeps a package from segmenting slides: 3D models, the instance mode, whole-image postprocessing,
+    models trained at different resolutions."""
+    package, problems = predictor.package, []
+    if any(model["hparams"]["dims"] == 3 for model in package.models):
+        problems.append("it holds 3D models; slides are segmented by 2D models only")
+    if package.instance_target:
+        problems.append("it is an instance-mode package; slides are segmented by semantic models only for now")
+    if package.predict["largest_component"]:
+        problems.append("predict.largest_component is a whole-image step, not done region by region; retrain or "
+                        "package without it")
+    if len(set(package.resolutions)) > 1:
+        problems.append("its models were trained at different resolutions; package models of one resolution")
+    return [f"{package.path}: {problem}" for problem in problems]
+
+
+def tile_steps(predictor: Predictor) -> tuple[int, int]:
+    """The step all regions are aligned to (the least common multiple of every model's tile step on both axes) and
+    the margin (the smallest multiple of it that is at least every tile)."""
+    overlap = predictor.package.predict["overlap"]
+    patches = [size for patch in predictor.package.patches for size in patch]
+    step = math.lcm(*(max(1, round(size * (1 - overlap))) for size in patches))
+    return step, step * math.ceil(max(patches) / step)
+
+
+def regions(shape: tuple[int, int], core: int, margin: int):
+    """(core, read) boxes (top, left, bottom, right) covering a level of `shape`, each read box the core plus
+    `margin` on every side, clipped to the level."""
+    for top in range(0, shape[0], core):
+        for left in range(0, shape[1], core):
+            box = (top, left, min(top + core, shape[0]), min(left + core, shape[1]))
+            yield box, (max(0, box[0] - margin), max(0, box[1] - margin), min(shape[0], box[2] + margin),
+                        min(shape[1], box[3] + margin))
+
+
+def tissue_mask(overview: np.ndarray) -> np.ndarray:
+    """Tissue of a small level (C, H, W): saturation above its Otsu threshold (RGB), or grey below it."""
+    if overview.shape[0] == 3:
+        values = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
+    else:
+        values = -overview[0].astype(np.float32)
+    if values.min() == values.max():
+        return np.zeros(values.shape, bool)
+    return values > threshold_otsu(values)
+
+
+def slide_normalizer(settings: dict, overview: np.ndarray):
+    """A function normalising regions (C, H, W) float32 as the package does, the statistics of per-image schemes
+    taken from `overview` (the smallest level, C, H, W)."""
+    if settings["normalization"] not in ("zscore", "minmax"):
+        return lambda region: normalize_with(region, settings)
+    values = overview.reshape(len(overview), -1).astype(np.float32)
+    low, high = np.full(len(values), -np.inf), np.full(len(values), np.inf)
+    if settings["clip_percentiles"] is not None:
+        low, high = np.percentile(values, settings["clip_percentiles"], axis=1)
+        values = np.clip(values, low[:, None], high[:, None])
+    if settings["normalization"] == "zscore":
+        offset, scale = values.mean(axis=1), np.maximum(values.std(axis=1), EPSILON)
+    else:
+        offset, scale = values.min(axis=1), np.maximum(values.max(axis=1) - values.min(axis=1), EPSILON)
+    shape = (-1, 1, 1)
+    return lambda region: ((np.clip(region, low.reshape(shape), high.reshape(shape)) - offset.reshape(shape))
+                           / scale.reshape(shape)).astype(np.float32)
+
+
+def wanted_pixel_size(predictor: Predictor, pixel_size: float | None) -> float | None:
+    """The pixel size (µm) the network saw in training: the training images' `pixel_size` over the preprocessing
+    scale and the models' resolution."""
+    package = predictor.package
+    return None if pixel_size is None else pixel_size / (package.preprocess["scale"] * package.resolutions[0])
+
+
+class SlidePredictor:
+    """A `Predictor` applied to one slide region by region (see the module docstring)."""
+
+    def __init__(self, predictor: Predictor, region: int = REGION):
+        problems = slide_problems(predictor)
+        if problems:
+            raise SlideError("the package cannot segment slides:\n  - " + "\n  - ".join(problems))
+        self.predictor = predictor
+        self.step, self.margin = tile_steps(predictor)
+        self.core = self.step * math.ceil(region / self.step)
+
+    def predict(self, path, out_path, pixel_size: float | None) -> dict:
+        """Segment the slide at `path` into the label pyramid `out_path`; its summary (see `slide_summary`)."""
+        with Slide(path) as slide:
+            level, factor = choose_level(slide, wanted_pixel_size(self.predictor, pixel_size), PIXEL_SIZE_KEY)
+            overview = slide.overview()
+            normalize, tissue = slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview)
+            shape = tuple(math.ceil(side / factor) for side in level.shape)
+            with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
+                labels = np.lib.format.open_memmap(Path(scratch, "labels.npy"), "w+", np.uint8, shape)
+                predicted = self.fill_labels(slide, level.index, factor, labels, normalize, tissue)
+                write_label_pyramid(out_path, labels, level.pixel_size * factor)
+                summary = slide_summary(labels, tissue, level.pixel_size * factor, self.predictor.package.classes)
+            log.info("%s: level %d (x%d), %d of %d regions predicted", path, level.index, factor, *predicted)
+        return dict(summary, image_path=str(path), mask_path=str(out_path), level=level.index, factor=factor)
+
+    def fill_labels(self, slide: Slide, level: int, factor: int, labels: np.ndarray, normalize,
+                    tissue: np.ndarray) -> tuple[int, int]:
+        """Predict every region with tissue into `labels` (the level's network grid); (predicted, all) regions."""
+        boxes, predicted = list(regions(labels.shape, self.core, self.margin)), 0
+        for core, read in boxes:
+            if not has_tissue(tissue, core, labels.shape):
+                continue
+            pixels = slide.read_region(level, read[0] * factor, read[1] * factor, (read[2] - read[0]) * factor,
+                                       (read[3] - read[1]) * factor)
+            region = block_mean(pixels.astype(np.float32), factor)
+            found = self.region_labels(normalize(to_channels(region, self.predictor.package.input_channels)))
+            labels[core[0]:core[2], core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
+                                                             core[1] - read[1]:core[3] - read[1]]
+            predicted += 1
+        return predicted, len(boxes)
+
+    def region_labels(self, network: np.ndarray) -> np.ndarray:
+        """Class indices (H, W) uint8 of a normalised region (C, H, W), predicted as `Predictor.probabilities` does
+        (the models' resolution already folded into the level)."""
+        predictor = self.predictor
+        probs = mean_probabilities(predictor.models, predictor.package.patches, network[:, None].astype(IMAGE_DTYPE),
+                                   predictor.package.predict, predictor.device,
+                                   sigmoid=predictor.package.regions is not None)
+        return labels_of(probs[:, 0].numpy(), predictor.package.regions)
+
+
+def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
+    """Whether the tissue mask (any size) has tissue inside a box of a level of `shape` (at least one mask pixel)."""
+    scale = (tissue.shape[0] / shape[0], tissue.shape[1] / shape[1])
+    top, left = int(box[0] * scale[0]), int(box[1] * scale[1])
+    bottom, right = max(top + 1, math.ceil(box[2] * scale[0])), max(left + 1, math.ceil(box[3] * scale[1]))
+    return bool(tissue[top:bottom, left:right].any())
+
+
+def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame,
+                  band: int = 1024) -> dict:
+    """One slide's summary: pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), the pixel
+    size (µm) of the labels and the tissue area (mm², from the tissue mask); `labels` counted band by band."""
+    counts = np.zeros(256, np.int64)
+    for top in range(0, labels.shape[0], band):
+        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
+    mm2 = (pixel_size / 1000) ** 2
+    row = dict(pixel_size_um=pixel_size, height=labels.shape[0], width=labels.shape[1],
+               tissue_mm2=float(tissue.mean()) * labels.size * mm2)
+    for entry in trained_classes(classes).to_dict("records"):
+        pixels = int(counts[entry["index"]])
+        row.update({f"pixels_{entry['name']}": pixels, f"area_mm2_{entry['name']}": pixels * mm2})
+    return row
+
+
+def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
+                   names=None) -> pd.DataFrame:
+    """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
+    sub-folders); one summary row per slide."""
+    slides, rows = SlidePredictor(predictor, region), []
+    for path, name in zip(paths, names or [case_stem(path) for path in paths]):
+        out_path = Path(out_dir, f"{name}.ome.tif")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        rows.append(dict(id=name, **slides.predict(path, out_path, pixel_size)))
+    return pd.DataFrame(rows)
