@@ -7,11 +7,13 @@ the 30 ISBI 2012 slices (../shared/data/isbi2012, electron microscopy), a seeded
 train, one validates) and the rest are the test split. On those, experiments train for the same --steps each:
 `scratch`, `tuned` (train.init: the pretrained package, the default learning rate, a new head since the classes
 differ) and, per --tuned-lr, `tuned_lr<lr>`; every target experiment gets the package's network (depth, width,
-patch, resolution), so only the starting weights differ. All are scored on the same test slices (Dice of membrane
-and of cell) and the table gives each tuned experiment's ratios to scratch. Budgets are optimiser steps, not
-minutes: on a shared, loaded machine equal minutes give the runs unequal training.
+patch, resolution), so only the starting weights differ; the pretraining patch is --patch pixels a side (128: a
+quarter of the pixels of the plan's CPU patch of 256, so that the runs stay short on a loaded 2-core CPU). All are
+scored on the same test slices (Dice of membrane and of cell) and the table gives each tuned experiment's ratios
+to scratch. Budgets are optimiser steps, not minutes: on a shared, loaded machine equal minutes give the runs
+unequal training.
 
-    python bench/finetune_far_isbi2012.py                                   # 600 pretraining steps, 300 each
+    python bench/finetune_far_isbi2012.py                                   # 400 pretraining steps, 300 each
     python bench/finetune_far_isbi2012.py --pretrain-steps 4 --steps 4      # smoke
 """
 
@@ -62,7 +64,8 @@ def class_scores(results: Path, experiment: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labelled", type=int, default=4, help="labelled ISBI slices (one of them validates)")
-    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--patch", type=int, default=128, help="patch side of the pretraining (and so of all runs)")
     parser.add_argument("--steps", type=int, default=300, help="training budget of scratch and each tuned run")
     parser.add_argument("--tuned-lr", type=float, nargs="*", default=[3e-4], help="other learning rates to tune with")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,7 +78,7 @@ def main() -> None:
     print(f"pretraining on {len(pretrain)} DSB 2018 images (semantic), fine-tuning on {args.labelled} ISBI 2012 "
           f"slices, testing on {len(target) - args.labelled}", flush=True)
     minutes = snakemake(workdir / "pretrain", dict(
-        results="results", train=dict(device="cpu", budget_steps=args.pretrain_steps),
+        results="results", train=dict(device="cpu", budget_steps=args.pretrain_steps, patch_size=[args.patch] * 2),
         **data_config(pretrain, workdir / "pretrain.csv", foreground="nonzero")),
         "results/unet/package/unet.pt", args.cores)
     print(f"pretraining took {minutes:.1f} min", flush=True)
