@@ -60,10 +60,10 @@ def snakemake(workdir: Path, config: dict, target: str, cores: int) -> float:
     return (time.perf_counter() - start) / 60
 
 
-def data_config(manifest: pd.DataFrame, path: Path) -> dict:
-    """The data and split sections of a fixed-split manifest written to `path`."""
+def data_config(manifest: pd.DataFrame, path: Path, **data) -> dict:
+    """The data (with the `data` keys) and split sections of a fixed-split manifest written to `path`."""
     manifest[["image", "mask", "split"]].to_csv(path, index=False)
-    return dict(data=dict(manifest=str(path), instances=True), split=dict(fixed=True))
+    return dict(data=dict(manifest=str(path), **data), split=dict(fixed=True))
 
 
 def scores(results: Path, experiment: str) -> dict:
@@ -73,6 +73,19 @@ def scores(results: Path, experiment: str) -> dict:
     metrics = pd.read_parquet(results / experiment / "train" / "fold0" / "metrics.parquet")
     return dict(experiment=experiment, **{name: float(row[name]) for name in METRICS if name in row},
                 steps=int(metrics["steps"].max()), val_dice=float(metrics["val_dice"].max()))
+
+
+def experiments(package: Path, tuned_lrs: list[float]) -> dict:
+    """`scratch`, `tuned` from the package (the default learning rate) and `tuned_lr<lr>` per other rate."""
+    return dict(scratch={}, tuned=dict(train=dict(init=str(package))),
+                **{f"tuned_lr{lr:g}": dict(train=dict(init=str(package), lr=lr)) for lr in tuned_lrs})
+
+
+def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of experiments (the `experiment` index, scratch first) with each other row's ratios to scratch."""
+    ratios = (table.loc[name] / table.loc["scratch"] for name in table.index[1:])
+    table = pd.concat([table, pd.DataFrame(ratios, index=[f"{name} / scratch" for name in table.index[1:]])])
+    return table.reset_index(names="experiment")
 
 
 def main() -> None:
@@ -94,22 +107,18 @@ def main() -> None:
     print(f"pretraining on {len(pretrain)} images (median nucleus < {args.area:g} px), fine-tuning on "
           f"{args.labelled} of {len(target)} others, testing on {len(target) - args.labelled}", flush=True)
     base = dict(results="results", train=dict(device="cpu", budget_minutes=args.pretrain_minutes))
-    minutes = snakemake(workdir / "pretrain", {**base, **data_config(pretrain, workdir / "pretrain.csv")},
+    minutes = snakemake(workdir / "pretrain", {**base, **data_config(pretrain, workdir / "pretrain.csv",
+                                                                     instances=True)},
                         "results/unet/package/unet.pt", args.cores)
     print(f"pretraining took {minutes:.1f} min", flush=True)
     package = workdir / "pretrain" / "results" / "unet" / "package" / "unet.pt"
-    config = {**base, **data_config(target, workdir / "target.csv"),
+    config = {**base, **data_config(target, workdir / "target.csv", instances=True),
               "train": dict(device="cpu", **(dict(budget_steps=args.steps) if args.steps else
                                              dict(budget_minutes=args.minutes))),
-              "experiments": dict(scratch={}, tuned=dict(train=dict(init=str(package))),
-                                  **{f"tuned_lr{lr:g}": dict(train=dict(init=str(package), lr=lr))
-                                     for lr in args.tuned_lr})}
+              "experiments": experiments(package, args.tuned_lr)}
     minutes = snakemake(workdir / "target", config, "results/leaderboard.parquet", args.cores)
     table = pd.DataFrame([scores(workdir / "target" / "results", name) for name in config["experiments"]])
-    table = table.set_index("experiment")
-    ratios = (table.loc[name] / table.loc["scratch"] for name in table.index[1:])
-    table = pd.concat([table, pd.DataFrame(ratios, index=[f"{name} / scratch" for name in table.index[1:]])])
-    table = table.reset_index(names="experiment")
+    table = with_ratios(table.set_index("experiment"))
     table.to_parquet(workdir / "finetune_dsb2018.parquet")
     print(f"target runs took {minutes:.1f} min")
     print(table.to_string(index=False, float_format="%.3f"))
