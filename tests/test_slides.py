@@ -210,3 +210,10 @@ def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pi
     assert pd.read_parquet(out / "slides.parquet")["id"].tolist() == ["site/s"]  # laid out as the inputs
     assert (out / "site" / "s.ome.tif").exists()
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
+
+
+def test_every_slide_is_checked_before_any_is_predicted(slide_path, predictor, tmp_path):
+    bare = write_slide(tmp_path / "bare.tif", slide_pixels(), ome=False, resolution=False)
+    with pytest.raises(SlideError, match=r"1 slide\(s\) cannot be segmented:\n  - .*bare.tif: the slide's metadata"):
+        predict_slides(predictor, [slide_path, bare], tmp_path / "out", 1.0)
+    assert not (tmp_path / "out").exists()  # the readable slide first in the list was not predicted either

@@ -26,7 +26,7 @@ from skimage.filters import threshold_otsu
 from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
 from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
-from unetflow.io.formats import case_stem
+from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
 from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Slide, block_mean, choose_level
@@ -190,11 +190,27 @@ def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, cla
     return row
 
 
+def slide_read_problems(predictor: Predictor, paths, pixel_size: float | None) -> list[str]:
+    """What keeps each slide from being predicted (unreadable, no level of the wanted pixel size), every slide opened
+    and its level chosen before any is predicted."""
+    problems = []
+    for path in paths:
+        try:
+            with Slide(path) as slide:
+                choose_level(slide, wanted_pixel_size(predictor, pixel_size), PIXEL_SIZE_KEY)
+        except ImageReadError as error:
+            problems.append(str(error))
+    return problems
+
+
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
                    names=None) -> pd.DataFrame:
     """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
-    sub-folders); one summary row per slide."""
+    sub-folders); one summary row per slide. SlideError listing every slide's problem before any is predicted."""
     slides, rows = SlidePredictor(predictor, region), []
+    problems = slide_read_problems(predictor, paths, pixel_size)
+    if problems:
+        raise SlideError(f"{len(problems)} slide(s) cannot be segmented:\n  - " + "\n  - ".join(problems))
     for path, name in zip(paths, names or [case_stem(path) for path in paths]):
         out_path = Path(out_dir, f"{name}.ome.tif")
         out_path.parent.mkdir(parents=True, exist_ok=True)
