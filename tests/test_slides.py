@@ -202,7 +202,7 @@ def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pi
     write_slide(images / "site" / "s.ome.tif", slide_pixels())
     tifffile.imwrite(images / "flat.tif", np.full((40, 48, 3), 200, np.uint8), photometric="rgb")
     spec = f"{images}/**/*.tif"  # the slide in a sub-folder, the plain image beside it
-    with pytest.raises(SystemExit, match=r"s.ome.tif: .*--slide-pixel-size is not set"):
+    with pytest.raises(SystemExit, match=r"s.ome.tif: .*\(--slide-pixel-size on the command line\) is not set"):
         infer_main(["--model", str(package), "--input", spec, "--output", str(tmp_path / "none")])
     out = tmp_path / "out"
     infer_main(["--model", str(package), "--input", spec, "--output", str(out), "--slide-pixel-size", "4",

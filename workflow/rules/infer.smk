@@ -29,7 +29,12 @@ rule infer_list:
     conda:
         "../../envs/data.yaml"
     params:
-        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg")}),
+        infer=canonical(
+            {
+                key: INFER[key]
+                for key in ("device", "save_probabilities", "dicom_seg", "slide_pixel_size", "slide_region")
+            }
+        ),
     script:
         "../scripts/infer_list.py"
 
@@ -47,6 +52,7 @@ rule infer_check:
     threads: 4
     params:
         spec=INFER["images"],
+        slide_pixel_size=INFER["slide_pixel_size"],
     script:
         "../scripts/infer_check.py"
 
@@ -61,6 +67,7 @@ rule infer_shard:
     output:
         table=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}.parquet",
         objects=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_objects.parquet",
+        slides=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_slides.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/shard{{shard}}.log",
     conda:
@@ -80,10 +87,12 @@ rule infer_summary:
     input:
         tables=lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
         objects=lambda wc: expand(rules.infer_shard.output.objects, model=wc.model, shard=sorted(INFER_SHARDS)),
+        slides=lambda wc: expand(rules.infer_shard.output.slides, model=wc.model, shard=sorted(INFER_SHARDS)),
         checked=rules.infer_check.output[0],  # redone whenever the images change, also when a shard goes away
     output:
         summary=f"{RESULTS}/infer/{{model}}/summary.parquet",
         objects=f"{RESULTS}/infer/{{model}}/objects.parquet",
+        slides=f"{RESULTS}/infer/{{model}}/slides.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/summary.log",
     localrule: True

@@ -1,4 +1,5 @@
-"""Rule infer_check: read every image to segment in full and check it against the model, before any prediction."""
+"""Rule infer_check: read every image to segment in full (a whole-slide image: open it and choose its level) and check
+it against the model, before any prediction."""
 
 import json
 import re
@@ -13,7 +14,7 @@ shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))
             for listed in snakemake.input.lists for path in json.loads(Path(listed).read_text())["files"]}
 spec = snakemake.params.spec
 table = check_images(list(shard_of), load_package(snakemake.input.package), snakemake.threads,
-                     f"infer.images = '{spec}'", input_root(spec))
+                     f"infer.images = '{spec}'", input_root(spec), snakemake.params.slide_pixel_size)
 table["shard"] = table["image_path"].map(shard_of)
 table.to_parquet(snakemake.output[0])
 log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as below %s", len(table),

@@ -25,7 +25,7 @@ import torch
 from unetflow.data.pairing import listed_images
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
-from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides
+from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.io.formats import ImageReadError, case_stem, is_series
 from unetflow.io.images import image_info
 from unetflow.io.slides import is_slide
@@ -88,15 +88,23 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
-                 root: Path | None = None) -> pd.DataFrame:
-    """One row per image source (see `inspect_image`; outputs named by their path below `root`, default: each file's
-    stem), or InferInputError listing every problem of every file."""
+                 root: Path | None = None, slide_pixel_size: float | None = None) -> pd.DataFrame:
+    """One row per image source (see `inspect_image`; a whole-slide image is only opened: `slide_row`; outputs named
+    by their path below `root`, default: each file's stem), or InferInputError listing every problem of every
+    file."""
     if not files:
         raise InferInputError(f"no image files matched {spec}; check the folder, glob or manifest")
     names = [output_name(Path(path), root) if root is not None else case_stem(path) for path in files]
+
+    def inspect(path, name):
+        if is_slide(path):
+            return slide_row(path, name, package, slide_pixel_size)
+        return inspect_image(Path(path), name, package)
+
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda item: inspect_image(Path(item[0]), item[1], package), zip(files, names)))
+        results = list(pool.map(lambda item: inspect(*item), zip(files, names)))
     problems = [problem for _, found in results for problem in found]
+    problems += slide_problems(package) if any(map(is_slide, files)) else []
     table = pd.DataFrame([row for row, _ in results if row is not None])
     problems += duplicate_names(table)
     if problems:
@@ -138,21 +146,18 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     try:
         predictor = Predictor.load(args.model, args.device)
-        files = listed_images(args.input)
-        slides = [path for path in files if is_slide(path)]
-        images = [path for path in files if path not in slides]
-        sources = check_images(images, predictor.package, args.threads, f"--input '{args.input}'",
-                               input_root(args.input)) if images or not slides else None
-        if slides:
-            names = [output_name(Path(path), input_root(args.input)) for path in slides]
-            predict_slides(predictor, slides, args.output, args.slide_pixel_size, args.slide_region,
-                           names).to_parquet(Path(args.output, SLIDES_FILE))
-        if sources is not None:
-            summary, objects = predictor.predict_sources(sources, args.output, args.save_probabilities,
+        checked = check_images(listed_images(args.input), predictor.package, args.threads,
+                               f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size)
+        images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
+        if len(slides):
+            predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
+                           args.slide_region, slides["id"].tolist()).to_parquet(Path(args.output, SLIDES_FILE))
+        if len(images):
+            summary, objects = predictor.predict_sources(images, args.output, args.save_probabilities,
                                                          args.dicom_seg)
     except ValueError as error:  # PackageError, InferInputError, DataValidationError: said in full, no traceback
         raise SystemExit(f"error: {error}") from None
-    if sources is not None:
+    if len(images):
         summary.to_parquet(Path(args.output, "summary.parquet"))
         if predictor.package.instance_target:
             objects.to_parquet(Path(args.output, OBJECTS_FILE))

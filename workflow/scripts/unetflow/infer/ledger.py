@@ -15,11 +15,12 @@ def ledger_path(shards_dir, shard: int) -> Path:
     return Path(shards_dir, f"shard{shard}_written.json")
 
 
-def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool) -> Path:
+def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool, slides: pd.DataFrame) -> Path:
     """Write a shard's ledger: {image: the files written for it}, its mask (and the DICOM SEG beside it, if any)
-    and, with `probabilities`, the probabilities of each unit."""
-    written = {}
-    for row in summary.drop_duplicates("id").to_dict("records"):
+    and, with `probabilities`, the probabilities of each unit; of each slide (a row of `slides`) its label pyramid."""
+    written = {row["image_path"]: [row["mask_path"]] for row in slides.to_dict("records")}
+    units = summary.drop_duplicates("id").to_dict("records") if len(summary) else []  # a class row per unit
+    for row in units:
         seg = seg_path(row["mask_path"])
         written.setdefault(row["image_path"], [row["mask_path"], *([str(seg)] if seg.is_file() else [])])
         written[row["image_path"]] += [str(Path(out_dir, f"{row['id']}.npz"))] if probabilities else []

@@ -25,6 +25,7 @@ from skimage.filters import threshold_otsu
 
 from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
+from unetflow.infer.package import Package
 from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
@@ -33,7 +34,7 @@ from unetflow.io.slides import Slide, block_mean, choose_level
 from unetflow.io.store import IMAGE_DTYPE
 
 log = logging.getLogger("unetflow.infer.slide")
-PIXEL_SIZE_KEY = "--slide-pixel-size"
+PIXEL_SIZE_KEY = "infer.slide_pixel_size (--slide-pixel-size on the command line)"
 SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
 REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
 
@@ -42,10 +43,10 @@ class SlideError(ValueError):
     """A package or slide cannot be predicted slide-wise; the message names the file and what to do."""
 
 
-def slide_problems(predictor: Predictor) -> list[str]:
+def slide_problems(package: Package) -> list[str]:
     """What keeps a package from segmenting slides: 3D models, the instance mode, whole-image postprocessing,
     models trained at different resolutions."""
-    package, problems = predictor.package, []
+    problems = []
     if any(model["hparams"]["dims"] == 3 for model in package.models):
         problems.append("it holds 3D models; slides are segmented by 2D models only")
     if package.instance_target:
@@ -107,10 +108,9 @@ def slide_normalizer(settings: dict, overview: np.ndarray):
                            / scale.reshape(shape)).astype(np.float32)
 
 
-def wanted_pixel_size(predictor: Predictor, pixel_size: float | None) -> float | None:
+def wanted_pixel_size(package: Package, pixel_size: float | None) -> float | None:
     """The pixel size (µm) the network saw in training: the training images' `pixel_size` over the preprocessing
     scale and the models' resolution."""
-    package = predictor.package
     return None if pixel_size is None else pixel_size / (package.preprocess["scale"] * package.resolutions[0])
 
 
@@ -118,7 +118,7 @@ class SlidePredictor:
     """A `Predictor` applied to one slide region by region (see the module docstring)."""
 
     def __init__(self, predictor: Predictor, region: int = REGION):
-        problems = slide_problems(predictor)
+        problems = slide_problems(predictor.package)
         if problems:
             raise SlideError("the package cannot segment slides:\n  - " + "\n  - ".join(problems))
         self.predictor = predictor
@@ -128,7 +128,8 @@ class SlidePredictor:
     def predict(self, path, out_path, pixel_size: float | None) -> dict:
         """Segment the slide at `path` into the label pyramid `out_path`; its summary (see `slide_summary`)."""
         with Slide(path) as slide:
-            level, factor = choose_level(slide, wanted_pixel_size(self.predictor, pixel_size), PIXEL_SIZE_KEY)
+            level, factor = choose_level(slide, wanted_pixel_size(self.predictor.package, pixel_size),
+                                         PIXEL_SIZE_KEY)
             overview = slide.overview()
             normalize, tissue = slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview)
             shape = tuple(math.ceil(side / factor) for side in level.shape)
@@ -190,25 +191,29 @@ def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, cla
     return row
 
 
-def slide_read_problems(predictor: Predictor, paths, pixel_size: float | None) -> list[str]:
-    """What keeps each slide from being predicted (unreadable, no level of the wanted pixel size), every slide opened
-    and its level chosen before any is predicted."""
-    problems = []
-    for path in paths:
-        try:
-            with Slide(path) as slide:
-                choose_level(slide, wanted_pixel_size(predictor, pixel_size), PIXEL_SIZE_KEY)
-        except ImageReadError as error:
-            problems.append(str(error))
-    return problems
+def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tuple[dict | None, list[str]]:
+    """A slide checked without decoding it: its row (id = output `name`, kind `slide`, the level and factor it is
+    predicted at, that grid's height and width, channels) and its problems (unreadable, no level of the wanted pixel
+    size)."""
+    try:
+        with Slide(path) as slide:
+            level, factor = choose_level(slide, wanted_pixel_size(package, pixel_size), PIXEL_SIZE_KEY)
+            row = dict(id=name, image_path=str(path), kind="slide", slices=1, slice_axis=0, level=level.index,
+                       factor=factor, height=math.ceil(level.shape[0] / factor),
+                       width=math.ceil(level.shape[1] / factor), channels=slide.channels, dtype="uint8")
+    except ImageReadError as error:
+        return None, [str(error)]
+    return row, []
 
 
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
                    names=None) -> pd.DataFrame:
     """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
     sub-folders); one summary row per slide. SlideError listing every slide's problem before any is predicted."""
+    if not len(paths):
+        return pd.DataFrame()
     slides, rows = SlidePredictor(predictor, region), []
-    problems = slide_read_problems(predictor, paths, pixel_size)
+    problems = [problem for path in paths for problem in slide_row(path, "", predictor.package, pixel_size)[1]]
     if problems:
         raise SlideError(f"{len(problems)} slide(s) cannot be segmented:\n  - " + "\n  - ".join(problems))
     for path, name in zip(paths, names or [case_stem(path) for path in paths]):
