@@ -13,6 +13,12 @@ That last command, 2 torch threads on the shared 2-core CPU machine (2026-12-05)
 peak RSS 504 MiB, 12 s; 16,000 x 16,000 px (256 megapixels) 555 MiB, 17 s (labels 1000 x 1000 and 2000 x 2000 at
 2 µm, 4 and 16 regions). With the default --region 2048 both slides fit one region, whose buffers then grow with the
 slide (533 and 872 MiB): the memory is bounded by the region, not the slide. Of the ~450 MiB, torch's import is most.
+
+`python bench/slide_memory.py --size 50000 --pixel-size 4` (same machine, load average 1-2, 2026-12-05; 13.7 minutes in
+all, nearly all of it writing the slides): 50,000 x 50,000 px (2.5 gigapixels, 168 MiB of JPEG) peak RSS 741 MiB,
+5 s of prediction (labels 3125 x 3125 at 4 µm, the /16 level read directly); 100,000 x 100,000 px (10 gigapixels,
+668 MiB) 911 MiB, 20 s (6250 x 6250). Memory grew by 170 MiB for 4x the pixels (the label memory map's touched
+pages and the overview), far under the 4 GB asked for.
 """
 
 import argparse
