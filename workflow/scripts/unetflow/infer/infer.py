@@ -95,16 +95,17 @@ def check_images(files: list[Path], package: Package, threads: int = 1, spec: st
     if not files:
         raise InferInputError(f"no image files matched {spec}; check the folder, glob or manifest")
     names = [output_name(Path(path), root) if root is not None else case_stem(path) for path in files]
+    slides = [is_slide(path) for path in files]
 
-    def inspect(path, name):
-        if is_slide(path):
+    def inspect(path, name, slide: bool):
+        if slide:
             return slide_row(path, name, package, slide_pixel_size)
         return inspect_image(Path(path), name, package)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda item: inspect(*item), zip(files, names)))
+        results = list(pool.map(lambda item: inspect(*item), zip(files, names, slides)))
     problems = [problem for _, found in results for problem in found]
-    problems += slide_problems(package) if any(map(is_slide, files)) else []
+    problems += slide_problems(package) if any(slides) else []
     table = pd.DataFrame([row for row, _ in results if row is not None])
     problems += duplicate_names(table)
     if problems:
