@@ -157,7 +157,8 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "ti
 # the output that stands for a job of the rules with several outputs per job (the others have one)
 JOB_OUTPUT = {"ingest": "manifest.parquet", "fingerprint": "fingerprint.json", "preprocess": "settings.json",
               "train": "model.pt", "evaluate": "summary.parquet", "report": "metrics.html",
-              "leaderboard": "leaderboard.parquet", "infer_shard": "*[0-9].parquet", "infer_summary": "summary.parquet"}
+              "leaderboard": "leaderboard.parquet", "infer_shard": "*[0-9].parquet", "infer_summary": "summary.parquet",
+              "infer_slide": "summary.parquet"}
 
 
 def scheduled_jobs(workdir: Path, *args: str, configfile: Path) -> set[tuple[str, str]]:

@@ -13,8 +13,7 @@ import pytest
 from pydicom.pixels import get_decoder
 
 from conftest import build_manifest, write_series
-from unetflow.data.pairing import DataValidationError, data_files, listed_images
-from unetflow.infer.infer import input_root, output_name
+from unetflow.data.pairing import DataValidationError, data_files, input_root, listed_images, output_name
 from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.nifti import read_volume, volume_spacing
 from unetflow.io.sources import read_source_image, source_spacing

@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 
 SCRIPTS = REPO / "workflow" / "scripts"
-USERS = {"torch": {"plan", "train", "predict", "package", "infer_check", "infer_shard"}, "sklearn": {"split"},
+USERS = {"torch": {"plan", "train", "predict", "package", "infer_check", "infer_shard",
+                   "infer_slide_part", "infer_slide"}, "sklearn": {"split"},
          "mlflow": set(), "tensorboard": set()}  # tracking loads them in a job that tracks, not on import
 SCRIPTS_WITHOUT_TORCH = sorted(path.stem for path in SCRIPTS.glob("*.py") if path.stem not in USERS["torch"])
 

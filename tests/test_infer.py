@@ -17,9 +17,9 @@ import tifffile
 import torch
 
 from conftest import REPO, applied, build_manifest, job_counts, snakemake, tiny_config, write_config, write_ct_pair
-from unetflow.data.pairing import listed_images, shard_of
+from unetflow.data.pairing import input_root, listed_images, output_name, shard_of
 from unetflow.data.preprocess import preprocess_source
-from unetflow.infer.infer import InferInputError, check_images, input_root, output_name
+from unetflow.infer.infer import InferInputError, check_images
 from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
 from unetflow.infer.predictor import Predictor, model_probabilities
 from unetflow.infer.summary import unit_summary

@@ -1,13 +1,13 @@
 """Whole-slide images through the workflow's `infer` target: a slide among the images is checked without decoding
-it, segmented region by region into a label pyramid named as masks are, listed in slides.parquet, and its pyramid is
-removed with the slide."""
+it, segmented in `infer.slide_jobs` parts (one job each) merged into a label pyramid named as masks are, equal to one
+job's bit for bit, listed in slides.parquet, and its outputs are removed with the slide."""
 
 import shutil
 
 import numpy as np
 import pandas as pd
 import tifffile
-from test_infer import infer_config, make_package, run_infer
+from test_infer import infer_config, make_package, run_infer, scheduled
 from test_slides import WINDOW, slide_pixels, write_slide
 
 from conftest import snakemake, write_config
@@ -37,8 +37,33 @@ def test_infer_segments_slides_beside_images_and_forgets_a_removed_slide(tmp_pat
     areas = slides["area_mm2_background"].iloc[0] + slides["area_mm2_cell"].iloc[0]
     assert abs(areas - 64 * 96 * 0.004 ** 2) < 1e-9  # every label pixel of 4 µm is one class or the other
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
+    assert not list(out.glob("slides/**/part*.npy"))  # the parts are gone once merged
 
     shutil.move(images / "site" / "s.ome.tif", tmp_path / "moved.ome.tif")
     run_infer(workdir, config)
-    assert not (out / "masks" / "site" / "s.ome.tif").exists()
+    assert not (out / "masks" / "site" / "s.ome.tif").exists() and not (out / "slides" / "site" / "s").exists()
     assert pd.read_parquet(out / "slides.parquet").empty
+
+
+def test_a_slide_split_over_jobs_equals_one_job_and_reruns_no_shard(tmp_path):
+    package = make_package(tmp_path, channels=3, preprocess=WINDOW)
+    images = tmp_path / "new"
+    images.mkdir()
+    write_slide(images / "s.ome.tif", slide_pixels())
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = infer_config(str(images), models=[str(package)], slide_pixel_size=2, slide_region=64)
+    run_infer(workdir, config)  # slides only: no shard
+    out = next(workdir.glob("results/infer/*"))
+    one_job = tifffile.imread(out / "masks" / "s.ome.tif")
+    assert one_job.shape == (128, 192) and len(np.unique(one_job)) == 2
+
+    config["infer"]["slide_jobs"] = 3  # 2 rows of 64-pixel regions: parts of 0, 1 and 1 rows
+    assert scheduled(workdir, config) == dict(infer_slide_list=1, infer_check=1, infer_slide_part=3, infer_slide=1,
+                                              infer_summary=1)
+    tifffile.imwrite(images / "flat.tif", np.full((40, 48, 3), 200, np.uint8), photometric="rgb")
+    run_infer(workdir, config)
+    np.testing.assert_array_equal(tifffile.imread(out / "masks" / "s.ome.tif"), one_job)
+    assert len(list((workdir / "results/logs/infer" / out.name / "slides/s").glob("part*.log"))) == 3
+    config["infer"]["slide_region"] = 128
+    assert "infer_shard" not in scheduled(workdir, config)  # a slide setting changes no shard

@@ -14,7 +14,14 @@ from test_infer import make_package
 from conftest import applied
 from unetflow.infer.infer import main as infer_main
 from unetflow.infer.predictor import Predictor
-from unetflow.infer.slide import SlideError, SlidePredictor, predict_slides, slide_normalizer, tile_steps
+from unetflow.infer.slide import (
+    SlideError,
+    SlidePredictor,
+    part_rows,
+    predict_slides,
+    slide_normalizer,
+    tile_steps,
+)
 from unetflow.io.formats import ImageReadError
 from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
@@ -152,6 +159,22 @@ def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, pre
 def test_regions_are_aligned_to_the_tile_steps_with_a_margin_of_a_tile(predictor):
     assert tile_steps(predictor) == (16, 32)  # patch 32, overlap 0.5
     assert SlidePredictor(predictor, region=50).core == 64
+
+
+def test_parts_of_rows_of_regions_merge_into_the_labels_of_one_part(slide_path, predictor, tmp_path):
+    assert [part_rows(128, 64, part, 3) for part in range(3)] == [(0, 0), (0, 64), (64, 128)]  # 2 rows, 3 parts
+    assert [part_rows(100, 32, part, 2) for part in range(2)] == [(0, 64), (64, 100)]  # the last row partial
+    slides = SlidePredictor(predictor, region=32)  # 128 rows of 32: 4 rows of regions
+    one = slides.merge(slide_path, [slides.predict_part(slide_path, tmp_path / "one.npy", 2.0)], tmp_path / "one.tif",
+                       2.0)
+    parts = [slides.predict_part(slide_path, tmp_path / f"p{part}.npy", 2.0, part, 3) for part in range(3)]
+    assert [len(np.load(path)) for path in parts] == [32, 32, 64]
+    three = slides.merge(slide_path, parts, tmp_path / "three.tif", 2.0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "three.tif"), tifffile.imread(tmp_path / "one.tif"))
+    assert {key: value for key, value in three.items() if key != "mask_path"} == \
+        {key: value for key, value in one.items() if key != "mask_path"}
+    with pytest.raises(ValueError, match="do not make up a label grid"):
+        slides.merge(slide_path, parts[1:], tmp_path / "missing.tif", 2.0)
 
 
 def unsuited(package, kind: str):

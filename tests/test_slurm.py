@@ -13,10 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import torch
 import yaml
+
+from unetflow.infer.predictor import Predictor
+from unetflow.infer.slide import SlidePredictor
 
 REPO = Path(__file__).resolve().parents[1]
 START = REPO / "cluster" / "start-local-slurm.sh"
@@ -24,8 +30,10 @@ STOP = REPO / "cluster" / "stop-local-slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
 ACCOUNT = "unetflow"
 LOCAL_RULES = {"demo_data", "split", "leaderboard"}  # light rules marked localrule: they skip the queue
-GPU_RULES = {"plan", "train", "predict", "infer_shard"}  # they run where a model runs: a GPU with device auto
-CPU_ONLY = ("--set-resources", "plan:gpu=0", "train:gpu=0", "predict:gpu=0", "infer_shard:gpu=0")  # cluster/README.md
+# the rules that run where a model runs: a GPU with device auto
+GPU_RULES = {"plan", "train", "predict", "infer_shard", "infer_slide_part"}
+CPU_ONLY = ("--set-resources", "plan:gpu=0", "train:gpu=0", "predict:gpu=0", "infer_shard:gpu=0",
+            "infer_slide_part:gpu=0")  # cluster/README.md
 SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
 WORKFLOW_TIMEOUT_S = 900
 # One test session at a time uses the machine's one cluster (/etc/slurm, the state folder): a second one (the suite
@@ -153,24 +161,43 @@ def test_workflow_runs_every_job_through_slurm(slurm_cluster, tmp_path):
 
 
 def segments_new_images_through_slurm(workdir: Path) -> None:
-    """`infer` on copies of the test images: a SLURM job per shard, the masks `predict` wrote."""
+    """`infer` on copies of the test images and a whole slide made of them: a SLURM job per shard and per part of
+    the slide, the masks `predict` wrote, the slide's labels those of one job."""
     predicted = sorted((workdir / "results/unet/predict/masks").glob("*.png"))
     (workdir / "new").mkdir()
     for path in predicted:
         shutil.copy(workdir / "results/demo/images" / path.name, workdir / "new" / path.name)
-    config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()), "infer": {"images": "new", "shards": 2}}
+    demo = [cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in sorted(workdir.glob("results/demo/images/*.png"))]
+    slide = write_grey_slide(workdir / "new" / "slide.tif", demo[:8])
+    config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()),
+              "infer": {"images": "new", "shards": 2, "slide_pixel_size": 0.5, "slide_region": 64, "slide_jobs": 2}}
     (workdir / "infer.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(REPO / "Snakefile", workdir, "infer", "--configfile", str(workdir / "infer.yaml"))
     assert result.returncode == 0, failure_report(result, workdir)
     remote, local = jobs_by_place(result.stdout)
     shards = local.count("infer_list")  # 1 or 2: the shards that hold images
-    assert shards >= 1 and sorted(local) == ["infer", *["infer_list"] * shards, "infer_summary"]
-    assert sorted(remote) == ["infer_check", *["infer_shard"] * shards]  # the check and a prediction per shard
+    assert shards >= 1 and sorted(local) == ["infer", *["infer_list"] * shards, "infer_slide_list", "infer_summary"]
+    # the check, a prediction per shard and per part of the slide, and the slide's merge
+    assert sorted(remote) == ["infer_check", *["infer_shard"] * shards, "infer_slide", *["infer_slide_part"] * 2]
     job_ids = submitted_job_ids(result.stdout)
     assert len(job_ids) == len(remote)
-    assert gpus_by_rule(sacct_records(job_ids)) == {"infer_check": {(0, 0)}, "infer_shard": {(1, 1)}}
+    assert gpus_by_rule(sacct_records(job_ids)) == {"infer_check": {(0, 0)}, "infer_shard": {(1, 1)},
+                                                    "infer_slide_part": {(1, 1)}, "infer_slide": {(0, 0)}}
     inferred = {path.name: path.read_bytes() for path in (workdir / "results/infer/unet/masks").rglob("*.png")}
     assert inferred == {path.name: path.read_bytes() for path in predicted}
+    one_job = SlidePredictor(Predictor.load(workdir / "results/unet/package/unet.pt", "cpu"), region=64)
+    one_job.predict(slide, workdir / "one_job.ome.tif", 0.5)
+    np.testing.assert_array_equal(tifffile.imread(workdir / "results/infer/unet/masks/slide.ome.tif"),
+                                  tifffile.imread(workdir / "one_job.ome.tif"))
+
+
+def write_grey_slide(path: Path, images: list[np.ndarray]) -> Path:
+    """A tiled grey pyramid (levels at 0.5 and 1 µm) of 8 grey images of one size, in 2 rows of 4."""
+    pixels = np.vstack([np.hstack(images[:4]), np.hstack(images[4:])])
+    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+        writer.write(pixels, subifds=1, tile=(64, 64), resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+        writer.write(pixels[::2, ::2], subfiletype=1, tile=(64, 64))
+    return path
 
 
 def runs_on_a_cpu_only_cluster(workdir: Path) -> None:

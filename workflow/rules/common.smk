@@ -5,7 +5,8 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-# The dependency-light part of the library (unetflow.config, unetflow.data.pairing) checks the config and lists the data.
+# The dependency-light part of the library (unetflow.config, unetflow.data.pairing, unetflow.io.slides) checks the
+# config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
@@ -22,7 +23,8 @@ from unetflow.config import (
     typed_command_line,
     with_command_line,
 )
-from unetflow.data.pairing import data_files, listed_images, shard_of, with_series_files
+from unetflow.data.pairing import data_files, input_root, listed_images, output_name, shard_of, with_series_files
+from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
 # merged key by key into the sections of the config files, before the schema checks them.
@@ -153,12 +155,16 @@ def infer_models():
     return models
 
 
-def infer_shards():
-    """{shard: its image files} of the images to segment (only shards that have files)."""
-    shards = {}
+def infer_inputs():
+    """The images to segment: ({shard: its image files} by a hash of their paths, whole-slide images left out;
+    {name: file} of the whole-slide images, named as their masks are)."""
+    shards, slides = {}, {}
     for path in listed_images(INFER["images"]):
-        shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
-    return shards
+        if is_slide(path):
+            slides[output_name(path, input_root(INFER["images"]))] = str(path)
+        else:
+            shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
+    return shards, slides
 
 
 def infer_targets(wildcards):
@@ -168,6 +174,6 @@ def infer_targets(wildcards):
             "config key infer.images: set it to the folder, glob or manifest of the images to segment "
             "(e.g. --config infer='{images: new_images}')"
         )
-    if not INFER_SHARDS:
+    if not INFER_SHARDS and not INFER_SLIDES:
         raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
     return expand(rules.infer_summary.output.summary, model=list(INFER_MODELS))

@@ -1,18 +1,23 @@
 # Rules infer_*: segment new, unlabelled images (infer.images) with model packages, in shards of a stable hash of
 # their paths. infer_list writes a shard's files and settings (a shard is predicted again only when they or the
 # package change); infer_check reads every image once, all problems reported together, before any shard predicts.
+# A whole-slide image is no shard's: it is predicted in infer.slide_jobs parts (runs of rows of regions, one job
+# each) that infer_slide merges into its label pyramid, equal to one job's.
 # Snakemake does not look at the own reasons of a job downstream of a rerunning job (it waits for the rerun to reach
 # it), and a shard reaches infer_check only through an ancient() input: so every reason to redo a shard goes through
 # its list.
 
 
 INFER_MODELS = infer_models()
-INFER_SHARDS = infer_shards() if INFER["images"] is not None else {}
+INFER_SHARDS, INFER_SLIDES = infer_inputs() if INFER["images"] is not None else ({}, {})
+SLIDE_SETTINGS = ("device", "slide_pixel_size", "slide_region", "slide_jobs")
 
 
 wildcard_constraints:
     model="|".join(map(re.escape, INFER_MODELS)),
     shard=r"\d+",
+    slide="|".join(map(re.escape, INFER_SLIDES)) or "(?!)",
+    part=r"\d+",
 
 
 rule infer_list:
@@ -29,12 +34,24 @@ rule infer_list:
     conda:
         "../../envs/data.yaml"
     params:
-        infer=canonical(
-            {
-                key: INFER[key]
-                for key in ("device", "save_probabilities", "dicom_seg", "slide_pixel_size", "slide_region")
-            }
-        ),
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg")}),
+    script:
+        "../scripts/infer_list.py"
+
+
+rule infer_slide_list:
+    input:
+        images=lambda wc: [INFER_SLIDES[wc.slide]],
+        package=lambda wc: INFER_MODELS[wc.model],
+    output:
+        f"{RESULTS}/infer/{{model}}/slides/{{slide}}/list.json",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/slides/{{slide}}/list.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        infer=canonical({key: INFER[key] for key in SLIDE_SETTINGS}),
     script:
         "../scripts/infer_list.py"
 
@@ -42,6 +59,7 @@ rule infer_list:
 rule infer_check:
     input:
         lists=lambda wc: expand(rules.infer_list.output[0], model=wc.model, shard=sorted(INFER_SHARDS)),
+        slides=lambda wc: expand(rules.infer_slide_list.output[0], model=wc.model, slide=sorted(INFER_SLIDES)),
         package=lambda wc: INFER_MODELS[wc.model],
     output:
         f"{RESULTS}/infer/{{model}}/inputs.parquet",
@@ -67,7 +85,6 @@ rule infer_shard:
     output:
         table=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}.parquet",
         objects=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_objects.parquet",
-        slides=f"{RESULTS}/infer/{{model}}/shards/shard{{shard}}_slides.parquet",
     log:
         f"{RESULTS}/logs/infer/{{model}}/shard{{shard}}.log",
     conda:
@@ -83,11 +100,51 @@ rule infer_shard:
         "../scripts/infer_shard.py"
 
 
+rule infer_slide_part:
+    input:
+        listed=rules.infer_slide_list.output[0],  # its file and settings: the part reruns when they change
+        package=lambda wc: INFER_MODELS[wc.model],
+        checked=ancient(str(rules.infer_check.output[0])),  # as infer_shard's
+    output:
+        temp(f"{RESULTS}/infer/{{model}}/slides/{{slide}}/part{{part}}.npy"),
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/slides/{{slide}}/part{{part}}.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=uses_gpu(INFER),
+    script:
+        "../scripts/infer_slide_part.py"
+
+
+rule infer_slide:
+    input:
+        parts=expand(rules.infer_slide_part.output[0], part=range(INFER["slide_jobs"]), allow_missing=True),
+        listed=rules.infer_slide_list.output[0],
+        package=lambda wc: INFER_MODELS[wc.model],
+    output:
+        labels=f"{RESULTS}/infer/{{model}}/masks/{{slide}}.ome.tif",  # laid out as the inputs are
+        table=f"{RESULTS}/infer/{{model}}/slides/{{slide}}/summary.parquet",
+    log:
+        f"{RESULTS}/logs/infer/{{model}}/slides/{{slide}}/merge.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/infer_slide.py"
+
+
 rule infer_summary:
     input:
         tables=lambda wc: expand(rules.infer_shard.output.table, model=wc.model, shard=sorted(INFER_SHARDS)),
         objects=lambda wc: expand(rules.infer_shard.output.objects, model=wc.model, shard=sorted(INFER_SHARDS)),
-        slides=lambda wc: expand(rules.infer_shard.output.slides, model=wc.model, shard=sorted(INFER_SHARDS)),
+        slides=lambda wc: expand(rules.infer_slide.output.table, model=wc.model, slide=sorted(INFER_SLIDES)),
         checked=rules.infer_check.output[0],  # redone whenever the images change, also when a shard goes away
     output:
         summary=f"{RESULTS}/infer/{{model}}/summary.parquet",
@@ -100,6 +157,10 @@ rule infer_summary:
         "../../envs/data.yaml"
     params:
         shards=sorted(INFER_SHARDS),
+        slides=lambda wc: {
+            name: expand([*rules.infer_slide.output, *rules.infer_slide_list.output], model=wc.model, slide=name)
+            for name in INFER_SLIDES
+        },
     script:
         "../scripts/infer_summary.py"
 

@@ -1,21 +1,23 @@
 """Rule infer_check: read every image to segment in full (a whole-slide image: open it and choose its level) and check
-it against the model, before any prediction."""
+it against the model, before any prediction; whole-slide images are no shard's (`shard` empty)."""
 
 import json
 import re
 from pathlib import Path
 
-from unetflow.infer.infer import check_images, input_root
+from unetflow.data.pairing import input_root
+from unetflow.infer.infer import check_images
 from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))
             for listed in snakemake.input.lists for path in json.loads(Path(listed).read_text())["files"]}
+slides = [path for listed in snakemake.input.slides for path in json.loads(Path(listed).read_text())["files"]]
 spec = snakemake.params.spec
-table = check_images(list(shard_of), load_package(snakemake.input.package), snakemake.threads,
+table = check_images([*shard_of, *slides], load_package(snakemake.input.package), snakemake.threads,
                      f"infer.images = '{spec}'", input_root(spec), snakemake.params.slide_pixel_size)
-table["shard"] = table["image_path"].map(shard_of)
+table["shard"] = table["image_path"].map(shard_of).astype("Int64")
 table.to_parquet(snakemake.output[0])
 log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as below %s", len(table),
          table["kind"].value_counts().to_dict(), table["shard"].nunique(), input_root(spec))

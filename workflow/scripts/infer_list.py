@@ -1,4 +1,5 @@
-"""Rule infer_list: one inference shard's image files and prediction settings (what infer_shard reads)."""
+"""Rules infer_list and infer_slide_list: the image files and prediction settings of one inference shard or of one
+whole-slide image (what infer_shard and infer_slide_part read)."""
 
 import json
 from pathlib import Path
@@ -8,4 +9,4 @@ from unetflow.logs import stage_logger
 log = stage_logger(snakemake.log[0])
 shard = dict(files=sorted(map(str, snakemake.input.images)), **snakemake.params.infer)
 Path(snakemake.output[0]).write_text(json.dumps(shard, indent=1))
-log.info("shard %s: %d image file(s)", snakemake.wildcards.shard, len(shard["files"]))
+log.info("%s: %d image file(s)", snakemake.output[0], len(shard["files"]))

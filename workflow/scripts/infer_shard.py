@@ -1,6 +1,6 @@
 """Rule infer_shard: segment the images of one shard with a model package; masks laid out as the inputs are, a
-summary table, (instance mode) an object table, and of whole-slide images label pyramids and a table of them. Masks
-this shard wrote before for images that no longer exist are removed first."""
+summary table and (instance mode) an object table. Masks this shard wrote before for images that no longer exist are
+removed first."""
 
 import json
 from pathlib import Path
@@ -10,7 +10,6 @@ import torch
 
 from unetflow.infer.ledger import ledger_path, record_written, remove_masks_of_removed_images
 from unetflow.infer.predictor import Predictor
-from unetflow.infer.slide import predict_slides
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -22,14 +21,10 @@ for path in remove_masks_of_removed_images(ledger):
     log.info("removed %s: its image no longer exists", path)
 checked = pd.read_parquet(snakemake.input.checked)
 sources = checked[checked["image_path"].isin(shard["files"])]
-images, slides = sources[sources["kind"] != "slide"], sources[sources["kind"] == "slide"]
 predictor = Predictor.load(snakemake.input.package, shard["device"])
-summary, objects = predictor.predict_sources(images, masks, shard["save_probabilities"], shard["dicom_seg"])
-slide_table = predict_slides(predictor, slides["image_path"].tolist(), masks, shard["slide_pixel_size"],
-                             shard["slide_region"], slides["id"].tolist())
-record_written(ledger, summary, masks, shard["save_probabilities"], slide_table)
+summary, objects = predictor.predict_sources(sources, masks, shard["save_probabilities"], shard["dicom_seg"])
+record_written(ledger, summary, masks, shard["save_probabilities"])
 summary.to_parquet(snakemake.output.table)
 objects.to_parquet(snakemake.output.objects)
-slide_table.to_parquet(snakemake.output.slides)
-log.info("shard %s: %d image source(s) and %d slide(s) segmented on %s into %s", snakemake.wildcards.shard,
-         len(images), len(slides), predictor.device, masks)
+log.info("shard %s: %d image source(s) segmented on %s into %s", snakemake.wildcards.shard, len(sources),
+         predictor.device, masks)

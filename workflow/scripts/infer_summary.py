@@ -1,24 +1,33 @@
 """Rule infer_summary: one table of every segmented image and class, lowest confidence first in the log; the objects of
 the instance mode and the whole-slide images in one table each; and the masks of removed images of shards that have
-no images any more removed."""
+no images any more, and the outputs of removed slides, removed."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from unetflow.infer.ledger import close_gone_shards
+from unetflow.infer.ledger import close_gone_shards, forget_gone_slides
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
-for path in close_gone_shards(Path(snakemake.input.tables[0]).parent, set(snakemake.params.shards)):
+out = Path(snakemake.output.summary).parent
+for path in close_gone_shards(out / "shards", set(snakemake.params.shards)):
     log.info("removed %s: its image no longer exists", path)
-summary = pd.concat([pd.read_parquet(path) for path in snakemake.input.tables], ignore_index=True)
-summary = summary.sort_values(["id", "class"]).reset_index(drop=True) if len(summary) else summary
+for path in forget_gone_slides(out / "slides" / "written.json", snakemake.params.slides):
+    log.info("removed %s: its slide is no longer among infer.images", path)
+
+
+def joined(paths, order: list[str]) -> pd.DataFrame:
+    """The tables at `paths` in one, sorted by the columns `order` (empty without tables)."""
+    tables = [pd.read_parquet(path) for path in paths]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return table.sort_values(order).reset_index(drop=True) if len(table) else table
+
+
+summary = joined(snakemake.input.tables, ["id", "class"])
 summary.to_parquet(snakemake.output.summary)
-objects = pd.concat([pd.read_parquet(path) for path in snakemake.input.objects], ignore_index=True)
-objects.sort_values(["case", "slice", "id"]).reset_index(drop=True).to_parquet(snakemake.output.objects)
-slides = pd.concat([pd.read_parquet(path) for path in snakemake.input.slides], ignore_index=True)
-slides = slides.sort_values("id").reset_index(drop=True) if len(slides) else slides
+joined(snakemake.input.objects, ["case", "slice", "id"]).to_parquet(snakemake.output.objects)
+slides = joined(snakemake.input.slides, ["id"])
 slides.to_parquet(snakemake.output.slides)
 if len(summary):
     least = summary[summary["class"] > 0].groupby("id")["confidence"].mean().sort_values().head(10)

@@ -5,6 +5,9 @@ Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image
 its stem (images/case01/ pairs with masks/case01.nii.gz). Alternatively a manifest file (CSV or Parquet) lists
 image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
+Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
+named by their path below the folder of the specification (`input_root`, `output_name`).
+
 Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
 """
 
@@ -203,3 +206,27 @@ def shard_of(path, shards: int) -> int:
     """The shard (0..shards-1) of a file: a hash of its path as listed, so adding files never moves the others
     (MD5, which spreads numbered file names evenly; CRC32 does not)."""
     return int.from_bytes(hashlib.md5(str(path).encode()).digest()[:8], "little") % shards
+
+
+def input_root(spec: str) -> Path:
+    """The folder the images of an input specification are laid out below: the folder itself, a manifest's or a
+    single DICOM series' folder, or the part of a glob before its first wildcard."""
+    if os.path.isdir(spec) and not is_series(spec):
+        return Path(spec)
+    parts = Path(spec).parts
+    wild = next((index for index, part in enumerate(parts) if glob.has_magic(part)), None)
+    if wild is None:  # a manifest, a single file or series
+        return Path(spec).parent
+    return Path(*parts[:wild]) if wild else Path(".")
+
+
+def output_name(path: Path, root: Path) -> str:
+    """The name an image's outputs get: its path below `root` without the image suffix ('siteA/scan1'), or its stem
+    for a file outside `root`."""
+    try:
+        relative = Path(os.path.relpath(path, root))
+    except ValueError:  # another drive
+        relative = Path(path.name)
+    if relative.parts[0] == "..":
+        relative = Path(path.name)
+    return (relative.parent / case_stem(path)).as_posix()

@@ -9,24 +9,22 @@ The same functions serve the workflow's `infer` rules, the Python API and the co
 
 Pyramidal TIFFs among the inputs (whole-slide images) are segmented region by region at the level of the pixel size
 `--slide-pixel-size` (µm, that of the training images) into <name>.ome.tif label pyramids (named as masks are), one
-row each in slides.parquet (`unetflow.infer.slide`); the command line only for now, not the workflow's rules.
+row each in slides.parquet (`unetflow.infer.slide`); the workflow splits each slide over `infer.slide_jobs` jobs.
 """
 
 import argparse
-import glob
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from unetflow.data.pairing import listed_images
+from unetflow.data.pairing import input_root, listed_images, output_name
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
-from unetflow.io.formats import ImageReadError, case_stem, is_series
+from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import image_info
 from unetflow.io.slides import is_slide
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
@@ -36,33 +34,6 @@ log = logging.getLogger("unetflow.infer.infer")
 
 class InferInputError(ValueError):
     """Images given for inference have problems; the message lists every one with its file."""
-
-
-# ---------------------------------------------------------------------------------------------------- names
-
-
-def input_root(spec: str) -> Path:
-    """The folder the images of an input specification are laid out below: the folder itself, a manifest's or a
-    single DICOM series' folder, or the part of a glob before its first wildcard."""
-    if os.path.isdir(spec) and not is_series(spec):
-        return Path(spec)
-    parts = Path(spec).parts
-    wild = next((index for index, part in enumerate(parts) if glob.has_magic(part)), None)
-    if wild is None:  # a manifest, a single file or series
-        return Path(spec).parent
-    return Path(*parts[:wild]) if wild else Path(".")
-
-
-def output_name(path: Path, root: Path) -> str:
-    """The name an image's outputs get: its path below `root` without the image suffix ('siteA/scan1'), or its stem
-    for a file outside `root`."""
-    try:
-        relative = Path(os.path.relpath(path, root))
-    except ValueError:  # another drive
-        relative = Path(path.name)
-    if relative.parts[0] == "..":
-        relative = Path(path.name)
-    return (relative.parent / case_stem(path)).as_posix()
 
 
 # ------------------------------------------------------------------------------------------------- checking

@@ -1,6 +1,7 @@
 """Each inference shard keeps a ledger of the files it wrote (JSON, beside its table but not a Snakemake output, so it
 survives reruns): when the shard runs again, or the summary finds the shard gone, the files of images that no longer
-exist are removed. Files of images that still exist stay: another shard may write them now."""
+exist are removed. Files of images that still exist stay: another shard may write them now. Whole-slide images have
+one ledger of the outputs of each slide: the summary removes those of slides no longer listed."""
 
 import json
 from pathlib import Path
@@ -15,10 +16,10 @@ def ledger_path(shards_dir, shard: int) -> Path:
     return Path(shards_dir, f"shard{shard}_written.json")
 
 
-def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool, slides: pd.DataFrame) -> Path:
+def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool) -> Path:
     """Write a shard's ledger: {image: the files written for it}, its mask (and the DICOM SEG beside it, if any)
-    and, with `probabilities`, the probabilities of each unit; of each slide (a row of `slides`) its label pyramid."""
-    written = {row["image_path"]: [row["mask_path"]] for row in slides.to_dict("records")}
+    and, with `probabilities`, the probabilities of each unit."""
+    written = {}
     units = summary.drop_duplicates("id").to_dict("records") if len(summary) else []  # a class row per unit
     for row in units:
         seg = seg_path(row["mask_path"])
@@ -50,4 +51,21 @@ def close_gone_shards(shards_dir, shards: set[int]) -> list[str]:
         if int(ledger.name[5:-len("_written.json")]) not in shards:
             removed += remove_masks_of_removed_images(ledger)
             ledger.unlink()
+    return removed
+
+
+def forget_gone_slides(ledger, slides: dict[str, list[str]]) -> list[str]:
+    """The outputs of the slides the ledger (JSON {name: outputs}) lists that are not among `slides` removed (and
+    their folders once empty), the ledger rewritten with `slides`; the paths removed."""
+    before = json.loads(Path(ledger).read_text()) if Path(ledger).is_file() else {}
+    removed = []
+    for name in before.keys() - slides.keys():
+        for file in map(Path, before[name]):
+            if file.is_file():
+                file.unlink()
+                removed.append(str(file))
+            if file.parent.is_dir() and not any(file.parent.iterdir()):
+                file.parent.rmdir()
+    Path(ledger).parent.mkdir(parents=True, exist_ok=True)
+    Path(ledger).write_text(json.dumps(slides, indent=1))
     return removed

@@ -16,6 +16,8 @@ pixel size wanted (`slide_pixel_size / (scale * resolution)`).
 import logging
 import math
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
 from unetflow.io.slide_labels import write_label_pyramid
-from unetflow.io.slides import Slide, block_mean, choose_level
+from unetflow.io.slides import Level, Slide, block_mean, choose_level
 from unetflow.io.store import IMAGE_DTYPE
 
 log = logging.getLogger("unetflow.infer.slide")
@@ -68,10 +70,12 @@ def tile_steps(predictor: Predictor) -> tuple[int, int]:
     return step, step * math.ceil(max(patches) / step)
 
 
-def regions(shape: tuple[int, int], core: int, margin: int):
-    """(core, read) boxes (top, left, bottom, right) covering a level of `shape`, each read box the core plus
-    `margin` on every side, clipped to the level."""
-    for top in range(0, shape[0], core):
+def regions(shape: tuple[int, int], core: int, margin: int, rows: tuple[int, int] | None = None):
+    """(core, read) boxes (top, left, bottom, right) covering a level of `shape` (its `rows` [top, bottom), a
+    multiple of `core` apart; default all), each read box the core plus `margin` on every side, clipped to the
+    level."""
+    first, last = rows or (0, shape[0])
+    for top in range(first, last, core):
         for left in range(0, shape[1], core):
             box = (top, left, min(top + core, shape[0]), min(left + core, shape[1]))
             yield box, (max(0, box[0] - margin), max(0, box[1] - margin), min(shape[0], box[2] + margin),
@@ -114,8 +118,31 @@ def wanted_pixel_size(package: Package, pixel_size: float | None) -> float | Non
     return None if pixel_size is None else pixel_size / (package.preprocess["scale"] * package.resolutions[0])
 
 
+@dataclass
+class SlideLevel:
+    """What every part of a slide's prediction shares: the level and factor predicted at, the label grid's shape,
+    the normalisation and the tissue mask."""
+    level: Level
+    factor: int
+    shape: tuple[int, int]
+    normalize: Callable
+    tissue: np.ndarray
+
+    @property
+    def pixel_size(self) -> float:
+        return self.level.pixel_size * self.factor
+
+
+def part_rows(height: int, core: int, part: int, parts: int) -> tuple[int, int]:
+    """The rows [top, bottom) of a label grid of `height` that part `part` of `parts` predicts: a run of whole rows
+    of regions (empty when there are more parts than rows of regions)."""
+    rows = math.ceil(height / core)
+    return min(height, rows * part // parts * core), min(height, rows * (part + 1) // parts * core)
+
+
 class SlidePredictor:
-    """A `Predictor` applied to one slide region by region (see the module docstring)."""
+    """A `Predictor` applied to one slide region by region (see the module docstring); a slide may be predicted in
+    parts (runs of rows of regions, e.g. by separate jobs) and merged: equal to one part."""
 
     def __init__(self, predictor: Predictor, region: int = REGION):
         problems = slide_problems(predictor.package)
@@ -125,35 +152,59 @@ class SlidePredictor:
         self.step, self.margin = tile_steps(predictor)
         self.core = self.step * math.ceil(region / self.step)
 
-    def predict(self, path, out_path, pixel_size: float | None) -> dict:
-        """Segment the slide at `path` into the label pyramid `out_path`; its summary (see `slide_summary`)."""
-        with Slide(path) as slide:
-            level, factor = choose_level(slide, wanted_pixel_size(self.predictor.package, pixel_size),
-                                         PIXEL_SIZE_KEY)
-            overview = slide.overview()
-            normalize, tissue = slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview)
-            shape = tuple(math.ceil(side / factor) for side in level.shape)
-            with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
-                labels = np.lib.format.open_memmap(Path(scratch, "labels.npy"), "w+", np.uint8, shape)
-                predicted = self.fill_labels(slide, level.index, factor, labels, normalize, tissue)
-                write_label_pyramid(out_path, labels, level.pixel_size * factor)
-                summary = slide_summary(labels, tissue, level.pixel_size * factor, self.predictor.package.classes)
-            log.info("%s: level %d (x%d), %d of %d regions predicted", path, level.index, factor, *predicted)
-        return dict(summary, image_path=str(path), mask_path=str(out_path), level=level.index, factor=factor)
+    def open_level(self, slide: Slide, pixel_size: float | None) -> SlideLevel:
+        """The level a slide is predicted at for the training images' `pixel_size`, with its normalisation and
+        tissue mask (from the smallest level)."""
+        level, factor = choose_level(slide, wanted_pixel_size(self.predictor.package, pixel_size), PIXEL_SIZE_KEY)
+        overview = slide.overview()
+        return SlideLevel(level, factor, tuple(math.ceil(side / factor) for side in level.shape),
+                          slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview))
 
-    def fill_labels(self, slide: Slide, level: int, factor: int, labels: np.ndarray, normalize,
-                    tissue: np.ndarray) -> tuple[int, int]:
-        """Predict every region with tissue into `labels` (the level's network grid); (predicted, all) regions."""
-        boxes, predicted = list(regions(labels.shape, self.core, self.margin)), 0
+    def predict(self, path, out_path, pixel_size: float | None) -> dict:
+        """Segment the slide at `path` into the label pyramid `out_path` in one part; its summary (`merge`)."""
+        with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
+            part = self.predict_part(path, Path(scratch, "part0.npy"), pixel_size)
+            return self.merge(path, [part], out_path, pixel_size)
+
+    def predict_part(self, path, part_path, pixel_size: float | None, part: int = 0, parts: int = 1) -> Path:
+        """Part `part` of `parts` of a slide's labels (`part_rows`) written to `part_path` (.npy, uint8)."""
+        with Slide(path) as slide:
+            grid = self.open_level(slide, pixel_size)
+            rows = part_rows(grid.shape[0], self.core, part, parts)
+            band = np.lib.format.open_memmap(part_path, "w+", np.uint8, (rows[1] - rows[0], grid.shape[1]))
+            predicted, count = self.fill_labels(slide, grid, band, rows[0])
+            band.flush()
+        log.info("%s: part %d of %d, rows %d-%d of level %d (x%d): %d of %d regions predicted", path, part + 1, parts,
+                 *rows, grid.level.index, grid.factor, predicted, count)
+        return Path(part_path)
+
+    def merge(self, path, part_paths, out_path, pixel_size: float | None) -> dict:
+        """The parts of a slide (in order) written as one label pyramid `out_path`; the slide's summary (see
+        `slide_summary`)."""
+        with Slide(path) as slide:
+            grid = self.open_level(slide, pixel_size)
+        with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
+            labels = joined_parts(part_paths, grid.shape, Path(scratch, "labels.npy"))
+            write_label_pyramid(out_path, labels, grid.pixel_size)
+            summary = slide_summary(labels, grid.tissue, grid.pixel_size, self.predictor.package.classes)
+            del labels  # the memory map closed before its folder goes
+        return dict(summary, image_path=str(path), mask_path=str(out_path), level=grid.level.index,
+                    factor=grid.factor)
+
+    def fill_labels(self, slide: Slide, grid: SlideLevel, band: np.ndarray, top: int) -> tuple[int, int]:
+        """Predict every region with tissue of the rows of `band` (the label grid's rows from `top`) into it;
+        (predicted, all) regions."""
+        boxes = list(regions(grid.shape, self.core, self.margin, (top, top + len(band))))
+        predicted, factor = 0, grid.factor
         for core, read in boxes:
-            if not has_tissue(tissue, core, labels.shape):
+            if not has_tissue(grid.tissue, core, grid.shape):
                 continue
-            pixels = slide.read_region(level, read[0] * factor, read[1] * factor, (read[2] - read[0]) * factor,
-                                       (read[3] - read[1]) * factor)
+            pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
+                                       (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
             region = block_mean(pixels.astype(np.float32), factor)
-            found = self.region_labels(normalize(to_channels(region, self.predictor.package.input_channels)))
-            labels[core[0]:core[2], core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
-                                                             core[1] - read[1]:core[3] - read[1]]
+            found = self.region_labels(grid.normalize(to_channels(region, self.predictor.package.input_channels)))
+            band[core[0] - top:core[2] - top, core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
+                                                                       core[1] - read[1]:core[3] - read[1]]
             predicted += 1
         return predicted, len(boxes)
 
@@ -165,6 +216,22 @@ class SlidePredictor:
                                    predictor.package.predict, predictor.device,
                                    sigmoid=predictor.package.regions is not None)
         return labels_of(probs[:, 0].numpy(), predictor.package.regions)
+
+
+def joined_parts(part_paths, shape: tuple[int, int], scratch: Path) -> np.ndarray:
+    """The label grid (memory-mapped) of a slide's parts, one part as it is, several copied band by band into
+    `scratch`; ValueError when the parts do not make up `shape`."""
+    bands = [np.load(path, mmap_mode="r") for path in part_paths]
+    if sum(len(band) for band in bands) != shape[0] or any(band.shape[1] != shape[1] for band in bands):
+        raise ValueError(f"the parts {', '.join(map(str, part_paths))} do not make up a label grid of {shape}; "
+                         f"predict them again")
+    if len(bands) == 1:
+        return bands[0]
+    labels, top = np.lib.format.open_memmap(scratch, "w+", np.uint8, shape), 0
+    for band in bands:
+        labels[top:top + len(band)] = band
+        top += len(band)
+    return labels
 
 
 def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:

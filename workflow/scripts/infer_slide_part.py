@@ -1,0 +1,18 @@
+"""Rule infer_slide_part: one part of a whole-slide image's labels (a run of rows of its regions), predicted with a
+model package."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from unetflow.infer.predictor import Predictor
+from unetflow.infer.slide import SlidePredictor
+from unetflow.logs import stage_logger
+
+log = stage_logger(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+listed = json.loads(Path(snakemake.input.listed).read_text())
+slides = SlidePredictor(Predictor.load(snakemake.input.package, listed["device"]), listed["slide_region"])
+slides.predict_part(listed["files"][0], snakemake.output[0], listed["slide_pixel_size"], int(snakemake.wildcards.part),
+                    listed["slide_jobs"])
