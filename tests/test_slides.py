@@ -155,19 +155,17 @@ def test_regions_are_aligned_to_the_tile_steps_with_a_margin_of_a_tile(predictor
 
 
 def unsuited(package, kind: str):
-    """The package changed into one that cannot segment slides: 3D, instance mode, whole-image postprocessing, or
-    models of two resolutions."""
+    """The package changed into one that cannot segment slides: 3D, whole-image postprocessing, or models of two
+    resolutions."""
     if kind == "3D":
         return replace(package, models=[dict(model, hparams=dict(model["hparams"], dims=3))
                                         for model in package.models])
-    if kind == "instance":
-        return replace(package, classes=package.classes.assign(instance_target="three_class"))
     if kind == "largest":
         return replace(package, predict=dict(package.predict, largest_component=True))
     return replace(package, models=[dict(model, resolution=0.5 + index) for index, model in enumerate(package.models)])
 
 
-@pytest.mark.parametrize("kind, message", [("3D", "it holds 3D models"), ("instance", "it is an instance-mode"),
+@pytest.mark.parametrize("kind, message", [("3D", "it holds 3D models"),
                                            ("largest", "predict.largest_component is a whole-image step"),
                                            ("resolutions", "its models were trained at different resolutions")])
 def test_packages_that_cannot_segment_slides_are_refused_naming_the_file(predictor, kind, message):

@@ -9,8 +9,10 @@ the result equals one-job prediction. Per-image normalisations (zscore, minmax) 
 slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
 saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0.
 
-2D semantic and region packages only; a model's preprocessing scale and training resolution are folded into the
-pixel size wanted (`slide_pixel_size / (scale * resolution)`).
+An instance package's objects are found region by region too, each written whole with one id
+(`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
+an object table; with `geojson`, the labels' polygons are written for QuPath. 2D models only; a model's preprocessing
+scale and training resolution are folded into the pixel size wanted (`slide_pixel_size / (scale * resolution)`).
 """
 
 import logging
@@ -27,6 +29,7 @@ from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
+from unetflow.infer.slide_objects import OBJECT_DTYPE, OBJECT_SIZE, SlideObjects, object_margin, slide_outputs
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
 from unetflow.io.slide_labels import write_label_pyramid
@@ -44,13 +47,11 @@ class SlideError(ValueError):
 
 
 def slide_problems(package: Package) -> list[str]:
-    """What keeps a package from segmenting slides: 3D models, the instance mode, whole-image postprocessing,
-    models trained at different resolutions."""
+    """What keeps a package from segmenting slides: 3D models, whole-image postprocessing, models trained at
+    different resolutions."""
     problems = []
     if any(model["hparams"]["dims"] == 3 for model in package.models):
         problems.append("it holds 3D models; slides are segmented by 2D models only")
-    if package.instance_target:
-        problems.append("it is an instance-mode package; slides are segmented by semantic models only for now")
     if package.predict["largest_component"]:
         problems.append("predict.largest_component is a whole-image step, not done region by region; retrain or "
                         "package without it")
@@ -117,13 +118,16 @@ def wanted_pixel_size(package: Package, pixel_size: float | None) -> float | Non
 class SlidePredictor:
     """A `Predictor` applied to one slide region by region (see the module docstring)."""
 
-    def __init__(self, predictor: Predictor, region: int = REGION):
+    def __init__(self, predictor: Predictor, region: int = REGION, object_size: int = OBJECT_SIZE,
+                 geojson: bool = True):
         problems = slide_problems(predictor.package)
         if problems:
             raise SlideError("the package cannot segment slides:\n  - " + "\n  - ".join(problems))
-        self.predictor = predictor
+        self.predictor, self.geojson = predictor, geojson
         self.step, self.margin = tile_steps(predictor)
         self.core = self.step * math.ceil(region / self.step)
+        self.reach = object_margin(self.step, object_size) if predictor.package.instance_target else 0
+        self.margin += self.reach
 
     def predict(self, path, out_path, pixel_size: float | None) -> dict:
         """Segment the slide at `path` into the label pyramid `out_path`; its summary (see `slide_summary`)."""
@@ -132,18 +136,31 @@ class SlidePredictor:
                                          PIXEL_SIZE_KEY)
             overview = slide.overview()
             normalize, tissue = slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview)
-            shape = tuple(math.ceil(side / factor) for side in level.shape)
+            shape, size = tuple(math.ceil(side / factor) for side in level.shape), level.pixel_size * factor
+            package = self.predictor.package
             with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
-                labels = np.lib.format.open_memmap(Path(scratch, "labels.npy"), "w+", np.uint8, shape)
-                predicted = self.fill_labels(slide, level.index, factor, labels, normalize, tissue)
-                write_label_pyramid(out_path, labels, level.pixel_size * factor)
-                summary = slide_summary(labels, tissue, level.pixel_size * factor, self.predictor.package.classes)
+                labels = np.lib.format.open_memmap(Path(scratch, "labels.npy"), "w+",
+                                                   OBJECT_DTYPE if package.instance_target else np.uint8, shape)
+                objects = self.slide_objects(labels)
+                predicted = self.fill_labels(slide, level.index, factor, labels, normalize, tissue, objects)
+                write_label_pyramid(out_path, labels, size)
+                summary = slide_summary(labels, tissue, size, None if objects else package.classes)
+                summary.update(slide_outputs(out_path, labels, level.downsample * factor, size, package.classes,
+                                             objects, summary["tissue_mm2"], self.geojson))
             log.info("%s: level %d (x%d), %d of %d regions predicted", path, level.index, factor, *predicted)
         return dict(summary, image_path=str(path), mask_path=str(out_path), level=level.index, factor=factor)
 
+    def slide_objects(self, labels: np.ndarray) -> SlideObjects | None:
+        """The collector of a slide's objects (id map `labels`) of an instance package, else None."""
+        package = self.predictor.package
+        if not package.instance_target:
+            return None
+        return SlideObjects(labels, package.instance_target, package.predict["min_object_size"], self.reach)
+
     def fill_labels(self, slide: Slide, level: int, factor: int, labels: np.ndarray, normalize,
-                    tissue: np.ndarray) -> tuple[int, int]:
-        """Predict every region with tissue into `labels` (the level's network grid); (predicted, all) regions."""
+                    tissue: np.ndarray, objects: SlideObjects | None = None) -> tuple[int, int]:
+        """Predict every region with tissue into `labels` (the level's network grid; with `objects`, the objects of
+        each read box it owns); (predicted, all) regions."""
         boxes, predicted = list(regions(labels.shape, self.core, self.margin)), 0
         for core, read in boxes:
             if not has_tissue(tissue, core, labels.shape):
@@ -151,20 +168,24 @@ class SlidePredictor:
             pixels = slide.read_region(level, read[0] * factor, read[1] * factor, (read[2] - read[0]) * factor,
                                        (read[3] - read[1]) * factor)
             region = block_mean(pixels.astype(np.float32), factor)
-            found = self.region_labels(normalize(to_channels(region, self.predictor.package.input_channels)))
-            labels[core[0]:core[2], core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
-                                                             core[1] - read[1]:core[3] - read[1]]
+            probs = self.region_probabilities(normalize(to_channels(region, self.predictor.package.input_channels)))
+            if objects:
+                objects.add(core, read, probs)
+            else:
+                found = labels_of(probs, self.predictor.package.regions)
+                labels[core[0]:core[2], core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
+                                                                 core[1] - read[1]:core[3] - read[1]]
             predicted += 1
         return predicted, len(boxes)
 
-    def region_labels(self, network: np.ndarray) -> np.ndarray:
-        """Class indices (H, W) uint8 of a normalised region (C, H, W), predicted as `Predictor.probabilities` does
-        (the models' resolution already folded into the level)."""
+    def region_probabilities(self, network: np.ndarray) -> np.ndarray:
+        """The mean softmax (K, H, W) (or region sigmoid) of a normalised region (C, H, W), predicted as
+        `Predictor.probabilities` does (the models' resolution already folded into the level)."""
         predictor = self.predictor
         probs = mean_probabilities(predictor.models, predictor.package.patches, network[:, None].astype(IMAGE_DTYPE),
                                    predictor.package.predict, predictor.device,
                                    sigmoid=predictor.package.regions is not None)
-        return labels_of(probs[:, 0].numpy(), predictor.package.regions)
+        return probs[:, 0].numpy()
 
 
 def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
@@ -175,16 +196,19 @@ def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[
     return bool(tissue[top:bottom, left:right].any())
 
 
-def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame,
+def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame | None,
                   band: int = 1024) -> dict:
-    """One slide's summary: pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), the pixel
-    size (µm) of the labels and the tissue area (mm², from the tissue mask); `labels` counted band by band."""
-    counts = np.zeros(256, np.int64)
-    for top in range(0, labels.shape[0], band):
-        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
+    """One slide's summary: the pixel size (µm) of the labels, the tissue area (mm², from the tissue mask) and (with
+    `classes`) pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), `labels` counted band
+    by band."""
     mm2 = (pixel_size / 1000) ** 2
     row = dict(pixel_size_um=pixel_size, height=labels.shape[0], width=labels.shape[1],
                tissue_mm2=float(tissue.mean()) * labels.size * mm2)
+    if classes is None:
+        return row
+    counts = np.zeros(256, np.int64)
+    for top in range(0, labels.shape[0], band):
+        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
     for entry in trained_classes(classes).to_dict("records"):
         pixels = int(counts[entry["index"]])
         row.update({f"pixels_{entry['name']}": pixels, f"area_mm2_{entry['name']}": pixels * mm2})
@@ -207,12 +231,13 @@ def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tu
 
 
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
-                   names=None) -> pd.DataFrame:
+                   names=None, object_size: int = OBJECT_SIZE, geojson: bool = True) -> pd.DataFrame:
     """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
-    sub-folders); one summary row per slide. SlideError listing every slide's problem before any is predicted."""
+    sub-folders; beside it its objects and polygons, see `unetflow.infer.slide_objects`); one summary row per slide.
+    SlideError listing every slide's problem before any is predicted."""
     if not len(paths):
         return pd.DataFrame()
-    slides, rows = SlidePredictor(predictor, region), []
+    slides, rows = SlidePredictor(predictor, region, object_size, geojson), []
     problems = [problem for path in paths for problem in slide_row(path, "", predictor.package, pixel_size)[1]]
     if problems:
         raise SlideError(f"{len(problems)} slide(s) cannot be segmented:\n  - " + "\n  - ".join(problems))
