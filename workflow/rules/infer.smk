@@ -32,7 +32,15 @@ rule infer_list:
         infer=canonical(
             {
                 key: INFER[key]
-                for key in ("device", "save_probabilities", "dicom_seg", "slide_pixel_size", "slide_region")
+                for key in (
+                    "device",
+                    "save_probabilities",
+                    "dicom_seg",
+                    "slide_pixel_size",
+                    "slide_region",
+                    "slide_object_size",
+                    "slide_geojson",
+                )
             }
         ),
     script:

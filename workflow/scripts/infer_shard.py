@@ -1,5 +1,6 @@
 """Rule infer_shard: segment the images of one shard with a model package; masks laid out as the inputs are, a
-summary table, (instance mode) an object table, and of whole-slide images label pyramids and a table of them. Masks
+summary table, (instance mode) an object table, and of whole-slide images label pyramids (with their object tables
+and GeoJSON polygons) and a table of them. Masks
 this shard wrote before for images that no longer exist are removed first."""
 
 import json
@@ -26,7 +27,8 @@ images, slides = sources[sources["kind"] != "slide"], sources[sources["kind"] ==
 predictor = Predictor.load(snakemake.input.package, shard["device"])
 summary, objects = predictor.predict_sources(images, masks, shard["save_probabilities"], shard["dicom_seg"])
 slide_table = predict_slides(predictor, slides["image_path"].tolist(), masks, shard["slide_pixel_size"],
-                             shard["slide_region"], slides["id"].tolist())
+                             shard["slide_region"], slides["id"].tolist(), shard["slide_object_size"],
+                             shard["slide_geojson"])
 record_written(ledger, summary, masks, shard["save_probabilities"], slide_table)
 summary.to_parquet(snakemake.output.table)
 objects.to_parquet(snakemake.output.objects)

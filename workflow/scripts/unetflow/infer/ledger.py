@@ -9,6 +9,8 @@ import pandas as pd
 
 from unetflow.io.formats import seg_path
 
+SLIDE_FILES = ("mask_path", "objects_path", "geojson_path")  # the columns of a slide's files in its summary row
+
 
 def ledger_path(shards_dir, shard: int) -> Path:
     """The ledger of shard `shard` in the folder of the shard tables."""
@@ -17,8 +19,10 @@ def ledger_path(shards_dir, shard: int) -> Path:
 
 def record_written(ledger, summary: pd.DataFrame, out_dir, probabilities: bool, slides: pd.DataFrame) -> Path:
     """Write a shard's ledger: {image: the files written for it}, its mask (and the DICOM SEG beside it, if any)
-    and, with `probabilities`, the probabilities of each unit; of each slide (a row of `slides`) its label pyramid."""
-    written = {row["image_path"]: [row["mask_path"]] for row in slides.to_dict("records")}
+    and, with `probabilities`, the probabilities of each unit; of each slide (a row of `slides`) its label pyramid,
+    object table and polygons (those it has)."""
+    written = {row["image_path"]: [row[key] for key in SLIDE_FILES if isinstance(row.get(key), str)]
+               for row in slides.to_dict("records")}
     units = summary.drop_duplicates("id").to_dict("records") if len(summary) else []  # a class row per unit
     for row in units:
         seg = seg_path(row["mask_path"])
