@@ -19,6 +19,7 @@ from unetflow.infer.slide import SlidePredictor, predict_slides
 from unetflow.infer.slide_objects import SLIDE_OBJECT_COLUMNS, SlideObjects, owned_objects
 from unetflow.instances.objects import instances_from_probabilities
 from unetflow.instances.targets import instance_classes
+from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Slide
 
 TISSUE = (220, 120, 190)
@@ -118,6 +119,15 @@ def test_an_object_cut_by_a_core_border_belongs_to_the_one_core_holding_its_top_
     with caplog.at_level(logging.WARNING):
         SlideObjects(np.zeros((40, 40), np.uint32), "three_class", 1, reach=2).add(*left, probs)
     assert "reaches 5 pixels past its region" in caplog.text and "infer.slide_object_size" in caplog.text
+
+
+def test_the_label_pyramid_holds_object_ids_beyond_16_bits(tmp_path):
+    ids = np.zeros((300, 280), np.uint32)
+    ids[10:40, 20:50], ids[200:260, 100:130] = 70_000, 4_000_000_000
+    write_label_pyramid(tmp_path / "o.ome.tif", ids, 0.5)
+    with Slide(tmp_path / "o.ome.tif") as slide:
+        for index, step in enumerate((1, 2)):
+            np.testing.assert_array_equal(slide.read_region(index, 0, 0, 300, 280)[0], ids[::step, ::step])
 
 
 def test_the_read_box_of_an_instance_package_reaches_past_the_tiles_by_the_largest_object(instance_predictor):

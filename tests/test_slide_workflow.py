@@ -1,7 +1,8 @@
 """Whole-slide images through the workflow's `infer` target: a slide among the images is checked without decoding
 it, segmented region by region into a label pyramid named as masks are, listed in slides.parquet, and its pyramid is
-removed with the slide."""
+removed with the slide, as are its GeoJSON polygons."""
 
+import json
 import shutil
 
 import numpy as np
@@ -37,8 +38,10 @@ def test_infer_segments_slides_beside_images_and_forgets_a_removed_slide(tmp_pat
     areas = slides["area_mm2_background"].iloc[0] + slides["area_mm2_cell"].iloc[0]
     assert abs(areas - 64 * 96 * 0.004 ** 2) < 1e-9  # every label pixel of 4 µm is one class or the other
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
+    geojson = out / "masks" / "site" / "s.geojson"  # polygons for QuPath beside the pyramid
+    assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
 
     shutil.move(images / "site" / "s.ome.tif", tmp_path / "moved.ome.tif")
     run_infer(workdir, config)
-    assert not (out / "masks" / "site" / "s.ome.tif").exists()
+    assert not (out / "masks" / "site" / "s.ome.tif").exists() and not geojson.exists()
     assert pd.read_parquet(out / "slides.parquet").empty

@@ -144,7 +144,7 @@ class SlidePredictor:
                 objects = self.slide_objects(labels)
                 predicted = self.fill_labels(slide, level.index, factor, labels, normalize, tissue, objects)
                 write_label_pyramid(out_path, labels, size)
-                summary = slide_summary(labels, tissue, size, None if objects else package.classes)
+                summary = slide_summary(labels, tissue, size, None if objects is not None else package.classes)
                 summary.update(slide_outputs(out_path, labels, level.downsample * factor, size, package.classes,
                                              objects, summary["tissue_mm2"], self.geojson))
             log.info("%s: level %d (x%d), %d of %d regions predicted", path, level.index, factor, *predicted)
@@ -169,7 +169,7 @@ class SlidePredictor:
                                        (read[3] - read[1]) * factor)
             region = block_mean(pixels.astype(np.float32), factor)
             probs = self.region_probabilities(normalize(to_channels(region, self.predictor.package.input_channels)))
-            if objects:
+            if objects is not None:
                 objects.add(core, read, probs)
             else:
                 found = labels_of(probs, self.predictor.package.regions)

@@ -34,8 +34,9 @@ OBJECT_SIZE = 64  # default of infer.slide_object_size: the largest object, pixe
 OBJECT_SIZE_KEY = "infer.slide_object_size (--slide-object-size on the command line)"
 OBJECT_CLASS = "object"  # the class name of instance objects in the table and the GeoJSON
 OBJECT_DTYPE = np.uint32  # the label pyramid of objects: ids up to 4.29e9
-SLIDE_OBJECT_COLUMNS = ("id", "class", "area_pixels", "area_um2", "centroid_x", "centroid_y", "bbox_top", "bbox_left",
-                  "bbox_bottom", "bbox_right")
+SLIDE_OBJECT_COLUMNS = ("id", "class", "area_pixels", "area_um2", "centroid_x", "centroid_y", "bbox_top",
+                        "bbox_left", "bbox_bottom", "bbox_right")
+FOUND_COLUMNS = ("id", "area_pixels", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom", "bbox_right")
 
 
 def object_margin(step: int, object_size: int) -> int:
@@ -66,32 +67,32 @@ def owned_objects(ids: np.ndarray, core: tuple, read: tuple, reach: int) -> tupl
 
 class SlideObjects:
     """The objects of one slide, collected region by region into an id map `labels` (H, W) of OBJECT_DTYPE (an array
-    or a memory map, zeros) and their rows (coordinates in pixels of `labels`)."""
+    or a memory map, zeros) and per region an array of their FOUND_COLUMNS (coordinates in pixels of `labels`)."""
 
     def __init__(self, labels: np.ndarray, target: str, min_size: int, reach: int):
         self.labels, self.target, self.min_size, self.reach = labels, target, min_size, reach
-        self.rows: list[dict] = []
+        self.found: list[np.ndarray] = []
+        self.count = 0
 
     def add(self, core: tuple, read: tuple, probs: np.ndarray) -> int:
         """The objects a region owns, from its read box's softmax (K, H, W), written whole into `labels` with ids
         following those found so far; how many."""
         ids = instances_from_probabilities(probs, self.target, self.min_size)
         kept, props = owned_objects(ids, core, read, self.reach)
-        offset = len(self.rows)
         box = self.labels[read[0]:read[2], read[1]:read[3]]
-        np.copyto(box, kept + OBJECT_DTYPE(offset), where=kept > 0)
-        for region in props:
-            top, left, bottom, right = region.bbox
-            self.rows.append(dict(id=offset + region.label, area_pixels=int(region.area),
-                                  centroid_y=read[0] + region.centroid[0], centroid_x=read[1] + region.centroid[1],
-                                  bbox_top=read[0] + top, bbox_left=read[1] + left, bbox_bottom=read[0] + bottom,
-                                  bbox_right=read[1] + right))
+        np.copyto(box, kept + OBJECT_DTYPE(self.count), where=kept > 0)
+        shift = np.array([self.count, 0, *read[:2], *read[:2], *read[:2]], np.float64)
+        self.found.append(np.array([(region.label, region.area, *region.centroid, *region.bbox) for region in props],
+                                   np.float64).reshape(-1, len(FOUND_COLUMNS)) + shift)
+        self.count += len(props)
         return len(props)
 
     def table(self, scale: float, pixel_size: float) -> pd.DataFrame:
         """The object table (SLIDE_OBJECT_COLUMNS): `scale` base-level pixels per pixel of `labels`, `pixel_size` µm."""
-        table = pd.DataFrame(self.rows, columns=["id", "area_pixels", "centroid_y", "centroid_x", "bbox_top",
-                                                 "bbox_left", "bbox_bottom", "bbox_right"])
+        found = np.concatenate(self.found) if self.found else np.zeros((0, len(FOUND_COLUMNS)))
+        table = pd.DataFrame(found, columns=list(FOUND_COLUMNS))
+        integral = [name for name in FOUND_COLUMNS if not name.startswith("centroid")]
+        table[integral] = table[integral].astype(np.int64)
         table["class"] = OBJECT_CLASS
         table["area_um2"] = table["area_pixels"] * pixel_size ** 2
         for axis in ("x", "y"):  # pixel centres in pixel-edge coordinates of the base level, as QuPath's
