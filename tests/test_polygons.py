@@ -28,14 +28,15 @@ def label_map() -> np.ndarray:
     return labels
 
 
-def rasterised(geometry: dict, shape) -> np.ndarray:
-    """The pixels whose centres lie inside a GeoJSON (Multi)Polygon in base-level pixel-edge coordinates."""
+def rasterised(geometry: dict, shape, scale: float = SCALE) -> np.ndarray:
+    """The pixels (of a map `scale` times coarser than the base level) whose centres lie inside a GeoJSON
+    (Multi)Polygon in base-level pixel-edge coordinates."""
     polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
     mask = np.zeros(shape, bool)
     for rings in polygons:
         inside = np.zeros(shape, bool)
         for number, ring in enumerate(rings):
-            x, y = np.asarray(ring).T / SCALE - 0.5  # pixel-edge coordinates to pixel-centre indices
+            x, y = np.asarray(ring).T / scale - 0.5  # pixel-edge coordinates to pixel-centre indices
             ring_mask = np.zeros(shape, bool)
             ring_mask[fill_polygon(y, x, shape)] = True
             inside = ring_mask if number == 0 else inside & ~ring_mask

@@ -2,6 +2,7 @@
 prediction equal to predicting the whole level at once, background skipping, the label pyramid and the summary."""
 
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 from test_infer import make_package
+from test_polygons import rasterised
 
 from conftest import applied
 from unetflow.infer.infer import main as infer_main
@@ -147,6 +149,9 @@ def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, pre
     assert row["pixels_background"] + row["pixels_cell"] == 128 * 192
     assert row["area_mm2_cell"] == pytest.approx(row["pixels_cell"] * 4e-6)
     assert row["tissue_mm2"] == pytest.approx(0.625 * 128 * 192 * 4e-6, rel=0.05)
+    cells = json.loads(Path(row["geojson_path"]).read_text())["features"]  # QuPath's polygons, in base-level pixels
+    assert [feature["properties"]["classification"]["name"] for feature in cells] == ["cell"]
+    np.testing.assert_array_equal(rasterised(cells[0]["geometry"], written.shape, scale=8), written == 1)
 
 
 def test_regions_are_aligned_to_the_tile_steps_with_a_margin_of_a_tile(predictor):
@@ -206,7 +211,7 @@ def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pi
     infer_main(["--model", str(package), "--input", spec, "--output", str(out), "--slide-pixel-size", "4",
                 "--slide-region", "32"])
     assert pd.read_parquet(out / "slides.parquet")["id"].tolist() == ["site/s"]  # laid out as the inputs
-    assert (out / "site" / "s.ome.tif").exists()
+    assert (out / "site" / "s.ome.tif").exists() and (out / "site" / "s.geojson").exists()
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
 
 
