@@ -38,13 +38,13 @@ PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={},
 
 
 def make_package(folder: Path, channels: int = 1, convert: bool = False, members: int = 2,
-                 preprocess: dict = ZSCORE) -> Path:
+                 preprocess: dict = ZSCORE, classes: pd.DataFrame = CLASSES) -> Path:
     """A package of `members` small random U-Nets (patch 32x32) for `channels`-channel images, preprocessed as
-    `preprocess` (the settings as applied)."""
+    `preprocess` (the settings as applied), of the class table `classes` (an instance one: an instance package)."""
     checkpoints = []
     for seed in range(members):
         torch.manual_seed(seed)
-        model = UNet(channels, 2, depth=2, base_width=4)
+        model = UNet(channels, len(classes), depth=2, base_width=4)
         checkpoints.append(str(folder / f"fold{seed}.pt"))
         torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[32, 32], plan=PLAN),
                    checkpoints[-1])
@@ -52,7 +52,7 @@ def make_package(folder: Path, channels: int = 1, convert: bool = False, members
                              "slices": [1], "height": [40], "width": [48], "channels": [channels],
                              "input_channels": [channels], "dtype": ["uint8"]})
     package = build_package(checkpoints, [f"m/fold{i}" for i in range(members)], PLAN, manifest,
-                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, preprocess, PREDICT,
+                            pd.DataFrame({"foreground_fraction": [0.3]}), classes, preprocess, PREDICT,
                             dict(channels=channels if convert else None, slice_axis=2))
     return save_package(package, folder / "model.pt")
 

@@ -1,7 +1,9 @@
 """Whole-slide images through the workflow's `infer` target: a slide among the images is checked without decoding
 it, segmented in `infer.slide_jobs` parts (one job each) merged into a label pyramid named as masks are, equal to one
-job's bit for bit, listed in slides.parquet, and its outputs are removed with the slide."""
+job's bit for bit, with GeoJSON polygons beside it, listed in slides.parquet, and its outputs are removed with the
+slide."""
 
+import json
 import shutil
 
 import numpy as np
@@ -38,10 +40,13 @@ def test_infer_segments_slides_beside_images_and_forgets_a_removed_slide(tmp_pat
     assert abs(areas - 64 * 96 * 0.004 ** 2) < 1e-9  # every label pixel of 4 µm is one class or the other
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
     assert not list(out.glob("slides/**/part*.npy"))  # the parts are gone once merged
+    geojson = out / "masks" / "site" / "s.geojson"  # polygons for QuPath beside the pyramid
+    assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
 
     shutil.move(images / "site" / "s.ome.tif", tmp_path / "moved.ome.tif")
     run_infer(workdir, config)
-    assert not (out / "masks" / "site" / "s.ome.tif").exists() and not (out / "slides" / "site" / "s").exists()
+    assert not (out / "masks" / "site" / "s.ome.tif").exists() and not geojson.exists()
+    assert not (out / "slides" / "site" / "s").exists()
     assert pd.read_parquet(out / "slides.parquet").empty
 
 

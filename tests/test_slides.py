@@ -2,6 +2,7 @@
 prediction equal to predicting the whole level at once, background skipping, the label pyramid and the summary."""
 
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 from test_infer import make_package
+from test_polygons import rasterised
 
 from conftest import applied
 from unetflow.infer.infer import main as infer_main
@@ -154,6 +156,9 @@ def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, pre
     assert row["pixels_background"] + row["pixels_cell"] == 128 * 192
     assert row["area_mm2_cell"] == pytest.approx(row["pixels_cell"] * 4e-6)
     assert row["tissue_mm2"] == pytest.approx(0.625 * 128 * 192 * 4e-6, rel=0.05)
+    cells = json.loads(Path(row["geojson_path"]).read_text())["features"]  # QuPath's polygons, in base-level pixels
+    assert [feature["properties"]["classification"]["name"] for feature in cells] == ["cell"]
+    np.testing.assert_array_equal(rasterised(cells[0]["geometry"], written.shape, scale=8), written == 1)
 
 
 def test_regions_are_aligned_to_the_tile_steps_with_a_margin_of_a_tile(predictor):
@@ -171,26 +176,24 @@ def test_parts_of_rows_of_regions_merge_into_the_labels_of_one_part(slide_path, 
     assert [len(np.load(path)) for path in parts] == [32, 32, 64]
     three = slides.merge(slide_path, parts, tmp_path / "three.tif", 2.0)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "three.tif"), tifffile.imread(tmp_path / "one.tif"))
-    assert {key: value for key, value in three.items() if key != "mask_path"} == \
-        {key: value for key, value in one.items() if key != "mask_path"}
+    assert {key: value for key, value in three.items() if not key.endswith("_path")} == \
+        {key: value for key, value in one.items() if not key.endswith("_path")}
     with pytest.raises(ValueError, match="do not make up a label grid"):
         slides.merge(slide_path, parts[1:], tmp_path / "missing.tif", 2.0)
 
 
 def unsuited(package, kind: str):
-    """The package changed into one that cannot segment slides: 3D, instance mode, whole-image postprocessing, or
-    models of two resolutions."""
+    """The package changed into one that cannot segment slides: 3D, whole-image postprocessing, or models of two
+    resolutions."""
     if kind == "3D":
         return replace(package, models=[dict(model, hparams=dict(model["hparams"], dims=3))
                                         for model in package.models])
-    if kind == "instance":
-        return replace(package, classes=package.classes.assign(instance_target="three_class"))
     if kind == "largest":
         return replace(package, predict=dict(package.predict, largest_component=True))
     return replace(package, models=[dict(model, resolution=0.5 + index) for index, model in enumerate(package.models)])
 
 
-@pytest.mark.parametrize("kind, message", [("3D", "it holds 3D models"), ("instance", "it is an instance-mode"),
+@pytest.mark.parametrize("kind, message", [("3D", "it holds 3D models"),
                                            ("largest", "predict.largest_component is a whole-image step"),
                                            ("resolutions", "its models were trained at different resolutions")])
 def test_packages_that_cannot_segment_slides_are_refused_naming_the_file(predictor, kind, message):
@@ -231,7 +234,7 @@ def test_the_command_line_segments_slides_beside_images_and_names_the_missing_pi
     infer_main(["--model", str(package), "--input", spec, "--output", str(out), "--slide-pixel-size", "4",
                 "--slide-region", "32"])
     assert pd.read_parquet(out / "slides.parquet")["id"].tolist() == ["site/s"]  # laid out as the inputs
-    assert (out / "site" / "s.ome.tif").exists()
+    assert (out / "site" / "s.ome.tif").exists() and (out / "site" / "s.geojson").exists()
     assert pd.read_parquet(out / "summary.parquet")["id"].unique().tolist() == ["flat"]
 
 

@@ -10,7 +10,8 @@
 
 INFER_MODELS = infer_models()
 INFER_SHARDS, INFER_SLIDES = infer_inputs() if INFER["images"] is not None else ({}, {})
-SLIDE_SETTINGS = ("device", "slide_pixel_size", "slide_region", "slide_jobs")
+SLIDE_EXTRAS = [f"{RESULTS}/infer/{{model}}/masks/{{slide}}.{extra}" for extra in ("objects.parquet", "geojson")]
+SLIDE_SETTINGS = ("device", "slide_pixel_size", "slide_region", "slide_jobs", "slide_object_size", "slide_geojson")
 
 
 wildcard_constraints:
@@ -106,7 +107,8 @@ rule infer_slide_part:
         package=lambda wc: INFER_MODELS[wc.model],
         checked=ancient(str(rules.infer_check.output[0])),  # as infer_shard's
     output:
-        temp(f"{RESULTS}/infer/{{model}}/slides/{{slide}}/part{{part}}.npy"),
+        labels=temp(f"{RESULTS}/infer/{{model}}/slides/{{slide}}/part{{part}}.npy"),
+        objects=temp(f"{RESULTS}/infer/{{model}}/slides/{{slide}}/part{{part}}_objects.npy"),
     log:
         f"{RESULTS}/logs/infer/{{model}}/slides/{{slide}}/part{{part}}.log",
     conda:
@@ -122,7 +124,8 @@ rule infer_slide_part:
 
 rule infer_slide:
     input:
-        parts=expand(rules.infer_slide_part.output[0], part=range(INFER["slide_jobs"]), allow_missing=True),
+        parts=expand(rules.infer_slide_part.output.labels, part=range(INFER["slide_jobs"]), allow_missing=True),
+        objects=expand(rules.infer_slide_part.output.objects, part=range(INFER["slide_jobs"]), allow_missing=True),
         listed=rules.infer_slide_list.output[0],
         package=lambda wc: INFER_MODELS[wc.model],
     output:
@@ -157,8 +160,11 @@ rule infer_summary:
         "../../envs/data.yaml"
     params:
         shards=sorted(INFER_SHARDS),
+        # a slide's outputs, removed with it: those of its rules, and its object table and polygons
         slides=lambda wc: {
-            name: expand([*rules.infer_slide.output, *rules.infer_slide_list.output], model=wc.model, slide=name)
+            name: expand(
+                [*rules.infer_slide.output, *rules.infer_slide_list.output, *SLIDE_EXTRAS], model=wc.model, slide=name
+            )
             for name in INFER_SLIDES
         },
     script:

@@ -1,5 +1,5 @@
-"""Rule infer_slide_part: one part of a whole-slide image's labels (a run of rows of its regions), predicted with a
-model package."""
+"""Rule infer_slide_part: one part of a whole-slide image's labels (a run of rows of its regions) and of an instance
+package its objects, predicted with a model package."""
 
 import json
 from pathlib import Path
@@ -13,6 +13,7 @@ from unetflow.logs import stage_logger
 log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 listed = json.loads(Path(snakemake.input.listed).read_text())
-slides = SlidePredictor(Predictor.load(snakemake.input.package, listed["device"]), listed["slide_region"])
-slides.predict_part(listed["files"][0], snakemake.output[0], listed["slide_pixel_size"], int(snakemake.wildcards.part),
-                    listed["slide_jobs"])
+slides = SlidePredictor(Predictor.load(snakemake.input.package, listed["device"]), listed["slide_region"],
+                        listed["slide_object_size"], listed["slide_geojson"])
+slides.predict_part(listed["files"][0], snakemake.output.labels, listed["slide_pixel_size"],
+                    int(snakemake.wildcards.part), listed["slide_jobs"])

@@ -9,8 +9,13 @@ the result equals one-job prediction. Per-image normalisations (zscore, minmax) 
 slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
 saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0.
 
-2D semantic and region packages only; a model's preprocessing scale and training resolution are folded into the
-pixel size wanted (`slide_pixel_size / (scale * resolution)`).
+An instance package's objects are found region by region too, each written whole with one id
+(`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
+an object table; with `geojson`, the labels' polygons are written for QuPath. 2D models only; a model's preprocessing
+scale and training resolution are folded into the pixel size wanted (`slide_pixel_size / (scale * resolution)`).
+
+A slide may be predicted in parts, runs of rows of regions (e.g. one job each), and merged, equal to one part
+(`unetflow.infer.slide_parts`).
 """
 
 import logging
@@ -29,6 +34,15 @@ from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
+from unetflow.infer.slide_objects import (
+    OBJECT_DTYPE,
+    OBJECT_SIZE,
+    SlideObjects,
+    no_objects,
+    object_margin,
+    slide_outputs,
+)
+from unetflow.infer.slide_parts import band_rows, joined_parts, objects_file, part_rows
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
 from unetflow.io.slide_labels import write_label_pyramid
@@ -46,13 +60,11 @@ class SlideError(ValueError):
 
 
 def slide_problems(package: Package) -> list[str]:
-    """What keeps a package from segmenting slides: 3D models, the instance mode, whole-image postprocessing,
-    models trained at different resolutions."""
+    """What keeps a package from segmenting slides: 3D models, whole-image postprocessing, models trained at
+    different resolutions."""
     problems = []
     if any(model["hparams"]["dims"] == 3 for model in package.models):
         problems.append("it holds 3D models; slides are segmented by 2D models only")
-    if package.instance_target:
-        problems.append("it is an instance-mode package; slides are segmented by semantic models only for now")
     if package.predict["largest_component"]:
         problems.append("predict.largest_component is a whole-image step, not done region by region; retrain or "
                         "package without it")
@@ -133,24 +145,21 @@ class SlideLevel:
         return self.level.pixel_size * self.factor
 
 
-def part_rows(height: int, core: int, part: int, parts: int) -> tuple[int, int]:
-    """The rows [top, bottom) of a label grid of `height` that part `part` of `parts` predicts: a run of whole rows
-    of regions (empty when there are more parts than rows of regions)."""
-    rows = math.ceil(height / core)
-    return min(height, rows * part // parts * core), min(height, rows * (part + 1) // parts * core)
-
-
 class SlidePredictor:
     """A `Predictor` applied to one slide region by region (see the module docstring); a slide may be predicted in
     parts (runs of rows of regions, e.g. by separate jobs) and merged: equal to one part."""
 
-    def __init__(self, predictor: Predictor, region: int = REGION):
+    def __init__(self, predictor: Predictor, region: int = REGION, object_size: int = OBJECT_SIZE,
+                 geojson: bool = True):
         problems = slide_problems(predictor.package)
         if problems:
             raise SlideError("the package cannot segment slides:\n  - " + "\n  - ".join(problems))
-        self.predictor = predictor
+        self.predictor, self.geojson = predictor, geojson
         self.step, self.margin = tile_steps(predictor)
         self.core = self.step * math.ceil(region / self.step)
+        self.reach = object_margin(self.step, object_size) if predictor.package.instance_target else 0
+        self.margin += self.reach
+        self.overhang = self.margin if self.reach else 0  # the rows below its regions a part's objects may reach
 
     def open_level(self, slide: Slide, pixel_size: float | None) -> SlideLevel:
         """The level a slide is predicted at for the training images' `pixel_size`, with its normalisation and
@@ -167,71 +176,86 @@ class SlidePredictor:
             return self.merge(path, [part], out_path, pixel_size)
 
     def predict_part(self, path, part_path, pixel_size: float | None, part: int = 0, parts: int = 1) -> Path:
-        """Part `part` of `parts` of a slide's labels (`part_rows`) written to `part_path` (.npy, uint8)."""
+        """Part `part` of `parts` of a slide written to `part_path` (.npy): the labels of the rows of its regions
+        (`part_rows`; of an instance package also the rows below that its objects reach: `band_rows`) and the
+        objects it found (`objects_file`)."""
         with Slide(path) as slide:
             grid = self.open_level(slide, pixel_size)
             rows = part_rows(grid.shape[0], self.core, part, parts)
-            band = np.lib.format.open_memmap(part_path, "w+", np.uint8, (rows[1] - rows[0], grid.shape[1]))
-            predicted, count = self.fill_labels(slide, grid, band, rows[0])
+            band_top, band_bottom = band_rows(rows, grid.shape[0], self.overhang)
+            band = np.lib.format.open_memmap(part_path, "w+", self.dtype, (band_bottom - band_top, grid.shape[1]))
+            objects = self.slide_objects(band, band_top)
+            predicted, count = self.fill_labels(slide, grid, band, rows, objects)
             band.flush()
+        np.save(objects_file(part_path), objects.found_rows() if objects is not None else no_objects())
         log.info("%s: part %d of %d, rows %d-%d of level %d (x%d): %d of %d regions predicted", path, part + 1, parts,
                  *rows, grid.level.index, grid.factor, predicted, count)
         return Path(part_path)
 
     def merge(self, path, part_paths, out_path, pixel_size: float | None) -> dict:
-        """The parts of a slide (in order) written as one label pyramid `out_path`; the slide's summary (see
-        `slide_summary`)."""
+        """The parts of a slide (in order) written as one label pyramid `out_path` (with its objects and polygons,
+        `slide_outputs`); the slide's summary (see `slide_summary`)."""
         with Slide(path) as slide:
             grid = self.open_level(slide, pixel_size)
+        package = self.predictor.package
+        bands = [band_rows(part_rows(grid.shape[0], self.core, part, len(part_paths)), grid.shape[0],
+                           self.overhang) for part in range(len(part_paths))]
         with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
-            labels = joined_parts(part_paths, grid.shape, Path(scratch, "labels.npy"))
+            labels, found = joined_parts(part_paths, bands, grid.shape, self.dtype, Path(scratch, "labels.npy"))
             write_label_pyramid(out_path, labels, grid.pixel_size)
-            summary = slide_summary(labels, grid.tissue, grid.pixel_size, self.predictor.package.classes)
+            objects = found if package.instance_target else None
+            summary = slide_summary(labels, grid.tissue, grid.pixel_size, None if package.instance_target else
+                                    package.classes)
+            summary.update(slide_outputs(out_path, labels, grid.level.downsample * grid.factor, grid.pixel_size,
+                                         package.classes, objects, summary["tissue_mm2"], self.geojson))
             del labels  # the memory map closed before its folder goes
         return dict(summary, image_path=str(path), mask_path=str(out_path), level=grid.level.index,
                     factor=grid.factor)
 
-    def fill_labels(self, slide: Slide, grid: SlideLevel, band: np.ndarray, top: int) -> tuple[int, int]:
-        """Predict every region with tissue of the rows of `band` (the label grid's rows from `top`) into it;
-        (predicted, all) regions."""
-        boxes = list(regions(grid.shape, self.core, self.margin, (top, top + len(band))))
-        predicted, factor = 0, grid.factor
+    @property
+    def dtype(self):
+        """The labels' type: object ids of an instance package, else class indices."""
+        return OBJECT_DTYPE if self.predictor.package.instance_target else np.uint8
+
+    def slide_objects(self, band: np.ndarray, top: int) -> SlideObjects | None:
+        """The collector of a slide's objects into `band` (the id map's rows from `top`) of an instance package,
+        else None."""
+        package = self.predictor.package
+        if not package.instance_target:
+            return None
+        return SlideObjects(band, package.instance_target, package.predict["min_object_size"], self.reach, top)
+
+    def fill_labels(self, slide: Slide, grid: SlideLevel, band: np.ndarray, rows: tuple[int, int],
+                    objects: SlideObjects | None) -> tuple[int, int]:
+        """Predict every region with tissue of `rows` of the label grid into `band` (its rows from `rows[0]`; with
+        `objects`, the objects each read box owns); (predicted, all) regions."""
+        boxes = list(regions(grid.shape, self.core, self.margin, rows))
+        predicted, factor, top = 0, grid.factor, rows[0]
         for core, read in boxes:
             if not has_tissue(grid.tissue, core, grid.shape):
                 continue
             pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
                                        (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
             region = block_mean(pixels.astype(np.float32), factor)
-            found = self.region_labels(grid.normalize(to_channels(region, self.predictor.package.input_channels)))
-            band[core[0] - top:core[2] - top, core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
-                                                                       core[1] - read[1]:core[3] - read[1]]
+            network = grid.normalize(to_channels(region, self.predictor.package.input_channels))
+            probs = self.region_probabilities(network)
+            if objects is not None:
+                objects.add(core, read, probs)
+            else:
+                found = labels_of(probs, self.predictor.package.regions)
+                band[core[0] - top:core[2] - top, core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
+                                                                           core[1] - read[1]:core[3] - read[1]]
             predicted += 1
         return predicted, len(boxes)
 
-    def region_labels(self, network: np.ndarray) -> np.ndarray:
-        """Class indices (H, W) uint8 of a normalised region (C, H, W), predicted as `Predictor.probabilities` does
-        (the models' resolution already folded into the level)."""
+    def region_probabilities(self, network: np.ndarray) -> np.ndarray:
+        """The mean softmax (K, H, W) (or region sigmoid) of a normalised region (C, H, W), predicted as
+        `Predictor.probabilities` does (the models' resolution already folded into the level)."""
         predictor = self.predictor
         probs = mean_probabilities(predictor.models, predictor.package.patches, network[:, None].astype(IMAGE_DTYPE),
                                    predictor.package.predict, predictor.device,
                                    sigmoid=predictor.package.regions is not None)
-        return labels_of(probs[:, 0].numpy(), predictor.package.regions)
-
-
-def joined_parts(part_paths, shape: tuple[int, int], scratch: Path) -> np.ndarray:
-    """The label grid (memory-mapped) of a slide's parts, one part as it is, several copied band by band into
-    `scratch`; ValueError when the parts do not make up `shape`."""
-    bands = [np.load(path, mmap_mode="r") for path in part_paths]
-    if sum(len(band) for band in bands) != shape[0] or any(band.shape[1] != shape[1] for band in bands):
-        raise ValueError(f"the parts {', '.join(map(str, part_paths))} do not make up a label grid of {shape}; "
-                         f"predict them again")
-    if len(bands) == 1:
-        return bands[0]
-    labels, top = np.lib.format.open_memmap(scratch, "w+", np.uint8, shape), 0
-    for band in bands:
-        labels[top:top + len(band)] = band
-        top += len(band)
-    return labels
+        return probs[:, 0].numpy()
 
 
 def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
@@ -242,16 +266,19 @@ def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[
     return bool(tissue[top:bottom, left:right].any())
 
 
-def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame,
+def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame | None,
                   band: int = 1024) -> dict:
-    """One slide's summary: pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), the pixel
-    size (µm) of the labels and the tissue area (mm², from the tissue mask); `labels` counted band by band."""
-    counts = np.zeros(256, np.int64)
-    for top in range(0, labels.shape[0], band):
-        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
+    """One slide's summary: the pixel size (µm) of the labels, the tissue area (mm², from the tissue mask) and (with
+    `classes`) pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), `labels` counted band
+    by band."""
     mm2 = (pixel_size / 1000) ** 2
     row = dict(pixel_size_um=pixel_size, height=labels.shape[0], width=labels.shape[1],
                tissue_mm2=float(tissue.mean()) * labels.size * mm2)
+    if classes is None:
+        return row
+    counts = np.zeros(256, np.int64)
+    for top in range(0, labels.shape[0], band):
+        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
     for entry in trained_classes(classes).to_dict("records"):
         pixels = int(counts[entry["index"]])
         row.update({f"pixels_{entry['name']}": pixels, f"area_mm2_{entry['name']}": pixels * mm2})
@@ -274,12 +301,13 @@ def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tu
 
 
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
-                   names=None) -> pd.DataFrame:
+                   names=None, object_size: int = OBJECT_SIZE, geojson: bool = True) -> pd.DataFrame:
     """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
-    sub-folders); one summary row per slide. SlideError listing every slide's problem before any is predicted."""
+    sub-folders; beside it its objects and polygons, see `unetflow.infer.slide_objects`); one summary row per slide.
+    SlideError listing every slide's problem before any is predicted."""
     if not len(paths):
         return pd.DataFrame()
-    slides, rows = SlidePredictor(predictor, region), []
+    slides, rows = SlidePredictor(predictor, region, object_size, geojson), []
     problems = [problem for path in paths for problem in slide_row(path, "", predictor.package, pixel_size)[1]]
     if problems:
         raise SlideError(f"{len(problems)} slide(s) cannot be segmented:\n  - " + "\n  - ".join(problems))

@@ -1,6 +1,6 @@
-"""Label images of slides: a pyramidal, tiled OME-TIFF written tile by tile from a label array on disk (a memory map),
-its subresolutions taken by nearest neighbour (every 2nd pixel of the level above), the pixel size in its OME
-metadata, so that viewers (QuPath, napari) overlay it on the slide."""
+"""Label images of slides (class indices or object ids): a pyramidal, tiled OME-TIFF written tile by tile from a
+label array on disk (a memory map), its subresolutions taken by nearest neighbour (every 2nd pixel of the level
+above), the pixel size in its OME metadata, so that viewers (QuPath, napari) overlay it on the slide."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +33,9 @@ def level_tiles(labels: np.ndarray, step: int, tile: int = TILE) -> Iterator[np.
 
 
 def write_label_pyramid(path, labels: np.ndarray, pixel_size: float, tile: int = TILE) -> Path:
-    """`labels` (H, W) uint8 (an array or a memory map) written to `path` as a tiled pyramidal OME-TIFF (SubIFDs),
-    `pixel_size` µm per base pixel in its OME metadata and TIFF resolution tags."""
+    """`labels` (H, W) of an unsigned integer type (uint8 classes, uint32 object ids; an array or a memory map)
+    written to `path` as a tiled pyramidal OME-TIFF (SubIFDs), `pixel_size` µm per base pixel in its OME metadata and
+    TIFF resolution tags."""
     shapes = pyramid_shapes(labels.shape, tile)
     path = Path(path)
     with tifffile.TiffWriter(path, bigtiff=True, ome=True) as writer:
