@@ -2,13 +2,14 @@
 `unetflow.io.slides` reads pyramidal TIFFs), tiffslide and openslide-python (with the openslide-bin library).
 
 A synthetic Aperio SVS (RGB, JPEG tiles of 256, levels /1, /4, /16, a stripped thumbnail, the Aperio ImageDescription
-with `MPP = 0.2500`) is written tile by tile; the three readers then read the same `--regions` random regions of
-`--region` x `--region` pixels at every level, interleaved in `--rounds` rounds (order rotated each round; the best
-round of each is kept: the machine is shared). Before timing, each reader's levels and pixel size are printed and its
-pixels of every region compared with tifffile's (the largest absolute difference). Ratios are to tifffile.
+with `MPP = 0.2500`) is written tile by tile; for each `--region` size the three readers then read the same
+`--regions` random regions of that many pixels a side at every level, interleaved in `--rounds` rounds (order rotated
+each round; the round of least wall time is kept: the machine is shared). Each reader's levels and pixel size are
+printed, and before timing its pixels of every region compared with tifffile's (the largest absolute difference).
+Ratios are to tifffile.
 
-    python bench/slide_readers.py                                  # 16384 x 16384, 20 regions of 1024, 3 rounds
-    python bench/slide_readers.py --size 2048 --regions 3 --region 256 --rounds 1   # smoke size
+    python bench/slide_readers.py                      # 16384 x 16384, 20 regions per level of 512 and 2304
+    python bench/slide_readers.py --size 2048 --regions 3 --region 256 --rounds 1    # smoke size
 """
 
 import argparse
@@ -34,18 +35,22 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16384, help="the base level is size x size")
     parser.add_argument("--regions", type=int, default=20, help="random regions per level")
-    parser.add_argument("--region", type=int, default=1024, help="regions are region x region pixels of the level")
+    parser.add_argument("--region", type=int, nargs="+", default=[512, 2304],
+                        help="region sizes: regions are region x region pixels of the level (2304: the default region "
+                             "of infer.slide_region 2048 with its margins)")
     parser.add_argument("--rounds", type=int, default=3)
     return parser.parse_args()
 
 
 def tile_pixels(top: int, left: int, step: int) -> np.ndarray:
     """A TILE x TILE RGB tile at level pixel (top, left) of the level with downsample `step`: pink textured tissue in
-    diagonal bands, white glass between."""
+    diagonal bands, white glass between, with noise (so that JPEG compresses it about as much as real tissue)."""
     y, x = np.mgrid[top:top + TILE, left:left + TILE] * step
     tissue = np.sin((x + y) / 3000.0) > -0.3
     shade = 0.7 + 0.3 * np.sin(x / 37.0) * np.cos(y / 23.0)
-    return np.where(tissue[..., None], shade[..., None] * [220, 120, 190], 240).astype(np.uint8)
+    pixels = np.where(tissue[..., None], shade[..., None] * [220, 120, 190], 240)
+    noise = np.random.default_rng((top, left, step)).integers(-16, 17, pixels.shape, dtype=np.int16)
+    return np.clip(pixels + noise, 0, 255).astype(np.uint8)
 
 
 def level_tiles(shape: tuple[int, int], step: int):
@@ -146,27 +151,43 @@ def main() -> None:
         print(f"wrote {args.size} x {args.size} SVS ({path.stat().st_size / 2**20:.0f} MiB) in "
               f"{time.perf_counter() - start:.0f} s; openslide vendor: {openslide.OpenSlide.detect_format(path)}")
         readers = [TifffileReader(path), TiffslideReader(path), OpenslideReader(path)]
-        shapes = readers[0].shapes()
-        sizes = [min(args.region, *shape) for shape in shapes]
-        regions = random_regions(shapes, args.regions, args.region)
         for reader in readers:
-            difference = max(int(np.abs(reader.read(level, top, left, sizes[level]).astype(int)
-                                        - readers[0].read(level, top, left, sizes[level])).max())
-                             for level, top, left in regions)
-            print(f"{reader.name:16s} levels {reader.shapes()}, MPP {reader.mpp:g} µm, largest |difference| to "
-                  f"tifffile {difference}")
-        best = {reader.name: math.inf for reader in readers}
-        for round_index in range(args.rounds):
-            for reader in readers[round_index % 3:] + readers[:round_index % 3]:
-                start = time.perf_counter()
-                for level, top, left in regions:
-                    reader.read(level, top, left, sizes[level])
-                best[reader.name] = min(best[reader.name], time.perf_counter() - start)
-        pixels = sum(sizes[level] ** 2 for level, _, _ in regions)
-        for reader in readers:
-            print(f"{reader.name:16s} {best[reader.name]:7.3f} s for {len(regions)} regions "
-                  f"({pixels / best[reader.name] / 1e6:6.1f} Mpx/s), time / tifffile "
-                  f"{best[reader.name] / best[readers[0].name]:.2f}")
+            print(f"{reader.name:16s} levels {reader.shapes()}, MPP {reader.mpp:g} µm")
+        for size in args.region:
+            compare(readers, size, args)
+
+
+def compare(readers: list, size: int, args: argparse.Namespace) -> None:
+    """Check that every reader reads the pixels tifffile reads, then time them on regions of `size` (see the module
+    docstring)."""
+    shapes = readers[0].shapes()
+    sizes = [min(size, *shape) for shape in shapes]
+    regions = random_regions(shapes, args.regions, size)
+    print(f"regions of {size} x {size} (clipped to small levels), {len(regions)} of them:")
+    for reader in readers[1:]:
+        difference = max(int(np.abs(reader.read(level, top, left, sizes[level]).astype(int)
+                                    - readers[0].read(level, top, left, sizes[level])).max())
+                         for level, top, left in regions)
+        print(f"  {reader.name:16s} largest |difference| to tifffile {difference}")
+    best = {reader.name: (math.inf, math.inf) for reader in readers}
+    for round_index in range(args.rounds):
+        for reader in readers[round_index % 3:] + readers[:round_index % 3]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            for level, top, left in regions:
+                reader.read(level, top, left, sizes[level])
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[reader.name] = min(best[reader.name], (wall, cpu))
+    report(readers, best, sum(sizes[level] ** 2 for level, _, _ in regions))
+
+
+def report(readers: list, best: dict, pixels: int) -> None:
+    """Each reader's best round: wall and CPU seconds (tifffile and zarr decode tiles on several threads), Mpx/s of
+    wall time and both times relative to tifffile's."""
+    wall0, cpu0 = best[readers[0].name]
+    for reader in readers:
+        wall, cpu = best[reader.name]
+        print(f"  {reader.name:16s} {wall:7.3f} s wall, {cpu:7.3f} s CPU ({pixels / wall / 1e6:6.1f} Mpx/s); "
+              f"/ tifffile: wall {wall / wall0:.2f}, CPU {cpu / cpu0:.2f}")
 
 
 if __name__ == "__main__":
