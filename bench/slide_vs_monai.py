@@ -1,12 +1,14 @@
 """Benchmark: segmenting a whole-slide image with `unetflow.infer.slide.SlidePredictor` (regions read from the
 pyramidal TIFF, predicted with a margin, labels written as a pyramidal OME-TIFF) against MONAI's pipeline for the
-same level: `WSIReader(backend="tifffile")` reads the level whole, `sliding_window_inference` (Gaussian mode, sigma
-= tile / 8, softmax per tile) segments it, the argmax is written as a Deflate TIFF.
+same level: `monai`: `WSIReader(backend="tifffile")` reads the level whole, `sliding_window_inference` (Gaussian
+mode, sigma = tile / 8, softmax per tile) segments it, the argmax is written as a Deflate TIFF; `monai_wsi`: MONAI's
+patch pipeline for WSIs (`WSISlidingWindowSplitter` reading each patch with its OpenSlide backend, as MONAI advises,
++ `PatchInferer` + `ZarrAvgMerger`, which averages uniformly, so its masks differ from the Gaussian blends).
 
-Both use the same random-weight U-Net (depth 3, width 8, the package of bench/slide_memory.py: patch 128, overlap
+All use the same random-weight U-Net (depth 3, width 8, the package of bench/slide_memory.py: patch 128, overlap
 0.5, tile batch 8, float32, no mirroring) and the same input: the level normalised by `normalize_with` (window 0-255),
 rounded to float16 as our regions are (`IMAGE_DTYPE`). The synthetic slide is RGB tissue everywhere (no region is
-skipped as glass), JPEG tiles of 512, levels /1 and /4, 0.5 µm, predicted at 0.5 µm (level 0 as it is). The two run
+skipped as glass), JPEG tiles of 512, levels /1 and /4, 0.5 µm, predicted at 0.5 µm (level 0 as it is). The three run
 interleaved `--rounds` times after an untimed warm-up on a small slide (best kept) with `--threads` torch threads;
 reported: each one's wall and CPU time and their ratios (with one thread the process CPU time is the steadier clock
 on a shared machine), the share of differing mask pixels (with the largest margin between MONAI's two class
@@ -30,7 +32,7 @@ import numpy as np
 import tifffile
 import torch
 from monai.data import WSIReader
-from monai.inferers import sliding_window_inference
+from monai.inferers import PatchInferer, WSISlidingWindowSplitter, ZarrAvgMerger, sliding_window_inference
 from slide_memory import PREPROCESS, make_package
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
@@ -107,6 +109,23 @@ def monai(model: torch.nn.Module, slide: Path, out: Path, predict: dict) -> tupl
     return out, probabilities[0]
 
 
+def monai_wsi(model: torch.nn.Module, slide: Path, out: Path, predict: dict) -> tuple[Path, None]:
+    """MONAI's patch pipeline for WSIs: `WSISlidingWindowSplitter` reads each patch from the file (OpenSlide),
+    `PatchInferer` batches them, `ZarrAvgMerger` averages the softmax in zarr arrays on disk (uniformly: MONAI's
+    mergers have no Gaussian weights); the argmax written as a TIFF."""
+    def preprocess(patches: torch.Tensor) -> torch.Tensor:
+        network = normalize_with(patches.numpy().astype(np.float32), WINDOW)
+        return torch.from_numpy(network.astype(IMAGE_DTYPE).astype(np.float32))
+
+    stores = {name: str(out.with_name(f"{out.stem}_{name}.zarr")) for name in ("store", "value_store", "count_store")}
+    splitter = WSISlidingWindowSplitter((128, 128), overlap=predict["overlap"], reader="OpenSlide", level=0)
+    inferer = PatchInferer(splitter, ZarrAvgMerger, predict["batch_size"], preprocessing=preprocess, **stores)
+    with torch.no_grad():
+        merged = inferer(str(slide), lambda tiles: torch.softmax(model(tiles), dim=1))
+    tifffile.imwrite(out, np.asarray(merged[0]).argmax(axis=0).astype(np.uint8), compression="zlib")
+    return out, None
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -120,15 +139,17 @@ def main() -> None:
         slide, warm = write_slide(folder / "slide.ome.tif", args.size), write_slide(folder / "warm.ome.tif", 512)
         ours(predictor, warm, folder / "warm_ours.ome.tif", args.region)  # untimed warm-up of both
         monai(model, warm, folder / "warm_monai.tif", predictor.package.predict)
+        monai_wsi(model, warm, folder / "warm_monai_wsi.tif", predictor.package.predict)
         timers = Timers()
         timers.wrap(Slide, "pixels", "reading")
         timers.wrap(slide_module.SlidePredictor, "region_labels", "computing")
         timers.wrap(slide_module, "write_label_pyramid", "writing")
         runs = dict(ours=lambda: ours(predictor, slide, folder / "ours.ome.tif", args.region),
-                    monai=lambda: monai(model, slide, folder / "monai.tif", predictor.package.predict))
+                    monai=lambda: monai(model, slide, folder / "monai.tif", predictor.package.predict),
+                    monai_wsi=lambda: monai_wsi(model, slide, folder / "monai_wsi.tif", predictor.package.predict))
         best, outputs = {}, {}
         for round_index in range(args.rounds):
-            for name in sorted(runs, reverse=bool(round_index % 2)):
+            for name in list(runs)[round_index % 3:] + list(runs)[:round_index % 3]:
                 before = dict(timers.seconds)
                 wall, cpu = time.perf_counter(), time.process_time()
                 outputs[name] = runs[name]()
@@ -138,7 +159,7 @@ def main() -> None:
                     best[name] = (wall, cpu, parts)
         with Slide(outputs["ours"]) as labels:
             masks = dict(ours=labels.read_region(0, 0, 0, *labels.levels[0].shape)[0],
-                         monai=tifffile.imread(outputs["monai"][0]))
+                         monai=tifffile.imread(outputs["monai"][0]), monai_wsi=tifffile.imread(outputs["monai_wsi"][0]))
         probabilities = outputs["monai"][1]
         report(best, masks, (probabilities[1] - probabilities[0]).abs().numpy(), args)
 
@@ -147,18 +168,21 @@ def report(best: dict, masks: dict, margin: np.ndarray, args: argparse.Namespace
     print(f"{args.size} x {args.size} RGB at {PIXEL_SIZE} µm, patch 128, overlap 0.5, batch 8, {args.threads} "
           f"torch threads, best of {args.rounds} round(s)")
     for name, (wall, cpu, _) in best.items():
-        print(f"{name:6s} wall {wall:7.2f} s, CPU {cpu:7.2f} s")
+        print(f"{name:9s} wall {wall:7.2f} s, CPU {cpu:7.2f} s")
     wall, _, parts = best["ours"]
     shares = {key: parts.get(key, 0.0) for key in ("reading", "computing", "writing")}
     shares["other"] = wall - sum(shares.values())
     print("ours: " + ", ".join(f"{key} {seconds:.2f} s ({100 * seconds / wall:.1f}%)"
                                for key, seconds in shares.items()))
-    print(f"time ours / MONAI: wall {best['ours'][0] / best['monai'][0]:.2f}, CPU "
-          f"{best['ours'][1] / best['monai'][1]:.2f}")
+    for peer in ("monai", "monai_wsi"):
+        print(f"time ours / {peer}: wall {best['ours'][0] / best[peer][0]:.2f}, CPU "
+              f"{best['ours'][1] / best[peer][1]:.2f}")
     differing = masks["ours"] != masks["monai"]
     print(f"differing mask pixels: {differing.mean():.2e} ({int(differing.sum())} of {differing.size}); MONAI's "
           f"|p1 - p0| there at most {margin[differing].max() if differing.any() else 0:.1e}, median over all pixels "
           f"{np.median(margin):.1e}")
+    print(f"differing mask pixels, monai_wsi (uniform averaging) vs monai (Gaussian): "
+          f"{np.mean(masks['monai_wsi'] != masks['monai']):.2e}")
 
 
 if __name__ == "__main__":
