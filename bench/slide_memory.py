@@ -87,8 +87,9 @@ def write_slide(path: Path, size: int) -> Path:
     return path
 
 
-def make_package(folder: Path) -> Path:
-    """A package of one random RGB U-Net (depth 3, width 8, patch 128)."""
+def make_package(folder: Path, preprocess: dict = PREPROCESS) -> Path:
+    """A package of one random RGB U-Net (depth 3, width 8, patch 128; its checkpoint folder/fold0.pt), normalised
+    as `preprocess` says."""
     torch.manual_seed(0)
     model = UNet(3, 2, 3, 8)
     plan = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), settings=dict(resolution=dict(value=1.0)))
@@ -98,7 +99,7 @@ def make_package(folder: Path) -> Path:
                              "slices": [1], "height": [512], "width": [512], "channels": [3],
                              "input_channels": [3], "dtype": ["uint8"]})
     package = build_package([str(folder / "fold0.pt")], ["bench/fold0"], plan, manifest,
-                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, PREPROCESS, PREDICT,
+                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, preprocess, PREDICT,
                             dict(channels=None, slice_axis=0))
     return save_package(package, folder / "bench.pt")
 

@@ -14,7 +14,7 @@ from conftest import REPO
 SCRIPTS = REPO / "workflow" / "scripts"
 # import name -> pip name, and pip name -> conda-forge name where they differ
 PIP_NAME = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn", "skimage": "scikit-image",
-            "yaml": "pyyaml", "mlflow": "mlflow-skinny"}
+            "yaml": "pyyaml", "mlflow": "mlflow-skinny", "openslide": "openslide-python"}
 CONDA_NAME = {"torch": "pytorch", "opencv-python-headless": "py-opencv", "matplotlib": "matplotlib-base"}
 
 

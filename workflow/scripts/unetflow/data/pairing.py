@@ -21,6 +21,7 @@ from pathlib import Path
 from unetflow.io.formats import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
+    SLIDE_SUFFIXES,
     VOLUME_SUFFIXES,
     ImageReadError,
     case_stem,
@@ -189,8 +190,8 @@ def data_files(data: dict) -> list[str]:
 
 
 def listed_images(spec: str) -> list[Path]:
-    """Images to segment (no masks): a folder (its direct children), a glob, or a CSV/Parquet manifest whose
-    `image` column lists them relative to its folder."""
+    """Images to segment (no masks, whole-slide scanner files among them): a folder (its direct children), a glob,
+    or a CSV/Parquet manifest whose `image` column lists them relative to its folder."""
     if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
         rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
         listed = [folder / str(row["image"]) for row in rows]
@@ -199,7 +200,7 @@ def listed_images(spec: str) -> list[Path]:
             raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
                                       f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         return listed
-    return image_files(spec)
+    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES)
 
 
 def shard_of(path, shards: int) -> int:

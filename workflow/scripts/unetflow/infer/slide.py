@@ -1,6 +1,7 @@
-"""Whole-slide prediction with bounded memory: a pyramidal TIFF (`unetflow.io.slides`) segmented region by region at
-the level whose pixel size is the one the model was trained at, background regions skipped, the labels written as a
-pyramidal OME-TIFF (`unetflow.io.slide_labels`) with one summary row per class (area in mm²).
+"""Whole-slide prediction with bounded memory: a slide (pyramidal TIFF, SVS, NDPI, MRXS: `unetflow.io.slides`)
+segmented region by region at the level whose pixel size is the one the model was trained at, background regions
+skipped, the labels written as a pyramidal OME-TIFF (`unetflow.io.slide_labels`) with one summary row per class (area
+in mm²).
 
 Each region is a core of about `region` pixels read with a margin on every side and predicted by the package's
 sliding window; only its core is kept. Region and margin are whole multiples of every model's tile step and the

@@ -12,6 +12,7 @@ from pathlib import Path
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
 MASK_SUFFIXES = IMAGE_SUFFIXES  # masks come in the same formats; `is_lossy` flags the JPEG ones
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs")  # whole-slide scanner formats (unetflow.io.slides): segmented only
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -42,7 +43,8 @@ class ImageReadError(ValueError):
 def _suffix(path: Path) -> str:
     """The file's image suffix in lower case ('.nii.gz' and '.ome.tif' count as one), or '' when unknown."""
     name = path.name.lower()
-    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + _COMPOUND_SUFFIXES), key=len, reverse=True)
+    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES + _COMPOUND_SUFFIXES), key=len,
+                   reverse=True)
     return next((s for s in known if name.endswith(s) and len(name) > len(s)), "")
 
 

@@ -1,25 +1,20 @@
-"""Whole-slide images: pyramidal (OME-)TIFF files read lazily by region, never decoded whole.
+"""Whole-slide images: pyramidal (OME-)TIFF, Aperio SVS, Hamamatsu NDPI and 3DHISTECH MRXS files read lazily by
+region, never decoded whole (the readers, chosen by suffix, are in `unetflow.io.slide_backends`).
 
-A slide is the first series of a tiled TIFF; its levels are the pyramid's resolutions (SubIFDs or OME pyramid
-pages), read through tifffile's zarr store, so a region decodes only the tiles it touches (imagecodecs decodes JPEG,
-LZW, Deflate). Its pixel size in µm comes from the OME-XML (PhysicalSizeX/Y) or from the TIFF tags XResolution and
-YResolution with ResolutionUnit centimetre or inch; each level's is the base pixel size times its downsample.
+A slide has levels (the pyramid's resolutions, base first) and a base pixel size in µm from the format's metadata;
+each level's pixel size is the base one times its downsample.
 """
 
 import math
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
-import zarr
 
-from unetflow.io.formats import ImageReadError
-from unetflow.io.tiff import failure
+from unetflow.io.formats import SLIDE_SUFFIXES, ImageReadError
+from unetflow.io.slide_backends import open_reader
 
-MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
 OVERVIEW_PIXELS = 4_000_000  # at most this many pixels of the smallest level are read for tissue and statistics
 LEVEL_TOLERANCE = 0.02  # relative: a level within 2% of the pixel size wanted is taken as it is
 
@@ -35,8 +30,12 @@ class Level:
 
 
 def is_slide(path) -> bool:
-    """Whether a file is a pyramidal TIFF: a tiled first series with more than one level."""
-    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+    """Whether a file is a whole-slide image: a scanner format by its suffix (SLIDE_SUFFIXES; opened, or refused with
+    the reason, as a slide), or a TIFF whose tiled first series has more than one level."""
+    suffix = Path(path).suffix.lower()
+    if suffix in SLIDE_SUFFIXES:
+        return True
+    if suffix not in (".tif", ".tiff"):
         return False
     try:
         with tifffile.TiffFile(path) as tif:
@@ -46,36 +45,26 @@ def is_slide(path) -> bool:
 
 
 class Slide:
-    """An open pyramidal TIFF: its `levels` and `read_region` of any level (use as a context manager)."""
+    """An open slide: its `levels`, `channels` and `read_region` of any level (use as a context manager)."""
 
     def __init__(self, path):
         self.path = Path(path)
-        try:
-            self.tif = tifffile.TiffFile(self.path)
-        except (tifffile.TiffFileError, OSError) as error:
-            raise ImageReadError(f"{self.path}: not a readable TIFF ({error})") from error
-        series = self.tif.series[0]
-        self.axes = series.axes
-        if self.axes not in ("YX", "YXS"):
-            self.tif.close()
-            raise ImageReadError(f"{self.path}: slide axes {self.axes}, but only grey (YX) and RGB (YXS) slides are "
-                                 f"read; convert it to a pyramidal RGB or grey TIFF")
-        self.arrays = [zarr.open(series.aszarr(level=index), mode="r") for index in range(len(series.levels))]
-        self.base_pixel_size = pixel_size_of(self.tif)
-        base = series.levels[0].shape[:2]
-        self.levels = [Level(index, tuple(level.shape[:2]), base[1] / level.shape[1],
-                             None if self.base_pixel_size is None else self.base_pixel_size * base[1] / level.shape[1])
-                       for index, level in enumerate(series.levels)]
+        self.reader = open_reader(self.path)
+        self.base_pixel_size = self.reader.base_pixel_size
+        base = self.reader.shapes[0]
+        self.levels = [Level(index, shape, base[1] / shape[1],
+                             None if self.base_pixel_size is None else self.base_pixel_size * base[1] / shape[1])
+                       for index, shape in enumerate(self.reader.shapes)]
 
     def __enter__(self) -> "Slide":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.tif.close()
+        self.reader.close()
 
     @property
     def channels(self) -> int:
-        return 1 if self.axes == "YX" else int(self.tif.series[0].shape[-1])
+        return self.reader.channels
 
     def read_region(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
         """The pixels (C, height, width) of a level from (top, left), clipped to the level; only the tiles it
@@ -92,40 +81,8 @@ class Slide:
     def pixels(self, level: int, selection: tuple[slice, slice]) -> np.ndarray:
         """A selection (rows, columns) of a level as (C, H, W); ImageReadError naming the file when a tile cannot be
         decoded, saying whether a codec is missing or the data damaged."""
-        try:
-            region = np.asarray(self.arrays[level][selection])
-        except (RuntimeError, ValueError, OSError, KeyError) as error:  # from tifffile, imagecodecs or zarr
-            raise failure(self.path, error, self.tif.series[0].keyframe.compression) from error
+        region = self.reader.read(level, *selection)
         return region[None] if region.ndim == 2 else np.moveaxis(region, -1, 0)
-
-
-def pixel_size_of(tif: tifffile.TiffFile) -> float | None:
-    """A slide's base pixel size in µm (the mean of x and y): the OME-XML's PhysicalSizeX/Y, else the TIFF
-    resolution tags in centimetre or inch; None when neither is there."""
-    if tif.is_ome:
-        sizes = ome_pixel_sizes(tif.ome_metadata)
-        if sizes:
-            return sum(sizes) / len(sizes)
-    page = tif.pages.first
-    unit = int(page.tags.valueof("ResolutionUnit", 1))
-    resolutions = [page.tags.valueof(name) for name in ("XResolution", "YResolution")]
-    if unit not in UNIT_MICRONS or any(value is None for value in resolutions):
-        return None
-    per_unit = [numerator / denominator for numerator, denominator in resolutions if numerator and denominator]
-    return UNIT_MICRONS[unit] / (sum(per_unit) / len(per_unit)) if len(per_unit) == 2 else None
-
-
-def ome_pixel_sizes(xml: str) -> list[float]:
-    """PhysicalSizeX and PhysicalSizeY of the first OME image in µm (each only when given)."""
-    pixels = next((node for node in ElementTree.fromstring(xml).iter() if node.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return []
-    sizes = []
-    for axis in "XY":
-        value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
-        if value is not None and unit in MICRONS:
-            sizes.append(float(value) * MICRONS[unit])
-    return sizes
 
 
 def choose_level(slide: Slide, wanted: float | None, key: str) -> tuple[Level, int]:
@@ -135,7 +92,8 @@ def choose_level(slide: Slide, wanted: float | None, key: str) -> tuple[Level, i
     has no pixel size or no level reaches the wanted size by a whole factor."""
     if slide.base_pixel_size is None:
         raise ImageReadError(f"{slide.path}: the slide's metadata give no pixel size (no OME PhysicalSizeX/Y, no "
-                             f"TIFF resolution in centimetre or inch); write it into the file")
+                             f"Aperio MPP, no TIFF resolution in centimetre or inch, no OpenSlide mpp); write it "
+                             f"into the file")
     if wanted is None:
         raise ImageReadError(f"{slide.path}: a slide is predicted at the pixel size its model was trained on, but "
                              f"{key} is not set; set it (µm per pixel of the training images)")
