@@ -158,7 +158,7 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "tests" / "ti
 JOB_OUTPUT = {"ingest": "manifest.parquet", "fingerprint": "fingerprint.json", "preprocess": "settings.json",
               "train": "model.pt", "evaluate": "summary.parquet", "report": "metrics.html",
               "leaderboard": "leaderboard.parquet", "infer_shard": "*[0-9].parquet", "infer_summary": "summary.parquet",
-              "infer_slide": "summary.parquet"}
+              "infer_slide": "summary.parquet", "infer_slide_part": "part*[0-9].npy"}
 
 
 def scheduled_jobs(workdir: Path, *args: str, configfile: Path) -> set[tuple[str, str]]:
