@@ -1,6 +1,6 @@
-"""A data set of DICOM series with NIfTI masks trained, predicted and evaluated by the workflow, and a folder of
-series segmented by `infer` (and one series by the command line): masks written as NIfTI on each series' grid, and
-as DICOM SEGs referencing the series."""
+"""A data set of DICOM series with masks in each form a series takes (a DICOM SEG, a series of label values, NIfTI)
+trained, predicted and evaluated by the workflow, and a folder of series segmented by `infer` (and one series by the
+command line): masks written as NIfTI on each series' grid, and as DICOM SEGs referencing the series."""
 
 import shutil
 import time
@@ -12,12 +12,22 @@ import pandas as pd
 import pydicom
 import pytest
 
-from conftest import job_counts, snakemake, tiny_config, write_config, write_series
+from conftest import job_counts, snakemake, tiny_config, write_config, write_seg_mask, write_series
 from unetflow.data.demo_volumes import ellipsoid_volume
 from unetflow.infer.infer import main
 from unetflow.io.nifti import read_volume
 
 SHAPE, SPACING = (24, 20, 12), (1.0, 1.0, 3.0)  # (columns, rows, slices), [column, row, slice] mm
+
+
+def write_mask(folder, series, labels: np.ndarray) -> None:
+    """The mask of series case0 as a DICOM SEG, of case1 as a series of label values, of case2 as NIfTI."""
+    if series.name == "case0":
+        write_seg_mask(folder / "case0.seg.dcm", series, labels)
+    elif series.name == "case1":
+        write_series(folder / "case1", labels.astype(float), SPACING, rescale=(1.0, 0.0), description="labels")
+    else:
+        nib.save(nib.Nifti1Image(labels, read_volume(series)[1].affine), folder / f"{series.name}.nii.gz")
 
 
 def test_series_train_predict_evaluate_and_infer(tmp_path):
@@ -26,8 +36,7 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
         image, labels = ellipsoid_volume(SHAPE, SPACING, rng)
         folder = write_series(tmp_path / "images" / f"case{index}", np.round(image * 300), SPACING)
         affines[folder.name] = read_volume(folder)[1].affine
-        (tmp_path / "masks").mkdir(exist_ok=True)
-        nib.save(nib.Nifti1Image(labels, affines[folder.name]), tmp_path / "masks" / f"case{index}.nii.gz")
+        write_mask(tmp_path / "masks", folder, labels)
     config = tiny_config()
     config["data"] = {"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
@@ -38,6 +47,8 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
 
     manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
     assert set(manifest["kind"]) == {"volume"} and manifest["slices"].tolist() == [12, 12, 12]
+    assert [path.split("/")[-1] for path in manifest["mask_path"]] == ["case0.seg.dcm", "case1", "case2.nii.gz"]
+    assert manifest["label_values"].map(list).tolist() == [[0, 1]] * 3
     test_case = pd.read_parquet(tmp_path / "results/split/splits.parquet").query("split == 'test'")["id"].iloc[0]
     scores = pd.read_parquet(tmp_path / "results/unet/evaluate/per_case.parquet")
     assert scores["id"].unique().tolist() == [test_case]
