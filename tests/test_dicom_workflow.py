@@ -1,6 +1,7 @@
 """A data set of DICOM series with masks in each form a series takes (a DICOM SEG, a series of label values, NIfTI)
 trained, predicted and evaluated by the workflow, and a folder of series segmented by `infer` (and one series by the
-command line): masks written as NIfTI on each series' grid, and as DICOM SEGs referencing the series."""
+command line): masks written as NIfTI on each series' grid, and as DICOM SEGs referencing the series (by predict
+too)."""
 
 import shutil
 import time
@@ -30,6 +31,14 @@ def write_mask(folder, series, labels: np.ndarray) -> None:
         nib.save(nib.Nifti1Image(labels, read_volume(series)[1].affine), folder / f"{series.name}.nii.gz")
 
 
+def assert_seg_of(path, series) -> None:
+    """The file is a SEG of one segment, 'foreground', referencing the series in folder `series`."""
+    seg = hd.seg.segread(path)
+    uids = {str(pydicom.dcmread(file).SeriesInstanceUID) for file in series.iterdir()}
+    assert {str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)} == uids
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["foreground"]
+
+
 def test_series_train_predict_evaluate_and_infer(tmp_path):
     rng, affines = np.random.default_rng(0), {}
     for index in range(3):
@@ -43,6 +52,7 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     config["train"].update(batch_size=2)
     shutil.copytree(tmp_path / "images", tmp_path / "new")
     config["infer"] = {"images": str(tmp_path / "new"), "dicom_seg": True}
+    config["predict"] = {"dicom_seg": True}
     snakemake(tmp_path, "results/leaderboard.parquet", "infer", configfile=write_config(tmp_path, config))
 
     manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
@@ -54,6 +64,7 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     assert scores["id"].unique().tolist() == [test_case]
     predicted = nib.load(tmp_path / f"results/unet/predict/masks/{test_case}.nii.gz")
     assert predicted.shape == SHAPE and np.allclose(predicted.affine, affines[test_case])
+    assert_seg_of(tmp_path / f"results/unet/predict/masks/{test_case}.seg.dcm", tmp_path / "images" / test_case)
     for name, affine in affines.items():
         inferred = nib.load(tmp_path / f"results/infer/unet/masks/{name}.nii.gz")
         assert inferred.shape == SHAPE and np.allclose(inferred.affine, affine)
@@ -62,10 +73,7 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
     assert summary.query("`class` == 1")["physical_size"].to_numpy() == pytest.approx(
         3.0 * summary.query("`class` == 1")["pixels"].to_numpy())  # voxels of 1 x 1 x 3 mm
     for name in affines:
-        seg = hd.seg.segread(tmp_path / f"results/infer/unet/masks/{name}.seg.dcm")
-        series = {str(pydicom.dcmread(file).SeriesInstanceUID) for file in (tmp_path / "new" / name).iterdir()}
-        assert {str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)} == series
-        assert [s.SegmentLabel for s in seg.SegmentSequence] == ["foreground"]
+        assert_seg_of(tmp_path / f"results/infer/unet/masks/{name}.seg.dcm", tmp_path / "new" / name)
 
     time.sleep(1)  # a later modification time than every output
     changed = pydicom.dcmread(tmp_path / "new" / "case1" / "slice005.dcm")
