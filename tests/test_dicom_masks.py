@@ -93,8 +93,8 @@ BAD_MASKS = {
                                    r"image .*images/case01 \([\d.]+\); pair each SEG with the series it was drawn on"),
     "geometry": (other_pixel_spacing, r"masks/case01.seg.dcm: the mask's voxel-to-world affine differs from its image "
                                       r"case01's: .*voxel sizes \[1.6, 1.4, 2.5\] vs \[0.8, 0.7, 2.5\] mm"),
-    "fractional": (fractional, r"masks/case01.seg.dcm: its segments are not one label per voxel .*; export a BINARY "
-                               r"or LABELMAP SEG"),
+    "fractional": (fractional, r"masks/case01.seg.dcm: its segments cannot be read as one label per voxel .*"
+                               r"MaximumFractionalValue.*; export a BINARY or LABELMAP SEG"),
 }
 
 

@@ -33,8 +33,7 @@ HEAD_BYTES = 33  # PNG signature + IHDR chunk, the longest header read here
 DICOM_SUFFIX = ".dcm"
 DICOM_MAGIC_OFFSET = 128  # a DICOM file: a 128-byte preamble, then b"DICM"
 SEG_SUFFIX = ".seg.dcm"  # the DICOM SEG written beside the NIfTI mask of a series (infer.dicom_seg)
-SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
-                   "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage"}
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")  # Segmentation, Label Map Seg.
 META_BYTES = 512  # the file meta information of a DICOM file, where its SOP class is, lies within its first bytes
 
 

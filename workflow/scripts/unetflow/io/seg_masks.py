@@ -43,8 +43,9 @@ class SegVoxels:
                                  f"segment number N as class value N, so each voxel may be in one segment: export "
                                  f"the segments without overlap") from error
         except ValueError as error:  # e.g. FRACTIONAL segments with values between 0 and 1
-            raise ImageReadError(f"{self.path}: its segments are not one label per voxel ({error}); export a "
-                                 f"BINARY or LABELMAP SEG") from error
+            raise ImageReadError(f"{self.path}: its segments cannot be read as one label per voxel of the series' "
+                                 f"slices (highdicom: {error}); export a BINARY or LABELMAP SEG drawn on the "
+                                 f"series") from error
         return np.transpose(frames, (2, 1, 0)).astype(dtype or self.dtype)  # (slice, row, column) -> (X, Y, Z)
 
 
