@@ -129,6 +129,33 @@ def write_series(folder: Path, volume: np.ndarray, spacing=(0.8, 0.7, 2.5), orig
     return folder
 
 
+def write_seg_mask(path: Path, series: Path, labels: np.ndarray, segmentation_type: str = "BINARY") -> Path:
+    """A DICOM SEG at `path` drawn on the series in folder `series`, as annotation tools save one: `labels` (X, Y, Z
+    on the series' voxels, as `write_series` takes its volume) of segment numbers (FRACTIONAL: the fractions of one
+    segment), or (X, Y, Z, S) booleans, one channel per segment (which may overlap); empty frames left out."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from unetflow.io.dicom import series_files
+    from unetflow.io.dicom_seg import source_dataset
+
+    count = labels.shape[3] if labels.ndim == 4 else max(1, int(labels.max()))
+    segments = [hd.seg.SegmentDescription(segment_number=number, segment_label=f"structure {number}",
+                                          segmented_property_category=codes.SCT.Tissue,
+                                          segmented_property_type=codes.SCT.Tissue,
+                                          algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+                for number in range(1, count + 1)]
+    seg = hd.seg.Segmentation(source_images=[source_dataset(file) for file in series_files(series)],
+                              pixel_array=np.swapaxes(labels, 0, 2),  # (slice, row, column[, S])
+                              segmentation_type=segmentation_type, segment_descriptions=segments,
+                              series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="test", manufacturer_model_name="test",
+                              software_versions="0", device_serial_number="0")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
+
+
 def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=None, threads: int = 1, **options):
     """Ingest's (manifest, class table) of a data set given as arguments (`options`: other keys of the data section)."""
     return check_data_set(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),

@@ -17,7 +17,7 @@ import pytest
 from test_train import TINY_CFG, TINY_PLAN, tiny_case
 
 from conftest import REPO
-from unetflow.tracking.artifacts import evaluation_metrics, log_to_runs
+from unetflow.tracking.artifacts import evaluation_metrics, log_figures_to_tensorboard, log_to_runs
 from unetflow.tracking.store import absolute_uri, store_problems, tensorboard_dir
 from unetflow.tracking.tracker import tracker_for
 
@@ -190,6 +190,36 @@ def test_report_and_package_are_logged_to_every_folds_run(tmp_path):
         assert open(downloaded, "rb").read() == b"package"
         assert client.get_run(run_id).data.metrics["test/tumour _core_/dice_mean"] == 0.8
     assert log_to_runs([untracked], "package", [package], 2.0) == 0
+
+
+def test_report_figures_go_to_every_folds_tensorboard_as_images_replacing_the_last_reports(tmp_path):
+    from PIL import Image
+
+    config, records = tracking(tensorboard=True), []
+    for fold in (0, 1):
+        tracker = tracker_for(config, str(tmp_path), "unet", fold, TRAIN, PLAN)
+        tracker.start()
+        tracker.finish({"best_val_dice": 0.5})
+        records.append(tmp_path / f"tracking{fold}.json")
+        records[-1].write_text(json.dumps(tracker.record()))
+    untracked = tmp_path / "untracked.json"
+    untracked.write_text(json.dumps({"mlflow": None, "tensorboard": None}))
+    figures = [tmp_path / "curves.png", tmp_path / "overlays.png", tmp_path / "metrics.html"]
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(figures[0])
+    Image.new("RGBA", (20, 10)).save(figures[1])
+    figures[2].write_text("<table></table>")
+    for _ in range(2):  # a rerun of the report replaces its figures
+        assert log_figures_to_tensorboard([*records, untracked], list(map(str, figures))) == 2
+    for fold in (0, 1):
+        folder = tensorboard_dir(config, str(tmp_path), "unet", fold)
+        assert len(list(folder.glob("events.out.tfevents.*.report"))) == 1
+        events = tensorboard_events(folder)
+        assert sorted(events.Tags()["images"]) == ["report/curves", "report/overlays"]
+        curves, overlays = events.Images("report/curves"), events.Images("report/overlays")
+        assert len(curves) == 1 and (curves[0].width, curves[0].height) == (40, 30)
+        assert (overlays[0].width, overlays[0].height) == (20, 10)
+        assert curves[0].encoded_image_string == figures[0].read_bytes()
+        assert events.Scalars("best_val_dice")[0].value == 0.5  # the training's event file is kept
 
 
 def closed_port() -> int:

@@ -1,12 +1,13 @@
 """Experiment tracking through the workflow: a tiny run tracked to an SQLite store and TensorBoard, with the report
-and the package in its run; changing the tracking section reruns nothing; an unreachable store is refused before
-any job."""
+and the package in its run and the report's figures in its event files; changing the tracking section reruns
+nothing; an unreachable store is refused before any job."""
 
 import json
 import socket
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from conftest import job_counts, snakemake, tiny_config, write_config
 
@@ -39,6 +40,9 @@ def test_a_tracked_run_holds_its_epochs_report_and_package(tmp_path):
     events.Reload()
     assert record["tensorboard"] == str(tmp_path / "results/unet/tensorboard/fold0")
     assert np.allclose([e.value for e in events.Scalars("train_loss")], metrics["train_loss"])
+    for name in ("training_curves", "metric_distributions", "overlays"):  # the report's figures, as images
+        with Image.open(tmp_path / f"results/unet/report/{name}.png") as figure:
+            assert [(e.width, e.height) for e in events.Images(f"report/{name}")] == [figure.size]
 
     config["tracking"] = {"tensorboard": str(tmp_path / "elsewhere")}  # tracking is no reason to train again
     assert job_counts(tmp_path, config) == {}

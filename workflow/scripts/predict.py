@@ -1,6 +1,6 @@
 """Rule predict: the chosen split segmented through the experiment's model package, exactly as `infer` segments new
-images: masks in the input encoding (NIfTI volumes as NIfTI), with predict.save_probabilities the probabilities
-beside them."""
+images: masks in the input encoding (NIfTI volumes and DICOM series as NIfTI), with predict.save_probabilities the
+probabilities and with predict.dicom_seg each DICOM series' SEG beside them."""
 
 from pathlib import Path
 
@@ -17,7 +17,8 @@ cfg = snakemake.params.predict
 predictor = Predictor.load(snakemake.input.package, cfg["device"])
 manifest = pd.read_parquet(snakemake.input.manifest)
 sources = manifest[manifest["id"].isin(ids_in(pd.read_parquet(snakemake.input.splits), cfg["split"]))]
-summary, objects = predictor.predict_sources(sources, snakemake.output[0], cfg["save_probabilities"])
+summary, objects = predictor.predict_sources(sources, snakemake.output[0], cfg["save_probabilities"],
+                                             cfg["dicom_seg"])
 if predictor.package.instance_target:
     objects.to_parquet(Path(snakemake.output[0], OBJECTS_FILE))
 log.info("predicted %d sources of the %s split on %s with %d model(s) of %s", len(sources), cfg["split"],

@@ -19,7 +19,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import trained_classes
 from unetflow.io.sources import units
 from unetflow.logs import stage_logger
-from unetflow.tracking.artifacts import evaluation_metrics, log_to_runs
+from unetflow.tracking.artifacts import evaluation_metrics, log_figures_to_tensorboard, log_to_runs
 
 log = stage_logger(snakemake.log[0])
 per_case = pd.read_parquet(snakemake.input.per_case)
@@ -44,3 +44,6 @@ runs = log_to_runs(list(snakemake.input.tracking), "report", list(snakemake.outp
                    snakemake.config["tracking"]["timeout"], test_metrics)
 if runs:
     log.info("report and test metrics logged to the MLflow runs of %d fold(s)", runs)
+boards = log_figures_to_tensorboard(list(snakemake.input.tracking), list(snakemake.output))
+if boards:
+    log.info("report figures added to the TensorBoard event files of %d fold(s)", boards)

@@ -82,7 +82,7 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
                 f"(or data.foreground: nonzero)")
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'volume' if kind == 'volume' else '2D file'} but its "
-                f"mask is not; pair volumes (NIfTI, DICOM series) with NIfTI volumes")
+                f"mask is not; pair volumes (NIfTI, DICOM series) with NIfTI volumes, DICOM SEG files or series")
     return None
 
 

@@ -2,7 +2,8 @@
 
 Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`, and
 `mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES; a DICOM series folder is one image, a volume, and its name is
-its stem (images/case01/ pairs with masks/case01.nii.gz). Alternatively a manifest file (CSV or Parquet) lists
+its stem (images/case01/ pairs with masks/case01.nii.gz, masks/case01.seg.dcm (a DICOM SEG) or masks/case01/ (a
+series of label values)). Alternatively a manifest file (CSV or Parquet) lists
 image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
@@ -19,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from unetflow.io.formats import (
+    DICOM_SUFFIX,
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     SLIDE_SUFFIXES,
@@ -59,8 +61,9 @@ def image_files(spec: str | None) -> list[Path]:
 
 
 def mask_files(spec: str | None) -> list[Path]:
-    """The mask (or region-of-interest) files a folder or glob names; none for None."""
-    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+    """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) among them; none for
+    None."""
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,)) if spec else []
 
 
 def stems_of(paths: list[Path]) -> dict[str, list[Path]]:

@@ -1,6 +1,6 @@
-"""File formats: which suffixes are images, masks and volumes, which folders are DICOM series (volumes too), a
-file's case stem, and the checks every reader makes before decoding (the file exists, is not empty, and starts with
-the signature its suffix promises).
+"""File formats: which suffixes are images, masks and volumes, which folders are DICOM series (volumes too), which
+DICOM files are SEG masks (volumes too, on the grid of their series), a file's case stem, and the checks every reader
+makes before decoding (the file exists, is not empty, and starts with the signature its suffix promises).
 
 Dependency-free, so that the Snakefile can use it to see the data set at DAG time.
 """
@@ -16,7 +16,7 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs")  # whole-slide scanner formats (unet
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
 
-_COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz")
+_COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz", ".seg.dcm")
 _FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
             ".gif": "GIF", ".nii": "NIfTI", ".nii.gz": "gzipped NIfTI"}
 _SIGNATURES = {
@@ -34,6 +34,8 @@ HEAD_BYTES = 33  # PNG signature + IHDR chunk, the longest header read here
 DICOM_SUFFIX = ".dcm"
 DICOM_MAGIC_OFFSET = 128  # a DICOM file: a 128-byte preamble, then b"DICM"
 SEG_SUFFIX = ".seg.dcm"  # the DICOM SEG written beside the NIfTI mask of a series (infer.dicom_seg)
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")  # Segmentation, Label Map Seg.
+META_BYTES = 512  # the file meta information of a DICOM file, where its SOP class is, lies within its first bytes
 
 
 class ImageReadError(ValueError):
@@ -43,8 +45,8 @@ class ImageReadError(ValueError):
 def _suffix(path: Path) -> str:
     """The file's image suffix in lower case ('.nii.gz' and '.ome.tif' count as one), or '' when unknown."""
     name = path.name.lower()
-    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES + _COMPOUND_SUFFIXES), key=len,
-                   reverse=True)
+    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES + _COMPOUND_SUFFIXES + (DICOM_SUFFIX,)),
+                   key=len, reverse=True)
     return next((s for s in known if name.endswith(s) and len(name) > len(s)), "")
 
 
@@ -57,22 +59,43 @@ def is_dicom_file(path: Path) -> bool:
         return handle.read(DICOM_MAGIC_OFFSET + 4)[DICOM_MAGIC_OFFSET:] == b"DICM"
 
 
-def is_series(path) -> bool:
-    """Whether `path` is a DICOM series folder: a folder with a DICOM file among its direct children (its slices)."""
+def sop_class(path: Path) -> str:
+    """The SOP class UID of a DICOM file as its file meta information gives it (MediaStorageSOPClassUID, always
+    explicit VR little endian), or '' without one."""
+    with path.open("rb") as handle:
+        head = handle.read(META_BYTES)
+    at = head.find(b"\x02\x00\x02\x00UI", DICOM_MAGIC_OFFSET + 4)
+    if at < 0:
+        return ""
+    length = int.from_bytes(head[at + 6:at + 8], "little")
+    return head[at + 8:at + 8 + length].rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def is_seg_file(path) -> bool:
+    """Whether `path` is a DICOM Segmentation (SEG) file, as annotation tools (3D Slicer, OHIF) save masks: a file
+    named *.dcm of one of SEG_SOP_CLASSES."""
     path = Path(path)
-    return path.is_dir() and any(child.is_file() and is_dicom_file(child) for child in path.iterdir())
+    return path.name.lower().endswith(DICOM_SUFFIX) and path.is_file() and sop_class(path) in SEG_SOP_CLASSES
+
+
+def is_series(path) -> bool:
+    """Whether `path` is a DICOM series folder: a folder with a DICOM file that is not a SEG among its direct
+    children (its slices)."""
+    path = Path(path)
+    return path.is_dir() and any(child.is_file() and is_dicom_file(child) and not is_seg_file(child)
+                                 for child in path.iterdir())
 
 
 def case_stem(path) -> str:
-    """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide'; a DICOM
-    series folder's name: 'images/case01/' -> 'case01'."""
+    """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide', 'ct_01.seg.dcm'
+    and 'ct_01.dcm' -> 'ct_01'; a DICOM series folder's name: 'images/case01/' -> 'case01'."""
     path = Path(path)
     if is_series(path):
         return path.name
     suffix = _suffix(path)
     if not suffix:
         raise ImageReadError(f"{path}: unsupported file suffix; image files end in one of "
-                             f"{', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)}")
+                             f"{', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)} (DICOM SEG masks in {DICOM_SUFFIX})")
     return path.name[:-len(suffix)]
 
 
@@ -82,8 +105,8 @@ def is_lossy(path) -> bool:
 
 
 def is_volume(path) -> bool:
-    """True for NIfTI files (.nii, .nii.gz) and DICOM series folders."""
-    return str(path).lower().endswith(VOLUME_SUFFIXES) or is_series(path)
+    """True for NIfTI files (.nii, .nii.gz), DICOM series folders and DICOM files (*.dcm: read as SEG masks)."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES + (DICOM_SUFFIX,)) or is_series(path)
 
 
 def volume_suffix(path) -> str:

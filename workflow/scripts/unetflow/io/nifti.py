@@ -1,6 +1,7 @@
 """Reading and writing NIfTI volumes (.nii, .nii.gz) with nibabel: voxels, voxel grid, spacing, label volumes.
 A DICOM series folder is read here as a NIfTI file is, through the in-memory NIfTI image `unetflow.io.dicom` makes
-of it; labels of it are written as NIfTI.
+of it; labels of it are written as NIfTI. A DICOM SEG mask is read so too (`unetflow.io.seg_masks`), given the
+series it belongs to (`image`).
 
 Volumes come back as 3D (X, Y, Z) arrays as stored (float32 when the header scales the values). Every problem with
 a file raises `ImageReadError` naming the file.
@@ -14,8 +15,17 @@ import nibabel as nib
 import numpy as np
 
 from unetflow.io.dicom import series_image
-from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError, checked, decode_failed, format_of, is_series
+from unetflow.io.formats import (
+    DICOM_SUFFIX,
+    VOLUME_SUFFIXES,
+    ImageReadError,
+    checked,
+    decode_failed,
+    format_of,
+    is_series,
+)
 from unetflow.io.labels import ID_LIMIT, label_dtype
+from unetflow.io.seg_masks import seg_image
 
 GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
 
@@ -25,7 +35,7 @@ def grid_problem(image, other, what: str) -> str | None:
     image's voxel grid: another shape, or an affine that puts a corner voxel more than GRID_TOLERANCE_VOXELS image
     voxels away from the image's voxel of the same index (small float differences between headers pass)."""
     try:
-        (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other)
+        (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other, image)
     except ImageReadError as error:
         return str(error)
     if other_shape != shape:
@@ -48,10 +58,16 @@ _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.er
                   nib.filebasedimages.ImageFileError)
 
 
-def _open(path) -> tuple[Path, str, "nib.Nifti1Image"]:
-    """The path, format name and image (header read, data left on disk) of a NIfTI file or a DICOM series folder."""
+def _open(path, image=None) -> tuple[Path, str, "nib.Nifti1Image"]:
+    """The path, format name and image (header read, data left on disk) of a NIfTI file, a DICOM series folder, or
+    a DICOM SEG file (*.dcm), the mask of the series folder `image`."""
     if is_series(path):
         return Path(path), "DICOM", series_image(path)
+    if str(path).lower().endswith(DICOM_SUFFIX):
+        if image is None:
+            raise ImageReadError(f"{path}: a single DICOM file is read as a DICOM SEG mask only, paired with the "
+                                 f"series it was drawn on; an image is a series folder")
+        return Path(path), "DICOM SEG", seg_image(path, image)
     path, fmt = checked(path, VOLUME_SUFFIXES, "a volume")
     try:
         return path, fmt, nib.load(path)
@@ -83,10 +99,11 @@ def volume_info(path) -> dict:
     return dict(height=shape[0], width=shape[1], channels=1, dtype=_volume_dtype(image).name, depth=shape[2])
 
 
-def volume_grid(path) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The 3D shape (see `volume_shape`) and the voxel-to-world affine of a NIfTI file, from its header."""
-    path, _, image = _open(path)
-    return volume_shape(path, image.shape), image.affine
+def volume_grid(path, image=None) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The 3D shape (see `volume_shape`) and the voxel-to-world affine of a NIfTI file, from its header (of a DICOM
+    SEG: as the mask of the series `image`)."""
+    path, _, volume = _open(path, image)
+    return volume_shape(path, volume.shape), volume.affine
 
 
 def volume_spacing(path) -> tuple[float, float, float]:
@@ -102,12 +119,13 @@ def volume_unit(path) -> str:
     return {"micron": "um", "meter": "m"}.get(unit, "mm")
 
 
-def read_volume(path) -> tuple[np.ndarray, "nib.Nifti1Image"]:
-    """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled) and the nibabel image.
+def read_volume(path, reference=None) -> tuple[np.ndarray, "nib.Nifti1Image"]:
+    """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled) and the nibabel image; a DICOM SEG
+    as the mask of the series `reference`.
 
     Raises ImageReadError for 4D data, NaN or Inf values, and non-numeric (e.g. RGB) voxels.
     """
-    path, fmt, image = _open(path)
+    path, fmt, image = _open(path, reference)
     shape = volume_shape(path, image.shape)
     dtype = _volume_dtype(image)
     if dtype.kind not in "iuf":

@@ -80,11 +80,11 @@ def read_source_image(row) -> np.ndarray:
 
 def read_source_mask(row, colour: bool = False, ids: bool = False) -> np.ndarray:
     """The row's mask as stored values (Z, Y, X), or colours (Z, Y, X, 3) when `colour`; with `ids` (instance masks)
-    values above 65535 are read as uint32."""
+    values above 65535 are read as uint32. A DICOM SEG mask is read on the grid of its series, the row's image."""
     kind, path = row["kind"], row["mask_path"]
     limit = ID_LIMIT if ids else LABEL_LIMIT
     if kind == "volume":
-        return to_array_order(integer_labels(path, read_volume(path)[0], limit), slice_axis(row))
+        return to_array_order(integer_labels(path, read_volume(path, row["image_path"])[0], limit), slice_axis(row))
     if kind == "stack":
         return read_stack(path) if colour else read_mask_stack(path, limit)
     if colour:
