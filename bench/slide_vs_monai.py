@@ -13,7 +13,7 @@ interleaved `--rounds` times after an untimed warm-up on a small slide (best kep
 reported: each one's wall and CPU time and their ratios (with one thread the process CPU time is the steadier clock
 on a shared machine), the share of differing mask pixels (with the largest margin between MONAI's two class
 probabilities there: near-ties that float rounding flips), and for ours the time in reading (`Slide.pixels`: regions
-and the overview), computing (`SlidePredictor.region_labels`: the network and blending) and writing
+and the overview), computing (`SlidePredictor.region_probabilities`: the network and blending) and writing
 (`write_label_pyramid`), timed by wrapping those functions in this script; the rest is normalisation, tissue
 detection and the summary.
 
@@ -88,8 +88,8 @@ class Timers:
 
 
 def ours(predictor: Predictor, slide: Path, out: Path, region: int) -> Path:
-    """SlidePredictor on the slide, writing the label pyramid `out`."""
-    slide_module.SlidePredictor(predictor, region).predict(slide, out, PIXEL_SIZE)
+    """SlidePredictor on the slide, writing the label pyramid `out` (no GeoJSON: MONAI writes none)."""
+    slide_module.SlidePredictor(predictor, region, geojson=False).predict(slide, out, PIXEL_SIZE)
     return out
 
 
@@ -142,7 +142,7 @@ def main() -> None:
         monai_wsi(model, warm, folder / "warm_monai_wsi.tif", predictor.package.predict)
         timers = Timers()
         timers.wrap(Slide, "pixels", "reading")
-        timers.wrap(slide_module.SlidePredictor, "region_labels", "computing")
+        timers.wrap(slide_module.SlidePredictor, "region_probabilities", "computing")
         timers.wrap(slide_module, "write_label_pyramid", "writing")
         runs = dict(ours=lambda: ours(predictor, slide, folder / "ours.ome.tif", args.region),
                     monai=lambda: monai(model, slide, folder / "monai.tif", predictor.package.predict),
