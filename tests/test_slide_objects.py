@@ -136,14 +136,15 @@ def test_the_read_box_of_an_instance_package_reaches_past_the_tiles_by_the_large
     assert (slides.core, slides.reach, slides.margin) == (64, 32, 64)  # tile step 16, tile margin 32
 
 
-def test_instance_parts_merge_into_the_objects_and_ids_of_one_part(nuclei_slide, instance_predictor, tmp_path):
+def test_four_instance_parts_merge_into_the_objects_and_ids_of_one_part(nuclei_slide, instance_predictor, tmp_path):
     slides = SlidePredictor(instance_predictor, region=32, object_size=16)  # 128 rows: 4 rows of regions
     one = slides.predict(nuclei_slide, tmp_path / "one.ome.tif", 1.0)
-    parts = [slides.predict_part(nuclei_slide, tmp_path / f"p{part}.npy", 1.0, part, 3) for part in range(3)]
-    assert [len(np.load(path)) for path in parts] == [32 + slides.margin, 32 + slides.margin, 64]  # + reach
-    three = slides.merge(nuclei_slide, parts, tmp_path / "three.ome.tif", 1.0)
+    parts = [slides.predict_part(nuclei_slide, tmp_path / f"p{part}.npy", 1.0, part, 4) for part in range(4)]
+    bands = [min(128, 32 * (part + 1) + slides.margin) - 32 * part for part in range(4)]  # + the rows objects reach
+    assert [len(np.load(path)) for path in parts] == bands and bands[0] > 32
+    four = slides.merge(nuclei_slide, parts, tmp_path / "four.ome.tif", 1.0)
     whole = tifffile.imread(tmp_path / "one.ome.tif")
     assert sum(crossing_core_borders(whole)) > 10 and whole.max() > 30
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "three.ome.tif"), whole)  # ids too
-    pd.testing.assert_frame_equal(pd.read_parquet(three["objects_path"]), pd.read_parquet(one["objects_path"]))
-    assert json.loads(open(three["geojson_path"]).read()) == json.loads(open(one["geojson_path"]).read())
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "four.ome.tif"), whole)  # ids too
+    pd.testing.assert_frame_equal(pd.read_parquet(four["objects_path"]), pd.read_parquet(one["objects_path"]))
+    assert json.loads(open(four["geojson_path"]).read()) == json.loads(open(one["geojson_path"]).read())
