@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from unetflow.io.formats import (
+    ANNOTATION_SUFFIXES,
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     VOLUME_SUFFIXES,
@@ -58,8 +59,8 @@ def image_files(spec: str | None) -> list[Path]:
 
 
 def mask_files(spec: str | None) -> list[Path]:
-    """The mask (or region-of-interest) files a folder or glob names; none for None."""
-    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+    """The mask files (also GeoJSON annotations) a folder or glob names; none for None."""
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + ANNOTATION_SUFFIXES) if spec else []
 
 
 def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
