@@ -16,6 +16,8 @@ from conftest import snakemake, tiny_config, write_config
 from unetflow.data.annotated import merged_boxes, pieces
 from unetflow.data.ingest import DataSpec, check_data_set
 from unetflow.data.pairing import DataValidationError
+from unetflow.infer.package import load_package
+from unetflow.infer.slide import wanted_pixel_size
 from unetflow.io.annotations import annotation_problems, rasterise, read_annotations
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_image, read_mask
@@ -151,8 +153,9 @@ def test_a_slide_trains_on_its_annotations_and_is_evaluated_on_them_only(tmp_pat
     config = tiny_config()
     config["data"] = dict(images=str(images), masks=str(masks), classes=CLASSES, slide_pixel_size=1.0)
     config["predict"] = dict(split="all")
-    per_case_file = Path("results", "unet", "evaluate", "per_case.parquet")
-    snakemake(tmp_path, str(per_case_file), configfile=write_config(tmp_path, config))
+    per_case_file, package = Path("results/unet/evaluate/per_case.parquet"), Path("results/unet/package/unet.pt")
+    snakemake(tmp_path, str(per_case_file), str(package), configfile=write_config(tmp_path, config))
+    assert wanted_pixel_size(load_package(tmp_path / package), None) == 1.0  # infer needs no infer.slide_pixel_size
     manifest = pd.read_parquet(tmp_path / "results" / "data" / "manifest.parquet")
     assert sorted(manifest["id"]) == [f"slide{i}_r0" for i in range(4)] and manifest["group"].nunique() == 4
     per_case = pd.read_parquet(tmp_path / per_case_file)

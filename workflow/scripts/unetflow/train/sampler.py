@@ -60,7 +60,11 @@ class PatchSampler:
         data_bytes = sum(array.nbytes for case in cases for array in case)
         self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
         self.images, self.labels, self.weights, self.foreground = [], [], [], []
-        for image, labels, *weights in cases:
+        self.with_ignored, self.labelled = set(), []  # cases with ignored pixels; cases with labelled pixels
+        for index, (image, labels, *weights) in enumerate(cases):
+            ignored = labels == IGNORE_INDEX
+            self.with_ignored.update([index] if ignored.any() else [])
+            self.labelled += [] if ignored.all() else [index]
             self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
             image, labels = padded_to_patch(image, labels, patch)
             self.images.append(torch.from_numpy(image).to(self.storage))
@@ -68,10 +72,6 @@ class PatchSampler:
             foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
             self.foreground.append(torch.from_numpy(foreground))
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
-        ignored = [bool((labels == IGNORE_INDEX).any()) for _, labels, *_ in cases]
-        self.with_ignored = {i for i, found in enumerate(ignored) if found}
-        self.labelled = [i for i, (_, labels, *_) in enumerate(cases)
-                         if i not in self.with_ignored or bool((labels != IGNORE_INDEX).any())]
         if not self.labelled:
             raise ValueError("every training pixel has the ignore label: nothing to train on; check the masks")
 
