@@ -16,6 +16,7 @@ from conftest import snakemake, tiny_config, write_config
 from unetflow.data.annotated import merged_boxes, pieces
 from unetflow.data.ingest import DataSpec, check_data_set
 from unetflow.data.pairing import DataValidationError
+from unetflow.data.split import split_cases
 from unetflow.infer.package import load_package
 from unetflow.infer.slide import wanted_pixel_size
 from unetflow.io.annotations import annotation_problems, rasterise, read_annotations
@@ -82,6 +83,8 @@ def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp
     assert len(problems) == 3 and all(str(path) in problem for problem in problems)
     assert "['Necrosis', 'Tumour'] are not in data.classes" in problems[1] and "feature(s) [2]" in problems[0]
     assert "feature 3 (Tumor) reaches outside its image of 512x512" in problems[2]
+    ignored = read_annotations(write_geojson(tmp_path / "d.geojson", [feature("Ignore*", "Polygon", [TUMOUR])]))
+    assert "holds no classified annotation" in annotation_problems(ignored, path, CLASSES, (512, 512))[0]
     for text, message in [("{not json", "not valid GeoJSON"), ('{"type": "Topology"}', "not a GeoJSON"),
                           (json.dumps([feature("Tumor", "Point", [1, 2])]), "feature 0: a Point geometry"),
                           (json.dumps([feature("Tumor", "Polygon", [[[0, 0], [1, 1]]])]), "feature 0: a ring")]:
@@ -122,6 +125,18 @@ def test_ingest_cuts_a_slide_into_its_annotated_regions_at_the_pixel_size(tmp_pa
     assert np.abs(tumour - [90, 30, 120]).max() < 20
     plain = manifest.set_index("id").loc["plain"]
     assert plain["image_path"] == str(images / "plain.tif") and read_mask(plain["mask_path"]).shape == (256, 256)
+
+
+def test_distant_annotations_become_sources_of_one_split_group(tmp_path):
+    far = [[[400, 400], [500, 400], [500, 500], [400, 500], [400, 400]]]
+    images, masks = data_set(tmp_path, 2, lambda: [feature("Tumor", "Polygon", [TUMOUR]),
+                                                   feature("Stroma", "Polygon", far)])
+    spec = DataSpec(images=str(images), masks=str(masks), classes=CLASSES, slide_pixel_size=0.25)
+    manifest = check_data_set(spec, 1, tmp_path / "annotated")[0]
+    assert manifest["id"].tolist() == ["slide0_r0", "slide0_r1", "slide1_r0", "slide1_r1"]
+    assert manifest["slide_box"].map(list).tolist()[:2] == [[0, 0, 256, 256], [336, 336, 512, 512]]  # + margins
+    splits = split_cases(manifest, 0.5, 0.5, 0.0).merge(manifest[["id", "group"]])
+    assert splits.groupby("group")["split"].nunique().tolist() == [1, 1]
 
 
 def test_ingest_reports_every_annotation_problem_together(tmp_path):

@@ -99,8 +99,9 @@ def read_annotations(path) -> list[Annotation]:
 def annotation_problems(annotations: list[Annotation], path, classes: dict, shape: tuple[int, int]) -> list[str]:
     """Problems of a file's annotations for an image whose base level is `shape` (height, width): none at all,
     unclassified features, class names not in `classes` (data.classes), polygons reaching outside the image."""
-    if not annotations:
-        return [f"{path}: holds no annotation; export the annotations of its image from QuPath"]
+    if all(annotation.ignored for annotation in annotations):
+        return [f"{path}: holds no {'classified ' if annotations else ''}annotation; export the annotations of its "
+                f"image from QuPath"]
     problems = []
     unclassified = [a.number for a in annotations if a.name is None]
     if unclassified:
