@@ -1,6 +1,7 @@
 """Training from sparse QuPath GeoJSON annotations: the rasteriser (classes, holes, MultiPolygons, ignored regions),
-its refusals, whole-slide images cut into their annotated regions at ingest, the sampler never drawing wholly ignored
-patches, and a slide trained and evaluated through snakemake on its annotated pixels only."""
+its refusals, the GeoJSON infer writes read back, whole-slide images cut into their annotated regions at ingest, the
+sampler never drawing wholly ignored patches, and a slide trained and evaluated through snakemake on its annotated
+pixels only."""
 
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from test_polygons import SCALE, label_map
 from test_slides import write_slide
 
 from conftest import snakemake, tiny_config, write_config
@@ -23,6 +25,8 @@ from unetflow.io.annotations import annotation_problems, rasterise, read_annotat
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_image, read_mask
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.polygons import class_features
+from unetflow.io.polygons import write_geojson as write_polygons
 from unetflow.train.sampler import PatchSampler
 
 CLASSES = {"Stroma": 0, "Tumor": 1}
@@ -72,6 +76,14 @@ def test_rasterise_paints_classes_leaves_holes_and_unannotated_pixels_ignored(tm
     assert (labels == 1).sum() == 128 * 128 - 32 * 32 + 40 * 40  # pixel centres inside: exact areas
     coarse = rasterise(annotations, CLASSES, 255, (16, 16, 48, 48), scale=4)  # a box of a 4x coarser grid
     assert coarse.shape == (32, 32) and coarse[0, 0] == 1 and coarse[12, 12] == 255 and (coarse == 1).sum() == 960
+
+
+def test_the_geojson_infer_writes_rasterises_back_to_its_labels(tmp_path):
+    labels = label_map()  # blobs of classes 1 and 2, a polygon inside a hole
+    features = class_features(labels, {1: ("Tumor", None), 2: ("Stroma", None)}, scale=SCALE)
+    annotations = read_annotations(write_polygons(tmp_path / "labels.geojson", features))
+    box = (0, 0, *labels.shape)
+    np.testing.assert_array_equal(rasterise(annotations, {"Tumor": 1, "Stroma": 2}, 0, box, SCALE), labels)
 
 
 def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp_path):
