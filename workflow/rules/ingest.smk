@@ -6,6 +6,7 @@ rule ingest:
         classes=f"{RESULTS}/data/classes.parquet",
         warnings=f"{RESULTS}/data/warnings.parquet",
         regions=f"{RESULTS}/data/regions.parquet",
+        annotated=directory(f"{RESULTS}/data/annotated"),
     log:
         f"{RESULTS}/logs/ingest.log",
     conda:

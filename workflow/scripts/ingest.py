@@ -1,5 +1,7 @@
-"""Rule ingest: pair and validate every image and mask; write the manifest, the class table, the warnings and the
-region table (data.regions)."""
+"""Rule ingest: pair and validate every image and mask; write the manifest, the class table, the warnings, the
+region table (data.regions) and the annotated regions of GeoJSON masks (images and masks, `annotated`)."""
+
+from pathlib import Path
 
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.ingest import DataSpec, check_data_set
@@ -7,8 +9,9 @@ from unetflow.io.regions import region_table
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
+Path(snakemake.output.annotated).mkdir(parents=True, exist_ok=True)  # the folder is an output, empty without GeoJSON
 data = DataSpec.from_config(snakemake.params.data)
-manifest, classes = check_data_set(data, snakemake.threads)
+manifest, classes = check_data_set(data, snakemake.threads, snakemake.output.annotated)
 regions = region_table(data.regions, classes)
 warnings = data_warnings(manifest, classes)
 log_warnings(warnings, snakemake.output.warnings)

@@ -7,12 +7,13 @@ Every image and mask is read in full, in a thread pool.
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from unetflow.config import region_problems
+from unetflow.data.annotated import annotated_pairs, annotation_settings_problems, ignore_value
 from unetflow.data.mask_checks import undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
@@ -24,7 +25,7 @@ from unetflow.data.pairing import (
 )
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
-from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_lossy, is_volume
+from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_annotation, is_lossy, is_volume
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_problem
@@ -60,6 +61,7 @@ class DataSpec:
     instance_target: str = "weight_map"
     foreground: str = "values"
     regions: dict | None = None
+    slide_pixel_size: float | None = None
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":
@@ -133,7 +135,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
     row.update(group=pair.get("group", pair["stem"]), slices=int(shape[0]), height=int(shape[1]),
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), **fields,
-               roi_path=str(pair["roi"]) if "roi" in pair else None,
+               roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                **({"split": pair["split"]} if "split" in pair else {}))
     return row, problems
 
@@ -317,9 +319,31 @@ def region_settings_problems(data: DataSpec, classes: pd.DataFrame) -> list[str]
     return region_problems({**asdict(data), "classes": dict(zip(trained["name"], values)) or None})
 
 
-def check_data_set(data: DataSpec, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem."""
+def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -> tuple[DataSpec, list[dict],
+                                                                                     list[str]]:
+    """Pairs with GeoJSON masks replaced by the image/mask pairs of their annotated regions, written into `out_dir`
+    (`unetflow.data.annotated`), the spec with the ignore value of their unannotated pixels, and the problems."""
+    if not any(is_annotation(pair["mask"]) for pair in pairs):
+        return data, pairs, []
+    problems = annotation_settings_problems(pairs, data.classes, data.instances)
+    if problems:
+        return data, [pair for pair in pairs if not is_annotation(pair["mask"])], problems
+    if out_dir is None:
+        raise ValueError("GeoJSON masks need a folder to write their rasterised regions into")
+    data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
+    log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda pair: annotated_pairs(pair, data.classes, data.ignore_label,
+                                                             data.slide_pixel_size, out_dir), pairs))
+    return data, [p for found, _ in results for p in found], [p for _, found in results for p in found]
+
+
+def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem.
+    GeoJSON masks are rasterised into `annotated_dir` first (`unetflow.data.annotated`)."""
     pairs, problems = source_pairs(data)
+    data, pairs, found = rasterised_pairs(pairs, data, annotated_dir, threads)
+    problems += found
     declared, config_problems = declared_classes(data)
     if data.instances:
         config_problems, declared = instance_settings_problems(data), instance_classes(data.instance_target)

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from unetflow.io.formats import (
+    ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
@@ -56,14 +57,14 @@ def with_series_files(paths) -> list[Path]:
 
 
 def image_files(spec: str | None) -> list[Path]:
-    """The image files (2D, stacks, volumes) a folder or glob names; none for None."""
-    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES) if spec else []
+    """The image files (2D, stacks, volumes, scanner slides) a folder or glob names; none for None."""
+    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES) if spec else []
 
 
 def mask_files(spec: str | None) -> list[Path]:
-    """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) among them; none for
-    None."""
-    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,)) if spec else []
+    """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) and GeoJSON
+    annotations among them; none for None."""
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES) if spec else []
 
 
 def stems_of(paths: list[Path]) -> dict[str, list[Path]]:

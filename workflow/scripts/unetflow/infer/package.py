@@ -70,6 +70,11 @@ class Package:
         return [float(model["resolution"]) for model in self.models]
 
     @property
+    def slide_pixel_size(self) -> float | None:
+        """The pixel size (µm) its training slides were read at (data.slide_pixel_size), or None."""
+        return self.training_data.get("slide_pixel_size")
+
+    @property
     def instance_target(self) -> str | None:
         """The instance target of a model of the instance mode (see `unetflow.instances.targets`), else None."""
         return instance_target(self.classes)
@@ -92,7 +97,15 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 height_range=[int(manifest["height"].min()), int(manifest["height"].max())],
                 width_range=[int(manifest["width"].min()), int(manifest["width"].max())],
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
-                foreground_fraction_mean=float(stored["foreground_fraction"].mean()))
+                foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
+                slide_pixel_size=slide_pixel_size(manifest))
+
+
+def slide_pixel_size(manifest: pd.DataFrame) -> float | None:
+    """The pixel size (µm) the annotated regions of whole-slide images were trained at (their median; one setting,
+    data.slide_pixel_size, made them all), or None when no source came from a slide."""
+    sizes = manifest["pixel_size_um"].dropna() if "pixel_size_um" in manifest else pd.Series(dtype=float)
+    return float(sizes.median()) if len(sizes) else None
 
 
 def training_palette(manifest: pd.DataFrame) -> list[int] | None:

@@ -126,8 +126,9 @@ def slide_normalizer(settings: dict, overview: np.ndarray):
 
 
 def wanted_pixel_size(package: Package, pixel_size: float | None) -> float | None:
-    """The pixel size (µm) the network saw in training: the training images' `pixel_size` over the preprocessing
-    scale and the models' resolution."""
+    """The pixel size (µm) the network saw in training: the training images' `pixel_size` (default: that of the
+    package's training slides) over the preprocessing scale and the models' resolution."""
+    pixel_size = package.slide_pixel_size if pixel_size is None else pixel_size
     return None if pixel_size is None else pixel_size / (package.preprocess["scale"] * package.resolutions[0])
 
 

@@ -13,6 +13,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
 MASK_SUFFIXES = IMAGE_SUFFIXES  # masks come in the same formats; `is_lossy` flags the JPEG ones
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs")  # whole-slide scanner formats (unetflow.io.slides): segmented only
+ANNOTATION_SUFFIXES = (".geojson",)  # polygon annotations (QuPath's GeoJSON export), masks of their image
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -45,8 +46,8 @@ class ImageReadError(ValueError):
 def _suffix(path: Path) -> str:
     """The file's image suffix in lower case ('.nii.gz' and '.ome.tif' count as one), or '' when unknown."""
     name = path.name.lower()
-    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES + _COMPOUND_SUFFIXES + (DICOM_SUFFIX,)),
-                   key=len, reverse=True)
+    known = sorted(set(IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES + ANNOTATION_SUFFIXES + _COMPOUND_SUFFIXES
+                       + (DICOM_SUFFIX,)), key=len, reverse=True)
     return next((s for s in known if name.endswith(s) and len(name) > len(s)), "")
 
 
@@ -102,6 +103,11 @@ def case_stem(path) -> str:
 def is_lossy(path) -> bool:
     """True for JPEG files, whose compression alters pixel values (and so label values of masks)."""
     return _suffix(Path(path)) in LOSSY_SUFFIXES
+
+
+def is_annotation(path) -> bool:
+    """True for GeoJSON polygon annotations (`unetflow.io.annotations`)."""
+    return str(path).lower().endswith(ANNOTATION_SUFFIXES)
 
 
 def is_volume(path) -> bool:

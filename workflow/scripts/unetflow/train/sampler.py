@@ -1,5 +1,6 @@
 """Training cases and the patches drawn from them: the stored sources loaded as 2D slices or whole volumes, held on
-the training device when they fit, and random patches, a share of them centred on foreground."""
+the training device when they fit, and random patches, a share of them centred on foreground, none of them wholly
+ignored (sparse annotations: pixels labelled IGNORE_INDEX)."""
 
 import numpy as np
 import torch
@@ -8,6 +9,8 @@ from unetflow.gpu import free_memory_bytes
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.resample import resample_labels, resample_nearest, resize_image, scaled_plane
 from unetflow.io.store import load_array, load_training_arrays, stored_paths
+
+RANDOM_TRIES = 20  # random patches drawn in a case with ignored pixels before one is centred on a labelled pixel
 
 
 def training_cases(table, ids: list[str], dims: int, weights: bool = False,
@@ -45,7 +48,11 @@ class PatchSampler:
     Cases are kept as compact as they are stored (images float16, labels uint8, foreground pixels as int32 flat
     indices: about 3-4 bytes per pixel of a grey image, so large 3D data sets fit in memory); batches are
     converted to float32 images and int64 labels on the training device. Cases of (image, labels, weights) carry
-    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels."""
+    per-pixel loss weights (float16, the instance target `weight_map`), cropped with the labels.
+
+    A patch never holds only ignored pixels: cases without a labelled pixel are never drawn, and in a case with
+    ignored pixels a random patch is drawn again until it holds a labelled one (uniform among such patches; after
+    RANDOM_TRIES, one centred on a random labelled pixel)."""
 
     def __init__(self, cases: list[tuple[np.ndarray, ...]], patch: list[int], device: torch.device,
                  foreground_share: float):
@@ -53,7 +60,11 @@ class PatchSampler:
         data_bytes = sum(array.nbytes for case in cases for array in case)
         self.storage = device if data_bytes < free_memory_bytes(device) // 2 else torch.device("cpu")
         self.images, self.labels, self.weights, self.foreground = [], [], [], []
-        for image, labels, *weights in cases:
+        self.with_ignored, self.labelled = set(), []  # cases with ignored pixels; cases with labelled pixels
+        for index, (image, labels, *weights) in enumerate(cases):
+            ignored = labels == IGNORE_INDEX
+            self.with_ignored.update([index] if ignored.any() else [])
+            self.labelled += [] if ignored.all() else [index]
             self.weights += [torch.from_numpy(padded_to_patch(w[None], w, patch)[1]).to(self.storage) for w in weights]
             image, labels = padded_to_patch(image, labels, patch)
             self.images.append(torch.from_numpy(image).to(self.storage))
@@ -61,15 +72,28 @@ class PatchSampler:
             foreground = np.flatnonzero((labels > 0) & (labels != IGNORE_INDEX)).astype(np.int32)
             self.foreground.append(torch.from_numpy(foreground))
         self.with_foreground = [i for i, fg in enumerate(self.foreground) if len(fg)]
+        if not self.labelled:
+            raise ValueError("every training pixel has the ignore label: nothing to train on; check the masks")
 
     def origin(self, case: int, centre_on_foreground: bool, generator: torch.Generator) -> list[int]:
-        """First corner of a patch in `case`, random or centred on a random foreground pixel."""
-        shape = self.labels[case].shape
+        """First corner of a patch in `case`, random (holding a labelled pixel) or centred on a random foreground
+        pixel."""
         if centre_on_foreground:
-            points = self.foreground[case]
-            centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
-            return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
-        return [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(self.patch, shape)]
+            return self.centred(case, self.foreground[case], generator)
+        for _ in range(RANDOM_TRIES):
+            origin = [int(torch.randint(s - p + 1, (1,), generator=generator))
+                      for p, s in zip(self.patch, self.labels[case].shape)]
+            window = tuple(slice(start, start + size) for start, size in zip(origin, self.patch))
+            if case not in self.with_ignored or bool((self.labels[case][window] != IGNORE_INDEX).any()):
+                return origin
+        labelled = torch.nonzero(self.labels[case].flatten() != IGNORE_INDEX)[:, 0].cpu()
+        return self.centred(case, labelled, generator)
+
+    def centred(self, case: int, points: torch.Tensor, generator: torch.Generator) -> list[int]:
+        """First corner of a patch in `case` centred on a random one of `points` (flat indices)."""
+        shape = self.labels[case].shape
+        centre = np.unravel_index(int(points[torch.randint(len(points), (1,), generator=generator)]), shape)
+        return [min(max(0, c - p // 2), s - p) for c, p, s in zip(centre, self.patch, shape)]
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch: images (B, C, *patch) and labels (B, *patch); round(share * B) patches centred on foreground."""
@@ -82,7 +106,7 @@ class PatchSampler:
         images, labels, weights = [], [], []
         for index in range(batch_size):
             on_foreground = index < n_foreground
-            pool = self.with_foreground if on_foreground else range(len(self.images))
+            pool = self.with_foreground if on_foreground else self.labelled
             case = pool[int(torch.randint(len(pool), (1,), generator=generator))]
             window = tuple(slice(start, start + size)
                            for start, size in zip(self.origin(case, on_foreground, generator), self.patch))

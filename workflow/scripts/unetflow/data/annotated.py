@@ -1,0 +1,162 @@
+"""Images whose masks are sparse GeoJSON polygon annotations (QuPath), turned into ordinary image/mask pairs at ingest.
+
+A whole-slide image (`unetflow.io.slides`) is never trained whole: its annotated regions are, read at the level of
+`data.slide_pixel_size` (`choose_level`, a finer level block-averaged by a whole factor). A region is the bounding
+box of the classified annotations with MARGIN pixels of context on every side, boxes that then overlap merged into
+one, cut into pieces of at most MAX_SIDE pixels a side (pieces without any annotated pixel dropped). Each piece becomes
+a source `<slide stem>_r<k>` of its own, all of one slide in one split group (the slide's stem). A plain image keeps
+its whole self. Their masks (`unetflow.io.annotations.rasterise`) hold each polygon's class value from
+`data.classes` and the ignore value everywhere else, so unannotated pixels count in neither the loss nor the
+evaluation. Pieces and masks are written as PNG files into the ingest's `annotated` folder and the pairs point there,
+so every later stage reads them as any other image and mask.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from unetflow.io.annotations import annotation_problems, grid_box, rasterise, read_annotations
+from unetflow.io.formats import ImageReadError, is_annotation
+from unetflow.io.images import image_info, write_image, write_mask
+from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
+
+PIXEL_SIZE_KEY = "data.slide_pixel_size"
+MARGIN = 64  # pixels of context (ignored in the loss) around every annotated box, at the training level
+MAX_SIDE = 2048  # at most this many pixels a side per source
+
+
+def ignore_value(classes: dict, ignore_label: int | None) -> int:
+    """The mask value of unannotated pixels: data.ignore_label, else 255 unless a class has it, else the smallest
+    value no class has."""
+    if ignore_label is not None:
+        return int(ignore_label)
+    taken = set(classes.values())
+    return 255 if 255 not in taken else next(value for value in range(65536) if value not in taken)
+
+
+def merged_boxes(boxes: list[tuple[int, int, int, int]], margin: int,
+                 shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Boxes (top, left, bottom, right) grown by `margin`, clipped to `shape`, those that overlap merged until none
+    does; sorted."""
+    grown = [(max(0, t - margin), max(0, left - margin), min(shape[0], b + margin), min(shape[1], r + margin))
+             for t, left, b, r in boxes]
+    merged = True
+    while merged:
+        merged, result = False, []
+        for box in grown:
+            for index, other in enumerate(result):
+                if box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]:
+                    result[index] = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
+                                     max(box[3], other[3]))
+                    merged = True
+                    break
+            else:
+                result.append(box)
+        grown = result
+    return sorted(grown)
+
+
+def pieces(box: tuple[int, int, int, int], side: int = MAX_SIDE) -> list[tuple[int, int, int, int]]:
+    """A box cut into a grid of equal pieces of at most `side` pixels a side."""
+    top, left, bottom, right = box
+    rows, columns = math.ceil((bottom - top) / side), math.ceil((right - left) / side)
+    ys = np.linspace(top, bottom, rows + 1).round().astype(int)
+    xs = np.linspace(left, right, columns + 1).round().astype(int)
+    return [(int(ys[i]), int(xs[j]), int(ys[i + 1]), int(xs[j + 1])) for i in range(rows) for j in range(columns)]
+
+
+def slide_region(slide: Slide, level: int, factor: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels (H, W, C) of a box on the grid of `level` reduced by `factor`, in the slide's dtype."""
+    top, left, bottom, right = box
+    pixels = slide.read_region(level, top * factor, left * factor, (bottom - top) * factor, (right - left) * factor)
+    if factor > 1:
+        pixels = np.rint(block_mean(pixels, factor)).astype(pixels.dtype)
+    return np.moveaxis(pixels[:, :bottom - top, :right - left], 0, -1)
+
+
+def slide_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None,
+                out_dir: Path) -> tuple[list[dict], list[str]]:
+    """The pairs of a slide's annotated regions (see the module docstring), written into `out_dir`, and problems."""
+    path = pair["image"]
+    annotations = read_annotations(pair["mask"])
+    with Slide(path) as slide:
+        problems = annotation_problems(annotations, pair["mask"], classes, slide.levels[0].shape)
+        if pixel_size is None:
+            problems.append(f"{path}: a slide is trained at the pixel size of {PIXEL_SIZE_KEY}, which is not set; set "
+                            f"it (µm per pixel to train at, e.g. 1.0)")
+        if problems:
+            return [], problems
+        return region_pairs(pair, slide, annotations, classes, ignore, pixel_size, out_dir), []
+
+
+def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, ignore: int, pixel_size: float,
+                 out_dir: Path) -> list[dict]:
+    """The pairs of a slide's annotated regions at `pixel_size`, their images and masks written into `out_dir`;
+    each pair's `origin` (manifest columns) names the slide, the GeoJSON file, the pixel size, level and box."""
+    level, factor = choose_level(slide, pixel_size, PIXEL_SIZE_KEY)
+    scale = level.downsample * factor
+    shape = tuple(math.ceil(side / factor) for side in level.shape)
+    boxes = merged_boxes([grid_box(a, scale) for a in annotations if not a.ignored], MARGIN, shape)
+    pairs, stem = [], pair["stem"]
+    for piece in [piece for box in boxes for piece in pieces(box)]:
+        labels = rasterise(annotations, classes, ignore, piece, scale)
+        if (labels == ignore).all():
+            continue
+        name = f"{stem}_r{len(pairs)}"
+        pairs.append(dict(pair, stem=name, group=pair.get("group", stem),
+                          image=write_image(out_dir / f"{name}.png", slide_region(slide, level.index, factor, piece)),
+                          mask=written_mask(out_dir / f"{name}_mask.png", labels),
+                          origin=dict(source_image=str(slide.path), annotations=str(pair["mask"]),
+                                      pixel_size_um=level.pixel_size * factor, slide_level=level.index,
+                                      slide_box=list(piece))))
+    return pairs
+
+
+def written_mask(path: Path, labels: np.ndarray) -> Path:
+    """`labels` written as a PNG mask at `path`."""
+    write_mask(path, labels)
+    return path
+
+
+def image_pairs(pair: dict, classes: dict, ignore: int, out_dir: Path) -> tuple[list[dict], list[str]]:
+    """A plain image's pair with its annotations rasterised over the whole image into `out_dir`, and problems."""
+    annotations = read_annotations(pair["mask"])
+    info = image_info(pair["image"])
+    shape = (info["height"], info["width"])
+    problems = annotation_problems(annotations, pair["mask"], classes, shape)
+    if problems:
+        return [], problems
+    labels = rasterise(annotations, classes, ignore, (0, 0, *shape))
+    mask = written_mask(out_dir / f"{pair['stem']}_mask.png", labels)
+    return [dict(pair, mask=mask, origin=dict(annotations=str(pair["mask"])))], []
+
+
+def annotated_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None,
+                    out_dir) -> tuple[list[dict], list[str]]:
+    """A pair as ingest checks it: itself unless its mask is a GeoJSON file, else the pairs of its annotated regions
+    (a slide) or of the image with its rasterised annotations; and the problems, each naming its file."""
+    if not is_annotation(pair["mask"]):
+        return [pair], []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if is_slide(pair["image"]):
+            return slide_pairs(pair, classes, ignore, pixel_size, out_dir)
+        return image_pairs(pair, classes, ignore, out_dir)
+    except ImageReadError as error:
+        return [], [str(error)]
+
+
+def annotation_settings_problems(pairs: list[dict], classes: dict | None, instances: bool) -> list[str]:
+    """Settings GeoJSON masks cannot be used with: no data.classes to map their class names, the instance mode."""
+    files = [str(pair["mask"]) for pair in pairs if is_annotation(pair["mask"])]
+    if not files:
+        return []
+    named = f"{files[0]}{f' and {len(files) - 1} more' if len(files) > 1 else ''}"
+    if instances:
+        return [f"GeoJSON masks ({named}) label classes, not objects; set data.instances: false"]
+    if not classes:
+        return [f"GeoJSON masks ({named}) name their classes: set data.classes to map each QuPath class name to a "
+                f"mask value, e.g. {{Stroma: 0, Tumor: 1}}"]
+    return []
