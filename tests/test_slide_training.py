@@ -194,7 +194,10 @@ def test_a_slide_trains_on_its_annotations_and_is_evaluated_on_them_only(tmp_pat
     config["predict"] = dict(split="all")
     per_case_file, package = Path("results/unet/evaluate/per_case.parquet"), Path("results/unet/package/unet.pt")
     snakemake(tmp_path, str(per_case_file), str(package), configfile=write_config(tmp_path, config))
-    assert wanted_pixel_size(load_package(tmp_path / package), None) == 2.0  # infer needs no infer.slide_pixel_size
+    trained = load_package(tmp_path / package)
+    assert wanted_pixel_size(trained, None) == 2.0  # infer needs no infer.slide_pixel_size
+    # a slide is normalised as its regions were, whatever part of it a region shows: a fixed window, no z-score
+    assert (trained.preprocess["normalization"], trained.preprocess["window"]) == ("window", [0, 255])
     manifest = pd.read_parquet(tmp_path / "results" / "data" / "manifest.parquet")
     assert sorted(manifest["id"]) == [f"slide{i}_r0" for i in range(4)] and manifest["group"].nunique() == 4
     per_case = pd.read_parquet(tmp_path / per_case_file)

@@ -50,7 +50,8 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     scale, scale_source = applied_value(cfg, "scale", fingerprint, "scale")
     return dict(normalization=scheme, normalization_source=scheme_source,
                 clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
-                ct=fingerprint["ct"] if scheme == "ct" else None, window=cfg["window"] if scheme == "window" else None,
+                ct=fingerprint["ct"] if scheme == "ct" else None,
+                window=(cfg["window"] or fingerprint.get("window")) if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,
                 scale=float(scale), scale_source=scale_source, weight_map=cfg.get("weight_map"))
 

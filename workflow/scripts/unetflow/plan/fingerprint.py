@@ -27,6 +27,7 @@ ANISOTROPY = 3  # nnU-Net: a median spacing over 3 times another's makes its axi
 COARSE_PERCENTILE = 10  # the coarse axis then takes this percentile of its spacings
 WIDE_OBJECT = 128  # px: 2D objects wider than this (half a CPU patch side) are scaled down to it
 SMALLEST_SIDE = 64  # px: scaling never takes the median image's shorter side below this
+SLIDE_WINDOW = [0, 255]  # the automatic normalisation of regions of whole-slide images (8-bit RGB)
 
 
 def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
@@ -169,10 +170,15 @@ def target_spacing(spacings: np.ndarray) -> tuple[list[float] | None, str]:
         f"{COARSE_PERCENTILE}th percentile of its spacings")
 
 
-def automatic_normalization(table: pd.DataFrame, ct: dict | None) -> tuple[str, str]:
-    """The scheme `preprocess.normalization: auto` stands for, and why: for 2D images the per-image z-score; for
-    NIfTI volumes `ct` when every training volume looks like CT (whole-number intensities reaching AIR_HU or
-    below: air) and has foreground, else the per-volume z-score (a heuristic; set the scheme to override it)."""
+def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool = False) -> tuple[str, str]:
+    """The scheme `preprocess.normalization: auto` stands for, and why: for regions of whole-slide images (`slides`)
+    the fixed 8-bit window SLIDE_WINDOW; for 2D images the per-image z-score; for NIfTI volumes `ct` when every
+    training volume looks like CT (whole-number intensities reaching AIR_HU or below: air) and has foreground, else
+    the per-volume z-score (a heuristic; set the scheme to override it)."""
+    if slides:
+        return "window", (f"regions of whole-slide images (8-bit): the fixed window {SLIDE_WINDOW}, so that a slide "
+                          f"segmented region by region is normalised as its training regions were (a per-image "
+                          f"z-score would differ between a region and the whole slide)")
     volumes = table[table["kind"] == "volume"]
     if volumes.empty:
         return "zscore", "2D images: each image z-scored on its own"
@@ -202,12 +208,14 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
     volumes = table[table["kind"] == "volume"]
     spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
     spacing, spacing_reason = target_spacing(spacings)
-    scheme, scheme_reason = automatic_normalization(table, ct)
+    slides = "slide_level" in manifest.columns and bool(manifest["slide_level"].notna().any())
+    scheme, scheme_reason = automatic_normalization(table, ct, slides)
     scale, scale_reason = planned_scale(table)
     summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
-                   normalization_reason=scheme_reason, scale=scale, scale_reason=scale_reason, ct=ct,
+                   normalization_reason=scheme_reason, window=SLIDE_WINDOW if scheme == "window" else None,
+                   scale=scale, scale_reason=scale_reason, ct=ct,
                    foreground_samples=int(pooled.size), boundary_distance=finest_boundary_distance(table),
                    object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0)
     return table, summary
