@@ -21,6 +21,8 @@ import tifffile
 import torch
 import yaml
 
+from test_slide_training import CLASSES, data_set
+
 from unetflow.infer.predictor import Predictor
 from unetflow.infer.slide import SlidePredictor
 
@@ -210,6 +212,23 @@ def runs_on_a_cpu_only_cluster(workdir: Path) -> None:
     assert set(records.state) == {"COMPLETED"}
     assert gpus_by_rule(records) == {"train": {(0, 0)}, "package": {(0, 0)}, "predict": {(0, 0)}}
     assert "device auto: this SLURM job holds no GPU, running on the CPU" in job_log(workdir, "train_fold0.log")
+
+
+def test_a_model_trains_on_slide_annotations_through_slurm(slurm_cluster, tmp_path):
+    images, masks = data_set(tmp_path, 4)  # whole-slide images with QuPath GeoJSON annotations
+    config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()),
+              "data": {"images": str(images), "masks": str(masks), "classes": CLASSES, "slide_pixel_size": 2.0}}
+    (tmp_path / "slides.yaml").write_text(yaml.safe_dump(config))
+    per_case = tmp_path / "results/unet/evaluate/per_case.parquet"
+    result = run_snakemake(REPO / "Snakefile", tmp_path, str(per_case.relative_to(tmp_path)), "--configfile",
+                           str(tmp_path / "slides.yaml"))
+    assert result.returncode == 0, failure_report(result, tmp_path)
+    remote, _ = jobs_by_place(result.stdout)
+    assert {"ingest", "preprocess", "plan", "train", "package", "predict", "evaluate"} <= set(remote)
+    assert set(sacct_records(submitted_job_ids(result.stdout)).state) == {"COMPLETED"}
+    manifest = pd.read_parquet(tmp_path / "results/data/manifest.parquet")
+    assert sorted(manifest["id"]) == [f"slide{index}_r0" for index in range(4)]  # the annotated regions
+    assert len(pd.read_parquet(per_case)) > 0
 
 
 def test_failing_rule_fails_the_run(slurm_cluster, tmp_path):
