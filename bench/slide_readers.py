@@ -101,39 +101,40 @@ class TifffileReader:
         return np.asarray(self.levels[level][..., top:top + size, left:left + size, :]).reshape(size, size, 3)
 
 
-class TiffslideReader:
-    """tiffslide's TiffSlide (locations in base pixels, as openslide's)."""
+class OpenslideApiReader:
+    """A reader with openslide's API (`module`: openslide or tiffslide; locations in base pixels)."""
 
-    name = "tiffslide"
+    module = None
 
     def __init__(self, path: Path):
-        self.slide = tiffslide.TiffSlide(path)
-        self.mpp = float(self.slide.properties[tiffslide.PROPERTY_NAME_MPP_X])
+        self.slide = self.module.open_slide(str(path))
+        self.mpp = float(self.slide.properties[self.module.PROPERTY_NAME_MPP_X])
 
     def shapes(self) -> list[tuple[int, int]]:
         return [(height, width) for width, height in self.slide.level_dimensions]
 
-    def read(self, level: int, top: int, left: int, size: int) -> np.ndarray:
+    def location(self, level: int, top: int, left: int) -> tuple[int, int]:
+        """(x, y) in base pixels of a level's (top, left)."""
         scale = self.slide.level_downsamples[level]
-        return self.slide.read_region((round(left * scale), round(top * scale)), level, (size, size), as_array=True)
+        return round(left * scale), round(top * scale)
 
 
-class OpenslideReader:
+class TiffslideReader(OpenslideApiReader):
+    """tiffslide's TiffSlide."""
+
+    name, module = "tiffslide", tiffslide
+
+    def read(self, level: int, top: int, left: int, size: int) -> np.ndarray:
+        return self.slide.read_region(self.location(level, top, left), level, (size, size), as_array=True)
+
+
+class OpenslideReader(OpenslideApiReader):
     """openslide-python's OpenSlide (RGBA PIL images; the alpha dropped)."""
 
-    name = "openslide"
-
-    def __init__(self, path: Path):
-        self.slide = openslide.OpenSlide(path)
-        self.mpp = float(self.slide.properties[openslide.PROPERTY_NAME_MPP_X])
-
-    def shapes(self) -> list[tuple[int, int]]:
-        return [(height, width) for width, height in self.slide.level_dimensions]
+    name, module = "openslide", openslide
 
     def read(self, level: int, top: int, left: int, size: int) -> np.ndarray:
-        scale = self.slide.level_downsamples[level]
-        image = self.slide.read_region((round(left * scale), round(top * scale)), level, (size, size))
-        return np.asarray(image)[..., :3]
+        return np.asarray(self.slide.read_region(self.location(level, top, left), level, (size, size)))[..., :3]
 
 
 def random_regions(shapes: list[tuple[int, int]], count: int, size: int, seed: int = 0) -> list[tuple]:
