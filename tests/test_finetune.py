@@ -36,7 +36,8 @@ CFG = dict(device="cpu", seed=3, epochs=1, budget_steps=None, budget_minutes=Non
            iterations_per_epoch=2, batch_size=2, dims="auto", resolution=None, patch_size=None, depth=None,
            base_width=None, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3,
            weight_decay=0.0, lr_schedule="poly", warmup_iterations=0, grad_clip=0, foreground_oversampling=None,
-           early_stopping=0, resume_every=1, compile=False, augment={}, precision="fp32", init="pkg.pt")
+           dice_background="auto", early_stopping=0, resume_every=1, compile=False, augment={}, precision="fp32",
+           init="pkg.pt")
 
 
 def write_package(folder, classes=BINARY, channels=1, dims=2, preprocess=None, seed=7):

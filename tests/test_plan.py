@@ -15,6 +15,7 @@ from unetflow.plan.plan import (
     CPU_BATCH_3D,
     make_plan,
     plan_batch_size,
+    plan_dice_background,
     plan_patch_size,
     planned_settings,
     training_bytes_per_sample,
@@ -24,7 +25,7 @@ from unetflow.plan.plan import (
 CPU = dict(type="cpu", name="cpu", memory_bytes=None)
 GPU_80 = dict(type="cuda", name="faked", memory_bytes=80 * 2**30)
 UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None,
-             foreground_oversampling=None)
+             foreground_oversampling=None, dice_background="auto")
 ISBI_LIKE = dict(cases=17, median_size=[512, 512], class_shares=[0.22, 0.78], object_diameter_p90=60.0)
 
 
@@ -70,8 +71,21 @@ def test_plan_on_a_cpu_and_on_a_gpu():
     assert planned["patch_size"] == [512, 512] and planned["depth"] == 6 and planned["base_width"] == 32
 
 
+def test_the_dice_covers_class_zero_unless_it_is_the_largest_class():
+    isbi, why = plan_dice_background("auto", [0.22, 0.78])  # membranes stored as 0
+    assert isbi and "22.0%" in why and "78.0%" in why
+    assert plan_dice_background("auto", [0.78, 0.22])[0] is False  # the same data with the values swapped
+    assert plan_dice_background("auto", [0.9, 0.06, 0.04])[0] is False  # a dominant background (nnU-Net's case)
+    assert plan_dice_background("auto", [0.3, 0.5, 0.2])[0] is True  # class 0 is not the background there
+    assert plan_dice_background(False, [0.22, 0.78]) == (False, None)  # set in the config: no reason
+    assert plan_dice_background(True, [0.9, 0.1]) == (True, None)
+    planned, reasons = planned_settings(dict(UNSET), dict(ISBI_LIKE, class_shares=[0.95, 0.05]), 2, "2D", CPU)
+    assert planned["dice_background"] is False and "a background" in reasons["dice_background"]
+
+
 def test_explicit_settings_win_and_rare_classes_raise_oversampling():
-    explicit = dict(dims=2, patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1)
+    explicit = dict(dims=2, patch_size=[96, 64], depth=2, base_width=8, batch_size=3, foreground_oversampling=0.1,
+                    dice_background=False)
     planned, reasons = planned_settings(explicit, ISBI_LIKE, 2, None, CPU)
     assert planned == dict(explicit, pool_kernels=None) and list(reasons) == ["pool_kernels"]  # 2x2: nothing to set
     rare = dict(ISBI_LIKE, class_shares=[0.97, 0.01, 0.02])

@@ -20,7 +20,6 @@ import pytest
 import tifffile
 import torch
 import yaml
-
 from test_slide_training import CLASSES, data_set
 
 from unetflow.infer.predictor import Predictor

@@ -107,7 +107,7 @@ TINY_CFG = dict(device="cpu", seed=3, epochs=5, budget_steps=None, budget_minute
                 iterations_per_epoch=6, batch_size=4, dims=2, patch_size=[32, 32], depth=2, pool_kernels=None,
                 base_width=8, norm="batch", deep_supervision=False, loss="ce_dice", optimizer="adam", lr=1e-3,
                 weight_decay=0.0, lr_schedule="poly", warmup_iterations=2, grad_clip=1.0, foreground_oversampling=0.33,
-                early_stopping=0, resume_every=1, compile=False, augment={}, precision="auto")
+                dice_background=False, early_stopping=0, resume_every=1, compile=False, augment={}, precision="auto")
 TINY_PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), in_channels=1, num_classes=2)
 
 

@@ -111,7 +111,8 @@ def test_volumes_are_stored_resampled_along_the_slice_axis_to_the_target_spacing
     assert (labels == nearest).mean() > 0.97  # (new centres on an old boundary keep the two slices' overlap)
 
 
-UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None)
+UNSET = dict(dims="auto", patch_size=None, depth=None, base_width=None, batch_size=None, foreground_oversampling=None,
+             dice_background="auto")
 CT_LIKE = dict(cases=10, median_size=[40, 160, 160], spacing=[3.0, 1.0, 1.0], class_shares=[0.9, 0.06, 0.04],
                object_diameter_p90=30.0)
 
@@ -162,7 +163,7 @@ TINY_3D = dict(device="cpu", seed=0, epochs=4, budget_steps=None, budget_minutes
                iterations_per_epoch=8, batch_size=2, patch_size=[8, 32, 32], depth=2, base_width=8, norm="batch",
                deep_supervision=True, loss="ce_dice", optimizer="adam", lr=1e-2, weight_decay=0.0,
                lr_schedule="poly", warmup_iterations=0, grad_clip=1.0, foreground_oversampling=0.33, early_stopping=0,
-               resume_every=1, compile=False, augment={}, precision="auto", dims=3)
+               dice_background="auto", resume_every=1, compile=False, augment={}, precision="auto", dims=3)
 
 
 def test_a_tiny_3d_unet_learns_ellipsoids_on_the_cpu(tmp_path):

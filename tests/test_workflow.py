@@ -245,10 +245,10 @@ def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["lr_schedule_isbi", "lr_schedule_dsb2018", "lr_schedule_hippocampus",
-                                  "isbi_membrane_class"])
+                                  "isbi_membrane_class", "isbi_dice_background"])
 def test_the_training_benchmark_configs_are_valid(tmp_path, name):
-    """bench/lr_schedule_*.yaml and isbi_membrane_class.yaml (bench/training.md) pass the config's validation: every
-    experiment trains."""
+    """bench/lr_schedule_*.yaml, isbi_membrane_class.yaml and isbi_dice_background.yaml (bench/training.md) pass the
+    config's validation: every experiment trains."""
     config = yaml.safe_load((REPO / "bench" / f"{name}.yaml").read_text())
     for key in ("images", "masks"):
         config["data"][key] = str(SHARED_DATA / Path(config["data"][key]).relative_to("../shared/data"))

@@ -14,8 +14,8 @@ ORDERED_MAPPINGS = ("classes", "colors", "regions")  # their order is the class 
 
 
 PLAN_INPUTS = ("device", "dims", "resolution", "patch_size", "depth", "base_width", "batch_size",
-               "foreground_oversampling", "norm", "deep_supervision", "loss", "augment", "precision", "epochs",
-               "budget_steps", "budget_minutes", "iterations_per_epoch", "warmup_iterations",
+               "foreground_oversampling", "dice_background", "norm", "deep_supervision", "loss", "augment",
+               "precision", "epochs", "budget_steps", "budget_minutes", "iterations_per_epoch", "warmup_iterations",
                "val_share", "init")  # the train keys the plan rule reads (the network, its step time, the budget)
 PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)

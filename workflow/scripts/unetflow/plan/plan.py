@@ -27,7 +27,7 @@ from unetflow.train.schedule import training_budget
 from unetflow.train.timing import step_seconds
 
 PLANNED_KEYS = ("dims", "resolution", "patch_size", "depth", "pool_kernels", "base_width", "batch_size",
-                "foreground_oversampling")
+                "foreground_oversampling", "dice_background")
 COARSEST_MAP = 8  # pool until the coarsest feature map would be smaller than this many pixels
 MAX_DEPTH = 7
 CPU_PATCH_SIDE = 256  # larger patches only slow a CPU step down, unless the objects need them
@@ -218,6 +218,21 @@ def volume_patch(median: list[int], spacing: list[float], device: dict, base_wid
     return patch, f"CPU: at most {limit} a side and {CPU_PATCH_VOXELS_3D} voxels"
 
 
+def plan_dice_background(requested, class_shares: list[float]) -> tuple[bool, str | None]:
+    """Whether the soft Dice (loss and validation) covers class 0 too, and why (None when set in the config): for
+    `requested` 'auto', when class 0 is not the largest class of the training pixels, so that a minority class
+    stored as 0 (ISBI 2012's membranes) is scored as the minority classes 1..K-1 are, whichever value the masks give
+    it; a dominant background stays out, as nnU-Net leaves it."""
+    if requested != "auto":
+        return bool(requested), None
+    background, largest = class_shares[0], max(class_shares[1:], default=0.0)
+    if background < largest:
+        return True, f"class 0 covers {background:.1%} of the training pixels, less than the largest other class " \
+                     f"({largest:.1%}): not a dominant background, so the Dice covers it"
+    return False, f"class 0 covers {background:.1%} of the training pixels, the largest class: a background, left " \
+                  f"out of the Dice as nnU-Net does"
+
+
 def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None, device: dict) -> tuple[dict, dict]:
     """The planned keys' values (explicit values of `cfg` kept), and the reason for each planned one."""
     reasons = {} if cfg["dims"] != "auto" else {"dims": dims_reason}
@@ -238,8 +253,11 @@ def planned_settings(cfg: dict, traits: dict, dims: int, dims_reason: str | None
         reasons["foreground_oversampling"] = (f"rarest foreground class {rarest:.1%} of the pixels"
                                               + (f" < {RARE_CLASS_SHARE:.0%}" if oversampling == 0.5 else
                                                  "; nnU-Net's 0.33"))
+    dice_background, why = plan_dice_background(cfg["dice_background"], traits["class_shares"])
+    if why:
+        reasons["dice_background"] = why
     planned = dict(dims=dims, patch_size=list(patch), depth=depth, pool_kernels=kernels, base_width=base_width,
-                   batch_size=batch, foreground_oversampling=oversampling)
+                   batch_size=batch, foreground_oversampling=oversampling, dice_background=dice_background)
     return planned, reasons
 
 

@@ -193,9 +193,8 @@ class Trainer:
             images, labels, weights = self.augmented_batch()
             with torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.step_fn(images)
-            loss = (deep_supervision_loss(outputs, labels, cfg["loss"], weights, self.regions)
-                    if isinstance(outputs, list) else segmentation_loss(outputs, labels, cfg["loss"], weights,
-                                                                        self.regions))
+            loss_of = deep_supervision_loss if isinstance(outputs, list) else segmentation_loss
+            loss = loss_of(outputs, labels, cfg["loss"], weights, self.regions, cfg["dice_background"])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["grad_clip"]:
@@ -215,7 +214,7 @@ class Trainer:
         validates = (self.epoch + 1) % self.val_every == 0 or self.budget.spent(self.step, clock.elapsed())
         cases = [self.val_cases[i] for i in self.val_subset] if validates else []
         val_loss, val_dice = validation_scores(self.model, cases, self.patch, self.device, self.cfg["loss"], self.bf16,
-                                               self.regions)
+                                               self.regions, self.cfg["dice_background"])
         self.epoch += 1
         seconds = time.perf_counter() - start
         return dict(epoch=self.epoch, steps=self.step, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice,
@@ -250,7 +249,8 @@ class Trainer:
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
         candidates = self.candidates or kept_candidates([], float("nan"), self.epoch, self.model, keep)  # none yet
         best = best_on_full_set(self.model, candidates, self.val_cases, self.patch, self.device, cfg["loss"],
-                                self.bf16, self.log, self.affordable_candidates(), self.regions)
+                                self.bf16, self.log, self.affordable_candidates(), self.regions,
+                                cfg["dice_background"])
         save_atomic(model_checkpoint(self.model, best["model"], self.patch, best["epoch"], best["dice"], self.plan),
                     best_path)
         last_dice = self.rows[-1]["val_dice"] if self.rows else float("nan")

@@ -16,7 +16,7 @@ import torch
 
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.net.tiling import sliding_window_predict, tile_grid
-from unetflow.train.losses import segmentation_loss
+from unetflow.train.losses import first_dice_class, segmentation_loss
 
 VALIDATION_OVERLAP = 0.5
 TRAIN_STEP_FORWARDS = 3  # forward + backward of a training patch, in forward passes
@@ -25,10 +25,10 @@ CANDIDATES_KEPT = 3  # best checkpoints by subset Dice compared on the whole val
 
 @torch.inference_mode()
 def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = False,
-                      regions: torch.Tensor | None = None) -> tuple[float, float]:
-    """Loss and foreground Dice (pooled over cases; mean over classes 1..K-1, or with the region lookup `regions`
-    (see `unetflow.train.losses`) over the regions, each predicted where its sigmoid exceeds 0.5) on whole images
-    or volumes, tiled (in bf16 autocast when training uses it); NaN for no cases."""
+                      regions: torch.Tensor | None = None, dice_background: bool = False) -> tuple[float, float]:
+    """Loss and foreground Dice (pooled over cases; mean over classes 1..K-1, 0..K-1 with `dice_background`, or
+    with the region lookup `regions` (see `unetflow.train.losses`) over the regions, each predicted where its sigmoid
+    exceeds 0.5) on whole images or volumes, tiled (in bf16 autocast when training uses it); NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
     regions = None if regions is None else regions.cpu()
@@ -38,10 +38,12 @@ def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = 
                                        device=device, bf16=bf16, sigmoid=regions is not None)
         target = torch.from_numpy(labels.astype(np.int64))
         logits = probs.clamp_min(1e-8).log() if regions is None else torch.logit(probs, eps=1e-6)
-        losses.append(float(segmentation_loss(logits[None], target[None], loss_kind, regions=regions)))
+        losses.append(float(segmentation_loss(logits[None], target[None], loss_kind, regions=regions,
+                                              dice_background=dice_background)))
         counts = counts + overlap_counts(probs, target, regions)
     dice = 2 * counts[0] / (counts[1] + counts[2]).clamp_min(1)
-    return float(np.mean(losses)), float(dice.mean() if regions is not None else dice[1:].mean())
+    first = 0 if regions is not None else first_dice_class(dice_background)
+    return float(np.mean(losses)), float(dice[first:].mean())
 
 
 def overlap_counts(probs: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
@@ -120,9 +122,11 @@ def affordable_candidates(full_tiles: int, subset_tiles: int, epochs: int, steps
 
 
 def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_kind: str, bf16: bool, log,
-                     affordable: int = CANDIDATES_KEPT, regions: torch.Tensor | None = None) -> dict:
+                     affordable: int = CANDIDATES_KEPT, regions: torch.Tensor | None = None,
+                     dice_background: bool = False) -> dict:
     """The candidate with the highest Dice on all validation `cases` (the first among equals) among the
-    `affordable` best by subset Dice (`regions`: see `validation_scores`); its `dice` becomes that full-set Dice.
+    `affordable` best by subset Dice (`regions`, `dice_background`: see `validation_scores`); its `dice` becomes
+    that full-set Dice.
     With fewer than two affordable (or one candidate) the best by subset Dice is kept without validating the whole
     set. The model's weights are restored."""
     if len(candidates) == 1 or affordable < 2:
@@ -135,7 +139,7 @@ def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_k
     scored = []
     for candidate in candidates:
         model.load_state_dict(candidate["model"])
-        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16, regions)
+        _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16, regions, dice_background)
         log.info("final choice: epoch %d, subset Dice %.4f, full validation Dice %.4f", candidate["epoch"],
                  candidate["dice"], dice)
         scored.append(dict(candidate, dice=dice))
