@@ -7,9 +7,10 @@ The same functions serve the workflow's `infer` rules, the Python API and the co
 
     python -m unetflow.infer --model results/unet/package/unet.pt --input new_images/ --output segmented/
 
-Pyramidal TIFFs among the inputs (whole-slide images) are segmented region by region at the level of the pixel size
-`--slide-pixel-size` (µm, that of the training images) into <name>.ome.tif label pyramids (named as masks are), one
-row each in slides.parquet (`unetflow.infer.slide`); the workflow splits each slide over `infer.slide_jobs` jobs.
+Whole-slide images among the inputs (pyramidal TIFF, SVS, NDPI, MRXS) are segmented region by region at the level of
+the pixel size `--slide-pixel-size` (µm, that of the training images; default: the one a package trained on slides
+records) into <name>.ome.tif label pyramids (named as masks are) with GeoJSON polygons beside them, one row each in
+slides.parquet (`unetflow.infer.slide`); the workflow splits each slide over `infer.slide_jobs` jobs.
 """
 
 import argparse
