@@ -3,6 +3,7 @@ prediction equal to predicting the whole level at once, background skipping, the
 
 import copy
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,6 +105,26 @@ def test_only_the_tiles_a_region_touches_are_decoded(tmp_path):
         assert slide.read_region(0, 0, 0, 300, 300).shape == (3, 300, 300)
         with pytest.raises(ImageReadError, match=r"s.ome.tif: .*TIFF"):
             slide.read_region(0, 1000, 1500, 10, 10)
+
+
+def test_a_region_of_damaged_tiles_is_named_and_left_out_the_rest_predicted(predictor, tmp_path, caplog):
+    path = write_slide(tmp_path / "s.ome.tif", slide_pixels(tissue_fraction=1.0))
+    slides = SlidePredictor(predictor, region=128)
+    clean = slides.predict(path, tmp_path / "clean.ome.tif", 0.5)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.series[0].levels[1].keyframe
+        offset, count = page.dataoffsets[0], page.databytecounts[0]  # the top left tile of the 0.5 µm level
+    with open(path, "r+b") as file:
+        file.seek(offset), file.write(b"\xff" * count)
+    with caplog.at_level(logging.WARNING, logger="unetflow.infer.slide"):
+        damaged = slides.predict(path, tmp_path / "damaged.ome.tif", 0.5)
+    # the 3 x 3 regions of 128 whose read box (+ a margin of 32) touches the 256-pixel tile, named by position
+    assert len(caplog.records) == 9 and "rows 0-160, columns 0-160 of level 1" in caplog.text
+    assert "s.ome.tif" in caplog.text and "damaged" in caplog.text  # the file and what is wrong with it
+    before, after = tifffile.imread(clean["mask_path"]), tifffile.imread(damaged["mask_path"])
+    assert before[:384, :384].any() and not after[:384, :384].any()  # not predicted
+    np.testing.assert_array_equal(after[384:], before[384:])  # the rest: as from the intact slide
+    np.testing.assert_array_equal(after[:, 384:], before[:, 384:])
 
 
 def test_a_plain_image_is_no_slide(tmp_path):

@@ -8,7 +8,8 @@ sliding window; only its core is kept. Region and margin are whole multiples of 
 margin at least one tile, so the tiles covering a core pixel are exactly those of predicting the whole level at once:
 the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
 slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
-saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0.
+saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0; nor
+are regions whose tiles are damaged (a warning names the file and the region's position; the rest is predicted).
 
 An instance package's objects are found region by region too, each written whole with one id
 (`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
@@ -46,6 +47,7 @@ from unetflow.infer.slide_objects import (
 from unetflow.infer.slide_parts import band_rows, joined_parts, objects_file, part_rows
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
+from unetflow.io.slide_backends import DamagedRegionError
 from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Level, Slide, block_mean, choose_level
 from unetflow.io.store import IMAGE_DTYPE
@@ -236,8 +238,14 @@ class SlidePredictor:
         for core, read in boxes:
             if not has_tissue(grid.tissue, core, grid.shape):
                 continue
-            pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
-                                       (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
+            try:
+                pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
+                                           (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
+            except DamagedRegionError as error:
+                log.warning("rows %d-%d, columns %d-%d of level %d (x%d) left unpredicted (label 0): %s",
+                            read[0] * factor, read[2] * factor, read[1] * factor, read[3] * factor,
+                            grid.level.index, factor, error)
+                continue
             region = block_mean(pixels.astype(np.float32), factor)
             network = grid.normalize(to_channels(region, self.predictor.package.input_channels))
             probs = self.region_probabilities(network)

@@ -13,6 +13,8 @@ is reported naming the package, never the file.
 
 A reader has `shapes` ((height, width) per level, base first), `channels`, `base_pixel_size` (µm or None),
 `read(level, rows, columns)` -> (H, W) or (H, W, C) array for two slices (a step takes every n-th pixel), `close()`.
+Pixels whose tiles are damaged raise DamagedRegionError (the rest of the slide still reads); a missing codec raises
+ImageReadError.
 """
 
 import xml.etree.ElementTree as ElementTree
@@ -23,13 +25,17 @@ import tifffile
 import zarr
 
 from unetflow.io.formats import ImageReadError
-from unetflow.io.tiff import failure
+from unetflow.io.tiff import failure, is_codec_error
 
 MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
 OPENSLIDE_FORMATS = {".mrxs": "MRXS (3DHISTECH)"}
 OPENSLIDE_INSTALL = "pip install openslide-python openslide-bin (the versions in requirements.txt)"
 BAND = 1024  # rows OpenSlide reads at a time for a selection with a step (the overview)
+
+
+class DamagedRegionError(ImageReadError):
+    """A region of a slide whose tiles cannot be decoded because their data are damaged (not for a missing codec)."""
 
 
 def open_reader(path: Path):
@@ -66,7 +72,8 @@ class TiffReader:
         try:
             return np.asarray(self.arrays[level][(*self.leading, rows, columns)])
         except (RuntimeError, ValueError, OSError, KeyError) as error:  # from tifffile, imagecodecs or zarr
-            raise failure(self.path, error, self.tif.series[0].keyframe.compression) from error
+            problem = failure(self.path, error, self.tif.series[0].keyframe.compression)
+            raise (problem if is_codec_error(error) else DamagedRegionError(str(problem))) from error
 
     def close(self) -> None:
         self.tif.close()

@@ -80,7 +80,8 @@ class Slide:
 
     def pixels(self, level: int, selection: tuple[slice, slice]) -> np.ndarray:
         """A selection (rows, columns) of a level as (C, H, W); ImageReadError naming the file when a tile cannot be
-        decoded, saying whether a codec is missing or the data damaged."""
+        decoded, saying whether a codec is missing or the data damaged (then DamagedRegionError: the rest of the
+        slide still reads)."""
         region = self.reader.read(level, *selection)
         return region[None] if region.ndim == 2 else np.moveaxis(region, -1, 0)
 
