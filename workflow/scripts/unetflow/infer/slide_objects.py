@@ -4,10 +4,11 @@ An instance package post-processes each region's whole read box (its core plus t
 `Predictor` does an image (`unetflow.instances.objects`), and keeps those it owns: the objects whose bounding box
 starts (top-left) in its core. Each is written whole (also where it reaches into the next cores) with an id of its
 own, so an object cut by a core border gets one id, never two halves. Ownership is decided by each region alone, so the
-regions of a slide may be split among jobs; ids follow the regions in raster order (a merge renumbers by each region's
-count). For an object to be whole and as one prediction of the whole level finds it, the read box reaches past the
-core by the tile margin plus `infer.slide_object_size` (pixels of the predicted level, rounded up to the tile step):
-the largest object. An owned object reaching further than that past its core is logged as a warning naming the key.
+regions of a slide may be split among jobs; ids follow the regions in raster order (parts merged by
+`unetflow.infer.slide_parts`: ids after the earlier parts'). For an object to be whole and as one prediction of the
+whole level finds it, the read box reaches past the core by the tile margin plus `infer.slide_object_size` (pixels
+of the predicted level, rounded up to the tile step): the largest object. An owned object reaching further than
+that past its core is logged as a warning naming the key.
 
 Outputs beside the label pyramid <name>.ome.tif: the object table <name>.objects.parquet (SLIDE_OBJECT_COLUMNS:
 id, class, area in pixels and µm², centroid in pixels of the slide's base level, bounding box in pixels of the label
