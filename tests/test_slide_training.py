@@ -24,10 +24,11 @@ from unetflow.infer.package import load_package
 from unetflow.infer.slide import wanted_pixel_size
 from unetflow.io.annotations import annotation_problems, rasterise, read_annotations
 from unetflow.io.formats import ImageReadError
-from unetflow.io.images import read_image, read_mask
+from unetflow.io.images import read_image, read_mask, write_mask
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.polygons import class_features
 from unetflow.io.polygons import write_geojson as write_polygons
+from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.train.sampler import PatchSampler
 
 CLASSES = {"Stroma": 0, "Tumor": 1}
@@ -149,6 +150,32 @@ def test_a_scanner_slide_is_cut_into_its_annotated_regions_too(tmp_path):
     manifest = check_data_set(spec, 1, tmp_path / "annotated")[0]
     assert manifest["id"].str.startswith("scan_r").all() and set(manifest["group"]) == {"scan"}
     assert set(manifest["slide_level"]) == {2} and (read_mask(manifest["mask_path"].iloc[0]) == 1).any()
+
+
+def test_a_slide_with_a_label_image_is_cut_into_its_labelled_regions(tmp_path):
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    write_slide(tmp_path / "images" / "slide.ome.tif", slide_with_tumour(4))  # 512 x 512 at 0.25 µm
+    labels = np.full((128, 128), 255, np.uint8)  # a label image of the whole slide at 1 µm, 255 unlabelled
+    labels[16:48, 16:48], labels[100:120, 100:120] = 1, 0  # the tumour square; a stroma patch far from it
+    write_mask(tmp_path / "masks" / "slide.png", labels)
+    spec = DataSpec(images=str(tmp_path / "images"), masks=str(tmp_path / "masks"), classes=CLASSES, ignore_label=255,
+                    slide_pixel_size=0.5)
+    manifest = check_data_set(spec, 1, tmp_path / "annotated")[0].set_index("id")
+    assert list(manifest.index) == ["slide_r0"] and manifest.loc["slide_r0", "slide_level"] == 1  # boxes merged
+    mask = read_mask(manifest.loc["slide_r0", "mask_path"])  # at 0.5 µm: twice the label image's resolution
+    assert mask.shape == (256, 256) and (mask == 1).sum() == 64 * 64 and (mask == 0).sum() == 40 * 40
+    assert (mask == 1)[32:96, 32:96].all()
+    assert read_image(manifest.loc["slide_r0", "image_path"]).shape[:2] == (256, 256)
+
+    (tmp_path / "masks" / "slide.png").unlink()  # the same labels as a pyramid at the slide's resolution
+    write_label_pyramid(tmp_path / "masks" / "slide.ome.tif", np.kron(labels, np.ones((4, 4), np.uint8)), 0.25)
+    again = check_data_set(spec, 1, tmp_path / "annotated")[0].set_index("id")
+    np.testing.assert_array_equal(read_mask(again.loc["slide_r0", "mask_path"]), mask)
+
+    (tmp_path / "masks" / "slide.ome.tif").unlink()
+    write_mask(tmp_path / "masks" / "slide.png", labels[:, :64])  # half the slide: not its aspect
+    with pytest.raises(DataValidationError, match=r"slide.png: a label image of 64 x 128 pixels, but its slide"):
+        check_data_set(spec, 1, tmp_path / "annotated")
 
 
 def test_distant_annotations_become_sources_of_one_split_group(tmp_path):

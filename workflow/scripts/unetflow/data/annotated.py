@@ -9,16 +9,22 @@ its whole self. Their masks (`unetflow.io.annotations.rasterise`) hold each poly
 `data.classes` and the ignore value everywhere else, so unannotated pixels count in neither the loss nor the
 evaluation. Pieces and masks are written as PNG files into the ingest's `annotated` folder and the pairs point there,
 so every later stage reads them as any other image and mask.
+
+A slide whose mask is a label image instead (mask values over the whole slide, at any resolution of its aspect: a
+plain image or a pyramid) is cut the same way when `data.slide_pixel_size` is set (else it is trained whole, as any
+image): the label image is resampled (nearest neighbour) onto the training grid and the boxes of its labelled pixels
+(those not `data.ignore_label`; every pixel without one) become regions.
 """
 
 import math
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from unetflow.io.annotations import annotation_problems, grid_box, rasterise, read_annotations
 from unetflow.io.formats import ImageReadError, is_annotation
-from unetflow.io.images import image_info, write_image, write_mask
+from unetflow.io.images import image_info, read_mask, write_image, write_mask
 from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
 
 PIXEL_SIZE_KEY = "data.slide_pixel_size"
@@ -136,16 +142,73 @@ def annotated_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | 
                     out_dir) -> tuple[list[dict], list[str]]:
     """A pair as ingest checks it: itself unless its mask is a GeoJSON file, else the pairs of its annotated regions
     (a slide) or of the image with its rasterised annotations; and the problems, each naming its file."""
-    if not is_annotation(pair["mask"]):
+    annotated = is_annotation(pair["mask"])
+    slide = (annotated or pixel_size is not None) and is_slide(pair["image"])
+    if not annotated and not slide:  # without data.slide_pixel_size a pyramid with a label image is trained whole
         return [pair], []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if is_slide(pair["image"]):
+        if not annotated:
+            return label_slide_pairs(pair, ignore, pixel_size, out_dir)
+        if slide:
             return slide_pairs(pair, classes, ignore, pixel_size, out_dir)
         return image_pairs(pair, classes, ignore, out_dir)
     except ImageReadError as error:
         return [], [str(error)]
+
+
+def label_slide_pairs(pair: dict, ignore: int | None, pixel_size: float | None,
+                      out_dir: Path) -> tuple[list[dict], list[str]]:
+    """The pairs of the labelled regions of a slide whose mask is a label image (see the module docstring), written
+    into `out_dir`, and problems."""
+    path = pair["image"]
+    if pixel_size is None:
+        return [], [f"{path}: a slide is trained at the pixel size of {PIXEL_SIZE_KEY}, which is not set; set it (µm "
+                    f"per pixel to train at, e.g. 1.0)"]
+    with Slide(path) as slide:
+        level, factor = choose_level(slide, pixel_size, PIXEL_SIZE_KEY)
+        shape = tuple(math.ceil(side / factor) for side in level.shape)
+        labels, problem = labels_on_grid(pair["mask"], slide.levels[0].shape, shape, level.downsample * factor)
+        if problem:
+            return [], [problem]
+        labelled = labels != ignore if ignore is not None else np.ones(shape, bool)
+        found = ndimage.find_objects(ndimage.label(labelled)[0])
+        boxes = merged_boxes([(rows.start, cols.start, rows.stop, cols.stop) for rows, cols in found], MARGIN, shape)
+        pairs, stem = [], pair["stem"]
+        for top, left, bottom, right in [piece for box in boxes for piece in pieces(box)]:
+            crop = labels[top:bottom, left:right]
+            if not labelled[top:bottom, left:right].any():
+                continue
+            name = f"{stem}_r{len(pairs)}"
+            image = slide_region(slide, level.index, factor, (top, left, bottom, right))
+            pairs.append(dict(pair, stem=name, group=pair.get("group", stem),
+                              image=write_image(out_dir / f"{name}.png", image),
+                              mask=written_mask(out_dir / f"{name}_mask.png", crop),
+                              origin=dict(source_image=str(slide.path), annotations=str(pair["mask"]),
+                                          pixel_size_um=level.pixel_size * factor, slide_level=level.index,
+                                          slide_box=[top, left, bottom, right])))
+    return pairs, []
+
+
+def labels_on_grid(path, base: tuple[int, int], shape: tuple[int, int], scale: float) -> tuple[np.ndarray, str | None]:
+    """A slide's label image (at `path`; a pyramid: its smallest level at least as large as the grid) resampled by
+    nearest neighbour onto the training grid of `shape` (`scale` base pixels a pixel; `base`: the slide's base size),
+    or a problem naming it when its aspect is not the slide's."""
+    if is_slide(path):
+        with Slide(path) as pyramid:
+            large = [level for level in pyramid.levels if level.shape[0] >= shape[0] and level.shape[1] >= shape[1]]
+            level = min(large or pyramid.levels[:1], key=lambda candidate: candidate.shape[0])
+            values = pyramid.read_region(level.index, 0, 0, *level.shape)[0]
+    else:
+        values = read_mask(path)
+    if abs(values.shape[0] * base[1] - values.shape[1] * base[0]) > 0.01 * values.shape[0] * base[1]:
+        return values, (f"{path}: a label image of {values.shape[1]} x {values.shape[0]} pixels, but its slide is "
+                        f"{base[1]} x {base[0]}: not of its aspect (a label image covers the whole slide at any "
+                        f"resolution); export it again for the whole slide")
+    rows, columns = (np.minimum(((np.arange(count) + 0.5) * scale * size / whole).astype(int), size - 1)
+                     for count, size, whole in zip(shape, values.shape, base))
+    return values[np.ix_(rows, columns)], None
 
 
 def annotation_settings_problems(pairs: list[dict], classes: dict | None, instances: bool) -> list[str]:

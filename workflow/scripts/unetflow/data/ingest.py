@@ -29,6 +29,7 @@ from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError,
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_problem
+from unetflow.io.slides import is_slide
 from unetflow.io.sources import (
     read_source_image,
     read_source_mask,
@@ -321,17 +322,21 @@ def region_settings_problems(data: DataSpec, classes: pd.DataFrame) -> list[str]
 
 def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -> tuple[DataSpec, list[dict],
                                                                                      list[str]]:
-    """Pairs with GeoJSON masks replaced by the image/mask pairs of their annotated regions, written into `out_dir`
-    (`unetflow.data.annotated`), the spec with the ignore value of their unannotated pixels, and the problems."""
-    if not any(is_annotation(pair["mask"]) for pair in pairs):
+    """Pairs with GeoJSON masks, and whole-slide images, replaced by the image/mask pairs of their annotated
+    (labelled) regions, written into `out_dir` (`unetflow.data.annotated`), the spec with the ignore value of
+    unannotated pixels, and the problems."""
+    annotated = any(is_annotation(pair["mask"]) for pair in pairs)
+    slides = data.slide_pixel_size is not None and any(is_slide(pair["image"]) for pair in pairs)
+    if not annotated and not slides:
         return data, pairs, []
     problems = annotation_settings_problems(pairs, data.classes, data.instances)
     if problems:
         return data, [pair for pair in pairs if not is_annotation(pair["mask"])], problems
     if out_dir is None:
-        raise ValueError("GeoJSON masks need a folder to write their rasterised regions into")
-    data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
-    log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
+        raise ValueError("GeoJSON masks and whole-slide images need a folder to write their regions into")
+    if annotated:
+        data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
+        log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda pair: annotated_pairs(pair, data.classes, data.ignore_label,
                                                              data.slide_pixel_size, out_dir), pairs))
