@@ -88,6 +88,16 @@ def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(names="experiment")
 
 
+def target_table(workdir: Path, config: dict, score, cores: int, name: str) -> tuple[pd.DataFrame, float]:
+    """The experiments of `config` run in workdir/target, each scored by `score(results, experiment)` into a row,
+    with their ratios to scratch, written to workdir/<name>.parquet; the table and the minutes the runs took."""
+    minutes = snakemake(workdir / "target", config, "results/leaderboard.parquet", cores)
+    table = pd.DataFrame([score(workdir / "target" / "results", experiment) for experiment in config["experiments"]])
+    table = with_ratios(table.set_index("experiment"))
+    table.to_parquet(workdir / f"{name}.parquet")
+    return table, minutes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--area", type=float, default=150.0, help="median nucleus area (px) that splits the kinds")
@@ -116,10 +126,7 @@ def main() -> None:
               "train": dict(device="cpu", **(dict(budget_steps=args.steps) if args.steps else
                                              dict(budget_minutes=args.minutes))),
               "experiments": experiments(package, args.tuned_lr)}
-    minutes = snakemake(workdir / "target", config, "results/leaderboard.parquet", args.cores)
-    table = pd.DataFrame([scores(workdir / "target" / "results", name) for name in config["experiments"]])
-    table = with_ratios(table.set_index("experiment"))
-    table.to_parquet(workdir / "finetune_dsb2018.parquet")
+    table, minutes = target_table(workdir, config, scores, args.cores, "finetune_dsb2018")
     print(f"target runs took {minutes:.1f} min")
     print(table.to_string(index=False, float_format="%.3f"))
 

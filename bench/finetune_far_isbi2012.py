@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_dsb2018 import DATA, data_config, experiments, snakemake, with_ratios  # noqa: E402
+from finetune_dsb2018 import DATA, data_config, experiments, snakemake, target_table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.infer.package import load_package  # noqa: E402
@@ -89,10 +89,7 @@ def main() -> None:
                              base_width=network["base_width"], patch_size=network["patch_size"],
                              resolution=network["resolution"]),
                   experiments=experiments(package, args.tuned_lr))
-    minutes = snakemake(workdir / "target", config, "results/leaderboard.parquet", args.cores)
-    table = pd.DataFrame([class_scores(workdir / "target" / "results", name) for name in config["experiments"]])
-    table = with_ratios(table.set_index("experiment"))
-    table.to_parquet(workdir / "finetune_far_isbi2012.parquet")
+    table, minutes = target_table(workdir, config, class_scores, args.cores, "finetune_far_isbi2012")
     print(f"target runs took {minutes:.1f} min (network: {network})")
     print(table.to_string(index=False, float_format="%.3f"))
 

@@ -23,24 +23,20 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.inferers import sliding_window_inference
+from random_package import PREDICT, random_package, two_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.data.demo import render_case  # noqa: E402
 from unetflow.infer.infer import check_images  # noqa: E402
-from unetflow.infer.package import build_package, load_package, save_package  # noqa: E402
+from unetflow.infer.package import load_package  # noqa: E402
 from unetflow.infer.predictor import Predictor  # noqa: E402
 from unetflow.infer.summary import unit_summary  # noqa: E402
 from unetflow.io.images import write_image  # noqa: E402
 from unetflow.io.labels import class_values  # noqa: E402
 from unetflow.io.prediction_files import prediction_path, write_class_mask  # noqa: E402
 from unetflow.io.sources import read_source_image, unit_array, units  # noqa: E402
-from unetflow.net.model import UNet  # noqa: E402
-from unetflow.plan.plan import plan_device  # noqa: E402
 
-PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
-PREPROCESS = dict(normalization="zscore", clip_percentiles=None, ct=None, window=None, spacing=None, scale=1.0)
-CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
-                        "ignore": False})
+CLASSES = two_classes("cell")
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,25 +56,6 @@ def write_images(folder: Path, count: int, size: int) -> list[Path]:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     return [write_image(folder / f"img_{index:05d}.png", render_case(rng, size)[0]) for index in range(count)]
-
-
-def make_package(folder: Path, args: argparse.Namespace) -> Path:
-    """A format-4 package of one random 2D U-Net (the plan holds only what prediction reads: device, sizes and
-    resolution)."""
-    torch.manual_seed(0)
-    model = UNet(1, 2, args.depth, args.base_width)
-    plan = dict(device=plan_device(torch.device("cpu")), in_channels=1, num_classes=2,
-                settings=dict(resolution=dict(value=1.0)))
-    checkpoint = folder / "fold0.pt"
-    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[args.patch] * 2, plan=plan),
-               checkpoint)
-    manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a.png"], "kind": ["image"],
-                             "slices": [1], "height": [args.size], "width": [args.size], "channels": [1],
-                             "input_channels": [1], "dtype": ["uint8"]})
-    package = build_package([str(checkpoint)], ["bench/fold0"], plan, manifest,
-                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, PREPROCESS, PREDICT,
-                            dict(channels=None, slice_axis=0))
-    return save_package(package, folder / "bench.pt")
 
 
 def monai_probabilities(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
@@ -141,7 +118,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = write_images(folder / "images", args.images, args.size)
-        package_path = make_package(folder, args)
+        package_path = random_package(folder, 1, args.depth, args.base_width, args.patch, args.size,
+                                      CLASSES)
         start = time.perf_counter()
         predictor = Predictor(load_package(package_path), "cpu")
         sources = check_images(files, predictor.package, args.threads)

@@ -31,22 +31,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tifffile
 import torch
+from random_package import PREDICT as SHARED_PREDICT
+from random_package import PREPROCESS, random_package, two_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-from unetflow.infer.package import build_package, save_package  # noqa: E402
 from unetflow.infer.predictor import Predictor  # noqa: E402
 from unetflow.infer.slide import predict_slides  # noqa: E402
-from unetflow.net.model import UNet  # noqa: E402
 
 TILE = 512
 BASE_PIXEL = 0.25  # µm
-PREDICT = dict(overlap=0.5, batch_size=8, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
-PREPROCESS = dict(normalization="zscore", clip_percentiles=None, ct=None, window=None, spacing=None, scale=1.0)
-CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "tissue"], "value": [0, 255], "color": None,
-                        "ignore": False})
+PREDICT = dict(SHARED_PREDICT, batch_size=8)
+CLASSES = two_classes("tissue")
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,18 +87,7 @@ def write_slide(path: Path, size: int) -> Path:
 def make_package(folder: Path, preprocess: dict = PREPROCESS) -> Path:
     """A package of one random RGB U-Net (depth 3, width 8, patch 128; its checkpoint folder/fold0.pt), normalised
     as `preprocess` says."""
-    torch.manual_seed(0)
-    model = UNet(3, 2, 3, 8)
-    plan = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), settings=dict(resolution=dict(value=1.0)))
-    torch.save(dict(model=model.state_dict(), hparams=model.hparams, patch_size=[128, 128], plan=plan),
-               folder / "fold0.pt")
-    manifest = pd.DataFrame({"id": ["a"], "image_path": ["a.png"], "mask_path": ["a.png"], "kind": ["image"],
-                             "slices": [1], "height": [512], "width": [512], "channels": [3],
-                             "input_channels": [3], "dtype": ["uint8"]})
-    package = build_package([str(folder / "fold0.pt")], ["bench/fold0"], plan, manifest,
-                            pd.DataFrame({"foreground_fraction": [0.3]}), CLASSES, preprocess, PREDICT,
-                            dict(channels=None, slice_axis=0))
-    return save_package(package, folder / "bench.pt")
+    return random_package(folder, 3, 3, 8, 128, 512, CLASSES, preprocess, PREDICT)
 
 
 def child(package: str, slide: str, out: str, args: argparse.Namespace) -> None:
