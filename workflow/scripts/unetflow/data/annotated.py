@@ -138,13 +138,13 @@ def image_pairs(pair: dict, classes: dict, ignore: int, out_dir: Path) -> tuple[
     return [dict(pair, mask=mask, origin=dict(annotations=str(pair["mask"])))], []
 
 
-def annotated_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None,
+def annotated_pairs(pair: dict, slide: bool, classes: dict, ignore: int, pixel_size: float | None,
                     out_dir) -> tuple[list[dict], list[str]]:
-    """A pair as ingest checks it: itself unless its mask is a GeoJSON file, else the pairs of its annotated regions
-    (a slide) or of the image with its rasterised annotations; and the problems, each naming its file."""
+    """A pair as ingest checks it (`slide`: whether its image is a whole-slide image to cut into regions): itself
+    unless its mask is a GeoJSON file or its image such a slide, else the pairs of its annotated (labelled) regions or
+    of the image with its rasterised annotations; and the problems, each naming its file."""
     annotated = is_annotation(pair["mask"])
-    slide = (annotated or pixel_size is not None) and is_slide(pair["image"])
-    if not annotated and not slide:  # without data.slide_pixel_size a pyramid with a label image is trained whole
+    if not annotated and not slide:
         return [pair], []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -326,8 +326,10 @@ def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -
     (labelled) regions, written into `out_dir` (`unetflow.data.annotated`), the spec with the ignore value of
     unannotated pixels, and the problems."""
     annotated = any(is_annotation(pair["mask"]) for pair in pairs)
-    slides = data.slide_pixel_size is not None and any(is_slide(pair["image"]) for pair in pairs)
-    if not annotated and not slides:
+    # a slide with a label image is cut only at a pixel size; without one it trains whole, as any image
+    slides = [(is_annotation(pair["mask"]) or data.slide_pixel_size is not None) and is_slide(pair["image"])
+              for pair in pairs]
+    if not annotated and not any(slides):
         return data, pairs, []
     problems = annotation_settings_problems(pairs, data.classes, data.instances)
     if problems:
@@ -338,8 +340,8 @@ def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -
         data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
         log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda pair: annotated_pairs(pair, data.classes, data.ignore_label,
-                                                             data.slide_pixel_size, out_dir), pairs))
+        results = list(pool.map(lambda item: annotated_pairs(*item, data.classes, data.ignore_label,
+                                                             data.slide_pixel_size, out_dir), zip(pairs, slides)))
     return data, [p for found, _ in results for p in found], [p for _, found in results for p in found]
 
 
