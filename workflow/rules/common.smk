@@ -158,10 +158,10 @@ def infer_models():
 def infer_inputs():
     """The images to segment: ({shard: its image files} by a hash of their paths, whole-slide images left out;
     {name: file} of the whole-slide images, named as their masks are)."""
-    shards, slides = {}, {}
+    shards, slides, root = {}, {}, input_root(INFER["images"])
     for path in listed_images(INFER["images"]):
         if is_slide(path):
-            slides[output_name(path, input_root(INFER["images"]))] = str(path)
+            slides[output_name(path, root)] = str(path)
         else:
             shards.setdefault(shard_of(path, INFER["shards"]), []).append(str(path))
     return shards, slides
