@@ -2,6 +2,9 @@
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -105,6 +108,14 @@ def test_three_class_target_separates_touching_objects():
     assert (target[2:10, 7:11] == 2).all() and (target[4:8, 3:7] == 1).all()  # 2 px of boundary on each side
     interiors = instances_from_foreground(np.stack([target != 1, target == 1]).astype(np.float32), 1)
     assert interiors.max() == 2
+
+
+def test_small_objects_without_an_interior_are_still_found():
+    ids = squares((1, 4, 1, 4), (6, 9, 6, 9), shape=(12, 12))  # 3x3 nuclei: all boundary in the three-class target
+    target = three_class_target(ids)
+    assert not (target == 1).any()
+    found = instances_from_three_class(np.stack([target == k for k in range(3)]).astype(np.float32), min_size=1)
+    np.testing.assert_array_equal(found, ids)
 
 
 def test_split_and_touching_ids():
@@ -243,6 +254,19 @@ def test_instance_mode_end_to_end(tmp_path, target):
     assert jobs == ({"preprocess", "plan", "train", "package", "predict", "evaluate", "report", "leaderboard"}
                     if target == "weight_map" else set())
     infer_matches_predict(tmp_path, config, masks, table)
+    if target == "weight_map":
+        seeds_benchmark_scores_both_seedings(tmp_path)
+
+
+def seeds_benchmark_scores_both_seedings(workdir):
+    """bench/instance_seeds.py (bench/instances.md) scores the run's model with both seedings on val and test."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "instance_seeds.py"
+    run = subprocess.run([sys.executable, str(script), "results"], cwd=workdir, capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    assert [(row[0], row[1]) for row in rows] == [("val", "distance"), ("val", "h-maxima")] + [
+        ("test", "distance"), ("test", "h-maxima")]
 
 
 def infer_matches_predict(workdir, config, masks, table):

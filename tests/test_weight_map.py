@@ -167,6 +167,19 @@ def test_preprocessing_resamples_the_weights_and_ids_along_the_slice_axis_with_t
             np.testing.assert_array_equal(labels[stored], target)
 
 
+def discs(*centres, radius=8, shape=(40, 64)) -> np.ndarray:
+    """A foreground mask of discs of `radius` at `centres` (y, x)."""
+    y, x = np.indices(shape)
+    return np.any([(y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2 for cy, cx in centres], axis=0)
+
+
+def test_two_round_objects_joined_by_a_missed_gap_are_two_an_elongated_one_is_one():
+    for foreground, expected in ((discs((20, 20), (20, 34)), 2),  # overlapping discs: a waist 10 px wide
+                                 (discs(*[(20, x) for x in range(16, 49)], radius=6), 1)):  # a 45 x 13 px capsule
+        found = instances_from_separated_foreground(np.stack([~foreground, foreground]).astype(np.float32), 1)
+        assert found.max() == expected and (found[foreground] > 0).all()
+
+
 def test_objects_from_the_target_recover_the_cells():
     _, ids = render_touching_cells(np.random.default_rng(0), 128)
     target, _ = border_weight_map(ids)

@@ -3,26 +3,32 @@
 Three-class output (background / interior / boundary): the seeds are the connected blobs of pixels whose interior
 probability exceeds SEED_PROBABILITY; each grows by watershed (scikit-image) over the negated interior probability
 into the foreground (background probability below 0.5), so the boundary pixels between touching objects go to the
-nearer seed. Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
+nearer seed; a blob of foreground without a seed (a small object whose interior was not found) is an object of its
+own.
 
 Binary output of the target `weight_map` (background / foreground, touching objects separated by a gap of
-background): the seeds are the connected blobs of the foreground core (pixels at least SEED_DISTANCE pixels from
-the background, which cuts the thin bridges left where a gap was not predicted in full); each grows by watershed
-over the negated distance to the background into the foreground, and then into the gaps between touching objects
-(`filled_gaps`), as the masks had no gaps.
+background): the seeds are the peaks of the distance to the background, smoothed (SEED_SMOOTHING) and counted as
+peaks only when they stand SEED_HEIGHT above the saddle to a higher one (h-maxima), so two round objects joined by
+a bridge where the gap was not predicted in full are two seeds, a ragged outline not; each grows by watershed over
+the negated distance into the foreground, and then into the gaps between touching objects (`filled_gaps`), as the
+masks had no gaps; a blob without a peak that high is dropped.
+
+Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
 """
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage.measure import regionprops
+from skimage.morphology import h_maxima
 from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
 from unetflow.instances.weight_map import separated_objects
 
 SEED_PROBABILITY = 0.5
 FOREGROUND_PROBABILITY = 0.5
-SEED_DISTANCE = 2  # pixels: the weight-map seeds are the foreground this far from the background
+SEED_SMOOTHING = 1.0  # pixels: sigma of the Gaussian that smooths the distance map before its peaks are taken
+SEED_HEIGHT = 0.5  # pixels: how far a peak of the smoothed distance must rise above its saddle to be a seed
 GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
 FULL_CONNECTIVITY = np.ones((3, 3), bool)
 
@@ -35,12 +41,19 @@ def remove_small_objects(ids: np.ndarray, min_size: int) -> np.ndarray:
     return relabel_sequential(ids.astype(np.int32))[0]
 
 
+def with_unseeded_blobs(seeds: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Seed labels plus, as seeds of their own, the 8-connected blobs of the foreground that hold no seed."""
+    blobs = ndimage.label(foreground, FULL_CONNECTIVITY)[0]
+    unseeded = (blobs > 0) & ~np.isin(blobs, np.unique(blobs[seeds > 0]))
+    return np.where(unseeded, blobs + seeds.max(initial=0), seeds)
+
+
 def instances_from_three_class(probs: np.ndarray, min_size: int) -> np.ndarray:
     """(3, H, W) softmax (background, interior, boundary) -> id map (H, W) int32, objects 1..N."""
     interior = probs[1]
     foreground = probs[0] < FOREGROUND_PROBABILITY
     seeds = ndimage.label((interior > SEED_PROBABILITY) & foreground, FULL_CONNECTIVITY)[0]
-    ids = watershed(-interior, seeds, mask=foreground)
+    ids = watershed(-interior, with_unseeded_blobs(seeds, foreground), mask=foreground)
     return remove_small_objects(ids, min_size)
 
 
@@ -53,11 +66,13 @@ def filled_gaps(ids: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
     return np.where(in_gap, grown, ids)
 
 
-def instances_from_separated_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
-    """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N."""
+def instances_from_separated_foreground(probs: np.ndarray, min_size: int, height: float = SEED_HEIGHT,
+                                        smoothing: float = SEED_SMOOTHING) -> np.ndarray:
+    """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N; seeds
+    the peaks `height` high of the distance smoothed by `smoothing` (SEED_HEIGHT, SEED_SMOOTHING)."""
     foreground = probs[0] < FOREGROUND_PROBABILITY
-    distance = ndimage.distance_transform_edt(foreground)
-    seeds = ndimage.label(distance >= SEED_DISTANCE, FULL_CONNECTIVITY)[0]
+    distance = ndimage.gaussian_filter(ndimage.distance_transform_edt(foreground), smoothing)
+    seeds = ndimage.label(h_maxima(distance, height) & foreground, FULL_CONNECTIVITY)[0]
     ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
     return remove_small_objects(filled_gaps(ids), min_size)
 

@@ -1,0 +1,78 @@
+"""How the weight-map objects are seeded, on a trained instance model: the peaks of the smoothed distance to the
+background (h-maxima; the instance mode's seeds) against the foreground at least 2 px from the background (its seeds
+before), on the validation and test images of a run, the model and its softmax the same for both.
+
+    snakemake --cores 2 --configfile bench/dsb2018_instances.yaml --until evaluate   # the run (about 15 minutes)
+    python bench/instance_seeds.py results/dsb2018_instances          # its results folder (data, split, unet)
+    python bench/instance_seeds.py results/dsb2018_instances --grid   # also heights x smoothings of the h-maxima
+
+Prints per split and seeding: AP at IoU 0.5 pooled over the images (StarDist's TP / (TP + FP + FN)), TP, FP, FN and
+the mean AJI and PQ per image. The heights and smoothings are to be chosen on `val`, reported on `test`. Run it
+from the folder the workflow ran in (the manifest's paths are relative to it).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.segmentation import watershed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+from unetflow.evaluate.object_metrics import object_metrics  # noqa: E402
+from unetflow.infer.predictor import Predictor  # noqa: E402
+from unetflow.instances import objects  # noqa: E402
+from unetflow.instances.targets import object_ids  # noqa: E402
+from unetflow.io.sources import read_source_mask  # noqa: E402
+
+GRID = [(height, smoothing) for height in (0.25, 0.5, 1, 2) for smoothing in (0, 0.5, 1, 1.5)]
+
+
+def core_seeded(probs: np.ndarray, min_size: int) -> np.ndarray:
+    """The seeds before: blobs of the foreground at least 2 px from the background, grown as the mode grows its."""
+    foreground = probs[0] < objects.FOREGROUND_PROBABILITY
+    distance = ndimage.distance_transform_edt(foreground)
+    seeds = ndimage.label(distance >= 2, objects.FULL_CONNECTIVITY)[0]
+    ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
+    return objects.remove_small_objects(objects.filled_gaps(ids), min_size)
+
+
+def split_cases(results: Path, predictor: Predictor, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(softmax (K, H, W), true ids) of each 2D source of a split of the run."""
+    manifest = pd.read_parquet(results / "data" / "manifest.parquet")
+    splits = pd.read_parquet(results / "split" / "splits.parquet")
+    rows = manifest[manifest["id"].isin(splits["id"][splits["split"] == split])].to_dict("records")
+    return [(predictor.source_probabilities(row)[:, 0], object_ids(read_source_mask(row, ids=True))[0]) for row in rows]
+
+
+def pooled(cases, seeded) -> dict:
+    """AP at IoU 0.5 pooled over the cases, TP, FP, FN, mean AJI and PQ of the objects `seeded(probs)` finds."""
+    scores = pd.DataFrame([object_metrics(ids.astype(np.int64), seeded(probs)) for probs, ids in cases])
+    tp, fp, fn = (int(scores[column].sum()) for column in ("object_tp", "object_fp", "object_fn"))
+    return dict(ap50=tp / max(tp + fp + fn, 1), tp=tp, fp=fp, fn=fn, aji=scores["aji"].mean(), pq=scores["pq"].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="the results folder of an instance-mode run")
+    parser.add_argument("--experiment", default="unet", help="the experiment whose package is scored")
+    parser.add_argument("--grid", action="store_true", help="also the h-maxima heights x smoothings of GRID")
+    args = parser.parse_args()
+    predictor = Predictor.load(args.results / args.experiment / "package" / "unet.pt", "cpu")
+    min_size = predictor.package.predict["min_object_size"]
+    seedings = {"distance >= 2 (before)": lambda probs: core_seeded(probs, min_size),
+                "h-maxima (default)": lambda probs: objects.instances_from_separated_foreground(probs, min_size)}
+    for height, smoothing in GRID if args.grid else []:
+        seedings[f"h-maxima {height} px, sigma {smoothing}"] = (
+            lambda probs, h=height, s=smoothing: objects.instances_from_separated_foreground(probs, min_size, h, s))
+    rows = []
+    for split in ("val", "test"):
+        cases = split_cases(args.results, predictor, split)
+        rows += [dict(split=split, seeds=name, **pooled(cases, seeded)) for name, seeded in seedings.items()]
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
+
+
+if __name__ == "__main__":
+    main()
