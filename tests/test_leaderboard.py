@@ -1,13 +1,38 @@
 """The leaderboard reads each experiment's U-Net (dims, patch size, parameters) from its plan (<experiment>/plan.json,
-which the plan rule writes with the parameter count of the U-Net it planned)."""
+which the plan rule writes with the parameter count of the U-Net it planned), and ranks experiments by the mean test
+Dice of the foreground classes: class 0 among them when it is not a dominant background."""
 
 import json
 
-from unetflow.evaluate.leaderboard import model_traits
+import pandas as pd
+import pytest
+
+from unetflow.evaluate.leaderboard import leaderboard, model_traits
+
+
+def write_plan(path, class_shares) -> str:
+    settings = {"dims": {"value": 3}, "resolution": {"value": 1.0}, "patch_size": {"value": [14, 24, 20]}}
+    path.write_text(json.dumps({"device": "cpu", "parameters": 1234, "settings": settings,
+                                "traits": {"class_shares": class_shares}}))
+    return str(path)
 
 
 def test_model_traits_come_from_the_plan(tmp_path):
-    plan = tmp_path / "plan.json"
-    settings = {"dims": {"value": 3}, "resolution": {"value": 1.0}, "patch_size": {"value": [14, 24, 20]}}
-    plan.write_text(json.dumps({"device": "cpu", "parameters": 1234, "settings": settings}))
-    assert model_traits(str(plan)) == {"dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234}
+    assert model_traits(write_plan(tmp_path / "plan.json", [0.9, 0.1])) == {
+        "dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234, "first_ranked": 1}
+
+
+@pytest.mark.parametrize("class_shares, winner", [([0.9, 0.1], "a"), ([0.22, 0.78], "b")])
+def test_class_0_counts_in_the_rank_when_it_is_not_a_dominant_background(tmp_path, class_shares, winner):
+    """a is better on class 1, b on class 0 (ISBI 2012's membranes, stored as 0, are 22 % of the pixels)."""
+    experiments = {}
+    for name, dice in {"a": [0.70, 0.95], "b": [0.80, 0.94]}.items():
+        summary = pd.DataFrame({"class": [0, 1], "class_name": ["zero", "one"], "n_cases": 3, "dice_mean": dice,
+                                "dice_std": 0.0, "iou_mean": dice, "iou_std": 0.0})
+        summary.to_parquet(tmp_path / f"{name}_summary.parquet")
+        pd.DataFrame({"val_dice": [0.5], "seconds": [1.0]}).to_parquet(tmp_path / f"{name}_metrics.parquet")
+        experiments[name] = {"summary": tmp_path / f"{name}_summary.parquet", "plan": write_plan(
+            tmp_path / f"{name}_plan.json", class_shares), "metrics": [tmp_path / f"{name}_metrics.parquet"]}
+    table = leaderboard(experiments)
+    assert table["experiment"].iloc[0] == winner
+    assert table["ranked"].tolist() == [class_shares[0] < 0.5, True] * 2

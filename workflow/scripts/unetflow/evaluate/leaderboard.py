@@ -1,19 +1,26 @@
 """Leaderboard: experiments compared on the same test cases, one row per experiment and class; 2D and 3D U-Nets of
-one data set side by side (columns dims and patch_size)."""
+one data set side by side (columns dims and patch_size). The rank is the mean test Dice over the foreground classes:
+1..K-1, and class 0 too when it is not a dominant background of the training pixels (the rule of the planned
+`train.dice_background: auto`, so a minority stored as 0, as ISBI 2012's membranes, counts whatever value it has;
+the same classes for every experiment of a data set, whatever each one set); column `ranked`."""
 
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from unetflow.plan.background import dominant_background
+
 
 def model_traits(plan_path: str) -> dict:
     """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, resolution, patch_size (sides joined by
-    'x') and parameters (trained ones: buffers such as norm statistics excluded)."""
+    'x') and parameters (trained ones: buffers such as norm statistics excluded); and first_ranked, the first class
+    the rank counts (0 when class 0 is not a dominant background of the training pixels, else 1)."""
     plan = json.loads(Path(plan_path).read_text())
     settings = plan["settings"]
     return dict(dims=int(settings["dims"]["value"]), resolution=float(settings["resolution"]["value"]),
-                patch_size="x".join(map(str, settings["patch_size"]["value"])), parameters=int(plan["parameters"]))
+                patch_size="x".join(map(str, settings["patch_size"]["value"])), parameters=int(plan["parameters"]),
+                first_ranked=int(dominant_background(plan["traits"]["class_shares"])))
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
@@ -30,15 +37,16 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)
     rows["train_seconds"] = sum(m["seconds"].sum() for m in fold_metrics)
     rows["parameters"] = model["parameters"]
+    rows["ranked"] = rows["class"] >= model["first_ranked"]
     return rows
 
 
 def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
-    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path)}; ranked by the mean
-    foreground test Dice (classes 1..K-1), best first."""
+    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path)}; ranked by the mean test Dice
+    of the foreground classes (column `ranked`), best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
                                       [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["plan"]))
                       for name, paths in experiments.items())
-    score = table[table["class"] > 0].groupby("experiment")["dice_mean"].mean()
+    score = table[table["ranked"]].groupby("experiment")["dice_mean"].mean()
     table["rank"] = table["experiment"].map(score.rank(ascending=False, method="min")).astype(int)
     return table.sort_values(["rank", "experiment", "class"]).reset_index(drop=True)

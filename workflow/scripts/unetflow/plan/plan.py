@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from unetflow.net.model import UNet, pool_kernels_for, trained_parameters
+from unetflow.plan.background import dominant_background
 from unetflow.plan.resolution import no_resolution_choice, plan_resolution, scaled_traits
 from unetflow.train.schedule import training_budget
 from unetflow.train.timing import step_seconds
@@ -226,7 +227,7 @@ def plan_dice_background(requested, class_shares: list[float]) -> tuple[bool, st
     if requested != "auto":
         return bool(requested), None
     background, largest = class_shares[0], max(class_shares[1:], default=0.0)
-    if background < largest:
+    if not dominant_background(class_shares):
         return True, f"class 0 covers {background:.1%} of the training pixels, less than the largest other class " \
                      f"({largest:.1%}): not a dominant background, so the Dice covers it"
     return False, f"class 0 covers {background:.1%} of the training pixels, the largest class: a background, left " \
