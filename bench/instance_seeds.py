@@ -1,13 +1,13 @@
 """How the weight-map objects are seeded, on a trained instance model: the peaks of the smoothed distance to the
-background (h-maxima; the instance mode's seeds) against the foreground at least 2 px from the background (its seeds
-before), on the validation and test images of a run, the model and its softmax the same for both.
+background (h-maxima; objects across wide necks merged: the instance mode's seeds) against the foreground at least
+2 px from the background (its seeds before), on the validation and test images of a run, the same softmax for both.
 
     snakemake --cores 2 --configfile bench/dsb2018_instances.yaml --until evaluate   # the run (about 15 minutes)
     python bench/instance_seeds.py results/dsb2018_instances          # its results folder (data, split, unet)
-    python bench/instance_seeds.py results/dsb2018_instances --grid   # also heights x smoothings of the h-maxima
+    python bench/instance_seeds.py results/dsb2018_instances --grid   # also heights x smoothings, neck shares
 
 Prints per split and seeding: AP at IoU 0.5 pooled over the images (StarDist's TP / (TP + FP + FN)), TP, FP, FN and
-the mean AJI and PQ per image. The heights and smoothings are to be chosen on `val`, reported on `test`. Run it
+the mean AJI and PQ per image. Heights, smoothings and neck shares are to be chosen on `val`, reported on `test`. Run it
 from the folder the workflow ran in (the manifest's paths are relative to it).
 """
 
@@ -27,7 +27,8 @@ from unetflow.instances import objects  # noqa: E402
 from unetflow.instances.targets import object_ids  # noqa: E402
 from unetflow.io.sources import read_source_mask  # noqa: E402
 
-GRID = [(height, smoothing) for height in (0.25, 0.5, 1, 2) for smoothing in (0, 0.5, 1, 1.5)]
+GRID = [(height, smoothing, objects.NECK_SHARE) for height in (0.25, 0.5, 1, 2) for smoothing in (0, 0.5, 1, 1.5)] + [
+    (objects.SEED_HEIGHT, objects.SEED_SMOOTHING, share) for share in (0.5, 0.6, 0.7, 0.9, float("inf"))]
 
 
 def core_seeded(probs: np.ndarray, min_size: int) -> np.ndarray:
@@ -64,9 +65,10 @@ def main() -> None:
     min_size = predictor.package.predict["min_object_size"]
     seedings = {"distance >= 2 (before)": lambda probs: core_seeded(probs, min_size),
                 "h-maxima (default)": lambda probs: objects.instances_from_separated_foreground(probs, min_size)}
-    for height, smoothing in GRID if args.grid else []:
-        seedings[f"h-maxima {height} px, sigma {smoothing}"] = (
-            lambda probs, h=height, s=smoothing: objects.instances_from_separated_foreground(probs, min_size, h, s))
+    for height, smoothing, share in GRID if args.grid else []:
+        seedings[f"h-maxima {height} px, sigma {smoothing}, neck {share}"] = (
+            lambda probs, h=height, s=smoothing, n=share: objects.instances_from_separated_foreground(
+                probs, min_size, h, s, n))
     rows = []
     for split in ("val", "test"):
         cases = split_cases(args.results, predictor, split)

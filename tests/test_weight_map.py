@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from unetflow.data.demo_cells import render_touching_cells
 from unetflow.evaluate.object_metrics import object_metrics
-from unetflow.instances.objects import instances_from_separated_foreground
+from unetflow.instances.objects import NECK_SHARE, instances_from_separated_foreground
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map, separated_objects
 from unetflow.io.store import load_array, save_source
 from unetflow.train.augment import augment_batch, augment_weighted_batch
@@ -178,6 +178,27 @@ def test_two_round_objects_joined_by_a_missed_gap_are_two_an_elongated_one_is_on
                                  (discs(*[(20, x) for x in range(16, 49)], radius=6), 1)):  # a 45 x 13 px capsule
         found = instances_from_separated_foreground(np.stack([~foreground, foreground]).astype(np.float32), 1)
         assert found.max() == expected and (found[foreground] > 0).all()
+
+
+def ragged_rods(count: int, seed: int = 1) -> list[np.ndarray]:
+    """Foreground masks of one long object each: ellipses 4x as long as wide, short radius 60 px, ragged outlines."""
+    rng, (y, x) = np.random.default_rng(seed), np.indices((320, 320))
+    masks = []
+    for _ in range(count):
+        angle = rng.uniform(0, np.pi)
+        u = (x - 160) * np.cos(angle) + (y - 160) * np.sin(angle)
+        v = (y - 160) * np.cos(angle) - (x - 160) * np.sin(angle)
+        theta = np.arctan2(4 * v, u)
+        wobble = sum(rng.normal(0, 0.05) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 8))
+        masks.append(np.hypot(u / 4, v) <= 60 * (1 + wobble))
+    return masks
+
+
+def test_a_long_ragged_object_with_several_peaks_stays_one():
+    counts = {share: [instances_from_separated_foreground(np.stack([~rod, rod]).astype(np.float32), 16,
+                                                          share=share).max() for rod in ragged_rods(6)]
+              for share in (NECK_SHARE, np.inf)}
+    assert counts[NECK_SHARE] == [1] * 6 and max(counts[np.inf]) > 1  # without merging some split at a ridge peak
 
 
 def test_objects_from_the_target_recover_the_cells():

@@ -9,9 +9,10 @@ own.
 Binary output of the target `weight_map` (background / foreground, touching objects separated by a gap of
 background): the seeds are the peaks of the distance to the background, smoothed (SEED_SMOOTHING) and counted as
 peaks only when they stand SEED_HEIGHT above the saddle to a higher one (h-maxima), so two round objects joined by
-a bridge where the gap was not predicted in full are two seeds, a ragged outline not; each grows by watershed over
-the negated distance into the foreground, and then into the gaps between touching objects (`filled_gaps`), as the
-masks had no gaps; a blob without a peak that high is dropped.
+a bridge where the gap was not predicted in full are two seeds; each grows by watershed over the negated distance
+into the foreground; touching objects whose neck is nearly as wide as the smaller one (NECK_SHARE of its peak
+distance: a long or ragged object with two peaks, not two objects) are merged; then they grow into the gaps between
+touching objects (`filled_gaps`), as the masks had no gaps. A blob without a peak that high is dropped.
 
 Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
 """
@@ -29,6 +30,7 @@ SEED_PROBABILITY = 0.5
 FOREGROUND_PROBABILITY = 0.5
 SEED_SMOOTHING = 1.0  # pixels: sigma of the Gaussian that smooths the distance map before its peaks are taken
 SEED_HEIGHT = 0.5  # pixels: how far a peak of the smoothed distance must rise above its saddle to be a seed
+NECK_SHARE = 0.8  # two peaks' objects are one where the neck between them is this share of the smaller's peak
 GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
 FULL_CONNECTIVITY = np.ones((3, 3), bool)
 
@@ -66,15 +68,48 @@ def filled_gaps(ids: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
     return np.where(in_gap, grown, ids)
 
 
+def neck_widths(ids: np.ndarray, distance: np.ndarray) -> dict[tuple[int, int], float]:
+    """{(a, b): the largest `distance` on the border of touching objects a < b} (8-connected neighbours, the smaller
+    distance of the two pixels): half the width of the neck between them."""
+    necks = {}
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        here = tuple(slice(max(0, -step), ids.shape[axis] - max(0, step)) for axis, step in enumerate(shift))
+        there = tuple(slice(max(0, step), ids.shape[axis] - max(0, -step)) for axis, step in enumerate(shift))
+        a, b = ids[here], ids[there]
+        border = (a != b) & (a > 0) & (b > 0)
+        low, high = np.minimum(a, b)[border], np.maximum(a, b)[border]
+        width = np.minimum(distance[here], distance[there])[border]
+        for pair, value in zip(zip(low.tolist(), high.tolist()), width.tolist()):
+            necks[pair] = max(necks.get(pair, 0.0), value)
+    return necks
+
+
+def merged_across_wide_necks(ids: np.ndarray, distance: np.ndarray, share: float = NECK_SHARE) -> np.ndarray:
+    """Touching objects merged where the neck between them is at least `share` of the smaller one's peak distance:
+    one object with two peaks (a long or ragged one), not two objects joined by a bridge."""
+    peaks = ndimage.maximum(distance, ids, np.arange(ids.max(initial=0) + 1))
+    parent = np.arange(len(peaks))
+
+    def root(label: int) -> int:
+        while parent[label] != label:
+            label = parent[label]
+        return label
+
+    for (a, b), neck in neck_widths(ids, distance).items():
+        if neck >= share * min(peaks[a], peaks[b]):
+            parent[max(root(a), root(b))] = min(root(a), root(b))
+    return np.array([root(label) for label in range(len(parent))], ids.dtype)[ids]
+
+
 def instances_from_separated_foreground(probs: np.ndarray, min_size: int, height: float = SEED_HEIGHT,
-                                        smoothing: float = SEED_SMOOTHING) -> np.ndarray:
+                                        smoothing: float = SEED_SMOOTHING, share: float = NECK_SHARE) -> np.ndarray:
     """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N; seeds
-    the peaks `height` high of the distance smoothed by `smoothing` (SEED_HEIGHT, SEED_SMOOTHING)."""
+    the peaks `height` high of the distance smoothed by `smoothing`, objects across necks of `share` merged."""
     foreground = probs[0] < FOREGROUND_PROBABILITY
     distance = ndimage.gaussian_filter(ndimage.distance_transform_edt(foreground), smoothing)
     seeds = ndimage.label(h_maxima(distance, height) & foreground, FULL_CONNECTIVITY)[0]
     ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
-    return remove_small_objects(filled_gaps(ids), min_size)
+    return remove_small_objects(filled_gaps(merged_across_wide_necks(ids, distance, share)), min_size)
 
 
 def instances_from_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
