@@ -126,3 +126,30 @@ def test_a_dicom_mask_file_that_is_not_a_seg_is_refused_naming_its_kind(tmp_path
     with pytest.raises(DataValidationError, match=r"case01.dcm: a DICOM file of CT Image Storage, not a "
                                                   r"Segmentation \(SEG\); a DICOM mask is a SEG file"):
         build_manifest(manifest=str(tmp_path / "manifest.csv"))
+
+
+def write_rt_structure_set(path, series) -> None:
+    """A minimal RT Structure Set (contours, no pixel data) referencing the series in `series`."""
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = pydicom.uid.RTStructureSetStorage, hd.UID()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta, dataset.Modality = meta, "RTSTRUCT"
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.SeriesInstanceUID = hd.UID()
+    dataset.StructureSetLabel = "contours"
+    dataset.ReferencedFrameOfReferenceSequence = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_an_rt_structure_set_as_a_mask_is_refused_as_unsupported_saying_how_to_convert_it(tmp_path, layout):
+    folder = write_series(tmp_path / "images" / "case01", ct())
+    mask = tmp_path / "masks" / ("case01.dcm" if layout == "file" else "case01/rtstruct.dcm")
+    write_rt_structure_set(mask, folder)
+    name = "masks/case01.dcm" if layout == "file" else "masks/case01"  # a folder of structure sets: one series
+    (tmp_path / "manifest.csv").write_text(f"image,mask\nimages/case01,{name}\n")
+    with pytest.raises(DataValidationError, match=rf"{name}: holds an RT Structure Set \(RTSTRUCT contours\), which "
+                                                  r"unetflow does not read as a mask; convert it to a DICOM SEG"):
+        build_manifest(manifest=str(tmp_path / "manifest.csv"))

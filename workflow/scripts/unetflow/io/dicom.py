@@ -29,6 +29,7 @@ SLICE_TOLERANCE = 0.01  # slice steps may differ by 1 % of the median step (roun
 GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 INTEGER_TYPES = (np.uint8, np.int16, np.uint16, np.int32)
+RT_STRUCTURE_SET = pydicom.uid.RTStructureSetStorage
 
 
 class SeriesVoxels:
@@ -57,7 +58,10 @@ def series_image(folder) -> nib.Nifti1Image:
 @functools.lru_cache(maxsize=32)  # every header of a series is read once per change of its files
 def _series_image(folder: Path, listing: tuple[tuple[Path, int], ...]) -> nib.Nifti1Image:
     """`series_image` of the files in `listing` (path, modification time): checked, sorted, its grid computed."""
-    headers = [header for header in map(read_header, (path for path, _ in listing)) if "PixelData" in header]
+    every = [read_header(path) for path, _ in listing]
+    headers = [header for header in every if "PixelData" in header]
+    if any(header.get("SOPClassUID") == RT_STRUCTURE_SET for header in every) and not headers:
+        raise ImageReadError(rt_structure_set_problem(folder))
     if not headers:
         raise ImageReadError(f"{folder}: holds DICOM files but no images (no pixel data); point at a series folder")
     headers = one_series(folder, headers)
@@ -68,6 +72,13 @@ def _series_image(folder: Path, listing: tuple[tuple[Path, int], ...]) -> nib.Ni
     voxels = SeriesVoxels([Path(h.filename) for h in headers],
                           (int(headers[0].Columns), int(headers[0].Rows), len(headers)), dtype)
     return nib.Nifti1Image(voxels, series_affine(headers[0], step), dtype=dtype)
+
+
+def rt_structure_set_problem(path) -> str:
+    """What to do with an RT Structure Set (contours), which unetflow does not read as a mask."""
+    return (f"{path}: holds an RT Structure Set (RTSTRUCT contours), which unetflow does not read as a mask; convert "
+            f"it to a DICOM SEG or a label NIfTI on its series' grid (3D Slicer, or the rt-utils or dcmrtstruct2nii "
+            f"packages) and give that as the mask")
 
 
 def read_header(path: Path) -> pydicom.Dataset:

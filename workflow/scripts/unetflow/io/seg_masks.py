@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from unetflow.io.dicom import LPS_TO_RAS, series_affine, series_image
+from unetflow.io.dicom import LPS_TO_RAS, RT_STRUCTURE_SET, rt_structure_set_problem, series_affine, series_image
 from unetflow.io.formats import SEG_SOP_CLASSES, ImageReadError, is_series, sop_class
 
 
@@ -68,6 +68,8 @@ def seg_image(path, image) -> nib.Nifti1Image:
 def read_seg(path: Path) -> hd.seg.Segmentation:
     """The SEG at `path`; ImageReadError when the file is DICOM of another kind or unreadable."""
     uid = sop_class(path)
+    if uid == RT_STRUCTURE_SET:
+        raise ImageReadError(rt_structure_set_problem(path))
     if uid not in SEG_SOP_CLASSES:
         name = pydicom.uid.UID(uid).name if uid else "no SOP class"
         raise ImageReadError(f"{path}: a DICOM file of {name}, not a Segmentation (SEG); a DICOM mask is a SEG file "
