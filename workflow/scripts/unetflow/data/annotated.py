@@ -25,7 +25,7 @@ from scipy import ndimage
 from unetflow.io.annotations import annotation_problems, grid_box, rasterise, read_annotations
 from unetflow.io.formats import ImageReadError, is_annotation
 from unetflow.io.images import image_info, read_mask, write_image, write_mask
-from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
+from unetflow.io.slides import Level, Slide, block_mean, choose_level, is_slide
 
 PIXEL_SIZE_KEY = "data.slide_pixel_size"
 MARGIN = 64  # pixels of context (ignored in the loss) around every annotated box, at the training level
@@ -72,6 +72,32 @@ def pieces(box: tuple[int, int, int, int], side: int = MAX_SIDE) -> list[tuple[i
     return [(int(ys[i]), int(xs[j]), int(ys[i + 1]), int(xs[j + 1])) for i in range(rows) for j in range(columns)]
 
 
+def missing_pixel_size(path) -> str:
+    """The problem of a slide to cut into regions without data.slide_pixel_size."""
+    return (f"{path}: a slide is trained at the pixel size of {PIXEL_SIZE_KEY}, which is not set; set it (µm per "
+            f"pixel to train at, e.g. 1.0)")
+
+
+def training_grid(slide: Slide, pixel_size: float) -> tuple[Level, int, tuple[int, int]]:
+    """The level a slide is trained at for `pixel_size`, the whole factor it is still reduced by (`choose_level`),
+    and the shape of that training grid."""
+    level, factor = choose_level(slide, pixel_size, PIXEL_SIZE_KEY)
+    return level, factor, tuple(math.ceil(side / factor) for side in level.shape)
+
+
+def region_pair(pair: dict, slide: Slide, level: Level, factor: int, box: tuple[int, int, int, int],
+                labels: np.ndarray, number: int, out_dir: Path) -> dict:
+    """The pair of region `box` (top, left, bottom, right) of a slide's training grid: its pixels and `labels`
+    written into `out_dir` as source `<slide stem>_r<number>` (the slide's split group); its `origin` (manifest
+    columns) names the slide, the mask file, the pixel size, level and box."""
+    name = f"{pair['stem']}_r{number}"
+    return dict(pair, stem=name, group=pair.get("group", pair["stem"]),
+                image=write_image(out_dir / f"{name}.png", slide_region(slide, level.index, factor, box)),
+                mask=written_mask(out_dir / f"{name}_mask.png", labels),
+                origin=dict(source_image=str(slide.path), annotations=str(pair["mask"]),
+                            pixel_size_um=level.pixel_size * factor, slide_level=level.index, slide_box=list(box)))
+
+
 def slide_region(slide: Slide, level: int, factor: int, box: tuple[int, int, int, int]) -> np.ndarray:
     """The pixels (H, W, C) of a box on the grid of `level` reduced by `factor`, in the slide's dtype."""
     top, left, bottom, right = box
@@ -89,8 +115,7 @@ def slide_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None
     with Slide(path) as slide:
         problems = annotation_problems(annotations, pair["mask"], classes, slide.levels[0].shape)
         if pixel_size is None:
-            problems.append(f"{path}: a slide is trained at the pixel size of {PIXEL_SIZE_KEY}, which is not set; set "
-                            f"it (µm per pixel to train at, e.g. 1.0)")
+            problems.append(missing_pixel_size(path))
         if problems:
             return [], problems
         return region_pairs(pair, slide, annotations, classes, ignore, pixel_size, out_dir), []
@@ -98,24 +123,15 @@ def slide_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None
 
 def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, ignore: int, pixel_size: float,
                  out_dir: Path) -> list[dict]:
-    """The pairs of a slide's annotated regions at `pixel_size`, their images and masks written into `out_dir`;
-    each pair's `origin` (manifest columns) names the slide, the GeoJSON file, the pixel size, level and box."""
-    level, factor = choose_level(slide, pixel_size, PIXEL_SIZE_KEY)
+    """The pairs of a slide's annotated regions at `pixel_size` (`region_pair`), written into `out_dir`."""
+    level, factor, shape = training_grid(slide, pixel_size)
     scale = level.downsample * factor
-    shape = tuple(math.ceil(side / factor) for side in level.shape)
     boxes = merged_boxes([grid_box(a, scale) for a in annotations if not a.ignored], MARGIN, shape)
-    pairs, stem = [], pair["stem"]
+    pairs = []
     for piece in [piece for box in boxes for piece in pieces(box)]:
         labels = rasterise(annotations, classes, ignore, piece, scale)
-        if (labels == ignore).all():
-            continue
-        name = f"{stem}_r{len(pairs)}"
-        pairs.append(dict(pair, stem=name, group=pair.get("group", stem),
-                          image=write_image(out_dir / f"{name}.png", slide_region(slide, level.index, factor, piece)),
-                          mask=written_mask(out_dir / f"{name}_mask.png", labels),
-                          origin=dict(source_image=str(slide.path), annotations=str(pair["mask"]),
-                                      pixel_size_um=level.pixel_size * factor, slide_level=level.index,
-                                      slide_box=list(piece))))
+        if not (labels == ignore).all():
+            pairs.append(region_pair(pair, slide, level, factor, piece, labels, len(pairs), out_dir))
     return pairs
 
 
@@ -164,30 +180,20 @@ def label_slide_pairs(pair: dict, ignore: int | None, pixel_size: float | None,
     into `out_dir`, and problems."""
     path = pair["image"]
     if pixel_size is None:
-        return [], [f"{path}: a slide is trained at the pixel size of {PIXEL_SIZE_KEY}, which is not set; set it (µm "
-                    f"per pixel to train at, e.g. 1.0)"]
+        return [], [missing_pixel_size(path)]
     with Slide(path) as slide:
-        level, factor = choose_level(slide, pixel_size, PIXEL_SIZE_KEY)
-        shape = tuple(math.ceil(side / factor) for side in level.shape)
+        level, factor, shape = training_grid(slide, pixel_size)
         labels, problem = labels_on_grid(pair["mask"], slide.levels[0].shape, shape, level.downsample * factor)
         if problem:
             return [], [problem]
         labelled = labels != ignore if ignore is not None else np.ones(shape, bool)
         found = ndimage.find_objects(ndimage.label(labelled)[0])
         boxes = merged_boxes([(rows.start, cols.start, rows.stop, cols.stop) for rows, cols in found], MARGIN, shape)
-        pairs, stem = [], pair["stem"]
+        pairs = []
         for top, left, bottom, right in [piece for box in boxes for piece in pieces(box)]:
-            crop = labels[top:bottom, left:right]
-            if not labelled[top:bottom, left:right].any():
-                continue
-            name = f"{stem}_r{len(pairs)}"
-            image = slide_region(slide, level.index, factor, (top, left, bottom, right))
-            pairs.append(dict(pair, stem=name, group=pair.get("group", stem),
-                              image=write_image(out_dir / f"{name}.png", image),
-                              mask=written_mask(out_dir / f"{name}_mask.png", crop),
-                              origin=dict(source_image=str(slide.path), annotations=str(pair["mask"]),
-                                          pixel_size_um=level.pixel_size * factor, slide_level=level.index,
-                                          slide_box=[top, left, bottom, right])))
+            if labelled[top:bottom, left:right].any():
+                pairs.append(region_pair(pair, slide, level, factor, (top, left, bottom, right),
+                                         labels[top:bottom, left:right], len(pairs), out_dir))
     return pairs, []
 
 

@@ -204,7 +204,7 @@ def listed_images(spec: str) -> list[Path]:
             raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
                                       f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         return listed
-    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES)
+    return image_files(spec)
 
 
 def shard_of(path, shards: int) -> int:
