@@ -5,9 +5,13 @@ background (h-maxima; objects across wide necks merged: the instance mode's seed
     snakemake --cores 2 --configfile bench/dsb2018_instances.yaml --until evaluate   # the run (about 15 minutes)
     python bench/instance_seeds.py results/dsb2018_instances          # its results folder (data, split, unet)
     python bench/instance_seeds.py results/dsb2018_instances --grid   # also heights x smoothings, neck shares
+    python bench/instance_seeds.py results/dsb2018_instances --sizes 0 16 21 32   # min_object_size instead of auto
+    python bench/instance_seeds.py results/dsb2018_instances --probabilities 0.5 0.6 0.7   # object probabilities
 
 Prints per split and seeding: AP at IoU 0.5 pooled over the images (StarDist's TP / (TP + FP + FN)), TP, FP, FN and
-the mean AJI and PQ per image. Heights, smoothings and neck shares are to be chosen on `val`, reported on `test`. Run it
+the mean AJI and PQ per image (objects under the package's min_object_size dropped, or each of `--sizes`; object
+pixels those over the package's object probability, or each of `--probabilities`). Heights, smoothings, neck shares,
+sizes and object probabilities are to be chosen on `val`, reported on `test`. Run it
 from the folder the workflow ran in (the manifest's paths are relative to it).
 """
 
@@ -33,7 +37,7 @@ GRID = [(height, smoothing, objects.NECK_SHARE) for height in (0.25, 0.5, 1, 2) 
 
 def core_seeded(probs: np.ndarray, min_size: int) -> np.ndarray:
     """The seeds before: blobs of the foreground at least 2 px from the background, grown as the mode grows its."""
-    foreground = probs[0] < objects.FOREGROUND_PROBABILITY
+    foreground = probs[0] < 1 - objects.OBJECT_PROBABILITY
     distance = ndimage.distance_transform_edt(foreground)
     seeds = ndimage.label(distance >= 2, objects.FULL_CONNECTIVITY)[0]
     ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
@@ -60,15 +64,26 @@ def main() -> None:
     parser.add_argument("results", type=Path, help="the results folder of an instance-mode run")
     parser.add_argument("--experiment", default="unet", help="the experiment whose package is scored")
     parser.add_argument("--grid", action="store_true", help="also the h-maxima heights x smoothings of GRID")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[], help="also these min_object_size (px)")
+    parser.add_argument("--probabilities", type=float, nargs="*", default=[],
+                        help="also these object probabilities (a pixel is an object's above it)")
     args = parser.parse_args()
     predictor = Predictor.load(args.results / args.experiment / "package" / "unet.pt", "cpu")
-    min_size = predictor.package.predict["min_object_size"]
+    min_size, chosen = predictor.package.predict["min_object_size"], predictor.package.object_probability
     seedings = {"distance >= 2 (before)": lambda probs: core_seeded(probs, min_size),
-                "h-maxima (default)": lambda probs: objects.instances_from_separated_foreground(probs, min_size)}
+                "h-maxima (default)": lambda probs: objects.instances_from_separated_foreground(
+                    probs, min_size, object_probability=chosen)}
     for height, smoothing, share in GRID if args.grid else []:
         seedings[f"h-maxima {height} px, sigma {smoothing}, neck {share}"] = (
             lambda probs, h=height, s=smoothing, n=share: objects.instances_from_separated_foreground(
-                probs, min_size, h, s, n))
+                probs, min_size, h, s, n, chosen))
+    for size in args.sizes:
+        seedings[f"h-maxima, min size {size}"] = (
+            lambda probs, n=size: objects.instances_from_separated_foreground(probs, n, object_probability=chosen))
+    for probability in args.probabilities:
+        seedings[f"h-maxima, object probability {probability}"] = (
+            lambda probs, p=probability: objects.instances_from_separated_foreground(
+                probs, min_size, object_probability=p))
     rows = []
     for split in ("val", "test"):
         cases = split_cases(args.results, predictor, split)

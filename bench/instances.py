@@ -3,8 +3,10 @@
 All three train the same U-Net with the same budget (epochs x iterations, batch, seed) on the same images: the
 instance mode's `weight_map` target (binary foreground, touching objects separated, the U-Net paper's border weights
 on the cross-entropy; watershed from the foreground core) and its `three_class` target (background / interior /
-boundary, watershed from the interior), and the baseline on binary foreground with 8-connected components. Prints
-per target: object F1 at IoU 0.5, mAP (0.5:0.9), AJI, PQ (means over the test images) and the training minutes.
+boundary, watershed from the interior), and the baseline on binary foreground with 8-connected components. The
+instance targets' object probability is chosen on the validation images, as a package chooses it. Prints per target:
+object F1 at IoU 0.5, mAP (0.5:0.9), AJI, PQ (means over the test images), the object probability and the training
+minutes.
 
     python bench/instances.py                      # 48 images of 128x128, 10 epochs x 25 iterations
     python bench/instances.py --count 12 --epochs 1 --iterations 2   # smoke
@@ -27,19 +29,21 @@ from plan_cases import planned_config, train_defaults  # noqa: E402
 from unetflow.data.demo_cells import render_touching_cells  # noqa: E402
 from unetflow.data.normalization import normalize  # noqa: E402
 from unetflow.evaluate.object_metrics import object_metrics  # noqa: E402
+from unetflow.infer.object_probability import chosen_object_probability, object_probability_scores  # noqa: E402
 from unetflow.infer.predictor import model_probabilities  # noqa: E402
-from unetflow.instances.objects import instances_from_foreground, instances_from_probabilities  # noqa: E402
+from unetflow.instances.objects import (  # noqa: E402
+    OBJECT_PROBABILITY,
+    instances_from_foreground,
+    instances_from_probabilities,
+)
 from unetflow.instances.targets import touching_pairs, training_target  # noqa: E402
 from unetflow.train.augment import AUGMENT_DEFAULTS  # noqa: E402
 from unetflow.train.train import Trainer  # noqa: E402
 
-TARGETS = {  # name: (id map -> (labels, weights or None), classes, softmax -> objects)
-    "weight_map (instance mode)": (lambda ids: training_target(ids, "weight_map"), 2,
-                                   lambda probs, size: instances_from_probabilities(probs, "weight_map", size)),
-    "three_class (instance mode)": (lambda ids: training_target(ids, "three_class"), 3,
-                                    lambda probs, size: instances_from_probabilities(probs, "three_class", size)),
-    "semantic + connected components": (lambda ids: ((ids > 0).astype(np.uint8), None), 2,
-                                        instances_from_foreground),
+TARGETS = {  # name: (id map -> (labels, weights or None), classes, instance target or None: connected components)
+    "weight_map (instance mode)": (lambda ids: training_target(ids, "weight_map"), 2, "weight_map"),
+    "three_class (instance mode)": (lambda ids: training_target(ids, "three_class"), 3, "three_class"),
+    "semantic + connected components": (lambda ids: ((ids > 0).astype(np.uint8), None), 2, None),
 }
 
 
@@ -62,7 +66,7 @@ def train_cfg(args) -> dict:
 
 def run_target(name: str, args, train, val, test, workdir: Path) -> dict:
     """Train one target and score its objects on the test images."""
-    make_target, num_classes, to_instances = TARGETS[name]
+    make_target, num_classes, target = TARGETS[name]
     train_cases = [(image, *make_target(ids)) for image, ids in train]
     cases = [[case if case[2] is not None else case[:2] for case in train_cases],
              [(image, make_target(ids)[0]) for image, ids in val]]
@@ -75,12 +79,21 @@ def run_target(name: str, args, train, val, test, workdir: Path) -> dict:
     minutes = (time.perf_counter() - start) / 60
     model = trainer.model.eval()
     cfg = dict(overlap=0.5, batch_size=4, mirror=False, precision="auto")
-    scores = [object_metrics(ids, to_instances(
-        model_probabilities(model, torch.from_numpy(image[:, None].astype(np.float32)), trainer.patch, cfg,
-                            trainer.device)[:, 0].cpu().numpy(), args.min_size)) for image, ids in test]
+
+    def softmax(image: np.ndarray) -> np.ndarray:
+        return model_probabilities(model, torch.from_numpy(image[:, None].astype(np.float32)), trainer.patch, cfg,
+                                   trainer.device)[:, 0].cpu().numpy()
+
+    chosen = OBJECT_PROBABILITY
+    if target:
+        cases = [(softmax(image)[:, None], ids[None]) for image, ids in val]
+        chosen = chosen_object_probability(object_probability_scores(cases, target, args.min_size))[0]
+    scores = [object_metrics(ids, instances_from_probabilities(softmax(image), target, args.min_size, chosen)
+                             if target else instances_from_foreground(softmax(image), args.min_size))
+              for image, ids in test]
     table = pd.DataFrame(scores)
     return dict(target=name, f1=table["object_f1"].mean(), map=table["object_map"].mean(), aji=table["aji"].mean(),
-                pq=table["pq"].mean(), train_minutes=minutes)
+                pq=table["pq"].mean(), object_probability=chosen if target else None, train_minutes=minutes)
 
 
 def main() -> None:

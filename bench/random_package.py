@@ -12,7 +12,8 @@ from unetflow.infer.package import build_package, save_package  # noqa: E402
 from unetflow.net.model import UNet  # noqa: E402
 from unetflow.plan.plan import plan_device  # noqa: E402
 
-PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
+PREDICT = dict(overlap=0.5, batch_size=4, mirror=False, precision="fp32", largest_component=False,
+               min_object_size=16, object_probability=0.5)
 PREPROCESS = dict(normalization="zscore", clip_percentiles=None, ct=None, window=None, spacing=None, scale=1.0)
 
 

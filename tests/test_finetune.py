@@ -29,7 +29,7 @@ THREE = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "cell", "edge"]
                       "color": None, "ignore": False})
 NO_REGIONS = pd.DataFrame({"index": [], "name": []})
 PREDICT = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False,
-               min_object_size=16)
+               min_object_size=16, object_probability=0.5)
 PACKAGE_PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={},
                     settings=dict(resolution=dict(value=0.5, source="planned", reason="budget")))
 CFG = dict(device="cpu", seed=3, epochs=1, budget_steps=None, budget_minutes=None, val_share=1.0,

@@ -1,5 +1,5 @@
-"""The data-set fingerprint (training cases only), the automatic normalisation and spacing rules, and the
-normalisation of a volume's slices as one."""
+"""The data-set fingerprint (training cases only), the automatic normalisation, spacing and smallest-object rules, and
+the normalisation of a volume's slices as one."""
 
 import nibabel as nib
 import numpy as np
@@ -9,8 +9,10 @@ import pytest
 from conftest import applied, build_manifest, write_ct_pair, write_pairs
 from unetflow.config import normalization_problems
 from unetflow.data.preprocess import preprocess_settings, preprocess_source
+from unetflow.infer.package import packaged_predict
+from unetflow.io.images import write_mask
 from unetflow.io.store import load_array
-from unetflow.plan.fingerprint import fingerprint_data, target_spacing
+from unetflow.plan.fingerprint import fingerprint_data, smallest_object, target_spacing
 
 SPACING = (0.8, 0.8, 3.0)
 
@@ -112,3 +114,36 @@ def test_settings_resolve_auto_from_the_fingerprint_and_refuse_ct_without_foregr
 ])
 def test_inconsistent_normalisation_settings_are_refused_naming_the_keys(section, problem):
     assert problem in " ".join(normalization_problems(section))
+
+
+def test_the_smallest_object_is_the_1st_percentile_of_the_areas_but_at_most_half_their_median():
+    mixed = np.array([21] * 5 + list(range(40, 500)))
+    assert smallest_object(mixed)[0] == np.floor(np.percentile(mixed, 1)) and "percentile" in smallest_object(mixed)[1]
+    size, reason = smallest_object(np.full(200, 300))  # objects of one size: those predicted a little small stay
+    assert size == 150 and "half their median" in reason
+    assert smallest_object(np.zeros(0))[0] == 0
+
+
+def test_instance_masks_give_the_areas_of_their_objects_touching_or_not(tmp_path):
+    ids = np.zeros((60, 60), np.uint16)
+    ids[5:15, 5:15], ids[5:15, 15:25], ids[40:43, 40:43] = 1, 2, 3  # two touching 100 px squares and a 9 px one
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    write_mask(tmp_path / "images" / "a.png", (ids > 0).astype(np.uint8) * 200)
+    write_mask(tmp_path / "masks" / "a.png", ids)
+    manifest, classes = build_manifest(tmp_path / "images", tmp_path / "masks", instances=True)
+    _, summary = fingerprint_data(manifest, classes, pd.DataFrame({"id": manifest["id"], "split": "train"}))
+    assert summary["min_object_size"] == int(np.percentile([9, 100, 100], 1)) and "median 100 px" in summary[
+        "min_object_size_reason"]
+    _, classes_only = fingerprint_data(*ct_data_set(tmp_path / "ct"))
+    assert classes_only["min_object_size"] == 0  # no instance masks: nothing to drop
+
+
+def test_the_package_holds_the_fingerprints_min_object_size_for_auto_and_an_old_fingerprint_says_what_to_do():
+    predict = dict(overlap=0.5, min_object_size="auto", object_probability="auto")  # chosen later, on validation
+    assert packaged_predict(predict, dict(min_object_size=21), "f.json") == dict(overlap=0.5, min_object_size=21,
+                                                                                 object_probability=0.5)
+    explicit = dict(predict, min_object_size=5, object_probability=0.6)
+    assert packaged_predict(explicit, {}, "f.json") == explicit
+    with pytest.raises(ValueError, match="f.json was written by an earlier unetflow.*set predict.min_object_size"):
+        packaged_predict(predict, {}, "f.json")

@@ -31,7 +31,7 @@ from unetflow.net.model import UNet
 CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "cell"], "value": [0, 255], "color": None,
                         "ignore": False})
 PREDICT = dict(overlap=0.5, batch_size=2, mirror=True, precision="fp32", largest_component=False,
-               min_object_size=16)
+               min_object_size=16, object_probability=0.5)
 ZSCORE = applied("zscore")  # per-image z-score, no resampling or scaling
 PLAN = dict(device=dict(type="cpu", name="cpu", memory_bytes=None), traits={},
             settings=dict(resolution=dict(value=1.0, source="planned", reason="enough passes")))

@@ -1,6 +1,7 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.pairing import DataValidationError
 from unetflow.data.preprocess import preprocess_sources
 from unetflow.evaluate.object_metrics import MAP_THRESHOLDS, object_metrics
+from unetflow.infer.object_probability import OBJECT_PROBABILITIES
+from unetflow.infer.package import load_package
 from unetflow.instances.objects import instances_from_foreground, instances_from_three_class, object_rows
 from unetflow.instances.targets import split_parts, stray_parts, three_class_target, touching_pairs, without_specks
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map
@@ -244,6 +247,12 @@ def test_instance_mode_end_to_end(tmp_path, target):
     assert masks and all(read_mask(path).dtype in (np.uint8, np.uint16) for path in masks)
     table = pd.read_parquet(results / "predict" / "masks" / "objects.parquet")
     assert list(table.columns)[:4] == ["case", "slice", "id", "area"]
+    fingerprint = json.loads((tmp_path / "results" / "data" / "fingerprint.json").read_text())
+    packaged = load_package(results / "package" / "unet.pt").predict  # auto: from the data, and the validation images
+    assert packaged["min_object_size"] == fingerprint["min_object_size"] > 1
+    assert (table["area"] >= packaged["min_object_size"]).all()
+    assert packaged["object_probability"] in OBJECT_PROBABILITIES
+    assert "predict.object_probability auto" in (tmp_path / "results" / "logs" / "unet" / "package.log").read_text()
     for path in masks:  # every object written is in the table, and no other
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])
@@ -259,14 +268,14 @@ def test_instance_mode_end_to_end(tmp_path, target):
 
 
 def seeds_benchmark_scores_both_seedings(workdir):
-    """bench/instance_seeds.py (bench/instances.md) scores the run's model with both seedings on val and test."""
+    """bench/instance_seeds.py (bench/instances.md) scores the run's model with both seedings on val and test, and
+    with other smallest objects."""
     script = Path(__file__).resolve().parents[1] / "bench" / "instance_seeds.py"
-    run = subprocess.run([sys.executable, str(script), "results"], cwd=workdir, capture_output=True, text=True,
-                         check=False)
+    run = subprocess.run([sys.executable, str(script), "results", "--sizes", "0"], cwd=workdir, capture_output=True,
+                         text=True, check=False)
     assert run.returncode == 0, run.stderr
-    rows = [line.split() for line in run.stdout.splitlines()[1:]]
-    assert [(row[0], row[1]) for row in rows] == [("val", "distance"), ("val", "h-maxima")] + [
-        ("test", "distance"), ("test", "h-maxima")]
+    rows = [line.split()[:2] for line in run.stdout.splitlines()[1:]]
+    assert rows == [[split, seeds] for split in ("val", "test") for seeds in ("distance", "h-maxima", "h-maxima,")]
 
 
 def infer_matches_predict(workdir, config, masks, table):

@@ -14,7 +14,8 @@ from unetflow.io.prediction_files import read_class_mask, read_probabilities, wr
 from unetflow.net.model import UNet
 from unetflow.net.tiling import sliding_window_predict
 
-CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
+CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False,
+           min_object_size=16, object_probability=0.5)
 PATCH = [16, 16]
 CLASSES = pd.DataFrame({"index": [0, 1, 2], "name": ["bg", "a", "b"], "value": [0, 1, 2], "color": None,
                         "ignore": False})

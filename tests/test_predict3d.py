@@ -18,7 +18,8 @@ from unetflow.io.resample import resample_probabilities
 from unetflow.net.model import UNet
 from unetflow.net.tiling import sliding_window_predict
 
-CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
+CFG = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False,
+           min_object_size=16, object_probability=0.5)
 CPU = torch.device("cpu")
 PATCH_3D, PATCH_2D = [4, 8, 8], [16, 16]
 CLASSES = pd.DataFrame({"index": [0, 1, 2], "name": ["background", "a", "b"], "value": [0, 1, 2], "color": None,

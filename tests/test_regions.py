@@ -26,7 +26,8 @@ REGIONS = Regions.of(region_table(NESTED_REGIONS, CLASSES))  # whole (written 2)
 LOOKUP = torch.from_numpy(REGIONS.lookup()).float()
 DATA = dict(classes=NESTED_CLASSES, colors=None, ignore_label=None, instances=False, foreground="values",
             regions=NESTED_REGIONS)
-PREDICT = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False, min_object_size=16)
+PREDICT = dict(overlap=0.5, batch_size=2, mirror=False, precision="fp32", largest_component=False,
+               min_object_size=16, object_probability=0.5)
 
 REFUSED = {  # data section changes -> a phrase of the problem
     "unknown value": ({"regions": {**NESTED_REGIONS, "whole": [1, 2, 3, 4]}}, "region 'whole' lists [4], which are"),

@@ -24,6 +24,7 @@ from unetflow.infer.slide import (
     predict_slides,
     slide_normalizer,
     tile_steps,
+    tissue_mask,
 )
 from unetflow.io.formats import ImageReadError
 from unetflow.io.slide_labels import write_label_pyramid
@@ -264,3 +265,16 @@ def test_every_slide_is_checked_before_any_is_predicted(slide_path, predictor, t
     with pytest.raises(SlideError, match=r"1 slide\(s\) cannot be segmented:\n  - .*bare.tif: the slide's metadata"):
         predict_slides(predictor, [slide_path, bare], tmp_path / "out", 1.0)
     assert not (tmp_path / "out").exists()  # the readable slide first in the list was not predicted either
+
+
+@pytest.mark.parametrize("channels,tissue,background", [(1, 90, 230), (1, 160, 10), (2, 120, 5)],
+                         ids=["grey brightfield", "grey fluorescence", "two-channel fluorescence"])
+def test_the_tissue_of_slides_without_colour_lies_away_from_the_background_their_edge_shows(channels, tissue,
+                                                                                           background):
+    rng = np.random.default_rng(0)
+    overview = np.full((channels, 40, 60), background, np.float32)
+    overview[:, 10:30, 10:40] = tissue
+    overview = np.clip(overview + rng.normal(0, 8, overview.shape), 0, 255).astype(np.uint8)
+    expected = np.zeros((40, 60), bool)
+    expected[10:30, 10:40] = True
+    assert (tissue_mask(overview) == expected).mean() > 0.99  # Otsu's threshold may cut a few pixels off the edge

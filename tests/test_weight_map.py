@@ -180,6 +180,16 @@ def test_two_round_objects_joined_by_a_missed_gap_are_two_an_elongated_one_is_on
         assert found.max() == expected and (found[foreground] > 0).all()
 
 
+def test_a_higher_object_probability_separates_two_objects_whose_gap_was_found_only_in_part():
+    foreground = np.zeros((30, 41), bool)
+    foreground[5:25, 5:36] = True  # two 20 x 15 px objects either side of column 20, their gap half found:
+    background = np.where(foreground, 0.05, 0.95).astype(np.float32)
+    background[5:25, 20] = 0.45  # the network leans to foreground there, unsure
+    probs = np.stack([background, 1 - background])
+    assert instances_from_separated_foreground(probs, 1, object_probability=0.6).max() == 2
+    assert instances_from_separated_foreground(probs, 1).max() == 1  # at the default object probability 0.5: one
+
+
 def ragged_rods(count: int, seed: int = 1) -> list[np.ndarray]:
     """Foreground masks of one long object each: ellipses 4x as long as wide, short radius 60 px, ragged outlines."""
     rng, (y, x) = np.random.default_rng(seed), np.indices((320, 320))

@@ -3,8 +3,12 @@
 import json
 
 import pandas as pd
+import torch
 
-from unetflow.infer.package import build_package, save_package
+from unetflow.data.folds import ids_in
+from unetflow.infer.object_probability import choose_object_probability
+from unetflow.infer.package import build_package, packaged_predict, save_package
+from unetflow.instances.targets import instance_target
 from unetflow.logs import stage_logger
 from unetflow.tracking.artifacts import log_to_runs
 
@@ -17,10 +21,22 @@ with open(snakemake.input.settings) as file:
     settings = json.load(file)
 with open(snakemake.input.plan) as file:
     plan = json.load(file)
+with open(snakemake.input.fingerprint) as file:
+    fingerprint = json.load(file)
+predict = packaged_predict(snakemake.params.predict, fingerprint, snakemake.input.fingerprint)
+if snakemake.params.predict["min_object_size"] == "auto":
+    log.info("predict.min_object_size auto: %d px (%s)", predict["min_object_size"],
+             fingerprint["min_object_size_reason"])
+package_classes = pd.read_parquet(snakemake.input.classes)
 package = build_package(checkpoints, snakemake.params.sources, plan, manifest[manifest["id"].isin(trained)],
-                        stored[stored["id"].isin(trained)], pd.read_parquet(snakemake.input.classes), settings,
-                        snakemake.params.predict, snakemake.params.data, pd.read_parquet(snakemake.input.regions))
+                        stored[stored["id"].isin(trained)], package_classes, settings,
+                        predict, snakemake.params.data, pd.read_parquet(snakemake.input.regions))
 save_package(package, snakemake.output[0])
+if snakemake.params.predict["object_probability"] == "auto" and instance_target(package_classes):
+    torch.set_num_threads(snakemake.threads)
+    validation = manifest[manifest["id"].isin(ids_in(splits, "val"))]
+    log.info("predict.object_probability auto: %s", choose_object_probability(
+        snakemake.output[0], package, validation, snakemake.params.predict["device"]))
 log.info("packaged %d model(s) (%s) and %d classes into %s", len(checkpoints),
          ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), len(package["classes"]),
          snakemake.output[0])

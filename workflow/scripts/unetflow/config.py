@@ -17,7 +17,8 @@ PLAN_INPUTS = ("device", "dims", "resolution", "patch_size", "depth", "base_widt
                "foreground_oversampling", "dice_background", "norm", "deep_supervision", "loss", "augment",
                "precision", "epochs", "budget_steps", "budget_minutes", "iterations_per_epoch", "warmup_iterations",
                "val_share", "init")  # the train keys the plan rule reads (the network, its step time, the budget)
-PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size")
+PACKAGED_PREDICT_KEYS = ("overlap", "batch_size", "mirror", "precision", "largest_component", "min_object_size",
+                         "object_probability")
 DEMO_EPOCHS = 8  # the demo's training length when the config sets none (a run of under a minute)
 LENGTH_KEYS = ("epochs", "budget_steps", "budget_minutes")  # train keys of the training length, one at most
 DEFAULT_VAL = 0.15  # split.val of a single split when it is null

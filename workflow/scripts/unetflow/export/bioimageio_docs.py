@@ -53,8 +53,9 @@ def not_carried(package: Package) -> list[str]:
         notes.append("Volumes and stacks: the model is 2D; predict them slice by slice.")
     if package.instance_target:
         notes.append(f"Objects: the outputs are the '{package.instance_target}' instance target; unetflow separates "
-                     "touching objects by a watershed from it (min_object_size "
-                     f"{package.predict['min_object_size']}), which bioimage.io cannot express.")
+                     "touching objects by a watershed from it (object probability "
+                     f"{package.object_probability:g}, min_object_size {package.predict['min_object_size']}), "
+                     "which bioimage.io cannot express.")
     if package.predict["largest_component"]:
         notes.append("Largest component: unetflow keeps only the largest component of each class; do it yourself.")
     notes.append("Tiling: bioimage.io runtimes crop a halo off each tile instead of unetflow's Gaussian-weighted "

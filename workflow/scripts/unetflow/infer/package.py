@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from unetflow.config import PACKAGED_PREDICT_KEYS
+from unetflow.instances.objects import OBJECT_PROBABILITY
 from unetflow.instances.targets import instance_target
 from unetflow.io.images import mask_palette
 from unetflow.io.regions import Regions
@@ -50,7 +51,8 @@ class Package:
     slice_axis: int
     classes: pd.DataFrame        # index, name, value, color, ignore (instance mode: and instance_target)
     palette: list[int] | None
-    predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size
+    predict: dict                # overlap, batch_size, mirror, precision, largest_component, min_object_size,
+                                 # object_probability
     training_data: dict          # `training_data_summary`
     versions: dict
     regions: Regions | None = None  # the regions of a region model (one output each), None for a model of classes
@@ -73,6 +75,12 @@ class Package:
     def slide_pixel_size(self) -> float | None:
         """The pixel size (µm) its training slides were read at (data.slide_pixel_size), or None."""
         return self.training_data.get("slide_pixel_size")
+
+    @property
+    def object_probability(self) -> float:
+        """The object probability of an instance package (`unetflow.instances.objects`); OBJECT_PROBABILITY for a
+        package made before packages chose it."""
+        return float(self.predict.get("object_probability", OBJECT_PROBABILITY))
 
     @property
     def instance_target(self) -> str | None:
@@ -115,6 +123,22 @@ def training_palette(manifest: pd.DataFrame) -> list[int] | None:
         if palette is not None:
             return palette
     return None
+
+
+def packaged_predict(predict: dict, fingerprint: dict, fingerprint_path: str) -> dict:
+    """The prediction settings a package holds: the config's, `min_object_size: auto` replaced by the data set's
+    smallest object from its fingerprint (`unetflow.plan.fingerprint.smallest_object`), `object_probability: auto` by
+    OBJECT_PROBABILITY until an instance package chooses it on its validation images
+    (`unetflow.infer.object_probability`)."""
+    if predict["object_probability"] == "auto":
+        predict = dict(predict, object_probability=OBJECT_PROBABILITY)
+    if predict["min_object_size"] != "auto":
+        return dict(predict)
+    if "min_object_size" not in fingerprint:
+        raise ValueError(f"{fingerprint_path} was written by an earlier unetflow and has no min_object_size: set "
+                         f"predict.min_object_size to a number of pixels (16 was the default then) or rerun the "
+                         f"fingerprint rule (which reruns everything after it)")
+    return dict(predict, min_object_size=int(fingerprint["min_object_size"]))
 
 
 def build_package(checkpoints: list[str], sources: list[str], plan: dict, manifest: pd.DataFrame,

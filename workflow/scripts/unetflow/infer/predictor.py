@@ -232,7 +232,8 @@ class Predictor:
         component per unit, written as labels), or in the instance mode object ids and their rows."""
         settings, target, regions = self.package.predict, self.package.instance_target, self.package.regions
         if target:
-            found = [unit_objects(name, probs[:, unit], target, settings["min_object_size"])
+            found = [unit_objects(name, probs[:, unit], target, settings["min_object_size"],
+                                  self.package.object_probability)
                      for name, unit in units(source)]
             return np.concatenate([ids for ids, _ in found]), [row for _, rows in found for row in rows]
         if not settings["largest_component"]:

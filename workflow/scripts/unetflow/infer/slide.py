@@ -5,11 +5,12 @@ in mm²).
 
 Each region is a core of about `region` pixels read with a margin on every side and predicted by the package's
 sliding window; only its core is kept. Region and margin are whole multiples of every model's tile step and the
-margin at least one tile, so the tiles covering a core pixel are exactly those of predicting the whole level at once:
-the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
+margin at least one tile, so the tiles covering a core pixel are exactly those of predicting the whole level at
+once: the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
 slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
-saturation of an RGB slide, on the darkness of a grey one, at the smallest level) are not predicted: label 0; nor
-are regions whose tiles are damaged (a warning names the file and the region's position; the rest is predicted).
+saturation of an RGB slide, otherwise on the intensity away from the background the slide's edge shows, at the
+smallest level) are not predicted: label 0; nor are regions whose tiles are damaged (a warning names the file and
+the region's position; the rest is predicted).
 
 An instance package's objects are found region by region too, each written whole with one id
 (`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
@@ -98,14 +99,24 @@ def regions(shape: tuple[int, int], core: int, margin: int, rows: tuple[int, int
 
 
 def tissue_mask(overview: np.ndarray) -> np.ndarray:
-    """Tissue of a small level (C, H, W): saturation above its Otsu threshold (RGB), or grey below it."""
+    """Tissue of a small level (C, H, W): of RGB the saturation above its Otsu threshold; of other channel counts
+    (grey, fluorescence) the mean over channels on the other side of its Otsu threshold than the level's edge, which
+    shows the background: bright glass of a brightfield scan, dark of a fluorescence one."""
     if overview.shape[0] == 3:
         values = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
     else:
-        values = -overview[0].astype(np.float32)
+        values = overview.astype(np.float32).mean(axis=0)
     if values.min() == values.max():
         return np.zeros(values.shape, bool)
-    return values > threshold_otsu(values)
+    threshold = threshold_otsu(values)
+    if overview.shape[0] != 3 and np.median(edge_pixels(values)) > threshold:
+        return values <= threshold
+    return values > threshold
+
+
+def edge_pixels(values: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of an image (H, W)."""
+    return np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
 
 
 def slide_normalizer(settings: dict, overview: np.ndarray):
@@ -227,7 +238,8 @@ class SlidePredictor:
         package = self.predictor.package
         if not package.instance_target:
             return None
-        return SlideObjects(band, package.instance_target, package.predict["min_object_size"], self.reach, top)
+        return SlideObjects(band, package.instance_target, package.predict["min_object_size"], self.reach, top,
+                            package.object_probability)
 
     def fill_labels(self, slide: Slide, grid: SlideLevel, band: np.ndarray, rows: tuple[int, int],
                     objects: SlideObjects | None) -> tuple[int, int]:

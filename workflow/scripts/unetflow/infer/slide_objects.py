@@ -26,7 +26,7 @@ from scipy import ndimage
 from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential
 
-from unetflow.instances.objects import instances_from_probabilities
+from unetflow.instances.objects import OBJECT_PROBABILITY, instances_from_probabilities
 from unetflow.io.labels import trained_classes
 from unetflow.io.polygons import class_features, object_features, write_geojson
 
@@ -71,15 +71,17 @@ class SlideObjects:
     OBJECT_DTYPE, zeros: the rows of the slide's label grid from `top`) and per region an array of their
     FOUND_COLUMNS (coordinates in pixels of the label grid)."""
 
-    def __init__(self, labels: np.ndarray, target: str, min_size: int, reach: int, top: int = 0):
+    def __init__(self, labels: np.ndarray, target: str, min_size: int, reach: int, top: int = 0,
+                 object_probability: float = OBJECT_PROBABILITY):
         self.labels, self.target, self.min_size, self.reach, self.top = labels, target, min_size, reach, top
+        self.object_probability = object_probability
         self.found: list[np.ndarray] = []
         self.count = 0
 
     def add(self, core: tuple, read: tuple, probs: np.ndarray) -> int:
         """The objects a region owns, from its read box's softmax (K, H, W), written whole into `labels` with ids
         following those found so far; how many."""
-        ids = instances_from_probabilities(probs, self.target, self.min_size)
+        ids = instances_from_probabilities(probs, self.target, self.min_size, self.object_probability)
         kept, props = owned_objects(ids, core, read, self.reach)
         start = max(read[0], self.top)  # owned objects start in the core: at or below the top of `labels`
         kept = kept[start - read[0]:]

@@ -2,18 +2,20 @@
 
 Three-class output (background / interior / boundary): the seeds are the connected blobs of pixels whose interior
 probability exceeds SEED_PROBABILITY; each grows by watershed (scikit-image) over the negated interior probability
-into the foreground (background probability below 0.5), so the boundary pixels between touching objects go to the
-nearer seed; a blob of foreground without a seed (a small object whose interior was not found) is an object of its
-own.
+into the foreground, so the boundary pixels between touching objects go to the nearer seed; a blob of foreground
+without a seed (a small object whose interior was not found) is an object of its own.
 
 Binary output of the target `weight_map` (background / foreground, touching objects separated by a gap of
 background): the seeds are the peaks of the distance to the background, smoothed (SEED_SMOOTHING) and counted as
-peaks only when they stand SEED_HEIGHT above the saddle to a higher one (h-maxima), so two round objects joined by
-a bridge where the gap was not predicted in full are two seeds; each grows by watershed over the negated distance
-into the foreground; touching objects whose neck is nearly as wide as the smaller one (NECK_SHARE of its peak
-distance: a long or ragged object with two peaks, not two objects) are merged; then they grow into the gaps between
-touching objects (`filled_gaps`), as the masks had no gaps. A blob without a peak that high is dropped.
+peaks only when they stand SEED_HEIGHT above the saddle to a higher one (h-maxima), so two round objects joined by a
+bridge where the gap was not predicted in full are two seeds; each grows by watershed over the negated distance into
+the foreground; touching objects whose neck is nearly as wide as the smaller one (NECK_SHARE of its peak distance: a
+long or ragged object with two peaks, not two objects) are merged; then they grow into the gaps between touching
+objects (`filled_gaps`), as the masks had no gaps. A blob without a peak that high is dropped.
 
+The foreground of both is the pixels whose probability of not being background exceeds the object probability
+(OBJECT_PROBABILITY unless a package chose another on its validation images: `unetflow.infer.object_probability`; a
+higher one keeps the pixels the network is unsure of, as in a gap it found only in part, out of the objects).
 Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
 """
 
@@ -27,7 +29,7 @@ from skimage.segmentation import expand_labels, relabel_sequential, watershed
 from unetflow.instances.weight_map import separated_objects
 
 SEED_PROBABILITY = 0.5
-FOREGROUND_PROBABILITY = 0.5
+OBJECT_PROBABILITY = 0.5  # objects: pixels whose probability of not being background exceeds this
 SEED_SMOOTHING = 1.0  # pixels: sigma of the Gaussian that smooths the distance map before its peaks are taken
 SEED_HEIGHT = 0.5  # pixels: how far a peak of the smoothed distance must rise above its saddle to be a seed
 NECK_SHARE = 0.8  # two peaks' objects are one where the neck between them is this share of the smaller's peak
@@ -50,10 +52,11 @@ def with_unseeded_blobs(seeds: np.ndarray, foreground: np.ndarray) -> np.ndarray
     return np.where(unseeded, blobs + seeds.max(initial=0), seeds)
 
 
-def instances_from_three_class(probs: np.ndarray, min_size: int) -> np.ndarray:
+def instances_from_three_class(probs: np.ndarray, min_size: int,
+                                object_probability: float = OBJECT_PROBABILITY) -> np.ndarray:
     """(3, H, W) softmax (background, interior, boundary) -> id map (H, W) int32, objects 1..N."""
     interior = probs[1]
-    foreground = probs[0] < FOREGROUND_PROBABILITY
+    foreground = probs[0] < 1 - object_probability
     seeds = ndimage.label((interior > SEED_PROBABILITY) & foreground, FULL_CONNECTIVITY)[0]
     ids = watershed(-interior, with_unseeded_blobs(seeds, foreground), mask=foreground)
     return remove_small_objects(ids, min_size)
@@ -102,10 +105,11 @@ def merged_across_wide_necks(ids: np.ndarray, distance: np.ndarray, share: float
 
 
 def instances_from_separated_foreground(probs: np.ndarray, min_size: int, height: float = SEED_HEIGHT,
-                                        smoothing: float = SEED_SMOOTHING, share: float = NECK_SHARE) -> np.ndarray:
+                                        smoothing: float = SEED_SMOOTHING, share: float = NECK_SHARE,
+                                        object_probability: float = OBJECT_PROBABILITY) -> np.ndarray:
     """(2, H, W) softmax (background, foreground; touching objects apart) -> id map (H, W) int32, objects 1..N; seeds
     the peaks `height` high of the distance smoothed by `smoothing`, objects across necks of `share` merged."""
-    foreground = probs[0] < FOREGROUND_PROBABILITY
+    foreground = probs[0] < 1 - object_probability
     distance = ndimage.gaussian_filter(ndimage.distance_transform_edt(foreground), smoothing)
     seeds = ndimage.label(h_maxima(distance, height) & foreground, FULL_CONNECTIVITY)[0]
     ids = watershed(-distance, seeds, mask=foreground).astype(np.int32)
@@ -119,13 +123,14 @@ def instances_from_foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
     return remove_small_objects(ids, min_size)
 
 
-def instances_from_probabilities(probs, target: str, min_size: int) -> np.ndarray:
+def instances_from_probabilities(probs, target: str, min_size: int,
+                                 object_probability: float = OBJECT_PROBABILITY) -> np.ndarray:
     """The objects of one image's softmax (K, H, W; an array or a CPU tensor) for an instance target."""
     probs = np.asarray(probs, np.float32)
     if target == "three_class":
-        return instances_from_three_class(probs, min_size)
+        return instances_from_three_class(probs, min_size, object_probability)
     if target == "weight_map":
-        return instances_from_separated_foreground(probs, min_size)
+        return instances_from_separated_foreground(probs, min_size, object_probability=object_probability)
     raise ValueError(f"data.instance_target: unknown target '{target}'")
 
 
@@ -143,12 +148,13 @@ def object_rows(case_id: str, ids: np.ndarray, probs, slice_index: int = 0) -> l
     return rows
 
 
-def unit_objects(name: str, probabilities: np.ndarray, target: str, min_size: int) -> tuple[np.ndarray, list[dict]]:
+def unit_objects(name: str, probabilities: np.ndarray, target: str, min_size: int,
+                 object_probability: float = OBJECT_PROBABILITY) -> tuple[np.ndarray, list[dict]]:
     """The objects of a unit's softmax (K, Z, Y, X), found slice by slice: their ids (Z, Y, X), unique in the unit
     (a later slice's ids follow the earlier slices'), and their rows (`object_rows`)."""
     ids, rows, offset = [], [], 0
     for index in range(probabilities.shape[1]):
-        found = instances_from_probabilities(probabilities[:, index], target, min_size)
+        found = instances_from_probabilities(probabilities[:, index], target, min_size, object_probability)
         shifted = np.where(found > 0, found.astype(np.int64) + offset, 0)
         rows += object_rows(name, shifted, probabilities[:, index], index)
         ids.append(shifted)

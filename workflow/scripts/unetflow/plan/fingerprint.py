@@ -1,8 +1,8 @@
 """The data-set fingerprint: what the training cases (train and val of the split, never test) look like, per source
 (shape, voxel spacing, intensities, foreground intensity statistics, class voxel counts, object sizes, how fine each
 class of a 2D source is), and the
-data-set values preprocessing needs: the target spacing, the CT statistics, the automatic normalisation scheme and
-the scale of 2D images, each with its reason.
+data-set values preprocessing and prediction need: the target spacing, the CT statistics, the automatic normalisation
+scheme, the scale of 2D images and the instance mode's smallest object, each with its reason.
 
 Foreground intensities are a seeded sample of at most SAMPLED_VOXELS voxels per source (as nnU-Net), pooled for the
 data-set statistics, so a data set of any size is summarised in bounded memory and the same data give the same
@@ -28,6 +28,7 @@ COARSE_PERCENTILE = 10  # the coarse axis then takes this percentile of its spac
 WIDE_OBJECT = 128  # px: 2D objects wider than this (half a CPU patch side) are scaled down to it
 SMALLEST_SIDE = 64  # px: scaling never takes the median image's shorter side below this
 SLIDE_WINDOW = [0, 255]  # the automatic normalisation of regions of whole-slide images (8-bit RGB)
+SMALL_OBJECT_PERCENTILE = 1  # the instance mode's smallest object: this percentile of the training objects' areas
 
 
 def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
@@ -35,11 +36,12 @@ def training_rows(manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     return manifest[manifest["id"].isin(splits.loc[splits["split"] != "test", "id"])]
 
 
-def source_fingerprint(row: dict, classes: pd.DataFrame, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """One source's fingerprint row, its sample of foreground intensities (all channels pooled) and the in-plane
-    diameters of its objects (`plane_diameters`)."""
+def source_fingerprint(row: dict, classes: pd.DataFrame,
+                       seed: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """One source's fingerprint row, its sample of foreground intensities (all channels pooled), the in-plane
+    diameters of its objects (`plane_diameters`) and in the instance mode the areas of its objects (`object_areas`)."""
     pixels = np.moveaxis(read_source_image(row), 0, -1)  # (Z, Y, X, C)
-    labels = source_targets(row, classes)[0]
+    labels, ids, _ = source_targets(row, classes)
     foreground = (labels > 0) & (labels != IGNORE_INDEX)
     values = pixels[foreground].ravel().astype(np.float64)
     sample = np.random.default_rng(seed).choice(values, min(SAMPLED_VOXELS, values.size), replace=False)
@@ -55,7 +57,7 @@ def source_fingerprint(row: dict, classes: pd.DataFrame, seed: int) -> tuple[dic
                   class_voxels=class_voxels(labels, len(class_values(classes))),
                   class_boundary_distance=None if volume else boundary_distances(labels, len(class_values(classes))),
                   **object_sizes(labels if volume else list(labels), not volume))
-    return fields, sample, plane_diameters(labels)
+    return fields, sample, plane_diameters(labels), np.zeros(0) if ids is None else object_areas(ids)
 
 
 def intensity_statistics(sample: np.ndarray) -> dict:
@@ -107,6 +109,27 @@ def plane_diameters(labels: np.ndarray) -> np.ndarray:
     labels (Z, Y, X): the face-connected components of each foreground class in a 2D slice, what a 2D patch sees."""
     sizes = [np.bincount(found.ravel())[1:] for plane in labels for _, found, _ in components(plane)]
     return 2 * np.sqrt(np.concatenate(sizes) / np.pi) if sizes else np.zeros(0)
+
+
+def object_areas(ids: np.ndarray) -> np.ndarray:
+    """The pixel count of each object of each slice of an instance source's object ids (Z, Y, X): the objects the
+    instance mode finds and scores, slice by slice."""
+    counts = [np.bincount(plane.ravel())[1:] for plane in ids]
+    return np.concatenate([found[found > 0] for found in counts])
+
+
+def smallest_object(areas: np.ndarray) -> tuple[int, str]:
+    """What `predict.min_object_size: auto` stands for, and why: the SMALL_OBJECT_PERCENTILE-th percentile of the
+    training objects' areas (what the annotators drew no smaller), but at most half their median area (an object
+    predicted under half the size of another cannot reach IoU 0.5 with it, so objects of one size that come out a
+    little small are kept); 0 (keep all) without objects."""
+    if areas.size == 0:
+        return 0, "no instance masks among the training cases (or no objects in them): every predicted object kept"
+    small, median = float(np.percentile(areas, SMALL_OBJECT_PERCENTILE)), float(np.median(areas))
+    size = int(max(1, np.floor(min(small, median / 2))))
+    bound = "their percentile" if small <= median / 2 else "half their median"
+    return size, (f"the training objects' areas: {small:g} px at percentile {SMALL_OBJECT_PERCENTILE}, median "
+                  f"{median:g} px; predicted objects under {size} px ({bound}) are dropped as specks")
 
 
 def object_sizes(arrays, planar: bool) -> dict:
@@ -196,14 +219,15 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
 def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.DataFrame, seed: int = 0,
                      threads: int = 1) -> tuple[pd.DataFrame, dict]:
     """The per-source fingerprint table of the training cases (train and val of the split) and the data-set values
-    (target spacing, CT statistics, automatic normalisation, scale of 2D images, each with its reason)."""
+    (target spacing, CT statistics, automatic normalisation, scale of 2D images, the instance mode's smallest
+    object, each with its reason)."""
     sources = training_rows(manifest, splits).sort_values("image_path").to_dict("records")
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda item: source_fingerprint(item[1], classes, seed + item[0]),
                                 enumerate(sources)))
-    table = pd.DataFrame([row for row, _, _ in results])
-    pooled = np.concatenate([sample for _, sample, _ in results]) if results else np.zeros(0)
-    diameters = np.concatenate([found for _, _, found in results]) if results else np.zeros(0)
+    table = pd.DataFrame([result[0] for result in results])
+    pooled, diameters, areas = (np.concatenate([result[part] for result in results]) if results else np.zeros(0)
+                                for part in (1, 2, 3))
     ct = intensity_statistics(pooled) if pooled.size else None
     volumes = table[table["kind"] == "volume"]
     spacings = np.array(volumes["spacing"].tolist()).reshape(-1, 3)
@@ -211,11 +235,13 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
     slides = "slide_level" in manifest.columns and bool(manifest["slide_level"].notna().any())
     scheme, scheme_reason = automatic_normalization(table, ct, slides)
     scale, scale_reason = planned_scale(table)
+    min_object_size, min_object_size_reason = smallest_object(areas)
     summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
                    normalization_reason=scheme_reason, window=SLIDE_WINDOW if scheme == "window" else None,
                    scale=scale, scale_reason=scale_reason, ct=ct,
                    foreground_samples=int(pooled.size), boundary_distance=finest_boundary_distance(table),
-                   object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0)
+                   object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0,
+                   min_object_size=min_object_size, min_object_size_reason=min_object_size_reason)
     return table, summary

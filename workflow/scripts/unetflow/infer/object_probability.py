@@ -1,0 +1,62 @@
+"""The object probability of an instance package chosen on its validation images (`predict.object_probability:
+auto`), as StarDist chooses its thresholds: the images of the `val` split are predicted once through the package,
+their objects found at each of OBJECT_PROBABILITIES (`unetflow.instances.objects`), and the one whose objects score
+the highest mean average precision against the masks (IoU 0.5 to 0.9, `unetflow.evaluate.object_metrics`, the mean
+over the images' slices) is kept, the lowest among equals. With K folds these are fold 0's validation images, which
+the other folds trained on.
+"""
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from unetflow.evaluate.object_metrics import object_metrics
+from unetflow.infer.package import save_package
+from unetflow.infer.predictor import Predictor
+from unetflow.instances.objects import OBJECT_PROBABILITY, instances_from_probabilities
+from unetflow.instances.targets import object_ids
+from unetflow.io.sources import read_source_mask
+
+OBJECT_PROBABILITIES = (0.5, 0.6, 0.7)
+
+
+def validation_cases(predictor: Predictor, sources: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(softmax (K, Z, Y, X), true object ids (Z, Y, X)) of each source, predicted through the package, one at a
+    time."""
+    for row in sources.to_dict("records"):
+        yield predictor.source_probabilities(row), object_ids(read_source_mask(row, ids=True))
+
+
+def object_probability_scores(cases: Iterable[tuple[np.ndarray, np.ndarray]], target: str,
+                              min_size: int) -> dict[float, float]:
+    """{object probability: the mean over the cases' slices of its objects' mAP} for OBJECT_PROBABILITIES; empty
+    without cases."""
+    scores = {probability: [] for probability in OBJECT_PROBABILITIES}
+    for probs, truth in cases:
+        for index, true_ids in enumerate(truth.astype(np.int64)):
+            for probability, found in scores.items():
+                objects = instances_from_probabilities(probs[:, index], target, min_size, probability)
+                found.append(object_metrics(true_ids, objects)["object_map"])
+    return {probability: float(np.mean(found)) for probability, found in scores.items() if found}
+
+
+def chosen_object_probability(scores: dict[float, float]) -> tuple[float, str]:
+    """The object probability of the highest score (the lowest among equals) and why; OBJECT_PROBABILITY without
+    scores."""
+    if not scores:
+        return OBJECT_PROBABILITY, "no validation images to choose on"
+    best = max(scores, key=lambda probability: (scores[probability], -probability))
+    listed = ", ".join(f"{probability:g}: {score:.4f}" for probability, score in scores.items())
+    return best, f"the highest mAP of the validation images' objects ({listed})"
+
+
+def choose_object_probability(path: str, package: dict, sources: pd.DataFrame, device: str) -> str:
+    """Choose the object probability of the instance package saved at `path` from its dict `package` on the
+    validation `sources`, predicted on `device`; the package saved again with it; why it was chosen."""
+    predictor = Predictor.load(path, device)
+    scores = object_probability_scores(validation_cases(predictor, sources), predictor.package.instance_target,
+                                       package["predict"]["min_object_size"])
+    package["predict"]["object_probability"], reason = chosen_object_probability(scores)
+    save_package(package, path)
+    return f"{package['predict']['object_probability']:g}: {reason}, on {len(sources)} image(s) on {predictor.device}"
