@@ -1,5 +1,5 @@
 """2D and 3D U-Nets of one NIfTI data set trained side by side by the workflow, compared in one leaderboard, on
-volumes stored resampled along the slice axis, their predictions back on the files' slices."""
+volumes stored resampled along the slice axis, their predictions back on the files' slices (the 3D one mirrored)."""
 
 import json
 
@@ -9,6 +9,7 @@ import pandas as pd
 
 from conftest import snakemake, tiny_config, write_config
 from unetflow.data.demo_volumes import write_volume_pairs
+from unetflow.infer.package import load_package
 
 
 def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
@@ -36,3 +37,5 @@ def test_2d_and_3d_experiments_share_the_leaderboard(tmp_path):
     for experiment in ("unet2d", "unet3d"):
         predicted = nib.load(tmp_path / f"results/{experiment}/predict/masks/{name}.nii.gz")
         assert predicted.shape == (24, 20, 12) and set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}
+        mirrored = load_package(tmp_path / f"results/{experiment}/package/{experiment}.pt").predict["mirror"]
+        assert mirrored == (experiment == "unet3d")  # predict.mirror auto: a 3D package mirrors, a 2D one does not

@@ -37,8 +37,9 @@ if snakemake.params.predict["object_probability"] == "auto" and instance_target(
     validation = manifest[manifest["id"].isin(ids_in(splits, "val"))]
     log.info("predict.object_probability auto: %s", choose_object_probability(
         snakemake.output[0], package, validation, snakemake.params.predict["device"]))
-log.info("packaged %d model(s) (%s) and %d classes into %s", len(checkpoints),
-         ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), len(package["classes"]),
+log.info("packaged %d model(s) (%s), mirrored: %s, and %d classes into %s", len(checkpoints),
+         ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), package["predict"]["mirror"],
+         len(package["classes"]),
          snakemake.output[0])
 runs = log_to_runs(list(snakemake.input.tracking), "package", [snakemake.output[0]],
                    snakemake.config["tracking"]["timeout"])
