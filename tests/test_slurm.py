@@ -33,7 +33,7 @@ ACCOUNT = "unetflow"
 LOCAL_RULES = {"demo_data", "split", "leaderboard"}  # light rules marked localrule: they skip the queue
 # the rules that run where a model runs: a GPU with device auto
 GPU_RULES = {"plan", "train", "predict", "infer_shard", "infer_slide_part"}
-CPU_ONLY = ("--set-resources", "plan:gpu=0", "train:gpu=0", "predict:gpu=0", "infer_shard:gpu=0",
+CPU_ONLY = ("--set-resources", "plan:gpu=0", "train:gpu=0", "package:gpu=0", "predict:gpu=0", "infer_shard:gpu=0",
             "infer_slide_part:gpu=0")  # cluster/README.md
 SLURM_COMMANDS = ("slurmctld", "slurmd", "slurmdbd", "munged", "sbatch", "sacct", "mariadbd")
 WORKFLOW_TIMEOUT_S = 900
