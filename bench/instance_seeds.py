@@ -25,11 +25,11 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+from unetflow.data.folds import ids_in  # noqa: E402
 from unetflow.evaluate.object_metrics import object_metrics  # noqa: E402
+from unetflow.infer.object_probability import predicted_cases  # noqa: E402
 from unetflow.infer.predictor import Predictor  # noqa: E402
 from unetflow.instances import objects  # noqa: E402
-from unetflow.instances.targets import object_ids  # noqa: E402
-from unetflow.io.sources import read_source_mask  # noqa: E402
 
 GRID = [(height, smoothing, objects.NECK_SHARE) for height in (0.25, 0.5, 1, 2) for smoothing in (0, 0.5, 1, 1.5)] + [
     (objects.SEED_HEIGHT, objects.SEED_SMOOTHING, share) for share in (0.5, 0.6, 0.7, 0.9, float("inf"))]
@@ -47,9 +47,8 @@ def core_seeded(probs: np.ndarray, min_size: int) -> np.ndarray:
 def split_cases(results: Path, predictor: Predictor, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(softmax (K, H, W), true ids) of each 2D source of a split of the run."""
     manifest = pd.read_parquet(results / "data" / "manifest.parquet")
-    splits = pd.read_parquet(results / "split" / "splits.parquet")
-    rows = manifest[manifest["id"].isin(splits["id"][splits["split"] == split])].to_dict("records")
-    return [(predictor.source_probabilities(row)[:, 0], object_ids(read_source_mask(row, ids=True))[0]) for row in rows]
+    sources = manifest[manifest["id"].isin(ids_in(pd.read_parquet(results / "split" / "splits.parquet"), split))]
+    return [(probs[:, 0], ids[0]) for probs, ids in predicted_cases(predictor, sources)]
 
 
 def pooled(cases, seeded) -> dict:

@@ -21,7 +21,7 @@ from unetflow.io.sources import read_source_mask
 OBJECT_PROBABILITIES = (0.5, 0.6, 0.7)
 
 
-def validation_cases(predictor: Predictor, sources: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def predicted_cases(predictor: Predictor, sources: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(softmax (K, Z, Y, X), true object ids (Z, Y, X)) of each source, predicted through the package, one at a
     time."""
     for row in sources.to_dict("records"):
@@ -55,7 +55,7 @@ def choose_object_probability(path: str, package: dict, sources: pd.DataFrame, d
     """Choose the object probability of the instance package saved at `path` from its dict `package` on the
     validation `sources`, predicted on `device`; the package saved again with it; why it was chosen."""
     predictor = Predictor.load(path, device)
-    scores = object_probability_scores(validation_cases(predictor, sources), predictor.package.instance_target,
+    scores = object_probability_scores(predicted_cases(predictor, sources), predictor.package.instance_target,
                                        package["predict"]["min_object_size"])
     package["predict"]["object_probability"], reason = chosen_object_probability(scores)
     save_package(package, path)
