@@ -278,3 +278,14 @@ def test_the_tissue_of_slides_without_colour_lies_away_from_the_background_their
     expected = np.zeros((40, 60), bool)
     expected[10:30, 10:40] = True
     assert (tissue_mask(overview) == expected).mean() > 0.99  # Otsu's threshold may cut a few pixels off the edge
+
+
+def test_sparse_bright_nuclei_do_not_take_the_tissue_threshold_of_a_fluorescence_slide():
+    rng = np.random.default_rng(0)
+    overview = rng.normal(6, 2, (1, 120, 180))  # a dark background
+    overview[:, 10:110, 10:100] += 25  # faint tissue, with a few bright nuclei of 1-2 px
+    for y, x in zip(rng.integers(12, 108, 60), rng.integers(12, 98, 60)):
+        overview[:, y - 1:y + 1, x - 1:x + 1] = 180
+    mask = tissue_mask(np.clip(overview, 0, 255).astype(np.uint8))
+    assert mask[12:108, 12:98].mean() > 0.99 and mask[:, 102:].mean() < 0.01  # the tissue, not only its nuclei
+

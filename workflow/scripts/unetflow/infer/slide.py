@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
@@ -57,6 +58,7 @@ log = logging.getLogger("unetflow.infer.slide")
 PIXEL_SIZE_KEY = "infer.slide_pixel_size (--slide-pixel-size on the command line)"
 SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
 REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
+TISSUE_SMOOTHING = 1.0  # px of the smallest level: a grey slide's nuclei blur into their tissue before Otsu
 
 
 class SlideError(ValueError):
@@ -100,12 +102,13 @@ def regions(shape: tuple[int, int], core: int, margin: int, rows: tuple[int, int
 
 def tissue_mask(overview: np.ndarray) -> np.ndarray:
     """Tissue of a small level (C, H, W): of RGB the saturation above its Otsu threshold; of other channel counts
-    (grey, fluorescence) the mean over channels on the other side of its Otsu threshold than the level's edge, which
+    (grey, fluorescence) the mean over channels, smoothed (TISSUE_SMOOTHING, so that a few bright or dark nuclei do
+    not take Otsu's threshold from the tissue), on the other side of its Otsu threshold than the level's edge, which
     shows the background: bright glass of a brightfield scan, dark of a fluorescence one."""
     if overview.shape[0] == 3:
         values = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
     else:
-        values = overview.astype(np.float32).mean(axis=0)
+        values = ndimage.gaussian_filter(overview.astype(np.float32).mean(axis=0), TISSUE_SMOOTHING)
     if values.min() == values.max():
         return np.zeros(values.shape, bool)
     threshold = threshold_otsu(values)
