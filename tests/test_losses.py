@@ -10,7 +10,7 @@ from torch import nn
 
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.train.losses import deep_supervision_loss, segmentation_loss, soft_dice_loss
-from unetflow.train.validation import best_on_full_set, validation_scores
+from unetflow.train.validation import best_on_full_set, overlap_counts, validation_scores
 
 
 def thin_class_zero(size: int = 32) -> torch.Tensor:
@@ -97,3 +97,13 @@ def test_the_final_choice_compares_checkpoints_by_the_same_dice():
     chosen = {flag: best_on_full_set(model, candidates, [case], [32, 32], "cpu", "ce", False, logging.getLogger(),
                                      affordable=2, dice_background=flag)["dice"] for flag in (False, True)}
     assert chosen[True] == pytest.approx(chosen[False] / 2, abs=1e-6) and chosen[False] > 0.9
+
+
+def test_validation_counts_each_pixel_for_its_argmax_class_the_first_among_equals():
+    probs = torch.from_numpy(np.random.default_rng(0).integers(0, 3, (3, 40, 40)) / 2).float()  # many ties
+    target = torch.from_numpy(np.random.default_rng(1).integers(0, 3, (40, 40)))
+    target[:5] = IGNORE_INDEX
+    predicted, valid = probs.numpy().argmax(0), (target != IGNORE_INDEX).numpy()
+    expected = [[((predicted == k) & (target.numpy() == k) & valid).sum(), ((predicted == k) & valid).sum(),
+                 ((target.numpy() == k) & valid).sum()] for k in range(3)]
+    assert overlap_counts(probs, target, None).numpy().T.tolist() == np.array(expected, float).tolist()
