@@ -227,10 +227,11 @@ def test_preprocess_stores_the_weights_of_the_configured_w0_and_sigma(tmp_path):
     assert not np.array_equal(border_weight_map(ids)[1], border_weight_map(ids, 25.0, 2.0)[1])
 
 
-@pytest.mark.parametrize("target", ["three_class", "weight_map"])
-def test_instance_mode_end_to_end(tmp_path, target):
+@pytest.mark.parametrize("target, folds", [("three_class", 2), ("weight_map", 1)])
+def test_instance_mode_end_to_end(tmp_path, target, folds):
     config = tiny_config()  # the demo data are instance masks in the instance mode
     config["data"] = {"instances": True, "instance_target": target}
+    config["split"] = {"test": 0.25, "folds": folds} if folds > 1 else config["split"]
     snakemake(tmp_path, configfile=write_config(tmp_path, config))
     classes = pd.read_parquet(tmp_path / "results" / "data" / "classes.parquet")
     assert classes["instance_target"].eq(target).all() and len(classes) == (3 if target == "three_class" else 2)
@@ -252,7 +253,8 @@ def test_instance_mode_end_to_end(tmp_path, target):
     assert packaged["min_object_size"] == fingerprint["min_object_size"] > 1
     assert (table["area"] >= packaged["min_object_size"]).all()
     assert packaged["object_probability"] in OBJECT_PROBABILITIES
-    assert "predict.object_probability auto" in (tmp_path / "results" / "logs" / "unet" / "package.log").read_text()
+    log = (tmp_path / "results" / "logs" / "unet" / "package.log").read_text()
+    assert "predict.object_probability auto" in log and ("each predicted by its fold's models" in log) == (folds > 1)
     for path in masks:  # every object written is in the table, and no other
         ids = set(np.unique(read_mask(path))) - {0}
         assert ids == set(table.loc[table["case"] == path.stem, "id"])

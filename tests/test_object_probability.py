@@ -1,13 +1,21 @@
 """The object probability an instance package chooses on its validation images."""
 
 import numpy as np
+import pandas as pd
+import pytest
+from test_infer import make_package
 
 from unetflow.infer.object_probability import (
     OBJECT_PROBABILITIES,
     chosen_object_probability,
+    fold_predictors,
     object_probability_scores,
+    out_of_fold_cases,
 )
+from unetflow.infer.package import load_package
+from unetflow.infer.predictor import Predictor
 from unetflow.instances.objects import OBJECT_PROBABILITY
+from unetflow.instances.targets import instance_classes
 
 
 def two_objects(gap_background: float) -> tuple[np.ndarray, np.ndarray]:
@@ -34,3 +42,22 @@ def test_clear_objects_keep_the_default_and_no_validation_images_too():
     assert len(set(scores.values())) == 1 and chosen_object_probability(scores)[0] == OBJECT_PROBABILITY  # a tie
     assert object_probability_scores([], "weight_map", 1) == {}
     assert chosen_object_probability({}) == (OBJECT_PROBABILITY, "no validation images to choose on")
+
+
+def test_each_fold_validation_image_is_predicted_by_the_models_of_its_fold_only(tmp_path, monkeypatch):
+    package = load_package(make_package(tmp_path, members=2, classes=instance_classes()))  # m/fold0, m/fold1
+    predictors = fold_predictors(package, "cpu")
+    assert {fold: [m["source"] for m in p.package.models] for fold, p in predictors.items()} == {
+        0: ["m/fold0"], 1: ["m/fold1"]}
+    image = np.random.default_rng(0).random((1, 1, 40, 48)).astype(np.float32)
+    both, alone = Predictor(package, "cpu"), [predictors[fold].image_probabilities(image) for fold in (0, 1)]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # two different networks ...
+    assert both.image_probabilities(image) == pytest.approx((alone[0] + alone[1]) / 2, abs=1e-5)  # ... averaged
+
+    splits = pd.DataFrame({"id": ["a", "b", "c", "t"], "split": ["val", "train", "train", "test"],
+                           "fold": [0, 1, 1, -1]})
+    manifest = pd.DataFrame({"id": ["a", "b", "c", "t"]})
+    monkeypatch.setattr("unetflow.infer.object_probability.predicted_cases",
+                        lambda predictor, sources: [(predictor.package.models[0]["source"], i) for i in sources["id"]])
+    assert list(out_of_fold_cases(predictors, splits, manifest)) == [("m/fold0", "a"), ("m/fold1", "b"),
+                                                                     ("m/fold1", "c")]

@@ -5,7 +5,6 @@ import json
 import pandas as pd
 import torch
 
-from unetflow.data.folds import ids_in
 from unetflow.infer.object_probability import choose_object_probability
 from unetflow.infer.package import build_package, packaged_predict, save_package
 from unetflow.instances.targets import instance_target
@@ -34,9 +33,8 @@ package = build_package(checkpoints, snakemake.params.sources, plan, manifest[ma
 save_package(package, snakemake.output[0])
 if snakemake.params.predict["object_probability"] == "auto" and instance_target(package_classes):
     torch.set_num_threads(snakemake.threads)
-    validation = manifest[manifest["id"].isin(ids_in(splits, "val"))]
     log.info("predict.object_probability auto: %s", choose_object_probability(
-        snakemake.output[0], package, validation, snakemake.params.predict["device"]))
+        snakemake.output[0], package, splits, manifest, snakemake.params.predict["device"]))
 log.info("packaged %d model(s) (%s), mirrored: %s, and %d classes into %s", len(checkpoints),
          ", ".join(f"{m['source']}: patch {m['patch_size']}" for m in package["models"]), package["predict"]["mirror"],
          len(package["classes"]),

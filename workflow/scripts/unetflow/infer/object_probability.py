@@ -2,17 +2,22 @@
 auto`), as StarDist chooses its thresholds: the images of the `val` split are predicted once through the package,
 their objects found at each of OBJECT_PROBABILITIES (`unetflow.instances.objects`), and the one whose objects score
 the highest mean average precision against the masks (IoU 0.5 to 0.9, `unetflow.evaluate.object_metrics`, the mean
-over the images' slices) is kept, the lowest among equals. With K folds these are fold 0's validation images, which
-the other folds trained on.
+over the images' slices) is kept, the lowest among equals. With K folds, each fold's validation images are predicted
+by that fold's models only (of every ensemble member), which never trained on them: the out-of-fold predictions on
+which nnU-Net chooses its postprocessing too.
 """
 
+import itertools
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from unetflow.data.folds import fold_ids
 from unetflow.evaluate.object_metrics import object_metrics
-from unetflow.infer.package import save_package
+from unetflow.infer.package import Package, load_package, save_package
 from unetflow.infer.predictor import Predictor
 from unetflow.instances.objects import OBJECT_PROBABILITY, instances_from_probabilities
 from unetflow.instances.targets import object_ids
@@ -26,6 +31,24 @@ def predicted_cases(predictor: Predictor, sources: pd.DataFrame) -> Iterator[tup
     time."""
     for row in sources.to_dict("records"):
         yield predictor.source_probabilities(row), object_ids(read_source_mask(row, ids=True))
+
+
+def fold_predictors(package: Package, device: str) -> dict[int, Predictor]:
+    """{fold: a predictor of the package's models trained on that fold}, by each model's source
+    (`<experiment>/fold<k>`)."""
+    models = {}
+    for model in package.models:
+        models.setdefault(int(re.fullmatch(r".*fold(\d+)", model["source"]).group(1)), []).append(model)
+    return {fold: Predictor(replace(package, models=members), device) for fold, members in sorted(models.items())}
+
+
+def out_of_fold_cases(predictors: dict[int, Predictor], splits: pd.DataFrame,
+                      manifest: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`predicted_cases` of each fold's validation sources (the `val` split without folds) through that fold's
+    predictor."""
+    return itertools.chain.from_iterable(
+        predicted_cases(predictor, manifest[manifest["id"].isin(fold_ids(splits, fold)[1])])
+        for fold, predictor in predictors.items())
 
 
 def object_probability_scores(cases: Iterable[tuple[np.ndarray, np.ndarray]], target: str,
@@ -51,12 +74,18 @@ def chosen_object_probability(scores: dict[float, float]) -> tuple[float, str]:
     return best, f"the highest mAP of the validation images' objects ({listed})"
 
 
-def choose_object_probability(path: str, package: dict, sources: pd.DataFrame, device: str) -> str:
-    """Choose the object probability of the instance package saved at `path` from its dict `package` on the
-    validation `sources`, predicted on `device`; the package saved again with it; why it was chosen."""
-    predictor = Predictor.load(path, device)
-    scores = object_probability_scores(predicted_cases(predictor, sources), predictor.package.instance_target,
+def choose_object_probability(path: str, package: dict, splits: pd.DataFrame, manifest: pd.DataFrame,
+                              device: str) -> str:
+    """Choose the object probability of the instance package saved at `path` from its dict `package` on each fold's
+    validation sources (ids of the split table `splits`, rows of `manifest`), predicted out of fold on `device`; the
+    package saved again with it; why it was chosen."""
+    loaded = load_package(path)
+    predictors = fold_predictors(loaded, device)
+    scores = object_probability_scores(out_of_fold_cases(predictors, splits, manifest), loaded.instance_target,
                                        package["predict"]["min_object_size"])
     package["predict"]["object_probability"], reason = chosen_object_probability(scores)
     save_package(package, path)
-    return f"{package['predict']['object_probability']:g}: {reason}, on {len(sources)} image(s) on {predictor.device}"
+    images = sum(len(fold_ids(splits, fold)[1]) for fold in predictors)
+    folds = f" of {len(predictors)} folds, each predicted by its fold's models" if len(predictors) > 1 else ""
+    return (f"{package['predict']['object_probability']:g}: {reason}, on {images} validation image(s){folds}, on "
+            f"{next(iter(predictors.values())).device}")
