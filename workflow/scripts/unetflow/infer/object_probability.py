@@ -1,5 +1,5 @@
 """The object probability of an instance package chosen on its validation images (`predict.object_probability:
-auto`), as StarDist chooses its thresholds: the images of the `val` split are predicted once through the package,
+auto`), as StarDist chooses its thresholds: the images of the `val` split are predicted once by the package's models,
 their objects found at each of OBJECT_PROBABILITIES (`unetflow.instances.objects`), and the one whose objects score
 the highest mean average precision against the masks (IoU 0.5 to 0.9, `unetflow.evaluate.object_metrics`, the mean
 over the images' slices) is kept, the lowest among equals. With K folds, each fold's validation images are predicted
