@@ -9,6 +9,7 @@ from unetflow.infer.object_probability import (
     OBJECT_PROBABILITIES,
     chosen_object_probability,
     fold_predictors,
+    fold_validation_sources,
     object_probability_scores,
     out_of_fold_cases,
 )
@@ -59,5 +60,5 @@ def test_each_fold_validation_image_is_predicted_by_the_models_of_its_fold_only(
     manifest = pd.DataFrame({"id": ["a", "b", "c", "t"]})
     monkeypatch.setattr("unetflow.infer.object_probability.predicted_cases",
                         lambda predictor, sources: [(predictor.package.models[0]["source"], i) for i in sources["id"]])
-    assert list(out_of_fold_cases(predictors, splits, manifest)) == [("m/fold0", "a"), ("m/fold1", "b"),
-                                                                     ("m/fold1", "c")]
+    sources = fold_validation_sources(predictors, splits, manifest)
+    assert list(out_of_fold_cases(predictors, sources)) == [("m/fold0", "a"), ("m/fold1", "b"), ("m/fold1", "c")]

@@ -42,13 +42,16 @@ def fold_predictors(package: Package, device: str) -> dict[int, Predictor]:
     return {fold: Predictor(replace(package, models=members), device) for fold, members in sorted(models.items())}
 
 
-def out_of_fold_cases(predictors: dict[int, Predictor], splits: pd.DataFrame,
-                      manifest: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`predicted_cases` of each fold's validation sources (the `val` split without folds) through that fold's
-    predictor."""
-    return itertools.chain.from_iterable(
-        predicted_cases(predictor, manifest[manifest["id"].isin(fold_ids(splits, fold)[1])])
-        for fold, predictor in predictors.items())
+def fold_validation_sources(folds: Iterable[int], splits: pd.DataFrame,
+                            manifest: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """{fold: the manifest rows of its validation sources (the `val` split without folds)}."""
+    return {fold: manifest[manifest["id"].isin(fold_ids(splits, fold)[1])] for fold in folds}
+
+
+def out_of_fold_cases(predictors: dict[int, Predictor],
+                      sources: dict[int, pd.DataFrame]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`predicted_cases` of each fold's validation `sources` through that fold's predictor."""
+    return itertools.chain.from_iterable(predicted_cases(predictors[fold], rows) for fold, rows in sources.items())
 
 
 def object_probability_scores(cases: Iterable[tuple[np.ndarray, np.ndarray]], target: str,
@@ -81,11 +84,12 @@ def choose_object_probability(path: str, package: dict, splits: pd.DataFrame, ma
     package saved again with it; why it was chosen."""
     loaded = load_package(path)
     predictors = fold_predictors(loaded, device)
-    scores = object_probability_scores(out_of_fold_cases(predictors, splits, manifest), loaded.instance_target,
+    sources = fold_validation_sources(predictors, splits, manifest)
+    scores = object_probability_scores(out_of_fold_cases(predictors, sources), loaded.instance_target,
                                        package["predict"]["min_object_size"])
     package["predict"]["object_probability"], reason = chosen_object_probability(scores)
     save_package(package, path)
-    images = sum(len(fold_ids(splits, fold)[1]) for fold in predictors)
+    images = sum(len(rows) for rows in sources.values())
     folds = f" of {len(predictors)} folds, each predicted by its fold's models" if len(predictors) > 1 else ""
     return (f"{package['predict']['object_probability']:g}: {reason}, on {images} validation image(s){folds}, on "
             f"{next(iter(predictors.values())).device}")
