@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--probabilities", type=float, nargs="*", default=[],
                         help="also these object probabilities (a pixel is an object's above it)")
     args = parser.parse_args()
-    predictor = Predictor.load(args.results / args.experiment / "package" / "unet.pt", "cpu")
+    predictor = Predictor.load(args.results / args.experiment / "package" / f"{args.experiment}.pt", "cpu")
     min_size, chosen = predictor.package.predict["min_object_size"], predictor.package.object_probability
     seedings = {"distance >= 2 (before)": lambda probs: core_seeded(probs, min_size),
                 "h-maxima (default)": lambda probs: objects.instances_from_separated_foreground(

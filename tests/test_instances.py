@@ -1,6 +1,7 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ def squares(*boxes, shape=(10, 12)) -> np.ndarray:
     return ids
 
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 TWO_TOUCHING = squares((2, 6, 1, 5), (2, 6, 5, 9))  # two 4x4 squares sharing an edge
 
 
@@ -101,6 +103,22 @@ def test_metrics_agree_with_stardist():
         assert ours["object_f1"] == pytest.approx(at_half.f1)
         assert ours["pq"] == pytest.approx(at_half.panoptic_quality)
         assert ours["object_map"] == pytest.approx(np.mean([s.accuracy for s in theirs]))
+
+
+def test_instance_errors_sorts_the_misses_and_false_objects_by_kind():
+    """bench/instance_errors.py: a found object, one left background, two merged into one (each IoU 16/36), one
+    split in two (each IoU 12/32: outlined too poorly, its halves false parts), a false object in the background."""
+    spec = importlib.util.spec_from_file_location("instance_errors", BENCH / "instance_errors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    truth = squares((0, 4, 0, 4), (0, 4, 6, 10), (6, 10, 0, 4), (6, 10, 4, 8), (12, 16, 0, 8), shape=(20, 20))
+    predicted = squares((0, 4, 0, 4), (6, 10, 0, 9), (12, 16, 0, 3), (17, 20, 17, 20), (12, 16, 5, 8),
+                        shape=(20, 20))
+    counts = module.slice_errors(truth.astype(np.int64), predicted.astype(np.int64), small=20)
+    assert counts == {"tp": 1, "fn_background": 1, "fn_merged": 2, "fn_outline": 1, "fp_background": 1,
+                      "fp_merging": 1, "fp_part": 2, "small_true": 4, "small_tp": 1, "fn_small": 3}
+    lines = module.report(counts, 20).splitlines()
+    assert lines[0] == "AP@0.5 0.1111: TP 1, FP 4, FN 4" and lines[-1].endswith(": 0.0000")
 
 
 def test_three_class_target_separates_touching_objects():
@@ -267,6 +285,7 @@ def test_instance_mode_end_to_end(tmp_path, target, folds):
     infer_matches_predict(tmp_path, config, masks, table)
     if target == "weight_map":
         seeds_benchmark_scores_both_seedings(tmp_path)
+        errors_benchmark_counts_as_the_evaluation(tmp_path, objects_rows)
 
 
 def seeds_benchmark_scores_both_seedings(workdir):
@@ -278,6 +297,15 @@ def seeds_benchmark_scores_both_seedings(workdir):
     assert run.returncode == 0, run.stderr
     rows = [line.split()[:2] for line in run.stdout.splitlines()[1:]]
     assert rows == [[split, seeds] for split in ("val", "test") for seeds in ("distance", "h-maxima", "h-maxima,")]
+
+
+def errors_benchmark_counts_as_the_evaluation(workdir, objects_rows):
+    """bench/instance_errors.py (bench/instances.md) counts the test images' TP, FP and FN as the evaluation does."""
+    run = subprocess.run([sys.executable, str(BENCH / "instance_errors.py"), "results", "unet"], cwd=workdir,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    tp, fp, fn = (int(objects_rows[f"object_{kind}"].sum()) for kind in ("tp", "fp", "fn"))
+    assert run.stdout.startswith(f"AP@0.5 {tp / max(tp + fp + fn, 1):.4f}: TP {tp}, FP {fp}, FN {fn}\n")
 
 
 def infer_matches_predict(workdir, config, masks, table):
