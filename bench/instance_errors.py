@@ -1,10 +1,12 @@
-"""What the objects of an instance run get wrong, by kind: of the true objects not found at IoU 0.5, those left
-(mostly) background, those merged into a predicted object that also covers another true object, and those outlined
-too poorly; of the predicted objects that match none, those lying (mostly) in the background, those merging true
-objects and those that are a part of one; and the AP a run would score without the true objects under `--small` pixels.
+"""What the objects of an instance run get wrong, by kind, and the AP it would score without the true objects under
+`--small` pixels. A true object not found at IoU 0.5 is left background (under half of it predicted), merged (the
+predicted object holding most of it holds a fifth of another true object too), split (two or more predicted objects
+lie mostly in it) or outlined too poorly (one predicted object, IoU under 0.5); a predicted object that matches none
+lies in the background (under half of it in true objects), merges true objects, is a part of a split one, or
+outlines one too poorly.
 
     snakemake --cores 2 --configfile bench/dsb2018_instances.yaml --until evaluate   # the run (about 15 minutes)
-    python bench/instance_errors.py results/dsb2018_instances dsb2018_instances      # its results folder, experiment
+    python bench/instance_errors.py results/dsb2018_instances unet   # its results folder and experiment
 
 Counts the test split's images (`--split`), slice by slice, matched as `unetflow.evaluate.object_metrics` matches
 (one to one, IoU 0.5). AP is StarDist's pooled TP / (TP + FP + FN). Run it from the folder the workflow ran in (the
@@ -36,24 +38,32 @@ def matched(table: dict) -> tuple[np.ndarray, np.ndarray]:
     return hit.any(1), hit.any(0)
 
 
+def object_kinds(table: dict, true_hit: np.ndarray, pred_hit: np.ndarray) -> tuple[list[str], list[str]]:
+    """The kinds of a slice's missed true objects and of its false predicted ones (see the module docstring)."""
+    inter, gt_area, pred_area = table["inter"], table["gt_area"], table["pred_area"]
+    if inter.size == 0:
+        return ["background"] * int((~true_hit).sum()), ["background"] * int((~pred_hit).sum())
+    covered, inside = inter.sum(1) / gt_area, inter.sum(0) / pred_area
+    holds = (inter >= MERGED_SHARE * gt_area[:, None]).sum(0)  # true objects each predicted one holds a share of
+    home = inter.argmax(0)  # the true object each predicted one lies in most
+    pieces = np.bincount(home[inside >= 0.5], minlength=len(gt_area))  # predicted objects lying mostly in each
+    missed = ["background" if covered[index] < 0.5 else "merged" if holds[inter[index].argmax()] > 1 else
+              "split" if pieces[index] > 1 else "outline" for index in np.flatnonzero(~true_hit)]
+    false = ["background" if inside[index] < 0.5 else "merged" if holds[index] > 1 else
+             "split" if pieces[home[index]] > 1 else "outline" for index in np.flatnonzero(~pred_hit)]
+    return missed, false
+
+
 def slice_errors(truth: np.ndarray, predicted: np.ndarray, small: int) -> Counter:
     """The counts of one slice's matches and errors by kind (see the module docstring)."""
     table = overlap_table(truth, predicted)
     true_hit, pred_hit = matched(table)
-    inter, gt_area, pred_area = table["inter"], table["gt_area"], table["pred_area"]
-    covered = inter.sum(1) / np.maximum(gt_area, 1)
-    best = inter.argmax(1) if inter.size else np.zeros(len(gt_area), int)
-    holds = (inter >= MERGED_SHARE * gt_area[:, None]).sum(0) if inter.size else np.zeros(0, int)
-    counts = Counter(tp=int(true_hit.sum()), small_true=int((gt_area < small).sum()),
-                     small_tp=int((true_hit & (gt_area < small)).sum()))
-    for index in np.flatnonzero(~true_hit):
-        kind = ("fn_background" if covered[index] < 0.5 else
-                "fn_merged" if holds[best[index]] > 1 else "fn_outline")
-        counts[kind] += 1
-        counts["fn_small"] += int(gt_area[index] < small)
-    in_objects = inter.sum(0) / np.maximum(pred_area, 1)
-    for index in np.flatnonzero(~pred_hit):
-        counts["fp_background" if in_objects[index] < 0.5 else "fp_merging" if holds[index] > 1 else "fp_part"] += 1
+    missed, false = object_kinds(table, true_hit, pred_hit)
+    small_true = table["gt_area"] < small
+    counts = Counter(tp=int(true_hit.sum()), small_true=int(small_true.sum()),
+                     small_tp=int((true_hit & small_true).sum()), fn_small=int((~true_hit & small_true).sum()))
+    counts.update(f"fn_{kind}" for kind in missed)
+    counts.update(f"fp_{kind}" for kind in false)
     return counts
 
 
@@ -73,17 +83,17 @@ def run_errors(results: Path, experiment: str, split: str, small: int) -> Counte
 
 def report(counts: Counter, small: int) -> str:
     """The counts as lines: AP, the misses and false objects by kind, and the AP without the small true objects."""
-    fn = counts["fn_background"] + counts["fn_merged"] + counts["fn_outline"]
-    fp = counts["fp_background"] + counts["fp_merging"] + counts["fp_part"]
+    kinds = ("background", "merged", "split", "outline")
+    fn, fp = (sum(counts[f"{side}_{kind}"] for kind in kinds) for side in ("fn", "fp"))
     tp = counts["tp"]
     large_tp, large_fn = tp - counts["small_tp"], fn - counts["fn_small"]
     return "\n".join([
         f"AP@0.5 {tp / max(tp + fp + fn, 1):.4f}: TP {tp}, FP {fp}, FN {fn}",
         f"missed: {counts['fn_background']} left background, {counts['fn_merged']} merged with another, "
-        f"{counts['fn_outline']} outlined too poorly; {counts['fn_small']} of them under {small} px "
-        f"(of {counts['small_true']} true objects that small, {counts['small_tp']} found)",
-        f"false: {counts['fp_background']} in the background, {counts['fp_merging']} merging true objects, "
-        f"{counts['fp_part']} parts of one",
+        f"{counts['fn_split']} split in parts, {counts['fn_outline']} outlined too poorly; {counts['fn_small']} of "
+        f"them under {small} px (of {counts['small_true']} true objects that small, {counts['small_tp']} found)",
+        f"false: {counts['fp_background']} in the background, {counts['fp_merged']} merging true objects, "
+        f"{counts['fp_split']} parts of a split one, {counts['fp_outline']} outlining one too poorly",
         f"AP@0.5 without the true objects under {small} px (false objects as they are): "
         f"{large_tp / max(large_tp + fp + large_fn, 1):.4f}"])
 

@@ -114,3 +114,27 @@ def test_slide_vs_monai_runs_on_a_tiny_slide_with_equal_masks():
     assert sum(line.startswith(("time ours / monai:", "time ours / monai_wsi:")) for line in lines) == 2
     differing = float(next(line for line in lines if line.startswith("differing mask pixels:")).split()[3])
     assert differing < 1e-3, "the two pipelines no longer segment alike"  # float near-ties may flip a pixel
+
+
+def test_edge_errors_counts_errors_by_their_distance_to_the_other_side(tiny_run):
+    """bench/edge_errors.py: of two true 1-px lines one found and one predicted 1 px to its right, and a false blob 4 px
+    away; on the tiny run the class's pooled Dice is the evaluation's."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("edge_errors", SCRIPT.with_name("edge_errors.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    truth, predicted = np.zeros((8, 12), np.uint8), np.zeros((8, 12), np.uint8)
+    truth[:, [3, 6]], predicted[:, [3, 7]], predicted[0:2, 10:12] = 1, 1, 1
+    counts = module.slice_edge_errors(truth, predicted, 1)
+    assert counts == {"tp": 8, "false": 12, "missed": 8, "false_1": 8, "missed_1": 8, "false_2": 8, "missed_2": 8}
+    lines = module.report(counts).splitlines()
+    assert lines[0].startswith("Dice 0.4444") and lines[1].endswith("Dice without them 0.8000")
+    run = subprocess.run([sys.executable, str(SCRIPT.with_name("edge_errors.py")), "results", "unet"], cwd=tiny_run,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    rows = pd.read_parquet(tiny_run / "results/unet/evaluate/per_case.parquet").query("`class` == 1")
+    tp, fp, fn = (int(rows[column].sum()) for column in ("tp", "fp", "fn"))
+    assert run.stdout.startswith(f"Dice {2 * tp / (2 * tp + fp + fn):.4f}: {fp} false and {fn} missed pixels\n")
