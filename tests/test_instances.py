@@ -3,6 +3,7 @@ touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -105,12 +106,18 @@ def test_metrics_agree_with_stardist():
         assert ours["object_map"] == pytest.approx(np.mean([s.accuracy for s in theirs]))
 
 
+def bench_module(name: str):
+    """A script of bench/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_instance_errors_sorts_the_misses_and_false_objects_by_kind():
     """bench/instance_errors.py: a found object, one left background, two merged into one (each IoU 16/36), one
     split in two (each half IoU 12/32), one outlined 2 px off (IoU 16/48), a false object in the background."""
-    spec = importlib.util.spec_from_file_location("instance_errors", BENCH / "instance_errors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_module("instance_errors")
     truth = squares((0, 4, 0, 4), (0, 4, 6, 10), (6, 10, 0, 4), (6, 10, 4, 8), (12, 16, 0, 8), (12, 16, 12, 20),
                     shape=(20, 20))
     predicted = squares((0, 4, 0, 4), (6, 10, 0, 9), (12, 16, 0, 3), (17, 20, 0, 3), (12, 16, 5, 8), (14, 18, 12, 20),
@@ -121,6 +128,22 @@ def test_instance_errors_sorts_the_misses_and_false_objects_by_kind():
                       "small_true": 4, "small_tp": 1, "fn_small": 3}
     lines = module.report(counts, 20).splitlines()
     assert lines[0] == "AP@0.5 0.0909: TP 1, FP 5, FN 5" and lines[-1].endswith(": 0.0000")
+
+
+def test_star_convex_fit_redraws_convex_objects_and_not_a_ring():
+    """bench/star_convex_fit.py: a disc and two touching squares come back from 32 rays nearly whole (AP 1), a ring
+    (not star-convex from any of its pixels) does not."""
+    module = bench_module("star_convex_fit")
+    rows, cols = np.mgrid[:40, :40]
+    radius = np.hypot(rows - 20, cols - 20)
+    ids = squares((2, 10, 2, 10), (2, 10, 10, 18), shape=(40, 40)).astype(np.int64)
+    ids[radius < 8] = 3
+    drawn, fits = module.star_convex_ids(ids, 32)
+    assert min(fits) > 0.9 and set(np.unique(drawn)) == {0, 1, 2, 3}
+    assert module.report({"tp": 3, "fp": 0, "fn": 0}, fits, 32).splitlines()[1].startswith("AP@0.5 of the polygons "
+                                                                                             "as a prediction 1.0000")
+    ring = ((radius >= 12) & (radius < 16)).astype(np.int64)
+    assert module.star_convex_ids(ring, 32)[1][0] < 0.5
 
 
 def test_three_class_target_separates_touching_objects():
@@ -288,6 +311,7 @@ def test_instance_mode_end_to_end(tmp_path, target, folds):
     if target == "weight_map":
         seeds_benchmark_scores_both_seedings(tmp_path)
         errors_benchmark_counts_as_the_evaluation(tmp_path, objects_rows)
+        star_fit_benchmark_redraws_every_test_object(tmp_path, objects_rows)
 
 
 def seeds_benchmark_scores_both_seedings(workdir):
@@ -308,6 +332,18 @@ def errors_benchmark_counts_as_the_evaluation(workdir, objects_rows):
     assert run.returncode == 0, run.stderr
     tp, fp, fn = (int(objects_rows[f"object_{kind}"].sum()) for kind in ("tp", "fp", "fn"))
     assert run.stdout.startswith(f"AP@0.5 {tp / max(tp + fp + fn, 1):.4f}: TP {tp}, FP {fp}, FN {fn}\n")
+
+
+def star_fit_benchmark_redraws_every_test_object(workdir, objects_rows):
+    """bench/star_convex_fit.py (bench/instances.md) redraws every true object of the test images, which the
+    generated round cells let a star-convex polygon fit."""
+    run = subprocess.run([sys.executable, str(BENCH / "star_convex_fit.py"), "results"], cwd=workdir,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    true_objects = int(objects_rows["object_tp"].sum() + objects_rows["object_fn"].sum())
+    assert run.stdout.startswith(f"{true_objects} objects redrawn from 32 rays")
+    tp, fp, fn = (int(value) for value in re.findall(r"TP (\d+), FP (\d+), FN (\d+)", run.stdout)[0])
+    assert tp + fn == true_objects and tp / (tp + fp + fn) > 0.9
 
 
 def infer_matches_predict(workdir, config, masks, table):
