@@ -31,7 +31,7 @@ FIT_LEVELS = (0.5, 0.7, 0.9)
 
 def ray_distances(inside: np.ndarray, centre: tuple[int, int], rays: int) -> np.ndarray:
     """Distances (rays,) from `centre` to the edge of the boolean mask `inside` along `rays` evenly spaced
-    directions: halfway between the last pixel inside and the first outside (or past the border)."""
+    directions: where the ray first reaches a pixel outside the mask (or the image's border), to RAY_STEP."""
     angles = 2 * np.pi * np.arange(rays) / rays
     reach = np.arange(0, inside.shape[0] + inside.shape[1], RAY_STEP)
     rows = np.rint(centre[0] + np.outer(np.sin(angles), reach)).astype(int)
