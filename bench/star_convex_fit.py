@@ -21,7 +21,7 @@ from skimage.draw import polygon
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 from unetflow.data.folds import ids_in  # noqa: E402
-from unetflow.evaluate.object_metrics import MATCH_THRESHOLD, overlap_table  # noqa: E402
+from unetflow.evaluate.object_metrics import MATCH_THRESHOLD, assigned_ious, counts_at, overlap_table  # noqa: E402
 from unetflow.instances.targets import object_ids  # noqa: E402
 from unetflow.io.sources import read_source_mask  # noqa: E402
 
@@ -29,10 +29,9 @@ RAY_STEP = 0.25  # px: how finely each ray is marched to the object's edge
 FIT_LEVELS = (0.5, 0.7, 0.9)
 
 
-def ray_distances(inside: np.ndarray, centre: tuple[int, int], rays: int) -> np.ndarray:
-    """Distances (rays,) from `centre` to the edge of the boolean mask `inside` along `rays` evenly spaced
-    directions: where the ray first reaches a pixel outside the mask (or the image's border), to RAY_STEP."""
-    angles = 2 * np.pi * np.arange(rays) / rays
+def ray_distances(inside: np.ndarray, centre: tuple[int, int], angles: np.ndarray) -> np.ndarray:
+    """Distances from `centre` to the edge of the boolean mask `inside` along each of `angles` (radians): where the
+    ray first reaches a pixel outside the mask (or the image's border), to RAY_STEP."""
     reach = np.arange(0, inside.shape[0] + inside.shape[1], RAY_STEP)
     rows = np.rint(centre[0] + np.outer(np.sin(angles), reach)).astype(int)
     cols = np.rint(centre[1] + np.outer(np.cos(angles), reach)).astype(int)
@@ -47,8 +46,8 @@ def star_polygon(inside: np.ndarray, rays: int) -> np.ndarray:
     """The star-convex polygon of one object (a boolean mask) drawn as a boolean mask of the same shape."""
     depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
     centre = np.unravel_index(np.argmax(depth), inside.shape)
-    distances = ray_distances(inside, centre, rays)
     angles = 2 * np.pi * np.arange(rays) / rays
+    distances = ray_distances(inside, centre, angles)
     drawn = np.zeros(inside.shape, bool)
     drawn[polygon(centre[0] + distances * np.sin(angles), centre[1] + distances * np.cos(angles), inside.shape)] = True
     drawn[centre] = True  # a polygon thinner than a pixel still holds its centre
@@ -75,16 +74,14 @@ def run_fit(results: Path, split: str, rays: int) -> tuple[dict, list[float]]:
     (tp, fp, fn), and every object's IoU with its own polygon."""
     manifest = pd.read_parquet(results / "data" / "manifest.parquet")
     ids = ids_in(pd.read_parquet(results / "split" / "splits.parquet"), split)
-    totals, fits = dict(tp=0, fp=0, fn=0), []
+    totals, fits = np.zeros(3, int), []
     for row in manifest[manifest["id"].isin(ids)].to_dict("records"):
         for plane in object_ids(read_source_mask(row, ids=True)).astype(np.int64):
             drawn, found = star_convex_ids(plane, rays)
-            table = overlap_table(plane, drawn)
-            tp = int((table["iou"] >= MATCH_THRESHOLD).sum())
-            totals = dict(tp=totals["tp"] + tp, fp=totals["fp"] + len(table["pred_ids"]) - tp,
-                          fn=totals["fn"] + len(table["gt_ids"]) - tp)
+            iou = overlap_table(plane, drawn)["iou"]
+            totals += counts_at(assigned_ious(iou), *iou.shape, MATCH_THRESHOLD)  # matched as the evaluation does
             fits += found
-    return totals, fits
+    return dict(zip(("tp", "fp", "fn"), totals.tolist())), fits
 
 
 def report(totals: dict, fits: list[float], rays: int) -> str:

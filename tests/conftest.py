@@ -1,5 +1,6 @@
 """Shared test helpers: small data sets on disk and running the workflow in a temporary folder."""
 
+import importlib.util
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +16,14 @@ from unetflow.data.preprocess import preprocess_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def bench_module(name: str):
+    """A script of bench/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_pairs(folder: Path, count: int = 4, size=(32, 40), values=(0, 255), seed: int = 0) -> tuple[Path, Path]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from conftest import bench_module
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "train_throughput.py"
 
 
@@ -119,13 +121,9 @@ def test_slide_vs_monai_runs_on_a_tiny_slide_with_equal_masks():
 def test_edge_errors_counts_errors_by_their_distance_to_the_other_side(tiny_run):
     """bench/edge_errors.py: of two true 1-px lines one found and one predicted 1 px to its right, and a false blob 4 px
     away; on the tiny run the class's pooled Dice is the evaluation's."""
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("edge_errors", SCRIPT.with_name("edge_errors.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_module("edge_errors")
     truth, predicted = np.zeros((8, 12), np.uint8), np.zeros((8, 12), np.uint8)
     truth[:, [3, 6]], predicted[:, [3, 7]], predicted[0:2, 10:12] = 1, 1, 1
     counts = module.slice_edge_errors(truth, predicted, 1)

@@ -1,7 +1,6 @@
 """Instance mode: object metrics on hand-computed cases and against StarDist, instance targets and checks, the
 touching-cells demo, watershed postprocessing, and one tiny end-to-end run."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import applied, build_manifest, job_counts, snakemake, tiny_config, write_config
+from conftest import applied, bench_module, build_manifest, job_counts, snakemake, tiny_config, write_config
 from unetflow.data.data_warnings import data_warnings
 from unetflow.data.demo_cells import render_touching_cells
 from unetflow.data.pairing import DataValidationError
@@ -104,14 +103,6 @@ def test_metrics_agree_with_stardist():
         assert ours["object_f1"] == pytest.approx(at_half.f1)
         assert ours["pq"] == pytest.approx(at_half.panoptic_quality)
         assert ours["object_map"] == pytest.approx(np.mean([s.accuracy for s in theirs]))
-
-
-def bench_module(name: str):
-    """A script of bench/ imported as a module."""
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_instance_errors_sorts_the_misses_and_false_objects_by_kind():
