@@ -1,5 +1,6 @@
 """Whole-slide images: lazy reading of pyramidal (OME-)TIFFs by region, the choice of the level, region-by-region
-prediction equal to predicting the whole level at once, background skipping, the label pyramid and the summary."""
+prediction equal to predicting the whole level at once, background skipping, the label pyramid and the summary (where
+the tissue lies: test_slide_tissue.py)."""
 
 import copy
 import json
@@ -24,7 +25,6 @@ from unetflow.infer.slide import (
     predict_slides,
     slide_normalizer,
     tile_steps,
-    tissue_mask,
 )
 from unetflow.io.formats import ImageReadError
 from unetflow.io.slide_labels import write_label_pyramid
@@ -265,27 +265,3 @@ def test_every_slide_is_checked_before_any_is_predicted(slide_path, predictor, t
     with pytest.raises(SlideError, match=r"1 slide\(s\) cannot be segmented:\n  - .*bare.tif: the slide's metadata"):
         predict_slides(predictor, [slide_path, bare], tmp_path / "out", 1.0)
     assert not (tmp_path / "out").exists()  # the readable slide first in the list was not predicted either
-
-
-@pytest.mark.parametrize("channels,tissue,background", [(1, 90, 230), (1, 160, 10), (2, 120, 5)],
-                         ids=["grey brightfield", "grey fluorescence", "two-channel fluorescence"])
-def test_the_tissue_of_slides_without_colour_lies_away_from_the_background_their_edge_shows(channels, tissue,
-                                                                                           background):
-    rng = np.random.default_rng(0)
-    overview = np.full((channels, 40, 60), background, np.float32)
-    overview[:, 10:30, 10:40] = tissue
-    overview = np.clip(overview + rng.normal(0, 8, overview.shape), 0, 255).astype(np.uint8)
-    expected = np.zeros((40, 60), bool)
-    expected[10:30, 10:40] = True
-    assert (tissue_mask(overview) == expected).mean() > 0.99  # Otsu's threshold may cut a few pixels off the edge
-
-
-def test_sparse_bright_nuclei_do_not_take_the_tissue_threshold_of_a_fluorescence_slide():
-    rng = np.random.default_rng(0)
-    overview = rng.normal(6, 2, (1, 120, 180))  # a dark background
-    overview[:, 10:110, 10:100] += 25  # faint tissue, with a few bright nuclei of 1-2 px
-    for y, x in zip(rng.integers(12, 108, 60), rng.integers(12, 98, 60)):
-        overview[:, y - 1:y + 1, x - 1:x + 1] = 180
-    mask = tissue_mask(np.clip(overview, 0, 255).astype(np.uint8))
-    assert mask[12:108, 12:98].mean() > 0.99 and mask[:, 102:].mean() < 0.01  # the tissue, not only its nuclei
-

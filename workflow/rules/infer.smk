@@ -11,7 +11,15 @@
 INFER_MODELS = infer_models()
 INFER_SHARDS, INFER_SLIDES = infer_inputs() if INFER["images"] is not None else ({}, {})
 SLIDE_EXTRAS = [f"{RESULTS}/infer/{{model}}/masks/{{slide}}.{extra}" for extra in ("objects.parquet", "geojson")]
-SLIDE_SETTINGS = ("device", "slide_pixel_size", "slide_region", "slide_jobs", "slide_object_size", "slide_geojson")
+SLIDE_SETTINGS = (
+    "device",
+    "slide_pixel_size",
+    "slide_region",
+    "slide_jobs",
+    "slide_object_size",
+    "slide_geojson",
+    "slide_tissue",
+)
 
 
 wildcard_constraints:

@@ -13,7 +13,7 @@ from unetflow.logs import stage_logger
 log = stage_logger(snakemake.log[0])
 listed = json.loads(Path(snakemake.input.listed).read_text())
 slides = SlidePredictor(Predictor.load(snakemake.input.package, "cpu"), listed["slide_region"],
-                        listed["slide_object_size"], listed["slide_geojson"])
+                        listed["slide_object_size"], listed["slide_geojson"], listed["slide_tissue"])
 Path(snakemake.output.labels).parent.mkdir(parents=True, exist_ok=True)
 row = slides.merge(listed["files"][0], snakemake.input.parts, snakemake.output.labels, listed["slide_pixel_size"])
 pd.DataFrame([dict(id=snakemake.wildcards.slide, **row)]).to_parquet(snakemake.output.table)

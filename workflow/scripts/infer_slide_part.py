@@ -14,6 +14,6 @@ log = stage_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 listed = json.loads(Path(snakemake.input.listed).read_text())
 slides = SlidePredictor(Predictor.load(snakemake.input.package, listed["device"]), listed["slide_region"],
-                        listed["slide_object_size"], listed["slide_geojson"])
+                        listed["slide_object_size"], listed["slide_geojson"], listed["slide_tissue"])
 slides.predict_part(listed["files"][0], snakemake.output.labels, listed["slide_pixel_size"],
                     int(snakemake.wildcards.part), listed["slide_jobs"])

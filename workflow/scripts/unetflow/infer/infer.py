@@ -26,6 +26,7 @@ from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.infer.slide_objects import OBJECT_SIZE
+from unetflow.infer.slide_tissue import TISSUE_RULES
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import image_info
 from unetflow.io.slides import is_slide
@@ -118,6 +119,8 @@ def main(argv=None) -> None:
                         help="instance mode: the largest object on slides (pixels of the predicted level)")
     parser.add_argument("--no-slide-geojson", dest="slide_geojson", action="store_false",
                         help="do not write <name>.geojson polygons (for QuPath) beside slide labels")
+    parser.add_argument("--slide-tissue", choices=TISSUE_RULES, default="auto",
+                        help="where slides' tissue is (regions without it are not predicted): auto, dark, bright, all")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -130,7 +133,7 @@ def main(argv=None) -> None:
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
                            args.slide_region, slides["id"].tolist(), args.slide_object_size,
-                           args.slide_geojson).to_parquet(Path(args.output, SLIDES_FILE))
+                           args.slide_geojson, args.slide_tissue).to_parquet(Path(args.output, SLIDES_FILE))
         if len(images):
             summary, objects = predictor.predict_sources(images, args.output, args.save_probabilities,
                                                          args.dicom_seg)

@@ -7,10 +7,10 @@ Each region is a core of about `region` pixels read with a margin on every side 
 sliding window; only its core is kept. Region and margin are whole multiples of every model's tile step and the
 margin at least one tile, so the tiles covering a core pixel are exactly those of predicting the whole level at
 once: the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
-slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (Otsu on the
-saturation of an RGB slide, otherwise on the intensity away from the background the slide's edge shows, at the
-smallest level) are not predicted: label 0; nor are regions whose tiles are damaged (a warning names the file and
-the region's position; the rest is predicted).
+slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (found on the
+smallest level as `infer.slide_tissue` says: `unetflow.infer.slide_tissue`; the log says how) are not predicted:
+label 0; nor are regions whose tiles are damaged (a warning names the file and the region's position; the rest is
+predicted).
 
 An instance package's objects are found region by region too, each written whole with one id
 (`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
@@ -30,9 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
-from skimage.color import rgb2hsv
-from skimage.filters import threshold_otsu
 
 from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
@@ -47,6 +44,7 @@ from unetflow.infer.slide_objects import (
     slide_outputs,
 )
 from unetflow.infer.slide_parts import band_rows, joined_parts, objects_file, part_rows
+from unetflow.infer.slide_tissue import has_tissue, tissue_mask
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.labels import trained_classes
 from unetflow.io.slide_backends import DamagedRegionError
@@ -58,7 +56,6 @@ log = logging.getLogger("unetflow.infer.slide")
 PIXEL_SIZE_KEY = "infer.slide_pixel_size (--slide-pixel-size on the command line)"
 SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
 REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
-TISSUE_SMOOTHING = 1.0  # px of the smallest level: a grey slide's nuclei blur into their tissue before Otsu
 
 
 class SlideError(ValueError):
@@ -98,28 +95,6 @@ def regions(shape: tuple[int, int], core: int, margin: int, rows: tuple[int, int
             box = (top, left, min(top + core, shape[0]), min(left + core, shape[1]))
             yield box, (max(0, box[0] - margin), max(0, box[1] - margin), min(shape[0], box[2] + margin),
                         min(shape[1], box[3] + margin))
-
-
-def tissue_mask(overview: np.ndarray) -> np.ndarray:
-    """Tissue of a small level (C, H, W): of RGB the saturation above its Otsu threshold; of other channel counts
-    (grey, fluorescence) the mean over channels, smoothed (TISSUE_SMOOTHING, so that a few bright or dark nuclei do
-    not take Otsu's threshold from the tissue), on the other side of its Otsu threshold than the level's edge, which
-    shows the background: bright glass of a brightfield scan, dark of a fluorescence one."""
-    if overview.shape[0] == 3:
-        values = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
-    else:
-        values = ndimage.gaussian_filter(overview.astype(np.float32).mean(axis=0), TISSUE_SMOOTHING)
-    if values.min() == values.max():
-        return np.zeros(values.shape, bool)
-    threshold = threshold_otsu(values)
-    if overview.shape[0] != 3 and np.median(edge_pixels(values)) > threshold:
-        return values <= threshold
-    return values > threshold
-
-
-def edge_pixels(values: np.ndarray) -> np.ndarray:
-    """The outermost rows and columns of an image (H, W)."""
-    return np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
 
 
 def slide_normalizer(settings: dict, overview: np.ndarray):
@@ -168,11 +143,11 @@ class SlidePredictor:
     parts (runs of rows of regions, e.g. by separate jobs) and merged: equal to one part."""
 
     def __init__(self, predictor: Predictor, region: int = REGION, object_size: int = OBJECT_SIZE,
-                 geojson: bool = True):
+                 geojson: bool = True, tissue: str = "auto"):
         problems = slide_problems(predictor.package)
         if problems:
             raise SlideError("the package cannot segment slides:\n  - " + "\n  - ".join(problems))
-        self.predictor, self.geojson = predictor, geojson
+        self.predictor, self.geojson, self.tissue = predictor, geojson, tissue
         self.step, self.margin = tile_steps(predictor)
         self.core = self.step * math.ceil(region / self.step)
         self.reach = object_margin(self.step, object_size) if predictor.package.instance_target else 0
@@ -181,11 +156,13 @@ class SlidePredictor:
 
     def open_level(self, slide: Slide, pixel_size: float | None) -> SlideLevel:
         """The level a slide is predicted at for the training images' `pixel_size`, with its normalisation and
-        tissue mask (from the smallest level)."""
+        tissue mask (from the smallest level by the `tissue` rule; logged with how and its share of the slide)."""
         level, factor = choose_level(slide, wanted_pixel_size(self.predictor.package, pixel_size), PIXEL_SIZE_KEY)
         overview = slide.overview()
+        tissue, how = tissue_mask(overview, self.tissue, str(slide.path))
+        log.info("%s: tissue %.0f %% of the slide, %s", slide.path, 100 * tissue.mean(), how)
         return SlideLevel(level, factor, tuple(math.ceil(side / factor) for side in level.shape),
-                          slide_normalizer(self.predictor.package.preprocess, overview), tissue_mask(overview))
+                          slide_normalizer(self.predictor.package.preprocess, overview), tissue)
 
     def predict(self, path, out_path, pixel_size: float | None) -> dict:
         """Segment the slide at `path` into the label pyramid `out_path` in one part; its summary (`merge`)."""
@@ -283,14 +260,6 @@ class SlidePredictor:
         return probs[:, 0].numpy()
 
 
-def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
-    """Whether the tissue mask (any size) has tissue inside a box of a level of `shape` (at least one mask pixel)."""
-    scale = (tissue.shape[0] / shape[0], tissue.shape[1] / shape[1])
-    top, left = int(box[0] * scale[0]), int(box[1] * scale[1])
-    bottom, right = max(top + 1, math.ceil(box[2] * scale[0])), max(left + 1, math.ceil(box[3] * scale[1]))
-    return bool(tissue[top:bottom, left:right].any())
-
-
 def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame | None,
                   band: int = 1024) -> dict:
     """One slide's summary: the pixel size (µm) of the labels, the tissue area (mm², from the tissue mask) and (with
@@ -326,13 +295,14 @@ def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tu
 
 
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
-                   names=None, object_size: int = OBJECT_SIZE, geojson: bool = True) -> pd.DataFrame:
+                   names=None, object_size: int = OBJECT_SIZE, geojson: bool = True,
+                   tissue: str = "auto") -> pd.DataFrame:
     """Segment each slide into out_dir/<name>.ome.tif (`names`: default, each file's stem; a name may hold
     sub-folders; beside it its objects and polygons, see `unetflow.infer.slide_objects`); one summary row per slide.
     SlideError listing every slide's problem before any is predicted."""
     if not len(paths):
         return pd.DataFrame()
-    slides, rows = SlidePredictor(predictor, region, object_size, geojson), []
+    slides, rows = SlidePredictor(predictor, region, object_size, geojson, tissue), []
     problems = [problem for path in paths for problem in slide_row(path, "", predictor.package, pixel_size)[1]]
     if problems:
         raise SlideError(f"{len(problems)} slide(s) cannot be segmented:\n  - " + "\n  - ".join(problems))
