@@ -9,10 +9,10 @@ background (h-maxima; objects across wide necks merged: the instance mode's seed
     python bench/instance_seeds.py results/dsb2018_instances --probabilities 0.5 0.6 0.7   # object probabilities
 
 Prints per split and seeding: AP at IoU 0.5 pooled over the images (StarDist's TP / (TP + FP + FN)), TP, FP, FN and
-the mean AJI and PQ per image (objects under the package's min_object_size dropped, or each of `--sizes`; object
-pixels those over the package's object probability, or each of `--probabilities`). Heights, smoothings, neck shares,
-sizes and object probabilities are to be chosen on `val`, reported on `test`. Run it
-from the folder the workflow ran in (the manifest's paths are relative to it).
+the mean AJI, PQ and mAP (IoU 0.5-0.9) per image (objects under the package's min_object_size dropped, or each of
+`--sizes`; object pixels those over the package's object probability, or each of `--probabilities`). Heights,
+smoothings, neck shares, sizes and object probabilities are to be chosen on `val`, reported on `test`. Run it from the
+folder the workflow ran in (the manifest's paths are relative to it).
 """
 
 import argparse
@@ -52,10 +52,12 @@ def split_cases(results: Path, predictor: Predictor, split: str) -> list[tuple[n
 
 
 def pooled(cases, seeded) -> dict:
-    """AP at IoU 0.5 pooled over the cases, TP, FP, FN, mean AJI and PQ of the objects `seeded(probs)` finds."""
+    """AP at IoU 0.5 pooled over the cases, TP, FP, FN, mean AJI, PQ and mAP (IoU 0.5-0.9, what the package's
+    object probability is chosen by) of the objects `seeded(probs)` finds."""
     scores = pd.DataFrame([object_metrics(ids.astype(np.int64), seeded(probs)) for probs, ids in cases])
     tp, fp, fn = (int(scores[column].sum()) for column in ("object_tp", "object_fp", "object_fn"))
-    return dict(ap50=tp / max(tp + fp + fn, 1), tp=tp, fp=fp, fn=fn, aji=scores["aji"].mean(), pq=scores["pq"].mean())
+    return dict(ap50=tp / max(tp + fp + fn, 1), tp=tp, fp=fp, fn=fn, aji=scores["aji"].mean(), pq=scores["pq"].mean(),
+                map=scores["object_map"].mean())
 
 
 def main() -> None:

@@ -3,9 +3,13 @@ where both sides are equally flat, by the background their edge shows; a warning
 named by the user otherwise."""
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from scipy import ndimage
 
 from unetflow.infer.slide_tissue import tissue_mask
@@ -89,3 +93,27 @@ def test_the_rule_named_by_the_user_wins():
     assert tissue_mask(fluorescence, "all")[0].all()
     rgb = np.where(tissue, np.array([160, 60, 130])[:, None, None], 240).astype(np.uint8)  # pink on white glass
     assert (tissue_mask(rgb)[0] == tissue).all() and (tissue_mask(rgb, "dark")[0] == tissue).mean() > 0.97
+
+
+def test_an_rgb_slide_without_colour_is_read_as_a_grey_one():
+    expected = np.zeros(SHAPE, bool)
+    expected[10:50, 10:60] = True
+    grey = grey_overview(expected, 3, 110, 235)  # R = G = B, as a grey brightfield scan saved as RGB
+    noisy = np.clip(grey + np.random.default_rng(1).normal(0, 1.5, grey.shape), 0, 255).astype(np.uint8)  # chroma
+    mask, how = tissue_mask(noisy)
+    assert (mask == expected).mean() > 0.97 and "dark side" in how
+
+
+def test_the_tissue_sides_benchmark_counts_how_each_image_was_read(tmp_path):
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    for index in range(3):
+        objects = np.zeros(SHAPE, bool)
+        objects[10 + index:40, 15:50 + index] = True
+        tifffile.imwrite(tmp_path / "images" / f"f{index}.tif", grey_overview(objects, 1, 120, 8, seed=index)[0])
+        tifffile.imwrite(tmp_path / "masks" / f"f{index}.tif", objects.astype(np.uint8) * 255)
+    script = Path(__file__).resolve().parents[1] / "bench" / "tissue_sides.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "images"), "--masks", str(tmp_path / "masks")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    counted = next(line.split() for line in result.stdout.splitlines() if line.startswith("the bright side"))
+    assert counted[-4:-2] == ["texture", "3"] and float(counted[-2]) > 0.95 and float(counted[-1]) < 0.05

@@ -1,12 +1,12 @@
 """Where a slide's tissue lies, from its smallest level: regions without tissue are not predicted.
 
 `infer.slide_tissue` says how. `auto`: of an RGB slide the stained (saturated) side of Otsu's threshold on the
-saturation; of a slide without colour (grey, fluorescence) one side of Otsu's threshold on the mean intensity: the
-side with clearly more texture (TEXTURE_RATIO times the other's median local deviation: glass and an empty dark field
-are flat), else the side away from the background the slide's edge shows where CLEAR_EDGE of it lies on one side
-(bright glass of a brightfield scan, dark of a fluorescence one); where neither tells, the edge's majority with a
-warning naming the setting. `dark` and `bright` name the tissue's side of the mean intensity (of any slide), `all`
-predicts every region.
+saturation; of a slide without colour (grey, fluorescence, or RGB whose saturation stays under COLOURLESS) one side of
+Otsu's threshold on the mean intensity: the side with clearly more texture (TEXTURE_RATIO times the other's median
+local deviation: glass and an empty dark field are flat), else the side away from the background the slide's edge
+shows where CLEAR_EDGE of it lies on one side (bright glass of a brightfield scan, dark of a fluorescence one); where
+neither tells, the edge's majority with a warning naming the setting. `dark` and `bright` name the tissue's side of
+the mean intensity (of any slide), `all` predicts every region.
 """
 
 import logging
@@ -22,6 +22,7 @@ TISSUE_RULES = ("auto", "dark", "bright", "all")
 TISSUE_SMOOTHING = 1.0  # px of the smallest level: a grey slide's nuclei blur into their tissue before Otsu
 CLEAR_EDGE = 0.9  # share of a slide's edge on one side of the threshold for that side to be clearly the background
 TEXTURE_RATIO = 2.0  # how many times one side's median local deviation must exceed the other's to be clearly tissue
+COLOURLESS = 0.1  # an RGB slide whose saturation stays below this (99.9th percentile) is read as a grey one
 TEXTURE_WINDOW = 3  # px of the smallest level over which the local deviation of the intensity is taken
 
 
@@ -32,7 +33,8 @@ def tissue_mask(overview: np.ndarray, rule: str = "auto", name: str = "slide") -
         return np.ones(overview.shape[1:], bool), "every region (infer.slide_tissue: all)"
     if rule == "auto" and overview.shape[0] == 3:
         saturation = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
-        return above_otsu(saturation), "the stained side of Otsu's threshold on the saturation"
+        if np.percentile(saturation, 99.9) >= COLOURLESS:
+            return above_otsu(saturation), "the stained side of Otsu's threshold on the saturation"
     intensity = overview.astype(np.float32).mean(axis=0)
     bright = above_otsu(ndimage.gaussian_filter(intensity, TISSUE_SMOOTHING))
     if not bright.any():
