@@ -161,8 +161,10 @@ def test_block_mean_reduces_by_a_whole_factor():
 
 # --------------------------------------------------------------------------------------------------- prediction
 
-def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, predictor, tmp_path):
-    summary = predict_slides(predictor, [slide_path], tmp_path, pixel_size=2.0, region=64)
+def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, predictor, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        summary = predict_slides(predictor, [slide_path], tmp_path, pixel_size=2.0, region=64)
+    assert "s.ome.tif: tissue 62 % of the slide, the stained side of Otsu's threshold on the saturation" in caplog.text
     row = summary.iloc[0]
     assert (row["id"], row["level"], row["factor"], row["pixel_size_um"]) == ("s", 2, 2, 2.0)
     with Slide(row["mask_path"]) as labels:
