@@ -303,6 +303,7 @@ def test_instance_mode_end_to_end(tmp_path, target, folds):
         seeds_benchmark_scores_both_seedings(tmp_path)
         errors_benchmark_counts_as_the_evaluation(tmp_path, objects_rows)
         star_fit_benchmark_redraws_every_test_object(tmp_path, objects_rows)
+        star_probe_scores_the_test_objects(tmp_path, objects_rows)
 
 
 def seeds_benchmark_scores_both_seedings(workdir):
@@ -335,6 +336,17 @@ def star_fit_benchmark_redraws_every_test_object(workdir, objects_rows):
     assert run.stdout.startswith(f"{true_objects} objects redrawn from 32 rays")
     tp, fp, fn = (int(value) for value in re.findall(r"TP (\d+), FP (\d+), FN (\d+)", run.stdout)[0])
     assert tp + fn == true_objects and tp / (tp + fp + fn) > 0.9
+
+
+def star_probe_scores_the_test_objects(workdir, objects_rows):
+    """bench/star_convex_train.py (bench/instances.md) trains its probe on the run's split for a few steps and scores
+    every true object of the test images."""
+    run = subprocess.run([sys.executable, str(BENCH / "star_convex_train.py"), "results", "--steps", "2", "--batch",
+                          "2", "--threads", "1"], cwd=workdir, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    tp, fp, fn = (int(value) for value in re.findall(r"test AP@0.5 [\d.]+ \(TP (\d+), FP (\d+), FN (\d+)\)",
+                                                     run.stdout)[0])
+    assert tp + fn == int(objects_rows["object_tp"].sum() + objects_rows["object_fn"].sum())
 
 
 def infer_matches_predict(workdir, config, masks, table):

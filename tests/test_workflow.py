@@ -248,7 +248,7 @@ def test_the_isbi_recipes_benchmark_config_is_valid(tmp_path):
                                   "isbi_membrane_class", "isbi_dice_background", "dsb2018_instances",
                                   "hippocampus_fifth", "isbi_width", "augment_isbi", "augment_dsb2018",
                                   "augment_hippocampus", "isbi_steps", "dsb2018_width",
-                                  "dsb2018_steps", "isbi_folds", "dsb2018_folds"])
+                                  "dsb2018_steps", "isbi_folds", "dsb2018_folds", "dsb2018_clip"])
 def test_the_training_benchmark_configs_are_valid(tmp_path, name):
     """The benchmark configs of bench/training.md (lr_schedule_*, augment_*), bench/targets.md (isbi_*,
     hippocampus_fifth) and bench/instances.md (dsb2018_*) pass the config's validation: every experiment trains."""

@@ -31,16 +31,18 @@ def tissue_mask(overview: np.ndarray, rule: str = "auto", name: str = "slide") -
     (for the log; a warning names the slide, `name`, where it cannot be told)."""
     if rule == "all":
         return np.ones(overview.shape[1:], bool), "every region (infer.slide_tissue: all)"
+    kind = ""
     if rule == "auto" and overview.shape[0] == 3:
         saturation = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
         if np.percentile(saturation, 99.9) >= COLOURLESS:
             return above_otsu(saturation), "the stained side of Otsu's threshold on the saturation"
+        kind = "an RGB slide without colour: "
     intensity = overview.astype(np.float32).mean(axis=0)
     bright = above_otsu(ndimage.gaussian_filter(intensity, TISSUE_SMOOTHING))
     if not bright.any():
         return bright, "none: the slide's smallest level has one value"
     side, reason = (rule, "infer.slide_tissue") if rule != "auto" else tissue_side(intensity, bright, name)
-    return (bright if side == "bright" else ~bright), f"the {side} side of Otsu's threshold ({reason})"
+    return (bright if side == "bright" else ~bright), f"{kind}the {side} side of Otsu's threshold ({reason})"
 
 
 def above_otsu(values: np.ndarray) -> np.ndarray:
