@@ -23,7 +23,8 @@ from unetflow.io.images import read_image  # noqa: E402
 def image_row(path: Path, masks: Path | None) -> dict:
     """How one image's tissue is found, and with a mask the shares of its objects and of the rest inside it."""
     mask, how = tissue_mask(np.moveaxis(read_image(path), -1, 0), name=path.name)
-    row = dict(image=path.name, found=how.split(" (")[0] + (": texture" if "texture" in how else ": edge"))
+    reason = "texture" if "texture" in how else "edge" if "edge" in how else "saturation or none"
+    row = dict(image=path.name, found=f"{how.split(' (')[0]}: {reason}")
     if masks is not None:
         objects = read_image(next(masks.glob(f"{path.stem}.*")))[..., 0] > 0
         row.update(objects_inside=mask[objects].mean(), rest_inside=mask[~objects].mean())

@@ -27,13 +27,13 @@ def grey_overview(tissue: np.ndarray, channels: int, tissue_level: float, backgr
                   seed: int = 0) -> np.ndarray:
     """A uint8 overview (C, H, W): textured tissue where `tissue` (H, W) is set, a flat background elsewhere."""
     rng = np.random.default_rng(seed)
-    pixels = np.where(tissue, textured(rng, tissue.shape, tissue_level, 25), background_level + rng.normal(0, 2,
-                                                                                                        tissue.shape))
+    background = background_level + rng.normal(0, 2, tissue.shape)
+    pixels = np.where(tissue, textured(rng, tissue.shape, tissue_level, 25), background)
     return np.clip(np.repeat(pixels[None], channels, axis=0), 0, 255).astype(np.uint8)
 
 
 def tissue_to_the_edge() -> np.ndarray:
-    """Tissue over three sides of the slide and most of the fourth: glass only in a bay reaching the right edge."""
+    """Tissue over three sides of the slide and half of the fourth: glass only in a bay reaching the right edge."""
     tissue = np.ones(SHAPE, bool)
     tissue[15:45, 45:] = False
     return tissue
