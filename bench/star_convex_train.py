@@ -198,12 +198,13 @@ def star_objects(probability: np.ndarray, distances: np.ndarray, threshold: floa
         area = len(inside[0])
         if area == 0:
             continue
-        overlaps = np.bincount(ids[inside], minlength=len(areas))
+        owners = ids[inside]
+        overlaps = np.bincount(owners, minlength=len(areas))
         overlaps[0] = 0
         other = int(np.argmax(overlaps))
         if overlaps[other] and overlaps[other] / (area + areas[other] - overlaps[other]) > nms:
             continue
-        free = ids[inside] == 0
+        free = owners == 0
         ids[inside[0][free], inside[1][free]] = len(areas)
         areas.append(area)
     return ids
