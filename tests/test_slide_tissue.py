@@ -104,6 +104,21 @@ def test_an_rgb_slide_without_colour_is_read_as_a_grey_one():
     assert (mask == expected).mean() > 0.97 and how.startswith("an RGB slide without colour: the dark side")
 
 
+def test_an_rgb_fluorescence_composite_is_read_by_its_brightness_not_its_noises_hue():
+    expected = np.zeros(SHAPE, bool)
+    expected[10:50, 10:55] = True
+    rng = np.random.default_rng(0)
+    nuclei = np.zeros(SHAPE, bool)  # nuclei of 1-2 px at an overview's scale, where all three stains overlap
+    for y, x in zip(rng.integers(11, 49, 20), rng.integers(11, 54, 20)):
+        nuclei[y - 1:y + 1, x - 1:x + 1] = True
+    green = np.where(expected, textured(rng, SHAPE, 80, 20), 0)  # a cytoplasm stain
+    composite = rng.normal(4, 2, (3, *SHAPE)) + np.stack([0 * green, green, 0 * green])
+    composite[:, nuclei] = [[150], [170], [200]]  # bright, hardly saturated
+    mask, how = tissue_mask(np.clip(composite, 0, 255).astype(np.uint8))
+    assert mask[nuclei].mean() > 0.97 and (mask == expected).mean() > 0.95  # not its dark noise's saturated hue
+    assert how.startswith("an RGB slide on a dark field: the bright side")
+
+
 def test_the_tissue_sides_benchmark_counts_how_each_image_was_read(tmp_path):
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
     for index in range(3):
@@ -112,8 +127,10 @@ def test_the_tissue_sides_benchmark_counts_how_each_image_was_read(tmp_path):
         tifffile.imwrite(tmp_path / "images" / f"f{index}.tif", grey_overview(objects, 1, 120, 8, seed=index)[0])
         tifffile.imwrite(tmp_path / "masks" / f"f{index}.tif", objects.astype(np.uint8) * 255)
     script = Path(__file__).resolve().parents[1] / "bench" / "tissue_sides.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "images"), "--masks", str(tmp_path / "masks")],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    counted = next(line.split() for line in result.stdout.splitlines() if line.startswith("the bright side"))
-    assert counted[-4:-2] == ["texture", "3"] and float(counted[-2]) > 0.95 and float(counted[-1]) < 0.05
+    for options, found in [([], "the bright side"), (["--composite"], "an RGB slide on a dark field: the bright side")]:
+        result = subprocess.run([sys.executable, str(script), str(tmp_path / "images"), "--masks",
+                                 str(tmp_path / "masks"), *options], capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        counted = next(line.split() for line in result.stdout.splitlines() if line.startswith(found))
+        assert counted[-4:-2] == ["texture", "3"] and float(counted[-2]) > 0.95 and float(counted[-1]) < 0.05

@@ -1,7 +1,8 @@
 """Where a slide's tissue lies, from its smallest level: regions without tissue are not predicted.
 
 `infer.slide_tissue` says how. `auto`: of an RGB slide the stained (saturated) side of Otsu's threshold on the
-saturation; of a slide without colour (grey, fluorescence, or RGB whose saturation stays under COLOURLESS) one side of
+saturation; of a slide without colour (grey, fluorescence, RGB whose saturation stays under COLOURLESS, or an RGB
+fluorescence composite, whose median brightness is under DARK_FIELD: its dark noise has no meaningful hue) one side of
 Otsu's threshold on the mean intensity: the side with clearly more texture (TEXTURE_RATIO times the other's median
 local deviation: glass and an empty dark field are flat), else the side away from the background the slide's edge
 shows where CLEAR_EDGE of it lies on one side (bright glass of a brightfield scan, dark of a fluorescence one); where
@@ -23,6 +24,7 @@ TISSUE_SMOOTHING = 1.0  # px of the smallest level: a grey slide's nuclei blur i
 CLEAR_EDGE = 0.9  # share of a slide's edge on one side of the threshold for that side to be clearly the background
 TEXTURE_RATIO = 2.0  # how many times one side's median local deviation must exceed the other's to be clearly tissue
 COLOURLESS = 0.1  # an RGB slide whose saturation stays below this (99.9th percentile) is read as a grey one
+DARK_FIELD = 0.2  # an RGB slide whose median brightness (HSV value) is below this is read as a grey one
 TEXTURE_WINDOW = 3  # px of the smallest level over which the local deviation of the intensity is taken
 
 
@@ -33,16 +35,23 @@ def tissue_mask(overview: np.ndarray, rule: str = "auto", name: str = "slide") -
         return np.ones(overview.shape[1:], bool), "every region (infer.slide_tissue: all)"
     kind = ""
     if rule == "auto" and overview.shape[0] == 3:
-        saturation = rgb2hsv(np.moveaxis(overview, 0, -1))[..., 1]
-        if np.percentile(saturation, 99.9) >= COLOURLESS:
-            return above_otsu(saturation), "the stained side of Otsu's threshold on the saturation"
-        kind = "an RGB slide without colour: "
+        hsv = rgb2hsv(np.moveaxis(overview, 0, -1))
+        kind = rgb_kind(hsv)
+        if not kind:
+            return above_otsu(hsv[..., 1]), "the stained side of Otsu's threshold on the saturation"
     intensity = overview.astype(np.float32).mean(axis=0)
     bright = above_otsu(ndimage.gaussian_filter(intensity, TISSUE_SMOOTHING))
     if not bright.any():
         return bright, "none: the slide's smallest level has one value"
     side, reason = (rule, "infer.slide_tissue") if rule != "auto" else tissue_side(intensity, bright, name)
     return (bright if side == "bright" else ~bright), f"{kind}the {side} side of Otsu's threshold ({reason})"
+
+
+def rgb_kind(hsv: np.ndarray) -> str:
+    """Why an RGB slide's overview (H, W, 3 in HSV) is read as one without colour ('' for a stained slide)."""
+    if np.median(hsv[..., 2]) < DARK_FIELD:
+        return "an RGB slide on a dark field: "
+    return "an RGB slide without colour: " if np.percentile(hsv[..., 1], 99.9) < COLOURLESS else ""
 
 
 def above_otsu(values: np.ndarray) -> np.ndarray:
