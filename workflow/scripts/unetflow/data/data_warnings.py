@@ -1,7 +1,7 @@
-"""Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to
-the nearest class, stray specks of instance ids dropped. Each is one row of a table (columns WARNING_COLUMNS; rule
-ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with counts and a few
-examples, however many rows there are.
+"""Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
+nearest class, stray specks of instance ids dropped, instance masks read from colours. Each is one row of a table
+(columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per
+kind with counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -56,10 +56,20 @@ def speck_rows(manifest: pd.DataFrame) -> list[dict]:
             for _, row in manifest.iterrows() if row["speck_pixels"]]
 
 
+def colour_id_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per instance mask saved in colours, read as objects (its value: their count)."""
+    if "colour_ids" not in manifest:
+        return []
+    return [dict(kind="colour_ids", file=row["mask_path"], value=float(row["objects"]),
+                 detail=f"{row['objects']} objects read from colours") for _, row in manifest.iterrows()
+            if row["colour_ids"]]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
-    rows = unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest) + speck_rows(manifest)
+    rows = (unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest) + speck_rows(manifest)
+            + colour_id_rows(manifest))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -82,6 +92,9 @@ def summary_line(kind: str, rows: pd.DataFrame) -> str:
         return (f"{len(rows)} instance mask(s) with stray specks of an id, {int(rows['value'].sum())} px dropped as "
                 f"annotation slips, the largest part kept as the object (e.g. {names}{more}: "
                 f"{rows['detail'].iloc[0]})")
+    if kind == "colour_ids":
+        return (f"{len(rows)} instance mask(s) saved in colours (e.g. {names}{more}): each colour read as one "
+                f"object, black as the background, a colour on separate parts (a reused one) as one object per part")
     return f"{len(rows)} warning(s) of kind {kind} (e.g. {names}{more})"
 
 

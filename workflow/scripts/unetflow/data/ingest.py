@@ -77,9 +77,11 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
     kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
-    if is_lossy_mask(mask) and data.lossy_masks != "snap":
+    if is_lossy_mask(mask) and (data.lossy_masks != "snap" or data.instances):
+        fix = ("; object ids cannot be snapped" if data.instances else
+               ", or set data.lossy_masks: snap to snap every pixel to the nearest declared class")
         return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
-                f"lossless TIFF, or set data.lossy_masks: snap to snap every pixel to the nearest declared class")
+                f"lossless TIFF{fix}")
     if data.lossy_masks == "snap" and not (data.classes or data.colors or data.foreground == "nonzero"):
         return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes or data.colors "
                 f"(or data.foreground: nonzero)")

@@ -11,6 +11,7 @@ for evaluation. Every stage after ingest tells the instance mode and its target 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from skimage import measure
 
 from unetflow.instances.weight_map import border_weight_map
 
@@ -118,9 +119,40 @@ def without_specks(ids: np.ndarray) -> np.ndarray:
     return cleaned
 
 
+def colour_ids(colours: np.ndarray) -> np.ndarray:
+    """The id maps (Z, Y, X) of an instance mask saved in colours (Z, Y, X, 3), e.g. a label image exported through a
+    lookup table: black is the background, every other colour an object, and a colour on several parts (a lookup
+    table reuses its colours) one object per part too large for a speck (`parts_apart`)."""
+    codes = (colours[..., 0].astype(np.int64) << 32) | (colours[..., 1].astype(np.int64) << 16) | colours[..., 2]
+    found, ids = np.unique(codes, return_inverse=True)
+    ids = ids.reshape(codes.shape) + int(found[0] != 0)  # black, code 0, sorts first
+    return np.stack([parts_apart(plane) for plane in ids])
+
+
+def parts_apart(ids: np.ndarray) -> np.ndarray:
+    """A 2D id map in which each 8-connected part of an id is an object of its own, but for parts smaller than
+    SPECK_SHARE of the median part, which stay with their id's largest part (as specks, `stray_parts`)."""
+    parts = measure.label(ids, background=0, connectivity=2)
+    if not parts.any():
+        return instance_ids(ids)
+    sizes = np.bincount(parts.ravel())
+    sizes[0] = 0
+    owner = np.zeros(len(sizes), np.int64)
+    owner[parts.ravel()] = ids.ravel()
+    largest_first = np.argsort(-sizes, kind="stable")[:np.count_nonzero(sizes)]
+    first = np.zeros(len(sizes), bool)
+    first[largest_first[np.unique(owner[largest_first], return_index=True)[1]]] = True
+    moved = ~first & (sizes >= SPECK_SHARE * np.median(sizes[sizes > 0]))
+    new_ids = owner.copy()
+    new_ids[moved] = int(ids.max()) + 1 + np.arange(np.count_nonzero(moved))
+    return instance_ids(new_ids[parts])
+
+
 def object_ids(masks: np.ndarray) -> np.ndarray:
-    """The objects of a stored instance mask (Z, Y, X), slice by slice: ids as stored (uint16, uint32 above 65535),
-    stray specks dropped. What training, evaluation and the report see of the ground truth."""
+    """The objects of a stored instance mask (Z, Y, X), slice by slice: ids as stored (uint16, uint32 above 65535;
+    a mask in colours (Z, Y, X, 3) through `colour_ids`), stray specks dropped. What training, evaluation and the
+    report see of the ground truth."""
+    masks = colour_ids(masks) if masks.ndim == 4 else masks
     return np.stack([without_specks(instance_ids(plane)) for plane in masks])
 
 
@@ -147,11 +179,14 @@ def instance_problem(path, slice_label: str, split: dict[int, list[int]]) -> str
 
 
 def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
-    """Manifest fields of one source's instance mask (Z, Y, X; objects are per slice): label_values 0 (background)
-    and 1 (any object) with their voxel shares, objects, touching_pairs, speck_ids and speck_pixels (stray parts of
-    ids, dropped); and its problems (ids of two large parts)."""
-    if masks.ndim != 3:
-        return {}, [f"{path}: an instance mask holds one id per pixel, not colours; export grey ids"]
+    """Manifest fields of one source's instance mask (Z, Y, X, or Z, Y, X, 3 in colours: `colour_ids`; objects are
+    per slice): label_values 0 (background) and 1 (any object) with their voxel shares, objects, touching_pairs,
+    speck_ids and speck_pixels (stray parts of ids, dropped), colour_ids; and its problems (ids of two large parts,
+    colours without black)."""
+    coloured = masks.ndim == 4
+    if coloured and (problem := colour_mask_problem(masks, path)):
+        return {}, [problem]
+    masks = colour_ids(masks) if coloured else masks
     objects, touching, speck_ids, speck_pixels, problems = 0, 0, [], 0, []
     for index, plane in enumerate(masks):
         ids = instance_ids(plane)
@@ -165,8 +200,16 @@ def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
     values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
     fields = dict(label_values=values, label_fractions=[1 - share if v == 0 else share for v in values],
                   snapped_pixels=0, objects=objects, touching_pairs=touching, speck_ids=speck_ids,
-                  speck_pixels=speck_pixels)
+                  speck_pixels=speck_pixels, colour_ids=coloured)
     return fields, problems
+
+
+def colour_mask_problem(colours: np.ndarray, path) -> str | None:
+    """Why an instance mask saved in colours (Z, Y, X, 3) cannot be read as objects (`colour_ids`), or None."""
+    if not (colours == 0).all(axis=-1).any():
+        return (f"{path}: an instance mask in colours without black: black (0, 0, 0) is read as the background; "
+                f"export one id per object (0 the background), or colours on black")
+    return None
 
 
 def instance_data_problems(rows: list[dict], classes_declared: bool) -> list[str]:

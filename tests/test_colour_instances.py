@@ -1,0 +1,115 @@
+"""Instance masks saved in colours (a label image exported through a lookup table): each colour one object, black the
+background, a reused colour one object per part; read alike by ingest, training and evaluation, with one warning line;
+colours without black refused, naming the file (lossy masks are refused in the instance mode, colours or not)."""
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import applied, build_manifest
+from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.demo_cells import render_touching_cells
+from unetflow.data.pairing import DataValidationError
+from unetflow.data.preprocess import preprocess_sources
+from unetflow.evaluate.evaluate import evaluate_instance_source
+from unetflow.instances.targets import object_ids
+from unetflow.io.images import write_mask
+from unetflow.io.store import load_array
+
+PALETTE = np.random.default_rng(7).integers(40, 256, (8, 3)).astype(np.uint8)  # a lookup table of 8 colours
+
+
+def touching(ids: np.ndarray) -> set[tuple[int, int]]:
+    """The pairs of objects that touch (side or corner), both ways round."""
+    pairs = set()
+    for a, b in [(ids[:, :-1], ids[:, 1:]), (ids[:-1], ids[1:]), (ids[:-1, :-1], ids[1:, 1:]),
+                 (ids[:-1, 1:], ids[1:, :-1])]:
+        where = (a != b) & (a > 0) & (b > 0)
+        pairs |= {(int(x), int(y)) for x, y in zip(a[where], b[where])}
+    return pairs | {(y, x) for x, y in pairs}
+
+
+def in_colours(ids: np.ndarray) -> np.ndarray:
+    """An id map (H, W) on black, each object in the first PALETTE colour none of its touching neighbours has (so
+    distant objects share colours)."""
+    neighbours, slot = touching(ids), {}
+    for index in np.unique(ids[ids > 0]).tolist():
+        taken = {slot.get(other) for mine, other in neighbours if mine == index}
+        slot[index] = next(colour for colour in range(len(PALETTE)) if colour not in taken)
+    colours = np.zeros((*ids.shape, 3), np.uint8)
+    for index, colour in slot.items():
+        colours[ids == index] = PALETTE[colour]
+    return colours
+
+
+def same_objects(found: np.ndarray, expected: np.ndarray) -> bool:
+    """Whether two id maps draw the same objects, whatever their ids."""
+    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)
+    return len(pairs[0]) == len(np.unique(found)) == len(np.unique(expected))
+
+
+def touching_cells_in_colours(tmp_path, count: int = 2):
+    """Images and colour masks of demo touching cells (c<i>) in tmp_path/images and tmp_path/masks; their id maps."""
+    (tmp_path / "images").mkdir(parents=True), (tmp_path / "masks").mkdir()
+    truths = []
+    for index in range(count):
+        image, ids = render_touching_cells(np.random.default_rng(index), 64)
+        write_mask(tmp_path / "images" / f"c{index}.png", image)
+        Image.fromarray(in_colours(ids)).save(tmp_path / "masks" / f"c{index}.png")
+        truths.append(ids)
+    return tmp_path / "images", tmp_path / "masks", truths
+
+
+def test_a_colour_mask_reads_as_its_objects_with_reused_colours_apart_and_specks_dropped():
+    _, ids = render_touching_cells(np.random.default_rng(0), 64)
+    assert len(np.unique(in_colours(ids).reshape(-1, 3), axis=0)) < ids.max()  # colours are reused
+    slipped = ids.copy()
+    slipped[0:2, 0:2] = 3  # 4 stray pixels of cell 3's colour in a corner: an annotation slip
+    found = object_ids(in_colours(slipped)[None])[0]
+    assert same_objects(found, np.where((slipped == 3) & (ids != 3), 0, slipped))
+
+
+def test_ingest_reads_colour_masks_as_objects_and_says_so_in_one_line(tmp_path, caplog):
+    images, masks, truths = touching_cells_in_colours(tmp_path)
+    manifest, classes = build_manifest(images, masks, instances=True)
+    assert manifest["colour_ids"].tolist() == [True, True]
+    assert manifest["objects"].tolist() == [len(np.unique(ids)) - 1 for ids in truths]
+    warnings = data_warnings(manifest, classes)
+    assert warnings["kind"].tolist() == ["colour_ids", "colour_ids"]
+    with caplog.at_level(logging.WARNING):
+        log_warnings(warnings)
+    assert len(caplog.records) == 1 and "2 instance mask(s) saved in colours" in caplog.text
+    stored = preprocess_sources(manifest, classes, str(tmp_path / "arrays"), applied("zscore"))
+    for path, ids in zip(stored["array_path"], truths):
+        assert same_objects(load_array(path, "instances")[0], ids)  # what training and the report see
+
+
+def test_evaluation_scores_a_prediction_of_the_same_objects_perfect(tmp_path):
+    images, masks, truths = touching_cells_in_colours(tmp_path, count=1)
+    manifest, _ = build_manifest(images, masks, instances=True)
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    write_mask(predictions / "c0.png", truths[0])  # the grey ids the instance mode writes
+    rows = evaluate_instance_source(manifest.iloc[0].to_dict(), str(predictions), dict(spacing=None, tolerance=1.0))
+    objects = next(row for row in rows if row["class"] == 1)
+    assert objects["object_tp"] == len(np.unique(truths[0])) - 1 and objects["object_fp"] == objects["object_fn"] == 0
+
+
+def test_colours_without_black_are_refused_naming_the_file(tmp_path):
+    images, masks, truths = touching_cells_in_colours(tmp_path, count=1)
+    white = in_colours(truths[0])
+    white[truths[0] == 0] = 255
+    Image.fromarray(white).save(masks / "c0.png")
+    with pytest.raises(DataValidationError, match=r"c0\.png: an instance mask in colours without black"):
+        build_manifest(images, masks, instances=True)
+
+
+def test_a_lossy_instance_mask_is_refused_without_offering_to_snap_its_ids(tmp_path):
+    images, masks, truths = touching_cells_in_colours(tmp_path, count=1)
+    (masks / "c0.png").unlink()
+    Image.fromarray(in_colours(truths[0])).save(masks / "c0.jpg", quality=95)
+    for lossy_masks in ["refuse", "snap"]:
+        with pytest.raises(DataValidationError, match=r"c0\.jpg: JPEG masks are lossy .* object ids cannot be snapped"):
+            build_manifest(images, masks, instances=True, lossy_masks=lossy_masks)
