@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unetflow.io.formats import OBJECT_FOLDER
+
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
 EXAMPLES = 3            # rows named in a summary line
@@ -74,10 +76,15 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
                                                                "detail": str})
 
 
+def short_name(path: Path) -> str:
+    """A file's name, or an object folder's `<case>/masks` (its own name would not tell which case)."""
+    return f"{path.parent.name}/{path.name}" if path.name.lower() == OBJECT_FOLDER else path.name
+
+
 def summary_line(kind: str, rows: pd.DataFrame) -> str:
     """One log line for all warnings of a kind: how many, and a few examples."""
     files = rows["file"].dropna().drop_duplicates()
-    names = ", ".join(Path(f).name for f in files.head(EXAMPLES))
+    names = ", ".join(short_name(Path(f)) for f in files.head(EXAMPLES))
     more = ", ..." if len(files) > EXAMPLES else ""
     if kind == "unbalanced":
         return (f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice "

@@ -3,8 +3,10 @@
 Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image stem + `mask_suffix`, and
 `mask_suffix: auto` accepts any of AUTO_MASK_SUFFIXES; a DICOM series folder is one image, a volume, and its name is
 its stem (images/case01/ pairs with masks/case01.nii.gz, masks/case01.seg.dcm (a DICOM SEG) or masks/case01/ (a
-series of label values)). Alternatively a manifest file (CSV or Parquet) lists
-image, mask[, group, split] per row. Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
+series of label values)). A folder of object masks, one file per object, is the mask of the image of its name
+(masks/case01/*.png), or of its parent's name when named `masks` (case01/masks/*.png beside case01/images/case01.png,
+the DSB 2018 layout). Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
+Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
 named by their path below the folder of the specification (`input_root`, `output_name`).
@@ -28,6 +30,7 @@ from unetflow.io.formats import (
     VOLUME_SUFFIXES,
     ImageReadError,
     case_stem,
+    is_object_folder,
     is_series,
 )
 
@@ -40,20 +43,26 @@ class DataValidationError(ValueError):
     """The data set has problems; the message lists every one with its file or config key."""
 
 
-def list_files(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
+def list_files(spec: str, suffixes: tuple[str, ...], folders=is_series) -> list[Path]:
     """Files named by a folder (its direct children) or a glob pattern (`**` matches any depth), keeping those
-    with a known suffix and DICOM series folders; a series folder itself names itself."""
+    with a known suffix and the folders `folders` accepts (DICOM series); a series folder itself names itself."""
     if is_series(spec):
         return [Path(spec)]
     paths = [Path(p) for p in (glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec)
                                else glob.glob(spec, recursive=True))]
-    return sorted(p for p in paths if (p.is_file() and p.name.lower().endswith(suffixes)) or is_series(p))
+    return sorted(p for p in paths if (p.is_file() and p.name.lower().endswith(suffixes)) or folders(p))
+
+
+def is_mask_folder(path) -> bool:
+    """Whether `path` is a folder that is one mask: a DICOM series of label values, or a folder of object masks."""
+    return is_series(path) or is_object_folder(path)
 
 
 def with_series_files(paths) -> list[Path]:
-    """The paths with each DICOM series folder replaced by the files in it (so that a changed slice is a change)."""
+    """The paths with each DICOM series or object folder replaced by the files in it (so that a changed slice or
+    object is a change)."""
     return [file for path in map(Path, paths)
-            for file in (sorted(p for p in path.iterdir() if p.is_file()) if is_series(path) else [path])]
+            for file in (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])]
 
 
 def image_files(spec: str | None) -> list[Path]:
@@ -64,7 +73,8 @@ def image_files(spec: str | None) -> list[Path]:
 def mask_files(spec: str | None) -> list[Path]:
     """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) and GeoJSON
     annotations among them; none for None."""
-    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES) if spec else []
+    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES,
+                      is_mask_folder) if spec else []
 
 
 def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
@@ -186,7 +196,7 @@ def data_files(data: dict) -> list[str]:
         except DataValidationError:
             rows = []  # ingest reports it, with every other problem
         listed = [folder / str(row.get(key)) for row in rows for key in ("image", "mask")]
-        files += [path for path in listed if path.is_file() or is_series(path)]
+        files += [path for path in listed if path.is_file() or is_mask_folder(path)]
     else:
         files += image_files(data.get("images")) + mask_files(data.get("masks"))
     files += image_files(data.get("rois"))

@@ -1,6 +1,6 @@
-"""File formats: which suffixes are images, masks and volumes, which folders are DICOM series (volumes too), which
-DICOM files are SEG masks (volumes too, on the grid of their series), a file's case stem, and the checks every reader
-makes before decoding (the file exists, is not empty, and starts with the signature its suffix promises).
+"""File formats: which suffixes are images, masks and volumes, which folders are DICOM series (volumes too) or object
+masks, which DICOM files are SEG masks (volumes too, on the grid of their series), a file's case stem, and the checks
+every reader makes before decoding (the file exists, is not empty, and starts with the signature its suffix promises).
 
 Dependency-free, so that the Snakefile can use it to see the data set at DAG time.
 """
@@ -14,6 +14,7 @@ MASK_SUFFIXES = IMAGE_SUFFIXES  # masks come in the same formats; `is_lossy` fla
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs")  # whole-slide scanner formats (unetflow.io.slides): segmented only
 ANNOTATION_SUFFIXES = (".geojson",)  # polygon annotations (QuPath's GeoJSON export), masks of their image
+OBJECT_FOLDER = "masks"  # an object folder of this name takes its parent's name: <case>/masks/<object>.png (DSB 2018)
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -87,12 +88,26 @@ def is_series(path) -> bool:
                                  for child in path.iterdir())
 
 
+def is_object_folder(path) -> bool:
+    """Whether `path` is a folder of object masks, one 2D mask file per object (`unetflow.io.object_masks`): a folder
+    whose direct children (hidden files aside) are all mask files, at least one."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    children = [child for child in path.iterdir() if not child.name.startswith(".")]
+    return bool(children) and all(child.is_file() and child.name.lower().endswith(MASK_SUFFIXES)
+                                  for child in children)
+
+
 def case_stem(path) -> str:
     """The file name without its image suffix: 'ct_01.nii.gz' -> 'ct_01', 'slide.ome.tif' -> 'slide', 'ct_01.seg.dcm'
-    and 'ct_01.dcm' -> 'ct_01'; a DICOM series folder's name: 'images/case01/' -> 'case01'."""
+    and 'ct_01.dcm' -> 'ct_01'; a DICOM series folder's name: 'images/case01/' -> 'case01'; an object folder's name,
+    or its parent's where it is named OBJECT_FOLDER ('case01/masks/' -> 'case01', the DSB 2018 layout)."""
     path = Path(path)
     if is_series(path):
         return path.name
+    if is_object_folder(path):
+        return path.parent.name if path.name.lower() == OBJECT_FOLDER else path.name
     suffix = _suffix(path)
     if not suffix:
         raise ImageReadError(f"{path}: unsupported file suffix; image files end in one of "

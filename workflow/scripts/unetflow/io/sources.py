@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from unetflow.io.formats import is_volume
+from unetflow.io.formats import is_object_folder, is_volume
 from unetflow.io.images import is_lossy_mask, read_image, read_mask, read_mask_stack, read_stack
 from unetflow.io.labels import ID_LIMIT, LABEL_LIMIT, LabelCoding, integer_labels, map_labels, mask_values
 from unetflow.io.nifti import read_volume, volume_grid, volume_spacing
+from unetflow.io.object_masks import read_object_masks
 
 KINDS = ("image", "stack", "volume")
 
@@ -80,13 +81,16 @@ def read_source_image(row) -> np.ndarray:
 
 def read_source_mask(row, colour: bool = False, ids: bool = False) -> np.ndarray:
     """The row's mask as stored values (Z, Y, X), or colours (Z, Y, X, 3) when `colour`; with `ids` (instance masks)
-    values above 65535 are read as uint32. A DICOM SEG mask is read on the grid of its series, the row's image."""
+    values above 65535 are read as uint32. A DICOM SEG mask is read on the grid of its series, the row's image; a
+    folder of object masks as their ids with `ids`, else their union (`read_object_masks`)."""
     kind, path = row["kind"], row["mask_path"]
     limit = ID_LIMIT if ids else LABEL_LIMIT
     if kind == "volume":
         return to_array_order(integer_labels(path, read_volume(path, row["image_path"])[0], limit), slice_axis(row))
     if kind == "stack":
         return read_stack(path) if colour else read_mask_stack(path, limit)
+    if is_object_folder(path):
+        return read_object_masks(path, ids)[None]
     if colour:
         image = read_image(path)
         return np.repeat(image, 3, axis=2)[None] if image.shape[2] == 1 else image[None]

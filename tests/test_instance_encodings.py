@@ -1,17 +1,19 @@
-"""Instance masks saved in colours (a label image exported through a lookup table): each colour one object, black the
-background, a reused colour one object per part; read alike by ingest, training and evaluation, with one warning line;
-colours without black refused, naming the file (lossy masks are refused in the instance mode, colours or not)."""
+"""Instance masks as labs save them, read alike by ingest, training and evaluation: in colours (a label image exported
+through a lookup table: each colour one object, black the background, a reused colour one object per part; one
+warning line; colours without black refused, naming the file; lossy masks are refused in the instance mode), and as
+folders of object masks, one file per object (the DSB 2018 layout)."""
 
 import logging
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from conftest import applied, build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.demo_cells import render_touching_cells
-from unetflow.data.pairing import DataValidationError
+from unetflow.data.pairing import DataValidationError, data_files
 from unetflow.data.preprocess import preprocess_sources
 from unetflow.evaluate.evaluate import evaluate_instance_source
 from unetflow.instances.targets import object_ids
@@ -113,3 +115,57 @@ def test_a_lossy_instance_mask_is_refused_without_offering_to_snap_its_ids(tmp_p
     for lossy_masks in ["refuse", "snap"]:
         with pytest.raises(DataValidationError, match=r"c0\.jpg: JPEG masks are lossy .* object ids cannot be snapped"):
             build_manifest(images, masks, instances=True, lossy_masks=lossy_masks)
+
+
+def dsb_layout(root, count: int = 2) -> list[np.ndarray]:
+    """Demo touching cells in the DSB 2018 layout: root/<case>/images/<case>.png and root/<case>/masks/<k>.png, one
+    0/255 file per cell; their id maps."""
+    truths = []
+    for index in range(count):
+        image, ids = render_touching_cells(np.random.default_rng(index), 64)
+        case = root / f"case{index}"
+        (case / "images").mkdir(parents=True), (case / "masks").mkdir()
+        write_mask(case / "images" / f"case{index}.png", image)
+        for cell in range(1, int(ids.max()) + 1):
+            write_mask(case / "masks" / f"cell{cell:03d}.png", (ids == cell).astype(np.uint8) * 255)
+        truths.append(ids)
+    return truths
+
+
+def test_folders_of_object_masks_in_the_dsb_layout_read_as_their_objects(tmp_path, caplog):
+    truths = dsb_layout(tmp_path / "stage1_train")
+    y, x = np.argwhere(ndimage.binary_erosion(truths[1] == 0, np.ones((3, 3), bool)))[0]
+    slipped = (truths[1] == 1).astype(np.uint8) * 255
+    slipped[y, x] = 255  # one stray pixel of cell 1, away from every cell: an annotation slip
+    write_mask(tmp_path / "stage1_train/case1/masks/cell001.png", slipped)
+    data = dict(images=str(tmp_path / "stage1_train/*/images/*.png"), masks=str(tmp_path / "stage1_train/*/masks"))
+    manifest, classes = build_manifest(data["images"], data["masks"], instances=True)
+    assert manifest["id"].tolist() == ["case0", "case1"]
+    assert manifest["objects"].tolist() == [len(np.unique(ids)) - 1 for ids in truths]
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "(e.g. case1/masks: ids [1]: stray parts of 1 px" in caplog.text  # the case, not only "masks"
+    stored = preprocess_sources(manifest, classes, str(tmp_path / "arrays"), applied("zscore"))
+    for path, ids in zip(stored["array_path"], truths):
+        np.testing.assert_array_equal(load_array(path, "instances")[0], ids)  # ids in file-name order
+    inputs = data_files(data)
+    assert str(tmp_path / "stage1_train/case1/masks/cell003.png") in inputs  # a changed object reruns ingest
+
+
+def test_a_folder_of_object_masks_per_image_is_one_foreground_class_without_instances(tmp_path):
+    truths = dsb_layout(tmp_path / "cases", count=1)
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    (tmp_path / "cases/case0/images/case0.png").rename(tmp_path / "images/case0.png")
+    (tmp_path / "cases/case0/masks").rename(tmp_path / "masks/case0")  # masks/<stem>/<object>.png
+    manifest, classes = build_manifest(tmp_path / "images", tmp_path / "masks")
+    assert classes["value"].tolist() == [0, 255] and manifest.loc[0, "mask_path"] == str(tmp_path / "masks/case0")
+    share = dict(zip(manifest.loc[0, "label_values"], manifest.loc[0, "label_fractions"]))[255]
+    assert share == pytest.approx((truths[0] > 0).mean())
+
+
+def test_an_object_mask_of_another_size_is_refused_naming_it(tmp_path):
+    dsb_layout(tmp_path / "stage1_train", count=1)
+    write_mask(tmp_path / "stage1_train/case0/masks/cell002.png", np.full((32, 64), 255, np.uint8))
+    with pytest.raises(DataValidationError, match=r"cell002\.png: 32x64 px but cell001\.png of the same object "):
+        build_manifest(str(tmp_path / "stage1_train/*/images/*.png"), str(tmp_path / "stage1_train/*/masks"),
+                       instances=True)
