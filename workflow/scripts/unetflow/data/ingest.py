@@ -14,6 +14,7 @@ import pandas as pd
 
 from unetflow.config import region_problems
 from unetflow.data.annotated import annotated_pairs, annotation_settings_problems, ignore_value
+from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.mask_checks import undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
@@ -25,7 +26,15 @@ from unetflow.data.pairing import (
 )
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
-from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_annotation, is_lossy, is_volume
+from unetflow.io.formats import (
+    IMAGE_SUFFIXES,
+    VOLUME_SUFFIXES,
+    ImageReadError,
+    is_annotation,
+    is_coco,
+    is_lossy,
+    is_volume,
+)
 from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_problem
@@ -287,8 +296,9 @@ def duplicate_problems(rows: list[dict]) -> list[str]:
 # ----------------------------------------------------------------------------------------------- entry points
 
 
-def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
-    """The image/mask source pairs of the data set and the pairing problems; DataValidationError when none."""
+def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
+    """The image/mask source pairs of the data set and the pairing problems; DataValidationError when none. The
+    masks of a COCO file are drawn into `out_dir` (`unetflow.data.coco_pairs`)."""
     if data.manifest:
         pairs, problems = pairs_from_manifest(data.manifest)
     else:
@@ -299,8 +309,8 @@ def source_pairs(data: DataSpec) -> tuple[list[dict], list[str]]:
             raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
                                       f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); check the path "
                                       f"or glob")
-        pairs, problems = pair_files(images, mask_files(data.masks),
-                                     data.mask_suffix, data.mask_prefix)
+        pairs, problems = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
+                           pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix))
     if data.rois:
         problems += attach_rois(pairs, data.rois)
     return pairs, problems
@@ -349,8 +359,11 @@ def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -
 
 def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem.
-    GeoJSON masks are rasterised into `annotated_dir` first (`unetflow.data.annotated`)."""
-    pairs, problems = source_pairs(data)
+    GeoJSON masks are rasterised and COCO masks drawn into `annotated_dir` first (`unetflow.data.annotated`,
+    `unetflow.data.coco_pairs`); a COCO file's categories are the classes unless data.classes is set."""
+    if is_coco(data.masks or "") and not (data.instances or data.classes):
+        data = replace(data, classes=coco_classes(data.masks))
+    pairs, problems = source_pairs(data, annotated_dir)
     data, pairs, found = rasterised_pairs(pairs, data, annotated_dir, threads)
     problems += found
     declared, config_problems = declared_classes(data)

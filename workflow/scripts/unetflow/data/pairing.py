@@ -30,6 +30,7 @@ from unetflow.io.formats import (
     VOLUME_SUFFIXES,
     ImageReadError,
     case_stem,
+    is_coco,
     is_object_folder,
     is_series,
 )
@@ -72,7 +73,9 @@ def image_files(spec: str | None) -> list[Path]:
 
 def mask_files(spec: str | None) -> list[Path]:
     """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) and GeoJSON
-    annotations among them; none for None."""
+    annotations among them, or a COCO annotation file itself; none for None."""
+    if spec and is_coco(spec):
+        return [Path(spec)]
     return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES,
                       is_mask_folder) if spec else []
 

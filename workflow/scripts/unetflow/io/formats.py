@@ -14,6 +14,7 @@ MASK_SUFFIXES = IMAGE_SUFFIXES  # masks come in the same formats; `is_lossy` fla
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs")  # whole-slide scanner formats (unetflow.io.slides): segmented only
 ANNOTATION_SUFFIXES = (".geojson",)  # polygon annotations (QuPath's GeoJSON export), masks of their image
+COCO_SUFFIX = ".json"  # COCO object annotations (polygons, run-length masks) of a folder of images
 OBJECT_FOLDER = "masks"  # an object folder of this name takes its parent's name: <case>/masks/<object>.png (DSB 2018)
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 MASK_WRITE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -118,6 +119,11 @@ def case_stem(path) -> str:
 def is_lossy(path) -> bool:
     """True for JPEG files, whose compression alters pixel values (and so label values of masks)."""
     return _suffix(Path(path)) in LOSSY_SUFFIXES
+
+
+def is_coco(path) -> bool:
+    """True for a COCO annotation file (*.json, `unetflow.io.coco`): the masks of a folder of images."""
+    return str(path).lower().endswith(COCO_SUFFIX)
 
 
 def is_annotation(path) -> bool:

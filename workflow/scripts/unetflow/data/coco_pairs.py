@@ -1,0 +1,72 @@
+"""Images whose masks are one COCO annotation file (`data.masks: annotations.json`), turned into ordinary image/mask
+pairs at ingest: each image is paired with the COCO image entry of its file name, and that entry's annotations are
+drawn (`unetflow.io.coco`) into a mask in the ingest's `annotated` folder, so every later stage reads it as any
+other mask. With `data.instances` each annotation is an object; otherwise its category is its class, and the classes
+are the COCO categories (`coco_classes`) unless `data.classes` says otherwise."""
+
+from collections import Counter
+from pathlib import Path
+
+from unetflow.io.coco import drawn_mask, read_coco
+from unetflow.io.formats import ImageReadError, case_stem
+from unetflow.io.images import image_info, write_mask
+from unetflow.io.labels import ID_LIMIT
+
+
+def coco_classes(path) -> dict[str, int] | None:
+    """The classes of a COCO file's categories: {background: 0, category name: category id, ...}; None for a file
+    that cannot be read (`coco_pairs` says why)."""
+    try:
+        categories = read_coco(path)["categories"]
+    except ImageReadError:
+        return None
+    return {"background": 0, **{str(c["name"]): int(c["id"]) for c in categories}}
+
+
+def entry_problems(coco: dict, path, instances: bool) -> list[str]:
+    """Entries of a COCO file the pairing cannot use: image file names given twice, annotations of an image or a
+    category the file does not list, and (without `instances`) a category id 0, the background's value."""
+    problems = [f"{path}: {count} images are named {name}; give each image entry its own file_name"
+                for name, count in Counter(Path(image["file_name"]).name for image in coco["images"]).items()
+                if count > 1]
+    images, categories = {image["id"] for image in coco["images"]}, {c["id"] for c in coco["categories"]}
+    for key, known, what in [("image_id", images, "image"), ("category_id", categories, "category")]:
+        unknown = sorted({a[key] for a in coco["annotations"] if a.get(key) not in known}, key=str)
+        problems += [f"{path}: {len(unknown)} annotation {what} id(s) are not in its {what} list (e.g. "
+                     f"{unknown[:3]}); export the file again"] if unknown else []
+    if not instances and 0 in categories:
+        problems.append(f"{path}: category id 0 is the background's value; number the categories from 1")
+    return problems
+
+
+def coco_pairs(images: list[Path], path, instances: bool, out_dir) -> tuple[list[dict], list[str]]:
+    """The pairs of the images with their masks drawn from the COCO file `path` into `out_dir`/coco, and the
+    problems (an image without an entry, or of another size than its entry)."""
+    try:
+        coco = read_coco(path)
+    except ImageReadError as error:
+        return [], [str(error)]
+    problems = entry_problems(coco, path, instances)
+    if problems:
+        return [], problems
+    entries = {Path(image["file_name"]).name: image for image in coco["images"]}
+    annotations = {}
+    for annotation in coco["annotations"]:
+        annotations.setdefault(annotation["image_id"], []).append(annotation)
+    pairs, folder = [], Path(out_dir) / "coco"
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        entry = entries.get(image.name)
+        info = image_info(image)
+        if entry is None:
+            problems.append(f"{image}: no image entry of this file name in the COCO file {path}; remove the image "
+                            f"or annotate it")
+        elif (info["height"], info["width"]) != (entry["height"], entry["width"]):
+            problems.append(f"{image}: {info['height']}x{info['width']} px but its entry in {path} says "
+                            f"{entry['height']}x{entry['width']}")
+        else:
+            mask = drawn_mask(entry, annotations.get(entry["id"], []), instances)
+            written = folder / f"{case_stem(image)}{'.tif' if mask.max(initial=0) > 65535 else '.png'}"
+            write_mask(written, mask, limit=ID_LIMIT)
+            pairs.append(dict(stem=case_stem(image), image=image, mask=written, origin=dict(annotations=str(path))))
+    return pairs, problems
