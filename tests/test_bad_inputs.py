@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from PIL import Image
 from snakemake.utils import validate as validate_config
 
 from conftest import REPO, build_manifest, write_pairs
@@ -130,6 +131,22 @@ def test_nan_in_a_volume(tmp_path):
     write_volume(tmp_path / "images" / "v.nii.gz", data)
     write_volume(tmp_path / "masks" / "v.nii.gz", np.eye(8, dtype=np.uint8)[..., None].repeat(3, 2))
     assert "v.nii.gz: 1 voxels are NaN or Inf" in ingest_error(tmp_path)
+
+
+def test_nan_in_a_2d_float_image(tmp_path, pairs):
+    image = np.ones((32, 40), np.float32)
+    image[5:7, 5:8] = np.nan
+    (pairs[0] / "c1.png").unlink()
+    tifffile.imwrite(pairs[0] / "c1.tif", image)
+    assert "c1.tif: 6 pixels are NaN or Inf; replace them" in ingest_error(tmp_path)
+
+
+def test_a_photo_turned_by_its_exif_tag_names_the_tag(tmp_path, pairs):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: its mask, drawn on that view, is 40 x 32
+    (pairs[0] / "c1.png").unlink()
+    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(pairs[0] / "c1.jpg", exif=exif.tobytes())
+    assert "its EXIF orientation tag (6) turns it by 90 degrees where viewers show it" in ingest_error(tmp_path)
 
 
 def test_4d_volume(tmp_path):
@@ -318,6 +335,18 @@ def test_unbalanced_and_tiny_images_warn_and_go_on(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="unetflow"):
         log_warnings(table)
     assert "very unbalanced classes" in caplog.text and "2 tiny image(s) smaller than 32 px" in caplog.text
+
+
+def test_images_with_an_exif_orientation_warn_that_it_is_not_applied(tmp_path, pairs, caplog):
+    exif = Image.Exif()
+    exif[0x0112] = 3  # shown turned by 180 degrees: same size, so nothing else can tell
+    for index in (1, 2):
+        (pairs[0] / f"c{index}.png").unlink()
+        Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(pairs[0] / f"c{index}.jpg", exif=exif.tobytes())
+    manifest, classes = build_manifest(pairs[0], pairs[1], channels=1)
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "2 image(s) with an EXIF orientation tag (e.g. c1.jpg, c2.jpg: EXIF orientation 3)" in caplog.text
 
 
 def test_many_warnings_of_a_kind_are_one_summary_line_and_every_row_in_the_table(tmp_path, caplog):

@@ -301,3 +301,16 @@ def test_soft_edges_train_as_their_classes_when_snapped(tmp_path):
     for name, mask in sharp.items():  # the nearest class: within a pixel of the sharp borders
         agree = (labels[name] == np.searchsorted([0, 128, 255], mask)).mean()
         assert agree > 0.97
+
+
+def test_an_in_between_value_in_one_mask_is_a_stray_there_not_soft_edges_everywhere(tmp_path):
+    images, masks, sharp = write_resized_pairs(tmp_path, count=10)
+    for index in range(10):  # the masks saved sharp, then a few pixels of 128 on one border of c5 only
+        cv2.imwrite(str(masks / f"c{index}.png"), sharp[f"c{index}"])
+    edge = sharp["c5"] > 0
+    rows, cols = np.nonzero(edge & ~np.roll(edge, 1, axis=0))
+    mask = sharp["c5"].copy()
+    mask[rows[:6], cols[:6]] = 128
+    cv2.imwrite(str(masks / "c5.png"), mask)
+    message = ingest_error(images, masks)
+    assert "masks hold" not in message and "c5.png" in message and "c0.png" not in message

@@ -20,6 +20,7 @@ from unetflow.plan.plan import (
     planned_settings,
     training_bytes_per_sample,
     training_traits,
+    unseen_classes,
 )
 
 CPU = dict(type="cpu", name="cpu", memory_bytes=None)
@@ -150,3 +151,8 @@ def test_three_folds_of_mixed_sizes_train_on_one_plan_and_predict_as_an_ensemble
     per_case = pd.read_parquet(results / "evaluate" / "per_case.parquet")
     splits = pd.read_parquet(tmp_path / "results" / "split" / "splits.parquet")
     assert sorted(per_case["id"].unique()) == sorted(splits.loc[splits["split"] == "test", "id"])
+
+
+def test_a_class_without_a_training_pixel_is_named_however_rare_the_others():
+    sources = pd.DataFrame({"class_voxels": [[90000, 5, 0, 1], [70000, 0, 0, 0]]})  # 'rare' 1 px in 160006
+    assert unseen_classes(["background", "cell", "absent", "rare"], sources) == ["absent"]

@@ -1,8 +1,10 @@
 """Seeded splits: deterministic, complete, disjoint, group-aware."""
 
+import cv2
 import pandas as pd
 import pytest
 
+from conftest import snakemake, tiny_config, write_config, write_pairs
 from unetflow.data.folds import ids_in
 from unetflow.data.split import split_cases
 
@@ -70,3 +72,23 @@ def test_k_folds_are_group_disjoint_and_cover_the_pool(stratify_by):
 def test_fixed_split_is_taken_from_the_manifest():
     manifest = cases(6).assign(split=["train", "train", "val", "test", "train", "val"])
     assert split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)["split"].tolist() == manifest["split"].tolist()
+
+
+def test_a_manifest_split_unused_and_a_class_only_in_the_test_split_are_said(tmp_path):
+    images, masks = write_pairs(tmp_path, count=6, values=(0, 1))
+    rare = cv2.imread(str(masks / "c5.png"), cv2.IMREAD_UNCHANGED)
+    rare[:4, :4] = 2
+    cv2.imwrite(str(masks / "c5.png"), rare)  # class 'rare' only in c5, which the manifest puts in the test split
+    splits = ["train", "train", "train", "val", "test", "test"]
+    pd.DataFrame({"image": [f"images/c{i}.png" for i in range(6)], "mask": [f"masks/c{i}.png" for i in range(6)],
+                  "split": splits}).to_csv(tmp_path / "cases.csv", index=False)
+    config = tiny_config()
+    config.pop("demo")
+    config["data"] = {"manifest": "cases.csv", "classes": {"background": 0, "cell": 1, "rare": 2}}
+    snakemake(tmp_path, "--until", "split", configfile=write_config(tmp_path, config))
+    assert "split column, which this split does not use" in (tmp_path / "results/logs/split.log").read_text()
+    config["split"] = {"fixed": True}
+    snakemake(tmp_path, "--until", "plan", configfile=write_config(tmp_path, config))
+    assert "split column" not in (tmp_path / "results/logs/split.log").read_text()
+    plan_log = next((tmp_path / "results/logs").rglob("plan.log")).read_text()
+    assert "class(es) ['rare'] have no pixel in the training and validation cases" in plan_log

@@ -8,9 +8,9 @@ import torch
 
 from unetflow.gpu import pick_device
 from unetflow.instances.targets import instance_target
-from unetflow.io.labels import class_values
+from unetflow.io.labels import class_values, trained_classes
 from unetflow.logs import stage_logger
-from unetflow.plan.plan import make_plan
+from unetflow.plan.plan import make_plan, unseen_classes
 from unetflow.train.finetune import checked_init, init_record, package_network
 
 log = stage_logger(snakemake.log[0])
@@ -32,6 +32,10 @@ if package:
         plan["init"] = init_record(package, classes, regions, json.load(file))
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)
+if unseen := unseen_classes(trained_classes(classes)["name"].tolist(), sources):
+    log.warning("class(es) %s have no pixel in the training and validation cases: the network cannot learn them, "
+                "though the test split scores them; move a case that has them out of the test split (split.fixed "
+                "with a manifest's split column, or another split.seed)", unseen)
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
          len(sources), plan["traits"])
 for trial in plan["resolutions_tried"]:

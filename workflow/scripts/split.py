@@ -8,7 +8,11 @@ from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
 cfg = snakemake.params.split
-splits = split_cases(pd.read_parquet(snakemake.input.manifest), *split_fractions(cfg), cfg["seed"], cfg["group_by"],
+manifest = pd.read_parquet(snakemake.input.manifest)
+if "split" in manifest and manifest["split"].notna().any() and not cfg["fixed"]:
+    log.warning("data.manifest has a split column, which this split does not use (split.fixed is false): the cases "
+                "are split by split.seed %d; set split.fixed: true to take the manifest's split", cfg["seed"])
+splits = split_cases(manifest, *split_fractions(cfg), cfg["seed"], cfg["group_by"],
                      cfg["folds"], cfg["fixed"], cfg["stratify_by"])
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),

@@ -16,7 +16,10 @@ image): the label image is resampled (nearest neighbour) onto the training grid 
 (those not `data.ignore_label`; every pixel without one) become regions.
 """
 
+import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from unetflow.io.formats import ImageReadError, is_annotation
 from unetflow.io.images import image_info, read_mask, write_image, write_mask
 from unetflow.io.slides import Level, Slide, block_mean, choose_level, is_slide
 
+log = logging.getLogger("unetflow.data.annotated")
 PIXEL_SIZE_KEY = "data.slide_pixel_size"
 MARGIN = 64  # pixels of context (ignored in the loss) around every annotated box, at the training level
 MAX_SIDE = 2048  # at most this many pixels a side per source
@@ -229,3 +233,27 @@ def annotation_settings_problems(pairs: list[dict], classes: dict | None, instan
         return [f"GeoJSON masks ({named}) name their classes: set data.classes to map each QuPath class name to a "
                 f"mask value, e.g. {{Stroma: 0, Tumor: 1}}"]
     return []
+
+
+def rasterised_pairs(pairs: list[dict], data, out_dir, threads: int) -> tuple[object, list[dict], list[str]]:
+    """Pairs with GeoJSON masks, and whole-slide images, replaced by the image/mask pairs of their annotated
+    (labelled) regions, written into `out_dir`; the data spec (ingest's `DataSpec`) with the ignore value of
+    unannotated pixels, and the problems."""
+    annotated = any(is_annotation(pair["mask"]) for pair in pairs)
+    # a slide with a label image is cut only at a pixel size; without one it trains whole, as any image
+    slides = [(is_annotation(pair["mask"]) or data.slide_pixel_size is not None) and is_slide(pair["image"])
+              for pair in pairs]
+    if not annotated and not any(slides):
+        return data, pairs, []
+    problems = annotation_settings_problems(pairs, data.classes, data.instances)
+    if problems:
+        return data, [pair for pair in pairs if not is_annotation(pair["mask"])], problems
+    if out_dir is None:
+        raise ValueError("GeoJSON masks and whole-slide images need a folder to write their regions into")
+    if annotated:
+        data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
+        log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda item: annotated_pairs(*item, data.classes, data.ignore_label,
+                                                             data.slide_pixel_size, out_dir), zip(pairs, slides)))
+    return data, [p for found, _ in results for p in found], [p for _, found in results for p in found]

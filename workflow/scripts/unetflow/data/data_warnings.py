@@ -1,7 +1,7 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
-nearest class, stray specks of instance ids dropped, instance masks read from colours. Each is one row of a table
-(columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per
-kind with counts and a few examples, however many rows there are.
+nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied.
+Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log
+gets one summary line per kind with counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -67,11 +67,21 @@ def colour_id_rows(manifest: pd.DataFrame) -> list[dict]:
             if row["colour_ids"]]
 
 
+def orientation_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per image with an EXIF orientation tag other than 1 (its value: the tag), whose pixels are read as
+    stored, not as viewers show them."""
+    if "exif_orientation" not in manifest:
+        return []
+    return [dict(kind="exif_orientation", file=row["image_path"], value=float(row["exif_orientation"]),
+                 detail=f"EXIF orientation {row['exif_orientation']}") for _, row in manifest.iterrows()
+            if row["exif_orientation"] != 1]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest) + speck_rows(manifest)
-            + colour_id_rows(manifest))
+            + colour_id_rows(manifest) + orientation_rows(manifest))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -102,6 +112,11 @@ def summary_line(kind: str, rows: pd.DataFrame) -> str:
     if kind == "colour_ids":
         return (f"{len(rows)} instance mask(s) saved in colours (e.g. {names}{more}): each colour read as one "
                 f"object, black as the background, a colour on separate parts (a reused one) as one object per part")
+    if kind == "exif_orientation":
+        return (f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {names}{more}: {rows['detail'].iloc[0]}), "
+                f"which viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if "
+                f"their masks were drawn on the turned view, export the images with the turn applied (e.g. "
+                f"PIL.ImageOps.exif_transpose)")
     return f"{len(rows)} warning(s) of kind {kind} (e.g. {names}{more})"
 
 

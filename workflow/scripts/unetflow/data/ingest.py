@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from unetflow.config import region_problems
-from unetflow.data.annotated import annotated_pairs, annotation_settings_problems, ignore_value
+from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.mask_checks import undeclared_value_problems
 from unetflow.data.pairing import (
@@ -30,15 +30,20 @@ from unetflow.io.formats import (
     IMAGE_SUFFIXES,
     VOLUME_SUFFIXES,
     ImageReadError,
-    is_annotation,
     is_coco,
     is_lossy,
     is_volume,
 )
-from unetflow.io.images import image_info, is_lossy_mask, truncation_problem
+from unetflow.io.images import (
+    exif_orientation,
+    image_info,
+    is_lossy_mask,
+    pixel_problem,
+    size_mismatch_fix,
+    truncation_problem,
+)
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_problem
-from unetflow.io.slides import is_slide
 from unetflow.io.sources import (
     read_source_image,
     read_source_mask,
@@ -134,8 +139,8 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
     if masks.shape[:3] != shape:
         return None, [f"{image}: image is {shape[0]} slice(s) of {shape[1]}x{shape[2]} but its mask {mask} is "
                       f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
-                      f"export matching pairs"]
-    if row["kind"] == "volume" and (problem := grid_problem(image, mask, "mask")):
+                      f"{size_mismatch_fix(image, shape[1:], masks.shape[1:3])}"]
+    if problem := pixel_problem(image, pixels) or (row["kind"] == "volume" and grid_problem(image, mask, "mask")):
         return None, [problem]
     problems = roi_problems(pair, shape[1:], shape[0])
     try:
@@ -147,6 +152,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
     row.update(group=pair.get("group", pair["stem"]), slices=int(shape[0]), height=int(shape[1]),
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), **fields,
+               exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                **({"split": pair["split"]} if "split" in pair else {}))
     return row, problems
@@ -330,31 +336,6 @@ def region_settings_problems(data: DataSpec, classes: pd.DataFrame) -> list[str]
     trained = trained_classes(classes)
     values = trained["value"].astype(int).tolist()
     return region_problems({**asdict(data), "classes": dict(zip(trained["name"], values)) or None})
-
-
-def rasterised_pairs(pairs: list[dict], data: DataSpec, out_dir, threads: int) -> tuple[DataSpec, list[dict],
-                                                                                     list[str]]:
-    """Pairs with GeoJSON masks, and whole-slide images, replaced by the image/mask pairs of their annotated
-    (labelled) regions, written into `out_dir` (`unetflow.data.annotated`), the spec with the ignore value of
-    unannotated pixels, and the problems."""
-    annotated = any(is_annotation(pair["mask"]) for pair in pairs)
-    # a slide with a label image is cut only at a pixel size; without one it trains whole, as any image
-    slides = [(is_annotation(pair["mask"]) or data.slide_pixel_size is not None) and is_slide(pair["image"])
-              for pair in pairs]
-    if not annotated and not any(slides):
-        return data, pairs, []
-    problems = annotation_settings_problems(pairs, data.classes, data.instances)
-    if problems:
-        return data, [pair for pair in pairs if not is_annotation(pair["mask"])], problems
-    if out_dir is None:
-        raise ValueError("GeoJSON masks and whole-slide images need a folder to write their regions into")
-    if annotated:
-        data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
-        log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda item: annotated_pairs(*item, data.classes, data.ignore_label,
-                                                             data.slide_pixel_size, out_dir), zip(pairs, slides)))
-    return data, [p for found, _ in results for p in found], [p for _, found in results for p in found]
 
 
 def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -62,11 +62,11 @@ def on_borders(planes: list[np.ndarray], classes: list[int]) -> float:
 def soft_edge_problem(rows: list[dict], classes: list[int] | None = None) -> str | None:
     """The one problem of masks whose values other than the classes (the declared class values, or for None the
     flat values of the masks checked) are soft edges, with the fix; None when they are something else (or none)."""
-    holders = [row for row in rows if set(row["label_values"]) - set(classes or [])]
+    declared, classes = classes is not None, classes if classes is not None else flat_values(checked_planes(rows))
+    holders = [row for row in rows if set(row["label_values"]) - set(classes)]
     if len(holders) <= max(1, HOLDERS_SHARE * len(rows)):
         return None
     planes = checked_planes(holders)
-    declared, classes = classes is not None, classes if classes is not None else flat_values(planes)
     values = sorted({value for row in holders for value in row["label_values"]} - set(classes))
     if len(classes) < 2 or not values or not all(min(classes) < value < max(classes) for value in values):
         return None

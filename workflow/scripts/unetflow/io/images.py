@@ -32,6 +32,9 @@ from unetflow.io.labels import LABEL_LIMIT, integer_labels, label_dtype
 from unetflow.io.nifti import volume_info
 from unetflow.io.tiff import is_lossy_tiff, read_tiff, truncated
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
+TURNED = (5, 6, 7, 8)  # EXIF orientations a viewer shows turned by 90 degrees (height and width swapped)
+
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error, cv2.error,
                   UnidentifiedImageError)
 _PNG_GREY_TYPES = (0, 4)  # PNG colour types: 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA
@@ -334,3 +337,30 @@ def truncation_problem(path) -> str | None:
            ".bmp": "BMP"}.get(format_suffix(path), "")
     complete = not (truncated(path) if fmt == "TIFF" else tail_truncated(path, fmt))
     return None if complete else f"{path}: the file is truncated (its data ends early); copy or export it again"
+
+
+def exif_orientation(path) -> int:
+    """The EXIF orientation of an image file, 1 where it has none; 2-8: a viewer shows it mirrored or turned (TURNED:
+    by 90 degrees). Pixels are always read as stored."""
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(ORIENTATION_TAG, 1))
+    except (OSError, ValueError, UnidentifiedImageError):
+        return 1
+
+
+def size_mismatch_fix(image, shape: tuple[int, int], mask_shape: tuple[int, int]) -> str:
+    """What to do about an image whose mask has another size (height, width each): export matching pairs, or, where
+    the image's EXIF orientation turns it to its mask's size, apply the turn."""
+    if exif_orientation(image) in TURNED and tuple(mask_shape) == tuple(shape)[::-1]:
+        return (f"its EXIF orientation tag ({exif_orientation(image)}) turns it by 90 degrees where viewers show it, "
+                f"and its mask was drawn on that view: export the image with the turn applied (e.g. "
+                f"PIL.ImageOps.exif_transpose); pixels are read as stored")
+    return "export matching pairs"
+
+
+def pixel_problem(path, pixels: np.ndarray) -> str | None:
+    """A problem with an image's decoded pixels: NaN or Inf values of a float image; or None."""
+    if pixels.dtype.kind != "f" or np.isfinite(pixels).all():
+        return None
+    return f"{path}: {int(np.count_nonzero(~np.isfinite(pixels)))} pixels are NaN or Inf; replace them (e.g. with 0)"

@@ -105,6 +105,13 @@ def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict
     return traits
 
 
+def unseen_classes(names: list[str], sources: pd.DataFrame) -> list[str]:
+    """The classes (`names` in index order) without a pixel in the stored training `sources`: the network cannot
+    learn them."""
+    counts = np.sum(np.stack(sources["class_voxels"].map(np.asarray).tolist()), axis=0)
+    return [name for name, count in zip(names, counts) if count == 0]
+
+
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, pool_kernels=None) -> int:
     """Rough activation memory of one sample in a training step: ~16 float32 maps of each level's width kept for
     the backward pass (two conv blocks of conv, norm and ReLU in the encoder and decoder, skips, up-convolutions);
