@@ -56,6 +56,8 @@ def test_a_prediction_of_more_than_65535_objects_is_written_losslessly(tmp_path,
     assert write_instance_mask(tmp_path / "c1.png", few[None], IMAGE) == tmp_path / "c1.png"
     assert read_mask(tmp_path / "c1.png").dtype == np.uint16
     assert np.array_equal(read_instance_mask(tmp_path / "c1.png", IMAGE)[0], few)
+    write_instance_mask(tmp_path / "c2.png", np.where(ids <= 9, ids, 0)[None], IMAGE)
+    assert read_mask(tmp_path / "c2.png").dtype == np.uint16  # 16-bit however few the objects, as every mask
 
 
 def test_a_volume_whose_ids_pass_65535_across_slices_is_written_as_uint32_nifti(tmp_path, caplog):

@@ -282,10 +282,11 @@ def mask_palette(path) -> list[int] | None:
         return None
 
 
-def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit: int = LABEL_LIMIT) -> None:
-    """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits, else uint16 (a
-    TIFF also uint32 when `limit` allows it: instance ids); with a `palette` (see `mask_palette`) as a
-    palette-indexed PNG. An (H, W, 3) uint8 array is written as RGB."""
+def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit: int = LABEL_LIMIT,
+               smallest=np.uint8) -> None:
+    """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits (and `smallest`
+    allows), else uint16 (a TIFF also uint32 when `limit` allows it: instance ids); with a `palette` (see
+    `mask_palette`) as a palette-indexed PNG. An (H, W, 3) uint8 array is written as RGB."""
     path = writable_mask_path(path)
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[2] == 3 and labels.dtype == np.uint8:
@@ -293,7 +294,8 @@ def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit
         return
     if labels.ndim != 2:
         raise ValueError(f"{path}: labels must be a 2D (H, W) array, not of shape {labels.shape}")
-    labels = labels.astype(label_dtype(path, labels, limit if format_suffix(path) != ".png" else LABEL_LIMIT))
+    labels = labels.astype(label_dtype(path, labels, limit if format_suffix(path) != ".png" else LABEL_LIMIT,
+                                       smallest))
     if palette is not None and format_suffix(path) == ".png" and labels.dtype == np.uint8:
         image = Image.fromarray(labels, "P")
         image.putpalette(palette)
@@ -307,16 +309,16 @@ def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit
         tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib")
 
 
-def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT) -> None:
+def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT, smallest=np.uint8) -> None:
     """Write the pages (S, H, W) of integer labels, or (S, H, W, 3) uint8 colours, losslessly as one multi-page TIFF
-    (uint8 if they fit, else uint16, uint32 when `limit` allows)."""
+    (uint8 if they fit and `smallest` allows, else uint16, uint32 when `limit` allows)."""
     path = writable_mask_path(path)
     pages = np.asarray(pages)
     if format_suffix(path) not in (".tif", ".tiff"):
         raise ImageReadError(f"{path}: a stack of masks is written as a multi-page TIFF (.tif) only")
     colour = pages.ndim == 4 and pages.shape[3] == 3 and pages.dtype == np.uint8
     if not colour:
-        pages = pages.astype(label_dtype(path, pages, limit))
+        pages = pages.astype(label_dtype(path, pages, limit, smallest))
     tifffile.imwrite(path, pages, photometric="rgb" if colour else "minisblack", compression="zlib")
 
 

@@ -165,12 +165,13 @@ def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.nda
     return values.astype(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32)
 
 
-def label_dtype(path, labels: np.ndarray, limit: int = LABEL_LIMIT) -> np.dtype:
+def label_dtype(path, labels: np.ndarray, limit: int = LABEL_LIMIT, smallest=np.uint8) -> np.dtype:
     """The type labels are written in: uint8 when they fit, else uint16, else uint32 (when `limit` allows it:
-    instance ids in a NIfTI volume); ValueError for non-integer, negative or too large labels."""
+    instance ids in a NIfTI volume), never smaller than `smallest`; ValueError for non-integer, negative or too
+    large labels."""
     if labels.dtype != np.bool_ and not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: labels must be an integer array, not {labels.dtype}")
     low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
     if low < 0 or high > limit:
         raise ValueError(f"{path}: labels must lie in 0..{limit} to be stored losslessly, found {low}..{high}")
-    return np.dtype(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32)
+    return np.promote_types(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32, smallest)

@@ -52,17 +52,18 @@ def existing_prediction(path) -> Path:
 
 
 def write_source_labels(path, values: np.ndarray, row, palette: list[int] | None = None,
-                        limit: int = LABEL_LIMIT) -> Path:
+                        limit: int = LABEL_LIMIT, smallest=np.uint8) -> Path:
     """Write a source's mask values (Z, Y, X), or colours (Z, Y, X, 3), in its own layout: a 2D file's only slice,
-    a stack's pages, a volume in its stored axis order with the affine and header of its image."""
+    a stack's pages (each at least of type `smallest`), a volume in its stored axis order with the affine and header
+    of its image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if row["kind"] == "volume":
         write_label_volume(path, to_file_order(values, slice_axis(row)), row["image_path"])
     elif row["kind"] == "stack":
-        write_mask_stack(path, values, limit)
+        write_mask_stack(path, values, limit, smallest)
     else:
-        write_mask(path, values[0], palette=palette, limit=limit)
+        write_mask(path, values[0], palette=palette, limit=limit, smallest=smallest)
     return path
 
 
@@ -75,15 +76,15 @@ def write_class_mask(path, labels: np.ndarray, classes: pd.DataFrame, row, palet
 
 
 def write_instance_mask(path, ids: np.ndarray, row) -> Path:
-    """Write a source's object ids (Z, Y, X) as an instance mask; a 2D PNG of more than 65535 objects as a 32-bit
-    TIFF instead (logged). The path written."""
+    """Write a source's object ids (Z, Y, X) as an instance mask, 16-bit however few the objects; a 2D PNG of more
+    than 65535 objects as a 32-bit TIFF instead (logged). The path written."""
     path, count = Path(path), int(ids.max(initial=0))
     if count > LABEL_LIMIT and path.suffix.lower() == ".png":
         path = path.with_suffix(".tif")
         log.info("%s: %d objects, more than a 16-bit PNG holds; written as a 32-bit TIFF", path, count)
     elif count > LABEL_LIMIT:
         log.info("%s: %d objects, more than 16 bits hold; written with 32-bit ids", path, count)
-    return write_source_labels(path, ids, row, limit=ID_LIMIT)
+    return write_source_labels(path, ids, row, limit=ID_LIMIT, smallest=np.uint16)
 
 
 def read_source_prediction(path, row, limit: int = LABEL_LIMIT) -> np.ndarray:
