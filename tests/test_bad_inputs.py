@@ -120,7 +120,7 @@ def test_jpeg_snap_without_declared_classes(tmp_path, pairs):
 
 def test_inconsistent_channel_counts(tmp_path, pairs):
     cv2.imwrite(str(pairs[0] / "c2.png"), np.zeros((32, 40, 3), np.uint8))
-    assert ("c2.png: 3 channel(s) where the majority of the data set has 1; convert it, or set data.channels to 1"
+    assert ("c2.png: 3 channel(s) where 3 of 4 of the data set's images have 1; convert it, or set data.channels to 1"
             in ingest_error(tmp_path))
 
 
@@ -205,6 +205,12 @@ def test_duplicate_case_ids(tmp_path, pairs):
     cv2.imwrite(str(pairs[0] / "c1.bmp"), np.zeros((32, 40), np.uint8))
     message = ingest_error(tmp_path)
     assert "duplicate case id 'c1'" in message and "c1.bmp" in message
+    assert "mask without an image" not in message  # c1's mask has two images, not none
+
+
+def test_a_mask_named_in_another_letter_case_is_pointed_out(tmp_path, pairs):
+    (pairs[1] / "c1.png").rename(pairs[1] / "C1_Mask.png")
+    assert "C1_Mask.png differ(s) in letter case only: rename to match" in ingest_error(tmp_path)
 
 
 def test_duplicate_case_ids_after_slicing(tmp_path, pairs):

@@ -64,7 +64,7 @@ def test_single_class_data_set_is_rejected(tmp_path):
 def test_inconsistent_channels_are_reported(tmp_path):
     images, masks = write_pairs(tmp_path, count=3)
     cv2.imwrite(str(images / "c1.png"), np.zeros((32, 40, 3), np.uint8) + [0, 0, 255])
-    with pytest.raises(DataValidationError, match="c1.png: 3 channel\\(s\\) where the majority of the data set has 1"):
+    with pytest.raises(DataValidationError, match="c1.png: 3 channel\\(s\\) where 2 of 3 of the data set's images"):
         build_manifest(str(images), str(masks))
 
 

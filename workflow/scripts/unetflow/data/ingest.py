@@ -278,13 +278,13 @@ def channel_problems(rows: list[dict]) -> list[str]:
     converts each image to that count)."""
     counts = pd.Series([r["channels"] for r in rows], dtype=int)
     expected = int(counts.mode()[0]) if len(counts) else 0
-    seen, problems = set(), []
+    seen, problems, usual = set(), [], f"{int((counts == expected).sum())} of {len(counts)}"
     for row in rows:
         if row["channels"] != expected and row["image_path"] not in seen:
             seen.add(row["image_path"])
-            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where the majority of the data set "
-                            f"has {expected}; convert it, or set data.channels to 1 (colour images become grey) "
-                            f"or 3 (grey images are repeated into RGB)")
+            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {usual} of the data set's "
+                            f"images have {expected}; convert it, or set data.channels to 1 (colour images become "
+                            f"grey) or 3 (grey images are repeated into RGB)")
     return problems
 
 

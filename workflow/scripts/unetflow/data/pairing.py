@@ -93,6 +93,13 @@ def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suf
     return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
 
 
+def case_hint(stem: str, masks: list[Path], prefix: str, suffixes) -> str:
+    """For an image without a mask: the masks whose names differ from the ones looked for in letter case only."""
+    wanted = {(prefix + stem + suffix).lower() for suffix in suffixes}
+    close = [str(mask) for mask in masks if case_stem(mask).lower() in wanted]
+    return f"; {', '.join(close)} differ(s) in letter case only: rename to match" if close else ""
+
+
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                mask_prefix: str = "") -> tuple[list[dict], list[str]]:
     """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems. Images
@@ -103,19 +110,19 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                   for stem, files in stems_of(images).items()}
     masks_of_images = {mask for found in candidates.values() for mask in found}
     for stem, files in stems_of([image for image in images if image not in masks_of_images]).items():
+        found = candidates[stem]
+        used.update(found)
         if len(files) > 1:
             problems.append(f"duplicate case id '{stem}': {', '.join(map(str, files))} have the same stem; "
                             f"rename one of them")
-            continue
-        found = candidates[stem]
-        if not found:
+        elif not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
-                            f"{list(suffixes)} in data.masks); add its mask or set data.mask_suffix/mask_prefix")
+                            f"{list(suffixes)} in data.masks){case_hint(stem, masks, mask_prefix, suffixes)}; add "
+                            f"its mask or set data.mask_suffix/mask_prefix")
         elif len(found) > 1:
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
-        used.update(found)
     problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
                  for m in masks if m not in used and m not in images]
     return pairs, problems
