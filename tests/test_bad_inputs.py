@@ -343,6 +343,17 @@ def test_unbalanced_and_tiny_images_warn_and_go_on(tmp_path, caplog):
     assert "very unbalanced classes" in caplog.text and "2 tiny image(s) smaller than 32 px" in caplog.text
 
 
+def test_a_class_in_one_mask_of_ten_is_named(tmp_path):
+    images, masks = write_pairs(tmp_path, count=10)
+    mask = cv2.imread(str(masks / "c4.png"), cv2.IMREAD_UNCHANGED)
+    mask[:8, :8] = 128  # 5 % of the pixels of one mask: a class by the rules, but a rare one
+    cv2.imwrite(str(masks / "c4.png"), mask)
+    manifest, classes = build_manifest(str(images), str(masks))
+    table = data_warnings(manifest, classes)
+    assert table["kind"].tolist() == ["rare_class"] and table["file"].iloc[0].endswith("c4.png")
+    assert table["detail"].iloc[0] == "'class_128' (value 128) in 1 of 10"
+
+
 def test_images_with_an_exif_orientation_warn_that_it_is_not_applied(tmp_path, pairs, caplog):
     exif = Image.Exif()
     exif[0x0112] = 3  # shown turned by 180 degrees: same size, so nothing else can tell

@@ -1,7 +1,8 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
-nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied.
-Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log
-gets one summary line per kind with counts and a few examples, however many rows there are.
+nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied,
+classes in few masks. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
+`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many
+rows there are.
 """
 
 import logging
@@ -11,9 +12,12 @@ import numpy as np
 import pandas as pd
 
 from unetflow.io.formats import OBJECT_FOLDER
+from unetflow.io.labels import trained_classes
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
+RARE_CLASS_SHARE = 0.1  # a class in at most this share of the masks is named ...
+RARE_CLASS_FILES = 10   # ... in a data set of at least this many mask files
 EXAMPLES = 3            # rows named in a summary line
 WARNING_COLUMNS = ["kind", "file", "value", "detail"]
 
@@ -31,6 +35,19 @@ def unbalanced_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]
         return []
     return [dict(kind="unbalanced", file=None, value=100 * foreground,
                  detail=f"{100 * foreground:.4f}% of all pixels are foreground (< {100 * MIN_FOREGROUND:.1f}%)")]
+
+
+def rare_class_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
+    """One row per foreground class found in at most RARE_CLASS_SHARE of the mask files (at least one) of a data set
+    of at least RARE_CLASS_FILES (its value: in how many): a split may leave it out of training, or it is no class."""
+    found = manifest.groupby("mask_path")["label_values"].agg(lambda values: set().union(*map(set, values)))
+    rows = []
+    for _, entry in trained_classes(classes).iloc[1:].iterrows() if len(found) >= RARE_CLASS_FILES else []:
+        holders = [path for path, values in found.items() if entry["value"] in values]
+        if 0 < len(holders) <= max(1, RARE_CLASS_SHARE * len(found)):
+            rows.append(dict(kind="rare_class", file=holders[0], value=float(len(holders)),
+                             detail=f"'{entry['name']}' (value {entry['value']}) in {len(holders)} of {len(found)}"))
+    return rows
 
 
 def tiny_rows(manifest: pd.DataFrame) -> list[dict]:
@@ -80,8 +97,8 @@ def orientation_rows(manifest: pd.DataFrame) -> list[dict]:
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
-    rows = (unbalanced_rows(manifest, classes) + tiny_rows(manifest) + snapped_rows(manifest) + speck_rows(manifest)
-            + colour_id_rows(manifest) + orientation_rows(manifest))
+    rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
+            + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -99,6 +116,10 @@ def summary_line(kind: str, rows: pd.DataFrame) -> str:
     if kind == "unbalanced":
         return (f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice "
                 f"loss")
+    if kind == "rare_class":
+        return (f"{len(rows)} class(es) in few masks: {'; '.join(rows['detail'])} (e.g. {names}{more}); a split may "
+                f"leave them out of training (the plan says so); if they are no classes, clean those masks or declare "
+                f"data.classes")
     if kind == "tiny_image":
         return (f"{len(rows)} tiny image(s) smaller than {MIN_SIDE} px on a side (e.g. {names}{more}); a deep "
                 f"U-Net may not fit them")
