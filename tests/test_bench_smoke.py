@@ -136,3 +136,18 @@ def test_edge_errors_counts_errors_by_their_distance_to_the_other_side(tiny_run)
     rows = pd.read_parquet(tiny_run / "results/unet/evaluate/per_case.parquet").query("`class` == 1")
     tp, fp, fn = (int(rows[column].sum()) for column in ("tp", "fp", "fn"))
     assert run.stdout.startswith(f"Dice {2 * tp / (2 * tp + fp + fn):.4f}: {fp} false and {fn} missed pixels\n")
+
+
+def test_decision_threshold_scores_the_argmax_as_the_evaluation_does(tiny_run):
+    """bench/decision_threshold.py on the tiny run: a row per threshold for validation and test, and at 0.5 (the
+    argmax of two classes) the test Dice of the foreground is the evaluation's pooled one."""
+    run = subprocess.run([sys.executable, str(SCRIPT.with_name("decision_threshold.py")), "results", "unet"],
+                         cwd=tiny_run, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["threshold", "class_val", "other_val", "class_test", "other_test"] and len(lines) == 11
+    argmax = next(line.split() for line in lines if line.split()[0] == "0.5000")
+    rows = pd.read_parquet(tiny_run / "results/unet/evaluate/per_case.parquet").query("`class` == 1")
+    tp, fp, fn = (int(rows[column].sum()) for column in ("tp", "fp", "fn"))
+    assert abs(float(argmax[3]) - 2 * tp / (2 * tp + fp + fn)) < 0.005
+    assert lines[-1].startswith("validation chooses ")
