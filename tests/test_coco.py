@@ -107,6 +107,10 @@ def test_entries_that_do_not_fit_are_refused_with_the_file_and_the_fix(tmp_path)
     (tmp_path / "annotations.json").write_text(json.dumps(coco))
     with pytest.raises(DataValidationError, match=r"annotations\.json: 1 annotation category id\(s\) are not in"):
         ingest(tmp_path)
+    del coco["images"][0]["height"]
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(DataValidationError, match=r"annotations\.json: 1 of its images lack one of \('id', "):
+        ingest(tmp_path)
     (tmp_path / "annotations.json").write_text("{\"images\": []}")
     with pytest.raises(DataValidationError, match=r"annotations\.json: not a COCO annotation file: no annotations"):
         ingest(tmp_path)

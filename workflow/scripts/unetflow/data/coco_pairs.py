@@ -23,9 +23,19 @@ def coco_classes(path) -> dict[str, int] | None:
     return {"background": 0, **{str(c["name"]): int(c["id"]) for c in categories}}
 
 
+REQUIRED = {"images": ("id", "file_name", "height", "width"),
+            "annotations": ("image_id", "category_id", "segmentation"), "categories": ("id", "name")}
+
+
 def entry_problems(coco: dict, path, instances: bool) -> list[str]:
-    """Entries of a COCO file the pairing cannot use: image file names given twice, annotations of an image or a
-    category the file does not list, and (without `instances`) a category id 0, the background's value."""
+    """Entries of a COCO file the pairing cannot use: entries without a key the pairing reads (REQUIRED), image file
+    names given twice, annotations of an image or a category the file does not list, and (without `instances`) a
+    category id 0, the background's value."""
+    lacking = [f"{path}: {count} of its {section} lack one of {keys}; export the file again"
+               for section, keys in REQUIRED.items()
+               if (count := sum(not all(key in entry for key in keys) for entry in coco[section]))]
+    if lacking:
+        return lacking
     problems = [f"{path}: {count} images are named {name}; give each image entry its own file_name"
                 for name, count in Counter(Path(image["file_name"]).name for image in coco["images"]).items()
                 if count > 1]

@@ -347,7 +347,7 @@ def exif_orientation(path) -> int:
     try:
         with Image.open(path) as image:
             return int(image.getexif().get(ORIENTATION_TAG, 1))
-    except (OSError, ValueError, UnidentifiedImageError):
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):  # no tag to be read
         return 1
 
 
