@@ -108,37 +108,39 @@ def short_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.name.lower() == OBJECT_FOLDER else path.name
 
 
+SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of its files
+    "unbalanced": lambda rows, examples: (
+        f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice loss"),
+    "rare_class": lambda rows, examples: (
+        f"{len(rows)} class(es) in few masks: {'; '.join(rows['detail'])} (e.g. {examples}); a split may leave them "
+        f"out of training (the plan says so); if they are no classes, clean those masks or declare data.classes"),
+    "tiny_image": lambda rows, examples: (
+        f"{len(rows)} tiny image(s) smaller than {MIN_SIDE} px on a side (e.g. {examples}); a deep U-Net may not fit "
+        f"them"),
+    "snapped_pixels": lambda rows, examples: (
+        f"{int(rows['value'].sum())} pixels of {len(rows)} lossy mask(s) snapped to the nearest class (e.g. "
+        f"{examples})"),
+    "instance_specks": lambda rows, examples: (
+        f"{len(rows)} instance mask(s) with stray specks of an id, {int(rows['value'].sum())} px dropped as annotation "
+        f"slips, the largest part kept as the object (e.g. {examples}: {rows['detail'].iloc[0]})"),
+    "colour_ids": lambda rows, examples: (
+        f"{len(rows)} instance mask(s) saved in colours (e.g. {examples}): each colour read as one object, black as "
+        f"the background, a colour on separate parts (a reused one) as one object per part"),
+    "exif_orientation": lambda rows, examples: (
+        f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {examples}: {rows['detail'].iloc[0]}), which "
+        f"viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if their masks "
+        f"were drawn on the turned view, export the images with the turn applied (e.g. PIL.ImageOps.exif_transpose)"),
+}
+
+
 def summary_line(kind: str, rows: pd.DataFrame) -> str:
-    """One log line for all warnings of a kind: how many, and a few examples."""
+    """One log line for all warnings of a kind (SUMMARIES): how many, and a few examples."""
     files = rows["file"].dropna().drop_duplicates()
     names = ", ".join(short_name(Path(f)) for f in files.head(EXAMPLES))
-    more = ", ..." if len(files) > EXAMPLES else ""
-    if kind == "unbalanced":
-        return (f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice "
-                f"loss")
-    if kind == "rare_class":
-        return (f"{len(rows)} class(es) in few masks: {'; '.join(rows['detail'])} (e.g. {names}{more}); a split may "
-                f"leave them out of training (the plan says so); if they are no classes, clean those masks or declare "
-                f"data.classes")
-    if kind == "tiny_image":
-        return (f"{len(rows)} tiny image(s) smaller than {MIN_SIDE} px on a side (e.g. {names}{more}); a deep "
-                f"U-Net may not fit them")
-    if kind == "snapped_pixels":
-        return (f"{int(rows['value'].sum())} pixels of {len(rows)} lossy mask(s) snapped to the nearest class "
-                f"(e.g. {names}{more})")
-    if kind == "instance_specks":
-        return (f"{len(rows)} instance mask(s) with stray specks of an id, {int(rows['value'].sum())} px dropped as "
-                f"annotation slips, the largest part kept as the object (e.g. {names}{more}: "
-                f"{rows['detail'].iloc[0]})")
-    if kind == "colour_ids":
-        return (f"{len(rows)} instance mask(s) saved in colours (e.g. {names}{more}): each colour read as one "
-                f"object, black as the background, a colour on separate parts (a reused one) as one object per part")
-    if kind == "exif_orientation":
-        return (f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {names}{more}: {rows['detail'].iloc[0]}), "
-                f"which viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if "
-                f"their masks were drawn on the turned view, export the images with the turn applied (e.g. "
-                f"PIL.ImageOps.exif_transpose)")
-    return f"{len(rows)} warning(s) of kind {kind} (e.g. {names}{more})"
+    examples = names + (", ..." if len(files) > EXAMPLES else "")
+    if kind not in SUMMARIES:
+        return f"{len(rows)} warning(s) of kind {kind} (e.g. {examples})"
+    return SUMMARIES[kind](rows, examples)
 
 
 def log_warnings(table: pd.DataFrame, where: str = "data/warnings.parquet") -> None:
