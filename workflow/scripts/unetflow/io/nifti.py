@@ -39,15 +39,27 @@ def grid_problem(image, other, what: str) -> str | None:
     except ImageReadError as error:
         return str(error)
     if other_shape != shape:
-        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
+        return (f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
+                f"{orientation_hint(affine, other_affine)}")
     corners = np.array([[*corner, 1] for corner in np.ndindex(2, 2, 2)]) * [*(np.array(shape) - 1), 1]
     moved = (np.linalg.inv(affine) @ other_affine @ corners.T).T[:, :3] - corners[:, :3]
     offset = float(np.abs(moved).max())
     if offset > GRID_TOLERANCE_VOXELS:
         return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s: it puts "
                 f"voxels up to {offset:.3g} voxels away (voxel sizes {voxel_sizes(other_affine)} vs "
-                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header")
+                f"{voxel_sizes(affine)} mm){orientation_hint(affine, other_affine)}; resample it onto the image's "
+                f"grid or fix its header")
     return None
+
+
+def orientation_hint(affine: np.ndarray, other_affine: np.ndarray) -> str:
+    """Where a mask's voxel axes run otherwise than its image's (their orientation codes differ, e.g. 'LPS' and 'RAS'):
+    a note saying so, since reorienting it (nibabel's `as_reoriented`) is lossless; else ''."""
+    codes, other_codes = "".join(nib.aff2axcodes(affine)), "".join(nib.aff2axcodes(other_affine))
+    if codes == other_codes:
+        return ""
+    return (f"; its voxel axes run {other_codes}, the image's {codes}: stored in another orientation, which "
+            f"reorienting it (nibabel's as_reoriented) puts right without loss")
 
 
 def voxel_sizes(affine: np.ndarray) -> list[float]:
