@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from unetflow.infer.ledger import close_gone_shards, forget_gone_slides
+from unetflow.infer.summary import check_first
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -30,7 +31,6 @@ joined(snakemake.input.objects, ["case", "slice", "id"]).to_parquet(snakemake.ou
 slides = joined(snakemake.input.slides, ["id"])
 slides.to_parquet(snakemake.output.slides)
 if len(summary):
-    least = summary[summary["class"] > 0].groupby("id")["confidence"].mean().sort_values().head(10)
-    log.info("%d image(s) segmented; lowest mean foreground confidence (check these first):\n%s",
-             summary["id"].nunique(), least.to_string(float_format="%.4f"))
+    log.info("%d image(s) segmented; no foreground or the lowest mean foreground confidence (check these first):\n%s",
+             summary["id"].nunique(), "\n".join(check_first(summary)))
 log.info("%d whole-slide image(s) segmented (slides.parquet)", len(slides))

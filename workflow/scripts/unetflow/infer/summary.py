@@ -39,3 +39,11 @@ def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, con
                          components=int(ndimage.label(chosen)[1]) if pixels else 0,
                          confidence=float(confidence[chosen].mean()) if pixels else float("nan")))
     return rows
+
+
+def check_first(summary: pd.DataFrame, count: int = 10) -> list[str]:
+    """The `count` images of a summary table to check first, one line each: those without predicted foreground, then
+    those of the lowest mean foreground confidence."""
+    confidence = summary[summary["class"] > 0].groupby("id")["confidence"].mean()
+    return [f"{name}  {'no foreground predicted' if np.isnan(value) else f'{value:.4f}'}"
+            for name, value in confidence.sort_values(na_position="first").head(count).items()]
