@@ -81,7 +81,7 @@ def test_one_bit_masks_mixed_with_0_1_masks_are_refused_as_ambiguous(tmp_path):
     message = ingest_error(images, masks)
     assert message.startswith("1 problem(s)")
     assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. c2.png); 255 in 2 " \
-           "file(s) (e.g. c0.png)" in message
+           "file(s) (e.g. c0.png), 2 of them 1-bit masks, read as 0/255" in message
     assert "data.foreground: nonzero" in message and "data.classes" in message
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from unetflow.data.soft_edges import soft_edge_problem
+from unetflow.io.images import is_one_bit
 from unetflow.io.labels import class_values
 from unetflow.io.sources import read_source_mask
 
@@ -109,10 +110,16 @@ def encoding_problem(rows: list[dict], foreground: set[int]) -> str | None:
     if len(foreground) < 2 or max(map(len, per_file.values())) > 1:
         return None
     holders = {value: sorted(f for f, found in per_file.items() if value in found) for value in sorted(foreground)}
-    counts = "; ".join(f"{value} in {len(files)} file(s) (e.g. {Path(files[0]).name})"
+    counts = "; ".join(f"{value} in {len(files)} file(s) (e.g. {Path(files[0]).name}){one_bit_note(value, files)}"
                        for value, files in holders.items() if files)
     return (f"every mask holds one foreground value, but not the same one: {counts}. If they mean one structure, "
             f"{NONZERO_FIX}; if they are different classes, declare them in data.classes")
+
+
+def one_bit_note(value: int, files: list[str]) -> str:
+    """For the files holding 255: how many of them are 1-bit masks, whose set pixels are read as 255."""
+    one_bit = sum(map(is_one_bit, files)) if value == 255 else 0
+    return f", {one_bit} of them 1-bit masks, read as 0/255" if one_bit else ""
 
 
 def pixels_by_value(rows: list[dict]) -> dict[str, dict[int, int]]:

@@ -341,6 +341,15 @@ def truncation_problem(path) -> str | None:
     return None if complete else f"{path}: the file is truncated (its data ends early); copy or export it again"
 
 
+def is_one_bit(path) -> bool:
+    """Whether a mask file is 1-bit (black and white; its set pixels are read as 255)."""
+    try:
+        with Image.open(path) as image:
+            return image.mode == "1"
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return False
+
+
 def exif_orientation(path) -> int:
     """The EXIF orientation of an image file, 1 where it has none; 2-8: a viewer shows it mirrored or turned (TURNED:
     by 90 degrees). Pixels are always read as stored."""
