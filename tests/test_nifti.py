@@ -1,13 +1,18 @@
 """NIfTI volumes (unetflow.io.nifti): values, affine and header kept; labels written in the reference's grid; 4D,
-NaN and unreadable volumes refused naming the file."""
+NaN and unreadable volumes refused naming the file; a label volume stored in another orientation read reoriented."""
+
+import logging
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import build_manifest
+from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
 from unetflow.io.nifti import read_volume, write_volume
+from unetflow.io.sources import read_source_mask, read_source_roi, to_array_order
 
 AFFINE = np.array([[0.0, -0.8, 0, 90], [0.7, 0, 0, -120], [0, 0, 2.5, 30], [0, 0, 0, 1]])
 
@@ -79,3 +84,27 @@ def test_volume_errors_name_the_file(tmp_path):
         read_volume(tmp_path / "cut.nii.gz")
     with pytest.raises(ImageReadError, match="unsupported suffix"):
         read_volume(tmp_path / "slice.png")
+
+
+def test_a_label_volume_stored_in_another_orientation_is_read_reoriented_and_said(tmp_path, caplog):
+    for folder in ("images", "masks", "rois"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 3), np.float32), AFFINE), tmp_path / "images" / "v.nii.gz")
+    labels = np.zeros((8, 6, 3), np.uint8)
+    labels[1:3, 2:5, 1] = 1  # on the image's grid, whose axes run (-y, x, z)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(labels, AFFINE))  # axes swapped and reversed into RAS
+    assert canonical.shape == (6, 8, 3)
+    nib.save(canonical, tmp_path / "masks" / "v.nii.gz")
+    roi = np.zeros((8, 6, 3), np.uint8)
+    roi[:5, 1:] = 1
+    nib.save(nib.as_closest_canonical(nib.Nifti1Image(roi, AFFINE)), tmp_path / "rois" / "v_roi.nii.gz")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), rois=str(tmp_path / "rois"))
+    row = manifest.iloc[0].to_dict()
+    np.testing.assert_array_equal(read_source_mask(row), to_array_order(labels, row["slice_axis"]))
+    np.testing.assert_array_equal(read_source_roi(row), to_array_order(roi > 0, row["slice_axis"]))
+    assert row["reoriented"]
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "1 label volume(s) stored in another orientation than their images (e.g. v.nii.gz)" in caplog.text
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "masks" / "v.nii.gz")  # as the image is stored
+    assert not build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))[0]["reoriented"].iloc[0]

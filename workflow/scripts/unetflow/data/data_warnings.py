@@ -1,8 +1,8 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied,
-classes in few masks. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
-`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many
-rows there are.
+classes in few masks, label volumes reoriented. Each is one row of a table (columns WARNING_COLUMNS; rule ingest
+writes it as `data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples,
+however many rows there are.
 """
 
 import logging
@@ -94,11 +94,20 @@ def orientation_rows(manifest: pd.DataFrame) -> list[dict]:
             if row["exif_orientation"] != 1]
 
 
+def reoriented_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per label volume stored in another orientation than its image, read reoriented (its value: 1)."""
+    if "reoriented" not in manifest:
+        return []
+    return [dict(kind="reoriented", file=row["mask_path"], value=1.0, detail="reoriented")
+            for _, row in manifest.iterrows() if row["reoriented"]]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
-            + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest))
+            + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest)
+            + reoriented_rows(manifest))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -130,6 +139,9 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {examples}: {rows['detail'].iloc[0]}), which "
         f"viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if their masks "
         f"were drawn on the turned view, export the images with the turn applied (e.g. PIL.ImageOps.exif_transpose)"),
+    "reoriented": lambda rows, examples: (
+        f"{len(rows)} label volume(s) stored in another orientation than their images (e.g. {examples}): read with "
+        f"their voxel axes swapped or reversed into the image's, without loss"),
 }
 
 

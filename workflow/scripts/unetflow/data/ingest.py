@@ -43,7 +43,7 @@ from unetflow.io.images import (
     truncation_problem,
 )
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
-from unetflow.io.nifti import grid_problem
+from unetflow.io.nifti import grid_problem, is_reoriented
 from unetflow.io.sources import (
     read_source_image,
     read_source_mask,
@@ -153,6 +153,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), **fields,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
+               reoriented=row["kind"] == "volume" and is_reoriented(image, mask),
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                **({"split": pair["split"]} if "split" in pair else {}))
     return row, problems

@@ -32,34 +32,46 @@ GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from t
 
 def grid_problem(image, other, what: str) -> str | None:
     """A problem when the NIfTI `other` (the mask or region of interest of the volume `image`) is not on the
-    image's voxel grid: another shape, or an affine that puts a corner voxel more than GRID_TOLERANCE_VOXELS image
-    voxels away from the image's voxel of the same index (small float differences between headers pass)."""
+    image's voxel grid once reoriented to the image's orientation (`reorientation`): another shape, or an affine
+    that puts a corner voxel more than GRID_TOLERANCE_VOXELS image voxels away from the image's voxel of the same
+    index (small float differences between headers pass)."""
     try:
         (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other, image)
     except ImageReadError as error:
         return str(error)
+    transform = reorientation(other_affine, affine)
+    other_affine = other_affine @ nib.orientations.inv_ornt_aff(transform, other_shape)
+    other_shape = tuple(int(n) for n in np.array(other_shape)[np.argsort(transform[:, 0])])
     if other_shape != shape:
-        return (f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
-                f"{orientation_hint(affine, other_affine)}")
+        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
     corners = np.array([[*corner, 1] for corner in np.ndindex(2, 2, 2)]) * [*(np.array(shape) - 1), 1]
     moved = (np.linalg.inv(affine) @ other_affine @ corners.T).T[:, :3] - corners[:, :3]
     offset = float(np.abs(moved).max())
     if offset > GRID_TOLERANCE_VOXELS:
         return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s: it puts "
                 f"voxels up to {offset:.3g} voxels away (voxel sizes {voxel_sizes(other_affine)} vs "
-                f"{voxel_sizes(affine)} mm){orientation_hint(affine, other_affine)}; resample it onto the image's "
-                f"grid or fix its header")
+                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header")
     return None
 
 
-def orientation_hint(affine: np.ndarray, other_affine: np.ndarray) -> str:
-    """Where a mask's voxel axes run otherwise than its image's (their orientation codes differ, e.g. 'LPS' and 'RAS'):
-    a note saying so, since reorienting it (nibabel's `as_reoriented`) is lossless; else ''."""
-    codes, other_codes = "".join(nib.aff2axcodes(affine)), "".join(nib.aff2axcodes(other_affine))
-    if codes == other_codes:
-        return ""
-    return (f"; its voxel axes run {other_codes}, the image's {codes}: stored in another orientation, which "
-            f"reorienting it (nibabel's as_reoriented) puts right without loss")
+def reorientation(affine: np.ndarray, target_affine: np.ndarray) -> np.ndarray:
+    """The nibabel orientation transform that swaps and reverses the voxel axes of a volume with `affine` into the
+    orientation of `target_affine` (identity where they agree): lossless, as 3D Slicer or MONAI's Orientationd
+    reorient."""
+    orientations = nib.orientations
+    return orientations.ornt_transform(orientations.io_orientation(affine), orientations.io_orientation(target_affine))
+
+
+def is_reoriented(image, other) -> bool:
+    """Whether the NIfTI `other` (a mask of the volume `image`) is stored in another orientation than the image."""
+    return not np.array_equal(reorientation(volume_grid(other, image)[1], volume_grid(image)[1]),
+                              [[0, 1], [1, 1], [2, 1]])
+
+
+def read_on_grid(path, image) -> np.ndarray:
+    """A mask or region of interest (X, Y, Z) of the volume `image`, its voxel axes in the image's orientation."""
+    data, volume = read_volume(path, image)
+    return nib.orientations.apply_orientation(data, reorientation(volume.affine, volume_grid(image)[1]))
 
 
 def voxel_sizes(affine: np.ndarray) -> list[float]:

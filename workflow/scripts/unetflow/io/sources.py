@@ -17,7 +17,7 @@ import numpy as np
 from unetflow.io.formats import is_object_folder, is_volume
 from unetflow.io.images import is_lossy_mask, read_image, read_mask, read_mask_stack, read_stack
 from unetflow.io.labels import ID_LIMIT, LABEL_LIMIT, LabelCoding, integer_labels, map_labels, mask_values
-from unetflow.io.nifti import read_volume, volume_grid, volume_spacing
+from unetflow.io.nifti import read_on_grid, read_volume, volume_grid, volume_spacing
 from unetflow.io.object_masks import read_object_masks
 
 KINDS = ("image", "stack", "volume")
@@ -81,12 +81,13 @@ def read_source_image(row) -> np.ndarray:
 
 def read_source_mask(row, colour: bool = False, ids: bool = False) -> np.ndarray:
     """The row's mask as stored values (Z, Y, X), or colours (Z, Y, X, 3) when `colour`; with `ids` (instance masks)
-    values above 65535 are read as uint32. A DICOM SEG mask is read on the grid of its series, the row's image; a
-    folder of object masks as their ids with `ids`, else their union (`read_object_masks`)."""
+    values above 65535 are read as uint32. A label volume is read in its image's orientation (`read_on_grid`), a
+    DICOM SEG mask on the grid of its series, the row's image; a folder of object masks as their ids with `ids`, else
+    their union (`read_object_masks`)."""
     kind, path = row["kind"], row["mask_path"]
     limit = ID_LIMIT if ids else LABEL_LIMIT
     if kind == "volume":
-        return to_array_order(integer_labels(path, read_volume(path, row["image_path"])[0], limit), slice_axis(row))
+        return to_array_order(integer_labels(path, read_on_grid(path, row["image_path"]), limit), slice_axis(row))
     if kind == "stack":
         return read_stack(path) if colour else read_mask_stack(path, limit)
     if is_object_folder(path):
@@ -104,7 +105,7 @@ def read_source_roi(row) -> np.ndarray | None:
     if path is None or path != path:  # no ROI (None or NaN)
         return None
     if is_volume(path):
-        return to_array_order(read_volume(path)[0] > 0, slice_axis(row))
+        return to_array_order(read_on_grid(path, row["image_path"]) > 0, slice_axis(row))
     masks = read_source_mask(dict(row, mask_path=path))
     inside = masks > (masks.max() / 2 if is_lossy_mask(path) else 0)
     return inside.any(axis=-1) if inside.ndim == 4 else inside
