@@ -14,6 +14,7 @@ from scipy import ndimage
 from skimage import measure
 
 from unetflow.instances.weight_map import border_weight_map
+from unetflow.io.labels import color_codes
 
 INSTANCE_TARGETS = ("three_class", "weight_map")
 INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary"),
@@ -123,7 +124,7 @@ def colour_ids(colours: np.ndarray) -> np.ndarray:
     """The id maps (Z, Y, X) of an instance mask saved in colours (Z, Y, X, 3), e.g. a label image exported through a
     lookup table: black is the background, every other colour an object, and a colour on several parts (a lookup
     table reuses its colours) one object per part too large for a speck (`parts_apart`)."""
-    codes = (colours[..., 0].astype(np.int64) << 32) | (colours[..., 1].astype(np.int64) << 16) | colours[..., 2]
+    codes = color_codes(colours)
     found, ids = np.unique(codes, return_inverse=True)
     ids = ids.reshape(codes.shape) + int(found[0] != 0)  # black, code 0, sorts first
     return np.stack([parts_apart(plane) for plane in ids])
