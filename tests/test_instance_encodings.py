@@ -138,6 +138,7 @@ def test_folders_of_object_masks_in_the_dsb_layout_read_as_their_objects(tmp_pat
     slipped = (truths[1] == 1).astype(np.uint8) * 255
     slipped[y, x] = 255  # one stray pixel of cell 1, away from every cell: an annotation slip
     write_mask(tmp_path / "stage1_train/case1/masks/cell001.png", slipped)
+    (tmp_path / "stage1_train/case0/masks/._cell001.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's copy: no mask
     data = dict(images=str(tmp_path / "stage1_train/*/images/*.png"), masks=str(tmp_path / "stage1_train/*/masks"))
     manifest, classes = build_manifest(data["images"], data["masks"], instances=True)
     assert manifest["id"].tolist() == ["case0", "case1"]

@@ -89,6 +89,13 @@ def is_series(path) -> bool:
                                  for child in path.iterdir())
 
 
+def object_files(folder) -> list[Path]:
+    """The object masks of an object folder (see `is_object_folder`), in file-name order: its mask files, hidden
+    files (e.g. macOS's `._` copies) aside."""
+    return sorted(child for child in Path(folder).iterdir() if not child.name.startswith(".") and child.is_file()
+                  and child.name.lower().endswith(MASK_SUFFIXES))
+
+
 def is_object_folder(path) -> bool:
     """Whether `path` is a folder of object masks, one 2D mask file per object (`unetflow.io.object_masks`): a folder
     whose direct children (hidden files aside) are all mask files, at least one."""
@@ -96,8 +103,7 @@ def is_object_folder(path) -> bool:
     if not path.is_dir():
         return False
     children = [child for child in path.iterdir() if not child.name.startswith(".")]
-    return bool(children) and all(child.is_file() and child.name.lower().endswith(MASK_SUFFIXES)
-                                  for child in children)
+    return bool(children) and len(object_files(path)) == len(children)
 
 
 def case_stem(path) -> str:

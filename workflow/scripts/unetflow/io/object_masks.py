@@ -1,17 +1,10 @@
 """Masks published as a folder of files, one binary mask per object, as the DSB 2018 nuclei (BBBC038) are:
 `<case>/masks/<object>.png`. Read as one mask: object ids in file-name order (the instance mode), or their union."""
 
-from pathlib import Path
-
 import numpy as np
 
-from unetflow.io.formats import MASK_SUFFIXES, ImageReadError
+from unetflow.io.formats import ImageReadError, object_files
 from unetflow.io.images import is_lossy_mask, read_mask
-
-
-def object_files(folder) -> list[Path]:
-    """The object masks of an object folder, in file-name order."""
-    return sorted(path for path in Path(folder).iterdir() if path.name.lower().endswith(MASK_SUFFIXES))
 
 
 def object_pixels(path) -> np.ndarray:
