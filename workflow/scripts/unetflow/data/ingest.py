@@ -43,7 +43,7 @@ from unetflow.io.images import (
     truncation_problem,
 )
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
-from unetflow.io.nifti import grid_problem, is_reoriented
+from unetflow.io.nifti import grid_check
 from unetflow.io.sources import (
     read_source_image,
     read_source_mask,
@@ -140,7 +140,8 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
         return None, [f"{image}: image is {shape[0]} slice(s) of {shape[1]}x{shape[2]} but its mask {mask} is "
                       f"{masks.shape[0]} slice(s) of {masks.shape[1]}x{masks.shape[2]} (height x width); "
                       f"{size_mismatch_fix(image, shape[1:], masks.shape[1:3])}"]
-    if problem := pixel_problem(image, pixels) or (row["kind"] == "volume" and grid_problem(image, mask, "mask")):
+    grid, reoriented = grid_check(image, mask, "mask") if row["kind"] == "volume" else (None, False)
+    if problem := pixel_problem(image, pixels) or grid:
         return None, [problem]
     problems = roi_problems(pair, shape[1:], shape[0])
     try:
@@ -153,7 +154,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), **fields,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
-               reoriented=row["kind"] == "volume" and is_reoriented(image, mask),
+               reoriented=reoriented,
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                **({"split": pair["split"]} if "split" in pair else {}))
     return row, problems
@@ -166,7 +167,7 @@ def roi_problems(pair: dict, shape: tuple[int, int], count: int) -> list[str]:
     if is_volume(pair["image"]) or is_volume(pair["roi"]):
         if is_volume(pair["image"]) != is_volume(pair["roi"]):
             return [f"{pair['roi']}: pair NIfTI volumes with NIfTI regions of interest, 2D files with 2D files"]
-        problem = grid_problem(pair["image"], pair["roi"], "region of interest")
+        problem = grid_check(pair["image"], pair["roi"], "region of interest")[0]
         return [problem] if problem else []
     try:
         info = image_info(pair["roi"])

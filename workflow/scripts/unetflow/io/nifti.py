@@ -28,30 +28,32 @@ from unetflow.io.labels import ID_LIMIT, label_dtype
 from unetflow.io.seg_masks import seg_image
 
 GRID_TOLERANCE_VOXELS = 0.1  # how far (in voxels) a mask's voxel may lie from the image's and still match it
+UNCHANGED = [[0, 1], [1, 1], [2, 1]]  # the orientation transform that keeps every voxel axis as it is
 
 
-def grid_problem(image, other, what: str) -> str | None:
-    """A problem when the NIfTI `other` (the mask or region of interest of the volume `image`) is not on the
-    image's voxel grid once reoriented to the image's orientation (`reorientation`): another shape, or an affine
-    that puts a corner voxel more than GRID_TOLERANCE_VOXELS image voxels away from the image's voxel of the same
-    index (small float differences between headers pass)."""
+def grid_check(image, other, what: str) -> tuple[str | None, bool]:
+    """Whether the NIfTI `other` (the mask or region of interest of the volume `image`) is on the image's voxel grid
+    once reoriented to the image's orientation (`reorientation`): a problem (another shape, or an affine that puts a
+    corner voxel more than GRID_TOLERANCE_VOXELS image voxels away from the image's voxel of the same index; small
+    float differences between headers pass) or None, and whether it is stored in another orientation."""
     try:
         (shape, affine), (other_shape, other_affine) = volume_grid(image), volume_grid(other, image)
     except ImageReadError as error:
-        return str(error)
+        return str(error), False
     transform = reorientation(other_affine, affine)
+    reoriented = not np.array_equal(transform, UNCHANGED)
     other_affine = other_affine @ nib.orientations.inv_ornt_aff(transform, other_shape)
     other_shape = tuple(int(n) for n in np.array(other_shape)[np.argsort(transform[:, 0])])
     if other_shape != shape:
-        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}"
+        return f"{other}: the {what} has shape {other_shape} but its image {Path(image).name} has {shape}", reoriented
     corners = np.array([[*corner, 1] for corner in np.ndindex(2, 2, 2)]) * [*(np.array(shape) - 1), 1]
     moved = (np.linalg.inv(affine) @ other_affine @ corners.T).T[:, :3] - corners[:, :3]
     offset = float(np.abs(moved).max())
     if offset > GRID_TOLERANCE_VOXELS:
         return (f"{other}: the {what}'s voxel-to-world affine differs from its image {Path(image).name}'s: it puts "
                 f"voxels up to {offset:.3g} voxels away (voxel sizes {voxel_sizes(other_affine)} vs "
-                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header")
-    return None
+                f"{voxel_sizes(affine)} mm); resample it onto the image's grid or fix its header"), reoriented
+    return None, reoriented
 
 
 def reorientation(affine: np.ndarray, target_affine: np.ndarray) -> np.ndarray:
@@ -60,12 +62,6 @@ def reorientation(affine: np.ndarray, target_affine: np.ndarray) -> np.ndarray:
     reorient."""
     orientations = nib.orientations
     return orientations.ornt_transform(orientations.io_orientation(affine), orientations.io_orientation(target_affine))
-
-
-def is_reoriented(image, other) -> bool:
-    """Whether the NIfTI `other` (a mask of the volume `image`) is stored in another orientation than the image."""
-    return not np.array_equal(reorientation(volume_grid(other, image)[1], volume_grid(image)[1]),
-                              [[0, 1], [1, 1], [2, 1]])
 
 
 def read_on_grid(path, image) -> np.ndarray:
