@@ -92,7 +92,7 @@ def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict
     shapes = sources[["slices", "height", "width"]].to_numpy()
     if dims == 2:
         shapes = np.repeat(shapes[:, 1:], sources["slices"].to_numpy(), axis=0)
-    counts = np.sum(np.stack(sources["class_voxels"].map(np.asarray).tolist()), axis=0)
+    counts = class_voxels(sources)
     shrink = float(np.median(sources["height"] / sources["original_height"]))
     traits = dict(sources=len(sources), cases=len(shapes), median_size=[int(s) for s in np.median(shapes, axis=0)],
                   class_shares=(counts / max(1, counts.sum())).round(4).tolist(),
@@ -105,11 +105,15 @@ def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict
     return traits
 
 
+def class_voxels(sources: pd.DataFrame) -> np.ndarray:
+    """The voxels of each class (index order) in the stored `sources`."""
+    return np.sum(np.stack(sources["class_voxels"].map(np.asarray).tolist()), axis=0)
+
+
 def unseen_classes(names: list[str], sources: pd.DataFrame) -> list[str]:
     """The classes (`names` in index order) without a pixel in the stored training `sources`: the network cannot
     learn them."""
-    counts = np.sum(np.stack(sources["class_voxels"].map(np.asarray).tolist()), axis=0)
-    return [name for name, count in zip(names, counts) if count == 0]
+    return [name for name, count in zip(names, class_voxels(sources)) if count == 0]
 
 
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, pool_kernels=None) -> int:
