@@ -26,12 +26,12 @@ from unetflow.io.sources import source_labels  # noqa: E402
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
-def split_counts(results: Path, experiment: str, split: str, index: int) -> np.ndarray:
-    """(threshold, [pixels of class `index` found and true, found, true, scored]) pooled over a split's images."""
+def split_counts(predictor: Predictor, results: Path, split: str, index: int) -> np.ndarray:
+    """(threshold, [pixels of class `index` found and true, found, true, scored]) pooled over a split's images, as
+    the experiment's package (`predictor`) predicts them."""
     manifest = pd.read_parquet(results / "data" / "manifest.parquet")
     classes = pd.read_parquet(results / "data" / "classes.parquet")
     ids = ids_in(pd.read_parquet(results / "split" / "splits.parquet"), split)
-    predictor = Predictor.load(results / experiment / "package" / f"{experiment}.pt", "cpu")
     counts = np.zeros((len(THRESHOLDS), 4))
     for row in manifest[manifest["id"].isin(ids)].to_dict("records"):
         truth, probability = source_labels(row, classes)[0], predictor.source_probabilities(row)[index]
@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("experiment", help="the experiment whose package predicts")
     parser.add_argument("--class-index", type=int, default=1, help="the class thresholded (its index)")
     args = parser.parse_args()
-    tables = {split: dice_table(split_counts(args.results, args.experiment, split, args.class_index))
+    predictor = Predictor.load(args.results / args.experiment / "package" / f"{args.experiment}.pt", "cpu")
+    tables = {split: dice_table(split_counts(predictor, args.results, split, args.class_index))
               for split in ("val", "test")}
     table = tables["val"].merge(tables["test"], on="threshold", suffixes=("_val", "_test"))
     print(table.to_string(index=False, float_format="%.4f"))
