@@ -13,11 +13,12 @@ from PIL import Image
 from scipy import ndimage
 
 from conftest import build_manifest, write_pairs
+from unetflow.data import soft_edges
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.prediction_files import write_class_mask
-from unetflow.io.sources import source_labels
+from unetflow.io.sources import read_source_mask, source_labels
 
 SIZE = (48, 64)
 
@@ -289,6 +290,15 @@ def test_soft_edges_of_resized_masks_are_one_problem_offering_the_snap(tmp_path)
     assert "nonzero" not in message  # which would grow every object by its soft edge
     declared = ingest_error(images, masks, classes={"background": 0, "foreground": 255})
     assert declared.startswith("1 problem(s)") and "set data.lossy_masks: snap" in declared
+
+
+def test_soft_edges_read_each_mask_checked_once(tmp_path, monkeypatch):
+    images, masks, _ = write_resized_pairs(tmp_path)
+    read = []
+    monkeypatch.setattr(soft_edges, "read_source_mask", lambda row: read.append(row["mask_path"]) or
+                        read_source_mask(row))
+    assert "6 of 6 masks hold" in ingest_error(images, masks)
+    assert sorted(read) == sorted(set(read)) and len(read) == 6  # the classes and the holders found in one reading
 
 
 def test_soft_edges_train_as_their_classes_when_snapped(tmp_path):

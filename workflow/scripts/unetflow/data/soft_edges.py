@@ -23,10 +23,14 @@ CHECKED_FILES = 10
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
-def checked_planes(rows: list[dict]) -> list[np.ndarray]:
-    """The 2D masks read to check: those of the CHECKED_FILES files with the most distinct values."""
+def checked_planes(rows: list[dict], read: dict) -> list[np.ndarray]:
+    """The 2D masks read to check: those of the CHECKED_FILES files with the most distinct values; `read` keeps the
+    masks already read by their path, so a file checked twice is read once."""
     busiest = sorted(rows, key=lambda row: -len(row["label_values"]))[:CHECKED_FILES]
-    return [plane for row in busiest for plane in read_source_mask(row)]
+    for row in busiest:
+        if row["mask_path"] not in read:
+            read[row["mask_path"]] = list(read_source_mask(row))
+    return [plane for row in busiest for plane in read[row["mask_path"]]]
 
 
 def flat_values(planes: list[np.ndarray]) -> list[int]:
@@ -62,11 +66,12 @@ def on_borders(planes: list[np.ndarray], classes: list[int]) -> float:
 def soft_edge_problem(rows: list[dict], classes: list[int] | None = None) -> str | None:
     """The one problem of masks whose values other than the classes (the declared class values, or for None the
     flat values of the masks checked) are soft edges, with the fix; None when they are something else (or none)."""
-    declared, classes = classes is not None, classes if classes is not None else flat_values(checked_planes(rows))
+    read, declared = {}, classes is not None
+    classes = classes if declared else flat_values(checked_planes(rows, read))
     holders = [row for row in rows if set(row["label_values"]) - set(classes)]
     if len(holders) <= max(1, HOLDERS_SHARE * len(rows)):
         return None
-    planes = checked_planes(holders)
+    planes = checked_planes(holders, read)
     values = sorted({value for row in holders for value in row["label_values"]} - set(classes))
     if len(classes) < 2 or not values or not all(min(classes) < value < max(classes) for value in values):
         return None
