@@ -273,13 +273,19 @@ def is_lossy_mask(path) -> bool:
     return is_lossy(path) or (format_suffix(path) in (".tif", ".tiff") and is_lossy_tiff(path))
 
 
-def mask_palette(path) -> list[int] | None:
-    """The colour palette (flat RGB list) of a palette-indexed mask file, None for other masks."""
+def header_value(path, read, default):
+    """`read(image)` of a file opened by Pillow (which reads its header only), `default` where Pillow cannot open it
+    (the pixel read then names the problem)."""
     try:
         with Image.open(path) as image:
-            return image.getpalette() if image.mode == "P" else None
-    except (OSError, ValueError, UnidentifiedImageError):
-        return None
+            return read(image)
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return default
+
+
+def mask_palette(path) -> list[int] | None:
+    """The colour palette (flat RGB list) of a palette-indexed mask file, None for other masks."""
+    return header_value(path, lambda image: image.getpalette() if image.mode == "P" else None, None)
 
 
 def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit: int = LABEL_LIMIT,
@@ -343,21 +349,13 @@ def truncation_problem(path) -> str | None:
 
 def is_one_bit(path) -> bool:
     """Whether a mask file is 1-bit (black and white; its set pixels are read as 255)."""
-    try:
-        with Image.open(path) as image:
-            return image.mode == "1"
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-        return False
+    return header_value(path, lambda image: image.mode == "1", False)
 
 
 def exif_orientation(path) -> int:
     """The EXIF orientation of an image file, 1 where it has none; 2-8: a viewer shows it mirrored or turned (TURNED:
     by 90 degrees). Pixels are always read as stored."""
-    try:
-        with Image.open(path) as image:
-            return int(image.getexif().get(ORIENTATION_TAG, 1))
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):  # no tag to be read
-        return 1
+    return header_value(path, lambda image: int(image.getexif().get(ORIENTATION_TAG, 1)), 1)
 
 
 def size_mismatch_fix(image, shape: tuple[int, int], mask_shape: tuple[int, int]) -> str:
