@@ -204,8 +204,9 @@ def test_summary_counts_pixels_components_and_confidence():
 
 
 def infer_config(images: str, **infer) -> dict:
+    """The tiny demo config segmenting `images`, by the demo's model unless `infer` names other models."""
     config = tiny_config()
-    config["infer"] = dict(images=images, **infer)
+    config["infer"] = dict(images=images, **{"models": ["unet"], **infer})
     return config
 
 
@@ -365,6 +366,9 @@ def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):
     config = infer_config(str(tmp_path / "empty"))
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
     assert result.returncode != 0 and "no image files matched" in result.stdout + result.stderr
+    del config["infer"]["models"]  # forgotten, with no data set configured: not the demo's model, silently
+    result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    assert result.returncode != 0 and "segmented by the demo's model" in result.stdout + result.stderr
 
 
 def test_a_missing_package_in_infer_models_is_refused_before_any_job(tmp_path):

@@ -355,7 +355,7 @@ def infer_matches_predict(workdir, config, masks, table):
     (workdir / "new").mkdir()
     for path in masks:
         shutil.copy(workdir / "results" / "demo" / "images" / path.name, workdir / "new" / path.name)
-    config["infer"] = {"images": "new", "shards": 2}
+    config["infer"] = {"images": "new", "models": ["unet"], "shards": 2}
     snakemake(workdir, "infer", configfile=write_config(workdir, config, "infer.yaml"))
     inferred = workdir / "results" / "infer" / "unet"
     for path in masks:

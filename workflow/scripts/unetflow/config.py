@@ -161,8 +161,15 @@ def package_name(path: str) -> str:
 
 
 def infer_problems(config: dict) -> list[str]:
-    """infer.models entries that are neither experiments of the config nor package files, and name clashes."""
+    """infer.models entries that are neither experiments of the config nor package files, name clashes, and new
+    images left to the demo's model (no data set and no infer.models: a forgotten models key)."""
     experiments, problems, names = list(config["experiments"]), [], {}
+    data, infer = config["data"], config["infer"]
+    if infer["images"] is not None and not infer["models"] and data["images"] is None and data["manifest"] is None:
+        problems.append(f"infer.images is set but infer.models is not, and no data set is configured: the images "
+                        f"would be segmented by the demo's model, trained on synthetic cells. Give infer.models: "
+                        f"[path/to/package.pt] (or name the experiment, e.g. [{experiments[0]}], to use the demo's "
+                        f"model on purpose)")
     for entry in config["infer"]["models"]:
         if entry not in experiments and not Path(entry).is_file():
             problems.append(f"infer.models: '{entry}' is neither an experiment of this config ({experiments}) nor "
