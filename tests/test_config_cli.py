@@ -109,3 +109,17 @@ def test_typing_leaves_unknown_keys_to_the_schema():
     assert typed == {"train": {"epoch": 7}, "train_typo": {"a": 1}}  # read as YAML would; validate names the typo
     with pytest.raises(CommandLineConfigError, match="split.fixed"):
         typed_command_line({"split": {"fixed": "maybe"}}, SCHEMA)
+
+
+def test_exponent_numbers_of_a_config_file_are_numbers(tmp_path):
+    """`lr: 3e-4` (YAML 1.1, which Snakemake reads config files with, takes it for a string) in a file of one's own,
+    top level and in an experiment; a string where the schema takes strings stays one."""
+    config = {key: value for key, value in tiny_config().items() if key != "results"}
+    text = yaml.safe_dump(config, sort_keys=False) + "results: 1e5\n"
+    text += "experiments:\n  tuned:\n    train: {lr: 3e-4, weight_decay: 1E-5}\n"
+    path = tmp_path / "exponent.yaml"
+    path.write_text(text.replace("train:\n", "train:\n  lr: 1e-3\n", 1))
+    assert yaml.safe_load(path.read_text())["experiments"]["tuned"]["train"]["lr"] == "3e-4"  # what PyYAML reads
+    config = resolved(tmp_path, configfile=path)["config"]
+    assert config["train"]["lr"] == 1e-3 and config["results"] == "1e5"
+    assert config["experiments"]["tuned"]["train"] == {"lr": 3e-4, "weight_decay": 1e-5}

@@ -171,7 +171,8 @@ def segments_new_images_through_slurm(workdir: Path) -> None:
     demo = [cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in sorted(workdir.glob("results/demo/images/*.png"))]
     slide = write_grey_slide(workdir / "new" / "slide.tif", demo[:8])
     config = {**yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()),
-              "infer": {"images": "new", "models": ["unet"], "shards": 2, "slide_pixel_size": 0.5, "slide_region": 64, "slide_jobs": 2}}
+              "infer": {"images": "new", "models": ["unet"], "shards": 2, "slide_pixel_size": 0.5, "slide_region": 64,
+                        "slide_jobs": 2}}
     (workdir / "infer.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(REPO / "Snakefile", workdir, "infer", "--configfile", str(workdir / "infer.yaml"))
     assert result.returncode == 0, failure_report(result, workdir)

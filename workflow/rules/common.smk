@@ -14,6 +14,7 @@ from unetflow.config import (
     PLAN_INPUTS,
     canonical,
     config_problems,
+    exponent_numbers,
     demo_training,
     experiment_problems,
     gpu_request,
@@ -27,11 +28,13 @@ from unetflow.data.pairing import data_files, input_root, listed_images, output_
 from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
-# merged key by key into the sections of the config files, before the schema checks them.
+# merged key by key into the sections of the config files, before the schema checks them; so do the config files'
+# numbers in exponent notation without a dot (3e-4), which their YAML 1.1 reader leaves strings.
 SCHEMA_PATH = workflow.current_basedir.join("../schemas/config.schema.yaml").get_path_or_uri(secret_free=True)
 with open(SCHEMA_PATH) as schema_file:
-    COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), yaml.safe_load(schema_file))
-config.update(with_command_line(config, COMMAND_LINE))
+    SCHEMA = yaml.safe_load(schema_file)
+COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), SCHEMA)
+config.update(exponent_numbers(with_command_line(config, COMMAND_LINE), SCHEMA))
 
 validate(config, "../schemas/config.schema.yaml")
 

@@ -364,6 +364,28 @@ def typed_command_line(values: dict, schema: dict) -> dict:
     return typed
 
 
+def exponent_numbers(config: dict, schema: dict) -> dict:
+    """`config` with numbers written in exponent notation without a dot (`lr: 3e-4`), which YAML 1.1 (PyYAML, so
+    Snakemake's config files) reads as strings, read as numbers where the schema asks for a number."""
+    def numbers(value, part: dict):
+        part = resolved(part, schema)
+        if isinstance(value, dict):
+            return {k: numbers(v, child_schema(part, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [numbers(v, part.get("items", {})) for v in value]
+        types = part.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if isinstance(value, str) and "number" in types and "string" not in types and _NUMBER.fullmatch(value):
+            return float(value)
+        return value
+
+    experiments = config.get("experiments")
+    result = {key: numbers(value, child_schema(schema, key)) for key, value in config.items()}
+    if isinstance(experiments, dict):  # an experiment's sections are typed like the top-level sections
+        result["experiments"] = {name: numbers(value, schema) for name, value in experiments.items()}
+    return result
+
+
 def with_command_line(config: dict, typed: dict) -> dict:
     """`config` (Snakemake's merge of the config files and --config) with the typed --config values merged in key
     by key: a nested value changes only the keys it gives; class tables (data.classes, data.colors) are replaced."""
