@@ -363,9 +363,11 @@ def test_the_api_refuses_what_the_file_check_refuses(tmp_path):
 def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):
     result = snakemake(tiny_run, "infer", "--dry-run", check=False)
     assert result.returncode != 0 and "config key infer.images: set it" in result.stdout + result.stderr
+    (tmp_path / "empty" / "site").mkdir(parents=True)  # an image one level down only: not named by the folder
+    (tmp_path / "empty" / "site" / "a.png").write_bytes(b"")
     config = infer_config(str(tmp_path / "empty"))
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
-    assert result.returncode != 0 and "no image files matched" in result.stdout + result.stderr
+    assert result.returncode != 0 and "no image files matched; 1 image file(s) in the subfolders" in result.stdout
     del config["infer"]["models"]  # forgotten, with no data set configured: not the demo's model, silently
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
     assert result.returncode != 0 and "segmented by the demo's model" in result.stdout + result.stderr

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import build_manifest, write_pairs
 from unetflow.data.ingest import DataValidationError
+from unetflow.data.pairing import subfolder_note
 from unetflow.io.sources import read_source_image, read_source_mask, source_spacing, units
 
 
@@ -53,6 +54,21 @@ def test_every_problem_is_listed_in_one_error(tmp_path):
 def test_no_files_matched_names_the_setting(tmp_path):
     with pytest.raises(DataValidationError, match="no image files matched data.images"):
         build_manifest(str(tmp_path / "nothing"), str(tmp_path))
+
+
+def test_a_folder_of_subfolders_names_the_glob_that_reads_them(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3)
+    for site, names in (("site_a", ["c0.png", "c1.png"]), ("site_b", ["c2.png"])):
+        (images / site).mkdir()
+        for name in names:
+            (images / name).rename(images / site / name)
+    (images / "site_a" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataValidationError, match="no image files matched") as error:
+        build_manifest(str(images), str(masks))
+    assert f"3 image file(s) in the subfolders of {images} are not read" in str(error.value)
+    assert f"write '{images / '**' / '*'}'" in str(error.value)
+    assert len(build_manifest(str(images / "**" / "*"), str(masks))[0]) == 3
+    assert subfolder_note(str(masks)) == ""
 
 
 def test_single_class_data_set_is_rejected(tmp_path):

@@ -24,7 +24,15 @@ from unetflow.config import (
     typed_command_line,
     with_command_line,
 )
-from unetflow.data.pairing import data_files, input_root, listed_images, output_name, shard_of, with_series_files
+from unetflow.data.pairing import (
+    data_files,
+    input_root,
+    listed_images,
+    output_name,
+    shard_of,
+    subfolder_note,
+    with_series_files,
+)
 from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
@@ -178,5 +186,6 @@ def infer_targets(wildcards):
             "(e.g. --config infer='{images: new_images}')"
         )
     if not INFER_SHARDS and not INFER_SLIDES:
-        raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; check the path")
+        note = subfolder_note(INFER["images"]) or "check the path"
+        raise ValueError(f"config key infer.images = '{INFER['images']}': no image files matched; {note}")
     return expand(rules.infer_summary.output.summary, model=list(INFER_MODELS))

@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from unetflow.data.pairing import input_root
+from unetflow.data.pairing import input_root, subfolder_note
 from unetflow.infer.infer import check_images
 from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
@@ -21,3 +21,5 @@ table["shard"] = table["image_path"].map(shard_of).astype("Int64")
 table.to_parquet(snakemake.output[0])
 log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as below %s", len(table),
          table["kind"].value_counts().to_dict(), table["shard"].nunique(), input_root(spec))
+if note := subfolder_note(spec):
+    log.warning(note)

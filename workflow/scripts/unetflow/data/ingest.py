@@ -23,6 +23,7 @@ from unetflow.data.pairing import (
     mask_files,
     pair_files,
     pairs_from_manifest,
+    subfolder_note,
 )
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
@@ -315,8 +316,8 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
         images = image_files(data.images)
         if not images:
             raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
-                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); check the path "
-                                      f"or glob")
+                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); "
+                                      f"{subfolder_note(data.images) or 'check the path or glob'}")
         pairs, problems = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
                            pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix))
     if data.rois:

@@ -71,6 +71,17 @@ def image_files(spec: str | None) -> list[Path]:
     return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES) if spec else []
 
 
+def subfolder_note(spec: str | None) -> str:
+    """For a folder with image files in its subfolders, which it does not name (only its direct children): how many,
+    and the glob that names them all; else ''."""
+    if not spec or not os.path.isdir(spec) or is_series(spec):
+        return ""
+    suffixes = IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES
+    deeper = [path for path in Path(spec).glob("*/**/*") if path.is_file() and path.name.lower().endswith(suffixes)]
+    return (f"{len(deeper)} image file(s) in the subfolders of {spec} are not read (a folder names its direct "
+            f"children only): write '{os.path.join(spec, '**', '*')}' to read them too" if deeper else "")
+
+
 def mask_files(spec: str | None) -> list[Path]:
     """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) and GeoJSON
     annotations among them, or a COCO annotation file itself; none for None."""
