@@ -351,7 +351,7 @@ def star_probe_scores_the_test_objects(workdir, objects_rows):
 
 def infer_matches_predict(workdir, config, masks, table):
     """`infer` on the test images (copied without masks) writes predict's instance masks and object table, and
-    counts the objects in its summary."""
+    counts the objects and their pixels in its summary."""
     (workdir / "new").mkdir()
     for path in masks:
         shutil.copy(workdir / "results" / "demo" / "images" / path.name, workdir / "new" / path.name)
@@ -366,6 +366,8 @@ def infer_matches_predict(workdir, config, masks, table):
     summary = pd.read_parquet(workdir / "results" / "infer" / "unet" / "summary.parquet")
     counts = summary.groupby("id")["objects"].first()
     assert counts.to_dict() == table.groupby("case").size().reindex(counts.index, fill_value=0).to_dict()
+    pixels = summary[summary["class"] > 0].groupby("id")["pixels"].sum()  # the pixels of the objects written
+    assert pixels.to_dict() == {path.stem: int((read_mask(path) > 0).sum()) for path in masks}
 
 
 def test_instance_masks_refuse_colour(tmp_path):

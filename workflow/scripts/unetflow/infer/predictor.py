@@ -249,6 +249,8 @@ class Predictor:
         return labels, []
 
     def summary_labels(self, written: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """The class of every pixel the summary counts: the written labels, or in the instance mode the argmax."""
-        return probs.argmax(0) if self.package.instance_target else written
+        """The class of every pixel the summary counts: the written labels, or in the instance mode the pixels of the
+        written objects, each of its argmax class (interior or boundary; background counted as the first object
+        class), every other pixel background."""
+        return np.where(written > 0, np.maximum(probs.argmax(0), 1), 0) if self.package.instance_target else written
 
