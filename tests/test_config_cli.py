@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_config, write_config
-from unetflow.config import CommandLineConfigError, typed_command_line
+from unetflow.config import CommandLineConfigError, declared_class_problems, typed_command_line
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 MARK = "RESOLVED CONFIG "
@@ -123,3 +123,18 @@ def test_exponent_numbers_of_a_config_file_are_numbers(tmp_path):
     config = resolved(tmp_path, configfile=path)["config"]
     assert config["train"]["lr"] == 1e-3 and config["results"] == "1e5"
     assert config["experiments"]["tuned"]["train"] == {"lr": 3e-4, "weight_decay": 1e-5}
+
+
+def test_contradicting_class_declarations_are_refused_before_any_job(tmp_path):
+    problems = declared_class_problems({"classes": {"background": 0, "lesion": 2, "lesion_copy": 2}, "colors": None,
+                                        "ignore_label": 0})
+    assert problems == ["data.classes: mask value 2 is given to 2 classes (lesion, lesion_copy); one class per mask "
+                        "value: keep one of them",
+                        "data.ignore_label 0 is also a class value in data.classes; use a value no class has"]
+    problems = declared_class_problems({"classes": {"a": 0, "b": 1}, "colors": {"a": [0, 0, 0], "b": [0, 0, 0]},
+                                        "ignore_label": 5})
+    assert [problem.split(";")[0] for problem in problems] == [
+        "data.classes and data.colors are both set", "data.ignore_label applies to masks of class values",
+        "data.colors: colour [0, 0, 0] is given to 2 classes (a, b)"]
+    result = dry_run(tmp_path, "data={classes: {background: 0, lesion: 2, lesion_copy: 2}}")
+    assert result.returncode != 0 and "mask value 2 is given to 2 classes" in result.stdout + result.stderr

@@ -66,7 +66,8 @@ def config_problems(config: dict) -> list[str]:
     low_high = config["preprocess"]["clip_percentiles"]
     problems = normalization_problems(config["preprocess"])
     problems += split_problems(config["split"], config["data"], config["predict"]["split"])
-    problems += length_problems(config["train"], "train") + region_problems(config["data"])
+    problems += length_problems(config["train"], "train") + declared_class_problems(config["data"])
+    problems += region_problems(config["data"])
     if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
         problems.append(f"preprocess.clip_percentiles must be [low, high] with low < high, got {low_high}")
     return problems + infer_problems(config) + store_problems(config["tracking"], config["results"])
@@ -78,6 +79,29 @@ def region_labels(regions: dict) -> dict[str, list[int]]:
     names = list(regions)
     return {name: sorted(set(regions[name]) - {value for later in names[i + 1:] for value in regions[later]})
             for i, name in enumerate(names)}
+
+
+def declared_class_problems(data: dict) -> list[str]:
+    """Declared classes that contradict themselves or other data keys (each problem names its keys): data.classes
+    and data.colors both set, a mask value or colour given to two classes, data.ignore_label a class value or beside
+    colours."""
+    classes, colors, ignore = data.get("classes") or {}, data.get("colors") or {}, data.get("ignore_label")
+    problems = []
+    if classes and colors:
+        problems.append("data.classes and data.colors are both set; declare classes by value or by colour, not both")
+    if colors and ignore is not None:
+        problems.append("data.ignore_label applies to masks of class values; with data.colors leave it unset")
+    for key, table in (("classes", classes), ("colors", {name: tuple(colour) for name, colour in colors.items()})):
+        by_value = {}
+        for name, value in table.items():
+            by_value.setdefault(value, []).append(name)
+        kind = "mask value" if key == "classes" else "colour"
+        problems += [f"data.{key}: {kind} {list(value) if key == 'colors' else value} is given to {len(names)} "
+                     f"classes ({', '.join(names)}); one class per {kind}: keep one of them"
+                     for value, names in by_value.items() if len(names) > 1]
+    if ignore is not None and ignore in classes.values():
+        problems.append(f"data.ignore_label {ignore} is also a class value in data.classes; use a value no class has")
+    return problems
 
 
 def region_problems(data: dict) -> list[str]:

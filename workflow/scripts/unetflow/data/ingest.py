@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from unetflow.config import region_problems
+from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.mask_checks import undeclared_value_problems
@@ -188,23 +188,14 @@ def declared_classes(data: DataSpec) -> tuple[pd.DataFrame | None, list[str]]:
     """The class table declared in the config (None when the values are to be found in the masks) and problems."""
     if data.foreground == "nonzero":
         return nonzero_classes(data)
-    problems = []
-    if data.classes and data.colors:
-        problems.append("data.classes and data.colors are both set; declare classes by value or by colour, not both")
-    if data.colors and data.ignore_label is not None:
-        problems.append("data.ignore_label applies to masks of class values; with data.colors leave it unset")
+    problems = declared_class_problems(asdict(data))
     if data.colors:
         names = list(data.colors)
         table = pd.DataFrame({"index": range(len(names)), "name": names, "value": range(len(names)),
                               "color": [list(map(int, data.colors[n])) for n in names]})
-        duplicates = table["color"].map(tuple).duplicated()
-        problems += [f"data.colors: colour {c} is given to several classes" for c in table.loc[duplicates, "color"]]
     elif data.classes:
         table = pd.DataFrame({"index": range(len(data.classes)), "name": list(data.classes),
                               "value": [int(v) for v in data.classes.values()], "color": None})
-        if data.ignore_label in table["value"].tolist():
-            problems.append(f"data.ignore_label {data.ignore_label} is also a class value in data.classes; "
-                            f"use a value no class has")
     else:
         return None, problems
     return with_ignore_row(table, data.ignore_label).assign(snap=data.lossy_masks == "snap"), problems
