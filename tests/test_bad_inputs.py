@@ -297,7 +297,8 @@ def test_split_fractions_not_summing_to_one():
 
 
 def test_split_leaving_an_empty_split():
-    with pytest.raises(ValueError, match="3 cases in 1 group\\(s\\) cannot be split further and leave a split empty"):
+    with pytest.raises(ValueError, match=r"3 case\(s\) in 1 group\(s\) left to draw from cannot be split further "
+                                         r"and leave a split empty"):
         split_cases(manifest_of(1, 3), 0.5, 0.25, 0.25)
 
 

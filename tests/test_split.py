@@ -74,6 +74,16 @@ def test_fixed_split_is_taken_from_the_manifest():
     assert split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)["split"].tolist() == manifest["split"].tolist()
 
 
+def test_a_fixed_split_that_puts_a_group_on_two_sides_or_leaves_val_empty_is_refused():
+    manifest = cases(6, groups=3).assign(split=["train", "train", "val", "test", "train", "val"])  # g0: 0 and 3
+    with pytest.raises(ValueError, match=r"1 group\(s\) of column 'group' have cases in several splits of "
+                                         r"data.manifest \(g0: test, train\)"):
+        split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)
+    manifest["split"] = ["train", "train", "test", "train", "train", "test"]
+    with pytest.raises(ValueError, match=r"leave the val split\(s\) empty; give some cases that split in data"):
+        split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)
+
+
 def test_a_manifest_split_unused_and_a_class_only_in_the_test_split_are_said(tmp_path):
     images, masks = write_pairs(tmp_path, count=6, values=(0, 1))
     rare = cv2.imread(str(masks / "c5.png"), cv2.IMREAD_UNCHANGED)

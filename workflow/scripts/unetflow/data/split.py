@@ -19,8 +19,8 @@ def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -
         return ids, ids.iloc[:0]
     units = groups.nunique() if groups is not None else len(ids)
     if units < 2:
-        raise ValueError(f"split: {len(ids)} cases in {units} group(s) cannot be split further and leave a split "
-                         f"empty; use more data or other fractions (split.train/val/test)")
+        raise ValueError(f"split: {len(ids)} case(s) in {units} group(s) left to draw from cannot be split further "
+                         f"and leave a split empty; use more data or other fractions (split.train/val/test)")
     if groups is None:
         rest, drawn = train_test_split(ids, test_size=fraction, random_state=seed)
         return rest, drawn
@@ -44,12 +44,12 @@ def check_fractions(train: float, val: float, test: float) -> None:
                          f"split.train/val/test")
 
 
-def check_not_empty(table: pd.DataFrame, required: tuple[str, ...], n_cases: int) -> None:
-    """ValueError naming the required splits that hold no case."""
+def check_not_empty(table: pd.DataFrame, required: tuple[str, ...], n_cases: int,
+                    fix: str = "use more data or other fractions (split.train/val/test)") -> None:
+    """ValueError naming the required splits that hold no case, and `fix`."""
     empty = [name for name in required if not (table["split"] == name).any()]
     if empty:
-        raise ValueError(f"split: {n_cases} cases leave the {', '.join(empty)} split(s) empty; "
-                         "use more data or other fractions (split.train/val/test)")
+        raise ValueError(f"split: {n_cases} cases leave the {', '.join(empty)} split(s) empty; {fix}")
 
 
 def assign_folds(pool: pd.DataFrame, folds: int, seed: int, groups: str | None, stratify_by: str | None) -> pd.Series:
@@ -72,15 +72,23 @@ def assign_folds(pool: pd.DataFrame, folds: int, seed: int, groups: str | None, 
     return fold
 
 
-def fixed_split(cases: pd.DataFrame) -> pd.DataFrame:
-    """The split given in the manifest's `split` column (data.manifest), checked."""
+def fixed_split(cases: pd.DataFrame, groups: str | None = None) -> pd.DataFrame:
+    """The split given in the manifest's `split` column (data.manifest), checked: every split but test holds a case,
+    and no group (column `groups`) has cases on two sides."""
     if "split" not in cases:
         raise ValueError("split.fixed: the manifest has no 'split' column; give one in data.manifest")
     bad = cases.loc[~cases["split"].isin(SPLITS), "id"].tolist()
     if bad:
         raise ValueError(f"split.fixed: cases {bad[:5]} have no valid split (train, val or test) in data.manifest")
     table = cases[["id", "split"]].copy()
-    check_not_empty(table, ("train", "val"), len(cases))
+    check_not_empty(table, ("train", "val"), len(cases), "give some cases that split in data.manifest's split column")
+    sides = cases.groupby(groups)["split"].unique() if groups else pd.Series(dtype=object)
+    straddling = {group: sorted(splits) for group, splits in sides.items() if len(splits) > 1}
+    if straddling:
+        shown = "; ".join(f"{group}: {', '.join(splits)}" for group, splits in list(straddling.items())[:5])
+        raise ValueError(f"split.fixed: {len(straddling)} group(s) of column '{groups}' have cases in several "
+                         f"splits of data.manifest ({shown}{'; ...' if len(straddling) > 5 else ''}), so the model "
+                         f"would be tested on the groups it trained on; give each group's cases one split")
     return table
 
 
@@ -91,7 +99,7 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
     cases = cases.sort_values("id").reset_index(drop=True)
     groups = group_column(cases, group_by)
     if fixed:
-        table = fixed_split(cases)
+        table = fixed_split(cases, groups)
     else:
         check_fractions(train, val, test)
         rest, test_ids = draw(cases["id"], test, seed, cases[groups] if groups else None)
