@@ -2,11 +2,13 @@
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import build_manifest, write_pairs
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.pairing import subfolder_note
+from unetflow.data.split import split_cases
 from unetflow.io.sources import read_source_image, read_source_mask, source_spacing, units
 
 
@@ -163,12 +165,26 @@ def test_prefix_and_manifest_file_pairing(tmp_path):
         mask.rename(masks / f"lab_{mask.name}")
     manifest, _ = build_manifest(str(images), str(masks), mask_prefix="lab_")
     assert manifest["mask_path"].str.contains("lab_c").all()
-    import pandas as pd
     pd.DataFrame({"image": ["images/c0.png", "images/c1.png"], "mask": ["masks/lab_c0.png", "masks/lab_c1.png"],
                   "group": ["p1", "p1"], "split": ["train", "val"]}).to_csv(tmp_path / "list.csv", index=False)
     manifest, _ = build_manifest(manifest=str(tmp_path / "list.csv"))
     assert manifest["id"].tolist() == ["c0", "c1"] and manifest["split"].tolist() == ["train", "val"]
     assert (manifest["group"] == "p1").all()
+
+
+def test_a_manifest_s_own_columns_are_kept_to_split_by(tmp_path):
+    write_pairs(tmp_path, count=8)
+    pd.DataFrame({"image": [f"images/c{i}.png" for i in range(8)], "mask": [f"masks/c{i}.png" for i in range(8)],
+                  "patient": [f"p{i // 2}" for i in range(8)], "site": ["a", "b"] * 4, "id": range(8),
+                  "note": ["", "x"] * 4}).to_csv(tmp_path / "cases.csv", index=False)
+    manifest, _ = build_manifest(manifest=str(tmp_path / "cases.csv"))
+    assert manifest["patient"].tolist() == [f"p{i // 2}" for i in range(8)]
+    assert manifest["note"].isna().tolist()[:2] == [True, False]  # an empty cell is missing
+    assert manifest["id"].tolist() == [f"c{i}" for i in range(8)]  # ingest's own columns stay ingest's
+    table = split_cases(manifest, 0.5, 0.25, 0.25, group_by="patient").set_index("id")
+    assert (table.groupby("patient")["split"].nunique() == 1).all()
+    folds = split_cases(manifest, 0.75, 0.0, 0.25, group_by="patient", folds=3, stratify_by="site")
+    assert sorted(folds.loc[folds["split"] != "test", "fold"].unique()) == [0, 1, 2]
 
 
 def test_rois_are_paired_by_stem(tmp_path):

@@ -158,6 +158,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                reoriented=reoriented,
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                **({"split": pair["split"]} if "split" in pair else {}))
+    row.update({key: value for key, value in pair.get("columns", {}).items() if key not in row})
     return row, problems
 
 

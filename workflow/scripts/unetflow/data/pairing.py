@@ -165,8 +165,12 @@ def given(value) -> bool:
     return value is not None and value == value and str(value) != ""
 
 
+MANIFEST_COLUMNS = ("image", "mask", "group", "split")  # what a data.manifest's columns mean; others are kept
+
+
 def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
-    """Source pairs listed in a manifest file (paths relative to its folder) and their problems."""
+    """Source pairs listed in a manifest file (paths relative to its folder) and their problems; a pair's `columns`
+    are the row's other columns (a patient, a site, to split by), as text."""
     rows, folder = read_manifest_file(path), Path(path).parent
     pairs, problems = [], []
     for number, row in enumerate(rows, start=2):
@@ -178,6 +182,8 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
             continue
         if given(row.get("group")):
             pair["group"] = str(row["group"])
+        pair["columns"] = {key: str(value) if given(value) else None for key, value in row.items()
+                           if key not in MANIFEST_COLUMNS}
         if "split" in row:
             pair["split"] = row["split"]
             if row["split"] not in SPLITS:
