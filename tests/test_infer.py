@@ -352,14 +352,6 @@ def test_a_stack_page_and_a_file_of_the_same_name_are_refused(tmp_path):
         check_images(listed_images(str(tmp_path / "in")), package)
 
 
-def test_the_api_refuses_what_the_file_check_refuses(tmp_path):
-    predictor = Predictor.load(make_package(tmp_path), "cpu")
-    with pytest.raises(ValueError, match="3 channel"):
-        predictor.predict_array(np.zeros((20, 20, 3), np.uint8))
-    with pytest.raises(ValueError, match="400 pixels are NaN"):
-        predictor.predict_array(np.full((20, 20), np.nan, np.float32))
-
-
 def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):
     result = snakemake(tiny_run, "infer", "--dry-run", check=False)
     assert result.returncode != 0 and "config key infer.images: set it" in result.stdout + result.stderr

@@ -159,3 +159,20 @@ def test_a_stack_is_written_as_one_multi_page_tiff_and_read_back(tmp_path):
     row = dict(id="s", kind="stack", mask_path=str(tmp_path / "s.tif"))
     written = write_class_mask(tmp_path / "s.tif", labels, CLASSES, row)
     np.testing.assert_array_equal(read_class_mask(written, CLASSES, row), labels)
+
+
+def test_the_api_refuses_what_the_file_check_refuses_and_drops_alpha_as_files_are_read(tmp_path):
+    from test_infer import make_package
+
+    predictor = Predictor.load(make_package(tmp_path), "cpu")  # a grey model
+    with pytest.raises(ValueError, match="the image: 3 channel"):
+        predictor.predict_array(np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="the image: 400 pixels are NaN"):
+        predictor.predict_array(np.full((20, 20), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, C\) with the channels last, got shape \(1, 20, 20\)"):
+        predictor.predict_array(np.zeros((1, 20, 20), np.uint8))
+    with pytest.raises(ValueError, match=r"network_array takes a read image \(channels, slices, height, width\)"):
+        predictor.network_array(np.zeros((20, 20), np.uint8))
+    grey = np.random.default_rng(0).integers(0, 255, (20, 20), dtype=np.uint8)
+    with_alpha = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+    np.testing.assert_array_equal(predictor.predict_array(with_alpha)[1], predictor.predict_array(grey)[1])

@@ -155,6 +155,9 @@ class Predictor:
     def network_array(self, image: np.ndarray, spacing=None, axis: int = 0) -> np.ndarray:
         """A read image (C, Z, Y, X) preprocessed as the training sources were (see `network_array`), float16 as
         stored."""
+        if image.ndim != 4:
+            raise ValueError(f"network_array takes a read image (channels, slices, height, width), got shape "
+                             f"{image.shape}; a 2D image (H, W) is image[None, None]")
         package = self.package
         return network_array(image, package.input_channels, package.preprocess, spacing, axis).astype(IMAGE_DTYPE)
 
@@ -176,11 +179,17 @@ class Predictor:
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (H, W) uint8 (before postprocessing) and probabilities (K, H, W) (of a region model:
-        (R, H, W), one sigmoid per region) float32 of a 2D image (H, W) or (H, W, C)."""
+        (R, H, W), one sigmoid per region) float32 of a 2D image (H, W) or (H, W, C), channels last (an alpha
+        channel dropped, as when files are read)."""
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] > 4):
+            raise ValueError(f"predict_array takes a 2D image (H, W) or (H, W, C) with the channels last, got shape "
+                             f"{image.shape}")
+        colours = {2: 1, 4: 3}.get(image.shape[-1]) if image.ndim == 3 else None  # grey or RGB with alpha
+        image = image[..., :colours] if colours else image
         image = np.moveaxis(image[..., None] if image.ndim == 2 else image, -1, 0)[:, None]
         problems = image_problems(image, self.package)
         if problems:
-            raise ValueError(f"the image has {'; '.join(problems)}")
+            raise ValueError(f"the image: {'; '.join(problems)}")
         probs = self.image_probabilities(image)[:, 0]
         return self.labels(probs), probs
 
