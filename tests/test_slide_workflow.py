@@ -60,6 +60,8 @@ def test_a_slide_split_over_jobs_equals_one_job_and_reruns_no_shard(tmp_path):
     config = infer_config(str(images), models=[str(package)], slide_pixel_size=2, slide_region=64)
     run_infer(workdir, config)  # slides only: no shard
     out = next(workdir.glob("results/infer/*"))
+    summary = pd.read_parquet(out / "summary.parquet")  # no image: an empty table with its columns
+    assert summary.empty and {"id", "class", "pixels", "confidence"} <= set(summary.columns)
     one_job = tifffile.imread(out / "masks" / "s.ome.tif")
     assert one_job.shape == (128, 192) and len(np.unique(one_job)) == 2
 

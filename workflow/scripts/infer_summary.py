@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from unetflow.infer.ledger import close_gone_shards, forget_gone_slides
-from unetflow.infer.summary import check_first
+from unetflow.infer.summary import SUMMARY_COLUMNS, check_first
+from unetflow.instances.objects import OBJECT_COLUMNS
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -18,17 +19,17 @@ for path in forget_gone_slides(out / "slides" / "written.json", snakemake.params
     log.info("removed %s: its slide is no longer among infer.images", path)
 
 
-def joined(paths, order: list[str]) -> pd.DataFrame:
-    """The tables at `paths` in one, sorted by the columns `order` (empty without tables)."""
+def joined(paths, order: list[str], columns) -> pd.DataFrame:
+    """The tables at `paths` in one, sorted by the columns `order` (without tables: empty, with `columns`)."""
     tables = [pd.read_parquet(path) for path in paths]
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(columns))
     return table.sort_values(order).reset_index(drop=True) if len(table) else table
 
 
-summary = joined(snakemake.input.tables, ["id", "class"])
+summary = joined(snakemake.input.tables, ["id", "class"], SUMMARY_COLUMNS)
 summary.to_parquet(snakemake.output.summary)
-joined(snakemake.input.objects, ["case", "slice", "id"]).to_parquet(snakemake.output.objects)
-slides = joined(snakemake.input.slides, ["id"])
+joined(snakemake.input.objects, ["case", "slice", "id"], OBJECT_COLUMNS).to_parquet(snakemake.output.objects)
+slides = joined(snakemake.input.slides, ["id"], ["id", "image_path", "mask_path"])
 slides.to_parquet(snakemake.output.slides)
 if len(summary):
     log.info("%d image(s) segmented; no foreground or the lowest mean foreground confidence (check these first):\n%s",

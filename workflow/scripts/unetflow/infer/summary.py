@@ -14,6 +14,9 @@ from unetflow.io.labels import trained_classes
 from unetflow.io.nifti import volume_unit
 from unetflow.io.sources import unit_spacing
 
+SUMMARY_COLUMNS = ("id", "image_path", "mask_path", "kind", "class", "class_name", "pixels", "physical_size",
+                   "physical_unit", "components", "confidence")  # and objects, of an instance package
+
 
 def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
     """The size of one pixel (voxel) of a unit and its unit: from the header of a NIfTI volume (e.g. mm^3, or mm^2
