@@ -149,11 +149,18 @@ def test_a_photo_turned_by_its_exif_tag_names_the_tag(tmp_path, pairs):
     assert "its EXIF orientation tag (6) turns it by 90 degrees where viewers show it" in ingest_error(tmp_path)
 
 
-def test_4d_volume(tmp_path):
+def test_4d_label_volume_and_volumes_of_other_channel_counts(tmp_path):
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
-    write_volume(tmp_path / "images" / "v.nii", np.zeros((8, 8, 3, 2), np.float32))
-    write_volume(tmp_path / "masks" / "v.nii", np.zeros((8, 8, 3), np.uint8))
-    assert "v.nii: a 4D volume" in ingest_error(tmp_path)
+    labels = np.zeros((8, 8, 3), np.uint8)
+    labels[2:5, 2:5] = 1
+    for name, channels in (("v", 2), ("u", 2), ("w", 2), ("x", 1)):
+        write_volume(tmp_path / "images" / f"{name}.nii", np.zeros((8, 8, 3, channels), np.float32))
+        write_volume(tmp_path / "masks" / f"{name}.nii", np.stack([labels] * 2, -1) if name == "w" else labels)
+    message = ingest_error(tmp_path)
+    assert "w.nii: a 4D volume of shape (8, 8, 3, 2) where labels are read" in message
+    assert ("x.nii: 1 channel(s) where 2 of 3 of the data set's images have 2; every volume needs the same channels "
+            "(modalities along the 4th axis)") in message
+    assert "u.nii: a volume of 2 channels (modalities); data.channels converts" in ingest_error(tmp_path, channels=1)
 
 
 def test_fractional_label_volume(tmp_path):

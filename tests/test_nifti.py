@@ -62,11 +62,15 @@ def test_trailing_singleton_axis_is_dropped(tmp_path):
     assert read_volume(tmp_path / "one.nii.gz")[0].shape == (4, 5, 3)
 
 
-def test_4d_and_nan_volumes_are_rejected(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2), np.float32), AFFINE), tmp_path / "time.nii.gz")
-    with pytest.raises(ImageReadError, match="4D") as caught:
-        read_volume(tmp_path / "time.nii.gz")
-    assert "time.nii.gz" in str(caught.value)
+def test_a_4th_axis_is_channels_of_an_image_but_refused_for_labels_and_nan_volumes_are_rejected(tmp_path):
+    channels = np.random.default_rng(0).random((4, 5, 3, 2)).astype(np.float32)  # two modalities, as MSD stores them
+    nib.save(nib.Nifti1Image(channels, AFFINE), tmp_path / "two.nii.gz")
+    np.testing.assert_array_equal(read_volume(tmp_path / "two.nii.gz", channels=True)[0], channels)
+    with pytest.raises(ImageReadError, match="two.nii.gz: a 4D volume of shape \\(4, 5, 3, 2\\) where labels are read"):
+        read_volume(tmp_path / "two.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2, 2), np.float32), AFFINE), tmp_path / "five.nii.gz")
+    with pytest.raises(ImageReadError, match="five.nii.gz: a 5D volume"):
+        read_volume(tmp_path / "five.nii.gz", channels=True)
     data = np.zeros((4, 5, 3), np.float32)
     data[1, 2, 0] = np.nan
     data[0, 0, 2] = np.inf

@@ -268,18 +268,24 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     return problems
 
 
-def channel_problems(rows: list[dict]) -> list[str]:
-    """Without data.channels every image must have the channel count of the majority (with it, preprocessing
-    converts each image to that count)."""
+def channel_problems(rows: list[dict], converted: int | None) -> list[str]:
+    """Without data.channels every image must have the channel count of the majority; with it, preprocessing
+    converts each 2D image to that count, and volumes of several channels (modalities, not colours) are refused."""
+    if converted:
+        return [f"{row['image_path']}: a volume of {row['channels']} channels (modalities); data.channels converts "
+                f"grey and colour images only: unset it" for row in rows if row["kind"] == "volume" and
+                row["channels"] > 1]
     counts = pd.Series([r["channels"] for r in rows], dtype=int)
     expected = int(counts.mode()[0]) if len(counts) else 0
     seen, problems, usual = set(), [], f"{int((counts == expected).sum())} of {len(counts)}"
     for row in rows:
         if row["channels"] != expected and row["image_path"] not in seen:
             seen.add(row["image_path"])
+            fix = ("every volume needs the same channels (modalities along the 4th axis), in one order"
+                   if row["kind"] == "volume" else "convert it, or set data.channels to 1 (colour images become "
+                   "grey) or 3 (grey images are repeated into RGB)")
             problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {usual} of the data set's "
-                            f"images have {expected}; convert it, or set data.channels to 1 (colour images become "
-                            f"grey) or 3 (grey images are repeated into RGB)")
+                            f"images have {expected}; {fix}")
     return problems
 
 
@@ -354,11 +360,10 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
     problems += region_settings_problems(data, classes)
     if rows and data.instances:
-        problems += instance_data_problems(rows, False) + ([] if data.channels else channel_problems(rows))
+        problems += instance_data_problems(rows, False) + channel_problems(rows, data.channels)
     elif rows:
         meaning = undeclared_value_problems(rows, classes) if declared is None else []
-        problems += (meaning or class_problems(classes, rows, data)) + ([] if data.channels else
-                                                                       channel_problems(rows))
+        problems += (meaning or class_problems(classes, rows, data)) + channel_problems(rows, data.channels)
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)

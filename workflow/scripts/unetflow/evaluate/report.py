@@ -146,8 +146,9 @@ def load_overlay_unit(row: dict, unit: slice, pred_dir, classes: pd.DataFrame) -
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) image scaled to [0, 1] between its 1st and 99th percentiles; (H, W) for one channel."""
-    pixels = image.astype(np.float32)
+    """(H, W, C) image scaled to [0, 1] between its 1st and 99th percentiles; (H, W) for one channel, and of an image
+    of other than 3 channels (a volume's modalities) its first."""
+    pixels = image.astype(np.float32)[..., :1] if image.shape[-1] != 3 else image.astype(np.float32)
     low, high = np.percentile(pixels, (1, 99))
     scaled = np.clip((pixels - low) / max(high - low, 1e-8), 0, 1)
     return scaled[..., 0] if scaled.shape[-1] == 1 else scaled

@@ -133,7 +133,8 @@ def image_problems(image: np.ndarray, package: Package) -> list[str]:
     problems, channels = [], image.shape[0]
     if channels != package.input_channels and not (package.convert_channels and channels in (1, 3)):
         problems.append(f"{channels} channel(s), but the model was trained on {package.input_channels}-channel "
-                        f"images; convert the image (or train with data.channels to convert automatically)")
+                        f"images; give it those (a volume: the training's modalities, in their order; a 2D image: "
+                        f"convert it, or train with data.channels to convert automatically)")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         problems.append(f"{int((~np.isfinite(image)).sum())} pixels are NaN or Inf; replace them")
     return problems

@@ -96,14 +96,21 @@ def _open(path, image=None) -> tuple[Path, str, "nib.Nifti1Image"]:
 
 
 def volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """The 3D shape of a volume: trailing length-1 axes dropped, a 2D image given depth 1; 4D+ refused."""
+    """The 3D shape of a volume: trailing length-1 axes dropped, a 2D image given depth 1, a 4th axis (channels:
+    `volume_channels`) left out; 5D+ refused."""
     shape = tuple(shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) > 3:
-        raise ImageReadError(f"{path}: a {len(shape)}D volume of shape {shape}; only 3D volumes are supported; "
-                             f"split time series or channels into one 3D file each")
-    return (shape + (1, 1))[:3]
+    if len(shape) > 4:
+        raise ImageReadError(f"{path}: a {len(shape)}D volume of shape {shape}; volumes are 3D, or 4D with the "
+                             f"channels (modalities) along the 4th axis")
+    return (shape[:3] + (1, 1))[:3]
+
+
+def volume_channels(shape: tuple[int, ...]) -> int:
+    """The channels of a volume of stored `shape`: the length of its 4th axis, as the Medical Segmentation Decathlon
+    stores the modalities of a case (1 without one)."""
+    return int(shape[3]) if len(shape) > 3 else 1
 
 
 def _volume_dtype(image) -> np.dtype:
@@ -116,7 +123,8 @@ def volume_info(path) -> dict:
     """Height, width (the first two axes), depth (the third) and dtype of a volume, from its header only."""
     path, _, image = _open(path)
     shape = volume_shape(path, image.shape)
-    return dict(height=shape[0], width=shape[1], channels=1, dtype=_volume_dtype(image).name, depth=shape[2])
+    return dict(height=shape[0], width=shape[1], channels=volume_channels(image.shape), dtype=_volume_dtype(image).name,
+                depth=shape[2])
 
 
 def volume_grid(path, image=None) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -139,14 +147,19 @@ def volume_unit(path) -> str:
     return {"micron": "um", "meter": "m"}.get(unit, "mm")
 
 
-def read_volume(path, reference=None) -> tuple[np.ndarray, "nib.Nifti1Image"]:
-    """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled) and the nibabel image; a DICOM SEG
-    as the mask of the series `reference`.
+def read_volume(path, reference=None, channels: bool = False) -> tuple[np.ndarray, "nib.Nifti1Image"]:
+    """A NIfTI volume as a 3D (X, Y, Z) array (stored dtype, float32 if scaled), with `channels` a 4D (X, Y, Z, C)
+    one (see `volume_channels`), and the nibabel image; a DICOM SEG as the mask of the series `reference`.
 
-    Raises ImageReadError for 4D data, NaN or Inf values, and non-numeric (e.g. RGB) voxels.
+    Raises ImageReadError for channels where none are asked for (a label volume), NaN or Inf values, and
+    non-numeric (e.g. RGB) voxels.
     """
     path, fmt, image = _open(path, reference)
-    shape = volume_shape(path, image.shape)
+    shape, count = volume_shape(path, image.shape), volume_channels(image.shape)
+    if count > 1 and not channels:
+        raise ImageReadError(f"{path}: a 4D volume of shape {image.shape} where labels are read; store the labels "
+                             f"as one 3D volume")
+    shape = shape + (count,) if channels else shape
     dtype = _volume_dtype(image)
     if dtype.kind not in "iuf":
         raise ImageReadError(f"{path}: voxels of type {dtype} are not numbers; store one intensity per voxel")
@@ -171,7 +184,8 @@ def write_volume(path, labels: np.ndarray, like) -> None:
     labels = np.asarray(labels)
     if labels.shape != volume_shape(path, like.shape):
         raise ValueError(f"{path}: labels of shape {labels.shape} do not match the reference volume {like.shape}")
-    labels = labels.astype(label_dtype(path, labels, ID_LIMIT)).reshape(like.shape)
+    stored = like.shape[:3] if volume_channels(like.shape) > 1 else like.shape  # labels of an image of channels
+    labels = labels.astype(label_dtype(path, labels, ID_LIMIT)).reshape(stored)
     image = type(like)(labels, like.affine, like.header)
     image.set_data_dtype(labels.dtype)
     image.header.set_slope_inter(1, 0)

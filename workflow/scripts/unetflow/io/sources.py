@@ -74,7 +74,8 @@ def read_source_image(row) -> np.ndarray:
     """The row's image as (C, Z, Y, X) in array order, in its stored dtype (uint8/uint16 or float32)."""
     kind, path = row["kind"], row["image_path"]
     if kind == "volume":
-        return to_array_order(read_volume(path)[0], slice_axis(row))[None]
+        channels = read_volume(path, channels=True)[0]
+        return np.stack([to_array_order(channels[..., index], slice_axis(row)) for index in range(channels.shape[-1])])
     pages = read_stack(path) if kind == "stack" else read_image(path)[None]
     return np.ascontiguousarray(np.moveaxis(pages, -1, 0))
 

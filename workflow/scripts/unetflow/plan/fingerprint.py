@@ -50,7 +50,8 @@ def source_fingerprint(row: dict, classes: pd.DataFrame,
     fields = dict(source=str(row["id"]), image_path=str(row["image_path"]), kind=row["kind"], cases=len(units(row)),
                   shape=list(volume_grid(row["image_path"])[0] if volume else labels.shape[int(len(labels) == 1):]),
                   spacing=list(volume_spacing(row["image_path"])) if volume else None,
-                  dtype=str(pixels.dtype), integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
+                  channels=int(pixels.shape[-1]), dtype=str(pixels.dtype),
+                  integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
                   intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
                   foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
                   **{f"foreground_{key}": value for key, value in stats.items()},
@@ -197,7 +198,7 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
     """The scheme `preprocess.normalization: auto` stands for, and why: for regions of whole-slide images (`slides`)
     the fixed 8-bit window SLIDE_WINDOW; for 2D images the per-image z-score; for NIfTI volumes `ct` when every
     training volume looks like CT (whole-number intensities reaching AIR_HU or below: air) and has foreground, else
-    the per-volume z-score (a heuristic; set the scheme to override it)."""
+    the per-volume z-score (a heuristic; set the scheme to override it); volumes of several channels per channel."""
     if slides:
         return "window", (f"regions of whole-slide images (8-bit): the fixed window {SLIDE_WINDOW}, so that a slide "
                           f"segmented region by region is normalised as its training regions were (a per-image "
@@ -205,6 +206,9 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
     volumes = table[table["kind"] == "volume"]
     if volumes.empty:
         return "zscore", "2D images: each image z-scored on its own"
+    if (volumes["channels"] > 1).any():
+        return "zscore", ("volumes of several channels (modalities, the 4th axis): each channel of each volume "
+                          "z-scored on its own (the CT scheme is for a single CT channel)")
     ct_like = bool(volumes["integer_valued"].all() and (volumes["intensity_min"] <= AIR_HU).all())
     if ct_like and ct is not None:
         return "ct", (f"the training volumes look like CT (whole numbers down to {volumes['intensity_min'].min():g}, "
