@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from unetflow.config import resolved  # noqa: E402
+from unetflow.config_schema import resolved  # noqa: E402
 from unetflow.gpu import pick_device  # noqa: E402
 from unetflow.plan.fingerprint import class_voxels, plane_diameters  # noqa: E402
 from unetflow.plan.plan import make_plan, settings_of  # noqa: E402

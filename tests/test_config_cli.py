@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_config, write_config
-from unetflow.config import CommandLineConfigError, declared_class_problems, typed_command_line
+from unetflow.config import declared_class_problems
+from unetflow.config_schema import CommandLineConfigError, typed_command_line, unknown_keys
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 MARK = "RESOLVED CONFIG "
@@ -138,3 +139,19 @@ def test_contradicting_class_declarations_are_refused_before_any_job(tmp_path):
         "data.colors: colour [0, 0, 0] is given to 2 classes (a, b)"]
     result = dry_run(tmp_path, "data={classes: {background: 0, lesion: 2, lesion_copy: 2}}")
     assert result.returncode != 0 and "mask value 2 is given to 2 classes" in result.stdout + result.stderr
+
+
+def test_an_unknown_key_is_named_with_the_closest_setting_not_the_schema(tmp_path):
+    config = tiny_config()
+    config["trian"] = {"epochs": 3}
+    config["data"] = {"imags": "here"}
+    config["experiments"] = {"wide": {"train": {"base_widht": 32}}}
+    assert unknown_keys(config, SCHEMA) == [
+        "config key trian is not a setting (did you mean train?); config/README.md lists them",
+        "config key data.imags is not a setting (did you mean data.images?); config/README.md lists them",
+        "config key experiments.wide.train.base_widht is not a setting (did you mean experiments.wide.train."
+        "base_width?); config/README.md lists them"]
+    result = dry_run(tmp_path, "train={epochz: 7}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "config key train.epochz is not a setting (did you mean train.epochs?)" in output
+    assert "additionalProperties" not in output  # no schema dump

@@ -5,8 +5,8 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-# The dependency-light part of the library (unetflow.config, unetflow.data.pairing, unetflow.io.slides) checks the
-# config and lists the data.
+# The dependency-light part of the library (unetflow.config, unetflow.config_schema, unetflow.data.pairing,
+# unetflow.io.slides) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
@@ -14,16 +14,14 @@ from unetflow.config import (
     PLAN_INPUTS,
     canonical,
     config_problems,
-    exponent_numbers,
     demo_training,
     experiment_problems,
     gpu_request,
     init_package,
     merged,
     package_name,
-    typed_command_line,
-    with_command_line,
 )
+from unetflow.config_schema import exponent_numbers, typed_command_line, unknown_keys, with_command_line
 from unetflow.data.pairing import (
     data_files,
     input_root,
@@ -43,6 +41,8 @@ with open(SCHEMA_PATH) as schema_file:
     SCHEMA = yaml.safe_load(schema_file)
 COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), SCHEMA)
 config.update(exponent_numbers(with_command_line(config, COMMAND_LINE), SCHEMA))
+if UNKNOWN := unknown_keys(config, SCHEMA):
+    raise ValueError("config: " + "; ".join(UNKNOWN))
 
 validate(config, "../schemas/config.schema.yaml")
 
