@@ -44,6 +44,17 @@ def test_an_instance_setting_outside_the_instance_mode_reruns_nothing(tiny_run):
     assert job_counts(tiny_run, config).get("ingest") == 1
 
 
+def test_a_data_path_written_otherwise_reruns_nothing(tmp_path):
+    images, masks = write_pairs(tmp_path / "data", count=4, values=(0, 1, 2))
+    config = tiny_config()
+    config["data"] = {"images": str(images), "masks": str(masks), "regions": {"all": [1, 2], "inner": [2]}}
+    snakemake(tmp_path, "--until", "ingest", configfile=write_config(tmp_path, config))
+    config["data"].update(images=f"{images}/", masks=f"{tmp_path}/data/../data/masks", regions={"all": [2, 1],
+                                                                                                  "inner": [2]})
+    output = snakemake(tmp_path, "--dry-run", "--until", "ingest", configfile=write_config(tmp_path, config)).stdout
+    assert "rule ingest" not in output
+
+
 def test_gpu_slots_are_exclusive_between_processes(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time

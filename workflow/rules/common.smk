@@ -1,4 +1,5 @@
 # Shared definitions: validated config, data locations, per-experiment settings.
+import os
 import re
 import sys
 
@@ -63,8 +64,13 @@ wildcard_constraints:
 
 def data_location():
     """The data section ingest reads: images/masks pointing at the demo data when no data set is given, and
-    instance_target only in the instance mode (so changing it reruns nothing otherwise)."""
+    instance_target only in the instance mode (so changing it reruns nothing otherwise); paths normalised ('images/'
+    is 'images') and each region's values sorted, so that writing them otherwise reruns nothing."""
     data = dict(config["data"])
+    for key in ("images", "masks", "manifest", "rois"):
+        data[key] = os.path.normpath(data[key]) if data[key] else data[key]
+    if data["regions"]:
+        data["regions"] = {name: sorted(values) for name, values in data["regions"].items()}
     if not data["instances"]:
         data.pop("instance_target")
     if USE_DEMO:
