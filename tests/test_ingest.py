@@ -170,6 +170,10 @@ def test_prefix_and_manifest_file_pairing(tmp_path):
     manifest, _ = build_manifest(manifest=str(tmp_path / "list.csv"))
     assert manifest["id"].tolist() == ["c0", "c1"] and manifest["split"].tolist() == ["train", "val"]
     assert (manifest["group"] == "p1").all()
+    pd.DataFrame({"image": ["images/c0.png", "images/c1.png"], "mask": ["masks/lab_c0.png"] * 2}).to_csv(
+        tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"lab_c0.png is listed for 2 images \(c0.png, c1.png\)"):
+        build_manifest(manifest=str(tmp_path / "twice.csv"))
 
 
 def test_a_manifest_s_own_columns_are_kept_to_split_by(tmp_path):

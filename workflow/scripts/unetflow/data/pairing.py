@@ -193,6 +193,11 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
     counts = Counter(pair["stem"] for pair in pairs)
     problems += [f"data.manifest: duplicate case id '{s}' (several images with this stem); rename them"
                  for s in sorted(stem for stem, count in counts.items() if count > 1)]
+    images_of = {}
+    for pair in pairs:
+        images_of.setdefault(pair["mask"], []).append(pair["image"].name)
+    problems += [f"data.manifest: mask {mask} is listed for {len(names)} images ({', '.join(names[:5])}); each image "
+                 f"needs its own mask" for mask, names in images_of.items() if len(names) > 1]
     return pairs, problems
 
 
