@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from unetflow.data.pairing import input_root, subfolder_note
-from unetflow.infer.infer import check_images
+from unetflow.infer.infer import check_images, exif_note
 from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
 
@@ -22,4 +22,6 @@ table.to_parquet(snakemake.output[0])
 log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as below %s", len(table),
          table["kind"].value_counts().to_dict(), table["shard"].nunique(), input_root(spec))
 if note := subfolder_note(spec):
+    log.warning(note)
+if note := exif_note(table):
     log.warning(note)

@@ -28,7 +28,7 @@ from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_prob
 from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
 from unetflow.io.formats import ImageReadError, case_stem
-from unetflow.io.images import image_info
+from unetflow.io.images import exif_orientation, image_info
 from unetflow.io.slides import is_slide
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
 
@@ -57,8 +57,21 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
-               dtype=str(image.dtype))
+               dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1)
     return row, problems
+
+
+def exif_note(table: pd.DataFrame) -> str | None:
+    """One line on the images with an EXIF orientation (viewers show them turned or mirrored), which are segmented,
+    and their masks written, as stored; None without any."""
+    turned = table[table["exif_orientation"].fillna(1) != 1] if "exif_orientation" in table else table.iloc[:0]
+    if turned.empty:
+        return None
+    shown = ", ".join(f"{Path(row.image_path).name} ({row.exif_orientation:.0f})"
+                      for row in turned.head(3).itertuples())
+    return (f"{len(turned)} image(s) carry an EXIF orientation tag ({shown}{', ...' if len(turned) > 3 else ''}): "
+            f"viewers show them turned or mirrored, but they are segmented as stored and their masks written so; "
+            f"apply the tag first (PIL.ImageOps.exif_transpose) to get masks in the shown orientation")
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
@@ -130,6 +143,8 @@ def main(argv=None) -> None:
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
+        if note := exif_note(checked):
+            log.warning(note)
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
                            args.slide_region, slides["id"].tolist(), args.slide_object_size,
