@@ -58,8 +58,9 @@ def not_carried(package: Package) -> list[str]:
                      "which bioimage.io cannot express.")
     if package.predict["largest_component"]:
         notes.append("Largest component: unetflow keeps only the largest component of each class; do it yourself.")
-    notes.append("Tiling: bioimage.io runtimes crop a halo off each tile instead of unetflow's Gaussian-weighted "
-                 "overlap, so probabilities at tile seams differ slightly.")
+    notes.append("Tiling and borders: bioimage.io runtimes pad the image by the halo (unetflow does not) and crop "
+                 "the halo off each tile instead of unetflow's Gaussian-weighted overlap, so probabilities differ "
+                 "at the image's border (most in its outer few pixels) and at tile seams.")
     return notes
 
 
