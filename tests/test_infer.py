@@ -79,6 +79,7 @@ def test_package_loads_safely_with_everything_inference_needs(tmp_path):
     assert package.classes["value"].tolist() == [0, 255] and package.predict == PREDICT
     assert package.preprocess == ZSCORE and package.plan == PLAN
     assert {"torch", "unetflow", "numpy", "python"} <= set(package.versions)
+    assert package.versions["unetflow"].startswith("checkout ")  # and its commit: the code that made the package
 
 
 def test_an_older_package_is_refused_saying_how_to_make_a_new_one(tmp_path):
@@ -140,7 +141,7 @@ def test_unusable_packages_are_refused_naming_the_file(tmp_path, kind):
         torch.save(dict(raw, format_version=FORMAT_VERSION + 1), path)
     expected = {"missing": "no such model package", "truncated": "not a readable model package",
                 "checkpoint": "training checkpoint", "png": "not a readable model package",
-                "newer": "update unetflow to the version that made it"}[kind]
+                "newer": r"update unetflow to the version that made it \(checkout "}[kind]
     with pytest.raises(PackageError, match=expected) as error:
         load_package(path)
     assert str(path) in str(error.value)

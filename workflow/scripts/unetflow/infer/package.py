@@ -13,6 +13,7 @@ through the package, so a package segments new images exactly as the experiment'
 """
 
 import platform
+import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -92,9 +93,19 @@ def versions() -> dict:
     """The versions of what made the package."""
     try:
         unetflow = metadata.version("unetflow")
-    except metadata.PackageNotFoundError:  # run from the checkout, not installed
-        unetflow = "checkout"
+    except metadata.PackageNotFoundError:  # run from the checkout, not installed: its commit, where git can say
+        unetflow = f"checkout {checkout_commit()}".strip()
     return dict(unetflow=unetflow, torch=str(torch.__version__), numpy=np.__version__, python=platform.python_version())
+
+
+def checkout_commit() -> str:
+    """The commit of the git checkout this code runs from ('' where there is none, or no git)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
@@ -213,7 +224,8 @@ def load_package(path) -> Package:
     if version != FORMAT_VERSION:
         newer = version > FORMAT_VERSION
         raise PackageError(f"{path}: package format {version}, but this unetflow reads format {FORMAT_VERSION}; "
-                           + ("update unetflow to the version that made it" if newer else
+                           + (f"update unetflow to the version that made it "
+                              f"({content.get('versions', {}).get('unetflow', 'not recorded')})" if newer else
                               "make a new one with this unetflow: run `snakemake --cores all` with the config that "
                               "made it (its models are trained again, as the stored data changed)"))
     missing = [key for key in REQUIRED if key not in content]
