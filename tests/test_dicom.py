@@ -64,6 +64,10 @@ def test_a_series_folder_pairs_with_the_nifti_mask_of_its_name(tmp_path):
     assert classes["value"].tolist() == [0, 1] and source_spacing(row) == pytest.approx([2.5, 0.8, 0.7])
     assert np.array_equal(read_source_image(row)[0], np.moveaxis(volume, 2, 0))
     assert build_manifest(str(tmp_path / "both"), str(tmp_path / "both"))[0]["id"].tolist() == ["case02"]
+    _, image = read_volume(write_series(tmp_path / "pacs" / "case03" / "SE0001", volume))  # a PACS export's layout
+    with pytest.raises(DataValidationError, match=r"case03: not a DICOM series, but it holds one deeper \(.*SE0001\)"
+                                                  r", which a folder does not name; point data.images at"):
+        build_manifest(str(tmp_path / "pacs"), str(tmp_path / "masks"))
     inputs = data_files(dict(images=str(tmp_path / "images"), masks=str(tmp_path / "masks")))
     assert str(tmp_path / "images" / "case01" / "slice003.dcm") in inputs
     assert str(tmp_path / "images" / "case01") not in inputs

@@ -19,6 +19,7 @@ from unetflow.data.mask_checks import undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
     attach_rois,
+    buried_series,
     image_files,
     mask_files,
     pair_files,
@@ -311,13 +312,14 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
     else:
         if not data.images or not data.masks:
             raise DataValidationError("data.images and data.masks (or data.manifest) must be set")
-        images = image_files(data.images)
-        if not images:
+        images, problems = image_files(data.images), buried_series(data.images)
+        if not images and not problems:
             raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
                                       f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); "
                                       f"{subfolder_note(data.images) or 'check the path or glob'}")
-        pairs, problems = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
-                           pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix))
+        pairs, paired = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
+                         pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix))
+        problems += paired
     if data.rois:
         problems += attach_rois(pairs, data.rois)
     return pairs, problems

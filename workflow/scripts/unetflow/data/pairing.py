@@ -82,6 +82,21 @@ def subfolder_note(spec: str | None) -> str:
             f"children only): write '{os.path.join(spec, '**', '*')}' to read them too" if deeper else "")
 
 
+def buried_series(spec: str | None, key: str = "data.images") -> list[str]:
+    """Problems of the subfolders of a folder `spec` that are no DICOM series but hold one deeper (a PACS export's
+    `case/SE0001/*.dcm`): a folder names its direct children only, so their cases would be missing."""
+    if not spec or not os.path.isdir(spec) or is_series(spec):
+        return []
+    problems = []
+    for child in sorted(path for path in Path(spec).iterdir() if path.is_dir() and not is_series(path)):
+        deeper = next((path for path in sorted(child.rglob("*")) if is_series(path)), None)
+        if deeper is not None:
+            problems.append(f"{child}: not a DICOM series, but it holds one deeper ({deeper}), which a folder "
+                            f"does not name; point {key} at the series folders (e.g. "
+                            f"'{os.path.join(spec, '*', '*')}'), or move each series' slices up into its case folder")
+    return problems
+
+
 def mask_files(spec: str | None) -> list[Path]:
     """The mask (or region-of-interest) files a folder or glob names, DICOM SEG files (*.dcm) and GeoJSON
     annotations among them, or a COCO annotation file itself; none for None."""
