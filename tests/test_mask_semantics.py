@@ -16,7 +16,7 @@ from conftest import build_manifest, write_pairs
 from unetflow.data import soft_edges
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
-from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.labels import IGNORE_INDEX, snap_to_nearest
 from unetflow.io.prediction_files import write_class_mask
 from unetflow.io.sources import read_source_mask, source_labels
 
@@ -311,6 +311,18 @@ def test_soft_edges_train_as_their_classes_when_snapped(tmp_path):
     for name, mask in sharp.items():  # the nearest class: within a pixel of the sharp borders
         agree = (labels[name] == np.searchsorted([0, 128, 255], mask)).mean()
         assert agree > 0.97
+
+
+def test_a_blend_of_two_classes_snaps_to_one_of_them_not_to_the_class_between():
+    mask = np.zeros((96, 96), np.uint8)
+    mask[20:60, 5:45], mask[20:60, 55:90] = 200, 100
+    resized = cv2.resize(mask, (128, 128), interpolation=cv2.INTER_LINEAR)  # 0-200 borders hold values near 100
+    sharp = cv2.resize(mask, (128, 128), interpolation=cv2.INTER_NEAREST)
+    assert (snap_to_nearest(resized, [0, 100, 200]) == 100).sum() == pytest.approx((sharp == 100).sum(), rel=0.05)
+    near_square = cv2.dilate((sharp == 100).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert not ((snap_to_nearest(resized, [0, 100, 200]) == 100) & ~near_square).any()
+    global_nearest = np.array([0, 100, 200])[np.abs(resized[..., None] - np.array([0, 100, 200])).argmin(-1)]
+    assert ((global_nearest == 100) & ~near_square).sum() > 50  # what the nearest class alone made of the border
 
 
 def test_an_in_between_value_in_one_mask_is_a_stray_there_not_soft_edges_everywhere(tmp_path):

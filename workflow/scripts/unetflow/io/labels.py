@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from unetflow.io.formats import ImageReadError
 
@@ -88,11 +89,26 @@ def map_labels(mask: np.ndarray, values: list[int], ignore_value: int | None = N
     return lookup[mask]
 
 
+SNAP_REACH = 2  # pixels: a value between the classes snaps to the nearest of the classes stored this close to it
+
+
 def snap_to_nearest(values: np.ndarray, allowed: list[int]) -> np.ndarray:
-    """Each value replaced by the nearest of `allowed` (ties go to the smaller)."""
+    """Each value replaced by the nearest of `allowed` (ties go to the smaller); in a 2D mask of three or more classes,
+    a value that is no class goes to the nearest of the classes stored within SNAP_REACH pixels of it where there are
+    any: on the blended border between classes 0 and 200 a value of 100 is one of them, not a ring of class 100."""
     allowed = np.sort(np.asarray(allowed))
     edges = (allowed[:-1] + allowed[1:]) / 2
-    return allowed[np.searchsorted(edges, values, side="left")]
+    nearest = allowed[np.searchsorted(edges, values, side="left")]
+    between = ~np.isin(values, allowed)
+    if values.ndim != 2 or len(allowed) < 3 or not between.any():
+        return nearest
+    best = np.full(values.shape, np.inf)
+    for value in allowed:  # ascending: a tie keeps the smaller
+        near = ndimage.binary_dilation(values == value, np.ones((3, 3), bool), iterations=SNAP_REACH) & between
+        distance = np.where(near, np.abs(values.astype(np.float64) - value), np.inf)
+        closer = distance < best
+        best, nearest = np.where(closer, distance, best), np.where(closer, value, nearest)
+    return nearest
 
 
 def color_codes(rgb: np.ndarray) -> np.ndarray:
