@@ -42,6 +42,12 @@ REFUSED = {  # data section changes -> a phrase of the problem
     "two labels": ({"regions": {"whole": [1, 2, 3], "enhancing": [3]}},
                    "region 'whole' minus the regions after it leaves [1, 2], but it is written as one label; "
                    "reorder the regions, or say which value"),
+    "not nested": ({"regions": {"whole": [1, 2, 4], "core": [2, 3], "enhancing": [4]}},
+                   "region 'core' minus the regions after it leaves [2, 3], but it is written as one label; reorder "
+                   "the regions, or say which value it is written as by adding a region of the others after it (each "
+                   "region minus the regions after it must leave exactly one value: the label its pixels are written "
+                   "as, later regions overwriting earlier ones); 'enhancing' [4] is not inside it, as nested regions "
+                   "are: check the values"),
     "background": ({"regions": {"all": [0, 2], **NESTED_REGIONS}}, "region 'all' holds 0, the background"),
     "uncovered class": ({"regions": {"core": [1, 3], "enhancing": [3]}}, "class values [2] are in no region"),
 }

@@ -119,21 +119,25 @@ def region_problems(data: dict) -> list[str]:
                 for name, values in regions.items() if not values]
     problems += [f"data.regions: region '{name}' holds data.ignore_label {data['ignore_label']}; ignored pixels "
                  f"belong to no region" for name, values in regions.items() if data["ignore_label"] in values]
-    problems += [region_label_problem(name, regions[name], written)
+    problems += [region_label_problem(name, regions, written)
                  for name, written in region_labels(regions).items() if regions[name] and len(written) != 1]
     return problems + (region_class_problems(regions, list(data["classes"].values())) if data["classes"] else [])
 
 
-def region_label_problem(name: str, values: list[int], written: list[int]) -> str:
-    """Why region `name` (its `values`) is not written as one label (`written`: its values in no later region)."""
-    rule = ("each region minus the regions after it must leave exactly one value: the label its pixels are "
-            "written as, later regions overwriting earlier ones")
+def region_label_problem(name: str, regions: dict, written: list[int]) -> str:
+    """Why region `name` of `regions` is not written as one label (`written`: its values in no later region)."""
+    values, rule = regions[name], ("each region minus the regions after it must leave exactly one value: the label "
+                                   "its pixels are written as, later regions overwriting earlier ones")
     if not written:
         return (f"data.regions: region '{name}' {values} would never be written: each of its values is in a later "
                 f"region; order the regions from the largest to the smallest ({rule})")
+    later = list(regions)[list(regions).index(name) + 1:]
+    outside = [f"'{other}' {regions[other]}" for other in later if not set(regions[other]) <= set(values)]
+    nesting = (f"; {', '.join(outside)} is not inside it, as nested regions are: check the values (e.g. BraTS "
+               f"labels 1, 2, 4 or 1, 2, 3)" if outside else "")
     return (f"data.regions: region '{name}' minus the regions after it leaves {written}, but it is written as one "
             f"label; reorder the regions, or say which value it is written as by adding a region of the others "
-            f"after it ({rule})")
+            f"after it ({rule}){nesting}")
 
 
 def region_class_problems(regions: dict, values: list[int]) -> list[str]:
