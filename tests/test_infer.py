@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import REPO, applied, build_manifest, job_counts, snakemake, tiny_config, write_config, write_ct_pair
 from unetflow.data.pairing import input_root, listed_images, output_name, shard_of
 from unetflow.data.preprocess import preprocess_source
-from unetflow.infer.infer import InferInputError, check_images, exif_note
+from unetflow.infer.infer import InferInputError, check_images, check_notes
 from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
 from unetflow.infer.predictor import Predictor, model_probabilities
 from unetflow.infer.summary import unit_summary
@@ -179,9 +179,11 @@ def test_a_model_trained_with_data_channels_converts_other_channel_counts(tmp_pa
     exif = Image.Exif()
     exif[0x0112] = 6  # a phone photo shown turned: segmented as stored, and said so
     Image.open(rgb).save(rgb.with_suffix(".jpg"), exif=exif.tobytes())
-    assert exif_note(check_images([rgb], package)) is None
-    assert "1 image(s) carry an EXIF orientation tag (colour.jpg (6))" in exif_note(check_images([rgb.with_suffix(
-        ".jpg")], package))
+    cv2.imwrite(str(tmp_path / "in" / "blank.png"), np.full((20, 20, 3), 7, np.uint8))
+    assert check_notes(check_images([rgb], package)) == []
+    turned, blank = check_notes(check_images([rgb.with_suffix(".jpg"), tmp_path / "in" / "blank.png"], package))
+    assert turned.startswith("1 image(s) (colour.jpg: 6) carry an EXIF orientation tag")
+    assert blank.startswith("1 image(s) (blank.png) hold a single value")
 
 
 def test_images_listed_in_a_manifest_and_stable_shards(tmp_path):

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from unetflow.data.pairing import input_root, subfolder_note
-from unetflow.infer.infer import check_images, exif_note
+from unetflow.infer.infer import check_images, check_notes
 from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
 
@@ -23,5 +23,5 @@ log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as 
          table["kind"].value_counts().to_dict(), table["shard"].nunique(), input_root(spec))
 if note := subfolder_note(spec):
     log.warning(note)
-if note := exif_note(table):
+for note in check_notes(table):
     log.warning(note)

@@ -57,21 +57,31 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
-               dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1)
+               dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
+               constant=bool(image.min() == image.max()))
     return row, problems
 
 
-def exif_note(table: pd.DataFrame) -> str | None:
-    """One line on the images with an EXIF orientation (viewers show them turned or mirrored), which are segmented,
-    and their masks written, as stored; None without any."""
+def check_notes(table: pd.DataFrame) -> list[str]:
+    """Lines on images that are segmented but may not be what the user meant (each naming a few): those with an EXIF
+    orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored) and constant
+    ones (a single value: blank or failed exports, whose masks mean nothing)."""
+    def named(rows: pd.DataFrame, label) -> str:
+        shown = ", ".join(label(row) for row in rows.head(3).itertuples())
+        return f"{len(rows)} image(s) ({shown}{', ...' if len(rows) > 3 else ''})"
+
+    notes = []
     turned = table[table["exif_orientation"].fillna(1) != 1] if "exif_orientation" in table else table.iloc[:0]
-    if turned.empty:
-        return None
-    shown = ", ".join(f"{Path(row.image_path).name} ({row.exif_orientation:.0f})"
-                      for row in turned.head(3).itertuples())
-    return (f"{len(turned)} image(s) carry an EXIF orientation tag ({shown}{', ...' if len(turned) > 3 else ''}): "
-            f"viewers show them turned or mirrored, but they are segmented as stored and their masks written so; "
-            f"apply the tag first (PIL.ImageOps.exif_transpose) to get masks in the shown orientation")
+    if len(turned):
+        notes.append(f"{named(turned, lambda row: f'{Path(row.image_path).name}: {row.exif_orientation:.0f}')} "
+                     f"carry an EXIF orientation tag: viewers show them turned or mirrored, but they are segmented as "
+                     f"stored and their masks written so; apply the tag first (PIL.ImageOps.exif_transpose) to get "
+                     f"masks in the shown orientation")
+    constant = table[table["constant"].fillna(False).astype(bool)] if "constant" in table else table.iloc[:0]
+    if len(constant):
+        notes.append(f"{named(constant, lambda row: Path(row.image_path).name)} hold a single value (blank, or a "
+                     f"failed export): segmented, but their masks mean nothing")
+    return notes
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
@@ -143,7 +153,7 @@ def main(argv=None) -> None:
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
-        if note := exif_note(checked):
+        for note in check_notes(checked):
             log.warning(note)
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
