@@ -55,7 +55,7 @@ def test_volumes_of_two_modalities_train_predict_and_refuse_one_of_one(tmp_path)
         nib.save(nib.Nifti1Image(np.stack([image, second], -1).astype(np.float32), first.affine), path)
     (tmp_path / "new").mkdir()
     shutil.copy(path, tmp_path / "new" / "two.nii.gz")
-    nib.save(first, tmp_path / "new" / "one.nii.gz")  # the first modality alone
+    nib.save(nib.Nifti1Image(image, first.affine), tmp_path / "new" / "one.nii.gz")  # the first modality alone
     config = tiny_config()
     config["data"] = {"images": str(images), "masks": str(masks)}
     config["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}
