@@ -12,6 +12,7 @@ mode's min_object_size), a summary of the training data and the versions used. T
 through the package, so a package segments new images exactly as the experiment's test split was scored.
 """
 
+import functools
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -98,8 +99,10 @@ def versions() -> dict:
     return dict(unetflow=unetflow, torch=str(torch.__version__), numpy=np.__version__, python=platform.python_version())
 
 
+@functools.cache
 def checkout_commit() -> str:
-    """The commit of the git checkout this code runs from ('' where there is none, or no git)."""
+    """The commit of the git checkout this code runs from ('' where there is none, or no git); asked once per
+    process (`versions` is called for every DICOM SEG written)."""
     try:
         found = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
                                capture_output=True, text=True, timeout=10, check=False)
