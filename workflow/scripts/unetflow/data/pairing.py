@@ -66,9 +66,12 @@ def with_series_files(paths) -> list[Path]:
             for file in (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])]
 
 
+IMAGE_FILE_SUFFIXES = IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES  # 2D images, stacks, volumes, slides
+
+
 def image_files(spec: str | None) -> list[Path]:
     """The image files (2D, stacks, volumes, scanner slides) a folder or glob names; none for None."""
-    return list_files(spec, IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES) if spec else []
+    return list_files(spec, IMAGE_FILE_SUFFIXES) if spec else []
 
 
 def subfolder_note(spec: str | None) -> str:
@@ -76,8 +79,8 @@ def subfolder_note(spec: str | None) -> str:
     and the glob that names them all; else ''."""
     if not spec or not os.path.isdir(spec) or is_series(spec):
         return ""
-    suffixes = IMAGE_SUFFIXES + VOLUME_SUFFIXES + SLIDE_SUFFIXES
-    deeper = [path for path in Path(spec).glob("*/**/*") if path.is_file() and path.name.lower().endswith(suffixes)]
+    deeper = [path for path in Path(spec).glob("*/**/*")
+              if path.is_file() and path.name.lower().endswith(IMAGE_FILE_SUFFIXES)]
     return (f"{len(deeper)} image file(s) in the subfolders of {spec} are not read (a folder names its direct "
             f"children only): write '{os.path.join(spec, '**', '*')}' to read them too" if deeper else "")
 

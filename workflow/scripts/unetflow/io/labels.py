@@ -102,10 +102,10 @@ def snap_to_nearest(values: np.ndarray, allowed: list[int]) -> np.ndarray:
     between = ~np.isin(values, allowed)
     if values.ndim != 2 or len(allowed) < 3 or not between.any():
         return nearest
-    best = np.full(values.shape, np.inf)
+    best, levels = np.full(values.shape, np.inf), values.astype(np.float64)
     for value in allowed:  # ascending: a tie keeps the smaller
         near = ndimage.binary_dilation(values == value, np.ones((3, 3), bool), iterations=SNAP_REACH) & between
-        distance = np.where(near, np.abs(values.astype(np.float64) - value), np.inf)
+        distance = np.where(near, np.abs(levels - value), np.inf)
         closer = distance < best
         best, nearest = np.where(closer, distance, best), np.where(closer, value, nearest)
     return nearest
