@@ -16,7 +16,7 @@ from conftest import build_manifest, write_pairs
 from unetflow.data import soft_edges
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
-from unetflow.io.labels import IGNORE_INDEX, snap_to_nearest
+from unetflow.io.labels import IGNORE_INDEX, class_values, ignore_value, snap_to_nearest
 from unetflow.io.prediction_files import write_class_mask
 from unetflow.io.sources import read_source_mask, source_labels
 
@@ -238,6 +238,18 @@ def test_stray_value_in_one_mask_is_refused_unless_declared(tmp_path):
         images, masks, classes={"background": 0, "cell": 255})
     _, classes = build_manifest(str(images), str(masks), classes={"background": 0, "odd": 7, "cell": 255})
     assert classes["value"].tolist() == [0, 7, 255]
+
+
+def test_255_beside_small_class_values_is_named_as_unannotated_unless_declared(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE, values=(0, 1, 2, 255))
+    message = ingest_error(images, masks)
+    assert message.startswith("1 problem(s)")
+    assert "class values 1, 2 and 255 (4 file(s), e.g. c0.png, c1.png, c2.png, ...), which usually marks pixels " \
+        "nobody annotated; set data.ignore_label: 255" in message
+    _, classes = build_manifest(str(images), str(masks), ignore_label=255)
+    assert class_values(classes) == [0, 1, 2] and ignore_value(classes) == 255
+    _, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "a": 1, "b": 2, "c": 255})
+    assert class_values(classes) == [0, 1, 2, 255]
 
 
 def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):

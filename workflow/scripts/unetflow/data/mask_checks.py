@@ -10,6 +10,9 @@ trained as a class when it is not one. Each refuses before any training, naming 
 - The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
   in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
   `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
+- An unannotated value: 255 beside small class values (at most SMALL_CLASS_VALUE, say 0/1/2/255; found in at
+  least half of the mask files, so not strays), the usual mark of pixels nobody annotated. `data.ignore_label: 255`
+  leaves those pixels out of training and scoring, `data.classes` listing it trains it as a class.
 - Stray values: a found foreground value in at most STRAY_FILES of the mask files (at least one file) covering
   less than STRAY_PIXELS of their pixels, like a few pixels of a stray value in one mask or hundreds of scattered
   values left by resizing one mask. Not when it is the only foreground value.
@@ -34,6 +37,7 @@ INSTANCE_REGION_SHARE = 0.8  # ... of which at least this share are objects is i
 OBJECT_MIN_PIXELS = 4        # an object: a value forming one connected region of at least this many pixels
 STRAY_FILES = 0.05           # a found value in at most this share of the mask files (at least one) ...
 STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels is a stray value
+SMALL_CLASS_VALUE = 50       # 255 beside foreground values no larger than this is called an unannotated mark
 EXAMPLES = 3                 # files named as examples in a message
 NONZERO_FIX = "set data.foreground: nonzero to train every non-zero value as one foreground class"
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
@@ -122,6 +126,20 @@ def one_bit_note(value: int, files: list[str]) -> str:
     return f", {one_bit} of them 1-bit masks, read as 0/255" if one_bit else ""
 
 
+def unannotated_problem(rows: list[dict], foreground: set[int]) -> str | None:
+    """The problem when 255 occurs beside small class values only (0/1/2/255), these in at least half of the mask
+    files; else None."""
+    small, per_file = foreground - {255}, foreground_by_file(rows, foreground)
+    if 255 not in foreground or not small or max(small) > SMALL_CLASS_VALUE or \
+            sum(bool(found & small) for found in per_file.values()) < len(per_file) / 2:
+        return None
+    files = sorted(file for file, found in per_file.items() if 255 in found)
+    names = ", ".join(Path(file).name for file in files[:EXAMPLES]) + (", ..." if len(files) > EXAMPLES else "")
+    return (f"the masks hold the class values {listed(sorted(small))} and 255 ({len(files)} file(s), e.g. {names}), "
+            f"which usually marks pixels nobody annotated; set data.ignore_label: 255 to leave them out of training "
+            f"and scoring, or declare data.classes listing 255 to train it as a class")
+
+
 def pixels_by_value(rows: list[dict]) -> dict[str, dict[int, int]]:
     """{mask file: {value: pixel count}} from the manifest rows' label fractions."""
     pixels = defaultdict(lambda: defaultdict(int))
@@ -153,5 +171,6 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
     """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks
     (each reported alone), else the foreground encoded differently by file, else stray values."""
     foreground = set(class_values(classes)[1:])
-    problem = soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
+    problem = (soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
+               or unannotated_problem(rows, foreground))
     return [problem] if problem else stray_problems(rows, foreground)
