@@ -104,9 +104,13 @@ def test_entries_that_do_not_fit_are_refused_with_the_file_and_the_fix(tmp_path)
     assert "c.png: no image entry of this file name in the COCO file" in str(error.value)
     assert "b.png: 40x60 px but its entry in" in str(error.value) and "says 30x60" in str(error.value)
     coco["annotations"][0]["category_id"] = 9
+    coco["annotations"][1]["segmentation"] = []  # a box-only annotation
     (tmp_path / "annotations.json").write_text(json.dumps(coco))
-    with pytest.raises(DataValidationError, match=r"annotations\.json: 1 annotation category id\(s\) are not in"):
+    with pytest.raises(DataValidationError) as error:
         ingest(tmp_path)
+    assert "annotations.json: 1 annotation category id(s) are not in" in str(error.value)
+    assert "1 annotation(s) have no outline (e.g. ids [2]; an empty segmentation" in str(error.value)
+    assert "b.png: 40x60 px" in str(error.value)  # every problem at once
     del coco["images"][0]["height"]
     (tmp_path / "annotations.json").write_text(json.dumps(coco))
     with pytest.raises(DataValidationError, match=r"annotations\.json: 1 of its images lack one of \('id', "):
@@ -114,3 +118,13 @@ def test_entries_that_do_not_fit_are_refused_with_the_file_and_the_fix(tmp_path)
     (tmp_path / "annotations.json").write_text("{\"images\": []}")
     with pytest.raises(DataValidationError, match=r"annotations\.json: not a COCO annotation file: no annotations"):
         ingest(tmp_path)
+
+
+def test_windows_file_names_pair_and_polygons_without_area_are_left_out_with_a_warning(tmp_path, caplog):
+    coco, objects = coco_data_set(tmp_path)
+    coco["images"][0]["file_name"] = "C:\\Users\\lab\\frames\\a.png"
+    coco["annotations"].append({"id": 5, "image_id": 1, "category_id": 1, "segmentation": [[1, 2, 3, 4]]})
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    manifest, _ = ingest(tmp_path, instances=True)
+    assert manifest["objects"].tolist() == [2, 2]
+    assert "1 annotation(s) with only polygons of fewer than 3 points (e.g. ids [5])" in caplog.text

@@ -38,10 +38,22 @@ def parsed_coco(path: str, modified: int) -> dict:
     return coco
 
 
+def polygons(segmentation) -> list[list[float]]:
+    """The polygons of a polygon segmentation that enclose an area: at least three points (six numbers); fewer, a
+    slip of the annotation tool, draw nothing."""
+    return [polygon for polygon in segmentation if len(polygon) >= 6]
+
+
+def is_outline(segmentation) -> bool:
+    """Whether a segmentation has an area to draw: a run-length mask, or a polygon of three points or more; not
+    `[]` (a box-only annotation) or only polygons of fewer points."""
+    return not isinstance(segmentation, list) or bool(polygons(segmentation))
+
+
 def annotation_pixels(segmentation, height: int, width: int) -> np.ndarray:
     """Where one annotation's segmentation (polygons, or a run-length mask, plain or compressed) lies (H, W) bool."""
     if isinstance(segmentation, list):
-        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        rle = coco_mask.merge(coco_mask.frPyObjects(polygons(segmentation), height, width))
     elif isinstance(segmentation.get("counts"), list):
         rle = coco_mask.frPyObjects(segmentation, height, width)
     else:
@@ -53,7 +65,9 @@ def annotation_pixels(segmentation, height: int, width: int) -> np.ndarray:
 
 def drawn_mask(image: dict, annotations: list[dict], instances: bool) -> np.ndarray:
     """The mask (H, W) of one COCO image entry: each annotation drawn in order, a later one over an earlier, with
-    its number (1, 2, ...; `instances`) or its category id; uint16 (uint32 past 65535 objects)."""
+    its number (1, 2, ...; `instances`) or its category id; uint16 (uint32 past 65535 objects). Annotations
+    without an area (`is_outline`) are left out."""
+    annotations = [annotation for annotation in annotations if is_outline(annotation["segmentation"])]
     dtype = np.uint32 if len(annotations) > 65535 else np.uint16
     mask = np.zeros((int(image["height"]), int(image["width"])), dtype)
     for number, annotation in enumerate(annotations, start=1):
