@@ -252,6 +252,26 @@ def test_255_beside_small_class_values_is_named_as_unannotated_unless_declared(t
     assert class_values(classes) == [0, 1, 2, 255]
 
 
+def test_palette_masks_whose_palettes_order_the_classes_differently_are_refused(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE, values=(0, 1, 2))
+    for index in range(4):  # c2 and c3 swap indices 1 and 2 and their colours: they look as c0 and c1 do
+        labels = cv2.imread(str(masks / f"c{index}.png"), cv2.IMREAD_UNCHANGED)
+        colours = [(0, 0, 0), (0, 255, 0), (255, 0, 0)]
+        if index >= 2:
+            labels, colours = np.choose(labels, [0, 2, 1]).astype(np.uint8), [colours[0], colours[2], colours[1]]
+        image = Image.fromarray(labels, mode="P")
+        image.putpalette([v for colour in colours for v in colour])
+        image.save(masks / f"c{index}.png")
+    message = ingest_error(images, masks)
+    assert "the palette masks disagree on what their indices look like (index 1 is [0, 255, 0] in c0.png, " \
+           "[255, 0, 0] in c2.png; index 2 is [255, 0, 0] in c0.png, [0, 255, 0] in c2.png)" in message
+    manifest, classes = build_manifest(str(images), str(masks), colors={"bg": [0, 0, 0], "g": [0, 255, 0],
+                                                                       "r": [255, 0, 0]})
+    for case_id, labels in trained_labels(manifest, classes).items():  # green is class 1 in every file
+        shown = np.asarray(Image.open(masks / f"{case_id}.png").convert("RGB"))
+        np.testing.assert_array_equal(labels == 1, (shown == [0, 255, 0]).all(axis=-1))
+
+
 def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):
     images, masks = write_pairs(tmp_path, count=30, size=(64, 64))
     resized = cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED)

@@ -15,7 +15,7 @@ import pandas as pd
 from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
-from unetflow.data.mask_checks import undeclared_value_problems
+from unetflow.data.mask_checks import palette_colours, palette_problems, undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
     attach_rois,
@@ -158,6 +158,8 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
                reoriented=reoriented,
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
+               palette_colours=None if data.instances or data.colors or row["kind"] != "image" else
+               palette_colours(mask, fields["label_values"]),
                **({"split": pair["split"]} if "split" in pair else {}))
     row.update({key: value for key, value in pair.get("columns", {}).items() if key not in row})
     return row, problems
@@ -365,7 +367,8 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
         problems += instance_data_problems(rows, False) + channel_problems(rows, data.channels)
     elif rows:
         meaning = undeclared_value_problems(rows, classes) if declared is None else []
-        problems += (meaning or class_problems(classes, rows, data)) + channel_problems(rows, data.channels)
+        problems += (palette_problems(rows) + (meaning or class_problems(classes, rows, data))
+                     + channel_problems(rows, data.channels))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
     manifest = pd.DataFrame(rows)

@@ -19,6 +19,10 @@ trained as a class when it is not one. Each refuses before any training, naming 
 
 Declared classes (`data.classes`), `data.foreground: nonzero` and `data.instances: true` skip these checks; values
 that declared classes do not list are refused file by file (soft edges in one problem).
+
+Declared or not, palette-indexed masks whose palettes give an index different colours (a tool that reordered the
+palette of some files, so the colours shown agree and the indices do not) are refused: read by index, as they are,
+their classes would be swapped (`palette_problems`).
 """
 
 from collections import defaultdict
@@ -28,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from unetflow.data.soft_edges import soft_edge_problem
-from unetflow.io.images import is_one_bit
+from unetflow.io.images import is_one_bit, mask_palette
 from unetflow.io.labels import class_values
 from unetflow.io.sources import read_source_mask
 
@@ -174,3 +178,28 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
     problem = (soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
                or unannotated_problem(rows, foreground))
     return [problem] if problem else stray_problems(rows, foreground)
+
+
+# ------------------------------------------------------------------------------------------------- palettes
+
+
+def palette_colours(mask, values: list[int]) -> list[list[int]] | None:
+    """[value, r, g, b] of each of the `values` found in a palette-indexed mask file; None for other masks."""
+    palette = mask_palette(mask)
+    return None if palette is None else [[v, *palette[3 * v:3 * v + 3]] for v in values if 3 * v + 3 <= len(palette)]
+
+
+def palette_problems(rows: list[dict]) -> list[str]:
+    """The problem when palette masks give one index different colours (rows' `palette_colours`), naming a few."""
+    colours = defaultdict(dict)  # index -> {colour: the first file giving it}
+    for row in rows:
+        for value, *colour in row.get("palette_colours") or []:
+            colours[value].setdefault(tuple(colour), Path(row["mask_path"]).name)
+    differ = [(value, found) for value, found in sorted(colours.items()) if len(found) > 1][:EXAMPLES]
+    if not differ:
+        return []
+    named = "; ".join(f"index {value} is " + ", ".join(f"{list(colour)} in {file}" for colour, file in
+                                                       list(found.items())[:EXAMPLES]) for value, found in differ)
+    return [f"the palette masks disagree on what their indices look like ({named}); classes are read by palette "
+            f"index, so these masks would swap classes: if the colours are the classes, declare them in data.colors "
+            f"({{name: [r, g, b]}}); if the indices are, save the masks with one palette"]
