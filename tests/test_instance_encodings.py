@@ -1,7 +1,7 @@
 """Instance masks as labs save them, read alike by ingest, training and evaluation: in colours (a label image exported
 through a lookup table: each colour one object, black the background, a reused colour one object per part; one
-warning line; colours without black refused, naming the file; lossy masks are refused in the instance mode), and as
-folders of object masks, one file per object (the DSB 2018 layout)."""
+warning line; colours without black, and id maps without a background 0, refused, naming the file; lossy masks are
+refused in the instance mode), and as folders of object masks, one file per object (the DSB 2018 layout)."""
 
 import logging
 
@@ -106,6 +106,22 @@ def test_colours_without_black_are_refused_naming_the_file(tmp_path):
     Image.fromarray(white).save(masks / "c0.png")
     with pytest.raises(DataValidationError, match=r"c0\.png: an instance mask in colours without black"):
         build_manifest(images, masks, instances=True)
+
+
+def test_ids_counted_from_1_are_refused_as_a_background_object_unless_0_is_the_background(tmp_path):
+    images, masks, truths = touching_cells_in_colours(tmp_path, count=2)
+    for index, ids in enumerate(truths):  # MATLAB-style ids: the background is 1
+        (masks / f"c{index}.png").unlink()
+        write_mask(masks / f"c{index}.png", (ids + 1).astype(np.uint16))
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(images, masks, instances=True)
+    share = (truths[0] == 0).mean()
+    assert f"c0.png: an instance mask without background (0) pixels, whose id 1 covers {share:.0%} of it" in \
+        str(error.value) and "c1.png" in str(error.value)
+    for index, ids in enumerate(truths):
+        write_mask(masks / f"c{index}.png", ids.astype(np.uint16))
+    assert build_manifest(images, masks, instances=True)[0]["objects"].tolist() == [
+        len(np.unique(ids)) - 1 for ids in truths]
 
 
 def test_a_lossy_instance_mask_is_refused_without_offering_to_snap_its_ids(tmp_path):

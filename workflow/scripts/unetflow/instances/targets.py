@@ -183,11 +183,13 @@ def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
     """Manifest fields of one source's instance mask (Z, Y, X, or Z, Y, X, 3 in colours: `colour_ids`; objects are
     per slice): label_values 0 (background) and 1 (any object) with their voxel shares, objects, touching_pairs,
     speck_ids and speck_pixels (stray parts of ids, dropped), colour_ids; and its problems (ids of two large parts,
-    colours without black)."""
+    colours without black, no background)."""
     coloured = masks.ndim == 4
     if coloured and (problem := colour_mask_problem(masks, path)):
         return {}, [problem]
     masks = colour_ids(masks) if coloured else masks
+    if problem := background_problem(masks, path):
+        return {}, [problem]
     objects, touching, speck_ids, speck_pixels, problems = 0, 0, [], 0, []
     for index, plane in enumerate(masks):
         ids = instance_ids(plane)
@@ -203,6 +205,19 @@ def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
                   snapped_pixels=0, objects=objects, touching_pairs=touching, speck_ids=speck_ids,
                   speck_pixels=speck_pixels, colour_ids=coloured)
     return fields, problems
+
+
+def background_problem(ids: np.ndarray, path) -> str | None:
+    """Why an instance mask without a background (0) pixel, whose largest id covers at least a third of it, is
+    taken for one whose ids count from 1 (MATLAB's way), the background an object; None otherwise."""
+    if not ids.size or (ids == 0).any():
+        return None
+    values, counts = np.unique(ids, return_counts=True)
+    if counts.max() < ids.size / 3:
+        return None
+    return (f"{path}: an instance mask without background (0) pixels, whose id {values[counts.argmax()]} covers "
+            f"{counts.max() / ids.size:.0%} of it: the background, with ids counted from 1? It would be trained as "
+            f"one object; save the background as 0 (e.g. subtract 1 from every id)")
 
 
 def colour_mask_problem(colours: np.ndarray, path) -> str | None:
