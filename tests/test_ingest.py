@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import build_manifest, write_pairs
+from unetflow.data.data_warnings import data_warnings
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.pairing import subfolder_note
 from unetflow.data.split import split_cases
@@ -224,3 +225,15 @@ def test_volume_one_voxel_thick_is_one_slice_whatever_the_slice_axis(tmp_path, a
     nib.save(nib.Nifti1Image(np.eye(12, 10, dtype=np.uint8), np.eye(4)), tmp_path / "masks" / "xray.nii.gz")
     manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), slice_axis=axis)
     assert manifest[["id", "slices", "height", "width", "slice_axis"]].values.tolist() == [["xray", 1, 12, 10, 2]]
+
+
+def test_a_mask_saved_inverted_among_binary_masks_is_named(tmp_path):
+    images, masks = write_pairs(tmp_path, count=5, size=(40, 40), values=(0,))
+    for index in range(5):
+        mask = np.zeros((40, 40), np.uint8)
+        mask[10:18, 10:18] = 255  # 4 % foreground
+        cv2.imwrite(str(masks / f"c{index}.png"), 255 - mask if index == 3 else mask)
+    manifest, classes = build_manifest(str(images), str(masks))
+    table = data_warnings(manifest, classes)
+    assert table["kind"].tolist() == ["inverted"] and table["file"].iloc[0].endswith("c3.png")
+    assert table["detail"].iloc[0] == "96% foreground against a median of 4%"

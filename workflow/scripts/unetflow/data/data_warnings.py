@@ -1,8 +1,8 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied,
-classes in few masks, label volumes reoriented. Each is one row of a table (columns WARNING_COLUMNS; rule ingest
-writes it as `data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples,
-however many rows there are.
+classes in few masks, label volumes reoriented, binary masks that look inverted. Each is one row of a table (columns
+WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
+counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -18,6 +18,7 @@ MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is 
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
 RARE_CLASS_SHARE = 0.1  # a class in at most this share of the masks is named ...
 RARE_CLASS_FILES = 10   # ... in a data set of at least this many mask files
+INVERTED_RATIO = 3      # a binary mask over half foreground and this many times the median share looks inverted
 EXAMPLES = 3            # rows named in a summary line
 WARNING_COLUMNS = ["kind", "file", "value", "detail"]
 
@@ -102,12 +103,27 @@ def reoriented_rows(manifest: pd.DataFrame) -> list[dict]:
             for _, row in manifest.iterrows() if row["reoriented"]]
 
 
+def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
+    """One row per mask of a binary data set (of at least 4 sources) whose foreground covers over half of it and
+    over INVERTED_RATIO times the median share: saved inverted? (its value: the share in percent)."""
+    trained = trained_classes(classes)
+    if len(trained) != 2 or len(manifest) < 4:
+        return []
+    foreground = int(trained["value"].iloc[1])
+    shares = [dict(zip(values, fractions)).get(foreground, 0.0) for values, fractions in
+              zip(manifest["label_values"], manifest["label_fractions"])]
+    median = float(np.median(shares))
+    return [dict(kind="inverted", file=path, value=100 * share,
+                 detail=f"{share:.0%} foreground against a median of {median:.0%}")
+            for path, share in zip(manifest["mask_path"], shares) if share > max(0.5, INVERTED_RATIO * median)]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest)
-            + reoriented_rows(manifest))
+            + reoriented_rows(manifest) + inverted_rows(manifest, classes))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -142,6 +158,9 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "reoriented": lambda rows, examples: (
         f"{len(rows)} label volume(s) stored in another orientation than their images (e.g. {examples}): read with "
         f"their voxel axes swapped or reversed into the image's, without loss"),
+    "inverted": lambda rows, examples: (
+        f"{len(rows)} mask(s) with far more foreground than the others (e.g. {examples}: {rows['detail'].iloc[0]}): "
+        f"saved inverted, the objects as background? If so, invert them"),
 }
 
 
