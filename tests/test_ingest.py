@@ -237,3 +237,13 @@ def test_a_mask_saved_inverted_among_binary_masks_is_named(tmp_path):
     table = data_warnings(manifest, classes)
     assert table["kind"].tolist() == ["inverted"] and table["file"].iloc[0].endswith("c3.png")
     assert table["detail"].iloc[0] == "96% foreground against a median of 4%"
+
+
+def test_an_image_without_a_mask_names_the_unpaired_mask_of_a_close_name(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3)
+    (masks / "c0.png").rename(masks / "c0-seg.png")  # an automatic suffix
+    (masks / "c1.png").rename(masks / "c1_annotation.png")
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(images), str(masks))
+    assert "c1.png: no mask found" in str(error.value) and "c0.png" not in str(error.value)
+    assert "the unpaired mask " + str(masks / "c1_annotation.png") + " has a close name" in str(error.value)

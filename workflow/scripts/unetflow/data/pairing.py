@@ -15,10 +15,12 @@ Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_f
 """
 
 import csv
+import difflib
 import glob
 import hashlib
 import os
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from unetflow.io.formats import (
@@ -35,7 +37,10 @@ from unetflow.io.formats import (
     is_series,
 )
 
-AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "_label", "_labels", "_gt", "_segmentation")
+AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "-seg", "_label", "_labels", "-label", "_gt", "-gt",
+                      "_segmentation")
+CLOSE_NAME = 0.6        # an unpaired mask whose stem is this like an image's (`name_likeness`) is named ...
+CLOSE_NAME_MASKS = 500  # ... among the first this many unpaired masks
 ROI_SUFFIXES = ("", "_roi", "_mask")
 SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
 
@@ -122,11 +127,25 @@ def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suf
     return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
 
 
-def case_hint(stem: str, masks: list[Path], prefix: str, suffixes) -> str:
-    """For an image without a mask: the masks whose names differ from the ones looked for in letter case only."""
+def name_likeness(stem: str, other: str) -> float:
+    """1 when `other` is `stem` with a prefix or suffix set off by a separator (c1 -> c1_annotation, not c10), else
+    difflib's similarity ratio."""
+    affixed = (other.startswith(stem) and not other[len(stem):][:1].isalnum()) or \
+        (other.endswith(stem) and not other[:-len(stem)][-1:].isalnum())
+    return 1.0 if affixed else difflib.SequenceMatcher(None, stem, other).ratio()
+
+
+def name_hint(stem: str, masks: list[Path], prefix: str, suffixes, unpaired: list[Path]) -> str:
+    """For an image without a mask: the masks whose names differ from the ones looked for in letter case only, else
+    the unpaired mask of the closest name (`name_likeness` at least CLOSE_NAME, among at most CLOSE_NAME_MASKS)."""
     wanted = {(prefix + stem + suffix).lower() for suffix in suffixes}
     close = [str(mask) for mask in masks if case_stem(mask).lower() in wanted]
-    return f"; {', '.join(close)} differ(s) in letter case only: rename to match" if close else ""
+    if close:
+        return f"; {', '.join(close)} differ(s) in letter case only: rename to match"
+    scored = [(name_likeness(stem, case_stem(mask)), str(mask)) for mask in unpaired[:CLOSE_NAME_MASKS]]
+    likeness, nearest = max(scored, default=(0.0, None))
+    return f"; the unpaired mask {nearest} has a close name (data.manifest pairs any names)" if \
+        likeness >= CLOSE_NAME else ""
 
 
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
@@ -137,7 +156,9 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
     candidates = {stem: [m for m in match_by_stem(stem, masks_by_stem, mask_prefix, suffixes) if m not in files]
                   for stem, files in stems_of(images).items()}
-    masks_of_images = {mask for found in candidates.values() for mask in found}
+    masks_of_images, listed = {mask for found in candidates.values() for mask in found}, set(images)
+    unpaired = [mask for mask in masks if mask not in masks_of_images and mask not in listed]
+    hint = partial(name_hint, masks=masks, prefix=mask_prefix, suffixes=suffixes, unpaired=unpaired)
     for stem, files in stems_of([image for image in images if image not in masks_of_images]).items():
         found = candidates[stem]
         used.update(found)
@@ -146,14 +167,14 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                             f"rename one of them")
         elif not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
-                            f"{list(suffixes)} in data.masks){case_hint(stem, masks, mask_prefix, suffixes)}; add "
-                            f"its mask or set data.mask_suffix/mask_prefix")
+                            f"{list(suffixes)} in data.masks){hint(stem)}; add its mask or set "
+                            f"data.mask_suffix/mask_prefix")
         elif len(found) > 1:
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
     problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
-                 for m in masks if m not in used and m not in images]
+                 for m in masks if m not in used and m not in listed]
     return pairs, problems
 
 
