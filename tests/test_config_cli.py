@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -155,3 +156,14 @@ def test_an_unknown_key_is_named_with_the_closest_setting_not_the_schema(tmp_pat
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "config key train.epochz is not a setting (did you mean train.epochs?)" in output
     assert "additionalProperties" not in output  # no schema dump
+
+
+def test_the_demo_is_refused_over_the_results_of_a_data_set(tmp_path):
+    (tmp_path / "results" / "data").mkdir(parents=True)
+    manifest = tmp_path / "results" / "data" / "manifest.parquet"
+    pd.DataFrame({"image_path": ["/lab/images/a.png"]}).to_parquet(manifest)  # a forgotten --configfile
+    result = dry_run(tmp_path)
+    assert result.returncode != 0 and "no data set is configured (data.images, data.manifest), so this run would " \
+        "train the demo into results/, which holds the results of the data set of /lab/images" in result.stdout
+    pd.DataFrame({"image_path": ["results/demo/images/a.png"]}).to_parquet(manifest)  # the demo's own results
+    assert resolved(tmp_path)["config"]["results"] == "results"

@@ -57,6 +57,33 @@ USE_DEMO = config["data"]["images"] is None and config["data"]["manifest"] is No
 FOLDS = list(range(config["split"]["folds"]))
 
 
+def demo_over_data_problem():
+    """Why a run without a data set (the demo) is refused: its results folder holds the results of a data set (the
+    manifest lists no demo image), which a forgotten --configfile would overwrite with the demo's; else None. Not
+    checked where the Snakemake environment lacks pyarrow."""
+    manifest = f"{RESULTS}/data/manifest.parquet"
+    try:
+        from pyarrow import ArrowException, parquet
+    except ImportError:
+        return None
+    try:
+        paths = parquet.read_table(manifest, columns=["image_path"]).column("image_path").to_pylist()
+    except (OSError, ArrowException, KeyError):
+        return None
+    demo = os.path.abspath(f"{RESULTS}/demo") + os.sep
+    if not paths or any(os.path.abspath(path).startswith(demo) for path in paths):
+        return None
+    return (
+        f"no data set is configured (data.images, data.manifest), so this run would train the demo into "
+        f"{RESULTS}/, which holds the results of the data set of {os.path.dirname(paths[0])}: pass its config "
+        f"(--configfile), or set results: to another folder to run the demo"
+    )
+
+
+if USE_DEMO and (DEMO_PROBLEM := demo_over_data_problem()):
+    raise ValueError(f"config: {DEMO_PROBLEM}")
+
+
 wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)),
     fold=r"\d+",
