@@ -167,3 +167,17 @@ def test_the_demo_is_refused_over_the_results_of_a_data_set(tmp_path):
         "train the demo into results/, which holds the results of the data set of /lab/images" in result.stdout
     pd.DataFrame({"image_path": ["results/demo/images/a.png"]}).to_parquet(manifest)  # the demo's own results
     assert resolved(tmp_path)["config"]["results"] == "results"
+
+
+def test_a_training_length_on_the_command_line_or_in_an_experiment_replaces_the_configured_one(tmp_path):
+    config = tiny_config()  # epochs: 2
+    config["experiments"] = {"unet": {}, "timed": {"train": {"budget_minutes": 0.5}}}
+    resolved_config = resolved(tmp_path, "train={budget_steps: 40}", configfile=write_config(tmp_path, config))
+    lengths = {name: {key: settings["train"][key] for key in ("epochs", "budget_steps", "budget_minutes")}
+               for name, settings in resolved_config["settings"].items()}
+    assert lengths == {"unet": {"epochs": None, "budget_steps": 40, "budget_minutes": None},
+                       "timed": {"epochs": None, "budget_steps": None, "budget_minutes": 0.5}}
+    config["train"]["budget_steps"] = 40  # two lengths in one section still clash
+    result = dry_run(tmp_path, configfile=write_config(tmp_path, config))
+    assert "train.epochs and train.budget_steps are all set; a training lasts epochs, steps or minutes: keep one, " \
+           "the others null" in result.stdout + result.stderr

@@ -21,6 +21,7 @@ from unetflow.config import (
     init_package,
     merged,
     package_name,
+    with_length_of,
 )
 from unetflow.config_schema import exponent_numbers, typed_command_line, unknown_keys, with_command_line
 from unetflow.data.pairing import (
@@ -36,12 +37,14 @@ from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,
 # merged key by key into the sections of the config files, before the schema checks them; so do the config files'
-# numbers in exponent notation without a dot (3e-4), which their YAML 1.1 reader leaves strings.
+# numbers in exponent notation without a dot (3e-4), which their YAML 1.1 reader leaves strings. A training length
+# given there (train.epochs, budget_steps or budget_minutes) replaces the config files' length, as an experiment's does.
 SCHEMA_PATH = workflow.current_basedir.join("../schemas/config.schema.yaml").get_path_or_uri(secret_free=True)
 with open(SCHEMA_PATH) as schema_file:
     SCHEMA = yaml.safe_load(schema_file)
 COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), SCHEMA)
 config.update(exponent_numbers(with_command_line(config, COMMAND_LINE), SCHEMA))
+config["train"] = with_length_of(config.get("train") or {}, COMMAND_LINE.get("train") or {})
 if UNKNOWN := unknown_keys(config, SCHEMA):
     raise ValueError("config: " + "; ".join(UNKNOWN))
 
@@ -121,7 +124,9 @@ def data_inputs():
 
 def experiment_settings(name):
     """train/predict/evaluate sections of one experiment: its overrides over the base config, validated."""
-    settings = merged(config, config["experiments"][name])
+    overrides = config["experiments"][name]
+    settings = merged(config, overrides)
+    settings["train"] = with_length_of(settings["train"], overrides.get("train") or {})
     try:
         validate(settings, "../schemas/config.schema.yaml")
     except Exception as error:  # Snakemake's validation error, re-raised naming the experiment

@@ -157,12 +157,20 @@ def region_class_problems(regions: dict, values: list[int]) -> list[str]:
     return problems
 
 
+def with_length_of(train: dict, given: dict) -> dict:
+    """The train section with the training length of `given` (an experiment's or the command line's train keys),
+    when it sets one of LENGTH_KEYS, replacing the other length keys rather than clashing with them."""
+    if not any(given.get(name) is not None for name in LENGTH_KEYS):
+        return train
+    return {**train, **{name: given.get(name) for name in LENGTH_KEYS}}
+
+
 def length_problems(train: dict, key: str) -> list[str]:
     """More than one training length set in a train section (`key`: where it is in the config)."""
     given = [name for name in LENGTH_KEYS if train[name] is not None]
     if len(given) > 1:
         return [f"{key}: {' and '.join(f'{key}.{name}' for name in given)} are all set; a training lasts epochs, "
-                f"steps or minutes: keep one"]
+                f"steps or minutes: keep one, the others null"]
     return []
 
 
