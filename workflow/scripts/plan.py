@@ -39,8 +39,9 @@ if unseen := unseen_classes(trained_classes(classes)["name"].tolist(), sources):
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
          len(sources), plan["traits"])
 for trial in plan["resolutions_tried"]:
-    log.info("resolution %(resolution)g: patch %(patch_size)s, batch %(batch_size)d, step %(step_seconds)s s, "
-             "%(passes)g passes over the training pixels in the budget", trial)
+    step = "not measured (a budget in steps)" if trial["step_seconds"] is None else f"{trial['step_seconds']} s"
+    log.info("resolution %g: patch %s, batch %d, step %s, %g passes over the training pixels in the budget",
+             trial["resolution"], trial["patch_size"], trial["batch_size"], step, trial["passes"])
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
 if package:

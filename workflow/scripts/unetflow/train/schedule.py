@@ -35,6 +35,10 @@ class Budget:
             return min(1.0, max(0, step - self.warmup) / max(1, self.steps - self.warmup))
         return min(1.0, elapsed / self.seconds)
 
+    def epochs(self, iterations_per_epoch: int) -> int | None:
+        """The number of epochs of a step budget (the last one may be shorter), None for a time budget."""
+        return None if self.steps is None else math.ceil(self.steps / iterations_per_epoch)
+
     def describe(self) -> str:
         """The budget in words, for the log."""
         return f"{self.steps} steps" if self.steps is not None else f"{self.seconds / 60:g} minutes"

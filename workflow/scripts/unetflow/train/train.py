@@ -238,7 +238,8 @@ class Trainer:
             if row["val_cases"] or not self.val_subset:  # an epoch between validations keeps the candidates
                 self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
             self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
-                          "validation %.0f%%  budget %.0f%%", self.epoch, cfg["epochs"] or "-", row["train_loss"],
+                          "validation %.0f%%  budget %.0f%%", self.epoch,
+                          self.budget.epochs(cfg["iterations_per_epoch"]) or "-", row["train_loss"],
                           row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
                           100 * row["val_share"], 100 * self.budget.progress(self.step, clock.elapsed()))
             self.elapsed = clock.elapsed()
