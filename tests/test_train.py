@@ -50,7 +50,8 @@ def test_epochs_win_over_budgets_and_budgets_default_per_device():
     unset = {**cfg, "epochs": None, "budget_steps": None, "budget_minutes": None}
     assert training_budget(unset, "cpu") == Budget(seconds=600)
     assert training_budget(unset, "cuda") == Budget(seconds=300)
-    assert Budget(steps=200).epochs(10) == 20 and Budget(steps=205).epochs(10) == 21 and not Budget(seconds=9).epochs(10)
+    assert Budget(steps=200).epochs(10) == 20 and Budget(steps=205).epochs(10) == 21
+    assert Budget(seconds=9).epochs(10) is None
 
 
 def test_validation_subset_is_seeded_and_bounded_by_its_share():
