@@ -1,11 +1,14 @@
 """Pairing and validation of a data set: every problem reported at once, naming its file."""
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import build_manifest, write_pairs
+from conftest import REPO, build_manifest, write_pairs
 from unetflow.data.data_warnings import data_warnings
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.pairing import subfolder_note
@@ -247,3 +250,15 @@ def test_an_image_without_a_mask_names_the_unpaired_mask_of_a_close_name(tmp_pat
         build_manifest(str(images), str(masks))
     assert "c1.png: no mask found" in str(error.value) and "c0.png" not in str(error.value)
     assert "the unpaired mask " + str(masks / "c1_annotation.png") + " has a close name" in str(error.value)
+
+
+@pytest.mark.parametrize("error,traced", [("DataValidationError('1 problem(s) in the data set')", False),
+                                          ("RuntimeError('a bug')", True)])
+def test_a_failed_stage_logs_a_named_problem_by_its_message_and_a_bug_with_its_traceback(tmp_path, error, traced):
+    script = (f"from unetflow.data.pairing import DataValidationError\nfrom unetflow.logs import stage_logger\n"
+              f"stage_logger({str(tmp_path / 'stage.log')!r})\nraise {error}\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                            env={"PYTHONPATH": str(REPO / "workflow" / "scripts")})
+    logged = (tmp_path / "stage.log").read_text()
+    assert result.returncode == 1 and error.split("(")[0] + ": " + error.split("'")[1] in logged
+    assert ("Traceback" in logged) == traced and ("Traceback" in result.stderr) == traced

@@ -5,7 +5,9 @@ import sys
 
 
 def stage_logger(log_path: str, name: str = "unetflow") -> logging.Logger:
-    """Log to `log_path` and stderr, and record uncaught exceptions there too, so a failed job's log says why."""
+    """Log to `log_path` and stderr, and record uncaught exceptions there too, so a failed job's log says why: the
+    problems unetflow names (its own exception classes, e.g. DataValidationError) by their message alone, other
+    exceptions with their traceback."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
@@ -14,7 +16,8 @@ def stage_logger(log_path: str, name: str = "unetflow") -> logging.Logger:
         logger.addHandler(handler)
 
     def log_uncaught(exc_type, exc, tb):
-        logger.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+        named = exc_type.__module__.startswith("unetflow.")  # a problem unetflow names: its message says it all
+        logger.error("%s: %s", exc_type.__name__, exc, exc_info=None if named else (exc_type, exc, tb))
 
     sys.excepthook = log_uncaught
     return logger
