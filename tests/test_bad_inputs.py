@@ -251,7 +251,8 @@ def test_declared_class_in_no_mask(tmp_path, pairs):
 def test_colour_mask_without_colour_table(tmp_path, pairs):
     cv2.imwrite(str(pairs[1] / "c0.png"), np.dstack([np.zeros((32, 40), np.uint8)] * 2 + [np.full((32, 40), 200,
                                                                                                   np.uint8)]))
-    assert "c0.png: colour mask (H, W, 3); declare its colours in data.colors" in ingest_error(tmp_path)
+    assert "c0.png: colour mask (H, W, 3) of 1 colour(s) (e.g. [[200, 0, 0]]); declare its class colours in " \
+           "data.colors ({name: [r, g, b]}), set data.instances: true if each colour" in ingest_error(tmp_path)
 
 
 def test_colour_outside_the_colour_table(tmp_path, pairs):
@@ -260,6 +261,7 @@ def test_colour_outside_the_colour_table(tmp_path, pairs):
     cv2.imwrite(str(pairs[1] / "c0.png"), rgb[..., ::-1])
     message = ingest_error(tmp_path, colors={"bg": [0, 0, 0], "cell": [255, 255, 255]})
     assert "c0.png: 1 pixels have colours [[10, 20, 30]] that are not in data.colors" in message
+    assert "(a resized or anti-aliased mask), set data.lossy_masks: snap" in message
 
 
 def test_manifest_file_missing_column(tmp_path):

@@ -299,7 +299,7 @@ def test_missing_file_and_multi_page_image_are_explained(tmp_path):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.png")
     tifffile.imwrite(tmp_path / "pages.tif", np.zeros((3, H, W), np.uint8), photometric="minisblack")
-    with pytest.raises(ImageReadError, match="read_stack"):
+    with pytest.raises(ImageReadError, match="holds 3 slices, not one 2D image; pair it with a multi-page image"):
         read_image(tmp_path / "pages.tif")
 
 

@@ -124,8 +124,8 @@ def _tiff_images(path: Path) -> np.ndarray:
 def _single_slice(path: Path, stack: np.ndarray) -> np.ndarray:
     """The only slice of a (S, H, W, C) stack, or ImageReadError for a multi-page file."""
     if stack.shape[0] != 1:
-        raise ImageReadError(f"{path}: the TIFF holds {stack.shape[0]} slices, not one 2D image; "
-                             f"read it with read_stack or split it into one file per slice")
+        raise ImageReadError(f"{path}: the TIFF holds {stack.shape[0]} slices, not one 2D image; pair it with a "
+                             f"multi-page image of as many slices, or save one file per slice")
     return stack[0]
 
 

@@ -143,13 +143,17 @@ def mask_values(raw: np.ndarray, coding: LabelCoding, lossy: bool, path) -> tupl
         if unknown.any():
             found = np.unique(rgb[unknown].reshape(-1, 3), axis=0)[:5].tolist()
             raise ImageReadError(f"{path}: {int(unknown.sum())} pixels have colours {found} that are not in "
-                                 f"data.colors; add them to the colour table")
+                                 f"data.colors; add them to data.colors, or, if they are blends along borders (a "
+                                 f"resized or anti-aliased mask), set data.lossy_masks: snap")
         changed = int((colors_to_indices(rgb, colors, snap=False)[1]).sum()) if lossy else 0
         return indices, changed
     if raw.ndim == 3:
         if not lossy:
-            raise ImageReadError(f"{path}: colour mask (H, W, 3); declare its colours in data.colors "
-                                 f"({{name: [r, g, b]}}) or store class values instead")
+            colours = np.unique(raw.reshape(-1, 3), axis=0)
+            raise ImageReadError(f"{path}: colour mask (H, W, 3) of {len(colours)} colour(s) (e.g. "
+                                 f"{colours[:4].tolist()}); declare its class colours in data.colors "
+                                 f"({{name: [r, g, b]}}), set data.instances: true if each colour is one object, "
+                                 f"or store class values instead")
         raw = raw.mean(axis=2).round().astype(np.uint16)
     if not lossy:
         return binarised(raw, coding), 0
