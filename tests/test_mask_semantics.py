@@ -97,6 +97,14 @@ def test_different_foreground_values_by_file_train_as_one_class_with_nonzero(tmp
         np.testing.assert_array_equal(labels, truth[case_id].astype(np.uint8))
 
 
+def test_declared_values_the_masks_do_not_store_are_named_beside_the_values_they_do(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2, size=SIZE, values=(0, 1))
+    message = ingest_error(images, masks, classes={"background": 0, "cell": 255})
+    assert "mask values [1] are not among the declared classes {'background': 0, 'cell': 255}, while the declared " \
+           "value(s) [255] occur in no mask: declare the values the masks store" in message
+    assert "ignore_label" not in message
+
+
 def test_declared_classes_keep_separate_foreground_values_apart(tmp_path):
     images, masks = write_pairs(tmp_path, count=4, size=SIZE)
     write_binary_masks(masks, {"c0": "8bit_1", "c1": "8bit_255", "c2": "8bit_1", "c3": "8bit_255"})

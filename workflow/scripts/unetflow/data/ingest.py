@@ -249,11 +249,13 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     values, allowed = trained["value"].tolist(), set(classes["value"])
     table = dict(zip(trained["name"], values))
     soft_edges = soft_edge_problem(rows, values) if data.lossy_masks != "snap" else None
+    present = {v for row in rows for v in row["label_values"]}
+    absent = [value for value in values if value not in present]
+    fix = (f", while the declared value(s) {absent} occur in no mask: declare the values the masks store" if absent
+           else "; add them to data.classes (or set data.ignore_label)")
     problems = [soft_edges] if soft_edges else [
         f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - allowed)} are not among the declared "
-        f"classes {table}; add them to data.classes (or set data.ignore_label)"
-        for row in rows if set(row["label_values"]) - allowed]
-    present = {v for row in rows for v in row["label_values"]}
+        f"classes {table}{fix}" for row in rows if set(row["label_values"]) - allowed]
     if len(values) < 2:
         return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "
                            f"check data.masks"]
