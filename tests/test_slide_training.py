@@ -16,6 +16,7 @@ from test_slide_formats import write_svs
 from test_slides import write_slide
 
 from conftest import snakemake, tiny_config, write_config
+from unetflow.config import declared_class_problems
 from unetflow.data.annotated import merged_boxes, pieces
 from unetflow.data.ingest import DataSpec, check_data_set
 from unetflow.data.pairing import DataValidationError
@@ -35,6 +36,7 @@ CLASSES = {"Stroma": 0, "Tumor": 1}
 TUMOUR = [[64, 64], [192, 64], [192, 192], [64, 192], [64, 64]]  # base pixels, x, y
 HOLE = [[112, 112], [144, 112], [144, 144], [112, 144], [112, 112]]
 STROMA = [[256, 256], [448, 256], [448, 448], [256, 448], [256, 256]]
+IGNORED = [[200, 200], [240, 200], [240, 240], [200, 240], [200, 200]]
 
 
 def feature(name: str | None, geometry_type: str, coordinates) -> dict:
@@ -176,6 +178,26 @@ def test_a_slide_with_a_label_image_is_cut_into_its_labelled_regions(tmp_path):
     write_mask(tmp_path / "masks" / "slide.png", labels[:, :64])  # half the slide: not its aspect
     with pytest.raises(DataValidationError, match=r"slide.png: a label image of 64 x 128 pixels, but its slide"):
         check_data_set(spec, 1, tmp_path / "annotated")
+
+
+def test_images_with_only_their_objects_annotated_train_the_rest_as_the_unannotated_class(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for index in range(2):  # plain images, only the tumour annotated (QuPath's object annotations)
+        tifffile.imwrite(images / f"c{index}.tif", slide_with_tumour(index)[:256, :256], photometric="rgb")
+        write_geojson(masks / f"c{index}.geojson", [feature("Tumor", "Polygon", [TUMOUR, HOLE]),
+                                                    feature("Ignore*", "Polygon", [IGNORED])])
+    spec = DataSpec(images=str(images), masks=str(masks), classes={"background": 0, "Tumor": 1})
+    with pytest.raises(DataValidationError, match="class 'background' .* occurs in no mask"):
+        check_data_set(spec, 1, tmp_path / "annotated")
+    manifest, classes = check_data_set(DataSpec(**{**spec.__dict__, "unannotated": "background"}), 1,
+                                       tmp_path / "annotated")
+    labels = read_mask(manifest.loc[0, "mask_path"])
+    assert labels[100, 100] == 1 and labels[128, 128] == labels[0, 0] == 0  # the tumour, its hole, the rest
+    assert (labels == 255).sum() == 40 * 40 and labels[220, 220] == 255  # the ignored square stays ignored
+    assert classes.loc[~classes["ignore"], "name"].tolist() == ["background", "Tumor"]
+    assert declared_class_problems({"classes": {"background": 0, "Tumor": 1}, "unannotated": "Background"}) == [
+        "data.unannotated: 'Background' is neither ignore nor a class of data.classes (background, Tumor)"]
 
 
 def test_distant_annotations_become_sources_of_one_split_group(tmp_path):

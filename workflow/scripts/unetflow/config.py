@@ -83,7 +83,7 @@ def region_labels(regions: dict) -> dict[str, list[int]]:
 def declared_class_problems(data: dict) -> list[str]:
     """Declared classes that contradict themselves or other data keys (each problem names its keys): data.classes
     and data.colors both set, a mask value or colour given to two classes, data.ignore_label a class value or beside
-    colours."""
+    colours, data.unannotated not a class."""
     classes, colors, ignore = data.get("classes") or {}, data.get("colors") or {}, data.get("ignore_label")
     problems = []
     if classes and colors:
@@ -100,6 +100,10 @@ def declared_class_problems(data: dict) -> list[str]:
                      for value, names in by_value.items() if len(names) > 1]
     if ignore is not None and ignore in classes.values():
         problems.append(f"data.ignore_label {ignore} is also a class value in data.classes; use a value no class has")
+    unannotated = data.get("unannotated", "ignore")
+    if unannotated != "ignore" and unannotated not in classes:
+        problems.append(f"data.unannotated: '{unannotated}' is neither ignore nor a class of data.classes "
+                        f"({', '.join(classes) or 'unset'})")
     return problems
 
 

@@ -7,7 +7,8 @@ one, cut into pieces of at most MAX_SIDE pixels a side (pieces without any annot
 a source `<slide stem>_r<k>` of its own, all of one slide in one split group (the slide's stem). A plain image keeps
 its whole self. Their masks (`unetflow.io.annotations.rasterise`) hold each polygon's class value from
 `data.classes` and the ignore value everywhere else, so unannotated pixels count in neither the loss nor the
-evaluation. Pieces and masks are written as PNG files into the ingest's `annotated` folder and the pairs point there,
+evaluation; or, with `data.unannotated` a class (say `background`, where only the objects are annotated), that
+class's value. Pieces and masks are written as PNG files into the ingest's `annotated` folder and the pairs point there,
 so every later stage reads them as any other image and mask.
 
 A slide whose mask is a label image instead (mask values over the whole slide, at any resolution of its aspect: a
@@ -111,7 +112,7 @@ def slide_region(slide: Slide, level: int, factor: int, box: tuple[int, int, int
     return np.moveaxis(pixels[:, :bottom - top, :right - left], 0, -1)
 
 
-def slide_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None,
+def slide_pairs(pair: dict, classes: dict, ignore: int, fill: int, pixel_size: float | None,
                 out_dir: Path) -> tuple[list[dict], list[str]]:
     """The pairs of a slide's annotated regions (see the module docstring), written into `out_dir`, and problems."""
     path = pair["image"]
@@ -122,19 +123,21 @@ def slide_pairs(pair: dict, classes: dict, ignore: int, pixel_size: float | None
             problems.append(missing_pixel_size(path))
         if problems:
             return [], problems
-        return region_pairs(pair, slide, annotations, classes, ignore, pixel_size, out_dir), []
+        return region_pairs(pair, slide, annotations, classes, (ignore, fill), pixel_size, out_dir), []
 
 
-def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, ignore: int, pixel_size: float,
-                 out_dir: Path) -> list[dict]:
-    """The pairs of a slide's annotated regions at `pixel_size` (`region_pair`), written into `out_dir`."""
+def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, values: tuple[int, int],
+                 pixel_size: float, out_dir: Path) -> list[dict]:
+    """The pairs of a slide's annotated regions at `pixel_size` (`region_pair`), written into `out_dir`; `values`:
+    the ignore value and that of unannotated pixels."""
+    ignore, fill = values
     level, factor, shape = training_grid(slide, pixel_size)
     scale = level.downsample * factor
     boxes = merged_boxes([grid_box(a, scale) for a in annotations if not a.ignored], MARGIN, shape)
     pairs = []
     for piece in [piece for box in boxes for piece in pieces(box)]:
-        labels = rasterise(annotations, classes, ignore, piece, scale)
-        if not (labels == ignore).all():
+        labels = rasterise(annotations, classes, ignore, piece, scale, fill=fill)
+        if not (labels == fill).all():
             pairs.append(region_pair(pair, slide, level, factor, piece, labels, len(pairs), out_dir))
     return pairs
 
@@ -145,7 +148,7 @@ def written_mask(path: Path, labels: np.ndarray) -> Path:
     return path
 
 
-def image_pairs(pair: dict, classes: dict, ignore: int, out_dir: Path) -> tuple[list[dict], list[str]]:
+def image_pairs(pair: dict, classes: dict, ignore: int, fill: int, out_dir: Path) -> tuple[list[dict], list[str]]:
     """A plain image's pair with its annotations rasterised over the whole image into `out_dir`, and problems."""
     annotations = read_annotations(pair["mask"])
     info = image_info(pair["image"])
@@ -153,16 +156,17 @@ def image_pairs(pair: dict, classes: dict, ignore: int, out_dir: Path) -> tuple[
     problems = annotation_problems(annotations, pair["mask"], classes, shape)
     if problems:
         return [], problems
-    labels = rasterise(annotations, classes, ignore, (0, 0, *shape))
+    labels = rasterise(annotations, classes, ignore, (0, 0, *shape), fill=fill)
     mask = written_mask(out_dir / f"{pair['stem']}_mask.png", labels)
     return [dict(pair, mask=mask, origin=dict(annotations=str(pair["mask"])))], []
 
 
-def annotated_pairs(pair: dict, slide: bool, classes: dict, ignore: int, pixel_size: float | None,
+def annotated_pairs(pair: dict, slide: bool, classes: dict, ignore: int, fill: int, pixel_size: float | None,
                     out_dir) -> tuple[list[dict], list[str]]:
     """A pair as ingest checks it (`slide`: whether its image is a whole-slide image to cut into regions): itself
     unless its mask is a GeoJSON file or its image such a slide, else the pairs of its annotated (labelled) regions or
-    of the image with its rasterised annotations; and the problems, each naming its file."""
+    of the image with its rasterised annotations (`fill` where no annotation is); and the problems, each naming its
+    file."""
     annotated = is_annotation(pair["mask"])
     if not annotated and not slide:
         return [pair], []
@@ -172,8 +176,8 @@ def annotated_pairs(pair: dict, slide: bool, classes: dict, ignore: int, pixel_s
         if not annotated:
             return label_slide_pairs(pair, ignore, pixel_size, out_dir)
         if slide:
-            return slide_pairs(pair, classes, ignore, pixel_size, out_dir)
-        return image_pairs(pair, classes, ignore, out_dir)
+            return slide_pairs(pair, classes, ignore, fill, pixel_size, out_dir)
+        return image_pairs(pair, classes, ignore, fill, out_dir)
     except ImageReadError as error:
         return [], [str(error)]
 
@@ -250,10 +254,13 @@ def rasterised_pairs(pairs: list[dict], data, out_dir, threads: int) -> tuple[ob
         return data, [pair for pair in pairs if not is_annotation(pair["mask"])], problems
     if out_dir is None:
         raise ValueError("GeoJSON masks and whole-slide images need a folder to write their regions into")
+    fill = data.ignore_label
     if annotated:
         data = replace(data, ignore_label=ignore_value(data.classes, data.ignore_label))
-        log.info("GeoJSON masks: unannotated pixels get the ignore value %d", data.ignore_label)
+        fill = data.ignore_label if data.unannotated == "ignore" else data.classes[data.unannotated]
+        log.info("GeoJSON masks: unannotated pixels get %s", f"the ignore value {fill}" if data.unannotated ==
+                 "ignore" else f"the class '{data.unannotated}' ({fill}; data.unannotated)")
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(lambda item: annotated_pairs(*item, data.classes, data.ignore_label,
+        results = list(pool.map(lambda item: annotated_pairs(*item, data.classes, data.ignore_label, fill,
                                                              data.slide_pixel_size, out_dir), zip(pairs, slides)))
     return data, [p for found, _ in results for p in found], [p for _, found in results for p in found]

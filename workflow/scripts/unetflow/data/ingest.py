@@ -79,6 +79,7 @@ class DataSpec:
     foreground: str = "values"
     regions: dict | None = None
     slide_pixel_size: float | None = None
+    unannotated: str = "ignore"
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":

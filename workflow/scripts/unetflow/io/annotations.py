@@ -132,11 +132,11 @@ def polygon_mask(rings, box: tuple[int, int, int, int], scale: float) -> np.ndar
 
 
 def rasterise(annotations: list[Annotation], values: dict, ignore_value: int, box: tuple[int, int, int, int],
-              scale: float = 1.0, dtype=np.uint16) -> np.ndarray:
+              scale: float = 1.0, dtype=np.uint16, fill: int | None = None) -> np.ndarray:
     """Label values (the box's height x width) of a box (top, left, bottom, right) on a grid of `scale` base pixels
-    per pixel: each polygon's class value (`values`: name to value), `ignore_value` outside every annotation and
-    inside the ignored ones."""
-    labels = np.full((box[2] - box[0], box[3] - box[1]), ignore_value, dtype)
+    per pixel: each polygon's class value (`values`: name to value), `fill` (default `ignore_value`) outside every
+    annotation and `ignore_value` inside the ignored ones."""
+    labels = np.full((box[2] - box[0], box[3] - box[1]), ignore_value if fill is None else fill, dtype)
     for annotation in sorted(annotations, key=lambda a: a.ignored):  # stable: file order, the ignored ones last
         value = ignore_value if annotation.ignored else values[annotation.name]
         for rings in annotation.polygons:
