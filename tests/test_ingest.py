@@ -262,3 +262,14 @@ def test_a_failed_stage_logs_a_named_problem_by_its_message_and_a_bug_with_its_t
     logged = (tmp_path / "stage.log").read_text()
     assert result.returncode == 1 and error.split("(")[0] + ": " + error.split("'")[1] in logged
     assert ("Traceback" in logged) == traced and ("Traceback" in result.stderr) == traced
+
+
+def test_a_manifest_listing_two_images_of_one_stem_is_one_problem_naming_both(tmp_path):
+    for site in ("siteA", "siteB"):
+        write_pairs(tmp_path / site, count=2)
+    rows = [f"{site}/images/c{i}.png,{site}/masks/c{i}.png" for site in ("siteA", "siteB") for i in range(2)]
+    (tmp_path / "cases.csv").write_text("\n".join(["image,mask", *rows]) + "\n")
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(manifest=str(tmp_path / "cases.csv"))
+    assert str(error.value).startswith("2 problem(s)") and "duplicate case id 'c0' (" + str(
+        tmp_path / "siteA/images/c0.png") + ", " + str(tmp_path / "siteB/images/c0.png") + ")" in str(error.value)

@@ -19,7 +19,6 @@ import difflib
 import glob
 import hashlib
 import os
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -229,10 +228,7 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
                 problems.append(f"data.manifest line {number} ({image.name}): split '{row['split']}' is not one of "
                                 f"{list(SPLITS)}")
         pairs.append(pair)
-    counts = Counter(pair["stem"] for pair in pairs)
-    problems += [f"data.manifest: duplicate case id '{s}' (several images with this stem); rename them"
-                 for s in sorted(stem for stem, count in counts.items() if count > 1)]
-    images_of = {}
+    images_of = {}  # (images of one stem: ingest's duplicate_problems, naming their files)
     for pair in pairs:
         images_of.setdefault(pair["mask"], []).append(pair["image"].name)
     problems += [f"data.manifest: mask {mask} is listed for {len(names)} images ({', '.join(names[:5])}); each image "
