@@ -230,7 +230,7 @@ def test_volume_one_voxel_thick_is_one_slice_whatever_the_slice_axis(tmp_path, a
     assert manifest[["id", "slices", "height", "width", "slice_axis"]].values.tolist() == [["xray", 1, 12, 10, 2]]
 
 
-def test_a_mask_saved_inverted_among_binary_masks_is_named(tmp_path):
+def test_a_mask_saved_inverted_and_a_blank_image_are_named(tmp_path):
     images, masks = write_pairs(tmp_path, count=5, size=(40, 40), values=(0,))
     for index in range(5):
         mask = np.zeros((40, 40), np.uint8)
@@ -240,6 +240,9 @@ def test_a_mask_saved_inverted_among_binary_masks_is_named(tmp_path):
     table = data_warnings(manifest, classes)
     assert table["kind"].tolist() == ["inverted"] and table["file"].iloc[0].endswith("c3.png")
     assert table["detail"].iloc[0] == "96% foreground against a median of 4%"
+    cv2.imwrite(str(images / "c1.png"), np.full((40, 40), 17, np.uint8))  # a blank export
+    table = data_warnings(*build_manifest(str(images), str(masks)))
+    assert table["kind"].tolist() == ["inverted", "constant_image"] and table["file"].iloc[1].endswith("c1.png")
 
 
 def test_an_image_without_a_mask_names_the_unpaired_mask_of_a_close_name(tmp_path):

@@ -1,8 +1,8 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied,
-classes in few masks, label volumes reoriented, binary masks that look inverted. Each is one row of a table (columns
-WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
-counts and a few examples, however many rows there are.
+classes in few masks, label volumes reoriented, binary masks that look inverted, images of a single value. Each is one
+row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one
+summary line per kind with counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -118,12 +118,20 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
             for path, share in zip(manifest["mask_path"], shares) if share > max(0.5, INVERTED_RATIO * median)]
 
 
+def constant_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per image of a single value: a blank or failed export (its value: 1)."""
+    if "constant" not in manifest:
+        return []
+    return [dict(kind="constant_image", file=row["image_path"], value=1.0, detail="a single value")
+            for _, row in manifest.iterrows() if row["constant"]]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest)
-            + reoriented_rows(manifest) + inverted_rows(manifest, classes))
+            + reoriented_rows(manifest) + inverted_rows(manifest, classes) + constant_rows(manifest))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 
@@ -161,6 +169,9 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "inverted": lambda rows, examples: (
         f"{len(rows)} mask(s) with far more foreground than the others (e.g. {examples}: {rows['detail'].iloc[0]}): "
         f"saved inverted, the objects as background? If so, invert them"),
+    "constant_image": lambda rows, examples: (
+        f"{len(rows)} image(s) of a single value (e.g. {examples}): blank, or a failed export? Their masks are "
+        f"learned from no signal; replace or remove them"),
 }
 
 

@@ -155,7 +155,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
     problems += found
     row.update(group=pair.get("group", pair["stem"]), slices=int(shape[0]), height=int(shape[1]),
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
-               input_channels=int(data.channels or channels), **fields,
+               input_channels=int(data.channels or channels), constant=bool(pixels.min() == pixels.max()), **fields,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
                reoriented=reoriented,
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
