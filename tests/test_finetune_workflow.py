@@ -1,5 +1,5 @@
 """train.init in the workflow: one experiment fine-tuned from another's package, end to end, and what reruns when the
-package or train.init change (the parts: test_finetune.py)."""
+package's weights, a prediction setting or train.init change (the parts: test_finetune.py)."""
 
 import json
 import shutil
@@ -48,10 +48,13 @@ def test_an_experiment_fine_tunes_from_another_experiments_package(tmp_path):
     changed = {**config, "experiments": {**config["experiments"], "tuned": {"train": {"init": str(tmp_path / "c.pt")}}}}
     shutil.copy(package, tmp_path / "c.pt")  # train.init names a file now
     assert {("plan", "tuned"), ("train", "tuned")} <= jobs_of(tmp_path, changed)
-    content = torch.load(package, weights_only=True)
-    torch.save({**content, "versions": {**content["versions"], "unetflow": "made anew"}}, package)  # new content
-    jobs = jobs_of(tmp_path, config)
-    assert {("plan", "tuned"), ("train", "tuned")} <= jobs and not {("plan", "unet"), ("train", "unet")} & jobs
+    mirrored = {**config, "predict": {"mirror": True}}  # rebuilds unet's package, not its weights
+    jobs = jobs_of(tmp_path, mirrored)
+    assert ("package", "unet") in jobs and not {("plan", "tuned"), ("train", "tuned")} & jobs
+    retrained = {**config, "experiments": {**config["experiments"], "unet": {"train": {"depth": 2, "base_width": 6,
+                                                                                       "lr": 0.002}}}}
+    jobs = jobs_of(tmp_path, retrained)  # new weights: tuned starts from them
+    assert {("train", "unet"), ("plan", "tuned"), ("train", "tuned")} <= jobs and ("plan", "unet") not in jobs
 
 def test_an_experiment_that_starts_from_itself_is_refused_before_any_job(tmp_path):
     config = fine_tuning_config()

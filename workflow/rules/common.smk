@@ -148,20 +148,34 @@ def ensemble_members(experiment):
     return [(member, fold) for member in [experiment, *SETTINGS[experiment]["predict"]["ensemble"]] for fold in FOLDS]
 
 
-def ensemble_models(wildcards):
+def member_models(experiment):
     """Checkpoints of `ensemble_members`."""
-    members = ensemble_members(wildcards.experiment)
+    members = ensemble_members(experiment)
     return [expand(rules.train.output.model, experiment=member, fold=fold)[0] for member, fold in members]
+
+
+def ensemble_models(wildcards):
+    """The checkpoints an experiment's package holds (`member_models`): an input function."""
+    return member_models(wildcards.experiment)
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
 
 
 def init_inputs(wildcards):
-    """The model package an experiment's training starts from (train.init; an experiment's is built first), or
-    nothing: an input of plan and train, so a new or changed package plans and trains again."""
-    path = init_package(SETTINGS[wildcards.experiment]["train"]["init"], EXPERIMENTS, RESULTS)
-    return [path] if path else []
+    """The model package an experiment's training starts from (train.init), or nothing: an input of plan and train,
+    so a new or changed package plans and trains again. The package of an experiment of this config is built first
+    but marked ancient: what reruns the training is its weights changing (`init_models`), not a prediction setting
+    that rebuilds the package."""
+    init = SETTINGS[wildcards.experiment]["train"]["init"]
+    path = init_package(init, EXPERIMENTS, RESULTS)
+    return [] if not path else [ancient(path)] if init in EXPERIMENTS else [path]
+
+
+def init_models(wildcards):
+    """The checkpoints in the package of the experiment that train.init names (none for a package file)."""
+    init = SETTINGS[wildcards.experiment]["train"]["init"]
+    return member_models(init) if init in EXPERIMENTS else []
 
 
 def uses_gpu(section):

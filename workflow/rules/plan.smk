@@ -10,6 +10,7 @@ rule plan:
         classes=rules.ingest.output.classes,
         regions=rules.ingest.output.regions,
         init=init_inputs,
+        init_models=init_models,
         splits=rules.split.output[0],
     output:
         f"{RESULTS}/{{experiment}}/plan.json",

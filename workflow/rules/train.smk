@@ -6,6 +6,7 @@ rule train:
         plan=rules.plan.output[0],
         regions=rules.ingest.output.regions,
         init=init_inputs,
+        init_models=init_models,
     output:
         model=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/model.pt",
         last=f"{RESULTS}/{{experiment}}/train/fold{{fold}}/last.pt",
