@@ -6,7 +6,7 @@ import pytest
 
 from conftest import snakemake, tiny_config, write_config, write_pairs
 from unetflow.data.folds import ids_in
-from unetflow.data.split import split_cases
+from unetflow.data.split import held_out_share_note, split_cases
 
 
 def cases(n=20, groups=None):
@@ -102,3 +102,13 @@ def test_a_manifest_split_unused_and_a_class_only_in_the_test_split_are_said(tmp
     assert "split column" not in (tmp_path / "results/logs/split.log").read_text()
     plan_log = next((tmp_path / "results/logs").rglob("plan.log")).read_text()
     assert "class(es) ['rare'] have no pixel in the training and validation cases" in plan_log
+
+
+def test_a_test_share_far_from_the_asked_one_is_said():
+    cases = pd.DataFrame({"id": [f"c{i}" for i in range(23)], "group": [f"g{i // 3}" for i in range(23)]})
+    grouped = split_cases(cases, 0.85, 0.0, 0.15, folds=3)  # 8 groups of (up to) 3: the test share jumps by 3 cases
+    share = (grouped["split"] == "test").mean()
+    assert held_out_share_note(grouped, 0.15) == (
+        f"the test split holds {share:.0%} of the 23 cases where split.test asks for 15%: a share is rounded to whole "
+        "cases, and to whole groups where cases are grouped")
+    assert held_out_share_note(split_cases(cases.drop(columns="group"), 0.85, 0.0, 0.15, folds=3), 0.15) is None

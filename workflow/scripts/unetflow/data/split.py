@@ -119,3 +119,12 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
         table[groups] = table["id"].map(cases.set_index("id")[groups])
     return table.sort_values("id").reset_index(drop=True)
 
+
+
+def held_out_share_note(splits: pd.DataFrame, test: float, tolerance: float = 0.05) -> str | None:
+    """What to say when the test split's share of the cases is further than `tolerance` from `split.test`'s."""
+    share = float((splits["split"] == "test").mean())
+    if abs(share - test) <= tolerance:
+        return None
+    return (f"the test split holds {share:.0%} of the {len(splits)} cases where split.test asks for {test:.0%}: a "
+            f"share is rounded to whole cases, and to whole groups where cases are grouped")
