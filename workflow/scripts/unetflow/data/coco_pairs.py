@@ -42,13 +42,19 @@ def lacking_keys(coco: dict, path) -> list[str]:
             if (count := sum(not all(key in entry for key in keys) for entry in coco[section]))]
 
 
+def is_empty(segmentation) -> bool:
+    """Whether a segmentation is empty (`[]`: a box-only annotation) or no segmentation at all."""
+    return not segmentation or not isinstance(segmentation, (list, dict)) or \
+        isinstance(segmentation, dict) and "counts" not in segmentation
+
+
 def outline_problems(coco: dict, path) -> list[str]:
     """Annotations without an area to draw: refused when their segmentation is empty or not one (a box-only
     annotation is an object the mask would call background); left out, said in the log, when it has only polygons
     of fewer than three points (zero area: a slip of the annotation tool)."""
-    empty = [a.get("id") for a in coco["annotations"] if not isinstance(a["segmentation"], (list, dict))
-             or not a["segmentation"] or isinstance(a["segmentation"], dict) and "counts" not in a["segmentation"]]
-    slips = [a.get("id") for a in coco["annotations"] if a.get("id") not in empty and not is_outline(a["segmentation"])]
+    empty = [a.get("id") for a in coco["annotations"] if is_empty(a["segmentation"])]
+    slips = [a.get("id") for a in coco["annotations"]
+             if not is_empty(a["segmentation"]) and not is_outline(a["segmentation"])]
     if slips:
         log.warning("%s: %d annotation(s) with only polygons of fewer than 3 points (e.g. ids %s) enclose no area and "
                     "are left out", path, len(slips), slips[:3])

@@ -172,8 +172,9 @@ def stray_problems(rows: list[dict], foreground: set[int]) -> list[str]:
 
 
 def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
-    """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks
-    (each reported alone), else the foreground encoded differently by file, else stray values."""
+    """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks,
+    else the foreground encoded differently by file, else 255 as the unannotated mark (each reported alone), else
+    stray values."""
     foreground = set(class_values(classes)[1:])
     problem = (soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
                or unannotated_problem(rows, foreground))
