@@ -228,7 +228,8 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
                 problems.append(f"data.manifest line {number} ({image.name}): split '{row['split']}' is not one of "
                                 f"{list(SPLITS)}")
         pairs.append(pair)
-    images_of = {}  # (images of one stem: ingest's duplicate_problems, naming their files)
+    # one mask listed for two images is refused here; two images of one stem by ingest's duplicate_problems
+    images_of = {}
     for pair in pairs:
         images_of.setdefault(pair["mask"], []).append(pair["image"].name)
     problems += [f"data.manifest: mask {mask} is listed for {len(names)} images ({', '.join(names[:5])}); each image "
