@@ -204,7 +204,7 @@ def test_a_large_validation_case_is_validated_every_few_epochs_and_the_best_is_a
     assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] in (3, 6, 7)
 
 
-def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
+def test_resume_state_of_other_data_is_ignored_and_of_another_saving_cadence_reused(tmp_path, caplog):
     import logging
 
     from unetflow.train.train import Trainer, save_atomic
@@ -217,7 +217,8 @@ def test_resume_state_of_other_data_is_ignored(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         Trainer(TINY_CFG, TINY_PLAN, changed, val, list("abcd"), state, logging.getLogger()).try_resume()
         assert "belongs to other settings or data" in caplog.text
-        Trainer(TINY_CFG, TINY_PLAN, train, val, list("abcd"), state, logging.getLogger()).try_resume()
+        Trainer(dict(TINY_CFG, resume_every=3), TINY_PLAN, train, val, list("abcd"), state,
+                logging.getLogger()).try_resume()  # the same run, its state saved less often
         assert "resuming after epoch 0" in caplog.text
 
 

@@ -40,6 +40,7 @@ from unetflow.train.validation import (
 )
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+BOOKKEEPING_KEYS = ("resume_every",)  # train keys of when the state is saved, not of what is trained
 
 
 def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
@@ -53,9 +54,11 @@ def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
 
 
 def run_identity(cfg: dict, train_ids: list[str], cases) -> str:
-    """Identity of a training run: a resume state is only reused for the same settings, training ids and case
-    arrays (`cases`: (image, labels) pairs, training and validation), so new data or preprocessing starts afresh."""
-    digest = hashlib.blake2b(json.dumps([cfg, sorted(train_ids)], sort_keys=True).encode())
+    """Identity of a training run: a resume state is only reused for the same settings (but BOOKKEEPING_KEYS),
+    training ids and case arrays (`cases`: (image, labels) pairs, training and validation), so new data or
+    preprocessing starts afresh."""
+    settings = {key: value for key, value in cfg.items() if key not in BOOKKEEPING_KEYS}
+    digest = hashlib.blake2b(json.dumps([settings, sorted(train_ids)], sort_keys=True).encode())
     for array in (array for case in cases for array in case):
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).data)
