@@ -15,7 +15,7 @@ from scipy import ndimage
 from conftest import build_manifest, write_pairs
 from unetflow.data import soft_edges
 from unetflow.data.ingest import DataValidationError
-from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values
+from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values, palette_colours
 from unetflow.io.labels import IGNORE_INDEX, class_values, ignore_value, snap_to_nearest
 from unetflow.io.prediction_files import write_class_mask
 from unetflow.io.sources import read_source_mask, source_labels
@@ -273,6 +273,11 @@ def test_palette_masks_whose_palettes_order_the_classes_differently_are_refused(
     message = ingest_error(images, masks)
     assert "the palette masks disagree on what their indices look like (index 1 is [0, 255, 0] in c0.png, " \
            "[255, 0, 0] in c2.png; index 2 is [255, 0, 0] in c0.png, [0, 255, 0] in c2.png)" in message
+    grey = Image.fromarray(np.asarray(Image.open(masks / "c2.png")), mode="P")
+    grey.putpalette([v for value in range(256) for v in (value,) * 3])  # a tool's default palette: no colours
+    grey.save(tmp_path / "grey.png")
+    assert palette_colours(tmp_path / "grey.png", [0, 1, 2]) is None  # compared with no other palette
+    assert palette_colours(masks / "c2.png", [0, 1, 2]) == [[0, 0, 0, 0], [1, 255, 0, 0], [2, 0, 255, 0]]
     manifest, classes = build_manifest(str(images), str(masks), colors={"bg": [0, 0, 0], "g": [0, 255, 0],
                                                                        "r": [255, 0, 0]})
     for case_id, labels in trained_labels(manifest, classes).items():  # green is class 1 in every file

@@ -185,9 +185,11 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
 
 
 def palette_colours(mask, values: list[int]) -> list[list[int]] | None:
-    """[value, r, g, b] of each of the `values` found in a palette-indexed mask file; None for other masks."""
+    """[value, r, g, b] of each of the `values` found in a palette-indexed mask file; None for other masks and for
+    palettes that are grey where the values are (a tool's default palette, no colour meaning anything)."""
     palette = mask_palette(mask)
-    return None if palette is None else [[v, *palette[3 * v:3 * v + 3]] for v in values if 3 * v + 3 <= len(palette)]
+    found = [] if palette is None else [[v, *palette[3 * v:3 * v + 3]] for v in values if 3 * v + 3 <= len(palette)]
+    return found if any(len(set(colour)) > 1 for _, *colour in found) else None
 
 
 def palette_problems(rows: list[dict]) -> list[str]:
