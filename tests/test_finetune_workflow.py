@@ -42,6 +42,8 @@ def test_an_experiment_fine_tunes_from_another_experiments_package(tmp_path):
     assert tuned["models"][0]["hparams"]["base_width"] == 6
     board = pd.read_parquet(results / "leaderboard.parquet")
     assert set(board["experiment"]) == {"unet", "tuned"}
+    started = board.groupby("experiment")["started_from"].first()  # missing for unet (a string column: NaN)
+    assert pd.isna(started["unet"]) and started["tuned"] == "results/unet/package/unet.pt"
 
     assert jobs_of(tmp_path, config) == set()
     package = results / "unet" / "package" / "unet.pt"

@@ -19,7 +19,8 @@ def write_plan(path, class_shares) -> str:
 
 def test_model_traits_come_from_the_plan(tmp_path):
     assert model_traits(write_plan(tmp_path / "plan.json", [0.9, 0.1])) == {
-        "dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234, "first_ranked": 1}
+        "dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234, "started_from": None,
+        "first_ranked": 1}
 
 
 @pytest.mark.parametrize("class_shares, winner", [([0.9, 0.1], "a"), ([0.22, 0.78], "b")])

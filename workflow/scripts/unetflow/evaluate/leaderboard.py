@@ -14,19 +14,21 @@ from unetflow.plan.background import dominant_background
 
 def model_traits(plan_path: str) -> dict:
     """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, resolution, patch_size (sides joined by
-    'x') and parameters (trained ones: buffers such as norm statistics excluded); and first_ranked, the first class
-    the rank counts (0 when class 0 is not a dominant background of the training pixels, else 1)."""
+    'x'), parameters (trained ones: buffers such as norm statistics excluded) and started_from (the train.init
+    package, whose training time its own does not include; None); and first_ranked, the first class the rank counts
+    (0 when class 0 is not a dominant background of the training pixels, else 1)."""
     plan = json.loads(Path(plan_path).read_text())
     settings = plan["settings"]
     return dict(dims=int(settings["dims"]["value"]), resolution=float(settings["resolution"]["value"]),
                 patch_size="x".join(map(str, settings["patch_size"]["value"])), parameters=int(plan["parameters"]),
+                started_from=(plan.get("init") or {}).get("package"),
                 first_ranked=int(dominant_background(plan["traits"]["class_shares"])))
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
                     model: dict) -> pd.DataFrame:
     """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
-    model's dims, resolution, patch size and parameters (`model_traits`)."""
+    model's dims, resolution, patch size, parameters and the package it started from (`model_traits`)."""
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std"]].copy()
     rows.insert(0, "experiment", name)
     rows.insert(1, "dims", model["dims"])
@@ -37,6 +39,7 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)
     rows["train_seconds"] = sum(m["seconds"].sum() for m in fold_metrics)
     rows["parameters"] = model["parameters"]
+    rows["started_from"] = model["started_from"]
     rows["ranked"] = rows["class"] >= model["first_ranked"]
     return rows
 
