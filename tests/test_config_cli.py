@@ -165,6 +165,10 @@ def test_the_demo_is_refused_over_the_results_of_a_data_set(tmp_path):
     result = dry_run(tmp_path)
     assert result.returncode != 0 and "no data set is configured (data.images, data.manifest), so this run would " \
         "train the demo into results/, which holds the results of the data set of /lab/images" in result.stdout
+    (tmp_path / "new").mkdir()
+    (tmp_path / "colleague.pt").write_bytes(b"")  # segmenting with a package file needs no data set
+    assert resolved(tmp_path, f"infer={{images: new, models: [{tmp_path / 'colleague.pt'}]}}")["config"]["results"] \
+        == "results"
     pd.DataFrame({"image_path": ["results/demo/images/a.png"]}).to_parquet(manifest)  # the demo's own results
     assert resolved(tmp_path)["config"]["results"] == "results"
 

@@ -83,7 +83,11 @@ def demo_over_data_problem():
     )
 
 
-if USE_DEMO and (DEMO_PROBLEM := demo_over_data_problem()):
+# segmenting new images with package files only (README, "Segment new images", step 3) needs no data set
+PACKAGES_ONLY = bool(config["infer"]["images"] and config["infer"]["models"]) and all(
+    os.path.isfile(entry) for entry in config["infer"]["models"]
+)
+if USE_DEMO and not PACKAGES_ONLY and (DEMO_PROBLEM := demo_over_data_problem()):
     raise ValueError(f"config: {DEMO_PROBLEM}")
 
 
