@@ -1,6 +1,7 @@
 """Masks as labs store them, with data.classes left undeclared: 1-bit masks mixed with 8-bit 0/255 ones, the
-foreground encoded differently by file, instance-labelled (16-bit, touching objects) masks, and stray values;
-`data.foreground: nonzero` trains every non-zero value as one foreground class."""
+foreground encoded differently by file, instance-labelled (16-bit, touching objects) masks, an unannotated 255, stray
+values, soft edges and palettes that disagree; `data.foreground: nonzero` trains every non-zero value as one
+foreground class."""
 
 import re
 
