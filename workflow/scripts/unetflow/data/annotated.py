@@ -123,14 +123,13 @@ def slide_pairs(pair: dict, classes: dict, ignore: int, fill: int, pixel_size: f
             problems.append(missing_pixel_size(path))
         if problems:
             return [], problems
-        return region_pairs(pair, slide, annotations, classes, (ignore, fill), pixel_size, out_dir), []
+        return region_pairs(pair, slide, annotations, classes, ignore, fill, pixel_size, out_dir), []
 
 
-def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, values: tuple[int, int],
+def region_pairs(pair: dict, slide: Slide, annotations: list, classes: dict, ignore: int, fill: int,
                  pixel_size: float, out_dir: Path) -> list[dict]:
-    """The pairs of a slide's annotated regions at `pixel_size` (`region_pair`), written into `out_dir`; `values`:
-    the ignore value and that of unannotated pixels."""
-    ignore, fill = values
+    """The pairs of a slide's annotated regions at `pixel_size` (`region_pair`), `fill` where no annotation is,
+    written into `out_dir`."""
     level, factor, shape = training_grid(slide, pixel_size)
     scale = level.downsample * factor
     boxes = merged_boxes([grid_box(a, scale) for a in annotations if not a.ignored], MARGIN, shape)

@@ -8,7 +8,7 @@ import logging
 from collections import Counter
 from pathlib import Path, PureWindowsPath
 
-from unetflow.io.coco import drawn_mask, is_outline, read_coco
+from unetflow.io.coco import drawn_mask, is_empty, is_outline, read_coco
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import image_info, write_mask
 from unetflow.io.labels import ID_LIMIT
@@ -40,12 +40,6 @@ def lacking_keys(coco: dict, path) -> list[str]:
     return [f"{path}: {count} of its {section} lack one of {keys}; export the file again"
             for section, keys in REQUIRED.items()
             if (count := sum(not all(key in entry for key in keys) for entry in coco[section]))]
-
-
-def is_empty(segmentation) -> bool:
-    """Whether a segmentation is empty (`[]`: a box-only annotation) or no segmentation at all."""
-    return not segmentation or not isinstance(segmentation, (list, dict)) or \
-        isinstance(segmentation, dict) and "counts" not in segmentation
 
 
 def outline_problems(coco: dict, path) -> list[str]:

@@ -25,12 +25,17 @@ WARNING_COLUMNS = ["kind", "file", "value", "detail"]
 log = logging.getLogger("unetflow.data.data_warnings")
 
 
+def value_shares(manifest: pd.DataFrame, value: int) -> list[float]:
+    """The share of each source's pixels that hold the mask `value` (from its label values and fractions)."""
+    return [dict(zip(values, fractions)).get(value, 0.0) for values, fractions in
+            zip(manifest["label_values"], manifest["label_fractions"])]
+
+
 def unbalanced_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
     """One row when less than MIN_FOREGROUND of all pixels are foreground (its value: that share in percent)."""
     background = int(classes.loc[classes["index"] == 0, "value"].iloc[0])
     pixels = manifest["slices"] * manifest["height"] * manifest["width"]
-    background_share = [dict(zip(v, f)).get(background, 0) for v, f in
-                        zip(manifest["label_values"], manifest["label_fractions"])]
+    background_share = value_shares(manifest, background)
     foreground = 1 - float(np.average(background_share, weights=pixels))
     if foreground >= MIN_FOREGROUND:
         return []
@@ -95,12 +100,12 @@ def orientation_rows(manifest: pd.DataFrame) -> list[dict]:
             if row["exif_orientation"] != 1]
 
 
-def reoriented_rows(manifest: pd.DataFrame) -> list[dict]:
-    """One row per label volume stored in another orientation than its image, read reoriented (its value: 1)."""
-    if "reoriented" not in manifest:
+def flagged_rows(manifest: pd.DataFrame, column: str, kind: str, file: str, detail: str) -> list[dict]:
+    """One row of `kind` per source whose boolean manifest `column` is set, naming its `file` column (its value: 1):
+    label volumes read reoriented (`reoriented`), images of a single value (`constant`)."""
+    if column not in manifest:
         return []
-    return [dict(kind="reoriented", file=row["mask_path"], value=1.0, detail="reoriented")
-            for _, row in manifest.iterrows() if row["reoriented"]]
+    return [dict(kind=kind, file=row[file], value=1.0, detail=detail) for _, row in manifest.iterrows() if row[column]]
 
 
 def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
@@ -109,21 +114,11 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
     trained = trained_classes(classes)
     if len(trained) != 2 or len(manifest) < 4:
         return []
-    foreground = int(trained["value"].iloc[1])
-    shares = [dict(zip(values, fractions)).get(foreground, 0.0) for values, fractions in
-              zip(manifest["label_values"], manifest["label_fractions"])]
+    shares = value_shares(manifest, int(trained["value"].iloc[1]))
     median = float(np.median(shares))
     return [dict(kind="inverted", file=path, value=100 * share,
                  detail=f"{share:.0%} foreground against a median of {median:.0%}")
             for path, share in zip(manifest["mask_path"], shares) if share > max(0.5, INVERTED_RATIO * median)]
-
-
-def constant_rows(manifest: pd.DataFrame) -> list[dict]:
-    """One row per image of a single value: a blank or failed export (its value: 1)."""
-    if "constant" not in manifest:
-        return []
-    return [dict(kind="constant_image", file=row["image_path"], value=1.0, detail="a single value")
-            for _, row in manifest.iterrows() if row["constant"]]
 
 
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +126,9 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest)
-            + reoriented_rows(manifest) + inverted_rows(manifest, classes) + constant_rows(manifest))
+            + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
+            + inverted_rows(manifest, classes) + flagged_rows(manifest, "constant", "constant_image", "image_path",
+                                                              "a single value"))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
                                                                "detail": str})
 

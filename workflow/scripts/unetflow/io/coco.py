@@ -44,6 +44,12 @@ def polygons(segmentation) -> list[list[float]]:
     return [polygon for polygon in segmentation if len(polygon) >= 6]
 
 
+def is_empty(segmentation) -> bool:
+    """Whether a segmentation is empty (`[]`: a box-only annotation) or no segmentation at all."""
+    return not segmentation or not isinstance(segmentation, (list, dict)) or \
+        isinstance(segmentation, dict) and "counts" not in segmentation
+
+
 def is_outline(segmentation) -> bool:
     """Whether a segmentation has an area to draw: a run-length mask, or a polygon of three points or more; not
     `[]` (a box-only annotation) or only polygons of fewer points."""
