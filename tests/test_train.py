@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -172,7 +173,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, overrides, valida
     first.wait()
     assert first.returncode == -signal.SIGKILL and not (interrupted / "last.pt").exists()
     resumed = start_runner(interrupted, overrides, little_free_memory=True)  # e.g. on a busier GPU
-    assert "resuming after epoch" in resumed.communicate()[0]
+    resumed_log = resumed.communicate()[0]
+    assert "resuming after epoch" in resumed_log
+    assert re.search(r"^epoch 1/\S+  train_loss .*\(before the interruption\)$", resumed_log, re.M)  # log kept
     assert start_runner(whole, overrides).wait() == 0 and resumed.returncode == 0
 
     for name in ("last.pt", "model.pt"):

@@ -161,8 +161,17 @@ class Trainer:
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
         self.rows, self.candidates = state["rows"], state["candidates"]
         self.tracked_before = state.get("tracking", {})
-        self.log.info("resuming after epoch %d (%d steps, %.1f s spent) from %s", self.epoch, self.step,
-                      self.elapsed, self.state_path)
+        self.log.info("resuming after epoch %d (%d steps, %.1f s spent) from %s; the epochs before:", self.epoch,
+                      self.step, self.elapsed, self.state_path)
+        for row in self.rows:  # Snakemake removed the interrupted attempt's log
+            self.log.info("%s  (before the interruption)", self.epoch_line(row))
+
+    def epoch_line(self, row: dict) -> str:
+        """An epoch's metrics row as the log shows it."""
+        return (f"epoch {row['epoch']}/{self.budget.epochs(self.cfg['iterations_per_epoch']) or '-'}  "
+                f"train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  "
+                f"lr {row['lr']:.2e}  {row['seconds']:.1f} s  {row['images_per_s']:.1f} img/s  "
+                f"validation {100 * row['val_share']:.0f}%")
 
     def set_lr(self, clock: Clock) -> float:
         """The scheduled learning rate for the next step, set on the optimiser and returned."""
@@ -240,11 +249,8 @@ class Trainer:
             self.tracker.log_epoch(row)
             if row["val_cases"] or not self.val_subset:  # an epoch between validations keeps the candidates
                 self.candidates = kept_candidates(self.candidates, row["val_dice"], self.epoch, self.model, keep)
-            self.log.info("epoch %d/%s  train_loss %.4f  val_loss %.4f  val_dice %.4f  lr %.2e  %.1f s  %.1f img/s  "
-                          "validation %.0f%%  budget %.0f%%", self.epoch,
-                          self.budget.epochs(cfg["iterations_per_epoch"]) or "-", row["train_loss"],
-                          row["val_loss"], row["val_dice"], row["lr"], row["seconds"], row["images_per_s"],
-                          100 * row["val_share"], 100 * self.budget.progress(self.step, clock.elapsed()))
+            self.log.info("%s  budget %.0f%%", self.epoch_line(row),
+                          100 * self.budget.progress(self.step, clock.elapsed()))
             self.elapsed = clock.elapsed()
             if self.epoch % cfg["resume_every"] == 0:
                 save_atomic(self.state(), self.state_path)
