@@ -9,6 +9,7 @@ import pytest
 
 from conftest import build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.pairing import DataValidationError
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
 from unetflow.io.nifti import read_volume, write_volume
@@ -112,3 +113,22 @@ def test_a_label_volume_stored_in_another_orientation_is_read_reoriented_and_sai
     assert "1 label volume(s) stored in another orientation than their images (e.g. v.nii.gz)" in caplog.text
     nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "masks" / "v.nii.gz")  # as the image is stored
     assert not build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))[0]["reoriented"].iloc[0]
+
+
+def test_nnunet_s_raw_layout_pairs_channel_files_with_their_case_and_refuses_several_channels(tmp_path):
+    volume = np.zeros((8, 8, 4), np.int16)
+    volume[2:6, 2:6] = 1
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    for case in ("la_003", "la_004"):
+        nib.save(nib.Nifti1Image(volume * 100, AFFINE), tmp_path / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), AFFINE), tmp_path / "labelsTr" / f"{case}.nii.gz")
+    manifest, _ = build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
+    assert manifest["id"].tolist() == ["la_003", "la_004"]
+    assert manifest["mask_path"].str.endswith(("la_003.nii.gz", "la_004.nii.gz")).all()
+
+    nib.save(nib.Nifti1Image(volume * 50, AFFINE), tmp_path / "imagesTr" / "la_004_0001.nii.gz")  # a second channel
+    with pytest.raises(DataValidationError, match=r"case 'la_004' has 2 channel files .*la_004_0001.nii.gz: nnU-Net"
+                                                  r"'s layout .* stack them into one 4D NIfTI per case") as error:
+        build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
+    assert "la_003" not in str(error.value)

@@ -5,7 +5,8 @@ Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image
 its stem (images/case01/ pairs with masks/case01.nii.gz, masks/case01.seg.dcm (a DICOM SEG) or masks/case01/ (a
 series of label values)). A folder of object masks, one file per object, is the mask of the image of its name
 (masks/case01/*.png), or of its parent's name when named `masks` (case01/masks/*.png beside case01/images/case01.png,
-the DSB 2018 layout). Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
+the DSB 2018 layout). nnU-Net's raw layout pairs too: imagesTr/<case>_0000.nii.gz with labelsTr/<case>.nii.gz, as
+case <case>. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
 Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
@@ -19,6 +20,7 @@ import difflib
 import glob
 import hashlib
 import os
+import re
 from functools import partial
 from pathlib import Path
 
@@ -40,6 +42,7 @@ AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "-seg", "_label", 
                       "_segmentation")
 CLOSE_NAME = 0.6        # an unpaired mask whose stem is this like an image's (`name_likeness`) is named ...
 CLOSE_NAME_MASKS = 500  # ... among the first this many unpaired masks
+NNUNET_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # nnU-Net's image names: <case>_<channel>
 ROI_SUFFIXES = ("", "_roi", "_mask")
 SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
 
@@ -113,11 +116,11 @@ def mask_files(spec: str | None) -> list[Path]:
                       is_mask_folder) if spec else []
 
 
-def stems_of(paths: list[Path]) -> dict[str, list[Path]]:
-    """{file stem: files with that stem}."""
+def stems_of(paths: list[Path], case_of=lambda stem: stem) -> dict[str, list[Path]]:
+    """{file stem (or the case `case_of` a stem names): files with that stem}."""
     by_stem = {}
     for path in paths:
-        by_stem.setdefault(case_stem(path), []).append(path)
+        by_stem.setdefault(case_of(case_stem(path)), []).append(path)
     return by_stem
 
 
@@ -147,23 +150,45 @@ def name_hint(stem: str, masks: list[Path], prefix: str, suffixes, unpaired: lis
         likeness >= CLOSE_NAME else ""
 
 
+def channel_case(stem: str, masks_by_stem: dict[str, list[Path]], prefix: str, suffixes) -> str:
+    """The case an image stem names: the stem itself, or for a channel file of nnU-Net's raw layout
+    (imagesTr/<case>_0000.nii.gz beside labelsTr/<case>.nii.gz) the case, when a mask matches the case and none the
+    stem."""
+    channel = NNUNET_CHANNEL.fullmatch(stem)
+    if channel is None or match_by_stem(stem, masks_by_stem, prefix, suffixes) or \
+            not match_by_stem(channel["case"], masks_by_stem, prefix, suffixes):
+        return stem
+    return channel["case"]
+
+
+def duplicate_problem(case: str, files: list[Path]) -> str:
+    """The problem of several images of one case id: nnU-Net channel files (<case>_0000, <case>_0001, ...) or images
+    of one stem."""
+    names = ", ".join(map(str, files))
+    if all(case_stem(file) != case for file in files):
+        return (f"case '{case}' has {len(files)} channel files ({names}: nnU-Net's layout of a case's channels); "
+                f"unetflow reads a case's channels from one file: stack them into one 4D NIfTI per case")
+    return f"duplicate case id '{case}': {names} have the same stem; rename one of them"
+
+
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                mask_prefix: str = "") -> tuple[list[dict], list[str]]:
-    """Match images to masks by stem; return source pairs {stem, image, mask} and the pairing problems. Images
-    and masks may share a folder: a file that is the mask of another image is not an image itself."""
+    """Match images to masks by stem (an nnU-Net channel file by its case: `channel_case`); return source pairs
+    {stem, image, mask} and the pairing problems. Images and masks may share a folder: a file that is the mask of
+    another image is not an image itself."""
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
-    candidates = {stem: [m for m in match_by_stem(stem, masks_by_stem, mask_prefix, suffixes) if m not in files]
-                  for stem, files in stems_of(images).items()}
+    case_of = partial(channel_case, masks_by_stem=masks_by_stem, prefix=mask_prefix, suffixes=suffixes)
+    candidates = {case: [m for m in match_by_stem(case, masks_by_stem, mask_prefix, suffixes) if m not in files]
+                  for case, files in stems_of(images, case_of).items()}
     masks_of_images, listed = {mask for found in candidates.values() for mask in found}, set(images)
     unpaired = [mask for mask in masks if mask not in masks_of_images and mask not in listed]
     hint = partial(name_hint, masks=masks, prefix=mask_prefix, suffixes=suffixes, unpaired=unpaired)
-    for stem, files in stems_of([image for image in images if image not in masks_of_images]).items():
+    for stem, files in stems_of([image for image in images if image not in masks_of_images], case_of).items():
         found = candidates[stem]
         used.update(found)
         if len(files) > 1:
-            problems.append(f"duplicate case id '{stem}': {', '.join(map(str, files))} have the same stem; "
-                            f"rename one of them")
+            problems.append(duplicate_problem(stem, files))
         elif not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
                             f"{list(suffixes)} in data.masks){hint(stem)}; add its mask or set "
