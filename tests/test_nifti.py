@@ -132,3 +132,23 @@ def test_nnunet_s_raw_layout_pairs_channel_files_with_their_case_and_refuses_sev
                                                   r"'s layout .* stack them into one 4D NIfTI per case") as error:
         build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
     assert "la_003" not in str(error.value)
+
+
+def test_a_folder_per_case_pairs_by_folder_and_names_the_case_by_it(tmp_path):
+    volume = np.zeros((8, 8, 4), np.uint8)
+    volume[2:6, 2:6] = 1
+    for case in ("case_00000", "case_00001", "case_00002"):
+        (tmp_path / "kits" / case).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume.astype(np.int16) * 90, AFFINE), tmp_path / "kits" / case / "imaging.nii.gz")
+        if case != "case_00002":
+            nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "kits" / case / "segmentation.nii.gz")
+    images, masks = str(tmp_path / "kits/*/imaging.nii.gz"), str(tmp_path / "kits/*/segmentation.nii.gz")
+    with pytest.raises(DataValidationError, match=r"case_00002/imaging.nii.gz: no mask segmentation.nii.gz in its "
+                                                  r"case folder \(.*kits/case_00002\)") as error:
+        build_manifest(images, masks)
+    assert "case_00001" not in str(error.value)
+
+    nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "kits/case_00002/segmentation.nii.gz")
+    manifest, _ = build_manifest(images, masks)
+    assert manifest["id"].tolist() == ["case_00000", "case_00001", "case_00002"]
+    assert [path.split("/")[-2] for path in manifest["mask_path"]] == manifest["id"].tolist()

@@ -6,7 +6,9 @@ its stem (images/case01/ pairs with masks/case01.nii.gz, masks/case01.seg.dcm (a
 series of label values)). A folder of object masks, one file per object, is the mask of the image of its name
 (masks/case01/*.png), or of its parent's name when named `masks` (case01/masks/*.png beside case01/images/case01.png,
 the DSB 2018 layout). nnU-Net's raw layout pairs too: imagesTr/<case>_0000.nii.gz with labelsTr/<case>.nii.gz, as
-case <case>. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
+case <case>; and so does a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
+case_00000/segmentation.nii.gz), as case case_00000. Alternatively a manifest file (CSV or Parquet) lists image,
+mask[, group, split] per row.
 Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
@@ -171,11 +173,41 @@ def duplicate_problem(case: str, files: list[Path]) -> str:
     return f"duplicate case id '{case}': {names} have the same stem; rename one of them"
 
 
+def case_folder(path: Path, root: Path) -> str:
+    """The case a file of the case-folder layout belongs to: its folder below `root`, levels joined by '_'."""
+    return "_".join(path.parent.relative_to(root).parts)
+
+
+def case_folder_pairs(images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:
+    """A folder per case, each with an image and a mask of the same names in every folder (KiTS:
+    case_00000/imaging.nii.gz beside case_00000/segmentation.nii.gz, or images/p1/scan.png with labels/p1/scan.png):
+    pairs by folder, each case named by it (`case_folder`), and the problems; None for any other layout."""
+    if len(images) < 2 or len(set(map(case_stem, images))) > 1 or len(set(map(case_stem, masks))) != 1:
+        return None
+    image_root, mask_root = (Path(os.path.commonpath([path.parent for path in paths])) for paths in (images, masks))
+    cases = [case_folder(image, image_root) for image in images]
+    masks_of = {case_folder(mask, mask_root): mask for mask in masks}
+    if "" in cases:  # an image in the common folder itself: no folder per case
+        return None
+    pairs, problems = [], []
+    for image, case in zip(images, cases):
+        if case in masks_of:
+            pairs.append(dict(stem=case, image=image, mask=masks_of.pop(case)))
+        else:
+            problems.append(f"{image}: no mask {masks[0].name} in its case folder ({mask_root / case}); add it or "
+                            f"remove the image")
+    problems += [f"{mask}: mask without an image in its case folder; remove it or add the image {images[0].name}"
+                 for mask in masks_of.values()]
+    return pairs, problems
+
+
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                mask_prefix: str = "") -> tuple[list[dict], list[str]]:
-    """Match images to masks by stem (an nnU-Net channel file by its case: `channel_case`); return source pairs
-    {stem, image, mask} and the pairing problems. Images and masks may share a folder: a file that is the mask of
-    another image is not an image itself."""
+    """Match images to masks by stem (an nnU-Net channel file by its case: `channel_case`), or by folder in the
+    case-folder layout (`case_folder_pairs`); return source pairs {stem, image, mask} and the pairing problems.
+    Images and masks may share a folder: a file that is the mask of another image is not an image itself."""
+    if (by_folder := case_folder_pairs(images, masks)) is not None:
+        return by_folder
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
     case_of = partial(channel_case, masks_by_stem=masks_by_stem, prefix=mask_prefix, suffixes=suffixes)
