@@ -1,6 +1,7 @@
 """NIfTI volumes (unetflow.io.nifti): values, affine and header kept; labels written in the reference's grid; 4D,
 NaN and unreadable volumes refused naming the file; a label volume stored in another orientation read reoriented."""
 
+import json
 import logging
 
 import nibabel as nib
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
-from unetflow.data.pairing import DataValidationError
+from unetflow.data.pairing import DataValidationError, data_files
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
 from unetflow.io.nifti import read_volume, write_volume
@@ -123,9 +124,16 @@ def test_nnunet_s_raw_layout_pairs_channel_files_with_their_case_and_refuses_sev
     for case in ("la_003", "la_004"):
         nib.save(nib.Nifti1Image(volume * 100, AFFINE), tmp_path / "imagesTr" / f"{case}_0000.nii.gz")
         nib.save(nib.Nifti1Image(volume.astype(np.uint8), AFFINE), tmp_path / "labelsTr" / f"{case}.nii.gz")
-    manifest, _ = build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
+    manifest, classes = build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
     assert manifest["id"].tolist() == ["la_003", "la_004"]
     assert manifest["mask_path"].str.endswith(("la_003.nii.gz", "la_004.nii.gz")).all()
+    assert classes["name"].tolist() == ["background", "foreground"]
+    for labels in ({"background": 0, "left atrium": 1}, {"0": "background", "1": "left atrium"}):  # v2, Decathlon
+        (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+        _, classes = build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
+        assert classes["name"].tolist() == ["background", "left atrium"] and classes["value"].tolist() == [0, 1]
+    assert str(tmp_path / "dataset.json") in data_files({"images": str(tmp_path / "imagesTr"),
+                                                         "masks": str(tmp_path / "labelsTr")})  # an input of ingest
 
     nib.save(nib.Nifti1Image(volume * 50, AFFINE), tmp_path / "imagesTr" / "la_004_0001.nii.gz")  # a second channel
     with pytest.raises(DataValidationError, match=r"case 'la_004' has 2 channel files .*la_004_0001.nii.gz: nnU-Net"

@@ -15,6 +15,7 @@ import pandas as pd
 from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
+from unetflow.data.dataset_json import dataset_json_classes
 from unetflow.data.mask_checks import palette_colours, palette_problems, undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
@@ -349,9 +350,12 @@ def region_settings_problems(data: DataSpec, classes: pd.DataFrame) -> list[str]
 def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate the data set; return (manifest, class table) or raise DataValidationError listing every problem.
     GeoJSON masks are rasterised and COCO masks drawn into `annotated_dir` first (`unetflow.data.annotated`,
-    `unetflow.data.coco_pairs`); a COCO file's categories are the classes unless data.classes is set."""
+    `unetflow.data.coco_pairs`); a COCO file's categories (or a dataset.json's labels, `unetflow.data.dataset_json`)
+    are the classes unless data.classes is set."""
     if is_coco(data.masks or "") and not (data.instances or data.classes):
         data = replace(data, classes=coco_classes(data.masks))
+    elif not (data.instances or data.classes or data.colors or data.regions or data.foreground == "nonzero"):
+        data = replace(data, classes=dataset_json_classes(data.masks))
     pairs, problems = source_pairs(data, annotated_dir)
     data, pairs, found = rasterised_pairs(pairs, data, annotated_dir, threads)
     problems += found

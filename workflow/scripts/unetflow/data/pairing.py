@@ -309,9 +309,18 @@ def attach_rois(pairs: list[dict], spec: str) -> list[str]:
     return problems
 
 
+def dataset_json(masks: str | None) -> Path | None:
+    """The dataset.json of nnU-Net's or the Decathlon's layout, in the folder above the masks' folder
+    (`Dataset/labelsTr` -> `Dataset/dataset.json`), or None."""
+    if not masks:
+        return None
+    path = input_root(masks).parent / "dataset.json"
+    return path if path.is_file() else None
+
+
 def data_files(data: dict) -> list[str]:
     """Every file of the `data` config section that ingest reads (so that a new or changed file reruns it): the
-    manifest and the existing files it lists, or the images, masks and regions of interest."""
+    manifest and the existing files it lists, or the images, masks (with a dataset.json) and regions of interest."""
     files = []
     if data.get("manifest"):
         folder = Path(data["manifest"]).parent
@@ -324,6 +333,7 @@ def data_files(data: dict) -> list[str]:
         files += [path for path in listed if path.is_file() or is_mask_folder(path)]
     else:
         files += image_files(data.get("images")) + mask_files(data.get("masks"))
+        files += [path for path in [dataset_json(data.get("masks"))] if path is not None]
     files += image_files(data.get("rois"))
     return sorted({str(path) for path in with_series_files(files)})
 
