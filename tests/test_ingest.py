@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -217,6 +218,21 @@ def test_images_and_masks_in_one_folder_and_recursive_globs(tmp_path):
     nested = tmp_path / "nested" / "**"
     manifest, _ = build_manifest(str(nested / "c?.png"), str(nested / "*_mask.png"))
     assert manifest["id"].tolist() == ["c0", "c1", "c2"]
+
+
+def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):
+    write_pairs(tmp_path / "siteA", count=3)
+    write_pairs(tmp_path / "siteB", count=2, seed=1)  # c0, c1 again
+    manifest, _ = build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "site*/masks/*.png"))
+    assert sorted(manifest["id"]) == ["c2", "siteA_c0", "siteA_c1", "siteB_c0", "siteB_c1"]
+    site = manifest.set_index("id")["mask_path"].map(lambda path: Path(path).parts[-3])
+    assert site.to_dict() == {"siteA_c0": "siteA", "siteA_c1": "siteA", "siteB_c0": "siteB", "siteB_c1": "siteB",
+                              "c2": "siteA"}
+    assert (manifest["image_path"].map(lambda path: Path(path).parts[-3]) == site.values).all()
+
+    with pytest.raises(DataValidationError, match=r"duplicate case id 'c1': .*siteA/images/c1.png, .*siteB/images/"
+                                                  r"c1.png have the same stem and no folders"):  # one mask of c1
+        build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "siteA/masks/*.png"))
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

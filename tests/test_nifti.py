@@ -151,8 +151,8 @@ def test_a_folder_per_case_pairs_by_folder_and_names_the_case_by_it(tmp_path):
         if case != "case_00002":
             nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "kits" / case / "segmentation.nii.gz")
     images, masks = str(tmp_path / "kits/*/imaging.nii.gz"), str(tmp_path / "kits/*/segmentation.nii.gz")
-    with pytest.raises(DataValidationError, match=r"case_00002/imaging.nii.gz: no mask segmentation.nii.gz in its "
-                                                  r"case folder \(.*kits/case_00002\)") as error:
+    with pytest.raises(DataValidationError, match=r"case_00002/imaging.nii.gz: no mask named segmentation.nii.gz in a "
+                                                  r"folder of its case \(case_00002\)") as error:
         build_manifest(images, masks)
     assert "case_00001" not in str(error.value)
 

@@ -5,10 +5,8 @@ Images and masks are matched by stem: a mask's stem is `mask_prefix` + the image
 its stem (images/case01/ pairs with masks/case01.nii.gz, masks/case01.seg.dcm (a DICOM SEG) or masks/case01/ (a
 series of label values)). A folder of object masks, one file per object, is the mask of the image of its name
 (masks/case01/*.png), or of its parent's name when named `masks` (case01/masks/*.png beside case01/images/case01.png,
-the DSB 2018 layout). nnU-Net's raw layout pairs too: imagesTr/<case>_0000.nii.gz with labelsTr/<case>.nii.gz, as
-case <case>; and so does a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
-case_00000/segmentation.nii.gz), as case case_00000. Alternatively a manifest file (CSV or Parquet) lists image,
-mask[, group, split] per row.
+the DSB 2018 layout). Other layouts (nnU-Net's, a folder per case, sites of repeated names) are in
+`unetflow.data.layouts`. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
 Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
 Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
@@ -22,10 +20,10 @@ import difflib
 import glob
 import hashlib
 import os
-import re
 from functools import partial
 from pathlib import Path
 
+from unetflow.data.layouts import case_folder_pairs, channel_case, duplicate_problem, site_pairs
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
@@ -44,7 +42,6 @@ AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "-seg", "_label", 
                       "_segmentation")
 CLOSE_NAME = 0.6        # an unpaired mask whose stem is this like an image's (`name_likeness`) is named ...
 CLOSE_NAME_MASKS = 500  # ... among the first this many unpaired masks
-NNUNET_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # nnU-Net's image names: <case>_<channel>
 ROI_SUFFIXES = ("", "_roi", "_mask")
 SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
 
@@ -152,65 +149,18 @@ def name_hint(stem: str, masks: list[Path], prefix: str, suffixes, unpaired: lis
         likeness >= CLOSE_NAME else ""
 
 
-def channel_case(stem: str, masks_by_stem: dict[str, list[Path]], prefix: str, suffixes) -> str:
-    """The case an image stem names: the stem itself, or for a channel file of nnU-Net's raw layout
-    (imagesTr/<case>_0000.nii.gz beside labelsTr/<case>.nii.gz) the case, when a mask matches the case and none the
-    stem."""
-    channel = NNUNET_CHANNEL.fullmatch(stem)
-    if channel is None or match_by_stem(stem, masks_by_stem, prefix, suffixes) or \
-            not match_by_stem(channel["case"], masks_by_stem, prefix, suffixes):
-        return stem
-    return channel["case"]
-
-
-def duplicate_problem(case: str, files: list[Path]) -> str:
-    """The problem of several images of one case id: nnU-Net channel files (<case>_0000, <case>_0001, ...) or images
-    of one stem."""
-    names = ", ".join(map(str, files))
-    if all(case_stem(file) != case for file in files):
-        return (f"case '{case}' has {len(files)} channel files ({names}: nnU-Net's layout of a case's channels); "
-                f"unetflow reads a case's channels from one file: stack them into one 4D NIfTI per case")
-    return f"duplicate case id '{case}': {names} have the same stem; rename one of them"
-
-
-def case_folder(path: Path, root: Path) -> str:
-    """The case a file of the case-folder layout belongs to: its folder below `root`, levels joined by '_'."""
-    return "_".join(path.parent.relative_to(root).parts)
-
-
-def case_folder_pairs(images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:
-    """A folder per case, each with an image and a mask of the same names in every folder (KiTS:
-    case_00000/imaging.nii.gz beside case_00000/segmentation.nii.gz, or images/p1/scan.png with labels/p1/scan.png):
-    pairs by folder, each case named by it (`case_folder`), and the problems; None for any other layout."""
-    if len(images) < 2 or len(set(map(case_stem, images))) > 1 or len(set(map(case_stem, masks))) != 1:
-        return None
-    image_root, mask_root = (Path(os.path.commonpath([path.parent for path in paths])) for paths in (images, masks))
-    cases = [case_folder(image, image_root) for image in images]
-    masks_of = {case_folder(mask, mask_root): mask for mask in masks}
-    if "" in cases:  # an image in the common folder itself: no folder per case
-        return None
-    pairs, problems = [], []
-    for image, case in zip(images, cases):
-        if case in masks_of:
-            pairs.append(dict(stem=case, image=image, mask=masks_of.pop(case)))
-        else:
-            problems.append(f"{image}: no mask {masks[0].name} in its case folder ({mask_root / case}); add it or "
-                            f"remove the image")
-    problems += [f"{mask}: mask without an image in its case folder; remove it or add the image {images[0].name}"
-                 for mask in masks_of.values()]
-    return pairs, problems
-
-
 def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
                mask_prefix: str = "") -> tuple[list[dict], list[str]]:
-    """Match images to masks by stem (an nnU-Net channel file by its case: `channel_case`), or by folder in the
-    case-folder layout (`case_folder_pairs`); return source pairs {stem, image, mask} and the pairing problems.
-    Images and masks may share a folder: a file that is the mask of another image is not an image itself."""
+    """Match images to masks by stem (an nnU-Net channel file by its case, images of one stem by their sites'
+    folders), or by folder in the case-folder layout (`unetflow.data.layouts`); return source pairs {stem, image,
+    mask} and the pairing problems. Images and masks may share a folder: a file that is the mask of another image is
+    not an image itself."""
     if (by_folder := case_folder_pairs(images, masks)) is not None:
         return by_folder
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
-    case_of = partial(channel_case, masks_by_stem=masks_by_stem, prefix=mask_prefix, suffixes=suffixes)
+    case_of = partial(channel_case, has_mask=lambda stem: bool(match_by_stem(stem, masks_by_stem, mask_prefix,
+                                                                            suffixes)))
     candidates = {case: [m for m in match_by_stem(case, masks_by_stem, mask_prefix, suffixes) if m not in files]
                   for case, files in stems_of(images, case_of).items()}
     masks_of_images, listed = {mask for found in candidates.values() for mask in found}, set(images)
@@ -220,7 +170,9 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
         found = candidates[stem]
         used.update(found)
         if len(files) > 1:
-            problems.append(duplicate_problem(stem, files))
+            by_site = site_pairs(stem, files, found)
+            pairs += by_site or []
+            problems += [] if by_site else [duplicate_problem(stem, files)]
         elif not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
                             f"{list(suffixes)} in data.masks){hint(stem)}; add its mask or set "
