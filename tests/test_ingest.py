@@ -283,12 +283,20 @@ def test_a_failed_stage_logs_a_named_problem_by_its_message_and_a_bug_with_its_t
     assert ("Traceback" in logged) == traced and ("Traceback" in result.stderr) == traced
 
 
-def test_a_manifest_listing_two_images_of_one_stem_is_one_problem_naming_both(tmp_path):
+def test_a_manifest_names_sites_repeating_file_names_and_refuses_one_stem_twice_in_a_folder(tmp_path):
     for site in ("siteA", "siteB"):
         write_pairs(tmp_path / site, count=2)
     rows = [f"{site}/images/c{i}.png,{site}/masks/c{i}.png" for site in ("siteA", "siteB") for i in range(2)]
     (tmp_path / "cases.csv").write_text("\n".join(["image,mask", *rows]) + "\n")
+    manifest, _ = build_manifest(manifest=str(tmp_path / "cases.csv"))
+    assert manifest["id"].tolist() == ["siteA_c0", "siteA_c1", "siteB_c0", "siteB_c1"]
+
+    for folder, name in (("images", "c0.tif"), ("masks", "c0_b.png")):
+        cv2.imwrite(str(tmp_path / "siteA" / folder / name), cv2.imread(str(tmp_path / "siteA" / folder / "c0.png"),
+                                                                        cv2.IMREAD_UNCHANGED))
+    (tmp_path / "cases.csv").write_text("\n".join(["image,mask", *rows, "siteA/images/c0.tif,siteA/masks/c0_b.png"]))
     with pytest.raises(DataValidationError) as error:
         build_manifest(manifest=str(tmp_path / "cases.csv"))
-    assert str(error.value).startswith("2 problem(s)") and "duplicate case id 'c0' (" + str(
-        tmp_path / "siteA/images/c0.png") + ", " + str(tmp_path / "siteB/images/c0.png") + ")" in str(error.value)
+    assert str(error.value).startswith("1 problem(s)") and "duplicate case id 'c0' (" + ", ".join(
+        str(tmp_path / name) for name in ("siteA/images/c0.png", "siteA/images/c0.tif", "siteB/images/c0.png")
+    ) + ")" in str(error.value)

@@ -5,7 +5,8 @@
 - a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
   case_00000/segmentation.nii.gz), paired by folder, each case named by it (`case_folder_pairs`);
 - sites that repeat file names (siteA/images/img0.png and siteB/images/img0.png, their masks in siteA/masks/ and
-  siteB/masks/), paired by the folders that tell them apart, each case named siteA_img0 (`site_pairs`).
+  siteB/masks/), paired by the folders that tell them apart, each case named siteA_img0 (`site_pairs`), and so
+  named when a manifest lists them (`with_site_names`).
 """
 
 import re
@@ -61,6 +62,20 @@ def site_pairs(stem: str, images: list[Path], masks: list[Path]) -> list[dict]:
     each case named <folder>_<stem>; none when the folders do not tell them apart."""
     matches = folder_matches(images, masks) if masks else None
     return [dict(stem=f"{key}_{stem}", image=image, mask=mask) for key, (image, mask) in (matches or {}).items()]
+
+
+def with_site_names(pairs: list[dict]) -> list[dict]:
+    """Listed pairs (a manifest's) whose images share a stem, named <folder>_<stem> by the folders that tell them
+    apart (`distinct_folders`); the others as they are."""
+    by_stem = {}
+    for pair in pairs:
+        by_stem.setdefault(pair["stem"], []).append(pair)
+    for stem, group in by_stem.items():
+        keys = distinct_folders([pair["image"] for pair in group])
+        if len(group) > 1 and "" not in keys and len(set(keys)) == len(keys):
+            for pair, key in zip(group, keys):
+                pair["stem"] = f"{key}_{stem}"
+    return pairs
 
 
 def case_folder_pairs(images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:

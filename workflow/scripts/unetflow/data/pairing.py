@@ -23,7 +23,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from unetflow.data.layouts import case_folder_pairs, channel_case, duplicate_problem, site_pairs
+from unetflow.data.layouts import case_folder_pairs, channel_case, duplicate_problem, site_pairs, with_site_names
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
@@ -237,7 +237,8 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
                 problems.append(f"data.manifest line {number} ({image.name}): split '{row['split']}' is not one of "
                                 f"{list(SPLITS)}")
         pairs.append(pair)
-    # one mask listed for two images is refused here; two images of one stem by ingest's duplicate_problems
+    pairs = with_site_names(pairs)
+    # one mask listed for two images is refused here; two images of one stem in a folder by duplicate_problems
     images_of = {}
     for pair in pairs:
         images_of.setdefault(pair["mask"], []).append(pair["image"].name)
