@@ -171,7 +171,7 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
         used.update(found)
         if len(files) > 1:
             by_site = site_pairs(stem, files, found)
-            pairs += by_site or []
+            pairs += by_site
             problems += [] if by_site else [duplicate_problem(stem, files)]
         elif not found:
             problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
