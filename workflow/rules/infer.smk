@@ -168,12 +168,17 @@ rule infer_summary:
         "../../envs/data.yaml"
     params:
         shards=sorted(INFER_SHARDS),
-        # a slide's outputs, removed with it: those of its rules, and its object table and polygons
+        # a slide's file and outputs, removed with it: those of its rules, and its object table and polygons
         slides=lambda wc: {
-            name: expand(
-                [*rules.infer_slide.output, *rules.infer_slide_list.output, *SLIDE_EXTRAS], model=wc.model, slide=name
+            name: dict(
+                image=path,
+                outputs=expand(
+                    [*rules.infer_slide.output, *rules.infer_slide_list.output, *SLIDE_EXTRAS],
+                    model=wc.model,
+                    slide=name,
+                ),
             )
-            for name in INFER_SLIDES
+            for name, path in INFER_SLIDES.items()
         },
     script:
         "../scripts/infer_summary.py"

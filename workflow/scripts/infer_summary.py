@@ -1,6 +1,6 @@
 """Rule infer_summary: one table of every segmented image and class, lowest confidence first in the log; the objects of
 the instance mode and the whole-slide images in one table each; and the masks of removed images of shards that have
-no images any more, and the outputs of removed slides, removed."""
+no images any more, and the outputs of slides that no longer exist, removed."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ out = Path(snakemake.output.summary).parent
 for path in close_gone_shards(out / "shards", set(snakemake.params.shards)):
     log.info("removed %s: its image no longer exists", path)
 for path in forget_gone_slides(out / "slides" / "written.json", snakemake.params.slides):
-    log.info("removed %s: its slide is no longer among infer.images", path)
+    log.info("removed %s: its slide no longer exists", path)
 
 
 def joined(paths, order: list[str], columns) -> pd.DataFrame:

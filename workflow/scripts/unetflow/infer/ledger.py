@@ -1,7 +1,7 @@
 """Each inference shard keeps a ledger of the files it wrote (JSON, beside its table but not a Snakemake output, so it
 survives reruns): when the shard runs again, or the summary finds the shard gone, the files of images that no longer
 exist are removed. Files of images that still exist stay: another shard may write them now. Whole-slide images have
-one ledger of the outputs of each slide: the summary removes those of slides no longer listed."""
+one ledger of the outputs of each slide: the summary removes those of slides that no longer exist."""
 
 import json
 from pathlib import Path
@@ -54,18 +54,22 @@ def close_gone_shards(shards_dir, shards: set[int]) -> list[str]:
     return removed
 
 
-def forget_gone_slides(ledger, slides: dict[str, list[str]]) -> list[str]:
-    """The outputs of the slides the ledger (JSON {name: outputs}) lists that are not among `slides` removed (and
-    their folders once empty), the ledger rewritten with `slides`; the paths removed."""
+def forget_gone_slides(ledger, slides: dict[str, dict]) -> list[str]:
+    """The outputs of the slides the ledger (JSON {name: {image, outputs}}) lists that are not among `slides` and
+    whose file no longer exists removed (and their folders once empty); the ledger rewritten with `slides` and the
+    slides still on disk, whose outputs stay (as a plain image's masks stay); the paths removed."""
     before = json.loads(Path(ledger).read_text()) if Path(ledger).is_file() else {}
-    removed = []
+    removed, kept = [], {}
     for name in before.keys() - slides.keys():
-        for file in map(Path, before[name]):
+        if Path(before[name]["image"]).exists():
+            kept[name] = before[name]
+            continue
+        for file in map(Path, before[name]["outputs"]):
             if file.is_file():
                 file.unlink()
                 removed.append(str(file))
             if file.parent.is_dir() and not any(file.parent.iterdir()):
                 file.parent.rmdir()
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
-    Path(ledger).write_text(json.dumps(slides, indent=1))
+    Path(ledger).write_text(json.dumps(kept | slides, indent=1))
     return removed
