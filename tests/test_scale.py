@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import snakemake, tiny_config, write_config
-from unetflow.plan.fingerprint import SMALLEST_SIDE, WIDE_OBJECT, object_sizes, planned_scale
+from conftest import build_manifest, snakemake, tiny_config, write_config
+from unetflow.plan.fingerprint import SMALLEST_SIDE, WIDE_OBJECT, fingerprint_data, object_sizes, planned_scale
+from unetflow.plan.resolution import SLIDES_KEEP_SIZE, no_resolution_choice
 
 
 def flat_table(widths, shape=(1, 960, 1280)) -> pd.DataFrame:
@@ -78,3 +79,15 @@ def test_wide_objects_train_scaled_and_predict_on_each_image_s_own_size(tmp_path
     assert np.array_equal(inferred, cv2.imread(str(tmp_path / f"results/unet/predict/masks/{test_id}.png"),
                                                cv2.IMREAD_UNCHANGED))
 
+
+
+def test_regions_of_slides_keep_their_size_so_slides_are_predicted_at_the_size_they_trained_at(tmp_path):
+    write_wide_objects(tmp_path, [(420, 500), (400, 520)])
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    splits = pd.DataFrame({"id": manifest["id"], "split": "train", "fold": 0})
+    assert fingerprint_data(manifest, classes, splits)[1]["scale"] < 1  # plain images of wide objects: scaled
+    as_slides = manifest.assign(slide_level=1, pixel_size_um=2.0)  # as ingest records regions of slides
+    summary = fingerprint_data(as_slides, classes, splits)[1]
+    assert (summary["scale"], summary["scale_reason"], summary["slides"]) == (1.0, SLIDES_KEEP_SIZE, True)
+    traits = dict(boundary_distance=40.0, slides=True)  # the plan's traits of such a fingerprint
+    assert no_resolution_choice(traits, instances=False) == SLIDES_KEEP_SIZE

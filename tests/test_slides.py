@@ -135,13 +135,19 @@ def test_a_plain_image_is_no_slide(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- level choice
 
-def test_the_coarsest_level_fine_enough_and_whole_factors_are_chosen(slide_path):
-    with Slide(slide_path) as slide:
+def test_the_coarsest_level_fine_enough_and_whole_factors_are_chosen(slide_path, caplog):
+    with Slide(slide_path) as slide:  # levels of 0.25, 0.5 and 1 µm
         assert [(level.index, factor) for level, factor in
-                (choose_level(slide, size, "k") for size in (0.25, 0.5, 0.505, 1.0, 2.0, 4.0))] == \
-            [(0, 1), (1, 1), (1, 1), (2, 1), (2, 2), (2, 4)]
-        with pytest.raises(ImageReadError, match=r"s.ome.tif.*k = 1.5 µm by a whole factor"):
-            choose_level(slide, 1.5, "k")
+                (choose_level(slide, size, "k") for size in (0.25, 0.5, 0.505, 1.0, 2.0, 4.0, 1.5))] == \
+            [(0, 1), (1, 1), (1, 1), (2, 1), (2, 2), (2, 4), (1, 3)]  # 1.5: three blocks of the 0.5 µm level
+        assert not caplog.records
+        with caplog.at_level(logging.INFO):  # a scanner's pixel size: 2.1 µm read at 2, said so
+            assert [(level.index, factor) for level, factor in [choose_level(slide, 2.1, "k")]] == [(2, 2)]
+        assert "s.ome.tif: read at 2 µm per pixel (level 2 of 1 µm, 2 x 2 blocks), -4.8 % from the 2.1 µm" in \
+            caplog.text
+        with pytest.raises(ImageReadError, match=r"s.ome.tif: no level of pixel size 0.25, 0.5, 1 µm, nor a whole "
+                                                 r"multiple of one, comes within 8% of k = 0.3 µm"):
+            choose_level(slide, 0.3, "k")
         with pytest.raises(ImageReadError, match=r"s.ome.tif.*k is not set"):
             choose_level(slide, None, "k")
 

@@ -5,6 +5,7 @@ A slide has levels (the pyramid's resolutions, base first) and a base pixel size
 each level's pixel size is the base one times its downsample.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,11 @@ import tifffile
 from unetflow.io.formats import SLIDE_SUFFIXES, ImageReadError
 from unetflow.io.slide_backends import open_reader
 
+log = logging.getLogger("unetflow.io.slides")
+
 OVERVIEW_PIXELS = 4_000_000  # at most this many pixels of the smallest level are read for tissue and statistics
 LEVEL_TOLERANCE = 0.02  # relative: a level within 2% of the pixel size wanted is taken as it is
+ZOOM_TOLERANCE = 0.08   # ... and one within 8% when none is nearer, saying so: inside the training's zoom range
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,11 @@ class Slide:
 
 
 def choose_level(slide: Slide, wanted: float | None, key: str) -> tuple[Level, int]:
-    """The level to predict on for a wanted pixel size (µm) and the integer factor it is still to be reduced by: the
-    coarsest level not coarser than wanted (within LEVEL_TOLERANCE), then block-averaged by `factor` when the wanted
-    size is a whole multiple of its pixel size. ImageReadError naming the file and the config `key` when the slide
-    has no pixel size or no level reaches the wanted size by a whole factor."""
+    """The level to read for a wanted pixel size (µm) and the whole factor it is still to be block-averaged by: of
+    the levels and their whole multiples, the one nearest the wanted size (any within LEVEL_TOLERANCE counts as
+    exact; the coarsest level among equals), if within ZOOM_TOLERANCE (logged when over LEVEL_TOLERANCE: scanners'
+    pixel sizes, 0.263 µm say, give no exact multiple of a round size). ImageReadError naming the file and the config
+    `key` when the slide has no pixel size or no level comes near enough."""
     if slide.base_pixel_size is None:
         raise ImageReadError(f"{slide.path}: the slide's metadata give no pixel size (no OME PhysicalSizeX/Y, no "
                              f"Aperio MPP, no TIFF resolution in centimetre or inch, no OpenSlide mpp); write it "
@@ -98,15 +103,22 @@ def choose_level(slide: Slide, wanted: float | None, key: str) -> tuple[Level, i
     if wanted is None:
         raise ImageReadError(f"{slide.path}: a slide is predicted at the pixel size its model was trained on, but "
                              f"{key} is not set; set it (µm per pixel of the training images)")
-    fine_enough = [level for level in slide.levels if level.pixel_size <= wanted * (1 + LEVEL_TOLERANCE)]
-    if fine_enough:
-        level = max(fine_enough, key=lambda candidate: candidate.pixel_size)
-        factor = wanted / level.pixel_size
-        if abs(factor - round(factor)) <= LEVEL_TOLERANCE * factor:
-            return level, max(1, round(factor))
-    sizes = ", ".join(f"{level.pixel_size:.4g}" for level in slide.levels)
-    raise ImageReadError(f"{slide.path}: no level of pixel size {sizes} µm reaches {key} = {wanted:g} µm by a whole "
-                         f"factor; predict it at a pixel size a level gives, or a whole multiple of one")
+    candidates = []
+    for level in sorted(slide.levels, key=lambda candidate: -candidate.pixel_size):  # coarsest first
+        factor = max(1, round(wanted / level.pixel_size))
+        error = abs(level.pixel_size * factor / wanted - 1)
+        candidates.append((0.0 if error <= LEVEL_TOLERANCE else error, level, factor))
+    error, level, factor = min(candidates, key=lambda candidate: candidate[0])  # the first, coarsest, of equals
+    if error > ZOOM_TOLERANCE:
+        sizes = ", ".join(f"{level.pixel_size:.4g}" for level in slide.levels)
+        raise ImageReadError(f"{slide.path}: no level of pixel size {sizes} µm, nor a whole multiple of one, comes "
+                             f"within {ZOOM_TOLERANCE:.0%} of {key} = {wanted:g} µm; choose a pixel size a level "
+                             f"gives, or a whole multiple of one")
+    if error:
+        log.info("%s: read at %.4g µm per pixel (level %d of %.4g µm, %d x %d blocks), %+.1f %% from the %g µm "
+                 "wanted (the training's zoom augmentation spans +-10 %%)", slide.path, level.pixel_size * factor,
+                 level.index, level.pixel_size, factor, factor, 100 * (level.pixel_size * factor / wanted - 1), wanted)
+    return level, factor
 
 
 def block_mean(region: np.ndarray, factor: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from unetflow.data.preprocess import source_targets
 from unetflow.io.labels import IGNORE_INDEX, class_values
 from unetflow.io.nifti import volume_grid, volume_spacing
 from unetflow.io.sources import read_source_image, units
+from unetflow.plan.resolution import SLIDES_KEEP_SIZE
 
 SAMPLED_VOXELS = 10_000  # foreground voxels sampled per source for the intensity statistics
 CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
@@ -238,13 +239,13 @@ def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.D
     spacing, spacing_reason = target_spacing(spacings)
     slides = "slide_level" in manifest.columns and bool(manifest["slide_level"].notna().any())
     scheme, scheme_reason = automatic_normalization(table, ct, slides)
-    scale, scale_reason = planned_scale(table)
+    scale, scale_reason = (1.0, SLIDES_KEEP_SIZE) if slides else planned_scale(table)
     min_object_size, min_object_size_reason = smallest_object(areas)
     summary = dict(sources=len(table), cases=int(table["cases"].sum()), volumes=len(volumes),
                    median_spacing=None if volumes.empty else millimetres(np.median(spacings, axis=0)),
                    target_spacing=spacing, target_spacing_reason=spacing_reason, normalization=scheme,
                    normalization_reason=scheme_reason, window=SLIDE_WINDOW if scheme == "window" else None,
-                   scale=scale, scale_reason=scale_reason, ct=ct,
+                   scale=scale, scale_reason=scale_reason, slides=slides, ct=ct,
                    foreground_samples=int(pooled.size), boundary_distance=finest_boundary_distance(table),
                    object_diameter_p90=round(float(np.percentile(diameters, 90)), 1) if diameters.size else 0.0,
                    min_object_size=min_object_size, min_object_size_reason=min_object_size_reason)

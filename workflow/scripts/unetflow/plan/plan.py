@@ -102,6 +102,8 @@ def training_traits(sources: pd.DataFrame, dims: int, fingerprint: dict) -> dict
     elif fingerprint.get("boundary_distance") is not None:
         traits["boundary_distance"] = round(fingerprint["boundary_distance"] * shrink, 2)
         traits["pixels"] = int(shapes.prod(axis=1).sum())
+    if fingerprint.get("slides"):
+        traits["slides"] = True  # regions of whole-slide images: trained at their pixel size
     return traits
 
 

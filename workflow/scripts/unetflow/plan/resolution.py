@@ -7,8 +7,8 @@ and the median image's shorter side SMALLEST_SIDE px. A budget in steps counts t
 time by the step time measured on the device (`unetflow.train.timing`), so the choice depends on the machine the plan
 runs on, and the plan records each resolution tried with its patch, batch, step time and passes.
 
-Volumes keep their resolution (their grid is the target spacing), and so does the instance mode (its thin object
-borders are what it learns).
+Volumes keep their resolution (their grid is the target spacing), and so do the instance mode (its thin object
+borders are what it learns) and regions of whole-slide images (their pixel size is data.slide_pixel_size).
 """
 
 import math
@@ -17,6 +17,8 @@ TARGET_PASSES = 10  # times the network sees the training pixels within the budg
 RESOLUTIONS = (1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)  # halving the pixels each step
 MIN_BOUNDARY_DISTANCE = 3.0  # px: a disc of about 20 px across, or a band about 6 px wide
 SMALLEST_SIDE = 64  # px
+SLIDES_KEEP_SIZE = ("regions of whole-slide images are trained at data.slide_pixel_size, the size slides are "
+                    "predicted at (a coarser one trains larger objects)")  # why their scale and resolution stay 1
 
 
 def scaled_traits(traits: dict, factor: float) -> dict:
@@ -85,4 +87,6 @@ def no_resolution_choice(traits: dict, instances: bool) -> str | None:
         return "no 2D images among the training sources (NIfTI volumes keep their target spacing)"
     if instances:
         return "the instance mode learns thin object borders at full resolution"
+    if traits.get("slides"):
+        return SLIDES_KEEP_SIZE
     return None
