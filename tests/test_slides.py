@@ -24,6 +24,7 @@ from unetflow.infer.slide import (
     part_rows,
     predict_slides,
     slide_normalizer,
+    slide_row,
     tile_steps,
 )
 from unetflow.io.formats import ImageReadError
@@ -150,6 +151,18 @@ def test_the_coarsest_level_fine_enough_and_whole_factors_are_chosen(slide_path,
             choose_level(slide, 0.3, "k")
         with pytest.raises(ImageReadError, match=r"s.ome.tif.*k is not set"):
             choose_level(slide, None, "k")
+
+
+def test_a_grey_slide_for_a_colour_model_is_refused_before_any_prediction(tmp_path, predictor):
+    grey = write_slide(tmp_path / "grey.ome.tif", slide_pixels()[..., :1].repeat(3, axis=-1))
+    assert slide_row(grey, "grey", predictor.package, 1.0)[1] == []  # RGB: the model's channels
+    with tifffile.TiffWriter(tmp_path / "fluo.ome.tif", bigtiff=True, ome=True) as writer:
+        pixels = slide_pixels()[..., 0]
+        writer.write(pixels, subifds=1, tile=(256, 256), metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        writer.write(pixels[::2, ::2], subfiletype=1, tile=(256, 256))
+    row, problems = slide_row(tmp_path / "fluo.ome.tif", "fluo", predictor.package, 1.0)
+    assert row["channels"] == 1 and len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path / 'fluo.ome.tif'}: 1 channel(s), but the model was trained on 3-channel")
 
 
 def test_a_slide_without_pixel_size_is_refused_naming_the_file(tmp_path):

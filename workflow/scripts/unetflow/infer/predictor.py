@@ -127,14 +127,19 @@ def pixel_confidence(probs: np.ndarray, regions: Regions | None) -> np.ndarray:
     return probs.max(axis=0) if regions is None else np.maximum(probs, 1 - probs).min(axis=0)
 
 
+def channel_problem(channels: int, package: Package) -> str | None:
+    """A channel count the package's models were not trained on (unless the package converts channels), or None."""
+    if channels == package.input_channels or package.convert_channels and channels in (1, 3):
+        return None
+    return (f"{channels} channel(s), but the model was trained on {package.input_channels}-channel images; give it "
+            f"those (a volume: the training's modalities, in their order; a 2D image or a slide: convert it, or train "
+            f"with data.channels to convert automatically)")
+
+
 def image_problems(image: np.ndarray, package: Package) -> list[str]:
     """What keeps a read image (C, Z, Y, X) from being segmented by the package: a channel count its models were not
-    trained on (unless the package converts channels), NaN or Inf pixels."""
-    problems, channels = [], image.shape[0]
-    if channels != package.input_channels and not (package.convert_channels and channels in (1, 3)):
-        problems.append(f"{channels} channel(s), but the model was trained on {package.input_channels}-channel "
-                        f"images; give it those (a volume: the training's modalities, in their order; a 2D image: "
-                        f"convert it, or train with data.channels to convert automatically)")
+    trained on (`channel_problem`), NaN or Inf pixels."""
+    problems = [problem for problem in [channel_problem(image.shape[0], package)] if problem]
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         problems.append(f"{int((~np.isfinite(image)).sum())} pixels are NaN or Inf; replace them")
     return problems

@@ -34,7 +34,7 @@ import pandas as pd
 from unetflow.data.normalization import EPSILON, normalize_with
 from unetflow.data.preprocess import to_channels
 from unetflow.infer.package import Package
-from unetflow.infer.predictor import Predictor, labels_of, mean_probabilities
+from unetflow.infer.predictor import Predictor, channel_problem, labels_of, mean_probabilities
 from unetflow.infer.slide_objects import (
     OBJECT_DTYPE,
     OBJECT_SIZE,
@@ -282,7 +282,7 @@ def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, cla
 def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tuple[dict | None, list[str]]:
     """A slide checked without decoding it: its row (id = output `name`, kind `slide`, the level and factor it is
     predicted at, that grid's height and width, channels) and its problems (unreadable, no level of the wanted pixel
-    size)."""
+    size, channels the package was not trained on)."""
     try:
         with Slide(path) as slide:
             level, factor = choose_level(slide, wanted_pixel_size(package, pixel_size), PIXEL_SIZE_KEY)
@@ -291,7 +291,8 @@ def slide_row(path, name: str, package: Package, pixel_size: float | None) -> tu
                        width=math.ceil(level.shape[1] / factor), channels=slide.channels, dtype="uint8")
     except ImageReadError as error:
         return None, [str(error)]
-    return row, []
+    channels = channel_problem(row["channels"], package)
+    return row, [f"{path}: {channels}"] if channels else []
 
 
 def predict_slides(predictor: Predictor, paths, out_dir, pixel_size: float | None, region: int = REGION,
