@@ -5,6 +5,7 @@ the tissue lies: test_slide_tissue.py)."""
 import copy
 import json
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,10 +181,14 @@ def test_block_mean_reduces_by_a_whole_factor():
 
 # --------------------------------------------------------------------------------------------------- prediction
 
-def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, predictor, tmp_path, caplog):
+def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, predictor, tmp_path, caplog,
+                                                                  monkeypatch):
+    monkeypatch.setattr("unetflow.infer.slide.PROGRESS_SECONDS", 0)  # a line after every region (but the last)
     with caplog.at_level(logging.INFO):
         summary = predict_slides(predictor, [slide_path], tmp_path, pixel_size=2.0, region=64)
     assert "s.ome.tif: tissue 62 % of the slide, the stained side of Otsu's threshold on the saturation" in caplog.text
+    assert re.findall(r"s.ome.tif: (\d) of (\d) regions with tissue predicted in \d+ s", caplog.text) == \
+        [("1", "4"), ("2", "4"), ("3", "4")]
     row = summary.iloc[0]
     assert (row["id"], row["level"], row["factor"], row["pixel_size_um"]) == ("s", 2, 2, 2.0)
     with Slide(row["mask_path"]) as labels:

@@ -24,6 +24,7 @@ A slide may be predicted in parts, runs of rows of regions (e.g. one job each), 
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ log = logging.getLogger("unetflow.infer.slide")
 PIXEL_SIZE_KEY = "infer.slide_pixel_size (--slide-pixel-size on the command line)"
 SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
 REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
+PROGRESS_SECONDS = 30  # a slide being predicted logs its progress at most this often
 
 
 class SlideError(ValueError):
@@ -224,31 +226,43 @@ class SlidePredictor:
     def fill_labels(self, slide: Slide, grid: SlideLevel, band: np.ndarray, rows: tuple[int, int],
                     objects: SlideObjects | None) -> tuple[int, int]:
         """Predict every region with tissue of `rows` of the label grid into `band` (its rows from `rows[0]`; with
-        `objects`, the objects each read box owns); (predicted, all) regions."""
+        `objects`, the objects each read box owns), logging the progress every PROGRESS_SECONDS; (predicted, all)
+        regions."""
         boxes = list(regions(grid.shape, self.core, self.margin, rows))
-        predicted, factor, top = 0, grid.factor, rows[0]
-        for core, read in boxes:
-            if not has_tissue(grid.tissue, core, grid.shape):
-                continue
-            try:
-                pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
-                                           (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
-            except DamagedRegionError as error:
-                log.warning("rows %d-%d, columns %d-%d of level %d (x%d) left unpredicted (label 0): %s",
-                            read[0] * factor, read[2] * factor, read[1] * factor, read[3] * factor,
-                            grid.level.index, factor, error)
-                continue
-            region = block_mean(pixels.astype(np.float32), factor)
-            network = grid.normalize(to_channels(region, self.predictor.package.input_channels))
-            probs = self.region_probabilities(network)
-            if objects is not None:
-                objects.add(core, read, probs)
-            else:
-                found = labels_of(probs, self.predictor.package.regions)
-                band[core[0] - top:core[2] - top, core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
-                                                                           core[1] - read[1]:core[3] - read[1]]
-            predicted += 1
+        todo = [(core, read) for core, read in boxes if has_tissue(grid.tissue, core, grid.shape)]
+        predicted, started = 0, time.perf_counter()
+        said = started
+        for done, (core, read) in enumerate(todo, start=1):
+            predicted += self.predict_region(slide, grid, band, rows[0], core, read, objects)
+            if time.perf_counter() - said >= PROGRESS_SECONDS and done < len(todo):
+                said = time.perf_counter()
+                log.info("%s: %d of %d regions with tissue predicted in %.0f s, about %.0f s to go", slide.path, done,
+                         len(todo), said - started, (said - started) / done * (len(todo) - done))
         return predicted, len(boxes)
+
+    def predict_region(self, slide: Slide, grid: SlideLevel, band: np.ndarray, top: int, core, read,
+                       objects: SlideObjects | None) -> bool:
+        """Predict one region (its `core` box kept of the `read` box) into `band` (rows from `top`) or `objects`;
+        False, with a warning, when its tiles are damaged."""
+        factor = grid.factor
+        try:
+            pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
+                                       (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
+        except DamagedRegionError as error:
+            log.warning("rows %d-%d, columns %d-%d of level %d (x%d) left unpredicted (label 0): %s",
+                        read[0] * factor, read[2] * factor, read[1] * factor, read[3] * factor,
+                        grid.level.index, factor, error)
+            return False
+        region = block_mean(pixels.astype(np.float32), factor)
+        network = grid.normalize(to_channels(region, self.predictor.package.input_channels))
+        probs = self.region_probabilities(network)
+        if objects is not None:
+            objects.add(core, read, probs)
+        else:
+            found = labels_of(probs, self.predictor.package.regions)
+            band[core[0] - top:core[2] - top, core[1]:core[3]] = found[core[0] - read[0]:core[2] - read[0],
+                                                                       core[1] - read[1]:core[3] - read[1]]
+        return True
 
     def region_probabilities(self, network: np.ndarray) -> np.ndarray:
         """The mean softmax (K, H, W) (or region sigmoid) of a normalised region (C, H, W), predicted as
