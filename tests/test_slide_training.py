@@ -4,6 +4,7 @@ sampler never drawing wholly ignored patches, and a slide trained and evaluated 
 pixels only."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,20 +91,25 @@ def test_the_geojson_infer_writes_rasterises_back_to_its_labels(tmp_path):
     np.testing.assert_array_equal(rasterise(annotations, {"Tumor": 1, "Stroma": 2}, 0, box, SCALE), labels)
 
 
-def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp_path):
-    outside = [[[500, 500], [530, 500], [530, 530], [500, 500]]]
+def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp_path, caplog):
+    over_the_edge = [[[500, 500], [530, 500], [530, 530], [500, 500]]]
+    outside = [[[600, 600], [630, 600], [630, 630], [600, 600]]]
     features = [feature("Tumour", "Polygon", [TUMOUR]), feature("Necrosis", "Polygon", [STROMA]),
-                feature(None, "Polygon", [STROMA]), feature("Tumor", "Polygon", outside)]
+                feature(None, "Polygon", [STROMA]), feature("Tumor", "Point", [1, 2]),
+                feature("Tumor", "Polygon", over_the_edge), feature("Tumor", "Polygon", outside)]
     path = write_geojson(tmp_path / "b.geojson", features)
-    problems = annotation_problems(read_annotations(path), path, CLASSES, (512, 512))
+    with caplog.at_level(logging.INFO):
+        problems = annotation_problems(read_annotations(path), path, CLASSES, (512, 512))
     assert len(problems) == 3 and all(str(path) in problem for problem in problems)
     assert "['Necrosis', 'Tumour'] are not in data.classes" in problems[1] and "feature(s) [2]" in problems[0]
-    assert "feature 3 (Tumor) reaches outside its image of 512x512" in problems[2]
+    assert "feature 5 (Tumor) (x 600..630, y 600..630) lies wholly outside its image of 512x512" in problems[2]
+    assert "b.geojson: 1 point or line feature(s) left out" in caplog.text  # a counting point: no area
+    assert "feature 4 (Tumor) (x 500..530, y 500..530) reaches over the edge of its image" in caplog.text
     ignored = read_annotations(write_geojson(tmp_path / "d.geojson", [feature("Ignore*", "Polygon", [TUMOUR])]))
     assert "holds no classified annotation" in annotation_problems(ignored, path, CLASSES, (512, 512))[0]
+    two_bad = [feature("Tumor", "Circle", [1, 2]), feature("Tumor", "Polygon", [[[0, 0], [1, 1]]])]
     for text, message in [("{not json", "not valid GeoJSON"), ('{"type": "Topology"}', "not a GeoJSON"),
-                          (json.dumps([feature("Tumor", "Point", [1, 2])]), "feature 0: a Point geometry"),
-                          (json.dumps([feature("Tumor", "Polygon", [[[0, 0], [1, 1]]])]), "feature 0: a ring")]:
+                          (json.dumps(two_bad), "feature 0: a Circle geometry.*; .*feature 1: a ring")]:
         (tmp_path / "c.geojson").write_text(text)
         with pytest.raises(ImageReadError, match=message):
             read_annotations(tmp_path / "c.geojson")

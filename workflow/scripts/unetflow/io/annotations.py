@@ -4,13 +4,15 @@ A file is a FeatureCollection, a list of Features or one Feature; each feature's
 in base-level pixel coordinates of its image (x to the right, y down, a pixel covering [x, x + 1)), holes as inner
 rings, its class `properties.classification.name`. Class names map to mask values through `data.classes`; a class
 named `Ignore*` (QuPath's own) or `Ignore` marks a region left out of training and evaluation. Unclassified features
-are refused: whether they mean background or a region to skip is not written in the file.
+are refused: whether they mean background or a region to skip is not written in the file. Points and lines (QuPath's
+counting points, rulers) are left out with a log line: they mark no area.
 
 A pixel belongs to a polygon when its centre lies inside it (`skimage.draw.polygon`), outside every hole. Features are
 painted in file order (a later one over an earlier one), the ignored ones last; unannotated pixels keep the fill.
 """
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ from unetflow.io.formats import ImageReadError
 
 IGNORE_CLASSES = ("ignore*", "ignore")  # compared in lower case
 GEOMETRIES = ("Polygon", "MultiPolygon")
+AREALESS = ("Point", "MultiPoint", "LineString", "MultiLineString")  # left out: no area to label
+
+log = logging.getLogger("unetflow.io.annotations")
 
 
 @dataclass(frozen=True)
@@ -69,15 +74,18 @@ def ring_of(coordinates, where: str) -> np.ndarray:
     return ring
 
 
-def annotation_of(feature, number: int, path) -> Annotation:
-    """One feature read; ImageReadError naming the file and the feature when it is no classified polygon."""
+def annotation_of(feature, number: int, path) -> Annotation | None:
+    """One feature read (None for points and lines, which mark no area); ImageReadError naming the file and the
+    feature when it is not valid GeoJSON or of another geometry."""
     where = f"{path}: feature {number}"
     geometry = feature.get("geometry") if isinstance(feature, dict) else None
     if not isinstance(geometry, dict) or not isinstance(geometry.get("coordinates"), list):
         raise ImageReadError(f"{where}: no geometry with coordinates; not a valid GeoJSON Feature")
+    if geometry.get("type") in AREALESS:
+        return None
     if geometry.get("type") not in GEOMETRIES:
         raise ImageReadError(f"{where}: a {geometry.get('type')} geometry; only areas (Polygon, MultiPolygon) are "
-                             f"labels: remove points and lines from the export")
+                             f"labels")
     parts = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
     if not parts or not all(isinstance(rings, list) and rings for rings in parts):
         raise ImageReadError(f"{where}: a polygon without rings; not valid GeoJSON")
@@ -88,17 +96,29 @@ def annotation_of(feature, number: int, path) -> Annotation:
 
 
 def read_annotations(path) -> list[Annotation]:
-    """Every feature of a GeoJSON file; ImageReadError naming the file (and the feature) when it is not valid."""
+    """Every area feature of a GeoJSON file (points and lines, e.g. QuPath's counting points, left out with a log
+    line); ImageReadError naming the file and every feature that is not valid."""
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ImageReadError(f"{path}: not valid GeoJSON ({error})") from error
-    return [annotation_of(feature, number, path) for number, feature in enumerate(features_of(document, path))]
+    read, problems = [], []
+    for number, feature in enumerate(features_of(document, path)):
+        try:
+            read.append(annotation_of(feature, number, path))
+        except ImageReadError as error:
+            problems.append(str(error))
+    if problems:
+        raise ImageReadError("; ".join(problems))
+    if None in read:
+        log.info("%s: %d point or line feature(s) left out: they mark no area to label", path, read.count(None))
+    return [annotation for annotation in read if annotation is not None]
 
 
 def annotation_problems(annotations: list[Annotation], path, classes: dict, shape: tuple[int, int]) -> list[str]:
     """Problems of a file's annotations for an image whose base level is `shape` (height, width): none at all,
-    unclassified features, class names not in `classes` (data.classes), polygons reaching outside the image."""
+    unclassified features, class names not in `classes` (data.classes), polygons wholly outside the image (one over
+    its edge is labelled up to it, with a log line)."""
     if all(annotation.ignored for annotation in annotations):
         return [f"{path}: holds no {'classified ' if annotations else ''}annotation; export the annotations of its "
                 f"image from QuPath"]
@@ -114,9 +134,13 @@ def annotation_problems(annotations: list[Annotation], path, classes: dict, shap
     height, width = shape
     for annotation in annotations:
         x0, y0, x1, y1 = annotation.bounds()
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            problems.append(f"{path}: {annotation.label()} reaches outside its image of {width}x{height} px "
-                            f"(x {x0:g}..{x1:g}, y {y0:g}..{y1:g}); export the annotations of this image")
+        where = f"{annotation.label()} (x {x0:g}..{x1:g}, y {y0:g}..{y1:g})"
+        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+            problems.append(f"{path}: {where} lies wholly outside its image of {width}x{height} px; are these the "
+                            f"annotations of another image?")
+        elif x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            log.info("%s: %s reaches over the edge of its image of %dx%d px: labelled up to the edge", path, where,
+                     width, height)
     return problems
 
 
