@@ -24,6 +24,7 @@ from unetflow.data.pairing import DataValidationError
 from unetflow.data.split import split_cases
 from unetflow.infer.package import load_package
 from unetflow.infer.slide import wanted_pixel_size
+from unetflow.infer.slide_objects import class_styles
 from unetflow.io.annotations import annotation_problems, rasterise, read_annotations
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_image, read_mask, write_mask
@@ -89,6 +90,13 @@ def test_the_geojson_infer_writes_rasterises_back_to_its_labels(tmp_path):
     annotations = read_annotations(write_polygons(tmp_path / "labels.geojson", features))
     box = (0, 0, *labels.shape)
     np.testing.assert_array_equal(rasterise(annotations, {"Tumor": 1, "Stroma": 2}, 0, box, SCALE), labels)
+
+
+def test_a_class_of_annotations_at_index_0_is_written_as_polygons_and_a_background_is_not():
+    table = pd.DataFrame({"index": [0, 1], "name": ["Stroma", "Tumor"], "value": [0, 1], "color": None,
+                          "ignore": False})
+    assert class_styles(table) == {0: ("Stroma", None), 1: ("Tumor", None)}
+    assert class_styles(table.assign(name=["background", "Tumor"])) == {1: ("Tumor", None)}
 
 
 def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp_path, caplog):

@@ -20,6 +20,7 @@ from conftest import applied
 from unetflow.infer.infer import main as infer_main
 from unetflow.infer.predictor import Predictor
 from unetflow.infer.slide import (
+    NOT_PREDICTED,
     SlideError,
     SlidePredictor,
     part_rows,
@@ -125,7 +126,7 @@ def test_a_region_of_damaged_tiles_is_named_and_left_out_the_rest_predicted(pred
     assert len(caplog.records) == 9 and "rows 0-160, columns 0-160 of level 1" in caplog.text
     assert "s.ome.tif" in caplog.text and "damaged" in caplog.text  # the file and what is wrong with it
     before, after = tifffile.imread(clean["mask_path"]), tifffile.imread(damaged["mask_path"])
-    assert before[:384, :384].any() and not after[:384, :384].any()  # not predicted
+    assert (before[:384, :384] < NOT_PREDICTED).all() and (after[:384, :384] == NOT_PREDICTED).all()  # left out
     np.testing.assert_array_equal(after[384:], before[384:])  # the rest: as from the intact slide
     np.testing.assert_array_equal(after[:, 384:], before[:, 384:])
 
@@ -200,8 +201,8 @@ def test_region_by_region_equals_the_whole_level_and_skips_glass(slide_path, pre
     whole, _ = predictor.predict_array(np.moveaxis(level, 0, -1))
     assert len(np.unique(whole[:, :128])) == 2  # the untrained models predict both classes on tissue
     np.testing.assert_array_equal(written[:, :128], whole[:, :128])  # regions with tissue: as one job
-    assert not written[:, 128:].any() and whole[:, 128:].any()  # the glass-only regions are not predicted
-    assert row["pixels_background"] + row["pixels_cell"] == 128 * 192
+    assert (written[:, 128:] == NOT_PREDICTED).all() and whole[:, 128:].any()  # glass-only regions: not predicted
+    assert row["pixels_background"] + row["pixels_cell"] == 128 * 128  # the classes counted where predicted
     assert row["area_mm2_cell"] == pytest.approx(row["pixels_cell"] * 4e-6)
     assert row["tissue_mm2"] == pytest.approx(0.625 * 128 * 192 * 4e-6, rel=0.05)
     cells = json.loads(Path(row["geojson_path"]).read_text())["features"]  # QuPath's polygons, in base-level pixels

@@ -9,8 +9,8 @@ margin at least one tile, so the tiles covering a core pixel are exactly those o
 once: the result equals one-job prediction. Per-image normalisations (zscore, minmax) take their statistics from the
 slide's smallest level, once per slide; ct and window need none. Regions whose core holds no tissue (found on the
 smallest level as `infer.slide_tissue` says: `unetflow.infer.slide_tissue`; the log says how) are not predicted:
-label 0; nor are regions whose tiles are damaged (a warning names the file and the region's position; the rest is
-predicted).
+label NOT_PREDICTED (object id 0); nor are regions whose tiles are damaged (a warning names the file and the region's
+position; the rest is predicted).
 
 An instance package's objects are found region by region too, each written whole with one id
 (`unetflow.infer.slide_objects`: the read box reaches further by the largest object), into a uint32 label pyramid with
@@ -57,6 +57,7 @@ log = logging.getLogger("unetflow.infer.slide")
 PIXEL_SIZE_KEY = "infer.slide_pixel_size (--slide-pixel-size on the command line)"
 SLIDES_FILE = "slides.parquet"  # the summary of the slides, one row each, beside their label pyramids
 REGION = 2048  # core size of a region in network pixels (rounded up to the tile steps)
+NOT_PREDICTED = 255  # the class label of what is not predicted: glass, damaged tiles (indices are smaller)
 PROGRESS_SECONDS = 30  # a slide being predicted logs its progress at most this often
 
 
@@ -181,6 +182,7 @@ class SlidePredictor:
             rows = part_rows(grid.shape[0], self.core, part, parts)
             band_top, band_bottom = band_rows(rows, grid.shape[0], self.overhang)
             band = np.lib.format.open_memmap(part_path, "w+", self.dtype, (band_bottom - band_top, grid.shape[1]))
+            band[:] = 0 if self.predictor.package.instance_target else NOT_PREDICTED  # ids: 0, no object
             objects = self.slide_objects(band, band_top)
             predicted, count = self.fill_labels(slide, grid, band, rows, objects)
             band.flush()

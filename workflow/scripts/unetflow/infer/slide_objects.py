@@ -133,10 +133,12 @@ def geojson_path(out_path) -> Path:
 
 
 def class_styles(classes: pd.DataFrame) -> dict[int, tuple[str, object]]:
-    """index -> (name, colour or None) of the trained classes but the background (index 0)."""
+    """index -> (name, colour or None) of the trained classes but a background (index 0 named `background`; a class
+    of annotations at index 0, `{Stroma: 0, Tumor: 1}`, is one of the polygons)."""
     return {int(row["index"]): (str(row["name"]), row["color"] if isinstance(row.get("color"), list | tuple)
                                 else None)
-            for row in trained_classes(classes).to_dict("records") if row["index"] != 0}
+            for row in trained_classes(classes).to_dict("records")
+            if row["index"] != 0 or str(row["name"]).lower() != "background"}
 
 
 def write_slide_geojson(out_path, labels: np.ndarray, scale: float, classes: pd.DataFrame,
