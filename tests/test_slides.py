@@ -18,6 +18,7 @@ from test_polygons import rasterised
 
 from conftest import applied
 from unetflow.infer.infer import main as infer_main
+from unetflow.infer.infer import scale_problem
 from unetflow.infer.predictor import Predictor
 from unetflow.infer.slide import (
     NOT_PREDICTED,
@@ -30,6 +31,7 @@ from unetflow.infer.slide import (
     tile_steps,
 )
 from unetflow.io.formats import ImageReadError
+from unetflow.io.slide_backends import ome_pixel_sizes
 from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
 
@@ -167,6 +169,18 @@ def test_a_grey_slide_for_a_colour_model_is_refused_before_any_prediction(tmp_pa
     assert problems[0].startswith(f"{tmp_path / 'fluo.ome.tif'}: 1 channel(s), but the model was trained on 3-channel")
 
 
+def test_a_plain_tiff_of_another_pixel_size_for_a_slide_model_is_refused(tmp_path, predictor):
+    package = replace(predictor.package, training_data=dict(predictor.package.training_data, slide_pixel_size=2.0))
+    pixels = slide_pixels()[:256, :256]
+    for name, dpcm in (("fine.tif", 20000), ("near.tif", 5200)):  # 0.5 µm; 1.92 µm, within 8 % of 2
+        tifffile.imwrite(tmp_path / name, pixels, tile=(128, 128), resolution=(dpcm, dpcm),
+                         resolutionunit="CENTIMETER", photometric="rgb")
+    assert scale_problem(tmp_path / "near.tif", package) is None
+    assert scale_problem(tmp_path / "fine.tif", package).startswith(
+        "0.5 µm per pixel (its metadata), but the model was trained on slides at 2 µm per pixel")
+    assert scale_problem(tmp_path / "fine.tif", predictor.package) is None  # a model not trained on slides
+
+
 def test_a_slide_without_pixel_size_is_refused_naming_the_file(tmp_path):
     path = write_slide(tmp_path / "bare.tif", slide_pixels(), ome=False, resolution=False)
     with Slide(path) as slide, pytest.raises(ImageReadError, match=r"bare.tif: the slide's metadata give no pixel"):
@@ -292,3 +306,9 @@ def test_every_slide_is_checked_before_any_is_predicted(slide_path, predictor, t
     with pytest.raises(SlideError, match=r"1 slide\(s\) cannot be segmented:\n  - .*bare.tif: the slide's metadata"):
         predict_slides(predictor, [slide_path, bare], tmp_path / "out", 1.0)
     assert not (tmp_path / "out").exists()  # the readable slide first in the list was not predicted either
+
+
+def test_ome_pixel_sizes_in_other_units_are_read_in_micrometres():
+    xml = ('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image><Pixels PhysicalSizeX="5000" '
+           'PhysicalSizeXUnit="Å" PhysicalSizeY="0.5" PhysicalSizeYUnit="μm"/></Image></OME>')  # Greek mu
+    assert ome_pixel_sizes(xml) == pytest.approx([0.5, 0.5])

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import tifffile
 import torch
 
 from unetflow.data.pairing import input_root, listed_images, output_name
@@ -29,7 +30,8 @@ from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
-from unetflow.io.slides import is_slide
+from unetflow.io.slide_backends import pixel_size_of
+from unetflow.io.slides import ZOOM_TOLERANCE, is_slide
 from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
 
 log = logging.getLogger("unetflow.infer.infer")
@@ -51,7 +53,8 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
         image = read_source_image(dict(kind=kind, image_path=str(path), slice_axis=axis))
     except ImageReadError as error:
         return None, [str(error)]
-    problems = [f"{path}: {problem}" for problem in image_problems(image, package)]
+    problems = [f"{path}: {problem}" for problem in image_problems(image, package) + [scale_problem(path, package)]
+                if problem]
     if kind != "volume" and any(m["hparams"]["dims"] == 3 for m in package.models):
         problems.append(f"{path}: a 2D {'TIFF stack' if kind == 'stack' else 'image'}, but {package.path} holds 3D "
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
@@ -60,6 +63,21 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
                constant=bool(image.min() == image.max()))
     return row, problems
+
+
+def scale_problem(path: Path, package: Package) -> str | None:
+    """For a package trained on slides: a plain TIFF (one level, segmented at its own pixels) whose pixel size is not
+    within ZOOM_TOLERANCE of the one the model's training slides were read at, or None."""
+    wanted = package.slide_pixel_size
+    if wanted is None or Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    with tifffile.TiffFile(path) as tif:
+        size = pixel_size_of(tif)
+    if size is None or abs(size / wanted - 1) <= ZOOM_TOLERANCE:
+        return None
+    return (f"{size:.4g} µm per pixel (its metadata), but the model was trained on slides at {wanted:.4g} µm per "
+            f"pixel, and an image of one level is segmented at its own pixels; save it as a pyramid (a slide: read at "
+            f"the model's pixel size) or resize it")
 
 
 def check_notes(table: pd.DataFrame) -> list[str]:

@@ -27,7 +27,7 @@ import zarr
 from unetflow.io.formats import ImageReadError
 from unetflow.io.tiff import failure, is_codec_error
 
-MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6, "mm": 1e3, "cm": 1e4, "m": 1e6}
 UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
 OPENSLIDE_FORMATS = {".mrxs": "MRXS (3DHISTECH)"}
 OPENSLIDE_INSTALL = "pip install openslide-python openslide-bin (the versions in requirements.txt)"
