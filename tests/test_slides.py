@@ -312,3 +312,12 @@ def test_ome_pixel_sizes_in_other_units_are_read_in_micrometres():
     xml = ('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image><Pixels PhysicalSizeX="5000" '
            'PhysicalSizeXUnit="Å" PhysicalSizeY="0.5" PhysicalSizeYUnit="μm"/></Image></OME>')  # Greek mu
     assert ome_pixel_sizes(xml) == pytest.approx([0.5, 0.5])
+
+
+def test_a_slide_of_several_channels_is_refused_naming_them(tmp_path):
+    pixels = np.zeros((3, 512, 512), np.uint16)  # a fluorescence slide of three channels, CYX
+    with tifffile.TiffWriter(tmp_path / "cyx.ome.tif", ome=True) as writer:
+        writer.write(pixels, subifds=1, tile=(256, 256), metadata={"axes": "CYX", "PhysicalSizeX": 0.5})
+        writer.write(pixels[:, ::2, ::2], subfiletype=1, tile=(256, 256))
+    with pytest.raises(ImageReadError, match=r"cyx.ome.tif: slide axes CYX .* it has more planes \(C 3; C: channels"):
+        Slide(tmp_path / "cyx.ome.tif")

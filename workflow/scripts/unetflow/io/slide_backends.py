@@ -59,9 +59,11 @@ class TiffReader:
         leading = series.shape[:len(series.shape) - len(plane)]
         if not series.axes.endswith(plane) or any(size != 1 for size in leading):
             self.tif.close()
+            extra = ", ".join(f"{axis} {size}" for axis, size in zip(series.axes, leading) if size != 1)
             raise ImageReadError(f"{path}: slide axes {series.axes} of shape {series.shape}, but only single-plane "
-                                 f"grey (YX) and RGB (YXS) slides are read; export one focal plane as a pyramidal RGB "
-                                 f"or grey TIFF")
+                                 f"grey (YX) and RGB (YXS) slides are read, and it has more planes ({extra or 'axes'}; "
+                                 f"C: channels, Z: focal planes, T: time points); save one plane, or three channels "
+                                 f"as RGB, as a pyramidal TIFF")
         self.leading = (0,) * len(leading)  # an SVS series has a Z axis of one focal plane
         self.arrays = [zarr.open(series.aszarr(level=index), mode="r") for index in range(len(series.levels))]
         self.shapes = [tuple(level.shape[len(leading):len(leading) + 2]) for level in series.levels]
