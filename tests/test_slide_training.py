@@ -112,6 +112,12 @@ def test_annotation_refusals_name_the_file_the_feature_and_the_unknown_names(tmp
     assert "['Necrosis', 'Tumour'] are not in data.classes" in problems[1] and "feature(s) [2]" in problems[0]
     assert "feature 5 (Tumor) (x 600..630, y 600..630) lies wholly outside its image of 512x512" in problems[2]
     assert "b.geojson: 1 point or line feature(s) left out" in caplog.text  # a counting point: no area
+    assert "detection" not in caplog.text
+    detection = dict(feature("Tumor", "Polygon", [TUMOUR]), properties={"objectType": "detection",
+                                                                      "classification": {"name": "Tumor"}})
+    with caplog.at_level(logging.INFO):
+        read_annotations(write_geojson(tmp_path / "cells.geojson", [detection]))
+    assert "cells.geojson: 1 detection(s) (QuPath's cell or tile objects) drawn as labels" in caplog.text
     assert "feature 4 (Tumor) (x 500..530, y 500..530) reaches over the edge of its image" in caplog.text
     ignored = read_annotations(write_geojson(tmp_path / "d.geojson", [feature("Ignore*", "Polygon", [TUMOUR])]))
     assert "holds no classified annotation" in annotation_problems(ignored, path, CLASSES, (512, 512))[0]

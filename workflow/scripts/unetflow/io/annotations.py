@@ -112,6 +112,11 @@ def read_annotations(path) -> list[Annotation]:
         raise ImageReadError("; ".join(problems))
     if None in read:
         log.info("%s: %d point or line feature(s) left out: they mark no area to label", path, read.count(None))
+    detections = sum(isinstance(feature, dict) and (feature.get("properties") or {}).get("objectType") == "detection"
+                     for feature in features_of(document, path))
+    if detections:
+        log.info("%s: %d detection(s) (QuPath's cell or tile objects) drawn as labels, as annotations are", path,
+                 detections)
     return [annotation for annotation in read if annotation is not None]
 
 
