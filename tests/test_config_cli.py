@@ -3,6 +3,7 @@ types the schema asks for and is merged key by key into the sections of the conf
 config the real workflow resolves, in a dry run of a Snakefile that includes it and prints its config."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import yaml
 from conftest import REPO, tiny_config, write_config
 from unetflow.config import declared_class_problems
 from unetflow.config_schema import CommandLineConfigError, typed_command_line, unknown_keys
+from unetflow.threads import job_threads
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 MARK = "RESOLVED CONFIG "
@@ -185,3 +187,11 @@ def test_a_training_length_on_the_command_line_or_in_an_experiment_replaces_the_
     result = dry_run(tmp_path, configfile=write_config(tmp_path, config))
     assert "train.epochs and train.budget_steps are all set; a training lasts epochs, steps or minutes: keep one, " \
            "the others null" in result.stdout + result.stderr
+
+
+def test_a_job_uses_no_more_threads_than_its_slurm_allocation_and_its_cpus(monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert job_threads(1) == 1 and job_threads(cpus + 8) == cpus  # no more than the CPUs it may run on
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")  # Snakemake inside the job counts the node's CPUs
+    assert job_threads(8) == 1

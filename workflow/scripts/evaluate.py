@@ -6,12 +6,13 @@ from unetflow.data.folds import ids_in
 from unetflow.evaluate.evaluate import evaluate_sources, summarize
 from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
 manifest = pd.read_parquet(snakemake.input.manifest)
 sources = manifest[manifest["id"].isin(ids_in(pd.read_parquet(snakemake.input.splits), snakemake.params.split))]
 per_case = evaluate_sources(sources, snakemake.input.predictions, pd.read_parquet(snakemake.input.classes),
-                            snakemake.params.evaluate, snakemake.threads,
+                            snakemake.params.evaluate, job_threads(snakemake.threads),
                             Regions.of(pd.read_parquet(snakemake.input.regions)))
 summary = summarize(per_case)
 per_case.to_parquet(snakemake.output.per_case)

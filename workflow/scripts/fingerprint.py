@@ -6,10 +6,11 @@ import pandas as pd
 
 from unetflow.logs import stage_logger
 from unetflow.plan.fingerprint import fingerprint_data
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
 table, summary = fingerprint_data(pd.read_parquet(snakemake.input.manifest), pd.read_parquet(snakemake.input.classes),
-                                  pd.read_parquet(snakemake.input.splits), threads=snakemake.threads)
+                                  pd.read_parquet(snakemake.input.splits), threads=job_threads(snakemake.threads))
 table.to_parquet(snakemake.output.table)
 with open(snakemake.output.summary, "w") as file:
     json.dump(summary, file, indent=2)

@@ -9,13 +9,14 @@ from unetflow.data.pairing import input_root, subfolder_note
 from unetflow.infer.infer import check_images, check_notes
 from unetflow.infer.package import load_package
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
 shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))
             for listed in snakemake.input.lists for path in json.loads(Path(listed).read_text())["files"]}
 slides = [path for listed in snakemake.input.slides for path in json.loads(Path(listed).read_text())["files"]]
 spec = snakemake.params.spec
-table = check_images([*shard_of, *slides], load_package(snakemake.input.package), snakemake.threads,
+table = check_images([*shard_of, *slides], load_package(snakemake.input.package), job_threads(snakemake.threads),
                      f"infer.images = '{spec}'", input_root(spec), snakemake.params.slide_pixel_size)
 table["shard"] = table["image_path"].map(shard_of).astype("Int64")
 table.to_parquet(snakemake.output[0])

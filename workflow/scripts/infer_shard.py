@@ -11,9 +11,10 @@ import torch
 from unetflow.infer.ledger import ledger_path, record_written, remove_masks_of_removed_images
 from unetflow.infer.predictor import Predictor
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(job_threads(snakemake.threads))
 shard = json.loads(Path(snakemake.input.shard).read_text())
 ledger = ledger_path(Path(snakemake.output.table).parent, int(snakemake.wildcards.shard))
 masks = snakemake.params.masks

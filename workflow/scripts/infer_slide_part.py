@@ -9,9 +9,10 @@ import torch
 from unetflow.infer.predictor import Predictor
 from unetflow.infer.slide import SlidePredictor
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(job_threads(snakemake.threads))
 listed = json.loads(Path(snakemake.input.listed).read_text())
 slides = SlidePredictor(Predictor.load(snakemake.input.package, listed["device"]), listed["slide_region"],
                         listed["slide_object_size"], listed["slide_geojson"], listed["slide_tissue"])

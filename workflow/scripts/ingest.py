@@ -7,11 +7,12 @@ from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.ingest import DataSpec, check_data_set
 from unetflow.io.regions import region_table
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
 Path(snakemake.output.annotated).mkdir(parents=True, exist_ok=True)  # the folder is an output, empty without GeoJSON
 data = DataSpec.from_config(snakemake.params.data)
-manifest, classes = check_data_set(data, snakemake.threads, snakemake.output.annotated)
+manifest, classes = check_data_set(data, job_threads(snakemake.threads), snakemake.output.annotated)
 regions = region_table(data.regions, classes)
 warnings = data_warnings(manifest, classes)
 log_warnings(warnings, snakemake.output.warnings)

@@ -9,6 +9,7 @@ from unetflow.infer.object_probability import choose_object_probability
 from unetflow.infer.package import build_package, packaged_predict, save_package
 from unetflow.instances.targets import instance_target
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 from unetflow.tracking.artifacts import log_to_runs
 
 log = stage_logger(snakemake.log[0])
@@ -32,7 +33,7 @@ package = build_package(checkpoints, snakemake.params.sources, plan, manifest[ma
                         predict, snakemake.params.data, pd.read_parquet(snakemake.input.regions))
 save_package(package, snakemake.output[0])
 if snakemake.params.predict["object_probability"] == "auto" and instance_target(package_classes):
-    torch.set_num_threads(snakemake.threads)
+    torch.set_num_threads(job_threads(snakemake.threads))
     log.info("predict.object_probability auto: %s", choose_object_probability(
         snakemake.output[0], package, splits, manifest, snakemake.params.predict["device"]))
 log.info("packaged %d model(s) (%s), mirrored: %s, and %d classes into %s", len(checkpoints),

@@ -11,10 +11,11 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import class_values, trained_classes
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import make_plan, unseen_classes
+from unetflow.threads import job_threads
 from unetflow.train.finetune import checked_init, init_record, package_network
 
 log = stage_logger(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)  # as training, whose step time the plan may measure
+torch.set_num_threads(job_threads(snakemake.threads))  # as training, whose step time the plan may measure
 cfg = snakemake.params.train
 stored, splits = pd.read_parquet(snakemake.input.stored), pd.read_parquet(snakemake.input.splits)
 sources = stored[stored["id"].isin(splits.loc[splits["split"] != "test", "id"])]

@@ -10,9 +10,10 @@ import torch
 from unetflow.data.folds import ids_in
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(job_threads(snakemake.threads))
 cfg = snakemake.params.predict
 predictor = Predictor.load(snakemake.input.package, cfg["device"])
 manifest = pd.read_parquet(snakemake.input.manifest)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from unetflow.data.preprocess import preprocess_settings, preprocess_sources
 from unetflow.logs import stage_logger
+from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
 with open(snakemake.input.fingerprint) as file:
@@ -19,7 +20,7 @@ if settings["weight_map"]:  # only for the instance target weight_map
              settings["weight_map"]["sigma"])
 manifest = pd.read_parquet(snakemake.input.manifest)
 table = preprocess_sources(manifest, pd.read_parquet(snakemake.input.classes), snakemake.output.arrays, settings,
-                           snakemake.threads)
+                           job_threads(snakemake.threads))
 table.to_parquet(snakemake.output.manifest)
 with open(snakemake.output.settings, "w") as file:
     json.dump(settings, file, indent=2)

@@ -10,13 +10,14 @@ from unetflow.data.folds import fold_ids
 from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import settings_of
+from unetflow.threads import job_threads
 from unetflow.tracking.tracker import tracker_for
 from unetflow.train.finetune import init_weights
 from unetflow.train.sampler import training_cases
 from unetflow.train.train import Trainer
 
 log = stage_logger(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(job_threads(snakemake.threads))
 with open(snakemake.input.plan) as file:
     plan = json.load(file)
 tracker = tracker_for(snakemake.config["tracking"], snakemake.config["results"], snakemake.wildcards.experiment,
