@@ -13,7 +13,6 @@ from test_infer import infer_config, make_package, run_infer, scheduled
 from test_slides import WINDOW, slide_pixels, write_slide
 
 from conftest import snakemake, write_config
-from unetflow.infer.ledger import forget_gone_slides
 from unetflow.io.slides import Slide
 
 
@@ -84,17 +83,3 @@ def test_a_slide_split_over_jobs_equals_one_job_and_reruns_no_shard(tmp_path):
     np.testing.assert_array_equal(every_region[:, :128], one_job[:, :128])
     assert abs(pd.read_parquet(out / "slides.parquet")["tissue_mm2"].iloc[0] - 128 * 192 * 0.002 ** 2) < 1e-12
 
-
-def test_the_outputs_of_a_slide_stay_while_its_file_exists_and_go_with_it(tmp_path):
-    ledger, outputs = tmp_path / "written.json", {}
-    for name in ("a", "b"):
-        (tmp_path / f"{name}.svs").write_bytes(b"slide")
-        outputs[name] = dict(image=str(tmp_path / f"{name}.svs"), outputs=[str(tmp_path / "masks" / f"{name}.tif")])
-        (tmp_path / "masks").mkdir(exist_ok=True)
-        (tmp_path / "masks" / f"{name}.tif").write_bytes(b"labels")
-    assert forget_gone_slides(ledger, outputs) == []
-    assert forget_gone_slides(ledger, {"b": outputs["b"]}) == []  # infer.images lists another folder now
-    assert (tmp_path / "masks" / "a.tif").exists()
-    (tmp_path / "a.svs").unlink()
-    assert forget_gone_slides(ledger, {}) == [str(tmp_path / "masks" / "a.tif")]  # a's file is gone: its outputs too
-    assert json.loads(ledger.read_text()) == {"b": outputs["b"]} and (tmp_path / "masks" / "b.tif").exists()

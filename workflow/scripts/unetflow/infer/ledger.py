@@ -1,9 +1,13 @@
 """Each inference shard keeps a ledger of the files it wrote (JSON, beside its table but not a Snakemake output, so it
 survives reruns): when the shard runs again, or the summary finds the shard gone, the files of images that no longer
 exist are removed. Files of images that still exist stay: another shard may write them now. Whole-slide images have
-one ledger of the outputs of each slide: the summary removes those of slides that no longer exist."""
+one ledger of the outputs of each slide: the summary removes those of slides that no longer exist. And every output
+name is claimed by the image it was last written for (`claims.json`, kept across runs): an image of another folder
+would replace outputs of the same name, and is refused while the image they belong to exists."""
 
+import glob
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -73,3 +77,29 @@ def forget_gone_slides(ledger, slides: dict[str, dict]) -> list[str]:
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     Path(ledger).write_text(json.dumps(kept | slides, indent=1))
     return removed
+
+
+def overwrite_problems(table: pd.DataFrame, out_dir) -> list[str]:
+    """The images of `table` (checked sources: id, image_path) whose outputs would replace those an earlier run wrote
+    in `out_dir` for another image that still exists (two folders' images of one name), each named."""
+    claims_file = Path(out_dir, "claims.json")
+    claims = json.loads(claims_file.read_text()) if claims_file.is_file() else {}
+    problems = []
+    for name, image in zip(table["id"], table["image_path"]):
+        earlier = claims.get(name)
+        if earlier is None or os.path.realpath(earlier) == os.path.realpath(image) or not Path(earlier).exists():
+            continue
+        written = glob.glob(os.path.join(glob.escape(str(Path(out_dir, "masks", name))) + ".*"))
+        if written:
+            problems.append(f"{written[0]}: the mask of {earlier}, which {image} would replace (one name, two "
+                            f"images); move or delete {Path(out_dir, 'masks')} to keep or replace the earlier masks")
+    return problems
+
+
+def record_claims(table: pd.DataFrame, out_dir) -> None:
+    """Claim the output names of `table`'s images (see `overwrite_problems`)."""
+    claims_file = Path(out_dir, "claims.json")
+    claims = json.loads(claims_file.read_text()) if claims_file.is_file() else {}
+    claims.update(zip(table["id"], table["image_path"]))
+    claims_file.parent.mkdir(parents=True, exist_ok=True)
+    claims_file.write_text(json.dumps(claims, indent=1))
