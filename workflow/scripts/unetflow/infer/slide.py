@@ -279,16 +279,20 @@ class SlidePredictor:
 def slide_summary(labels: np.ndarray, tissue: np.ndarray, pixel_size: float, classes: pd.DataFrame | None,
                   band: int = 1024) -> dict:
     """One slide's summary: the pixel size (µm) of the labels, the tissue area (mm², from the tissue mask) and (with
-    `classes`) pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`), `labels` counted band
-    by band."""
+    `classes`) pixels and area (mm²) per trained class (`pixels_<name>`, `area_mm2_<name>`) within the tissue mask
+    (a region with tissue is predicted whole, its glass too, by a model that may never have seen glass), `labels`
+    counted band by band."""
     mm2 = (pixel_size / 1000) ** 2
     row = dict(pixel_size_um=pixel_size, height=labels.shape[0], width=labels.shape[1],
                tissue_mm2=float(tissue.mean()) * labels.size * mm2)
     if classes is None:
         return row
     counts = np.zeros(256, np.int64)
+    columns = np.arange(labels.shape[1]) * tissue.shape[1] // labels.shape[1]
     for top in range(0, labels.shape[0], band):
-        counts += np.bincount(np.asarray(labels[top:top + band]).ravel(), minlength=256)
+        rows = np.arange(top, min(top + band, labels.shape[0])) * tissue.shape[0] // labels.shape[0]
+        inside = tissue[np.ix_(rows, columns)]  # the tissue mask's pixel of each label pixel
+        counts += np.bincount(np.asarray(labels[top:top + band])[inside], minlength=256)
     for entry in trained_classes(classes).to_dict("records"):
         pixels = int(counts[entry["index"]])
         row.update({f"pixels_{entry['name']}": pixels, f"area_mm2_{entry['name']}": pixels * mm2})
