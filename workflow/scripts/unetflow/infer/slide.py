@@ -251,9 +251,10 @@ class SlidePredictor:
             pixels = slide.read_region(grid.level.index, read[0] * factor, read[1] * factor,
                                        (read[2] - read[0]) * factor, (read[3] - read[1]) * factor)
         except DamagedRegionError as error:
-            log.warning("rows %d-%d, columns %d-%d of level %d (x%d) left unpredicted (label 0): %s",
+            log.warning("rows %d-%d, columns %d-%d of level %d (x%d) left unpredicted (%s): %s",
                         read[0] * factor, read[2] * factor, read[1] * factor, read[3] * factor,
-                        grid.level.index, factor, error)
+                        grid.level.index, factor, "no object" if objects is not None else f"label {NOT_PREDICTED}",
+                        error)
             return False
         region = block_mean(pixels.astype(np.float32), factor)
         network = grid.normalize(to_channels(region, self.predictor.package.input_channels))
