@@ -1,5 +1,6 @@
 """NIfTI volumes (unetflow.io.nifti): values, affine and header kept; labels written in the reference's grid; 4D,
-NaN and unreadable volumes refused naming the file; a label volume stored in another orientation read reoriented."""
+NaN and unreadable volumes refused naming the file; a label volume stored in another orientation read reoriented;
+volumes laid out as nnU-Net (with its dataset.json) and KiTS lay them out, paired."""
 
 import json
 import logging
