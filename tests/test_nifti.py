@@ -11,6 +11,7 @@ import pytest
 
 from conftest import build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import DataValidationError, data_files
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
@@ -161,3 +162,9 @@ def test_a_folder_per_case_pairs_by_folder_and_names_the_case_by_it(tmp_path):
     manifest, _ = build_manifest(images, masks)
     assert manifest["id"].tolist() == ["case_00000", "case_00001", "case_00002"]
     assert [path.split("/")[-2] for path in manifest["mask_path"]] == manifest["id"].tolist()
+
+
+def test_images_to_segment_named_as_nnunet_s_test_images_are_named_by_their_cases():
+    assert without_channel_suffix(["la_005_0000", "site/la_006_0000"]) == ["la_005", "site/la_006"]
+    for names in (["la_005_0000", "la_006"], ["la_005_0000", "la_005_0001"], ["scan_0001"]):
+        assert without_channel_suffix(names) == names  # not every name that of a first channel

@@ -1,7 +1,9 @@
 """Data set layouts that pairing by stem alone does not pair (`unetflow.data.pairing.pair_files` asks here):
 
 - nnU-Net's raw layout: imagesTr/<case>_0000.nii.gz (one file per channel) beside labelsTr/<case>.nii.gz, case
-  <case> (`channel_case`); several channel files of one case are refused (`duplicate_problem`);
+  <case> (`channel_case`); several channel files of one case are refused (`duplicate_problem`); images to segment
+  named so (imagesTs/<case>_0000.nii.gz) are named <case>, as nnU-Net names its predictions
+  (`without_channel_suffix`);
 - a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
   case_00000/segmentation.nii.gz), paired by folder, each case named by it (`case_folder_pairs`);
 - sites that repeat file names (siteA/images/img0.png and siteB/images/img0.png, their masks in siteA/masks/ and
@@ -24,6 +26,15 @@ def channel_case(stem: str, has_mask) -> str:
     if channel is None or has_mask(stem) or not has_mask(channel["case"]):
         return stem
     return channel["case"]
+
+
+def without_channel_suffix(names: list[str]) -> list[str]:
+    """Names of images to segment as nnU-Net names its test images, every one <case>_0000 (one channel each): their
+    cases, as nnU-Net names its predictions; otherwise (a name without it) the names as they are."""
+    channels = [NNUNET_CHANNEL.fullmatch(name) for name in names]
+    if any(channel is None or channel["channel"] != "0000" for channel in channels):
+        return names
+    return [channel["case"] for channel in channels]
 
 
 def duplicate_problem(case: str, files: list[Path]) -> str:

@@ -22,6 +22,7 @@ import pandas as pd
 import tifffile
 import torch
 
+from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import input_root, listed_images, output_name
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
@@ -105,12 +106,13 @@ def check_notes(table: pd.DataFrame) -> list[str]:
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
                  root: Path | None = None, slide_pixel_size: float | None = None) -> pd.DataFrame:
     """One row per image source (see `inspect_image`; a whole-slide image is only opened: `slide_row`; outputs named
-    by their path below `root`, default: each file's stem), or InferInputError listing every problem of every
-    file."""
+    by their path below `root`, default: each file's stem, without nnU-Net's `_0000` where every name has it), or
+    InferInputError listing every problem of every file."""
     if not files:
         raise InferInputError(f"no image files matched {spec}; check the folder, glob or manifest")
     names = [output_name(Path(path), root) if root is not None else case_stem(path) for path in files]
     slides = [is_slide(path) for path in files]
+    names = names if any(slides) else without_channel_suffix(names)  # slides are named by the Snakefile too
 
     def inspect(path, name, slide: bool):
         if slide:
