@@ -1,5 +1,6 @@
 """Pairing and validation of a data set: every problem reported at once, naming its file."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,22 @@ def test_every_problem_is_listed_in_one_error(tmp_path):
     for culprit in ("c0.png: no mask found", "orphan.png: mask without an image", "c1.png", "30x40",
                     "c2.png", "c3.png: mask values [7]"):
         assert culprit in message
+
+
+def test_images_without_a_mask_are_left_out_with_unpaired_skip_and_masks_without_an_image_still_refused(tmp_path,
+                                                                                                        caplog):
+    images, masks = write_pairs(tmp_path, count=4)
+    for name in ("c0.png", "c1.png"):
+        (masks / name).unlink()  # annotated only in part
+    with pytest.raises(DataValidationError, match=r"c0.png: no mask found .* or data.unpaired: skip to leave it out"):
+        build_manifest(str(images), str(masks))
+    with caplog.at_level(logging.WARNING):
+        manifest, _ = build_manifest(str(images), str(masks), unpaired="skip")
+    assert manifest["id"].tolist() == ["c2", "c3"]
+    assert f"2 image(s) without a mask left out (data.unpaired: skip): {images / 'c0.png'}" in caplog.text
+    cv2.imwrite(str(masks / "orphan.png"), np.zeros((32, 40), np.uint8))  # a misnamed mask: refused either way
+    with pytest.raises(DataValidationError, match="orphan.png: mask without an image"):
+        build_manifest(str(images), str(masks), unpaired="skip")
 
 
 def test_no_files_matched_names_the_setting(tmp_path):

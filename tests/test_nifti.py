@@ -157,6 +157,7 @@ def test_a_folder_per_case_pairs_by_folder_and_names_the_case_by_it(tmp_path):
                                                   r"folder of its case \(case_00002\)") as error:
         build_manifest(images, masks)
     assert "case_00001" not in str(error.value)
+    assert build_manifest(images, masks, unpaired="skip")[0]["id"].tolist() == ["case_00000", "case_00001"]
 
     nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "kits/case_00002/segmentation.nii.gz")
     manifest, _ = build_manifest(images, masks)

@@ -98,8 +98,8 @@ wildcard_constraints:
 
 def data_location():
     """The data section ingest reads: images/masks pointing at the demo data when no data set is given, and
-    instance_target only in the instance mode (so changing it reruns nothing otherwise), unannotated unless it is
-    the default; paths normalised ('images/' is 'images') and each region's values sorted, so that writing them
+    instance_target only in the instance mode (so changing it reruns nothing otherwise), unannotated and unpaired
+    unless they are the default; paths normalised ('images/' is 'images') and each region's values sorted, so that writing them
     otherwise reruns nothing."""
     data = dict(config["data"])
     for key in ("images", "masks", "manifest", "rois"):
@@ -108,8 +108,9 @@ def data_location():
         data["regions"] = {name: sorted(values) for name, values in data["regions"].items()}
     if not data["instances"]:
         data.pop("instance_target")
-    if data["unannotated"] == "ignore":  # the default, so that results from before the key need no rerun
-        data.pop("unannotated")
+    for key, default in (("unannotated", "ignore"), ("unpaired", "refuse")):
+        if data[key] == default:  # so that results from before the key need no rerun
+            data.pop(key)
     if USE_DEMO:
         return {**data, "images": f"{RESULTS}/demo/images", "masks": f"{RESULTS}/demo/masks"}
     if data["manifest"] is None and data["masks"] is None:

@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from pathlib import Path, PureWindowsPath
 
+from unetflow.data.unpaired import UnpairedImage
 from unetflow.io.coco import drawn_mask, is_empty, is_outline, read_coco
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import image_info, write_mask
@@ -94,8 +95,8 @@ def coco_pairs(images: list[Path], path, instances: bool, out_dir) -> tuple[list
         entry = entries.get(image.name)
         info = image_info(image)
         if entry is None:
-            problems.append(f"{image}: no image entry of this file name in the COCO file {path}; remove the image "
-                            f"or annotate it")
+            problems.append(UnpairedImage(f"{image}: no image entry of this file name in the COCO file {path}; remove "
+                                          f"the image, annotate it or set data.unpaired: skip", image))
         elif (info["height"], info["width"]) != (entry["height"], entry["width"]):
             problems.append(f"{image}: {info['height']}x{info['width']} px but its entry in {path} says "
                             f"{entry['height']}x{entry['width']}")

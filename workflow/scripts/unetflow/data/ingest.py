@@ -28,6 +28,7 @@ from unetflow.data.pairing import (
     subfolder_note,
 )
 from unetflow.data.soft_edges import soft_edge_problem
+from unetflow.data.unpaired import kept_problems
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
 from unetflow.io.formats import (
     IMAGE_SUFFIXES,
@@ -81,6 +82,7 @@ class DataSpec:
     regions: dict | None = None
     slide_pixel_size: float | None = None
     unannotated: str = "ignore"
+    unpaired: str = "refuse"
 
     @classmethod
     def from_config(cls, data: dict) -> "DataSpec":
@@ -311,8 +313,9 @@ def duplicate_problems(rows: list[dict]) -> list[str]:
 
 
 def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
-    """The image/mask source pairs of the data set and the pairing problems; DataValidationError when none. The
-    masks of a COCO file are drawn into `out_dir` (`unetflow.data.coco_pairs`)."""
+    """The image/mask source pairs of the data set and the pairing problems (images without a mask left out instead
+    with data.unpaired: skip); DataValidationError when none. The masks of a COCO file are drawn into `out_dir`
+    (`unetflow.data.coco_pairs`)."""
     if data.manifest:
         pairs, problems = pairs_from_manifest(data.manifest)
     else:
@@ -328,7 +331,7 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
         problems += paired
     if data.rois:
         problems += attach_rois(pairs, data.rois)
-    return pairs, problems
+    return pairs, kept_problems(problems, data.unpaired)
 
 
 def instance_settings_problems(data: DataSpec) -> list[str]:

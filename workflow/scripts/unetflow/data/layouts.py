@@ -14,6 +14,7 @@
 import re
 from pathlib import Path
 
+from unetflow.data.unpaired import UnpairedImage
 from unetflow.io.formats import case_stem
 
 NNUNET_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # nnU-Net's image names: <case>_<channel>
@@ -104,8 +105,8 @@ def case_folder_pairs(images: list[Path], masks: list[Path]) -> tuple[list[dict]
         if case in masks_of:
             pairs.append(dict(stem=case, image=image, mask=masks_of.pop(case)))
         else:
-            problems.append(f"{image}: no mask named {masks[0].name} in a folder of its case ({case}); add it or "
-                            f"remove the image")
+            problems.append(UnpairedImage(f"{image}: no mask named {masks[0].name} in a folder of its case ({case}); "
+                                          f"add it, remove the image or set data.unpaired: skip", image))
     problems += [f"{mask}: mask without an image {images[0].name} in a folder of its case; remove it or add the "
                  f"image" for mask in masks_of.values()]
     return pairs, problems

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from unetflow.data.layouts import case_folder_pairs, channel_case, duplicate_problem, site_pairs, with_site_names
+from unetflow.data.unpaired import UnpairedImage
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
@@ -174,9 +175,10 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
             pairs += by_site
             problems += [] if by_site else [duplicate_problem(stem, files)]
         elif not found:
-            problems.append(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
-                            f"{list(suffixes)} in data.masks){hint(stem)}; add its mask or set "
-                            f"data.mask_suffix/mask_prefix")
+            problems.append(UnpairedImage(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
+                                          f"{list(suffixes)} in data.masks){hint(stem)}; add its mask, set "
+                                          f"data.mask_suffix/mask_prefix, or data.unpaired: skip to leave it out",
+                                          files[0]))
         elif len(found) > 1:
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
