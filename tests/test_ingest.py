@@ -247,9 +247,18 @@ def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):
                               "c2": "siteA"}
     assert (manifest["image_path"].map(lambda path: Path(path).parts[-3]) == site.values).all()
 
-    with pytest.raises(DataValidationError, match=r"duplicate case id 'c1': .*siteA/images/c1.png, .*siteB/images/"
-                                                  r"c1.png have the same stem and no folders"):  # one mask of c1
+    with pytest.raises(DataValidationError) as error:  # the masks of site A only
         build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "siteA/masks/*.png"))
+    assert str(error.value).startswith("2 problem(s)") and \
+        f"{tmp_path / 'siteB/images/c1.png'}: no mask c1 + a mask suffix in a folder of siteB (case siteB_c1)" in \
+        str(error.value)
+    manifest, _ = build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "siteA/masks/*.png"),
+                                 unpaired="skip")
+    assert sorted(manifest["id"]) == ["c2", "siteA_c0", "siteA_c1"]
+    cv2.imwrite(str(tmp_path / "siteA/images/c0.tif"), np.zeros((32, 40), np.uint8))  # one stem twice in a folder
+    with pytest.raises(DataValidationError, match=r"duplicate case id 'c0': .*siteA/images/c0.png, .*siteA/images/"
+                                                  r"c0.tif, .*siteB/images/c0.png have the same stem and no folders"):
+        build_manifest(str(tmp_path / "site*/images/*"), str(tmp_path / "site*/masks/*.png"))
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

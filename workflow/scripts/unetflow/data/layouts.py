@@ -49,31 +49,40 @@ def duplicate_problem(case: str, files: list[Path]) -> str:
             f"apart; rename one of them")
 
 
-def distinct_folders(paths: list[Path]) -> list[str]:
-    """The folders of each path's parent that differ among `paths`, joined by '_' (siteA/images/a.png and
-    siteB/images/a.png -> siteA, siteB)."""
+def varying_folders(paths: list[Path]) -> list[tuple[str, ...]]:
+    """The folders of each path's parent that differ among `paths` (siteA/images/a.png and siteB/images/a.png ->
+    (siteA,), (siteB,))."""
     parents = [path.parent.parts for path in paths]
     depth = max(map(len, parents))
     padded = [parts + ("",) * (depth - len(parts)) for parts in parents]
     varying = [level for level in range(depth) if len({parts[level] for parts in padded}) > 1]
-    return ["_".join(parts[level] for level in varying if parts[level]) for parts in padded]
+    return [tuple(parts[level] for level in varying if parts[level]) for parts in padded]
 
 
-def folder_matches(images: list[Path], masks: list[Path]) -> dict[str, tuple[Path, Path]] | None:
-    """{folder name: (image, mask)} when the images' and the masks' `distinct_folders` name each image once and
-    each mask once, the same names for both; None otherwise."""
-    image_keys, mask_keys = distinct_folders(images), distinct_folders(masks)
-    if "" in image_keys or len(set(image_keys)) < len(images) or sorted(image_keys) != sorted(mask_keys):
+def distinct_folders(paths: list[Path]) -> list[str]:
+    """`varying_folders` of each path joined by '_' (siteA, siteB)."""
+    return ["_".join(folders) for folders in varying_folders(paths)]
+
+
+def site_pairs(stem: str, images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:
+    """The pairs of images of one stem in different sites' folders, each with the mask of that stem in folders of
+    its site (`varying_folders`), each case named <folder>_<stem>, and the images without one (`UnpairedImage`);
+    None when the folders do not tell the images, or their masks, apart."""
+    sites = varying_folders(images)
+    if () in sites or len(set(sites)) < len(sites):
         return None
-    mask_of = dict(zip(mask_keys, masks))
-    return {key: (image, mask_of[key]) for key, image in zip(image_keys, images)}
-
-
-def site_pairs(stem: str, images: list[Path], masks: list[Path]) -> list[dict]:
-    """The pairs of images of one stem in different sites' folders with the masks of that stem (`folder_matches`),
-    each case named <folder>_<stem>; none when the folders do not tell them apart."""
-    matches = folder_matches(images, masks) if masks else None
-    return [dict(stem=f"{key}_{stem}", image=image, mask=mask) for key, (image, mask) in (matches or {}).items()]
+    pairs, problems = [], []
+    for image, site in zip(images, sites):
+        mine = [mask for mask in masks if set(site) <= set(mask.parent.parts)]
+        if len(mine) > 1:
+            return None
+        name = f"{'_'.join(site)}_{stem}"
+        if mine:
+            pairs.append(dict(stem=name, image=image, mask=mine[0]))
+        else:
+            problems.append(UnpairedImage(f"{image}: no mask {stem} + a mask suffix in a folder of {'/'.join(site)} "
+                                          f"(case {name}); add it, or set data.unpaired: skip to leave it out", image))
+    return pairs, problems
 
 
 def with_site_names(pairs: list[dict]) -> list[dict]:

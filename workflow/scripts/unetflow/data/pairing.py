@@ -169,11 +169,13 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
     hint = partial(name_hint, masks=masks, prefix=mask_prefix, suffixes=suffixes, unpaired=unpaired)
     for stem, files in stems_of([image for image in images if image not in masks_of_images], case_of).items():
         found = candidates[stem]
-        used.update(found)
-        if len(files) > 1:
-            by_site = site_pairs(stem, files, found)
-            pairs += by_site
-            problems += [] if by_site else [duplicate_problem(stem, files)]
+        by_site = site_pairs(stem, files, found) if len(files) > 1 else None
+        used.update(found if by_site is None else [pair["mask"] for pair in by_site[0]])
+        if by_site is not None:
+            pairs += by_site[0]
+            problems += by_site[1]
+        elif len(files) > 1:
+            problems.append(duplicate_problem(stem, files))
         elif not found:
             problems.append(UnpairedImage(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
                                           f"{list(suffixes)} in data.masks){hint(stem)}; add its mask, set "
