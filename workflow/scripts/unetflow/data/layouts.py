@@ -59,17 +59,24 @@ def varying_folders(paths: list[Path]) -> list[tuple[str, ...]]:
     return [tuple(parts[level] for level in varying if parts[level]) for parts in padded]
 
 
-def distinct_folders(paths: list[Path]) -> list[str]:
-    """`varying_folders` of each path joined by '_' (siteA, siteB)."""
-    return ["_".join(folders) for folders in varying_folders(paths)]
+def telling_folders(paths: list[Path]) -> list[tuple[str, ...]] | None:
+    """`varying_folders` when they tell every path apart (none empty, no two alike), else None."""
+    folders = varying_folders(paths)
+    return folders if () not in folders and len(set(folders)) == len(folders) else None
+
+
+def folder_names(paths: list[Path]) -> list[str] | None:
+    """`telling_folders` of each path joined by '_' (siteA, siteB), or None."""
+    folders = telling_folders(paths)
+    return None if folders is None else ["_".join(parts) for parts in folders]
 
 
 def site_pairs(stem: str, images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:
     """The pairs of images of one stem in different sites' folders, each with the mask of that stem in folders of
-    its site (`varying_folders`), each case named <folder>_<stem>, and the images without one (`UnpairedImage`);
+    its site (`telling_folders`), each case named <folder>_<stem>, and the images without one (`UnpairedImage`);
     None when the folders do not tell the images, or their masks, apart."""
-    sites = varying_folders(images)
-    if () in sites or len(set(sites)) < len(sites):
+    sites = telling_folders(images)
+    if sites is None:
         return None
     pairs, problems = [], []
     for image, site in zip(images, sites):
@@ -87,28 +94,27 @@ def site_pairs(stem: str, images: list[Path], masks: list[Path]) -> tuple[list[d
 
 def with_site_names(pairs: list[dict]) -> list[dict]:
     """Listed pairs (a manifest's) whose images share a stem, named <folder>_<stem> by the folders that tell them
-    apart (`distinct_folders`); the others as they are."""
+    apart (`folder_names`); the others as they are."""
     by_stem = {}
     for pair in pairs:
         by_stem.setdefault(pair["stem"], []).append(pair)
     for stem, group in by_stem.items():
-        keys = distinct_folders([pair["image"] for pair in group])
-        if len(group) > 1 and "" not in keys and len(set(keys)) == len(keys):
-            for pair, key in zip(group, keys):
-                pair["stem"] = f"{key}_{stem}"
+        keys = folder_names([pair["image"] for pair in group]) if len(group) > 1 else None
+        for pair, key in zip(group, keys or []):
+            pair["stem"] = f"{key}_{stem}"
     return pairs
 
 
 def case_folder_pairs(images: list[Path], masks: list[Path]) -> tuple[list[dict], list[str]] | None:
     """A folder per case, each with an image and a mask of the same names in every folder (KiTS:
     case_00000/imaging.nii.gz beside case_00000/segmentation.nii.gz, or images/p1/scan.png with labels/p1/scan.png):
-    pairs by folder, each case named by it (`distinct_folders`), and the problems; None for any other layout."""
+    pairs by folder, each case named by it (`folder_names`), and the problems; None for any other layout."""
     if len(images) < 2 or len(set(map(case_stem, images))) > 1 or len(set(map(case_stem, masks))) != 1:
         return None
-    cases = distinct_folders(images)
-    masks_of = dict(zip(distinct_folders(masks), masks)) if len(masks) > 1 else {}
-    if "" in cases or len(set(cases)) < len(cases):
+    cases = folder_names(images)
+    if cases is None:
         return None
+    masks_of = {"_".join(parts): mask for parts, mask in zip(varying_folders(masks), masks)} if len(masks) > 1 else {}
     pairs, problems = [], []
     for image, case in zip(images, cases):
         if case in masks_of:

@@ -14,6 +14,8 @@ import pandas as pd
 
 from unetflow.io.formats import seg_path
 
+CLAIMS_FILE = "claims.json"  # beside the masks: every output name and the image it was last written for
+
 
 def ledger_path(shards_dir, shard: int) -> Path:
     """The ledger of shard `shard` in the folder of the shard tables."""
@@ -82,9 +84,7 @@ def forget_gone_slides(ledger, slides: dict[str, dict]) -> list[str]:
 def overwrite_problems(table: pd.DataFrame, out_dir) -> list[str]:
     """The images of `table` (checked sources: id, image_path) whose outputs would replace those an earlier run wrote
     in `out_dir` for another image that still exists (two folders' images of one name), each named."""
-    claims_file = Path(out_dir, "claims.json")
-    claims = json.loads(claims_file.read_text()) if claims_file.is_file() else {}
-    problems = []
+    claims, problems = read_claims(out_dir), []
     for name, image in zip(table["id"], table["image_path"]):
         earlier = claims.get(name)
         if earlier is None or os.path.realpath(earlier) == os.path.realpath(image) or not Path(earlier).exists():
@@ -98,8 +98,12 @@ def overwrite_problems(table: pd.DataFrame, out_dir) -> list[str]:
 
 def record_claims(table: pd.DataFrame, out_dir) -> None:
     """Claim the output names of `table`'s images (see `overwrite_problems`)."""
-    claims_file = Path(out_dir, "claims.json")
-    claims = json.loads(claims_file.read_text()) if claims_file.is_file() else {}
-    claims.update(zip(table["id"], table["image_path"]))
-    claims_file.parent.mkdir(parents=True, exist_ok=True)
-    claims_file.write_text(json.dumps(claims, indent=1))
+    claims = read_claims(out_dir) | dict(zip(table["id"], table["image_path"]))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    Path(out_dir, CLAIMS_FILE).write_text(json.dumps(claims, indent=1))
+
+
+def read_claims(out_dir) -> dict[str, str]:
+    """{output name: the image it was last written for} of `out_dir`, empty before any."""
+    path = Path(out_dir, CLAIMS_FILE)
+    return json.loads(path.read_text()) if path.is_file() else {}

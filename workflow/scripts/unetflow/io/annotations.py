@@ -102,8 +102,8 @@ def read_annotations(path) -> list[Annotation]:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ImageReadError(f"{path}: not valid GeoJSON ({error})") from error
-    read, problems = [], []
-    for number, feature in enumerate(features_of(document, path)):
+    features, read, problems = features_of(document, path), [], []
+    for number, feature in enumerate(features):
         try:
             read.append(annotation_of(feature, number, path))
         except ImageReadError as error:
@@ -113,7 +113,7 @@ def read_annotations(path) -> list[Annotation]:
     if None in read:
         log.info("%s: %d point or line feature(s) left out: they mark no area to label", path, read.count(None))
     detections = sum(isinstance(feature, dict) and (feature.get("properties") or {}).get("objectType") == "detection"
-                     for feature in features_of(document, path))
+                     for feature in features)
     if detections:
         log.info("%s: %d detection(s) (QuPath's cell or tile objects) drawn as labels, as annotations are", path,
                  detections)
