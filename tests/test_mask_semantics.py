@@ -1,9 +1,8 @@
 """Masks as labs store them, with data.classes left undeclared: 1-bit masks mixed with 8-bit 0/255 ones, the
-foreground encoded differently by file, instance-labelled (16-bit, touching objects) masks, an unannotated 255, stray
-values, soft edges and palettes that disagree; `data.foreground: nonzero` trains every non-zero value as one
-foreground class."""
+foreground encoded differently by file, an unannotated 255, stray values, soft edges and palettes that disagree;
+`data.foreground: nonzero` trains every non-zero value as one foreground class (instance-labelled masks:
+tests/test_instance_labelled.py)."""
 
-import re
 
 import cv2
 import numpy as np
@@ -11,12 +10,11 @@ import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
-from scipy import ndimage
 
 from conftest import build_manifest, write_pairs
 from unetflow.data import soft_edges
 from unetflow.data.ingest import DataValidationError
-from unetflow.data.mask_checks import INSTANCE_MIN_VALUES, object_values, palette_colours
+from unetflow.data.mask_checks import palette_colours
 from unetflow.io.labels import IGNORE_INDEX, class_values, ignore_value, snap_to_nearest
 from unetflow.io.prediction_files import write_class_mask
 from unetflow.io.sources import read_source_mask, source_labels
@@ -111,93 +109,6 @@ def test_declared_classes_keep_separate_foreground_values_apart(tmp_path):
     write_binary_masks(masks, {"c0": "8bit_1", "c1": "8bit_255", "c2": "8bit_1", "c3": "8bit_255"})
     _, classes = build_manifest(str(images), str(masks), classes={"background": 0, "a": 1, "b": 255})
     assert classes["value"].tolist() == [0, 1, 255]
-
-
-# ------------------------------------------------------------------------------------------- instance masks
-
-
-def instance_mask(seed: int, objects: int = 500) -> np.ndarray:
-    """A 16-bit instance mask: touching Voronoi cells (one id per connected region, ids in random order above
-    255) inside a rectangle, background 0 in a frame around it."""
-    rng = np.random.default_rng(seed)
-    height, width = 160, 200
-    seeds = rng.uniform((0, 0), (height, width), (objects, 2))
-    y, x = np.mgrid[:height, :width]
-    nearest = np.argmin((y[..., None] - seeds[:, 0]) ** 2 + (x[..., None] - seeds[:, 1]) ** 2, axis=-1)
-    frame = (y < 12) | (y >= height - 12) | (x < 12) | (x >= width - 12)
-    cells = np.where(frame, 0, nearest + 1)
-    regions = np.zeros_like(cells)  # a cell the pixel grid cuts in two becomes two objects, as in a curated mask
-    for cell in np.unique(cells[cells > 0]):
-        parts, _ = ndimage.label(cells == cell, structure=np.ones((3, 3)))
-        regions[parts > 0] = parts[parts > 0] + regions.max()
-    ids = np.r_[0, rng.permutation(regions.max()) + 1000]
-    return ids[regions].astype(np.uint16)
-
-
-def write_instance_pairs(folder, count: int = 3) -> dict[str, np.ndarray]:
-    """Grey images with 16-bit instance masks as PNG (and one as a compressed TIFF)."""
-    (folder / "images").mkdir(), (folder / "masks").mkdir()
-    truth = {}
-    for index in range(count):
-        labels = truth[f"n{index}"] = instance_mask(index)
-        cv2.imwrite(str(folder / "images" / f"n{index}.png"), (labels % 256).astype(np.uint8))
-        if index == 0:
-            tifffile.imwrite(folder / "masks" / f"n{index}.tif", labels, compression="zlib")
-        else:
-            cv2.imwrite(str(folder / "masks" / f"n{index}.png"), labels)
-    return truth
-
-
-def test_instance_masks_touch_and_are_one_object_per_id():
-    labels = instance_mask(0)
-    values, objects = object_values(labels, set(np.unique(labels)) - {0})
-    assert values > 200 and values - 10 <= objects <= values  # a few cells clipped by the frame are tiny
-    horizontal = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
-    assert horizontal.sum() > values  # neighbouring objects touch
-
-
-def test_instance_labelled_masks_are_refused_naming_the_setting(tmp_path):
-    truth = write_instance_pairs(tmp_path)
-    message = ingest_error(tmp_path / "images", tmp_path / "masks")
-    assert message.startswith("1 problem(s)")
-    assert "3 of 3 masks look instance-labelled (one id per object" in message
-    values = len(np.unique(truth["n0"])) - 1
-    objects = int(re.search(rf"n0.tif: {values} values, (\d+) of them one object each", message).group(1))
-    assert values - 10 <= objects <= values
-    total = len(set().union(*(set(np.unique(t)) for t in truth.values())))
-    assert f"the data set would have {total} classes" in message
-    assert "Set data.instances: true to train and predict them as objects" in message
-    assert "data.instance_target: three_class" in message
-    assert "data.foreground: nonzero" in message
-
-
-def test_instance_labelled_masks_ingest_in_the_instance_mode(tmp_path):
-    truth = write_instance_pairs(tmp_path)
-    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), instances=True)
-    assert classes["name"].tolist() == ["background", "foreground"]  # the default target, weight_map
-    assert manifest["objects"].tolist() == [len(np.unique(truth[f"n{i}"])) - 1 for i in range(3)]
-
-
-def test_nonzero_and_the_instance_mode_exclude_each_other(tmp_path):
-    write_instance_pairs(tmp_path)
-    message = ingest_error(tmp_path / "images", tmp_path / "masks", instances=True, foreground="nonzero")
-    assert "data.instances: true trains objects, data.foreground: nonzero one foreground class" in message
-
-
-def test_instance_masks_train_as_one_foreground_with_nonzero(tmp_path):
-    truth = write_instance_pairs(tmp_path)
-    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"), foreground="nonzero")
-    assert classes.loc[~classes["ignore"], "value"].tolist() == [0, 255]
-    for case_id, labels in trained_labels(manifest, classes).items():
-        np.testing.assert_array_equal(labels, (truth[case_id] > 0).astype(np.uint8))
-
-
-def test_many_classes_that_are_not_objects_are_classes(tmp_path):
-    values = tuple(range(0, 12 * 20, 20))  # 12 values scattered as noise over every mask
-    assert len(values) - 1 >= INSTANCE_MIN_VALUES
-    images, masks = write_pairs(tmp_path, count=3, size=SIZE, values=values)
-    _, classes = build_manifest(str(images), str(masks))
-    assert classes["value"].tolist() == list(values)
 
 
 def test_nonzero_names_classes_and_writes_predictions_with_their_values(tmp_path):

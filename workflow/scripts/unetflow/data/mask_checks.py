@@ -6,7 +6,9 @@ trained as a class when it is not one. Each refuses before any training, naming 
   a mask with at least INSTANCE_MIN_VALUES non-zero values of which at least INSTANCE_REGION_SHARE are objects:
   one connected region (8-neighbourhood) of at least OBJECT_MIN_PIXELS pixels each; touching objects of different
   ids count one each. They are not classes: `data.instances: true` trains them as objects (the instance mode),
-  `data.foreground: nonzero` every non-zero value as one foreground class.
+  `data.foreground: nonzero` every non-zero value as one foreground class. Masks of few objects each (2D, under
+  INSTANCE_MIN_VALUES values) are instance-labelled when their counts of values differ (FEW_IDS_COUNTS counts at
+  least) and at least INSTANCE_REGION_SHARE of the masks hold the ids 1..n and of the values are one object each.
 - The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
   in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
   `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
@@ -39,6 +41,7 @@ from unetflow.io.sources import read_source_mask
 INSTANCE_MIN_VALUES = 10     # a mask with at least this many non-zero values ...
 INSTANCE_REGION_SHARE = 0.8  # ... of which at least this share are objects is instance-labelled
 OBJECT_MIN_PIXELS = 4        # an object: a value forming one connected region of at least this many pixels
+FEW_IDS_COUNTS = 3           # 2D masks holding ids 1..n with at least this many different n are instance-labelled
 STRAY_FILES = 0.05           # a found value in at most this share of the mask files (at least one) ...
 STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels is a stray value
 SMALL_CLASS_VALUE = 50       # 255 beside foreground values no larger than this is called an unannotated mark
@@ -86,16 +89,36 @@ def instance_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, st
     return found
 
 
+def few_ids_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, str, int, int]]:
+    """(mask file, '', values, values that are one object each) of every non-empty 2D mask when their counts of
+    values differ (FEW_IDS_COUNTS at least), INSTANCE_REGION_SHARE of them hold the ids 1..n and of all their values
+    are one object each (masks of a few objects, which `instance_masks` does not read); else []."""
+    held = {row["mask_path"]: set(row["label_values"]) & foreground for row in rows}
+    counts = [len(values) for values in held.values() if values]
+    numbered = sum(values == set(range(1, len(values) + 1)) for values in held.values() if values)
+    if any(row["kind"] in ("volume", "stack") for row in rows) or len(set(counts)) < FEW_IDS_COUNTS or \
+            numbered < INSTANCE_REGION_SHARE * len(counts):
+        return []
+    found = [(row["mask_path"], "", *object_values(read_source_mask(row)[0], foreground))
+             for row in rows if held[row["mask_path"]]]
+    objects = sum(single for *_, single in found)
+    return found if objects >= INSTANCE_REGION_SHARE * sum(values for _, _, values, _ in found) else []
+
+
 def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
     """The problem when masks look instance-labelled, with counts and a few examples; else None."""
-    found = instance_masks(rows, foreground)
+    many = instance_masks(rows, foreground)
+    found = many or few_ids_masks(rows, foreground)
     if not found:
         return None
+    counts = [values for _, _, values, _ in found]
+    few = "" if many else f" (the masks hold ids 1..n, n from {min(counts)} to {max(counts)})"
     examples = "; ".join(f"{path}{where}: {values} values, {single} of them one object each"
                          for path, where, values, single in found[:EXAMPLES])
     files = len({path for path, *_ in found})
     return (f"{files} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
-            f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes. "
+            f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes"
+            f"{few}. "
             f"Set data.instances: true to train and predict them as objects (the instance mode: the U-Net paper's "
             f"border weights, or background / interior / boundary with data.instance_target: three_class; "
             f"watershed, object metrics), or {NONZERO_FIX}; if the values are classes, declare them in data.classes")
