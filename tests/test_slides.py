@@ -315,6 +315,18 @@ def test_ome_pixel_sizes_in_other_units_are_read_in_micrometres():
     assert ome_pixel_sizes(xml) == pytest.approx([0.5, 0.5])
 
 
+def test_a_slide_of_pixels_that_are_not_square_is_refused_naming_them(tmp_path):
+    pixels = slide_pixels()
+    with tifffile.TiffWriter(tmp_path / "wide.ome.tif", ome=True) as writer:
+        writer.write(pixels, subifds=1, tile=(256, 256), photometric="rgb",
+                     metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.25})
+        writer.write(pixels[::2, ::2], subfiletype=1, tile=(256, 256), photometric="rgb")
+    with pytest.raises(ImageReadError, match=r"wide.ome.tif: pixels of 0.5 x 0.25 µm \(x, y\) .* square pixels only"):
+        Slide(tmp_path / "wide.ome.tif")
+    with Slide(write_slide(tmp_path / "square.ome.tif", pixels)) as square:
+        assert square.base_pixel_size == pytest.approx(0.25)
+
+
 def test_a_slide_of_several_channels_is_refused_naming_them(tmp_path):
     pixels = np.zeros((3, 512, 512), np.uint16)  # a fluorescence slide of three channels, CYX
     with tifffile.TiffWriter(tmp_path / "cyx.ome.tif", ome=True) as writer:

@@ -52,10 +52,10 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
         kind = source_kind(path, image_info(path))
         axis = volume_slice_axis(path, package.slice_axis) if kind == "volume" else 0
         image = read_source_image(dict(kind=kind, image_path=str(path), slice_axis=axis))
+        scale = scale_problem(path, package)
     except ImageReadError as error:
         return None, [str(error)]
-    problems = [f"{path}: {problem}" for problem in image_problems(image, package) + [scale_problem(path, package)]
-                if problem]
+    problems = [f"{path}: {problem}" for problem in image_problems(image, package) + [scale] if problem]
     if kind != "volume" and any(m["hparams"]["dims"] == 3 for m in package.models):
         problems.append(f"{path}: a 2D {'TIFF stack' if kind == 'stack' else 'image'}, but {package.path} holds 3D "
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")

@@ -32,6 +32,7 @@ UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
 OPENSLIDE_FORMATS = {".mrxs": "MRXS (3DHISTECH)"}
 OPENSLIDE_INSTALL = "pip install openslide-python openslide-bin (the versions in requirements.txt)"
 BAND = 1024  # rows OpenSlide reads at a time for a selection with a step (the overview)
+SQUARE_TOLERANCE = 0.02  # pixel sizes of x and y further apart than this are not square pixels, refused
 
 
 class DamagedRegionError(ImageReadError):
@@ -81,13 +82,22 @@ class TiffReader:
         self.tif.close()
 
 
+def square_pixel_size(path, sizes: list[float]) -> float:
+    """The mean of a slide's pixel sizes of x and y (or the one given); ImageReadError when they are more than
+    SQUARE_TOLERANCE apart: regions, levels and annotations are placed in square pixels."""
+    if max(sizes) > (1 + SQUARE_TOLERANCE) * min(sizes):
+        raise ImageReadError(f"{path}: pixels of {sizes[0]:.4g} x {sizes[1]:.4g} µm (x, y) in its metadata; unetflow "
+                             f"reads slides of square pixels only: resample the slide to one pixel size")
+    return sum(sizes) / len(sizes)
+
+
 def pixel_size_of(tif: tifffile.TiffFile) -> float | None:
-    """A slide's base pixel size in µm (the mean of x and y): the OME-XML's PhysicalSizeX/Y, the Aperio MPP, else the
+    """A slide's base pixel size in µm (`square_pixel_size`): the OME-XML's PhysicalSizeX/Y, the Aperio MPP, else the
     TIFF resolution tags in centimetre or inch; None when none is there."""
     if tif.is_ome:
         sizes = ome_pixel_sizes(tif.ome_metadata)
         if sizes:
-            return sum(sizes) / len(sizes)
+            return square_pixel_size(tif.filehandle.path, sizes)
     page = tif.pages.first
     if page.is_svs:
         mpp = tifffile.tifffile.svs_description_metadata(page.description).get("MPP")
@@ -98,7 +108,8 @@ def pixel_size_of(tif: tifffile.TiffFile) -> float | None:
     if unit not in UNIT_MICRONS or any(value is None for value in resolutions):
         return None
     per_unit = [numerator / denominator for numerator, denominator in resolutions if numerator and denominator]
-    return UNIT_MICRONS[unit] / (sum(per_unit) / len(per_unit)) if len(per_unit) == 2 else None
+    return square_pixel_size(tif.filehandle.path, [UNIT_MICRONS[unit] / value for value in per_unit]) \
+        if len(per_unit) == 2 else None
 
 
 def ome_pixel_sizes(xml: str) -> list[float]:
@@ -137,7 +148,7 @@ class OpenSlideReader:
         self.background = np.frombuffer(bytes.fromhex(properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR,
                                                                      "FFFFFF")), np.uint8)
         sizes = [properties.get(key) for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y)]
-        self.base_pixel_size = None if None in sizes else (float(sizes[0]) + float(sizes[1])) / 2
+        self.base_pixel_size = None if None in sizes else square_pixel_size(path, [float(size) for size in sizes])
 
     def read(self, level: int, rows: slice, columns: slice) -> np.ndarray:
         (top, bottom, row_step), (left, right, column_step) = (
