@@ -252,6 +252,13 @@ def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):
     assert str(error.value).startswith("2 problem(s)") and \
         f"{tmp_path / 'siteB/images/c1.png'}: no mask c1 + a mask suffix in a folder of siteB (case siteB_c1)" in \
         str(error.value)
+    for folder in ("siteA", "siteB"):  # fields of view, named as the images
+        (tmp_path / folder / "fov").mkdir()
+        for image in (tmp_path / folder / "images").iterdir():
+            cv2.imwrite(str(tmp_path / folder / "fov" / image.name), np.ones((32, 40), np.uint8))
+    manifest, _ = build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "site*/masks/*.png"),
+                                 rois=str(tmp_path / "site*/fov/*.png"))
+    assert (manifest["roi_path"].map(lambda path: Path(path).parts[-3]) == site.values).all()
     manifest, _ = build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "siteA/masks/*.png"),
                                  unpaired="skip")
     assert sorted(manifest["id"]) == ["c2", "siteA_c0", "siteA_c1"]

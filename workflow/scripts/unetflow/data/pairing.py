@@ -252,18 +252,28 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
 
 
 def attach_rois(pairs: list[dict], spec: str) -> list[str]:
-    """Add each pair's region-of-interest file (same stem, or stem + '_roi'); return the problems."""
+    """Add each pair's region-of-interest file (`rois_of`); return the problems."""
     rois = stems_of(image_files(spec))
-    problems, used = [], set()
+    problems = []
     for pair in pairs:
-        found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES)
+        found = rois_of(pair, rois)
         if len(found) != 1:
             problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in data.rois "
-                            f"'{spec}' (looked for '{pair['stem']}' + one of {list(ROI_SUFFIXES)}); keep one")
+                            f"'{spec}' (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
+                            f"keep one")
         else:
             pair["roi"] = found[0]
-        used.update(found)
     return problems
+
+
+def rois_of(pair: dict, rois: dict[str, list[Path]]) -> list[Path]:
+    """The region-of-interest files of a pair's case name or, else, its image's stem (+ a ROI suffix); of several,
+    those in the most folders of the image's path (sites that repeat file names: siteA/fov/c0.png for
+    siteA/images/c0.png)."""
+    found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES) or \
+        match_by_stem(case_stem(pair["image"]), rois, "", ROI_SUFFIXES)
+    shared = [len(set(roi.parent.parts) & set(Path(pair["image"]).parent.parts)) for roi in found]
+    return [roi for roi, count in zip(found, shared) if count == max(shared)]
 
 
 def dataset_json(masks: str | None) -> Path | None:
