@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO, tiny_config, write_config
 from unetflow.config import declared_class_problems
-from unetflow.config_schema import CommandLineConfigError, typed_command_line, unknown_keys
+from unetflow.config_schema import CommandLineConfigError, duplicate_keys, typed_command_line, unknown_keys
 from unetflow.threads import job_threads
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -158,6 +158,23 @@ def test_an_unknown_key_is_named_with_the_closest_setting_not_the_schema(tmp_pat
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "config key train.epochz is not a setting (did you mean train.epochs?)" in output
     assert "additionalProperties" not in output  # no schema dump
+
+
+def test_a_key_given_twice_in_a_config_file_is_named_with_both_lines(tmp_path):
+    text = yaml.safe_dump(tiny_config(), sort_keys=False)
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text(text + "train:\n  epochs: 3\ndata:\n  classes: {background: 0, cell: 1, cell: 2}\n")
+    line = text.count("\n") + 1
+    assert yaml.safe_load(repeated.read_text())["data"]["classes"] == {"background": 0, "cell": 2}  # silently
+    first = next(number for number, row in enumerate(text.splitlines(), 1) if row == "train:")
+    assert duplicate_keys(repeated) == [
+        f"{repeated} line {line}: key train is given twice (first at line {first}), and YAML keeps only the last "
+        f"without a word; merge them",
+        f"{repeated} line {line + 3}: key cell is given twice (first at line {line + 3}), and YAML keeps only the "
+        f"last without a word; merge them"]
+    result = dry_run(tmp_path, configfile=repeated)
+    assert result.returncode != 0 and f"{repeated} line {line + 3}: key cell is given twice" in result.stdout
+    assert duplicate_keys(write_config(tmp_path, tiny_config())) == []
 
 
 def test_the_demo_is_refused_over_the_results_of_a_data_set(tmp_path):

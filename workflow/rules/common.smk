@@ -23,7 +23,13 @@ from unetflow.config import (
     package_name,
     with_length_of,
 )
-from unetflow.config_schema import exponent_numbers, typed_command_line, unknown_keys, with_command_line
+from unetflow.config_schema import (
+    duplicate_keys,
+    exponent_numbers,
+    typed_command_line,
+    unknown_keys,
+    with_command_line,
+)
 from unetflow.data.pairing import (
     data_files,
     input_root,
@@ -45,7 +51,7 @@ with open(SCHEMA_PATH) as schema_file:
 COMMAND_LINE = typed_command_line(dict(workflow.config_settings.config), SCHEMA)
 config.update(exponent_numbers(with_command_line(config, COMMAND_LINE), SCHEMA))
 config["train"] = with_length_of(config.get("train") or {}, COMMAND_LINE.get("train") or {})
-if UNKNOWN := unknown_keys(config, SCHEMA):
+if UNKNOWN := [p for path in workflow.configfiles for p in duplicate_keys(path)] + unknown_keys(config, SCHEMA):
     raise ValueError("config: " + "; ".join(UNKNOWN))
 
 validate(config, "../schemas/config.schema.yaml")

@@ -1,12 +1,15 @@
 """The config read against its schema (`workflow/schemas/config.schema.yaml`) before Snakemake validates it: values
 given with --config typed as the schema asks (Snakemake hands nested ones over as strings) and merged key by key
-into the config files' sections, numbers in exponent notation that YAML 1.1 leaves strings, and unknown keys named
-with the closest known one. Dependency-free, like `unetflow.config`: the Snakefile imports it.
+into the config files' sections, numbers in exponent notation that YAML 1.1 leaves strings, unknown keys named
+with the closest known one, and keys a config file gives twice (YAML keeps the last without a word). Needs only
+PyYAML, as Snakemake does: the Snakefile imports it.
 """
 
 import copy
 import difflib
 import re
+
+import yaml
 
 from unetflow.config import ORDERED_MAPPINGS
 
@@ -162,3 +165,28 @@ def with_command_line(config: dict, typed: dict) -> dict:
         nested = isinstance(value, dict) and isinstance(result.get(key), dict) and key not in REPLACED_MAPPINGS
         result[key] = with_command_line(result[key], value) if nested else copy.deepcopy(value)
     return result
+
+
+def duplicate_keys(path) -> list[str]:
+    """'<file> line N: key K is given twice (first at line M) ...' for every key a YAML (or JSON) config file repeats
+    in one mapping, where YAML keeps only the last; [] for a file YAML cannot read (Snakemake reports that)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            nodes = [yaml.compose(file)]
+    except yaml.YAMLError:
+        return []
+    repeated = []
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in first:
+                    repeated.append((key.start_mark.line + 1, name, first[name]))
+                first.setdefault(name, key.start_mark.line + 1)
+                nodes.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            nodes.extend(node.value)
+    return [f"{path} line {line}: key {name} is given twice (first at line {earlier}), and YAML keeps only the "
+            f"last without a word; merge them" for line, name, earlier in sorted(repeated)]
