@@ -1,5 +1,5 @@
 """Classes and label coding: the class table, stored mask values <-> class indices, colour-coded masks, and the
-integer types labels are kept in.
+integer types labels are kept in (float labels within ROUND_OFF of whole numbers rounded, with a log line).
 
 The class table (from ingest) has columns index, name, value, ignore, color and nonzero. Masks are first brought to
 class values (`mask_values`: colours mapped through the colour table, JPEG masks snapped to the nearest declared
@@ -7,6 +7,7 @@ value, and with `data.foreground: nonzero` every non-zero value made the value o
 to class indices 0..K-1 (`map_labels`), with the ignored value as IGNORE_INDEX.
 """
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,6 +165,7 @@ def mask_values(raw: np.ndarray, coding: LabelCoding, lossy: bool, path) -> tupl
 
 LABEL_LIMIT = 65535  # the largest class value or id a mask holds (16 bits) ...
 ID_LIMIT = 2**32 - 1  # ... and the largest object id of an instance mask (read as uint32 above LABEL_LIMIT)
+ROUND_OFF = 1e-3  # float labels no further than this from whole numbers are rounded (round-off, not soft edges)
 
 
 def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.ndarray:
@@ -173,6 +175,7 @@ def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.nda
         return values
     if values.dtype == np.bool_:
         return values.astype(np.uint8)
+    values = without_round_off(path, values)
     if values.size and (not np.all(np.isfinite(values)) or np.any(values != np.round(values))
                         or values.min() < 0 or values.max() > limit):
         ids = limit == LABEL_LIMIT and np.all(values == np.round(values)) and 0 <= values.min() and \
@@ -183,6 +186,20 @@ def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.nda
                                 if ids else "save labels as integers"))
     high = values.max() if values.size else 0
     return values.astype(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32)
+
+
+def without_round_off(path, values: np.ndarray) -> np.ndarray:
+    """Float labels all within ROUND_OFF of whole numbers (0.99999994 from a header's scaling or a float type)
+    rounded, with a log line naming the file; other values as they are."""
+    if not np.issubdtype(values.dtype, np.floating) or not values.size or not np.all(np.isfinite(values)):
+        return values
+    whole = np.round(values)
+    off = float(np.abs(values - whole).max())
+    if off == 0 or off > ROUND_OFF:
+        return values
+    logging.getLogger(__name__).info(f"{path}: {values.dtype} labels up to {off:.1g} off whole numbers (float "
+                                     f"round-off), rounded")
+    return whole
 
 
 def label_dtype(path, labels: np.ndarray, limit: int = LABEL_LIMIT, smallest=np.uint8) -> np.dtype:
