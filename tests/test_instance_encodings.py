@@ -186,3 +186,44 @@ def test_an_object_mask_of_another_size_is_refused_naming_it(tmp_path):
     with pytest.raises(DataValidationError, match=r"cell002\.png: 32x64 px but cell001\.png of the same object "):
         build_manifest(str(tmp_path / "stage1_train/*/images/*.png"), str(tmp_path / "stage1_train/*/masks"),
                        instances=True)
+
+
+def grid_of_squares(count: int, side: int = 3, gap: int = 2, columns: int = 20) -> np.ndarray:
+    """An id map of `count` separate squares, ids 1..count in rows of `columns` (uint32)."""
+    rows, step = -(-count // columns), side + gap
+    ids = np.zeros((rows * step + gap, columns * step + gap), np.uint32)
+    for index in range(count):
+        top, left = gap + step * (index // columns), gap + step * (index % columns)
+        ids[top:top + side, left:left + side] = index + 1
+    return ids
+
+
+def write_one_mask(tmp_path, mask: np.ndarray) -> tuple:
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    write_mask(tmp_path / "images" / "c0.png", (mask > 0).astype(np.uint8) * 200)
+    write_mask(tmp_path / "masks" / "c0.png", mask)
+    return tmp_path / "images", tmp_path / "masks"
+
+
+def test_a_binary_mask_in_the_instance_mode_is_refused_not_cut_down_to_one_object(tmp_path):
+    images, masks = write_one_mask(tmp_path, (grid_of_squares(19, side=6) > 0).astype(np.uint8) * 255)
+    with pytest.raises(DataValidationError, match=r"c0\.png: 1 id\(s\) are not one connected object \(id 255 in "
+                                                  r"parts of 36/36/36/36/\.\.\. px\): one value on 19 separate "
+                                                  r"objects is a binary mask, not one id per object"):
+        build_manifest(images, masks, instances=True)
+
+
+def test_specks_of_many_ids_are_dropped_as_slips_and_large_parts_refused(tmp_path):
+    ids = grid_of_squares(40, side=6).astype(np.uint16)
+    slipped = ids.copy()
+    slipped[0, 0:40:2] = np.arange(1, 21)  # a 1-px speck of each of half the ids on the top row
+    images, masks = write_one_mask(tmp_path, slipped)
+    manifest, _ = build_manifest(images, masks, instances=True)
+    assert manifest.loc[0, "objects"] == 40 and list(manifest.loc[0, "speck_ids"]) == list(range(1, 21))
+
+
+def test_ids_of_an_8_bit_mask_wrapped_past_255_are_refused_naming_the_cause(tmp_path):
+    images, masks = write_one_mask(tmp_path, (grid_of_squares(300) % 256).astype(np.uint8))
+    with pytest.raises(DataValidationError, match=r"c0\.png: 44 id\(s\) are not one connected object .* the mask has "
+                                                  r"8-bit ids and nearly 255 of them, .* save it with 16-bit ids"):
+        build_manifest(images, masks, instances=True)

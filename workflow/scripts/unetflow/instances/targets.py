@@ -8,6 +8,8 @@ for evaluation. Every stage after ingest tells the instance mode and its target 
 (`instance_target`), so no other setting has to agree with it.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -21,8 +23,8 @@ INSTANCE_CLASS_NAMES = {"three_class": ("background", "interior", "boundary"),
                         "weight_map": ("background", "foreground")}
 BOUNDARY_WIDTH = 2  # pixels of every object, from its outline inwards, that form the boundary class
 FULL_CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: an object touching itself diagonally is one blob
-SPECK_SHARE = 0.25  # a stray part of an id smaller than this share of its mask's median object is a speck ...
-SLIPS_SHARE = 0.05  # ... an annotation slip, dropped, when at most this share of the ids (at least one) have specks
+SPECK_SHARE = 0.25  # a stray part of an id smaller than this share of its mask's median object is a speck
+WRAPPED_IDS = 200  # a mask of split ids, at least this many ids and none above 255: 8-bit ids wrapped past 255
 
 
 def instance_classes(target: str = "weight_map") -> pd.DataFrame:
@@ -85,10 +87,13 @@ def split_parts(ids: np.ndarray) -> dict[int, list[int]]:
     return parts
 
 
-def speck_limit(ids: np.ndarray) -> float:
-    """Stray parts smaller than this many pixels are specks: SPECK_SHARE of the mask's median object."""
-    sizes = np.bincount(ids.ravel())[1:]
-    sizes = sizes[sizes > 0]
+def speck_limit(ids: np.ndarray, parts: dict[int, list[int]]) -> float:
+    """Stray parts smaller than this many pixels are specks: SPECK_SHARE of the mask's median object, an object being
+    its id's largest part (`parts`: `split_parts`), so that one id on many objects (a binary mask) is not a speck."""
+    sizes = np.bincount(ids.ravel())
+    for index, part_sizes in parts.items():
+        sizes[index] = part_sizes[0]
+    sizes = sizes[1:][sizes[1:] > 0]
     return SPECK_SHARE * float(np.median(sizes)) if sizes.size else 0.0
 
 
@@ -96,13 +101,11 @@ def stray_parts(ids: np.ndarray) -> tuple[dict[int, list[int]], dict[int, list[i
     """(specks, split) of the ids of a 2D id map that are not one connected object, {id: part sizes, largest first}
     each: ids whose other parts are all specks (`speck_limit`: slips of the annotation, which the instance mode drops,
     keeping the largest part as the object), and ids with a second part too large for a speck (two objects under
-    one id: refused). Slips are rare: in a mask where more than SLIPS_SHARE of the ids have specks, every split id
-    counts as split (ids that do not name objects)."""
-    limit, specks, split = speck_limit(ids), {}, {}
-    for index, sizes in split_parts(ids).items():
+    one id: refused)."""
+    parts = split_parts(ids)
+    limit, specks, split = speck_limit(ids, parts), {}, {}
+    for index, sizes in parts.items():
         (specks if sizes[1] < limit else split)[index] = sizes
-    if len(specks) > max(1, SLIPS_SHARE * len(np.unique(ids[ids > 0]))):
-        return {}, {**specks, **split}
     return specks, split
 
 
@@ -168,15 +171,26 @@ def touching_pairs(ids: np.ndarray) -> int:
     return len(pairs)
 
 
-def instance_problem(path, slice_label: str, split: dict[int, list[int]]) -> str | None:
-    """The ingest problem of a mask with split ids (see `stray_parts`), or None."""
+def instance_problem(path, slice_label: str, ids: np.ndarray, split: dict[int, list[int]]) -> str | None:
+    """The ingest problem of a mask with split ids (see `stray_parts`), or None; it names a binary mask (one id on
+    several objects) and ids of an 8-bit mask that wrapped past 255 as such."""
     if not split:
         return None
-    shown = ", ".join(f"id {i} in parts of {'/'.join(map(str, sizes[:4]))} px" for i, sizes in list(split.items())[:5])
-    return (f"{path}{slice_label}: {len(split)} id(s) are not one connected object ({shown}"
-            f"{', ...' if len(split) > 5 else ''}); stray specks of a few ids (under {SPECK_SHARE:.0%} of the median "
-            f"object, at most {SLIPS_SHARE:.0%} of the ids) are dropped as annotation slips, but these are objects: "
-            f"give every object its own id (e.g. skimage.measure.label of each id), or set data.instances: false")
+    shown = ", ".join(f"id {i} in parts of {'/'.join(map(str, sizes[:4]))}{'/...' if len(sizes) > 4 else ''} px"
+                      for i, sizes in list(split.items())[:5])
+    where = f"{path}{slice_label}: {len(split)} id(s) are not one connected object ({shown}" \
+        f"{', ...' if len(split) > 5 else ''}{'; id k is the k-th file of the folder' if Path(path).is_dir() else ''})"
+    found = np.unique(ids[ids > 0])
+    if len(found) == 1:
+        return (f"{where}: one value on {len(split[found[0]])} separate objects is a binary mask, not one id per "
+                f"object; with data.instances: true every object needs its own id (label the mask's connected parts, "
+                f"skimage.measure.label, where no objects touch), or leave data.instances off to train one class")
+    wrapped = found.max() <= 255 and len(found) >= WRAPPED_IDS
+    return (f"{where}; stray specks (under {SPECK_SHARE:.0%} of the median object) are dropped as annotation slips, "
+            f"but these parts are objects: "
+            + ("the mask has 8-bit ids and nearly 255 of them, so more objects than 255 repeat ids: save it with "
+               "16-bit ids" if wrapped else "give every object its own id, or, if the values are classes, set "
+               "data.instances: false"))
 
 
 def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
@@ -197,7 +211,7 @@ def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
         objects, touching = objects + len(np.unique(ids[ids > 0])), touching + touching_pairs(without_specks(ids))
         speck_ids += list(specks)
         speck_pixels += sum(sum(sizes[1:]) for sizes in specks.values())
-        problem = instance_problem(path, f" slice {index}" if len(masks) > 1 else "", split)
+        problem = instance_problem(path, f" slice {index}" if len(masks) > 1 else "", ids, split)
         problems += [problem] if problem else []
     share = float((masks > 0).mean())
     values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
