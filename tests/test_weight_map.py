@@ -14,6 +14,7 @@ from scipy import ndimage
 from unetflow.data.demo_cells import render_touching_cells
 from unetflow.evaluate.object_metrics import object_metrics
 from unetflow.instances.objects import NECK_SHARE, instances_from_separated_foreground
+from unetflow.instances.targets import touching_pairs
 from unetflow.instances.weight_map import SIGMA, W0, border_weight_map, separated_objects
 from unetflow.io.store import load_array, save_source
 from unetflow.train.augment import augment_batch, augment_weighted_batch
@@ -219,3 +220,16 @@ def test_objects_from_the_target_recover_the_cells():
     assert scores["object_f1"] > 0.95
     cut = object_metrics(ids, ndimage.label(target, np.ones((3, 3)))[0])  # the objects with their gaps
     assert cut["object_f1"] > 0.95 and scores["matched_iou"] > cut["matched_iou"] + 0.02  # the gaps given back
+
+
+def test_objects_found_in_a_noisy_prediction_are_each_one_piece():
+    rng = np.random.default_rng(0)
+    split = 0
+    for seed in range(3):
+        _, ids = render_touching_cells(np.random.default_rng(seed), 256)
+        target, _ = border_weight_map(ids)  # gaps cut between touching cells, then blurred and noisy as predicted
+        blurred = np.clip(ndimage.gaussian_filter(target.astype(float), 1) + rng.normal(0, 0.15, ids.shape), 0, 1)
+        found = instances_from_separated_foreground(np.stack([1 - blurred, blurred]).astype(np.float32), 10)
+        assert touching_pairs(found) > 0.5 * touching_pairs(ids)  # the gaps filled
+        split += sum(ndimage.label(found == index)[1] > 1 for index in range(1, found.max() + 1))
+    assert split == 0  # 4-connected, so no pixels of a gap stray from their object

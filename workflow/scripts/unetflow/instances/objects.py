@@ -11,7 +11,8 @@ peaks only when they stand SEED_HEIGHT above the saddle to a higher one (h-maxim
 bridge where the gap was not predicted in full are two seeds; each grows by watershed over the negated distance into
 the foreground; touching objects whose neck is nearly as wide as the smaller one (NECK_SHARE of its peak distance: a
 long or ragged object with two peaks, not two objects) are merged; then they grow into the gaps between touching
-objects (`filled_gaps`), as the masks had no gaps. A blob without a peak that high is dropped.
+objects (`filled_gaps`: the background next to one object and near another), as the masks had no gaps; every
+object is one connected piece. A blob without a peak that high is dropped.
 
 The foreground of both is the pixels whose probability of not being background exceeds the object probability
 (OBJECT_PROBABILITY unless a package chose another on its validation images: `unetflow.infer.object_probability`; a
@@ -23,10 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage.measure import regionprops
-from skimage.morphology import h_maxima
-from skimage.segmentation import expand_labels, relabel_sequential, watershed
-
-from unetflow.instances.weight_map import separated_objects
+from skimage.morphology import disk, h_maxima
+from skimage.segmentation import relabel_sequential, watershed
 
 SEED_PROBABILITY = 0.5
 OBJECT_PROBABILITY = 0.5  # objects: pixels whose probability of not being background exceeds this
@@ -63,12 +62,17 @@ def instances_from_three_class(probs: np.ndarray, min_size: int,
 
 
 def filled_gaps(ids: np.ndarray, width: int = GAP_WIDTH) -> np.ndarray:
-    """The id map with the gaps between touching objects filled: objects grown by up to `width` pixels where the
-    grown pixels then touch another grown object (the gaps `unetflow.instances.weight_map.separated_objects` cut), not
-    elsewhere."""
-    grown = expand_labels(ids, width)
-    in_gap = (ids == 0) & (grown > 0) & (separated_objects(grown) == 0)
-    return np.where(in_gap, grown, ids)
+    """The id map with the gaps between touching objects filled (the gaps `unetflow.instances.weight_map` cuts): the
+    background pixels next to an object and within `width` + 1 of another go to the nearer object they are connected
+    to through such pixels (watershed over the distance to the objects), so every object stays one piece."""
+    empty = np.iinfo(ids.dtype).max
+    around = disk(width + 1).astype(bool)
+    next_to_one = ndimage.grey_dilation(ids, footprint=FULL_CONNECTIVITY) > 0
+    high = ndimage.grey_dilation(ids, footprint=around)
+    low = ndimage.grey_erosion(np.where(ids > 0, ids, empty), footprint=around)
+    in_gap = (ids == 0) & next_to_one & (high != low) & (low != empty)
+    distance = ndimage.distance_transform_edt(ids == 0)
+    return watershed(distance, ids, mask=(ids > 0) | in_gap).astype(ids.dtype)
 
 
 def neck_widths(ids: np.ndarray, distance: np.ndarray) -> dict[tuple[int, int], float]:
