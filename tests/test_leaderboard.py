@@ -1,6 +1,7 @@
 """The leaderboard reads each experiment's U-Net (dims, patch size, parameters) from its plan (<experiment>/plan.json,
 which the plan rule writes with the parameter count of the U-Net it planned), and ranks experiments by the mean test
-Dice of the foreground classes: class 0 among them when it is not a dominant background."""
+Dice of the foreground classes: class 0 among them when it is not a dominant background; in the instance mode by the
+mean object mAP."""
 
 import json
 
@@ -23,17 +24,33 @@ def test_model_traits_come_from_the_plan(tmp_path):
         "first_ranked": 1}
 
 
-@pytest.mark.parametrize("class_shares, winner", [([0.9, 0.1], "a"), ([0.22, 0.78], "b")])
-def test_class_0_counts_in_the_rank_when_it_is_not_a_dominant_background(tmp_path, class_shares, winner):
-    """a is better on class 1, b on class 0 (ISBI 2012's membranes, stored as 0, are 22 % of the pixels)."""
+def write_experiments(tmp_path, dice: dict, class_shares, **columns) -> dict:
+    """Experiments of two classes, each with its summary (test Dice per class, other columns as given), one fold's
+    metrics and its plan."""
     experiments = {}
-    for name, dice in {"a": [0.70, 0.95], "b": [0.80, 0.94]}.items():
-        summary = pd.DataFrame({"class": [0, 1], "class_name": ["zero", "one"], "n_cases": 3, "dice_mean": dice,
-                                "dice_std": 0.0, "iou_mean": dice, "iou_std": 0.0})
+    for name, values in dice.items():
+        summary = pd.DataFrame({"class": [0, 1], "class_name": ["zero", "one"], "n_cases": 3, "dice_mean": values,
+                                "dice_std": 0.0, "iou_mean": values, "iou_std": 0.0,
+                                **{column: given[name] for column, given in columns.items()}})
         summary.to_parquet(tmp_path / f"{name}_summary.parquet")
         pd.DataFrame({"val_dice": [0.5], "seconds": [1.0]}).to_parquet(tmp_path / f"{name}_metrics.parquet")
         experiments[name] = {"summary": tmp_path / f"{name}_summary.parquet", "plan": write_plan(
             tmp_path / f"{name}_plan.json", class_shares), "metrics": [tmp_path / f"{name}_metrics.parquet"]}
-    table = leaderboard(experiments)
-    assert table["experiment"].iloc[0] == winner
+    return experiments
+
+
+@pytest.mark.parametrize("class_shares, winner", [([0.9, 0.1], "a"), ([0.22, 0.78], "b")])
+def test_class_0_counts_in_the_rank_when_it_is_not_a_dominant_background(tmp_path, class_shares, winner):
+    """a is better on class 1, b on class 0 (ISBI 2012's membranes, stored as 0, are 22 % of the pixels)."""
+    table = leaderboard(write_experiments(tmp_path, {"a": [0.70, 0.95], "b": [0.80, 0.94]}, class_shares))
+    assert table["experiment"].iloc[0] == winner and set(table["rank_by"]) == {"dice"}
     assert table["ranked"].tolist() == [class_shares[0] < 0.5, True] * 2
+
+
+def test_instance_experiments_are_ranked_by_object_map_and_show_the_object_metrics(tmp_path):
+    """a has the better pixel Dice of the objects, b found them one by one (touching ones apart)."""
+    objects = {f"{metric}_mean": {"a": [None, 0.6], "b": [None, 0.8]} for metric in ("object_f1", "object_map",
+                                                                                      "aji", "pq")}
+    table = leaderboard(write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.93]}, [0.9, 0.1], **objects))
+    assert table["experiment"].tolist() == ["b", "b", "a", "a"] and set(table["rank_by"]) == {"object_map"}
+    assert table.loc[table["class"] == 1, "pq_mean"].tolist() == [0.8, 0.6]

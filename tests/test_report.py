@@ -115,6 +115,13 @@ def test_examples_are_best_median_and_worst_by_mean_foreground_dice(per_case):
     assert example_cases(per_case) == {"best": "c3", "median": "c2", "worst": "c1"}
 
 
+def test_instance_examples_are_chosen_by_object_map_not_by_pixel_dice(per_case):
+    objects = per_case.assign(object_map=np.where(per_case["class"] > 0, 1 - per_case["dice"], np.nan))
+    scores = case_scores(objects)  # two touching nuclei merged: a high pixel Dice, a low object mAP
+    assert scores.name == "object_map" and scores.index.tolist() == ["c1", "c4", "c2", "c0", "c3"]
+    assert example_cases(objects) == {"best": "c1", "median": "c2", "worst": "c3"}
+
+
 def test_per_case_table_has_a_column_per_metric_and_foreground_class(per_case):
     table = per_case_table(per_case)
     assert table["id"].tolist() == ["c3", "c0", "c2", "c4", "c1"]

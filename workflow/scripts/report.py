@@ -30,7 +30,8 @@ plot_metric_distributions(per_case, snakemake.output.distributions)
 scores = case_scores(per_case)
 examples = example_cases(per_case)
 unit_of = {name: (row, unit) for row in manifest.to_dict("records") for name, unit in units(row)}
-panels = [dict(title=f"{kind}, Dice {scores[name]:.3f}: {name}",
+score_name = "mAP" if scores.name == "object_map" else "Dice"
+panels = [dict(title=f"{kind}, {score_name} {scores[name]:.3f}: {name}",
                **load_overlay_unit(*unit_of[name], snakemake.input.predictions, classes))
           for kind, name in examples.items()]
 plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.output.overlays,

@@ -2,14 +2,20 @@
 one data set side by side (columns dims and patch_size). The rank is the mean test Dice over the foreground classes:
 1..K-1, and class 0 too when it is not a dominant background of the training pixels (the rule of the planned
 `train.dice_background: auto`, so a minority stored as 0, as ISBI 2012's membranes, counts whatever value it has;
-the same classes for every experiment of a data set, whatever each one set); column `ranked`."""
+the same classes for every experiment of a data set, whatever each one set); column `ranked`. In the instance mode
+the rows carry the mean object metrics too (OBJECT_COLUMNS, on the objects row) and the rank is by the mean object
+mAP (StarDist's average precision over IoU 0.5:0.9), which a pixel Dice that merges touching objects hides; column
+`rank_by` names the metric."""
 
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from unetflow.evaluate.object_metrics import HEADLINE_METRICS
 from unetflow.plan.background import dominant_background
+
+OBJECT_COLUMNS = [f"{metric}_mean" for metric in HEADLINE_METRICS]
 
 
 def model_traits(plan_path: str) -> dict:
@@ -29,7 +35,8 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
                     model: dict) -> pd.DataFrame:
     """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
     model's dims, resolution, patch size, parameters and the package it started from (`model_traits`)."""
-    rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std"]].copy()
+    objects = [column for column in OBJECT_COLUMNS if column in summary]
+    rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std", *objects]].copy()
     rows.insert(0, "experiment", name)
     rows.insert(1, "dims", model["dims"])
     rows.insert(2, "resolution", model["resolution"])
@@ -46,10 +53,12 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
 
 def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
     """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path)}; ranked by the mean test Dice
-    of the foreground classes (column `ranked`), best first."""
+    of the foreground classes (column `ranked`), in the instance mode by the mean object mAP, best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
                                       [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["plan"]))
                       for name, paths in experiments.items())
-    score = table[table["ranked"]].groupby("experiment")["dice_mean"].mean()
+    metric = "object_map_mean" if "object_map_mean" in table else "dice_mean"
+    table["rank_by"] = metric.removesuffix("_mean")
+    score = table[table["ranked"]].groupby("experiment")[metric].mean()
     table["rank"] = table["experiment"].map(score.rank(ascending=False, method="min")).astype(int)
     return table.sort_values(["rank", "experiment", "class"]).reset_index(drop=True)

@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 MATCH_THRESHOLD = 0.5
 MAP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.9001, 0.05), 2).tolist())
+HEADLINE_METRICS = ("object_f1", "object_map", "aji", "pq")  # the ones the logs, report and leaderboard show
 
 
 def overlap_table(gt: np.ndarray, pred: np.ndarray) -> dict:

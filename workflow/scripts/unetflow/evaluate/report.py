@@ -20,13 +20,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 
+from unetflow.evaluate.object_metrics import HEADLINE_METRICS
 from unetflow.instances.targets import instance_target, object_ids
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.prediction_files import prediction_path, read_class_mask, read_instance_mask
 from unetflow.io.sources import read_source_image, read_source_mask, source_labels
 
 DISTRIBUTION_METRICS = ("dice", "iou", "hd95")
-OBJECT_METRICS = ("object_f1", "object_map", "aji", "pq")  # instance mode, on the objects row
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (spacing units)"}
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors
 DPI = 100
@@ -118,14 +118,16 @@ def plot_metric_distributions(per_case: pd.DataFrame, path, metrics=DISTRIBUTION
 
 
 def case_scores(per_case: pd.DataFrame) -> pd.Series:
-    """Mean foreground Dice per case id, highest first (ties by id)."""
-    scores = foreground(per_case).groupby("id")["dice"].mean().rename("mean_foreground_dice")
+    """Mean foreground Dice per case id (in the instance mode the object mAP, named `object_map`), highest first
+    (ties by id)."""
+    metric, name = ("object_map", "object_map") if "object_map" in per_case else ("dice", "mean_foreground_dice")
+    scores = foreground(per_case).groupby("id")[metric].mean().rename(name)
     return scores.sort_index().sort_values(ascending=False, kind="stable")
 
 
 def example_cases(per_case: pd.DataFrame) -> dict[str, str]:
-    """Ids of the best, median and worst case by mean foreground Dice (the median is the middle of the ranking,
-    the better one of the two middle cases for an even count)."""
+    """Ids of the best, median and worst case by `case_scores` (the median is the middle of the ranking, the better
+    one of the two middle cases for an even count)."""
     ranked = case_scores(per_case).index
     return {"best": ranked[0], "median": ranked[(len(ranked) - 1) // 2], "worst": ranked[-1]}
 
@@ -235,7 +237,7 @@ def overlay_legend(class_names: list[str]) -> list[Line2D]:
 def per_case_table(per_case: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.DataFrame:
     """One row per case, best first: id, mean_foreground_dice, then one column per metric and foreground class
     named '<metric> (<class name>)'."""
-    metrics = [*metrics, *(m for m in OBJECT_METRICS if m in per_case)]
+    metrics = [*metrics, *(m for m in HEADLINE_METRICS if m in per_case)]
     wide = foreground(per_case).pivot(index="id", columns="class_name", values=metrics)
     wide.columns = [f"{metric} ({name})" for metric, name in wide.columns]
     return case_scores(per_case).to_frame().join(wide).reset_index()
@@ -243,6 +245,6 @@ def per_case_table(per_case: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.D
 
 def summary_table(summary: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.DataFrame:
     """class_name, n_cases and the mean, median and std of each metric, one row per class."""
-    metrics = [*metrics, *(m for m in OBJECT_METRICS if f"{m}_mean" in summary)]
+    metrics = [*metrics, *(m for m in HEADLINE_METRICS if f"{m}_mean" in summary)]
     stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "median", "std")]
     return summary[["class_name", "n_cases", *stats]]
