@@ -86,3 +86,6 @@ def test_series_train_predict_evaluate_and_infer(tmp_path):
           "--output", str(tmp_path / "cli"), "--device", "cpu", "--dicom-seg"])
     assert sorted(path.name for path in (tmp_path / "cli").iterdir()) == ["case0.nii.gz", "case0.seg.dcm",
                                                                           "summary.parquet"]
+    main(["--model", str(tmp_path / "results/unet/package/unet.pt"), "--input", str(tmp_path / "new" / "case0"),
+          "--output", str(tmp_path / "cli"), "--device", "cpu"])  # without SEGs: the earlier one would be stale
+    assert sorted(path.name for path in (tmp_path / "cli").iterdir()) == ["case0.nii.gz", "summary.parquet"]

@@ -218,7 +218,8 @@ class Predictor:
     def predict_source(self, source: dict, out_dir, save_probabilities: bool,
                        dicom_seg: bool) -> tuple[list[dict], list[dict]]:
         """The mask of one source written to out_dir/<id>.<suffix> (and with `dicom_seg`, of a DICOM series, its
-        SEG <id>.seg.dcm); its summary rows and (in the instance mode) its object rows."""
+        SEG <id>.seg.dcm; without, an earlier SEG of that name removed); its summary rows and (in the instance mode)
+        its object rows."""
         probs = self.source_probabilities(source)
         target, path = self.package.instance_target, prediction_path(out_dir, source["id"], source,
                                                                      bool(self.package.instance_target))
@@ -230,6 +231,8 @@ class Predictor:
         if dicom_seg and is_series(source["image_path"]):
             write_seg(seg_path(path), labels, source, segments_of(self.package.classes, bool(target)),
                       versions()["unetflow"])
+        else:
+            seg_path(path).unlink(missing_ok=True)  # an earlier run's SEG of this name would disagree with the mask
         confidence = pixel_confidence(probs, self.package.regions)
         counted, rows = self.summary_labels(labels, probs), []
         for name, unit in units(source):
