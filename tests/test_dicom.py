@@ -2,6 +2,7 @@
 orientation from the headers, pairing by folder name with NIfTI masks, inputs to segment, every series that is not
 one volume refused naming its folder, and predicted labels written as a DICOM SEG referencing the series."""
 
+import logging
 from pathlib import Path
 
 import highdicom as hd
@@ -14,11 +15,13 @@ from pydicom.pixels import get_decoder
 
 from conftest import build_manifest, write_series
 from unetflow.data.pairing import DataValidationError, data_files, input_root, listed_images, output_name
+from unetflow.infer.summary import unit_summary
 from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.nifti import read_volume, volume_spacing
 from unetflow.io.sources import read_source_image, source_spacing
 
 SHAPE = (6, 5, 4)  # (columns, rows, slices)
+CLASSES = pd.DataFrame({"index": [0, 1], "name": ["background", "organ"], "value": [0, 1], "ignore": False})
 
 
 def ct(shape=SHAPE, seed: int = 0) -> np.ndarray:
@@ -41,6 +44,21 @@ def test_a_series_is_its_volume_with_the_headers_spacing_and_orientation(tmp_pat
         i, j, k = 5 * i, 4 * j, 3 * k
         lps = origin + i * 0.8 * row + j * 0.7 * column + k * 2.5 * np.cross(row, column)
         assert image.affine @ [i, j, k, 1] == pytest.approx([-lps[0], -lps[1], lps[2], 1])
+
+
+def test_a_gantry_tilted_series_keeps_its_sheared_grid_with_a_warning_and_its_true_voxel_volume(tmp_path, caplog):
+    folder = write_series(tmp_path / "tilted", ct(), spacing=(1.0, 1.0, 1.0))
+    for path in sorted(folder.iterdir()):  # each slice 1 mm further along the normal and tan(15 deg) mm down
+        header = pydicom.dcmread(path)
+        header.ImagePositionPatient[1] += np.tan(np.deg2rad(15)) * (header.InstanceNumber - 1)
+        header.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        _, image = read_volume(folder)
+    assert "tilted: slices stacked 15.0 degrees off their normal (a gantry tilt)" in caplog.text
+    assert np.linalg.norm(image.affine[:3, 2]) == pytest.approx(1 / np.cos(np.deg2rad(15)))  # the sheared step
+    summary = unit_summary("t", dict(image_path=str(folder), kind="volume", slice_axis=2), slice(0, 4),
+                           "t.nii.gz", np.ones((4, 1, 1), np.uint8), np.ones((4, 1, 1)), CLASSES)
+    assert summary[-1]["physical_size"] == pytest.approx(4.0)  # 4 voxels of 1 mm^3, not 4.14
 
 
 def test_fractional_rescaling_gives_float_voxels(tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import ndimage
 
 from unetflow.io.labels import trained_classes
-from unetflow.io.nifti import volume_unit
+from unetflow.io.nifti import volume_unit, voxel_volume
 from unetflow.io.sources import unit_spacing
 
 SUMMARY_COLUMNS = ("id", "image_path", "mask_path", "kind", "class", "class_name", "pixels", "physical_size",
@@ -19,12 +19,14 @@ SUMMARY_COLUMNS = ("id", "image_path", "mask_path", "kind", "class", "class_name
 
 
 def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
-    """The size of one pixel (voxel) of a unit and its unit: from the header of a NIfTI volume (e.g. mm^3, or mm^2
-    for a one-slice volume); NaN and None for other files, whose pixel spacing is unknown."""
+    """The size of one pixel (voxel) of a unit and its unit: from the header of a NIfTI volume (e.g. mm^3, the
+    affine's `voxel_volume`, or mm^2 for a one-slice volume); NaN and None for other files, whose pixel spacing is
+    unknown."""
     spacing = unit_spacing(row, unit)
     if spacing is None:
         return float("nan"), None
-    return float(math.prod(spacing)), f"{volume_unit(row['image_path'])}^{len(spacing)}"
+    size = voxel_volume(row["image_path"]) if len(spacing) == 3 else math.prod(spacing)
+    return float(size), f"{volume_unit(row['image_path'])}^{len(spacing)}"
 
 
 def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, confidence: np.ndarray,

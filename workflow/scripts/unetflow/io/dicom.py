@@ -15,6 +15,7 @@ no installed decoder reads, raise `ImageReadError` naming the folder.
 """
 
 import functools
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +27,7 @@ from pydicom.pixels import apply_modality_lut, get_decoder
 from unetflow.io.formats import ImageReadError, is_dicom_file
 
 SLICE_TOLERANCE = 0.01  # slice steps may differ by 1 % of the median step (rounded positions in the headers)
+TILT_DEGREES = 0.5  # slices stacked further than this off their normal (gantry tilt) are logged
 GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 INTEGER_TYPES = (np.uint8, np.int16, np.uint16, np.int32)
@@ -68,6 +70,7 @@ def _series_image(folder: Path, listing: tuple[tuple[Path, int], ...]) -> nib.Ni
     check_geometry(folder, headers)
     check_decoders(folder, headers)
     headers, step = sorted_slices(folder, headers)
+    log_tilt(folder, headers[0], step)
     dtype = voxel_dtype(headers)
     voxels = SeriesVoxels([Path(h.filename) for h in headers],
                           (int(headers[0].Columns), int(headers[0].Rows), len(headers)), dtype)
@@ -156,6 +159,19 @@ def sorted_slices(folder: Path, headers: list) -> tuple[list, np.ndarray]:
     steps = np.diff(positions @ normal)
     check_slice_steps(folder, headers, steps)
     return headers, (positions[-1] - positions[0]) / (len(headers) - 1)
+
+
+def log_tilt(folder: Path, first, step: np.ndarray) -> None:
+    """A warning for slices stacked at an angle to their normal (a gantry-tilted CT): the grid is kept sheared, as
+    the headers give it, the mask written on it; the slices are |step . normal| apart, not |step|."""
+    orientation = np.array(first.ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    cosine = abs(float(step @ normal)) / float(np.linalg.norm(step))
+    if cosine < np.cos(np.radians(TILT_DEGREES)):
+        logging.getLogger(__name__).warning(
+            f"{folder}: slices stacked {np.degrees(np.arccos(min(cosine, 1.0))):.1f} degrees off their normal (a "
+            f"gantry tilt): read on its sheared grid, with masks written on it; slices {abs(float(step @ normal)):.4g}"
+            f" mm apart")
 
 
 def check_slice_steps(folder: Path, headers: list, steps: np.ndarray) -> None:

@@ -140,6 +140,12 @@ def volume_spacing(path) -> tuple[float, float, float]:
     return (zooms + (1.0, 1.0))[:3]
 
 
+def voxel_volume(path) -> float:
+    """The volume of one voxel: |det| of the affine's 3x3 part (the product of the zooms but on a sheared grid, a
+    gantry-tilted series', whose zooms overstate it)."""
+    return float(abs(np.linalg.det(_open(path)[2].affine[:3, :3])))
+
+
 def volume_unit(path) -> str:
     """The unit of the voxel spacing from the header: 'mm', 'um' or 'm'; 'mm' when the header leaves it unset (as
     ITK and most scanners' files mean it)."""
