@@ -14,7 +14,14 @@ import pytest
 from pydicom.pixels import get_decoder
 
 from conftest import build_manifest, write_series
-from unetflow.data.pairing import DataValidationError, data_files, input_root, listed_images, output_name
+from unetflow.data.pairing import (
+    DataValidationError,
+    buried_series,
+    data_files,
+    input_root,
+    listed_images,
+    output_name,
+)
 from unetflow.infer.summary import unit_summary
 from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.nifti import read_volume, volume_spacing
@@ -84,7 +91,7 @@ def test_a_series_folder_pairs_with_the_nifti_mask_of_its_name(tmp_path):
     assert build_manifest(str(tmp_path / "both"), str(tmp_path / "both"))[0]["id"].tolist() == ["case02"]
     _, image = read_volume(write_series(tmp_path / "pacs" / "case03" / "SE0001", volume))  # a PACS export's layout
     with pytest.raises(DataValidationError, match=r"case03: not a DICOM series, but it holds one deeper \(.*SE0001\)"
-                                                  r", which a folder does not name; point data.images at"):
+                                                  r", which a folder does not name; write '.*pacs/\*\*' to"):
         build_manifest(str(tmp_path / "pacs"), str(tmp_path / "masks"))
     inputs = data_files(dict(images=str(tmp_path / "images"), masks=str(tmp_path / "masks")))
     assert str(tmp_path / "images" / "case01" / "slice003.dcm") in inputs
@@ -106,6 +113,15 @@ def test_images_to_segment_are_a_folder_of_series_or_one_series_named_by_their_f
     assert [output_name(path, input_root(str(scans))) for path in listed_images(str(scans))] == ["a", "b"]
     assert listed_images(str(scans / "a")) == [scans / "a"]
     assert output_name(scans / "a", input_root(str(scans / "a"))) == "a"
+    cd = tmp_path / "cd"  # a DICOM CD: a DICOMDIR at its root, the series deeper
+    for patient in ("PAT1", "PAT2"):
+        write_series(cd / "DICOM" / patient / "SER1", ct())
+    index = pydicom.dcmread(next((cd / "DICOM" / "PAT1" / "SER1").iterdir()))
+    index.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    index.save_as(cd / "DICOMDIR")
+    assert listed_images(str(cd)) == [] and "holds one deeper" in buried_series(str(cd), "infer.images")[0]
+    assert [output_name(path, input_root(f"{cd}/**")) for path in listed_images(f"{cd}/**")] == [
+        "DICOM/PAT1/SER1", "DICOM/PAT2/SER1"]  # the root, with its DICOMDIR, is no series
 
 
 def test_a_seg_holds_each_slices_labels_referencing_that_slice(tmp_path):

@@ -102,8 +102,8 @@ def buried_series(spec: str | None, key: str = "data.images") -> list[str]:
         deeper = next((path for path in sorted(child.rglob("*")) if is_series(path)), None)
         if deeper is not None:
             problems.append(f"{child}: not a DICOM series, but it holds one deeper ({deeper}), which a folder "
-                            f"does not name; point {key} at the series folders (e.g. "
-                            f"'{os.path.join(spec, '*', '*')}'), or move each series' slices up into its case folder")
+                            f"does not name; write '{os.path.join(spec, '**')}' to name every series below it, or "
+                            f"move each series' slices up into its case folder")
     return problems
 
 
@@ -344,6 +344,6 @@ def output_name(path: Path, root: Path) -> str:
         relative = Path(os.path.relpath(path, root))
     except ValueError:  # another drive
         relative = Path(path.name)
-    if relative.parts[0] == "..":
+    if not relative.parts or relative.parts[0] == "..":  # the root itself (a series named by a glob), or outside
         relative = Path(path.name)
     return (relative.parent / case_stem(path)).as_posix()

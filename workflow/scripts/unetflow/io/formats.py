@@ -38,6 +38,7 @@ DICOM_SUFFIX = ".dcm"
 DICOM_MAGIC_OFFSET = 128  # a DICOM file: a 128-byte preamble, then b"DICM"
 SEG_SUFFIX = ".seg.dcm"  # the DICOM SEG written beside the NIfTI mask of a series (infer.dicom_seg)
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")  # Segmentation, Label Map Seg.
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR, the index of a DICOM CD or export, not an image
 META_BYTES = 512  # the file meta information of a DICOM file, where its SOP class is, lies within its first bytes
 
 
@@ -82,11 +83,16 @@ def is_seg_file(path) -> bool:
 
 
 def is_series(path) -> bool:
-    """Whether `path` is a DICOM series folder: a folder with a DICOM file that is not a SEG among its direct
-    children (its slices)."""
+    """Whether `path` is a DICOM series folder: a folder with a DICOM file that is neither a SEG nor a DICOMDIR
+    among its direct children (its slices)."""
     path = Path(path)
     return path.is_dir() and any(child.is_file() and is_dicom_file(child) and not is_seg_file(child)
-                                 for child in path.iterdir())
+                                 and not is_media_directory(child) for child in path.iterdir())
+
+
+def is_media_directory(path: Path) -> bool:
+    """Whether a DICOM file is a DICOMDIR, the index at the root of a DICOM CD or export (its series lie deeper)."""
+    return path.name.upper() == "DICOMDIR" or sop_class(path) == MEDIA_DIRECTORY
 
 
 def object_files(folder) -> list[Path]:
