@@ -60,6 +60,12 @@ def test_automatic_normalisation_ct_for_ct_like_volumes_zscore_otherwise(tmp_pat
         volume = nib.load(path)
         nib.save(nib.Nifti1Image(np.asarray(volume.dataobj, np.float32) / 7 + 200, volume.affine), path)
     assert fingerprint_data(manifest, classes, splits)[1]["normalization"] == "zscore"
+    cropped = ct_data_set(tmp_path / "cropped")  # one training CT cropped to the body: no air
+    volume = nib.load(cropped[0]["image_path"].iloc[1])
+    nib.save(nib.Nifti1Image(np.clip(np.asarray(volume.dataobj), 0, None), volume.affine), volume.get_filename())
+    mixed = fingerprint_data(*cropped)[1]
+    assert mixed["normalization"] == "zscore" and "1 of 2 training volumes look like CT" in \
+        mixed["normalization_reason"] and "but not ct_b (minimum 0)" in mixed["normalization_reason"]
     images, masks = write_pairs(tmp_path / "flat", count=3)
     manifest, classes = build_manifest(str(images), str(masks))
     _, flat = fingerprint_data(manifest, classes, pd.DataFrame({"id": manifest["id"], "split": "train"}))

@@ -210,15 +210,27 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
     if (volumes["channels"] > 1).any():
         return "zscore", ("volumes of several channels (modalities, the 4th axis): each channel of each volume "
                           "z-scored on its own (the CT scheme is for a single CT channel)")
-    ct_like = bool(volumes["integer_valued"].all() and (volumes["intensity_min"] <= AIR_HU).all())
+    air = volumes["integer_valued"].astype(bool) & (volumes["intensity_min"] <= AIR_HU)
+    ct_like = bool(air.all())
     if ct_like and ct is not None:
         return "ct", (f"the training volumes look like CT (whole numbers down to {volumes['intensity_min'].min():g}, "
                       f"at most {AIR_HU} in each): clipped to the foreground's {CT_PERCENTILES} percentiles, "
                       f"z-scored with its mean and std")
     if ct_like:
         return "zscore", "CT-like volumes, but no foreground voxels to take CT statistics from: each volume z-scored"
+    if air.any():
+        return "zscore", (f"{int(air.sum())} of {len(volumes)} training volumes look like CT (whole-number "
+                          f"intensities down to air, at most {AIR_HU}), but not {not_ct(volumes[~air])}: each "
+                          f"volume z-scored on its own; if all are CT, set preprocess.normalization: ct")
     return "zscore", ("volumes that do not look like CT (whole-number intensities down to air, at most "
                       f"{AIR_HU}, in every training volume): each volume z-scored on its own")
+
+
+def not_ct(volumes: pd.DataFrame, limit: int = 5) -> str:
+    """The training volumes that do not look like CT, each with why ('ct12 (minimum 0)'), the first few."""
+    named = [f"{row['source']} ({'minimum ' if row['integer_valued'] else 'not whole numbers, minimum '}"
+             f"{row['intensity_min']:g})" for row in volumes.head(limit).to_dict("records")]
+    return ", ".join(named) + (f" and {len(volumes) - limit} more" if len(volumes) > limit else "")
 
 
 def fingerprint_data(manifest: pd.DataFrame, classes: pd.DataFrame, splits: pd.DataFrame, seed: int = 0,
