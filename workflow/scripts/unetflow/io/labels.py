@@ -181,11 +181,22 @@ def integer_labels(path, values: np.ndarray, limit: int = LABEL_LIMIT) -> np.nda
         ids = limit == LABEL_LIMIT and np.all(values == np.round(values)) and 0 <= values.min() and \
             values.max() <= ID_LIMIT
         raise ImageReadError(f"{path}: labels must be whole numbers in 0..{limit} ({values.dtype} values "
-                             f"from {values.min()} to {values.max()} found); "
+                             f"from {values.min()} to {values.max()} found{label_fault(values)}); "
                              + ("instance masks (one id per object) may hold more ids: set data.instances: true"
-                                if ids else "save labels as integers"))
+                                if ids else "save the labels as integers from 0"))
     high = values.max() if values.size else 0
     return values.astype(np.uint8 if high <= 255 else np.uint16 if high <= LABEL_LIMIT else np.uint32)
+
+
+def label_fault(values: np.ndarray) -> str:
+    """What is wrong with label values, the first fault found with an example: ', NaN or infinite values', ', values
+    off whole numbers, e.g. 0.996' or ', negative values, e.g. -1'; '' when only the range is."""
+    if not np.all(np.isfinite(values)):
+        return ", NaN or infinite values"
+    off = values[values != np.round(values)]
+    if off.size:
+        return f", values off whole numbers, e.g. {off.flat[0]:.4g} (a header's scl_slope or an interpolation?)"
+    return f", negative values, e.g. {values.min():g}" if values.min() < 0 else ""
 
 
 def without_round_off(path, values: np.ndarray) -> np.ndarray:
