@@ -47,8 +47,11 @@ def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, con
 
 
 def check_first(summary: pd.DataFrame, count: int = 10) -> list[str]:
-    """The `count` images of a summary table to check first, one line each: those without predicted foreground, then
-    those of the lowest mean foreground confidence."""
+    """The `count` images of a summary table to check first, one line each: those without predicted foreground (of an
+    instance package: without objects, which may have been too small to keep), then those of the lowest mean
+    foreground confidence."""
     confidence = summary[summary["class"] > 0].groupby("id")["confidence"].mean()
-    return [f"{name}  {'no foreground predicted' if np.isnan(value) else f'{value:.4f}'}"
+    empty = "no object kept (none found, or all under predict.min_object_size)" if "objects" in summary else \
+        "no foreground predicted"
+    return [f"{name}  {empty if np.isnan(value) else f'{value:.4f}'}"
             for name, value in confidence.sort_values(na_position="first").head(count).items()]
