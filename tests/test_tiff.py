@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -198,3 +199,12 @@ def test_extra_samples_of_a_grey_tiff_are_channels_and_rgb_alpha_is_dropped(tmp_
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif"), pixels[..., :3])
     tifffile.imwrite(tmp_path / "rgbx.tif", pixels, photometric="rgb", extrasamples=["unspecified"])
     np.testing.assert_array_equal(read_image(tmp_path / "rgbx.tif"), pixels[..., :3])
+
+
+def test_a_two_page_tiff_without_axes_paired_with_a_png_mask_is_named_a_stack(tmp_path):
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "c07.tif", np.stack([ramp((H, W))] * 2))  # two channels, no axes said
+    cv2.imwrite(str(tmp_path / "masks" / "c07.png"), blob_mask())
+    with pytest.raises(DataValidationError, match=r"c07.png: the image c07.tif is read as a stack of pages .* "
+                                                  r"save the image with its axes \(ImageJ or OME"):
+        build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))

@@ -8,6 +8,7 @@ Every image and mask is read in full, in a thread pool.
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,10 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     if (kind == "volume") != is_volume(mask):
         return (f"{mask}: the image {pair['image'].name} is a {'volume' if kind == 'volume' else '2D file'} but its "
                 f"mask is not; pair volumes (NIfTI, DICOM series) with NIfTI volumes, DICOM SEG files or series")
+    if kind == "stack" and Path(mask).suffix.lower() not in (".tif", ".tiff"):
+        return (f"{mask}: the image {pair['image'].name} is read as a stack of pages (a multi-page TIFF whose metadata "
+                f"name no channel axis), so its mask must be a TIFF stack; if the pages are channels, save the image "
+                f"with its axes (ImageJ or OME metadata, e.g. 'CYX') or as RGB")
     return None
 
 
