@@ -6,11 +6,13 @@ import logging
 from pathlib import Path
 
 import highdicom as hd
+import imagecodecs
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
 from conftest import build_manifest, write_series
@@ -66,6 +68,18 @@ def test_a_gantry_tilted_series_keeps_its_sheared_grid_with_a_warning_and_its_tr
     summary = unit_summary("t", dict(image_path=str(folder), kind="volume", slice_axis=2), slice(0, 4),
                            "t.nii.gz", np.ones((4, 1, 1), np.uint8), np.ones((4, 1, 1)), CLASSES)
     assert summary[-1]["physical_size"] == pytest.approx(4.0)  # 4 voxels of 1 mm^3, not 4.14
+
+
+def test_a_series_compressed_as_jpeg_lossless_reads_as_its_uncompressed_voxels(tmp_path):
+    plain = write_series(tmp_path / "plain", ct())
+    lossless = tmp_path / "lossless"  # as a PACS exports it: JPEG Lossless, first-order prediction
+    lossless.mkdir()
+    for path in plain.iterdir():
+        header = pydicom.dcmread(path)
+        header.PixelData = encapsulate([imagecodecs.jpeg8_encode(header.pixel_array, lossless=True, bitspersample=16)])
+        header["PixelData"].VR, header.file_meta.TransferSyntaxUID = "OB", pydicom.uid.JPEGLosslessSV1
+        header.save_as(lossless / path.name, enforce_file_format=True)
+    assert np.array_equal(read_volume(lossless)[0], read_volume(plain)[0])
 
 
 def test_fractional_rescaling_gives_float_voxels(tmp_path):
