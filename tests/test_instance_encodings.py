@@ -169,6 +169,18 @@ def test_folders_of_object_masks_in_the_dsb_layout_read_as_their_objects(tmp_pat
     assert str(tmp_path / "stage1_train/case1/masks/cell003.png") in inputs  # a changed object reruns ingest
 
 
+def test_an_object_file_wholly_covered_by_later_ones_is_left_out_with_a_warning(tmp_path, caplog):
+    truths = dsb_layout(tmp_path / "cases", count=1)
+    write_mask(tmp_path / "cases/case0/masks/cell999.png", (truths[0] == 2).astype(np.uint8) * 255)  # cell 2 again
+    manifest, classes = build_manifest(str(tmp_path / "cases/*/images/*.png"), str(tmp_path / "cases/*/masks"),
+                                       instances=True)
+    assert list(manifest.loc[0, "covered_objects"]) == ["cell002.png"]
+    assert manifest.loc[0, "objects"] == len(np.unique(truths[0])) - 1  # the copy stands in for it
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "1 object mask file(s) in 1 folder(s) wholly covered by later files" in caplog.text
+
+
 def test_a_folder_of_object_masks_per_image_is_one_foreground_class_without_instances(tmp_path):
     truths = dsb_layout(tmp_path / "cases", count=1)
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()

@@ -1,8 +1,9 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
-nearest class, stray specks of instance ids dropped, instance masks read from colours, EXIF orientations not applied,
-classes in few masks, label volumes reoriented, binary masks that look inverted, images of a single value. Each is one
-row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one
-summary line per kind with counts and a few examples, however many rows there are.
+nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
+colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, binary masks that look
+inverted, images of a single value. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
+`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many rows
+there are.
 """
 
 import logging
@@ -81,6 +82,15 @@ def speck_rows(manifest: pd.DataFrame) -> list[dict]:
             for _, row in manifest.iterrows() if row["speck_pixels"]]
 
 
+def covered_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per folder of object masks with objects wholly covered by later files (its value: how many)."""
+    if "covered_objects" not in manifest:
+        return []
+    return [dict(kind="covered_objects", file=row["mask_path"], value=float(len(row["covered_objects"])),
+                 detail=f"{', '.join(list(row['covered_objects'])[:3])}") for _, row in manifest.iterrows()
+            if len(row["covered_objects"])]
+
+
 def colour_id_rows(manifest: pd.DataFrame) -> list[dict]:
     """One row per instance mask saved in colours, read as objects (its value: their count)."""
     if "colour_ids" not in manifest:
@@ -125,7 +135,8 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
-            + snapped_rows(manifest) + speck_rows(manifest) + colour_id_rows(manifest) + orientation_rows(manifest)
+            + snapped_rows(manifest) + speck_rows(manifest) + covered_rows(manifest) + colour_id_rows(manifest)
+            + orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
             + inverted_rows(manifest, classes) + flagged_rows(manifest, "constant", "constant_image", "image_path",
                                                               "a single value"))
@@ -153,6 +164,10 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "instance_specks": lambda rows, examples: (
         f"{len(rows)} instance mask(s) with stray specks of an id, {int(rows['value'].sum())} px dropped as annotation "
         f"slips, the largest part kept as the object (e.g. {examples}: {rows['detail'].iloc[0]})"),
+    "covered_objects": lambda rows, examples: (
+        f"{int(rows['value'].sum())} object mask file(s) in {len(rows)} folder(s) wholly covered by later files (a "
+        f"later file wins where objects overlap), so left out (e.g. {examples}: {rows['detail'].iloc[0]}): duplicate "
+        f"annotations? If they are objects of their own, keep them apart"),
     "colour_ids": lambda rows, examples: (
         f"{len(rows)} instance mask(s) saved in colours (e.g. {examples}): each colour read as one object, black as "
         f"the background, a colour on separate parts (a reused one) as one object per part"),

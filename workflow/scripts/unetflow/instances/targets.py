@@ -16,6 +16,7 @@ from scipy import ndimage
 from skimage import measure
 
 from unetflow.instances.weight_map import border_weight_map
+from unetflow.io.formats import object_files
 from unetflow.io.labels import color_codes
 
 INSTANCE_TARGETS = ("three_class", "weight_map")
@@ -217,8 +218,17 @@ def instance_source_fields(masks: np.ndarray, path) -> tuple[dict, list[str]]:
     values = [v for v, s in ((0, 1 - share), (1, share)) if s > 0]
     fields = dict(label_values=values, label_fractions=[1 - share if v == 0 else share for v in values],
                   snapped_pixels=0, objects=objects, touching_pairs=touching, speck_ids=speck_ids,
-                  speck_pixels=speck_pixels, colour_ids=coloured)
+                  speck_pixels=speck_pixels, colour_ids=coloured, covered_objects=covered_objects(masks, path))
     return fields, problems
+
+
+def covered_objects(ids: np.ndarray, path) -> list[str]:
+    """Of a folder of object masks (`path`; one file per object, a later one over an earlier): the files whose
+    object no pixel keeps, covered by later ones (a duplicate annotation, or an object inside another); else []."""
+    if not Path(path).is_dir():
+        return []
+    kept = set(np.unique(ids).tolist())
+    return [file.name for index, file in enumerate(object_files(path), start=1) if index not in kept]
 
 
 def background_problem(ids: np.ndarray, path) -> str | None:
