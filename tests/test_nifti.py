@@ -169,3 +169,19 @@ def test_images_to_segment_named_as_nnunet_s_test_images_are_named_by_their_case
     assert without_channel_suffix(["la_005_0000", "site/la_006_0000"]) == ["la_005", "site/la_006"]
     for names in (["la_005_0000", "la_006"], ["la_005_0000", "la_005_0001"], ["scan_0001"]):
         assert without_channel_suffix(names) == names  # not every name that of a first channel
+
+
+def test_images_named_with_a_suffix_beside_their_masks_in_one_folder_pair_as_their_cases(tmp_path):
+    volume = np.zeros((8, 8, 4), np.uint8)
+    volume[2:6, 2:6] = 1
+    (tmp_path / "all").mkdir()
+    for case in ("ct01", "ct02"):
+        nib.save(nib.Nifti1Image(volume.astype(np.int16) * 90, AFFINE), tmp_path / "all" / f"{case}_image.nii.gz")
+        nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "all" / f"{case}_label.nii.gz")
+    manifest, _ = build_manifest(str(tmp_path / "all"), str(tmp_path / "all"))
+    assert manifest["id"].tolist() == ["ct01", "ct02"] and manifest["mask_path"].str.endswith("_label.nii.gz").all()
+    (tmp_path / "all" / "ct02_label.nii.gz").rename(tmp_path / "all" / "ct02_Label.nii.gz")
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(tmp_path / "all"), str(tmp_path / "all"))
+    assert f"{tmp_path / 'all' / 'ct02_image.nii.gz'}: no mask found" in str(error.value)
+    assert "differ(s) in letter case only" not in str(error.value)  # a file is no near miss of itself

@@ -1,9 +1,11 @@
 """Data set layouts that pairing by stem alone does not pair (`unetflow.data.pairing.pair_files` asks here):
 
 - nnU-Net's raw layout: imagesTr/<case>_0000.nii.gz (one file per channel) beside labelsTr/<case>.nii.gz, case
-  <case> (`channel_case`); several channel files of one case are refused (`duplicate_problem`); images to segment
+  <case> (`image_case`); several channel files of one case are refused (`duplicate_problem`); images to segment
   named so (imagesTs/<case>_0000.nii.gz) are named <case>, as nnU-Net names its predictions
   (`without_channel_suffix`);
+- images named with a suffix of their own beside their masks (ct01_image.nii.gz, ct01_label.nii.gz): case ct01
+  (`image_case`);
 - a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
   case_00000/segmentation.nii.gz), paired by folder, each case named by it (`case_folder_pairs`);
 - sites that repeat file names (siteA/images/img0.png and siteB/images/img0.png, their masks in siteA/masks/ and
@@ -18,15 +20,18 @@ from unetflow.data.unpaired import UnpairedImage
 from unetflow.io.formats import case_stem
 
 NNUNET_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # nnU-Net's image names: <case>_<channel>
+IMAGE_SUFFIXES = ("_image", "-image", "_img", "-img", "_images")  # an image named <case>_image beside <case>_label
 
 
-def channel_case(stem: str, has_mask) -> str:
-    """The case an image stem names: the stem itself, or for a channel file of nnU-Net's raw layout the case, when
-    a mask matches the case (`has_mask(case)`) and none the stem."""
-    channel = NNUNET_CHANNEL.fullmatch(stem)
-    if channel is None or has_mask(stem) or not has_mask(channel["case"]):
+def image_case(stem: str, has_mask) -> str:
+    """The case an image stem names: the stem itself, or, when a mask matches the case (`has_mask(case)`) and none
+    the stem, the case of a channel file of nnU-Net's raw layout (<case>_0000) or of an image named with one of
+    IMAGE_SUFFIXES (<case>_image)."""
+    if has_mask(stem):
         return stem
-    return channel["case"]
+    channel = NNUNET_CHANNEL.fullmatch(stem)
+    cases = ([channel["case"]] if channel else []) + [stem[:-len(end)] for end in IMAGE_SUFFIXES if stem.endswith(end)]
+    return next((case for case in cases if case and has_mask(case)), stem)
 
 
 def without_channel_suffix(names: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from unetflow.data.layouts import case_folder_pairs, channel_case, duplicate_problem, site_pairs, with_site_names
+from unetflow.data.layouts import case_folder_pairs, duplicate_problem, image_case, site_pairs, with_site_names
 from unetflow.data.unpaired import UnpairedImage
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
@@ -140,8 +140,9 @@ def name_likeness(stem: str, other: str) -> float:
 def name_hint(stem: str, masks: list[Path], prefix: str, suffixes, unpaired: list[Path]) -> str:
     """For an image without a mask: the masks whose names differ from the ones looked for in letter case only, else
     the unpaired mask of the closest name (`name_likeness` at least CLOSE_NAME, among at most CLOSE_NAME_MASKS)."""
-    wanted = {(prefix + stem + suffix).lower() for suffix in suffixes}
-    close = [str(mask) for mask in masks if case_stem(mask).lower() in wanted]
+    exact = {prefix + stem + suffix for suffix in suffixes}
+    wanted = {name.lower() for name in exact}
+    close = [str(mask) for mask in masks if case_stem(mask).lower() in wanted and case_stem(mask) not in exact]
     if close:
         return f"; {', '.join(close)} differ(s) in letter case only: rename to match"
     scored = [(name_likeness(stem, case_stem(mask)), str(mask)) for mask in unpaired[:CLOSE_NAME_MASKS]]
@@ -160,11 +161,13 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
         return by_folder
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
     masks_by_stem, pairs, problems, used = stems_of(masks), [], [], set()
-    case_of = partial(channel_case, has_mask=lambda stem: bool(match_by_stem(stem, masks_by_stem, mask_prefix,
-                                                                            suffixes)))
+    listed = set(images)
+    case_of = partial(image_case, has_mask=lambda stem: any(  # an image in a shared folder is no mask of itself
+        case_stem(mask) != stem or mask not in listed for mask in match_by_stem(stem, masks_by_stem, mask_prefix,
+                                                                                suffixes)))
     candidates = {case: [m for m in match_by_stem(case, masks_by_stem, mask_prefix, suffixes) if m not in files]
                   for case, files in stems_of(images, case_of).items()}
-    masks_of_images, listed = {mask for found in candidates.values() for mask in found}, set(images)
+    masks_of_images = {mask for found in candidates.values() for mask in found}
     unpaired = [mask for mask in masks if mask not in masks_of_images and mask not in listed]
     hint = partial(name_hint, masks=masks, prefix=mask_prefix, suffixes=suffixes, unpaired=unpaired)
     for stem, files in stems_of([image for image in images if image not in masks_of_images], case_of).items():
