@@ -182,8 +182,8 @@ def slice_without_position(folder: Path) -> None:
 
 UNDECODABLE = pydicom.uid.HTJ2KLossless  # needs pylibjpeg-openjpeg, which unetflow does not install
 BAD_SERIES = {
-    "several": (several_series, r"case01: holds 2 DICOM series: [\d.]+ \('arterial', 4 files\); [\d.]+ \('venous', "
-                                r"4 files\); a series folder must hold one"),
+    "several": (several_series, r"case01: holds 2 DICOM series: [\d.]+ \('arterial', 4 files, e.g. a\w+.dcm\); "
+                                r"[\d.]+ \('venous', 4 files, e.g. v\w+.dcm\); a series folder must hold one"),
     "missing": (lambda f: write_series(f, ct((6, 5, 5)), positions=[0, 1, 3, 4]),
                 r"case01: 1 slice\(s\) missing between slice001.dcm and slice002.dcm \(5 mm apart, the series' slice "
                 r"step is 2.5 mm\)"),

@@ -101,10 +101,16 @@ def one_series(folder: Path, headers: list) -> list:
         series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(header)
     if len(series) == 1:
         return headers
-    found = "; ".join(f"{uid or '(no SeriesInstanceUID)'} ('{members[0].get('SeriesDescription', '')}', "
-                      f"{len(members)} files)" for uid, members in series.items())
+    found = "; ".join(f"{uid or '(no SeriesInstanceUID)'} ({series_label(members[0])}{len(members)} files, e.g. "
+                      f"{Path(members[0].filename).name})" for uid, members in series.items())
     raise ImageReadError(f"{folder}: holds {len(series)} DICOM series: {found}; a series folder must hold one, so "
                          f"move each series into a folder of its own")
+
+
+def series_label(header) -> str:
+    """'number 3, 'arterial', ' from a slice's SeriesNumber and SeriesDescription, each only where it is given."""
+    number, description = header.get("SeriesNumber"), header.get("SeriesDescription")
+    return (f"number {number}, " if number not in (None, "") else "") + (f"'{description}', " if description else "")
 
 
 def check_geometry(folder: Path, headers: list) -> None:
