@@ -12,7 +12,7 @@ from unetflow.data.preprocess import preprocess_settings, preprocess_source
 from unetflow.infer.package import packaged_predict
 from unetflow.io.images import write_mask
 from unetflow.io.store import load_array
-from unetflow.plan.fingerprint import fingerprint_data, smallest_object, target_spacing
+from unetflow.plan.fingerprint import fingerprint_data, smallest_object, target_spacing, thick_axes_note
 
 SPACING = (0.8, 0.8, 3.0)
 
@@ -79,6 +79,10 @@ def test_target_spacing_is_the_median_and_the_coarse_axis_of_anisotropic_data_ta
     spacing, reason = target_spacing(anisotropic)
     assert spacing == pytest.approx([0.8, 0.8, np.percentile([5, 3, 5, 5], 10)]) and "anisotropic" in reason
     assert target_spacing(np.zeros((0, 3)))[0] is None
+    planes = np.array([[0.8, 0.8, 5.0]] * 7 + [[0.8, 5.0, 0.8]] * 3)  # axial and coronal acquisitions
+    spacing, reason = target_spacing(planes)
+    assert spacing == pytest.approx([0.8, 0.8, 0.8]) and "disagree on their thick axis (axis 1 in 3, axis 2 in 7" in \
+        reason and "anisotropic" not in target_spacing(spacings)[1] + thick_axes_note(anisotropic)
 
 
 @pytest.mark.parametrize("scheme", ["zscore", "ct"])

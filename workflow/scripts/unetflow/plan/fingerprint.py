@@ -185,14 +185,29 @@ def target_spacing(spacings: np.ndarray) -> tuple[list[float] | None, str]:
     median = np.median(spacings, axis=0)
     coarse = int(np.argmax(median))
     if median[coarse] <= ANISOTROPY * median.min():
-        return millimetres(median), f"the median spacing of the {len(spacings)} training volume(s)"
+        return millimetres(median), f"the median spacing of the {len(spacings)} training volume(s)" + \
+            thick_axes_note(spacings)
     others = max(size for axis, size in enumerate(median) if axis != coarse)
     target = median.copy()
     target[coarse] = max(float(np.percentile(spacings[:, coarse], COARSE_PERCENTILE)), others)
     return millimetres(target), (
         f"the median spacing of the {len(spacings)} training volume(s), anisotropic (axis {coarse}: "
         f"{median[coarse]:.3g} vs {median.min():.3g}, over {ANISOTROPY}x): axis {coarse} takes the "
-        f"{COARSE_PERCENTILE}th percentile of its spacings")
+        f"{COARSE_PERCENTILE}th percentile of its spacings{thick_axes_note(spacings)}")
+
+
+def thick_axes_note(spacings: np.ndarray) -> str:
+    """For anisotropic volumes (one axis over ANISOTROPY times another) that disagree on which axis is the thick one
+    (axial and coronal acquisitions stored as they are): how many have each, which makes their median nearly isotropic
+    and upsamples every thick axis; else ''."""
+    thick = spacings.max(axis=1) > ANISOTROPY * spacings.min(axis=1)
+    axes = np.bincount(np.argmax(spacings[thick], axis=1), minlength=3) if thick.any() else np.zeros(3, int)
+    if np.count_nonzero(axes) < 2:
+        return ""
+    counts = ", ".join(f"axis {axis} in {count}" for axis, count in enumerate(axes) if count)
+    return (f"; but the anisotropic volumes disagree on their thick axis ({counts}: acquired in different planes?), "
+            f"so every thick axis is resampled to the fine spacing, which is slow; set preprocess.spacing, or train "
+            f"each plane's volumes as a data set of its own")
 
 
 def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool = False) -> tuple[str, str]:
