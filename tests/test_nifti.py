@@ -185,3 +185,21 @@ def test_images_named_with_a_suffix_beside_their_masks_in_one_folder_pair_as_the
         build_manifest(str(tmp_path / "all"), str(tmp_path / "all"))
     assert f"{tmp_path / 'all' / 'ct02_image.nii.gz'}: no mask found" in str(error.value)
     assert "differ(s) in letter case only" not in str(error.value)  # a file is no near miss of itself
+
+
+def test_a_volume_whose_pixdim_disagrees_with_its_affine_is_named_in_a_warning(tmp_path, caplog):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    affine = np.diag([0.8, 0.8, 1.25, 1.0])
+    for case in ("ok", "odd"):
+        image = nib.Nifti1Image(np.arange(256, dtype=np.int16).reshape(8, 8, 4), affine)
+        if case == "odd":
+            image.header.set_zooms((1.0, 1.0, 1.0))  # pixdim written apart from the sform
+        nib.save(image, tmp_path / "images" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image((np.arange(256).reshape(8, 8, 4) % 2).astype(np.uint8), affine),
+                 tmp_path / "masks" / f"{case}.nii.gz")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert manifest.set_index("id")["spacing_mismatch"].to_dict() == {"odd": True, "ok": False}
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "1 volume(s) whose header's pixdim" in caplog.text and "odd.nii.gz" in caplog.text

@@ -1,9 +1,9 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
-colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, binary masks that look
-inverted, images of a single value. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
-`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many rows
-there are.
+colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes whose pixdim and affine
+disagree, binary masks that look inverted, images of a single value. Each is one row of a table (columns
+WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
+counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -138,6 +138,7 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
             + snapped_rows(manifest) + speck_rows(manifest) + covered_rows(manifest) + colour_id_rows(manifest)
             + orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
+            + flagged_rows(manifest, "spacing_mismatch", "spacing_mismatch", "image_path", "pixdim and affine differ")
             + inverted_rows(manifest, classes) + flagged_rows(manifest, "constant", "constant_image", "image_path",
                                                               "a single value"))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
@@ -178,6 +179,10 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "reoriented": lambda rows, examples: (
         f"{len(rows)} label volume(s) stored in another orientation than their images (e.g. {examples}): read with "
         f"their voxel axes swapped or reversed into the image's, without loss"),
+    "spacing_mismatch": lambda rows, examples: (
+        f"{len(rows)} volume(s) whose header's pixdim, the spacing unetflow measures and resamples with, differs from "
+        f"the voxel sizes of its affine (e.g. {examples}): a header written inconsistently; make them agree (e.g. "
+        f"nibabel's header.set_zooms, or set_sform with the right spacing)"),
     "inverted": lambda rows, examples: (
         f"{len(rows)} mask(s) with far more foreground than the others (e.g. {examples}: {rows['detail'].iloc[0]}): "
         f"saved inverted, the objects as background? If so, invert them"),

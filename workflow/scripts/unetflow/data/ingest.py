@@ -48,7 +48,7 @@ from unetflow.io.images import (
     truncation_problem,
 )
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
-from unetflow.io.nifti import grid_check
+from unetflow.io.nifti import grid_check, spacing_mismatch
 from unetflow.io.sources import (
     read_source_image,
     read_source_mask,
@@ -165,7 +165,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), constant=bool(pixels.min() == pixels.max()), **fields,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
-               reoriented=reoriented,
+               reoriented=reoriented, spacing_mismatch=row["kind"] == "volume" and spacing_mismatch(image),
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                palette_colours=None if data.instances or data.colors or row["kind"] != "image" else
                palette_colours(mask, fields["label_values"]),

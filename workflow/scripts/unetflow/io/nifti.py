@@ -140,6 +140,14 @@ def volume_spacing(path) -> tuple[float, float, float]:
     return (zooms + (1.0, 1.0))[:3]
 
 
+def spacing_mismatch(path) -> bool:
+    """Whether a volume's header zooms (pixdim: the spacing it is measured and resampled with) differ by over 1 % from
+    the voxel sizes of its affine (the sform or qform that places it): a header written inconsistently."""
+    volume = _open(path)[2]
+    zooms = np.array(volume.header.get_zooms()[:3], float)
+    return not np.allclose(zooms, np.linalg.norm(volume.affine[:3, :3], axis=0)[:len(zooms)], rtol=0.01)
+
+
 def voxel_volume(path) -> float:
     """The volume of one voxel: |det| of the affine's 3x3 part (the product of the zooms but on a sheared grid, a
     gantry-tilted series', whose zooms overstate it)."""
