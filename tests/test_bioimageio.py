@@ -150,9 +150,13 @@ def test_declared_preprocessing_normalises_as_unetflow(exported, settings):
                                atol=1e-4)
 
 
-def test_zscore_after_percentile_clipping_is_said_to_be_approximate(tmp_path):
+def test_zscore_after_percentile_clipping_or_of_the_non_zero_voxels_is_said_to_be_approximate(tmp_path):
     clipped = load_package(make_package(tmp_path, preprocess=applied("zscore", clip_percentiles=[1, 99])))
     assert any(note.startswith("Normalisation:") for note in not_carried(clipped))
+    (tmp_path / "nonzero").mkdir()
+    nonzero = load_package(make_package(tmp_path / "nonzero", preprocess=applied("zscore_nonzero")))
+    assert any(note.startswith("Normalisation: unetflow takes the mean and standard deviation of the non-zero")
+               for note in not_carried(nonzero))
     assert not any(note.startswith("Normalisation:") for note in not_carried(load_package(make_package(tmp_path))))
 
 

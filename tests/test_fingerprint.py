@@ -60,6 +60,14 @@ def test_automatic_normalisation_ct_for_ct_like_volumes_zscore_otherwise(tmp_pat
         volume = nib.load(path)
         nib.save(nib.Nifti1Image(np.asarray(volume.dataobj, np.float32) / 7 + 200, volume.affine), path)
     assert fingerprint_data(manifest, classes, splits)[1]["normalization"] == "zscore"
+    stripped = ct_data_set(tmp_path / "stripped")  # MR-like, skull-stripped: a brain in a box of zeros
+    for path in stripped[0]["image_path"].unique():
+        volume = nib.load(path)
+        brain = np.zeros(volume.shape, np.float32)
+        brain[8:24, 8:22, 1:5] = np.asarray(volume.dataobj, np.float32)[8:24, 8:22, 1:5] / 7 + 200
+        nib.save(nib.Nifti1Image(brain, volume.affine), path)
+    nonzero = fingerprint_data(*stripped)[1]
+    assert nonzero["normalization"] == "zscore_nonzero" and "background of zeros" in nonzero["normalization_reason"]
     cropped = ct_data_set(tmp_path / "cropped")  # one training CT cropped to the body: no air
     volume = nib.load(cropped[0]["image_path"].iloc[1])
     nib.save(nib.Nifti1Image(np.clip(np.asarray(volume.dataobj), 0, None), volume.affine), volume.get_filename())

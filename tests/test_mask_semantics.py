@@ -197,6 +197,17 @@ def test_palette_masks_whose_palettes_order_the_classes_differently_are_refused(
         np.testing.assert_array_equal(labels == 1, (shown == [0, 255, 0]).all(axis=-1))
 
 
+def test_a_palette_mask_showing_index_1_as_white_beside_0_255_masks_is_refused_snapped_or_not(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE)  # 0/255 masks
+    labels = (cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED) > 0).astype(np.uint8)
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([0, 0, 0, 255, 255, 255])  # index 1 shown white: it looks like the others
+    image.save(masks / "c3.png")
+    for options in ({}, dict(classes={"background": 0, "lesion": 255}, lossy_masks="snap")):
+        assert "c3.png: a palette (indexed) mask that shows index 1 as 255, the value(s) the other masks store" in \
+            ingest_error(images, masks, **options)
+
+
 def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):
     images, masks = write_pairs(tmp_path, count=30, size=(64, 64))
     resized = cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED)
@@ -247,6 +258,17 @@ def test_soft_edges_of_resized_masks_are_one_problem_offering_the_snap(tmp_path)
     assert "nonzero" not in message  # which would grow every object by its soft edge
     declared = ingest_error(images, masks, classes={"background": 0, "foreground": 255})
     assert declared.startswith("1 problem(s)") and "set data.lossy_masks: snap" in declared
+
+
+def test_soft_edges_of_one_mask_and_of_masks_scaled_up_a_lot_are_recognised(tmp_path):
+    images, masks, sharp = write_resized_pairs(tmp_path, count=20)
+    for index in range(1, 20):  # the others saved sharp: one mask resized is soft edges too, not stray values
+        cv2.imwrite(str(masks / f"c{index}.png"), sharp[f"c{index}"])
+    assert "1 of 20 masks hold" in ingest_error(images, masks)
+    for index in range(20):  # every mask drawn at a third of its size and scaled up by Pillow: bands 4-6 px wide
+        small = Image.fromarray(sharp[f"c{index}"]).resize((SIZE[1] // 2, SIZE[0] // 2), Image.NEAREST)
+        small.resize((SIZE[1] * 3 // 2, SIZE[0] * 3 // 2), Image.BILINEAR).save(masks / f"c{index}.png")
+    assert "20 of 20 masks hold" in ingest_error(images, masks)
 
 
 def test_soft_edges_read_each_mask_checked_once(tmp_path, monkeypatch):

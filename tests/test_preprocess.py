@@ -16,6 +16,17 @@ def test_zscore_per_channel():
     assert np.allclose(out.mean(axis=(1, 2)), 0, atol=1e-5) and np.allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
 
 
+def test_zscore_nonzero_is_blind_to_the_zeros_around_the_object_and_keeps_them_zero():
+    rng = np.random.default_rng(0)
+    brain = np.stack([rng.normal(300, 40, (6, 8, 8)), rng.normal(50, 5, (6, 8, 8))])  # two modalities
+    padded = np.pad(brain, ((0, 0), (4, 4), (10, 10), (10, 10)))  # the same, with much empty space around
+    inside = normalize(brain, "zscore_nonzero")
+    out = normalize(padded, "zscore_nonzero")
+    np.testing.assert_allclose(out[:, 4:-4, 10:-10, 10:-10], inside, atol=1e-5)
+    assert (out[:, :4] == 0).all() and np.allclose(inside.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    assert not np.allclose(normalize(padded)[:, 4:-4, 10:-10, 10:-10], normalize(brain), atol=0.1)  # plain: it shifts
+
+
 def test_percentile_clipping_limits_outliers():
     image = np.zeros((1, 10, 10), np.uint16)
     image[0, 0, 0] = 60000

@@ -188,8 +188,8 @@ def normalization_problems(preprocess: dict) -> list[str]:
         problems.append(f"preprocess.window is set but preprocess.normalization is {scheme}: set normalization: "
                         f"window, or remove the window")
     if scheme in ("ct", "window") and preprocess["clip_percentiles"] is not None:
-        problems.append(f"preprocess.clip_percentiles applies to zscore and minmax; the {scheme} scheme clips to "
-                        f"its own range: remove clip_percentiles")
+        problems.append(f"preprocess.clip_percentiles applies to zscore, zscore_nonzero and minmax; the {scheme} "
+                        f"scheme clips to its own range: remove clip_percentiles")
     return problems
 
 

@@ -17,7 +17,12 @@ from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.dataset_json import dataset_json_classes
-from unetflow.data.mask_checks import palette_colours, palette_problems, undeclared_value_problems
+from unetflow.data.mask_checks import (
+    palette_colours,
+    palette_problems,
+    shown_value_problems,
+    undeclared_value_problems,
+)
 from unetflow.data.pairing import (
     DataValidationError,
     attach_rois,
@@ -168,7 +173,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                reoriented=reoriented, spacing_mismatch=row["kind"] == "volume" and spacing_mismatch(image),
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                palette_colours=None if data.instances or data.colors or row["kind"] != "image" else
-               palette_colours(mask, fields["label_values"]),
+               palette_colours(mask, np.unique(masks).tolist()),  # the stored indices, before any snapping
                **({"split": pair["split"]} if "split" in pair else {}))
     row.update({key: value for key, value in pair.get("columns", {}).items() if key not in row})
     return row, problems
@@ -381,8 +386,9 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
     if rows and data.instances:
         problems += instance_data_problems(rows, False) + channel_problems(rows, data.channels)
     elif rows:
-        meaning = undeclared_value_problems(rows, classes) if declared is None else []
-        problems += (palette_problems(rows) + (meaning or class_problems(classes, rows, data))
+        shown = shown_value_problems(rows)
+        meaning = undeclared_value_problems(rows, classes) if declared is None and not shown else []
+        problems += (palette_problems(rows) + shown + (meaning or class_problems(classes, rows, data))
                      + channel_problems(rows, data.channels))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))

@@ -17,14 +17,16 @@ trained as a class when it is not one. Each refuses before any training, naming 
   leaves those pixels out of training and scoring, `data.classes` listing it trains it as a class.
 - Stray values: a found foreground value in at most STRAY_FILES of the mask files (at least one file) covering
   less than STRAY_PIXELS of their pixels, like a few pixels of a stray value in one mask or hundreds of scattered
-  values left by resizing one mask. Not when it is the only foreground value.
+  values (not lining the class borders, as the soft edges of a resized mask do). Not when it is the only foreground
+  value.
 
 Declared classes (`data.classes`), `data.foreground: nonzero` and `data.instances: true` skip these checks; values
 that declared classes do not list are refused file by file (soft edges in one problem).
 
 Declared or not, palette-indexed masks whose palettes give an index different colours (a tool that reordered the
 palette of some files, so the colours shown agree and the indices do not) are refused: read by index, as they are,
-their classes would be swapped (`palette_problems`).
+their classes would be swapped (`palette_problems`); so are palette masks that show an index as the grey value other
+masks store (`shown_value_problems`).
 """
 
 from collections import defaultdict
@@ -209,10 +211,26 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
 
 def palette_colours(mask, values: list[int]) -> list[list[int]] | None:
     """[value, r, g, b] of each of the `values` found in a palette-indexed mask file; None for other masks and for
-    palettes that are grey where the values are (a tool's default palette, no colour meaning anything)."""
+    palettes that show each of the values as its own grey (a tool's default palette, no colour meaning anything)."""
     palette = mask_palette(mask)
     found = [] if palette is None else [[v, *palette[3 * v:3 * v + 3]] for v in values if 3 * v + 3 <= len(palette)]
-    return found if any(len(set(colour)) > 1 for _, *colour in found) else None
+    return found if any(colour != [v, v, v] for v, *colour in found) else None
+
+
+def shown_value_problems(rows: list[dict]) -> list[str]:
+    """One problem per palette mask that shows a non-zero index as the grey value other masks store (index 1 shown
+    white, 255, beside 0/255 masks): read by index, as palette masks are, its objects would be another class."""
+    stored = {value for row in rows if not row.get("palette_colours") for value in row["label_values"]}
+    problems = []
+    for row in rows:
+        shown = [(v, r) for v, r, g, b in row.get("palette_colours") or [] if v and r == g == b != v and r in stored]
+        if shown:
+            named = ", ".join(f"index {v} as {r}" for v, r in shown)
+            problems.append(f"{row['mask_path']}: a palette (indexed) mask that shows {named}, the value(s) the other "
+                            f"masks store; read by index, as palette masks are, its objects would be another class "
+                            f"(or, snapped, background): save it with the grey values it shows (e.g. with Pillow: "
+                            f"Image.open(path).convert('L'))")
+    return problems
 
 
 def palette_problems(rows: list[dict]) -> list[str]:

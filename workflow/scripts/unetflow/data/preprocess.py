@@ -49,7 +49,7 @@ def preprocess_settings(cfg: dict, fingerprint: dict) -> dict:
     spacing, spacing_source = applied_value(cfg, "spacing", fingerprint, "target_spacing")
     scale, scale_source = applied_value(cfg, "scale", fingerprint, "scale")
     return dict(normalization=scheme, normalization_source=scheme_source,
-                clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "minmax") else None,
+                clip_percentiles=cfg["clip_percentiles"] if scheme in ("zscore", "zscore_nonzero", "minmax") else None,
                 ct=fingerprint["ct"] if scheme == "ct" else None,
                 window=(cfg["window"] or fingerprint.get("window")) if scheme == "window" else None,
                 spacing=None if spacing is None else [float(size) for size in spacing], spacing_source=spacing_source,

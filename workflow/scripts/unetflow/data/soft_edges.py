@@ -1,13 +1,16 @@
-"""Masks saved after resizing or rotating with interpolation: a thin band of values between the classes along every
-border between them (about a hundred values on 0.1 % of the pixels of a resized 0/255 mask). They are the classes
-with soft edges, not hundreds of classes: ingest says so in one problem and offers the fix that keeps the objects
-what they are, snapping every pixel to the nearest class (`data.lossy_masks: snap` with the classes declared).
+"""Masks saved after resizing or rotating with interpolation: a band of values between the classes along every border
+between them (about a hundred values on 0.1 % of the pixels of a resized 0/255 mask, wider bands where a mask was
+scaled up more). They are the classes with soft edges, not hundreds of classes: ingest says so in one problem and
+offers the fix that keeps the objects what they are, snapping every pixel to the nearest class (`data.lossy_masks:
+snap` with the classes declared).
 
 In the masks read to check (those with the most values, up to CHECKED_FILES), a value is a class when at least
 FLAT_SHARE of its pixels are inside a flat region (their 3x3 neighbourhood holds only it); a soft edge is only
-borders. The other values are soft edges when they are in more than HOLDERS_SHARE of the masks (a whole data set
-resized, not one mask: that is a stray, see `unetflow.data.mask_checks`), every one lies between the smallest and the
-largest class value, and at least EDGE_SHARE of their pixels lie within EDGE_WIDTH pixels of two different classes.
+borders. The other values are soft edges when every one lies between the smallest and the largest class value, at
+least EDGE_SHARE of their pixels lie in bands (`band_pixels`: connected runs of them next to two different classes,
+no pixel further than EDGE_RADIUS from a class) and those bands line at least COVERED_SHARE of the class borders (a
+whole mask resized; a few in-between pixels on one border are strays, see `unetflow.data.mask_checks`). One mask so
+resized is enough.
 """
 
 import numpy as np
@@ -16,9 +19,9 @@ from scipy import ndimage
 from unetflow.io.sources import read_source_mask
 
 FLAT_SHARE = 0.5
-HOLDERS_SHARE = 0.05
-EDGE_WIDTH = 2  # pixels
+EDGE_RADIUS = 6  # pixels: no pixel of a soft edge is further than this from a class (a mask scaled up 6x or less)
 EDGE_SHARE = 0.9
+COVERED_SHARE = 0.5
 CHECKED_FILES = 10
 _EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
@@ -46,21 +49,30 @@ def flat_values(planes: list[np.ndarray]) -> list[int]:
     return sorted(value for value, count in pixels.items() if inside.get(value, 0) >= FLAT_SHARE * count)
 
 
-def near_two_classes(plane: np.ndarray, classes: list[int]) -> np.ndarray:
-    """Pixels of a 2D mask within EDGE_WIDTH pixels of two different class values: the borders between classes."""
-    near = sum(ndimage.binary_dilation(plane == value, _EIGHT_NEIGHBOURS, iterations=EDGE_WIDTH).astype(np.uint8)
-               for value in classes)
-    return near >= 2
+def band_pixels(plane: np.ndarray, classes: list[int]) -> tuple[int, int, int, int]:
+    """(pixels of values other than `classes`, those of them in bands between classes, class border pixels, those
+    of them next to such a pixel) of a 2D mask; a band: a connected (8-neighbourhood) run of other values next to two
+    different classes, none of its pixels further than EDGE_RADIUS from a class pixel."""
+    other = ~np.isin(plane, classes)
+    if not other.any():
+        return 0, 0, 0, 0
+    runs, count = ndimage.label(other, _EIGHT_NEIGHBOURS)
+    neighbours = np.zeros(count + 1, int)
+    for value in classes:
+        neighbours[np.unique(runs[ndimage.binary_dilation(plane == value, _EIGHT_NEIGHBOURS) & other])] += 1
+    thin = ndimage.maximum(ndimage.distance_transform_edt(other), runs, np.arange(count + 1)) <= EDGE_RADIUS
+    in_bands = other & (neighbours >= 2)[runs] & thin[runs]
+    border = ~other & (ndimage.minimum_filter(plane, footprint=_EIGHT_NEIGHBOURS) !=
+                       ndimage.maximum_filter(plane, footprint=_EIGHT_NEIGHBOURS))
+    lined = border & ndimage.binary_dilation(other, _EIGHT_NEIGHBOURS)
+    return int(other.sum()), int(in_bands.sum()), int(border.sum()), int(lined.sum())
 
 
-def on_borders(planes: list[np.ndarray], classes: list[int]) -> float:
-    """The share of the pixels of values other than `classes` that lie on borders between classes (1 for none)."""
-    others = border = 0
-    for plane in planes:
-        between = ~np.isin(plane, classes)
-        others += int(between.sum())
-        border += int((between & near_two_classes(plane, classes)).sum())
-    return border / others if others else 1.0
+def on_borders(planes: list[np.ndarray], classes: list[int]) -> tuple[float, float]:
+    """(the share of the pixels of values other than `classes` in bands between classes, the share of the class
+    borders those bands line) of the masks (1, 1 for none)."""
+    others, in_bands, border, lined = np.sum([band_pixels(plane, classes) for plane in planes], axis=0)
+    return (in_bands / others if others else 1.0), (lined / border if border else 1.0)
 
 
 def soft_edge_problem(rows: list[dict], classes: list[int] | None = None) -> str | None:
@@ -69,14 +81,11 @@ def soft_edge_problem(rows: list[dict], classes: list[int] | None = None) -> str
     read, declared = {}, classes is not None
     classes = classes if declared else flat_values(checked_planes(rows, read))
     holders = [row for row in rows if set(row["label_values"]) - set(classes)]
-    if len(holders) <= max(1, HOLDERS_SHARE * len(rows)):
-        return None
-    planes = checked_planes(holders, read)
     values = sorted({value for row in holders for value in row["label_values"]} - set(classes))
     if len(classes) < 2 or not values or not all(min(classes) < value < max(classes) for value in values):
         return None
-    share = on_borders(planes, classes)
-    if share < EDGE_SHARE:
+    share, lined = on_borders(checked_planes(holders, read), classes)
+    if share < EDGE_SHARE or lined < COVERED_SHARE:
         return None
     names = ["background", "foreground"] if len(classes) == 2 else [f"class_{value}" for value in classes]
     declare = "" if declared else f" with data.classes: {{{', '.join(f'{n}: {v}' for n, v in zip(names, classes))}}}"

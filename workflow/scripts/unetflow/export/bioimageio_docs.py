@@ -46,6 +46,10 @@ def not_carried(package: Package) -> list[str]:
                      "then takes the z-score of the clipped image; bioimage.io takes the mean and standard deviation "
                      "of the unclipped one (every step's statistics come from the unprocessed image), so images with "
                      "many outliers are normalised a little differently.")
+    if settings["normalization"] == "zscore_nonzero":
+        notes.append("Normalisation: unetflow takes the mean and standard deviation of the non-zero voxels only and "
+                     "keeps the zero voxels 0 (a skull-stripped scan); bioimage.io's z-score takes every voxel, so "
+                     "crop images to their non-zero box first, or expect a shift where the background is large.")
     if package.convert_channels:
         notes.append(f"Channel conversion: give {package.input_channels}-channel images (unetflow converted RGB and "
                      "grey images automatically).")

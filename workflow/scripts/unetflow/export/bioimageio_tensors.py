@@ -19,7 +19,8 @@ def preprocessing(settings: dict, axes) -> list:
     """The package's normalisation (`settings`: `Package.preprocess`) as bioimage.io steps on the spatial `axes`
     (statistics per channel and image, as unetflow computes them). bioimage.io takes every step's statistics from the
     unprocessed image, so a z-score after percentile clipping uses those of the unclipped image (`not_carried` says
-    so); every other scheme is exact."""
+    so), and `zscore_nonzero` takes them of every voxel, not only of the non-zero ones; every other scheme is
+    exact."""
     scheme, axes = settings["normalization"], [v0_5.AxisId(axis) for axis in axes]
     if scheme == "ct":
         ct = settings["ct"]
@@ -31,7 +32,7 @@ def preprocessing(settings: dict, axes) -> list:
         return [clip(low, high), v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(
             gain=2 / (high - low), offset=-(low + high) / (high - low)))]
     low, high = settings["clip_percentiles"] or (0.0, 100.0)
-    if scheme == "zscore":
+    if scheme in ("zscore", "zscore_nonzero"):  # of every voxel (`not_carried` says so for zscore_nonzero)
         zscore = v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=axes))
         if settings["clip_percentiles"] is None:
             return [zscore]

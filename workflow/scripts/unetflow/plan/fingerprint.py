@@ -24,6 +24,7 @@ from unetflow.plan.resolution import SLIDES_KEEP_SIZE
 SAMPLED_VOXELS = 10_000  # foreground voxels sampled per source for the intensity statistics
 CT_PERCENTILES = (0.5, 99.5)  # nnU-Net's clipping range of CT intensities
 AIR_HU = -900  # a CT volume holds air (about -1000 HU) or padding below it
+ZERO_BACKGROUND = 0.25  # volumes whose median share of voxels zero in every channel reaches this: skull-stripped MR
 ANISOTROPY = 3  # nnU-Net: a median spacing over 3 times another's makes its axis the coarse one
 COARSE_PERCENTILE = 10  # the coarse axis then takes this percentile of its spacings
 WIDE_OBJECT = 128  # px: 2D objects wider than this (half a CPU patch side) are scaled down to it
@@ -54,6 +55,7 @@ def source_fingerprint(row: dict, classes: pd.DataFrame,
                   channels=int(pixels.shape[-1]), dtype=str(pixels.dtype),
                   integer_valued=bool(np.array_equal(pixels, np.round(pixels))),
                   intensity_min=float(pixels.min()), intensity_max=float(pixels.max()),
+                  zero_share=float(np.mean(np.all(pixels == 0, axis=-1))),
                   foreground_voxels=int(foreground.sum()), sampled_voxels=int(sample.size),
                   **{f"foreground_{key}": value for key, value in stats.items()},
                   class_voxels=class_voxels(labels, len(class_values(classes))),
@@ -214,7 +216,8 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
     """The scheme `preprocess.normalization: auto` stands for, and why: for regions of whole-slide images (`slides`)
     the fixed 8-bit window SLIDE_WINDOW; for 2D images the per-image z-score; for NIfTI volumes `ct` when every
     training volume looks like CT (whole-number intensities reaching AIR_HU or below: air) and has foreground, else
-    the per-volume z-score (a heuristic; set the scheme to override it); volumes of several channels per channel."""
+    the per-volume z-score (a heuristic; set the scheme to override it); volumes of several channels per channel;
+    volumes with a background of zeros (ZERO_BACKGROUND, not CT) `zscore_nonzero`."""
     if slides:
         return "window", (f"regions of whole-slide images (8-bit): the fixed window {SLIDE_WINDOW}, so that a slide "
                           f"segmented region by region is normalised as its training regions were (a per-image "
@@ -222,6 +225,12 @@ def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool =
     volumes = table[table["kind"] == "volume"]
     if volumes.empty:
         return "zscore", "2D images: each image z-scored on its own"
+    zeros = float(volumes["zero_share"].median()) if "zero_share" in volumes else 0.0
+    if zeros >= ZERO_BACKGROUND and not (volumes["intensity_min"] <= AIR_HU).all():
+        return "zscore_nonzero", (f"volumes with a background of zeros (a median {zeros:.0%} of their voxels zero in "
+                                  f"every channel: skull-stripped or padded): each channel of each volume z-scored "
+                                  f"with the statistics of its non-zero voxels, the zeros kept 0 (nnU-Net's "
+                                  f"use_mask_for_norm), so that how much empty space a file holds does not matter")
     if (volumes["channels"] > 1).any():
         return "zscore", ("volumes of several channels (modalities, the 4th axis): each channel of each volume "
                           "z-scored on its own (the CT scheme is for a single CT channel)")
