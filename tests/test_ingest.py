@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, build_manifest, write_pairs
 from unetflow.data.data_warnings import data_warnings
 from unetflow.data.ingest import DataValidationError
-from unetflow.data.pairing import subfolder_note
+from unetflow.data.pairing import subfolder_note, unread_images_note
 from unetflow.data.split import split_cases
 from unetflow.io.sources import read_source_image, read_source_mask, source_spacing, units
 
@@ -235,6 +235,12 @@ def test_images_and_masks_in_one_folder_and_recursive_globs(tmp_path):
     nested = tmp_path / "nested" / "**"
     manifest, _ = build_manifest(str(nested / "c?.png"), str(nested / "*_mask.png"))
     assert manifest["id"].tolist() == ["c0", "c1", "c2"]
+    manifest, _ = build_manifest(str(nested / "c?.png"), str(nested / "*"))  # the folders too: no object folders
+    assert manifest["id"].tolist() == ["c0", "c1", "c2"]
+    (shared / "c3.webp").write_bytes(b"RIFF\x00\x00\x00\x00WEBP")  # a format unetflow does not read
+    assert unread_images_note(str(nested / "*"), "data.images") == (
+        "1 file(s) that data.images names are in formats unetflow does not read, so left out (c3.webp): convert "
+        "them to PNG or TIFF (volumes to NIfTI)")
 
 
 def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):

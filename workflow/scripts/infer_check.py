@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from unetflow.data.pairing import buried_series, input_root, subfolder_note
+from unetflow.data.pairing import buried_series, input_root, subfolder_note, unread_images_note
 from unetflow.infer.infer import InferInputError, check_images, check_notes
 from unetflow.infer.ledger import overwrite_problems, record_claims
 from unetflow.infer.package import load_package
@@ -29,7 +29,7 @@ record_claims(table, out_dir)
 table.to_parquet(snakemake.output[0])
 log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as below %s", len(table),
          table["kind"].value_counts().to_dict(), table["shard"].nunique(), input_root(spec))
-for note in [subfolder_note(spec), *buried_series(spec, "infer.images")]:
+for note in [subfolder_note(spec), unread_images_note(spec, "infer.images"), *buried_series(spec, "infer.images")]:
     if note:
         log.warning(note)
 for note in check_notes(table):

@@ -112,8 +112,24 @@ def mask_files(spec: str | None) -> list[Path]:
     annotations among them, or a COCO annotation file itself; none for None."""
     if spec and is_coco(spec):
         return [Path(spec)]
-    return list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES,
-                      is_mask_folder) if spec else []
+    found = list_files(spec, MASK_SUFFIXES + VOLUME_SUFFIXES + (DICOM_SUFFIX,) + ANNOTATION_SUFFIXES,
+                       is_mask_folder) if spec else []
+    parents = {path.parent for path in found if path.is_file()}
+    return [path for path in found if path.is_file() or path not in parents]  # a glob's folder of its masks: no mask
+
+
+UNREAD_IMAGE_SUFFIXES = (".webp", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".czi", ".nd2", ".lif", ".vsi",
+                         ".mha", ".mhd", ".nrrd", ".nhdr", ".mgz")  # image formats labs use that unetflow does not read
+
+
+def unread_images_note(spec: str | None, key: str) -> str:
+    """For files a folder or glob names in image formats unetflow does not read (WebP, HEIC, CZI, NRRD, ...): how
+    many, a few of them and the fix; else ''."""
+    found = list_files(spec, UNREAD_IMAGE_SUFFIXES, lambda path: False) if spec and not spec.lower().endswith(
+        (".csv", ".parquet")) else []
+    names = ", ".join(path.name for path in found[:5]) + (", ..." if len(found) > 5 else "")
+    return (f"{len(found)} file(s) that {key} names are in formats unetflow does not read, so left out ({names}): "
+            f"convert them to PNG or TIFF (volumes to NIfTI)" if found else "")
 
 
 def stems_of(paths: list[Path], case_of=lambda stem: stem) -> dict[str, list[Path]]:
