@@ -7,12 +7,14 @@ import logging
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import DataValidationError, data_files
+from unetflow.infer.infer import check_notes
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
 from unetflow.io.nifti import read_volume, write_volume
@@ -203,3 +205,24 @@ def test_a_volume_whose_pixdim_disagrees_with_its_affine_is_named_in_a_warning(t
     with caplog.at_level(logging.WARNING):
         log_warnings(data_warnings(manifest, classes))
     assert "1 volume(s) whose header's pixdim" in caplog.text and "odd.nii.gz" in caplog.text
+
+
+def test_a_missing_modality_and_an_empty_mask_are_named_in_warnings_and_at_inference(tmp_path, caplog):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    rng = np.random.default_rng(0)
+    for case in ("a", "b", "c"):
+        modalities = rng.normal(100, 10, (8, 8, 4, 2)).astype(np.float32)
+        modalities[..., 1] *= case != "b"  # case b: its second modality missing, all zeros
+        nib.save(nib.Nifti1Image(modalities, AFFINE), tmp_path / "images" / f"{case}.nii.gz")
+        labels = (np.arange(256).reshape(8, 8, 4) % 2 * (case != "c")).astype(np.uint8)  # case c: no foreground
+        nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "masks" / f"{case}.nii.gz")
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    with caplog.at_level(logging.WARNING):
+        log_warnings(data_warnings(manifest, classes))
+    assert "1 image(s) with a channel of a single value (e.g. b.nii.gz: channel(s) [1])" in caplog.text
+    assert "1 mask(s) with no foreground, background only (e.g. c.nii.gz)" in caplog.text
+    table = pd.DataFrame({"image_path": ["a.nii.gz", "b.nii.gz"], "exif_orientation": 1, "constant": False,
+                          "constant_channels": [[], [1]]})
+    assert check_notes(table) == ["1 image(s) (b.nii.gz: [1]) have a channel of a single value (a modality missing, "
+                                  "all zeros?): the model uses every channel, so their masks may be wrong"]

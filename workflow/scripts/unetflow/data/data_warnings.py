@@ -1,9 +1,10 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
 colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes whose pixdim and affine
-disagree, binary masks that look inverted, images of a single value. Each is one row of a table (columns
-WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
-counts and a few examples, however many rows there are.
+disagree, binary masks that look inverted, images of a single value, images with a channel of a single value, masks
+without foreground. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
+`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many rows
+there are.
 """
 
 import logging
@@ -91,6 +92,22 @@ def covered_rows(manifest: pd.DataFrame) -> list[dict]:
             if len(row["covered_objects"])]
 
 
+def constant_channel_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per image of several channels with a channel of a single value, not all (its value: how many)."""
+    if "constant_channels" not in manifest:
+        return []
+    return [dict(kind="constant_channel", file=row["image_path"], value=float(len(row["constant_channels"])),
+                 detail=f"channel(s) {list(row['constant_channels'])}") for _, row in manifest.iterrows()
+            if len(row["constant_channels"]) and not row["constant"]]
+
+
+def empty_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
+    """One row per mask holding only the background (and ignored pixels) (its value: 1)."""
+    background = {int(trained_classes(classes)["value"].iloc[0])} | set(classes.loc[classes["ignore"], "value"])
+    return [dict(kind="empty_mask", file=row["mask_path"], value=1.0, detail="background only")
+            for _, row in manifest.iterrows() if set(row["label_values"]) <= background]
+
+
 def colour_id_rows(manifest: pd.DataFrame) -> list[dict]:
     """One row per instance mask saved in colours, read as objects (its value: their count)."""
     if "colour_ids" not in manifest:
@@ -136,6 +153,7 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + covered_rows(manifest) + colour_id_rows(manifest)
+            + constant_channel_rows(manifest) + empty_rows(manifest, classes)
             + orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
             + flagged_rows(manifest, "spacing_mismatch", "spacing_mismatch", "image_path", "pixdim and affine differ")
@@ -169,6 +187,13 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{int(rows['value'].sum())} object mask file(s) in {len(rows)} folder(s) wholly covered by later files (a "
         f"later file wins where objects overlap), so left out (e.g. {examples}: {rows['detail'].iloc[0]}): duplicate "
         f"annotations? If they are objects of their own, keep them apart"),
+    "constant_channel": lambda rows, examples: (
+        f"{len(rows)} image(s) with a channel of a single value (e.g. {examples}: {rows['detail'].iloc[0]}): a "
+        f"modality missing (all zeros), or a stray channel? The network learns to use every channel; complete those "
+        f"images or leave them out"),
+    "empty_mask": lambda rows, examples: (
+        f"{len(rows)} mask(s) with no foreground, background only (e.g. {examples}): negative examples, or annotations "
+        f"missing? They train as all background, and any foreground predicted there scores Dice 0"),
     "colour_ids": lambda rows, examples: (
         f"{len(rows)} instance mask(s) saved in colours (e.g. {examples}): each colour read as one object, black as "
         f"the background, a colour on separate parts (a reused one) as one object per part"),

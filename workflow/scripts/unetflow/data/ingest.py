@@ -17,12 +17,7 @@ from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.dataset_json import dataset_json_classes
-from unetflow.data.mask_checks import (
-    palette_colours,
-    palette_problems,
-    shown_value_problems,
-    undeclared_value_problems,
-)
+from unetflow.data.mask_checks import palette_colours, palette_problems, shown_value_problems, undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
     attach_rois,
@@ -36,14 +31,7 @@ from unetflow.data.pairing import (
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.data.unpaired import kept_problems
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields
-from unetflow.io.formats import (
-    IMAGE_SUFFIXES,
-    VOLUME_SUFFIXES,
-    ImageReadError,
-    is_coco,
-    is_lossy,
-    is_volume,
-)
+from unetflow.io.formats import IMAGE_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, is_coco, is_lossy, is_volume
 from unetflow.io.images import (
     exif_orientation,
     image_info,
@@ -55,6 +43,7 @@ from unetflow.io.images import (
 from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_classes
 from unetflow.io.nifti import grid_check, spacing_mismatch
 from unetflow.io.sources import (
+    constant_channels,
     read_source_image,
     read_source_mask,
     snapped,
@@ -170,6 +159,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), constant=bool(pixels.min() == pixels.max()), **fields,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
+               constant_channels=constant_channels(pixels),
                reoriented=reoriented, spacing_mismatch=row["kind"] == "volume" and spacing_mismatch(image),
                roi_path=str(pair["roi"]) if "roi" in pair else None, **pair.get("origin", {}),
                palette_colours=None if data.instances or data.colors or row["kind"] != "image" else

@@ -33,7 +33,7 @@ from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
 from unetflow.io.slide_backends import pixel_size_of
 from unetflow.io.slides import ZOOM_TOLERANCE, is_slide
-from unetflow.io.sources import read_source_image, source_kind, units, volume_slice_axis
+from unetflow.io.sources import constant_channels, read_source_image, source_kind, units, volume_slice_axis
 
 log = logging.getLogger("unetflow.infer.infer")
 
@@ -62,7 +62,7 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
-               constant=bool(image.min() == image.max()))
+               constant=bool(image.min() == image.max()), constant_channels=constant_channels(image))
     return row, problems
 
 
@@ -83,8 +83,8 @@ def scale_problem(path: Path, package: Package) -> str | None:
 
 def check_notes(table: pd.DataFrame) -> list[str]:
     """Lines on images that are segmented but may not be what the user meant (each naming a few): those with an EXIF
-    orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored) and constant
-    ones (a single value: blank or failed exports, whose masks mean nothing)."""
+    orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored), constant
+    ones (a single value: blank or failed exports, whose masks mean nothing) and those with a constant channel."""
     def named(rows: pd.DataFrame, label) -> str:
         shown = ", ".join(label(row) for row in rows.head(3).itertuples())
         return f"{len(rows)} image(s) ({shown}{', ...' if len(rows) > 3 else ''})"
@@ -100,6 +100,12 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     if len(constant):
         notes.append(f"{named(constant, lambda row: Path(row.image_path).name)} hold a single value (blank, or a "
                      f"failed export): segmented, but their masks mean nothing")
+    lacking = table[(table["constant_channels"].map(len) > 0) & ~table["constant"].fillna(False).astype(bool)] \
+        if "constant_channels" in table else table.iloc[:0]
+    if len(lacking):
+        notes.append(f"{named(lacking, lambda row: f'{Path(row.image_path).name}: {list(row.constant_channels)}')} "
+                     f"have a channel of a single value (a modality missing, all zeros?): the model uses every "
+                     f"channel, so their masks may be wrong")
     return notes
 
 

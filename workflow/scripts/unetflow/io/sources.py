@@ -147,6 +147,12 @@ def unit_spacing(row, unit: slice, pixel_spacing=None) -> list[float] | None:
     return None if pixel_spacing is None else [float(pixel_spacing[1]), float(pixel_spacing[0])]
 
 
+def constant_channels(image: np.ndarray) -> list[int]:
+    """The channels of a source image (C, ...) of several that hold a single value (a modality missing, all zeros)."""
+    flat = image.reshape(len(image), -1)
+    return [int(c) for c in np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))] if len(image) > 1 else []
+
+
 def unit_array(array: np.ndarray, unit: slice) -> np.ndarray:
     """A unit's part of a source array (Z, Y, X, ...): 2D (Y, X, ...) for a one-slice unit, else 3D."""
     part = array[unit]
