@@ -140,8 +140,8 @@ def test_nnunet_s_raw_layout_pairs_channel_files_with_their_case_and_refuses_sev
                                                          "masks": str(tmp_path / "labelsTr")})  # an input of ingest
 
     nib.save(nib.Nifti1Image(volume * 50, AFFINE), tmp_path / "imagesTr" / "la_004_0001.nii.gz")  # a second channel
-    with pytest.raises(DataValidationError, match=r"case 'la_004' has 2 channel files .*la_004_0001.nii.gz: nnU-Net"
-                                                  r"'s layout .* stack them into one 4D NIfTI per case") as error:
+    with pytest.raises(DataValidationError, match=r"case 'la_004' has 2 channel files .*la_004_0001.nii.gz: one "
+                                                  r"file per channel .* stack them into one 4D NIfTI") as error:
         build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
     assert "la_003" not in str(error.value)
 
@@ -226,3 +226,16 @@ def test_a_missing_modality_and_an_empty_mask_are_named_in_warnings_and_at_infer
                           "constant_channels": [[], [1]]})
     assert check_notes(table) == ["1 image(s) (b.nii.gz: [1]) have a channel of a single value (a modality missing, "
                                   "all zeros?): the model uses every channel, so their masks may be wrong"]
+
+
+def test_brats_2020_files_per_modality_are_refused_with_how_to_stack_them(tmp_path):
+    volume = np.zeros((8, 8, 4), np.int16)
+    volume[2:6, 2:6] = 1
+    (tmp_path / "BraTS20_001").mkdir()
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        nib.save(nib.Nifti1Image(volume * 100, AFFINE), tmp_path / "BraTS20_001" / f"BraTS20_001_{modality}.nii.gz")
+    nib.save(nib.Nifti1Image(volume.astype(np.uint8), AFFINE), tmp_path / "BraTS20_001" / "BraTS20_001_seg.nii.gz")
+    files = str(tmp_path / "*" / "*.nii.gz")
+    with pytest.raises(DataValidationError, match=r"(?s)1 problem\(s\).*case 'BraTS20_001' has 4 channel files .* "
+                                                  r"BraTS store them\); .* stack them into one 4D NIfTI per case"):
+        build_manifest(files, files)

@@ -5,7 +5,8 @@
   named so (imagesTs/<case>_0000.nii.gz) are named <case>, as nnU-Net names its predictions
   (`without_channel_suffix`);
 - images named with a suffix of their own beside their masks (ct01_image.nii.gz, ct01_label.nii.gz): case ct01
-  (`image_case`);
+  (`image_case`); BraTS 2020's files per modality (<case>_t1.nii.gz ... beside <case>_seg.nii.gz) are refused as
+  nnU-Net's channel files are;
 - a folder per case with files of the same names (KiTS: case_00000/imaging.nii.gz beside
   case_00000/segmentation.nii.gz), paired by folder, each case named by it (`case_folder_pairs`);
 - sites that repeat file names (siteA/images/img0.png and siteB/images/img0.png, their masks in siteA/masks/ and
@@ -21,16 +22,18 @@ from unetflow.io.formats import case_stem
 
 NNUNET_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # nnU-Net's image names: <case>_<channel>
 IMAGE_SUFFIXES = ("_image", "-image", "_img", "-img", "_images")  # an image named <case>_image beside <case>_label
+MODALITY_SUFFIXES = ("_t1", "_t1ce", "_t1gd", "_t2", "_flair", "_adc", "_dwi", "_pd", "_ct", "_pet")  # BraTS 2020's
 
 
 def image_case(stem: str, has_mask) -> str:
     """The case an image stem names: the stem itself, or, when a mask matches the case (`has_mask(case)`) and none
     the stem, the case of a channel file of nnU-Net's raw layout (<case>_0000) or of an image named with one of
-    IMAGE_SUFFIXES (<case>_image)."""
+    IMAGE_SUFFIXES (<case>_image) or MODALITY_SUFFIXES (<case>_flair)."""
     if has_mask(stem):
         return stem
     channel = NNUNET_CHANNEL.fullmatch(stem)
-    cases = ([channel["case"]] if channel else []) + [stem[:-len(end)] for end in IMAGE_SUFFIXES if stem.endswith(end)]
+    cases = ([channel["case"]] if channel else []) + [stem[:-len(end)] for end in IMAGE_SUFFIXES + MODALITY_SUFFIXES
+                                                       if stem.lower().endswith(end)]
     return next((case for case in cases if case and has_mask(case)), stem)
 
 
@@ -48,8 +51,9 @@ def duplicate_problem(case: str, files: list[Path]) -> str:
     (<case>_0000, <case>_0001, ...) or images of one stem."""
     names = ", ".join(map(str, files))
     if all(case_stem(file) != case for file in files):
-        return (f"case '{case}' has {len(files)} channel files ({names}: nnU-Net's layout of a case's channels); "
-                f"unetflow reads a case's channels from one file: stack them into one 4D NIfTI per case")
+        return (f"case '{case}' has {len(files)} channel files ({names}: one file per channel or modality, as "
+                f"nnU-Net's layout and BraTS store them); unetflow reads a case's channels from one file: stack them "
+                f"into one 4D NIfTI per case (channels last, in one order for every case)")
     return (f"duplicate case id '{case}': {names} have the same stem and no folders that tell them and their masks "
             f"apart; rename one of them")
 
