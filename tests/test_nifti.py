@@ -12,6 +12,7 @@ import pytest
 
 from conftest import build_manifest
 from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.dataset_json import regions_hint
 from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import DataValidationError, data_files
 from unetflow.infer.infer import check_notes
@@ -136,6 +137,12 @@ def test_nnunet_s_raw_layout_pairs_channel_files_with_their_case_and_refuses_sev
         (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
         _, classes = build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))
         assert classes["name"].tolist() == ["background", "left atrium"] and classes["value"].tolist() == [0, 1]
+    regions = {"background": 0, "whole": [1], "left atrium": 1}  # nnU-Net's region labels: no classes, a hint
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": regions, "file_ending": ".nii.gz"}))
+    assert regions_hint(regions) == "; its labels are nnU-Net regions: to train them so, set data.regions: {whole: " \
+        "[1], left atrium: [1]}"
+    assert build_manifest(str(tmp_path / "imagesTr"), str(tmp_path / "labelsTr"))[1]["name"].tolist() == [
+        "background", "foreground"]
     assert str(tmp_path / "dataset.json") in data_files({"images": str(tmp_path / "imagesTr"),
                                                          "masks": str(tmp_path / "labelsTr")})  # an input of ingest
 

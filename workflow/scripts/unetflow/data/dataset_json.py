@@ -29,11 +29,23 @@ def dataset_json_classes(masks: str | None) -> dict[str, int] | None:
     if path is None:
         return None
     try:
-        classes = label_names(json.loads(path.read_text()).get("labels"))
+        labels = json.loads(path.read_text()).get("labels")
+        classes = label_names(labels)
     except (OSError, ValueError, AttributeError):
-        classes = None
+        labels = classes = None
     if classes is None or len(set(classes.values())) < len(classes):
-        log.info("%s: its labels are not a name for each label value; classes taken from the masks", path)
+        log.info("%s: its labels are not a name for each label value; classes taken from the masks%s", path,
+                 regions_hint(labels))
         return None
     log.info("classes from %s: %s (data.classes overrides it)", path, classes)
     return classes
+
+
+def regions_hint(labels) -> str:
+    """For nnU-Net's region labels ({name: [values]}): the data.regions that trains them so; else ''."""
+    if not isinstance(labels, dict) or not any(isinstance(value, list) for value in labels.values()):
+        return ""
+    regions = {name: value if isinstance(value, list) else [value] for name, value in labels.items()
+               if value not in (0, [0])}
+    shown = ", ".join(f"{name}: {values}" for name, values in regions.items())
+    return f"; its labels are nnU-Net regions: to train them so, set data.regions: {{{shown}}}"
