@@ -75,6 +75,8 @@ def test_a_4th_axis_is_channels_of_an_image_but_refused_for_labels_and_nan_volum
     np.testing.assert_array_equal(read_volume(tmp_path / "two.nii.gz", channels=True)[0], channels)
     with pytest.raises(ImageReadError, match="two.nii.gz: a 4D volume of shape \\(4, 5, 3, 2\\) where labels are read"):
         read_volume(tmp_path / "two.nii.gz")
+    nib.save(nib.Nifti1Image(channels[:, :, :, None], AFFINE), tmp_path / "vector.nii.gz")  # ITK's X, Y, Z, 1, C
+    np.testing.assert_array_equal(read_volume(tmp_path / "vector.nii.gz", channels=True)[0], channels)
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2, 2), np.float32), AFFINE), tmp_path / "five.nii.gz")
     with pytest.raises(ImageReadError, match="five.nii.gz: a 5D volume"):
         read_volume(tmp_path / "five.nii.gz", channels=True)

@@ -98,7 +98,7 @@ def _open(path, image=None) -> tuple[Path, str, "nib.Nifti1Image"]:
 def volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of a volume: trailing length-1 axes dropped, a 2D image given depth 1, a 4th axis (channels:
     `volume_channels`) left out; 5D+ refused."""
-    shape = tuple(shape)
+    shape = vector_as_channels(tuple(shape))
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 4:
@@ -107,9 +107,16 @@ def volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[:3] + (1, 1))[:3]
 
 
+def vector_as_channels(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A stored shape with ITK's vector-image layout (X, Y, Z, 1, C: a time axis of one, then the components) as
+    (X, Y, Z, C); other shapes as they are."""
+    return shape[:3] + shape[4:] if len(shape) == 5 and shape[3] == 1 else shape
+
+
 def volume_channels(shape: tuple[int, ...]) -> int:
     """The channels of a volume of stored `shape`: the length of its 4th axis, as the Medical Segmentation Decathlon
-    stores the modalities of a case (1 without one)."""
+    stores the modalities of a case, or of ITK's vector components (`vector_as_channels`); 1 without one."""
+    shape = vector_as_channels(tuple(shape))
     return int(shape[3]) if len(shape) > 3 else 1
 
 
