@@ -198,7 +198,7 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} instance mask(s) saved in colours (e.g. {examples}): each colour read as one object, black as "
         f"the background, a colour on separate parts (a reused one) as one object per part"),
     "exif_orientation": lambda rows, examples: (
-        f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {examples}: {rows['detail'].iloc[0]}), which "
+        f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {tags(rows)}), which "
         f"viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if their masks "
         f"were drawn on the turned view, export the images with the turn applied (e.g. PIL.ImageOps.exif_transpose)"),
     "reoriented": lambda rows, examples: (
@@ -215,6 +215,13 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} image(s) of a single value (e.g. {examples}): blank, or a failed export? Their masks are "
         f"learned from no signal; replace or remove them"),
 }
+
+
+def tags(rows: pd.DataFrame) -> str:
+    """'a.jpg: 6, b.jpg: 3, ...': the first EXAMPLES images of orientation rows with their tags."""
+    shown = ", ".join(f"{short_name(Path(file))}: {tag:.0f}" for file, tag in zip(rows["file"][:EXAMPLES],
+                                                                                 rows["value"][:EXAMPLES]))
+    return shown + (", ..." if len(rows) > EXAMPLES else "")
 
 
 def summary_line(kind: str, rows: pd.DataFrame) -> str:
