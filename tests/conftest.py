@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from unetflow.data.ingest import DataSpec, check_data_set
+from unetflow.data.ingest import DataSpec, DataValidationError, check_data_set
 from unetflow.data.preprocess import preprocess_settings
+from unetflow.io.sources import source_labels
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -169,6 +170,18 @@ def build_manifest(images=None, masks=None, mask_suffix: str = "auto", classes=N
     """Ingest's (manifest, class table) of a data set given as arguments (`options`: other keys of the data section)."""
     return check_data_set(DataSpec(images=images, masks=masks, mask_suffix=mask_suffix, classes=classes, **options),
                           threads)
+
+
+def ingest_error(images, masks, **options) -> str:
+    """The message of the DataValidationError ingest raises for a data set of `images` and `masks` folders."""
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(images), str(masks), **options)
+    return str(error.value)
+
+
+def trained_labels(manifest, classes) -> dict[str, np.ndarray]:
+    """{case id: class indices} as preprocessing stores them."""
+    return {row["id"]: source_labels(row, classes)[0][0] for row in manifest.to_dict("records")}
 
 
 def applied(normalization: str = "zscore", spacing=None, ct: dict | None = None, **preprocess) -> dict:

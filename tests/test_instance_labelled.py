@@ -6,28 +6,14 @@ import re
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import tifffile
 from scipy import ndimage
 
-from conftest import build_manifest, write_pairs
-from unetflow.data.ingest import DataValidationError
+from conftest import build_manifest, ingest_error, trained_labels, write_pairs
 from unetflow.data.mask_checks import FEW_IDS_COUNTS, INSTANCE_MIN_VALUES, object_values
-from unetflow.io.sources import source_labels
 
 SIZE = (48, 64)
-
-
-def ingest_error(images, masks, **options) -> str:
-    with pytest.raises(DataValidationError) as error:
-        build_manifest(str(images), str(masks), **options)
-    return str(error.value)
-
-
-def trained_labels(manifest: pd.DataFrame, classes: pd.DataFrame) -> dict[str, np.ndarray]:
-    """{case id: class indices} as preprocessing stores them."""
-    return {row["id"]: source_labels(row, classes)[0][0] for row in manifest.to_dict("records")}
 
 
 # ------------------------------------------------------------------------------------------- instance masks

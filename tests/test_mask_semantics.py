@@ -6,31 +6,18 @@ tests/test_instance_labelled.py)."""
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
 
-from conftest import build_manifest, write_pairs
+from conftest import build_manifest, ingest_error, trained_labels, write_pairs
 from unetflow.data import soft_edges
-from unetflow.data.ingest import DataValidationError
 from unetflow.data.mask_checks import palette_colours
 from unetflow.io.labels import IGNORE_INDEX, class_values, ignore_value, snap_to_nearest
 from unetflow.io.prediction_files import write_class_mask
-from unetflow.io.sources import read_source_mask, source_labels
+from unetflow.io.sources import read_source_mask
 
 SIZE = (48, 64)
-
-
-def ingest_error(images, masks, **options) -> str:
-    with pytest.raises(DataValidationError) as error:
-        build_manifest(str(images), str(masks), **options)
-    return str(error.value)
-
-
-def trained_labels(manifest: pd.DataFrame, classes: pd.DataFrame) -> dict[str, np.ndarray]:
-    """{case id: class indices} as preprocessing stores them."""
-    return {row["id"]: source_labels(row, classes)[0][0] for row in manifest.to_dict("records")}
 
 
 def blobs(seed: int) -> np.ndarray:
