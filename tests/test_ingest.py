@@ -339,3 +339,11 @@ def test_a_manifest_names_sites_repeating_file_names_and_refuses_one_stem_twice_
     assert str(error.value).startswith("1 problem(s)") and "duplicate case id 'c0' (" + ", ".join(
         str(tmp_path / name) for name in ("siteA/images/c0.png", "siteA/images/c0.tif", "siteB/images/c0.png")
     ) + ")" in str(error.value)
+
+
+def test_a_mask_turned_by_90_degrees_is_said_to_be(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2)
+    cv2.imwrite(str(masks / "c1.png"), cv2.imread(str(masks / "c1.png"), cv2.IMREAD_UNCHANGED).T.copy())
+    with pytest.raises(DataValidationError, match=r"c1.png is 1 slice\(s\) of 40x32 \(height x width\); the mask is "
+                                                  r"the image's size turned by 90 degrees"):
+        build_manifest(str(images), str(masks))

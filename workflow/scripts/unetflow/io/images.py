@@ -359,13 +359,16 @@ def exif_orientation(path) -> int:
 
 
 def size_mismatch_fix(image, shape: tuple[int, int], mask_shape: tuple[int, int]) -> str:
-    """What to do about an image whose mask has another size (height, width each): export matching pairs, or, where
-    the image's EXIF orientation turns it to its mask's size, apply the turn."""
+    """What to do about an image whose mask has another size (height, width each): export matching pairs; where the
+    image's EXIF orientation turns it to its mask's size, apply the turn; a mask turned by 90 degrees is said so."""
     orientation = exif_orientation(image)
     if orientation in TURNED and tuple(mask_shape) == tuple(shape)[::-1]:
         return (f"its EXIF orientation tag ({orientation}) turns it by 90 degrees where viewers show it, "
                 f"and its mask was drawn on that view: export the image with the turn applied (e.g. "
                 f"PIL.ImageOps.exif_transpose); pixels are read as stored")
+    if tuple(mask_shape) == tuple(shape)[::-1]:
+        return "the mask is the image's size turned by 90 degrees (rotated or transposed when saved?): export it " \
+               "in the image's orientation"
     return "export matching pairs"
 
 
