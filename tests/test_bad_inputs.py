@@ -352,7 +352,7 @@ def test_unbalanced_and_tiny_images_warn_and_go_on(tmp_path, caplog):
     manifest, classes = build_manifest(str(images), str(masks))
     assert len(manifest) == 2
     table = data_warnings(manifest, classes)
-    assert table["kind"].tolist() == ["unbalanced", "tiny_image", "tiny_image"]
+    assert table["kind"].tolist() == ["unbalanced", "tiny_image", "tiny_image", "empty_mask"]  # c1: all 0
     with caplog.at_level(logging.WARNING, logger="unetflow"):
         log_warnings(table)
     assert "very unbalanced classes" in caplog.text and "2 tiny image(s) smaller than 32 px" in caplog.text

@@ -347,3 +347,16 @@ def test_a_mask_turned_by_90_degrees_is_said_to_be(tmp_path):
     with pytest.raises(DataValidationError, match=r"c1.png is 1 slice\(s\) of 40x32 \(height x width\); the mask is "
                                                   r"the image's size turned by 90 degrees"):
         build_manifest(str(images), str(masks))
+
+
+def test_many_files_with_the_same_problem_are_one_line_naming_a_few(tmp_path):
+    images, masks = write_pairs(tmp_path, count=6)
+    for mask in sorted(masks.iterdir()):  # every mask saved as JPEG
+        cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED))
+        mask.unlink()
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(images), str(masks))
+    lines = str(error.value).splitlines()
+    assert lines[0] == "6 problem(s) in the data set:" and len(lines) == 2
+    assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, {masks / 'c1.jpg'}, {masks / 'c2.jpg'}, ...): JPEG "
+                               f"masks are lossy")

@@ -22,6 +22,7 @@ from unetflow.data.pairing import (
     DataValidationError,
     attach_rois,
     buried_series,
+    grouped,
     image_files,
     mask_files,
     pair_files,
@@ -381,7 +382,8 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
         problems += (palette_problems(rows) + shown + (meaning or class_problems(classes, rows, data))
                      + channel_problems(rows, data.channels))
     if problems:
-        raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(problems))
+        raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(
+            grouped(problems)))
     manifest = pd.DataFrame(rows)
     if data.instances:
         log.info("%d objects, %d touching pairs of objects in %d masks", manifest["objects"].sum(),

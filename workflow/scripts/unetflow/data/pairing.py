@@ -51,6 +51,17 @@ class DataValidationError(ValueError):
     """The data set has problems; the message lists every one with its file or config key."""
 
 
+def grouped(problems: list[str], least: int = 5) -> list[str]:
+    """The problems, those of `least` files or more that say the same after their file name in one line each."""
+    by_text, lines = {}, []
+    for problem in problems:
+        by_text.setdefault(problem.split(": ", 1)[-1], []).append(problem)
+    for text, same in by_text.items():
+        files = [problem.split(": ", 1)[0] for problem in same]
+        lines += same if len(same) < least else [f"{len(files)} files ({', '.join(files[:3])}, ...): {text}"]
+    return lines
+
+
 def list_files(spec: str, suffixes: tuple[str, ...], folders=is_series) -> list[Path]:
     """Files named by a folder (its direct children) or a glob pattern (`**` matches any depth), keeping those
     with a known suffix and the folders `folders` accepts (DICOM series); a series folder itself names itself."""
