@@ -97,7 +97,7 @@ def constant_channel_rows(manifest: pd.DataFrame) -> list[dict]:
     if "constant_channels" not in manifest:
         return []
     return [dict(kind="constant_channel", file=row["image_path"], value=float(len(row["constant_channels"])),
-                 detail=f"channel(s) {list(row['constant_channels'])}") for _, row in manifest.iterrows()
+                 detail=f"channel(s) {[int(c) for c in row['constant_channels']]}") for _, row in manifest.iterrows()
             if len(row["constant_channels"]) and not row["constant"]]
 
 

@@ -18,6 +18,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tifffile
 import torch
@@ -100,13 +101,21 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     if len(constant):
         notes.append(f"{named(constant, lambda row: Path(row.image_path).name)} hold a single value (blank, or a "
                      f"failed export): segmented, but their masks mean nothing")
-    lacking = table[(table["constant_channels"].map(len) > 0) & ~table["constant"].fillna(False).astype(bool)] \
-        if "constant_channels" in table else table.iloc[:0]
-    if len(lacking):
-        notes.append(f"{named(lacking, lambda row: f'{Path(row.image_path).name}: {list(row.constant_channels)}')} "
-                     f"have a channel of a single value (a modality missing, all zeros?): the model uses every "
-                     f"channel, so their masks may be wrong")
-    return notes
+    return notes + channel_notes(table)
+
+
+def channel_notes(table: pd.DataFrame) -> list[str]:
+    """The line on images with a channel of a single value, not wholly constant (a modality missing); or none (slides
+    have no channels checked)."""
+    if "constant_channels" not in table:
+        return []
+    some = table["constant_channels"].map(lambda found: isinstance(found, (list, np.ndarray)) and len(found) > 0)
+    lacking = table[some & ~table["constant"].fillna(False).astype(bool)]
+    named = ", ".join(f"{Path(row.image_path).name}: {[int(c) for c in row.constant_channels]}"
+                      for row in lacking.head(3).itertuples())
+    return [f"{len(lacking)} image(s) ({named}{', ...' if len(lacking) > 3 else ''}) have a channel of a single value "
+            f"(a modality missing, all zeros?): the model uses every channel, so their masks may be wrong"] \
+        if len(lacking) else []
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
