@@ -86,10 +86,6 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     """Lines on images that are segmented but may not be what the user meant (each naming a few): those with an EXIF
     orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored), constant
     ones (a single value: blank or failed exports, whose masks mean nothing) and those with a constant channel."""
-    def named(rows: pd.DataFrame, label) -> str:
-        shown = ", ".join(label(row) for row in rows.head(3).itertuples())
-        return f"{len(rows)} image(s) ({shown}{', ...' if len(rows) > 3 else ''})"
-
     notes = []
     turned = table[table["exif_orientation"].fillna(1) != 1] if "exif_orientation" in table else table.iloc[:0]
     if len(turned):
@@ -111,11 +107,15 @@ def channel_notes(table: pd.DataFrame) -> list[str]:
         return []
     some = table["constant_channels"].map(lambda found: isinstance(found, (list, np.ndarray)) and len(found) > 0)
     lacking = table[some & ~table["constant"].fillna(False).astype(bool)]
-    named = ", ".join(f"{Path(row.image_path).name}: {[int(c) for c in row.constant_channels]}"
-                      for row in lacking.head(3).itertuples())
-    return [f"{len(lacking)} image(s) ({named}{', ...' if len(lacking) > 3 else ''}) have a channel of a single value "
-            f"(a modality missing, all zeros?): the model uses every channel, so their masks may be wrong"] \
-        if len(lacking) else []
+    shown = named(lacking, lambda row: f"{Path(row.image_path).name}: {[int(c) for c in row.constant_channels]}")
+    return [f"{shown} have a channel of a single value (a modality missing, all zeros?): the model uses every "
+            f"channel, so their masks may be wrong"] if len(lacking) else []
+
+
+def named(rows: pd.DataFrame, label) -> str:
+    """'2 image(s) (a.png, b.png)': how many rows, and the `label` of each of the first three."""
+    shown = ", ".join(label(row) for row in rows.head(3).itertuples())
+    return f"{len(rows)} image(s) ({shown}{', ...' if len(rows) > 3 else ''})"
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",

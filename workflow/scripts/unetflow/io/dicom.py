@@ -154,8 +154,7 @@ def check_decoders(folder: Path, headers: list) -> None:
 def sorted_slices(folder: Path, headers: list) -> tuple[list, np.ndarray]:
     """The slices in order along the slice normal and the step from one to the next (a vector in LPS mm); or
     ImageReadError for duplicated positions, missing slices and uneven spacing."""
-    orientation = np.array(headers[0].ImageOrientationPatient, float)
-    normal = np.cross(orientation[:3], orientation[3:])
+    normal = slice_normal(headers[0])
     positions = np.array([h.ImagePositionPatient for h in headers], float)
     order = np.argsort(positions @ normal, kind="stable")
     headers, positions = [headers[i] for i in order], positions[order]
@@ -167,11 +166,16 @@ def sorted_slices(folder: Path, headers: list) -> tuple[list, np.ndarray]:
     return headers, (positions[-1] - positions[0]) / (len(headers) - 1)
 
 
+def slice_normal(header) -> np.ndarray:
+    """The unit normal of a slice's plane (LPS): the cross product of its row and column directions."""
+    orientation = np.array(header.ImageOrientationPatient, float)
+    return np.cross(orientation[:3], orientation[3:])
+
+
 def log_tilt(folder: Path, first, step: np.ndarray) -> None:
     """A warning for slices stacked at an angle to their normal (a gantry-tilted CT): the grid is kept sheared, as
     the headers give it, the mask written on it; the slices are |step . normal| apart, not |step|."""
-    orientation = np.array(first.ImageOrientationPatient, float)
-    normal = np.cross(orientation[:3], orientation[3:])
+    normal = slice_normal(first)
     cosine = abs(float(step @ normal)) / float(np.linalg.norm(step))
     if cosine < np.cos(np.radians(TILT_DEGREES)):
         logging.getLogger(__name__).warning(
