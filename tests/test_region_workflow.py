@@ -76,7 +76,9 @@ def test_the_package_predicts_the_regions_without_the_config(region_run, tmp_pat
                                 slice_axis=0, slices=1)])
     summary, _ = predictor.predict_sources(source, tmp_path, save_probabilities=True)
     np.testing.assert_allclose(read_probabilities(tmp_path / "n.npz"), probs, atol=1e-3)  # region probabilities
-    assert summary["class_name"].tolist() == list(NESTED_CLASSES)
+    assert summary["class_name"].tolist() == ["background", *REGION_NAMES]  # counted per region, as scored
+    regions = predictor.package.regions.masks(labels)
+    assert summary["pixels"].tolist() == [int((~regions.any(0)).sum()), *[int(mask.sum()) for mask in regions]]
     assert summary["confidence"].dropna().between(0.5, 1).all()
 
 

@@ -238,7 +238,8 @@ class Predictor:
         for name, unit in units(source):
             found = {"objects": sum(row["case"] == name for row in objects)} if target else {}
             rows += [dict(row, **found) for row in unit_summary(name, source, unit, path, unit_array(counted, unit),
-                                                                unit_array(confidence, unit), self.package.classes)]
+                                                                unit_array(confidence, unit), self.package.classes,
+                                                                self.package.regions)]
             if save_probabilities:
                 part = probs[:, unit]
                 write_probabilities(part[:, 0] if part.shape[1] == 1 else part, out_dir, name)

@@ -1,8 +1,8 @@
-"""Summaries of predicted masks without ground truth: per unit (a 2D image, a page of a stack, a volume) and class, the
-pixel count, the size in physical units where the spacing is known (NIfTI headers), the number of connected
-components, and the mean maximum softmax inside the predicted pixels (a confidence to sort by, to find the cases to
-check by hand; of a region model, the mean of each pixel's least certain region decision, see
-`unetflow.infer.predictor.pixel_confidence`)."""
+"""Summaries of predicted masks without ground truth: per unit (a 2D image, a page of a stack, a volume) and class (of a
+region model: region, as evaluate scores them, 1..R in order and 0 for the pixels in no region), the pixel count, the
+size in physical units where the spacing is known (NIfTI headers), the number of connected components, and the mean
+maximum softmax inside the predicted pixels (a confidence to sort by, to find the cases to check by hand; of a region
+model, the mean of each pixel's least certain region decision, see `unetflow.infer.predictor.pixel_confidence`)."""
 
 import math
 
@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from unetflow.io.labels import trained_classes
 from unetflow.io.nifti import volume_unit, voxel_volume
+from unetflow.io.regions import Regions
 from unetflow.io.sources import unit_spacing
 
 SUMMARY_COLUMNS = ("id", "image_path", "mask_path", "kind", "class", "class_name", "pixels", "physical_size",
@@ -29,17 +30,28 @@ def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
     return float(size), f"{volume_unit(row['image_path'])}^{len(spacing)}"
 
 
+def counted_masks(labels: np.ndarray, classes: pd.DataFrame, regions: Regions | None):
+    """(index, name, mask) of each class a summary counts in class indices `labels`: the trained classes, or of a
+    region model its regions (1..R) after the pixels in no region (0, the background's name)."""
+    trained = trained_classes(classes)
+    if regions is None:
+        return [(int(entry["index"]), entry["name"], labels == entry["index"]) for entry in trained.to_dict("records")]
+    masks = regions.masks(labels)
+    return [(0, trained["name"].iloc[0], ~masks.any(0)),
+            *[(number, name, mask) for number, (name, mask) in enumerate(zip(regions.names, masks), start=1)]]
+
+
 def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, confidence: np.ndarray,
-                 classes: pd.DataFrame) -> list[dict]:
-    """One row per trained class of a unit of a source: `labels` and `confidence` (the maximum softmax, or a
-    region model's confidence) are its parts of the source's arrays (2D or 3D, see `unetflow.io.sources.unit_array`)."""
+                 classes: pd.DataFrame, regions: Regions | None = None) -> list[dict]:
+    """One row per trained class (or region of a region model) of a unit of a source: `labels` and `confidence` (the
+    maximum softmax, or a region model's confidence) are its parts of the source's arrays (2D or 3D, see
+    `unetflow.io.sources.unit_array`)."""
     size, physical_unit = physical_pixel(row, unit)
     rows = []
-    for entry in trained_classes(classes).to_dict("records"):
-        chosen = labels == entry["index"]
+    for index, class_name, chosen in counted_masks(labels, classes, regions):
         pixels = int(chosen.sum())
         rows.append(dict(id=name, image_path=row["image_path"], mask_path=str(mask_path), kind=row["kind"],
-                         **{"class": int(entry["index"])}, class_name=entry["name"], pixels=pixels,
+                         **{"class": index}, class_name=class_name, pixels=pixels,
                          physical_size=pixels * size, physical_unit=physical_unit,
                          components=int(ndimage.label(chosen)[1]) if pixels else 0,
                          confidence=float(confidence[chosen].mean()) if pixels else float("nan")))
