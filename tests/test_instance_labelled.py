@@ -126,7 +126,7 @@ def test_masks_of_a_few_numbered_objects_are_refused_as_instance_labelled(tmp_pa
     message = ingest_error(images, masks)
     assert message.startswith("1 problem(s)")
     assert "7 of 8 masks look instance-labelled (one id per object" in message  # the empty mask is not named
-    assert "c1.png: 4 values, 4 of them one object each" in message
+    assert "c3.png: 7 values, 7 of them one object each" in message  # the fullest named first
     assert "the data set would have 8 classes (the masks hold ids 1..n, n from 1 to 7)" in message
     assert "Set data.instances: true" in message and "data.foreground: nonzero" in message
     manifest, _ = build_manifest(str(images), str(masks), instances=True)
@@ -137,6 +137,28 @@ def test_an_edited_mask_with_a_gap_in_its_ids_is_still_taken_for_objects(tmp_pat
     discs = [list(range(1, n + 1)) for n in [1, 4, 2, 7, 3, 5, 6]] + [[1, 2, 5]]  # an object deleted by hand
     images, masks = write_discs(tmp_path, discs)
     assert "8 of 8 masks look instance-labelled" in ingest_error(images, masks)
+
+
+def write_ball_stacks(folder, counts: list[int]) -> tuple:
+    """TIFF stack pairs s<i> (12 pages of 48 x 64): mask i holds n = counts[i] balls of ids 1..n, apart from each
+    other, each spanning several pages (a confocal stack's nuclei)."""
+    (folder / "images").mkdir(), (folder / "masks").mkdir()
+    z, y, x = np.mgrid[:12, :48, :64]
+    for index, count in enumerate(counts):
+        mask = np.zeros(z.shape, np.uint16)
+        for place in range(count):
+            centre = (4 + 4 * (place % 2), 10 + 14 * (place // 4 % 3), 8 + 16 * (place % 4))
+            mask[(z - centre[0]) ** 2 * 4 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < 36] = place + 1
+        tifffile.imwrite(folder / "images" / f"s{index}.tif", np.where(mask > 0, 900, 100).astype(np.uint16))
+        tifffile.imwrite(folder / "masks" / f"s{index}.tif", mask)
+    return folder / "images", folder / "masks"
+
+
+def test_stacks_of_a_few_numbered_objects_are_refused_as_instance_labelled(tmp_path):
+    images, masks = write_ball_stacks(tmp_path, [6, 8, 9, 6, 7, 9])  # nuclei in 3D, one ball each
+    message = ingest_error(images, masks)
+    assert "6 of 6 masks look instance-labelled" in message and "s2.tif: 9 values, 9 of them one object" in message
+    assert "n from 6 to 9" in message and "Set data.instances: true" in message
 
 
 @pytest.mark.parametrize("discs", [

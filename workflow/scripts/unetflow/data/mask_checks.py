@@ -6,9 +6,10 @@ trained as a class when it is not one. Each refuses before any training, naming 
   a mask with at least INSTANCE_MIN_VALUES non-zero values of which at least INSTANCE_REGION_SHARE are objects:
   one connected region (8-neighbourhood) of at least OBJECT_MIN_PIXELS pixels each; touching objects of different
   ids count one each. They are not classes: `data.instances: true` trains them as objects (the instance mode),
-  `data.foreground: nonzero` every non-zero value as one foreground class. Masks of few objects each (2D, under
+  `data.foreground: nonzero` every non-zero value as one foreground class. Masks of few objects each (under
   INSTANCE_MIN_VALUES values) are instance-labelled when their counts of values differ (FEW_IDS_COUNTS counts at
-  least) and at least INSTANCE_REGION_SHARE of the masks hold the ids 1..n and of the values are one object each.
+  least) and at least INSTANCE_REGION_SHARE of the masks hold the ids 1..n and of the values are one object each
+  (in 3D for stacks and volumes: one 26-connected region).
 - The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
   in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
   `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
@@ -49,7 +50,6 @@ STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels
 SMALL_CLASS_VALUE = 50       # 255 beside foreground values no larger than this is called an unannotated mark
 EXAMPLES = 3                 # files named as examples in a message
 NONZERO_FIX = "set data.foreground: nonzero to train every non-zero value as one foreground class"
-_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 
 def listed(values: list, limit: int = 5) -> str:
@@ -63,13 +63,15 @@ def listed(values: list, limit: int = 5) -> str:
 
 
 def is_object(pixels: np.ndarray) -> bool:
-    """Whether a value's pixels (a boolean crop) form one 8-connected region of at least OBJECT_MIN_PIXELS."""
-    return pixels.sum() >= OBJECT_MIN_PIXELS and ndimage.label(pixels, structure=_EIGHT_NEIGHBOURS)[1] == 1
+    """Whether a value's pixels (a boolean crop, 2D or 3D) form one connected region (8- or 26-neighbourhood) of at
+    least OBJECT_MIN_PIXELS."""
+    neighbours = np.ones((3,) * pixels.ndim, bool)
+    return pixels.sum() >= OBJECT_MIN_PIXELS and ndimage.label(pixels, structure=neighbours)[1] == 1
 
 
 def object_values(labels: np.ndarray, foreground: set[int]) -> tuple[int, int]:
-    """(number of foreground values, how many of them are one object each) of a 2D label image: objects of one
-    id that touch objects of another id still count one each."""
+    """(number of foreground values, how many of them are one object each) of a label image (2D or 3D): objects of
+    one id that touch objects of another id still count one each."""
     boxes = ndimage.find_objects(labels)
     values = [value for value, box in enumerate(boxes, start=1) if box is not None and value in foreground]
     return len(values), sum(is_object(labels[boxes[value - 1]] == value) for value in values)
@@ -92,19 +94,24 @@ def instance_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, st
 
 
 def few_ids_masks(rows: list[dict], foreground: set[int]) -> list[tuple[str, str, int, int]]:
-    """(mask file, '', values, values that are one object each) of every non-empty 2D mask when their counts of
-    values differ (FEW_IDS_COUNTS at least), INSTANCE_REGION_SHARE of them hold the ids 1..n and of all their values
-    are one object each (masks of a few objects, which `instance_masks` does not read); else []."""
+    """(mask file, '', values, values that are one object each) of every non-empty mask when their counts of values
+    differ (FEW_IDS_COUNTS at least), INSTANCE_REGION_SHARE of them hold the ids 1..n and of all their values are one
+    object each, in 3D for a stack or volume (masks of a few objects, which `instance_masks` does not read); else
+    []."""
     held = {row["mask_path"]: set(row["label_values"]) & foreground for row in rows}
     counts = [len(values) for values in held.values() if values]
     numbered = sum(values == set(range(1, len(values) + 1)) for values in held.values() if values)
-    if any(row["kind"] in ("volume", "stack") for row in rows) or len(set(counts)) < FEW_IDS_COUNTS or \
-            numbered < INSTANCE_REGION_SHARE * len(counts):
+    if len(set(counts)) < FEW_IDS_COUNTS or numbered < INSTANCE_REGION_SHARE * len(counts):
         return []
-    found = [(row["mask_path"], "", *object_values(read_source_mask(row)[0], foreground))
+    found = [(row["mask_path"], "", *object_values(squeezed(read_source_mask(row)), foreground))
              for row in rows if held[row["mask_path"]]]
     objects = sum(single for *_, single in found)
     return found if objects >= INSTANCE_REGION_SHARE * sum(values for _, _, values, _ in found) else []
+
+
+def squeezed(planes: np.ndarray) -> np.ndarray:
+    """A mask's planes (Z, Y, X) as one plane when it has one."""
+    return planes[0] if len(planes) == 1 else planes
 
 
 def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
@@ -116,7 +123,7 @@ def instance_problem(rows: list[dict], foreground: set[int]) -> str | None:
     counts = [values for _, _, values, _ in found]
     few = "" if many else f" (the masks hold ids 1..n, n from {min(counts)} to {max(counts)})"
     examples = "; ".join(f"{path}{where}: {values} values, {single} of them one object each"
-                         for path, where, values, single in found[:EXAMPLES])
+                         for path, where, values, single in sorted(found, key=lambda item: -item[2])[:EXAMPLES])
     files = len({path for path, *_ in found})
     return (f"{files} of {len(rows)} masks look instance-labelled (one id per object, not one value per "
             f"class), e.g. {examples}; trained as they are, the data set would have {len(foreground) + 1} classes"
