@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from conftest import build_manifest
-from unetflow.instances.objects import unit_objects
+from unetflow.instances.objects import source_objects
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import read_mask, write_mask
 from unetflow.io.labels import ID_LIMIT
@@ -79,9 +79,26 @@ def test_a_volume_whose_ids_pass_65535_across_slices_is_written_as_uint32_nifti(
     assert nib.load(few).get_data_dtype() == np.uint16 and read_instance_mask(few, row).max() == 24000
 
 
-def test_the_objects_of_a_volume_are_numbered_on_from_slice_to_slice():
-    foreground = np.zeros((3, 20, 20), np.float32)
-    foreground[:, 2:8, 2:8] = foreground[:, 12:18, 12:18] = 1  # two objects in every slice
-    ids, rows = unit_objects("v", np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
-    assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1, 2], [3, 4], [5, 6]]
-    assert [(row["slice"], row["id"]) for row in rows] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
+def test_objects_that_continue_from_slice_to_slice_keep_one_id():
+    foreground = np.zeros((4, 24, 24), np.float32)
+    foreground[:3, 2:8, 2:8] = 1  # one object through slices 0..2
+    foreground[1:, 12:18, 12:18] = 1  # one from slice 1 on ...
+    foreground[3, 12:18, 13:19] = 1  # ... shifted a pixel in the last (IoU 0.71)
+    foreground[3, 2:5, 2:5] = 1  # a new object where the first was (IoU 0.25 with nothing before it: slice 2 ends it)
+    foreground[2, 20:23, 20:23] = 1  # an object of one slice
+    units = [(f"s_s{page}", slice(page, page + 1)) for page in range(4)]  # the pages of a stack
+    ids, rows = source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1], [1, 2], [1, 2, 3], [2, 4]]
+    assert ids[3, 3, 3] == 4 and ids[3, 15, 18] == 2
+    assert [(row["case"], row["slice"], row["id"]) for row in rows] == [
+        ("s_s0", 0, 1), ("s_s1", 0, 1), ("s_s1", 0, 2), ("s_s2", 0, 1), ("s_s2", 0, 2), ("s_s2", 0, 3),
+        ("s_s3", 0, 2), ("s_s3", 0, 4)]
+    _, volume_rows = source_objects([("v", slice(0, 4))], np.stack([1 - foreground, foreground]), "weight_map", 1)
+    assert [(row["slice"], row["id"]) for row in volume_rows] == [(int(row["case"][-1]), row["id"]) for row in rows]
+
+
+def test_objects_that_only_touch_from_slice_to_slice_stay_apart():
+    foreground = np.zeros((2, 20, 30), np.float32)
+    foreground[0, 4:16, 2:14] = foreground[1, 4:16, 8:20] = 1  # half over each other: IoU 1/3
+    ids, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    assert sorted(np.unique(ids[0])) == [0, 1] and sorted(np.unique(ids[1])) == [0, 2]

@@ -312,9 +312,11 @@ def test_jpeg_mask_write_is_refused(tmp_path):
 
 def test_unsupported_channel_count_is_explained(tmp_path):
     path = tmp_path / "five.tif"
-    tifffile.imwrite(path, np.zeros((5, H, W), np.uint8), metadata={"axes": "CYX"})
-    with pytest.raises(ImageReadError, match="5 channels"):
+    tifffile.imwrite(path, np.zeros((H, W, 5), np.uint8), photometric="minisblack", planarconfig="contig")
+    with pytest.raises(ImageReadError, match="5 samples per pixel, not greyscale .* no channel axis"):
         read_image(path)
+    tifffile.imwrite(path, np.zeros((5, H, W), np.uint8), metadata={"axes": "CYX"})  # named channels
+    assert read_image(path).shape == (H, W, 5)
 
 
 def test_grey_jpeg_mask_is_read_as_labels(tmp_path):

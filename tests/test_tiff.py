@@ -193,7 +193,7 @@ def test_extra_samples_of_a_grey_tiff_are_channels_and_rgb_alpha_is_dropped(tmp_
 
     pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "four.tif", pixels, photometric="minisblack", planarconfig="contig")
-    with pytest.raises(ImageReadError, match="4 channels per pixel"):
+    with pytest.raises(ImageReadError, match="4 samples per pixel, not greyscale"):
         read_image(tmp_path / "four.tif")
     tifffile.imwrite(tmp_path / "rgba.tif", pixels, photometric="rgb", extrasamples=["unassalpha"])
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif"), pixels[..., :3])
@@ -208,3 +208,67 @@ def test_a_two_page_tiff_without_axes_paired_with_a_png_mask_is_named_a_stack(tm
     with pytest.raises(DataValidationError, match=r"c07.png: the image c07.tif is read as a stack of pages .* "
                                                   r"save the image with its axes \(ImageJ or OME"):
         build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+
+
+def test_an_imagej_hyperstack_of_two_channels_is_read_as_two_channels(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 4000, (5, 2, H, W), dtype=np.uint16)  # nuclei and membranes
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "c1.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "masks" / "c1.tif", np.stack([blob_mask()] * 5), imagej=True, metadata={"axes": "ZYX"})
+    assert image_info(tmp_path / "images" / "c1.tif")["channels"] == 2
+    np.testing.assert_array_equal(read_stack(tmp_path / "images" / "c1.tif"), np.moveaxis(stack, 1, -1))
+    manifest, _ = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert manifest[["kind", "slices", "channels"]].values.tolist() == [["stack", 5, 2]]
+
+
+def test_the_colour_map_of_an_imagej_file_only_colours_its_display(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    green = np.zeros((3, 256), np.uint16)
+    green[1] = np.arange(256) * 257  # Fiji's "Green" LUT, saved as a palette TIFF
+    tifffile.imwrite(tmp_path / "lut.tif", grey, imagej=True, photometric="palette", colormap=green,
+                     metadata={"axes": "ZYX"})
+    np.testing.assert_array_equal(read_stack(tmp_path / "lut.tif"), grey[..., None])
+    tifffile.imwrite(tmp_path / "indexed.tif", grey[0], photometric="palette", colormap=green)  # not ImageJ's
+    np.testing.assert_array_equal(read_image(tmp_path / "indexed.tif")[..., 1], grey[0])
+
+
+@pytest.mark.parametrize("shape, axes, named", [((3, 4, 16, 16), "TZYX", "(T 3, Z 4)"),
+                                                ((5, 2, 16, 16), None, "(Q 5, Q 2)")], ids=["time-lapse", "unnamed"])
+def test_planes_stacked_along_two_axes_are_refused_naming_them(tmp_path, shape, axes, named):
+    options = dict(imagej=True, metadata={"axes": axes}) if axes else {}
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros(shape, np.uint8), **options)
+    with pytest.raises(ImageReadError) as error:
+        image_info(tmp_path / "t.tif")
+    assert f"stack the 2D planes along more than one axis {named}" in str(error.value)
+    assert "Save one file per time point" in str(error.value) and "is corrupt" not in str(error.value)
+
+
+@pytest.mark.parametrize("options", [dict(imagej=True, resolution=(5, 5), metadata={"axes": "ZYX", "spacing": 1.0,
+                                                                                     "unit": "micron"}),
+                                     dict(metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2,
+                                                    "PhysicalSizeZ": 1.0})], ids=["imagej", "ome"])
+def test_masks_written_for_a_calibrated_stack_keep_its_voxel_size(tmp_path, options):
+    from unetflow.io.prediction_files import write_source_labels
+
+    image = tmp_path / ("c.tif" if "imagej" in options else "c.ome.tif")
+    tifffile.imwrite(image, np.zeros((4, H, W), np.uint16), **options)
+    row = dict(kind="stack", image_path=str(image))
+    with tifffile.TiffFile(write_source_labels(tmp_path / "m.tif", np.ones((4, H, W), np.uint8), row)) as written:
+        assert written.pages.first.resolution == (5, 5) and written.series[0].axes == "ZYX"
+        assert {key: written.imagej_metadata[key] for key in ("spacing", "unit")} == dict(spacing=1.0, unit="micron")
+    ids = np.full((4, H, W), 70000, np.uint32)  # more ids than ImageJ's 16 bits: px per cm in the TIFF tags
+    with tifffile.TiffFile(write_source_labels(tmp_path / "i.tif", ids, row, limit=2 ** 32 - 1)) as written:
+        assert written.pages.first.resolution == (50000, 50000) and written.pages.first.resolutionunit == 3
+
+
+def test_a_mask_written_for_a_tiff_keeps_its_resolution_tags(tmp_path):
+    from unetflow.io.prediction_files import write_source_labels
+
+    tifffile.imwrite(tmp_path / "p.tif", ramp((H, W)), resolution=(300, 300), resolutionunit=2)  # 300 dpi
+    row = dict(kind="image", image_path=str(tmp_path / "p.tif"))
+    with tifffile.TiffFile(write_source_labels(tmp_path / "m.tif", np.ones((1, H, W), np.uint8), row)) as written:
+        assert written.pages.first.resolution == (300, 300) and written.pages.first.resolutionunit == 2
+    cv2.imwrite(str(tmp_path / "p.png"), ramp((H, W)))
+    png = dict(row, image_path=str(tmp_path / "p.png"))
+    with tifffile.TiffFile(write_source_labels(tmp_path / "n.tif", np.ones((1, H, W), np.uint8), png)) as written:
+        assert written.pages.first.resolution == (1, 1)  # tifffile's default: a PNG's pixel size is not read

@@ -24,7 +24,7 @@ from unetflow.data.preprocess import network_array
 from unetflow.gpu import pick_device, uses_bf16
 from unetflow.infer.package import Package, load_package, versions
 from unetflow.infer.summary import unit_summary
-from unetflow.instances.objects import object_table, unit_objects
+from unetflow.instances.objects import object_table, source_objects
 from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.formats import is_series, seg_path
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
@@ -236,7 +236,7 @@ class Predictor:
         confidence = pixel_confidence(probs, self.package.regions)
         counted, rows = self.summary_labels(labels, probs), []
         for name, unit in units(source):
-            found = {"objects": sum(row["case"] == name for row in objects)} if target else {}
+            found = {"objects": len({row["id"] for row in objects if row["case"] == name})} if target else {}
             rows += [dict(row, **found) for row in unit_summary(name, source, unit, path, unit_array(counted, unit),
                                                                 unit_array(confidence, unit), self.package.classes,
                                                                 self.package.regions)]
@@ -251,10 +251,8 @@ class Predictor:
         component per unit, written as labels), or in the instance mode object ids and their rows."""
         settings, target, regions = self.package.predict, self.package.instance_target, self.package.regions
         if target:
-            found = [unit_objects(name, probs[:, unit], target, settings["min_object_size"],
+            return source_objects(units(source), probs, target, settings["min_object_size"],
                                   self.package.object_probability)
-                     for name, unit in units(source)]
-            return np.concatenate([ids for ids, _ in found]), [row for _, rows in found for row in rows]
         if not settings["largest_component"]:
             return self.labels(probs), []
         if regions is not None:

@@ -18,6 +18,10 @@ The foreground of both is the pixels whose probability of not being background e
 (OBJECT_PROBABILITY unless a package chose another on its validation images: `unetflow.infer.object_probability`; a
 higher one keeps the pixels the network is unsure of, as in a gap it found only in part, out of the objects).
 Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
+
+Volumes and the pages of a stack are segmented slice by slice; an object of a slice that overlaps one of the slice
+before by an IoU over STITCH_IOU continues it (keeps its id, as Cellpose stitches 2D masks into 3D), so the written
+ids are 3D objects; the others get new ids. Object rows and object metrics stay per slice.
 """
 
 import numpy as np
@@ -34,6 +38,7 @@ SEED_HEIGHT = 0.5  # pixels: how far a peak of the smoothed distance must rise a
 NECK_SHARE = 0.8  # two peaks' objects are one where the neck between them is this share of the smaller's peak
 GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
 FULL_CONNECTIVITY = np.ones((3, 3), bool)
+STITCH_IOU = 0.5  # an object of a slice continues one of the slice before that it overlaps by more than this IoU
 
 
 def remove_small_objects(ids: np.ndarray, min_size: int) -> np.ndarray:
@@ -152,18 +157,47 @@ def object_rows(case_id: str, ids: np.ndarray, probs, slice_index: int = 0) -> l
     return rows
 
 
-def unit_objects(name: str, probabilities: np.ndarray, target: str, min_size: int,
-                 object_probability: float = OBJECT_PROBABILITY) -> tuple[np.ndarray, list[dict]]:
-    """The objects of a unit's softmax (K, Z, Y, X), found slice by slice: their ids (Z, Y, X), unique in the unit
-    (a later slice's ids follow the earlier slices'), and their rows (`object_rows`)."""
-    ids, rows, offset = [], [], 0
-    for index in range(probabilities.shape[1]):
-        found = instances_from_probabilities(probabilities[:, index], target, min_size, object_probability)
-        shifted = np.where(found > 0, found.astype(np.int64) + offset, 0)
-        rows += object_rows(name, shifted, probabilities[:, index], index)
-        ids.append(shifted)
-        offset = max(offset, int(shifted.max(initial=0)))
-    return np.stack(ids), rows
+def numbered_on(slices: list[np.ndarray]) -> np.ndarray:
+    """Id maps of slices, each numbered 1..n, as one (Z, Y, X) map whose later slices' ids follow the earlier ones'."""
+    offsets = np.cumsum([0] + [int(ids.max(initial=0)) for ids in slices[:-1]])
+    return np.stack([np.where(ids > 0, ids.astype(np.int64) + offset, 0) for ids, offset in zip(slices, offsets)])
+
+
+def continued(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """A slice's id map with each object that overlaps an object of the slice before by IoU over STITCH_IOU given
+    that object's id (at most one can be: each holds more than half of the other)."""
+    both = (current > 0) & (previous > 0)
+    if not both.any():
+        return current
+    pairs, shared = np.unique(np.stack([current[both], previous[both]]), axis=1, return_counts=True)
+    area = np.bincount(current.ravel()), np.bincount(previous.ravel())
+    lookup = np.arange(current.max() + 1)
+    for (now, before), overlap in zip(pairs.T, shared):
+        if overlap > STITCH_IOU * (area[0][now] + area[1][before] - overlap):
+            lookup[now] = before
+    return lookup[current]
+
+
+def stitched(ids: np.ndarray) -> np.ndarray:
+    """Id maps of consecutive slices (Z, Y, X; ids unique across slices) with the objects that continue from slice to
+    slice (`continued`) given one id, renumbered 1..N."""
+    ids = ids.copy()
+    for index in range(1, len(ids)):
+        ids[index] = continued(ids[index], ids[index - 1])
+    return relabel_sequential(ids)[0]
+
+
+def source_objects(units: list[tuple[str, slice]], probabilities: np.ndarray, target: str, min_size: int,
+                   object_probability: float = OBJECT_PROBABILITY) -> tuple[np.ndarray, list[dict]]:
+    """The objects of a source's softmax (K, Z, Y, X), found slice by slice and stitched from slice to slice (a
+    nucleus through a volume or the pages of a stack keeps one id): their ids (Z, Y, X), and the rows
+    (`object_rows`) of each unit's (name, slices of Z) slices."""
+    found = [instances_from_probabilities(probabilities[:, index], target, min_size, object_probability)
+             for index in range(probabilities.shape[1])]
+    ids = stitched(numbered_on(found))
+    rows = [row for name, unit in units for index in range(unit.start, unit.stop)
+            for row in object_rows(name, ids[index], probabilities[:, index], index - unit.start)]
+    return ids, rows
 
 
 OBJECT_COLUMNS = ("case", "slice", "id", "area", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom",

@@ -30,7 +30,7 @@ from unetflow.io.formats import (
 )
 from unetflow.io.labels import LABEL_LIMIT, integer_labels, label_dtype
 from unetflow.io.nifti import volume_info
-from unetflow.io.tiff import is_lossy_tiff, read_tiff, truncated
+from unetflow.io.tiff import calibrated, is_lossy_tiff, read_tiff, truncated
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
 TURNED = (5, 6, 7, 8)  # EXIF orientations a viewer shows turned by 90 degrees (height and width swapped)
@@ -94,11 +94,14 @@ def _pillow_pixels(path: Path, fmt: str, mode: str | None = None) -> np.ndarray:
 
 
 def _tiff_channels(path: Path, header: dict) -> int:
-    """Channels `read_image` returns for a TIFF (colour maps give RGB), or ImageReadError for other layouts."""
+    """Channels `read_image` returns for a TIFF: colour maps give RGB, a channel axis of ImageJ or OME metadata
+    (fluorescence channels) as many as it has; ImageReadError for other than 1 or 3 samples per pixel."""
     channels = 3 if header["palette"] else header["samples"] - header["extra"]
-    if channels not in (1, 3):
-        raise ImageReadError(f"{path}: {channels} channels per pixel; only greyscale (1) and RGB (3) images "
-                             f"are supported; export the channels you need as greyscale or RGB")
+    if channels not in (1, 3) and not header["channel_axis"]:
+        raise ImageReadError(f"{path}: {channels} samples per pixel, not greyscale (1) or RGB (3), and no channel "
+                             f"axis in ImageJ or OME metadata says they are channels; save the channels as a "
+                             f"hyperstack (tifffile.imwrite(path, array, imagej=True, metadata={{'axes': 'CYX'}}), "
+                             f"or ZCYX for a stack) or export greyscale or RGB")
     return channels
 
 
@@ -289,10 +292,11 @@ def mask_palette(path) -> list[int] | None:
 
 
 def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit: int = LABEL_LIMIT,
-               smallest=np.uint8) -> None:
+               smallest=np.uint8, pixel_size: dict | None = None) -> None:
     """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits (and `smallest`
     allows), else uint16 (a TIFF also uint32 when `limit` allows it: instance ids); with a `palette` (see
-    `mask_palette`) as a palette-indexed PNG. An (H, W, 3) uint8 array is written as RGB."""
+    `mask_palette`) as a palette-indexed PNG; a TIFF with the `pixel_size` of its image (`unetflow.io.tiff.
+    calibration`). An (H, W, 3) uint8 array is written as RGB."""
     path = writable_mask_path(path)
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[2] == 3 and labels.dtype == np.uint8:
@@ -312,12 +316,15 @@ def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit
             raise ImageReadError(f"{path}: OpenCV could not encode the labels as PNG")
         path.write_bytes(encoded.tobytes())
     else:
-        tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib")
+        tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib",
+                         **calibrated(pixel_size or {}, labels, "YX"))
 
 
-def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT, smallest=np.uint8) -> None:
+def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT, smallest=np.uint8,
+                     pixel_size: dict | None = None) -> None:
     """Write the pages (S, H, W) of integer labels, or (S, H, W, 3) uint8 colours, losslessly as one multi-page TIFF
-    (uint8 if they fit and `smallest` allows, else uint16, uint32 when `limit` allows)."""
+    (uint8 if they fit and `smallest` allows, else uint16, uint32 when `limit` allows), with the `pixel_size` of its
+    image (`unetflow.io.tiff.calibration`)."""
     path = writable_mask_path(path)
     pages = np.asarray(pages)
     if format_suffix(path) not in (".tif", ".tiff"):
@@ -325,7 +332,8 @@ def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT, smallest
     colour = pages.ndim == 4 and pages.shape[3] == 3 and pages.dtype == np.uint8
     if not colour:
         pages = pages.astype(label_dtype(path, pages, limit, smallest))
-    tifffile.imwrite(path, pages, photometric="rgb" if colour else "minisblack", compression="zlib")
+    kept = calibrated(pixel_size or {}, pages, "ZYX") if not colour else {}
+    tifffile.imwrite(path, pages, photometric="rgb" if colour else "minisblack", compression="zlib", **kept)
 
 
 def writable_mask_path(path) -> Path:

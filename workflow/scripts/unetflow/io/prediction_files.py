@@ -26,6 +26,7 @@ from unetflow.io.labels import (
 )
 from unetflow.io.nifti import read_volume, write_label_volume
 from unetflow.io.sources import slice_axis, to_array_order, to_file_order
+from unetflow.io.tiff import calibration
 
 log = logging.getLogger("unetflow.io.prediction_files")
 PROBABILITIES_KEY = "probabilities"
@@ -55,15 +56,16 @@ def write_source_labels(path, values: np.ndarray, row, palette: list[int] | None
                         limit: int = LABEL_LIMIT, smallest=np.uint8) -> Path:
     """Write a source's mask values (Z, Y, X), or colours (Z, Y, X, 3), in its own layout: a 2D file's only slice,
     a stack's pages (each at least of type `smallest`), a volume in its stored axis order with the affine and header
-    of its image."""
+    of its image; a TIFF with its TIFF image's pixel size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if row["kind"] == "volume":
         write_label_volume(path, to_file_order(values, slice_axis(row)), row["image_path"])
     elif row["kind"] == "stack":
-        write_mask_stack(path, values, limit, smallest)
+        write_mask_stack(path, values, limit, smallest, calibration(row["image_path"]))
     else:
-        write_mask(path, values[0], palette=palette, limit=limit, smallest=smallest)
+        write_mask(path, values[0], palette=palette, limit=limit, smallest=smallest,
+                   pixel_size=calibration(row["image_path"]))
     return path
 
 
