@@ -272,3 +272,15 @@ def test_a_mask_written_for_a_tiff_keeps_its_resolution_tags(tmp_path):
     png = dict(row, image_path=str(tmp_path / "p.png"))
     with tifffile.TiffFile(write_source_labels(tmp_path / "n.tif", np.ones((1, H, W), np.uint8), png)) as written:
         assert written.pages.first.resolution == (1, 1)  # tifffile's default: a PNG's pixel size is not read
+
+
+def test_a_stack_saved_one_file_per_slice_is_named_as_such(tmp_path):
+    for kind, pixels in (("images", ramp((H, W))), ("masks", blob_mask())):
+        (tmp_path / kind / "s08").mkdir(parents=True)
+        for index in range(4):  # one file per slice, in a folder per stack
+            cv2.imwrite(str(tmp_path / kind / "s08" / f"z{index:02d}.png"), pixels)
+        cv2.imwrite(str(tmp_path / kind / "c1.png"), pixels)
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert "s08: mask without an image" in str(error.value)
+    assert "it is a folder, read as one mask file per object: if it holds the slices of a stack" in str(error.value)

@@ -215,9 +215,19 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
-    problems += [f"{m}: mask without an image (no image with a matching stem); remove it or add its image"
-                 for m in masks if m not in used and m not in listed]
+    problems += [unpaired_mask(m) for m in masks if m not in used and m not in listed]
     return pairs, problems
+
+
+def unpaired_mask(mask: Path) -> str:
+    """The problem of a mask no image pairs with; of a folder (read as one mask file per object), what else it may be:
+    a stack saved one file per slice, whose image folder is not read either."""
+    problem = f"{mask}: mask without an image (no image with a matching stem); remove it or add its image"
+    if mask.is_dir():
+        problem += (f"; it is a folder, read as one mask file per object: if it holds the slices of a stack (as "
+                    f"an image folder of that name would), save the image and the mask each as one multi-page TIFF "
+                    f"(tifffile.imwrite('{mask.name}.tif', numpy.stack(slices)))")
+    return problem
 
 
 def read_manifest_file(path: str, required=("image", "mask"), key: str = "data.manifest") -> list[dict]:
