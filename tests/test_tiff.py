@@ -5,6 +5,7 @@ is explained (a codec that is not installed, a truncated file, a file that is no
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -284,3 +285,21 @@ def test_a_stack_saved_one_file_per_slice_is_named_as_such(tmp_path):
         build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
     assert "s08: mask without an image" in str(error.value)
     assert "it is a folder, read as one mask file per object: if it holds the slices of a stack" in str(error.value)
+
+
+def test_a_tiff_stating_another_pixel_size_than_the_others_is_warned_about(tmp_path, caplog):
+    from unetflow.data.data_warnings import data_warnings, log_warnings
+
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    for name, per_micron in (("a", 5), ("b", 5), ("c", 5), ("fine", 10)):  # 0.2 µm pixels, one of 0.1 µm
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", ramp((H, W)), imagej=True, resolution=(per_micron,) * 2,
+                         metadata={"unit": "micron"})
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", blob_mask(), resolution=(72 + per_micron,) * 2,
+                         resolutionunit=2)  # dots per inch, which say nothing of the pixel size: not compared
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    rows = data_warnings(manifest, classes).query("kind == 'pixel_size'")
+    assert [Path(file).name for file in rows["file"]] == ["fine.tif"] and rows["value"].tolist() == [0.5]
+    with caplog.at_level("WARNING"):
+        log_warnings(rows)
+    assert "1 TIFF image(s) stating another pixel size than the others (e.g. fine.tif: 0.1 µm per pixel, 0.50 " \
+           "times the median 0.2 µm)" in caplog.text

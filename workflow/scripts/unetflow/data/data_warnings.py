@@ -2,9 +2,9 @@
 nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
 colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes whose pixdim and affine
 disagree, binary masks that look inverted, images of a single value, images with a channel of a single value, masks
-without foreground. Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as
-`data/warnings.parquet`), and the log gets one summary line per kind with counts and a few examples, however many rows
-there are.
+without foreground, TIFFs that state another pixel size than the others. Each is one row of a table (columns
+WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
+counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -15,12 +15,14 @@ import pandas as pd
 
 from unetflow.io.formats import OBJECT_FOLDER
 from unetflow.io.labels import trained_classes
+from unetflow.io.tiff import CENTIMETER, CENTIMETRES, calibration
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
 RARE_CLASS_SHARE = 0.1  # a class in at most this share of the masks is named ...
 RARE_CLASS_FILES = 10   # ... in a data set of at least this many mask files
 INVERTED_RATIO = 3      # a binary mask over half foreground and this many times the median share looks inverted
+PIXEL_SIZE_TOLERANCE = 0.1  # a TIFF's stated pixel size this share off the data set's median is named
 EXAMPLES = 3            # rows named in a summary line
 WARNING_COLUMNS = ["kind", "file", "value", "detail"]
 
@@ -148,12 +150,36 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
             for path, share in zip(manifest["mask_path"], shares) if share > max(0.5, INVERTED_RATIO * median)]
 
 
+def stated_pixel_size(path: str) -> float | None:
+    """The pixel width a TIFF states in centimetres (ImageJ and OME units, TIFF resolution tags in centimetres; not
+    in inches: dots per inch are a print setting of photos), or None."""
+    stated = calibration(path)
+    if "unit" in stated:
+        centimetres = CENTIMETRES.get(stated["unit"])
+    else:
+        centimetres = 1.0 if stated.get("resolutionunit") == CENTIMETER else None
+    return centimetres / stated["resolution"][0] if centimetres else None
+
+
+def pixel_size_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per TIFF image whose stated pixel size is PIXEL_SIZE_TOLERANCE or more off the median of the TIFFs
+    that state one (its value: the ratio): objects are that much larger or smaller in its pixels."""
+    paths = [path for path in manifest["image_path"].drop_duplicates() if str(path).lower().endswith((".tif", ".tiff"))]
+    sizes = {path: size for path in paths if (size := stated_pixel_size(path))}
+    if len(sizes) < 2:
+        return []
+    median = float(np.median(list(sizes.values())))
+    return [dict(kind="pixel_size", file=path, value=size / median,
+                 detail=f"{size * 1e4:.4g} µm per pixel, {size / median:.2f} times the median {median * 1e4:.4g} µm")
+            for path, size in sizes.items() if abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE]
+
+
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
     """Every warning about a checked data set (its manifest and class table) as a table: kind, file (None for the
     whole data set), value (a number whose meaning the kind gives), detail."""
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + covered_rows(manifest) + colour_id_rows(manifest)
-            + constant_channel_rows(manifest) + empty_rows(manifest, classes)
+            + constant_channel_rows(manifest) + empty_rows(manifest, classes) + pixel_size_rows(manifest)
             + orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
             + flagged_rows(manifest, "spacing_mismatch", "spacing_mismatch", "image_path", "pixdim and affine differ")
@@ -211,6 +237,10 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "inverted": lambda rows, examples: (
         f"{len(rows)} mask(s) with far more foreground than the others (e.g. {examples}: {rows['detail'].iloc[0]}): "
         f"saved inverted, the objects as background? If so, invert them"),
+    "pixel_size": lambda rows, examples: (
+        f"{len(rows)} TIFF image(s) stating another pixel size than the others (e.g. {examples}: "
+        f"{rows['detail'].iloc[0]}): the network learns objects by their size in pixels, so theirs look larger or "
+        f"smaller; resample them to one pixel size (or check their metadata)"),
     "constant_image": lambda rows, examples: (
         f"{len(rows)} image(s) of a single value (e.g. {examples}): blank, or a failed export? Their masks are "
         f"learned from no signal; replace or remove them"),
