@@ -30,8 +30,8 @@ from unetflow.infer.slide import (
     slide_row,
     tile_steps,
 )
+from unetflow.io.calibration import ome_pixel_sizes
 from unetflow.io.formats import ImageReadError
-from unetflow.io.slide_backends import ome_pixel_sizes
 from unetflow.io.slide_labels import write_label_pyramid
 from unetflow.io.slides import Slide, block_mean, choose_level, is_slide
 

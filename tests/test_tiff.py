@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -303,3 +304,24 @@ def test_a_tiff_stating_another_pixel_size_than_the_others_is_warned_about(tmp_p
         log_warnings(rows)
     assert "1 TIFF image(s) stating another pixel size than the others (e.g. fine.tif: 0.1 µm per pixel, 0.50 " \
            "times the median 0.2 µm)" in caplog.text
+
+
+def test_infer_names_tiffs_of_another_pixel_size_than_the_training_images(tmp_path):
+    from test_infer import make_package
+
+    from unetflow.infer.infer import check_images, check_notes
+    from unetflow.infer.package import load_package, tiff_pixel_size
+
+    paths = []
+    for name, per_micron in (("a", 5), ("b", 5), ("fine", 10), ("plain", None)):
+        paths.append(tmp_path / f"{name}.tif")
+        options = dict(imagej=True, resolution=(per_micron,) * 2, metadata={"unit": "micron"}) if per_micron else {}
+        tifffile.imwrite(paths[-1], ramp((H, W)), **options)
+    assert tiff_pixel_size(pd.DataFrame({"image_path": list(map(str, paths[:2]))})) == pytest.approx(0.2)
+    package = load_package(make_package(tmp_path))
+    assert check_notes(check_images(paths, package)) == []  # trained on PNGs: no pixel size to compare with
+    package.training_data["tiff_pixel_size"] = 0.2
+    notes = check_notes(check_images(paths, package))
+    assert notes == ["1 image(s) (fine.tif: 0.50 times) state another pixel size than the model's training images: "
+                     "the model segments pixels as they are, so objects look larger or smaller to it than in "
+                     "training; resample them to the training images' pixel size for the masks it was trained to give"]

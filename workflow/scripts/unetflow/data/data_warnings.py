@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes
 from unetflow.io.formats import OBJECT_FOLDER
 from unetflow.io.labels import trained_classes
-from unetflow.io.tiff import CENTIMETER, CENTIMETRES, calibration
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
 RARE_CLASS_SHARE = 0.1  # a class in at most this share of the masks is named ...
 RARE_CLASS_FILES = 10   # ... in a data set of at least this many mask files
 INVERTED_RATIO = 3      # a binary mask over half foreground and this many times the median share looks inverted
-PIXEL_SIZE_TOLERANCE = 0.1  # a TIFF's stated pixel size this share off the data set's median is named
 EXAMPLES = 3            # rows named in a summary line
 WARNING_COLUMNS = ["kind", "file", "value", "detail"]
 
@@ -150,27 +149,15 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
             for path, share in zip(manifest["mask_path"], shares) if share > max(0.5, INVERTED_RATIO * median)]
 
 
-def stated_pixel_size(path: str) -> float | None:
-    """The pixel width a TIFF states in centimetres (ImageJ and OME units, TIFF resolution tags in centimetres; not
-    in inches: dots per inch are a print setting of photos), or None."""
-    stated = calibration(path)
-    if "unit" in stated:
-        centimetres = CENTIMETRES.get(stated["unit"])
-    else:
-        centimetres = 1.0 if stated.get("resolutionunit") == CENTIMETER else None
-    return centimetres / stated["resolution"][0] if centimetres else None
-
-
 def pixel_size_rows(manifest: pd.DataFrame) -> list[dict]:
     """One row per TIFF image whose stated pixel size is PIXEL_SIZE_TOLERANCE or more off the median of the TIFFs
     that state one (its value: the ratio): objects are that much larger or smaller in its pixels."""
-    paths = [path for path in manifest["image_path"].drop_duplicates() if str(path).lower().endswith((".tif", ".tiff"))]
-    sizes = {path: size for path in paths if (size := stated_pixel_size(path))}
+    sizes = stated_pixel_sizes(manifest["image_path"])
     if len(sizes) < 2:
         return []
     median = float(np.median(list(sizes.values())))
     return [dict(kind="pixel_size", file=path, value=size / median,
-                 detail=f"{size * 1e4:.4g} µm per pixel, {size / median:.2f} times the median {median * 1e4:.4g} µm")
+                 detail=f"{size:.4g} µm per pixel, {size / median:.2f} times the median {median:.4g} µm")
             for path, size in sizes.items() if abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE]
 
 

@@ -30,6 +30,7 @@ from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
+from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
 from unetflow.io.slide_backends import pixel_size_of
@@ -63,8 +64,17 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
-               constant=bool(image.min() == image.max()), constant_channels=constant_channels(image))
+               constant=bool(image.min() == image.max()), constant_channels=constant_channels(image),
+               pixel_size_ratio=pixel_size_ratio(path, package))
     return row, problems
+
+
+def pixel_size_ratio(path: Path, package: Package) -> float:
+    """The pixel size a TIFF states over the one the package's training TIFFs stated (their median); NaN where
+    either is unknown."""
+    trained = package.training_data.get("tiff_pixel_size")
+    stated = stated_pixel_sizes([path]).get(str(path))
+    return stated / trained if trained and stated else float("nan")
 
 
 def scale_problem(path: Path, package: Package) -> str | None:
@@ -85,7 +95,8 @@ def scale_problem(path: Path, package: Package) -> str | None:
 def check_notes(table: pd.DataFrame) -> list[str]:
     """Lines on images that are segmented but may not be what the user meant (each naming a few): those with an EXIF
     orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored), constant
-    ones (a single value: blank or failed exports, whose masks mean nothing) and those with a constant channel."""
+    ones (a single value: blank or failed exports, whose masks mean nothing), those with a constant channel and
+    TIFFs of another pixel size than the training images'."""
     notes = []
     turned = table[table["exif_orientation"].fillna(1) != 1] if "exif_orientation" in table else table.iloc[:0]
     if len(turned):
@@ -97,7 +108,18 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     if len(constant):
         notes.append(f"{named(constant, lambda row: Path(row.image_path).name)} hold a single value (blank, or a "
                      f"failed export): segmented, but their masks mean nothing")
-    return notes + channel_notes(table)
+    return notes + channel_notes(table) + pixel_size_notes(table)
+
+
+def pixel_size_notes(table: pd.DataFrame) -> list[str]:
+    """The line on TIFFs that state a pixel size PIXEL_SIZE_TOLERANCE or more off the training images'; or none."""
+    if "pixel_size_ratio" not in table:  # slides only
+        return []
+    off = table[(table["pixel_size_ratio"] - 1).abs() >= PIXEL_SIZE_TOLERANCE]
+    shown = named(off, lambda row: f"{Path(row.image_path).name}: {row.pixel_size_ratio:.2f} times")
+    return [f"{shown} state another pixel size than the model's training images: the model segments pixels as they "
+            f"are, so objects look larger or smaller to it than in training; resample them to the training images' "
+            f"pixel size for the masks it was trained to give"] if len(off) else []
 
 
 def channel_notes(table: pd.DataFrame) -> list[str]:

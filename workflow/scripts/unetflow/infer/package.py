@@ -26,6 +26,7 @@ import torch
 from unetflow.config import PACKAGED_PREDICT_KEYS
 from unetflow.instances.objects import OBJECT_PROBABILITY
 from unetflow.instances.targets import instance_target
+from unetflow.io.calibration import stated_pixel_sizes
 from unetflow.io.images import mask_palette
 from unetflow.io.regions import Regions
 
@@ -120,7 +121,14 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 width_range=[int(manifest["width"].min()), int(manifest["width"].max())],
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
                 foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
-                slide_pixel_size=slide_pixel_size(manifest))
+                slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest))
+
+
+def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:
+    """The median pixel size (µm) the training TIFFs state (ImageJ, OME, resolution tags in centimetres), or None
+    when none states one."""
+    sizes = list(stated_pixel_sizes(manifest["image_path"]).values())
+    return float(np.median(sizes)) if sizes else None
 
 
 def slide_pixel_size(manifest: pd.DataFrame) -> float | None:

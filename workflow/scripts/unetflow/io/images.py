@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from unetflow.io.calibration import calibrated
 from unetflow.io.formats import (
     HEAD_BYTES,
     IMAGE_SUFFIXES,
@@ -30,7 +31,7 @@ from unetflow.io.formats import (
 )
 from unetflow.io.labels import LABEL_LIMIT, integer_labels, label_dtype
 from unetflow.io.nifti import volume_info
-from unetflow.io.tiff import calibrated, is_lossy_tiff, read_tiff, truncated
+from unetflow.io.tiff import is_lossy_tiff, read_tiff, truncated
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
 TURNED = (5, 6, 7, 8)  # EXIF orientations a viewer shows turned by 90 degrees (height and width swapped)
@@ -295,7 +296,7 @@ def write_mask(path, labels: np.ndarray, palette: list[int] | None = None, limit
                smallest=np.uint8, pixel_size: dict | None = None) -> None:
     """Write an (H, W) integer label array losslessly as PNG or TIFF (by suffix): uint8 if it fits (and `smallest`
     allows), else uint16 (a TIFF also uint32 when `limit` allows it: instance ids); with a `palette` (see
-    `mask_palette`) as a palette-indexed PNG; a TIFF with the `pixel_size` of its image (`unetflow.io.tiff.
+    `mask_palette`) as a palette-indexed PNG; a TIFF with the `pixel_size` of its image (`unetflow.io.
     calibration`). An (H, W, 3) uint8 array is written as RGB."""
     path = writable_mask_path(path)
     labels = np.asarray(labels)
@@ -324,7 +325,7 @@ def write_mask_stack(path, pages: np.ndarray, limit: int = LABEL_LIMIT, smallest
                      pixel_size: dict | None = None) -> None:
     """Write the pages (S, H, W) of integer labels, or (S, H, W, 3) uint8 colours, losslessly as one multi-page TIFF
     (uint8 if they fit and `smallest` allows, else uint16, uint32 when `limit` allows), with the `pixel_size` of its
-    image (`unetflow.io.tiff.calibration`)."""
+    image (`unetflow.io.calibration`)."""
     path = writable_mask_path(path)
     pages = np.asarray(pages)
     if format_suffix(path) not in (".tif", ".tiff"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unetflow.io.calibration import calibration
 from unetflow.io.formats import is_volume, volume_suffix
 from unetflow.io.images import read_mask, read_mask_stack, write_mask, write_mask_stack
 from unetflow.io.labels import (
@@ -26,7 +27,6 @@ from unetflow.io.labels import (
 )
 from unetflow.io.nifti import read_volume, write_label_volume
 from unetflow.io.sources import slice_axis, to_array_order, to_file_order
-from unetflow.io.tiff import calibration
 
 log = logging.getLogger("unetflow.io.prediction_files")
 PROBABILITIES_KEY = "probabilities"

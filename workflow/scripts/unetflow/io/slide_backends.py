@@ -17,18 +17,16 @@ Pixels whose tiles are damaged raise DamagedRegionError (the rest of the slide s
 ImageReadError.
 """
 
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import zarr
 
+from unetflow.io.calibration import UNIT_MICRONS, ome_pixel_sizes
 from unetflow.io.formats import ImageReadError
 from unetflow.io.tiff import failure, is_codec_error
 
-MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6, "mm": 1e3, "cm": 1e4, "m": 1e6}
-UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: inch, centimetre
 OPENSLIDE_FORMATS = {".mrxs": "MRXS (3DHISTECH)"}
 OPENSLIDE_INSTALL = "pip install openslide-python openslide-bin (the versions in requirements.txt)"
 BAND = 1024  # rows OpenSlide reads at a time for a selection with a step (the overview)
@@ -110,19 +108,6 @@ def pixel_size_of(tif: tifffile.TiffFile) -> float | None:
     per_unit = [numerator / denominator for numerator, denominator in resolutions if numerator and denominator]
     return square_pixel_size(tif.filehandle.path, [UNIT_MICRONS[unit] / value for value in per_unit]) \
         if len(per_unit) == 2 else None
-
-
-def ome_pixel_sizes(xml: str) -> list[float]:
-    """PhysicalSizeX and PhysicalSizeY of the first OME image in µm (each only when given)."""
-    pixels = next((node for node in ElementTree.fromstring(xml).iter() if node.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return []
-    sizes = []
-    for axis in "XY":
-        value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
-        if value is not None and unit in MICRONS:
-            sizes.append(float(value) * MICRONS[unit])
-    return sizes
 
 
 class OpenSlideReader:

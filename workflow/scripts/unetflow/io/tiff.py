@@ -18,8 +18,6 @@ from unetflow.io.formats import ImageReadError, decode_failed
 RGB = 2  # TIFF photometric interpretation of RGB images
 ALPHA_SAMPLES = (1, 2)  # TIFF extra-sample kinds: associated and unassociated alpha
 PALETTE = 3  # TIFF photometric interpretation of colour-mapped images
-CENTIMETER = 3  # TIFF resolution unit
-CENTIMETRES = {"micron": 1e-4, "µm": 1e-4, "um": 1e-4, "nm": 1e-7, "mm": 0.1, "cm": 1.0}  # of a unit ImageJ names
 LOSSY_COMPRESSIONS = (6, 7, 33007, 34892, 34927, 50001)  # JPEG (old-style, new, Aperio, lossy DNG) and WebP
 _DECODE_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error, zlib.error, RuntimeError,
                   tifffile.TiffFileError)
@@ -155,53 +153,6 @@ def read_tiff(path: Path, pixels: bool) -> tuple[np.ndarray | None, dict]:
     array = array if has_channel else array[..., None]
     array = array.reshape(-1, *array.shape[-3:])
     return array[..., :info["samples"] - info["extra"]], info
-
-
-def ome_calibration(tif: tifffile.TiffFile) -> dict:
-    """The pixel size an OME-TIFF's first image states (PhysicalSizeX/Y/Z), as `calibration` gives it."""
-    images = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-    pixels = (images[0] if isinstance(images, list) else images)["Pixels"]
-    if "PhysicalSizeX" not in pixels:
-        return {}
-    found = dict(resolution=(1 / pixels["PhysicalSizeX"], 1 / pixels.get("PhysicalSizeY", pixels["PhysicalSizeX"])),
-                 unit={"µm": "micron"}.get(pixels.get("PhysicalSizeXUnit", "µm"), pixels.get("PhysicalSizeXUnit")))
-    return found | ({"spacing": pixels["PhysicalSizeZ"]} if "PhysicalSizeZ" in pixels else {})
-
-
-def calibration(path) -> dict:
-    """The pixel size a TIFF states: resolution (pixels per unit along x, y) with, of ImageJ and OME files, the unit
-    (a name) and the slice spacing where given, of others the TIFF resolution unit (code); {} when it states none
-    (or cannot be read: reading it reports why)."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if tif.is_ome:
-                return ome_calibration(tif)
-            page = tif.pages.first
-            if "XResolution" not in page.tags or page.resolution == (1, 1):
-                return {}
-            if tif.is_imagej:
-                meta = tif.imagej_metadata or {}
-                stated = {key: meta[key] for key in ("unit", "spacing") if key in meta}
-                return dict(resolution=page.resolution, **stated)
-            return dict(resolution=page.resolution, resolutionunit=int(page.resolutionunit))
-    except (*_DECODE_ERRORS, ImportError):
-        return {}
-
-
-def calibrated(pixel_size: dict, array: np.ndarray, axes: str) -> dict:
-    """tifffile.imwrite keywords that write a `calibration`'s pixel size with an `array` of `axes` (ZYX or YX): as
-    an ImageJ file (its unit and spacing, as Fiji reads them) where ImageJ holds the array (8/16-bit, 32-bit float),
-    else as the resolution tags."""
-    if "unit" in pixel_size and array.dtype in (np.uint8, np.uint16, np.float32):
-        metadata = {"axes": axes, **{key: pixel_size[key] for key in ("unit", "spacing") if key in pixel_size}}
-        return dict(imagej=True, resolution=pixel_size["resolution"], metadata=metadata)
-    centimetres = CENTIMETRES.get(pixel_size.get("unit"))
-    if centimetres:  # 32-bit ids, which ImageJ does not hold: the resolution tags in pixels per centimetre
-        return dict(resolution=tuple(size / centimetres for size in pixel_size["resolution"]),
-                    resolutionunit=CENTIMETER)
-    if not pixel_size:
-        return {}
-    return dict(resolution=pixel_size["resolution"], resolutionunit=pixel_size.get("resolutionunit", 1))  # 1: none
 
 
 def is_lossy_tiff(path) -> bool:

@@ -1,0 +1,93 @@
+"""The pixel size TIFFs state, read and written again: ImageJ's (resolution tags in pixels per its unit, the slice
+spacing), OME-TIFF's (PhysicalSizeX/Y/Z in their units) and the TIFF resolution tags (pixels per inch or centimetre).
+
+Masks written for a TIFF carry its image's pixel size (`calibration`, `calibrated`), as Fiji and QuPath read it;
+pixel sizes are compared in µm (`stated_pixel_size`).
+"""
+
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import tifffile
+
+MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6,
+           "mm": 1e3, "cm": 1e4, "m": 1e6}  # µm per unit, as OME and ImageJ name units
+UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # µm per TIFF ResolutionUnit: inch, centimetre
+CENTIMETER = 3  # the TIFF ResolutionUnit
+PIXEL_SIZE_TOLERANCE = 0.1  # pixel sizes this share apart are named as different
+_READ_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, tifffile.TiffFileError, ElementTree.ParseError)
+
+
+def ome_pixel_sizes(xml: str, axes: str = "XY") -> list[float]:
+    """PhysicalSize<axis> of the first OME image in µm, for each of `axes` where given."""
+    pixels = next((node for node in ElementTree.fromstring(xml).iter() if node.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return []
+    sizes = []
+    for axis in axes:
+        value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is not None and unit in MICRONS:
+            sizes.append(float(value) * MICRONS[unit])
+    return sizes
+
+
+def ome_calibration(xml: str) -> dict:
+    """An OME-TIFF's pixel size as `calibration` gives it (in µm: unit 'micron'); {} without PhysicalSizeX."""
+    plane = ome_pixel_sizes(xml)
+    if not plane:
+        return {}
+    depth = ome_pixel_sizes(xml, "Z")
+    return dict(resolution=(1 / plane[0], 1 / plane[-1]), unit="micron") | (dict(spacing=depth[0]) if depth else {})
+
+
+def calibration(path) -> dict:
+    """The pixel size a TIFF states: resolution (pixels per unit along x, y) with, of ImageJ and OME files, the unit
+    (a name) and the slice spacing where given, of others the TIFF resolution unit (code); {} when it states none
+    (or is no TIFF, or cannot be read: reading its pixels reports why)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                return ome_calibration(tif.ome_metadata)
+            page = tif.pages.first
+            if "XResolution" not in page.tags or page.resolution == (1, 1):
+                return {}
+            if tif.is_imagej:
+                meta = tif.imagej_metadata or {}
+                stated = {key: meta[key] for key in ("unit", "spacing") if key in meta}
+                return dict(resolution=page.resolution, **stated)
+            return dict(resolution=page.resolution, resolutionunit=int(page.resolutionunit))
+    except _READ_ERRORS:
+        return {}
+
+
+def calibrated(pixel_size: dict, array: np.ndarray, axes: str) -> dict:
+    """tifffile.imwrite keywords that write a `calibration`'s pixel size with an `array` of `axes` (ZYX or YX): as
+    an ImageJ file (its unit and spacing, as Fiji reads them) where ImageJ holds the array (8/16-bit, 32-bit float),
+    else as the resolution tags (32-bit ids: in pixels per centimetre)."""
+    if "unit" in pixel_size and array.dtype in (np.uint8, np.uint16, np.float32):
+        metadata = {"axes": axes, **{key: pixel_size[key] for key in ("unit", "spacing") if key in pixel_size}}
+        return dict(imagej=True, resolution=pixel_size["resolution"], metadata=metadata)
+    microns = MICRONS.get(pixel_size.get("unit"))
+    if microns:
+        return dict(resolution=tuple(size * UNIT_MICRONS[CENTIMETER] / microns for size in pixel_size["resolution"]),
+                    resolutionunit=CENTIMETER)
+    if not pixel_size:
+        return {}
+    return dict(resolution=pixel_size["resolution"], resolutionunit=pixel_size.get("resolutionunit", 1))  # 1: none
+
+
+def stated_pixel_size(path) -> float | None:
+    """The pixel width (µm) a TIFF states in a unit of length: ImageJ and OME units, resolution tags in centimetres
+    (not in inches: dots per inch are a print setting of photos); None otherwise."""
+    stated = calibration(path)
+    if "unit" in stated:
+        microns = MICRONS.get(stated["unit"])
+    else:
+        microns = UNIT_MICRONS[CENTIMETER] if stated.get("resolutionunit") == CENTIMETER else None
+    return microns / stated["resolution"][0] if microns else None
+
+
+def stated_pixel_sizes(paths) -> dict[str, float]:
+    """{path: its `stated_pixel_size`} of the TIFFs among `paths` that state one."""
+    tiffs = [str(path) for path in paths if str(path).lower().endswith((".tif", ".tiff"))]
+    return {path: size for path in dict.fromkeys(tiffs) if (size := stated_pixel_size(path))}
