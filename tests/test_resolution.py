@@ -12,11 +12,14 @@ import torch
 from test_plan import stored, train_section
 
 from conftest import snakemake, tiny_config, write_config
+from unetflow.io.store import save_source
 from unetflow.plan.fingerprint import boundary_distances, finest_boundary_distance
 from unetflow.plan.plan import make_plan, planned_settings
 from unetflow.plan.resolution import TARGET_PASSES, plan_resolution
+from unetflow.train.sampler import validation_cases
 from unetflow.train.schedule import Budget
 from unetflow.train.timing import step_seconds
+from unetflow.train.validation import validation_scores
 
 CPU = dict(type="cpu", name="cpu", memory_bytes=None)
 LARGE = dict(cases=600, median_size=[512, 640], class_shares=[0.8, 0.2], object_diameter_p90=100.0,
@@ -146,3 +149,18 @@ def test_a_model_trained_at_a_lower_resolution_predicts_in_place_on_the_full_gri
     assert halved.shape == full.shape == (2, 1, 300, 400)
     a, b = full.argmax(0).numpy() == 1, halved.argmax(0).numpy() == 1
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99 and torch.allclose(halved.sum(0), torch.ones(1))
+
+
+def test_validation_at_a_lower_resolution_scores_against_the_stored_labels(tmp_path):
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, 8:24, 8:24] = 1  # a block that survives halving ...
+    labels[0, :, 41] = 1  # ... and a 1 px line that does not
+    table = pd.DataFrame({"id": ["v"], "array_path": [str(save_source(tmp_path, "v", labels[None], labels))]})
+    (image, stored_labels), = validation_cases(table, ["v"], dims=2, resolution=0.5)
+    assert image.shape == (1, 32, 32) and np.array_equal(stored_labels, labels[0])
+    model = torch.nn.Conv2d(1, 2, 1)  # foreground where the (halved) image is over 0.6: the line, at 0.5, is lost
+    model.weight.data[:] = torch.tensor([-10.0, 10.0]).view(2, 1, 1, 1)
+    model.bias.data[:] = torch.tensor([6.0, -6.0])
+    _, dice = validation_scores(model.eval(), [(image, stored_labels)], [32, 32], "cpu", "ce_dice")
+    block, line = 16 * 16, 64
+    assert dice == pytest.approx(2 * block / (2 * block + line), abs=0.03)  # 0.89, not the 1.0 of halved labels

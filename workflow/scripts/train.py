@@ -13,7 +13,7 @@ from unetflow.plan.plan import settings_of
 from unetflow.threads import job_threads
 from unetflow.tracking.tracker import tracker_for
 from unetflow.train.finetune import init_weights
-from unetflow.train.sampler import training_cases
+from unetflow.train.sampler import training_cases, validation_cases
 from unetflow.train.train import Trainer
 
 log = stage_logger(snakemake.log[0])
@@ -26,7 +26,7 @@ cfg = {**snakemake.params.train, **settings_of(plan)}
 stored = pd.read_parquet(snakemake.input.stored)
 train_ids, val_ids = fold_ids(pd.read_parquet(snakemake.input.splits), int(snakemake.wildcards.fold))
 train_cases = training_cases(stored, train_ids, cfg["dims"], weights=True, resolution=cfg["resolution"])
-val_cases = training_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolution"])
+val_cases = validation_cases(stored, val_ids, cfg["dims"], resolution=cfg["resolution"])
 log.info("fold %s: %d training and %d validation sources (%d and %d cases of a %dD U-Net)", snakemake.wildcards.fold,
          len(train_ids), len(val_ids), len(train_cases), len(val_cases), cfg["dims"])
 regions = Regions.of(pd.read_parquet(snakemake.input.regions))

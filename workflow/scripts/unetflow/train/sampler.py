@@ -30,6 +30,17 @@ def training_cases(table, ids: list[str], dims: int, weights: bool = False,
     return cases
 
 
+def validation_cases(table, ids: list[str], dims: int, resolution: float = 1.0) -> list[tuple[np.ndarray, ...]]:
+    """The stored sources `ids` as validation cases: as `training_cases`, but with the labels as stored, so a 2D
+    image resized by the plan's `resolution` is scored on its prediction brought back to the stored size, as the
+    workflow's predictions are (thin structures the resizing loses count as missed)."""
+    cases = training_cases(table, ids, dims)
+    if dims == 3 or resolution == 1:
+        return cases
+    return [(resize_image(image, scaled_plane(labels.shape, resolution)).astype(image.dtype), labels)
+            for image, labels in cases]
+
+
 def resized_case(image: np.ndarray, labels: np.ndarray, *weights: np.ndarray, factor: float) -> tuple:
     """A 2D case (image (C, Y, X), labels, weights) resized by `factor`: the image by `resize_image` (kept in its
     stored dtype), labels by their largest share, weights by nearest neighbour."""

@@ -118,7 +118,7 @@ class Trainer:
         self.step_fn = torch.compile(self.model) if cfg["compile"] else self.model
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.budget = training_budget(cfg, self.device.type)
-        self.val_subset = validation_subset([labels.shape for _, labels in val_cases], self.patch,
+        self.val_subset = validation_subset([image.shape[1:] for image, _ in val_cases], self.patch,
                                             cfg["iterations_per_epoch"], self.batch_size, cfg["val_share"],
                                             cfg["seed"])
         self.val_every = validation_interval(self.subset_tiles(), cfg["iterations_per_epoch"], self.batch_size,
@@ -277,11 +277,11 @@ class Trainer:
 
     def subset_tiles(self) -> int:
         """Tiles that validating the subset runs through the network."""
-        return sum(validation_tiles(self.val_cases[i][1].shape, self.patch) for i in self.val_subset)
+        return sum(validation_tiles(self.val_cases[i][0].shape[1:], self.patch) for i in self.val_subset)
 
     def affordable_candidates(self) -> int:
         """Checkpoints the final choice may compare on the whole validation set within train.val_share."""
-        tiles = sum(validation_tiles(labels.shape, self.patch) for _, labels in self.val_cases)
+        tiles = sum(validation_tiles(image.shape[1:], self.patch) for image, _ in self.val_cases)
         validated = sum(1 for row in self.rows if row["val_cases"])
         return affordable_candidates(tiles, self.subset_tiles(), validated, self.step, self.batch_size,
                                      self.cfg["val_share"])

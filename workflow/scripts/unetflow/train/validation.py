@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from unetflow.io.labels import IGNORE_INDEX
+from unetflow.io.resample import resample_probabilities
 from unetflow.net.tiling import sliding_window_predict, tile_grid
 from unetflow.train.losses import first_dice_class, segmentation_loss
 
@@ -28,7 +29,9 @@ def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = 
                       regions: torch.Tensor | None = None, dice_background: bool = False) -> tuple[float, float]:
     """Loss and foreground Dice (pooled over cases; mean over classes 1..K-1, 0..K-1 with `dice_background`, or
     with the region lookup `regions` (see `unetflow.train.losses`) over the regions, each predicted where its sigmoid
-    exceeds 0.5) on whole images or volumes, tiled (in bf16 autocast when training uses it); NaN for no cases."""
+    exceeds 0.5) on whole images or volumes, tiled (in bf16 autocast when training uses it), the probabilities of an
+    image smaller than its labels (a plan's resolution under 1) brought back onto the labels' grid as predictions
+    are; NaN for no cases."""
     if not cases:
         return float("nan"), float("nan")
     regions = None if regions is None else regions.cpu()
@@ -36,6 +39,8 @@ def validation_scores(model, cases, patch, device, loss_kind: str, bf16: bool = 
     for image, labels in cases:
         probs = sliding_window_predict(model, torch.from_numpy(image), patch, overlap=VALIDATION_OVERLAP,
                                        device=device, bf16=bf16, sigmoid=regions is not None)
+        if probs.shape[1:] != labels.shape:
+            probs = torch.from_numpy(resample_probabilities(probs.float().numpy(), labels.shape))
         target = torch.from_numpy(labels.astype(np.int64))
         logits = probs.clamp_min(1e-8).log() if regions is None else torch.logit(probs, eps=1e-6)
         losses.append(float(segmentation_loss(logits[None], target[None], loss_kind, regions=regions,
