@@ -16,6 +16,14 @@ def test_zscore_per_channel():
     assert np.allclose(out.mean(axis=(1, 2)), 0, atol=1e-5) and np.allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["zscore", "zscore_nonzero"])
+def test_a_normalised_image_is_the_same_whatever_the_layout_of_its_array(method):
+    photo = np.random.default_rng(0).integers(0, 256, (640, 640, 3)).astype(np.uint8)  # (H, W, C) as read
+    view = np.moveaxis(photo, -1, 0)  # channels first, not contiguous: as an image read by the API is passed on
+    np.testing.assert_array_equal(normalize(view, method), normalize(np.ascontiguousarray(view), method))
+    assert abs(normalize(view, method).mean()) < 1e-6  # statistics summed in float64: exact to float32's precision
+
+
 def test_zscore_nonzero_is_blind_to_the_zeros_around_the_object_and_keeps_them_zero():
     rng = np.random.default_rng(0)
     brain = np.stack([rng.normal(300, 40, (6, 8, 8)), rng.normal(50, 5, (6, 8, 8))])  # two modalities

@@ -25,7 +25,7 @@ def normalize(channels: np.ndarray, method: str = "zscore", clip_percentiles=Non
     """An image (C, ...) of any dtype normalised by `method` as one (statistics per channel over all its other
     axes), float32 of the same shape (see the module docstring; `ct`: the fingerprint's low, high, mean and std;
     `window`: [low, high])."""
-    channels = channels.astype(np.float32)
+    channels = np.ascontiguousarray(channels, np.float32)  # sums alike whatever the layout of the array given
     axes = tuple(range(1, channels.ndim))
     if method == "ct":
         return ((np.clip(channels, ct["low"], ct["high"]) - ct["mean"]) / max(ct["std"], EPSILON)).astype(np.float32)
@@ -38,8 +38,8 @@ def normalize(channels: np.ndarray, method: str = "zscore", clip_percentiles=Non
         low, high = np.percentile(channels, clip_percentiles, axis=axes, keepdims=True)
         channels = np.clip(channels, low, high)
     if method == "zscore":
-        mean = channels.mean(axis=axes, keepdims=True)
-        std = channels.std(axis=axes, keepdims=True)
+        mean = channels.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+        std = channels.std(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
         return (channels - mean) / np.maximum(std, EPSILON)
     if method == "minmax":
         low, high = channels.min(axis=axes, keepdims=True), channels.max(axis=axes, keepdims=True)
@@ -56,7 +56,8 @@ def zscore_inside(channels: np.ndarray, inside: np.ndarray, clip_percentiles=Non
     if clip_percentiles is not None:
         low, high = np.percentile(values, clip_percentiles, axis=1, keepdims=True)
         values = np.clip(values, low, high)
-    mean, std = values.mean(axis=1), np.maximum(values.std(axis=1), EPSILON)
+    mean = values.mean(axis=1, dtype=np.float64).astype(np.float32)
+    std = np.maximum(values.std(axis=1, dtype=np.float64), EPSILON).astype(np.float32)
     normalised = np.zeros_like(channels)
     normalised[:, inside] = (values - mean[:, None]) / std[:, None]
     return normalised
