@@ -134,7 +134,8 @@ def test_exported_description_carries_classes_tiling_citation_and_cover(exported
     assert [author.name for author in model.authors] == ["Test Author"] and model.license == "MIT"
     with zipfile.ZipFile(exported["zip"]) as archive:
         assert Image.open(io.BytesIO(archive.read("cover.png"))).size == (512, 256)  # input | prediction
-        assert "What this model does not carry" in archive.read("README.md").decode()
+        readme = archive.read("README.md").decode()
+        assert "What this model does not carry" in readme and "tile at the patch size" in readme
 
 
 @pytest.mark.parametrize("settings", [applied("zscore"), applied("minmax"), applied("minmax", clip_percentiles=[2, 98]),

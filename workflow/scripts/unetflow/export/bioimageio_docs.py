@@ -62,9 +62,12 @@ def not_carried(package: Package) -> list[str]:
                      "which bioimage.io cannot express.")
     if package.predict["largest_component"]:
         notes.append("Largest component: unetflow keeps only the largest component of each class; do it yourself.")
-    notes.append("Tiling and borders: bioimage.io runtimes pad the image by the halo (unetflow does not) and crop "
-                 "the halo off each tile instead of unetflow's Gaussian-weighted overlap, so probabilities differ "
-                 "at the image's border (most in its outer few pixels) and at tile seams.")
+    notes.append(f"Tiling: unetflow predicts tiles of the training patch {list(package.patches[0])}; a runtime that "
+                 "gives the network a whole larger image at once (bioimageio.core's default) sees more context than "
+                 "in training, and its masks differ from unetflow's by far more than at tiles: tile at the patch "
+                 "size (bioimageio.core: `blocksize_parameter` 0 or 1). Runtimes also pad the image by the halo "
+                 "(unetflow does not) and crop the halo off each tile instead of unetflow's Gaussian-weighted "
+                 "overlap, so probabilities still differ a little at the image's border and at tile seams.")
     return notes
 
 
