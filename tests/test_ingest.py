@@ -64,7 +64,8 @@ def test_images_without_a_mask_are_left_out_with_unpaired_skip_and_masks_without
     images, masks = write_pairs(tmp_path, count=4)
     for name in ("c0.png", "c1.png"):
         (masks / name).unlink()  # annotated only in part
-    with pytest.raises(DataValidationError, match=r"c0.png: no mask found .* or data.unpaired: skip to leave it out"):
+    with pytest.raises(DataValidationError, match=r"c0.png: no mask found .* list the pairs in data.manifest \(a "
+                                                  r"CSV of columns image, mask\) .* data.unpaired: skip to leave it"):
         build_manifest(str(images), str(masks))
     with caplog.at_level(logging.WARNING):
         manifest, _ = build_manifest(str(images), str(masks), unpaired="skip")

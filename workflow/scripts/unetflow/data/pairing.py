@@ -209,7 +209,9 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
         elif not found:
             problems.append(UnpairedImage(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
                                           f"{list(suffixes)} in data.masks){hint(stem)}; add its mask, set "
-                                          f"data.mask_suffix/mask_prefix, or data.unpaired: skip to leave it out",
+                                          f"data.mask_suffix/mask_prefix, list the pairs in data.manifest (a CSV "
+                                          f"of columns image, mask) where names differ otherwise, or "
+                                          f"data.unpaired: skip to leave it out",
                                           files[0]))
         elif len(found) > 1:
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
