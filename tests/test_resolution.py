@@ -15,7 +15,7 @@ from conftest import snakemake, tiny_config, write_config
 from unetflow.io.store import save_source
 from unetflow.plan.fingerprint import boundary_distances, finest_boundary_distance
 from unetflow.plan.plan import make_plan, planned_settings
-from unetflow.plan.resolution import TARGET_PASSES, plan_resolution
+from unetflow.plan.resolution import TARGET_PASSES, plan_resolution, thin_structure_loss
 from unetflow.train.sampler import validation_cases
 from unetflow.train.schedule import Budget
 from unetflow.train.timing import step_seconds
@@ -164,3 +164,15 @@ def test_validation_at_a_lower_resolution_scores_against_the_stored_labels(tmp_p
     _, dice = validation_scores(model.eval(), [(image, stored_labels)], [32, 32], "cpu", "ce_dice")
     block, line = 16 * 16, 64
     assert dice == pytest.approx(2 * block / (2 * block + line), abs=0.03)  # 0.89, not the 1.0 of halved labels
+
+
+def test_a_resolution_set_below_what_the_finest_class_allows_is_warned_about():
+    assert thin_structure_loss(0.5, 1.41, "train.resolution") == (
+        "train.resolution 0.5 shrinks the finest class's median distance to another class from 1.41 px to 0.7 px, "
+        "under the 3 px the planner keeps: thin structures (vessels, membranes) are lost in training and prediction; "
+        "leave train.resolution to the planner (null) or set it to at least 1")
+    assert thin_structure_loss(0.5, 12.0, "preprocess.scale") is None  # 6 px: still over the floor
+    lost = thin_structure_loss(0.2, 12.0, "preprocess.scale", "auto")
+    assert lost.endswith("leave preprocess.scale to the planner (auto) or set it to at least 0.25")
+    assert thin_structure_loss(1.0, 1.41, "train.resolution") is None  # nothing shrinks
+    assert thin_structure_loss(0.5, None, "train.resolution") is None  # volumes: no boundary distance

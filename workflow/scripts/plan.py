@@ -11,6 +11,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import class_values, trained_classes
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import make_plan, unseen_classes
+from unetflow.plan.resolution import thin_structure_loss
 from unetflow.threads import job_threads
 from unetflow.train.finetune import checked_init, init_record, package_network
 
@@ -45,6 +46,9 @@ for trial in plan["resolutions_tried"]:
              trial["resolution"], trial["patch_size"], trial["batch_size"], step, trial["passes"])
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+if cfg["resolution"] is not None and (lost := thin_structure_loss(
+        float(cfg["resolution"]), plan["traits"].get("boundary_distance"), "train.resolution")):
+    log.warning(lost)
 if package:
     init = plan["init"]
     log.info("fine-tuning from %s (model %s, sha256 %s): %s", init["package"], init["model"], init["sha256"][:12],

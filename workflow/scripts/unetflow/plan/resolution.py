@@ -47,6 +47,18 @@ def resolution_floor(traits: dict) -> tuple[float, str]:
                      f"{SMALLEST_SIDE} px")
 
 
+def thin_structure_loss(factor: float, boundary_distance: float | None, key: str, planned: str = "null") -> str | None:
+    """For a resize `factor` set in the config (`key`, whose value `planned` leaves it to the planner): what it does
+    to the finest class when it brings the class's median distance to another class (`boundary_distance`, px) under
+    MIN_BOUNDARY_DISTANCE, the planner's floor; else None."""
+    if not boundary_distance or factor >= 1 or boundary_distance * factor >= MIN_BOUNDARY_DISTANCE:
+        return None
+    return (f"{key} {factor:g} shrinks the finest class's median distance to another class from {boundary_distance:g} "
+            f"px to {boundary_distance * factor:.2g} px, under the {MIN_BOUNDARY_DISTANCE:g} px the planner keeps: "
+            f"thin structures (vessels, membranes) are lost in training and prediction; leave {key} to the planner "
+            f"({planned}) or set it to at least {min(1.0, MIN_BOUNDARY_DISTANCE / boundary_distance):.2g}")
+
+
 def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
     """The factor stored 2D images are trained at, why, and the resolutions tried (each: resolution, patch_size,
     batch_size, step_seconds (None for a step budget), passes): the largest that reaches TARGET_PASSES, else the one
