@@ -17,7 +17,7 @@ from unetflow.data.demo_volumes import ellipsoid_volume, write_volume_pairs
 from unetflow.data.preprocess import preprocess_sources
 from unetflow.io import nifti
 from unetflow.io.labels import IGNORE_INDEX
-from unetflow.plan.plan import CPU_PATCH_VOXELS_3D, choose_dims, planned_settings, training_traits
+from unetflow.plan.plan import CPU_PATCH_VOXELS_3D, PlanError, choose_dims, planned_settings, training_traits
 from unetflow.train.augment import AUGMENT_DEFAULTS, augment_batch
 from unetflow.train.sampler import PatchSampler, training_cases
 from unetflow.train.train import Trainer
@@ -58,7 +58,8 @@ def test_auto_dims_follows_the_spacing_rule(tmp_path, shape, spacing, dims):
 def test_3d_is_refused_for_2d_data_and_one_slice_volumes_naming_the_key(tmp_path):
     flat = stored_sources(tmp_path / "png", manifest=build_manifest(*write_pairs(tmp_path / "png")))
     assert choose_dims("auto", flat)[0] == 2
-    with pytest.raises(ValueError, match="train.dims is 3 but the training data holds 4 2D image"):
+    with pytest.raises(PlanError, match="train.dims is 3 but the training data holds 4 2D image.* save TIFF stacks "
+                                        r"as NIfTI volumes with their voxel size \(nibabel"):
         choose_dims(3, flat)
     with pytest.raises(ValueError, match="train.patch_size has 3 sides but the training data holds 4 2D image"):
         choose_dims("auto", flat, [8, 16, 16])

@@ -44,6 +44,10 @@ ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for an anisotropic spacing
 FEW_SLICES = 32  # fewer voxels than this along the coarse axis of an anisotropic volume: train in 2D
 
 
+class PlanError(ValueError):
+    """A config setting the training data cannot be planned with; the message names the key."""
+
+
 def plan_device(device: torch.device) -> dict:
     """What the plan is made for: the device type, its name and the memory planned against (a GPU's total memory;
     none for the CPU, planned from fixed caps)."""
@@ -67,8 +71,10 @@ def choose_dims(requested, sources: pd.DataFrame, patch_size: list[int] | None =
         what = f"{len(others)} 2D image(s), TIFF stack(s) or one-slice volume(s), e.g. {others[:3]}" if others else \
             "no sources"
         if setting:
-            raise ValueError(f"config key {setting} but the training data holds {what}: a 3D U-Net trains on NIfTI "
-                             f"volumes of several slices; set train.dims to 2 or auto (and a 2-sided patch size)")
+            raise PlanError(f"config key {setting} but the training data holds {what}: a 3D U-Net trains on NIfTI "
+                            f"volumes of several slices; set train.dims to 2 or auto (and a 2-sided patch size), or "
+                            f"save TIFF stacks as NIfTI volumes with their voxel size (nibabel.Nifti1Image("
+                            f"numpy.moveaxis(stack, 0, -1), numpy.diag([x, y, z, 1])) for a ZYX stack)")
         return 2, f"the training data holds {what}"
     if setting:
         return 3, "set in the config" if requested == 3 else setting
@@ -288,8 +294,8 @@ def make_plan(cfg: dict, sources: pd.DataFrame, fingerprint: dict, num_classes: 
     target = plan_device(device)
     dims, dims_reason = choose_dims(cfg["dims"], sources, cfg["patch_size"])
     if cfg["patch_size"] is not None and len(cfg["patch_size"]) != dims:
-        raise ValueError(f"config key train.patch_size {cfg['patch_size']} has {len(cfg['patch_size'])} sides but the "
-                         f"U-Net is {dims}D (train.dims {cfg['dims']}); give {dims} sides or null")
+        raise PlanError(f"config key train.patch_size {cfg['patch_size']} has {len(cfg['patch_size'])} sides but the "
+                        f"U-Net is {dims}D (train.dims {cfg['dims']}); give {dims} sides or null")
     traits, channels = training_traits(sources, dims, fingerprint), int(sources["channels"].iloc[0])
     network = dict(device=target, in_channels=channels, num_classes=num_classes)
 
@@ -326,7 +332,7 @@ def planned_resolution(cfg: dict, traits: dict, dims: int, instances: bool, devi
     fixed = no_resolution_choice(traits, instances) if dims == 2 else "3D: volumes keep their target spacing"
     if cfg["resolution"] is not None:
         if fixed and cfg["resolution"] != 1:
-            raise ValueError(f"config key train.resolution is {cfg['resolution']}, but {fixed}: set it to null or 1")
+            raise PlanError(f"config key train.resolution is {cfg['resolution']}, but {fixed}: set it to null or 1")
         return float(cfg["resolution"]), "set in the config", []
     if fixed:
         return 1.0, fixed, []
