@@ -386,6 +386,8 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
             grouped(problems)))
     manifest = pd.DataFrame(rows)
     if data.instances:
-        log.info("%d objects, %d touching pairs of objects in %d masks", manifest["objects"].sum(),
-                 manifest["touching_pairs"].sum(), len(manifest))
+        log.info("%d objects, %d touching pairs of objects in %d masks%s", manifest["objects"].sum(),
+                 manifest["touching_pairs"].sum(), len(manifest),
+                 " (of stacks and volumes, counted per slice: the mode finds objects slice by slice)"
+                 if (manifest["slices"] > 1).any() else "")
     return manifest, classes
