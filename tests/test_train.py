@@ -8,13 +8,16 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, applied, build_manifest, write_pairs
 from unetflow.data.demo_volumes import ellipsoid_volume
-from unetflow.train.sampler import PatchSampler
+from unetflow.data.preprocess import preprocess_sources
+from unetflow.io.labels import IGNORE_INDEX
+from unetflow.train.sampler import PatchSampler, validation_cases
 from unetflow.train.schedule import Budget, lr_factor, training_budget
 from unetflow.train.validation import (
     affordable_candidates,
@@ -282,3 +285,19 @@ def test_a_job_on_another_kind_of_device_than_its_plan_is_refused(tmp_path):
     gpu_plan = dict(TINY_PLAN, device=dict(type="cuda", name="NVIDIA H100", memory_bytes=80 * 2**30))
     with pytest.raises(ValueError, match=r"plan \(plan.json\) was made for cuda \(NVIDIA H100\).*runs on cpu"):
         Trainer(TINY_CFG, gpu_plan, [tiny_case(rng)], [], ["a"], tmp_path / "state.pt", logging.getLogger())
+
+
+def test_validation_scores_inside_the_region_of_interest_only(tmp_path):
+    images, masks = write_pairs(tmp_path, count=2)
+    (tmp_path / "fov").mkdir()
+    fov = np.zeros((32, 40), np.uint8)
+    fov[:, :25] = 255  # the field of view: the left part
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / "fov" / f"c{index}.png"), fov)
+    for rois, outside in ((None, False), (str(tmp_path / "fov"), True)):
+        manifest, classes = build_manifest(str(images), str(masks), rois=rois)
+        table = preprocess_sources(manifest, classes, str(tmp_path / f"arrays{outside}"), applied("zscore"))
+        for (_, labels), stored in zip(validation_cases(table, ["c0", "c1"], dims=2), table["array_path"]):
+            stored_labels = np.load(f"{stored}/labels.npy")[0]  # trained on whole images
+            assert (labels[:, 25:] == IGNORE_INDEX).all() == outside and IGNORE_INDEX not in stored_labels
+            np.testing.assert_array_equal(labels[:, :25], stored_labels[:, :25])

@@ -29,6 +29,7 @@ from unetflow.io.sources import (
     array_spacing,
     read_source_image,
     read_source_mask,
+    read_source_roi,
     slice_axis,
     source_labels,
     source_spacing,
@@ -125,12 +126,13 @@ def preprocess_source(row, classes: pd.DataFrame, out_dir: str, settings: dict) 
     read = read_source_image(row)
     image = network_array(read, int(row["input_channels"]), settings, source_spacing(row), slice_axis(row))
     labels, ids, weights = source_targets(row, classes, settings["weight_map"])
-    shape = image.shape[1:]
+    roi, shape = read_source_roi(row), image.shape[1:]
     if labels.shape != shape:
         labels = resample_source_labels(labels, shape)
         ids = None if ids is None else resample_nearest(ids, shape)
         weights = None if weights is None else resample_nearest(weights, shape)
-    path = save_source(out_dir, str(row["id"]), image, labels, ids, weights)
+        roi = None if roi is None else resample_nearest(roi.astype(np.uint8), shape) > 0
+    path = save_source(out_dir, str(row["id"]), image, labels, ids, weights, roi)
     counted = labels[labels != IGNORE_INDEX]
     voxels = np.bincount(counted.ravel(), minlength=len(class_values(classes)))
     return dict(id=row["id"], kind=row["kind"], array_path=str(path), slices=shape[0], height=shape[1],

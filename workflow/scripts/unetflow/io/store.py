@@ -4,7 +4,8 @@ load whole or memory-mapped (read by region):
 - `image.npy`: the normalised image (C, Z, Y, X) as float16 (half the memory of float32; consumers convert batches);
 - `labels.npy`: its class indices (Z, Y, X) uint8 (IGNORE_INDEX = ignored voxel);
 - instance mode: `instances.npy`, the object ids (Z, Y, X) uint16 or uint32, and for the target `weight_map`
-  `weights.npy`, the per-voxel loss weights (Z, Y, X) float16.
+  `weights.npy`, the per-voxel loss weights (Z, Y, X) float16;
+- with a region of interest (`data.rois`): `roi.npy`, (Z, Y, X) bool, where validation scores (as evaluate does).
 
 The preprocess table (`preprocess/manifest.parquet`) lists every stored source: id, kind, array_path (its folder),
 slices, height, width (as stored: resampled or scaled), channels, original_slices, original_height, original_width
@@ -18,15 +19,15 @@ import numpy as np
 import pandas as pd
 
 IMAGE_DTYPE = np.float16
-KEYS = ("image", "labels", "instances", "weights")
+KEYS = ("image", "labels", "instances", "weights", "roi")
 
 
 def save_source(folder, source_id: str, image: np.ndarray, labels: np.ndarray, instances: np.ndarray | None = None,
-                weights: np.ndarray | None = None) -> Path:
+                weights: np.ndarray | None = None, roi: np.ndarray | None = None) -> Path:
     """Write one source's arrays to folder/<source_id>/ (the image as IMAGE_DTYPE, the others as given); its path."""
     path = Path(folder, source_id)
     path.mkdir(parents=True, exist_ok=True)
-    arrays = dict(image=image.astype(IMAGE_DTYPE), labels=labels, instances=instances, weights=weights)
+    arrays = dict(image=image.astype(IMAGE_DTYPE), labels=labels, instances=instances, weights=weights, roi=roi)
     for key, array in arrays.items():
         if array is not None:
             np.save(path / f"{key}.npy", np.ascontiguousarray(array))

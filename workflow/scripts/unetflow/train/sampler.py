@@ -8,7 +8,7 @@ import torch
 from unetflow.gpu import free_memory_bytes
 from unetflow.io.labels import IGNORE_INDEX
 from unetflow.io.resample import resample_labels, resample_nearest, resize_image, scaled_plane
-from unetflow.io.store import load_array, load_training_arrays, stored_paths
+from unetflow.io.store import has_array, load_array, load_training_arrays, stored_paths
 
 RANDOM_TRIES = 20  # random patches drawn in a case with ignored pixels before one is centred on a labelled pixel
 
@@ -31,14 +31,22 @@ def training_cases(table, ids: list[str], dims: int, weights: bool = False,
 
 
 def validation_cases(table, ids: list[str], dims: int, resolution: float = 1.0) -> list[tuple[np.ndarray, ...]]:
-    """The stored sources `ids` as validation cases: as `training_cases`, but with the labels as stored, so a 2D
-    image resized by the plan's `resolution` is scored on its prediction brought back to the stored size, as the
-    workflow's predictions are (thin structures the resizing loses count as missed)."""
-    cases = training_cases(table, ids, dims)
-    if dims == 3 or resolution == 1:
-        return cases
-    return [(resize_image(image, scaled_plane(labels.shape, resolution)).astype(image.dtype), labels)
-            for image, labels in cases]
+    """The stored sources `ids` as validation cases, scored as evaluate scores the test cases: as `training_cases`,
+    but with the labels as stored, so a 2D image resized by the plan's `resolution` is scored on its prediction
+    brought back to the stored size (thin structures the resizing loses count as missed), and pixels outside a
+    source's region of interest (data.rois) ignored."""
+    cases = []
+    for path in stored_paths(table, ids):
+        image, labels = load_array(path, "image"), load_array(path, "labels")
+        if has_array(path, "roi"):
+            labels = np.where(load_array(path, "roi"), labels, IGNORE_INDEX).astype(labels.dtype)
+        if dims == 3:
+            cases.append((image, labels))
+            continue
+        plane = scaled_plane(labels.shape[1:], resolution)
+        cases += [(image[:, z] if resolution == 1 else resize_image(image[:, z], plane).astype(image.dtype), labels[z])
+                  for z in range(image.shape[1])]
+    return cases
 
 
 def resized_case(image: np.ndarray, labels: np.ndarray, *weights: np.ndarray, factor: float) -> tuple:
