@@ -81,20 +81,28 @@ def test_a_volume_whose_ids_pass_65535_across_slices_is_written_as_uint32_nifti(
 
 def test_objects_that_continue_from_slice_to_slice_keep_one_id():
     foreground = np.zeros((4, 24, 24), np.float32)
-    foreground[:3, 2:8, 2:8] = 1  # one object through slices 0..2
+    foreground[:3, 2:8, 2:8] = 1  # one object through slices 0..2 ...
+    foreground[3, 2:5, 2:5] = 1  # ... ending in a small cap (IoU 0.25, but all of it over the object before)
     foreground[1:, 12:18, 12:18] = 1  # one from slice 1 on ...
-    foreground[3, 12:18, 13:19] = 1  # ... shifted a pixel in the last (IoU 0.71)
-    foreground[3, 2:5, 2:5] = 1  # a new object where the first was (IoU 0.25 with nothing before it: slice 2 ends it)
+    foreground[3, 12:18, 13:19] = 1  # ... shifted a pixel in the last
     foreground[2, 20:23, 20:23] = 1  # an object of one slice
     units = [(f"s_s{page}", slice(page, page + 1)) for page in range(4)]  # the pages of a stack
     ids, rows = source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
-    assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1], [1, 2], [1, 2, 3], [2, 4]]
-    assert ids[3, 3, 3] == 4 and ids[3, 15, 18] == 2
+    assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1], [1, 2], [1, 2, 3], [1, 2]]
+    assert ids[3, 3, 3] == 1 and ids[3, 15, 18] == 2
     assert [(row["case"], row["slice"], row["id"]) for row in rows] == [
         ("s_s0", 0, 1), ("s_s1", 0, 1), ("s_s1", 0, 2), ("s_s2", 0, 1), ("s_s2", 0, 2), ("s_s2", 0, 3),
-        ("s_s3", 0, 2), ("s_s3", 0, 4)]
+        ("s_s3", 0, 1), ("s_s3", 0, 2)]
     _, volume_rows = source_objects([("v", slice(0, 4))], np.stack([1 - foreground, foreground]), "weight_map", 1)
     assert [(row["slice"], row["id"]) for row in volume_rows] == [(int(row["case"][-1]), row["id"]) for row in rows]
+
+
+def test_an_object_that_splits_keeps_its_id_in_its_larger_part():
+    foreground = np.zeros((2, 20, 30), np.float32)
+    foreground[0, 4:16, 2:28] = 1  # one object ...
+    foreground[1, 4:16, 2:16] = foreground[1, 4:16, 19:26] = 1  # ... in two parts on the next slice
+    ids, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    assert ids[1, 10, 5] == ids[0, 10, 5] == 1 and ids[1, 10, 22] == 2
 
 
 def test_objects_that_only_touch_from_slice_to_slice_stay_apart():

@@ -242,7 +242,7 @@ def test_planes_stacked_along_two_axes_are_refused_naming_them(tmp_path, shape, 
     with pytest.raises(ImageReadError) as error:
         image_info(tmp_path / "t.tif")
     assert f"stack the 2D planes along more than one axis {named}" in str(error.value)
-    assert "Save one file per time point" in str(error.value) and "is corrupt" not in str(error.value)
+    assert "Save one file per time point" in str(error.value) and "damaged" not in str(error.value)
 
 
 @pytest.mark.parametrize("options", [dict(imagej=True, resolution=(5, 5), metadata={"axes": "ZYX", "spacing": 1.0,
@@ -288,22 +288,40 @@ def test_a_stack_saved_one_file_per_slice_is_named_as_such(tmp_path):
     assert "it is a folder, read as one mask file per object: if it holds the slices of a stack" in str(error.value)
 
 
-def test_a_tiff_stating_another_pixel_size_than_the_others_is_warned_about(tmp_path, caplog):
+@pytest.mark.parametrize("unit", ["micron", "\\u00B5m"], ids=["micron", "fiji"])  # Fiji writes µm as \u00B5m
+def test_a_tiff_stating_another_pixel_size_than_the_others_is_warned_about(tmp_path, caplog, unit):
     from unetflow.data.data_warnings import data_warnings, log_warnings
 
     (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
-    for name, per_micron in (("a", 5), ("b", 5), ("c", 5), ("fine", 10)):  # 0.2 µm pixels, one of 0.1 µm
+    for name, per_micron in (("a", 5), ("b", 5), ("c", 5), ("coarse", 1), ("fine", 10)):  # 0.2 µm, one 1 and 0.1
         tifffile.imwrite(tmp_path / "images" / f"{name}.tif", ramp((H, W)), imagej=True, resolution=(per_micron,) * 2,
-                         metadata={"unit": "micron"})
-        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", blob_mask(), resolution=(72 + per_micron,) * 2,
-                         resolutionunit=2)  # dots per inch, which say nothing of the pixel size: not compared
+                         metadata={"unit": unit})
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", blob_mask())
+    for name, per_centimetre in (("print300", 118.11), ("print72", 28.35)):  # dpi saved in centimetres: not compared
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", ramp((H, W)), resolution=(per_centimetre,) * 2,
+                         resolutionunit=3)
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", blob_mask())
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
     rows = data_warnings(manifest, classes).query("kind == 'pixel_size'")
-    assert [Path(file).name for file in rows["file"]] == ["fine.tif"] and rows["value"].tolist() == [0.5]
+    assert [Path(file).name for file in rows["file"]] == ["coarse.tif", "fine.tif"]
+    assert rows["value"].tolist() == [5.0, 0.5]
     with caplog.at_level("WARNING"):
         log_warnings(rows)
-    assert "1 TIFF image(s) stating another pixel size than the others (e.g. fine.tif: 0.1 µm per pixel, 0.50 " \
-           "times the median 0.2 µm)" in caplog.text
+    assert "2 TIFF image(s) stating another pixel size than the others (e.g. coarse.tif: 1 µm per pixel, 5.00 times " \
+           "the median 0.2 µm; fine.tif: 0.1 µm per pixel, 0.50 times the median 0.2 µm)" in caplog.text
+
+
+def test_a_time_lapse_keeps_its_frames_in_its_masks(tmp_path):
+    from unetflow.io.prediction_files import write_source_labels
+
+    image = tmp_path / "t.tif"
+    tifffile.imwrite(image, np.zeros((6, H, W), np.uint8), imagej=True, resolution=(1, 1),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 30.0})  # 1 µm pixels, a frame per 30 s
+    row = dict(kind="stack", image_path=str(image))
+    with tifffile.TiffFile(write_source_labels(tmp_path / "m.tif", np.ones((6, H, W), np.uint8), row)) as written:
+        assert written.series[0].axes == "TYX" and written.pages.first.resolution == (1, 1)
+        assert {key: written.imagej_metadata.get(key) for key in ("unit", "finterval", "frames")} == dict(
+            unit="micron", finterval=30.0, frames=6)
 
 
 def test_infer_names_tiffs_of_another_pixel_size_than_the_training_images(tmp_path):

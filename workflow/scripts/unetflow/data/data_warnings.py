@@ -150,12 +150,12 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
 
 
 def pixel_size_rows(manifest: pd.DataFrame) -> list[dict]:
-    """One row per TIFF image whose stated pixel size is PIXEL_SIZE_TOLERANCE or more off the median of the TIFFs
-    that state one (its value: the ratio): objects are that much larger or smaller in its pixels."""
+    """One row per TIFF image whose stated pixel size is PIXEL_SIZE_TOLERANCE or more off the (lower) median of the
+    TIFFs that state one (its value: the ratio): objects are that much larger or smaller in its pixels."""
     sizes = stated_pixel_sizes(manifest["image_path"])
     if len(sizes) < 2:
         return []
-    median = float(np.median(list(sizes.values())))
+    median = float(np.sort(list(sizes.values()))[(len(sizes) - 1) // 2])  # the lower median: a size a file has
     return [dict(kind="pixel_size", file=path, value=size / median,
                  detail=f"{size:.4g} µm per pixel, {size / median:.2f} times the median {median:.4g} µm")
             for path, size in sizes.items() if abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE]
@@ -211,9 +211,10 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} instance mask(s) saved in colours (e.g. {examples}): each colour read as one object, black as "
         f"the background, a colour on separate parts (a reused one) as one object per part"),
     "exif_orientation": lambda rows, examples: (
-        f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {tags(rows)}), which "
-        f"viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if their masks "
-        f"were drawn on the turned view, export the images with the turn applied (e.g. PIL.ImageOps.exif_transpose)"),
+        f"{len(rows)} image(s) with an EXIF orientation tag (e.g. {each(rows, rows['value'].map('{:.0f}'.format))}), "
+        f"which viewers apply and unetflow does not: their pixels, and their predictions, are as stored; if their "
+        f"masks were drawn on the turned view, export the images with the turn applied (e.g. "
+        f"PIL.ImageOps.exif_transpose)"),
     "reoriented": lambda rows, examples: (
         f"{len(rows)} label volume(s) stored in another orientation than their images (e.g. {examples}): read with "
         f"their voxel axes swapped or reversed into the image's, without loss"),
@@ -225,20 +226,20 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} mask(s) with far more foreground than the others (e.g. {examples}: {rows['detail'].iloc[0]}): "
         f"saved inverted, the objects as background? If so, invert them"),
     "pixel_size": lambda rows, examples: (
-        f"{len(rows)} TIFF image(s) stating another pixel size than the others (e.g. {examples}: "
-        f"{rows['detail'].iloc[0]}): the network learns objects by their size in pixels, so theirs look larger or "
-        f"smaller; resample them to one pixel size (or check their metadata)"),
+        f"{len(rows)} TIFF image(s) stating another pixel size than the others (e.g. "
+        f"{each(rows, rows['detail'], '; ')}): the network learns objects by their size in pixels, so theirs look "
+        f"larger or smaller; resample them to one pixel size (or check their metadata)"),
     "constant_image": lambda rows, examples: (
         f"{len(rows)} image(s) of a single value (e.g. {examples}): blank, or a failed export? Their masks are "
         f"learned from no signal; replace or remove them"),
 }
 
 
-def tags(rows: pd.DataFrame) -> str:
-    """'a.jpg: 6, b.jpg: 3, ...': the first EXAMPLES images of orientation rows with their tags."""
-    shown = ", ".join(f"{short_name(Path(file))}: {tag:.0f}" for file, tag in zip(rows["file"][:EXAMPLES],
-                                                                                 rows["value"][:EXAMPLES]))
-    return shown + (", ..." if len(rows) > EXAMPLES else "")
+def each(rows: pd.DataFrame, texts, separator: str = ", ") -> str:
+    """'a.jpg: 6, b.jpg: 3, ...': the first EXAMPLES files of warning rows, each with its own of `texts`."""
+    shown = separator.join(f"{short_name(Path(file))}: {text}" for file, text in zip(rows["file"][:EXAMPLES],
+                                                                                    list(texts)[:EXAMPLES]))
+    return shown + (separator + "..." if len(rows) > EXAMPLES else "")
 
 
 def summary_line(kind: str, rows: pd.DataFrame) -> str:

@@ -19,9 +19,10 @@ The foreground of both is the pixels whose probability of not being background e
 higher one keeps the pixels the network is unsure of, as in a gap it found only in part, out of the objects).
 Objects smaller than `min_size` pixels are removed and the ids renumbered 1..N.
 
-Volumes and the pages of a stack are segmented slice by slice; an object of a slice that overlaps one of the slice
-before by an IoU over STITCH_IOU continues it (keeps its id, as Cellpose stitches 2D masks into 3D), so the written
-ids are 3D objects; the others get new ids. Object rows and object metrics stay per slice.
+Volumes and the pages of a stack are segmented slice by slice; an object of a slice whose overlap with one of the
+slice before covers over STITCH_SHARE of the smaller of the two continues it (keeps its id, one to one, as Cellpose
+stitches 2D masks into 3D), so the written ids are 3D objects; the others get new ids. Object rows and object metrics
+stay per slice.
 """
 
 import numpy as np
@@ -38,7 +39,7 @@ SEED_HEIGHT = 0.5  # pixels: how far a peak of the smoothed distance must rise a
 NECK_SHARE = 0.8  # two peaks' objects are one where the neck between them is this share of the smaller's peak
 GAP_WIDTH = 2  # pixels: the gap the weight-map target cuts between touching objects
 FULL_CONNECTIVITY = np.ones((3, 3), bool)
-STITCH_IOU = 0.5  # an object of a slice continues one of the slice before that it overlaps by more than this IoU
+STITCH_SHARE = 0.5  # an object continues one of the slice before when their overlap is over this share of the smaller
 
 
 def remove_small_objects(ids: np.ndarray, min_size: int) -> np.ndarray:
@@ -164,17 +165,22 @@ def numbered_on(slices: list[np.ndarray]) -> np.ndarray:
 
 
 def continued(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """A slice's id map with each object that overlaps an object of the slice before by IoU over STITCH_IOU given
-    that object's id (at most one can be: each holds more than half of the other)."""
+    """A slice's id map with each object that continues an object of the slice before given that object's id: their
+    overlap covers over STITCH_SHARE of the smaller of the two (a nucleus's first and last slices are small beside
+    its middle ones), one to one, the largest overlaps first (of an object that splits, the larger part keeps the
+    id)."""
     both = (current > 0) & (previous > 0)
     if not both.any():
         return current
     pairs, shared = np.unique(np.stack([current[both], previous[both]]), axis=1, return_counts=True)
     area = np.bincount(current.ravel()), np.bincount(previous.ravel())
-    lookup = np.arange(current.max() + 1)
-    for (now, before), overlap in zip(pairs.T, shared):
-        if overlap > STITCH_IOU * (area[0][now] + area[1][before] - overlap):
+    lookup, taken = np.arange(current.max() + 1), set()
+    for index in np.argsort(-shared, kind="stable"):
+        now, before = pairs[:, index]
+        if shared[index] > STITCH_SHARE * min(area[0][now], area[1][before]) and lookup[now] == now and \
+                before not in taken:
             lookup[now] = before
+            taken.add(before)
     return lookup[current]
 
 

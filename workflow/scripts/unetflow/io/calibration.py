@@ -10,8 +10,10 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import tifffile
 
-MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6,
-           "mm": 1e3, "cm": 1e4, "m": 1e6}  # µm per unit, as OME and ImageJ name units
+# µm per unit, as OME and ImageJ name units (Fiji writes µm as the seven characters \u00B5m)
+MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+           "micrometre": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6, "mm": 1e3, "cm": 1e4, "m": 1e6}
+PRINT_PIXEL = 20.0  # µm: resolution tags of coarser pixels (under 1270 dpi) are a print setting, not a pixel size
 UNIT_MICRONS = {2: 25400.0, 3: 10000.0}  # µm per TIFF ResolutionUnit: inch, centimetre
 CENTIMETER = 3  # the TIFF ResolutionUnit
 PIXEL_SIZE_TOLERANCE = 0.1  # pixel sizes this share apart are named as different
@@ -48,13 +50,14 @@ def calibration(path) -> dict:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome:
                 return ome_calibration(tif.ome_metadata)
-            page = tif.pages.first
-            if "XResolution" not in page.tags or page.resolution == (1, 1):
+            page, meta = tif.pages.first, tif.imagej_metadata or {}
+            if "XResolution" not in page.tags:
                 return {}
-            if tif.is_imagej:
-                meta = tif.imagej_metadata or {}
-                stated = {key: meta[key] for key in ("unit", "spacing") if key in meta}
-                return dict(resolution=page.resolution, **stated)
+            if tif.is_imagej and meta.get("unit", "pixel") != "pixel":  # 1 pixel per unit is a size too
+                stated = {key: meta[key] for key in ("unit", "spacing", "finterval") if key in meta}
+                return dict(resolution=page.resolution, axis="T" if "T" in tif.series[0].axes else "Z", **stated)
+            if page.resolution == (1, 1):
+                return {}
             return dict(resolution=page.resolution, resolutionunit=int(page.resolutionunit))
     except _READ_ERRORS:
         return {}
@@ -65,7 +68,8 @@ def calibrated(pixel_size: dict, array: np.ndarray, axes: str) -> dict:
     an ImageJ file (its unit and spacing, as Fiji reads them) where ImageJ holds the array (8/16-bit, 32-bit float),
     else as the resolution tags (32-bit ids: in pixels per centimetre)."""
     if "unit" in pixel_size and array.dtype in (np.uint8, np.uint16, np.float32):
-        metadata = {"axes": axes, **{key: pixel_size[key] for key in ("unit", "spacing") if key in pixel_size}}
+        stated = {key: pixel_size[key] for key in ("unit", "spacing", "finterval") if key in pixel_size}
+        metadata = {"axes": axes.replace("Z", pixel_size.get("axis", "Z")), **stated}  # a time-lapse's frames: T
         return dict(imagej=True, resolution=pixel_size["resolution"], metadata=metadata)
     microns = MICRONS.get(pixel_size.get("unit"))
     if microns:
@@ -78,13 +82,16 @@ def calibrated(pixel_size: dict, array: np.ndarray, axes: str) -> dict:
 
 def stated_pixel_size(path) -> float | None:
     """The pixel width (µm) a TIFF states in a unit of length: ImageJ and OME units, resolution tags in centimetres
-    (not in inches: dots per inch are a print setting of photos); None otherwise."""
+    of pixels under PRINT_PIXEL (not in inches, nor 300 dpi in centimetres: print settings of photos); None
+    otherwise."""
     stated = calibration(path)
     if "unit" in stated:
         microns = MICRONS.get(stated["unit"])
-    else:
-        microns = UNIT_MICRONS[CENTIMETER] if stated.get("resolutionunit") == CENTIMETER else None
-    return microns / stated["resolution"][0] if microns else None
+        return microns / stated["resolution"][0] if microns else None
+    if stated.get("resolutionunit") != CENTIMETER:
+        return None
+    size = UNIT_MICRONS[CENTIMETER] / stated["resolution"][0]
+    return size if size < PRINT_PIXEL else None
 
 
 def stated_pixel_sizes(paths) -> dict[str, float]:

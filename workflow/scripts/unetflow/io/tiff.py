@@ -143,6 +143,8 @@ def read_tiff(path: Path, pixels: bool) -> tuple[np.ndarray | None, dict]:
             if info["compression"] in tifffile.TIFF.DECOMPRESSORS and pixels:
                 array = tif.series[0].asarray()
                 order, has_channel = axis_order(tif.series[0].axes)
+    except ImageReadError:
+        raise  # a layout unetflow does not read, said as such (the file is fine)
     except (*_DECODE_ERRORS, ImportError) as error:
         raise failure(path, error, info and info["compression"]) from error
     if info["compression"] not in tifffile.TIFF.DECOMPRESSORS:
