@@ -343,3 +343,16 @@ def test_infer_names_tiffs_of_another_pixel_size_than_the_training_images(tmp_pa
     assert notes == ["1 image(s) (fine.tif: 0.50 times) state another pixel size than the model's training images: "
                      "the model segments pixels as they are, so objects look larger or smaller to it than in "
                      "training; resample them to the training images' pixel size for the masks it was trained to give"]
+
+
+def test_hyperstacks_of_other_channel_counts_are_not_offered_a_colour_conversion(tmp_path):
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    for name, channels in (("a", 2), ("b", 2), ("c", 4)):
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", np.zeros((3, channels, H, W), np.uint16), imagej=True,
+                         metadata={"axes": "ZCYX"})
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", np.stack([blob_mask()] * 3), imagej=True,
+                         metadata={"axes": "ZYX"})
+    with pytest.raises(DataValidationError) as error:
+        build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert "c.tif: 4 channel(s) where 2 of 3 of the data set's images have 2; every image needs the same channels" \
+        in str(error.value) and "data.channels" not in str(error.value)

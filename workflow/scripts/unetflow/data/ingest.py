@@ -291,9 +291,13 @@ def channel_problems(rows: list[dict], converted: int | None) -> list[str]:
     for row in rows:
         if row["channels"] != expected and row["image_path"] not in seen:
             seen.add(row["image_path"])
-            fix = ("every volume needs the same channels (modalities along the 4th axis), in one order"
-                   if row["kind"] == "volume" else "convert it, or set data.channels to 1 (colour images become "
-                   "grey) or 3 (grey images are repeated into RGB)")
+            if row["kind"] == "volume":
+                fix = "every volume needs the same channels (modalities along the 4th axis), in one order"
+            elif {row["channels"], expected} <= {1, 3}:
+                fix = "convert it, or set data.channels to 1 (colour images become grey) or 3 (grey images are " \
+                      "repeated into RGB)"
+            else:  # fluorescence channels (ImageJ, OME): no colour conversion
+                fix = "every image needs the same channels (e.g. nuclei and membranes), in one order; export it so"
             problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {usual} of the data set's "
                             f"images have {expected}; {fix}")
     return problems
