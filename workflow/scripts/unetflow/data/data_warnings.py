@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes
+from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes, typical_pixel_size
 from unetflow.io.formats import OBJECT_FOLDER
 from unetflow.io.labels import trained_classes
 
@@ -155,7 +155,7 @@ def pixel_size_rows(manifest: pd.DataFrame) -> list[dict]:
     sizes = stated_pixel_sizes(manifest["image_path"])
     if len(sizes) < 2:
         return []
-    median = float(np.sort(list(sizes.values()))[(len(sizes) - 1) // 2])  # the lower median: a size a file has
+    median = typical_pixel_size(sizes.values())
     return [dict(kind="pixel_size", file=path, value=size / median,
                  detail=f"{size:.4g} µm per pixel, {size / median:.2f} times the median {median:.4g} µm")
             for path, size in sizes.items() if abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE]

@@ -26,7 +26,7 @@ import torch
 from unetflow.config import PACKAGED_PREDICT_KEYS
 from unetflow.instances.objects import OBJECT_PROBABILITY
 from unetflow.instances.targets import instance_target
-from unetflow.io.calibration import stated_pixel_sizes
+from unetflow.io.calibration import stated_pixel_sizes, typical_pixel_size
 from unetflow.io.images import mask_palette
 from unetflow.io.regions import Regions
 
@@ -125,10 +125,10 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
 
 
 def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:
-    """The median pixel size (µm) the training TIFFs state (ImageJ, OME, resolution tags in centimetres), or None
-    when none states one."""
+    """The (lower) median pixel size (µm) the training TIFFs state (ImageJ, OME, resolution tags in centimetres), or
+    None when none states one."""
     sizes = list(stated_pixel_sizes(manifest["image_path"]).values())
-    return float(np.median(sizes)) if sizes else None
+    return typical_pixel_size(sizes) if sizes else None
 
 
 def slide_pixel_size(manifest: pd.DataFrame) -> float | None:

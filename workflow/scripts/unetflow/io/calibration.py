@@ -44,8 +44,9 @@ def ome_calibration(xml: str) -> dict:
 
 def calibration(path) -> dict:
     """The pixel size a TIFF states: resolution (pixels per unit along x, y) with, of ImageJ and OME files, the unit
-    (a name) and the slice spacing where given, of others the TIFF resolution unit (code); {} when it states none
-    (or is no TIFF, or cannot be read: reading its pixels reports why)."""
+    (a name) and the slice spacing where given (of ImageJ files also the frame interval and the stack's axis, T or
+    Z), of others the TIFF resolution unit (code); {} when it states none (or is no TIFF, or cannot be read: reading
+    its pixels reports why)."""
     try:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome:
@@ -98,3 +99,8 @@ def stated_pixel_sizes(paths) -> dict[str, float]:
     """{path: its `stated_pixel_size`} of the TIFFs among `paths` that state one."""
     tiffs = [str(path) for path in paths if str(path).lower().endswith((".tif", ".tiff"))]
     return {path: size for path in dict.fromkeys(tiffs) if (size := stated_pixel_size(path))}
+
+
+def typical_pixel_size(sizes) -> float:
+    """The lower median of pixel sizes: a size one of them has (of 0.1 and 0.2 µm in equal numbers, 0.1)."""
+    return float(np.sort(list(sizes))[(len(sizes) - 1) // 2])
