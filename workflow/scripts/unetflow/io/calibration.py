@@ -46,7 +46,9 @@ def calibration(path) -> dict:
     """The pixel size a TIFF states: resolution (pixels per unit along x, y) with, of ImageJ and OME files, the unit
     (a name) and the slice spacing where given (of ImageJ files also the frame interval and the stack's axis, T or
     Z), of others the TIFF resolution unit (code); {} when it states none (or is no TIFF, or cannot be read: reading
-    its pixels reports why)."""
+    its pixels reports why; none given)."""
+    if path is None:
+        return {}
     try:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome:

@@ -62,10 +62,10 @@ def write_source_labels(path, values: np.ndarray, row, palette: list[int] | None
     if row["kind"] == "volume":
         write_label_volume(path, to_file_order(values, slice_axis(row)), row["image_path"])
     elif row["kind"] == "stack":
-        write_mask_stack(path, values, limit, smallest, calibration(row["image_path"]))
+        write_mask_stack(path, values, limit, smallest, calibration(row.get("image_path")))
     else:
         write_mask(path, values[0], palette=palette, limit=limit, smallest=smallest,
-                   pixel_size=calibration(row["image_path"]))
+                   pixel_size=calibration(row.get("image_path")))
     return path
 
 
