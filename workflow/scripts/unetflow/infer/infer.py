@@ -30,7 +30,7 @@ from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
-from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes
+from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_size
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
 from unetflow.io.slide_backends import pixel_size_of
@@ -73,7 +73,7 @@ def pixel_size_ratio(path: Path, package: Package) -> float:
     """The pixel size a TIFF states over the one the package's training TIFFs stated (their median); NaN where
     either is unknown."""
     trained = package.training_data.get("tiff_pixel_size")
-    stated = stated_pixel_sizes([path]).get(str(path))
+    stated = stated_pixel_size(path)
     return stated / trained if trained and stated else float("nan")
 
 

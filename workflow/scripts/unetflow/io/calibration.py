@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import tifffile
 
+from unetflow.io.formats import format_suffix
+
 # µm per unit, as OME and ImageJ name units (Fiji writes µm as the seven characters \u00B5m)
 MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
            "micrometre": 1.0, "nm": 1e-3, "Å": 1e-4, "pm": 1e-6, "mm": 1e3, "cm": 1e4, "m": 1e6}
@@ -46,8 +48,8 @@ def calibration(path) -> dict:
     """The pixel size a TIFF states: resolution (pixels per unit along x, y) with, of ImageJ and OME files, the unit
     (a name) and the slice spacing where given (of ImageJ files also the frame interval and the stack's axis, T or
     Z), of others the TIFF resolution unit (code); {} when it states none (or is no TIFF, or cannot be read: reading
-    its pixels reports why; none given)."""
-    if path is None:
+    its pixels reports why; none given). Files of other suffixes are not opened."""
+    if path is None or format_suffix(path) not in (".tif", ".tiff"):
         return {}
     try:
         with tifffile.TiffFile(path) as tif:
@@ -99,8 +101,7 @@ def stated_pixel_size(path) -> float | None:
 
 def stated_pixel_sizes(paths) -> dict[str, float]:
     """{path: its `stated_pixel_size`} of the TIFFs among `paths` that state one."""
-    tiffs = [str(path) for path in paths if str(path).lower().endswith((".tif", ".tiff"))]
-    return {path: size for path in dict.fromkeys(tiffs) if (size := stated_pixel_size(path))}
+    return {path: size for path in dict.fromkeys(map(str, paths)) if (size := stated_pixel_size(path))}
 
 
 def typical_pixel_size(sizes) -> float:

@@ -102,10 +102,9 @@ def dropped_samples(page) -> int:
     return sum(kind in ALPHA_SAMPLES for kind in extras)
 
 
-def one_stack_axis(path: Path, series) -> None:
-    """ImageReadError for a series with more than one axis of several planes besides Y, X and channels (a time-lapse
-    of z-stacks TZYX, or two unnamed axes QQYX): a stack is read along one axis."""
-    order, has_channel = axis_order(series.axes)
+def one_stack_axis(path: Path, series, order: list[int], has_channel: bool) -> None:
+    """ImageReadError for a series (its `axis_order`) with more than one axis of several planes besides Y, X and
+    channels (a time-lapse of z-stacks TZYX, or two unnamed axes QQYX): a stack is read along one axis."""
     stacked = [(series.axes[i], series.shape[i]) for i in order[:len(order) - 2 - has_channel] if series.shape[i] > 1]
     if len(stacked) > 1:
         listed = ", ".join(f"{axis} {size}" for axis, size in stacked)
@@ -123,8 +122,8 @@ def header(tif: tifffile.TiffFile, path: Path) -> dict:
     of a pixel) and compression (code)."""
     series = tif.series[0]
     page = series.keyframe
-    one_stack_axis(path, series)
     order, has_channel = axis_order(series.axes)
+    one_stack_axis(path, series, order, has_channel)
     shape = [series.shape[i] for i in order] + ([] if has_channel else [1])
     palette = page.photometric == PALETTE and not tif.is_imagej
     return dict(slices=int(np.prod(shape[:-3], dtype=int)), height=shape[-3], width=shape[-2], samples=shape[-1],
