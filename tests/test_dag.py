@@ -36,6 +36,15 @@ def test_adding_an_experiment_runs_only_that_experiment(tiny_run):
     assert job_counts(tiny_run, config, name="two.yaml") == ONE_EXPERIMENT
 
 
+def test_an_experiment_that_differs_in_prediction_only_uses_the_models_it_shares(tiny_run):
+    config = tiny_config()
+    config["experiments"] = {"unet": {}, "largest": {"predict": {"largest_component": True}}}
+    jobs = scheduled_jobs(tiny_run, configfile=write_config(tiny_run, config, "two.yaml"))
+    assert all("/largest/" in output for rule, output in jobs if rule != "leaderboard")
+    assert job_counts(tiny_run, config, name="two.yaml") == {
+        rule: count for rule, count in ONE_EXPERIMENT.items() if rule not in ("plan", "train")}
+
+
 def test_an_instance_setting_outside_the_instance_mode_reruns_nothing(tiny_run):
     config = tiny_config()
     config["data"] = {**config.get("data", {}), "instance_target": "three_class"}
@@ -129,10 +138,14 @@ def test_changing_one_experiment_reruns_only_that_experiment(tmp_path):
 def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
     config = tiny_config()
     config["train"].update(epochs=1, iterations_per_epoch=1)  # the folds of an ensemble: test_plan.py
-    config["experiments"] = {"a": {}, "b": {"train": {"lr": 0.01}}, "ab": {"predict": {"ensemble": ["a", "b"]}}}
+    config["experiments"] = {"a": {}, "b": {"train": {"lr": 0.01}}, "ab": {"predict": {"ensemble": ["a", "b"]}},
+                             "abc": {"train": {"lr": 0.02}, "predict": {"ensemble": ["a", "b"]}}}
     snakemake(tmp_path, "--until", "package", configfile=write_config(tmp_path, config))
+    package = torch.load(tmp_path / "results" / "abc" / "package" / "abc.pt", weights_only=True)
+    assert [model["source"] for model in package["models"]] == ["abc/fold0", "a/fold0", "b/fold0"]
     package = torch.load(tmp_path / "results" / "ab" / "package" / "ab.pt", weights_only=True)
-    assert [model["source"] for model in package["models"]] == ["ab/fold0", "a/fold0", "b/fold0"]
+    assert [model["source"] for model in package["models"]] == ["a/fold0", "b/fold0"]  # ab trains as a does
+    assert not (tmp_path / "results" / "ab" / "train").exists()
 
 
 def test_changed_file_listed_in_a_manifest_reruns_ingest(tmp_path):

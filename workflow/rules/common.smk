@@ -155,8 +155,9 @@ def experiment_settings(name):
 
 def ensemble_members(experiment):
     """The models whose mean softmax predicts an experiment, as (experiment, fold): its folds and those of
-    predict.ensemble."""
-    return [(member, fold) for member in [experiment, *SETTINGS[experiment]["predict"]["ensemble"]] for fold in FOLDS]
+    predict.ensemble, each trained by its `TRAINED_BY` experiment, once."""
+    members = dict.fromkeys(TRAINED_BY[m] for m in [experiment, *SETTINGS[experiment]["predict"]["ensemble"]])
+    return [(member, fold) for member in members for fold in FOLDS]
 
 
 def member_models(experiment):
@@ -171,6 +172,29 @@ def ensemble_models(wildcards):
 
 
 SETTINGS = {name: experiment_settings(name) for name in EXPERIMENTS}
+# Experiments of one train section (that differ in predict or evaluate settings only) share the plan and models of the
+# first of them: a prediction setting compared is not mixed with a second training's noise, nor trained twice.
+TRAINED_BY = {
+    name: next(other for other in EXPERIMENTS if SETTINGS[other]["train"] == SETTINGS[name]["train"])
+    for name in EXPERIMENTS
+}
+
+
+def trained_plan(wildcards):
+    """The plan of the experiment that trains this experiment's models (`TRAINED_BY`): an input function."""
+    return expand(rules.plan.output[0], experiment=TRAINED_BY[wildcards.experiment])[0]
+
+
+def trained_metrics(wildcards):
+    """The training curves of the experiment that trains this experiment's models: an input function."""
+    return expand(rules.train.output.metrics, experiment=TRAINED_BY[wildcards.experiment], fold=FOLDS)
+
+
+def own_tracking(wildcards):
+    """The tracking records of an experiment's own training runs, which its package and report add to; none for an
+    experiment whose models another one trains (it would overwrite that one's test metrics)."""
+    own = TRAINED_BY[wildcards.experiment] == wildcards.experiment
+    return expand(rules.train.output.tracking, experiment=wildcards.experiment, fold=FOLDS) if own else []
 
 
 def init_inputs(wildcards):
@@ -200,8 +224,8 @@ def leaderboard_runs():
     return {
         name: dict(
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
-            metrics=expand(rules.train.output.metrics, experiment=name, fold=FOLDS),
-            plan=expand(rules.plan.output[0], experiment=name)[0],
+            metrics=expand(rules.train.output.metrics, experiment=TRAINED_BY[name], fold=FOLDS),
+            plan=expand(rules.plan.output[0], experiment=TRAINED_BY[name])[0],
         )
         for name in EXPERIMENTS
     }

@@ -5,7 +5,7 @@
 rule package:
     input:
         models=ensemble_models,
-        plan=rules.plan.output[0],
+        plan=trained_plan,
         manifest=rules.ingest.output.manifest,
         classes=rules.ingest.output.classes,
         regions=rules.ingest.output.regions,
@@ -13,7 +13,7 @@ rule package:
         settings=rules.preprocess.output.settings,
         fingerprint=rules.fingerprint.output.summary,
         splits=rules.split.output[0],
-        tracking=lambda wc: expand(rules.train.output.tracking, experiment=wc.experiment, fold=FOLDS),
+        tracking=own_tracking,
     output:
         f"{RESULTS}/{{experiment}}/package/{{experiment}}.pt",
     log:

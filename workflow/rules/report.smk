@@ -6,9 +6,9 @@ report: "../report/workflow.rst"
 
 rule report:
     input:
-        metrics=lambda wc: expand(rules.train.output.metrics, experiment=wc.experiment, fold=FOLDS),
-        tracking=lambda wc: expand(rules.train.output.tracking, experiment=wc.experiment, fold=FOLDS),
-        plan=rules.plan.output[0],
+        metrics=trained_metrics,
+        tracking=own_tracking,
+        plan=trained_plan,
         per_case=rules.evaluate.output.per_case,
         summary=rules.evaluate.output.summary,
         manifest=rules.ingest.output.manifest,
