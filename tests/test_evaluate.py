@@ -103,6 +103,9 @@ def test_summary_has_one_row_per_class_and_no_statistics_of_flags(case_files):
     assert summary["class_name"].tolist() == ["background", "cell"] and summary["n_cases"].tolist() == [2, 2]
     assert summary.loc[1, "dice_mean"] == pytest.approx((1 + 72 / 88) / 2)
     assert not any(column.startswith(("roi", "gt_empty")) for column in summary.columns)
+    assert summary["empty_false_positives"].tolist() == [0, 0]
+    per_case.loc[per_case["id"] == "c", ["gt_empty", "dice"]] = [True, 0.0]  # c's cell predicted where none is
+    assert summarize(per_case)["empty_false_positives"].tolist() == [1, 1]
 
 
 def test_ignored_pixels_are_left_out(case_files, tmp_path):

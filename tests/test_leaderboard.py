@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from unetflow.evaluate.leaderboard import leaderboard, model_traits
+from unetflow.evaluate.leaderboard import empty_case_notes, leaderboard, model_traits
 
 
 def write_plan(path, class_shares) -> str:
@@ -30,7 +30,7 @@ def write_experiments(tmp_path, dice: dict, class_shares, **columns) -> dict:
     experiments = {}
     for name, values in dice.items():
         summary = pd.DataFrame({"class": [0, 1], "class_name": ["zero", "one"], "n_cases": 3, "dice_mean": values,
-                                "dice_std": 0.0, "iou_mean": values, "iou_std": 0.0,
+                                "dice_median": values, "dice_std": 0.0, "iou_mean": values, "iou_std": 0.0,
                                 **{column: given[name] for column, given in columns.items()}})
         summary.to_parquet(tmp_path / f"{name}_summary.parquet")
         pd.DataFrame({"val_dice": [0.5], "seconds": [1.0]}).to_parquet(tmp_path / f"{name}_metrics.parquet")
@@ -54,3 +54,13 @@ def test_instance_experiments_are_ranked_by_object_map_and_show_the_object_metri
     table = leaderboard(write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.93]}, [0.9, 0.1], **objects))
     assert table["experiment"].tolist() == ["b", "b", "a", "a"] and set(table["rank_by"]) == {"object_map"}
     assert table.loc[table["class"] == 1, "pq_mean"].tolist() == [0.8, 0.6]
+
+
+def test_stray_predictions_on_test_cases_without_the_class_are_counted_and_said(tmp_path):
+    """b's mean is pulled down by one test case without class 1 in which it predicted a few pixels of it."""
+    table = leaderboard(write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.92]}, [0.9, 0.1],
+                                          empty_false_positives={"a": [0, 0], "b": [0, 1]}))
+    assert table.loc[table["class"] == 1, "empty_false_positives"].tolist() == [0, 1]
+    assert empty_case_notes(table) == [
+        "b, class 'one': 1 of 3 test unit(s) lack it in the ground truth but have it in the prediction, each scoring "
+        "Dice 0 (mean 0.9200, median 0.9200)"]

@@ -1,5 +1,6 @@
 """Report: figures from small synthetic tables, example selection, tables, and `snakemake --report` end to end."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ def per_case() -> pd.DataFrame:
     for case_id, (cell, nucleus) in FOREGROUND_DICE.items():
         for c, dice in enumerate((0.99, cell, nucleus)):
             rows.append(dict(id=case_id, **{"class": c}, class_name=CLASS_NAMES[c], dice=dice, iou=dice / (2 - dice),
-                             hd95=10 * (1 - dice), roi=False))
+                             hd95=10 * (1 - dice), roi=False, gt_empty=False, pred_empty=False))
     return pd.DataFrame(rows)
 
 
@@ -171,3 +172,6 @@ def test_snakemake_report_is_self_contained(tiny_run, tmp_path):
     html = (workdir / "report.html").read_text()
     assert len(html) > 10_000 and "overlays.png" in html and "best, median and worst case" in html
     assert external_asset_links(html) == []
+    tables = (workdir / "results/unet/report/metrics.html").read_text()
+    plan = json.loads((workdir / "results/unet/plan.json").read_text())
+    assert "(image scale)" in tables and plan["image_scale"]["value"] == plan["settings"]["resolution"]["value"]

@@ -123,9 +123,14 @@ def scored_names(classes: pd.DataFrame, regions: Regions | None) -> dict:
 
 
 def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Mean, median and std over cases of every metric, per class (columns like dice_mean)."""
+    """Mean, median and std over cases of every metric, per class (columns like dice_mean), and empty_false_positives:
+    the units whose ground truth lacks the class but whose prediction has it (each scores Dice 0, however few pixels
+    it predicted)."""
     metrics = [c for c in per_case.columns if per_case[c].dtype.kind == "f"]
-    summary = per_case.groupby(["class", "class_name"])[metrics].agg(list(SUMMARY_STATS))
+    by_class = per_case.groupby(["class", "class_name"])
+    summary = by_class[metrics].agg(list(SUMMARY_STATS))
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
-    summary.insert(0, "n_cases", per_case.groupby(["class", "class_name"]).size())
+    summary.insert(0, "n_cases", by_class.size())
+    summary.insert(1, "empty_false_positives", (per_case["gt_empty"] & ~per_case["pred_empty"]).groupby(
+        [per_case["class"], per_case["class_name"]]).sum())
     return summary.reset_index()

@@ -36,7 +36,9 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
     model's dims, resolution, patch size, parameters and the package it started from (`model_traits`)."""
     objects = [column for column in OBJECT_COLUMNS if column in summary]
-    rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_std", "iou_mean", "iou_std", *objects]].copy()
+    empty = ["empty_false_positives"] if "empty_false_positives" in summary else []  # not in earlier summaries
+    rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean", "iou_std",
+                    *empty, *objects]].copy()
     rows.insert(0, "experiment", name)
     rows.insert(1, "dims", model["dims"])
     rows.insert(2, "resolution", model["resolution"])
@@ -62,3 +64,13 @@ def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
     score = table[table["ranked"]].groupby("experiment")[metric].mean()
     table["rank"] = table["experiment"].map(score.rank(ascending=False, method="min")).astype(int)
     return table.sort_values(["rank", "experiment", "class"]).reset_index(drop=True)
+
+
+def empty_case_notes(table: pd.DataFrame) -> list[str]:
+    """One line per experiment and ranked class whose mean test Dice counts units without the class in the ground
+    truth but with stray predicted pixels (Dice 0 each), with its median beside the mean."""
+    flagged = table[table["ranked"] & (table.get("empty_false_positives", 0) > 0)]
+    return [f"{row.experiment}, class '{row.class_name}': {int(row.empty_false_positives)} of {row.n_cases} test "
+            f"unit(s) lack it in the ground truth but have it in the prediction, each scoring Dice 0 (mean "
+            f"{row.dice_mean:.4f}, median {row.dice_median:.4f})"
+            for row in flagged.itertuples()]

@@ -84,10 +84,13 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
 
 def plan_table(path) -> pd.DataFrame:
     """An experiment's training plan (plan.json) as a table: setting, value, source (planned or config) and reason,
-    then the traits it was planned from and the device it was planned for."""
+    the image scale of 2D files, then the traits it was planned from and the device it was planned for."""
     plan = json.loads(Path(path).read_text())
     rows = [dict(setting=key, value=str(entry["value"]), source=entry["source"], reason=entry["reason"])
             for key, entry in plan["settings"].items()]
+    if scale := plan.get("image_scale"):  # not in plans of volumes, nor in earlier ones
+        rows.append(dict(setting="(image scale)", value=str(scale["value"]), source="preprocess and plan",
+                         reason=f"what the network sees of a 2D file: {scale['reason']}"))
     rows.append(dict(setting="(traits)", value=json.dumps(plan["traits"]), source="training sources",
                      reason="what the plan was made from"))
     rows.append(dict(setting="(device)", value=json.dumps(plan["device"]), source="plan job",
