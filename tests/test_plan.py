@@ -20,6 +20,7 @@ from unetflow.plan.plan import (
     planned_settings,
     training_bytes_per_sample,
     training_traits,
+    unseen_class_problem,
     unseen_classes,
 )
 
@@ -156,3 +157,12 @@ def test_three_folds_of_mixed_sizes_train_on_one_plan_and_predict_as_an_ensemble
 def test_a_class_without_a_training_pixel_is_named_however_rare_the_others():
     sources = pd.DataFrame({"class_voxels": [[90000, 5, 0, 1], [70000, 0, 0, 0]]})  # 'rare' 1 px in 160006
     assert unseen_classes(["background", "cell", "absent", "rare"], sources) == ["absent"]
+
+
+def test_a_class_only_in_test_cases_is_refused_naming_them():
+    names = ["background", "cell", "slip"]
+    sources = pd.DataFrame({"id": ["a", "b"], "class_voxels": [[900, 50, 0], [700, 0, 0]]})
+    held_out = pd.DataFrame({"id": ["c", "d"], "class_voxels": [[800, 10, 0], [500, 20, 1600]]})
+    assert unseen_class_problem(names, sources, held_out).startswith(
+        "class(es) ['slip'] have no pixel in the training and validation cases, only in the test case(s) d: ")
+    assert unseen_class_problem(names, pd.concat([sources, held_out]), held_out.iloc[:0]) is None

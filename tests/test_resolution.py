@@ -15,7 +15,13 @@ from conftest import snakemake, tiny_config, write_config
 from unetflow.io.store import save_source
 from unetflow.plan.fingerprint import boundary_distances, finest_boundary_distance
 from unetflow.plan.plan import make_plan, planned_settings
-from unetflow.plan.resolution import TARGET_PASSES, plan_resolution, thin_structure_loss
+from unetflow.plan.resolution import (
+    TARGET_PASSES,
+    few_passes,
+    plan_resolution,
+    resolution_trial,
+    thin_structure_loss,
+)
 from unetflow.train.sampler import validation_cases
 from unetflow.train.schedule import Budget
 from unetflow.train.timing import step_seconds
@@ -89,8 +95,9 @@ def test_volumes_and_the_instance_mode_keep_full_resolution_and_the_config_wins(
     assert make_plan(cfg, large, fingerprint, 2, torch.device("cpu"))["settings"]["resolution"]["value"] < 1
     kept = make_plan(cfg, large, fingerprint, 2, torch.device("cpu"), instances=True)["settings"]["resolution"]
     assert kept["value"] == 1.0 and "instance mode" in kept["reason"]
-    fixed = make_plan(dict(cfg, resolution=0.5), large, fingerprint, 2, torch.device("cpu"))["settings"]
-    assert fixed["resolution"] == dict(value=0.5, source="config", reason="set in the config")
+    fixed = make_plan(dict(cfg, resolution=0.5), large, fingerprint, 2, torch.device("cpu"))
+    assert fixed["settings"]["resolution"] == dict(value=0.5, source="config", reason="set in the config")
+    assert [trial["resolution"] for trial in fixed["resolutions_tried"]] == [0.5]  # tried as the planner's own
     volumes = stored([(40, 64, 64)] * 2, "volume", [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match=r"train.resolution is 0.5.*3D: volumes keep their target spacing"):
         make_plan(dict(cfg, resolution=0.5), volumes, dict(object_diameter_p90=5.0), 2, torch.device("cpu"))
@@ -164,6 +171,18 @@ def test_validation_at_a_lower_resolution_scores_against_the_stored_labels(tmp_p
     _, dice = validation_scores(model.eval(), [(image, stored_labels)], [32, 32], "cpu", "ce_dice")
     block, line = 16 * 16, 64
     assert dice == pytest.approx(2 * block / (2 * block + line), abs=0.03)  # 0.89, not the 1.0 of halved labels
+
+
+def test_a_resolution_set_in_the_config_that_the_budget_cannot_train_is_warned_about():
+    trial = resolution_trial(LARGE, 1.0, Budget(seconds=120), 0.1, settings_at, pixel_time)
+    assert trial["passes"] < TARGET_PASSES
+    assert few_passes(trial, "train.resolution") == (
+        f"train.resolution 1: the network sees the training pixels {trial['passes']:g} times in the budget (patch "
+        f"{trial['patch_size']}, batch {trial['batch_size']}, a step measured at 1 s), under the 10 the planner aims "
+        f"for, so it may stop undertrained; leave train.resolution to the planner (null) or raise the budget "
+        f"(train.budget_minutes)")
+    assert few_passes(resolution_trial(LARGE, 0.25, Budget(seconds=6000), 0.1, settings_at, pixel_time),
+                      "train.resolution") is None
 
 
 def test_a_resolution_set_below_what_the_finest_class_allows_is_warned_about():

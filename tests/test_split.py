@@ -84,7 +84,7 @@ def test_a_fixed_split_that_puts_a_group_on_two_sides_or_leaves_val_empty_is_ref
         split_cases(manifest, 0.7, 0.15, 0.15, fixed=True)
 
 
-def test_a_manifest_split_unused_and_a_class_only_in_the_test_split_are_said(tmp_path):
+def test_a_manifest_split_unused_is_said_and_a_class_only_in_the_test_split_refused(tmp_path):
     images, masks = write_pairs(tmp_path, count=6, values=(0, 1))
     rare = cv2.imread(str(masks / "c5.png"), cv2.IMREAD_UNCHANGED)
     rare[:4, :4] = 2
@@ -98,10 +98,13 @@ def test_a_manifest_split_unused_and_a_class_only_in_the_test_split_are_said(tmp
     snakemake(tmp_path, "--until", "split", configfile=write_config(tmp_path, config))
     assert "split column, which this split does not use" in (tmp_path / "results/logs/split.log").read_text()
     config["split"] = {"fixed": True}
-    snakemake(tmp_path, "--until", "plan", configfile=write_config(tmp_path, config))
+    refused = snakemake(tmp_path, "--until", "plan", configfile=write_config(tmp_path, config), check=False)
+    assert refused.returncode != 0
     assert "split column" not in (tmp_path / "results/logs/split.log").read_text()
     plan_log = next((tmp_path / "results/logs").rglob("plan.log")).read_text()
-    assert "class(es) ['rare'] have no pixel in the training and validation cases" in plan_log
+    assert "PlanError: class(es) ['rare'] have no pixel in the training and validation cases, only in the test " \
+           "case(s) c5: the network cannot learn them" in plan_log
+    assert "Traceback" not in plan_log
 
 
 def test_a_test_share_far_from_the_asked_one_is_said():

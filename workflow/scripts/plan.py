@@ -10,8 +10,8 @@ from unetflow.gpu import pick_device
 from unetflow.instances.targets import instance_target
 from unetflow.io.labels import class_values, trained_classes
 from unetflow.logs import stage_logger
-from unetflow.plan.plan import make_plan, unseen_classes
-from unetflow.plan.resolution import thin_structure_loss
+from unetflow.plan.plan import PlanError, make_plan, unseen_class_problem
+from unetflow.plan.resolution import few_passes, image_scale, thin_structure_loss
 from unetflow.threads import job_threads
 from unetflow.train.finetune import checked_init, init_record, package_network
 
@@ -24,20 +24,21 @@ with open(snakemake.input.fingerprint) as file:
     fingerprint = json.load(file)
 classes, regions = pd.read_parquet(snakemake.input.classes), pd.read_parquet(snakemake.input.regions)
 outputs = len(regions) or len(class_values(classes))  # one per class or region
+held_out = stored[~stored["id"].isin(sources["id"])]
+if unseen := unseen_class_problem(trained_classes(classes)["name"].tolist(), sources, held_out):
+    raise PlanError(unseen)
 package = checked_init(str(snakemake.input.init), cfg, sources, classes, regions) if cfg["init"] else None
 network = package and dict(network=package_network(package.models[0]),
                            name=f"train.init package {package.path} (model {package.models[0]['source']})")
 plan = make_plan(cfg, sources, fingerprint, outputs, pick_device(cfg["device"]),
                  instances=bool(instance_target(classes)), package=network)
+with open(snakemake.input.settings) as file:
+    preprocess = json.load(file)
+plan["image_scale"] = image_scale(preprocess, plan["settings"]["resolution"]["value"])
 if package:
-    with open(snakemake.input.settings) as file:
-        plan["init"] = init_record(package, classes, regions, json.load(file))
+    plan["init"] = init_record(package, classes, regions, preprocess)
 with open(snakemake.output[0], "w") as file:
     json.dump(plan, file, indent=2)
-if unseen := unseen_classes(trained_classes(classes)["name"].tolist(), sources):
-    log.warning("class(es) %s have no pixel in the training and validation cases: the network cannot learn them, "
-                "though the test split scores them; move a case that has them out of the test split (split.fixed "
-                "with a manifest's split column, or another split.seed)", unseen)
 log.info("plan for %s (%s) from %d training sources; traits %s", plan["device"]["type"], plan["device"]["name"],
          len(sources), plan["traits"])
 for trial in plan["resolutions_tried"]:
@@ -46,9 +47,15 @@ for trial in plan["resolutions_tried"]:
              trial["resolution"], trial["patch_size"], trial["batch_size"], step, trial["passes"])
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
+if plan["image_scale"]:
+    log.info("2D images reach the network at %g of their size in the files: %s", plan["image_scale"]["value"],
+             plan["image_scale"]["reason"])
 if cfg["resolution"] is not None and (lost := thin_structure_loss(
         float(cfg["resolution"]), plan["traits"].get("boundary_distance"), "train.resolution")):
     log.warning(lost)
+if cfg["resolution"] is not None and plan["resolutions_tried"] and (
+        few := few_passes(plan["resolutions_tried"][0], "train.resolution")):
+    log.warning(few)
 if package:
     init = plan["init"]
     log.info("fine-tuning from %s (model %s, sha256 %s): %s", init["package"], init["model"], init["sha256"][:12],

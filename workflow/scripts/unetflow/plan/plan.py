@@ -23,7 +23,7 @@ import torch
 
 from unetflow.net.model import UNet, pool_kernels_for, trained_parameters
 from unetflow.plan.background import dominant_background
-from unetflow.plan.resolution import no_resolution_choice, plan_resolution, scaled_traits
+from unetflow.plan.resolution import no_resolution_choice, plan_resolution, resolution_trial, scaled_traits
 from unetflow.train.schedule import training_budget
 from unetflow.train.timing import step_seconds
 
@@ -122,6 +122,21 @@ def unseen_classes(names: list[str], sources: pd.DataFrame) -> list[str]:
     """The classes (`names` in index order) without a pixel in the stored training `sources`: the network cannot
     learn them."""
     return [name for name, count in zip(names, class_voxels(sources)) if count == 0]
+
+
+def unseen_class_problem(names: list[str], sources: pd.DataFrame, held_out: pd.DataFrame) -> str | None:
+    """The refusal of classes (`names` in index order) without a pixel in the training and validation `sources`,
+    naming the `held_out` (test) sources that have them; None when every class is there."""
+    unseen = unseen_classes(names, sources)
+    if not unseen:
+        return None
+    indices = [names.index(name) for name in unseen]
+    holders = held_out.loc[held_out["class_voxels"].map(lambda counts: any(counts[i] for i in indices)), "id"]
+    shown = ", ".join(map(str, holders[:5])) + (", ..." if len(holders) > 5 else "")
+    return (f"class(es) {unseen} have no pixel in the training and validation cases, only in the test case(s) "
+            f"{shown}: the network cannot learn them, and the test split would score them. If the value is an "
+            f"annotation slip, clean those masks; if it is a class, put a case that has it in training (split.fixed "
+            f"with a manifest's split column, or another split.seed)")
 
 
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, pool_kernels=None) -> int:
@@ -330,15 +345,20 @@ def planned_resolution(cfg: dict, traits: dict, dims: int, instances: bool, devi
     """The factor the stored images are trained and predicted at, why, and the resolutions tried
     (`unetflow.plan.resolution`); train.resolution when set (ValueError naming it where only 1 applies)."""
     fixed = no_resolution_choice(traits, instances) if dims == 2 else "3D: volumes keep their target spacing"
-    if cfg["resolution"] is not None:
-        if fixed and cfg["resolution"] != 1:
-            raise PlanError(f"config key train.resolution is {cfg['resolution']}, but {fixed}: set it to null or 1")
-        return float(cfg["resolution"]), "set in the config", []
+    if cfg["resolution"] is not None and fixed and cfg["resolution"] != 1:
+        raise PlanError(f"config key train.resolution is {cfg['resolution']}, but {fixed}: set it to null or 1")
     if fixed:
         return 1.0, fixed, []
     budget = training_budget(cfg, device["type"])
-    return plan_resolution(traits, budget, cfg["val_share"],
-                           lambda scaled: planned_settings(cfg, scaled, dims, None, device)[0], step_time_of)
+
+    def settings_at(scaled: dict) -> dict:
+        return planned_settings(cfg, scaled, dims, None, device)[0]
+
+    if cfg["resolution"] is not None:  # the config's, tried as the planner tries its own
+        trial = resolution_trial(traits, float(cfg["resolution"]), budget, cfg["val_share"], settings_at,
+                                 step_time_of)
+        return float(cfg["resolution"]), "set in the config", [trial]
+    return plan_resolution(traits, budget, cfg["val_share"], settings_at, step_time_of)
 
 
 def settings_of(plan: dict) -> dict:

@@ -59,6 +59,29 @@ def thin_structure_loss(factor: float, boundary_distance: float | None, key: str
             f"({planned}) or set it to at least {min(1.0, MIN_BOUNDARY_DISTANCE / boundary_distance):.2g}")
 
 
+def resolution_trial(traits: dict, factor: float, budget, val_share: float, settings_at, step_time_of) -> dict:
+    """The stored 2D images trained at `factor`: resolution, patch_size, batch_size, step_seconds (None for a step
+    budget) and passes over the training pixels in the budget (see `plan_resolution`)."""
+    settings = settings_at(scaled_traits(traits, factor))
+    seconds = step_time_of(settings) if budget.steps is None else None
+    passes = budget_passes(budget, seconds, settings["batch_size"], settings["patch_size"],
+                           scaled_traits(traits, factor)["pixels"], val_share)
+    return dict(resolution=factor, patch_size=settings["patch_size"], batch_size=settings["batch_size"],
+                step_seconds=None if seconds is None else round(seconds, 4), passes=float(f"{passes:.3g}"))
+
+
+def few_passes(trial: dict, key: str) -> str | None:
+    """For a resolution set in the config (`key`; its `resolution_trial`): the warning when the budget lets the
+    network see the training pixels fewer than TARGET_PASSES times; else None."""
+    if trial["passes"] >= TARGET_PASSES:
+        return None
+    step = "" if trial["step_seconds"] is None else f", a step measured at {trial['step_seconds']:.3g} s"
+    return (f"{key} {trial['resolution']:g}: the network sees the training pixels {trial['passes']:g} times in the "
+            f"budget (patch {trial['patch_size']}, batch {trial['batch_size']}{step}), under the {TARGET_PASSES} the "
+            f"planner aims for, so it may stop undertrained; leave {key} to the planner (null) or raise the budget "
+            f"(train.budget_minutes)")
+
+
 def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
     """The factor stored 2D images are trained at, why, and the resolutions tried (each: resolution, patch_size,
     batch_size, step_seconds (None for a step budget), passes): the largest that reaches TARGET_PASSES, else the one
@@ -68,13 +91,8 @@ def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_ti
     floor, floor_reason = resolution_floor(traits)
     trials = []
     for factor in (f for f in RESOLUTIONS if f == 1.0 or f >= floor):
-        settings = settings_at(scaled_traits(traits, factor))
-        seconds = step_time_of(settings) if budget.steps is None else None
-        passes = budget_passes(budget, seconds, settings["batch_size"], settings["patch_size"],
-                               scaled_traits(traits, factor)["pixels"], val_share)
-        trials.append(dict(resolution=factor, patch_size=settings["patch_size"], batch_size=settings["batch_size"],
-                           step_seconds=None if seconds is None else round(seconds, 4), passes=float(f"{passes:.3g}")))
-        if passes >= TARGET_PASSES:
+        trials.append(resolution_trial(traits, factor, budget, val_share, settings_at, step_time_of))
+        if trials[-1]["passes"] >= TARGET_PASSES:
             break
     first = trials[0]
     chosen = trials[-1] if trials[-1]["passes"] >= TARGET_PASSES else max(trials, key=lambda trial: trial["passes"])
@@ -102,3 +120,13 @@ def no_resolution_choice(traits: dict, instances: bool) -> str | None:
     if traits.get("slides"):
         return SLIDES_KEEP_SIZE
     return None
+
+
+def image_scale(preprocess: dict, resolution: float) -> dict | None:
+    """What the network sees of a 2D file: preprocess.scale (`preprocess`: the settings as applied) times the
+    resolution, with both and the scale's reason; None where the sources are not scaled (volumes)."""
+    if preprocess.get("scale") is None:
+        return None
+    scale = float(preprocess["scale"])
+    return dict(value=round(scale * resolution, 4), preprocess_scale=scale, resolution=resolution,
+                reason=f"preprocess.scale {scale:g} ({preprocess['scale_source']}) x train.resolution {resolution:g}")
