@@ -119,7 +119,7 @@ def test_jpeg_snap_without_declared_classes(tmp_path, pairs):
 
 
 def test_inconsistent_channel_counts(tmp_path, pairs):
-    cv2.imwrite(str(pairs[0] / "c2.png"), np.zeros((32, 40, 3), np.uint8))
+    cv2.imwrite(str(pairs[0] / "c2.png"), np.zeros((32, 40, 3), np.uint8) + [0, 0, 255])  # red: a colour image
     assert ("c2.png: 3 channel(s) where 3 of 4 of the data set's images have 1; convert it, or set data.channels to 1"
             in ingest_error(tmp_path))
 

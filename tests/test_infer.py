@@ -163,7 +163,13 @@ def test_every_bad_image_is_reported_at_once_before_prediction(tmp_path):
         check_images(sorted(listed_images(str(tmp_path / "in"))), package)
     message = str(error.value)
     assert f"{text}: not a PNG file" in message and f"{rgb}: 3 channel(s)" in message
+    assert "or train with data.channels: 1 to convert automatically" in message
     assert f"{nan}: 400 pixels are NaN" in message and str(good[0]) not in message
+    grey = tmp_path / "grey.png"  # a grey picture saved as RGB: read as grey, as training reads it
+    cv2.imwrite(str(grey), np.repeat(cv2.imread(str(good[0]), cv2.IMREAD_GRAYSCALE)[..., None], 3, axis=2))
+    assert check_images([grey], package)["channels"].tolist() == [3]
+    np.testing.assert_array_equal(Predictor(package, "cpu").predict_array(cv2.imread(str(grey)))[0],
+                                  Predictor(package, "cpu").predict_array(cv2.imread(str(good[0]), 0))[0])
     with pytest.raises(InferInputError, match="no image files matched"):
         check_images(listed_images(str(tmp_path / "empty")), package)
 

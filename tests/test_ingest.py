@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, build_manifest, write_pairs
+from conftest import REPO, build_manifest, ingest_error, write_pairs
 from unetflow.data.data_warnings import data_warnings
 from unetflow.data.ingest import DataValidationError
 from unetflow.data.pairing import subfolder_note, unread_images_note
+from unetflow.data.preprocess import to_channels
 from unetflow.data.split import split_cases
 from unetflow.io.sources import read_source_image, read_source_mask, source_spacing, units
 
@@ -107,6 +108,23 @@ def test_inconsistent_channels_are_reported(tmp_path):
     cv2.imwrite(str(images / "c1.png"), np.zeros((32, 40, 3), np.uint8) + [0, 0, 255])
     with pytest.raises(DataValidationError, match="c1.png: 3 channel\\(s\\) where 2 of 3 of the data set's images"):
         build_manifest(str(images), str(masks))
+
+
+def test_a_grey_picture_saved_as_rgb_is_read_as_grey_among_grey_images(tmp_path):
+    images, masks = write_pairs(tmp_path, count=3)
+    grey = cv2.imread(str(images / "c1.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(images / "c1.png"), np.repeat(grey[..., None], 3, axis=2))
+    manifest, classes = build_manifest(str(images), str(masks))
+    assert manifest["read_as_grey"].tolist() == [False, True, False]
+    assert manifest["channels"].tolist() == [1, 3, 1] and manifest["input_channels"].tolist() == [1, 1, 1]
+    warning = data_warnings(manifest, classes).query("kind == 'read_as_grey'")
+    assert warning["file"].map(lambda path: Path(path).name).tolist() == ["c1.png"]
+    np.testing.assert_allclose(to_channels(read_source_image(manifest.iloc[1]), 1)[0, 0], grey, atol=1e-3)
+    for index in (0, 2):  # among colour images it stays a colour image
+        cv2.imwrite(str(images / f"c{index}.png"), np.random.default_rng(index).integers(0, 256, (32, 40, 3),
+                                                                                         dtype=np.uint8))
+    manifest, _ = build_manifest(str(images), str(masks))
+    assert manifest["input_channels"].tolist() == [3, 3, 3] and not manifest["read_as_grey"].any()
 
 
 def write_volume_pair(folder, name, shape=(20, 24, 5), seed=0):
@@ -243,6 +261,14 @@ def test_images_and_masks_in_one_folder_and_recursive_globs(tmp_path):
         "1 file(s) that data.images names are in formats unetflow does not read, so left out (c3.webp): convert "
         "them to PNG or TIFF (volumes to NIfTI)")
 
+    images, masks = write_pairs(tmp_path / "formats", count=3)
+    (images / "c0.png").rename(images / "c0.webp")  # its mask c0.png is not blamed for it
+    (images / "c1.png").unlink()
+    message = ingest_error(images, masks)
+    assert f"{masks / 'c0.png'}: its image {images / 'c0.webp'} is in a format unetflow does not read (.webp): " \
+           "convert it to PNG or TIFF" in message
+    assert f"{masks / 'c1.png'}: mask without an image" in message
+
 
 def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):
     write_pairs(tmp_path / "siteA", count=3)
@@ -359,5 +385,5 @@ def test_many_files_with_the_same_problem_are_one_line_naming_a_few(tmp_path):
         build_manifest(str(images), str(masks))
     lines = str(error.value).splitlines()
     assert lines[0] == "6 problem(s) in the data set:" and len(lines) == 2
-    assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, {masks / 'c1.jpg'}, {masks / 'c2.jpg'}, ...): JPEG "
+    assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, c1.jpg, c2.jpg, c3.jpg, c4.jpg, c5.jpg): JPEG "
                                f"masks are lossy")

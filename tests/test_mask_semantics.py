@@ -195,6 +195,36 @@ def test_a_palette_mask_showing_index_1_as_white_beside_0_255_masks_is_refused_s
             ingest_error(images, masks, **options)
 
 
+def test_a_stray_value_and_another_foreground_encoding_are_reported_in_one_run(tmp_path):
+    images, masks = write_pairs(tmp_path, count=30, size=(64, 64))
+    stray = cv2.imread(str(masks / "c1.png"), cv2.IMREAD_UNCHANGED)
+    stray[0, :5] = 128
+    cv2.imwrite(str(masks / "c1.png"), stray)
+    other = cv2.imread(str(masks / "c2.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(masks / "c2.png"), np.where(other > 0, 200, 0).astype(np.uint8))
+    message = ingest_error(images, masks)
+    assert message.startswith("2 problem(s)")
+    assert "c1.png: mask value(s) 128 on 5 pixel(s)" in message
+    assert "every mask holds one foreground value, but not the same one: 200 in 1 file(s) (e.g. c2.png); 255 in " \
+           "29 file(s)" in message
+
+
+def test_a_palette_mask_showing_a_stored_value_does_not_hide_another_masks_problem(tmp_path):
+    images, masks = write_pairs(tmp_path, count=4, size=SIZE)  # 0/255 masks
+    labels = (cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED) > 0).astype(np.uint8)
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    image.save(masks / "c3.png")
+    wide = cv2.imread(str(masks / "c1.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(masks / "c1.png"), np.where(wide > 0, 65535, 0).astype(np.uint16))
+    message = ingest_error(images, masks)
+    assert message.startswith("2 problem(s)")
+    assert "c3.png: a palette (indexed) mask that shows index 1 as 255" in message
+    assert "save it as a PNG of the grey values it shows" in message
+    assert "every mask holds one foreground value, but not the same one: 255 in 2 file(s)" in message
+    assert "65535 in 1 file(s) (e.g. c1.png)" in message
+
+
 def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):
     images, masks = write_pairs(tmp_path, count=30, size=(64, 64))
     resized = cv2.imread(str(masks / "c3.png"), cv2.IMREAD_UNCHANGED)

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
-from unetflow.infer.package import Package
+from unetflow.infer.package import Package, training_palette
 from unetflow.infer.predictor import Predictor, keep_largest_components
 from unetflow.io.prediction_files import read_class_mask, read_probabilities, write_class_mask, write_probabilities
 from unetflow.net.model import UNet
@@ -176,3 +177,15 @@ def test_the_api_refuses_what_the_file_check_refuses_and_drops_alpha_as_files_ar
     grey = np.random.default_rng(0).integers(0, 255, (20, 20), dtype=np.uint8)
     with_alpha = np.stack([grey, np.full_like(grey, 255)], axis=-1)
     np.testing.assert_array_equal(predictor.predict_array(with_alpha)[1], predictor.predict_array(grey)[1])
+
+
+def test_predictions_are_palette_pngs_only_when_most_training_masks_are(tmp_path):
+    paths = []
+    for index in range(3):
+        labels = Image.fromarray(np.full((8, 8), index % 2, np.uint8), mode="P" if index < 2 else "L")
+        if index < 2:
+            labels.putpalette([0, 0, 0, 200, 30, 30])
+        labels.save(tmp_path / f"m{index}.png")
+        paths.append(str(tmp_path / f"m{index}.png"))
+    assert training_palette(pd.DataFrame({"mask_path": paths}))[:6] == [0, 0, 0, 200, 30, 30]
+    assert training_palette(pd.DataFrame({"mask_path": paths[1:]})) is None  # one palette mask of two

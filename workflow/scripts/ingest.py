@@ -5,14 +5,16 @@ from pathlib import Path
 
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.ingest import DataSpec, check_data_set
-from unetflow.data.pairing import unread_images_note
+from unetflow.data.pairing import subfolder_note, unread_images_note
 from unetflow.io.regions import region_table
 from unetflow.logs import stage_logger
 from unetflow.threads import job_threads
 
 log = stage_logger(snakemake.log[0])
-if note := unread_images_note(snakemake.params.data["images"], "data.images"):
-    log.warning(note)
+for note in [unread_images_note(snakemake.params.data["images"], "data.images"),
+             subfolder_note(snakemake.params.data["images"])]:
+    if note:
+        log.warning(note)
 Path(snakemake.output.annotated).mkdir(parents=True, exist_ok=True)  # the folder is an output, empty without GeoJSON
 data = DataSpec.from_config(snakemake.params.data)
 manifest, classes = check_data_set(data, job_threads(snakemake.threads), snakemake.output.annotated)

@@ -1,10 +1,10 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
 colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes whose pixdim and affine
-disagree, binary masks that look inverted, images of a single value, images with a channel of a single value, masks
-without foreground, TIFFs that state another pixel size than the others. Each is one row of a table (columns
-WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log gets one summary line per kind with
-counts and a few examples, however many rows there are.
+disagree, binary masks that look inverted, images of a single value, images with a channel of a single value, colour
+images of equal channels read as grey, masks without foreground, TIFFs that state another pixel size than the others.
+Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log
+gets one summary line per kind with counts and a few examples, however many rows there are.
 """
 
 import logging
@@ -170,6 +170,7 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
             + orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
             + flagged_rows(manifest, "spacing_mismatch", "spacing_mismatch", "image_path", "pixdim and affine differ")
+            + flagged_rows(manifest, "read_as_grey", "read_as_grey", "image_path", "three equal channels")
             + inverted_rows(manifest, classes) + flagged_rows(manifest, "constant", "constant_image", "image_path",
                                                               "a single value"))
     return pd.DataFrame(rows, columns=WARNING_COLUMNS).astype({"kind": str, "file": object, "value": float,
@@ -186,7 +187,7 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"very unbalanced classes: {rows['detail'].iloc[0]}; consider foreground oversampling or a Dice loss"),
     "rare_class": lambda rows, examples: (
         f"{len(rows)} class(es) in few masks: {'; '.join(rows['detail'])} (e.g. {examples}); a split may leave them "
-        f"out of training (the plan says so); if they are no classes, clean those masks or declare data.classes"),
+        f"out of training (the plan refuses then); if they are no classes, clean those masks or declare data.classes"),
     "tiny_image": lambda rows, examples: (
         f"{len(rows)} tiny image(s) smaller than {MIN_SIDE} px on a side (e.g. {examples}); a deep U-Net may not fit "
         f"them"),
@@ -229,6 +230,9 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
         f"{len(rows)} TIFF image(s) stating another pixel size than the others (e.g. "
         f"{each(rows, rows['detail'], '; ')}): the network learns objects by their size in pixels, so theirs look "
         f"larger or smaller; resample them to one pixel size (or check their metadata)"),
+    "read_as_grey": lambda rows, examples: (
+        f"{len(rows)} colour image(s) whose three channels are equal (grey pictures saved as RGB; e.g. {examples}) "
+        f"read as grey, as most images of the data set are"),
     "constant_image": lambda rows, examples: (
         f"{len(rows)} image(s) of a single value (e.g. {examples}): blank, or a failed export? Their masks are "
         f"learned from no signal; replace or remove them"),

@@ -15,6 +15,7 @@ import pandas as pd
 
 from unetflow.config import declared_class_problems, region_problems
 from unetflow.data.annotated import rasterised_pairs
+from unetflow.data.channels import channel_problems, greyed
 from unetflow.data.coco_pairs import coco_classes, coco_pairs
 from unetflow.data.dataset_json import dataset_json_classes
 from unetflow.data.mask_checks import palette_colours, palette_problems, shown_value_problems, undeclared_value_problems
@@ -28,6 +29,7 @@ from unetflow.data.pairing import (
     pair_files,
     pairs_from_manifest,
     subfolder_note,
+    unread_images,
 )
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.data.unpaired import kept_problems
@@ -45,6 +47,7 @@ from unetflow.io.labels import IGNORE_INDEX, LabelCoding, mask_values, trained_c
 from unetflow.io.nifti import grid_check, spacing_mismatch
 from unetflow.io.sources import (
     constant_channels,
+    is_grey_colour,
     read_source_image,
     read_source_mask,
     snapped,
@@ -159,6 +162,7 @@ def inspect_pair(pair: dict, data: DataSpec, coding: LabelCoding) -> tuple[dict 
     row.update(group=pair.get("group", pair["stem"]), slices=int(shape[0]), height=int(shape[1]),
                width=int(shape[2]), channels=int(channels), dtype=str(pixels.dtype),
                input_channels=int(data.channels or channels), constant=bool(pixels.min() == pixels.max()), **fields,
+               grey_colour=is_grey_colour(pixels), read_as_grey=False,
                exif_orientation=exif_orientation(image) if row["kind"] == "image" else 1,
                constant_channels=constant_channels(pixels),
                reoriented=reoriented, spacing_mismatch=row["kind"] == "volume" and spacing_mismatch(image),
@@ -278,31 +282,6 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
     return problems
 
 
-def channel_problems(rows: list[dict], converted: int | None) -> list[str]:
-    """Without data.channels every image must have the channel count of the majority; with it, preprocessing
-    converts each 2D image to that count, and volumes of several channels (modalities, not colours) are refused."""
-    if converted:
-        return [f"{row['image_path']}: a volume of {row['channels']} channels (modalities); data.channels converts "
-                f"grey and colour images only: unset it" for row in rows if row["kind"] == "volume" and
-                row["channels"] > 1]
-    counts = pd.Series([r["channels"] for r in rows], dtype=int)
-    expected = int(counts.mode()[0]) if len(counts) else 0
-    seen, problems, usual = set(), [], f"{int((counts == expected).sum())} of {len(counts)}"
-    for row in rows:
-        if row["channels"] != expected and row["image_path"] not in seen:
-            seen.add(row["image_path"])
-            if row["kind"] == "volume":
-                fix = "every volume needs the same channels (modalities along the 4th axis), in one order"
-            elif {row["channels"], expected} <= {1, 3}:
-                fix = "convert it, or set data.channels to 1 (colour images become grey) or 3 (grey images are " \
-                      "repeated into RGB)"
-            else:  # fluorescence channels (ImageJ, OME): no colour conversion
-                fix = "every image needs the same channels (e.g. nuclei and membranes), in one order; export it so"
-            problems.append(f"{row['image_path']}: {row['channels']} channel(s) where {usual} of the data set's "
-                            f"images have {expected}; {fix}")
-    return problems
-
-
 def duplicate_problems(rows: list[dict]) -> list[str]:
     """Names of what is scored as one (`unetflow.io.sources.units`: a 2D file, a stack page `<stem>_s<i>`, a
     volume) that occur more than once, e.g. a page of stack `x` beside a file `x_s0`."""
@@ -332,7 +311,8 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
                                       f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); "
                                       f"{subfolder_note(data.images) or 'check the path or glob'}")
         pairs, paired = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
-                         pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix))
+                         pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix,
+                                    unread_images(data.images)))
         problems += paired
     if data.rois:
         problems += attach_rois(pairs, data.rois)
@@ -375,6 +355,7 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda pair: inspect_pair(pair, data, coding), pairs))
     rows = [row for row, _ in results if row is not None]
+    rows = rows if data.channels else greyed(rows)
     problems += [p for _, pair_problems in results for p in pair_problems] + duplicate_problems(rows)
     classes = declared if declared is not None else found_classes(rows, data.ignore_label)
     problems += region_settings_problems(data, classes)
@@ -382,8 +363,10 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
         problems += instance_data_problems(rows, False) + channel_problems(rows, data.channels)
     elif rows:
         shown = shown_value_problems(rows)
-        meaning = undeclared_value_problems(rows, classes) if declared is None and not shown else []
-        problems += (palette_problems(rows) + shown + (meaning or class_problems(classes, rows, data))
+        unshown = [row for row in rows if row["mask_path"] not in shown]
+        meaning = undeclared_value_problems(unshown, found_classes(unshown, data.ignore_label)) if \
+            declared is None and unshown else []
+        problems += (palette_problems(rows) + list(shown.values()) + (meaning or class_problems(classes, rows, data))
                      + channel_problems(rows, data.channels))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(

@@ -186,8 +186,8 @@ def pixels_by_value(rows: list[dict]) -> dict[str, dict[int, int]]:
     return pixels
 
 
-def stray_problems(rows: list[dict], foreground: set[int]) -> list[str]:
-    """One problem per mask file holding stray values: the values and their pixel count."""
+def stray_values(rows: list[dict], foreground: set[int]) -> dict[str, list[int]]:
+    """{mask file: the stray values it holds} (see the module docstring)."""
     pixels = pixels_by_value(rows)
     area = {file: sum(counts.values()) for file, counts in pixels.items()}
     strays = defaultdict(list)
@@ -197,20 +197,30 @@ def stray_problems(rows: list[dict], foreground: set[int]) -> list[str]:
         if len(holders) <= max(1, STRAY_FILES * len(pixels)) and share < STRAY_PIXELS:
             for file in holders:
                 strays[file].append(value)
-    return [f"{file}: mask value(s) {listed(values)} on {sum(pixels[file][v] for v in values)} pixel(s), found "
-            f"in no more than {STRAY_FILES:.0%} of the masks: stray values, each would be trained as a class of "
-            f"its own; clean the mask, or declare data.classes (listing them if they are classes)"
-            for file, values in sorted(strays.items())]
+    return dict(sorted(strays.items()))
+
+
+def stray_problem(file: str, values: list[int], rows: list[dict]) -> str:
+    """The problem of a mask file holding stray values: the values and their pixel count."""
+    count = sum(pixels_by_value(rows)[file][value] for value in values)
+    return (f"{file}: mask value(s) {listed(values)} on {count} pixel(s), found in no more than {STRAY_FILES:.0%} "
+            f"of the masks: stray values, each would be trained as a class of its own; clean the mask, or declare "
+            f"data.classes (listing them if they are classes)")
 
 
 def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
-    """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks,
-    else the foreground encoded differently by file, else 255 as the unannotated mark (each reported alone), else
-    stray values."""
+    """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks
+    (each reported alone), else stray values and, of the values left, the foreground encoded differently by file,
+    else 255 as the unannotated mark."""
     foreground = set(class_values(classes)[1:])
-    problem = (soft_edge_problem(rows) or instance_problem(rows, foreground) or encoding_problem(rows, foreground)
-               or unannotated_problem(rows, foreground))
-    return [problem] if problem else stray_problems(rows, foreground)
+    if problem := soft_edge_problem(rows) or instance_problem(rows, foreground):
+        return [problem]
+    strays = stray_values(rows, foreground)
+    left = foreground - {value for values in strays.values() for value in values}
+    cleaned = [dict(row, label_values=[v for v in row["label_values"] if v in left or v not in foreground])
+               for row in rows]
+    problem = encoding_problem(cleaned, left) or unannotated_problem(cleaned, left)
+    return [problem] * bool(problem) + [stray_problem(file, values, rows) for file, values in strays.items()]
 
 
 # ------------------------------------------------------------------------------------------------- palettes
@@ -224,19 +234,21 @@ def palette_colours(mask, values: list[int]) -> list[list[int]] | None:
     return found if any(colour != [v, v, v] for v, *colour in found) else None
 
 
-def shown_value_problems(rows: list[dict]) -> list[str]:
-    """One problem per palette mask that shows a non-zero index as the grey value other masks store (index 1 shown
-    white, 255, beside 0/255 masks): read by index, as palette masks are, its objects would be another class."""
+def shown_value_problems(rows: list[dict]) -> dict[str, str]:
+    """{mask file: its problem} of every palette mask that shows a non-zero index as the grey value other masks
+    store (index 1 shown white, 255, beside 0/255 masks): read by index, as palette masks are, its objects would be
+    another class."""
     stored = {value for row in rows if not row.get("palette_colours") for value in row["label_values"]}
-    problems = []
+    problems = {}
     for row in rows:
         shown = [(v, r) for v, r, g, b in row.get("palette_colours") or [] if v and r == g == b != v and r in stored]
         if shown:
             named = ", ".join(f"index {v} as {r}" for v, r in shown)
-            problems.append(f"{row['mask_path']}: a palette (indexed) mask that shows {named}, the value(s) the other "
-                            f"masks store; read by index, as palette masks are, its objects would be another class "
-                            f"(or, snapped, background): save it with the grey values it shows (e.g. with Pillow: "
-                            f"Image.open(path).convert('L'))")
+            problems[row["mask_path"]] = (
+                f"{row['mask_path']}: a palette (indexed) mask that shows {named}, the value(s) the other masks "
+                f"store; read by index, as palette masks are, its objects would be another class (or, snapped, "
+                f"background): save it as a PNG of the grey values it shows (e.g. with Pillow: "
+                f"Image.open(path).convert('L').save('mask.png'))")
     return problems
 
 

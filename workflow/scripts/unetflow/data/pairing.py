@@ -51,14 +51,17 @@ class DataValidationError(ValueError):
     """The data set has problems; the message lists every one with its file or config key."""
 
 
-def grouped(problems: list[str], least: int = 5) -> list[str]:
-    """The problems, those of `least` files or more that say the same after their file name in one line each."""
+def grouped(problems: list[str], least: int = 5, named: int = 20) -> list[str]:
+    """The problems, those of `least` files or more that say the same after their file name in one line each, naming
+    the first file by its path and up to `named` files in all by their names."""
     by_text, lines = {}, []
     for problem in problems:
         by_text.setdefault(problem.split(": ", 1)[-1], []).append(problem)
     for text, same in by_text.items():
         files = [problem.split(": ", 1)[0] for problem in same]
-        lines += same if len(same) < least else [f"{len(files)} files ({', '.join(files[:3])}, ...): {text}"]
+        names = ", ".join([files[0], *(Path(file).name for file in files[1:named])])
+        lines += same if len(same) < least else [f"{len(files)} files ({names}{', ...' if len(files) > named else ''})"
+                                                 f": {text}"]
     return lines
 
 
@@ -129,15 +132,21 @@ def mask_files(spec: str | None) -> list[Path]:
     return [path for path in found if path.is_file() or path not in parents]  # a glob's folder of its masks: no mask
 
 
+# image formats labs use that unetflow does not read
 UNREAD_IMAGE_SUFFIXES = (".webp", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".czi", ".nd2", ".lif", ".vsi",
-                         ".mha", ".mhd", ".nrrd", ".nhdr", ".mgz")  # image formats labs use that unetflow does not read
+                         ".mha", ".mhd", ".nrrd", ".nhdr", ".mgz", ".pgm", ".ppm", ".pnm", ".pbm")
+
+
+def unread_images(spec: str | None) -> list[Path]:
+    """The files a folder or glob names in image formats unetflow does not read (WebP, HEIC, CZI, NRRD, ...)."""
+    return list_files(str(spec), UNREAD_IMAGE_SUFFIXES, lambda path: False) if spec and not str(
+        spec).lower().endswith((".csv", ".parquet")) else []
 
 
 def unread_images_note(spec: str | None, key: str) -> str:
     """For files a folder or glob names in image formats unetflow does not read (WebP, HEIC, CZI, NRRD, ...): how
     many, a few of them and the fix; else ''."""
-    found = list_files(spec, UNREAD_IMAGE_SUFFIXES, lambda path: False) if spec and not spec.lower().endswith(
-        (".csv", ".parquet")) else []
+    found = unread_images(spec)
     names = ", ".join(path.name for path in found[:5]) + (", ..." if len(found) > 5 else "")
     return (f"{len(found)} file(s) that {key} names are in formats unetflow does not read, so left out ({names}): "
             f"convert them to PNG or TIFF (volumes to NIfTI)" if found else "")
@@ -178,12 +187,12 @@ def name_hint(stem: str, masks: list[Path], prefix: str, suffixes, unpaired: lis
         likeness >= CLOSE_NAME else ""
 
 
-def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
-               mask_prefix: str = "") -> tuple[list[dict], list[str]]:
+def pair_files(images: list[Path], masks: list[Path], mask_suffix: str, mask_prefix: str = "",
+               unread: list[Path] = ()) -> tuple[list[dict], list[str]]:
     """Match images to masks by stem (an nnU-Net channel file by its case, images of one stem by their sites'
     folders), or by folder in the case-folder layout (`unetflow.data.layouts`); return source pairs {stem, image,
-    mask} and the pairing problems. Images and masks may share a folder: a file that is the mask of another image is
-    not an image itself."""
+    mask} and the pairing problems (a mask whose image is one of the `unread` files is said to be so). Images and
+    masks may share a folder: a file that is the mask of another image is not an image itself."""
     if (by_folder := case_folder_pairs(images, masks)) is not None:
         return by_folder
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
@@ -217,13 +226,28 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str,
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
-    problems += [unpaired_mask(m) for m in masks if m not in used and m not in listed]
+    unread_by_stem = {}
+    for path in unread:
+        unread_by_stem.setdefault(path.stem, []).append(path)
+    problems += [unpaired_mask(m, next(iter(match_mask(m, unread_by_stem, mask_prefix, suffixes)), None))
+                 for m in masks if m not in used and m not in listed]
     return pairs, problems
 
 
-def unpaired_mask(mask: Path) -> str:
-    """The problem of a mask no image pairs with; of a folder (read as one mask file per object), what else it may be:
-    a stack saved one file per slice, whose image folder is not read either."""
+def match_mask(mask: Path, images: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
+    """The images (by stem) whose mask `mask` would be: its stem is prefix + their stem + one of the suffixes."""
+    stem = case_stem(mask)
+    return [image for suffix in suffixes if stem.startswith(prefix) and stem.endswith(suffix)
+            for image in images.get(stem[len(prefix):len(stem) - len(suffix)], [])]
+
+
+def unpaired_mask(mask: Path, unread_image: Path | None = None) -> str:
+    """The problem of a mask no image pairs with: its image may be in a format not read (`unread_image`); a folder
+    (read as one mask file per object) may be a stack saved one file per slice, whose image folder is not read
+    either."""
+    if unread_image is not None:
+        return (f"{mask}: its image {unread_image} is in a format unetflow does not read "
+                f"({unread_image.suffix}): convert it to PNG or TIFF (a volume to NIfTI)")
     problem = f"{mask}: mask without an image (no image with a matching stem); remove it or add its image"
     if mask.is_dir():
         problem += (f"; it is a folder, read as one mask file per object: if it holds the slices of a stack (as "

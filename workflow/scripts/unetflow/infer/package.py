@@ -139,12 +139,11 @@ def slide_pixel_size(manifest: pd.DataFrame) -> float | None:
 
 
 def training_palette(manifest: pd.DataFrame) -> list[int] | None:
-    """The palette of the data set's palette masks (that of the first mask file that has one), or None."""
-    for path in manifest["mask_path"].drop_duplicates():
-        palette = mask_palette(path)
-        if palette is not None:
-            return palette
-    return None
+    """The palette of the data set's palette masks (that of the first mask file that has one) when most of its masks
+    are palette masks, or None (predictions are written as the majority of masks are)."""
+    palettes = [mask_palette(path) for path in manifest["mask_path"].drop_duplicates()]
+    found = [palette for palette in palettes if palette is not None]
+    return found[0] if len(found) > len(palettes) / 2 else None
 
 
 def packaged_predict(predict: dict, fingerprint: dict, fingerprint_path: str) -> dict:

@@ -30,7 +30,7 @@ from unetflow.io.formats import is_series, seg_path
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
 from unetflow.io.regions import Regions
 from unetflow.io.resample import resample_probabilities, resize_slices, scaled_plane
-from unetflow.io.sources import read_source_image, slice_axis, source_spacing, unit_array, units
+from unetflow.io.sources import is_grey_colour, read_source_image, slice_axis, source_spacing, unit_array, units
 from unetflow.io.store import IMAGE_DTYPE
 from unetflow.net.model import UNet
 from unetflow.net.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
@@ -133,13 +133,14 @@ def channel_problem(channels: int, package: Package) -> str | None:
         return None
     return (f"{channels} channel(s), but the model was trained on {package.input_channels}-channel images; give it "
             f"those (a volume: the training's modalities, in their order; a 2D image or a slide: convert it, or train "
-            f"with data.channels to convert automatically)")
+            f"with data.channels: {package.input_channels} to convert automatically)")
 
 
 def image_problems(image: np.ndarray, package: Package) -> list[str]:
     """What keeps a read image (C, Z, Y, X) from being segmented by the package: a channel count its models were not
-    trained on (`channel_problem`), NaN or Inf pixels."""
-    problems = [problem for problem in [channel_problem(image.shape[0], package)] if problem]
+    trained on (`channel_problem`; colour images of three equal channels are grey), NaN or Inf pixels."""
+    grey = package.input_channels == 1 and is_grey_colour(image)  # read as grey, as training read such images
+    problems = [problem for problem in [None if grey else channel_problem(image.shape[0], package)] if problem]
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         problems.append(f"{int((~np.isfinite(image)).sum())} pixels are NaN or Inf; replace them")
     return problems

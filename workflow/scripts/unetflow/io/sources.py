@@ -153,6 +153,11 @@ def constant_channels(image: np.ndarray) -> list[int]:
     return [int(c) for c in np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))] if len(image) > 1 else []
 
 
+def is_grey_colour(image: np.ndarray) -> bool:
+    """Whether a read image (C, ...) is a colour image whose three channels are equal: a grey picture saved as RGB."""
+    return len(image) == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2])
+
+
 def unit_array(array: np.ndarray, unit: slice) -> np.ndarray:
     """A unit's part of a source array (Z, Y, X, ...): 2D (Y, X, ...) for a one-slice unit, else 3D."""
     part = array[unit]

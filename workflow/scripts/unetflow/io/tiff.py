@@ -35,13 +35,22 @@ def compression_name(code: int) -> str:
 def codec_problem(path: Path, code: int) -> ImageReadError:
     """The error for pixels stored with a compression (code) that cannot be decoded here: names it and the fix."""
     name = compression_name(code)
-    if importlib.util.find_spec("imagecodecs") is None:
-        fix = "install imagecodecs, which decodes it (pip install -r requirements.txt)"
+    if not imagecodecs_loads():
+        fix = "install imagecodecs, which decodes it (pip install -r requirements.txt), or repair its installation"
     else:
-        fix = (f"imagecodecs has no {name} decoder; convert the file to an uncompressed, LZW or Deflate TIFF "
+        fix = (f"imagecodecs has no {name} decoder; convert the file to an uncompressed or Deflate TIFF "
                f"(e.g. tifffile.imwrite(path, tifffile.imread(original), compression='zlib'))")
     return ImageReadError(f"{path}: the TIFF pixels are compressed with {name} (TIFF compression {code}), which "
                           f"this installation cannot decode; {fix}. The file itself is fine")
+
+
+def imagecodecs_loads() -> bool:
+    """Whether imagecodecs is installed and imports (a broken installation is as good as none)."""
+    try:
+        importlib.import_module("imagecodecs")
+    except ImportError:
+        return False
+    return True
 
 
 def is_codec_error(error: BaseException) -> bool:
