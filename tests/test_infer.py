@@ -1,5 +1,5 @@
-"""Inference on new images: model packages, checks of the images, the Python API, the command line, and the
-workflow's sharded `infer` rules (same masks as `predict`, reruns limited to changed shards)."""
+"""Inference on new images: model packages, the Python API, the command line, and the workflow's sharded `infer`
+rules (same masks as `predict`, reruns limited to changed shards); the checks of the images: test_infer_checks.py."""
 
 import os
 import shutil
@@ -15,12 +15,11 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from PIL import Image
 
 from conftest import REPO, applied, build_manifest, job_counts, snakemake, tiny_config, write_config, write_ct_pair
 from unetflow.data.pairing import input_root, listed_images, output_name, shard_of
 from unetflow.data.preprocess import preprocess_source
-from unetflow.infer.infer import InferInputError, check_images, check_notes
+from unetflow.infer.infer import InferInputError, check_images
 from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
 from unetflow.infer.predictor import Predictor, model_probabilities
 from unetflow.infer.summary import unit_summary
@@ -145,59 +144,6 @@ def test_unusable_packages_are_refused_naming_the_file(tmp_path, kind):
     with pytest.raises(PackageError, match=expected) as error:
         load_package(path)
     assert str(path) in str(error.value)
-
-
-# ---------------------------------------------------------------------------------------- checking images
-
-
-def test_every_bad_image_is_reported_at_once_before_prediction(tmp_path):
-    package = load_package(make_package(tmp_path))
-    good = write_images(tmp_path / "in", 1)
-    text = tmp_path / "in" / "notes.png"
-    text.write_text("not an image")
-    rgb = tmp_path / "in" / "colour.png"
-    cv2.imwrite(str(rgb), np.zeros((20, 20, 3), np.uint8) + [0, 0, 255])
-    nan = tmp_path / "in" / "nan.tif"
-    tifffile.imwrite(nan, np.full((20, 20), np.nan, np.float32))
-    with pytest.raises(InferInputError, match="3 problem") as error:
-        check_images(sorted(listed_images(str(tmp_path / "in"))), package)
-    message = str(error.value)
-    assert f"{text}: not a PNG file" in message and f"{rgb}: 3 channel(s)" in message
-    assert "or train with data.channels: 1 to convert automatically" in message
-    assert f"{nan}: 400 pixels are NaN" in message and str(good[0]) not in message
-    grey = tmp_path / "grey.png"  # a grey picture saved as RGB: read as grey, as training reads it
-    cv2.imwrite(str(grey), np.repeat(cv2.imread(str(good[0]), cv2.IMREAD_GRAYSCALE)[..., None], 3, axis=2))
-    assert check_images([grey], package)["channels"].tolist() == [3]
-    np.testing.assert_array_equal(Predictor(package, "cpu").predict_array(cv2.imread(str(grey)))[0],
-                                  Predictor(package, "cpu").predict_array(cv2.imread(str(good[0]), 0))[0])
-    with pytest.raises(InferInputError, match="no image files matched"):
-        check_images(listed_images(str(tmp_path / "empty")), package)
-
-
-def test_a_model_trained_with_data_channels_converts_other_channel_counts(tmp_path):
-    package = load_package(make_package(tmp_path, channels=1, convert=True))
-    rgb = tmp_path / "in" / "colour.png"
-    rgb.parent.mkdir()
-    cv2.imwrite(str(rgb), np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
-    assert check_images([rgb], package)["channels"].tolist() == [3]
-    labels, _ = Predictor(package, "cpu").predict_array(cv2.imread(str(rgb))[..., ::-1])
-    assert labels.shape == (20, 20)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # a phone photo shown turned: segmented as stored, and said so
-    Image.open(rgb).save(rgb.with_suffix(".jpg"), exif=exif.tobytes())
-    cv2.imwrite(str(tmp_path / "in" / "blank.png"), np.full((20, 20, 3), 7, np.uint8))
-    assert check_notes(check_images([rgb], package)) == []
-    turned, blank = check_notes(check_images([rgb.with_suffix(".jpg"), tmp_path / "in" / "blank.png"], package))
-    assert turned.startswith("1 image(s) (colour.jpg: 6) carry an EXIF orientation tag")
-    assert blank.startswith("1 image(s) (blank.png) hold a single value")
-
-
-def test_images_listed_in_a_manifest_and_stable_shards(tmp_path):
-    paths = write_images(tmp_path / "in", 3)
-    (tmp_path / "in" / "list.csv").write_text("image\n" + "".join(f"{p.name}\n" for p in paths))
-    assert listed_images(str(tmp_path / "in" / "list.csv")) == paths
-    shards = [shard_of(p, 8) for p in paths]
-    assert shards == [shard_of(p, 8) for p in paths] and all(0 <= s < 8 for s in shards)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

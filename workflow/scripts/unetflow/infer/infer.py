@@ -38,6 +38,7 @@ from unetflow.io.slides import ZOOM_TOLERANCE, is_slide
 from unetflow.io.sources import constant_channels, read_source_image, source_kind, units, volume_slice_axis
 
 log = logging.getLogger("unetflow.infer.infer")
+SMALL_IMAGE_SHARE = 0.5  # 2D images whose shorter side is under this share of the training images' shortest are named
 
 
 class InferInputError(ValueError):
@@ -65,8 +66,17 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
                constant=bool(image.min() == image.max()), constant_channels=constant_channels(image),
-               pixel_size_ratio=pixel_size_ratio(path, package))
+               pixel_size_ratio=pixel_size_ratio(path, package), size_ratio=size_ratio(image, kind, package))
     return row, problems
+
+
+def size_ratio(image: np.ndarray, kind: str, package: Package) -> float:
+    """A 2D image's shorter side over the shortest side of the package's training images; NaN for stacks, volumes and
+    packages that do not record their training images' sizes."""
+    data = package.training_data
+    if kind != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
+        return float("nan")
+    return min(image.shape[2:]) / min(data["height_range"][0], data["width_range"][0])
 
 
 def pixel_size_ratio(path: Path, package: Package) -> float:
@@ -95,8 +105,8 @@ def scale_problem(path: Path, package: Package) -> str | None:
 def check_notes(table: pd.DataFrame) -> list[str]:
     """Lines on images that are segmented but may not be what the user meant (each naming a few): those with an EXIF
     orientation (viewers show them turned or mirrored; segmented, and their masks written, as stored), constant
-    ones (a single value: blank or failed exports, whose masks mean nothing), those with a constant channel and
-    TIFFs of another pixel size than the training images'."""
+    ones (a single value: blank or failed exports, whose masks mean nothing), those with a constant channel, TIFFs of
+    another pixel size than the training images' and 2D images much smaller than any training image."""
     notes = []
     turned = table[table["exif_orientation"].fillna(1) != 1] if "exif_orientation" in table else table.iloc[:0]
     if len(turned):
@@ -108,7 +118,19 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     if len(constant):
         notes.append(f"{named(constant, lambda row: Path(row.image_path).name)} hold a single value (blank, or a "
                      f"failed export): segmented, but their masks mean nothing")
-    return notes + channel_notes(table) + pixel_size_notes(table)
+    return notes + channel_notes(table) + pixel_size_notes(table) + small_image_notes(table)
+
+
+def small_image_notes(table: pd.DataFrame) -> list[str]:
+    """The line on 2D images whose shorter side is under SMALL_IMAGE_SHARE of the shortest training image side; or
+    none."""
+    if "size_ratio" not in table:  # slides only
+        return []
+    small = table[table["size_ratio"] < SMALL_IMAGE_SHARE]
+    shown = named(small, lambda row: f"{Path(row.image_path).name}: {row.height}x{row.width}")
+    return [f"{shown} are under {SMALL_IMAGE_SHARE:g} times the shortest side of the model's training images: a crop "
+            f"is segmented as it should be, but a picture saved smaller shows its objects smaller than the model "
+            f"learned them: give such images at the training images' scale"] if len(small) else []
 
 
 def pixel_size_notes(table: pd.DataFrame) -> list[str]:

@@ -1,0 +1,68 @@
+"""Images given to `infer` checked before any prediction: every problem of every file at once, notes on images that
+are segmented but may not be what the user meant, and image lists and shards."""
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from test_infer import make_package, write_images
+
+from unetflow.data.pairing import listed_images, shard_of
+from unetflow.infer.infer import InferInputError, check_images, check_notes
+from unetflow.infer.package import load_package
+from unetflow.infer.predictor import Predictor
+
+
+def test_every_bad_image_is_reported_at_once_before_prediction(tmp_path):
+    package = load_package(make_package(tmp_path))
+    good = write_images(tmp_path / "in", 1)
+    text = tmp_path / "in" / "notes.png"
+    text.write_text("not an image")
+    rgb = tmp_path / "in" / "colour.png"
+    cv2.imwrite(str(rgb), np.zeros((20, 20, 3), np.uint8) + [0, 0, 255])
+    nan = tmp_path / "in" / "nan.tif"
+    tifffile.imwrite(nan, np.full((20, 20), np.nan, np.float32))
+    with pytest.raises(InferInputError, match="3 problem") as error:
+        check_images(sorted(listed_images(str(tmp_path / "in"))), package)
+    message = str(error.value)
+    assert f"{text}: not a PNG file" in message and f"{rgb}: 3 channel(s)" in message
+    assert "or train with data.channels: 1 to convert automatically" in message
+    assert f"{nan}: 400 pixels are NaN" in message and str(good[0]) not in message
+    grey = tmp_path / "grey.png"  # a grey picture saved as RGB: read as grey, as training reads it
+    cv2.imwrite(str(grey), np.repeat(cv2.imread(str(good[0]), cv2.IMREAD_GRAYSCALE)[..., None], 3, axis=2))
+    assert check_images([grey], package)["channels"].tolist() == [3]
+    np.testing.assert_array_equal(Predictor(package, "cpu").predict_array(cv2.imread(str(grey)))[0],
+                                  Predictor(package, "cpu").predict_array(cv2.imread(str(good[0]), 0))[0])
+    with pytest.raises(InferInputError, match="no image files matched"):
+        check_images(listed_images(str(tmp_path / "empty")), package)
+
+
+def test_a_model_trained_with_data_channels_converts_other_channel_counts(tmp_path):
+    package = load_package(make_package(tmp_path, channels=1, convert=True))
+    rgb = tmp_path / "in" / "colour.png"
+    rgb.parent.mkdir()
+    cv2.imwrite(str(rgb), np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    assert check_images([rgb], package)["channels"].tolist() == [3]
+    labels, _ = Predictor(package, "cpu").predict_array(cv2.imread(str(rgb))[..., ::-1])
+    assert labels.shape == (20, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo shown turned: segmented as stored, and said so
+    Image.open(rgb).save(rgb.with_suffix(".jpg"), exif=exif.tobytes())
+    cv2.imwrite(str(tmp_path / "in" / "blank.png"), np.full((20, 20, 3), 7, np.uint8))
+    assert check_notes(check_images([rgb], package)) == []
+    turned, blank = check_notes(check_images([rgb.with_suffix(".jpg"), tmp_path / "in" / "blank.png"], package))
+    assert turned.startswith("1 image(s) (colour.jpg: 6) carry an EXIF orientation tag")
+    assert blank.startswith("1 image(s) (blank.png) hold a single value")
+    cv2.imwrite(str(tmp_path / "in" / "small.png"), cv2.resize(cv2.imread(str(rgb)), (16, 12)))  # 40x48 trained
+    (small,) = check_notes(check_images([tmp_path / "in" / "small.png"], package))
+    assert small.startswith("1 image(s) (small.png: 12x16) are under 0.5 times the shortest side of the model's "
+                            "training images")
+
+
+def test_images_listed_in_a_manifest_and_stable_shards(tmp_path):
+    paths = write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "list.csv").write_text("image\n" + "".join(f"{p.name}\n" for p in paths))
+    assert listed_images(str(tmp_path / "in" / "list.csv")) == paths
+    shards = [shard_of(p, 8) for p in paths]
+    assert shards == [shard_of(p, 8) for p in paths] and all(0 <= s < 8 for s in shards)
