@@ -5,7 +5,7 @@ from pathlib import Path
 
 from unetflow.data.data_warnings import data_warnings, log_warnings
 from unetflow.data.ingest import DataSpec, check_data_set
-from unetflow.data.pairing import subfolder_note, unread_images_note
+from unetflow.data.pairing import DataValidationError, subfolder_note, unread_images_note
 from unetflow.io.regions import region_table
 from unetflow.logs import stage_logger
 from unetflow.threads import job_threads
@@ -17,7 +17,12 @@ for note in [unread_images_note(snakemake.params.data["images"], "data.images"),
         log.warning(note)
 Path(snakemake.output.annotated).mkdir(parents=True, exist_ok=True)  # the folder is an output, empty without GeoJSON
 data = DataSpec.from_config(snakemake.params.data)
-manifest, classes = check_data_set(data, job_threads(snakemake.threads), snakemake.output.annotated)
+try:
+    manifest, classes = check_data_set(data, job_threads(snakemake.threads), snakemake.output.annotated)
+except DataValidationError as error:  # what else the checked files hold, so one round of fixes sees it all
+    if error.checked is not None:
+        log_warnings(data_warnings(*error.checked), "data/warnings.parquet once the problems below are fixed")
+    raise
 regions = region_table(data.regions, classes)
 warnings = data_warnings(manifest, classes)
 log_warnings(warnings, snakemake.output.warnings)

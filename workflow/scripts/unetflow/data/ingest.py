@@ -370,7 +370,7 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
                      + channel_problems(rows, data.channels))
     if problems:
         raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(
-            grouped(problems)))
+            grouped(problems)), (pd.DataFrame(rows), classes) if rows else None)
     manifest = pd.DataFrame(rows)
     if data.instances:
         log.info("%d objects, %d touching pairs of objects in %d masks%s", manifest["objects"].sum(),

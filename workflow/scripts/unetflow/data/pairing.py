@@ -48,7 +48,12 @@ SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split
 
 
 class DataValidationError(ValueError):
-    """The data set has problems; the message lists every one with its file or config key."""
+    """The data set has problems; the message lists every one with its file or config key. `checked`: the manifest
+    and class table of the files that could be checked, or None."""
+
+    def __init__(self, message: str, checked: tuple | None = None):
+        super().__init__(message)
+        self.checked = checked
 
 
 def grouped(problems: list[str], least: int = 5, named: int = 20) -> list[str]:
