@@ -109,7 +109,7 @@ def test_jpeg_mask_without_opt_in(tmp_path, pairs):
     (pairs[1] / "c0.png").unlink()
     cv2.imwrite(str(pairs[1] / "c0.jpg"), np.zeros((32, 40), np.uint8))
     message = ingest_error(tmp_path)
-    assert "c0.jpg: JPEG masks are lossy" in message and "data.lossy_masks: snap" in message
+    assert "c0.jpg: JPEG masks are lossy" in message and "data.lossy_masks: snap" in message and "e.g. {" in message
 
 
 def test_jpeg_snap_without_declared_classes(tmp_path, pairs):

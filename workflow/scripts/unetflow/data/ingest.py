@@ -96,12 +96,14 @@ def mask_problem(pair: dict, kind: str, data: DataSpec) -> str | None:
     """A problem with the kind of the mask file before it is read, or None."""
     mask = pair["mask"]
     kind_of_mask = "JPEG masks are" if is_lossy(mask) else "the TIFF mask is compressed with JPEG (or WebP), which is"
+    declared = data.classes or data.colors or data.foreground == "nonzero"
     if is_lossy_mask(mask) and (data.lossy_masks != "snap" or data.instances):
         fix = ("; object ids cannot be snapped" if data.instances else
-               ", or set data.lossy_masks: snap to snap every pixel to the nearest declared class")
+               ", or set data.lossy_masks: snap to snap every pixel to the nearest declared class" + (
+                   "" if declared else " (declared in data.classes, e.g. {background: 0, foreground: 255})"))
         return (f"{mask}: {kind_of_mask} lossy (compression changes label values); export the mask as PNG or a "
                 f"lossless TIFF{fix}")
-    if data.lossy_masks == "snap" and not (data.classes or data.colors or data.foreground == "nonzero"):
+    if data.lossy_masks == "snap" and not declared:
         return (f"{mask}: data.lossy_masks: snap needs declared classes to snap to; set data.classes or data.colors "
                 f"(or data.foreground: nonzero)")
     if (kind == "volume") != is_volume(mask):
