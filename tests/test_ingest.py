@@ -384,6 +384,6 @@ def test_many_files_with_the_same_problem_are_one_line_naming_a_few(tmp_path):
     with pytest.raises(DataValidationError) as error:
         build_manifest(str(images), str(masks))
     lines = str(error.value).splitlines()
-    assert lines[0] == "6 problem(s) in the data set:" and len(lines) == 2
+    assert lines[0] == "6 problem(s) in the data set (the files of one problem on one line):" and len(lines) == 2
     assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, c1.jpg, c2.jpg, c3.jpg, c4.jpg, c5.jpg): JPEG "
                                f"masks are lossy")

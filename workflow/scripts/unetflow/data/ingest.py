@@ -371,8 +371,10 @@ def check_data_set(data: DataSpec, threads: int = 1, annotated_dir=None) -> tupl
         problems += (palette_problems(rows) + list(shown.values()) + (meaning or class_problems(classes, rows, data))
                      + channel_problems(rows, data.channels))
     if problems:
-        raise DataValidationError(f"{len(problems)} problem(s) in the data set:\n  - " + "\n  - ".join(
-            grouped(problems)), (pd.DataFrame(rows), classes) if rows else None)
+        lines = grouped(problems)
+        shared = "" if len(lines) == len(problems) else " (the files of one problem on one line)"
+        raise DataValidationError(f"{len(problems)} problem(s) in the data set{shared}:\n  - " + "\n  - ".join(lines),
+                                  (pd.DataFrame(rows), classes) if rows else None)
     manifest = pd.DataFrame(rows)
     if data.instances:
         log.info("%d objects, %d touching pairs of objects in %d masks%s", manifest["objects"].sum(),
