@@ -47,7 +47,7 @@ for trial in plan["resolutions_tried"]:
              trial["resolution"], trial["patch_size"], trial["batch_size"], step, trial["passes"])
 for key, entry in plan["settings"].items():
     log.info("plan: %s = %s (%s: %s)", key, entry["value"], entry["source"], entry["reason"])
-if plan["image_scale"]:
+if plan["image_scale"] and plan["image_scale"]["value"] != 1:
     log.info("2D images reach the network at %g of their size in the files: %s", plan["image_scale"]["value"],
              plan["image_scale"]["reason"])
 if cfg["resolution"] is not None and (lost := thin_structure_loss(

@@ -200,9 +200,10 @@ def stray_values(rows: list[dict], foreground: set[int]) -> dict[str, list[int]]
     return dict(sorted(strays.items()))
 
 
-def stray_problem(file: str, values: list[int], rows: list[dict]) -> str:
-    """The problem of a mask file holding stray values: the values and their pixel count."""
-    count = sum(pixels_by_value(rows)[file][value] for value in values)
+def stray_problem(file: str, values: list[int], pixels: dict[int, int]) -> str:
+    """The problem of a mask file holding stray values: the values and their pixel count (`pixels`: the file's
+    {value: pixel count})."""
+    count = sum(pixels[value] for value in values)
     return (f"{file}: mask value(s) {listed(values)} on {count} pixel(s), found in no more than {STRAY_FILES:.0%} "
             f"of the masks: stray values, each would be trained as a class of its own; clean the mask, or declare "
             f"data.classes (listing them if they are classes)")
@@ -220,7 +221,8 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
     cleaned = [dict(row, label_values=[v for v in row["label_values"] if v in left or v not in foreground])
                for row in rows]
     problem = encoding_problem(cleaned, left) or unannotated_problem(cleaned, left)
-    return [problem] * bool(problem) + [stray_problem(file, values, rows) for file, values in strays.items()]
+    pixels = pixels_by_value(rows)
+    return [problem] * bool(problem) + [stray_problem(file, values, pixels[file]) for file, values in strays.items()]
 
 
 # ------------------------------------------------------------------------------------------------- palettes
