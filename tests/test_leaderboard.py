@@ -12,7 +12,8 @@ from unetflow.evaluate.leaderboard import empty_case_notes, leaderboard, model_t
 
 
 def write_plan(path, class_shares) -> str:
-    settings = {"dims": {"value": 3}, "resolution": {"value": 1.0}, "patch_size": {"value": [14, 24, 20]}}
+    settings = {"dims": {"value": 3}, "resolution": {"value": 1.0}, "patch_size": {"value": [14, 24, 20]},
+                "depth": {"value": 4}}
     path.write_text(json.dumps({"device": "cpu", "parameters": 1234, "settings": settings,
                                 "traits": {"class_shares": class_shares}}))
     return str(path)
@@ -20,7 +21,7 @@ def write_plan(path, class_shares) -> str:
 
 def test_model_traits_come_from_the_plan(tmp_path):
     assert model_traits(write_plan(tmp_path / "plan.json", [0.9, 0.1])) == {
-        "dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "parameters": 1234, "started_from": None,
+        "dims": 3, "resolution": 1.0, "patch_size": "14x24x20", "depth": 4, "parameters": 1234, "started_from": None,
         "first_ranked": 1}
 
 
@@ -33,7 +34,8 @@ def write_experiments(tmp_path, dice: dict, class_shares, **columns) -> dict:
                                 "dice_median": values, "dice_std": 0.0, "iou_mean": values, "iou_std": 0.0,
                                 **{column: given[name] for column, given in columns.items()}})
         summary.to_parquet(tmp_path / f"{name}_summary.parquet")
-        pd.DataFrame({"val_dice": [0.5], "seconds": [1.0]}).to_parquet(tmp_path / f"{name}_metrics.parquet")
+        metrics = pd.DataFrame({"val_dice": [0.5], "seconds": [1.0], "steps": [30]})
+        metrics.to_parquet(tmp_path / f"{name}_metrics.parquet")
         experiments[name] = {"summary": tmp_path / f"{name}_summary.parquet", "plan": write_plan(
             tmp_path / f"{name}_plan.json", class_shares), "metrics": [tmp_path / f"{name}_metrics.parquet"]}
     return experiments

@@ -82,6 +82,9 @@ def test_leaderboard_reports_the_trained_models_own_traits(tiny_run):
     assert (board["parameters"] == sum(parameter.numel() for parameter in model.parameters())).all()
     assert (board["dims"] == checkpoint["hparams"]["dims"]).all()
     assert (board["patch_size"] == "x".join(map(str, checkpoint["patch_size"]))).all()
+    assert (board["depth"] == checkpoint["hparams"]["depth"]).all()
+    steps = pd.read_parquet(tiny_run / "results/unet/train/fold0/metrics.parquet")["steps"].max()
+    assert (board["train_steps"] == steps).all() and steps == 2 * 3  # tiny.yaml: 2 epochs of 3 steps
 
 
 def scheduled_rules(workdir, config: dict, *args: str) -> set[str]:

@@ -20,21 +20,22 @@ OBJECT_COLUMNS = [f"{metric}_mean" for metric in HEADLINE_METRICS]
 
 def model_traits(plan_path: str) -> dict:
     """The U-Net of an experiment from its plan (<experiment>/plan.json): dims, resolution, patch_size (sides joined by
-    'x'), parameters (trained ones: buffers such as norm statistics excluded) and started_from (the train.init
+    'x'), depth, parameters (trained ones: buffers such as norm statistics excluded) and started_from (the train.init
     package, whose training time its own does not include; None); and first_ranked, the first class the rank counts
     (0 when class 0 is not a dominant background of the training pixels, else 1)."""
     plan = json.loads(Path(plan_path).read_text())
     settings = plan["settings"]
     return dict(dims=int(settings["dims"]["value"]), resolution=float(settings["resolution"]["value"]),
-                patch_size="x".join(map(str, settings["patch_size"]["value"])), parameters=int(plan["parameters"]),
+                patch_size="x".join(map(str, settings["patch_size"]["value"])), depth=int(settings["depth"]["value"]),
+                parameters=int(plan["parameters"]),
                 started_from=(plan.get("init") or {}).get("package"),
                 first_ranked=int(dominant_background(plan["traits"]["class_shares"])))
 
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
                     model: dict) -> pd.DataFrame:
-    """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time, and the
-    model's dims, resolution, patch size, parameters and the package it started from (`model_traits`)."""
+    """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time and steps, and
+    the model's dims, resolution, patch size, depth, parameters and the package it started from (`model_traits`)."""
     objects = [column for column in OBJECT_COLUMNS if column in summary]
     empty = ["empty_false_positives"] if "empty_false_positives" in summary else []  # not in earlier summaries
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean", "iou_std",
@@ -43,10 +44,12 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     rows.insert(1, "dims", model["dims"])
     rows.insert(2, "resolution", model["resolution"])
     rows.insert(3, "patch_size", model["patch_size"])
+    rows.insert(4, "depth", model["depth"])
     best_val = [m["val_dice"].max() for m in fold_metrics]
     rows["val_dice_folds_mean"] = pd.Series(best_val).mean()
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)
     rows["train_seconds"] = sum(m["seconds"].sum() for m in fold_metrics)
+    rows["train_steps"] = sum(int(m["steps"].max()) for m in fold_metrics)
     rows["parameters"] = model["parameters"]
     rows["started_from"] = model["started_from"]
     rows["ranked"] = rows["class"] >= model["first_ranked"]
