@@ -77,9 +77,12 @@ def test_images_without_a_mask_are_left_out_with_unpaired_skip_and_masks_without
         build_manifest(str(images), str(masks), unpaired="skip")
 
 
-def test_no_files_matched_names_the_setting(tmp_path):
+def test_no_files_matched_names_the_setting(tmp_path, monkeypatch):
     with pytest.raises(DataValidationError, match="no image files matched data.images"):
         build_manifest(str(tmp_path / "nothing"), str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataValidationError, match=f"'nothing' \\(a relative path: read from {tmp_path}\\)"):
+        build_manifest("nothing", str(tmp_path))
 
 
 def test_a_folder_of_subfolders_names_the_glob_that_reads_them(tmp_path):

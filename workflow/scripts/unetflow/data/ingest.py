@@ -28,6 +28,7 @@ from unetflow.data.pairing import (
     mask_files,
     pair_files,
     pairs_from_manifest,
+    read_from,
     subfolder_note,
     unread_images,
 )
@@ -309,8 +310,8 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
             raise DataValidationError("data.images and data.masks (or data.manifest) must be set")
         images, problems = image_files(data.images), buried_series(data.images)
         if not images and not problems:
-            raise DataValidationError(f"no image files matched data.images = '{data.images}' (suffixes "
-                                      f"{IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); "
+            raise DataValidationError(f"no image files matched data.images = '{data.images}'{read_from(data.images)} "
+                                      f"(suffixes {IMAGE_SUFFIXES + VOLUME_SUFFIXES}, or DICOM series folders); "
                                       f"{subfolder_note(data.images) or 'check the path or glob'}")
         pairs, paired = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
                          pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix,

@@ -100,6 +100,12 @@ def image_files(spec: str | None) -> list[Path]:
     return list_files(spec, IMAGE_FILE_SUFFIXES) if spec else []
 
 
+def read_from(spec: str) -> str:
+    """For a relative path or glob, where it is read from (the working directory, which Snakemake's --directory
+    sets); else ''."""
+    return "" if os.path.isabs(spec) else f" (a relative path: read from {os.getcwd()})"
+
+
 def subfolder_note(spec: str | None) -> str:
     """For a folder with image files in its subfolders, which it does not name (only its direct children): how many,
     and the glob that names them all; else ''."""
