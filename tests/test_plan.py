@@ -159,10 +159,14 @@ def test_a_class_without_a_training_pixel_is_named_however_rare_the_others():
     assert unseen_classes(["background", "cell", "absent", "rare"], sources) == ["absent"]
 
 
-def test_a_class_only_in_test_cases_is_refused_naming_them():
+def test_a_class_without_a_training_pixel_in_a_fold_is_refused_naming_the_cases_that_have_it():
     names = ["background", "cell", "slip"]
-    sources = pd.DataFrame({"id": ["a", "b"], "class_voxels": [[900, 50, 0], [700, 0, 0]]})
-    held_out = pd.DataFrame({"id": ["c", "d"], "class_voxels": [[800, 10, 0], [500, 20, 1600]]})
-    assert unseen_class_problem(names, sources, held_out).startswith(
-        "class(es) ['slip'] have no pixel in the training and validation cases, only in the test case(s) d: ")
-    assert unseen_class_problem(names, pd.concat([sources, held_out]), held_out.iloc[:0]) is None
+    stored = pd.DataFrame({"id": ["a", "b", "c", "d"],
+                           "class_voxels": [[900, 50, 0], [700, 0, 30], [800, 10, 0], [500, 20, 1600]]})
+    splits = pd.DataFrame({"id": ["a", "b", "c", "d"], "split": ["train", "val", "train", "test"]})
+    assert unseen_class_problem(names, stored, splits).startswith(
+        "class(es) ['slip'] have no pixel in the training cases, only in b (val), d (test): ")
+    assert unseen_class_problem(names, stored, splits.assign(split=["train", "train", "val", "test"])) is None
+    folds = splits.assign(split=["val", "train", "train", "test"], fold=[0, 1, 1, -1])  # fold 1 trains on a only
+    assert unseen_class_problem(names, stored, folds).startswith(
+        "class(es) ['slip'] have no pixel in the training cases of fold 1, only in b (val), d (test): ")

@@ -102,8 +102,8 @@ def test_a_manifest_split_unused_is_said_and_a_class_only_in_the_test_split_refu
     assert refused.returncode != 0
     assert "split column" not in (tmp_path / "results/logs/split.log").read_text()
     plan_log = next((tmp_path / "results/logs").rglob("plan.log")).read_text()
-    assert "PlanError: class(es) ['rare'] have no pixel in the training and validation cases, only in the test " \
-           "case(s) c5: the network cannot learn them" in plan_log
+    assert "PlanError: class(es) ['rare'] have no pixel in the training cases, only in c5 (test): the network " \
+           "cannot learn them" in plan_log
     assert "Traceback" not in plan_log
 
 

@@ -24,8 +24,7 @@ with open(snakemake.input.fingerprint) as file:
     fingerprint = json.load(file)
 classes, regions = pd.read_parquet(snakemake.input.classes), pd.read_parquet(snakemake.input.regions)
 outputs = len(regions) or len(class_values(classes))  # one per class or region
-held_out = stored[~stored["id"].isin(sources["id"])]
-if unseen := unseen_class_problem(trained_classes(classes)["name"].tolist(), sources, held_out):
+if unseen := unseen_class_problem(trained_classes(classes)["name"].tolist(), stored, splits):
     raise PlanError(unseen)
 package = checked_init(str(snakemake.input.init), cfg, sources, classes, regions) if cfg["init"] else None
 network = package and dict(network=package_network(package.models[0]),

@@ -22,3 +22,9 @@ def fold_ids(splits: pd.DataFrame, fold: int) -> tuple[list[str], list[str]]:
     else:
         validates = pool["split"] == "val"
     return pool.loc[~validates, "id"].tolist(), pool.loc[validates, "id"].tolist()
+
+
+def fold_numbers(splits: pd.DataFrame) -> list[int]:
+    """The folds a split table trains: 0..K-1 with k-fold splits, else the one train/val split, 0."""
+    pool = splits[splits["split"] != "test"]
+    return sorted(int(fold) for fold in pool["fold"].unique()) if "fold" in pool and pool["fold"].nunique() > 1 else [0]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unetflow.data.folds import fold_ids, fold_numbers
 from unetflow.net.model import UNet, pool_kernels_for, trained_parameters
 from unetflow.plan.background import dominant_background
 from unetflow.plan.resolution import no_resolution_choice, plan_resolution, resolution_trial, scaled_traits
@@ -124,19 +125,29 @@ def unseen_classes(names: list[str], sources: pd.DataFrame) -> list[str]:
     return [name for name, count in zip(names, class_voxels(sources)) if count == 0]
 
 
-def unseen_class_problem(names: list[str], sources: pd.DataFrame, held_out: pd.DataFrame) -> str | None:
-    """The refusal of classes (`names` in index order) without a pixel in the training and validation `sources`,
-    naming the `held_out` (test) sources that have them; None when every class is there."""
-    unseen = unseen_classes(names, sources)
-    if not unseen:
-        return None
-    indices = [names.index(name) for name in unseen]
-    holders = held_out.loc[held_out["class_voxels"].map(lambda counts: any(counts[i] for i in indices)), "id"]
-    shown = ", ".join(map(str, holders[:5])) + (", ..." if len(holders) > 5 else "")
-    return (f"class(es) {unseen} have no pixel in the training and validation cases, only in the test case(s) "
-            f"{shown}: the network cannot learn them, and the test split would score them. If the value is an "
-            f"annotation slip, clean those masks; if it is a class, put a case that has it in training (split.fixed "
-            f"with a manifest's split column, or another split.seed)")
+def unseen_class_problem(names: list[str], stored: pd.DataFrame, splits: pd.DataFrame) -> str | None:
+    """The refusal of classes (`names` in index order) without a pixel in the training cases of a fold (`stored`: the
+    stored sources; `splits`: the split table), naming the validation or test cases that have them; None when every
+    fold trains on every class."""
+    folds = fold_numbers(splits)
+    for fold in folds:
+        train_ids, val_ids = fold_ids(splits, fold)
+        if unseen := unseen_classes(names, stored[stored["id"].isin(train_ids)]):
+            holders = [case for case in class_holders(stored, [names.index(name) for name in unseen])
+                       if case not in train_ids]
+            shown = ", ".join(f"{case} ({'val' if case in val_ids else 'test'})" for case in holders[:5]) + (
+                ", ..." if len(holders) > 5 else "")
+            of_fold = f" of fold {fold}" if len(folds) > 1 else ""
+            return (f"class(es) {unseen} have no pixel in the training cases{of_fold}, only in {shown}: the network "
+                    f"cannot learn them, and validation and the test split would score them. If the value is an "
+                    f"annotation slip, clean those masks; if it is a class, put a case that has it in training "
+                    f"(split.fixed with a manifest's split column, or another split.seed)")
+    return None
+
+
+def class_holders(stored: pd.DataFrame, indices: list[int]) -> list[str]:
+    """The ids of the stored sources with a pixel of any of the class `indices`."""
+    return stored.loc[stored["class_voxels"].map(lambda counts: any(counts[i] for i in indices)), "id"].tolist()
 
 
 def training_bytes_per_sample(patch: list[int], depth: int, base_width: int, pool_kernels=None) -> int:
