@@ -16,14 +16,8 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
 from conftest import build_manifest, write_series
-from unetflow.data.pairing import (
-    DataValidationError,
-    buried_series,
-    data_files,
-    input_root,
-    listed_images,
-    output_name,
-)
+from unetflow.data.infer_images import listed_images, output_name
+from unetflow.data.pairing import DataValidationError, buried_series, data_files, input_root
 from unetflow.infer.summary import unit_summary
 from unetflow.io.dicom_seg import segments_of, write_seg
 from unetflow.io.nifti import read_volume, volume_spacing

@@ -17,7 +17,8 @@ import tifffile
 import torch
 
 from conftest import REPO, applied, build_manifest, job_counts, snakemake, tiny_config, write_config, write_ct_pair
-from unetflow.data.pairing import input_root, listed_images, output_name, shard_of
+from unetflow.data.infer_images import listed_images, output_name, shard_of
+from unetflow.data.pairing import input_root
 from unetflow.data.preprocess import preprocess_source
 from unetflow.infer.infer import InferInputError, check_images
 from unetflow.infer.package import FORMAT_VERSION, PackageError, build_package, load_package, save_package
@@ -321,7 +322,7 @@ def test_infer_without_images_is_refused_naming_the_key(tiny_run, tmp_path):
     (tmp_path / "empty" / "site" / "a.png").write_bytes(b"")
     config = infer_config(str(tmp_path / "empty"))
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
-    assert result.returncode != 0 and "no image files matched; 1 image file(s) in the subfolders" in result.stdout
+    assert result.returncode != 0 and "no image files matched; 1 image file(s) in subfolders" in result.stdout
     del config["infer"]["models"]  # forgotten, with no data set configured: not the demo's model, silently
     result = snakemake(tmp_path, "infer", "--dry-run", configfile=write_config(tmp_path, config), check=False)
     assert result.returncode != 0 and "segmented by the demo's model" in result.stdout + result.stderr

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 from test_infer import make_package, write_images
 
-from unetflow.data.pairing import listed_images, shard_of
+from unetflow.data.infer_images import listed_images, shard_of
 from unetflow.infer.infer import InferInputError, check_images, check_notes
 from unetflow.infer.package import load_package
 from unetflow.infer.predictor import Predictor

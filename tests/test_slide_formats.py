@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from test_slides import predictor, slide_pixels, write_slide  # noqa: F401 (predictor: a fixture)
 
-from unetflow.data.pairing import listed_images
+from unetflow.data.infer_images import listed_images
 from unetflow.infer.slide import predict_slides
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.slides import Slide, is_slide

@@ -6,8 +6,8 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-# The dependency-light part of the library (unetflow.config, unetflow.config_schema, unetflow.data.pairing,
-# unetflow.io.slides) checks the config and lists the data.
+# The dependency-light part of the library (unetflow.config, unetflow.config_schema, unetflow.data.pairing and
+# infer_images, unetflow.io.slides) checks the config and lists the data.
 sys.path.append(workflow.current_basedir.join("../scripts").get_path_or_uri(secret_free=True))
 
 from unetflow.config import (
@@ -30,15 +30,8 @@ from unetflow.config_schema import (
     unknown_keys,
     with_command_line,
 )
-from unetflow.data.pairing import (
-    data_files,
-    input_root,
-    listed_images,
-    output_name,
-    shard_of,
-    subfolder_note,
-    with_series_files,
-)
+from unetflow.data.infer_images import listed_images, output_name, shard_of
+from unetflow.data.pairing import data_files, input_root, subfolder_note, with_series_files
 from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,

@@ -315,7 +315,7 @@ def source_pairs(data: DataSpec, out_dir=None) -> tuple[list[dict], list[str]]:
                                       f"{subfolder_note(data.images) or 'check the path or glob'}")
         pairs, paired = (coco_pairs(images, data.masks, data.instances, out_dir) if is_coco(data.masks) else
                          pair_files(images, mask_files(data.masks), data.mask_suffix, data.mask_prefix,
-                                    unread_images(data.images)))
+                                    list(dict.fromkeys(unread_images(data.images) + unread_images(data.masks)))))
         problems += paired
     if data.rois:
         problems += attach_rois(pairs, data.rois)

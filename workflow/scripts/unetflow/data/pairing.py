@@ -9,22 +9,19 @@ the DSB 2018 layout). Other layouts (nnU-Net's, a folder per case, sites of repe
 `unetflow.data.layouts`. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
 Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
 
-Images to segment (`listed_images`) are spread over shards by a hash of their paths (`shard_of`); their outputs are
-named by their path below the folder of the specification (`input_root`, `output_name`).
-
 Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
 """
 
 import csv
 import difflib
 import glob
-import hashlib
 import os
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
 from unetflow.data.layouts import case_folder_pairs, duplicate_problem, image_case, site_pairs, with_site_names
-from unetflow.data.unpaired import UnpairedImage
+from unetflow.data.unpaired import UnpairedImage, by_stem, match_mask, unpaired_mask, unread_partner_problem
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
@@ -107,14 +104,17 @@ def read_from(spec: str) -> str:
 
 
 def subfolder_note(spec: str | None) -> str:
-    """For a folder with image files in its subfolders, which it does not name (only its direct children): how many,
-    and the glob that names them all; else ''."""
+    """For a folder with image files in its (not hidden) subfolders, which it does not name (only its direct
+    children): how many, in which subfolders, and the glob that names them all; else ''."""
     if not spec or not os.path.isdir(spec) or is_series(spec):
         return ""
-    deeper = [path for path in Path(spec).glob("*/**/*")
+    deeper = [path.relative_to(spec) for path in Path(spec).glob("*/**/*")
               if path.is_file() and path.name.lower().endswith(IMAGE_FILE_SUFFIXES)]
-    return (f"{len(deeper)} image file(s) in the subfolders of {spec} are not read (a folder names its direct "
-            f"children only): write '{os.path.join(spec, '**', '*')}' to read them too" if deeper else "")
+    folders = Counter(path.parts[0] for path in deeper if not any(part.startswith(".") for part in path.parts))
+    shown = ", ".join(f"{folder} ({count})" for folder, count in folders.most_common(5))
+    return (f"{sum(folders.values())} image file(s) in subfolders of {spec} are not read (a folder names its direct "
+            f"children only): {shown}{', ...' if len(folders) > 5 else ''}; if they are cases too, write "
+            f"'{os.path.join(spec, '**', '*')}'" if folders else "")
 
 
 def buried_series(spec: str | None, key: str = "data.images") -> list[str]:
@@ -202,8 +202,9 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str, mask_pre
                unread: list[Path] = ()) -> tuple[list[dict], list[str]]:
     """Match images to masks by stem (an nnU-Net channel file by its case, images of one stem by their sites'
     folders), or by folder in the case-folder layout (`unetflow.data.layouts`); return source pairs {stem, image,
-    mask} and the pairing problems (a mask whose image is one of the `unread` files is said to be so). Images and
-    masks may share a folder: a file that is the mask of another image is not an image itself."""
+    mask} and the pairing problems (a mask or image whose partner is one of the `unread` files, in a format not read,
+    is said to be so). Images and masks may share a folder: a file that is the mask of another image is not an image
+    itself."""
     if (by_folder := case_folder_pairs(images, masks)) is not None:
         return by_folder
     suffixes = AUTO_MASK_SUFFIXES if mask_suffix == "auto" else (mask_suffix,)
@@ -217,6 +218,8 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str, mask_pre
     masks_of_images = {mask for found in candidates.values() for mask in found}
     unpaired = [mask for mask in masks if mask not in masks_of_images and mask not in listed]
     hint = partial(name_hint, masks=masks, prefix=mask_prefix, suffixes=suffixes, unpaired=unpaired)
+    unread_by_stem = by_stem(unread)
+    looked_for = f"{repr(mask_prefix) + ' + ' if mask_prefix else ''}its name + one of {list(suffixes)}"
     for stem, files in stems_of([image for image in images if image not in masks_of_images], case_of).items():
         found = candidates[stem]
         by_site = site_pairs(stem, files, found) if len(files) > 1 else None
@@ -227,44 +230,19 @@ def pair_files(images: list[Path], masks: list[Path], mask_suffix: str, mask_pre
         elif len(files) > 1:
             problems.append(duplicate_problem(stem, files))
         elif not found:
-            problems.append(UnpairedImage(f"{files[0]}: no mask found (looked for '{mask_prefix}{stem}' + one of "
-                                          f"{list(suffixes)} in data.masks){hint(stem)}; add its mask, set "
+            problems.append(unread_partner_problem(files[0], stem, unread_by_stem, mask_prefix, suffixes) or
+                            UnpairedImage(f"{files[0]}: no mask found (looked for {looked_for} in data.masks)"
+                                          f"{hint(stem)}; add its mask, set "
                                           f"data.mask_suffix/mask_prefix, list the pairs in data.manifest (a CSV "
                                           f"of columns image, mask) where names differ otherwise, or "
-                                          f"data.unpaired: skip to leave it out",
-                                          files[0]))
+                                          f"data.unpaired: skip to leave it out", files[0]))
         elif len(found) > 1:
             problems.append(f"{files[0]}: several masks match: {', '.join(map(str, found))}; keep one")
         else:
             pairs.append(dict(stem=stem, image=files[0], mask=found[0]))
-    unread_by_stem = {}
-    for path in unread:
-        unread_by_stem.setdefault(path.stem, []).append(path)
     problems += [unpaired_mask(m, next(iter(match_mask(m, unread_by_stem, mask_prefix, suffixes)), None))
                  for m in masks if m not in used and m not in listed]
     return pairs, problems
-
-
-def match_mask(mask: Path, images: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
-    """The images (by stem) whose mask `mask` would be: its stem is prefix + their stem + one of the suffixes."""
-    stem = case_stem(mask)
-    return [image for suffix in suffixes if stem.startswith(prefix) and stem.endswith(suffix)
-            for image in images.get(stem[len(prefix):len(stem) - len(suffix)], [])]
-
-
-def unpaired_mask(mask: Path, unread_image: Path | None = None) -> str:
-    """The problem of a mask no image pairs with: its image may be in a format not read (`unread_image`); a folder
-    (read as one mask file per object) may be a stack saved one file per slice, whose image folder is not read
-    either."""
-    if unread_image is not None:
-        return (f"{mask}: its image {unread_image} is in a format unetflow does not read "
-                f"({unread_image.suffix}): convert it to PNG or TIFF (a volume to NIfTI)")
-    problem = f"{mask}: mask without an image (no image with a matching stem); remove it or add its image"
-    if mask.is_dir():
-        problem += (f"; it is a folder, read as one mask file per object: if it holds the slices of a stack (as "
-                    f"an image folder of that name would), save the image and the mask each as one multi-page TIFF "
-                    f"(tifffile.imwrite('{mask.name}.tif', numpy.stack(slices)))")
-    return problem
 
 
 def read_manifest_file(path: str, required=("image", "mask"), key: str = "data.manifest") -> list[dict]:
@@ -382,26 +360,6 @@ def data_files(data: dict) -> list[str]:
     return sorted({str(path) for path in with_series_files(files)})
 
 
-def listed_images(spec: str) -> list[Path]:
-    """Images to segment (no masks, whole-slide scanner files among them): a folder (its direct children), a glob,
-    or a CSV/Parquet manifest whose `image` column lists them relative to its folder."""
-    if spec.lower().endswith((".csv", ".parquet")) and Path(spec).is_file():
-        rows, folder = read_manifest_file(spec, ("image",), "infer.images"), Path(spec).parent
-        listed = [folder / str(row["image"]) for row in rows]
-        missing = [str(path) for path in listed if not (path.is_file() or is_series(path))]
-        if missing:
-            raise DataValidationError(f"infer.images '{spec}': {len(missing)} listed image(s) do not exist: "
-                                      f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-        return listed
-    return image_files(spec)
-
-
-def shard_of(path, shards: int) -> int:
-    """The shard (0..shards-1) of a file: a hash of its path as listed, so adding files never moves the others
-    (MD5, which spreads numbered file names evenly; CRC32 does not)."""
-    return int.from_bytes(hashlib.md5(str(path).encode()).digest()[:8], "little") % shards
-
-
 def input_root(spec: str) -> Path:
     """The folder the images of an input specification are laid out below: the folder itself, a manifest's or a
     single DICOM series' folder, or the part of a glob before its first wildcard."""
@@ -412,15 +370,3 @@ def input_root(spec: str) -> Path:
     if wild is None:  # a manifest, a single file or series
         return Path(spec).parent
     return Path(*parts[:wild]) if wild else Path(".")
-
-
-def output_name(path: Path, root: Path) -> str:
-    """The name an image's outputs get: its path below `root` without the image suffix ('siteA/scan1'), or its stem
-    for a file outside `root`."""
-    try:
-        relative = Path(os.path.relpath(path, root))
-    except ValueError:  # another drive
-        relative = Path(path.name)
-    if not relative.parts or relative.parts[0] == "..":  # the root itself (a series named by a glob), or outside
-        relative = Path(path.name)
-    return (relative.parent / case_stem(path)).as_posix()

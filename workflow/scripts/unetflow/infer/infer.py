@@ -23,8 +23,9 @@ import pandas as pd
 import tifffile
 import torch
 
+from unetflow.data.infer_images import listed_images, output_name
 from unetflow.data.layouts import without_channel_suffix
-from unetflow.data.pairing import input_root, listed_images, output_name
+from unetflow.data.pairing import input_root
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
