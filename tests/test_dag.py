@@ -146,6 +146,8 @@ def test_ensemble_of_experiments_predicts_with_every_member(tmp_path):
     package = torch.load(tmp_path / "results" / "ab" / "package" / "ab.pt", weights_only=True)
     assert [model["source"] for model in package["models"]] == ["a/fold0", "b/fold0"]  # ab trains as a does
     assert not (tmp_path / "results" / "ab" / "train").exists()
+    assert "experiment ab: its plan and models are experiment a's (the same train section); predict.ensemble ['a'] " \
+           "trains as it does" in (tmp_path / "results" / "logs" / "ab" / "package.log").read_text()
 
 
 def test_changed_file_listed_in_a_manifest_reruns_ingest(tmp_path):

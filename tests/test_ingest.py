@@ -108,6 +108,9 @@ def test_a_grey_picture_saved_as_rgb_is_read_as_grey_among_grey_images(tmp_path)
     warning = data_warnings(manifest, classes).query("kind == 'read_as_grey'")
     assert warning["file"].map(lambda path: Path(path).name).tolist() == ["c1.png"]
     np.testing.assert_allclose(to_channels(read_source_image(manifest.iloc[1]), 1)[0, 0], grey, atol=1e-3)
+    cv2.imwrite(str(images / "c0.png"), np.repeat(grey[..., None], 3, axis=2))  # most saved as RGB: grey still
+    manifest, _ = build_manifest(str(images), str(masks))
+    assert manifest["input_channels"].tolist() == [1, 1, 1] and manifest["read_as_grey"].sum() == 2
     for index in (0, 2):  # among colour images it stays a colour image
         cv2.imwrite(str(images / f"c{index}.png"), np.random.default_rng(index).integers(0, 256, (32, 40, 3),
                                                                                          dtype=np.uint8))

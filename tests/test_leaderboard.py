@@ -59,10 +59,13 @@ def test_instance_experiments_are_ranked_by_object_map_and_show_the_object_metri
 
 
 def test_stray_predictions_on_test_cases_without_the_class_are_counted_and_said(tmp_path):
-    """b's mean is pulled down by one test case without class 1 in which it predicted a few pixels of it."""
-    table = leaderboard(write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.92]}, [0.9, 0.1],
-                                          empty_false_positives={"a": [0, 0], "b": [0, 1]}))
-    assert table.loc[table["class"] == 1, "empty_false_positives"].tolist() == [0, 1]
+    """b's mean is pulled down by one test case without class 1 in which it predicted a few pixels of it; c uses a's
+    models (the same train section), largest components kept."""
+    experiments = write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.92], "c": [0.99, 0.96]}, [0.9, 0.1],
+                                    empty_false_positives={"a": [0, 0], "b": [0, 1], "c": [0, 0]})
+    table = leaderboard({**experiments, "c": {**experiments["c"], "trained_by": "a"}})
+    assert table.loc[table["class"] == 1, "empty_false_positives"].tolist() == [0, 0, 1]  # c, a, b
+    assert table.drop_duplicates("experiment")["trained_by"].tolist() == ["a", "a", "b"]
     assert empty_case_notes(table) == [
         "b, class 'one': 1 of 3 test unit(s) lack it in the ground truth but have it in the prediction, each scoring "
         "Dice 0 (mean 0.9200, median 0.9200)"]

@@ -20,6 +20,7 @@ from unetflow.evaluate.report import (
     fold_metrics,
     overlay_figure,
     per_case_table,
+    plan_title,
     plot_metric_distributions,
     plot_overlays,
     plot_training_curves,
@@ -128,6 +129,12 @@ def test_per_case_table_has_a_column_per_metric_and_foreground_class(per_case):
     assert table["id"].tolist() == ["c3", "c0", "c2", "c4", "c1"]
     assert "dice (background)" not in table and table.loc[0, "dice (nucleus)"] == pytest.approx(0.9)
     assert {"mean_foreground_dice", "iou (cell)", "hd95 (nucleus)"} <= set(table.columns)
+
+
+def test_the_plan_table_of_an_experiment_using_anothers_models_says_whose_they_are():
+    assert plan_title("unet", "unet") == "Training plan"
+    assert plan_title("largest", "unet") == ("Training plan and models of experiment unet (the same train section), "
+                                             "which largest uses")
 
 
 def test_html_tables_are_standalone(tmp_path, per_case):

@@ -183,6 +183,8 @@ def test_a_resolution_set_in_the_config_that_the_budget_cannot_train_is_warned_a
         f"(train.budget_minutes)")
     assert few_passes(resolution_trial(LARGE, 0.25, Budget(seconds=6000), 0.1, settings_at, pixel_time),
                       "train.resolution") is None
+    assert few_passes(resolution_trial(LARGE, 1.0, Budget(steps=10), 0.1, settings_at, pixel_time),
+                      "train.resolution").endswith("raise the budget (train.epochs or train.budget_steps)")
 
 
 def test_a_resolution_set_below_what_the_finest_class_allows_is_warned_about():

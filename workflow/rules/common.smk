@@ -183,6 +183,18 @@ def trained_metrics(wildcards):
     return expand(rules.train.output.metrics, experiment=TRAINED_BY[wildcards.experiment], fold=FOLDS)
 
 
+def sharing_note(wildcards):
+    """What an experiment's package log says when its models are another experiment's, or when members of its
+    predict.ensemble train as it does (the same train section: their models are its own, taken once); else ''."""
+    name = wildcards.experiment
+    owner = TRAINED_BY[name]
+    same = [member for member in SETTINGS[name]["predict"]["ensemble"] if TRAINED_BY[member] == owner]
+    notes = [f"its plan and models are experiment {owner}'s (the same train section)"] if owner != name else []
+    if same:
+        notes.append(f"predict.ensemble {same} trains as it does: their models are its own, taken once")
+    return "; ".join(notes)
+
+
 def own_tracking(wildcards):
     """The tracking records of an experiment's own training runs, which its package and report add to; none for an
     experiment whose models another one trains (it would overwrite that one's test metrics)."""
@@ -219,6 +231,7 @@ def leaderboard_runs():
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
             metrics=expand(rules.train.output.metrics, experiment=TRAINED_BY[name], fold=FOLDS),
             plan=expand(rules.plan.output[0], experiment=TRAINED_BY[name])[0],
+            trained_by=TRAINED_BY[name],
         )
         for name in EXPERIMENTS
     }

@@ -27,5 +27,6 @@ rule package:
         sources=lambda wc: [f"{member}/fold{fold}" for member, fold in ensemble_members(wc.experiment)],
         predict=lambda wc: {key: SETTINGS[wc.experiment]["predict"][key] for key in (*PACKAGED_PREDICT_KEYS, "device")},
         data=canonical({key: config["data"][key] for key in ("channels", "slice_axis")}),
+        sharing=sharing_note,
     script:
         "../scripts/package.py"

@@ -47,5 +47,7 @@ rule report:
         f"{RESULTS}/logs/{{experiment}}/report.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        trained_by=lambda wc: TRAINED_BY[wc.experiment],
     script:
         "../scripts/report.py"

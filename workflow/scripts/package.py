@@ -13,6 +13,8 @@ from unetflow.threads import job_threads
 from unetflow.tracking.artifacts import log_to_runs
 
 log = stage_logger(snakemake.log[0])
+if snakemake.params.sharing:
+    log.info("experiment %s: %s", snakemake.wildcards.experiment, snakemake.params.sharing)
 checkpoints = [snakemake.input.models] if isinstance(snakemake.input.models, str) else list(snakemake.input.models)
 splits = pd.read_parquet(snakemake.input.splits)
 trained = splits.loc[splits["split"] != "test", "id"]

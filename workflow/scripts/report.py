@@ -10,6 +10,7 @@ from unetflow.evaluate.report import (
     load_overlay_unit,
     per_case_table,
     plan_table,
+    plan_title,
     plot_metric_distributions,
     plot_overlays,
     plot_training_curves,
@@ -38,7 +39,8 @@ plot_overlays(panels, trained_classes(classes)["name"].tolist(), snakemake.outpu
               instances=instance_target(classes) is not None)
 write_html_tables([("Summary per class", summary_table(pd.read_parquet(snakemake.input.summary))),
                    ("Per case (best first)", per_case_table(per_case)),
-                   ("Training plan", plan_table(snakemake.input.plan))], snakemake.output.tables)
+                   (plan_title(snakemake.wildcards.experiment, snakemake.params.trained_by),
+                    plan_table(snakemake.input.plan))], snakemake.output.tables)
 log.info("report of %d cases; %s", len(scores), ", ".join(f"{kind} {case_id}" for kind, case_id in examples.items()))
 test_metrics = evaluation_metrics(pd.read_parquet(snakemake.input.summary))
 runs = log_to_runs(list(snakemake.input.tracking), "report", list(snakemake.output),

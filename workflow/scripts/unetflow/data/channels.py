@@ -7,8 +7,10 @@ import pandas as pd
 
 def greyed(rows: list[dict]) -> list[dict]:
     """The manifest rows, colour images whose three channels are equal (`grey_colour`) read as grey (input_channels 1,
-    read_as_grey) when most images are grey."""
-    if sum(row["channels"] == 1 for row in rows) <= len(rows) / 2:
+    read_as_grey) in a data set of grey images: most of them grey or such, some of them stored grey (a data set of
+    such images only stays colour)."""
+    grey = [row["channels"] == 1 for row in rows]
+    if not any(grey) or sum(g or bool(row.get("grey_colour")) for g, row in zip(grey, rows)) <= len(rows) / 2:
         return rows
     return [dict(row, input_channels=1, read_as_grey=True) if row.get("grey_colour") else row for row in rows]
 

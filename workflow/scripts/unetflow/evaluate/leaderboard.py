@@ -57,11 +57,12 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
 
 
 def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
-    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path)}; ranked by the mean test Dice
-    of the foreground classes (column `ranked`), in the instance mode by the mean object mAP, best first."""
+    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path), trained_by (the experiment
+    whose plan and models it uses: itself or one of the same train section)}; ranked by the mean test Dice of the
+    foreground classes (column `ranked`), in the instance mode by the mean object mAP, best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
                                       [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["plan"]))
-                      for name, paths in experiments.items())
+                      .assign(trained_by=paths.get("trained_by", name)) for name, paths in experiments.items())
     metric = "object_map_mean" if "object_map_mean" in table else "dice_mean"
     table["rank_by"] = metric.removesuffix("_mean")
     score = table[table["ranked"]].groupby("experiment")[metric].mean()

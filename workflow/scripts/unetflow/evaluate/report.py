@@ -82,6 +82,12 @@ def fold_metrics(paths: list[str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+def plan_title(experiment: str, trained_by: str) -> str:
+    """The heading of an experiment's plan table: whose plan and models it is when another experiment trained them."""
+    return "Training plan" if trained_by == experiment else \
+        f"Training plan and models of experiment {trained_by} (the same train section), which {experiment} uses"
+
+
 def plan_table(path) -> pd.DataFrame:
     """An experiment's training plan (plan.json) as a table: setting, value, source (planned or config) and reason,
     the image scale of 2D files, then the traits it was planned from and the device it was planned for."""
@@ -247,7 +253,7 @@ def per_case_table(per_case: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.D
 
 
 def summary_table(summary: pd.DataFrame, metrics=DISTRIBUTION_METRICS) -> pd.DataFrame:
-    """class_name, n_cases and the mean, median and std of each metric, one row per class."""
+    """class_name, n_cases, empty_false_positives and the mean, median and std of each metric, one row per class."""
     metrics = [*metrics, *(m for m in HEADLINE_METRICS if f"{m}_mean" in summary)]
     stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "median", "std")]
-    return summary[["class_name", "n_cases", *stats]]
+    return summary[["class_name", "n_cases", "empty_false_positives", *stats]]

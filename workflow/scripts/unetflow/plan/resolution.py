@@ -75,11 +75,12 @@ def few_passes(trial: dict, key: str) -> str | None:
     network see the training pixels fewer than TARGET_PASSES times; else None."""
     if trial["passes"] >= TARGET_PASSES:
         return None
-    step = "" if trial["step_seconds"] is None else f", a step measured at {trial['step_seconds']:.3g} s"
+    timed = trial["step_seconds"] is not None
+    step = f", a step measured at {trial['step_seconds']:.3g} s" if timed else ""
     return (f"{key} {trial['resolution']:g}: the network sees the training pixels {trial['passes']:g} times in the "
             f"budget (patch {trial['patch_size']}, batch {trial['batch_size']}{step}), under the {TARGET_PASSES} the "
             f"planner aims for, so it may stop undertrained; leave {key} to the planner (null) or raise the budget "
-            f"(train.budget_minutes)")
+            f"({'train.budget_minutes' if timed else 'train.epochs or train.budget_steps'})")
 
 
 def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
