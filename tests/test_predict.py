@@ -167,7 +167,7 @@ def test_the_api_refuses_what_the_file_check_refuses_and_drops_alpha_as_files_ar
 
     predictor = Predictor.load(make_package(tmp_path), "cpu")  # a grey model
     with pytest.raises(ValueError, match="the image: 3 channel"):
-        predictor.predict_array(np.zeros((20, 20, 3), np.uint8))
+        predictor.predict_array(np.zeros((20, 20, 3), np.uint8) + np.uint8([0, 0, 255]))  # colour: grey ones pass
     with pytest.raises(ValueError, match="the image: 400 pixels are NaN"):
         predictor.predict_array(np.full((20, 20), np.nan, np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, C\) with the channels last, got shape \(1, 20, 20\)"):
