@@ -223,6 +223,10 @@ def test_a_palette_mask_showing_a_stored_value_does_not_hide_another_masks_probl
     assert "save it as a PNG of the grey values it shows" in message
     assert "every mask holds one foreground value, but not the same one: 255 in 2 file(s)" in message
     assert "65535 in 1 file(s) (e.g. c1.png)" in message
+    for index in (0, 2):  # 0/1 masks beside it: its index 1 is what they store, so it is not the problem
+        cv2.imwrite(str(masks / f"c{index}.png"), (cv2.imread(str(masks / f"c{index}.png"), 0) > 0).astype(np.uint8))
+    message = ingest_error(images, masks)
+    assert "c3.png: a palette" not in message and "every mask holds one foreground value, but not the same" in message
 
 
 def test_hundreds_of_scattered_values_in_one_mask_are_one_problem_naming_a_few(tmp_path):

@@ -238,12 +238,13 @@ def palette_colours(mask, values: list[int]) -> list[list[int]] | None:
 
 def shown_value_problems(rows: list[dict]) -> dict[str, str]:
     """{mask file: its problem} of every palette mask that shows a non-zero index as the grey value other masks
-    store (index 1 shown white, 255, beside 0/255 masks): read by index, as palette masks are, its objects would be
-    another class."""
+    store, and no other mask stores the index (index 1 shown white, 255, beside 0/255 masks): read by index, as
+    palette masks are, its objects would be another class."""
     stored = {value for row in rows if not row.get("palette_colours") for value in row["label_values"]}
     problems = {}
     for row in rows:
-        shown = [(v, r) for v, r, g, b in row.get("palette_colours") or [] if v and r == g == b != v and r in stored]
+        shown = [(v, r) for v, r, g, b in row.get("palette_colours") or []
+                 if v and r == g == b != v and r in stored and v not in stored]
         if shown:
             named = ", ".join(f"index {v} as {r}" for v, r in shown)
             problems[row["mask_path"]] = (
