@@ -12,7 +12,14 @@ from unetflow.data.preprocess import preprocess_settings, preprocess_source
 from unetflow.infer.package import packaged_predict
 from unetflow.io.images import write_mask
 from unetflow.io.store import load_array
-from unetflow.plan.fingerprint import fingerprint_data, smallest_object, target_spacing, thick_axes_note
+from unetflow.plan.fingerprint import (
+    SLIDE_WINDOW,
+    fingerprint_data,
+    slide_normalization,
+    smallest_object,
+    target_spacing,
+    thick_axes_note,
+)
 
 SPACING = (0.8, 0.8, 3.0)
 
@@ -78,6 +85,18 @@ def test_automatic_normalisation_ct_for_ct_like_volumes_zscore_otherwise(tmp_pat
     manifest, classes = build_manifest(str(images), str(masks))
     _, flat = fingerprint_data(manifest, classes, pd.DataFrame({"id": manifest["id"], "split": "train"}))
     assert (flat["normalization"], flat["target_spacing"]) == ("zscore", None)
+
+
+def test_slides_are_normalised_once_for_the_data_set_8_bit_by_a_window_16_bit_by_their_foreground():
+    stats = dict(mean=3100.0, std=400.0, low=2000.0, high=4500.0)
+    assert slide_normalization(pd.DataFrame({"dtype": ["uint8", "uint8"]}), stats)[0] == "window"
+    scheme, reason = slide_normalization(pd.DataFrame({"dtype": ["uint16"]}), stats)
+    assert scheme == "ct" and f"(the 8-bit window {SLIDE_WINDOW} would saturate them)" in reason
+    settings = preprocess_settings(dict(normalization="auto", clip_percentiles=None, window=None, spacing="auto",
+                                        scale="auto"), dict(normalization=scheme, normalization_reason=reason, ct=stats,
+                                                            window=None, scale=1.0, scale_reason="slides",
+                                                            target_spacing=None, target_spacing_reason=""))
+    assert settings["normalization"] == "ct" and settings["ct"] == stats
 
 
 def test_target_spacing_is_the_median_and_the_coarse_axis_of_anisotropic_data_takes_its_10th_percentile():

@@ -212,16 +212,28 @@ def thick_axes_note(spacings: np.ndarray) -> str:
             f"each plane's volumes as a data set of its own")
 
 
+def slide_normalization(table: pd.DataFrame, ct: dict | None) -> tuple[str, str]:
+    """The automatic normalisation of regions of whole-slide images, one for the whole data set, so that a slide
+    segmented region by region is normalised as its training regions were (a per-image z-score would differ between
+    a region and the whole slide): 8-bit slides the fixed window SLIDE_WINDOW; others (16-bit fluorescence) the
+    clipped foreground statistics of the training regions, as `ct` (the 8-bit window would saturate them)."""
+    dtypes = sorted(set(table["dtype"]))
+    if dtypes == ["uint8"] or ct is None:
+        return "window", (f"regions of whole-slide images ({', '.join(dtypes) or 'uint8'}): the fixed window "
+                          f"{SLIDE_WINDOW}, one normalisation for every region and slide")
+    return "ct", (f"regions of whole-slide images of {', '.join(dtypes)} pixels: clipped to the training foreground's "
+                  f"{CT_PERCENTILES} percentiles ({ct['low']:g}, {ct['high']:g}) and z-scored with its mean and std, "
+                  f"one normalisation for every region and slide (the 8-bit window {SLIDE_WINDOW} would saturate them)")
+
+
 def automatic_normalization(table: pd.DataFrame, ct: dict | None, slides: bool = False) -> tuple[str, str]:
     """The scheme `preprocess.normalization: auto` stands for, and why: for regions of whole-slide images (`slides`)
-    the fixed 8-bit window SLIDE_WINDOW; for 2D images the per-image z-score; for NIfTI volumes `ct` when every
+    `slide_normalization`; for 2D images the per-image z-score; for NIfTI volumes `ct` when every
     training volume looks like CT (whole-number intensities reaching AIR_HU or below: air) and has foreground, else
     the per-volume z-score (a heuristic; set the scheme to override it); volumes of several channels per channel;
     volumes with a background of zeros (ZERO_BACKGROUND, not CT) `zscore_nonzero`."""
     if slides:
-        return "window", (f"regions of whole-slide images (8-bit): the fixed window {SLIDE_WINDOW}, so that a slide "
-                          f"segmented region by region is normalised as its training regions were (a per-image "
-                          f"z-score would differ between a region and the whole slide)")
+        return slide_normalization(table, ct)
     volumes = table[table["kind"] == "volume"]
     if volumes.empty:
         return "zscore", "2D images: each image z-scored on its own"
