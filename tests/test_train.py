@@ -208,6 +208,11 @@ def test_a_large_validation_case_is_validated_every_few_epochs_and_the_best_is_a
     assert metrics["val_cases"].tolist() == [0, 0, 1, 0, 0, 1, 1]  # and after the last epoch
     assert metrics["val_dice"].isna().tolist() == [True, True, False, True, True, False, False]
     assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] in (3, 6, 7)
+    huge = ((labels[None] + rng.normal(0, 0.5, (1, 128, 128))).astype(np.float32).repeat(8, 1).repeat(8, 2),
+            labels.repeat(8, 0).repeat(8, 1))  # 3969 tiles: more than 2 epochs train (144 forwards)
+    trainer = Trainer(dict(cfg, epochs=2), TINY_PLAN, [tiny_case(rng) for _ in range(4)], [huge], list("abcd"),
+                      tmp_path / "h.pt", logging.getLogger())
+    assert trainer.run(tmp_path / "huge.pt", tmp_path / "huge_last.pt")["val_cases"].tolist() == [0, 0]
 
 
 def test_resume_state_of_other_data_is_ignored_and_of_another_saving_cadence_reused(tmp_path, caplog):

@@ -32,6 +32,7 @@ from unetflow.train.validation import (
     CANDIDATES_KEPT,
     affordable_candidates,
     best_on_full_set,
+    end_validation_affordable,
     kept_candidates,
     validation_interval,
     validation_scores,
@@ -223,7 +224,9 @@ class Trainer:
         start, lr = time.perf_counter(), self.set_lr(clock)
         train_loss, steps = self.train_epoch(clock)
         train_seconds = time.perf_counter() - start
-        validates = (self.epoch + 1) % self.val_every == 0 or self.budget.spent(self.step, clock.elapsed())
+        validates = (self.epoch + 1) % self.val_every == 0 or (self.budget.spent(self.step, clock.elapsed()) and
+                                                               end_validation_affordable(self.subset_tiles(), self.step,
+                                                                                         self.batch_size))
         cases = [self.val_cases[i] for i in self.val_subset] if validates else []
         val_loss, val_dice = validation_scores(self.model, cases, self.patch, self.device, self.cfg["loss"], self.bf16,
                                                self.regions, self.cfg["dice_background"])
@@ -257,6 +260,11 @@ class Trainer:
         self.log.info("trained %d steps in %.1f s; validation took %.1f%% of the epochs' time", self.step,
                       clock.elapsed(), 100 * sum(r["val_seconds"] for r in self.rows)
                       / max(1e-9, sum(r["seconds"] for r in self.rows)))
+        if self.val_subset and not any(row["val_cases"] for row in self.rows):
+            self.log.warning("no validation within the budget: validating %d case(s) (%d tiles) costs more than the "
+                             "%d training steps did, so the last checkpoint is kept without a validation Dice; give "
+                             "smaller validation images or a larger budget", len(self.val_subset), self.subset_tiles(),
+                             self.step)
         candidates = self.candidates or kept_candidates([], float("nan"), self.epoch, self.model, keep)  # none yet
         best = best_on_full_set(self.model, candidates, self.val_cases, self.patch, self.device, cfg["loss"],
                                 self.bf16, self.log, self.affordable_candidates(), self.regions,

@@ -98,6 +98,13 @@ def validation_interval(subset_tiles: int, steps_per_epoch: int, batch_size: int
     return max(1, math.ceil(subset_tiles * (1 - share) / (share * train_cost)))
 
 
+def end_validation_affordable(subset_tiles: int, steps: int, batch_size: int) -> bool:
+    """Whether validating the subset (`subset_tiles` tiles) once more when the budget is spent costs less than the
+    training did (`steps` steps of `batch_size`) by the cost model: a validation case far larger than what the budget
+    trains (a whole mosaic after a few steps) is not validated then, so the budget holds."""
+    return subset_tiles <= TRAIN_STEP_FORWARDS * steps * batch_size
+
+
 def kept_candidates(candidates: list[dict], dice: float, epoch: int, model: torch.nn.Module, keep: int) -> list[dict]:
     """The `keep` best checkpoints by validation Dice (earlier first among equals) with this epoch's considered;
     without validation (NaN) the latest model only. Each candidate: dice, epoch, model (a copy of the weights)."""
