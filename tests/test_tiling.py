@@ -204,3 +204,17 @@ def test_cuda_bf16_is_close_to_cpu_float32():
     assert on_cuda.device.type == "cpu"
     assert torch.allclose(on_cuda, host_accumulated, atol=1e-5)
     assert (on_cuda - on_cpu).abs().max() < 0.05
+
+
+def test_an_image_of_thousands_of_tiles_logs_each_tenth_done(caplog):
+    import logging
+
+    model = nn.Conv2d(1, 2, 1)
+    with caplog.at_level(logging.INFO, logger="unetflow.net.tiling"):
+        sliding_window_predict(model, torch.zeros(1, 800, 800), (32, 32), batch_size=64)  # 49 x 49 = 2401 tiles
+    lines = [record.getMessage() for record in caplog.records if record.name == "unetflow.net.tiling"]
+    assert len(lines) == 9 and lines[0] == "tiles of an image of 800x800: 256 of 2401 done"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unetflow.net.tiling"):
+        sliding_window_predict(model, torch.zeros(1, 200, 200), (32, 32))  # 121 tiles: quick, no lines
+    assert not caplog.records

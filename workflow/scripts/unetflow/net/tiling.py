@@ -10,6 +10,7 @@ which case they are accumulated on the host.
 import contextlib
 import copy
 import itertools
+import logging
 import math
 from collections.abc import Iterator, Sequence
 
@@ -20,6 +21,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from unetflow.gpu import free_memory_bytes
 
+log = logging.getLogger("unetflow.net.tiling")
+PROGRESS_TILES = 2000  # an image of more tiles than this logs its progress
 GAUSSIAN_FLOOR = 1e-3  # smallest un-normalised importance, as in MONAI's compute_importance_map
 FLOAT32_BYTES = 4
 
@@ -142,12 +145,18 @@ def tile_slices(origin: Sequence[int], tile: Sequence[int]) -> tuple[slice, ...]
 
 def iter_tile_batches(image: torch.Tensor, tile: Sequence[int], origins: list[tuple[int, ...]], batch_size: int,
                       channels_last: bool) -> Iterator[tuple[list[tuple[int, ...]], torch.Tensor]]:
-    """(origins, (B, C, *tile) tiles) for consecutive batches of at most `batch_size` tiles of `image`."""
+    """(origins, (B, C, *tile) tiles) for consecutive batches of at most `batch_size` tiles of `image`; an image of
+    over PROGRESS_TILES tiles logs each tenth of them done (a whole mosaic takes minutes on a CPU)."""
     memory_format = channels_last_format(image.ndim + 1) if channels_last else torch.contiguous_format
+    tenths = {math.ceil(len(origins) * k / 10) for k in range(1, 10)} if len(origins) > PROGRESS_TILES else set()
     for start in range(0, len(origins), batch_size):
         batch = origins[start:start + batch_size]
         tiles = torch.stack([image[(slice(None), *tile_slices(origin, tile))] for origin in batch])
         yield batch, tiles.contiguous(memory_format=memory_format)
+        if done := [tenth for tenth in tenths if tenth <= start + len(batch)]:
+            tenths -= set(done)
+            log.info("tiles of an image of %s: %d of %d done", "x".join(map(str, image.shape[1:])),
+                     start + len(batch), len(origins))
 
 
 def accumulate_weighted_probabilities(model: nn.Module,
