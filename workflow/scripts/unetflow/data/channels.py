@@ -12,7 +12,8 @@ def greyed(rows: list[dict]) -> list[dict]:
     grey = [row["channels"] == 1 for row in rows]
     if not any(grey) or sum(g or bool(row.get("grey_colour")) for g, row in zip(grey, rows)) <= len(rows) / 2:
         return rows
-    return [dict(row, input_channels=1, read_as_grey=True) if row.get("grey_colour") else row for row in rows]
+    return [dict(row, input_channels=1, read_as_grey=True) if row.get("grey_colour") and row["kind"] != "volume"
+            else row for row in rows]  # a volume's channels are modalities
 
 
 def channel_problems(rows: list[dict], converted: int | None) -> list[str]:
