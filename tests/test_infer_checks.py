@@ -9,7 +9,7 @@ from PIL import Image
 from test_infer import make_package, write_images
 
 from unetflow.data.infer_images import listed_images, shard_of
-from unetflow.infer.infer import InferInputError, check_images, check_notes
+from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note
 from unetflow.infer.package import load_package
 from unetflow.infer.predictor import Predictor
 
@@ -66,3 +66,12 @@ def test_images_listed_in_a_manifest_and_stable_shards(tmp_path):
     assert listed_images(str(tmp_path / "in" / "list.csv")) == paths
     shards = [shard_of(p, 8) for p in paths]
     assert shards == [shard_of(p, 8) for p in paths] and all(0 <= s < 8 for s in shards)
+
+
+def test_a_slide_pixel_size_given_for_images_that_are_no_slides_is_said_to_be_unused(tmp_path):
+    package = load_package(make_package(tmp_path))
+    table = check_images(write_images(tmp_path / "in", 2), package)
+    (note,) = slide_pixel_size_note(table, 0.5)
+    assert note.startswith("2 image(s) (img0_0.png, img0_1.png) are no whole-slide images (pyramids) and are "
+                           "segmented at their own pixels: infer.slide_pixel_size (0.5 µm) applies to slides only")
+    assert slide_pixel_size_note(table, None) == []

@@ -122,6 +122,15 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     return notes + channel_notes(table) + pixel_size_notes(table) + small_image_notes(table)
 
 
+def slide_pixel_size_note(table: pd.DataFrame, slide_pixel_size: float | None) -> list[str]:
+    """The line on a pixel size given for slides (infer.slide_pixel_size) when some images are no slides (one-level
+    files, segmented at their own pixels); or none."""
+    plain = table[table["kind"] != "slide"] if slide_pixel_size else table.iloc[:0]
+    return [f"{named(plain, lambda row: Path(row.image_path).name)} are no whole-slide images (pyramids) and are "
+            f"segmented at their own pixels: infer.slide_pixel_size ({slide_pixel_size:g} µm) applies to slides only; "
+            f"resize them, or save them as pyramids"] if len(plain) else []
+
+
 def small_image_notes(table: pd.DataFrame) -> list[str]:
     """The line on 2D images whose shorter side is under SMALL_IMAGE_SHARE of the shortest training image side; or
     none."""
@@ -233,7 +242,7 @@ def main(argv=None) -> None:
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
-        for note in check_notes(checked):
+        for note in check_notes(checked) + slide_pixel_size_note(checked, args.slide_pixel_size):
             log.warning(note)
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
