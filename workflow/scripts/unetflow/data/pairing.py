@@ -21,7 +21,14 @@ from functools import partial
 from pathlib import Path
 
 from unetflow.data.layouts import case_folder_pairs, duplicate_problem, image_case, site_pairs, with_site_names
-from unetflow.data.unpaired import UnpairedImage, by_stem, match_mask, unpaired_mask, unread_partner_problem
+from unetflow.data.unpaired import (
+    UnpairedImage,
+    by_stem,
+    match_by_stem,
+    match_mask,
+    unpaired_mask,
+    unread_partner_problem,
+)
 from unetflow.io.formats import (
     ANNOTATION_SUFFIXES,
     DICOM_SUFFIX,
@@ -169,11 +176,6 @@ def stems_of(paths: list[Path], case_of=lambda stem: stem) -> dict[str, list[Pat
     for path in paths:
         by_stem.setdefault(case_of(case_stem(path)), []).append(path)
     return by_stem
-
-
-def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
-    """The candidate files whose stem is prefix + stem + one of the suffixes."""
-    return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
 
 
 def name_likeness(stem: str, other: str) -> float:

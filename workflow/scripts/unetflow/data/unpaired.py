@@ -1,6 +1,7 @@
 """Files without a partner. Images without a mask: a problem of the data set, or, with `data.unpaired: skip` (a folder
 where only some images are annotated yet, a QuPath project's unannotated slides), left out with a log line naming
-them. Masks without an image. Either, when its partner is there in a format unetflow does not read, says so."""
+them. Masks without an image. Either, when its partner is there in a format unetflow does not read, says so. The
+naming rule both ways: a mask's stem is the prefix, its image's stem and a suffix (`match_by_stem`, `match_mask`)."""
 
 import logging
 from pathlib import Path
@@ -29,6 +30,11 @@ def kept_problems(problems: list[str], unpaired: str) -> list[str]:
         log.warning("%d image(s) without a mask left out (data.unpaired: skip): %s%s", len(skipped), shown,
                     ", ..." if len(skipped) > 5 else "")
     return [problem for problem in problems if not isinstance(problem, UnpairedImage)]
+
+
+def match_by_stem(stem: str, candidates: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
+    """The candidate files whose stem is prefix + stem + one of the suffixes (the masks an image's stem names)."""
+    return [p for s in suffixes for p in candidates.get(prefix + stem + s, [])]
 
 
 def match_mask(mask: Path, images: dict[str, list[Path]], prefix: str, suffixes) -> list[Path]:
@@ -68,7 +74,7 @@ def unread_partner_problem(file: Path, stem: str, unread: dict[str, list[Path]],
     image = next(iter(match_mask(file, unread, prefix, [suffix for suffix in suffixes if suffix])), None)
     if image is not None:
         return unpaired_mask(file, image)
-    mask = next((path for suffix in suffixes for path in unread.get(prefix + stem + suffix, [])), None)
+    mask = next(iter(match_by_stem(stem, unread, prefix, suffixes)), None)
     if mask is None:
         return None
     return UnpairedImage(f"{file}: its mask {mask} is in a format unetflow does not read ({mask.suffix}): save it as "
