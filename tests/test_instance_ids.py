@@ -87,13 +87,13 @@ def test_objects_that_continue_from_slice_to_slice_keep_one_id():
     foreground[3, 12:18, 13:19] = 1  # ... shifted a pixel in the last
     foreground[2, 20:23, 20:23] = 1  # an object of one slice
     units = [(f"s_s{page}", slice(page, page + 1)) for page in range(4)]  # the pages of a stack
-    ids, rows = source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    ids, rows, _ = source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
     assert [sorted(set(np.unique(plane)) - {0}) for plane in ids] == [[1], [1, 2], [1, 2, 3], [1, 2]]
     assert ids[3, 3, 3] == 1 and ids[3, 15, 18] == 2
     assert [(row["case"], row["slice"], row["id"]) for row in rows] == [
         ("s_s0", 0, 1), ("s_s1", 0, 1), ("s_s1", 0, 2), ("s_s2", 0, 1), ("s_s2", 0, 2), ("s_s2", 0, 3),
         ("s_s3", 0, 1), ("s_s3", 0, 2)]
-    _, volume_rows = source_objects([("v", slice(0, 4))], np.stack([1 - foreground, foreground]), "weight_map", 1)
+    _, volume_rows, _ = source_objects([("v", slice(0, 4))], np.stack([1 - foreground, foreground]), "weight_map", 1)
     assert [(row["slice"], row["id"]) for row in volume_rows] == [(int(row["case"][-1]), row["id"]) for row in rows]
 
 
@@ -101,12 +101,26 @@ def test_an_object_that_splits_keeps_its_id_in_its_larger_part():
     foreground = np.zeros((2, 20, 30), np.float32)
     foreground[0, 4:16, 2:28] = 1  # one object ...
     foreground[1, 4:16, 2:16] = foreground[1, 4:16, 19:26] = 1  # ... in two parts on the next slice
-    ids, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    ids, _, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
     assert ids[1, 10, 5] == ids[0, 10, 5] == 1 and ids[1, 10, 22] == 2
 
 
 def test_objects_that_only_touch_from_slice_to_slice_stay_apart():
     foreground = np.zeros((2, 20, 30), np.float32)
     foreground[0, 4:16, 2:14] = foreground[1, 4:16, 8:20] = 1  # half over each other: IoU 1/3
-    ids, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
+    ids, _, _ = source_objects([("v", slice(0, 2))], np.stack([1 - foreground, foreground]), "weight_map", min_size=1)
     assert sorted(np.unique(ids[0])) == [0, 1] and sorted(np.unique(ids[1])) == [0, 2]
+
+
+def test_objects_under_the_smallest_size_are_dropped_and_counted_per_unit():
+    foreground = np.zeros((2, 40, 40), np.float32)
+    foreground[0, 2:10, 2:10] = foreground[0, 2:10, 20:28] = 1  # two objects of 64 px on page 0 ...
+    foreground[0, 20:24, 2:6] = foreground[0, 30:34, 30:34] = 1  # ... and two specks of 16 px
+    foreground[1, 12:20, 12:20] = 1  # one object on page 1
+    units = [("p0", slice(0, 1)), ("p1", slice(1, 2))]
+    ids, rows, dropped = source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=30)
+    assert dropped == {"p0": 2, "p1": 0}
+    assert ids[0, 21, 3] == ids[0, 31, 31] == 0 and len(np.unique(ids[0])) == 3
+    assert [row["area"] for row in rows] == [64, 64, 64]
+    assert source_objects(units, np.stack([1 - foreground, foreground]), "weight_map", min_size=10)[2] == \
+        {"p0": 0, "p1": 0}

@@ -104,7 +104,7 @@ def one_hot(labels: np.ndarray, classes: int = 3) -> np.ndarray:
 
 
 def test_labels_are_the_argmax_and_without_postprocessing_keep_every_blob():
-    labels, objects = predictor_of([small_unet(0)]).postprocessed(dict(id="s", kind="stack", slices=2),
+    labels, objects, _ = predictor_of([small_unet(0)]).postprocessed(dict(id="s", kind="stack", slices=2),
                                                                   one_hot(blobs_in_two_slices()))
     assert labels.dtype == np.uint8 and objects == []
     np.testing.assert_array_equal(labels, blobs_in_two_slices())
@@ -112,14 +112,14 @@ def test_labels_are_the_argmax_and_without_postprocessing_keep_every_blob():
 
 def test_largest_component_of_a_stack_is_per_page():
     predictor = predictor_of([small_unet(0)], largest_component=True)
-    kept, _ = predictor.postprocessed(dict(id="s", kind="stack", slices=2), one_hot(blobs_in_two_slices()))
+    kept, _, _ = predictor.postprocessed(dict(id="s", kind="stack", slices=2), one_hot(blobs_in_two_slices()))
     np.testing.assert_array_equal(kept[0], blobs_in_two_slices()[0])
     assert kept[1].sum() == 2 and kept[1, 5, 5] == 0  # the page's own largest blob survives
 
 
 def test_largest_component_of_a_volume_is_connected_through_its_slices():
     predictor = predictor_of([small_unet(0)], largest_component=True)
-    kept, _ = predictor.postprocessed(dict(id="v", kind="volume", slices=2), one_hot(blobs_in_two_slices()))
+    kept, _, _ = predictor.postprocessed(dict(id="v", kind="volume", slices=2), one_hot(blobs_in_two_slices()))
     np.testing.assert_array_equal(kept[0], blobs_in_two_slices()[0])  # one 3D component of 6 voxels survives
     assert kept[1, 0, 0:2].tolist() == [1, 1] and kept[1, 5, 5] == 0
 

@@ -216,7 +216,7 @@ def test_largest_component_of_each_region_a_removed_core_falls_back_to_the_enclo
     probs[1, 0, 2:6, 2:6] = probs[1, 0, 7, 7] = 0.8  # core: a large part and a speck inside the large blob
     probs[2, 0, 3:5, 3:5] = 0.7
     source = dict(id="x", kind="image", slices=1)
-    labels, _ = region_predictor(largest_component=True).postprocessed(source, probs)
+    labels, _, _ = region_predictor(largest_component=True).postprocessed(source, probs)
     assert labels[0, 10, 10] == 0 and labels[0, 7, 7] == 2  # the speck of core becomes whole's label, not background
     assert labels[0, 3, 3] == 3 and labels[0, 2, 2] == 1 and labels[0, 1, 1] == 2
     assert region_predictor().postprocessed(source, probs)[0][0, 7, 7] == 1

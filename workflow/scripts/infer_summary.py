@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from unetflow.infer.ledger import close_gone_shards, forget_gone_slides
-from unetflow.infer.summary import SUMMARY_COLUMNS, check_first
+from unetflow.infer.summary import SUMMARY_COLUMNS, check_first, small_objects_note
 from unetflow.instances.objects import OBJECT_COLUMNS
 from unetflow.logs import stage_logger
 
@@ -34,4 +34,6 @@ slides.to_parquet(snakemake.output.slides)
 if len(summary):
     log.info("%d image(s) segmented; no foreground or the lowest mean foreground confidence (check these first):\n%s",
              summary["id"].nunique(), "\n".join(check_first(summary)))
+    if note := small_objects_note(summary):
+        log.warning(note)
 log.info("%d whole-slide image(s) segmented (slides.parquet)", len(slides))

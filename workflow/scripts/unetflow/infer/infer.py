@@ -31,6 +31,7 @@ from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
+from unetflow.infer.summary import small_objects_note
 from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_size
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
@@ -257,6 +258,8 @@ def main(argv=None) -> None:
         summary.to_parquet(Path(args.output, "summary.parquet"))
         if predictor.package.instance_target:
             objects.to_parquet(Path(args.output, OBJECTS_FILE))
+        if note := small_objects_note(summary, predictor.package.predict["min_object_size"]):
+            log.warning(note)
     log.info("segmented %d image(s) and %d slide(s) into %s", len(images), len(slides), args.output)
 
 if __name__ == "__main__":

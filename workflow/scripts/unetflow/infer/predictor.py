@@ -224,7 +224,7 @@ class Predictor:
         probs = self.source_probabilities(source)
         target, path = self.package.instance_target, prediction_path(out_dir, source["id"], source,
                                                                      bool(self.package.instance_target))
-        labels, objects = self.postprocessed(source, probs)
+        labels, objects, small = self.postprocessed(source, probs)
         if target:
             path = write_instance_mask(path, labels, source)
         else:
@@ -237,7 +237,8 @@ class Predictor:
         confidence = pixel_confidence(probs, self.package.regions)
         counted, rows = self.summary_labels(labels, probs), []
         for name, unit in units(source):
-            found = {"objects": len({row["id"] for row in objects if row["case"] == name})} if target else {}
+            found = {"objects": len({row["id"] for row in objects if row["case"] == name}),
+                     "small_objects": small[name]} if target else {}
             rows += [dict(row, **found) for row in unit_summary(name, source, unit, path, unit_array(counted, unit),
                                                                 unit_array(confidence, unit), self.package.classes,
                                                                 self.package.regions)]
@@ -246,25 +247,26 @@ class Predictor:
                 write_probabilities(part[:, 0] if part.shape[1] == 1 else part, out_dir, name)
         return rows, objects
 
-    def postprocessed(self, source: dict, probs: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    def postprocessed(self, source: dict, probs: np.ndarray) -> tuple[np.ndarray, list[dict], dict[str, int]]:
         """What a source's softmax (K, Z, Y, X) is written as: class indices (argmax; the largest component per class
         of each unit with predict.largest_component; of a region model the regions, each reduced to its largest
-        component per unit, written as labels), or in the instance mode object ids and their rows."""
+        component per unit, written as labels), or in the instance mode object ids, their rows and per unit the
+        number of objects dropped under predict.min_object_size."""
         settings, target, regions = self.package.predict, self.package.instance_target, self.package.regions
         if target:
             return source_objects(units(source), probs, target, settings["min_object_size"],
                                   self.package.object_probability)
         if not settings["largest_component"]:
-            return self.labels(probs), []
+            return self.labels(probs), [], {}
         if regions is not None:
             masks = probs > 0.5
             for _, unit in units(source):
                 masks[:, unit] = keep_largest_regions(masks[:, unit])
-            return regions.labels_of(masks), []
+            return regions.labels_of(masks), [], {}
         labels = self.labels(probs)
         for _, unit in units(source):
             labels[unit] = keep_largest_components(labels[unit], self.package.num_classes)
-        return labels, []
+        return labels, [], {}
 
     def summary_labels(self, written: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """The class of every pixel the summary counts: the written labels, or in the instance mode the pixels of the

@@ -16,7 +16,9 @@ from unetflow.io.regions import Regions
 from unetflow.io.sources import unit_spacing
 
 SUMMARY_COLUMNS = ("id", "image_path", "mask_path", "kind", "class", "class_name", "pixels", "physical_size",
-                   "physical_unit", "components", "confidence")  # and objects, of an instance package
+                   "physical_unit", "components", "confidence")  # and objects, small_objects, of an instance package
+SMALL_SHARE = 0.25  # the share of the objects found under predict.min_object_size that `small_objects_note` names
+SMALL_COUNT = 10  # ... and the fewest it names
 
 
 def physical_pixel(row, unit: slice) -> tuple[float, str | None]:
@@ -56,6 +58,27 @@ def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, con
                          components=int(ndimage.label(chosen)[1]) if pixels else 0,
                          confidence=float(confidence[chosen].mean()) if pixels else float("nan")))
     return rows
+
+
+def small_objects_note(summary: pd.DataFrame, min_size: int | None = None) -> str:
+    """For an instance package's summary whose units lost over SMALL_SHARE of the objects found (at least
+    SMALL_COUNT) as smaller than predict.min_object_size: how many, the units that lost most, and what it may mean
+    (objects shown smaller than in training); else ''. `min_size`: the package's predict.min_object_size, if known."""
+    if "small_objects" not in summary or summary.empty:
+        return ""
+    per_unit = summary.groupby("id")[["objects", "small_objects"]].first()
+    small, found = int(per_unit["small_objects"].sum()), int(per_unit.to_numpy().sum())
+    if small < SMALL_COUNT or small <= SMALL_SHARE * found:
+        return ""
+    most = per_unit["small_objects"].sort_values(ascending=False, kind="stable").head(3)
+    most = most[most > 0]
+    size = "" if min_size is None else f" ({min_size} px)"
+    return (f"{small} of the {found} objects found ({100 * small / found:.0f} %) were under the package's "
+            f"predict.min_object_size{size} and dropped (summary column small_objects), most in "
+            f"{', '.join(f'{name} ({count})' for name, count in most.items())}: if these images show their objects "
+            f"smaller than the training images did (another magnification or pixel size), resample them to the "
+            f"training images' scale; if such small objects are real, set predict.min_object_size lower and rerun "
+            f"the package rule")
 
 
 def check_first(summary: pd.DataFrame, count: int = 10) -> list[str]:

@@ -194,16 +194,19 @@ def stitched(ids: np.ndarray) -> np.ndarray:
 
 
 def source_objects(units: list[tuple[str, slice]], probabilities: np.ndarray, target: str, min_size: int,
-                   object_probability: float = OBJECT_PROBABILITY) -> tuple[np.ndarray, list[dict]]:
+                   object_probability: float = OBJECT_PROBABILITY) -> tuple[np.ndarray, list[dict], dict[str, int]]:
     """The objects of a source's softmax (K, Z, Y, X), found slice by slice and stitched from slice to slice (a
-    nucleus through a volume or the pages of a stack keeps one id): their ids (Z, Y, X), and the rows
-    (`object_rows`) of each unit's (name, slices of Z) slices."""
-    found = [instances_from_probabilities(probabilities[:, index], target, min_size, object_probability)
+    nucleus through a volume or the pages of a stack keeps one id): their ids (Z, Y, X), the rows (`object_rows`) of
+    each unit's (name, slices of Z) slices, and per unit the number of objects found under `min_size` and dropped."""
+    found = [instances_from_probabilities(probabilities[:, index], target, 1, object_probability)
              for index in range(probabilities.shape[1])]
-    ids = stitched(numbered_on(found))
+    kept = [remove_small_objects(ids, min_size) for ids in found]
+    ids = stitched(numbered_on(kept))
     rows = [row for name, unit in units for index in range(unit.start, unit.stop)
             for row in object_rows(name, ids[index], probabilities[:, index], index - unit.start)]
-    return ids, rows
+    dropped = {name: sum(int(found[index].max(initial=0)) - int(kept[index].max(initial=0))
+                         for index in range(unit.start, unit.stop)) for name, unit in units}
+    return ids, rows, dropped
 
 
 OBJECT_COLUMNS = ("case", "slice", "id", "area", "centroid_y", "centroid_x", "bbox_top", "bbox_left", "bbox_bottom",
