@@ -378,7 +378,7 @@ def test_images_with_an_exif_orientation_warn_that_it_is_not_applied(tmp_path, p
     manifest, classes = build_manifest(pairs[0], pairs[1], channels=1)
     with caplog.at_level(logging.WARNING):
         log_warnings(data_warnings(manifest, classes))
-    assert "2 image(s) with an EXIF orientation tag (e.g. c1.jpg: 3, c2.jpg: 3)" in caplog.text
+    assert "2 image(s) with an EXIF orientation tag (e.g. images/c1.jpg: 3, images/c2.jpg: 3)" in caplog.text
 
 
 def test_many_warnings_of_a_kind_are_one_summary_line_and_every_row_in_the_table(tmp_path, caplog):

@@ -19,6 +19,6 @@ def test_a_refused_data_set_logs_the_warnings_of_its_checked_files_and_its_unrea
     result = snakemake(tmp_path, "--until", "ingest", configfile=write_config(tmp_path, config), check=False)
     log = (tmp_path / "results" / "logs" / "ingest.log").read_text()
     assert result.returncode != 0 and "1 problem(s) in the data set" in log and "c2.png" in log
-    assert "1 mask(s) with no foreground, background only (e.g. c1.png)" in log
+    assert "1 mask(s) with no foreground, background only (e.g. masks/c1.png)" in log
     assert f"1 image file(s) in subfolders of {images} are not read (a folder names its direct children only): " \
            "old (1)" in log

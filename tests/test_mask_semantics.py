@@ -67,8 +67,8 @@ def test_one_bit_masks_mixed_with_0_1_masks_are_refused_as_ambiguous(tmp_path):
     write_binary_masks(masks, {"c0": "1bit_png", "c1": "1bit_png", "c2": "8bit_1", "c3": "8bit_1"})
     message = ingest_error(images, masks)
     assert message.startswith("1 problem(s)")
-    assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. c2.png); 255 in 2 " \
-           "file(s) (e.g. c0.png), 2 of them 1-bit masks, read as 0/255" in message
+    assert "every mask holds one foreground value, but not the same one: 1 in 2 file(s) (e.g. masks/c2.png); 255 " \
+           "in 2 file(s) (e.g. masks/c0.png), 2 of them 1-bit masks, read as 0/255" in message
     assert "data.foreground: nonzero" in message and "data.classes" in message
 
 
@@ -151,8 +151,8 @@ def test_255_beside_small_class_values_is_named_as_unannotated_unless_declared(t
     images, masks = write_pairs(tmp_path, count=4, size=SIZE, values=(0, 1, 2, 255))
     message = ingest_error(images, masks)
     assert message.startswith("1 problem(s)")
-    assert "class values 1, 2 and 255 (4 file(s), e.g. c0.png, c1.png, c2.png, ...), which usually marks pixels " \
-        "nobody annotated; set data.ignore_label: 255" in message
+    assert "class values 1, 2 and 255 (4 file(s), e.g. masks/c0.png, masks/c1.png, masks/c2.png, ...), which usually " \
+        "marks pixels nobody annotated; set data.ignore_label: 255" in message
     _, classes = build_manifest(str(images), str(masks), ignore_label=255)
     assert class_values(classes) == [0, 1, 2] and ignore_value(classes) == 255
     _, classes = build_manifest(str(images), str(masks), classes={"bg": 0, "a": 1, "b": 2, "c": 255})
@@ -170,8 +170,9 @@ def test_palette_masks_whose_palettes_order_the_classes_differently_are_refused(
         image.putpalette([v for colour in colours for v in colour])
         image.save(masks / f"c{index}.png")
     message = ingest_error(images, masks)
-    assert "the palette masks disagree on what their indices look like (index 1 is [0, 255, 0] in c0.png, " \
-           "[255, 0, 0] in c2.png; index 2 is [255, 0, 0] in c0.png, [0, 255, 0] in c2.png)" in message
+    assert "the palette masks disagree on what their indices look like (index 1 is [0, 255, 0] in masks/c0.png, " \
+           "[255, 0, 0] in masks/c2.png; index 2 is [255, 0, 0] in masks/c0.png, [0, 255, 0] in masks/c2.png)" \
+        in message
     grey = Image.fromarray(np.asarray(Image.open(masks / "c2.png")), mode="P")
     grey.putpalette([v for value in range(256) for v in (value,) * 3])  # a tool's default palette: no colours
     grey.save(tmp_path / "grey.png")
@@ -205,8 +206,8 @@ def test_a_stray_value_and_another_foreground_encoding_are_reported_in_one_run(t
     message = ingest_error(images, masks)
     assert message.startswith("2 problem(s)")
     assert "c1.png: mask value(s) 128 on 5 pixel(s)" in message
-    assert "every mask holds one foreground value, but not the same one: 200 in 1 file(s) (e.g. c2.png); 255 in " \
-           "29 file(s)" in message
+    assert "every mask holds one foreground value, but not the same one: 200 in 1 file(s) (e.g. masks/c2.png); " \
+           "255 in 29 file(s)" in message
 
 
 def test_a_palette_mask_showing_a_stored_value_does_not_hide_another_masks_problem(tmp_path):
@@ -222,7 +223,7 @@ def test_a_palette_mask_showing_a_stored_value_does_not_hide_another_masks_probl
     assert "c3.png: a palette (indexed) mask that shows index 1 as 255" in message
     assert "save it as a PNG of the grey values it shows" in message
     assert "every mask holds one foreground value, but not the same one: 255 in 2 file(s)" in message
-    assert "65535 in 1 file(s) (e.g. c1.png)" in message
+    assert "65535 in 1 file(s) (e.g. masks/c1.png)" in message
     for index in (0, 2):  # 0/1 masks beside it: its index 1 is what they store, so it is not the problem
         cv2.imwrite(str(masks / f"c{index}.png"), (cv2.imread(str(masks / f"c{index}.png"), 0) > 0).astype(np.uint8))
     message = ingest_error(images, masks)
@@ -336,3 +337,27 @@ def test_an_in_between_value_in_one_mask_is_a_stray_there_not_soft_edges_everywh
     cv2.imwrite(str(masks / "c5.png"), mask)
     message = ingest_error(images, masks)
     assert "masks hold" not in message and "c5.png" in message and "c0.png" not in message
+
+
+def write_two_annotators(images, masks) -> None:
+    """Masks of two classes (a blob and a ring around it) saved 0/1/2 for c0..c2 and 0/128/255 for c3..c5."""
+    for index in range(6):
+        inner, ring = np.zeros(SIZE, np.uint8), np.zeros(SIZE, np.uint8)
+        cv2.circle(ring, (20 + index, 24), 14, 1, -1)
+        cv2.circle(inner, (20 + index, 24), 9, 1, -1)
+        labels = np.where(inner > 0, 1, np.where(ring > 0, 2, 0)).astype(np.uint8)
+        coded = labels if index < 3 else np.array([0, 128, 255], np.uint8)[labels]
+        cv2.imwrite(str(masks / f"c{index}.png"), coded)
+
+
+def test_masks_of_two_annotators_storing_the_classes_differently_are_refused(tmp_path):
+    images, masks = write_pairs(tmp_path, count=6, size=SIZE)
+    write_two_annotators(images, masks)
+    message = ingest_error(images, masks)
+    assert "the masks store their foreground in 2 ways that no mask mixes: values 1, 2 in 3 file(s) (e.g. " \
+           "masks/c0.png); values 128, 255 in 3 file(s) (e.g. masks/c3.png)" in message
+    assert "would have 5 classes" in message and "(in the order of their values: 128 -> 1, 255 -> 2)" in message
+    declared = ingest_error(images, masks, classes={"background": 0, "lv": 1, "myo": 2})
+    assert f"{masks / 'c3.png'}: mask values [128, 255] are not among the declared classes" in declared
+    assert "it holds none of the declared foreground values: saved with other values (another annotator or tool)? " \
+           "Save it with the declared ones (in the same order: 128 -> 1, 255 -> 2)" in declared

@@ -118,7 +118,7 @@ def test_a_label_volume_stored_in_another_orientation_is_read_reoriented_and_sai
     assert row["reoriented"]
     with caplog.at_level(logging.WARNING):
         log_warnings(data_warnings(manifest, classes))
-    assert "1 label volume(s) stored in another orientation than their images (e.g. v.nii.gz)" in caplog.text
+    assert "1 label volume(s) stored in another orientation than their images (e.g. masks/v.nii.gz)" in caplog.text
     nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "masks" / "v.nii.gz")  # as the image is stored
     assert not build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))[0]["reoriented"].iloc[0]
 
@@ -229,8 +229,8 @@ def test_a_missing_modality_and_an_empty_mask_are_named_in_warnings_and_at_infer
     manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
     with caplog.at_level(logging.WARNING):
         log_warnings(data_warnings(manifest, classes))
-    assert "1 image(s) with a channel of a single value (e.g. b.nii.gz: channel(s) [1])" in caplog.text
-    assert "1 mask(s) with no foreground, background only (e.g. c.nii.gz)" in caplog.text
+    assert "1 image(s) with a channel of a single value (e.g. images/b.nii.gz: channel(s) [1])" in caplog.text
+    assert "1 mask(s) with no foreground, background only (e.g. masks/c.nii.gz)" in caplog.text
     table = pd.DataFrame({"image_path": ["a.nii.gz", "b.nii.gz"], "exif_orientation": 1, "constant": False,
                           "constant_channels": [[], [1]]})
     assert check_notes(table) == ["1 image(s) (b.nii.gz: [1]) have a channel of a single value (a modality missing, "

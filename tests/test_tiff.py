@@ -307,8 +307,9 @@ def test_a_tiff_stating_another_pixel_size_than_the_others_is_warned_about(tmp_p
     assert rows["value"].tolist() == [5.0, 0.5]
     with caplog.at_level("WARNING"):
         log_warnings(rows)
-    assert "2 TIFF image(s) stating another pixel size than the others (e.g. coarse.tif: 1 µm per pixel, 5.00 times " \
-           "the median 0.2 µm; fine.tif: 0.1 µm per pixel, 0.50 times the median 0.2 µm)" in caplog.text
+    assert "2 TIFF image(s) stating another pixel size than the others (e.g. images/coarse.tif: 1 µm per pixel, " \
+           "5.00 times the median 0.2 µm; images/fine.tif: 0.1 µm per pixel, 0.50 times the median 0.2 µm)" \
+        in caplog.text
 
 
 def test_a_time_lapse_keeps_its_frames_in_its_masks(tmp_path):

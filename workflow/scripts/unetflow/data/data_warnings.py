@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes, typical_pixel_size
-from unetflow.io.formats import OBJECT_FOLDER
 from unetflow.io.labels import trained_classes
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
@@ -178,8 +177,9 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
 
 
 def short_name(path: Path) -> str:
-    """A file's name, or an object folder's `<case>/masks` (its own name would not tell which case)."""
-    return f"{path.parent.name}/{path.name}" if path.name.lower() == OBJECT_FOLDER else path.name
+    """A file's name with its folder's (`patient01/frame_000.png`, `<case>/masks` of an object folder): its name alone
+    would not tell which case in nested folders."""
+    return f"{path.parent.name}/{path.name}"
 
 
 SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of its files

@@ -255,6 +255,18 @@ def found_classes(rows: list[dict], ignore_label: int | None) -> pd.DataFrame:
     return with_ignore_row(table, ignore_label)
 
 
+def other_encoding(row: dict, values: list[int], allowed: set[int]) -> str:
+    """For a mask holding undeclared values and no declared foreground value: the fix of a mask saved with other
+    values (another annotator or tool), mapping them in order where they are as many as the declared; else ''."""
+    found = sorted(set(row["label_values"]) - allowed)
+    if set(row["label_values"]) & set(values[1:]):
+        return ""
+    mapping = ", ".join(f"{a} -> {b}" for a, b in zip(found, values[1:])) if len(found) == len(values) - 1 else ""
+    order = f" (in the same order: {mapping})" if mapping else ""
+    return (f"; it holds none of the declared foreground values: saved with other values (another annotator or "
+            f"tool)? Save it with the declared ones{order}, or declare its values in data.classes")
+
+
 def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> list[str]:
     """Masks holding undeclared values, declared classes found nowhere, a wrong class count, no foreground."""
     trained = classes[~classes["ignore"]]
@@ -267,7 +279,8 @@ def class_problems(classes: pd.DataFrame, rows: list[dict], data: DataSpec) -> l
            else "; add them to data.classes (or set data.ignore_label)")
     problems = [soft_edges] if soft_edges else [
         f"{row['mask_path']}: mask values {sorted(set(row['label_values']) - allowed)} are not among the declared "
-        f"classes {table}{fix}" for row in rows if set(row["label_values"]) - allowed]
+        f"classes {table}{(not absent and other_encoding(row, values, allowed)) or fix}" for row in rows
+        if set(row["label_values"]) - allowed]
     if len(values) < 2:
         return problems + [f"all masks hold the single class value {values}: at least two classes are needed; "
                            f"check data.masks"]

@@ -12,7 +12,9 @@ trained as a class when it is not one. Each refuses before any training, naming 
   (in 3D for stacks and volumes: one 26-connected region).
 - The foreground encoded differently by file (every mask holds one foreground value, not all the same one, say 0/1
   in some files and 0/255 in others): one structure or several classes? `data.foreground: nonzero` or
-  `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.)
+  `data.classes` says which. (1-bit masks are read as 0/255, so 1-bit and 0/255 files are alike.) Likewise masks
+  of several classes saved two ways (0/1/2 in some files, 0/128/255 in others: two annotators), each group of values
+  that no mask mixes held by at least MIXED_FILES of the masks.
 - An unannotated value: 255 beside small class values (at most SMALL_CLASS_VALUE, say 0/1/2/255; found in at
   least half of the mask files, so not strays), the usual mark of pixels nobody annotated. `data.ignore_label: 255`
   leaves those pixels out of training and scoring, `data.classes` listing it trains it as a class.
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from unetflow.data.data_warnings import short_name
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.io.images import is_one_bit, mask_palette
 from unetflow.io.labels import class_values
@@ -48,6 +51,7 @@ FEW_IDS_COUNTS = 3           # 2D masks holding ids 1..n with at least this many
 STRAY_FILES = 0.05           # a found value in at most this share of the mask files (at least one) ...
 STRAY_PIXELS = 0.01          # ... covering less than this share of their pixels is a stray value
 SMALL_CLASS_VALUE = 50       # 255 beside foreground values no larger than this is called an unannotated mark
+MIXED_FILES = 0.1            # groups of values no mask mixes, each in at least this share of the masks, are refused
 EXAMPLES = 3                 # files named as examples in a message
 NONZERO_FIX = "set data.foreground: nonzero to train every non-zero value as one foreground class"
 
@@ -150,10 +154,40 @@ def encoding_problem(rows: list[dict], foreground: set[int]) -> str | None:
     if len(foreground) < 2 or max(map(len, per_file.values())) > 1:
         return None
     holders = {value: sorted(f for f, found in per_file.items() if value in found) for value in sorted(foreground)}
-    counts = "; ".join(f"{value} in {len(files)} file(s) (e.g. {Path(files[0]).name}){one_bit_note(value, files)}"
-                       for value, files in holders.items() if files)
+    counts = "; ".join(f"{value} in {len(files)} file(s) (e.g. {short_name(Path(files[0]))})"
+                       f"{one_bit_note(value, files)}" for value, files in holders.items() if files)
     return (f"every mask holds one foreground value, but not the same one: {counts}. If they mean one structure, "
             f"{NONZERO_FIX}; if they are different classes, declare them in data.classes")
+
+
+def value_groups(per_file: dict[str, set[int]]) -> list[tuple[list[int], list[str]]]:
+    """The foreground values that share a mask, grouped (values that some mask holds together are one group), with
+    the files holding each group's values: (values, files), most files first."""
+    groups = []  # [(values, files)]
+    for file, found in sorted(per_file.items()):
+        joined = [group for group in groups if group[0] & found]
+        groups = [group for group in groups if not group[0] & found] + [
+            (set(found).union(*(values for values, _ in joined)), [file, *(f for _, files in joined for f in files)])]
+    return sorted(((sorted(values), sorted(files)) for values, files in groups if values), key=lambda g: -len(g[1]))
+
+
+def mixed_encoding_problem(rows: list[dict], foreground: set[int]) -> str | None:
+    """The problem when the masks fall into groups of foreground values that no mask mixes (0/1/2 in some files,
+    0/128/255 in others: two annotators or tools), the two largest each in at least MIXED_FILES of the masks; else
+    None."""
+    groups = value_groups(foreground_by_file(rows, foreground))
+    files = sum(len(holders) for _, holders in groups)
+    if len(groups) < 2 or len(groups[1][1]) < MIXED_FILES * files:
+        return None
+    named = "; ".join(f"values {listed(values)} in {len(holders)} file(s) (e.g. {short_name(Path(holders[0]))})"
+                      for values, holders in groups[:EXAMPLES])
+    (first, _), (second, _) = groups[:2]
+    mapping = ", ".join(f"{b} -> {a}" for a, b in zip(first, second)) if len(first) == len(second) else ""
+    same = f" (in the order of their values: {mapping})" if mapping else ""
+    return (f"the masks store their foreground in {len(groups)} ways that no mask mixes: {named}; trained as they "
+            f"are, the data set would have {len(foreground) + 1} classes, each in part of the masks only. If they "
+            f"are the same classes saved differently (two annotators or tools), save one group's masks with the "
+            f"other's values{same}; if they are different classes, declare them in data.classes")
 
 
 def one_bit_note(value: int, files: list[str]) -> str:
@@ -170,7 +204,7 @@ def unannotated_problem(rows: list[dict], foreground: set[int]) -> str | None:
             sum(bool(found & small) for found in per_file.values()) < len(per_file) / 2:
         return None
     files = sorted(file for file, found in per_file.items() if 255 in found)
-    names = ", ".join(Path(file).name for file in files[:EXAMPLES]) + (", ..." if len(files) > EXAMPLES else "")
+    names = ", ".join(short_name(Path(file)) for file in files[:EXAMPLES]) + (", ..." if len(files) > EXAMPLES else "")
     return (f"the masks hold the class values {listed(sorted(small))} and 255 ({len(files)} file(s), e.g. {names}), "
             f"which usually marks pixels nobody annotated; set data.ignore_label: 255 to leave them out of training "
             f"and scoring, or declare data.classes listing 255 to train it as a class")
@@ -211,8 +245,8 @@ def stray_problem(file: str, values: list[int], pixels: dict[int, int]) -> str:
 
 def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
     """Problems with found values that are not classes: soft edges of resized masks, else instance-labelled masks
-    (each reported alone), else stray values and, of the values left, the foreground encoded differently by file,
-    else 255 as the unannotated mark."""
+    (each reported alone), else stray values and, of the values left, the foreground encoded differently by file
+    (one value each, or groups of values), else 255 as the unannotated mark."""
     foreground = set(class_values(classes)[1:])
     if problem := soft_edge_problem(rows) or instance_problem(rows, foreground):
         return [problem]
@@ -220,7 +254,8 @@ def undeclared_value_problems(rows: list[dict], classes) -> list[str]:
     left = foreground - {value for values in strays.values() for value in values}
     cleaned = [dict(row, label_values=[v for v in row["label_values"] if v in left or v not in foreground])
                for row in rows]
-    problem = encoding_problem(cleaned, left) or unannotated_problem(cleaned, left)
+    problem = encoding_problem(cleaned, left) or mixed_encoding_problem(cleaned, left) or \
+        unannotated_problem(cleaned, left)
     pixels = pixels_by_value(rows)
     return [problem] * bool(problem) + [stray_problem(file, values, pixels[file]) for file, values in strays.items()]
 
@@ -260,7 +295,7 @@ def palette_problems(rows: list[dict]) -> list[str]:
     colours = defaultdict(dict)  # index -> {colour: the first file giving it}
     for row in rows:
         for value, *colour in row.get("palette_colours") or []:
-            colours[value].setdefault(tuple(colour), Path(row["mask_path"]).name)
+            colours[value].setdefault(tuple(colour), short_name(Path(row["mask_path"])))
     differ = [(value, found) for value, found in sorted(colours.items()) if len(found) > 1][:EXAMPLES]
     if not differ:
         return []
