@@ -20,7 +20,14 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from unetflow.data.layouts import case_folder_pairs, duplicate_problem, image_case, site_pairs, with_site_names
+from unetflow.data.layouts import (
+    case_folder_pairs,
+    duplicate_problem,
+    image_case,
+    site_pairs,
+    telling_folders,
+    with_site_names,
+)
 from unetflow.data.unpaired import (
     UnpairedImage,
     by_stem,
@@ -311,24 +318,38 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
 def attach_rois(pairs: list[dict], spec: str) -> list[str]:
     """Add each pair's region-of-interest file (`rois_of`); return the problems."""
     rois = stems_of(image_files(spec))
+    sites = image_sites(pairs)
     problems = []
     for pair in pairs:
-        found = rois_of(pair, rois)
+        site = sites.get(str(pair["image"]), ())
+        found = rois_of(pair, rois, site)
         if len(found) != 1:
+            where = f" in a folder of {'/'.join(site)}" if site else ""
             problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in data.rois "
-                            f"'{spec}' (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
-                            f"keep one")
+                            f"'{spec}'{where} (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
+                            f"{'keep one' if found else 'add it'}")
         else:
             pair["roi"] = found[0]
     return problems
 
 
-def rois_of(pair: dict, rois: dict[str, list[Path]]) -> list[Path]:
-    """The region-of-interest files of a pair's case name or, else, its image's stem (+ a ROI suffix); of several,
-    those in the most folders of the image's path (sites that repeat file names: siteA/fov/c0.png for
-    siteA/images/c0.png)."""
+def image_sites(pairs: list[dict]) -> dict[str, tuple[str, ...]]:
+    """{image path: the folders that tell it apart from the other images of its stem} (patient02 of
+    patient02/frame_007.png beside patient08/frame_007.png), for the images whose stem repeats."""
+    by_stem = {}
+    for pair in pairs:
+        by_stem.setdefault(case_stem(pair["image"]), []).append(Path(pair["image"]))
+    return {str(image): site for images in by_stem.values() if len(images) > 1
+            for image, site in zip(images, telling_folders(images) or [()] * len(images))}
+
+
+def rois_of(pair: dict, rois: dict[str, list[Path]], site: tuple[str, ...] = ()) -> list[Path]:
+    """The region-of-interest files of a pair's case name or, else, its image's stem (+ a ROI suffix), in a folder of
+    its `site` (`image_sites`); of several, those in the most folders of the image's path (sites that repeat file
+    names: siteA/fov/c0.png for siteA/images/c0.png)."""
     found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES) or \
         match_by_stem(case_stem(pair["image"]), rois, "", ROI_SUFFIXES)
+    found = [roi for roi in found if set(site) <= set(roi.parent.parts)]
     shared = [len(set(roi.parent.parts) & set(Path(pair["image"]).parent.parts)) for roi in found]
     return [roi for roi, count in zip(found, shared) if count == max(shared)]
 
