@@ -6,7 +6,7 @@ import pytest
 
 from conftest import snakemake, tiny_config, write_config, write_pairs
 from unetflow.data.folds import ids_in
-from unetflow.data.split import held_out_share_note, split_cases
+from unetflow.data.split import folder_leak_note, held_out_share_note, split_cases
 
 
 def cases(n=20, groups=None):
@@ -115,3 +115,25 @@ def test_a_test_share_far_from_the_asked_one_is_said():
         f"the test split holds {share:.0%} of the 23 cases where split.test asks for 15%: a share is rounded to whole "
         "cases, and to whole groups where cases are grouped")
     assert held_out_share_note(split_cases(cases.drop(columns="group"), 0.85, 0.0, 0.15, folds=3), 0.15) is None
+
+
+def patient_frames(n_patients=6, frames=5):
+    """Cases of patientNN/frame_K.png (ids as ingest names repeated stems), each its own group."""
+    ids = [f"patient{p:02d}_frame_{k}" for p in range(n_patients) for k in range(frames)]
+    return pd.DataFrame({"id": ids, "group": ids, "image_path": [f"/data/images/{i[:9]}/{i[10:]}.png" for i in ids]})
+
+
+def test_frames_of_a_folder_split_apart_are_named_and_group_by_folder_keeps_them_together():
+    table = patient_frames()
+    splits = split_cases(table, 0.6, 0.2, 0.2)
+    note = folder_leak_note(table, splits)
+    assert note.startswith("the cases of ") and " of the 6 image folders are in several splits (patient0" in note
+    assert note.endswith("set split.group_by: folder to keep each folder's cases in one split")
+    grouped = split_cases(table, 0.6, 0.2, 0.2, group_by="folder")
+    assert (grouped.groupby("folder")["split"].nunique() == 1).all() and grouped["folder"].nunique() == 6
+    assert folder_leak_note(table, grouped) is None
+    assert folder_leak_note(table.assign(group=table["id"].str[:9]), splits) is None  # a data.manifest's groups
+    flat = table.assign(image_path=table["id"].map(lambda name: f"/data/images/{name}.png"))
+    assert folder_leak_note(flat, splits) is None
+    with pytest.raises(ValueError, match="no column 'patient' in the manifest; 'folder' groups by each image's folder"):
+        split_cases(table, 0.6, 0.2, 0.2, group_by="patient")

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from unetflow.config import split_fractions
-from unetflow.data.split import held_out_share_note, split_cases
+from unetflow.data.split import folder_leak_note, held_out_share_note, split_cases
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -16,6 +16,8 @@ fractions = split_fractions(cfg)
 splits = split_cases(manifest, *fractions, cfg["seed"], cfg["group_by"], cfg["folds"], cfg["fixed"],
                      cfg["stratify_by"])
 if not cfg["fixed"] and (note := held_out_share_note(splits, fractions[2])):
+    log.warning(note)
+if cfg["group_by"] is None and (note := folder_leak_note(manifest, splits)):
     log.warning(note)
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),

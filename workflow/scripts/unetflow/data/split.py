@@ -1,11 +1,15 @@
 """Seeded train/val/test splits, k-fold cross-validation and fixed splits; groups never straddle two sides.
 
 Cases are the sources of the ingest manifest (a 2D file, a TIFF stack, a NIfTI volume). Groups: `group_by` names a
-manifest column; without it the manifest's `group` column is used when present (a data.manifest's group column, else
-each source's own stem).
+manifest column, or `folder`: each image's folder below the one all images share (patient01 of
+patient01/frame_000.png); without it the manifest's `group` column is used when present (a data.manifest's group
+column, else each source's own stem), and `folder_leak_note` names the folders whose cases landed in several splits.
 With `folds` K > 1 the test split is drawn first, and the rest is cut into K group-disjoint folds: column `fold`
 holds the fold in which a case is validation (-1 for test cases); `split` is val for fold 0 and train otherwise.
 """
+
+import os
+from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
@@ -29,11 +33,43 @@ def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -
     return ids.iloc[rest_index], ids.iloc[drawn_index]
 
 
+def with_folders(cases: pd.DataFrame) -> pd.DataFrame:
+    """The cases with a column `folder` (unless the manifest has its own): each image's folder below the folder all
+    the images share ('.' for the images in it)."""
+    if "folder" in cases or cases.empty:
+        return cases
+    parents = cases["image_path"].map(lambda path: str(Path(path).parent))
+    root = os.path.commonpath(parents.tolist())
+    return cases.assign(folder=parents.map(lambda parent: os.path.relpath(parent, root)))
+
+
 def group_column(cases: pd.DataFrame, group_by: str | None) -> str | None:
     """The column holding the groups: `group_by`, else 'group' when the manifest has it, else None."""
     if group_by is not None and group_by not in cases:
-        raise ValueError(f"split.group_by: no column '{group_by}' in the manifest (columns: {list(cases.columns)})")
+        raise ValueError(f"split.group_by: no column '{group_by}' in the manifest; 'folder' groups by each image's "
+                         f"folder, and a column of a data.manifest of your own (e.g. patient) is kept for this (the "
+                         f"manifest's columns: {list(cases.columns)})")
     return group_by or ("group" if "group" in cases else None)
+
+
+def folder_leak_note(cases: pd.DataFrame, splits: pd.DataFrame) -> str | None:
+    """Without split.group_by, for images in several folders and no groups of cases (a data.manifest's `group`):
+    the folders whose cases landed in several splits (a folder per patient or slide would then be trained and tested
+    on), and the fix; else None."""
+    folders = with_folders(cases).set_index("id")["folder"]
+    if folders.nunique() < 2 or ("group" in cases and (cases["group"] != cases["id"]).any()):
+        return None
+    sides = splits.assign(folder=splits["id"].map(folders)).groupby("folder")["split"].value_counts().unstack(
+        fill_value=0)
+    straddling = sides[(sides > 0).sum(axis=1) > 1]
+    if straddling.empty:
+        return None
+    shown = "; ".join(f"{folder}: " + ", ".join(f"{name} {count}" for name, count in row.items() if count)
+                      for folder, row in straddling.head(3).iterrows())
+    return (f"the cases of {len(straddling)} of the {len(sides)} image folders are in several splits ({shown}"
+            f"{'; ...' if len(straddling) > 3 else ''}): if a folder holds one patient (slide, animal, session), the "
+            f"model is tested on what it trained on and its test scores are optimistic; set split.group_by: folder "
+            f"to keep each folder's cases in one split")
 
 
 def check_fractions(train: float, val: float, test: float) -> None:
@@ -96,7 +132,7 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
                 group_by: str | None = None, folds: int = 1, fixed: bool = False,
                 stratify_by: str | None = None) -> pd.DataFrame:
     """Table (id, split[, fold][, group]): test drawn first, then val (or K folds) from the rest; deterministic."""
-    cases = cases.sort_values("id").reset_index(drop=True)
+    cases = (with_folders(cases) if group_by == "folder" else cases).sort_values("id").reset_index(drop=True)
     groups = group_column(cases, group_by)
     if fixed:
         table = fixed_split(cases, groups)
