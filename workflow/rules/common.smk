@@ -31,7 +31,7 @@ from unetflow.config_schema import (
     with_command_line,
 )
 from unetflow.data.infer_images import listed_images, output_name, shard_of
-from unetflow.data.pairing import data_files, input_root, subfolder_note, with_series_files
+from unetflow.data.pairing import data_files, image_files, input_root, subfolder_note, with_series_files
 from unetflow.io.slides import is_slide
 
 # Values given with --config arrive as strings when nested (train='{epochs: 7}'): give them the schema's types,

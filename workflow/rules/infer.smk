@@ -10,6 +10,7 @@
 
 INFER_MODELS = infer_models()
 INFER_SHARDS, INFER_SLIDES = infer_inputs() if INFER["images"] is not None else ({}, {})
+INFER_ROIS = [str(path) for path in image_files(INFER["rois"])]  # infer.rois: every file, none when unset
 SLIDE_EXTRAS = [f"{RESULTS}/infer/{{model}}/masks/{{slide}}.{extra}" for extra in ("objects.parquet", "geojson")]
 SLIDE_SETTINGS = (
     "device",
@@ -34,6 +35,7 @@ rule infer_list:
         images=lambda wc: INFER_SHARDS[int(wc.shard)],
         # the files of DICOM series folders: a changed slice redoes its shard
         slices=lambda wc: with_series_files(INFER_SHARDS[int(wc.shard)]),
+        rois=INFER_ROIS,  # a changed region of interest redoes the shards
         package=lambda wc: INFER_MODELS[wc.model],
     output:
         f"{RESULTS}/infer/{{model}}/lists/shard{{shard}}.json",
@@ -43,7 +45,7 @@ rule infer_list:
     conda:
         "../../envs/data.yaml"
     params:
-        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg")}),
+        infer=canonical({key: INFER[key] for key in ("device", "save_probabilities", "dicom_seg", "rois")}),
     script:
         "../scripts/infer_list.py"
 
@@ -80,6 +82,7 @@ rule infer_check:
     params:
         spec=INFER["images"],
         slide_pixel_size=INFER["slide_pixel_size"],
+        rois=INFER["rois"],
     script:
         "../scripts/infer_check.py"
 

@@ -10,6 +10,7 @@ from unetflow.data.pairing import buried_series, input_root, subfolder_note, unr
 from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note
 from unetflow.infer.ledger import overwrite_problems, record_claims
 from unetflow.infer.package import load_package
+from unetflow.infer.rois import roi_note
 from unetflow.logs import stage_logger
 from unetflow.threads import job_threads
 
@@ -18,8 +19,9 @@ shard_of = {path: int(re.search(r"shard(\d+)\.json$", listed).group(1))
             for listed in snakemake.input.lists for path in json.loads(Path(listed).read_text())["files"]}
 slides = [path for listed in snakemake.input.slides for path in json.loads(Path(listed).read_text())["files"]]
 spec = snakemake.params.spec
-table = check_images([*shard_of, *slides], load_package(snakemake.input.package), job_threads(snakemake.threads),
-                     f"infer.images = '{spec}'", input_root(spec), snakemake.params.slide_pixel_size)
+package = load_package(snakemake.input.package)
+table = check_images([*shard_of, *slides], package, job_threads(snakemake.threads), f"infer.images = '{spec}'",
+                     input_root(spec), snakemake.params.slide_pixel_size, snakemake.params.rois)
 table["shard"] = table["image_path"].map(shard_of).astype("Int64")
 out_dir = Path(snakemake.output[0]).parent
 if problems := overwrite_problems(table, out_dir):
@@ -32,5 +34,7 @@ log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as 
 for note in [subfolder_note(spec), unread_images_note(spec, "infer.images"), *buried_series(spec, "infer.images")]:
     if note:
         log.warning(note)
-for note in check_notes(table) + slide_pixel_size_note(table, snakemake.params.slide_pixel_size):
-    log.warning(note)
+for note in check_notes(table) + slide_pixel_size_note(table, snakemake.params.slide_pixel_size) + [
+        roi_note(package, snakemake.params.rois)]:
+    if note:
+        log.warning(note)

@@ -315,8 +315,9 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
     return pairs, problems
 
 
-def attach_rois(pairs: list[dict], spec: str) -> list[str]:
-    """Add each pair's region-of-interest file (`rois_of`); return the problems."""
+def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[str]:
+    """Add each pair's region-of-interest file (`rois_of`) of those `spec` (the setting `key`) names; return the
+    problems."""
     rois = stems_of(image_files(spec))
     sites = image_sites(pairs)
     problems = []
@@ -325,7 +326,7 @@ def attach_rois(pairs: list[dict], spec: str) -> list[str]:
         found = rois_of(pair, rois, site)
         if len(found) != 1:
             where = f" in a folder of {'/'.join(site)}" if site else ""
-            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in data.rois "
+            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
                             f"'{spec}'{where} (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
                             f"{'keep one' if found else 'add it'}")
         else:

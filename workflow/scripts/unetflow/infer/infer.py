@@ -28,6 +28,7 @@ from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import input_root
 from unetflow.infer.package import Package
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
+from unetflow.infer.rois import roi_note, with_rois
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
 from unetflow.infer.slide_objects import OBJECT_SIZE
 from unetflow.infer.slide_tissue import TISSUE_RULES
@@ -174,10 +175,12 @@ def named(rows: pd.DataFrame, label) -> str:
 
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
-                 root: Path | None = None, slide_pixel_size: float | None = None) -> pd.DataFrame:
+                 root: Path | None = None, slide_pixel_size: float | None = None,
+                 rois: str | None = None) -> pd.DataFrame:
     """One row per image source (see `inspect_image`; a whole-slide image is only opened: `slide_row`; outputs named
-    by their path below `root`, default: each file's stem, without nnU-Net's `_0000` where every name has it), or
-    InferInputError listing every problem of every file."""
+    by their path below `root`, default: each file's stem, without nnU-Net's `_0000` where every name has it; with
+    `rois` (infer.rois) the region of interest of each, `unetflow.infer.rois`), or InferInputError listing every
+    problem of every file."""
     if not files:
         raise InferInputError(f"no image files matched {spec}; check the folder, glob or manifest")
     names = [output_name(Path(path), root) if root is not None else case_stem(path) for path in files]
@@ -193,8 +196,8 @@ def check_images(files: list[Path], package: Package, threads: int = 1, spec: st
         results = list(pool.map(lambda item: inspect(*item), zip(files, names, slides)))
     problems = [problem for _, found in results for problem in found]
     problems += slide_problems(package) if any(slides) else []
-    table = pd.DataFrame([row for row, _ in results if row is not None])
-    problems += duplicate_names(table)
+    table, roi_problems = with_rois(pd.DataFrame([row for row, _ in results if row is not None]), rois)
+    problems += roi_problems + duplicate_names(table)
     if problems:
         raise InferInputError(f"{len(problems)} problem(s) in the images to segment:\n  - " + "\n  - ".join(problems))
     return table
@@ -234,6 +237,9 @@ def main(argv=None) -> None:
                         help="do not write <name>.geojson polygons (for QuPath) beside slide labels")
     parser.add_argument("--slide-tissue", choices=TISSUE_RULES, default="auto",
                         help="where slides' tissue is (regions without it are not predicted): auto, dark, bright, all")
+    parser.add_argument("--rois", default=None,
+                        help="folder or glob of the images' regions of interest (paired by name as data.rois): masks "
+                             "are background outside them")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -241,10 +247,12 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load(args.model, args.device)
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
-                               f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size)
+                               f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size, args.rois)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
-        for note in check_notes(checked) + slide_pixel_size_note(checked, args.slide_pixel_size):
-            log.warning(note)
+        for note in check_notes(checked) + slide_pixel_size_note(checked, args.slide_pixel_size) + [
+                roi_note(predictor.package, args.rois)]:
+            if note:
+                log.warning(note)
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
                            args.slide_region, slides["id"].tolist(), args.slide_object_size,

@@ -113,7 +113,8 @@ def checkout_commit() -> str:
 
 
 def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
-    """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share)."""
+    """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share, pixel sizes,
+    whether they had regions of interest)."""
     return dict(sources=int(len(manifest)), kinds=sorted(manifest["kind"].unique().tolist()),
                 slices=int(manifest["slices"].sum()),
                 height_median=float(manifest["height"].median()), width_median=float(manifest["width"].median()),
@@ -121,7 +122,8 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 width_range=[int(manifest["width"].min()), int(manifest["width"].max())],
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
                 foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
-                slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest))
+                slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
+                rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()))
 
 
 def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:

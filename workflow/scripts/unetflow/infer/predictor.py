@@ -23,6 +23,7 @@ from scipy import ndimage
 from unetflow.data.preprocess import network_array
 from unetflow.gpu import pick_device, uses_bf16
 from unetflow.infer.package import Package, load_package, versions
+from unetflow.infer.rois import within_roi
 from unetflow.infer.summary import unit_summary
 from unetflow.instances.objects import object_table, source_objects
 from unetflow.io.dicom_seg import segments_of, write_seg
@@ -30,7 +31,15 @@ from unetflow.io.formats import is_series, seg_path
 from unetflow.io.prediction_files import prediction_path, write_class_mask, write_instance_mask, write_probabilities
 from unetflow.io.regions import Regions
 from unetflow.io.resample import resample_probabilities, resize_slices, scaled_plane
-from unetflow.io.sources import is_grey_colour, read_source_image, slice_axis, source_spacing, unit_array, units
+from unetflow.io.sources import (
+    is_grey_colour,
+    read_source_image,
+    read_source_roi,
+    slice_axis,
+    source_spacing,
+    unit_array,
+    units,
+)
 from unetflow.io.store import IMAGE_DTYPE
 from unetflow.net.model import UNet
 from unetflow.net.tiling import prepare_for_inference, sliding_window_predict, spatial_dims
@@ -218,10 +227,11 @@ class Predictor:
 
     def predict_source(self, source: dict, out_dir, save_probabilities: bool,
                        dicom_seg: bool) -> tuple[list[dict], list[dict]]:
-        """The mask of one source written to out_dir/<id>.<suffix> (and with `dicom_seg`, of a DICOM series, its
-        SEG <id>.seg.dcm; without, an earlier SEG of that name removed); its summary rows and (in the instance mode)
-        its object rows."""
-        probs = self.source_probabilities(source)
+        """The mask of one source (background outside its region of interest, if it has one) written to
+        out_dir/<id>.<suffix> (and with `dicom_seg`, of a DICOM series, its SEG <id>.seg.dcm; without, an earlier SEG
+        of that name removed); its summary rows and (in the instance mode) its object rows."""
+        probs = within_roi(self.source_probabilities(source), read_source_roi(source),
+                           self.package.regions is not None)
         target, path = self.package.instance_target, prediction_path(out_dir, source["id"], source,
                                                                      bool(self.package.instance_target))
         labels, objects, small = self.postprocessed(source, probs)
