@@ -2,6 +2,7 @@
 NaN and unreadable volumes refused naming the file; a label volume stored in another orientation read reoriented;
 volumes laid out as nnU-Net (with its dataset.json) and KiTS lay them out, paired."""
 
+import dataclasses
 import json
 import logging
 
@@ -9,16 +10,18 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from test_infer import make_package
 
 from conftest import build_manifest
-from unetflow.data.data_warnings import data_warnings, log_warnings
+from unetflow.data.data_warnings import data_warnings, log_warnings, volume_orientation_rows
 from unetflow.data.dataset_json import regions_hint
 from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import DataValidationError, data_files
-from unetflow.infer.infer import check_notes
+from unetflow.infer.infer import check_notes, orientation_note
+from unetflow.infer.package import load_package
 from unetflow.io.formats import VOLUME_SUFFIXES, ImageReadError
 from unetflow.io.images import image_info
-from unetflow.io.nifti import read_volume, write_volume
+from unetflow.io.nifti import axis_codes, read_volume, write_volume
 from unetflow.io.sources import read_source_mask, read_source_roi, to_array_order
 
 AFFINE = np.array([[0.0, -0.8, 0, 90], [0.7, 0, 0, -120], [0, 0, 2.5, 30], [0, 0, 0, 1]])
@@ -248,3 +251,22 @@ def test_brats_2020_files_per_modality_are_refused_with_how_to_stack_them(tmp_pa
     with pytest.raises(DataValidationError, match=r"(?s)1 problem\(s\).*case 'BraTS20_001' has 4 channel files .* "
                                                   r"BraTS store them\); .* stack them into one 4D NIfTI per case"):
         build_manifest(files, files)
+
+
+def test_volumes_stored_in_another_orientation_than_most_are_named_at_ingest_and_at_inference(tmp_path):
+    ras, paths = np.diag([1.0, 1.0, 3.0, 1.0]), {}
+    for name, affine in {"a": ras, "b": ras, "c": np.diag([-1.0, 1.0, 3.0, 1.0]),  # c: LAS, mirrored
+                         "d": ras[:, [2, 0, 1, 3]]}.items():  # d: the slices stored first
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), affine), paths[name])
+    assert [axis_codes(path) for path in paths.values()] == ["RAS", "RAS", "LAS", "SRA"]
+    manifest = pd.DataFrame({"id": list(paths), "kind": "volume", "image_path": [str(p) for p in paths.values()]})
+    rows = pd.DataFrame(volume_orientation_rows(manifest))
+    assert rows["file"].tolist() == [str(paths["c"]), str(paths["d"])]
+    assert rows["detail"].tolist() == ["LAS where most are RAS", "SRA where most are RAS"]
+    package = load_package(make_package(tmp_path))
+    trained = dataclasses.replace(package, training_data=dict(package.training_data, axis_codes="RAS"))
+    table = manifest.assign(axis_codes=["RAS", "RAS", "LAS", "SRA"])
+    assert orientation_note(table, trained).startswith("2 image(s) (c.nii.gz: LAS, d.nii.gz: SRA) are stored in "
+                                                       "another orientation than most training volumes (RAS)")
+    assert orientation_note(table, package) == ""  # a package that does not record it

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from unetflow.data.pairing import buried_series, input_root, subfolder_note, unread_images_note
-from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note
+from unetflow.infer.infer import InferInputError, check_images, check_notes, orientation_note, slide_pixel_size_note
 from unetflow.infer.ledger import overwrite_problems, record_claims
 from unetflow.infer.package import load_package
 from unetflow.infer.rois import roi_note
@@ -35,6 +35,6 @@ for note in [subfolder_note(spec), unread_images_note(spec, "infer.images"), *bu
     if note:
         log.warning(note)
 for note in check_notes(table) + slide_pixel_size_note(table, snakemake.params.slide_pixel_size) + [
-        roi_note(package, snakemake.params.rois)]:
+        roi_note(package, snakemake.params.rois), orientation_note(table, package)]:
     if note:
         log.warning(note)

@@ -1,8 +1,9 @@
 """Warnings about a data set that do not stop it: very unbalanced classes, tiny images, lossy mask pixels snapped to the
 nearest class, stray specks of instance ids dropped, object files covered by later ones, instance masks read from
-colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes whose pixdim and affine
-disagree, binary masks that look inverted, images of a single value, images with a channel of a single value, colour
-images of equal channels read as grey, masks without foreground, TIFFs that state another pixel size than the others.
+colours, EXIF orientations not applied, classes in few masks, label volumes reoriented, volumes stored in another
+orientation than most, volumes whose pixdim and affine disagree, binary masks that look inverted, images of a single
+value, images with a channel of a single value, colour images of equal channels read as grey, masks without
+foreground, TIFFs that state another pixel size than the others.
 Each is one row of a table (columns WARNING_COLUMNS; rule ingest writes it as `data/warnings.parquet`), and the log
 gets one summary line per kind with counts and a few examples, however many rows there are.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 
 from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_sizes, typical_pixel_size
 from unetflow.io.labels import trained_classes
+from unetflow.io.nifti import axis_codes, usual_axis_codes
 
 MIN_FOREGROUND = 0.001  # below this share of foreground pixels the data set is called unbalanced
 MIN_SIDE = 32           # images smaller than this on a side are called tiny
@@ -127,6 +129,15 @@ def orientation_rows(manifest: pd.DataFrame) -> list[dict]:
             if row["exif_orientation"] != 1]
 
 
+def volume_orientation_rows(manifest: pd.DataFrame) -> list[dict]:
+    """One row per volume whose voxel axes point elsewhere than most volumes' (`axis_codes`: LAS beside RAS): its
+    voxels reach the network mirrored or turned (its value: 1)."""
+    volumes = manifest.loc[manifest["kind"] == "volume", "image_path"] if "kind" in manifest else []
+    usual = usual_axis_codes(volumes)
+    return [dict(kind="volume_orientation", file=path, value=1.0, detail=f"{code} where most are {usual}")
+            for path in volumes if (code := axis_codes(path)) and code != usual]
+
+
 def flagged_rows(manifest: pd.DataFrame, column: str, kind: str, file: str, detail: str) -> list[dict]:
     """One row of `kind` per source whose boolean manifest `column` is set, naming its `file` column (its value: 1):
     label volumes read reoriented (`reoriented`), images of a single value (`constant`)."""
@@ -166,7 +177,7 @@ def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame
     rows = (unbalanced_rows(manifest, classes) + rare_class_rows(manifest, classes) + tiny_rows(manifest)
             + snapped_rows(manifest) + speck_rows(manifest) + covered_rows(manifest) + colour_id_rows(manifest)
             + constant_channel_rows(manifest) + empty_rows(manifest, classes) + pixel_size_rows(manifest)
-            + orientation_rows(manifest)
+            + orientation_rows(manifest) + volume_orientation_rows(manifest)
             + flagged_rows(manifest, "reoriented", "reoriented", "mask_path", "reoriented")
             + flagged_rows(manifest, "spacing_mismatch", "spacing_mismatch", "image_path", "pixdim and affine differ")
             + flagged_rows(manifest, "read_as_grey", "read_as_grey", "image_path", "three equal channels")
@@ -219,6 +230,11 @@ SUMMARIES = {  # kind -> its summary line, from its rows and a few examples of i
     "reoriented": lambda rows, examples: (
         f"{len(rows)} label volume(s) stored in another orientation than their images (e.g. {examples}): read with "
         f"their voxel axes swapped or reversed into the image's, without loss"),
+    "volume_orientation": lambda rows, examples: (
+        f"{len(rows)} volume(s) stored in another orientation than most (e.g. {each(rows, rows['detail'], '; ')}): "
+        f"voxels are used as stored, so the network sees these mirrored or turned, and classes told apart by side "
+        f"(left and right kidney) may be swapped, which mirroring augmentation hides; reorient them to the others' "
+        f"orientation first (nibabel.as_closest_canonical gives RAS)"),
     "spacing_mismatch": lambda rows, examples: (
         f"{len(rows)} volume(s) whose header's pixdim, the spacing unetflow measures and resamples with, differs from "
         f"the voxel sizes of its affine (e.g. {examples}): a header written inconsistently; make them agree (e.g. "

@@ -36,6 +36,7 @@ from unetflow.infer.summary import small_objects_note
 from unetflow.io.calibration import PIXEL_SIZE_TOLERANCE, stated_pixel_size
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.images import exif_orientation, image_info
+from unetflow.io.nifti import axis_codes
 from unetflow.io.slide_backends import pixel_size_of
 from unetflow.io.slides import ZOOM_TOLERANCE, is_slide
 from unetflow.io.sources import constant_channels, read_source_image, source_kind, units, volume_slice_axis
@@ -69,7 +70,8 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
                constant=bool(image.min() == image.max()), constant_channels=constant_channels(image),
-               pixel_size_ratio=pixel_size_ratio(path, package), size_ratio=size_ratio(image, kind, package))
+               pixel_size_ratio=pixel_size_ratio(path, package), size_ratio=size_ratio(image, kind, package),
+               axis_codes=axis_codes(path) if kind == "volume" else "")
     return row, problems
 
 
@@ -154,6 +156,18 @@ def pixel_size_notes(table: pd.DataFrame) -> list[str]:
     return [f"{shown} state another pixel size than the model's training images: the model segments pixels as they "
             f"are, so objects look larger or smaller to it than in training; resample them to the training images' "
             f"pixel size for the masks it was trained to give"] if len(off) else []
+
+
+def orientation_note(table: pd.DataFrame, package: Package) -> str:
+    """The line on volumes stored in another orientation than most of the package's training volumes ('' for none,
+    or a package that does not record it)."""
+    usual = package.training_data.get("axis_codes")
+    other = table[table["axis_codes"].fillna("").ne("") & table["axis_codes"].ne(usual)] if usual and \
+        "axis_codes" in table else table.iloc[:0]
+    return (f"{named(other, lambda row: f'{Path(row.image_path).name}: {row.axis_codes}')} are stored in another "
+            f"orientation than most training volumes ({usual}): the model segments voxels as stored, so it sees them "
+            f"mirrored or turned and may swap classes told apart by side (left and right); reorient them to {usual} "
+            f"first for the masks it was trained to give") if len(other) else ""
 
 
 def channel_notes(table: pd.DataFrame) -> list[str]:
@@ -250,7 +264,7 @@ def main(argv=None) -> None:
                                f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size, args.rois)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
         for note in check_notes(checked) + slide_pixel_size_note(checked, args.slide_pixel_size) + [
-                roi_note(predictor.package, args.rois)]:
+                roi_note(predictor.package, args.rois), orientation_note(checked, predictor.package)]:
             if note:
                 log.warning(note)
         if len(slides):

@@ -28,6 +28,7 @@ from unetflow.instances.objects import OBJECT_PROBABILITY
 from unetflow.instances.targets import instance_target
 from unetflow.io.calibration import stated_pixel_sizes, typical_pixel_size
 from unetflow.io.images import mask_palette
+from unetflow.io.nifti import usual_axis_codes
 from unetflow.io.regions import Regions
 
 FORMAT = "unetflow-model-package"
@@ -114,7 +115,7 @@ def checkout_commit() -> str:
 
 def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
     """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share, pixel sizes,
-    whether they had regions of interest)."""
+    whether they had regions of interest, the orientation of most volumes)."""
     return dict(sources=int(len(manifest)), kinds=sorted(manifest["kind"].unique().tolist()),
                 slices=int(manifest["slices"].sum()),
                 height_median=float(manifest["height"].median()), width_median=float(manifest["width"].median()),
@@ -123,7 +124,8 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
                 foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
                 slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
-                rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()))
+                rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
+                axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]))
 
 
 def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:

@@ -9,6 +9,7 @@ a file raises `ImageReadError` naming the file.
 
 import struct
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -153,6 +154,22 @@ def spacing_mismatch(path) -> bool:
     volume = _open(path)[2]
     zooms = np.array(volume.header.get_zooms()[:3], float)
     return not np.allclose(zooms, np.linalg.norm(volume.affine[:3, :3], axis=0)[:len(zooms)], rtol=0.01)
+
+
+def axis_codes(path) -> str:
+    """Where each voxel axis of a volume points, from its affine (nibabel's axcodes: 'RAS', 'LPS', 'SRA' for a volume
+    stored slices first); '' where the affine tells none (a 2D file's)."""
+    try:
+        codes = nib.aff2axcodes(volume_grid(path)[1])
+    except ValueError:  # a degenerate affine
+        return ""
+    return "".join(codes) if all(codes) else ""
+
+
+def usual_axis_codes(paths) -> str:
+    """The `axis_codes` most of the volumes at `paths` have ('' for none)."""
+    found = Counter(code for code in map(axis_codes, paths) if code)
+    return found.most_common(1)[0][0] if found else ""
 
 
 def voxel_volume(path) -> float:
