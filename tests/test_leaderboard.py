@@ -36,8 +36,8 @@ def write_experiments(tmp_path, dice: dict, class_shares, **columns) -> dict:
         summary.to_parquet(tmp_path / f"{name}_summary.parquet")
         metrics = pd.DataFrame({"val_dice": [0.5], "seconds": [1.0], "steps": [30]})
         metrics.to_parquet(tmp_path / f"{name}_metrics.parquet")
-        experiments[name] = {"summary": tmp_path / f"{name}_summary.parquet", "plan": write_plan(
-            tmp_path / f"{name}_plan.json", class_shares), "metrics": [tmp_path / f"{name}_metrics.parquet"]}
+        experiments[name] = {"summary": tmp_path / f"{name}_summary.parquet", "plans": [write_plan(
+            tmp_path / f"{name}_plan.json", class_shares)], "metrics": [tmp_path / f"{name}_metrics.parquet"]}
     return experiments
 
 
@@ -69,3 +69,14 @@ def test_stray_predictions_on_test_cases_without_the_class_are_counted_and_said(
     assert empty_case_notes(table) == [
         "b, class 'one': 1 of 3 test unit(s) lack it in the ground truth but have it in the prediction, each scoring "
         "Dice 0 (mean 0.9200, median 0.9200)"]
+
+
+def test_an_ensemble_counts_the_training_and_parameters_of_every_member(tmp_path):
+    """ens predicts with a's two models and b's one: their steps, time and parameters, and all three names."""
+    experiments = write_experiments(tmp_path, {"a": [0.99, 0.95], "b": [0.99, 0.93], "ens": [0.99, 0.96]}, [0.9, 0.1])
+    ensemble = {**experiments["ens"], "metrics": [*experiments["a"]["metrics"] * 2, *experiments["b"]["metrics"]],
+                "plans": [experiments["a"]["plans"][0], experiments["b"]["plans"][0]], "trained_by": "a+b"}
+    table = leaderboard({**experiments, "ens": ensemble}).drop_duplicates("experiment").set_index("experiment")
+    assert table.loc["ens", ["trained_by", "models", "train_steps", "train_seconds", "parameters"]].tolist() == [
+        "a+b", 3, 90, 3.0, 2468]
+    assert table.loc["a", ["models", "train_steps", "parameters"]].tolist() == [1, 30, 1234]

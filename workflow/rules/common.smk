@@ -224,17 +224,22 @@ def uses_gpu(section):
 
 
 def leaderboard_runs():
-    """Per experiment: its test summary, the metrics of its folds, and its plan (dims, patch size and parameter
-    count)."""
-    return {
-        name: dict(
+    """Per experiment: its test summary, the training metrics of every model its package holds (its folds and those
+    of its ensemble members), the plans of the experiments that trained them (the first's dims and patch size, the
+    parameters of each) and their names."""
+    runs = {}
+    for name in EXPERIMENTS:
+        members = list(dict.fromkeys(member for member, _ in ensemble_members(name)))
+        runs[name] = dict(
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
-            metrics=expand(rules.train.output.metrics, experiment=TRAINED_BY[name], fold=FOLDS),
-            plan=expand(rules.plan.output[0], experiment=TRAINED_BY[name])[0],
-            trained_by=TRAINED_BY[name],
+            metrics=[
+                expand(rules.train.output.metrics, experiment=member, fold=fold)[0]
+                for member, fold in ensemble_members(name)
+            ],
+            plans=[expand(rules.plan.output[0], experiment=member)[0] for member in members],
+            trained_by="+".join(members),
         )
-        for name in EXPERIMENTS
-    }
+    return runs
 
 
 REPORT_FILES = ("training_curves.png", "metric_distributions.png", "overlays.png", "metrics.html")

@@ -1,6 +1,6 @@
 rule leaderboard:
     input:
-        [path for run in leaderboard_runs().values() for path in (run["summary"], *run["metrics"], run["plan"])],
+        [path for run in leaderboard_runs().values() for path in (run["summary"], *run["metrics"], *run["plans"])],
     output:
         table=f"{RESULTS}/leaderboard.parquet",
         html=report(

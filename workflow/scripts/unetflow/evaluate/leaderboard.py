@@ -34,8 +34,9 @@ def model_traits(plan_path: str) -> dict:
 
 def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.DataFrame],
                     model: dict) -> pd.DataFrame:
-    """Test Dice/IoU per class with their spread, plus the folds' best validation Dice, training time and steps, and
-    the model's dims, resolution, patch size, depth, parameters and the package it started from (`model_traits`)."""
+    """Test Dice/IoU per class with their spread, plus the best validation Dice, training time and steps of every
+    model the package holds (`models` of them), and the model's dims, resolution, patch size, depth, parameters and
+    the package it started from (`model_traits`)."""
     objects = [column for column in OBJECT_COLUMNS if column in summary]
     empty = ["empty_false_positives"] if "empty_false_positives" in summary else []  # not in earlier summaries
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean", "iou_std",
@@ -50,18 +51,26 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     rows["val_dice_folds_std"] = pd.Series(best_val).std(ddof=0)
     rows["train_seconds"] = sum(m["seconds"].sum() for m in fold_metrics)
     rows["train_steps"] = sum(int(m["steps"].max()) for m in fold_metrics)
+    rows["models"] = len(fold_metrics)
     rows["parameters"] = model["parameters"]
     rows["started_from"] = model["started_from"]
     rows["ranked"] = rows["class"] >= model["first_ranked"]
     return rows
 
 
+def members_traits(plan_paths: list[str]) -> dict:
+    """`model_traits` of the first plan, its parameters those of one model of each plan (an ensemble's members)."""
+    traits = [model_traits(path) for path in plan_paths]
+    return dict(traits[0], parameters=sum(member["parameters"] for member in traits))
+
+
 def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
-    """experiments: name -> {summary, metrics (list of paths), plan (a plan.json path), trained_by (the experiment
-    whose plan and models it uses: itself or one of the same train section)}; ranked by the mean test Dice of the
-    foreground classes (column `ranked`), in the instance mode by the mean object mAP, best first."""
+    """experiments: name -> {summary, metrics (the paths of every model the package holds), plans (plan.json paths of
+    the experiments that trained them, its own or that of its train section first), trained_by (their names joined by
+    '+')}; ranked by the mean test Dice of the foreground classes (column `ranked`), in the instance mode by the mean
+    object mAP, best first."""
     table = pd.concat(experiment_rows(name, pd.read_parquet(paths["summary"]),
-                                      [pd.read_parquet(p) for p in paths["metrics"]], model_traits(paths["plan"]))
+                                      [pd.read_parquet(p) for p in paths["metrics"]], members_traits(paths["plans"]))
                       .assign(trained_by=paths.get("trained_by", name)) for name, paths in experiments.items())
     metric = "object_map_mean" if "object_map_mean" in table else "dice_mean"
     table["rank_by"] = metric.removesuffix("_mean")
