@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unetflow.evaluate.evaluate import evaluate_sources, summarize
+from unetflow.evaluate.evaluate import evaluate_sources, summarize, unpredicted_notes
 from unetflow.evaluate.metrics import case_metrics
 from unetflow.io.sources import read_source_roi
 
@@ -158,3 +158,16 @@ def test_volume_is_one_case_scored_in_3d(tmp_path):
     cell = cell_row(table)
     assert table["id"].tolist() == ["vol", "vol"]
     assert (cell.tp, cell.fn, cell.fp) == (17, 1, 0) and cell.dice == pytest.approx(34 / 35)
+
+
+def test_a_class_predicted_in_no_unit_that_holds_it_is_named():
+    per_case = pd.DataFrame({"id": ["a", "a", "a", "b", "b", "b"], "class": [0, 1, 2] * 2,
+                             "class_name": ["bg", "left", "right"] * 2, "gt_empty": [False, False, False, False,
+                                                                                    True, False],
+                             "pred_empty": [False, True, False, False, True, False]})
+    assert unpredicted_notes(per_case) == [
+        "class 'left' is predicted in none of the 1 test unit(s) whose ground truth holds it (Dice 0 in each; "
+        "precision counts 1 where nothing is predicted): the model has not learned it; train longer "
+        "(train.budget_minutes) or on more cases that hold it"]
+    assert unpredicted_notes(per_case.assign(pred_empty=False)) == []
+    assert unpredicted_notes(per_case.assign(gt_empty=[False, True, False, False, True, False])) == []

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from unetflow.data.folds import ids_in
-from unetflow.evaluate.evaluate import evaluate_sources, summarize
+from unetflow.evaluate.evaluate import evaluate_sources, summarize, unpredicted_notes
 from unetflow.evaluate.object_metrics import HEADLINE_METRICS
 from unetflow.io.regions import Regions
 from unetflow.logs import stage_logger
@@ -23,3 +23,5 @@ columns += [f"{metric}_mean" for metric in HEADLINE_METRICS if f"{metric}_mean" 
 n_roi = per_case.drop_duplicates("id")["roi"].sum()
 log.info("evaluation of %d units of %d sources (%d restricted to an ROI):\n%s", per_case["id"].nunique(),
          len(sources), n_roi, summary[columns].to_string(index=False, float_format="%.4f"))
+for note in unpredicted_notes(per_case):
+    log.warning(note)

@@ -134,3 +134,16 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     summary.insert(1, "empty_false_positives", (per_case["gt_empty"] & ~per_case["pred_empty"]).groupby(
         [per_case["class"], per_case["class_name"]]).sum())
     return summary.reset_index()
+
+
+def unpredicted_notes(per_case: pd.DataFrame) -> list[str]:
+    """One line per foreground class (or region) that the ground truth of some units holds and no unit's prediction
+    does: a class the model has not learned, whose summary shows Dice 0 beside a precision of 1 (nothing predicted,
+    nothing wrong)."""
+    foreground = per_case[per_case["class"] > 0]
+    by_class = foreground.groupby(["class", "class_name"])
+    never = by_class["pred_empty"].all() & ~by_class["gt_empty"].all()
+    held = (~foreground["gt_empty"]).groupby([foreground["class"], foreground["class_name"]]).sum()
+    return [f"class '{name}' is predicted in none of the {held[(number, name)]} test unit(s) whose ground truth holds "
+            f"it (Dice 0 in each; precision counts 1 where nothing is predicted): the model has not learned it; train "
+            f"longer (train.budget_minutes) or on more cases that hold it" for number, name in never[never].index]
