@@ -3,14 +3,15 @@ are segmented but may not be what the user meant, and image lists and shards."""
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
 from test_infer import make_package, write_images
 
 from unetflow.data.infer_images import listed_images, shard_of
-from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note
-from unetflow.infer.package import load_package
+from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note, small_image_notes
+from unetflow.infer.package import load_package, training_data_summary
 from unetflow.infer.predictor import Predictor
 
 
@@ -75,3 +76,16 @@ def test_a_slide_pixel_size_given_for_images_that_are_no_slides_is_said_to_be_un
     assert note.startswith("2 image(s) (img0_0.png, img0_1.png) are no whole-slide images (pyramids) and are "
                            "segmented at their own pixels: infer.slide_pixel_size (0.5 µm) applies to slides only")
     assert slide_pixel_size_note(table, None) == []
+
+
+def test_a_volume_much_thinner_than_any_training_volume_is_named():
+    table = pd.DataFrame({"image_path": ["a.nii.gz", "thin.nii.gz", "b.png"], "kind": ["volume", "volume", "image"],
+                          "slices": [20, 3, 1], "height": [40] * 3, "width": [40] * 3, "size_ratio": [1.2, 3 / 17, 1]})
+    assert small_image_notes(table) == [
+        "1 image(s) (thin.nii.gz: 3 slice(s)) have under 0.5 times the slices of the thinnest training volume: a 3D "
+        "model sees them padded, with less context than it learned from; check them (a slab, or another slice "
+        "axis?)"]
+    manifest = pd.DataFrame({"kind": ["volume", "volume"], "slices": [17, 40], "height": [9, 9], "width": [9, 9],
+                             "dtype": ["int16"] * 2, "image_path": ["a.nii.gz", "b.nii.gz"]})
+    assert training_data_summary(manifest, pd.DataFrame({"foreground_fraction": [0.1, 0.1]}))[
+        "volume_slices_min"] == 17

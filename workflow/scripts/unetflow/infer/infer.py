@@ -76,9 +76,11 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
 
 
 def size_ratio(image: np.ndarray, kind: str, package: Package) -> float:
-    """A 2D image's shorter side over the shortest side of the package's training images; NaN for stacks, volumes and
-    packages that do not record their training images' sizes."""
+    """A 2D image's shorter side over the shortest side of the package's training images, a volume's slices over the
+    fewest of a training volume; NaN for stacks and packages that do not record their training images' sizes."""
     data = package.training_data
+    if kind == "volume" and data.get("volume_slices_min"):
+        return image.shape[1] / data["volume_slices_min"]
     if kind != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
         return float("nan")
     return min(image.shape[2:]) / min(data["height_range"][0], data["width_range"][0])
@@ -136,15 +138,19 @@ def slide_pixel_size_note(table: pd.DataFrame, slide_pixel_size: float | None) -
 
 
 def small_image_notes(table: pd.DataFrame) -> list[str]:
-    """The line on 2D images whose shorter side is under SMALL_IMAGE_SHARE of the shortest training image side; or
-    none."""
+    """The lines on 2D images whose shorter side is under SMALL_IMAGE_SHARE of the shortest training image side, and
+    on volumes of under SMALL_IMAGE_SHARE of the fewest slices of a training volume; or none."""
     if "size_ratio" not in table:  # slides only
         return []
-    small = table[table["size_ratio"] < SMALL_IMAGE_SHARE]
+    small = table[(table["size_ratio"] < SMALL_IMAGE_SHARE) & (table["kind"] == "image")]
     shown = named(small, lambda row: f"{Path(row.image_path).name}: {row.height}x{row.width}")
+    thin = table[(table["size_ratio"] < SMALL_IMAGE_SHARE) & (table["kind"] == "volume")]
     return [f"{shown} are under {SMALL_IMAGE_SHARE:g} times the shortest side of the model's training images: a crop "
             f"is segmented as it should be, but a picture saved smaller shows its objects smaller than the model "
-            f"learned them: give such images at the training images' scale"] if len(small) else []
+            f"learned them: give such images at the training images' scale"] * bool(len(small)) + [
+        f"{named(thin, lambda row: f'{Path(row.image_path).name}: {row.slices} slice(s)')} have under "
+        f"{SMALL_IMAGE_SHARE:g} times the slices of the thinnest training volume: a 3D model sees them padded, with "
+        f"less context than it learned from; check them (a slab, or another slice axis?)"] * bool(len(thin))
 
 
 def pixel_size_notes(table: pd.DataFrame) -> list[str]:

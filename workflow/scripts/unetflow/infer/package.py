@@ -115,7 +115,7 @@ def checkout_commit() -> str:
 
 def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
     """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share, pixel sizes,
-    whether they had regions of interest, the orientation of most volumes)."""
+    whether they had regions of interest, the orientation of most volumes and the fewest slices of one)."""
     return dict(sources=int(len(manifest)), kinds=sorted(manifest["kind"].unique().tolist()),
                 slices=int(manifest["slices"].sum()),
                 height_median=float(manifest["height"].median()), width_median=float(manifest["width"].median()),
@@ -125,7 +125,9 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
                 slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
                 rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
-                axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]))
+                axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]),
+                volume_slices_min=int(manifest.loc[manifest["kind"] == "volume", "slices"].min()) if
+                (manifest["kind"] == "volume").any() else None)
 
 
 def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:

@@ -149,11 +149,13 @@ def best_on_full_set(model, candidates: list[dict], cases, patch, device, loss_k
     own = weights_copy(model)
     candidates = candidates[:affordable]
     scored = []
-    for candidate in candidates:
+    for number, candidate in enumerate(candidates, start=1):
         model.load_state_dict(candidate["model"])
         _, dice = validation_scores(model, cases, patch, device, loss_kind, bf16, regions, dice_background)
-        log.info("final choice: epoch %d, subset Dice %.4f, full validation Dice %.4f", candidate["epoch"],
-                 candidate["dice"], dice)
+        log.info("final choice, candidate %d of %d: epoch %d, subset Dice %.4f, full validation Dice %.4f", number,
+                 len(candidates), candidate["epoch"], candidate["dice"], dice)
         scored.append(dict(candidate, dice=dice))
     model.load_state_dict(own)
-    return max(scored, key=lambda c: c["dice"])
+    chosen = max(scored, key=lambda c: c["dice"])
+    log.info("final choice: epoch %d, the best full validation Dice of the %d candidates", chosen["epoch"], len(scored))
+    return chosen
