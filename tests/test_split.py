@@ -137,3 +137,18 @@ def test_frames_of_a_folder_split_apart_are_named_and_group_by_folder_keeps_them
     assert folder_leak_note(flat, splits) is None
     with pytest.raises(ValueError, match="no column 'patient' in the manifest; 'folder' groups by each image's folder"):
         split_cases(table, 0.6, 0.2, 0.2, group_by="patient")
+
+
+def test_a_group_pattern_keeps_the_scans_of_one_patient_in_one_split():
+    ids = [f"pat{p:02d}_{scan}" for p in range(8) for scan in ("pre", "post")]
+    table = pd.DataFrame({"id": ids})
+    for pattern in (r"^pat\d+", r"(.+)_(pre|post)$"):
+        splits = split_cases(table, 0.5, 0.25, 0.25, group_pattern=pattern)
+        assert splits["pattern_group"].nunique() == 8
+        assert (splits.groupby("pattern_group")["split"].nunique() == 1).all()
+    with pytest.raises(ValueError, match=r"matches no part of 1 case id\(s\) from their start \(e.g. other\)"):
+        split_cases(pd.DataFrame({"id": [*ids, "other"]}), 0.5, 0.25, 0.25, group_pattern=r"pat\d+")
+    with pytest.raises(ValueError, match="is no regular expression"):
+        split_cases(table, 0.5, 0.25, 0.25, group_pattern="pat(")
+    with pytest.raises(ValueError, match="set one of them"):
+        split_cases(table, 0.5, 0.25, 0.25, group_by="group", group_pattern=r"pat\d+")

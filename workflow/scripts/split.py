@@ -14,10 +14,10 @@ if "split" in manifest and manifest["split"].notna().any() and not cfg["fixed"]:
                 "are split by split.seed %d; set split.fixed: true to take the manifest's split", cfg["seed"])
 fractions = split_fractions(cfg)
 splits = split_cases(manifest, *fractions, cfg["seed"], cfg["group_by"], cfg["folds"], cfg["fixed"],
-                     cfg["stratify_by"])
+                     cfg["stratify_by"], cfg["group_pattern"])
 if not cfg["fixed"] and (note := held_out_share_note(splits, fractions[2])):
     log.warning(note)
-if cfg["group_by"] is None and (note := folder_leak_note(manifest, splits)):
+if cfg["group_by"] is None and cfg["group_pattern"] is None and (note := folder_leak_note(manifest, splits)):
     log.warning(note)
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),

@@ -2,13 +2,15 @@
 
 Cases are the sources of the ingest manifest (a 2D file, a TIFF stack, a NIfTI volume). Groups: `group_by` names a
 manifest column, or `folder`: each image's folder below the one all images share (patient01 of
-patient01/frame_000.png); without it the manifest's `group` column is used when present (a data.manifest's group
-column, else each source's own stem), and `folder_leak_note` names the folders whose cases landed in several splits.
+patient01/frame_000.png); `group_pattern` a regular expression's match in each case id (pat03 of pat03_pre); without
+them the manifest's `group` column is used when present (a data.manifest's group column, else each source's own
+stem), and `folder_leak_note` names the folders whose cases landed in several splits.
 With `folds` K > 1 the test split is drawn first, and the rest is cut into K group-disjoint folds: column `fold`
 holds the fold in which a case is validation (-1 for test cases); `split` is val for fold 0 and train otherwise.
 """
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +43,21 @@ def with_folders(cases: pd.DataFrame) -> pd.DataFrame:
     parents = cases["image_path"].map(lambda path: str(Path(path).parent))
     root = os.path.commonpath(parents.tolist())
     return cases.assign(folder=parents.map(lambda parent: os.path.relpath(parent, root)))
+
+
+def with_pattern_groups(cases: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    """The cases with a column `pattern_group`: the part of each case id that the regular expression `pattern`
+    (split.group_pattern) matches from its start, its first group when it has one (`^pat\\d+` or `(.+)_(pre|post)$`:
+    pat03 of pat03_pre and pat03_post); ValueError naming the ids it does not match."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"split.group_pattern '{pattern}' is no regular expression: {error}") from None
+    found = cases["id"].map(lambda case: compiled.match(str(case)))
+    if (missed := cases.loc[found.isna(), "id"].tolist()):
+        raise ValueError(f"split.group_pattern '{pattern}' matches no part of {len(missed)} case id(s) from their "
+                         f"start (e.g. {', '.join(map(str, missed[:5]))}); write it so that every id has its group")
+    return cases.assign(pattern_group=found.map(lambda match: match.group(1) if compiled.groups else match.group(0)))
 
 
 def group_column(cases: pd.DataFrame, group_by: str | None) -> str | None:
@@ -130,8 +147,12 @@ def fixed_split(cases: pd.DataFrame, groups: str | None = None) -> pd.DataFrame:
 
 def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed: int = 0,
                 group_by: str | None = None, folds: int = 1, fixed: bool = False,
-                stratify_by: str | None = None) -> pd.DataFrame:
+                stratify_by: str | None = None, group_pattern: str | None = None) -> pd.DataFrame:
     """Table (id, split[, fold][, group]): test drawn first, then val (or K folds) from the rest; deterministic."""
+    if group_pattern is not None:
+        if group_by is not None:
+            raise ValueError("split.group_by and split.group_pattern are both set: set one of them")
+        cases, group_by = with_pattern_groups(cases, group_pattern), "pattern_group"
     cases = (with_folders(cases) if group_by == "folder" else cases).sort_values("id").reset_index(drop=True)
     groups = group_column(cases, group_by)
     if fixed:
