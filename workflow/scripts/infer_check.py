@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 from unetflow.data.pairing import buried_series, input_root, subfolder_note, unread_images_note
-from unetflow.infer.infer import InferInputError, check_images, check_notes, orientation_note, slide_pixel_size_note
+from unetflow.infer.infer import InferInputError, check_images, input_notes
 from unetflow.infer.ledger import overwrite_problems, record_claims
 from unetflow.infer.package import load_package
-from unetflow.infer.rois import roi_note
 from unetflow.logs import stage_logger
 from unetflow.threads import job_threads
 
@@ -34,7 +33,5 @@ log.info("%d image source(s) checked (%s) in %d shard(s); masks are laid out as 
 for note in [subfolder_note(spec), unread_images_note(spec, "infer.images"), *buried_series(spec, "infer.images")]:
     if note:
         log.warning(note)
-for note in check_notes(table) + slide_pixel_size_note(table, snakemake.params.slide_pixel_size) + [
-        roi_note(package, snakemake.params.rois), orientation_note(table, package)]:
-    if note:
-        log.warning(note)
+for note in input_notes(table, package, snakemake.params.slide_pixel_size, snakemake.params.rois):
+    log.warning(note)

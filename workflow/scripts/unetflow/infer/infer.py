@@ -128,6 +128,13 @@ def check_notes(table: pd.DataFrame) -> list[str]:
     return notes + channel_notes(table) + pixel_size_notes(table) + small_image_notes(table)
 
 
+def input_notes(table: pd.DataFrame, package: Package, slide_pixel_size: float | None, rois: str | None) -> list[str]:
+    """Every line on the checked images to segment with `package` (`check_notes`, a slide pixel size given for no
+    slide, ROIs missing for a model trained with them, volumes oriented unlike its training volumes)."""
+    return [note for note in [*check_notes(table), *slide_pixel_size_note(table, slide_pixel_size),
+                              roi_note(package, rois), orientation_note(table, package)] if note]
+
+
 def slide_pixel_size_note(table: pd.DataFrame, slide_pixel_size: float | None) -> list[str]:
     """The line on a pixel size given for slides (infer.slide_pixel_size) when some images are no slides (one-level
     files, segmented at their own pixels); or none."""
@@ -269,10 +276,8 @@ def main(argv=None) -> None:
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size, args.rois)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
-        for note in check_notes(checked) + slide_pixel_size_note(checked, args.slide_pixel_size) + [
-                roi_note(predictor.package, args.rois), orientation_note(checked, predictor.package)]:
-            if note:
-                log.warning(note)
+        for note in input_notes(checked, predictor.package, args.slide_pixel_size, args.rois):
+            log.warning(note)
         if len(slides):
             predict_slides(predictor, slides["image_path"].tolist(), args.output, args.slide_pixel_size,
                            args.slide_region, slides["id"].tolist(), args.slide_object_size,
