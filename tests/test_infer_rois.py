@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from test_infer import make_package, write_images
 
+from unetflow.data.rois import attach_rois
 from unetflow.infer.infer import InferInputError, check_images
 from unetflow.infer.package import load_package, training_data_summary
 from unetflow.infer.predictor import Predictor
@@ -64,3 +65,16 @@ def test_a_package_trained_with_regions_of_interest_warns_without_infer_rois(tmp
     assert training_data_summary(manifest, pd.DataFrame({"foreground_fraction": [0.1, 0.2]}))["rois"] is True
     assert training_data_summary(manifest.drop(columns="roi_path"),
                                  pd.DataFrame({"foreground_fraction": [0.1, 0.2]}))["rois"] is False
+
+
+def test_a_region_of_interest_in_another_cases_folder_is_never_taken(tmp_path):
+    for path in ("images/p1/a.png", "images/p2/b.png", "rois/p1/a.png", "rois/p3/b.png", "flat/a.png", "flat/b.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / path), np.ones((4, 4), np.uint8))
+    pairs = [dict(image=tmp_path / "images/p1/a.png", stem="a"), dict(image=tmp_path / "images/p2/b.png", stem="b")]
+    (problem,) = attach_rois(pairs, str(tmp_path / "rois/*/*.png"))
+    assert pairs[0]["roi"] == tmp_path / "rois/p1/a.png" and "roi" not in pairs[1]
+    assert problem.startswith(f"{tmp_path / 'images/p2/b.png'}: no region-of-interest file(s) in data.rois")
+    assert problem.endswith(f"only in other cases' folders (e.g. {tmp_path / 'rois/p3/b.png'}): name the folders of "
+                            f"the regions of interest as those of the images")
+    assert attach_rois(pairs, str(tmp_path / "flat")) == [] and pairs[1]["roi"] == tmp_path / "flat/b.png"

@@ -21,7 +21,6 @@ from unetflow.data.dataset_json import dataset_json_classes
 from unetflow.data.mask_checks import palette_colours, palette_problems, shown_value_problems, undeclared_value_problems
 from unetflow.data.pairing import (
     DataValidationError,
-    attach_rois,
     buried_series,
     grouped,
     image_files,
@@ -32,6 +31,7 @@ from unetflow.data.pairing import (
     subfolder_note,
     unread_images,
 )
+from unetflow.data.rois import attach_rois
 from unetflow.data.soft_edges import soft_edge_problem
 from unetflow.data.unpaired import kept_problems
 from unetflow.instances.targets import instance_classes, instance_data_problems, instance_source_fields

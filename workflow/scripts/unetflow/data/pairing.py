@@ -7,7 +7,7 @@ series of label values)). A folder of object masks, one file per object, is the 
 (masks/case01/*.png), or of its parent's name when named `masks` (case01/masks/*.png beside case01/images/case01.png,
 the DSB 2018 layout). Other layouts (nnU-Net's, a folder per case, sites of repeated names) are in
 `unetflow.data.layouts`. Alternatively a manifest file (CSV or Parquet) lists image, mask[, group, split] per row.
-Regions of interest are matched to images by stem (+ one of ROI_SUFFIXES).
+Regions of interest are matched to images in `unetflow.data.rois`.
 
 Dependency-light (pandas only for Parquet manifests): the Snakefile uses `data_files` to know ingest's inputs.
 """
@@ -25,7 +25,6 @@ from unetflow.data.layouts import (
     duplicate_problem,
     image_case,
     site_pairs,
-    telling_folders,
     with_site_names,
 )
 from unetflow.data.unpaired import (
@@ -54,7 +53,6 @@ AUTO_MASK_SUFFIXES = ("", "_mask", "_masks", "-mask", "_seg", "-seg", "_label", 
                       "_segmentation")
 CLOSE_NAME = 0.6        # an unpaired mask whose stem is this like an image's (`name_likeness`) is named ...
 CLOSE_NAME_MASKS = 500  # ... among the first this many unpaired masks
-ROI_SUFFIXES = ("", "_roi", "_mask")
 SPLITS = ("train", "val", "test")  # the split names, also of a manifest's split column
 
 
@@ -313,46 +311,6 @@ def pairs_from_manifest(path: str) -> tuple[list[dict], list[str]]:
     problems += [f"data.manifest: mask {mask} is listed for {len(names)} images ({', '.join(names[:5])}); each image "
                  f"needs its own mask" for mask, names in images_of.items() if len(names) > 1]
     return pairs, problems
-
-
-def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[str]:
-    """Add each pair's region-of-interest file (`rois_of`) of those `spec` (the setting `key`) names; return the
-    problems."""
-    rois = stems_of(image_files(spec))
-    sites = image_sites(pairs)
-    problems = []
-    for pair in pairs:
-        site = sites.get(str(pair["image"]), ())
-        found = rois_of(pair, rois, site)
-        if len(found) != 1:
-            where = f" in a folder of {'/'.join(site)}" if site else ""
-            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
-                            f"'{spec}'{where} (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
-                            f"{'keep one' if found else 'add it'}")
-        else:
-            pair["roi"] = found[0]
-    return problems
-
-
-def image_sites(pairs: list[dict]) -> dict[str, tuple[str, ...]]:
-    """{image path: the folders that tell it apart from the other images of its stem} (patient02 of
-    patient02/frame_007.png beside patient08/frame_007.png), for the images whose stem repeats."""
-    by_stem = {}
-    for pair in pairs:
-        by_stem.setdefault(case_stem(pair["image"]), []).append(Path(pair["image"]))
-    return {str(image): site for images in by_stem.values() if len(images) > 1
-            for image, site in zip(images, telling_folders(images) or [()] * len(images))}
-
-
-def rois_of(pair: dict, rois: dict[str, list[Path]], site: tuple[str, ...] = ()) -> list[Path]:
-    """The region-of-interest files of a pair's case name or, else, its image's stem (+ a ROI suffix), in a folder of
-    its `site` (`image_sites`); of several, those in the most folders of the image's path (sites that repeat file
-    names: siteA/fov/c0.png for siteA/images/c0.png)."""
-    found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES) or \
-        match_by_stem(case_stem(pair["image"]), rois, "", ROI_SUFFIXES)
-    found = [roi for roi in found if set(site) <= set(roi.parent.parts)]
-    shared = [len(set(roi.parent.parts) & set(Path(pair["image"]).parent.parts)) for roi in found]
-    return [roi for roi, count in zip(found, shared) if count == max(shared)]
 
 
 def dataset_json(masks: str | None) -> Path | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetflow.data.pairing import attach_rois
+from unetflow.data.rois import attach_rois
 from unetflow.infer.package import Package
 from unetflow.io.formats import ImageReadError, case_stem
 from unetflow.io.sources import read_source_roi

@@ -1,0 +1,57 @@
+"""Regions of interest (data.rois, infer.rois) paired with images: by the image's case name or stem (+ one of
+ROI_SUFFIXES), in the image's own folders: the folders that tell the images of a repeated file name apart
+(patient02 of patient02/frame_007.png) and those that tell the ROI files apart (patient07 of rois/patient07/x.png,
+never the ROI of an image in patient03/)."""
+
+from pathlib import Path
+
+from unetflow.data.layouts import telling_folders, varying_folders
+from unetflow.data.pairing import image_files, stems_of
+from unetflow.data.unpaired import match_by_stem
+from unetflow.io.formats import case_stem
+
+ROI_SUFFIXES = ("", "_roi", "_mask")
+
+
+def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[str]:
+    """Add each pair's region-of-interest file (`rois_of`) of those `spec` (the setting `key`) names; return the
+    problems."""
+    files = image_files(spec)
+    rois, sites = stems_of(files), image_sites(pairs)
+    folders = dict(zip(files, varying_folders(files))) if len(files) > 1 else {}
+    problems = []
+    for pair in pairs:
+        site = sites.get(str(pair["image"]), ())
+        found = [roi for roi in rois_of(pair, rois, site) if set(folders.get(roi, ())) <= set(pair["image"].parts)]
+        if len(found) != 1:
+            where = f" in a folder of {'/'.join(site)}" if site else ""
+            elsewhere = rois_of(pair, rois)
+            fix = "keep one" if found else f"only in other cases' folders (e.g. {elsewhere[0]}): name the folders of " \
+                f"the regions of interest as those of the images" if elsewhere else "add it"
+            problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
+                            f"'{spec}'{where} (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
+                            f"{fix}")
+        else:
+            pair["roi"] = found[0]
+    return problems
+
+
+def image_sites(pairs: list[dict]) -> dict[str, tuple[str, ...]]:
+    """{image path: the folders that tell it apart from the other images of its stem} (patient02 of
+    patient02/frame_007.png beside patient08/frame_007.png), for the images whose stem repeats."""
+    by_stem = {}
+    for pair in pairs:
+        by_stem.setdefault(case_stem(pair["image"]), []).append(Path(pair["image"]))
+    return {str(image): site for images in by_stem.values() if len(images) > 1
+            for image, site in zip(images, telling_folders(images) or [()] * len(images))}
+
+
+def rois_of(pair: dict, rois: dict[str, list[Path]], site: tuple[str, ...] = ()) -> list[Path]:
+    """The region-of-interest files of a pair's case name or, else, its image's stem (+ a ROI suffix), in a folder of
+    its `site` (`image_sites`); of several, those in the most folders of the image's path (sites that repeat file
+    names: siteA/fov/c0.png for siteA/images/c0.png)."""
+    found = match_by_stem(pair["stem"], rois, "", ROI_SUFFIXES) or \
+        match_by_stem(case_stem(pair["image"]), rois, "", ROI_SUFFIXES)
+    found = [roi for roi in found if set(site) <= set(roi.parent.parts)]
+    shared = [len(set(roi.parent.parts) & set(Path(pair["image"]).parent.parts)) for roi in found]
+    return [roi for roi, count in zip(found, shared) if count == max(shared)]
