@@ -6,7 +6,7 @@ import pytest
 
 from conftest import snakemake, tiny_config, write_config, write_pairs
 from unetflow.data.folds import ids_in
-from unetflow.data.split import folder_leak_note, held_out_share_note, split_cases
+from unetflow.data.split import NUMBERED, folder_leak_note, held_out_share_note, name_leak_note, split_cases
 
 
 def cases(n=20, groups=None):
@@ -152,3 +152,26 @@ def test_a_group_pattern_keeps_the_scans_of_one_patient_in_one_split():
         split_cases(table, 0.5, 0.25, 0.25, group_pattern="pat(")
     with pytest.raises(ValueError, match="set one of them"):
         split_cases(table, 0.5, 0.25, 0.25, group_by="group", group_pattern=r"pat\d+")
+
+
+def test_group_by_folder_takes_the_first_folder_below_the_shared_one_and_needs_several():
+    table = patient_frames(4, 4).assign(image_path=lambda t: [path.replace("/frame", f"/scan{k % 2}/frame")
+                                                             for k, path in enumerate(t["image_path"])])
+    grouped = split_cases(table, 0.5, 0.25, 0.25, group_by="folder")
+    assert sorted(grouped["folder"].unique()) == [f"patient{p:02d}" for p in range(4)]
+    assert (grouped.groupby("folder")["split"].nunique() == 1).all()
+    flat = table.assign(image_path=table["id"].map(lambda name: f"/data/images/{name}.png"))
+    with pytest.raises(ValueError, match="all 16 images are in one folder: nothing to group by"):
+        split_cases(flat, 0.5, 0.25, 0.25, group_by="folder")
+
+
+def test_numbered_cases_of_one_name_split_apart_are_named_and_the_pattern_keeps_them_together():
+    ids = [f"eye{e:02d}_bscan_{k:03d}" for e in range(8) for k in range(5)]
+    splits = split_cases(pd.DataFrame({"id": ids}), 0.6, 0.2, 0.2)
+    note = name_leak_note(splits)
+    assert note.startswith("the cases of ") and " of the 8 names their ids number (e.g. eye0" in note
+    assert note.endswith(r"set split.group_pattern: '^(.*\D)\d+$' to keep each name's cases in one split")
+    grouped = split_cases(pd.DataFrame({"id": ids}), 0.6, 0.2, 0.2, group_pattern=NUMBERED)
+    assert (grouped.groupby("pattern_group")["split"].nunique() == 1).all() and name_leak_note(grouped) is None
+    one_name = split_cases(pd.DataFrame({"id": [f"hippocampus_{k:03d}" for k in range(20)]}), 0.6, 0.2, 0.2)
+    assert name_leak_note(one_name) is None  # one volume per number: nothing shared

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from unetflow.config import split_fractions
-from unetflow.data.split import folder_leak_note, held_out_share_note, split_cases
+from unetflow.data.split import folder_leak_note, held_out_share_note, name_leak_note, split_cases
 from unetflow.logs import stage_logger
 
 log = stage_logger(snakemake.log[0])
@@ -17,7 +17,8 @@ splits = split_cases(manifest, *fractions, cfg["seed"], cfg["group_by"], cfg["fo
                      cfg["stratify_by"], cfg["group_pattern"])
 if not cfg["fixed"] and (note := held_out_share_note(splits, fractions[2])):
     log.warning(note)
-if cfg["group_by"] is None and cfg["group_pattern"] is None and (note := folder_leak_note(manifest, splits)):
+if cfg["group_by"] is None and cfg["group_pattern"] is None and (
+        note := folder_leak_note(manifest, splits) or name_leak_note(splits)):
     log.warning(note)
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),

@@ -36,13 +36,13 @@ def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -
 
 
 def with_folders(cases: pd.DataFrame) -> pd.DataFrame:
-    """The cases with a column `folder` (unless the manifest has its own): each image's folder below the folder all
-    the images share ('.' for the images in it)."""
+    """The cases with a column `folder` (unless the manifest has its own): the first folder below the one all the
+    images share ('.' for the images in it): patient01 of patient01/scan2/frame_000.png."""
     if "folder" in cases or cases.empty:
         return cases
     parents = cases["image_path"].map(lambda path: str(Path(path).parent))
     root = os.path.commonpath(parents.tolist())
-    return cases.assign(folder=parents.map(lambda parent: os.path.relpath(parent, root)))
+    return cases.assign(folder=parents.map(lambda parent: (Path(os.path.relpath(parent, root)).parts or (".",))[0]))
 
 
 def with_pattern_groups(cases: pd.DataFrame, pattern: str) -> pd.DataFrame:
@@ -87,6 +87,27 @@ def folder_leak_note(cases: pd.DataFrame, splits: pd.DataFrame) -> str | None:
             f"{'; ...' if len(straddling) > 3 else ''}): if a folder holds one patient (slide, animal, session), the "
             f"model is tested on what it trained on and its test scores are optimistic; set split.group_by: folder "
             f"to keep each folder's cases in one split")
+
+
+NUMBERED = r"^(.*\D)\d+$"  # a case id ending in a number: what comes before it (eye00_bscan_ of eye00_bscan_003)
+
+
+def name_leak_note(splits: pd.DataFrame) -> str | None:
+    """Without groups: for case ids numbered after a shared name (eye00_bscan_000 .. eye00_bscan_004), at least two
+    such names of several cases, the names whose cases landed in several splits (the B-scans of one eye trained and
+    tested on?), and the fix; else None."""
+    names = splits["id"].astype(str).str.extract(NUMBERED)[0]
+    counts = names.value_counts()
+    if (counts > 1).sum() < 2:
+        return None
+    sides = splits.groupby(names)["split"].nunique()
+    straddling = sides[(sides > 1) & sides.index.isin(counts[counts > 1].index)]
+    if straddling.empty:
+        return None
+    return (f"the cases of {len(straddling)} of the {int((counts > 1).sum())} names their ids number (e.g. "
+            f"{', '.join(f'{name}*' for name in straddling.index[:3])}) are in several splits: if a name is one "
+            f"patient (eye, slide, session), the model is tested on what it trained on and its test scores are "
+            f"optimistic; set split.group_pattern: '{NUMBERED}' to keep each name's cases in one split")
 
 
 def check_fractions(train: float, val: float, test: float) -> None:
@@ -154,6 +175,10 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
             raise ValueError("split.group_by and split.group_pattern are both set: set one of them")
         cases, group_by = with_pattern_groups(cases, group_pattern), "pattern_group"
     cases = (with_folders(cases) if group_by == "folder" else cases).sort_values("id").reset_index(drop=True)
+    if group_by == "folder" and cases["folder"].nunique() < 2:
+        raise ValueError(f"split.group_by: folder, but all {len(cases)} images are in one folder: nothing to group "
+                         f"by; group them with split.group_pattern (a regular expression on their names) or a "
+                         f"data.manifest's group column")
     groups = group_column(cases, group_by)
     if fixed:
         table = fixed_split(cases, groups)
