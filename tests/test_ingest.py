@@ -365,5 +365,5 @@ def test_many_files_with_the_same_problem_are_one_line_naming_a_few(tmp_path):
         build_manifest(str(images), str(masks))
     lines = str(error.value).splitlines()
     assert lines[0] == "6 problem(s) in the data set (the files of one problem on one line):" and len(lines) == 2
-    assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, c1.jpg, c2.jpg, c3.jpg, c4.jpg, c5.jpg): JPEG "
-                               f"masks are lossy")
+    assert lines[1].startswith(f"  - 6 files ({masks / 'c0.jpg'}, masks/c1.jpg, masks/c2.jpg, masks/c3.jpg, "
+                               f"masks/c4.jpg, masks/c5.jpg): JPEG masks are lossy")

@@ -63,5 +63,6 @@ def test_many_images_without_a_mask_are_one_line(tmp_path):
     for index in range(6):
         (masks / f"c{index}.png").unlink()
     lines = ingest_error(images, masks).splitlines()
-    assert len(lines) == 2 and lines[1].startswith(f"  - 6 files ({images / 'c0.png'}, c1.png, c2.png, c3.png, "
-                                                   f"c4.png, c5.png): no mask found (looked for its name + one of ")
+    assert len(lines) == 2 and lines[1].startswith(f"  - 6 files ({images / 'c0.png'}, images/c1.png, images/c2.png, "
+                                                   f"images/c3.png, images/c4.png, images/c5.png): no mask found "
+                                                   f"(looked for its name + one of ")

@@ -23,7 +23,7 @@ summary, objects = predictor.predict_sources(sources, snakemake.output[0], cfg["
                                              cfg["dicom_seg"])
 if predictor.package.instance_target:
     objects.to_parquet(Path(snakemake.output[0], OBJECTS_FILE))
-if note := small_objects_note(summary, predictor.package.predict["min_object_size"]):
+if note := small_objects_note(summary, predictor.package.predict["min_object_size"], table=""):
     log.warning(note)
 log.info("predicted %d sources of the %s split on %s with %d model(s) of %s", len(sources), cfg["split"],
          predictor.device, len(predictor.models), snakemake.input.package)

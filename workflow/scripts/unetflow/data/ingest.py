@@ -262,7 +262,7 @@ def other_encoding(row: dict, values: list[int], allowed: set[int]) -> str:
     if set(row["label_values"]) & set(values[1:]):
         return ""
     mapping = ", ".join(f"{a} -> {b}" for a, b in zip(found, values[1:])) if len(found) == len(values) - 1 else ""
-    order = f" (in the same order: {mapping})" if mapping else ""
+    order = f" (in the same order: {mapping}; check which is which)" if mapping else ""
     return (f"; it holds none of the declared foreground values: saved with other values (another annotator or "
             f"tool)? Save it with the declared ones{order}, or declare its values in data.classes")
 

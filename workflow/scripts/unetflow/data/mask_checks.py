@@ -183,7 +183,7 @@ def mixed_encoding_problem(rows: list[dict], foreground: set[int]) -> str | None
                       for values, holders in groups[:EXAMPLES])
     (first, _), (second, _) = groups[:2]
     mapping = ", ".join(f"{b} -> {a}" for a, b in zip(first, second)) if len(first) == len(second) else ""
-    same = f" (in the order of their values: {mapping})" if mapping else ""
+    same = f" (in the order of their values: {mapping}; check one mask of each, the order may differ)" * bool(mapping)
     return (f"the masks store their foreground in {len(groups)} ways that no mask mixes: {named}; trained as they "
             f"are, the data set would have {len(foreground) + 1} classes, each in part of the masks only. If they "
             f"are the same classes saved differently (two annotators or tools), save one group's masks with the "

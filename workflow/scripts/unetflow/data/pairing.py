@@ -20,6 +20,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+from unetflow.data.data_warnings import short_name
 from unetflow.data.layouts import (
     case_folder_pairs,
     duplicate_problem,
@@ -67,13 +68,13 @@ class DataValidationError(ValueError):
 
 def grouped(problems: list[str], least: int = 5, named: int = 20) -> list[str]:
     """The problems, those of `least` files or more that say the same after their file name in one line each, naming
-    the first file by its path and up to `named` files in all by their names."""
+    the first file by its path and up to `named` files in all by their folder and name."""
     by_text, lines = {}, []
     for problem in problems:
         by_text.setdefault(problem.split(": ", 1)[-1], []).append(problem)
     for text, same in by_text.items():
         files = [problem.split(": ", 1)[0] for problem in same]
-        names = ", ".join([files[0], *(Path(file).name for file in files[1:named])])
+        names = ", ".join([files[0], *(short_name(Path(file)) for file in files[1:named])])
         lines += same if len(same) < least else [f"{len(files)} files ({names}{', ...' if len(files) > named else ''})"
                                                  f": {text}"]
     return lines

@@ -60,10 +60,11 @@ def unit_summary(name: str, row, unit: slice, mask_path, labels: np.ndarray, con
     return rows
 
 
-def small_objects_note(summary: pd.DataFrame, min_size: int | None = None) -> str:
+def small_objects_note(summary: pd.DataFrame, min_size: int | None = None, table: str = "summary.parquet") -> str:
     """For an instance package's summary whose units lost over SMALL_SHARE of the objects found (at least
     SMALL_COUNT) as smaller than predict.min_object_size: how many, the units that lost most, and what it may mean
-    (objects shown smaller than in training); else ''. `min_size`: the package's predict.min_object_size, if known."""
+    (objects shown smaller than in training); else ''. `min_size`: the package's predict.min_object_size, if known;
+    `table`: where the counts per image are written, if anywhere."""
     if "small_objects" not in summary or summary.empty:
         return ""
     per_unit = summary.groupby("id")[["objects", "small_objects"]].first()
@@ -74,7 +75,8 @@ def small_objects_note(summary: pd.DataFrame, min_size: int | None = None) -> st
     most = most[most > 0]
     size = "" if min_size is None else f" ({min_size} px)"
     return (f"{small} of the {found} objects found ({100 * small / found:.0f} %) were under the package's "
-            f"predict.min_object_size{size} and dropped (summary column small_objects), most in "
+            f"predict.min_object_size{size} and dropped{f' (column small_objects of {table})' if table else ''}, "
+            f"most in "
             f"{', '.join(f'{name} ({count})' for name, count in most.items())}: if these images show their objects "
             f"smaller than the training images did (another magnification or pixel size), resample them to the "
             f"training images' scale; if such small objects are real, set predict.min_object_size lower and rerun "
