@@ -21,6 +21,7 @@ from unetflow.plan.resolution import (
     plan_resolution,
     resolution_trial,
     thin_structure_loss,
+    undertrained_note,
 )
 from unetflow.train.sampler import validation_cases
 from unetflow.train.schedule import Budget
@@ -197,3 +198,14 @@ def test_a_resolution_set_below_what_the_finest_class_allows_is_warned_about():
     assert lost.endswith("leave preprocess.scale to the planner (auto) or set it to at least 0.25")
     assert thin_structure_loss(1.0, 1.41, "train.resolution") is None  # nothing shrinks
     assert thin_structure_loss(0.5, None, "train.resolution") is None  # volumes: no boundary distance
+
+
+def test_a_planned_resolution_still_under_the_target_passes_is_warned_about():
+    thin = dict(LARGE, boundary_distance=1.5)  # thin layers: no lower resolution allowed
+    factor, _, trials = plan_resolution(thin, Budget(seconds=120), 0.1, settings_at, pixel_time)
+    assert factor == 1.0 and len(trials) == 1
+    assert undertrained_note(trials, factor).startswith(
+        f"the budget lets the network see the training pixels {trials[0]['passes']:g} times (resolution 1, patch ")
+    assert undertrained_note(trials, factor).endswith("the model may stop undertrained; raise train.budget_minutes")
+    enough = plan_resolution(LARGE, Budget(seconds=600), 0.1, settings_at, pixel_time)
+    assert undertrained_note(enough[2], enough[0]) is None and undertrained_note([], 1.0) is None

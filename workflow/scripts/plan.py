@@ -11,7 +11,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.labels import class_values, trained_classes
 from unetflow.logs import stage_logger
 from unetflow.plan.plan import PlanError, make_plan, unseen_class_problem
-from unetflow.plan.resolution import few_passes, image_scale, thin_structure_loss
+from unetflow.plan.resolution import few_passes, image_scale, thin_structure_loss, undertrained_note
 from unetflow.threads import job_threads
 from unetflow.train.finetune import checked_init, init_record, package_network
 
@@ -54,6 +54,9 @@ if cfg["resolution"] is not None and (lost := thin_structure_loss(
     log.warning(lost)
 if cfg["resolution"] is not None and plan["resolutions_tried"] and (
         few := few_passes(plan["resolutions_tried"][0], "train.resolution")):
+    log.warning(few)
+if cfg["resolution"] is None and (few := undertrained_note(plan["resolutions_tried"],
+                                                           plan["settings"]["resolution"]["value"])):
     log.warning(few)
 if package:
     init = plan["init"]

@@ -83,6 +83,19 @@ def few_passes(trial: dict, key: str) -> str | None:
             f"({'train.budget_minutes' if timed else 'train.epochs or train.budget_steps'})")
 
 
+def undertrained_note(trials: list[dict], resolution: float) -> str | None:
+    """For a planned resolution (one of `trials`) at which the budget lets the network see the training pixels fewer
+    than TARGET_PASSES times (no lower resolution gave enough): the warning; else None."""
+    chosen = next((trial for trial in trials if trial["resolution"] == resolution), None)
+    if chosen is None or chosen["passes"] >= TARGET_PASSES:
+        return None
+    budget = "train.budget_minutes" if chosen["step_seconds"] is not None else "train.epochs or train.budget_steps"
+    return (f"the budget lets the network see the training pixels {chosen['passes']:g} times (resolution "
+            f"{resolution:g}, patch {chosen['patch_size']}, batch {chosen['batch_size']}), under the {TARGET_PASSES} "
+            f"the planner aims for, and no lower resolution the data allow gives more (the resolution's reason in "
+            f"plan.json): the model may stop undertrained; raise {budget}")
+
+
 def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
     """The factor stored 2D images are trained at, why, and the resolutions tried (each: resolution, patch_size,
     batch_size, step_seconds (None for a step budget), passes): the largest that reaches TARGET_PASSES, else the one
