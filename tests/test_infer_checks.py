@@ -1,7 +1,10 @@
 """Images given to `infer` checked before any prediction: every problem of every file at once, notes on images that
 are segmented but may not be what the user meant, and image lists and shards."""
 
+import dataclasses
+
 import cv2
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +13,14 @@ from PIL import Image
 from test_infer import make_package, write_images
 
 from unetflow.data.infer_images import listed_images, shard_of
-from unetflow.infer.infer import InferInputError, check_images, check_notes, slide_pixel_size_note, small_image_notes
+from unetflow.infer.infer import (
+    InferInputError,
+    check_images,
+    check_notes,
+    size_ratio,
+    slide_pixel_size_note,
+    small_image_notes,
+)
 from unetflow.infer.package import load_package, training_data_summary
 from unetflow.infer.predictor import Predictor
 
@@ -82,10 +92,21 @@ def test_a_volume_much_thinner_than_any_training_volume_is_named():
     table = pd.DataFrame({"image_path": ["a.nii.gz", "thin.nii.gz", "b.png"], "kind": ["volume", "volume", "image"],
                           "slices": [20, 3, 1], "height": [40] * 3, "width": [40] * 3, "size_ratio": [1.2, 3 / 17, 1]})
     assert small_image_notes(table) == [
-        "1 image(s) (thin.nii.gz: 3 slice(s)) have under 0.5 times the slices of the thinnest training volume: a 3D "
-        "model sees them padded, with less context than it learned from; check them (a slab, or another slice "
-        "axis?)"]
-    manifest = pd.DataFrame({"kind": ["volume", "volume"], "slices": [17, 40], "height": [9, 9], "width": [9, 9],
-                             "dtype": ["int16"] * 2, "image_path": ["a.nii.gz", "b.nii.gz"]})
-    assert training_data_summary(manifest, pd.DataFrame({"foreground_fraction": [0.1, 0.1]}))[
-        "volume_slices_min"] == 17
+        "1 image(s) (thin.nii.gz: 3 slice(s)) reach under 0.5 times as deep along their slice axis as the shallowest "
+        "training volume: a 3D model sees them padded, with less context than it learned from; check them (a slab, "
+        "or another slice axis?)"]
+
+
+def test_the_depth_of_a_volume_is_its_slices_times_their_spacing(tmp_path):
+    package = load_package(make_package(tmp_path))
+    for name, slices, spacing in (("a", 17, 2.5), ("b", 40, 1.0), ("thin", 15, 0.6), ("coarse", 9, 10.0)):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, slices), np.float32), np.diag([1.0, 1.0, spacing, 1.0])),
+                 tmp_path / f"{name}.nii.gz")
+    manifest = pd.DataFrame({"kind": "volume", "slices": [17, 40], "height": 8, "width": 8, "dtype": "float32",
+                             "image_path": [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], "slice_axis": 2})
+    depth = training_data_summary(manifest, pd.DataFrame({"foreground_fraction": [0.1, 0.1]}))["volume_depth_min"]
+    assert depth == 40.0  # b: 40 slices of 1 mm, shallower than a's 17 of 2.5 mm
+    trained = dataclasses.replace(package, training_data=dict(package.training_data, volume_depth_min=depth))
+    rows = [dict(kind="volume", image_path=str(tmp_path / f"{name}.nii.gz"), slices=slices, slice_axis=2)
+            for name, slices in (("thin", 15), ("coarse", 9))]
+    assert [size_ratio(None, row, trained) for row in rows] == [pytest.approx(9 / 40), pytest.approx(90 / 40)]

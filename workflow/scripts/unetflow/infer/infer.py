@@ -26,7 +26,7 @@ import torch
 from unetflow.data.infer_images import listed_images, output_name
 from unetflow.data.layouts import without_channel_suffix
 from unetflow.data.pairing import input_root
-from unetflow.infer.package import Package
+from unetflow.infer.package import Package, volume_depth
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.rois import roi_note, with_rois
 from unetflow.infer.slide import REGION, SLIDES_FILE, predict_slides, slide_problems, slide_row
@@ -70,18 +70,19 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
                height=int(image.shape[2]), width=int(image.shape[3]), channels=int(image.shape[0]),
                dtype=str(image.dtype), exif_orientation=exif_orientation(path) if kind == "image" else 1,
                constant=bool(image.min() == image.max()), constant_channels=constant_channels(image),
-               pixel_size_ratio=pixel_size_ratio(path, package), size_ratio=size_ratio(image, kind, package),
+               pixel_size_ratio=pixel_size_ratio(path, package),
                axis_codes=axis_codes(path) if kind == "volume" else "")
-    return row, problems
+    return dict(row, size_ratio=size_ratio(image, row, package)), problems
 
 
-def size_ratio(image: np.ndarray, kind: str, package: Package) -> float:
-    """A 2D image's shorter side over the shortest side of the package's training images, a volume's slices over the
-    fewest of a training volume; NaN for stacks and packages that do not record their training images' sizes."""
+def size_ratio(image: np.ndarray, row: dict, package: Package) -> float:
+    """A 2D image's shorter side over the shortest side of the package's training images, a volume's depth over the
+    shallowest training volume's (`volume_depth`); NaN for stacks and packages that do not record their training
+    images' sizes."""
     data = package.training_data
-    if kind == "volume" and data.get("volume_slices_min"):
-        return image.shape[1] / data["volume_slices_min"]
-    if kind != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
+    if row["kind"] == "volume" and data.get("volume_depth_min"):
+        return volume_depth(row) / data["volume_depth_min"]
+    if row["kind"] != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
         return float("nan")
     return min(image.shape[2:]) / min(data["height_range"][0], data["width_range"][0])
 
@@ -146,7 +147,7 @@ def slide_pixel_size_note(table: pd.DataFrame, slide_pixel_size: float | None) -
 
 def small_image_notes(table: pd.DataFrame) -> list[str]:
     """The lines on 2D images whose shorter side is under SMALL_IMAGE_SHARE of the shortest training image side, and
-    on volumes of under SMALL_IMAGE_SHARE of the fewest slices of a training volume; or none."""
+    on volumes under SMALL_IMAGE_SHARE of the shallowest training volume's depth; or none."""
     if "size_ratio" not in table:  # slides only
         return []
     small = table[(table["size_ratio"] < SMALL_IMAGE_SHARE) & (table["kind"] == "image")]
@@ -155,9 +156,10 @@ def small_image_notes(table: pd.DataFrame) -> list[str]:
     return [f"{shown} are under {SMALL_IMAGE_SHARE:g} times the shortest side of the model's training images: a crop "
             f"is segmented as it should be, but a picture saved smaller shows its objects smaller than the model "
             f"learned them: give such images at the training images' scale"] * bool(len(small)) + [
-        f"{named(thin, lambda row: f'{Path(row.image_path).name}: {row.slices} slice(s)')} have under "
-        f"{SMALL_IMAGE_SHARE:g} times the slices of the thinnest training volume: a 3D model sees them padded, with "
-        f"less context than it learned from; check them (a slab, or another slice axis?)"] * bool(len(thin))
+        f"{named(thin, lambda row: f'{Path(row.image_path).name}: {row.slices} slice(s)')} reach under "
+        f"{SMALL_IMAGE_SHARE:g} times as deep along their slice axis as the shallowest training volume: a 3D model "
+        f"sees them padded, with less context than it learned from; check them (a slab, or another slice axis?)"] * \
+        bool(len(thin))
 
 
 def pixel_size_notes(table: pd.DataFrame) -> list[str]:

@@ -30,6 +30,7 @@ from unetflow.io.calibration import stated_pixel_sizes, typical_pixel_size
 from unetflow.io.images import mask_palette
 from unetflow.io.nifti import usual_axis_codes
 from unetflow.io.regions import Regions
+from unetflow.io.sources import source_spacing
 
 FORMAT = "unetflow-model-package"
 FORMAT_VERSION = 5  # raise when a field changes meaning; readers refuse other versions
@@ -115,7 +116,7 @@ def checkout_commit() -> str:
 
 def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
     """A summary of the sources the models were trained on (sizes, channels, kinds, foreground share, pixel sizes,
-    whether they had regions of interest, the orientation of most volumes and the fewest slices of one)."""
+    whether they had regions of interest, the orientation of most volumes and the shallowest one's depth)."""
     return dict(sources=int(len(manifest)), kinds=sorted(manifest["kind"].unique().tolist()),
                 slices=int(manifest["slices"].sum()),
                 height_median=float(manifest["height"].median()), width_median=float(manifest["width"].median()),
@@ -126,8 +127,13 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
                 rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
                 axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]),
-                volume_slices_min=int(manifest.loc[manifest["kind"] == "volume", "slices"].min()) if
-                (manifest["kind"] == "volume").any() else None)
+                volume_depth_min=min(map(volume_depth, manifest[manifest["kind"] == "volume"].to_dict("records")),
+                                     default=None))
+
+
+def volume_depth(row: dict) -> float:
+    """How deep a volume reaches along its slice axis: its slices times their spacing (mm)."""
+    return float(row["slices"] * source_spacing(row)[0])
 
 
 def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:
