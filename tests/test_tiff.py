@@ -328,6 +328,7 @@ def test_a_time_lapse_keeps_its_frames_in_its_masks(tmp_path):
 def test_infer_names_tiffs_of_another_pixel_size_than_the_training_images(tmp_path):
     from test_infer import make_package
 
+    from unetflow.data.data_warnings import data_warnings
     from unetflow.infer.infer import check_images, check_notes
     from unetflow.infer.package import load_package, tiff_pixel_size
 
@@ -344,6 +345,17 @@ def test_infer_names_tiffs_of_another_pixel_size_than_the_training_images(tmp_pa
     assert notes == ["1 image(s) (fine.tif: 0.50 times) state another pixel size than the model's training images: "
                      "the model segments pixels as they are, so objects look larger or smaller to it than in "
                      "training; resample them to the training images' pixel size for the masks it was trained to give"]
+    deep = tmp_path / "deep.tif"  # anisotropic pixels (OCT): the width as trained, half the height
+    tifffile.imwrite(deep, ramp((H, W)), imagej=True, resolution=(5, 10), metadata={"unit": "micron"})
+    package.training_data["tiff_pixel_height"] = 0.2
+    assert check_images([deep], package)["pixel_size_ratio"].tolist() == [pytest.approx(0.5)]
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    for path in [*paths[:2], deep]:
+        (tmp_path / "images" / path.name).write_bytes(path.read_bytes())
+        tifffile.imwrite(tmp_path / "masks" / path.name, blob_mask())
+    manifest, classes = build_manifest(str(tmp_path / "images"), str(tmp_path / "masks"))
+    rows = data_warnings(manifest, classes).query("kind == 'pixel_size'")
+    assert rows["detail"].tolist() == ["0.1 µm per pixel in height, 0.50 times the median 0.2 µm"]
 
 
 def test_hyperstacks_of_other_channel_counts_are_not_offered_a_colour_conversion(tmp_path):

@@ -160,15 +160,18 @@ def inverted_rows(manifest: pd.DataFrame, classes: pd.DataFrame) -> list[dict]:
 
 
 def pixel_size_rows(manifest: pd.DataFrame) -> list[dict]:
-    """One row per TIFF image whose stated pixel size is PIXEL_SIZE_TOLERANCE or more off the (lower) median of the
-    TIFFs that state one (its value: the ratio): objects are that much larger or smaller in its pixels."""
-    sizes = stated_pixel_sizes(manifest["image_path"])
-    if len(sizes) < 2:
-        return []
-    median = typical_pixel_size(sizes.values())
-    return [dict(kind="pixel_size", file=path, value=size / median,
-                 detail=f"{size:.4g} µm per pixel, {size / median:.2f} times the median {median:.4g} µm")
-            for path, size in sizes.items() if abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE]
+    """One row per TIFF image whose stated pixel width, else height, is PIXEL_SIZE_TOLERANCE or more off the (lower)
+    median of the TIFFs that state one (its value: the ratio): objects are that much larger or smaller in its
+    pixels."""
+    rows = {}
+    for axis, side in ((1, " in height"), (0, "")):
+        sizes = stated_pixel_sizes(manifest["image_path"], axis)
+        median = typical_pixel_size(sizes.values()) if len(sizes) > 1 else None
+        rows |= {path: dict(kind="pixel_size", file=path, value=size / median,
+                            detail=f"{size:.4g} µm per pixel{side}, {size / median:.2f} times the median "
+                                   f"{median:.4g} µm") for path, size in sizes.items()
+                 if median and abs(size / median - 1) >= PIXEL_SIZE_TOLERANCE}
+    return list(rows.values())
 
 
 def data_warnings(manifest: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:

@@ -88,11 +88,11 @@ def size_ratio(image: np.ndarray, row: dict, package: Package) -> float:
 
 
 def pixel_size_ratio(path: Path, package: Package) -> float:
-    """The pixel size a TIFF states over the one the package's training TIFFs stated (their median); NaN where
-    either is unknown."""
-    trained = package.training_data.get("tiff_pixel_size")
-    stated = stated_pixel_size(path)
-    return stated / trained if trained and stated else float("nan")
+    """The pixel size a TIFF states over the one the package's training TIFFs stated (their median): of the width
+    and the height (anisotropic pixels, as OCT's), the one further from 1; NaN where either is unknown."""
+    ratios = [stated / trained for axis, key in enumerate(("tiff_pixel_size", "tiff_pixel_height"))
+              if (trained := package.training_data.get(key)) and (stated := stated_pixel_size(path, axis))]
+    return max(ratios, key=lambda ratio: abs(np.log(ratio))) if ratios else float("nan")
 
 
 def scale_problem(path: Path, package: Package) -> str | None:

@@ -125,6 +125,7 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 image_dtypes=sorted(manifest["dtype"].astype(str).unique().tolist()),
                 foreground_fraction_mean=float(stored["foreground_fraction"].mean()),
                 slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
+                tiff_pixel_height=tiff_pixel_size(manifest, axis=1),
                 rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
                 axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]),
                 volume_depth_min=min(map(volume_depth, manifest[manifest["kind"] == "volume"].to_dict("records")),
@@ -136,10 +137,10 @@ def volume_depth(row: dict) -> float:
     return float(row["slices"] * source_spacing(row)[0])
 
 
-def tiff_pixel_size(manifest: pd.DataFrame) -> float | None:
-    """The (lower) median pixel size (µm) the training TIFFs state (ImageJ, OME, resolution tags in centimetres), or
-    None when none states one."""
-    sizes = list(stated_pixel_sizes(manifest["image_path"]).values())
+def tiff_pixel_size(manifest: pd.DataFrame, axis: int = 0) -> float | None:
+    """The (lower) median pixel width (µm; `axis` 1: height) the training TIFFs state (ImageJ, OME, resolution tags in
+    centimetres), or None when none states one."""
+    sizes = list(stated_pixel_sizes(manifest["image_path"], axis).values())
     return typical_pixel_size(sizes) if sizes else None
 
 

@@ -85,23 +85,23 @@ def calibrated(pixel_size: dict, array: np.ndarray, axes: str) -> dict:
     return dict(resolution=pixel_size["resolution"], resolutionunit=pixel_size.get("resolutionunit", 1))  # 1: none
 
 
-def stated_pixel_size(path) -> float | None:
-    """The pixel width (µm) a TIFF states in a unit of length: ImageJ and OME units, resolution tags in centimetres
-    of pixels under PRINT_PIXEL (not in inches, nor 300 dpi in centimetres: print settings of photos); None
-    otherwise."""
+def stated_pixel_size(path, axis: int = 0) -> float | None:
+    """The pixel width (`axis` 0; its height: 1) in µm a TIFF states in a unit of length: ImageJ and OME units,
+    resolution tags in centimetres of pixels under PRINT_PIXEL (not in inches, nor 300 dpi in centimetres: print
+    settings of photos); None otherwise."""
     stated = calibration(path)
     if "unit" in stated:
         microns = MICRONS.get(stated["unit"])
-        return microns / stated["resolution"][0] if microns else None
+        return microns / stated["resolution"][axis] if microns else None
     if stated.get("resolutionunit") != CENTIMETER:
         return None
-    size = UNIT_MICRONS[CENTIMETER] / stated["resolution"][0]
+    size = UNIT_MICRONS[CENTIMETER] / stated["resolution"][axis]
     return size if size < PRINT_PIXEL else None
 
 
-def stated_pixel_sizes(paths) -> dict[str, float]:
-    """{path: its `stated_pixel_size`} of the TIFFs among `paths` that state one."""
-    return {path: size for path in dict.fromkeys(map(str, paths)) if (size := stated_pixel_size(path))}
+def stated_pixel_sizes(paths, axis: int = 0) -> dict[str, float]:
+    """{path: its `stated_pixel_size` along `axis`} of the TIFFs among `paths` that state one."""
+    return {path: size for path in dict.fromkeys(map(str, paths)) if (size := stated_pixel_size(path, axis))}
 
 
 def typical_pixel_size(sizes) -> float:
