@@ -80,3 +80,14 @@ def test_an_ensemble_counts_the_training_and_parameters_of_every_member(tmp_path
     assert table.loc["ens", ["trained_by", "models", "train_steps", "train_seconds", "parameters"]].tolist() == [
         "a+b", 3, 90, 3.0, 2468]
     assert table.loc["a", ["models", "train_steps", "parameters"]].tolist() == [1, 30, 1234]
+
+
+def test_a_class_predicted_in_no_unit_that_holds_it_is_said_beside_its_mean(tmp_path):
+    """Fluid in 3 of 10 test units, never predicted: a mean Dice of 0.7 from the 7 units without it in either."""
+    experiments = write_experiments(tmp_path, {"a": [0.99, 0.70]}, [0.9, 0.1], n_cases={"a": [10, 10]},
+                                    held_units={"a": [10, 3]}, missed_units={"a": [0, 3]})
+    table = leaderboard(experiments)
+    assert table.loc[table["class"] == 1, ["held_units", "missed_units"]].values.tolist() == [[3, 3]]
+    assert empty_case_notes(table) == [
+        "a, class 'one': predicted in none of the 3 test unit(s) that hold it; its mean Dice 0.7000 comes from the 7 "
+        "unit(s) without it in either (Dice 1 each)"]

@@ -146,8 +146,11 @@ def test_a_group_pattern_keeps_the_scans_of_one_patient_in_one_split():
         splits = split_cases(table, 0.5, 0.25, 0.25, group_pattern=pattern)
         assert splits["pattern_group"].nunique() == 8
         assert (splits.groupby("pattern_group")["split"].nunique() == 1).all()
-    with pytest.raises(ValueError, match=r"matches no part of 1 case id\(s\) from their start \(e.g. other\)"):
+    with pytest.raises(ValueError, match=r"matches no \(or an empty\) part of 1 case id\(s\) from their start \(e.g. "
+                                         r"other\)"):
         split_cases(pd.DataFrame({"id": [*ids, "other"]}), 0.5, 0.25, 0.25, group_pattern=r"pat\d+")
+    with pytest.raises(ValueError, match=r"matches no \(or an empty\) part of 16 case id"):
+        split_cases(table, 0.5, 0.25, 0.25, group_pattern="(x)?")
     with pytest.raises(ValueError, match="is no regular expression"):
         split_cases(table, 0.5, 0.25, 0.25, group_pattern="pat(")
     with pytest.raises(ValueError, match="set one of them"):

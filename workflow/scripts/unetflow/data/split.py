@@ -53,10 +53,12 @@ def with_pattern_groups(cases: pd.DataFrame, pattern: str) -> pd.DataFrame:
         compiled = re.compile(pattern)
     except re.error as error:
         raise ValueError(f"split.group_pattern '{pattern}' is no regular expression: {error}") from None
-    found = cases["id"].map(lambda case: compiled.match(str(case)))
+    found = cases["id"].map(lambda case: match if (match := compiled.match(str(case))) and (
+        match.group(1) if compiled.groups else match.group(0)) else None)
     if (missed := cases.loc[found.isna(), "id"].tolist()):
-        raise ValueError(f"split.group_pattern '{pattern}' matches no part of {len(missed)} case id(s) from their "
-                         f"start (e.g. {', '.join(map(str, missed[:5]))}); write it so that every id has its group")
+        raise ValueError(f"split.group_pattern '{pattern}' matches no (or an empty) part of {len(missed)} case id(s) "
+                         f"from their start (e.g. {', '.join(map(str, missed[:5]))}); write it so that every id has "
+                         f"its group")
     return cases.assign(pattern_group=found.map(lambda match: match.group(1) if compiled.groups else match.group(0)))
 
 

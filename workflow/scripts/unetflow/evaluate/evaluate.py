@@ -123,16 +123,19 @@ def scored_names(classes: pd.DataFrame, regions: Regions | None) -> dict:
 
 
 def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Mean, median and std over cases of every metric, per class (columns like dice_mean), and empty_false_positives:
-    the units whose ground truth lacks the class but whose prediction has it (each scores Dice 0, however few pixels
-    it predicted)."""
+    """Mean, median and std over cases of every metric, per class (columns like dice_mean), empty_false_positives: the
+    units whose ground truth lacks the class but whose prediction has it (each scores Dice 0, however few pixels it
+    predicted), held_units: those whose ground truth has it, and missed_units: of those, the ones whose prediction
+    lacks it."""
     metrics = [c for c in per_case.columns if per_case[c].dtype.kind == "f"]
     by_class = per_case.groupby(["class", "class_name"])
     summary = by_class[metrics].agg(list(SUMMARY_STATS))
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
     summary.insert(0, "n_cases", by_class.size())
-    summary.insert(1, "empty_false_positives", (per_case["gt_empty"] & ~per_case["pred_empty"]).groupby(
-        [per_case["class"], per_case["class_name"]]).sum())
+    keys = [per_case["class"], per_case["class_name"]]
+    summary.insert(1, "empty_false_positives", (per_case["gt_empty"] & ~per_case["pred_empty"]).groupby(keys).sum())
+    summary.insert(2, "held_units", (~per_case["gt_empty"]).groupby(keys).sum())
+    summary.insert(3, "missed_units", (~per_case["gt_empty"] & per_case["pred_empty"]).groupby(keys).sum())
     return summary.reset_index()
 
 

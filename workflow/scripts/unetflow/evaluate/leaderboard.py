@@ -38,7 +38,7 @@ def experiment_rows(name: str, summary: pd.DataFrame, fold_metrics: list[pd.Data
     model the package holds (`models` of them), and the model's dims, resolution, patch size, depth, parameters and
     the package it started from (`model_traits`)."""
     objects = [column for column in OBJECT_COLUMNS if column in summary]
-    empty = ["empty_false_positives"] if "empty_false_positives" in summary else []  # not in earlier summaries
+    empty = [column for column in ("empty_false_positives", "held_units", "missed_units") if column in summary]
     rows = summary[["class", "class_name", "n_cases", "dice_mean", "dice_median", "dice_std", "iou_mean", "iou_std",
                     *empty, *objects]].copy()
     rows.insert(0, "experiment", name)
@@ -81,9 +81,16 @@ def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
 
 def empty_case_notes(table: pd.DataFrame) -> list[str]:
     """One line per experiment and ranked class whose mean test Dice counts units without the class in the ground
-    truth but with stray predicted pixels (Dice 0 each), with its median beside the mean."""
+    truth but with stray predicted pixels (Dice 0 each), with its median beside the mean; and one per ranked class
+    predicted in none of the units that hold it, whose mean comes from the units without it in either (Dice 1
+    each)."""
     flagged = table[table["ranked"] & (table.get("empty_false_positives", 0) > 0)]
-    return [f"{row.experiment}, class '{row.class_name}': {int(row.empty_false_positives)} of {row.n_cases} test "
-            f"unit(s) lack it in the ground truth but have it in the prediction, each scoring Dice 0 (mean "
-            f"{row.dice_mean:.4f}, median {row.dice_median:.4f})"
-            for row in flagged.itertuples()]
+    notes = [f"{row.experiment}, class '{row.class_name}': {int(row.empty_false_positives)} of {row.n_cases} test "
+             f"unit(s) lack it in the ground truth but have it in the prediction, each scoring Dice 0 (mean "
+             f"{row.dice_mean:.4f}, median {row.dice_median:.4f})" for row in flagged.itertuples()]
+    missed = table[table["ranked"] & (table.get("held_units", 0) > 0) & (table.get("missed_units", -1) ==
+                                                                           table.get("held_units", 0))]
+    return notes + [f"{row.experiment}, class '{row.class_name}': predicted in none of the {int(row.held_units)} test "
+                    f"unit(s) that hold it; its mean Dice {row.dice_mean:.4f} comes from the "
+                    f"{row.n_cases - int(row.held_units)} unit(s) without it in either (Dice 1 each)"
+                    for row in missed.itertuples()]
