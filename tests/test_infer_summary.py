@@ -12,6 +12,9 @@ def test_images_without_foreground_come_first_then_the_least_confident():
     assert check_first(summary, count=2) == ["b  no foreground predicted", "c  0.6200"]
     objects = summary.assign(objects=[0, 1, 0, 0, 0, 2, 0, 1])  # an instance package's
     assert check_first(objects)[0] == "b  no object kept (none found, or all under predict.min_object_size)"
+    counted = objects.assign(small_objects=[0, 0, 41, 41, 0, 0, 0, 0])
+    assert check_first(counted)[0] == "b  no object kept (41 found, all under predict.min_object_size)"
+    assert check_first(counted.assign(small_objects=0))[0] == "b  no object kept (none found)"
 
 
 def test_a_large_share_of_objects_under_the_smallest_size_is_named():

@@ -88,7 +88,17 @@ def check_first(summary: pd.DataFrame, count: int = 10) -> list[str]:
     instance package: without objects, which may have been too small to keep), then those of the lowest mean
     foreground confidence."""
     confidence = summary[summary["class"] > 0].groupby("id")["confidence"].mean()
-    empty = "no object kept (none found, or all under predict.min_object_size)" if "objects" in summary else \
-        "no foreground predicted"
-    return [f"{name}  {empty if np.isnan(value) else f'{value:.4f}'}"
+    small = summary.groupby("id")["small_objects"].first() if "small_objects" in summary else {}
+    return [f"{name}  {empty_note(summary, small.get(name, 0)) if np.isnan(value) else f'{value:.4f}'}"
             for name, value in confidence.sort_values(na_position="first").head(count).items()]
+
+
+def empty_note(summary: pd.DataFrame, small: int) -> str:
+    """What an image without predicted foreground is said to be: of an instance package, how many objects were found
+    under predict.min_object_size where the summary counts them."""
+    if "objects" not in summary:
+        return "no foreground predicted"
+    if "small_objects" not in summary:  # a summary of an earlier unetflow
+        return "no object kept (none found, or all under predict.min_object_size)"
+    return f"no object kept ({small} found, all under predict.min_object_size)" if small else \
+        "no object kept (none found)"
