@@ -21,13 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from unetflow.data.data_warnings import short_name
-from unetflow.data.layouts import (
-    case_folder_pairs,
-    duplicate_problem,
-    image_case,
-    site_pairs,
-    with_site_names,
-)
+from unetflow.data.layouts import case_folder_pairs, duplicate_problem, image_case, site_pairs, with_site_names
 from unetflow.data.unpaired import (
     UnpairedImage,
     by_stem,

@@ -25,15 +25,23 @@ def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[st
         found = [roi for roi in rois_of(pair, rois, site) if set(folders.get(roi, ())) <= set(pair["image"].parts)]
         if len(found) != 1:
             where = f" in a folder of {'/'.join(site)}" if site else ""
-            elsewhere = rois_of(pair, rois)
-            fix = "keep one" if found else f"only in other cases' folders (e.g. {elsewhere[0]}): name the folders of " \
-                f"the regions of interest as those of the images" if elsewhere else "add it"
             problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
                             f"'{spec}'{where} (looked for '{case_stem(pair['image'])}' + one of {list(ROI_SUFFIXES)}); "
-                            f"{fix}")
+                            f"{roi_fix(found, rois_of(pair, rois))}")
         else:
             pair["roi"] = found[0]
     return problems
+
+
+def roi_fix(found: list[Path], elsewhere: list[Path]) -> str:
+    """What to do about an image with several region-of-interest files (`found`), or none but some of its name in
+    other cases' folders (`elsewhere`), or none at all."""
+    if found:
+        return "keep one"
+    if elsewhere:
+        return (f"only in other cases' folders (e.g. {elsewhere[0]}): name the folders of the regions of interest as "
+                f"those of the images")
+    return "add it"
 
 
 def image_sites(pairs: list[dict]) -> dict[str, tuple[str, ...]]:
