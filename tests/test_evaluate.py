@@ -162,12 +162,14 @@ def test_volume_is_one_case_scored_in_3d(tmp_path):
 
 def test_a_class_predicted_in_no_unit_that_holds_it_is_named():
     per_case = pd.DataFrame({"id": ["a", "a", "a", "b", "b", "b"], "class": [0, 1, 2] * 2,
-                             "class_name": ["bg", "left", "right"] * 2, "gt_empty": [False, False, False, False,
-                                                                                    True, False],
+                             "class_name": ["bg", "left", "right"] * 2, "dice": 0.5,
+                             "gt_empty": [False, False, False, False, True, False],
                              "pred_empty": [False, True, False, False, True, False]})
-    assert unpredicted_notes(per_case) == [
+    summary = summarize(per_case)
+    assert summary[["held_units", "missed_units"]].values.tolist() == [[2, 0], [1, 1], [2, 0]]
+    assert unpredicted_notes(summary) == [
         "class 'left' is predicted in none of the 1 test unit(s) whose ground truth holds it (Dice 0 in each; "
         "precision counts 1 where nothing is predicted): the model has not learned it; train longer "
         "(train.budget_minutes) or on more cases that hold it"]
-    assert unpredicted_notes(per_case.assign(pred_empty=False)) == []
-    assert unpredicted_notes(per_case.assign(gt_empty=[False, True, False, False, True, False])) == []
+    assert unpredicted_notes(summarize(per_case.assign(pred_empty=False))) == []
+    assert unpredicted_notes(summarize(per_case.assign(gt_empty=[False, True, False, False, True, False]))) == []

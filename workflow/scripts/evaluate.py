@@ -23,5 +23,5 @@ columns += [f"{metric}_mean" for metric in HEADLINE_METRICS if f"{metric}_mean" 
 n_roi = per_case.drop_duplicates("id")["roi"].sum()
 log.info("evaluation of %d units of %d sources (%d restricted to an ROI):\n%s", per_case["id"].nunique(),
          len(sources), n_roi, summary[columns].to_string(index=False, float_format="%.4f"))
-for note in unpredicted_notes(per_case):
+for note in unpredicted_notes(summary):
     log.warning(note)

@@ -139,14 +139,12 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def unpredicted_notes(per_case: pd.DataFrame) -> list[str]:
-    """One line per foreground class (or region) that the ground truth of some units holds and no unit's prediction
-    does: a class the model has not learned, whose summary shows Dice 0 beside a precision of 1 (nothing predicted,
-    nothing wrong)."""
-    foreground = per_case[per_case["class"] > 0]
-    by_class = foreground.groupby(["class", "class_name"])
-    never = by_class["pred_empty"].all() & ~by_class["gt_empty"].all()
-    held = (~foreground["gt_empty"]).groupby([foreground["class"], foreground["class_name"]]).sum()
-    return [f"class '{name}' is predicted in none of the {held[(number, name)]} test unit(s) whose ground truth holds "
-            f"it (Dice 0 in each; precision counts 1 where nothing is predicted): the model has not learned it; train "
-            f"longer (train.budget_minutes) or on more cases that hold it" for number, name in never[never].index]
+def unpredicted_notes(summary: pd.DataFrame) -> list[str]:
+    """One line per foreground class (or region) of a `summarize` table that the ground truth of some units holds and
+    no unit's prediction does: a class the model has not learned, whose summary shows Dice 0 beside a precision of 1
+    (nothing predicted, nothing wrong)."""
+    never = summary[(summary["class"] > 0) & (summary["held_units"] > 0) &
+                    (summary["missed_units"] == summary["held_units"])]
+    return [f"class '{row.class_name}' is predicted in none of the {row.held_units} test unit(s) whose ground truth "
+            f"holds it (Dice 0 in each; precision counts 1 where nothing is predicted): the model has not learned it; "
+            f"train longer (train.budget_minutes) or on more cases that hold it" for row in never.itertuples()]
