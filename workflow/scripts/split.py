@@ -17,7 +17,7 @@ splits = split_cases(manifest, *fractions, cfg["seed"], cfg["group_by"], cfg["fo
                      cfg["stratify_by"], cfg["group_pattern"])
 if not cfg["fixed"] and (note := held_out_share_note(splits, fractions[2])):
     log.warning(note)
-if cfg["group_by"] is None and cfg["group_pattern"] is None and (
+if not cfg["fixed"] and cfg["group_by"] is None and cfg["group_pattern"] is None and (
         note := folder_leak_note(manifest, splits) or name_leak_note(splits)):
     log.warning(note)
 splits.to_parquet(snakemake.output[0])
