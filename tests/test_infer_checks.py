@@ -110,3 +110,12 @@ def test_the_depth_of_a_volume_is_its_slices_times_their_spacing(tmp_path):
     rows = [dict(kind="volume", image_path=str(tmp_path / f"{name}.nii.gz"), slices=slices, slice_axis=2)
             for name, slices in (("thin", 15), ("coarse", 9))]
     assert [size_ratio(None, row, trained) for row in rows] == [pytest.approx(9 / 40), pytest.approx(90 / 40)]
+
+
+def test_the_command_line_on_a_folder_of_subfolders_names_them(tmp_path):
+    from unetflow.infer.infer import main
+    model = make_package(tmp_path)
+    write_images(tmp_path / "in" / "patient01", 1)
+    with pytest.raises(SystemExit, match=r"no image files matched --input '.*in' \(1 image file\(s\) in subfolders of "
+                                         r".*in are not read .*: patient01 \(1\); if they are cases too, write "):
+        main(["--model", str(model), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])

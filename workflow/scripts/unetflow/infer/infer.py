@@ -25,7 +25,7 @@ import torch
 
 from unetflow.data.infer_images import listed_images, output_name
 from unetflow.data.layouts import without_channel_suffix
-from unetflow.data.pairing import input_root
+from unetflow.data.pairing import input_root, subfolder_note
 from unetflow.infer.package import Package, volume_depth
 from unetflow.infer.predictor import OBJECTS_FILE, Predictor, image_problems
 from unetflow.infer.rois import roi_note, with_rois
@@ -232,6 +232,13 @@ def check_images(files: list[Path], package: Package, threads: int = 1, spec: st
     return table
 
 
+def subfolder_hint(spec: str) -> str:
+    """For an input folder whose images lie in subfolders (`subfolder_note`): that note, to follow 'no image files
+    matched'; else ''."""
+    note = subfolder_note(spec)
+    return f" ({note})" if note else ""
+
+
 def duplicate_names(table: pd.DataFrame) -> list[str]:
     """Outputs that would be written under one name: two images of one stem in one folder (x.png and x.tif), or a
     stack page `x_s0` beside a file `x_s0`."""
@@ -276,7 +283,8 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load(args.model, args.device)
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
-                               f"--input '{args.input}'", input_root(args.input), args.slide_pixel_size, args.rois)
+                               f"--input '{args.input}'{subfolder_hint(args.input)}", input_root(args.input),
+                               args.slide_pixel_size, args.rois)
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
         for note in input_notes(checked, predictor.package, args.slide_pixel_size, args.rois):
             log.warning(note)
