@@ -119,3 +119,18 @@ def test_the_command_line_on_a_folder_of_subfolders_names_them(tmp_path):
     with pytest.raises(SystemExit, match=r"no image files matched --input '.*in' \(1 image file\(s\) in subfolders of "
                                          r".*in are not read .*: patient01 \(1\); if they are cases too, write "):
         main(["--model", str(model), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
+
+
+def test_the_command_line_sets_the_smallest_object_of_an_instance_package(tmp_path, monkeypatch):
+    from unetflow.infer import infer
+    from unetflow.instances.targets import instance_classes
+    model = make_package(tmp_path, members=1, classes=instance_classes())
+    write_images(tmp_path / "in", 1)
+    (tmp_path / "out").mkdir()
+    used = []
+    monkeypatch.setattr(infer.Predictor, "predict_sources",
+                        lambda self, *args, **kwargs: used.append(self.package.predict["min_object_size"]) or (
+                            pd.DataFrame(), pd.DataFrame()))
+    infer.main(["--model", str(model), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                "--min-object-size", "5"])
+    assert used == [5]

@@ -16,6 +16,7 @@ slides.parquet (`unetflow.infer.slide`); the workflow splits each slide over `in
 import argparse
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -273,6 +274,9 @@ def main(argv=None) -> None:
                         help="do not write <name>.geojson polygons (for QuPath) beside slide labels")
     parser.add_argument("--slide-tissue", choices=TISSUE_RULES, default="auto",
                         help="where slides' tissue is (regions without it are not predicted): auto, dark, bright, all")
+    parser.add_argument("--min-object-size", type=int, default=None,
+                        help="instance packages: drop objects under this many pixels (default: the package's "
+                             "predict.min_object_size)")
     parser.add_argument("--rois", default=None,
                         help="folder or glob of the images' regions of interest (paired by name as data.rois): masks "
                              "are background outside them")
@@ -282,6 +286,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     try:
         predictor = Predictor.load(args.model, args.device)
+        if args.min_object_size is not None:
+            package = predictor.package
+            predictor.package = replace(package, predict=dict(package.predict, min_object_size=args.min_object_size))
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'{subfolder_hint(args.input)}", input_root(args.input),
                                args.slide_pixel_size, args.rois)

@@ -80,7 +80,7 @@ def small_objects_note(summary: pd.DataFrame, min_size: int | None = None, table
             f"{', '.join(f'{name} ({count})' for name, count in most.items())}: if these images show their objects "
             f"smaller than the training images did (another magnification or pixel size), resample them to the "
             f"training images' scale; if such small objects are real, set predict.min_object_size lower and rerun "
-            f"the package rule")
+            f"the package rule (--min-object-size of the command line)")
 
 
 def check_first(summary: pd.DataFrame, count: int = 10) -> list[str]:
