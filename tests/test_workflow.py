@@ -184,9 +184,11 @@ IMPOSSIBLE_SETTINGS = {  # several problems of config_problems (common.smk) are 
     "split_fixed": ({"split": {"fixed": True, "folds": 3}, "preprocess": {"clip_percentiles": [99, 1]}},
                     ["it cannot make split.folds > 1 folds", "split.fixed needs data.manifest",
                      "preprocess.clip_percentiles must be [low, high] with low < high, got [99, 1]"]),
-    "split_fractions": ({"split": {"train": 0.5, "val": 0.3, "test": 0}},
+    "split_fractions": ({"split": {"train": 0.5, "val": 0.3, "test": 0, "group_by": "patient",
+                                   "group_pattern": "^p\\d+"}},
                         ["split.train + split.val + split.test must be 1",
-                         "split.test is 0 but predict.split is test"]),
+                         "split.test is 0 but predict.split is test",
+                         "split.group_by and split.group_pattern are both set: set one of them"]),
     "augment_name": ({"train": {"augment": {"mirorr": {"p": 0.5}}}}, ["train.augment.mirorr is not a setting (did "
                                                                      "you mean train.augment.mirror?)"]),
     "augment_key": ({"train": {"augment": {"noise": {"sdt": [0, 1]}}}}, ["'sdt' is not one of"]),

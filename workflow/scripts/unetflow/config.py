@@ -42,6 +42,8 @@ def split_fractions(split: dict) -> tuple[float, float, float]:
 def split_problems(split: dict, data: dict, predict_split: str) -> list[str]:
     """Split settings that contradict each other, each naming its keys."""
     problems = []
+    if split["group_by"] is not None and split["group_pattern"] is not None:
+        problems.append("split.group_by and split.group_pattern are both set: set one of them")
     if split["fixed"]:
         if split["folds"] > 1:
             problems.append("split.fixed takes train/val from data.manifest: it cannot make split.folds > 1 folds")
