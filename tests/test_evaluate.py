@@ -160,16 +160,18 @@ def test_volume_is_one_case_scored_in_3d(tmp_path):
     assert (cell.tp, cell.fn, cell.fp) == (17, 1, 0) and cell.dice == pytest.approx(34 / 35)
 
 
-def test_a_class_predicted_in_no_unit_that_holds_it_is_named():
+def test_a_class_found_in_no_unit_that_holds_it_is_named():
+    """'left' is predicted only where it is not (b), never on a true pixel (a)."""
     per_case = pd.DataFrame({"id": ["a", "a", "a", "b", "b", "b"], "class": [0, 1, 2] * 2,
-                             "class_name": ["bg", "left", "right"] * 2, "dice": 0.5,
+                             "class_name": ["bg", "left", "right"] * 2, "dice": 0.5, "tp": [9, 0, 4, 9, 0, 5],
                              "gt_empty": [False, False, False, False, True, False],
-                             "pred_empty": [False, True, False, False, True, False]})
+                             "pred_empty": [False, True, False, False, False, False]})
     summary = summarize(per_case)
-    assert summary[["held_units", "missed_units"]].values.tolist() == [[2, 0], [1, 1], [2, 0]]
+    assert summary[["held_units", "missed_units", "empty_false_positives"]].values.tolist() == [
+        [2, 0, 0], [1, 1, 1], [2, 0, 0]]
     assert unpredicted_notes(summary) == [
-        "class 'left' is predicted in none of the 1 test unit(s) whose ground truth holds it (Dice 0 in each; "
-        "precision counts 1 where nothing is predicted): the model has not learned it; train longer "
-        "(train.budget_minutes) or on more cases that hold it"]
-    assert unpredicted_notes(summarize(per_case.assign(pred_empty=False))) == []
+        "class 'left' is found in none of the 1 test unit(s) whose ground truth holds it (not one predicted pixel of "
+        "it on a true one: Dice 0 in each, while precision counts 1 where nothing is predicted): the model has not "
+        "learned it; train longer (train.budget_minutes) or on more cases that hold it"]
+    assert unpredicted_notes(summarize(per_case.assign(tp=3))) == []
     assert unpredicted_notes(summarize(per_case.assign(gt_empty=[False, True, False, False, True, False]))) == []

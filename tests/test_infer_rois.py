@@ -75,6 +75,9 @@ def test_a_region_of_interest_in_another_cases_folder_is_never_taken(tmp_path):
     (problem,) = attach_rois(pairs, str(tmp_path / "rois/*/*.png"))
     assert pairs[0]["roi"] == tmp_path / "rois/p1/a.png" and "roi" not in pairs[1]
     assert problem.startswith(f"{tmp_path / 'images/p2/b.png'}: no region-of-interest file(s) in data.rois")
-    assert problem.endswith(f"only in other cases' folders (e.g. {tmp_path / 'rois/p3/b.png'}): name the folders of "
-                            f"the regions of interest as those of the images")
+    assert problem.endswith(f"found only outside the image's folders (e.g. {tmp_path / 'rois/p3/b.png'}): put each "
+                            f"region of interest in a folder named as its image's")
     assert attach_rois(pairs, str(tmp_path / "flat")) == [] and pairs[1]["roi"] == tmp_path / "flat/b.png"
+    flat_images = [dict(image=tmp_path / "images/a.png", stem="a"), dict(image=tmp_path / "images/b.png", stem="b")]
+    assert attach_rois(flat_images, str(tmp_path / "rois/*/*.png")) == []  # unique names of one folder: any folder
+    assert flat_images[1]["roi"] == tmp_path / "rois/p3/b.png"

@@ -278,8 +278,8 @@ def test_sites_repeating_file_names_pair_by_their_folders(tmp_path):
     assert (manifest["roi_path"].map(lambda path: Path(path).parts[-3]) == site.values).all()
     (tmp_path / "siteB/fov/c1.png").unlink()  # its own field of view missing: never site A's
     with pytest.raises(DataValidationError, match=r"siteB/images/c1.png: no region-of-interest file\(s\) in data.rois "
-                                                  r"'.*' in a folder of siteB \(looked for 'c1' .*\); only in other "
-                                                  r"cases' folders \(e.g. .*siteA/fov/c1.png\)"):
+                                                  r"'.*' in a folder of siteB \(looked for 'c1' .*\); found only "
+                                                  r"outside the image's folders \(e.g. .*siteA/fov/c1.png\)"):
         build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "site*/masks/*.png"),
                        rois=str(tmp_path / "site*/fov/*.png"))
     manifest, _ = build_manifest(str(tmp_path / "site*/images/*.png"), str(tmp_path / "siteA/masks/*.png"),

@@ -89,5 +89,5 @@ def test_a_class_predicted_in_no_unit_that_holds_it_is_said_beside_its_mean(tmp_
     table = leaderboard(experiments)
     assert table.loc[table["class"] == 1, ["held_units", "missed_units"]].values.tolist() == [[3, 3]]
     assert empty_case_notes(table) == [
-        "a, class 'one': predicted in none of the 3 test unit(s) that hold it; its mean Dice 0.7000 comes from the 7 "
-        "unit(s) without it in either (Dice 1 each)"]
+        "a, class 'one': found in none of the 3 test unit(s) that hold it; its mean Dice 0.7000 comes from the units "
+        "without it in the ground truth (7)"]

@@ -169,12 +169,16 @@ def test_group_by_folder_takes_the_first_folder_below_the_shared_one_and_needs_s
 
 
 def test_numbered_cases_of_one_name_split_apart_are_named_and_the_pattern_keeps_them_together():
-    ids = [f"eye{e:02d}_bscan_{k:03d}" for e in range(8) for k in range(5)]
-    splits = split_cases(pd.DataFrame({"id": ids}), 0.6, 0.2, 0.2)
-    note = name_leak_note(splits)
+    cases = pd.DataFrame({"id": [f"eye{e:02d}_bscan_{k:03d}" for e in range(8) for k in range(5)]})
+    splits = split_cases(cases, 0.6, 0.2, 0.2)
+    note = name_leak_note(cases, splits)
     assert note.startswith("the cases of ") and " of the 8 names their ids number (e.g. eye0" in note
     assert note.endswith(r"set split.group_pattern: '^(.*\D)\d+$' to keep each name's cases in one split")
-    grouped = split_cases(pd.DataFrame({"id": ids}), 0.6, 0.2, 0.2, group_pattern=NUMBERED)
-    assert (grouped.groupby("pattern_group")["split"].nunique() == 1).all() and name_leak_note(grouped) is None
-    one_name = split_cases(pd.DataFrame({"id": [f"hippocampus_{k:03d}" for k in range(20)]}), 0.6, 0.2, 0.2)
-    assert name_leak_note(one_name) is None  # one volume per number: nothing shared
+    grouped = split_cases(cases, 0.6, 0.2, 0.2, group_pattern=NUMBERED)
+    assert (grouped.groupby("pattern_group")["split"].nunique() == 1).all() and name_leak_note(cases, grouped) is None
+    assert name_leak_note(cases.assign(group=cases["id"].str[:5]), splits) is None  # a data.manifest's groups
+    mixed = pd.concat([cases, pd.DataFrame({"id": ["control_left"]})])
+    assert name_leak_note(mixed, split_cases(mixed, 0.6, 0.2, 0.2)).endswith(
+        "(every id must match it: write one that fits the others too)")
+    hippocampus = pd.DataFrame({"id": [f"hippocampus_{k:03d}" for k in range(20)]})
+    assert name_leak_note(hippocampus, split_cases(hippocampus, 0.6, 0.2, 0.2)) is None  # one name: nothing to tell

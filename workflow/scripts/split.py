@@ -18,7 +18,7 @@ splits = split_cases(manifest, *fractions, cfg["seed"], cfg["group_by"], cfg["fo
 if not cfg["fixed"] and (note := held_out_share_note(splits, fractions[2])):
     log.warning(note)
 if not cfg["fixed"] and cfg["group_by"] is None and cfg["group_pattern"] is None and (
-        note := folder_leak_note(manifest, splits) or name_leak_note(splits)):
+        note := folder_leak_note(manifest, splits) or name_leak_note(manifest, splits)):
     log.warning(note)
 splits.to_parquet(snakemake.output[0])
 log.info("split sizes: %s%s", splits["split"].value_counts().to_dict(),

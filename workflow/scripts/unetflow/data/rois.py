@@ -1,7 +1,7 @@
 """Regions of interest (data.rois, infer.rois) paired with images: by the image's case name or stem (+ one of
 ROI_SUFFIXES), in the image's own folders: the folders that tell the images of a repeated file name apart
-(patient02 of patient02/frame_007.png) and those that tell the ROI files apart (patient07 of rois/patient07/x.png,
-never the ROI of an image in patient03/)."""
+(patient02 of patient02/frame_007.png) and, of images in folders of their own, those that tell the ROI files apart
+(patient07 of rois/patient07/x.png, never the ROI of patient03/x.png; flat images take theirs from any folder)."""
 
 from pathlib import Path
 
@@ -19,10 +19,12 @@ def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[st
     files = image_files(spec)
     rois, sites = stems_of(files), image_sites(pairs)
     folders = dict(zip(files, varying_folders(files))) if len(files) > 1 else {}
+    nested = {str(pair["image"]) for pair, parts in zip(pairs, varying_folders([p["image"] for p in pairs])) if parts}
     problems = []
     for pair in pairs:
         site = sites.get(str(pair["image"]), ())
-        found = [roi for roi in rois_of(pair, rois, site) if set(folders.get(roi, ())) <= set(pair["image"].parts)]
+        found = [roi for roi in rois_of(pair, rois, site) if str(pair["image"]) not in nested or
+                 set(folders.get(roi, ())) <= set(pair["image"].parts)]
         if len(found) != 1:
             where = f" in a folder of {'/'.join(site)}" if site else ""
             problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
@@ -39,8 +41,8 @@ def roi_fix(found: list[Path], elsewhere: list[Path]) -> str:
     if found:
         return "keep one"
     if elsewhere:
-        return (f"only in other cases' folders (e.g. {elsewhere[0]}): name the folders of the regions of interest as "
-                f"those of the images")
+        return (f"found only outside the image's folders (e.g. {elsewhere[0]}): put each region of interest in a "
+                f"folder named as its image's")
     return "add it"
 
 

@@ -94,10 +94,12 @@ def folder_leak_note(cases: pd.DataFrame, splits: pd.DataFrame) -> str | None:
 NUMBERED = r"^(.*\D)\d+$"  # a case id ending in a number: what comes before it (eye00_bscan_ of eye00_bscan_003)
 
 
-def name_leak_note(splits: pd.DataFrame) -> str | None:
-    """Without groups: for case ids numbered after a shared name (eye00_bscan_000 .. eye00_bscan_004), at least two
-    such names of several cases, the names whose cases landed in several splits (the B-scans of one eye trained and
-    tested on?), and the fix; else None."""
+def name_leak_note(cases: pd.DataFrame, splits: pd.DataFrame) -> str | None:
+    """Without groups of cases (a data.manifest's `group`): for case ids numbered after a shared name (eye00_bscan_000
+    .. eye00_bscan_004), at least two such names of several cases, the names whose cases landed in several splits
+    (the B-scans of one eye trained and tested on?), and the fix; else None."""
+    if "group" in cases and (cases["group"] != cases["id"]).any():
+        return None
     names = splits["id"].astype(str).str.extract(NUMBERED)[0]
     counts = names.value_counts()
     if (counts > 1).sum() < 2:
@@ -109,7 +111,8 @@ def name_leak_note(splits: pd.DataFrame) -> str | None:
     return (f"the cases of {len(straddling)} of the {int((counts > 1).sum())} names their ids number (e.g. "
             f"{', '.join(f'{name}*' for name in straddling.index[:3])}) are in several splits: if a name is one "
             f"patient (eye, slide, session), the model is tested on what it trained on and its test scores are "
-            f"optimistic; set split.group_pattern: '{NUMBERED}' to keep each name's cases in one split")
+            f"optimistic; set split.group_pattern: '{NUMBERED}' to keep each name's cases in one split"
+            f"{'' if names.notna().all() else ' (every id must match it: write one that fits the others too)'}")
 
 
 def check_fractions(train: float, val: float, test: float) -> None:

@@ -125,8 +125,8 @@ def scored_names(classes: pd.DataFrame, regions: Regions | None) -> dict:
 def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     """Mean, median and std over cases of every metric, per class (columns like dice_mean), empty_false_positives: the
     units whose ground truth lacks the class but whose prediction has it (each scores Dice 0, however few pixels it
-    predicted), held_units: those whose ground truth has it, and missed_units: of those, the ones whose prediction
-    lacks it."""
+    predicted), held_units: those whose ground truth has it, and missed_units: of those, the ones where no predicted
+    pixel of it is a true one (none predicted, or only elsewhere)."""
     metrics = [c for c in per_case.columns if per_case[c].dtype.kind == "f"]
     by_class = per_case.groupby(["class", "class_name"])
     summary = by_class[metrics].agg(list(SUMMARY_STATS))
@@ -135,16 +135,16 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     keys = [per_case["class"], per_case["class_name"]]
     summary.insert(1, "empty_false_positives", (per_case["gt_empty"] & ~per_case["pred_empty"]).groupby(keys).sum())
     summary.insert(2, "held_units", (~per_case["gt_empty"]).groupby(keys).sum())
-    summary.insert(3, "missed_units", (~per_case["gt_empty"] & per_case["pred_empty"]).groupby(keys).sum())
+    summary.insert(3, "missed_units", (~per_case["gt_empty"] & (per_case["tp"] == 0)).groupby(keys).sum())
     return summary.reset_index()
 
 
 def unpredicted_notes(summary: pd.DataFrame) -> list[str]:
     """One line per foreground class (or region) of a `summarize` table that the ground truth of some units holds and
-    no unit's prediction does: a class the model has not learned, whose summary shows Dice 0 beside a precision of 1
-    (nothing predicted, nothing wrong)."""
+    no unit's prediction finds (not one true pixel): a class the model has not learned, whose Dice is 0 there."""
     never = summary[(summary["class"] > 0) & (summary["held_units"] > 0) &
                     (summary["missed_units"] == summary["held_units"])]
-    return [f"class '{row.class_name}' is predicted in none of the {row.held_units} test unit(s) whose ground truth "
-            f"holds it (Dice 0 in each; precision counts 1 where nothing is predicted): the model has not learned it; "
-            f"train longer (train.budget_minutes) or on more cases that hold it" for row in never.itertuples()]
+    return [f"class '{row.class_name}' is found in none of the {row.held_units} test unit(s) whose ground truth holds "
+            f"it (not one predicted pixel of it on a true one: Dice 0 in each, while precision counts 1 where nothing "
+            f"is predicted): the model has not learned it; train longer (train.budget_minutes) or on more cases that "
+            f"hold it" for row in never.itertuples()]

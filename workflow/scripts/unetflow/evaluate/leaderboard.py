@@ -82,15 +82,13 @@ def leaderboard(experiments: dict[str, dict]) -> pd.DataFrame:
 def empty_case_notes(table: pd.DataFrame) -> list[str]:
     """One line per experiment and ranked class whose mean test Dice counts units without the class in the ground
     truth but with stray predicted pixels (Dice 0 each), with its median beside the mean; and one per ranked class
-    predicted in none of the units that hold it, whose mean comes from the units without it in either (Dice 1
-    each)."""
+    found in none of the units that hold it, whose mean comes from the units without it in the ground truth."""
     flagged = table[table["ranked"] & (table.get("empty_false_positives", 0) > 0)]
     notes = [f"{row.experiment}, class '{row.class_name}': {int(row.empty_false_positives)} of {row.n_cases} test "
              f"unit(s) lack it in the ground truth but have it in the prediction, each scoring Dice 0 (mean "
              f"{row.dice_mean:.4f}, median {row.dice_median:.4f})" for row in flagged.itertuples()]
     missed = table[table["ranked"] & (table.get("held_units", 0) > 0) & (table.get("missed_units", -1) ==
                                                                            table.get("held_units", 0))]
-    return notes + [f"{row.experiment}, class '{row.class_name}': predicted in none of the {int(row.held_units)} test "
-                    f"unit(s) that hold it; its mean Dice {row.dice_mean:.4f} comes from the "
-                    f"{row.n_cases - int(row.held_units)} unit(s) without it in either (Dice 1 each)"
-                    for row in missed.itertuples()]
+    return notes + [f"{row.experiment}, class '{row.class_name}': found in none of the {int(row.held_units)} test "
+                    f"unit(s) that hold it; its mean Dice {row.dice_mean:.4f} comes from the units without it in the "
+                    f"ground truth ({row.n_cases - int(row.held_units)})" for row in missed.itertuples()]
