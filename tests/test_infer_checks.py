@@ -92,7 +92,7 @@ def test_a_volume_much_thinner_than_any_training_volume_is_named():
     table = pd.DataFrame({"image_path": ["a.nii.gz", "thin.nii.gz", "b.png"], "kind": ["volume", "volume", "image"],
                           "slices": [20, 3, 1], "height": [40] * 3, "width": [40] * 3, "size_ratio": [1.2, 3 / 17, 1]})
     assert small_image_notes(table) == [
-        "1 image(s) (thin.nii.gz: 3 slice(s)) reach under 0.5 times as deep along their slice axis as the shallowest "
+        "1 image(s) (thin.nii.gz: 0.18 times) reach under 0.5 times as deep along their slice axis as the shallowest "
         "training volume: a 3D model sees them padded, with less context than it learned from; check them (a slab, "
         "or another slice axis?)"]
 
@@ -106,10 +106,12 @@ def test_the_depth_of_a_volume_is_its_slices_times_their_spacing(tmp_path):
                              "image_path": [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], "slice_axis": 2})
     depth = training_data_summary(manifest, pd.DataFrame({"foreground_fraction": [0.1, 0.1]}))["volume_depth_min"]
     assert depth == 40.0  # b: 40 slices of 1 mm, shallower than a's 17 of 2.5 mm
-    trained = dataclasses.replace(package, training_data=dict(package.training_data, volume_depth_min=depth))
+    trained = dataclasses.replace(package, training_data=dict(package.training_data, volume_depth_min=depth),
+                                  models=[dict(m, hparams=dict(m["hparams"], dims=3)) for m in package.models])
     rows = [dict(kind="volume", image_path=str(tmp_path / f"{name}.nii.gz"), slices=slices, slice_axis=2)
             for name, slices in (("thin", 15), ("coarse", 9))]
     assert [size_ratio(None, row, trained) for row in rows] == [pytest.approx(9 / 40), pytest.approx(90 / 40)]
+    assert np.isnan(size_ratio(None, rows[0], dataclasses.replace(trained, models=package.models)))  # 2D models
 
 
 def test_the_command_line_on_a_folder_of_subfolders_names_them(tmp_path):

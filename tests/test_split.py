@@ -166,6 +166,10 @@ def test_group_by_folder_takes_the_first_folder_below_the_shared_one_and_needs_s
     flat = table.assign(image_path=table["id"].map(lambda name: f"/data/images/{name}.png"))
     with pytest.raises(ValueError, match="all 16 images are in one folder: nothing to group by"):
         split_cases(flat, 0.5, 0.25, 0.25, group_by="folder")
+    loose = pd.concat([table, flat.head(2).assign(id=["loose_a", "loose_b"], image_path=["/data/images/a.png",
+                                                                                         "/data/images/b.png"])])
+    folders = split_cases(loose, 0.5, 0.25, 0.25, group_by="folder").set_index("id")["folder"]
+    assert folders[["loose_a", "loose_b"]].tolist() == ["loose_a", "loose_b"]  # images beside the folders: their own
 
 
 def test_numbered_cases_of_one_name_split_apart_are_named_and_the_pattern_keeps_them_together():

@@ -37,12 +37,14 @@ def draw(ids: pd.Series, fraction: float, seed: int, groups: pd.Series | None) -
 
 def with_folders(cases: pd.DataFrame) -> pd.DataFrame:
     """The cases with a column `folder` (unless the manifest has its own): the first folder below the one all the
-    images share ('.' for the images in it): patient01 of patient01/scan2/frame_000.png."""
+    images share (patient01 of patient01/scan2/frame_000.png); an image in that folder itself is a group of its own
+    (its id)."""
     if "folder" in cases or cases.empty:
         return cases
     parents = cases["image_path"].map(lambda path: str(Path(path).parent))
     root = os.path.commonpath(parents.tolist())
-    return cases.assign(folder=parents.map(lambda parent: (Path(os.path.relpath(parent, root)).parts or (".",))[0]))
+    firsts = [(Path(os.path.relpath(parent, root)).parts or (None,))[0] for parent in parents]
+    return cases.assign(folder=[first or str(case) for first, case in zip(firsts, cases["id"])])
 
 
 def with_pattern_groups(cases: pd.DataFrame, pattern: str) -> pd.DataFrame:
@@ -180,7 +182,7 @@ def split_cases(cases: pd.DataFrame, train: float, val: float, test: float, seed
             raise ValueError("split.group_by and split.group_pattern are both set: set one of them")
         cases, group_by = with_pattern_groups(cases, group_pattern), "pattern_group"
     cases = (with_folders(cases) if group_by == "folder" else cases).sort_values("id").reset_index(drop=True)
-    if group_by == "folder" and cases["folder"].nunique() < 2:
+    if group_by == "folder" and (cases["folder"] == cases["id"].astype(str)).all():
         raise ValueError(f"split.group_by: folder, but all {len(cases)} images are in one folder: nothing to group "
                          f"by; group them with split.group_pattern (a regular expression on their names) or a "
                          f"data.manifest's group column")

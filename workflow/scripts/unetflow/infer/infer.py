@@ -78,10 +78,11 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
 
 def size_ratio(image: np.ndarray, row: dict, package: Package) -> float:
     """A 2D image's shorter side over the shortest side of the package's training images, a volume's depth over the
-    shallowest training volume's (`volume_depth`); NaN for stacks and packages that do not record their training
-    images' sizes."""
+    shallowest training volume's (`volume_depth`; for 3D models); NaN for stacks and packages that do not record
+    their training images' sizes."""
     data = package.training_data
-    if row["kind"] == "volume" and data.get("volume_depth_min"):
+    if row["kind"] == "volume" and data.get("volume_depth_min") and any(m["hparams"]["dims"] == 3
+                                                                       for m in package.models):
         return volume_depth(row) / data["volume_depth_min"]
     if row["kind"] != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
         return float("nan")
@@ -157,7 +158,7 @@ def small_image_notes(table: pd.DataFrame) -> list[str]:
     return [f"{shown} are under {SMALL_IMAGE_SHARE:g} times the shortest side of the model's training images: a crop "
             f"is segmented as it should be, but a picture saved smaller shows its objects smaller than the model "
             f"learned them: give such images at the training images' scale"] * bool(len(small)) + [
-        f"{named(thin, lambda row: f'{Path(row.image_path).name}: {row.slices} slice(s)')} reach under "
+        f"{named(thin, lambda row: f'{Path(row.image_path).name}: {row.size_ratio:.2f} times')} reach under "
         f"{SMALL_IMAGE_SHARE:g} times as deep along their slice axis as the shallowest training volume: a 3D model "
         f"sees them padded, with less context than it learned from; check them (a slab, or another slice axis?)"] * \
         bool(len(thin))
@@ -206,7 +207,7 @@ def named(rows: pd.DataFrame, label) -> str:
 
 def check_images(files: list[Path], package: Package, threads: int = 1, spec: str = "the input",
                  root: Path | None = None, slide_pixel_size: float | None = None,
-                 rois: str | None = None) -> pd.DataFrame:
+                 rois: str | None = None, rois_key: str = "infer.rois") -> pd.DataFrame:
     """One row per image source (see `inspect_image`; a whole-slide image is only opened: `slide_row`; outputs named
     by their path below `root`, default: each file's stem, without nnU-Net's `_0000` where every name has it; with
     `rois` (infer.rois) the region of interest of each, `unetflow.infer.rois`), or InferInputError listing every
@@ -226,7 +227,7 @@ def check_images(files: list[Path], package: Package, threads: int = 1, spec: st
         results = list(pool.map(lambda item: inspect(*item), zip(files, names, slides)))
     problems = [problem for _, found in results for problem in found]
     problems += slide_problems(package) if any(slides) else []
-    table, roi_problems = with_rois(pd.DataFrame([row for row, _ in results if row is not None]), rois)
+    table, roi_problems = with_rois(pd.DataFrame([row for row, _ in results if row is not None]), rois, rois_key)
     problems += roi_problems + duplicate_names(table)
     if problems:
         raise InferInputError(f"{len(problems)} problem(s) in the images to segment:\n  - " + "\n  - ".join(problems))
@@ -291,7 +292,7 @@ def main(argv=None) -> None:
             predictor.package = replace(package, predict=dict(package.predict, min_object_size=args.min_object_size))
         checked = check_images(listed_images(args.input), predictor.package, args.threads,
                                f"--input '{args.input}'{subfolder_hint(args.input)}", input_root(args.input),
-                               args.slide_pixel_size, args.rois)
+                               args.slide_pixel_size, args.rois, "--rois")
         images, slides = checked[checked["kind"] != "slide"], checked[checked["kind"] == "slide"]
         for note in input_notes(checked, predictor.package, args.slide_pixel_size, args.rois):
             log.warning(note)

@@ -26,14 +26,14 @@ def within_roi(probs: np.ndarray, roi: np.ndarray | None, regions: bool) -> np.n
     return probs
 
 
-def with_rois(table: pd.DataFrame, spec: str | None) -> tuple[pd.DataFrame, list[str]]:
-    """The checked images with the region-of-interest file `spec` (infer.rois) pairs with each in column roi_path
-    (slides take none), and the problems: an image without one, or one not of the image's size."""
+def with_rois(table: pd.DataFrame, spec: str | None, key: str = "infer.rois") -> tuple[pd.DataFrame, list[str]]:
+    """The checked images with the region-of-interest file `spec` (the setting `key`) pairs with each in column
+    roi_path (slides take none), and the problems: an image without one, or one not of the image's size."""
     if not spec or table.empty:
         return table, []
     images = table[table["kind"] != "slide"]
     pairs = [dict(image=Path(path), stem=case_stem(path)) for path in images["image_path"]]
-    problems = attach_rois(pairs, spec, "infer.rois")
+    problems = attach_rois(pairs, spec, key)
     table = table.assign(roi_path=table["image_path"].map({str(pair["image"]): str(pair["roi"]) for pair in pairs
                                                            if "roi" in pair}))
     return table, problems + [problem for row in table.dropna(subset=["roi_path"]).to_dict("records")
