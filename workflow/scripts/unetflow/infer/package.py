@@ -27,6 +27,7 @@ from unetflow.config import PACKAGED_PREDICT_KEYS
 from unetflow.instances.objects import OBJECT_PROBABILITY
 from unetflow.instances.targets import instance_target
 from unetflow.io.calibration import stated_pixel_sizes, typical_pixel_size
+from unetflow.io.formats import ImageReadError
 from unetflow.io.images import mask_palette
 from unetflow.io.nifti import usual_axis_codes
 from unetflow.io.regions import Regions
@@ -128,13 +129,23 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 tiff_pixel_height=tiff_pixel_size(manifest, axis=1),
                 rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
                 axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]),
-                volume_depth_min=min(map(volume_depth, manifest[manifest["kind"] == "volume"].to_dict("records")),
-                                     default=None))
+                volume_depth_min=shallowest(manifest[manifest["kind"] == "volume"].to_dict("records")))
 
 
 def volume_depth(row: dict) -> float:
     """How deep a volume reaches along its slice axis: its slices times their spacing (mm)."""
     return float(row["slices"] * source_spacing(row)[0])
+
+
+def shallowest(rows: list[dict]) -> float | None:
+    """The least `volume_depth` of the volumes (rows) whose headers can be read; None for none."""
+    depths = []
+    for row in rows:
+        try:
+            depths.append(volume_depth(row))
+        except ImageReadError:  # a package built from a manifest whose files have moved
+            continue
+    return min(depths, default=None)
 
 
 def tiff_pixel_size(manifest: pd.DataFrame, axis: int = 0) -> float | None:
