@@ -24,7 +24,7 @@ def attach_rois(pairs: list[dict], spec: str, key: str = "data.rois") -> list[st
     for pair in pairs:
         site = sites.get(str(pair["image"]), ())
         found = [roi for roi in rois_of(pair, rois, site) if str(pair["image"]) not in nested or
-                 set(folders.get(roi, ())) <= set(pair["image"].parts)]
+                 set(folders.get(roi, ())) <= set(Path(pair["image"]).parts)]
         if len(found) != 1:
             where = f" in a folder of {'/'.join(site)}" if site else ""
             problems.append(f"{pair['image']}: {len(found) or 'no'} region-of-interest file(s) in {key} "
