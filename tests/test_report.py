@@ -38,7 +38,7 @@ def per_case() -> pd.DataFrame:
     for case_id, (cell, nucleus) in FOREGROUND_DICE.items():
         for c, dice in enumerate((0.99, cell, nucleus)):
             rows.append(dict(id=case_id, **{"class": c}, class_name=CLASS_NAMES[c], dice=dice, iou=dice / (2 - dice),
-                             hd95=10 * (1 - dice), roi=False, gt_empty=False, pred_empty=False))
+                             hd95=10 * (1 - dice), tp=int(100 * dice), roi=False, gt_empty=False, pred_empty=False))
     return pd.DataFrame(rows)
 
 
