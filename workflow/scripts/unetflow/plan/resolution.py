@@ -75,12 +75,16 @@ def few_passes(trial: dict, key: str) -> str | None:
     network see the training pixels fewer than TARGET_PASSES times; else None."""
     if trial["passes"] >= TARGET_PASSES:
         return None
-    timed = trial["step_seconds"] is not None
-    step = f", a step measured at {trial['step_seconds']:.3g} s" if timed else ""
+    step = "" if trial["step_seconds"] is None else f", a step measured at {trial['step_seconds']:.3g} s"
     return (f"{key} {trial['resolution']:g}: the network sees the training pixels {trial['passes']:g} times in the "
             f"budget (patch {trial['patch_size']}, batch {trial['batch_size']}{step}), under the {TARGET_PASSES} the "
             f"planner aims for, so it may stop undertrained; leave {key} to the planner (null) or raise the budget "
-            f"({'train.budget_minutes' if timed else 'train.epochs or train.budget_steps'})")
+            f"({budget_key(trial)})")
+
+
+def budget_key(trial: dict) -> str:
+    """The setting that raises a trial's budget: the minutes of a time budget (its step was timed), else the steps."""
+    return "train.budget_minutes" if trial["step_seconds"] is not None else "train.epochs or train.budget_steps"
 
 
 def undertrained_note(trials: list[dict], resolution: float) -> str | None:
@@ -89,11 +93,10 @@ def undertrained_note(trials: list[dict], resolution: float) -> str | None:
     chosen = next((trial for trial in trials if trial["resolution"] == resolution), None)
     if chosen is None or chosen["passes"] >= TARGET_PASSES:
         return None
-    budget = "train.budget_minutes" if chosen["step_seconds"] is not None else "train.epochs or train.budget_steps"
     return (f"the budget lets the network see the training pixels {chosen['passes']:g} times (resolution "
             f"{resolution:g}, patch {chosen['patch_size']}, batch {chosen['batch_size']}), under the {TARGET_PASSES} "
             f"the planner aims for, and no lower resolution the data allow gives more (the resolution's reason in "
-            f"plan.json): the model may stop undertrained; raise {budget}")
+            f"plan.json): the model may stop undertrained; raise {budget_key(chosen)}")
 
 
 def plan_resolution(traits: dict, budget, val_share: float, settings_at, step_time_of) -> tuple[float, str, list]:
