@@ -229,13 +229,11 @@ def leaderboard_runs():
     parameters of each) and their names."""
     runs = {}
     for name in EXPERIMENTS:
-        members = list(dict.fromkeys(member for member, _ in ensemble_members(name)))
+        models = ensemble_members(name)
+        members = list(dict.fromkeys(member for member, _ in models))
         runs[name] = dict(
             summary=expand(rules.evaluate.output.summary, experiment=name)[0],
-            metrics=[
-                expand(rules.train.output.metrics, experiment=member, fold=fold)[0]
-                for member, fold in ensemble_members(name)
-            ],
+            metrics=[expand(rules.train.output.metrics, experiment=member, fold=fold)[0] for member, fold in models],
             plans=[expand(rules.plan.output[0], experiment=member)[0] for member in members],
             trained_by="+".join(members),
         )

@@ -64,7 +64,7 @@ def inspect_image(path: Path, name: str, package: Package) -> tuple[dict | None,
     except ImageReadError as error:
         return None, [str(error)]
     problems = [f"{path}: {problem}" for problem in image_problems(image, package) + [scale] if problem]
-    if kind != "volume" and any(m["hparams"]["dims"] == 3 for m in package.models):
+    if kind != "volume" and package.has_3d_model:
         problems.append(f"{path}: a 2D {'TIFF stack' if kind == 'stack' else 'image'}, but {package.path} holds 3D "
                         f"models, which segment NIfTI volumes only; segment it with a package of 2D models")
     row = dict(id=name, image_path=str(path), kind=kind, slices=int(image.shape[1]), slice_axis=axis,
@@ -81,8 +81,7 @@ def size_ratio(image: np.ndarray, row: dict, package: Package) -> float:
     shallowest training volume's (`volume_depth`; for 3D models); NaN for stacks and packages that do not record
     their training images' sizes."""
     data = package.training_data
-    if row["kind"] == "volume" and data.get("volume_depth_min") and any(m["hparams"]["dims"] == 3
-                                                                       for m in package.models):
+    if row["kind"] == "volume" and data.get("volume_depth_min") and package.has_3d_model:
         return volume_depth(row) / data["volume_depth_min"]
     if row["kind"] != "image" or "height_range" not in data or "image" not in data.get("kinds", []):
         return float("nan")

@@ -89,6 +89,11 @@ class Package:
         return float(self.predict.get("object_probability", OBJECT_PROBABILITY))
 
     @property
+    def has_3d_model(self) -> bool:
+        """Whether any of its models is a 3D U-Net."""
+        return any(model["hparams"]["dims"] == 3 for model in self.models)
+
+    @property
     def instance_target(self) -> str | None:
         """The instance target of a model of the instance mode (see `unetflow.instances.targets`), else None."""
         return instance_target(self.classes)

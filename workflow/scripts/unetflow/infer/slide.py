@@ -69,7 +69,7 @@ def slide_problems(package: Package) -> list[str]:
     """What keeps a package from segmenting slides: 3D models, whole-image postprocessing, models trained at
     different resolutions."""
     problems = []
-    if any(model["hparams"]["dims"] == 3 for model in package.models):
+    if package.has_3d_model:
         problems.append("it holds 3D models; slides are segmented by 2D models only")
     if package.predict["largest_component"]:
         problems.append("predict.largest_component is a whole-image step, not done region by region; retrain or "
