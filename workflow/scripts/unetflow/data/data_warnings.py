@@ -133,9 +133,10 @@ def volume_orientation_rows(manifest: pd.DataFrame) -> list[dict]:
     """One row per volume whose voxel axes point elsewhere than most volumes' (`axis_codes`: LAS beside RAS): its
     voxels reach the network mirrored or turned (its value: 1)."""
     volumes = manifest.loc[manifest["kind"] == "volume", "image_path"] if "kind" in manifest else []
-    usual = usual_axis_codes(volumes)
+    codes = {path: axis_codes(path) for path in volumes}
+    usual = usual_axis_codes(codes.values())
     return [dict(kind="volume_orientation", file=path, value=1.0, detail=f"{code} where most are {usual}")
-            for path in volumes if (code := axis_codes(path)) and code != usual]
+            for path, code in codes.items() if code and code != usual]
 
 
 def flagged_rows(manifest: pd.DataFrame, column: str, kind: str, file: str, detail: str) -> list[dict]:

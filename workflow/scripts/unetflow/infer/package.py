@@ -29,7 +29,7 @@ from unetflow.instances.targets import instance_target
 from unetflow.io.calibration import stated_pixel_sizes, typical_pixel_size
 from unetflow.io.formats import ImageReadError
 from unetflow.io.images import mask_palette
-from unetflow.io.nifti import usual_axis_codes
+from unetflow.io.nifti import axis_codes, usual_axis_codes
 from unetflow.io.regions import Regions
 from unetflow.io.sources import source_spacing
 
@@ -133,7 +133,7 @@ def training_data_summary(manifest: pd.DataFrame, stored: pd.DataFrame) -> dict:
                 slide_pixel_size=slide_pixel_size(manifest), tiff_pixel_size=tiff_pixel_size(manifest),
                 tiff_pixel_height=tiff_pixel_size(manifest, axis=1),
                 rois=bool("roi_path" in manifest and manifest["roi_path"].notna().any()),
-                axis_codes=usual_axis_codes(manifest.loc[manifest["kind"] == "volume", "image_path"]),
+                axis_codes=usual_axis_codes(map(axis_codes, manifest.loc[manifest["kind"] == "volume", "image_path"])),
                 volume_depth_min=shallowest(manifest[manifest["kind"] == "volume"].to_dict("records")))
 
 

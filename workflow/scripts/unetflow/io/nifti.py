@@ -166,9 +166,9 @@ def axis_codes(path) -> str:
     return "".join(codes) if all(codes) else ""
 
 
-def usual_axis_codes(paths) -> str:
-    """The `axis_codes` most of the volumes at `paths` have ('' for none)."""
-    found = Counter(code for code in map(axis_codes, paths) if code)
+def usual_axis_codes(codes) -> str:
+    """The `axis_codes` most of the volumes have, of their `codes` ('' for none)."""
+    found = Counter(code for code in codes if code)
     return found.most_common(1)[0][0] if found else ""
 
 
